@@ -1,0 +1,56 @@
+"""tidings: a typed event bus that grows from one process to a durable log to a cluster.
+
+The public API is re-exported here; everything else is private or lives in a documented
+submodule (:mod:`tidings.topics`, :mod:`tidings.clock`, :mod:`tidings.testing`).
+"""
+
+from tidings.bus import Bus, CloseReport, Handles
+from tidings.clock import HybridClock
+from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
+from tidings.delivery import Delivery, HandlerOutcome
+from tidings.event import Envelope, event, from_cloudevent, to_cloudevent, topic_of
+from tidings.exceptions import (
+    BusClosedError,
+    ClockSkewError,
+    EventTypeConflictError,
+    InvalidHandlerError,
+    InvalidTopicError,
+    LoopNotRunningError,
+    QueueClosedError,
+    QueueFullError,
+    TidingsError,
+    TopicRequiredError,
+    WouldBlock,
+)
+from tidings.subscription import Subscription
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "DEAD_LETTER_TOPIC",
+    "Bus",
+    "BusClosedError",
+    "ClockSkewError",
+    "CloseReport",
+    "DeadLetter",
+    "Delivery",
+    "Envelope",
+    "EventTypeConflictError",
+    "HandlerOutcome",
+    "Handles",
+    "HybridClock",
+    "InvalidHandlerError",
+    "InvalidTopicError",
+    "LoopNotRunningError",
+    "QueueClosedError",
+    "QueueFullError",
+    "Subscription",
+    "TidingsError",
+    "TopicRequiredError",
+    "WouldBlock",
+    "__version__",
+    "event",
+    "from_cloudevent",
+    "to_cloudevent",
+    "topic_of",
+)

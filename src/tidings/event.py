@@ -1,0 +1,245 @@
+"""Event classes, their topics, and the :class:`Envelope` every event travels in.
+
+An event is an instance of an ordinary class: a frozen dataclass, a ``msgspec.Struct`` or a
+pydantic model. :func:`event` names the topic its instances are published on; without it a
+class's topic is derived from its name (``OrderPlaced`` -> ``order_placed``).
+
+An :class:`Envelope` carries one event with its metadata and maps one to one onto a
+CloudEvents 1.0 event: ``id``, ``type`` (the topic), ``source``, ``time``, ``data`` (the
+payload) and the extensions ``hlc`` (the packed hybrid-clock time), ``partitionkey`` (the
+ordering key) and, from the headers, ``traceparent`` and any other header.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar, overload
+
+import msgspec
+
+from tidings.clock import format_event_id, to_datetime
+from tidings.exceptions import EventTypeConflictError, TopicRequiredError
+from tidings.topics import validate_topic
+
+__all__ = (
+    "NO_HEADERS",
+    "Envelope",
+    "event",
+    "event_type_for",
+    "from_cloudevent",
+    "to_cloudevent",
+    "topic_of",
+)
+
+T = TypeVar("T")
+C = TypeVar("C", bound=type)
+
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+"""The shared, read-only empty header mapping."""
+
+_TOPIC_ATTR = "__tidings_topic__"
+_BUILTIN_MODULES = frozenset({"builtins", "collections", "datetime", "decimal", "uuid", "pathlib"})
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_registry: dict[str, type] = {}
+_topics: dict[type, str] = {}
+
+
+def _derive_topic(cls: type) -> str:
+    return validate_topic(_CAMEL.sub("_", cls.__name__).lower())
+
+
+@overload
+def event(topic: str, /) -> Callable[[C], C]: ...
+@overload
+def event(cls: C, /) -> C: ...
+def event(topic_or_cls: str | C, /) -> Callable[[C], C] | C:
+    """Declare a class as an event type published on ``topic``.
+
+    Use as ``@event("orders.placed")`` or bare as ``@event`` (topic derived from the class
+    name). The class is returned unchanged apart from a ``__tidings_topic__`` attribute;
+    subclasses inherit the topic unless they declare their own.
+
+    Raises:
+        InvalidTopicError: if the topic is malformed (the message names the bad token).
+        EventTypeConflictError: if another class is already registered for the topic.
+    """
+    if isinstance(topic_or_cls, str):
+        topic = validate_topic(topic_or_cls)
+
+        def decorate(cls: C) -> C:
+            return _register(cls, topic)
+
+        return decorate
+    return _register(topic_or_cls, _derive_topic(topic_or_cls))
+
+
+def _register(cls: C, topic: str) -> C:
+    known = _registry.get(topic)
+    if known is not None and known is not cls and _qualname(known) != _qualname(cls):
+        raise EventTypeConflictError(
+            f"topic {topic!r} already belongs to {_qualname(known)}; "
+            f"give {_qualname(cls)} a topic of its own with @tidings.event('...')"
+        )
+    setattr(cls, _TOPIC_ATTR, topic)
+    _registry[topic] = cls
+    _topics.pop(cls, None)
+    return cls
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def topic_of(cls: type) -> str:
+    """The topic instances of ``cls`` are published on.
+
+    Raises:
+        TopicRequiredError: for builtin and standard-library value types (``int``, ``str``,
+            ``dict``...), which name no topic; pass ``topic=`` when publishing them.
+    """
+    try:
+        return _topics[cls]
+    except KeyError:
+        pass
+    topic = getattr(cls, _TOPIC_ATTR, None)
+    if topic is None:
+        if cls.__module__ in _BUILTIN_MODULES:
+            raise TopicRequiredError(
+                f"a {cls.__name__} names no topic: pass one, as in "
+                f"bus.publish(value, topic='some.topic'), or publish an instance of an "
+                "event class (see tidings.event)"
+            )
+        topic = _derive_topic(cls)
+    _topics[cls] = topic
+    return topic
+
+
+def event_type_for(topic: str) -> type | None:
+    """The class registered with :func:`event` for ``topic``, if any."""
+    return _registry.get(topic)
+
+
+class Envelope(msgspec.Struct, Generic[T], frozen=True, gc=False):
+    """One event with its metadata. Immutable.
+
+    Attributes:
+        topic: the topic the event was published on.
+        payload: the event itself.
+        time: packed hybrid-logical-clock time (see :mod:`tidings.clock`); it reads as
+            nanoseconds since the Unix epoch, and its low 16 bits count events within one
+            65.536 µs granule.
+        key: the ordering key, or ``None``. Queued and remote deliveries keep publish order
+            among envelopes with the same key.
+        source: the CloudEvents ``source``: who produced the event.
+        headers: string metadata carried across every hop (``traceparent`` and friends).
+            Read-only.
+    """
+
+    topic: str
+    payload: T
+    time: int
+    key: str | None = None
+    source: str = "tidings"
+    headers: Mapping[str, str] = NO_HEADERS
+    _id: str | None = None
+    _node: str = ""
+
+    @property
+    def id(self) -> str:
+        """Unique, sortable event id: the HLC time and the producing node, as 32 hex digits.
+
+        Envelopes that arrived from elsewhere keep the id they were given.
+        """
+        given = self._id
+        return given if given is not None else format_event_id(self.time, self._node)
+
+    @property
+    def datetime(self) -> _dt.datetime:
+        """The physical part of :attr:`time` as an aware UTC ``datetime``."""
+        return to_datetime(self.time)
+
+    def __repr__(self) -> str:
+        key = "" if self.key is None else f", key={self.key!r}"
+        return f"Envelope(id={self.id!r}, topic={self.topic!r}{key}, payload={self.payload!r})"
+
+
+def to_cloudevent(envelope: Envelope[Any]) -> dict[str, Any]:
+    """The envelope as a CloudEvents 1.0 structured-mode mapping (JSON-ready ``data``)."""
+    out: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": envelope.id,
+        "type": envelope.topic,
+        "source": envelope.source,
+        "time": envelope.datetime.isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+        "hlc": str(envelope.time),
+        "data": msgspec.to_builtins(envelope.payload),
+    }
+    if envelope.key is not None:
+        out["partitionkey"] = envelope.key
+    for name, value in envelope.headers.items():
+        out.setdefault(name, value)
+    return out
+
+
+_CE_CORE = frozenset(
+    {
+        "specversion",
+        "id",
+        "type",
+        "source",
+        "time",
+        "datacontenttype",
+        "data",
+        "hlc",
+        "partitionkey",
+        "subject",
+        "dataschema",
+    }
+)
+
+
+def from_cloudevent(mapping: Mapping[str, Any], payload_type: type[T] | None = None) -> Envelope[T]:
+    """Build an envelope from a CloudEvents 1.0 structured-mode mapping.
+
+    ``data`` is converted to ``payload_type`` when given, else to the class registered for the
+    event's ``type``, else left as decoded JSON. Extension attributes become headers.
+
+    Raises:
+        ValueError: naming the missing or malformed attribute.
+        msgspec.ValidationError: if ``data`` does not fit the payload type.
+    """
+    for required in ("id", "type", "source", "specversion"):
+        if required not in mapping:
+            raise ValueError(f"CloudEvent lacks the required attribute {required!r}")
+    if mapping["specversion"] != "1.0":
+        raise ValueError(f"CloudEvent specversion {mapping['specversion']!r} is not '1.0'")
+    topic = validate_topic(str(mapping["type"]))
+    target = payload_type if payload_type is not None else event_type_for(topic)
+    data = mapping.get("data")
+    payload: Any = data if target is None else msgspec.convert(data, target)
+    try:
+        hlc = int(mapping["hlc"]) if "hlc" in mapping else _time_to_ns(mapping.get("time"))
+    except ValueError as exc:
+        raise ValueError(f"CloudEvent attribute 'hlc' or 'time' is malformed: {exc}") from None
+    headers = {k: str(v) for k, v in mapping.items() if k not in _CE_CORE}
+    key = mapping.get("partitionkey")
+    return Envelope(
+        topic,
+        payload,
+        hlc,
+        None if key is None else str(key),
+        str(mapping["source"]),
+        MappingProxyType(headers) if headers else NO_HEADERS,
+        str(mapping["id"]),
+    )
+
+
+def _time_to_ns(value: object) -> int:
+    if value is None:
+        return 0
+    parsed = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return int(parsed.timestamp() * 1_000_000) * 1000

@@ -1,0 +1,146 @@
+"""Topic names and subscription patterns.
+
+A *topic* is one or more dot-separated tokens, for example ``orders.placed``. A token is
+one or more ASCII letters, digits, ``_`` or ``-``; the same rule makes every topic a valid
+NATS subject, a valid SQL text and a readable metric label.
+
+A *pattern* is a topic in which whole tokens may be wildcards, as in NATS:
+
+- ``*`` matches exactly one token (``orders.*`` matches ``orders.placed``, not ``orders``
+  nor ``orders.eu.placed``);
+- ``>`` matches one or more trailing tokens and may only be the last token (``orders.>``
+  matches ``orders.placed`` and ``orders.eu.placed``, not ``orders``).
+
+Validation errors are :class:`~tidings.exceptions.InvalidTopicError` and name the bad token.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import lru_cache
+
+from tidings.exceptions import InvalidTopicError
+
+__all__ = (
+    "MAX_TOPIC_LENGTH",
+    "compile_pattern",
+    "is_pattern",
+    "matches",
+    "validate_pattern",
+    "validate_topic",
+)
+
+MAX_TOPIC_LENGTH = 255
+"""The longest topic or pattern accepted, in characters."""
+
+_TOKEN = re.compile(r"[A-Za-z0-9_\-]+")
+_RULE = "tokens are separated by single dots and made of ASCII letters, digits, '_' or '-'"
+
+
+def _check(text: object, *, allow_wildcards: bool) -> list[str]:
+    kind = "pattern" if allow_wildcards else "topic"
+    if not isinstance(text, str):
+        raise InvalidTopicError(
+            f"a {kind} must be a str, not {type(text).__name__}", topic=repr(text)
+        )
+    if not text:
+        raise InvalidTopicError(f"the {kind} is empty; {_RULE}", topic=text)
+    if len(text) > MAX_TOPIC_LENGTH:
+        raise InvalidTopicError(
+            f"{kind} {text[:40]!r}... is {len(text)} characters long, "
+            f"more than the {MAX_TOPIC_LENGTH} allowed",
+            topic=text,
+        )
+    tokens = text.split(".")
+    last = len(tokens) - 1
+    for index, token in enumerate(tokens):
+        position = f"token {index + 1}"
+        if not token:
+            raise InvalidTopicError(
+                f"invalid {kind} {text!r}: {position} is empty; {_RULE}", topic=text, token=token
+            )
+        if allow_wildcards and token == "*":
+            continue
+        if allow_wildcards and token == ">":
+            if index != last:
+                raise InvalidTopicError(
+                    f"invalid pattern {text!r}: '>' matches the rest of a topic, so it may only "
+                    f"be the last token (it is {position} of {last + 1})",
+                    topic=text,
+                    token=token,
+                )
+            continue
+        if _TOKEN.fullmatch(token) is None:
+            hint = (
+                "; wildcards '*' and '>' must stand alone as a whole token"
+                if ("*" in token or ">" in token)
+                else ""
+            )
+            if not allow_wildcards and token in ("*", ">"):
+                hint = f"; {token!r} is a wildcard, allowed in subscription patterns only"
+            raise InvalidTopicError(
+                f"invalid {kind} {text!r}: {position} {token!r} is not allowed; {_RULE}{hint}",
+                topic=text,
+                token=token,
+            )
+    return tokens
+
+
+@lru_cache(maxsize=4096)
+def validate_topic(topic: str) -> str:
+    """Return ``topic`` unchanged if it is a valid concrete topic (no wildcards).
+
+    Raises:
+        InvalidTopicError: naming the first bad token.
+    """
+    _check(topic, allow_wildcards=False)
+    return topic
+
+
+@lru_cache(maxsize=4096)
+def validate_pattern(pattern: str) -> str:
+    """Return ``pattern`` unchanged if it is a valid topic or wildcard pattern.
+
+    Raises:
+        InvalidTopicError: naming the first bad token.
+    """
+    _check(pattern, allow_wildcards=True)
+    return pattern
+
+
+def is_pattern(text: str) -> bool:
+    """Whether ``text`` (already validated) contains a wildcard token."""
+    return any(token in ("*", ">") for token in text.split("."))
+
+
+@lru_cache(maxsize=4096)
+def compile_pattern(pattern: str) -> Callable[[str], bool]:
+    """Validate ``pattern`` and return a predicate telling whether a topic matches it.
+
+    Raises:
+        InvalidTopicError: if the pattern is malformed.
+    """
+    tokens = tuple(_check(pattern, allow_wildcards=True))
+    if "*" not in tokens and ">" not in tokens:
+        return pattern.__eq__
+    tail = tokens[-1] == ">"
+    fixed = tokens[:-1] if tail else tokens
+    width = len(fixed)
+
+    def match(topic: str) -> bool:
+        parts = topic.split(".")
+        if (len(parts) <= width) if tail else (len(parts) != width):
+            return False
+        return all(want == "*" or want == got for want, got in zip(fixed, parts, strict=False))
+
+    return match
+
+
+def matches(pattern: str, topic: str) -> bool:
+    """Whether ``topic`` matches ``pattern`` (see the module docstring for the rules).
+
+    Raises:
+        InvalidTopicError: if the pattern is malformed.
+    """
+    return compile_pattern(pattern)(topic)
