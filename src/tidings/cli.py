@@ -1,0 +1,39 @@
+"""The ``tidings`` command.
+
+``tidings demo`` runs the guided tour on embedded defaults (no server needed). Further
+command groups are mounted here as the project grows.
+"""
+
+from __future__ import annotations
+
+try:
+    import typer
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise SystemExit("the tidings command needs its extra: pip install 'tidings[cli]'") from exc
+
+__all__ = ("app", "main")
+
+app = typer.Typer(
+    name="tidings",
+    help="tidings: a typed event bus for Python, from one process to a cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """tidings: a typed event bus for Python, from one process to a cluster."""
+
+
+@app.command()
+def demo() -> None:
+    """Run a short tour of tidings on embedded defaults (no server to start)."""
+    from tidings._demo import run
+
+    raise typer.Exit(run())
+
+
+def main() -> None:
+    """Entry point of the ``tidings`` console script."""
+    app()
