@@ -32,6 +32,7 @@ __all__ = (
     "from_cloudevent",
     "to_cloudevent",
     "topic_of",
+    "version_of",
 )
 
 T = TypeVar("T")
@@ -41,6 +42,7 @@ NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 """The shared, read-only empty header mapping."""
 
 _TOPIC_ATTR = "__tidings_topic__"
+_VERSION_ATTR = "__tidings_version__"
 _BUILTIN_MODULES = frozenset({"builtins", "collections", "datetime", "decimal", "uuid", "pathlib"})
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _registry: dict[str, type] = {}
@@ -52,31 +54,37 @@ def _derive_topic(cls: type) -> str:
 
 
 @overload
-def event(topic: str, /) -> Callable[[C], C]: ...
+def event(topic: str | None = None, /, *, version: int = 1) -> Callable[[C], C]: ...
 @overload
 def event(cls: C, /) -> C: ...
-def event(topic_or_cls: str | C, /) -> Callable[[C], C] | C:
-    """Declare a class as an event type published on ``topic``.
+def event(topic_or_cls: str | C | None = None, /, *, version: int = 1) -> Callable[[C], C] | C:
+    """Declare a class as an event type published on ``topic``, at schema ``version``.
 
-    Use as ``@event("orders.placed")`` or bare as ``@event`` (topic derived from the class
-    name). The class is returned unchanged apart from a ``__tidings_topic__`` attribute;
-    subclasses inherit the topic unless they declare their own.
+    Use as ``@event("orders.placed")``, ``@event("orders.placed", version=2)`` or bare as
+    ``@event`` (topic derived from the class name). The class is returned unchanged apart
+    from the ``__tidings_topic__`` and ``__tidings_version__`` attributes; subclasses inherit
+    both unless they declare their own. The topic doubles as the event's *type name* in
+    stored records and CloudEvents ``type``; the version tells stored records' upcasters
+    which shape a payload has.
 
     Raises:
         InvalidTopicError: if the topic is malformed (the message names the bad token).
         EventTypeConflictError: if another class is already registered for the topic.
+        ValueError: if ``version`` is not a positive int.
     """
-    if isinstance(topic_or_cls, str):
-        topic = validate_topic(topic_or_cls)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"an event version is a positive int, not {version!r}")
+    if topic_or_cls is None or isinstance(topic_or_cls, str):
+        topic = None if topic_or_cls is None else validate_topic(topic_or_cls)
 
         def decorate(cls: C) -> C:
-            return _register(cls, topic)
+            return _register(cls, topic or _derive_topic(cls), version)
 
         return decorate
-    return _register(topic_or_cls, _derive_topic(topic_or_cls))
+    return _register(topic_or_cls, _derive_topic(topic_or_cls), version)
 
 
-def _register(cls: C, topic: str) -> C:
+def _register(cls: C, topic: str, version: int) -> C:
     known = _registry.get(topic)
     if known is not None and known is not cls and _qualname(known) != _qualname(cls):
         raise EventTypeConflictError(
@@ -84,6 +92,7 @@ def _register(cls: C, topic: str) -> C:
             f"give {_qualname(cls)} a topic of its own with @tidings.event('...')"
         )
     setattr(cls, _TOPIC_ATTR, topic)
+    setattr(cls, _VERSION_ATTR, version)
     _registry[topic] = cls
     _topics.pop(cls, None)
     return cls
@@ -118,8 +127,14 @@ def topic_of(cls: type) -> str:
 
 
 def event_type_for(topic: str) -> type | None:
-    """The class registered with :func:`event` for ``topic``, if any."""
+    """The class registered with :func:`event` for ``topic`` (its type name), if any."""
     return _registry.get(topic)
+
+
+def version_of(cls: type) -> int:
+    """The schema version declared with :func:`event` for ``cls`` (1 when undeclared)."""
+    version: int = getattr(cls, _VERSION_ATTR, 1)
+    return version
 
 
 class Envelope(msgspec.Struct, Generic[T], frozen=True, gc=False):
