@@ -4,6 +4,7 @@ The public API is re-exported here; everything else is private or lives in a doc
 submodule (:mod:`tidings.topics`, :mod:`tidings.clock`, :mod:`tidings.testing`).
 """
 
+from tidings._stream import EventStream
 from tidings.bus import Bus, CloseReport, Handles
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
@@ -35,6 +36,7 @@ __all__ = (
     "DeadLetter",
     "Delivery",
     "Envelope",
+    "EventStream",
     "EventTypeConflictError",
     "HandlerOutcome",
     "Handles",

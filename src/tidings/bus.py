@@ -31,7 +31,7 @@ import threading
 from bisect import insort
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -369,30 +369,25 @@ class Bus:
             route = self._route(type(event), topic)
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
-        env = Envelope(
-            route.topic,
-            event,
-            self._tick(),
-            key,
-            self._source,
-            NO_HEADERS if headers is None else MappingProxyType(dict(headers)),
-            None,
-            self._node,
-        )
+        env = self._envelope(route, event, key, headers)
         if route.subs:
-            local = self._local
-            pending = local.pending
-            if pending is not None:
-                pending.append((route, env))
-            else:
-                local.pending = pending = deque()
-                try:
-                    self._dispatch(route, env)
-                    while pending:
-                        self._dispatch(*pending.popleft())
-                finally:
-                    local.pending = None
+            self._deliver(route, env)
         return env
+
+    def _deliver(self, route: _Route, env: Envelope[Any]) -> None:
+        """Dispatch now, or after the current dispatch when called from inside one."""
+        local = self._local
+        pending = local.pending
+        if pending is not None:
+            pending.append((route, env))
+            return
+        local.pending = pending = deque()
+        try:
+            self._dispatch(route, env)
+            while pending:
+                self._dispatch(*pending.popleft())
+        finally:
+            local.pending = None
 
     def _dispatch(self, route: _Route, env: Envelope[Any]) -> None:
         fast = route.fast
@@ -477,6 +472,20 @@ class Bus:
             self._loop_thread = threading.get_ident()
         return self._loop is loop
 
+    def _envelope(
+        self, route: _Route, event: T, key: str | None, headers: Mapping[str, str] | None
+    ) -> Envelope[T]:
+        return Envelope(
+            route.topic,
+            event,
+            self._tick(),
+            key,
+            self._source,
+            NO_HEADERS if headers is None else MappingProxyType(dict(headers)),
+            None,
+            self._node,
+        )
+
     async def emit(
         self,
         event: T,
@@ -500,16 +509,7 @@ class Bus:
         route = self._route(type(event), topic)
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
-        env: Envelope[T] = Envelope(
-            route.topic,
-            event,
-            self._tick(),
-            key,
-            self._source,
-            NO_HEADERS if headers is None else MappingProxyType(dict(headers)),
-            None,
-            self._node,
-        )
+        env = self._envelope(route, event, key, headers)
         outcomes: list[HandlerOutcome | tuple[Subscription[Any], asyncio.Task[Any]]] = []
         for sub in route.subs:
             try:
@@ -551,20 +551,39 @@ class Bus:
                 self._on_error(env, sub, exc)
             except Exception:
                 logger.exception("on_error hook failed for event %s", env.id)
-        if not self._closed:
-            self.publish(DeadLetter(env, sub.name, exc))
+        letter = DeadLetter(env, sub.name, exc)
+        route = self._route(DeadLetter, None)
+        if route.subs:  # in-flight work may still dead-letter while the bus closes
+            self._deliver(route, self._envelope(route, letter, None, None))
 
     # ------------------------------------------------------------------ streams
 
-    @asynccontextmanager
-    async def stream(
+    @overload
+    def stream(
         self,
-        target: type[T] | str,
+        target: type[T],
+        *,
+        maxsize: int = 256,
+        overflow: StreamOverflow = "drop_oldest",
+        where: Callable[[T], bool] | None = None,
+    ) -> AbstractAsyncContextManager[EventStream[T]]: ...
+    @overload
+    def stream(
+        self,
+        target: str,
         *,
         maxsize: int = 256,
         overflow: StreamOverflow = "drop_oldest",
         where: Callable[[Any], bool] | None = None,
-    ) -> AsyncIterator[AsyncIterator[T]]:
+    ) -> AbstractAsyncContextManager[EventStream[Any]]: ...
+    def stream(
+        self,
+        target: type[Any] | str,
+        *,
+        maxsize: int = 256,
+        overflow: StreamOverflow = "drop_oldest",
+        where: Callable[[Any], bool] | None = None,
+    ) -> AbstractAsyncContextManager[EventStream[Any]]:
         """Pull events as an async iterator, through a bounded buffer.
 
         ``async with bus.stream(OrderPlaced, maxsize=256) as events: async for e in events``.
@@ -575,8 +594,19 @@ class Bus:
 
         Raises:
             ValueError: if ``maxsize`` is not positive or ``overflow`` is unknown.
+            LoopNotRunningError: outside a running event loop.
         """
-        stream: EventStream[T] = EventStream(self._require_loop(), maxsize, overflow)
+        return self._stream(target, maxsize, overflow, where)
+
+    @asynccontextmanager
+    async def _stream(
+        self,
+        target: type[Any] | str,
+        maxsize: int,
+        overflow: StreamOverflow,
+        where: Callable[[Any], bool] | None,
+    ) -> AsyncIterator[EventStream[Any]]:
+        stream: EventStream[Any] = EventStream(self._require_loop(), maxsize, overflow)
         sub = self.subscribe(target, stream.put, where=where, weak=False)
         self._streams.add(stream)
         try:

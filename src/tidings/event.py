@@ -217,7 +217,13 @@ _CE_CORE = frozenset(
 )
 
 
-def from_cloudevent(mapping: Mapping[str, Any], payload_type: type[T] | None = None) -> Envelope[T]:
+@overload
+def from_cloudevent(mapping: Mapping[str, Any], payload_type: type[T]) -> Envelope[T]: ...
+@overload
+def from_cloudevent(mapping: Mapping[str, Any], payload_type: None = None) -> Envelope[Any]: ...
+def from_cloudevent(
+    mapping: Mapping[str, Any], payload_type: type[Any] | None = None
+) -> Envelope[Any]:
     """Build an envelope from a CloudEvents 1.0 structured-mode mapping.
 
     ``data`` is converted to ``payload_type`` when given, else to the class registered for the

@@ -1,0 +1,451 @@
+"""The in-process bus: routing, order, filters, once, references, re-entrancy, errors."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import tidings
+from tidings import DeadLetter, Envelope
+from tidings.exceptions import (
+    BusClosedError,
+    InvalidHandlerError,
+    InvalidTopicError,
+    TopicRequiredError,
+)
+
+
+@tidings.event("test.orders.placed")
+@dataclass(frozen=True)
+class OrderPlaced:
+    order_id: str
+    amount: float = 0.0
+
+
+@tidings.event("test.orders.shipped")
+@dataclass(frozen=True)
+class OrderShipped:
+    order_id: str
+
+
+@tidings.event("test.nested")
+@dataclass(frozen=True)
+class Nested:
+    depth: int
+
+
+class BoomError(Exception):
+    pass
+
+
+def test_publish_reaches_class_and_pattern_subscribers(bus: tidings.Bus) -> None:
+    seen: list[tuple[str, object]] = []
+    bus.subscribe(OrderPlaced, lambda e: seen.append(("class", e)))
+    bus.subscribe("test.orders.*", lambda e: seen.append(("star", e)))
+    bus.subscribe("test.>", lambda e: seen.append(("tail", e)))
+    bus.subscribe("test.orders.shipped", lambda e: seen.append(("other", e)))
+    event = OrderPlaced("o1", 5)
+    envelope = bus.publish(event)
+    assert seen == [("class", event), ("star", event), ("tail", event)]
+    assert envelope.topic == "test.orders.placed"
+    assert envelope.payload is event
+
+
+def test_class_subscription_requires_an_instance(bus: tidings.Bus) -> None:
+    seen: list[object] = []
+    bus.subscribe(OrderPlaced, seen.append)
+    bus.publish({"order_id": "x"}, topic="test.orders.placed")
+    assert seen == []
+    bus.publish(OrderPlaced("y"))
+    assert seen == [OrderPlaced("y")]
+
+
+def test_explicit_topic_routes_builtins(bus: tidings.Bus) -> None:
+    seen: list[object] = []
+    bus.subscribe("metrics.*", seen.append)
+    bus.publish({"cpu": 3}, topic="metrics.host")
+    bus.publish(7, topic="metrics.count")
+    assert seen == [{"cpu": 3}, 7]
+
+
+def test_priorities_run_high_first_with_stable_ties(bus: tidings.Bus) -> None:
+    order: list[str] = []
+    for name, priority in [("a", 0), ("b", 10), ("c", 0), ("d", 10), ("e", -5), ("f", 0)]:
+        bus.subscribe(OrderPlaced, lambda e, n=name: order.append(n), priority=priority)
+    bus.publish(OrderPlaced("o"))
+    assert order == ["b", "d", "a", "c", "f", "e"]
+
+
+def test_where_filters_on_the_payload(bus: tidings.Bus) -> None:
+    big: list[float] = []
+    bus.subscribe(OrderPlaced, lambda e: big.append(e.amount), where=lambda e: e.amount > 100)
+    for amount in (50, 150, 100, 101):
+        bus.publish(OrderPlaced("o", amount))
+    assert big == [150, 101]
+
+
+def test_once_fires_for_the_first_matching_event_only(bus: tidings.Bus) -> None:
+    seen: list[float] = []
+    sub = bus.subscribe(
+        OrderPlaced, lambda e: seen.append(e.amount), once=True, where=lambda e: e.amount > 1
+    )
+    bus.publish(OrderPlaced("o", 1))
+    bus.publish(OrderPlaced("o", 2))
+    bus.publish(OrderPlaced("o", 3))
+    assert seen == [2]
+    assert not sub.active
+    assert sub not in bus.subscriptions()
+
+
+def test_once_is_once_across_threads(bus: tidings.Bus) -> None:
+    calls: list[int] = []
+    bus.subscribe(OrderPlaced, lambda e: calls.append(1), once=True)
+    barrier = threading.Barrier(4)
+
+    def work() -> None:
+        barrier.wait(timeout=10)
+        for _ in range(200):
+            bus.publish(OrderPlaced("o"))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert calls == [1]
+
+
+def test_cancel_is_idempotent_and_a_context_manager(bus: tidings.Bus) -> None:
+    seen: list[object] = []
+    sub = bus.subscribe(OrderPlaced, seen.append)
+    sub.cancel()
+    sub.cancel()
+    bus.publish(OrderPlaced("a"))
+    with bus.subscribe(OrderPlaced, seen.append) as scoped:
+        assert scoped.active
+        bus.publish(OrderPlaced("b"))
+    bus.publish(OrderPlaced("c"))
+    assert seen == [OrderPlaced("b")]
+    assert "cancelled" in repr(scoped)
+
+
+def test_envelope_handlers_by_annotation_or_flag(bus: tidings.Bus) -> None:
+    got: list[object] = []
+
+    def wants(envelope: Envelope[OrderPlaced]) -> None:
+        got.append(envelope)
+
+    def forced(x: Any) -> None:
+        got.append(x)
+
+    bus.subscribe(OrderPlaced, wants)
+    bus.subscribe(OrderPlaced, forced, envelope=True)
+    envelope = bus.publish(OrderPlaced("o"), key="k", headers={"h": "v"})
+    assert got == [envelope, envelope]
+    assert envelope.key == "k"
+    assert envelope.headers["h"] == "v"
+
+
+class Widget:
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    def handle(self, event: OrderPlaced) -> None:
+        self.seen.append(event)
+
+
+def test_bound_methods_are_held_weakly(bus: tidings.Bus) -> None:
+    widget = Widget()
+    sub = bus.subscribe(OrderPlaced, widget.handle)
+    bus.publish(OrderPlaced("a"))
+    assert widget.seen == [OrderPlaced("a")]
+    del widget
+    gc.collect()
+    assert not sub.active
+    assert bus.subscriptions() == ()
+    bus.publish(OrderPlaced("b"))  # raises nothing
+
+
+def test_bound_method_object_deleted_mid_run(bus: tidings.Bus) -> None:
+    """An object that dies inside a dispatch leaves no subscription and raises nothing."""
+    widgets = [Widget() for _ in range(3)]
+    subs = [bus.subscribe(OrderPlaced, w.handle) for w in widgets]
+    failures: list[BaseException] = []
+    bus.subscribe(DeadLetter, lambda d: failures.append(d.error))
+
+    def killer(event: OrderPlaced) -> None:
+        widgets.clear()
+        gc.collect()
+
+    bus.subscribe(OrderPlaced, killer, priority=1)
+    bus.publish(OrderPlaced("a"))
+    assert failures == []
+    assert not any(s.active for s in subs)
+    assert [s.name.rsplit(".", 1)[-1] for s in bus.subscriptions()] == ["killer", "<lambda>"]
+    bus.publish(OrderPlaced("b"))
+    assert failures == []
+
+
+def test_strong_references_for_functions_and_lambdas(bus: tidings.Bus) -> None:
+    seen: list[object] = []
+    bus.subscribe(OrderPlaced, lambda e: seen.append(e))
+    gc.collect()
+    bus.publish(OrderPlaced("a"))
+    assert seen == [OrderPlaced("a")]
+
+
+def test_weak_false_holds_a_bound_method_strongly(bus: tidings.Bus) -> None:
+    widget = Widget()
+    seen = widget.seen
+    bus.subscribe(OrderPlaced, widget.handle, weak=False)
+    del widget
+    gc.collect()
+    bus.publish(OrderPlaced("a"))
+    assert seen == [OrderPlaced("a")]
+
+
+def test_owner_ties_the_subscription_to_its_lifetime(bus: tidings.Bus) -> None:
+    class Screen:
+        pass
+
+    screen = Screen()
+    seen: list[object] = []
+    sub = bus.subscribe(OrderPlaced, seen.append, owner=screen)
+    bus.publish(OrderPlaced("a"))
+    del screen
+    gc.collect()
+    bus.publish(OrderPlaced("b"))
+    assert seen == [OrderPlaced("a")]
+    assert not sub.active
+
+
+def test_unreferenceable_objects_get_clear_errors(bus: tidings.Bus) -> None:
+    class Slotted:
+        __slots__ = ()
+
+        def handle(self, event: object) -> None:
+            pass
+
+    with pytest.raises(InvalidHandlerError, match="pass weak=False"):
+        bus.subscribe(OrderPlaced, Slotted().handle)
+    with pytest.raises(InvalidHandlerError, match="owner= must support weak references"):
+        bus.subscribe(OrderPlaced, print, owner=Slotted())
+    with pytest.raises(InvalidHandlerError, match="is not a bound method"):
+        bus.subscribe(OrderPlaced, print, weak=True)
+
+
+@pytest.mark.parametrize("handler", [None, 42, "print"])
+def test_handler_must_be_callable(bus: tidings.Bus, handler: object) -> None:
+    with pytest.raises(InvalidHandlerError, match="handler must be callable"):
+        bus.subscribe(OrderPlaced, handler)  # type: ignore[call-overload]
+
+
+def test_bad_targets_and_filters(bus: tidings.Bus) -> None:
+    with pytest.raises(InvalidTopicError, match="may only be the last token"):
+        bus.subscribe("a.>.b", print)
+    with pytest.raises(InvalidHandlerError, match="event class or a topic pattern"):
+        bus.subscribe(42, print)  # type: ignore[call-overload]
+    with pytest.raises(InvalidHandlerError, match="where= must be a callable"):
+        bus.subscribe(OrderPlaced, print, where=True)  # type: ignore[call-overload]
+    with pytest.raises(TopicRequiredError):
+        bus.subscribe(int, print)
+
+
+@pytest.mark.parametrize("value", [1, "text", {"a": 1}])
+def test_publishing_a_builtin_without_topic_is_explained(bus: tidings.Bus, value: object) -> None:
+    with pytest.raises(TopicRequiredError, match=r"topic='some.topic'"):
+        bus.publish(value)
+
+
+def test_publishing_on_a_bad_topic_names_the_token(bus: tidings.Bus) -> None:
+    with pytest.raises(InvalidTopicError, match="token 3 is empty"):
+        bus.publish(OrderPlaced("x"), topic="a.b.")
+    with pytest.raises(InvalidTopicError, match="wildcard"):
+        bus.publish(OrderPlaced("x"), topic="a.*")
+
+
+def test_subscribing_and_cancelling_during_dispatch(bus: tidings.Bus) -> None:
+    order: list[str] = []
+    late: list[tidings.Subscription[Any]] = []
+
+    def second(event: OrderPlaced) -> None:
+        order.append("second")
+
+    second_sub = bus.subscribe(OrderPlaced, second, priority=5)
+
+    def first(event: OrderPlaced) -> None:
+        order.append("first")
+        if not late:
+            second_sub.cancel()  # takes effect for the next event
+            late.append(bus.subscribe(OrderPlaced, lambda e: order.append("late")))
+
+    bus.subscribe(OrderPlaced, first, priority=10)
+    bus.publish(OrderPlaced("1"))
+    bus.publish(OrderPlaced("2"))
+    assert order == ["first", "second", "first", "late"]
+
+
+def test_reentrant_publish_is_queued_after_the_current_dispatch(bus: tidings.Bus) -> None:
+    log: list[str] = []
+
+    def on_placed(event: OrderPlaced) -> None:
+        log.append(f"placed-a {event.order_id}")
+        bus.publish(OrderShipped(event.order_id))
+        log.append("placed-a returns")
+
+    bus.subscribe(OrderPlaced, on_placed)
+    bus.subscribe(OrderPlaced, lambda e: log.append("placed-b"))
+    bus.subscribe(OrderShipped, lambda e: log.append(f"shipped {e.order_id}"))
+    bus.publish(OrderPlaced("o1"))
+    assert log == ["placed-a o1", "placed-a returns", "placed-b", "shipped o1"]
+
+
+def test_deeply_nested_publishing_has_no_recursion(bus: tidings.Bus) -> None:
+    depths: list[int] = []
+
+    def chain(event: Nested) -> None:
+        depths.append(event.depth)
+        if event.depth < 10_000:
+            bus.publish(Nested(event.depth + 1))
+
+    bus.subscribe(Nested, chain)
+    bus.publish(Nested(1))
+    assert depths == list(range(1, 10_001))
+
+
+@pytest.mark.parametrize("failing", [[0], [2], [4], [0, 2, 4]])
+def test_error_isolation(bus: tidings.Bus, failing: list[int]) -> None:
+    """The first, middle and last handler failing stops neither others nor the publisher."""
+    ran: list[int] = []
+    dead: list[DeadLetter] = []
+
+    def make(i: int) -> Any:
+        def handler(event: OrderPlaced) -> None:
+            ran.append(i)
+            if i in failing:
+                raise BoomError(f"handler {i}")
+
+        handler.__qualname__ = f"handler{i}"
+        return handler
+
+    subs = [bus.subscribe(OrderPlaced, make(i), priority=-i) for i in range(5)]
+    bus.subscribe(DeadLetter, dead.append)
+    envelope = bus.publish(OrderPlaced("o"))
+    assert ran == [0, 1, 2, 3, 4]
+    assert [d.handler.rsplit(".", 1)[-1] for d in dead] == [f"handler{i}" for i in failing]
+    assert all(d.envelope is envelope for d in dead)
+    assert all(isinstance(d.error, BoomError) for d in dead)
+    assert [s.failed for s in subs] == [1 if i in failing else 0 for i in range(5)]
+    assert dead[0].reason.startswith("BoomError: handler")
+
+
+def test_on_error_hook_sees_every_failure_and_its_own_errors_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hooked: list[tuple[str, str]] = []
+
+    def hook(envelope: Envelope[Any], sub: tidings.Subscription[Any], exc: BaseException) -> None:
+        hooked.append((envelope.topic, str(exc)))
+        raise RuntimeError("hook broke")
+
+    bus = tidings.Bus(on_error=hook)
+
+    def fails(event: OrderPlaced) -> None:
+        raise BoomError("bad")
+
+    bus.subscribe(OrderPlaced, fails)
+    with caplog.at_level(logging.ERROR, logger="tidings"):
+        bus.publish(OrderPlaced("o"))
+    assert hooked == [("test.orders.placed", "bad")]
+    assert "on_error hook failed" in caplog.text
+
+
+def test_failing_dead_letter_handler_is_logged_not_dead_lettered(
+    bus: tidings.Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[DeadLetter] = []
+
+    def broken_dead_letters(letter: DeadLetter) -> None:
+        calls.append(letter)
+        raise BoomError("dead-letter handler broke")
+
+    def fails(event: OrderPlaced) -> None:
+        raise BoomError("original")
+
+    bus.subscribe(DeadLetter, broken_dead_letters)
+    bus.subscribe(OrderPlaced, fails)
+    with caplog.at_level(logging.ERROR, logger="tidings"):
+        bus.publish(OrderPlaced("o"))
+    assert len(calls) == 1
+    assert "not dead-lettered again" in caplog.text
+
+
+def test_closed_bus_refuses_events_and_subscriptions() -> None:
+    bus = tidings.Bus()
+    bus.close()
+    assert bus.closed
+    with pytest.raises(BusClosedError):
+        bus.publish(OrderPlaced("o"))
+    with pytest.raises(BusClosedError):
+        bus.subscribe(OrderPlaced, print)
+
+
+def test_sync_program_needs_no_event_loop() -> None:
+    seen: list[object] = []
+    with tidings.Bus() as bus:
+        bus.subscribe(OrderPlaced, seen.append)
+        bus.publish(OrderPlaced("o"))
+    assert seen == [OrderPlaced("o")]
+
+
+def test_async_handler_without_loop_is_dead_lettered_not_raised(bus: tidings.Bus) -> None:
+    dead: list[DeadLetter] = []
+    started: list[int] = []
+
+    async def needs_loop(event: OrderPlaced) -> None:
+        started.append(1)
+
+    bus.subscribe(OrderPlaced, needs_loop)
+    bus.subscribe(DeadLetter, dead.append)
+    bus.publish(OrderPlaced("o"))
+    assert started == []
+    assert len(dead) == 1
+    assert isinstance(dead[0].error, tidings.LoopNotRunningError)
+    assert "async with Bus()" in str(dead[0].error)
+
+
+def test_publish_from_threads_counts_every_delivery_once(bus: tidings.Bus) -> None:
+    counts = [0, 0, 0]
+    lock = threading.Lock()
+
+    def make(i: int) -> Any:
+        def handler(event: OrderPlaced) -> None:
+            with lock:
+                counts[i] += 1
+
+        return handler
+
+    for i in range(3):
+        bus.subscribe(OrderPlaced, make(i))
+    threads = [
+        threading.Thread(target=lambda: [bus.publish(OrderPlaced("o")) for _ in range(10_000)])
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert counts == [40_000, 40_000, 40_000]
+
+
+def test_statistics_of_a_subscription(bus: tidings.Bus) -> None:
+    sub = bus.subscribe(OrderPlaced, print)
+    assert sub.failed == 0
+    assert sub.pattern == "test.orders.placed"
+    assert sub.event_type is OrderPlaced
+    assert repr(bus).startswith("<Bus open subscriptions=1")

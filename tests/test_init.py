@@ -1,0 +1,32 @@
+"""The package's public surface."""
+
+from __future__ import annotations
+
+import tidings
+
+
+def test_all_is_a_tuple_of_unique_importable_names() -> None:
+    assert isinstance(tidings.__all__, tuple)
+    assert len(set(tidings.__all__)) == len(tidings.__all__)
+    for name in tidings.__all__:
+        assert hasattr(tidings, name), name
+
+
+def test_every_public_attribute_is_exported() -> None:
+    modules = {
+        "bus", "clock", "codec", "dead_letter", "delivery", "event", "exceptions", "queues",
+        "recording", "store", "subscription", "testing", "topics", "cli", "transports",
+    }  # fmt: skip
+    public = {
+        name
+        for name in vars(tidings)
+        if not name.startswith("_") and name not in modules and name != "annotations"
+    }
+    assert public <= set(tidings.__all__) | {"__version__"}
+
+
+def test_errors_share_one_base() -> None:
+    for name in tidings.__all__:
+        obj = getattr(tidings, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, tidings.TidingsError), name

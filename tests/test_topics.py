@@ -1,0 +1,129 @@
+"""Topic validation and NATS-style pattern matching."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tidings.exceptions import InvalidTopicError
+from tidings.topics import compile_pattern, is_pattern, matches, validate_pattern, validate_topic
+
+
+@pytest.mark.parametrize("topic", ["orders", "orders.placed", "a.b-c.d_e.F9", "x" * 255])
+def test_valid_topics_pass_unchanged(topic: str) -> None:
+    assert validate_topic(topic) == topic
+
+
+@pytest.mark.parametrize(
+    ("topic", "token", "fragment"),
+    [
+        ("orders..placed", "", "token 2 is empty"),
+        (".orders", "", "token 1 is empty"),
+        ("orders.", "", "token 2 is empty"),
+        ("orders.pla ced", "pla ced", "token 2 'pla ced' is not allowed"),
+        ("orders.*", "*", "wildcard, allowed in subscription patterns only"),
+        ("orders.>", ">", "wildcard, allowed in subscription patterns only"),
+        ("orders.plac*", "plac*", "must stand alone as a whole token"),
+        ("ordres.é", "é", "token 2 'é' is not allowed"),
+    ],
+)
+def test_invalid_topics_name_the_bad_token(topic: str, token: str, fragment: str) -> None:
+    with pytest.raises(InvalidTopicError) as info:
+        validate_topic(topic)
+    assert fragment in str(info.value)
+    assert info.value.token == token
+    assert info.value.topic == topic
+
+
+def test_empty_long_and_non_str_topics_are_rejected() -> None:
+    with pytest.raises(InvalidTopicError, match="empty"):
+        validate_topic("")
+    with pytest.raises(InvalidTopicError, match="256 characters long"):
+        validate_topic("x" * 256)
+    with pytest.raises(InvalidTopicError, match="must be a str, not int"):
+        validate_topic(42)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "fragment"),
+    [
+        ("orders.>.placed", "'>' matches the rest of a topic, so it may only be the last token"),
+        ("orders.**", "must stand alone"),
+        ("orders..*", "token 2 is empty"),
+        ("or>ders", "must stand alone"),
+    ],
+)
+def test_invalid_patterns_are_explained(pattern: str, fragment: str) -> None:
+    with pytest.raises(InvalidTopicError, match=fragment.replace("*", r"\*")):
+        validate_pattern(pattern)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "topic", "expected"),
+    [
+        ("orders.placed", "orders.placed", True),
+        ("orders.placed", "orders.placedx", False),
+        ("orders.*", "orders.placed", True),
+        ("orders.*", "orders", False),
+        ("orders.*", "orders.eu.placed", False),
+        ("orders.>", "orders.placed", True),
+        ("orders.>", "orders.eu.placed", True),
+        ("orders.>", "orders", False),
+        ("*.placed", "orders.placed", True),
+        ("*.placed", "orders.shipped", False),
+        (">", "anything.at.all", True),
+        ("*", "one", True),
+        ("*", "one.two", False),
+        ("a.*.c.>", "a.b.c.d.e", True),
+        ("a.*.c.>", "a.b.c", False),
+    ],
+)
+def test_matching(pattern: str, topic: str, expected: bool) -> None:
+    assert matches(pattern, topic) is expected
+
+
+def test_is_pattern() -> None:
+    assert is_pattern("a.*")
+    assert is_pattern(">")
+    assert not is_pattern("a.b")
+
+
+def _reference_match(pattern: str, topic: str) -> bool:
+    """A deliberately naive recursive matcher to check the real one against."""
+    p, t = pattern.split("."), topic.split(".")
+
+    def go(i: int, j: int) -> bool:
+        if i == len(p):
+            return j == len(t)
+        if p[i] == ">":
+            return j < len(t)
+        if j == len(t):
+            return False
+        return (p[i] == "*" or p[i] == t[j]) and go(i + 1, j + 1)
+
+    return go(0, 0)
+
+
+_tokens = st.sampled_from(["a", "b", "c", "orders", "x-1"])
+_topics = st.lists(_tokens, min_size=1, max_size=5).map(".".join)
+_pattern_tokens = st.lists(st.sampled_from(["a", "b", "c", "*"]), min_size=0, max_size=5)
+
+
+@st.composite
+def _patterns(draw: st.DrawFn) -> str:
+    tokens = draw(_pattern_tokens)
+    if draw(st.booleans()) or not tokens:
+        tokens = [*tokens, ">"]
+    return ".".join(tokens)
+
+
+@given(pattern=_patterns(), topic=_topics)
+def test_matcher_agrees_with_reference(pattern: str, topic: str) -> None:
+    assert compile_pattern(pattern)(topic) == _reference_match(pattern, topic)
+
+
+@given(topic=_topics)
+def test_a_topic_matches_itself_and_the_catch_all(topic: str) -> None:
+    assert matches(topic, topic)
+    assert matches(">", topic)
