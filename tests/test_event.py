@@ -14,7 +14,7 @@ from tidings.event import event_type_for, from_cloudevent, to_cloudevent, topic_
 from tidings.exceptions import EventTypeConflictError, InvalidTopicError, TopicRequiredError
 
 
-@tidings.event("shop.orders.placed")
+@tidings.event("test.shop.orders.placed")
 @dataclass(frozen=True)
 class OrderPlaced:
     order_id: str
@@ -35,8 +35,8 @@ class Refunded(pydantic.BaseModel):
 
 
 def test_decorated_class_keeps_its_topic_and_is_registered() -> None:
-    assert topic_of(OrderPlaced) == "shop.orders.placed"
-    assert event_type_for("shop.orders.placed") is OrderPlaced
+    assert topic_of(OrderPlaced) == "test.shop.orders.placed"
+    assert event_type_for("test.shop.orders.placed") is OrderPlaced
     assert version_of(OrderPlaced) == 1
 
 
@@ -52,7 +52,7 @@ def test_bare_decorator_and_version() -> None:
     class CartAbandoned:
         cart: str
 
-    @tidings.event("shop.carts.merged", version=3)
+    @tidings.event("test.shop.carts.merged", version=3)
     @dataclass
     class CartMerged:
         cart: str
@@ -68,18 +68,18 @@ def test_subclass_inherits_topic() -> None:
     class BigOrderPlaced(OrderPlaced):
         vip: bool = True
 
-    assert topic_of(BigOrderPlaced) == "shop.orders.placed"
+    assert topic_of(BigOrderPlaced) == "test.shop.orders.placed"
 
 
 def test_bad_topic_in_decorator_names_the_token() -> None:
     with pytest.raises(InvalidTopicError, match="token 2 'or ders'"):
-        tidings.event("shop.or ders")
+        tidings.event("test.or ders")
 
 
 def test_two_classes_cannot_share_a_topic() -> None:
     with pytest.raises(EventTypeConflictError, match="already belongs to"):
 
-        @tidings.event("shop.orders.placed")
+        @tidings.event("test.shop.orders.placed")
         class Impostor:
             pass
 
@@ -107,7 +107,7 @@ def test_cloudevents_round_trip() -> None:
     ce = to_cloudevent(envelope)
     assert ce["specversion"] == "1.0"
     assert ce["id"] == envelope.id
-    assert ce["type"] == "shop.orders.placed"
+    assert ce["type"] == "test.shop.orders.placed"
     assert ce["source"] == "urn:shop"
     assert ce["partitionkey"] == "o1"
     assert ce["traceparent"] == "00-x"

@@ -1,9 +1,156 @@
-"""The guided tour behind ``tidings demo`` (and ``make run``)."""
+"""The guided tour behind ``tidings demo`` (and ``make run``).
+
+Each step prints what it does and what happened, so the output reads as a log of the bus at
+work. It needs no server: everything runs in this process.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from rich.console import Console
+
+import tidings
+from tidings import DeadLetter, Envelope
+
+
+@tidings.event("shop.orders.placed")
+@dataclass(frozen=True)
+class OrderPlaced:
+    """A customer placed an order."""
+
+    order_id: str
+    amount: float
+
+
+@tidings.event("shop.orders.shipped")
+@dataclass(frozen=True)
+class OrderShipped:
+    """An order left the warehouse."""
+
+    order_id: str
+
+
+@tidings.event("shop.payments.failed")
+@dataclass(frozen=True)
+class PaymentFailed:
+    """A payment was declined."""
+
+    order_id: str
+
+
+class _Tour:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.step = 0
+
+    def section(self, title: str) -> None:
+        self.step += 1
+        self.console.print(f"\n[bold cyan]{self.step}. {title}[/]")
+
+    def log(self, who: str, text: str) -> None:
+        self.console.print(f"   [green]{who:<14}[/] {text}")
+
+
+async def _tour(console: Console) -> int:
+    tour = _Tour(console)
+    console.print("[bold]tidings demo[/]: a typed event bus, in one process, no server needed")
+
+    async with tidings.Bus(source="urn:tidings:demo") as bus:
+        tour.section("Typed events and priorities: higher priority runs first")
+
+        @bus.on(OrderPlaced, priority=10)
+        def reserve_stock(event: OrderPlaced) -> None:
+            tour.log("stock", f"reserve items for {event.order_id} (priority 10)")
+
+        @bus.on(OrderPlaced)
+        def send_receipt(event: OrderPlaced) -> None:
+            tour.log("receipt", f"email receipt for {event.order_id} (priority 0)")
+
+        bus.publish(OrderPlaced("o-1", 25.0))
+
+        tour.section("Filters: where= sees only the events it accepts")
+        bus.subscribe(
+            OrderPlaced,
+            lambda e: tour.log("fraud check", f"review {e.order_id}: {e.amount:.2f} > 1000"),
+            where=lambda e: e.amount > 1000,
+        )
+        bus.publish(OrderPlaced("o-2", 40.0))
+        bus.publish(OrderPlaced("o-3", 4200.0))
+
+        tour.section("Patterns: 'shop.orders.*' and 'shop.>' match many topics")
+
+        @bus.on("shop.>", priority=-10)
+        def audit(envelope: Envelope[object]) -> None:
+            tour.log("audit", f"{envelope.topic:<22} id={envelope.id[:12]}...")
+
+        bus.publish(OrderShipped("o-1"))
+        bus.publish(PaymentFailed("o-2"))
+
+        tour.section("Async handlers: run eagerly; one that awaits finishes on the loop")
+
+        texted: dict[str, asyncio.Event] = {}
+
+        @bus.on(OrderShipped)
+        async def notify_customer(event: OrderShipped) -> str:
+            tour.log("notify", f"start texting the customer of {event.order_id}")
+            await asyncio.sleep(0.01)
+            tour.log("notify", f"text sent for {event.order_id}")
+            texted.setdefault(event.order_id, asyncio.Event()).set()
+            return "sent"
+
+        delivery = await bus.emit(OrderShipped("o-3"))
+        tour.log("emit", f"all handlers finished; results: {delivery.results}")
+
+        tour.section("Re-entrant publishing: an event published by a handler waits its turn")
+
+        @bus.on(OrderPlaced, where=lambda e: e.order_id == "o-4")
+        def ship_at_once(event: OrderPlaced) -> None:
+            tour.log("warehouse", f"{event.order_id} placed: publish OrderShipped")
+            bus.publish(OrderShipped(event.order_id))
+            tour.log("warehouse", "returned before OrderShipped was handled")
+
+        bus.publish(OrderPlaced("o-4", 10.0))
+        await asyncio.wait_for(texted.setdefault("o-4", asyncio.Event()).wait(), timeout=5)
+
+        tour.section("Errors: a failing handler is isolated and lands in dead letters")
+        dead: list[DeadLetter] = []
+
+        @bus.on(DeadLetter)
+        def park(letter: DeadLetter) -> None:
+            dead.append(letter)
+            tour.log(
+                "dead letters",
+                f"{letter.handler.rsplit('.', 1)[-1]} failed on {letter.envelope.topic}: "
+                f"{letter.reason}",
+            )
+
+        @bus.on(PaymentFailed, priority=5)
+        def flaky_refund(event: PaymentFailed) -> None:
+            raise ConnectionError(f"refund service down for {event.order_id}")
+
+        @bus.on(PaymentFailed)
+        def tell_customer(event: PaymentFailed) -> None:
+            tour.log("payments", f"ask the customer of {event.order_id} for another card")
+
+        bus.publish(PaymentFailed("o-5"))
+
+        tour.section("Recording: what tests assert on")
+        with bus.record() as recorded:
+            bus.publish(OrderPlaced("o-6", 12.5))
+        placed = recorded.assert_published(OrderPlaced, count=1)
+        tour.log("recorder", f"recorded {len(recorded)} event(s): {placed[0]}")
+
+        report = await bus.aclose()
+    ok = report.clean and len(dead) == 1
+    console.print(
+        f"\n[bold]{'done' if ok else 'FAILED'}[/]: bus closed cleanly={report.clean}, "
+        f"dead letters={len(dead)}"
+    )
+    return 0 if ok else 1
 
 
 def run() -> int:
     """Run the tour, printing a readable log; return the process exit code."""
-    print("tidings demo: coming together")
-    return 0
+    return asyncio.run(_tour(Console(highlight=False)))

@@ -37,3 +37,7 @@ def demo() -> None:
 def main() -> None:
     """Entry point of the ``tidings`` console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Wrong typed usage: mypy --strict must reject each line marked ``# E``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tidings
+from tidings import Envelope
+
+
+@tidings.event("typing.bad.placed")
+@dataclass(frozen=True)
+class OrderPlaced:
+    order_id: str
+
+
+@tidings.event("typing.bad.shipped")
+@dataclass(frozen=True)
+class OrderShipped:
+    parcel: str
+
+
+bus = tidings.Bus()
+
+
+def on_shipped(event: OrderShipped) -> None: ...
+
+
+def on_shipped_envelope(envelope: Envelope[OrderShipped]) -> None: ...
+
+
+def takes_int(n: int) -> None: ...
+
+
+def takes_two(a: OrderPlaced, b: OrderPlaced) -> None: ...
+
+
+bus.subscribe(OrderPlaced, on_shipped)  # E: arg-type
+bus.subscribe(OrderPlaced, on_shipped_envelope)  # E: arg-type
+bus.subscribe(OrderPlaced, takes_int)  # E: arg-type
+bus.subscribe(OrderPlaced, takes_two)  # E: arg-type
+bus.on(OrderPlaced)(on_shipped)  # E: arg-type
+bus.on(OrderPlaced)(takes_int)  # E: arg-type
+bus.subscribe(OrderPlaced, on_shipped, where=lambda e: e.parcel == "x")  # E: arg-type
+shipped: Envelope[OrderShipped] = bus.publish(OrderPlaced("o"))  # E: arg-type
+
+
+@bus.on(OrderPlaced)  # E: arg-type
+def wrong(event: OrderShipped) -> None: ...

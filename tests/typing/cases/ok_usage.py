@@ -1,0 +1,73 @@
+"""Correct typed usage: mypy --strict must accept every line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import tidings
+from tidings import Envelope
+
+
+@tidings.event("typing.orders.placed")
+@dataclass(frozen=True)
+class OrderPlaced:
+    order_id: str
+    amount: float
+
+
+@dataclass(frozen=True)
+class BigOrderPlaced(OrderPlaced):
+    vip: bool
+
+
+bus = tidings.Bus()
+
+
+@bus.on(OrderPlaced, priority=10, where=lambda e: e.amount > 100)
+def audit(event: OrderPlaced) -> None:
+    print(event.order_id.upper(), event.amount + 1)
+
+
+@bus.on(OrderPlaced)
+async def notify(event: OrderPlaced) -> str:
+    return event.order_id
+
+
+@bus.on(OrderPlaced)
+def with_envelope(envelope: Envelope[OrderPlaced]) -> None:
+    print(envelope.id, envelope.payload.amount)
+
+
+@bus.on(OrderPlaced)
+def accepts_anything(event: object) -> None:
+    print(event)
+
+
+@bus.on("typing.orders.>")
+async def log_any(event: Any) -> None:
+    print(event)
+
+
+def handler(event: OrderPlaced) -> None:
+    print(event.amount)
+
+
+sub: tidings.Subscription[OrderPlaced] = bus.subscribe(OrderPlaced, handler, once=True)
+sub.cancel()
+with bus.subscribe(OrderPlaced, with_envelope):
+    pass
+envelope: Envelope[OrderPlaced] = bus.publish(OrderPlaced("o1", 120.0))
+amount: float = envelope.payload.amount
+big: Envelope[BigOrderPlaced] = bus.publish(BigOrderPlaced("o2", 1.0, vip=True))
+recorded: list[OrderPlaced]
+with bus.record() as recorder:
+    recorded = recorder.of(OrderPlaced)
+
+
+async def main() -> None:
+    delivery: tidings.Delivery[OrderPlaced] = await bus.emit(OrderPlaced("o1", 120.0))
+    delivery.raise_errors()
+    async with bus.stream(OrderPlaced, maxsize=8) as events:
+        async for event in events:
+            print(event.amount)
