@@ -5,10 +5,10 @@ submodule (:mod:`tidings.topics`, :mod:`tidings.clock`, :mod:`tidings.testing`).
 """
 
 from tidings._stream import EventStream
-from tidings.bus import Bus, CloseReport, Handles
+from tidings.bus import BatchHandles, Bus, BusStatistics, Handles
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
-from tidings.delivery import Delivery, HandlerOutcome
+from tidings.delivery import Batch
 from tidings.event import Envelope, event, from_cloudevent, to_cloudevent, topic_of
 from tidings.exceptions import (
     BusClosedError,
@@ -23,14 +23,21 @@ from tidings.exceptions import (
     TopicRequiredError,
     WouldBlock,
 )
-from tidings.subscription import Subscription
+from tidings.queues import Overflow, QueueStatistics, RingBuffer
+from tidings.results import CloseReport, Delivery, HandlerOutcome
+from tidings.scheduling import AdaptiveWeight, WorkerPool
+from tidings.subscription import Mode, Subscription, SubscriptionStatistics
 
 __version__ = "0.1.0"
 
 __all__ = (
     "DEAD_LETTER_TOPIC",
+    "AdaptiveWeight",
+    "Batch",
+    "BatchHandles",
     "Bus",
     "BusClosedError",
+    "BusStatistics",
     "ClockSkewError",
     "CloseReport",
     "DeadLetter",
@@ -44,11 +51,17 @@ __all__ = (
     "InvalidHandlerError",
     "InvalidTopicError",
     "LoopNotRunningError",
+    "Mode",
+    "Overflow",
     "QueueClosedError",
     "QueueFullError",
+    "QueueStatistics",
+    "RingBuffer",
     "Subscription",
+    "SubscriptionStatistics",
     "TidingsError",
     "TopicRequiredError",
+    "WorkerPool",
     "WouldBlock",
     "__version__",
     "event",
