@@ -449,3 +449,34 @@ def test_statistics_of_a_subscription(bus: tidings.Bus) -> None:
     assert sub.pattern == "test.orders.placed"
     assert sub.event_type is OrderPlaced
     assert repr(bus).startswith("<Bus open subscriptions=1")
+
+
+def test_envelope_times_are_unique_and_ordered_across_threads() -> None:
+    bus = tidings.Bus()
+    bus.subscribe(OrderPlaced, lambda e: None)
+    times: list[list[int]] = [[] for _ in range(4)]
+
+    def work(out: list[int]) -> None:
+        for _ in range(5_000):
+            out.append(bus.publish(OrderPlaced("o")).time)
+
+    threads = [threading.Thread(target=work, args=(out,)) for out in times]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    every = [t for out in times for t in out]
+    assert len(set(every)) == len(every) == 20_000
+    assert all(out == sorted(out) for out in times)
+
+
+def test_the_bus_stamps_with_its_clock() -> None:
+    wall = [7 << 16]
+    clock = tidings.HybridClock(wall=lambda: wall[0], node="00000000000000aa")
+    bus = tidings.Bus(clock=clock, source="urn:test")
+    first = bus.publish(OrderPlaced("o"))
+    second = bus.publish(OrderPlaced("o"))
+    assert (first.time, second.time) == (7 << 16, (7 << 16) + 1)
+    assert first.id == f"{7 << 16:016x}00000000000000aa"
+    assert first.source == "urn:test"
+    assert clock.now() == (7 << 16) + 2  # the bus advanced the same clock

@@ -13,16 +13,27 @@ import asyncio
 import types
 from collections.abc import Coroutine, Generator
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
-__all__ = ("resume",)
+__all__ = ("IDLE", "next_job", "resume")
 
 T = TypeVar("T")
+
+
+IDLE: Final = object()
+"""What a long-lived driver coroutine yields while it waits for its next job."""
 
 
 @types.coroutine
 def _yield_once() -> Generator[None, None, None]:
     yield
+
+
+@types.coroutine
+def next_job() -> Generator[object, Any, Any]:
+    """Inside a driver coroutine: yield :data:`IDLE` to whoever steps it, and return what it
+    sends next. Stepping a driver this way raises no ``StopIteration`` per job."""
+    return (yield IDLE)
 
 
 async def resume(coro: Coroutine[Any, Any, T], awaited: object) -> T:
@@ -35,6 +46,9 @@ async def resume(coro: Coroutine[Any, Any, T], awaited: object) -> T:
     """
     while True:
         error: BaseException | None = None
+        if awaited is IDLE:  # a driver that finished its job: retire it
+            coro.close()
+            return None  # type: ignore[return-value]
         if awaited is None:
             await _yield_once()
         elif isinstance(awaited, asyncio.Future):

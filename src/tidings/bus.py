@@ -42,11 +42,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from heapq import heappushpop as _heappushpop
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from tidings._coroutines import resume
+from tidings._coroutines import IDLE, next_job, resume
 from tidings._stream import EventStream
+from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.delivery import Batch, Queued
@@ -82,6 +84,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 logger = logging.getLogger("tidings")
+_get_ident = threading.get_ident
 
 ErrorHook = Callable[[Envelope[Any], Subscription[Any], BaseException], None]
 """``on_error(envelope, subscription, exception)``: called for every handler failure."""
@@ -189,15 +192,6 @@ class _Route:
             weakref.finalize(self, _fold, subs, self.count)
 
 
-class _ThreadState(threading.local):
-    """Per-thread dispatch state: the queue of events published from inside handlers."""
-
-    busy = False
-
-    def __init__(self) -> None:
-        self.pending: deque[tuple[_Route, Envelope[Any]]] = deque()
-
-
 class Bus:
     """A typed event bus. See the module docstring for its guarantees.
 
@@ -222,13 +216,17 @@ class Bus:
         self._source = source
         self._clock = clock if clock is not None else HybridClock()
         self._tick = self._clock.now
+        self._hlc = self._clock._state
+        self._wall = self._clock._wall
         self._node = self._clock.node
         self._on_error = on_error
         self._lock = threading.Lock()
         self._subs: list[Subscription[Any]] = []
         self._routes: dict[type, _Route] = {}
         self._topic_routes: dict[tuple[str, type], _Route] = {}
-        self._state = _ThreadState()
+        # Threads dispatching right now, and the events their handlers published meanwhile.
+        self._busy: set[int] = set()
+        self._pending: dict[int, deque[tuple[_Route, Envelope[Any]]]] = {}
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -236,6 +234,8 @@ class Bus:
         self._handoffs = 0
         self._queued: list[Queued] = []
         self._pools: set[WorkerPool] = set()
+        self._driver: Coroutine[Any, Any, None] | None = None
+        self._driver_alive: list[bool] = []
 
     # ------------------------------------------------------------------ subscribing
 
@@ -574,10 +574,19 @@ class Bus:
             route = self._route(type(event), topic)
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
+        # HybridClock.now()'s send rule, inlined (a call costs as much as the rule itself):
+        # t = max(last + 1, physical), claimed atomically; on a lost race, ask the clock.
+        hlc = self._hlc
+        t = hlc[0] + 1
+        pt = self._wall() & _PHYSICAL_MASK
+        if pt > t:
+            t = pt
+        if _heappushpop(hlc, t) == t:
+            t = self._tick()
         env = Envelope(
             route.topic,
             event,
-            self._tick(),
+            t,
             key,
             self._source,
             NO_HEADERS if headers is None else MappingProxyType(dict(headers)),
@@ -585,49 +594,67 @@ class Bus:
             self._node,
         )
         if route.subs:
-            state = self._state
-            if state.busy:
-                state.pending.append((route, env))
+            me = _get_ident()
+            busy = self._busy
+            if me in busy:
+                self._defer(me, route, env)
                 return env
-            state.busy = True
+            busy.add(me)
             try:
                 fast = route.fast
-                if fast is None:
-                    self._dispatch(route, env)
-                else:  # the hot path, inlined: plain sync handlers called straight
+                if fast is not None:  # the hot path, inlined: plain sync handlers
                     next(route.count)
                     for handler in fast:
                         try:
                             handler(event)
                         except Exception as exc:
                             self._fast_failed(route, handler, env, exc)
-                if state.pending:
-                    self._drain(state.pending)
+                elif route.fast_async is not None and me == self._loop_thread:
+                    next(route.count)
+                    self._run_async(route, route.fast_async, env)
+                else:
+                    self._dispatch(route, env)
+                if self._pending:
+                    self._drain(me)
             finally:
-                state.busy = False
+                busy.discard(me)
         return env
 
     def _deliver(self, route: _Route, env: Envelope[Any]) -> None:
         """Dispatch now, or after the current dispatch when called from inside one."""
-        state = self._state
-        if state.busy:
-            state.pending.append((route, env))
+        me = _get_ident()
+        if me in self._busy:
+            self._defer(me, route, env)
             return
-        state.busy = True
+        self._busy.add(me)
         try:
             self._dispatch(route, env)
-            if state.pending:
-                self._drain(state.pending)
+            if self._pending:
+                self._drain(me)
         finally:
-            state.busy = False
+            self._busy.discard(me)
 
-    def _drain(self, pending: deque[tuple[_Route, Envelope[Any]]]) -> None:
+    def _defer(self, me: int, route: _Route, env: Envelope[Any]) -> None:
+        """Queue an event published by a handler on thread ``me`` behind the current one."""
+        queue = self._pending.get(me)
+        if queue is None:
+            queue = self._pending[me] = deque()
+        queue.append((route, env))
+
+    def _drain(self, me: int) -> None:
+        """Dispatch what thread ``me``'s handlers published, breadth first, until none is left."""
+        queue = self._pending.get(me)
+        if queue is None:
+            return
         refusals: list[Exception] = []
-        while pending:
-            try:
-                self._dispatch(*pending.popleft())
-            except (QueueFullError, WouldBlock) as exc:
-                refusals.append(exc)  # a nested publish's refusal goes to the outer caller
+        try:
+            while queue:
+                try:
+                    self._dispatch(*queue.popleft())
+                except (QueueFullError, WouldBlock) as exc:
+                    refusals.append(exc)  # a nested publish's refusal goes to the outer caller
+        finally:
+            del self._pending[me]
         if refusals:
             raise refusals[0]
 
@@ -642,23 +669,44 @@ class Bus:
                 except Exception as exc:
                     self._fast_failed(route, handler, env, exc)
             return
-        on_loop = self._loop_thread == threading.get_ident() or self._bind_running_loop()
+        on_loop = self._loop_thread == _get_ident() or self._bind_running_loop()
         fast_async = route.fast_async
         if fast_async is not None and on_loop:
             next(route.count)
-            payload = env.payload
-            for handler in fast_async:
-                try:
-                    coro = handler(payload)
-                    awaited = coro.send(None)
-                except StopIteration:
-                    continue
-                except Exception as exc:
-                    self._fast_failed(route, handler, env, exc)
-                    continue
-                self._track(self._sub_of(route, handler), env, resume(coro, awaited), True)
+            self._run_async(route, fast_async, env)
             return
         self._dispatch_each(route.subs, env, on_loop)
+
+    def _run_async(self, route: _Route, handlers: tuple[Any, ...], env: Envelope[Any]) -> None:
+        """Start plain coroutine handlers eagerly, on the loop's thread.
+
+        A long-lived driver coroutine (:func:`_drive_handlers`) awaits the handlers in turn
+        and then waits for its next job, so a handler that returns without suspending costs
+        one ``await``: no task, no ``StopIteration``. When a handler suspends, the driver is
+        retired after that handler and handed to a task, and a fresh driver starts the next
+        handler at once: every handler still starts during the publisher's call.
+        """
+        while handlers:
+            driver = self._driver
+            if driver is None:
+                alive = [True]
+                driver = _drive_handlers(self, alive)
+                driver.send(None)
+                self._driver, self._driver_alive = driver, alive
+            try:
+                awaited = driver.send((route, handlers, env))
+            except BaseException:
+                self._driver = None
+                raise
+            if awaited is IDLE:
+                return
+            # Suspended inside a handler: retire this driver once that handler is done.
+            self._driver = None
+            self._driver_alive.clear()
+            current = driver.cr_frame.f_locals["handler"]  # type: ignore[attr-defined]
+            sub = self._sub_of(route, current)
+            self._track(sub, env, resume(driver, awaited), True)
+            handlers = handlers[handlers.index(current) + 1 :]
 
     def _dispatch_each(
         self, subs: tuple[Subscription[Any], ...], env: Envelope[Any], on_loop: bool
@@ -729,15 +777,17 @@ class Bus:
     ) -> None:
         with self._lock:
             self._handoffs -= 1
-        state = self._state
-        was_busy, state.busy = state.busy, True
+        me = _get_ident()
+        was_busy = me in self._busy
+        self._busy.add(me)
         try:
             for sub, coro in items:
                 self._step(sub, env, coro)
-            if not was_busy and state.pending:
-                self._drain(state.pending)
+            if not was_busy and self._pending:
+                self._drain(me)
         finally:
-            state.busy = was_busy
+            if not was_busy:
+                self._busy.discard(me)
 
     def _track(
         self,
@@ -1097,6 +1147,22 @@ _NO_LOOP = (
     "async handler {} has no running event loop to run on; publish from inside asyncio or "
     "start the bus with 'async with Bus() as bus' first"
 )
+
+
+async def _drive_handlers(bus: Bus, alive: list[bool]) -> None:
+    """The driver behind :meth:`Bus._run_async`: runs one job of handlers per ``send``,
+    until it is retired (``alive`` emptied) while a handler of its job was suspended."""
+    failed = bus._fast_failed
+    while True:
+        route, handlers, env = await next_job()
+        payload = env.payload
+        for handler in handlers:
+            try:
+                await handler(payload)
+            except Exception as exc:
+                failed(route, handler, env, exc)
+            if not alive:
+                return
 
 
 def _order(sub: Subscription[Any]) -> tuple[float, int]:
