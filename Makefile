@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+BENCH  := $(VENV)/.installed-bench
+
 .PHONY: run test lint typecheck unit bench clean
 
 $(BIN)/python:
@@ -14,12 +16,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+$(BENCH): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $(BENCH)
+
+# Side-by-side benchmarks against peer libraries; prints a table, writes benchmarks/RESULTS.md.
+bench: $(BENCH)
+	$(BIN)/python benchmarks/run.py
+
 run: $(STAMP)
 	$(BIN)/tidings demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src tests

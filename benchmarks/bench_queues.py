@@ -1,9 +1,9 @@
-"""Cross-thread throughput of tidings.RingBuffer against queue.Queue.
+"""S5: cross-thread throughput of tidings.RingBuffer against queue.Queue.
 
-Run: ``python benchmarks/bench_queues.py [--items N] [--repeat R]``. Prints items per second
-for 1 producer / 1 consumer and 4 / 4 threads, one item at a time and in batches; each figure
-is the best of ``--repeat`` runs. The machine's other load moves the figures: compare rows of
-one run, not runs.
+Items per second for 1 producer / 1 consumer and 4 / 4 threads, one item at a time and in
+batches; each figure is the best of a few runs, and every run checks that every item put was
+got exactly once. Run alone with ``python benchmarks/bench_queues.py [--items N]`` or as part
+of ``make bench``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _harness import Row, check
 from tidings.exceptions import QueueClosedError
 from tidings.queues import RingBuffer
 
@@ -31,7 +32,7 @@ class Case:
         label: str,
         make: Callable[[], Any],
         produce: Callable[[Any, int], None],
-        consume: Callable[[Any], None],
+        consume: Callable[[Any], int],
         finish: Callable[[Any, int], None],
     ) -> None:
         self.label = label
@@ -41,10 +42,18 @@ class Case:
         self.finish = finish
 
     def run(self, n_prod: int, n_cons: int, per_producer: int) -> float:
-        """Seconds for ``n_prod`` threads to pass ``per_producer`` items each to ``n_cons``."""
+        """Seconds for ``n_prod`` threads to pass ``per_producer`` items each to ``n_cons``.
+
+        Raises:
+            DeliveryMismatchError: if the consumers did not get every item exactly once.
+        """
         q = self.make()
         left = [n_prod]
         lock = threading.Lock()
+        got: list[int] = []
+
+        def consume() -> None:
+            got.append(self.consume(q))
 
         def produce() -> None:
             self.produce(q, per_producer)
@@ -53,14 +62,16 @@ class Case:
                 if left[0] == 0:
                     self.finish(q, n_cons)
 
-        threads = [threading.Thread(target=self.consume, args=(q,)) for _ in range(n_cons)]
+        threads = [threading.Thread(target=consume) for _ in range(n_cons)]
         threads += [threading.Thread(target=produce) for _ in range(n_prod)]
         start = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        check("S5", f"{self.label} {n_prod}/{n_cons}", sum(got), n_prod * per_producer)
+        return elapsed
 
 
 def _stdlib_produce(q: queue.Queue[object], count: int) -> None:
@@ -69,10 +80,12 @@ def _stdlib_produce(q: queue.Queue[object], count: int) -> None:
         put(i)
 
 
-def _stdlib_consume(q: queue.Queue[object]) -> None:
+def _stdlib_consume(q: queue.Queue[object]) -> int:
     get = q.get
+    count = 0
     while get() is not _DONE:
-        pass
+        count += 1
+    return count
 
 
 def _stdlib_finish(q: queue.Queue[object], n_cons: int) -> None:
@@ -86,13 +99,15 @@ def _ring_produce(q: RingBuffer[int], count: int) -> None:
         put(i)
 
 
-def _ring_consume(q: RingBuffer[int]) -> None:
+def _ring_consume(q: RingBuffer[int]) -> int:
     get = q.get
+    count = 0
     try:
         while True:
             get()
+            count += 1
     except QueueClosedError:
-        pass
+        return count
 
 
 def _ring_produce_many(q: RingBuffer[int], count: int) -> None:
@@ -102,13 +117,14 @@ def _ring_produce_many(q: RingBuffer[int], count: int) -> None:
         put_many(chunk)
 
 
-def _ring_consume_many(q: RingBuffer[int]) -> None:
+def _ring_consume_many(q: RingBuffer[int]) -> int:
     get_many = q.get_many
+    count = 0
     try:
         while True:
-            get_many(BATCH)
+            count += len(get_many(BATCH))
     except QueueClosedError:
-        pass
+        return count
 
 
 def _ring_finish(q: RingBuffer[int], n_cons: int) -> None:
@@ -140,25 +156,29 @@ CASES = (
 )
 
 
+def run(quick: bool = False, items: int = 400_000, repeat: int = 3) -> list[Row]:
+    """S5 rows: each case at 1/1 and 4/4 threads."""
+    if quick:
+        items, repeat = items // 10, 1
+    rows = []
+    for case in CASES:
+        for n in (1, 4):
+            per = items // n // BATCH * BATCH
+            best = min(case.run(n, n, per) for _ in range(repeat))
+            library = "queue.Queue" if case.label.startswith("queue") else "tidings"
+            rows.append(
+                Row("S5", library, "items/s", per * n / best, "/s", f"{case.label}, {n}P/{n}C")
+            )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=400_000, help="items per run")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    print(f"{'case':36s} {'1P/1C items/s':>14s} {'4P/4C items/s':>14s}")
-    rows = []
-    for case in CASES:
-        rates = []
-        for n in (1, 4):
-            per = args.items // n // BATCH * BATCH
-            best = min(case.run(n, n, per) for _ in range(args.repeat))
-            rates.append(per * n / best)
-        rows.append(rates)
-        print(f"{case.label:36s} {rates[0]:14,.0f} {rates[1]:14,.0f}")
-    base = rows[0]
-    for case, rates in zip(CASES[1:], rows[1:], strict=True):
-        ratio = ", ".join(f"{r / b:.1f}x" for r, b in zip(rates, base, strict=True))
-        print(f"{case.label} vs queue.Queue: {ratio}")
+    for row in run(items=args.items, repeat=args.repeat):
+        print(f"{row.note:44s} {row.value:14,.0f} items/s")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import bench_bus  # noqa: E402
-from _harness import Row  # noqa: E402
+import bench_burst
+import bench_bus
+import bench_queues
+from _harness import Row
+
+BASELINES = {"S5": "queue.Queue"}
+"""The row each scenario's *vs baseline* ratio divides by (default: the raw loop)."""
 
 PEERS = ("tidings", "pyee", "blinker", "pypubsub", "bubus", "msgspec")
 
@@ -46,7 +51,7 @@ def _machine() -> str:
 def _format(rows: list[Row]) -> list[str]:
     """Markdown table rows; ratios against tidings and against the floor where there is one."""
     lines = [
-        "| scenario | library | figure | vs tidings | vs raw floor | other | note |",
+        "| scenario | library | figure | vs tidings | vs baseline | other | note |",
         "|---|---|---|---|---|---|---|",
     ]
     by_scenario: dict[str, list[Row]] = {}
@@ -54,11 +59,14 @@ def _format(rows: list[Row]) -> list[str]:
         by_scenario.setdefault(row.scenario, []).append(row)
     for scenario, group in by_scenario.items():
         ours = next((r for r in group if r.library == "tidings"), None)
-        floor = next((r for r in group if r.library == "raw loop"), None)
+        base_name = BASELINES.get(scenario, "raw loop")
+        floor = next((r for r in group if r.library == base_name), None)
         for row in group:
             lower_is_better = row.unit in ("µs", "B")
             vs_ours = _ratio(row, ours, lower_is_better)
             vs_floor = _ratio(row, floor, lower_is_better)
+            if row.library == "tidings" and scenario in BASELINES:
+                vs_ours = ""
             other = ", ".join(f"{k} {_num(v)}" for k, v in row.extra.items())
             lines.append(
                 f"| {scenario} | {row.library} | {_num(row.value)} {row.metric} | {vs_ours} "
@@ -83,7 +91,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
-    rows = bench_bus.run(quick=args.quick)
+    rows = [
+        *bench_bus.run(quick=args.quick),
+        *bench_queues.run(quick=args.quick),
+        *bench_burst.run(quick=args.quick),
+    ]
     table = _format(rows)
     print("\n".join(table))
     if not args.no_write:
@@ -98,8 +110,10 @@ def main() -> int:
             f"- command: `make bench`{' (quick)' if args.quick else ''}",
             "",
             "Ratios: *vs tidings* is the row's figure over tidings' (above 1 means better than",
-            "tidings); *vs raw floor* is the row's figure over a plain loop calling the same",
-            "handlers. Latency and memory rows invert the ratio so above 1 still means better.",
+            "tidings); *vs baseline* is the row's figure over the scenario's baseline: a plain",
+            "loop calling the same handlers (S1-S4), `queue.Queue` (S5). Latency and memory rows",
+            "invert the ratio so above 1 still means better. S7 runs tidings alone: the peers",
+            "have no bounded buffer with an overflow policy.",
             "",
         ]
         Path(__file__).with_name("RESULTS.md").write_text("\n".join(header + table) + "\n")
