@@ -41,23 +41,25 @@ class BubusTick(bubus.BaseEvent[None]):
 
 
 def _handlers(hits: list[int], count: int = HANDLERS) -> list[Callable[[Any], None]]:
-    def make() -> Callable[[Any], None]:
+    def make(i: int) -> Callable[[Any], None]:
         def handler(e: Any) -> None:
             hits[0] += 1
 
+        handler.__name__ = handler.__qualname__ = f"handler{i}"  # bubus keys handlers by name
         return handler
 
-    return [make() for _ in range(count)]
+    return [make(i) for i in range(count)]
 
 
 def _async_handlers(hits: list[int], count: int = HANDLERS) -> list[Callable[[Any], Any]]:
-    def make() -> Callable[[Any], Any]:
+    def make(i: int) -> Callable[[Any], Any]:
         async def handler(e: Any) -> None:
             hits[0] += 1
 
+        handler.__name__ = handler.__qualname__ = f"handler{i}"
         return handler
 
-    return [make() for _ in range(count)]
+    return [make(i) for i in range(count)]
 
 
 # ----------------------------------------------------------------------------- publishers

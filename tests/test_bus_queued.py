@@ -350,3 +350,20 @@ def test_statistics_are_exact_across_threads(bus: tidings.Bus) -> None:
     for t in threads:
         t.join(30)
     assert sub.delivered == 20_000
+
+
+async def test_drained_waits_for_a_queued_subscription_to_finish() -> None:
+    handled: list[int] = []
+
+    async def slow(job: Job) -> None:
+        await asyncio.sleep(0.001)
+        handled.append(job.seq)
+
+    async with tidings.Bus() as bus:
+        sub = bus.subscribe(Job, slow, mode="queued", maxsize=100)
+        inline = bus.subscribe(Job, lambda j: None)
+        for i in range(20):
+            bus.publish(Job("k", i))
+        assert await sub.drained(timeout=10)
+        assert handled == list(range(20))
+        assert await inline.drained()

@@ -7,6 +7,7 @@ work. It needs no server: everything runs in this process.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -30,6 +31,14 @@ class OrderShipped:
     """An order left the warehouse."""
 
     order_id: str
+
+
+@tidings.event("warehouse.labels.requested")
+@dataclass(frozen=True)
+class LabelRequested:
+    """A shipping label must be printed."""
+
+    parcel: str
 
 
 @tidings.event("shop.payments.failed")
@@ -136,6 +145,24 @@ async def _tour(console: Console) -> int:
 
         bus.publish(PaymentFailed("o-5"))
 
+        tour.section("Backpressure: a queued subscription with workers and a bounded buffer")
+
+        def label_printer(event: LabelRequested) -> None:
+            time.sleep(0.005)  # a slow device
+
+        printer = bus.subscribe(
+            LabelRequested, label_printer, workers=2, maxsize=4, overflow="drop_oldest"
+        )
+        for n in range(12):
+            bus.publish(LabelRequested(f"parcel-{n}"), key=f"lane-{n % 2}")
+        await printer.drained(timeout=5)
+        stats = printer.statistics()
+        tour.log(
+            "printer",
+            f"12 labels in a burst, 2 workers, room for 4: {stats.delivered} printed, "
+            f"{stats.dropped} dropped (oldest first), high-water {stats.high_water}",
+        )
+
         tour.section("Recording: what tests assert on")
         with bus.record() as recorded:
             bus.publish(OrderPlaced("o-6", 12.5))
@@ -143,6 +170,12 @@ async def _tour(console: Console) -> int:
         tour.log("recorder", f"recorded {len(recorded)} event(s): {placed[0]}")
 
         report = await bus.aclose()
+        totals = bus.statistics()
+    tour.section("Statistics")
+    tour.log(
+        "bus",
+        f"delivered {totals.delivered}, failed {totals.failed}, dropped {totals.dropped}",
+    )
     ok = report.clean and len(dead) == 1
     console.print(
         f"\n[bold]{'done' if ok else 'FAILED'}[/]: bus closed cleanly={report.clean}, "

@@ -6,6 +6,10 @@ handler. Sync handlers get worker threads, coroutine functions get worker tasks 
 loop, and a subscription on a shared :class:`~tidings.scheduling.WorkerPool` is served by the
 pool's workers instead.
 
+Bounds: a worker takes one envelope at a time (one batch, for a batch handler), so a
+subscription never holds more than ``maxsize`` waiting envelopes plus one (one batch) in each
+worker's hands, and its overflow policy acts as soon as the buffers are full.
+
 Order: with ``workers=N`` the subscription has N buffers (partitions), one per worker.
 Envelopes with the same ``key`` always go to the same partition, so they are handled in
 publish order; envelopes without a key are spread round-robin. Each partition holds
@@ -232,7 +236,7 @@ class Queued:
                 thread.start()
 
     def _thread_worker(self, buffer: RingBuffer[Envelope[Any]]) -> None:
-        size = self.batch.first_size() if self.batch is not None else 64
+        size = self.batch.first_size() if self.batch is not None else 1
         while True:
             try:
                 envs = buffer.get_many(size)
@@ -260,7 +264,7 @@ class Queued:
         return envs
 
     async def _async_worker(self, buffer: RingBuffer[Envelope[Any]]) -> None:
-        size = self.batch.first_size() if self.batch is not None else 64
+        size = self.batch.first_size() if self.batch is not None else 1
         while True:
             try:
                 envs = await buffer.aget_many(size)
@@ -382,7 +386,9 @@ class Queued:
         if self.external:
             return True  # its reader decides when it is done
         with self._progress:
-            return self._progress.wait_for(lambda: self.pending() == 0, timeout=timeout)
+            return self._progress.wait_for(
+                lambda: self.pending() == 0, timeout=None if math.isinf(timeout) else timeout
+            )
 
     async def wait_idle(self, deadline: float) -> None:
         """Wait without blocking the loop until nothing is pending or the loop time passes

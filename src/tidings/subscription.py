@@ -23,6 +23,7 @@ ends.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import threading
@@ -405,6 +406,20 @@ class Subscription(Generic[T]):
             dropped=dropped,
             queue_depth=depth,
             high_water=high_water,
+        )
+
+    async def drained(self, timeout: float | None = None) -> bool:
+        """Wait until a queued subscription has handled everything it accepted (or dropped
+        it); whether it did within ``timeout`` seconds. Immediately true for other modes.
+
+        Waits in a helper thread, so the event loop keeps running the subscription's async
+        workers meanwhile.
+        """
+        queued = self.queued
+        if queued is None or queued.external:
+            return True
+        return await asyncio.to_thread(
+            queued.wait_handled, float("inf") if timeout is None else timeout
         )
 
     def __enter__(self) -> Subscription[T]:
