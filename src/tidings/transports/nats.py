@@ -641,7 +641,6 @@ class NatsTransport(SubjectTransport):
                 max_ack_pending=self.max_ack_pending,
                 inactive_threshold=None if group is not None else self.inactive_threshold,
                 num_replicas=None if group is not None else 1,
-                mem_storage=None if group is not None else True,
             )
 
         await self._js.add_consumer(stream, config(None))
