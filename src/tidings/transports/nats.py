@@ -154,6 +154,29 @@ class _Pending:
         self.report = report
 
 
+def _parse_header_lines(raw: bytes) -> dict[str, str]:
+    """nats-py's header parser, same results, without a Python-level loop per character."""
+    out: dict[str, str] = {}
+    for line in raw.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        try:
+            key = name.strip().decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if len(key.split()) != 1:  # empty, or whitespace inside a header name
+            continue
+        out[key] = value.strip().decode("utf-8", "replace")
+    return out
+
+
+class _Client(_NatsClient):
+    """The nats-py client with a faster header parser (tidings events carry ~10 headers)."""
+
+    _parse_header_lines = staticmethod(_parse_header_lines)
+
+
 def _meta(msg: Any) -> tuple[int, int]:
     """``(delivery attempt, stream sequence)`` from a JetStream reply subject."""
     tokens = (msg.reply or "").split(".")
@@ -262,7 +285,7 @@ class NatsTransport(SubjectTransport):
             return
         if self._state != "new":
             raise TransportClosedError("the transport is closed; create a new one")
-        nc = _NatsClient()
+        nc = _Client()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         try:

@@ -101,10 +101,16 @@ _CORE: Final = frozenset(
 )
 
 
+_last_second = [-1, ""]
+
+
 def _rfc3339(t: int) -> str:
     seconds, nanos = divmod(t, 1_000_000_000)
-    stamp = _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{nanos // 1000:06d}Z"
+    cached = _last_second
+    if cached[0] != seconds:  # one strftime per second of event time
+        stamp = _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cached[:] = [seconds, stamp]
+    return f"{cached[1]}.{nanos // 1000:06d}Z"
 
 
 def encode_envelope(
