@@ -49,6 +49,9 @@ from tidings.topics import validate_topic
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from tidings._remote import Remote
+    from tidings.transports.base import Transport
+
 __all__ = ("Bus", "CloseReport", "ErrorHook", "Handles")
 
 T = TypeVar("T")
@@ -129,6 +132,9 @@ class Bus:
         clock: the hybrid logical clock stamping envelopes; one per bus by default.
         on_error: called as ``on_error(envelope, subscription, exception)`` for every
             handler failure; its own errors are logged.
+        transport: carry events between processes (see :mod:`tidings._remote`): every
+            publish goes to the server and subscriptions become transport subscriptions.
+            The transport shares the bus's clock. Use ``async with Bus(transport=...)``.
 
     A bus needs no event loop for sync handlers. ``async with Bus() as bus`` (or
     ``await bus.start()``) binds it to the running loop for async handlers; publishing or
@@ -141,6 +147,7 @@ class Bus:
         source: str = "tidings",
         clock: HybridClock | None = None,
         on_error: ErrorHook | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self._source = source
         self._clock = clock if clock is not None else HybridClock()
@@ -158,6 +165,11 @@ class Bus:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handoffs = 0
         self._streams: set[EventStream[Any]] = set()
+        self._remote: Remote | None = None
+        if transport is not None:
+            from tidings._remote import Remote
+
+            self._remote = Remote(self, transport, self._clock)
 
     # ------------------------------------------------------------------ subscribing
 
@@ -173,6 +185,7 @@ class Bus:
         weak: bool | None = None,
         owner: object | None = None,
         envelope: bool | None = None,
+        group: str | None = None,
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -186,6 +199,7 @@ class Bus:
         weak: bool | None = None,
         owner: object | None = None,
         envelope: bool | None = None,
+        group: str | None = None,
     ) -> Subscription[Any]: ...
     def subscribe(
         self,
@@ -198,6 +212,7 @@ class Bus:
         weak: bool | None = None,
         owner: object | None = None,
         envelope: bool | None = None,
+        group: str | None = None,
     ) -> Subscription[Any]:
         """Subscribe ``handler`` to an event class, a topic or a pattern.
 
@@ -214,6 +229,9 @@ class Bus:
                 everything else strongly.
             owner: end the subscription when this object is garbage-collected.
             envelope: force (``True``) or refuse (``False``) envelope delivery.
+            group: with a transport, share the events with the same group's subscriptions
+                in every process (competing consumers); without, every process gets every
+                event. Ignored without a transport (one process is its own group).
 
         Returns:
             The :class:`Subscription` handle.
@@ -237,6 +255,11 @@ class Bus:
             envelope=envelope,
             cancel=self._unsubscribe,
         )
+        remote = self._remote
+        if remote is not None and group is not _LOCAL and sub.pattern != DEAD_LETTER_TOPIC:
+            sub._cancel = remote.unsubscribe
+            remote.subscribe(sub, group)
+            return sub
         with self._lock:
             subs = list(self._subs)
             insort(subs, sub, key=_order)
@@ -254,6 +277,7 @@ class Bus:
         weak: bool | None = None,
         owner: object | None = None,
         envelope: bool | None = None,
+        group: str | None = None,
     ) -> Handles[T]: ...
     @overload
     def on(
@@ -266,6 +290,7 @@ class Bus:
         weak: bool | None = None,
         owner: object | None = None,
         envelope: bool | None = None,
+        group: str | None = None,
     ) -> Handles[Any]: ...
     def on(
         self,
@@ -277,6 +302,7 @@ class Bus:
         weak: bool | None = None,
         owner: object | None = None,
         envelope: bool | None = None,
+        group: str | None = None,
     ) -> Handles[Any]:
         """Decorator form of :meth:`subscribe`; returns the function unchanged.
 
@@ -294,6 +320,7 @@ class Bus:
                 weak=weak,
                 owner=owner,
                 envelope=envelope,
+                group=group,
             )
 
         return Handles(subscribe)
@@ -313,6 +340,8 @@ class Bus:
 
     def subscriptions(self) -> tuple[Subscription[Any], ...]:
         """The active subscriptions, in dispatch order (priority, then age)."""
+        if self._remote is not None:
+            return tuple(sorted((*self._subs, *self._remote.subscriptions()), key=_order))
         return tuple(self._subs)
 
     # ------------------------------------------------------------------ routing
@@ -370,6 +399,8 @@ class Bus:
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
+        if self._remote is not None:
+            self._remote.send(env)
         if route.subs:
             self._deliver(route, env)
         return env
@@ -496,6 +527,9 @@ class Bus:
     ) -> Delivery[T]:
         """Publish ``event`` and wait until every matching handler has finished.
 
+        With a transport, wait until the server stored the event instead (its handlers
+        run as the server delivers it); :class:`~tidings.PublishError` if it did not.
+
         Handlers start in priority order; async handlers that suspend then run
         concurrently. Unlike :meth:`publish`, ``emit`` dispatches at once even from inside a
         handler. Handler errors are reported in the returned :class:`~tidings.Delivery`
@@ -510,6 +544,8 @@ class Bus:
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
+        if self._remote is not None:
+            await self._remote.publish(env)  # handlers run where the server delivers it
         outcomes: list[HandlerOutcome | tuple[Subscription[Any], asyncio.Task[Any]]] = []
         for sub in route.subs:
             try:
@@ -535,7 +571,16 @@ class Bus:
 
     # ------------------------------------------------------------------ errors
 
-    def _failed(self, sub: Subscription[Any], env: Envelope[Any], exc: BaseException) -> None:
+    def _failed(
+        self,
+        sub: Subscription[Any],
+        env: Envelope[Any],
+        exc: BaseException,
+        *,
+        attempts: int = 1,
+        final: bool = True,
+    ) -> None:
+        """Count, report and (when ``final``: no retry follows) dead-letter a failure."""
         sub.record_failure()
         if env.topic == DEAD_LETTER_TOPIC:
             logger.error(
@@ -551,7 +596,9 @@ class Bus:
                 self._on_error(env, sub, exc)
             except Exception:
                 logger.exception("on_error hook failed for event %s", env.id)
-        letter = DeadLetter(env, sub.name, exc)
+        if not final:
+            return
+        letter = DeadLetter(env, sub.name, exc, attempts)
         route = self._route(DeadLetter, None)
         if route.subs:  # in-flight work may still dead-letter while the bus closes
             self._deliver(route, self._envelope(route, letter, None, None))
@@ -631,12 +678,19 @@ class Bus:
         if self._closed:
             raise BusClosedError("the bus is closed; create a new one")
         self._bind_running_loop()
+        if self._remote is not None:
+            await self._remote.start()
         return self
 
     async def aclose(self, timeout: float = 5.0) -> CloseReport:
         """Stop accepting events, wait up to ``timeout`` seconds for async handlers in flight,
         cancel the rest and report them. Idempotent.
+
+        With a transport, first stop fetching, finish the handlers in flight and settle
+        their events, send what was published and wait for its acks, then disconnect.
         """
+        if self._remote is not None and not self._closed:
+            await self._remote.aclose(timeout)
         self._closed = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -705,7 +759,12 @@ class Bus:
         """
         recorder = Recorder()
         sub = self.subscribe(
-            target, recorder.append, priority=_RECORDER_PRIORITY, envelope=True, weak=False
+            target,
+            recorder.append,
+            priority=_RECORDER_PRIORITY,
+            envelope=True,
+            weak=False,
+            group=_LOCAL,
         )
         try:
             yield recorder
@@ -718,6 +777,7 @@ class Bus:
 
 
 _RECORDER_PRIORITY = 2**62
+_LOCAL: Any = "\x00local"  # group= of subscriptions that stay in the process
 _NO_LOOP = (
     "async handler {} has no running event loop to run on; publish from inside asyncio or "
     "start the bus with 'async with Bus() as bus' first"

@@ -300,7 +300,9 @@ class Consumer(TransportSubscription):
                 )
             elif attempt >= policy.max_deliver:
                 msg.settled = "term"
-                await self._give_up(raw, env, error_reason(exc), self.name, attempt)
+                reason = getattr(exc, "tidings_reason", None) or error_reason(exc)
+                handler = getattr(exc, "tidings_handler", None) or self.name
+                await self._give_up(raw, env, reason, handler, attempt)
             else:
                 msg.settled = "nak"
                 self._retried += 1

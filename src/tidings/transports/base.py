@@ -292,10 +292,14 @@ class Transport(abc.ABC):
     Attributes:
         features: what this transport offers.
         clock: the hybrid clock that received event times are merged into.
+        policy: the default delivery policy of subscriptions.
+        on_publish_error: told of every failed :meth:`send` (logged when ``None``).
     """
 
     features: TransportFeatures
     clock: HybridClock
+    policy: DeliveryPolicy
+    on_publish_error: PublishErrorHook | None
 
     @abc.abstractmethod
     async def start(self) -> None:
