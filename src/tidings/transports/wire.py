@@ -48,7 +48,7 @@ stream sequence).
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -186,8 +186,8 @@ def decode_envelope(
     payload_type: type | None,
     *,
     subject: str,
-    fallback_id: str,
-    fallback_time: int,
+    fallback_id: str | Callable[[], str],
+    fallback_time: int | Callable[[], int],
 ) -> Envelope[Any]:
     """Rebuild the envelope of a received message (binary or structured mode).
 
@@ -197,8 +197,10 @@ def decode_envelope(
         body: the message's body.
         payload_type: decode the payload as this class; ``None`` leaves plain JSON values.
         subject: the subject, for error messages.
-        fallback_id: the id when the message carries neither ``ce-id`` nor ``Nats-Msg-Id``.
-        fallback_time: the HLC time when it carries neither ``ce-hlc`` nor ``ce-time``.
+        fallback_id: the id when the message carries neither ``ce-id`` nor ``Nats-Msg-Id``
+            (or a function computing it, called only then).
+        fallback_time: the HLC time when it carries neither ``ce-hlc`` nor ``ce-time``
+            (or a function computing it, called only then).
 
     Raises:
         DecodeError: naming the subject and what is wrong with the message.
@@ -206,7 +208,7 @@ def decode_envelope(
     hdrs: Mapping[str, str] = headers or NO_HEADERS
     try:
         if hdrs.get("content-type") == CONTENT_TYPE_STRUCTURED:
-            return _decode_structured(topic, hdrs, body, payload_type, subject, fallback_id)
+            return _decode_structured(topic, hdrs, body, payload_type, subject, _value(fallback_id))
         payload = decode_payload(body, payload_type)
     except DecodeError:
         raise
@@ -229,7 +231,7 @@ def decode_envelope(
         time = _parse_hlc(hlc_text, subject)
     else:
         time_text = hdrs.get("ce-time")
-        time = fallback_time if time_text is None else _parse_time(time_text, subject)
+        time = _value(fallback_time) if time_text is None else _parse_time(time_text, subject)
     return Envelope(
         topic,
         payload,
@@ -237,8 +239,12 @@ def decode_envelope(
         hdrs.get("ce-partitionkey"),
         hdrs.get("ce-source", "tidings"),
         MappingProxyType(extensions) if extensions else NO_HEADERS,
-        hdrs.get("ce-id") or hdrs.get(MSG_ID) or fallback_id,
+        hdrs.get("ce-id") or hdrs.get(MSG_ID) or _value(fallback_id),
     )
+
+
+def _value(given: Any) -> Any:
+    return given() if callable(given) else given
 
 
 _structured_decoder = msgspec.json.Decoder(_Structured)
