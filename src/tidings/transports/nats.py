@@ -35,6 +35,7 @@ import hashlib
 import itertools
 import logging
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -174,6 +175,87 @@ class _Client(_NatsClient):
     _parse_header_lines = staticmethod(_parse_header_lines)
 
 
+class _Puller:
+    """Keeps one pull request outstanding on a consumer and buffers what it brings.
+
+    JetStream delivers the messages of a pull request with their own subjects, but its
+    status replies (408 expired, 409 leadership change or consumer deleted, 503 no
+    consumer) to the request's reply subject: with one request at a time, each its own
+    reply subject, every message and status is accounted for. ``requested + buffered``
+    never exceeds the ``batch`` asked for by :meth:`fetch`, which the consumer sizes to its
+    free prefetch slots. The request lingers on the server until filled or expired, so
+    events flow as soon as they are published.
+    """
+
+    def __init__(self, nc: _NatsClient, stream: str, consumer: str, expires: float) -> None:
+        self._nc = nc
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._expires_ns = int(expires * 1e9)
+        self._grace = expires + 2.0
+        self._inbox = nc.new_inbox()
+        self._cut = len(self._inbox) + 1
+        self._ids = itertools.count(1)
+        self._current: str | None = None
+        self._remaining = 0
+        self._deadline = 0.0
+        self._buffer: deque[_NatsMsg] = deque()
+        self._arrived = asyncio.Event()
+        self._sub: Any = None
+        self.lost = False
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await _quietly(self._sub.unsubscribe())
+
+    def reset(self) -> None:
+        """Forget the outstanding request (after a reconnect it is gone)."""
+        self._current = None
+        self._arrived.set()
+
+    async def _on_msg(self, msg: _NatsMsg) -> None:
+        headers = msg.headers
+        if headers and not msg.data and "Status" in headers:
+            status = headers["Status"]
+            if status == "100":
+                return  # idle heartbeat
+            if msg.subject[self._cut :] == self._current:
+                self._current = None
+            if status == "503" or "Deleted" in headers.get("Description", ""):
+                self.lost = True
+            self._arrived.set()
+            return
+        if self._current is not None:
+            self._remaining -= 1
+            if self._remaining <= 0:
+                self._current = None
+        self._buffer.append(msg)
+        self._arrived.set()
+
+    async def fetch(self, batch: int, timeout: float) -> list[_NatsMsg]:
+        now = asyncio.get_running_loop().time()
+        if self._current is not None and now >= self._deadline:
+            self._current = None  # the server forgot it (restart, lost reply)
+        buffer = self._buffer
+        if self._current is None:
+            want = batch - len(buffer)
+            if want > 0:
+                rid = str(next(self._ids))
+                self._current, self._remaining, self._deadline = rid, want, now + self._grace
+                body = b'{"batch":%d,"expires":%d}' % (want, self._expires_ns)
+                await self._nc.publish(self._next, body, reply=f"{self._inbox}.{rid}")
+        if not buffer:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+            except TimeoutError:
+                return []
+        count = min(batch, len(buffer))
+        return [buffer.popleft() for _ in range(count)]
+
+
 def _meta(msg: Any) -> tuple[int, int]:
     """``(delivery attempt, stream sequence)`` from a JetStream reply subject."""
     tokens = (msg.reply or "").split(".")
@@ -274,6 +356,7 @@ class NatsTransport(SubjectTransport):
         self._failed = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._subs: list[Consumer] = []
+        self._pullers: set[_Puller] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -455,6 +538,8 @@ class NatsTransport(SubjectTransport):
         nc = self._nc
         url = nc.connected_url.netloc if nc is not None and nc.connected_url else "?"
         logger.warning("reconnected to NATS at %s", url)
+        for puller in self._pullers:
+            puller.reset()  # pull requests died with the old connection
 
     def _client(self) -> _NatsClient:
         if self._state not in ("started", "closing") or self._nc is None:
@@ -664,7 +749,10 @@ class NatsTransport(SubjectTransport):
             )
 
         await self._js.add_consumer(stream, config(None))
-        psub = await self._js.pull_subscribe_bind(consumer=consumer, stream=stream)
+        nc = self._client()
+        puller = _Puller(nc, stream, consumer, expires=5.0)
+        await puller.start()
+        self._pullers.add(puller)
         idle = [0]
 
         async def recover() -> None:
@@ -674,20 +762,20 @@ class NatsTransport(SubjectTransport):
                 start_after = last_seen[0] if group is None else None
                 logger.warning("consumer %s was lost; recreating it", consumer)
                 await self._js.add_consumer(stream, config(start_after))
+            puller.lost = False
+            puller.reset()
 
         async def fetch(batch: int, timeout: float) -> list[Any]:
-            try:
-                msgs = await psub.fetch(batch, timeout=timeout)
-            except nats.errors.TimeoutError:
-                idle[0] += 1
-                if idle[0] % 5 == 0:
-                    await recover()
-                return []
-            except nats.js.errors.APIError:
+            if puller.lost:
                 await recover()
-                raise
+            msgs = await puller.fetch(batch, timeout)
+            if not msgs:
+                idle[0] += 1
+                if idle[0] % 10 == 0:
+                    await recover()
+                return msgs
             idle[0] = 0
-            if group is None and msgs:
+            if group is None:
                 last_seen[0] = max(last_seen[0], _meta(msgs[-1])[1])
             return list(msgs)
 
@@ -701,7 +789,8 @@ class NatsTransport(SubjectTransport):
         async def release() -> None:
             if sub in self._subs:
                 self._subs.remove(sub)
-            await _quietly(psub.unsubscribe())
+            self._pullers.discard(puller)
+            await puller.stop()
             if group is None and self._nc is not None and self._nc.is_connected:
                 await _quietly(self._js.delete_consumer(stream, consumer))
 
