@@ -29,5 +29,9 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# Side-by-side benchmarks against peer libraries; each prints its own table.
+bench: $(STAMP)
+	for bench in benchmarks/bench_*.py; do $(BIN)/python $$bench || exit 1; done
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist
