@@ -31,7 +31,8 @@ test: lint typecheck unit
 
 # Side-by-side benchmarks against peer libraries; each prints its own table.
 bench: $(STAMP)
-	for bench in benchmarks/bench_*.py; do $(BIN)/python $$bench || exit 1; done
+	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/bench_nats.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist

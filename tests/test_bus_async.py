@@ -297,7 +297,7 @@ async def test_reentrant_publish_from_async_handler_is_queued() -> None:
 async def test_stream_pulls_events_through_a_bounded_buffer() -> None:
     async with tidings.Bus() as bus:
         got: list[int] = []
-        async with bus.stream(Ping, maxsize=3) as events:
+        async with bus.stream(Ping, maxsize=3, overflow="drop_oldest") as events:
             for i in range(5):
                 bus.publish(Ping(i))
             assert len(events) == 3
@@ -306,6 +306,7 @@ async def test_stream_pulls_events_through_a_bounded_buffer() -> None:
                 if len(got) == 3:
                     break
         assert got == [2, 3, 4]  # drop_oldest kept the newest three
+        assert events.dropped == 2
 
 
 @pytest.mark.parametrize(("overflow", "kept"), [("drop_newest", [0, 1]), ("drop_oldest", [2, 3])])
@@ -315,18 +316,42 @@ async def test_stream_drop_policies(overflow: Any, kept: list[int]) -> None:
             bus.publish(Ping(i))
         assert events.dropped == 2
         assert [(await anext(events)).n for _ in range(2)] == kept
+        stats = bus.statistics().subscriptions[0]
+        assert (stats.dropped, stats.queue_depth, stats.high_water) == (2, 0, 2)
 
 
-async def test_stream_error_policy_dead_letters_the_overflow() -> None:
+async def test_stream_error_policy_refuses_the_publisher() -> None:
     async with tidings.Bus() as bus:
-        dead: list[DeadLetter] = []
-        bus.subscribe(DeadLetter, dead.append)
-        async with bus.stream(Ping, maxsize=1, overflow="error"):
+        seen: list[int] = []
+        bus.subscribe(Ping, lambda e: seen.append(e.n), priority=-1)
+        async with bus.stream(Ping, maxsize=1, overflow="error") as events:
             bus.publish(Ping(0))
-            bus.publish(Ping(1))
-        assert len(dead) == 1
-        assert isinstance(dead[0].error, tidings.QueueFullError)
-        assert dead[0].envelope.payload == Ping(1)
+            with pytest.raises(tidings.QueueFullError, match="cannot take one more") as info:
+                bus.publish(Ping(1))
+            assert "EventStream" in info.value.name
+            assert seen == [0, 1]  # the other handler still got it
+            assert bus.statistics().subscriptions[0].dropped == 1
+            assert (await anext(events)).n == 0
+
+
+async def test_stream_block_policy_waits_in_emit_and_threads_refuses_on_the_loop() -> None:
+    async with tidings.Bus() as bus, bus.stream(Ping, maxsize=2) as events:
+        bus.publish(Ping(0))
+        bus.publish(Ping(1))
+        with pytest.raises(tidings.WouldBlock, match=r"await bus\.emit"):
+            bus.publish(Ping(2))  # on the loop's thread: cannot wait for our own consumer
+        emitted = asyncio.ensure_future(bus.emit(Ping(3)))
+        await asyncio.sleep(0)
+        assert not emitted.done()  # waiting for room
+        assert (await anext(events)).n == 0
+        await asyncio.wait_for(emitted, timeout=5)
+        thread = threading.Thread(target=lambda: bus.publish(Ping(4)))
+        thread.start()
+        got = [(await asyncio.wait_for(anext(events), timeout=5)).n for _ in range(3)]
+        await asyncio.to_thread(thread.join, 10)
+        assert got == [1, 3, 4]
+        stats = bus.statistics().subscriptions[0]
+        assert stats.dropped == 1  # the refused publish is counted
 
 
 async def test_stream_ends_when_the_bus_closes() -> None:

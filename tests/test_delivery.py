@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 import tidings
-from tidings.delivery import Delivery, HandlerOutcome, resume
+from tidings._coroutines import resume
+from tidings.results import Delivery, HandlerOutcome
 
 
 def _envelope() -> tidings.Envelope[int]:

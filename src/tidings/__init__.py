@@ -7,10 +7,10 @@ submodule (:mod:`tidings.topics`, :mod:`tidings.clock`, :mod:`tidings.testing`).
 import typing as _typing
 
 from tidings._stream import EventStream
-from tidings.bus import Bus, CloseReport, Handles
+from tidings.bus import BatchHandles, Bus, BusStatistics, Handles
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
-from tidings.delivery import Delivery, HandlerOutcome
+from tidings.delivery import Batch
 from tidings.event import Envelope, event, from_cloudevent, to_cloudevent, topic_of
 from tidings.exceptions import (
     BusClosedError,
@@ -31,7 +31,10 @@ from tidings.exceptions import (
     TransportUnavailableError,
     WouldBlock,
 )
-from tidings.subscription import Subscription
+from tidings.queues import Overflow, QueueStatistics, RingBuffer
+from tidings.results import CloseReport, Delivery, HandlerOutcome
+from tidings.scheduling import AdaptiveWeight, WorkerPool
+from tidings.subscription import Mode, Subscription, SubscriptionStatistics
 from tidings.transports import DeliveryPolicy, MemoryTransport
 
 if _typing.TYPE_CHECKING:
@@ -51,8 +54,12 @@ def __getattr__(name: str) -> _typing.Any:
 
 __all__ = (
     "DEAD_LETTER_TOPIC",
+    "AdaptiveWeight",
+    "Batch",
+    "BatchHandles",
     "Bus",
     "BusClosedError",
+    "BusStatistics",
     "ClockSkewError",
     "CloseReport",
     "DeadLetter",
@@ -69,17 +76,23 @@ __all__ = (
     "InvalidTopicError",
     "LoopNotRunningError",
     "MemoryTransport",
+    "Mode",
     "NatsTransport",
+    "Overflow",
     "PublishError",
     "QueueClosedError",
     "QueueFullError",
+    "QueueStatistics",
+    "RingBuffer",
     "StreamConfigError",
     "Subscription",
+    "SubscriptionStatistics",
     "TidingsError",
     "TopicRequiredError",
     "TransportClosedError",
     "TransportError",
     "TransportUnavailableError",
+    "WorkerPool",
     "WouldBlock",
     "__version__",
     "event",

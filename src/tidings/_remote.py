@@ -25,7 +25,7 @@ from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 from tidings.exceptions import LoopNotRunningError, PublishError
-from tidings.subscription import SKIP, Subscription
+from tidings.subscription import SKIP, TASK, Subscription
 from tidings.transports._consumer import error_reason
 from tidings.transports.base import Message, PublishAck, Transport, TransportSubscription
 
@@ -149,8 +149,9 @@ class Remote:
         if self._started and entry.sub is None and entry.ready is None:
             self._call_in_loop(self._open, entry)
 
-    def unsubscribe(self, sub: Subscription[Any]) -> None:
-        """Remove ``sub``; the last one out ends the transport subscription."""
+    def unsubscribe(self, sub: Subscription[Any]) -> bool:
+        """Remove ``sub``, if it is carried here; the last one out ends the transport
+        subscription. Whether it was carried here."""
         with self._lock:
             for key, entry in list(self._entries.items()):
                 if sub in entry.subs:
@@ -158,6 +159,8 @@ class Remote:
                     if not entry.subs:
                         del self._entries[key]
                         self._call_in_loop(self._close_entry, entry)
+                    return True
+        return False
 
     def subscriptions(self) -> tuple[Subscription[Any], ...]:
         """Every bus subscription carried by the transport."""
@@ -218,14 +221,17 @@ class Remote:
             if not sub.active or not sub.matches(env.topic, payload_type):
                 continue
             try:
-                result = sub.invoke(env)
+                if not sub.accepts(env):
+                    continue
+                result = sub.call(sub.argument(env))
                 if result is SKIP:
                     continue
-                if sub.is_async:
+                if sub.kind == TASK:
                     await result
             except Exception as exc:
                 failures.append((sub, exc))
                 continue
+            sub.record_delivered()
             if succeeded is None:
                 succeeded = set()
             succeeded.add(sub.id)

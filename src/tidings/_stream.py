@@ -1,100 +1,54 @@
-"""The bounded buffer behind :meth:`Bus.stream <tidings.Bus.stream>`."""
+"""The async iterator behind :meth:`Bus.stream <tidings.Bus.stream>`."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections import deque
-from typing import Generic, Literal, TypeVar, get_args
+from typing import Any, Generic, TypeVar
 
-from tidings.exceptions import QueueFullError
+from tidings.event import Envelope
+from tidings.exceptions import QueueClosedError
+from tidings.queues import Overflow, RingBuffer
 
-__all__ = ("EventStream", "StreamOverflow")
+__all__ = ("EventStream",)
 
 T = TypeVar("T")
 
-StreamOverflow = Literal["drop_oldest", "drop_newest", "error"]
-"""What a full stream does with one more event."""
-
 
 class EventStream(Generic[T]):
-    """An async iterator over events, fed by a subscription through a bounded buffer.
+    """Events pulled from a bounded buffer, as an async iterator of payloads.
 
-    Thread-safe for producers; iterate it from the loop it was created on. It never holds
-    more than ``maxsize`` events: overflow drops (counted in :attr:`dropped`) or fails the
-    delivery, as chosen. Iteration ends after :meth:`close` once the buffer is drained.
+    The bus fills the buffer through a queued subscription; iterating takes events out in
+    publish order. It never holds more than ``maxsize`` events. Iteration ends once the
+    stream is closed (its ``async with`` block exits or the bus closes) and drained.
     """
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, maxsize: int, overflow: StreamOverflow
-    ) -> None:
-        if not isinstance(maxsize, int) or maxsize < 1:
-            raise ValueError(f"maxsize must be a positive int, not {maxsize!r}")
-        if overflow not in get_args(StreamOverflow):
-            raise ValueError(
-                f"overflow must be one of {', '.join(get_args(StreamOverflow))}, not {overflow!r}"
-            )
-        self._loop = loop
-        self._maxsize = maxsize
-        self._overflow = overflow
-        self._items: deque[T] = deque()
-        self._lock = threading.Lock()
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-        self.dropped = 0
-        """How many events overflow discarded."""
+    def __init__(self, maxsize: int, overflow: Overflow) -> None:
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self._buffer: RingBuffer[Envelope[T]] | None = None
 
-    def put(self, item: T) -> None:
-        """Offer one event (called by the bus, from any thread).
+    def attach(self, buffer: RingBuffer[Envelope[T]]) -> None:
+        """Read from ``buffer`` (the bus calls this)."""
+        self._buffer = buffer
 
-        Raises:
-            QueueFullError: if the stream is full and its overflow policy is ``"error"``.
-        """
-        with self._lock:
-            if self._closed:
-                return
-            if len(self._items) >= self._maxsize:
-                if self._overflow == "error":
-                    raise QueueFullError(
-                        f"stream is full ({self._maxsize} events) and its overflow policy is "
-                        "'error'; consume faster, raise maxsize or choose a drop policy",
-                        name="stream",
-                        capacity=self._maxsize,
-                    )
-                self.dropped += 1
-                if self._overflow == "drop_newest":
-                    return
-                self._items.popleft()
-            self._items.append(item)
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self._loop.call_soon_threadsafe(_wake, waiter)
+    async def consume(self, event: Any) -> None:
+        """The subscription's nominal handler; never called (the iterator consumes)."""
+        raise AssertionError("a stream's buffer is consumed by its iterator")
 
-    def close(self) -> None:
-        """End iteration once the buffered events are consumed."""
-        with self._lock:
-            self._closed = True
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(_wake, waiter)
+    @property
+    def dropped(self) -> int:
+        """How many events the overflow policy discarded."""
+        return 0 if self._buffer is None else self._buffer.statistics().dropped
 
     def __len__(self) -> int:
-        return len(self._items)
+        return 0 if self._buffer is None else len(self._buffer)
 
     def __aiter__(self) -> EventStream[T]:
         return self
 
     async def __anext__(self) -> T:
-        while True:
-            with self._lock:
-                if self._items:
-                    return self._items.popleft()
-                if self._closed:
-                    raise StopAsyncIteration
-                waiter = self._waiter = self._loop.create_future()
-            await waiter
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+        assert self._buffer is not None, "stream used outside its 'async with' block"
+        try:
+            envelope = await self._buffer.aget()
+        except QueueClosedError:
+            raise StopAsyncIteration from None
+        return envelope.payload

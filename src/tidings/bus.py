@@ -3,8 +3,8 @@
 Semantics, which the tests hold the bus to:
 
 - **Order.** The handlers of one event run by priority, higher first, ties in subscription
-  order. Sync handlers run in the publisher's thread; async handlers run on the bus's event
-  loop.
+  order. Inline (sync) handlers run in the publisher's thread; async handlers on the bus's
+  event loop; queued handlers on their workers, in publish order per ``key``.
 - **Re-entrancy.** An event published from inside a handler, on the thread that is
   dispatching, is queued and dispatched after the current event's handlers have all run
   (breadth first), so nested publishing never deadlocks and never deepens the stack.
@@ -15,6 +15,13 @@ Semantics, which the tests hold the bus to:
   handlers. It is counted on the subscription, passed to ``on_error`` and published as a
   :class:`~tidings.DeadLetter` on ``tidings.dead_letter``; a failing dead-letter handler is
   logged and nothing more.
+- **Backpressure.** A queued subscription's buffer is bounded. When it is full its overflow
+  policy decides: ``block`` makes ``publish`` wait (from a thread that may wait) and
+  ``emit`` await room; ``drop_oldest``/``drop_newest`` discard and count; ``error`` refuses.
+  A refusal (``error``, or ``block`` where waiting would deadlock: on the event loop's
+  thread, for consumers that run on that loop) is raised to the publisher as
+  :class:`~tidings.QueueFullError` or :class:`~tidings.WouldBlock` after every other
+  handler has had the event, and counted as dropped.
 - **Async handlers** are started eagerly in the publisher's call when it runs on the bus's
   loop: one that never suspends completes before ``publish`` returns, without a task. From
   another thread they are handed to the loop. Without a running loop they fail with
@@ -26,8 +33,10 @@ Semantics, which the tests hold the bus to:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
+import weakref
 from bisect import insort
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
@@ -36,14 +45,32 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from tidings._stream import EventStream, StreamOverflow
+from tidings._coroutines import resume
+from tidings._stream import EventStream
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
-from tidings.delivery import Delivery, HandlerOutcome, resume
+from tidings.delivery import Batch, Queued
 from tidings.event import NO_HEADERS, Envelope, topic_of
-from tidings.exceptions import BusClosedError, LoopNotRunningError
+from tidings.exceptions import (
+    BusClosedError,
+    LoopNotRunningError,
+    QueueClosedError,
+    QueueFullError,
+    WouldBlock,
+)
+from tidings.queues import Overflow
 from tidings.recording import Recorder
-from tidings.subscription import SKIP, Subscription
+from tidings.results import CloseReport, Delivery, HandlerOutcome
+from tidings.scheduling import WorkerPool
+from tidings.subscription import (
+    INLINE,
+    QUEUED,
+    SKIP,
+    TASK,
+    Mode,
+    Subscription,
+    SubscriptionStatistics,
+)
 from tidings.topics import validate_topic
 
 if TYPE_CHECKING:
@@ -52,7 +79,7 @@ if TYPE_CHECKING:
     from tidings._remote import Remote
     from tidings.transports.base import Transport
 
-__all__ = ("Bus", "CloseReport", "ErrorHook", "Handles")
+__all__ = ("BatchHandles", "Bus", "BusStatistics", "ErrorHook", "Handles")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -84,44 +111,94 @@ class Handles(Generic[T]):
         return handler
 
 
+class BatchHandles(Generic[T]):
+    """The decorator returned by :meth:`Bus.on` with ``batch=``: the handler takes a list of
+    events (``list[T]``) or of envelopes (``list[Envelope[T]]``)."""
+
+    __slots__ = ("_subscribe",)
+
+    def __init__(self, subscribe: Callable[[Callable[..., Any]], Subscription[T]]) -> None:
+        self._subscribe = subscribe
+
+    @overload
+    def __call__(
+        self, handler: Callable[[list[Envelope[T]]], R], /
+    ) -> Callable[[list[Envelope[T]]], R]: ...
+    @overload
+    def __call__(self, handler: Callable[[list[T]], R], /) -> Callable[[list[T]], R]: ...
+    def __call__(self, handler: Callable[..., R], /) -> Callable[..., R]:
+        self._subscribe(handler)
+        return handler
+
+
 @dataclass(frozen=True, slots=True)
-class CloseReport:
-    """What :meth:`Bus.aclose` could not finish within its timeout.
+class BusStatistics:
+    """A snapshot of every subscription's counters (:meth:`Bus.statistics`).
 
     Attributes:
-        unfinished: ``"handler for event-id"`` for each async handler that was still running
-            and was cancelled.
+        subscriptions: one record per active subscription, in dispatch order.
     """
 
-    unfinished: tuple[str, ...] = ()
+    subscriptions: tuple[SubscriptionStatistics, ...]
 
     @property
-    def clean(self) -> bool:
-        """Whether everything in flight finished."""
-        return not self.unfinished
+    def delivered(self) -> int:
+        """Handler calls that succeeded, over all subscriptions."""
+        return sum(s.delivered for s in self.subscriptions)
+
+    @property
+    def failed(self) -> int:
+        """Handler calls that raised, over all subscriptions."""
+        return sum(s.failed for s in self.subscriptions)
+
+    @property
+    def dropped(self) -> int:
+        """Events discarded or refused by overflow policies, over all subscriptions."""
+        return sum(s.dropped for s in self.subscriptions)
+
+
+def _fold(subs: tuple[Subscription[Any], ...], counter: itertools.count[int]) -> None:
+    for sub in subs:
+        sub.fold_route_counter(counter)
 
 
 class _Route:
-    """The precomputed handler table of one (topic, event class): replaced, never mutated."""
+    """The precomputed handler table of one (topic, event class): replaced, never mutated.
 
-    __slots__ = ("fast", "subs", "topic")
+    ``fast`` holds the handlers when every subscription is a plain sync one (called straight
+    with the payload); ``fast_async`` when every one is a plain coroutine function. Dispatches
+    through either are counted once in ``count`` rather than once per handler.
+    """
+
+    __slots__ = ("__weakref__", "count", "fast", "fast_async", "subs", "topic")
 
     def __init__(self, topic: str, subs: tuple[Subscription[Any], ...]) -> None:
         self.topic = topic
         self.subs = subs
-        fast = tuple(s.fast_handler for s in subs)
-        distinct = len({id(h) for h in fast}) == len(fast)
-        # Plain sync payload handlers are called directly; anything else goes through its
-        # subscription's invoker.
-        self.fast: tuple[Callable[[Any], object], ...] | None = (
-            fast if distinct and all(h is not None for h in fast) else None  # type: ignore[assignment]
-        )
+        self.count = itertools.count()
+        handlers = tuple(s.handler for s in subs)
+        plain = bool(subs) and all(s.plain for s in subs)
+        distinct = len({id(h) for h in handlers}) == len(handlers)
+        kinds = {s.kind for s in subs}
+        self.fast: tuple[Callable[[Any], Any], ...] | None = None
+        self.fast_async: tuple[Callable[[Any], Any], ...] | None = None
+        if plain and distinct:
+            if kinds == {INLINE}:
+                self.fast = handlers  # type: ignore[assignment]
+            elif kinds == {TASK}:
+                self.fast_async = handlers  # type: ignore[assignment]
+            for sub in subs:
+                sub.attach_route_counter(self.count)
+            weakref.finalize(self, _fold, subs, self.count)
 
 
 class _ThreadState(threading.local):
     """Per-thread dispatch state: the queue of events published from inside handlers."""
 
-    pending: deque[tuple[_Route, Envelope[Any]]] | None = None
+    busy = False
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[_Route, Envelope[Any]]] = deque()
 
 
 class Bus:
@@ -137,8 +214,8 @@ class Bus:
             The transport shares the bus's clock. Use ``async with Bus(transport=...)``.
 
     A bus needs no event loop for sync handlers. ``async with Bus() as bus`` (or
-    ``await bus.start()``) binds it to the running loop for async handlers; publishing or
-    emitting from inside a running loop binds it too.
+    ``await bus.start()``) binds it to the running loop for async handlers and async
+    workers; publishing or emitting from inside a running loop binds it too.
     """
 
     def __init__(
@@ -158,13 +235,14 @@ class Bus:
         self._subs: list[Subscription[Any]] = []
         self._routes: dict[type, _Route] = {}
         self._topic_routes: dict[tuple[str, type], _Route] = {}
-        self._local = _ThreadState()
+        self._state = _ThreadState()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handoffs = 0
-        self._streams: set[EventStream[Any]] = set()
+        self._queued: list[Queued] = []
+        self._pools: set[WorkerPool] = set()
         self._remote: Remote | None = None
         if transport is not None:
             from tidings._remote import Remote
@@ -185,6 +263,34 @@ class Bus:
         weak: bool | None = None,
         owner: object | None = None,
         envelope: bool | None = None,
+        mode: Mode | None = None,
+        workers: int = 1,
+        maxsize: int = 1024,
+        overflow: Overflow = "block",
+        batch: None = None,
+        pool: WorkerPool | None = None,
+        weight: float = 1.0,
+        group: str | None = None,
+    ) -> Subscription[T]: ...
+    @overload
+    def subscribe(
+        self,
+        target: type[T],
+        handler: Callable[[list[T]], object] | Callable[[list[Envelope[T]]], object],
+        *,
+        priority: int = 0,
+        where: Callable[[T], bool] | None = None,
+        once: bool = False,
+        weak: bool | None = None,
+        owner: object | None = None,
+        envelope: bool | None = None,
+        mode: Mode | None = None,
+        workers: int = 1,
+        maxsize: int = 1024,
+        overflow: Overflow = "block",
+        batch: Batch,
+        pool: WorkerPool | None = None,
+        weight: float = 1.0,
         group: str | None = None,
     ) -> Subscription[T]: ...
     @overload
@@ -199,6 +305,13 @@ class Bus:
         weak: bool | None = None,
         owner: object | None = None,
         envelope: bool | None = None,
+        mode: Mode | None = None,
+        workers: int = 1,
+        maxsize: int = 1024,
+        overflow: Overflow = "block",
+        batch: Batch | None = None,
+        pool: WorkerPool | None = None,
+        weight: float = 1.0,
         group: str | None = None,
     ) -> Subscription[Any]: ...
     def subscribe(
@@ -212,6 +325,13 @@ class Bus:
         weak: bool | None = None,
         owner: object | None = None,
         envelope: bool | None = None,
+        mode: Mode | None = None,
+        workers: int = 1,
+        maxsize: int = 1024,
+        overflow: Overflow = "block",
+        batch: Batch | None = None,
+        pool: WorkerPool | None = None,
+        weight: float = 1.0,
         group: str | None = None,
     ) -> Subscription[Any]:
         """Subscribe ``handler`` to an event class, a topic or a pattern.
@@ -221,30 +341,45 @@ class Bus:
                 topic), a topic, or a pattern with ``*`` and ``>`` wildcards.
             handler: a function, coroutine function or callable. It receives the payload,
                 or the :class:`~tidings.Envelope` when its first parameter is annotated
-                ``Envelope[...]`` (or ``envelope=True`` is passed).
+                ``Envelope[...]`` (or ``envelope=True`` is passed); with ``batch`` it
+                receives a list of them.
             priority: higher runs first; equal priorities run in subscription order.
             where: a predicate on the payload; the handler sees only events it accepts.
-            once: end the subscription after the first delivered event.
+            once: end the subscription after the first accepted event.
             weak: hold the handler weakly; by default bound methods are held weakly and
                 everything else strongly.
             owner: end the subscription when this object is garbage-collected.
             envelope: force (``True``) or refuse (``False``) envelope delivery.
+            mode: ``"inline"``, ``"task"`` or ``"queued"`` (see :mod:`tidings.subscription`);
+                ``workers > 1``, ``batch`` or ``pool`` imply ``"queued"``.
+            workers: queued mode: worker threads (sync handler) or tasks (coroutine
+                function); events with one key stay in publish order.
+            maxsize: queued mode: how many events the buffer holds.
+            overflow: queued mode: what a full buffer does (``block``, ``drop_oldest``,
+                ``drop_newest``, ``error``).
+            batch: queued mode: hand the handler lists of events, as this says.
+            pool: queued mode: share this pool's workers, served by ``weight``.
+            weight: the subscription's share of its pool.
             group: with a transport, share the events with the same group's subscriptions
-                in every process (competing consumers); without, every process gets every
+                in every process (competing consumers); without it every process gets every
                 event. Ignored without a transport (one process is its own group).
 
         Returns:
             The :class:`Subscription` handle.
 
         Raises:
-            InvalidHandlerError: if the handler, ``where`` or ``owner`` is unusable.
+            InvalidHandlerError: if the handler, ``where``, ``owner`` or ``mode`` is unusable.
             InvalidTopicError: if the topic or pattern is malformed.
             TopicRequiredError: if the event class is a builtin that names no topic.
+            ValueError: if a queue setting is out of range.
             BusClosedError: if the bus is closed.
         """
         if self._closed:
             raise BusClosedError("the bus is closed; subscribe before closing it")
+        if mode is None and (workers != 1 or batch is not None or pool is not None):
+            mode = "queued"
         sub: Subscription[Any] = Subscription(
+            self,
             target,
             handler,
             priority=priority,
@@ -253,18 +388,45 @@ class Bus:
             weak=weak,
             owner=owner,
             envelope=envelope,
-            cancel=self._unsubscribe,
+            mode=mode,
         )
         remote = self._remote
         if remote is not None and group is not _LOCAL and sub.pattern != DEAD_LETTER_TOPIC:
-            sub._cancel = remote.unsubscribe
+            if sub.kind == QUEUED:
+                raise ValueError(
+                    "queued subscriptions are not carried by a transport yet; the transport's "
+                    "DeliveryPolicy(workers=..., prefetch=...) sets its concurrency"
+                )
             remote.subscribe(sub, group)
             return sub
+        if sub.kind == QUEUED:
+            if not weight > 0:
+                raise ValueError(f"weight must be positive, not {weight!r}")
+            sub.queued = Queued(
+                sub,
+                workers=workers,
+                maxsize=maxsize,
+                overflow=overflow,
+                batch=batch,
+                pool=pool,
+                weight=weight,
+                on_failure=self._failed,
+            )
+        self._register(sub)
+        return sub
+
+    def _register(self, sub: Subscription[Any]) -> None:
+        queued = sub.queued
+        if queued is not None:
+            queued.start(self._loop)
+            with self._lock:
+                self._queued.append(queued)
+                if queued.pool is not None:
+                    self._pools.add(queued.pool)
         with self._lock:
             subs = list(self._subs)
             insort(subs, sub, key=_order)
             self._install(subs)
-        return sub
 
     @overload
     def on(
@@ -277,8 +439,35 @@ class Bus:
         weak: bool | None = None,
         owner: object | None = None,
         envelope: bool | None = None,
+        mode: Mode | None = None,
+        workers: int = 1,
+        maxsize: int = 1024,
+        overflow: Overflow = "block",
+        batch: None = None,
+        pool: WorkerPool | None = None,
+        weight: float = 1.0,
         group: str | None = None,
     ) -> Handles[T]: ...
+    @overload
+    def on(
+        self,
+        target: type[T],
+        *,
+        priority: int = 0,
+        where: Callable[[T], bool] | None = None,
+        once: bool = False,
+        weak: bool | None = None,
+        owner: object | None = None,
+        envelope: bool | None = None,
+        mode: Mode | None = None,
+        workers: int = 1,
+        maxsize: int = 1024,
+        overflow: Overflow = "block",
+        batch: Batch,
+        pool: WorkerPool | None = None,
+        weight: float = 1.0,
+        group: str | None = None,
+    ) -> BatchHandles[T]: ...
     @overload
     def on(
         self,
@@ -290,49 +479,46 @@ class Bus:
         weak: bool | None = None,
         owner: object | None = None,
         envelope: bool | None = None,
+        mode: Mode | None = None,
+        workers: int = 1,
+        maxsize: int = 1024,
+        overflow: Overflow = "block",
+        batch: Batch | None = None,
+        pool: WorkerPool | None = None,
+        weight: float = 1.0,
         group: str | None = None,
     ) -> Handles[Any]: ...
     def on(
         self,
         target: type[T] | str,
         *,
-        priority: int = 0,
-        where: Callable[[Any], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        group: str | None = None,
-    ) -> Handles[Any]:
-        """Decorator form of :meth:`subscribe`; returns the function unchanged.
+        batch: Batch | None = None,
+        **options: Any,
+    ) -> Handles[Any] | BatchHandles[Any]:
+        """Decorator form of :meth:`subscribe` (same options); returns the function unchanged.
 
-        The :class:`Subscription` is reachable as ``bus.subscriptions()``; to cancel one
-        later, use :meth:`subscribe` and keep its handle.
+        The :class:`Subscription` is listed by :meth:`subscriptions`; to cancel one later,
+        use :meth:`subscribe` and keep its handle.
         """
 
         def subscribe(handler: Callable[..., Any]) -> Subscription[Any]:
-            return self.subscribe(
-                target,
-                handler,
-                priority=priority,
-                where=where,
-                once=once,
-                weak=weak,
-                owner=owner,
-                envelope=envelope,
-                group=group,
-            )
+            sub: Subscription[Any] = self.subscribe(target, handler, batch=batch, **options)
+            return sub
 
-        return Handles(subscribe)
+        return Handles(subscribe) if batch is None else BatchHandles(subscribe)
 
     def _unsubscribe(self, sub: Subscription[Any]) -> None:
+        if self._remote is not None and self._remote.unsubscribe(sub):
+            return
         with self._lock:
             subs = [s for s in self._subs if s is not sub]
             if len(subs) != len(self._subs):
                 self._install(subs)
+        if sub.queued is not None:
+            sub.queued.close()
 
     def _install(self, subs: list[Subscription[Any]]) -> None:
-        # Publishers read self._routes before self._subs: replacing the subscriptions first
+        # Publishers read the caches before self._subs: replacing the subscriptions first
         # means a route built from an old list can only land in an old, discarded cache.
         self._subs = subs
         self._routes = {}
@@ -343,6 +529,11 @@ class Bus:
         if self._remote is not None:
             return tuple(sorted((*self._subs, *self._remote.subscriptions()), key=_order))
         return tuple(self._subs)
+
+    def statistics(self) -> BusStatistics:
+        """Every active subscription's counters: delivered, failed, dropped, queue depth and
+        high-water mark."""
+        return BusStatistics(tuple(s.statistics() for s in self._subs))
 
     # ------------------------------------------------------------------ routing
 
@@ -361,6 +552,20 @@ class Bus:
             cache[key] = route
         return route
 
+    def _envelope(
+        self, route: _Route, event: T, key: str | None, headers: Mapping[str, str] | None
+    ) -> Envelope[T]:
+        return Envelope(
+            route.topic,
+            event,
+            self._tick(),
+            key,
+            self._source,
+            NO_HEADERS if headers is None else MappingProxyType(dict(headers)),
+            None,
+            self._node,
+        )
+
     # ------------------------------------------------------------------ publishing
 
     def publish(
@@ -373,10 +578,10 @@ class Bus:
     ) -> Envelope[T]:
         """Publish ``event`` and dispatch it to every matching handler.
 
-        Sync handlers have run when this returns (unless it was called from inside a
-        handler, in which case the event is queued behind the current one); async handlers
-        have run up to their first suspension when called on the bus's loop.
-        Thread-safe; takes no lock.
+        Inline handlers have run when this returns (unless it was called from inside a
+        handler: then the event is queued behind the current one); async handlers have run
+        up to their first suspension when called on the bus's loop; queued subscriptions
+        hold the event in their buffers. Thread-safe; takes no lock.
 
         Args:
             event: the event; its class names its topic unless ``topic`` is given.
@@ -391,91 +596,192 @@ class Bus:
             TopicRequiredError: if ``event`` is a builtin value and no ``topic`` is given.
             InvalidTopicError: if ``topic`` is malformed.
             BusClosedError: if the bus is closed.
+            QueueFullError: a queued subscription with ``overflow="error"`` was full (every
+                other handler still got the event).
+            WouldBlock: a full ``block`` subscription whose consumers run on this thread's
+                event loop could not be waited for here; use ``await bus.emit(...)``.
         """
         if topic is None:
-            route = self._routes.get(type(event)) or self._route(type(event), None)
+            route = self._routes.get(type(event))
+            if route is None:
+                route = self._route(type(event), None)
         else:
             route = self._route(type(event), topic)
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
-        env = self._envelope(route, event, key, headers)
+        env = Envelope(
+            route.topic,
+            event,
+            self._tick(),
+            key,
+            self._source,
+            NO_HEADERS if headers is None else MappingProxyType(dict(headers)),
+            None,
+            self._node,
+        )
         if self._remote is not None:
             self._remote.send(env)
         if route.subs:
-            self._deliver(route, env)
+            state = self._state
+            if state.busy:
+                state.pending.append((route, env))
+                return env
+            state.busy = True
+            try:
+                fast = route.fast
+                if fast is None:
+                    self._dispatch(route, env)
+                else:  # the hot path, inlined: plain sync handlers called straight
+                    next(route.count)
+                    for handler in fast:
+                        try:
+                            handler(event)
+                        except Exception as exc:
+                            self._fast_failed(route, handler, env, exc)
+                if state.pending:
+                    self._drain(state.pending)
+            finally:
+                state.busy = False
         return env
 
     def _deliver(self, route: _Route, env: Envelope[Any]) -> None:
         """Dispatch now, or after the current dispatch when called from inside one."""
-        local = self._local
-        pending = local.pending
-        if pending is not None:
-            pending.append((route, env))
+        state = self._state
+        if state.busy:
+            state.pending.append((route, env))
             return
-        local.pending = pending = deque()
+        state.busy = True
         try:
             self._dispatch(route, env)
-            while pending:
-                self._dispatch(*pending.popleft())
+            if state.pending:
+                self._drain(state.pending)
         finally:
-            local.pending = None
+            state.busy = False
+
+    def _drain(self, pending: deque[tuple[_Route, Envelope[Any]]]) -> None:
+        refusals: list[Exception] = []
+        while pending:
+            try:
+                self._dispatch(*pending.popleft())
+            except (QueueFullError, WouldBlock) as exc:
+                refusals.append(exc)  # a nested publish's refusal goes to the outer caller
+        if refusals:
+            raise refusals[0]
 
     def _dispatch(self, route: _Route, env: Envelope[Any]) -> None:
         fast = route.fast
         if fast is not None:
+            next(route.count)
             payload = env.payload
             for handler in fast:
                 try:
                     handler(payload)
                 except Exception as exc:
-                    sub = next(s for s in route.subs if s.fast_handler is handler)
-                    self._failed(sub, env, exc)
+                    self._fast_failed(route, handler, env, exc)
             return
-        for sub in route.subs:
+        on_loop = self._loop_thread == threading.get_ident() or self._bind_running_loop()
+        fast_async = route.fast_async
+        if fast_async is not None and on_loop:
+            next(route.count)
+            payload = env.payload
+            for handler in fast_async:
+                try:
+                    coro = handler(payload)
+                    awaited = coro.send(None)
+                except StopIteration:
+                    continue
+                except Exception as exc:
+                    self._fast_failed(route, handler, env, exc)
+                    continue
+                self._track(self._sub_of(route, handler), env, resume(coro, awaited), True)
+            return
+        self._dispatch_each(route.subs, env, on_loop)
+
+    def _dispatch_each(
+        self, subs: tuple[Subscription[Any], ...], env: Envelope[Any], on_loop: bool
+    ) -> None:
+        handoff: list[tuple[Subscription[Any], Any]] = []
+        refusals: list[Exception] = []
+        for sub in subs:
+            kind = sub.kind
             try:
-                result = sub.invoke(env)
+                if not sub.accepts(env):
+                    continue
+                if kind == INLINE:
+                    if sub.call(sub.argument(env)) is not SKIP:
+                        sub.record_delivered()
+                elif kind == TASK:
+                    coro = sub.call(sub.argument(env))
+                    if coro is SKIP:
+                        continue
+                    if on_loop:
+                        self._step(sub, env, coro)
+                    else:
+                        handoff.append((sub, coro))
+                else:
+                    assert sub.queued is not None
+                    queued = sub.queued
+                    waits_on_loop = queued.pool is None and (sub.is_async or queued.external)
+                    queued.offer(env, can_wait=not (on_loop and waits_on_loop))
+            except QueueClosedError:
+                continue  # cancelled while we were dispatching
+            except (QueueFullError, WouldBlock) as exc:
+                if kind == QUEUED:
+                    refusals.append(exc)
+                else:
+                    self._failed(sub, env, exc)
             except Exception as exc:
                 self._failed(sub, env, exc)
-                continue
-            if sub.is_async and result is not SKIP:
-                self._start(sub, env, result)
+        if handoff:
+            self._hand_off(env, handoff)
+        if refusals:
+            raise refusals[0]
 
-    def _start(self, sub: Subscription[Any], env: Envelope[Any], coro: Any) -> None:
-        """Run a handler's coroutine eagerly on the loop thread, or hand it to the loop."""
-        if self._loop_thread != threading.get_ident() and not self._bind_running_loop():
-            loop = self._loop
-            if loop is None or loop.is_closed():
-                coro.close()
-                self._failed(sub, env, LoopNotRunningError(_NO_LOOP.format(sub.name)))
-                return
-            with self._lock:
-                self._handoffs += 1
-            loop.call_soon_threadsafe(self._start_handed_off, sub, env, coro)
-            return
+    def _step(self, sub: Subscription[Any], env: Envelope[Any], coro: Any) -> None:
+        """Run a coroutine handler up to its first suspension; track the rest as a task."""
         try:
             awaited = coro.send(None)
         except StopIteration:
+            sub.record_delivered()
             return
         except Exception as exc:
             self._failed(sub, env, exc)
             return
-        self._track(sub, env, resume(coro, awaited))
+        sub.record_delivered()
+        self._track(sub, env, resume(coro, awaited), True)
 
-    def _start_handed_off(self, sub: Subscription[Any], env: Envelope[Any], coro: Any) -> None:
+    def _hand_off(self, env: Envelope[Any], items: list[tuple[Subscription[Any], Any]]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            for sub, coro in items:
+                coro.close()
+                self._failed(sub, env, LoopNotRunningError(_NO_LOOP.format(sub.name)))
+            return
+        with self._lock:
+            self._handoffs += 1
+        loop.call_soon_threadsafe(self._run_handed_off, env, items)
+
+    def _run_handed_off(
+        self, env: Envelope[Any], items: list[tuple[Subscription[Any], Any]]
+    ) -> None:
         with self._lock:
             self._handoffs -= 1
-        pending = self._local.pending
-        self._local.pending = deque() if pending is None else pending
+        state = self._state
+        was_busy, state.busy = state.busy, True
         try:
-            self._start(sub, env, coro)
-            if pending is None:
-                while self._local.pending:
-                    self._dispatch(*self._local.pending.popleft())
+            for sub, coro in items:
+                self._step(sub, env, coro)
+            if not was_busy and state.pending:
+                self._drain(state.pending)
         finally:
-            self._local.pending = pending
+            state.busy = was_busy
 
     def _track(
-        self, sub: Subscription[Any], env: Envelope[Any], coro: Coroutine[Any, Any, Any]
+        self,
+        sub: Subscription[Any],
+        env: Envelope[Any],
+        coro: Coroutine[Any, Any, Any],
+        counted: bool,
     ) -> asyncio.Task[Any]:
         assert self._loop is not None
         task = self._loop.create_task(coro, name=f"tidings:{sub.name}:{env.id}")
@@ -487,13 +793,14 @@ class Bus:
                 return
             exc = task.exception()
             if exc is not None and isinstance(exc, Exception):
-                self._failed(sub, env, exc)
+                self._failed(sub, env, exc, counted=counted)
 
         task.add_done_callback(done)
         return task
 
     def _bind_running_loop(self) -> bool:
-        """Bind the bus to the loop running in this thread, if any and if it has none."""
+        """Bind the bus to the loop running in this thread, if any and if it has none;
+        whether this thread runs the bus's loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -501,21 +808,9 @@ class Bus:
         if self._loop is None or self._loop.is_closed():
             self._loop = loop
             self._loop_thread = threading.get_ident()
+            for queued in list(self._queued):
+                queued.start(loop)
         return self._loop is loop
-
-    def _envelope(
-        self, route: _Route, event: T, key: str | None, headers: Mapping[str, str] | None
-    ) -> Envelope[T]:
-        return Envelope(
-            route.topic,
-            event,
-            self._tick(),
-            key,
-            self._source,
-            NO_HEADERS if headers is None else MappingProxyType(dict(headers)),
-            None,
-            self._node,
-        )
 
     async def emit(
         self,
@@ -531,13 +826,16 @@ class Bus:
         run as the server delivers it); :class:`~tidings.PublishError` if it did not.
 
         Handlers start in priority order; async handlers that suspend then run
-        concurrently. Unlike :meth:`publish`, ``emit`` dispatches at once even from inside a
-        handler. Handler errors are reported in the returned :class:`~tidings.Delivery`
-        (and, as always, counted, passed to ``on_error`` and dead-lettered), never raised:
-        call ``delivery.raise_errors()`` to raise them.
+        concurrently. Queued subscriptions are awaited until their buffers take the event
+        (backpressure under ``block``) and reported with ``queued=True``; their workers
+        handle it later. Unlike :meth:`publish`, ``emit`` dispatches at once even from
+        inside a handler. Handler errors are reported in the returned
+        :class:`~tidings.Delivery` (and, as always, counted, passed to ``on_error`` and
+        dead-lettered), never raised: call ``delivery.raise_errors()`` to raise them.
 
         Raises:
             TopicRequiredError, InvalidTopicError, BusClosedError: as :meth:`publish`.
+            QueueFullError: as :meth:`publish`, after every other handler ran.
         """
         self._bind_running_loop()
         route = self._route(type(event), topic)
@@ -547,29 +845,57 @@ class Bus:
         if self._remote is not None:
             await self._remote.publish(env)  # handlers run where the server delivers it
         outcomes: list[HandlerOutcome | tuple[Subscription[Any], asyncio.Task[Any]]] = []
+        refusals: list[Exception] = []
         for sub in route.subs:
             try:
-                result = sub.invoke(env)
+                if not sub.accepts(env):
+                    continue
+                if sub.kind == QUEUED:
+                    assert sub.queued is not None
+                    await sub.queued.aoffer(env)
+                    outcomes.append(HandlerOutcome(sub.name, queued=True))
+                    continue
+                result = sub.call(sub.argument(env))
                 if result is SKIP:
                     continue
-                if sub.is_async:
+                if sub.kind == TASK:
                     awaited = result.send(None)
             except StopIteration as stop:
+                sub.record_delivered()
                 outcomes.append(HandlerOutcome(sub.name, stop.value))
+            except QueueClosedError:
+                continue
+            except QueueFullError as exc:
+                refusals.append(exc)
             except Exception as exc:
                 self._failed(sub, env, exc)
                 outcomes.append(HandlerOutcome(sub.name, error=exc))
             else:
-                if sub.is_async:
-                    outcomes.append((sub, self._track(sub, env, resume(result, awaited))))
+                if sub.kind == TASK:
+                    task = self._track(sub, env, resume(result, awaited), False)
+                    outcomes.append((sub, task))
                 else:
+                    sub.record_delivered()
                     outcomes.append(HandlerOutcome(sub.name, result))
         tasks = [o[1] for o in outcomes if isinstance(o, tuple)]
         if tasks:
             await asyncio.wait(tasks)
+        for item in outcomes:
+            if isinstance(item, tuple) and not item[1].cancelled() and item[1].exception() is None:
+                item[0].record_delivered()
+        if refusals:
+            raise refusals[0]
         return Delivery(env, tuple(_outcome(o) for o in outcomes))
 
     # ------------------------------------------------------------------ errors
+
+    def _sub_of(self, route: _Route, handler: object) -> Subscription[Any]:
+        return next(s for s in route.subs if s.handler is handler)
+
+    def _fast_failed(
+        self, route: _Route, handler: object, env: Envelope[Any], exc: BaseException
+    ) -> None:
+        self._failed(self._sub_of(route, handler), env, exc, counted=True)
 
     def _failed(
         self,
@@ -577,11 +903,20 @@ class Bus:
         env: Envelope[Any],
         exc: BaseException,
         *,
+        counted: bool = False,
         attempts: int = 1,
         final: bool = True,
     ) -> None:
-        """Count, report and (when ``final``: no retry follows) dead-letter a failure."""
-        sub.record_failure()
+        """Count, report and dead-letter one handler failure.
+
+        ``counted``: the call was already counted as delivered, so take it back.
+        ``attempts``: deliveries made so far; ``final``: no retry follows (a transport
+        retries the others), so dead-letter it.
+        """
+        if counted:
+            sub.record_routed_failure()
+        else:
+            sub.record_failure()
         if env.topic == DEAD_LETTER_TOPIC:
             logger.error(
                 "dead-letter handler %s failed on event %s; not dead-lettered again",
@@ -598,10 +933,13 @@ class Bus:
                 logger.exception("on_error hook failed for event %s", env.id)
         if not final:
             return
-        letter = DeadLetter(env, sub.name, exc, attempts)
         route = self._route(DeadLetter, None)
         if route.subs:  # in-flight work may still dead-letter while the bus closes
-            self._deliver(route, self._envelope(route, letter, None, None))
+            letter = DeadLetter(env, sub.name, exc, attempts)
+            try:
+                self._deliver(route, self._envelope(route, letter, None, None))
+            except (QueueFullError, WouldBlock):
+                logger.exception("dead letter for event %s was refused by a full queue", env.id)
 
     # ------------------------------------------------------------------ streams
 
@@ -611,7 +949,7 @@ class Bus:
         target: type[T],
         *,
         maxsize: int = 256,
-        overflow: StreamOverflow = "drop_oldest",
+        overflow: Overflow = "block",
         where: Callable[[T], bool] | None = None,
     ) -> AbstractAsyncContextManager[EventStream[T]]: ...
     @overload
@@ -620,7 +958,7 @@ class Bus:
         target: str,
         *,
         maxsize: int = 256,
-        overflow: StreamOverflow = "drop_oldest",
+        overflow: Overflow = "block",
         where: Callable[[Any], bool] | None = None,
     ) -> AbstractAsyncContextManager[EventStream[Any]]: ...
     def stream(
@@ -628,16 +966,19 @@ class Bus:
         target: type[Any] | str,
         *,
         maxsize: int = 256,
-        overflow: StreamOverflow = "drop_oldest",
+        overflow: Overflow = "block",
         where: Callable[[Any], bool] | None = None,
     ) -> AbstractAsyncContextManager[EventStream[Any]]:
         """Pull events as an async iterator, through a bounded buffer.
 
         ``async with bus.stream(OrderPlaced, maxsize=256) as events: async for e in events``.
-        The buffer holds at most ``maxsize`` events; when it is full ``overflow`` decides:
-        ``drop_oldest`` (default) or ``drop_newest`` discard one event and count it in
-        ``events.dropped``, ``error`` fails the delivery (dead-lettered). Iteration ends
-        when the bus closes.
+        The buffer holds at most ``maxsize`` events, so a slow consumer never makes memory
+        grow; when it is full ``overflow`` decides, as for queued subscriptions: ``block``
+        makes publishers on other threads wait and ``emit`` await, and refuses
+        ``publish`` on the loop's own thread with :class:`~tidings.WouldBlock`;
+        ``drop_oldest``/``drop_newest`` discard and count (``events.dropped``); ``error``
+        refuses with :class:`~tidings.QueueFullError`. Iteration ends when the block exits
+        or the bus closes.
 
         Raises:
             ValueError: if ``maxsize`` is not positive or ``overflow`` is unknown.
@@ -650,27 +991,49 @@ class Bus:
         self,
         target: type[Any] | str,
         maxsize: int,
-        overflow: StreamOverflow,
+        overflow: Overflow,
         where: Callable[[Any], bool] | None,
     ) -> AsyncIterator[EventStream[Any]]:
-        stream: EventStream[Any] = EventStream(self._require_loop(), maxsize, overflow)
-        sub = self.subscribe(target, stream.put, where=where, weak=False)
-        self._streams.add(stream)
+        if not self._bind_running_loop():
+            raise LoopNotRunningError("streams need the bus's event loop; use them in asyncio")
+        if self._closed:
+            raise BusClosedError("the bus is closed; streams need an open bus")
+        stream: EventStream[Any] = EventStream(maxsize, overflow)
+        sub: Subscription[Any] = Subscription(
+            self,
+            target,
+            stream.consume,
+            priority=0,
+            where=where,
+            once=False,
+            weak=False,
+            owner=None,
+            envelope=False,
+            mode="queued",
+        )
+        sub.queued = Queued(
+            sub,
+            workers=1,
+            maxsize=maxsize,
+            overflow=overflow,
+            batch=None,
+            pool=None,
+            weight=1.0,
+            on_failure=self._failed,
+            external=True,
+        )
+        stream.attach(sub.queued.partitions[0])
+        self._register(sub)
         try:
             yield stream
         finally:
             sub.cancel()
-            self._streams.discard(stream)
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _require_loop(self) -> asyncio.AbstractEventLoop:
-        if not self._bind_running_loop() or self._loop is None:
-            raise LoopNotRunningError("streams need the bus's event loop; use them in asyncio")
-        return self._loop
-
     async def start(self) -> Bus:
-        """Bind the bus to the running event loop (for async handlers). Idempotent.
+        """Bind the bus to the running event loop (for async handlers and workers).
+        Idempotent.
 
         Raises:
             BusClosedError: if the bus is closed.
@@ -683,8 +1046,10 @@ class Bus:
         return self
 
     async def aclose(self, timeout: float = 5.0) -> CloseReport:
-        """Stop accepting events, wait up to ``timeout`` seconds for async handlers in flight,
-        cancel the rest and report them. Idempotent.
+        """Stop accepting events, then finish what is in flight within ``timeout`` seconds:
+        async handlers running, events handed over from other threads, events waiting in
+        queued subscriptions' buffers. Whatever is still unfinished then is cancelled (tasks)
+        or abandoned (buffered events) and listed in the returned report. Idempotent.
 
         With a transport, first stop fetching, finish the handlers in flight and settle
         their events, send what was published and wait for its acks, then disconnect.
@@ -695,31 +1060,42 @@ class Bus:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self._handoffs or self._tasks:
-            if not self._tasks:
-                await asyncio.sleep(0)
-                if loop.time() >= deadline:
-                    break
-                continue
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            await asyncio.wait(set(self._tasks), timeout=remaining)
-        unfinished = tuple(sorted(t.get_name().removeprefix("tidings:") for t in self._tasks))
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=remaining)
+            else:
+                await asyncio.sleep(0)
+        queued = list(self._queued)
+        for q in queued:
+            q.close()
+        for q in queued:
+            await q.wait_idle(deadline)
+        unfinished = [t.get_name().removeprefix("tidings:") for t in self._tasks]
+        for q in queued:
+            left = q.pending()
+            if left:
+                unfinished.append(f"{q.sub.name}: {left} queued event(s) not handled")
+            q.cancel_workers()
         for task in list(self._tasks):
             task.cancel()
+        for pool in self._pools:
+            pool.close()
         if unfinished:
-            logger.warning(
-                "bus closed with %d unfinished handler(s): %s", len(unfinished), unfinished
-            )
-        for stream in list(self._streams):
-            stream.close()
-        return CloseReport(unfinished)
+            logger.warning("bus closed with %d unfinished: %s", len(unfinished), unfinished)
+        return CloseReport(tuple(sorted(unfinished)))
 
     def close(self) -> None:
-        """Stop accepting events and subscriptions (for programs without an event loop)."""
+        """Stop accepting events and subscriptions (for programs without an event loop).
+
+        Queued subscriptions' buffers are closed; their worker threads finish what they hold.
+        """
         self._closed = True
-        for stream in list(self._streams):
-            stream.close()
+        for q in list(self._queued):
+            q.close()
+        for pool in self._pools:
+            pool.close()
 
     @property
     def closed(self) -> bool:
@@ -784,7 +1160,7 @@ _NO_LOOP = (
 )
 
 
-def _order(sub: Subscription[Any]) -> tuple[int, int]:
+def _order(sub: Subscription[Any]) -> tuple[float, int]:
     return (-sub.priority, sub.id)
 
 
@@ -795,8 +1171,6 @@ def _outcome(item: HandlerOutcome | tuple[Subscription[Any], asyncio.Task[Any]])
     if task.cancelled():
         return HandlerOutcome(sub.name, error=asyncio.CancelledError())
     exc = task.exception()
-    return (
-        HandlerOutcome(sub.name, error=exc)
-        if exc is not None
-        else HandlerOutcome(sub.name, task.result())
-    )
+    if exc is not None:
+        return HandlerOutcome(sub.name, error=exc)
+    return HandlerOutcome(sub.name, task.result())

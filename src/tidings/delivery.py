@@ -1,124 +1,413 @@
-"""How handlers are run, and what one delivery reports.
+"""Queued delivery: bounded buffers, worker threads or tasks, batches.
 
-Async handlers run *eagerly*: the bus creates the coroutine and steps it at once in the
-publisher's call. A coroutine that finishes without suspending costs no task and no trip
-through the event loop; one that suspends is handed to a task that resumes it exactly where
-it stopped (:func:`resume`). Either way the handler's code runs in publish order and in
-priority order up to its first real suspension.
+A queued subscription puts each accepted envelope into a bounded
+:class:`~tidings.queues.RingBuffer` and returns; workers take envelopes out and call the
+handler. Sync handlers get worker threads, coroutine functions get worker tasks on the bus's
+loop, and a subscription on a shared :class:`~tidings.scheduling.WorkerPool` is served by the
+pool's workers instead.
+
+Order: with ``workers=N`` the subscription has N buffers (partitions), one per worker.
+Envelopes with the same ``key`` always go to the same partition, so they are handled in
+publish order; envelopes without a key are spread round-robin. Each partition holds
+``ceil(maxsize / N)`` envelopes.
+
+Batches: a batch handler receives a list of payloads (or envelopes). A worker takes what is
+waiting, up to the current batch size, and waits at most ``max_wait`` seconds after the first
+envelope for more. With ``adaptive=True`` (the default) the batch size starts at
+``min_size`` and, after each batch, doubles (up to ``max_size``) while the buffer is more than
+80% full and halves (down to ``min_size``) while it is less than 20% full: big batches while
+the buffer fills faster than it drains, small ones (low latency) when it runs light.
+
+Failures: a handler that raises fails every envelope of its call (one, or the whole batch);
+each is counted and dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import types
-from collections.abc import Coroutine, Generator
-from contextlib import suppress
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from tidings.event import Envelope
+from tidings.exceptions import QueueClosedError, WouldBlock
+from tidings.queues import Overflow, RingBuffer
+from tidings.subscription import SKIP, count_value
 
-__all__ = ("Delivery", "HandlerOutcome", "resume")
+if TYPE_CHECKING:
+    from tidings.scheduling import WorkerPool
+    from tidings.subscription import Subscription
 
-T = TypeVar("T")
+__all__ = ("Batch", "Queued")
+
+FailureHook = Callable[["Subscription[Any]", Envelope[Any], BaseException], None]
 
 
 @dataclass(frozen=True, slots=True)
-class HandlerOutcome:
-    """What one handler did with one event.
+class Batch:
+    """How a batch handler's lists are formed (see the module docstring for the rule).
 
     Attributes:
-        handler: the handler's qualified name.
-        result: what it returned (``None`` when it failed).
-        error: the exception it raised, or ``None``.
+        max_size: the largest list handed to the handler.
+        max_wait: seconds a worker waits after the first envelope for the list to fill.
+        adaptive: adapt the size to the buffer's fill between ``min_size`` and ``max_size``.
+        min_size: the smallest adaptive size.
     """
 
-    handler: str
-    result: Any = None
-    error: BaseException | None = None
+    max_size: int = 256
+    max_wait: float = 0.05
+    adaptive: bool = True
+    min_size: int = 16
 
-    @property
-    def ok(self) -> bool:
-        """Whether the handler returned without raising."""
-        return self.error is None
+    def __post_init__(self) -> None:
+        if self.max_size < 1 or self.min_size < 1:
+            raise ValueError(
+                f"batch sizes must be positive, not max_size={self.max_size}, "
+                f"min_size={self.min_size}"
+            )
+        if self.max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0 seconds, not {self.max_wait}")
+
+    def first_size(self) -> int:
+        """The size of the first batch."""
+        return min(self.min_size, self.max_size) if self.adaptive else self.max_size
+
+    def next_size(self, size: int, fill: float) -> int:
+        """The size after a batch, given the buffer's fill ratio (0.0 to 1.0)."""
+        if not self.adaptive:
+            return size
+        if fill > 0.8:
+            return min(self.max_size, size * 2)
+        if fill < 0.2:
+            return max(min(self.min_size, self.max_size), size // 2)
+        return size
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery(Generic[T]):
-    """The outcome of :meth:`Bus.emit <tidings.Bus.emit>`: one entry per handler that ran.
+class Queued:
+    """The buffers and workers of one queued subscription.
 
-    Handlers skipped by their ``where=`` filter, spent ``once`` handlers and handlers whose
-    object is gone do not appear.
+    Args:
+        sub: the subscription served.
+        workers: worker threads or tasks (ignored with ``pool``).
+        maxsize: the total capacity of its buffers.
+        overflow: the buffers' overflow policy.
+        batch: hand the handler lists, formed as this says.
+        pool: serve from this shared pool instead of own workers.
+        weight: the subscription's share of the pool.
+        on_failure: called for each envelope whose handler call raised.
+        external: no workers: the buffer is consumed by someone else (a stream).
     """
 
-    envelope: Envelope[T]
-    outcomes: tuple[HandlerOutcome, ...] = field(default=())
+    def __init__(
+        self,
+        sub: Subscription[Any],
+        *,
+        workers: int,
+        maxsize: int,
+        overflow: Overflow,
+        batch: Batch | None,
+        pool: WorkerPool | None,
+        weight: float,
+        on_failure: FailureHook,
+        external: bool = False,
+    ) -> None:
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive int, not {workers!r}")
+        if not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"maxsize must be a positive int, not {maxsize!r}")
+        count = 1 if pool is not None else workers
+        capacity = math.ceil(maxsize / count)
+        name = sub.name
+        self.partitions = [
+            RingBuffer[Envelope[Any]](
+                capacity, overflow=overflow, name=name if count == 1 else f"{name}[{i}]"
+            )
+            for i in range(count)
+        ]
+        self.sub = sub
+        self.batch = batch
+        self.pool = pool
+        self.weight = weight
+        self.overflow = overflow
+        self.external = external
+        self._on_failure = on_failure
+        self._spread = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handled = 0
+        self._progress = threading.Condition()
+        self._refused = itertools.count()
 
-    @property
-    def results(self) -> list[Any]:
-        """The return values of the handlers that succeeded, in the order they were started."""
-        return [o.result for o in self.outcomes if o.error is None]
+    # ------------------------------------------------------------------ intake
 
-    @property
-    def errors(self) -> list[BaseException]:
-        """The exceptions of the handlers that failed, in the order they were started."""
-        return [o.error for o in self.outcomes if o.error is not None]
+    def partition(self, key: str | None) -> RingBuffer[Envelope[Any]]:
+        """The buffer an envelope with ``key`` goes to."""
+        parts = self.partitions
+        if len(parts) == 1:
+            return parts[0]
+        index = next(self._spread) if key is None else hash(key)
+        return parts[index % len(parts)]
 
-    @property
-    def ok(self) -> bool:
-        """Whether every handler succeeded."""
-        return all(o.error is None for o in self.outcomes)
+    def offer(self, env: Envelope[Any], *, can_wait: bool) -> None:
+        """Put ``env`` in its buffer, as the overflow policy says.
 
-    def raise_errors(self) -> None:
-        """Raise an :class:`ExceptionGroup` of every handler error, if there was any.
+        Under ``"block"`` a full buffer makes the caller wait when ``can_wait`` (a thread that
+        is not the one the consumers need), else raises :class:`~tidings.WouldBlock`.
 
         Raises:
-            ExceptionGroup: naming the event and holding each handler's exception; an
-                exception that is not an :class:`Exception` (such as ``CancelledError``)
-                makes it a :class:`BaseExceptionGroup`.
+            WouldBlock: full under ``"block"`` and the caller cannot wait.
+            QueueFullError: full under ``"error"``.
+            QueueClosedError: the subscription was cancelled meanwhile.
         """
-        errors = self.errors
-        if errors:
-            names = ", ".join(o.handler for o in self.outcomes if o.error is not None)
-            raise BaseExceptionGroup(
-                f"{len(errors)} handler(s) failed for event {self.envelope.id} on "
-                f"{self.envelope.topic!r}: {names}",
-                errors,
-            )
-
-
-@types.coroutine
-def _yield_once() -> Generator[None, None, None]:
-    yield
-
-
-async def resume(coro: Coroutine[Any, Any, T], awaited: object) -> T:
-    """Finish a coroutine that was stepped by hand and suspended on ``awaited``.
-
-    ``awaited`` is what the coroutine's first ``send(None)`` yielded: ``None`` (a bare yield,
-    as ``asyncio.sleep(0)``) or an asyncio future. Run as a task, this waits for it exactly as
-    a task would, then steps the coroutine again, until it returns. Cancelling the task
-    cancels the future the coroutine waits on, so the coroutine sees ``CancelledError``.
-    """
-    while True:
-        error: BaseException | None = None
-        if awaited is None:
-            await _yield_once()
-        elif isinstance(awaited, asyncio.Future):
-            awaited._asyncio_future_blocking = False
-            try:
-                # The coroutine reads the future's outcome itself when stepped again.
-                with suppress(Exception):
-                    await awaited
-            except asyncio.CancelledError as exc:
-                if not awaited.cancelled():  # this task was cancelled, not the future
-                    error = exc
-        else:
-            error = RuntimeError(
-                f"a tidings async handler yielded {awaited!r}; only asyncio awaitables work"
-            )
+        buffer = self.partition(env.key)
         try:
-            awaited = coro.send(None) if error is None else coro.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
+            if can_wait:
+                buffer.put(env)
+            else:
+                buffer.put_nowait(env)
+        except QueueClosedError:
+            raise
+        except WouldBlock:
+            next(self._refused)
+            raise WouldBlock(
+                f"{self.sub.name} is full ({buffer.capacity} events, overflow='block') and "
+                "its consumers run on this thread's event loop, so publish() cannot wait "
+                "here; use 'await bus.emit(...)', publish from another thread, or choose a "
+                "drop policy"
+            ) from None
+        except Exception:
+            next(self._refused)
+            raise
+        if self.pool is not None:
+            self.pool.ready(self)
+
+    async def aoffer(self, env: Envelope[Any]) -> None:
+        """Put ``env`` in its buffer, awaiting room under ``"block"``.
+
+        Raises:
+            QueueFullError: full under ``"error"``.
+            QueueClosedError: the subscription was cancelled meanwhile.
+        """
+        try:
+            await self.partition(env.key).aput(env)
+        except QueueClosedError:
+            raise
+        except Exception:
+            next(self._refused)
+            raise
+        if self.pool is not None:
+            self.pool.ready(self)
+
+    # ------------------------------------------------------------------ workers
+
+    def start(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Start own workers: threads now; tasks once ``loop`` is known. Idempotent."""
+        if self.external:
+            return
+        if self.pool is not None:
+            self.pool.attach(self, loop)
+            return
+        if self.sub.is_async:
+            if loop is not None and not self._tasks:
+                self._tasks = [
+                    loop.create_task(self._async_worker(p), name=f"tidings-worker:{p.name}")
+                    for p in self.partitions
+                ]
+            return
+        if not self._threads:
+            self._threads = [
+                threading.Thread(
+                    target=self._thread_worker,
+                    args=(p,),
+                    name=f"tidings-worker:{p.name}",
+                    daemon=True,
+                )
+                for p in self.partitions
+            ]
+            for thread in self._threads:
+                thread.start()
+
+    def _thread_worker(self, buffer: RingBuffer[Envelope[Any]]) -> None:
+        size = self.batch.first_size() if self.batch is not None else 64
+        while True:
+            try:
+                envs = buffer.get_many(size)
+                if self.batch is not None:
+                    envs = self._fill(buffer, envs, size)
+            except QueueClosedError:
+                return
+            self.serve(envs)
+            if self.batch is not None:
+                size = self.batch.next_size(size, len(buffer) / buffer.capacity)
+
+    def _fill(
+        self, buffer: RingBuffer[Envelope[Any]], envs: list[Envelope[Any]], size: int
+    ) -> list[Envelope[Any]]:
+        assert self.batch is not None
+        deadline = time.monotonic() + self.batch.max_wait
+        while len(envs) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                envs.extend(buffer.get_many(size - len(envs), timeout=remaining))
+            except (TimeoutError, QueueClosedError):
+                break
+        return envs
+
+    async def _async_worker(self, buffer: RingBuffer[Envelope[Any]]) -> None:
+        size = self.batch.first_size() if self.batch is not None else 64
+        while True:
+            try:
+                envs = await buffer.aget_many(size)
+                if self.batch is not None:
+                    envs = await self._afill(buffer, envs, size)
+            except QueueClosedError:
+                return
+            await self.aserve(envs)
+            if self.batch is not None:
+                size = self.batch.next_size(size, len(buffer) / buffer.capacity)
+
+    async def _afill(
+        self, buffer: RingBuffer[Envelope[Any]], envs: list[Envelope[Any]], size: int
+    ) -> list[Envelope[Any]]:
+        assert self.batch is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.batch.max_wait
+        while len(envs) < size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    envs.extend(await buffer.aget_many(size - len(envs)))
+            except (TimeoutError, QueueClosedError):
+                break
+        return envs
+
+    # ------------------------------------------------------------------ handling
+
+    def serve(self, envs: Sequence[Envelope[Any]]) -> None:
+        """Handle envelopes taken from the buffers (sync handler) and account for them."""
+        try:
+            self.handle(envs)
+        finally:
+            self._finished(len(envs))
+
+    async def aserve(self, envs: Sequence[Envelope[Any]]) -> None:
+        """Handle envelopes taken from the buffers (coroutine handler), accounting for them."""
+        try:
+            await self.ahandle(envs)
+        finally:
+            self._finished(len(envs))
+
+    def _finished(self, n: int) -> None:
+        with self._progress:
+            self._handled += n
+            self._progress.notify_all()
+
+    def handle(self, envs: Sequence[Envelope[Any]]) -> None:
+        """Call the sync handler for ``envs`` (one call per envelope, or one per batch)."""
+        sub = self.sub
+        if self.batch is not None:
+            try:
+                sub.call([sub.argument(e) for e in envs])
+            except Exception as exc:
+                self._failed(envs, exc)
+            else:
+                sub.record_delivered(len(envs))
+            return
+        for env in envs:
+            try:
+                result = sub.call(sub.argument(env))
+            except Exception as exc:
+                self._failed((env,), exc)
+            else:
+                if result is not SKIP:
+                    sub.record_delivered()
+
+    async def ahandle(self, envs: Sequence[Envelope[Any]]) -> None:
+        """Await the coroutine handler for ``envs`` (one call per envelope, or per batch)."""
+        sub = self.sub
+        if self.batch is not None:
+            try:
+                result = sub.call([sub.argument(e) for e in envs])
+                if result is not SKIP:
+                    await result
+            except Exception as exc:
+                self._failed(envs, exc)
+            else:
+                sub.record_delivered(len(envs))
+            return
+        for env in envs:
+            try:
+                result = sub.call(sub.argument(env))
+                if result is SKIP:
+                    continue
+                await result
+            except Exception as exc:
+                self._failed((env,), exc)
+            else:
+                sub.record_delivered()
+
+    def _failed(self, envs: Sequence[Envelope[Any]], exc: Exception) -> None:
+        for env in envs:
+            self._on_failure(self.sub, env, exc)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def close(self) -> None:
+        """Refuse new envelopes; workers finish what the buffers hold, then stop."""
+        for buffer in self.partitions:
+            buffer.close()
+        if self.pool is not None:
+            self.pool.ready(self)
+
+    def pending(self) -> int:
+        """Envelopes accepted but not yet handled: waiting, or in a worker's hands.
+
+        Exact: every envelope stored and not evicted by ``drop_oldest`` is either still in a
+        buffer or handled (successfully or not) exactly once.
+        """
+        stats = [p.statistics() for p in self.partitions]
+        with self._progress:
+            return sum(s.put_count - s.dropped_oldest for s in stats) - self._handled
+
+    def wait_handled(self, timeout: float) -> bool:
+        """Block until nothing is pending or ``timeout`` seconds pass; whether it drained."""
+        if self.external:
+            return True  # its reader decides when it is done
+        with self._progress:
+            return self._progress.wait_for(lambda: self.pending() == 0, timeout=timeout)
+
+    async def wait_idle(self, deadline: float) -> None:
+        """Wait without blocking the loop until nothing is pending or the loop time passes
+        ``deadline``."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining > 0 and self.pending():
+            await asyncio.to_thread(self.wait_handled, remaining)
+
+    def cancel_workers(self) -> None:
+        """Stop worker tasks that did not finish in time."""
+        for task in self._tasks:
+            task.cancel()
+
+    def levels(self) -> tuple[int, int, int]:
+        """``(queue depth, high-water mark, dropped by policy)`` across the partitions."""
+        stats = [p.statistics() for p in self.partitions]
+        depth = sum(s.size for s in stats)
+        high = (
+            max(s.high_water for s in stats)
+            if len(stats) == 1
+            else sum(s.high_water for s in stats)
+        )
+        dropped = sum(s.dropped for s in stats) + _value(self._refused)
+        return depth, high, dropped
+
+
+def _value(counter: itertools.count[int]) -> int:
+    return count_value(counter)

@@ -1,9 +1,19 @@
-"""Subscriptions: what a handler is subscribed to, and the handle that ends it.
+"""Subscriptions: what a handler is subscribed to, how it is delivered, and its handle.
 
 Everything about how a handler is called is decided here, once, when it subscribes:
 whether it is a coroutine function, whether it wants the :class:`~tidings.Envelope` or
-the payload, whether it is held weakly, filtered or fired once. Publishing then calls a
-ready-made callable and never inspects the handler again.
+the payload, whether it is held weakly, filtered or fired once, and its delivery mode.
+Publishing then reads a few precomputed attributes and never inspects the handler again.
+
+Delivery modes:
+
+- ``"inline"`` (default for sync handlers): called in the publisher's thread, during
+  ``publish``.
+- ``"task"`` (default for coroutine functions): started eagerly on the bus's loop; one that
+  suspends finishes as a task.
+- ``"queued"``: the event goes into a bounded buffer and worker(s) call the handler: threads
+  for sync handlers, tasks for coroutine functions. Chosen by ``mode="queued"``, or implied by
+  ``workers``, ``batch`` or ``pool``.
 
 References: a bound method is held weakly (its object may be collected, which ends the
 subscription); functions, lambdas and other callables are held strongly. ``owner=`` ties a
@@ -15,10 +25,12 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import threading
 import typing
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 from tidings.event import Envelope, topic_of
 from tidings.exceptions import InvalidHandlerError
@@ -27,14 +39,24 @@ from tidings.topics import compile_pattern, validate_pattern
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ("Subscription",)
+    from tidings.delivery import Queued
+
+__all__ = ("Mode", "Subscription", "SubscriptionStatistics")
 
 T = TypeVar("T")
 
+Mode = Literal["inline", "task", "queued"]
+"""How a subscription's handler is called; see the module docstring."""
+
+INLINE: Final = 0
+TASK: Final = 1
+QUEUED: Final = 2
+
 SKIP: Final = object()
-"""Returned by a subscription's invoker when it did not call its handler."""
+"""Returned by :meth:`Subscription.call` when the handler's object is gone."""
 
 _ids = itertools.count(1)
+_counts_lock = threading.Lock()
 
 
 def handler_name(handler: object) -> str:
@@ -46,7 +68,8 @@ def handler_name(handler: object) -> str:
 
 
 def _wants_envelope(handler: Callable[..., Any]) -> bool:
-    """Whether the handler's first parameter is annotated as an :class:`Envelope`."""
+    """Whether the handler's first parameter is annotated as an :class:`Envelope` (or a list
+    of them, for batch handlers)."""
     func = getattr(handler, "__func__", handler)
     try:
         params = list(inspect.signature(func).parameters.values())
@@ -61,7 +84,9 @@ def _wants_envelope(handler: Callable[..., Any]) -> bool:
         try:
             annotation = typing.get_type_hints(func).get(params[0].name, annotation)
         except Exception:
-            return bool(annotation.split("[")[0].rsplit(".", 1)[-1] == "Envelope")
+            return "Envelope" in annotation.replace("list[", "").split("[")[0]
+    if typing.get_origin(annotation) is list:
+        (annotation,) = typing.get_args(annotation) or (None,)
     origin = typing.get_origin(annotation) or annotation
     return isinstance(origin, type) and issubclass(origin, Envelope)
 
@@ -72,46 +97,76 @@ def _is_async(handler: Callable[..., Any]) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SubscriptionStatistics:
+    """A snapshot of one subscription's counters.
+
+    Attributes:
+        name: the handler's qualified name.
+        pattern: the topic or pattern subscribed to.
+        mode: the delivery mode.
+        delivered: handler calls that returned without raising (an event in a batch counts
+            once; an async handler counts when it is started and stops counting if it fails).
+        failed: handler calls that raised.
+        dropped: events the overflow policy discarded.
+        queue_depth: events waiting in the subscription's buffer (queued mode).
+        high_water: the most events its buffer ever held at once.
+    """
+
+    name: str
+    pattern: str
+    mode: Mode
+    delivered: int
+    failed: int
+    dropped: int
+    queue_depth: int
+    high_water: int
+
+
 class Subscription(Generic[T]):
     """A handler's subscription to a topic, a pattern or an event class.
 
     Returned by :meth:`Bus.subscribe <tidings.Bus.subscribe>`. ``cancel()`` is idempotent and
     thread-safe; ``with bus.subscribe(...):`` cancels on exit. Cancelling takes effect for
-    every event published after ``cancel()`` returns.
+    every event published after ``cancel()`` returns; a queued subscription's buffer is
+    closed and its workers finish what it holds.
 
     Attributes:
         id: a number unique within the process.
         pattern: the topic or pattern subscribed to (for an event class, its topic).
         event_type: the event class subscribed to, or ``None`` for a topic or pattern.
-        name: the handler's qualified name.
+        handler: the handler (``None`` when it is a weakly held bound method).
         priority: higher runs first; ties run in subscription order.
-        once: whether the subscription ends after its first delivery.
         is_async: whether the handler is a coroutine function.
-        wants_envelope: whether the handler receives the envelope instead of the payload.
+        wants_envelope: whether the handler receives envelopes instead of payloads.
+        mode: ``"inline"``, ``"task"`` or ``"queued"``.
     """
 
     __slots__ = (
         "__weakref__",
-        "_cancel",
-        "_failed",
+        "_bus",
+        "_counts",
+        "_func",
         "_matcher",
-        "_once_token",
+        "_once",
         "_owner_ref",
+        "_ref",
+        "_where",
         "active",
         "event_type",
-        "fast_handler",
+        "handler",
         "id",
-        "invoke",
         "is_async",
-        "name",
-        "once",
+        "kind",
         "pattern",
         "priority",
+        "queued",
         "wants_envelope",
     )
 
     def __init__(
         self,
+        bus: Any,
         target: type[T] | str,
         handler: Callable[..., Any],
         *,
@@ -121,7 +176,7 @@ class Subscription(Generic[T]):
         weak: bool | None,
         owner: object | None,
         envelope: bool | None,
-        cancel: Callable[[Subscription[Any]], None],
+        mode: Mode | None,
     ) -> None:
         if not callable(handler):
             raise InvalidHandlerError(
@@ -143,18 +198,18 @@ class Subscription(Generic[T]):
                 f"subscribe to an event class or a topic pattern string, not "
                 f"{type(target).__name__} {target!r}"
             )
+        self._bus = bus
         self._matcher = compile_pattern(self.pattern)
         self.id = next(_ids)
-        self.name = handler_name(handler)
         self.priority = priority
-        self.once = once
         self.active = True
         self.is_async = _is_async(handler)
         self.wants_envelope = _wants_envelope(handler) if envelope is None else envelope
-        self._cancel = cancel
-        self._failed = itertools.count()
-        self._once_token = [True] if once else None
-        self._owner_ref = None
+        self._where = where
+        self._once = [True] if once else None
+        self._owner_ref: weakref.ref[Any] | None = None
+        self._counts: _Counts | None = None
+        self.queued: Queued | None = None
         if owner is not None:
             try:
                 self._owner_ref = weakref.ref(owner, self._owner_gone)
@@ -163,59 +218,106 @@ class Subscription(Generic[T]):
                     f"owner= must support weak references; {type(owner).__name__} does not "
                     "(add '__weakref__' to its __slots__)"
                 ) from None
-        bound_self = getattr(handler, "__self__", None)
         hold_weakly = (
-            inspect.ismethod(handler) and not isinstance(bound_self, type) if weak is None else weak
+            inspect.ismethod(handler) and not isinstance(handler.__self__, type)
+            if weak is None
+            else weak
         )
-        self.invoke = self._make_invoker(handler, where, hold_weakly)
-        plain = not (self.is_async or self.wants_envelope or where or once or hold_weakly)
-        self.fast_handler: Callable[[Any], object] | None = handler if plain else None
-
-    def _make_invoker(
-        self, handler: Callable[..., Any], where: Callable[[Any], bool] | None, weak: bool
-    ) -> Callable[[Envelope[Any]], Any]:
-        func: Callable[..., Any] = handler
-        ref: weakref.ref[Any] | None = None
-        if weak:
+        self.handler: Callable[..., Any] | None = handler
+        self._func: Callable[..., Any] | None = None
+        self._ref: weakref.ref[Any] | None = None
+        if hold_weakly:
             if not inspect.ismethod(handler):
                 raise InvalidHandlerError(
-                    f"weak=True holds bound methods weakly; {self.name} is not a bound method"
+                    f"weak=True holds bound methods weakly; {handler_name(handler)} is not a "
+                    "bound method"
                 )
-            func = handler.__func__
             try:
-                ref = weakref.ref(handler.__self__, self._owner_gone)
+                self._ref = weakref.ref(handler.__self__, self._owner_gone)
             except TypeError:
                 raise InvalidHandlerError(
-                    f"cannot hold {self.name} weakly: {type(handler.__self__).__name__} objects "
-                    "do not support weak references; pass weak=False to hold it strongly"
+                    f"cannot hold {handler_name(handler)} weakly: "
+                    f"{type(handler.__self__).__name__} objects do not support weak "
+                    "references; pass weak=False to hold it strongly"
                 ) from None
-        envelope = self.wants_envelope
-        once = self._once_token
-        cancel = self.cancel
+            self._func = handler.__func__
+            self.handler = None
+        if mode is None:
+            mode = "task" if self.is_async else "inline"
+        if mode == "task" and not self.is_async:
+            raise InvalidHandlerError(
+                f"mode='task' runs coroutine functions; {self.name} is not one "
+                "(use mode='inline' or mode='queued')"
+            )
+        if mode == "inline" and self.is_async:
+            raise InvalidHandlerError(
+                f"mode='inline' runs sync handlers; {self.name} is a coroutine function "
+                "(use mode='task' or mode='queued')"
+            )
+        if mode not in ("inline", "task", "queued"):
+            raise InvalidHandlerError(f"mode must be 'inline', 'task' or 'queued', not {mode!r}")
+        self.kind = {"inline": INLINE, "task": TASK, "queued": QUEUED}[mode]
 
-        def invoke(env: Envelope[Any]) -> Any:
-            payload = env.payload
-            if where is not None and not where(payload):
-                return SKIP
-            if once is not None:
-                try:
-                    once.pop()
-                except IndexError:
-                    return SKIP
-                cancel()
-            arg = env if envelope else payload
-            if ref is None:
-                return func(arg)
-            obj = ref()
-            return SKIP if obj is None else func(obj, arg)
+    @property
+    def name(self) -> str:
+        """The handler's qualified name, ``module.qualname``."""
+        return handler_name(self._func if self.handler is None else self.handler)
 
-        return invoke
+    @property
+    def mode(self) -> Mode:
+        """The delivery mode."""
+        modes: tuple[Mode, Mode, Mode] = ("inline", "task", "queued")
+        return modes[self.kind]
+
+    @property
+    def plain(self) -> bool:
+        """Whether the bus may call the handler directly with the payload (no filter, no
+        once, no weak reference, no envelope, not queued)."""
+        return (
+            self.kind != QUEUED
+            and self._ref is None
+            and self._where is None
+            and self._once is None
+            and not self.wants_envelope
+        )
 
     def matches(self, topic: str, event_type: type) -> bool:
         """Whether an event of ``event_type`` published on ``topic`` is delivered here."""
         if not self._matcher(topic):
             return False
         return self.event_type is None or issubclass(event_type, self.event_type)
+
+    def accepts(self, env: Envelope[Any]) -> bool:
+        """Apply ``where=`` and ``once=``: whether this envelope is for the handler.
+
+        A ``once`` subscription accepts exactly one envelope, even across threads, and
+        cancels itself as it does.
+        """
+        where = self._where
+        if where is not None and not where(env.payload):
+            return False
+        once = self._once
+        if once is not None:
+            try:
+                once.pop()
+            except IndexError:
+                return False
+            self.cancel()
+        return True
+
+    def call(self, arg: Any) -> Any:
+        """Call the handler with ``arg``; :data:`SKIP` if its object was collected."""
+        handler = self.handler
+        if handler is not None:
+            return handler(arg)
+        assert self._ref is not None
+        assert self._func is not None
+        obj = self._ref()
+        return SKIP if obj is None else self._func(obj, arg)
+
+    def argument(self, env: Envelope[Any]) -> Any:
+        """What the handler receives for ``env``: the envelope or its payload."""
+        return env if self.wants_envelope else env.payload
 
     def _owner_gone(self, _ref: weakref.ref[Any]) -> None:
         self.cancel()
@@ -224,16 +326,86 @@ class Subscription(Generic[T]):
         """End the subscription. Idempotent; safe from any thread and from inside handlers."""
         if self.active:
             self.active = False
-            self._cancel(self)
+            self._bus._unsubscribe(self)
+
+    # ------------------------------------------------------------------ statistics
+
+    def _stats(self) -> _Counts:
+        counts = self._counts
+        if counts is None:
+            with _counts_lock:
+                counts = self._counts
+                if counts is None:
+                    counts = self._counts = _Counts()
+        return counts
+
+    def record_delivered(self, n: int = 1) -> None:
+        """Count ``n`` successful handler calls (thread-safe)."""
+        counts = self._stats()
+        if n == 1:
+            next(counts.delivered)
+        else:
+            with _counts_lock:
+                counts.extra_delivered += n
+
+    def record_failure(self) -> None:
+        """Count one failed handler call (thread-safe)."""
+        next(self._stats().failed)
+
+    def attach_route_counter(self, counter: itertools.count[int]) -> None:
+        """Count every dispatch through ``counter`` as one delivery, minus failures."""
+        counts = self._stats()
+        with _counts_lock:
+            counts.routes.append(counter)
+
+    def fold_route_counter(self, counter: itertools.count[int]) -> None:
+        """Move a retired route counter's total into the subscription's own count."""
+        counts = self._stats()
+        with _counts_lock:
+            counts.routes.remove(counter)
+            counts.extra_delivered += count_value(counter)
+
+    @property
+    def delivered(self) -> int:
+        """Handler calls that did not raise (see :class:`SubscriptionStatistics`)."""
+        counts = self._counts
+        if counts is None:
+            return 0
+        with _counts_lock:
+            routed = sum(count_value(c) for c in counts.routes)
+            return (
+                count_value(counts.delivered)
+                + counts.extra_delivered
+                + routed
+                - count_value(counts.routed_failed)
+            )
 
     @property
     def failed(self) -> int:
         """How many times the handler raised."""
-        return _count_value(self._failed)
+        counts = self._counts
+        return 0 if counts is None else count_value(counts.failed)
 
-    def record_failure(self) -> None:
-        """Count one failure (thread-safe)."""
-        next(self._failed)
+    def record_routed_failure(self) -> None:
+        """Count a failure of a call that a route counter had counted as delivered."""
+        counts = self._stats()
+        next(counts.failed)
+        next(counts.routed_failed)
+
+    def statistics(self) -> SubscriptionStatistics:
+        """A snapshot of this subscription's counters."""
+        queued = self.queued
+        depth, high_water, dropped = (0, 0, 0) if queued is None else queued.levels()
+        return SubscriptionStatistics(
+            name=self.name,
+            pattern=self.pattern,
+            mode=self.mode,
+            delivered=self.delivered,
+            failed=self.failed,
+            dropped=dropped,
+            queue_depth=depth,
+            high_water=high_water,
+        )
 
     def __enter__(self) -> Subscription[T]:
         return self
@@ -248,9 +420,26 @@ class Subscription(Generic[T]):
 
     def __repr__(self) -> str:
         state = "active" if self.active else "cancelled"
-        return f"<Subscription {self.id} {self.name} -> {self.pattern!r} {state}>"
+        return f"<Subscription {self.id} {self.name} -> {self.pattern!r} {self.mode} {state}>"
 
 
-def _count_value(counter: itertools.count[int]) -> int:
-    """The next value an ``itertools.count`` started at 0 will return: how often it ran."""
+class _Counts:
+    """A subscription's counters, allocated on first use to keep idle subscriptions small."""
+
+    __slots__ = ("delivered", "extra_delivered", "failed", "routed_failed", "routes")
+
+    def __init__(self) -> None:
+        self.delivered = itertools.count()
+        self.failed = itertools.count()
+        self.routed_failed = itertools.count()
+        self.extra_delivered = 0
+        self.routes: list[itertools.count[int]] = []
+
+
+def count_value(counter: itertools.count[int]) -> int:
+    """How many times an ``itertools.count()`` started at 0 has been advanced.
+
+    ``next()`` on a count is atomic, which makes it the cheapest exact thread-safe counter;
+    its current value is only exposed through its repr.
+    """
     return int(repr(counter)[6:-1])

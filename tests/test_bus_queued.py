@@ -1,0 +1,352 @@
+"""Queued subscriptions: buffers, workers, order per key, overflow, batches, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import tidings
+from tidings import Batch, DeadLetter
+
+
+@tidings.event("test.queued.job")
+@dataclass(frozen=True)
+class Job:
+    key: str
+    seq: int
+
+
+class BoomError(Exception):
+    pass
+
+
+def _wait_until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.001)
+
+
+async def test_queued_sync_handler_runs_on_a_worker_thread() -> None:
+    async with tidings.Bus() as bus:
+        threads: list[int] = []
+        done = threading.Event()
+
+        def handler(job: Job) -> None:
+            threads.append(threading.get_ident())
+            done.set()
+
+        sub = bus.subscribe(Job, handler, mode="queued")
+        assert sub.mode == "queued"
+        bus.publish(Job("a", 1))
+        assert await asyncio.to_thread(done.wait, 10)
+        assert threads[0] != threading.get_ident()
+
+
+async def test_four_workers_keep_order_per_key_and_deliver_everything_once() -> None:
+    keys = [f"k{i}" for i in range(16)]
+    per_key = 500
+    seen: dict[str, list[int]] = {k: [] for k in keys}
+    lock = threading.Lock()
+    worker_threads: set[int] = set()
+
+    def handler(job: Job) -> None:
+        with lock:
+            seen[job.key].append(job.seq)
+            worker_threads.add(threading.get_ident())
+
+    async with tidings.Bus() as bus:
+        sub = bus.subscribe(Job, handler, workers=4, maxsize=256)
+
+        def produce(part: list[str]) -> None:
+            for seq in range(per_key):
+                for key in part:
+                    bus.publish(Job(key, seq), key=key)
+
+        producers = [threading.Thread(target=produce, args=(keys[i::4],)) for i in range(4)]
+        for t in producers:
+            t.start()
+        for t in producers:
+            await asyncio.to_thread(t.join, 30)
+        report = await bus.aclose(timeout=30)
+    assert report.clean
+    for key in keys:
+        assert seen[key] == list(range(per_key)), key
+    assert len(worker_threads) > 1
+    assert sub.delivered == len(keys) * per_key
+
+
+async def test_async_workers_keep_order_per_key() -> None:
+    seen: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+
+    async def handler(job: Job) -> None:
+        if job.seq % 3 == 0:
+            await asyncio.sleep(0)
+        seen[job.key].append(job.seq)
+
+    async with tidings.Bus() as bus:
+        bus.subscribe(Job, handler, workers=3, maxsize=64)
+        for seq in range(200):
+            for key in seen:
+                await bus.emit(Job(key, seq), key=key)
+        assert (await bus.aclose(timeout=30)).clean
+    assert all(v == list(range(200)) for v in seen.values())
+
+
+def _blocked_bus(overflow: Any, maxsize: int = 3) -> tuple[tidings.Bus, threading.Event, list[int]]:
+    """A bus whose queued handler is stuck on its first event until the gate opens."""
+    bus = tidings.Bus()
+    gate = threading.Event()
+    started = threading.Event()
+    handled: list[int] = []
+
+    def handler(job: Job) -> None:
+        started.set()
+        assert gate.wait(10)
+        handled.append(job.seq)
+
+    bus.subscribe(Job, handler, mode="queued", maxsize=maxsize, overflow=overflow)
+    bus.publish(Job("k", 0))
+    assert started.wait(10)  # the worker holds event 0; the buffer is empty again
+    return bus, gate, handled
+
+
+@pytest.mark.parametrize(
+    ("overflow", "survivors", "dropped"),
+    [("drop_oldest", [0, 3, 4, 5], 2), ("drop_newest", [0, 1, 2, 3], 2)],
+)
+def test_drop_policies_at_the_edge(overflow: Any, survivors: list[int], dropped: int) -> None:
+    bus, gate, handled = _blocked_bus(overflow)
+    for seq in range(1, 6):  # 5 more into a buffer of 3
+        bus.publish(Job("k", seq))
+    stats = bus.statistics().subscriptions[0]
+    assert (stats.queue_depth, stats.high_water, stats.dropped) == (3, 3, dropped)
+    gate.set()
+    _wait_until(lambda: len(handled) == 4)
+    bus.close()
+    assert handled == survivors
+
+
+def test_error_policy_raises_a_typed_error_naming_the_subscription() -> None:
+    bus, gate, handled = _blocked_bus("error", maxsize=2)
+    bus.publish(Job("k", 1))
+    bus.publish(Job("k", 2))
+    with pytest.raises(tidings.QueueFullError) as info:
+        bus.publish(Job("k", 3))
+    assert "_blocked_bus.<locals>.handler" in info.value.name
+    assert info.value.capacity == 2
+    assert "overflow policy is 'error'" in str(info.value)
+    assert bus.statistics().subscriptions[0].dropped == 1
+    gate.set()
+    _wait_until(lambda: len(handled) == 3)
+    assert handled == [0, 1, 2]
+    bus.close()
+
+
+def test_block_policy_makes_a_thread_publisher_wait_and_loses_nothing() -> None:
+    bus, gate, handled = _blocked_bus("block", maxsize=2)
+    bus.publish(Job("k", 1))
+    bus.publish(Job("k", 2))
+    published = threading.Event()
+
+    def late() -> None:
+        bus.publish(Job("k", 3))
+        published.set()
+
+    thread = threading.Thread(target=late)
+    thread.start()
+    assert not published.wait(0.05)  # blocked: the buffer is full
+    gate.set()
+    assert published.wait(10)
+    thread.join(10)
+    _wait_until(lambda: len(handled) == 4)
+    assert handled == [0, 1, 2, 3]
+    assert bus.statistics().subscriptions[0].dropped == 0
+    bus.close()
+
+
+async def test_aclose_handles_everything_accepted_under_block() -> None:
+    handled: list[int] = []
+
+    def slow(job: Job) -> None:
+        time.sleep(0.0005)
+        handled.append(job.seq)
+
+    bus = await tidings.Bus().start()
+    bus.subscribe(Job, slow, workers=2, maxsize=8)
+    thread = threading.Thread(
+        target=lambda: [bus.publish(Job(str(i), i), key=str(i)) for i in range(200)]
+    )
+    thread.start()
+    await asyncio.to_thread(thread.join, 30)
+    report = await bus.aclose(timeout=30)
+    assert report.clean
+    assert sorted(handled) == list(range(200))
+
+
+async def test_aclose_reports_queued_events_it_could_not_finish() -> None:
+    gate = threading.Event()
+    bus = await tidings.Bus().start()
+    bus.subscribe(Job, lambda job: gate.wait(10), mode="queued", maxsize=10)
+    for i in range(5):
+        bus.publish(Job("k", i))
+    report = await bus.aclose(timeout=0.1)
+    gate.set()
+    assert not report.clean
+    # the worker holds event 0 (stuck at the gate); the other four never left the buffer
+    assert [line.split(": ", 1)[1] for line in report.unfinished] == [
+        "5 queued event(s) not handled"
+    ]
+
+
+async def test_queued_failures_are_counted_and_dead_lettered() -> None:
+    async with tidings.Bus() as bus:
+        dead: list[DeadLetter] = []
+        bus.subscribe(DeadLetter, dead.append)
+
+        def fails_on_odd(job: Job) -> None:
+            if job.seq % 2:
+                raise BoomError(str(job.seq))
+
+        sub = bus.subscribe(Job, fails_on_odd, mode="queued")
+        for i in range(10):
+            bus.publish(Job("k", i))
+        assert (await bus.aclose(timeout=10)).clean
+    assert sorted(int(str(d.error)) for d in dead) == [1, 3, 5, 7, 9]
+    assert (sub.delivered, sub.failed) == (5, 5)
+
+
+async def test_batch_handler_gets_lists_bounded_by_max_size() -> None:
+    batches: list[list[int]] = []
+    gate = threading.Event()
+
+    def handle(jobs: list[Job]) -> None:
+        gate.wait(10)
+        batches.append([j.seq for j in jobs])
+
+    async with tidings.Bus() as bus:
+        sub = bus.subscribe(Job, handle, batch=Batch(max_size=10, max_wait=0.01, adaptive=False))
+        for i in range(35):
+            bus.publish(Job("k", i))
+        gate.set()
+        assert (await bus.aclose(timeout=10)).clean
+    assert [seq for batch in batches for seq in batch] == list(range(35))
+    assert all(1 <= len(b) <= 10 for b in batches)
+    assert sub.delivered == 35
+
+
+async def test_batch_of_envelopes_and_failures_dead_letter_the_whole_batch() -> None:
+    async with tidings.Bus() as bus:
+        dead: list[DeadLetter] = []
+        bus.subscribe(DeadLetter, dead.append)
+
+        async def handle(envelopes: list[tidings.Envelope[Job]]) -> None:
+            assert all(isinstance(e, tidings.Envelope) for e in envelopes)
+            raise BoomError("batch failed")
+
+        sub = bus.subscribe(Job, handle, batch=Batch(max_size=4, max_wait=0.0))
+        for i in range(3):
+            await bus.emit(Job("k", i))
+        assert (await bus.aclose(timeout=10)).clean
+    assert sorted(d.envelope.payload.seq for d in dead) == [0, 1, 2]
+    assert sub.failed == 3
+
+
+def test_adaptive_batch_size_rule() -> None:
+    rule = Batch(max_size=256, min_size=16)
+    size = rule.first_size()
+    assert size == 16
+    for _ in range(10):
+        size = rule.next_size(size, fill=0.9)
+    assert size == 256
+    assert rule.next_size(256, fill=0.5) == 256
+    for _ in range(10):
+        size = rule.next_size(size, fill=0.1)
+    assert size == 16
+    assert Batch(max_size=8).first_size() == 8
+    assert Batch(max_size=50, adaptive=False).next_size(50, 0.99) == 50
+    with pytest.raises(ValueError, match="positive"):
+        Batch(max_size=0)
+    with pytest.raises(ValueError, match="max_wait"):
+        Batch(max_wait=-1)
+
+
+async def test_adaptive_batches_grow_under_a_burst() -> None:
+    sizes: list[int] = []
+    gate = threading.Event()
+
+    def handle(jobs: list[Job]) -> None:
+        gate.wait(10)
+        sizes.append(len(jobs))
+
+    async with tidings.Bus() as bus:
+        bus.subscribe(Job, handle, batch=Batch(max_size=256, max_wait=0.0), maxsize=1024)
+        for i in range(1000):
+            bus.publish(Job("k", i))
+        gate.set()
+        assert (await bus.aclose(timeout=10)).clean
+    assert sum(sizes) == 1000
+    assert sizes[0] <= 16
+    assert max(sizes) > 16  # the buffer was over 80% full, so the batches grew
+
+
+def test_bad_queue_settings_are_explained(bus: tidings.Bus) -> None:
+    with pytest.raises(ValueError, match="workers must be a positive int"):
+        bus.subscribe(Job, print, workers=0)
+    with pytest.raises(ValueError, match="maxsize must be a positive int"):
+        bus.subscribe(Job, print, mode="queued", maxsize=0)
+    with pytest.raises(ValueError, match="overflow"):
+        bus.subscribe(Job, print, mode="queued", overflow="sometimes")  # type: ignore[call-overload]
+    with pytest.raises(tidings.InvalidHandlerError, match="mode='task' runs coroutine functions"):
+        bus.subscribe(Job, print, mode="task")
+
+    async def coro(job: Job) -> None: ...
+
+    with pytest.raises(tidings.InvalidHandlerError, match="mode='inline' runs sync handlers"):
+        bus.subscribe(Job, coro, mode="inline")
+    with pytest.raises(ValueError, match="weight must be positive"):
+        bus.subscribe(Job, print, mode="queued", weight=0)
+
+
+def test_statistics_count_inline_deliveries_and_failures(bus: tidings.Bus) -> None:
+    def sometimes(job: Job) -> None:
+        if job.seq == 3:
+            raise BoomError("3")
+
+    plain = bus.subscribe(Job, lambda j: None)
+    failing = bus.subscribe(Job, sometimes)
+    filtered = bus.subscribe(Job, lambda j: None, where=lambda j: j.seq < 2)
+    for i in range(5):
+        bus.publish(Job("k", i))
+    assert (plain.delivered, plain.failed) == (5, 0)
+    assert (failing.delivered, failing.failed) == (4, 1)
+    assert (filtered.delivered, filtered.failed) == (2, 0)
+    stats = bus.statistics()
+    assert (stats.delivered, stats.failed, stats.dropped) == (11, 1, 0)
+    # re-subscribing rebuilds the routes; counts survive the old routes
+    extra = bus.subscribe(Job, lambda j: None)
+    bus.publish(Job("k", 9))
+    import gc
+
+    gc.collect()
+    assert plain.delivered == 6
+    assert extra.delivered == 1
+
+
+def test_statistics_are_exact_across_threads(bus: tidings.Bus) -> None:
+    sub = bus.subscribe(Job, lambda j: None)
+    threads = [
+        threading.Thread(target=lambda: [bus.publish(Job("k", i)) for i in range(5_000)])
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sub.delivered == 20_000
