@@ -186,3 +186,18 @@ async def test_group_names_are_checked(nats_factory: Factory) -> None:
     async with nats_factory() as transport:
         with pytest.raises(ValueError, match="group"):
             await transport.subscribe("conformance.>", Collector(), group="no.dots")
+
+
+async def test_header_values_lose_newlines_and_bad_names_are_refused(
+    nats_factory: Factory,
+) -> None:
+    async with nats_factory() as transport:
+        got = Collector()
+        await transport.subscribe("conformance.>", got)
+        clock = HybridClock()
+        await transport.publish(make_envelope(clock, "nl", headers={"note": "two\r\nlines"}))
+        await got.wait_count(1)
+        assert got.messages[0].envelope.headers["note"] == "two  lines"
+        with pytest.raises(ValueError, match="header name"):
+            await transport.publish(make_envelope(clock, "bad", headers={"bad name": "x"}))
+        assert await transport.flush(5) == 0  # the refused publish took no window slot

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import itertools
 import logging
 import re
@@ -127,6 +128,7 @@ class _Pending:
         "body",
         "deadline",
         "envelope",
+        "event_id",
         "future",
         "headers",
         "report",
@@ -137,7 +139,7 @@ class _Pending:
     def __init__(
         self,
         subject: str,
-        headers: dict[str, str],
+        headers: Any,
         body: bytes,
         envelope: Envelope[Any] | None,
         future: asyncio.Future[PublishAck],
@@ -147,6 +149,7 @@ class _Pending:
     ) -> None:
         self.subject = subject
         self.headers = headers
+        self.event_id = "?"
         self.body = body
         self.envelope = envelope
         self.future = future
@@ -169,10 +172,77 @@ def _parse_header_lines(raw: bytes) -> dict[str, str]:
     }
 
 
+class _HeaderBlock(bytes):
+    """Headers already in NATS wire form: ``NATS/1.0``, ``Name: value`` lines, a blank line."""
+
+    __slots__ = ()
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+
+
+def _header_block(headers: dict[str, str]) -> _HeaderBlock:
+    """``headers`` encoded once, as nats-py would (newlines in values become spaces).
+
+    Raises:
+        ValueError: if a header name is not a valid NATS header name.
+    """
+    lines = ["NATS/1.0"]
+    for name, value in headers.items():
+        if _HEADER_NAME.fullmatch(name) is None:
+            raise ValueError(f"{name!r} is not a valid NATS header name")
+        if "\r" in value or "\n" in value:
+            value = value.translate(_NEWLINES)
+        lines.append(f"{name}: {value.strip()}")
+    lines.append("\r\n")
+    return _HeaderBlock("\r\n".join(lines).encode())
+
+
 class _Client(_NatsClient):
-    """The nats-py client with a faster header parser (tidings events carry ~10 headers)."""
+    """The nats-py client, faster at what tidings does most: headers.
+
+    It parses headers in one regex pass, and sends a :class:`_HeaderBlock` as it is, where
+    nats-py would check, clean and encode every header of every publish (and re-sends).
+    """
 
     _parse_header_lines = staticmethod(_parse_header_lines)
+
+    async def _send_publish(
+        self, subject: str, reply: str, payload: bytes, payload_size: int, headers: Any
+    ) -> None:
+        if type(headers) is not _HeaderBlock:
+            await super()._send_publish(subject, reply, payload, payload_size, headers)
+            return
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += payload_size
+        await self._send_command(_hpub(subject, reply, headers, payload))
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
+
+
+def _hpub(subject: str, reply: str, headers: bytes, payload: bytes) -> bytes:
+    size = len(headers)
+    return b"".join(
+        (
+            f"HPUB {subject} {reply} {size} {size + len(payload)}\r\n".encode(),
+            headers,
+            payload,
+            b"\r\n",
+        )
+    )
+
+
+# The fast path relies on nats-py's private _send_publish; fall back to nats-py's own
+# header handling if a future version changes its shape.
+_FAST_HEADERS = list(inspect.signature(_NatsClient._send_publish).parameters) == [
+    "self",
+    "subject",
+    "reply",
+    "payload",
+    "payload_size",
+    "headers",
+] and all(hasattr(_NatsClient, name) for name in ("_send_command", "_flush_pending"))
 
 
 class _Puller:
@@ -589,6 +659,7 @@ class NatsTransport(SubjectTransport):
         report: bool,
     ) -> asyncio.Future[PublishAck]:
         nc = self._client()
+        wire: Any = _header_block(headers) if _FAST_HEADERS else headers
         slots = self._slots
         assert slots is not None
         await slots.acquire()
@@ -596,9 +667,9 @@ class NatsTransport(SubjectTransport):
         future: asyncio.Future[PublishAck] = loop.create_future()
         token = str(next(self._tokens))
         now = loop.time()
-        self._pending[token] = _Pending(
+        self._pending[token] = pending = _Pending(
             subject,
-            headers,
+            wire,
             body,
             envelope,
             future,
@@ -606,9 +677,11 @@ class NatsTransport(SubjectTransport):
             now + self.ack_timeout,
             report,
         )
+        if envelope is None:
+            pending.event_id = headers.get("Nats-Msg-Id", "?")
         self._idle.clear()
         try:
-            await nc.publish(subject, body, reply=f"{self._inbox}.{token}", headers=headers)
+            await nc.publish(subject, body, reply=f"{self._inbox}.{token}", headers=wire)
         except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
             # Not sent: the sweeper sends it again after ack_timeout, until publish_timeout.
             logger.debug("publish to %s deferred: %r", subject, exc)
@@ -629,7 +702,7 @@ class NatsTransport(SubjectTransport):
         if pending is None:
             return
         env = pending.envelope
-        event_id = env.id if env is not None else pending.headers.get("Nats-Msg-Id", "?")
+        event_id = env.id if env is not None else pending.event_id
         topic = self.subjects.topic(pending.subject)
         error = PublishError(
             f"event {event_id} on {topic!r} was not stored: {why}", event_id=event_id, topic=topic
