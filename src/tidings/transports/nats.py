@@ -277,8 +277,11 @@ class _Puller:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
 
     async def stop(self) -> None:
+        """Unsubscribe and give back what was fetched but never handed over."""
         if self._sub is not None:
             await _quietly(self._sub.unsubscribe())
+        while self._buffer:
+            await _quietly(self._buffer.popleft().nak())
 
     def reset(self) -> None:
         """Forget the outstanding request (after a reconnect it is gone)."""
