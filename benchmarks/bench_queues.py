@@ -166,9 +166,7 @@ def run(quick: bool = False, items: int = 400_000, repeat: int = 3) -> list[Row]
             per = items // n // BATCH * BATCH
             best = min(case.run(n, n, per) for _ in range(repeat))
             library = "queue.Queue" if case.label.startswith("queue") else "tidings"
-            rows.append(
-                Row("S5", library, "items/s", per * n / best, "/s", f"{case.label}, {n}P/{n}C")
-            )
+            rows.append(Row(f"S5 {n}P/{n}C", library, "items/s", per * n / best, "/s", case.label))
     return rows
 
 

@@ -17,13 +17,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_burst
 import bench_bus
+import bench_nats
 import bench_queues
 from _harness import Row
 
-BASELINES = {"S5": "queue.Queue"}
+BASELINES = {
+    "S5 1P/1C": "queue.Queue",
+    "S5 4P/4C": "queue.Queue",
+    "N1": "raw nats-py",
+    "N2": "raw nats-py",
+    "N3": "raw nats-py",
+}
 """The row each scenario's *vs baseline* ratio divides by (default: the raw loop)."""
 
-PEERS = ("tidings", "pyee", "blinker", "pypubsub", "bubus", "msgspec")
+PEERS = ("tidings", "pyee", "blinker", "pypubsub", "bubus", "msgspec", "nats-py", "faststream")
 
 
 def _versions() -> str:
@@ -63,10 +70,8 @@ def _format(rows: list[Row]) -> list[str]:
         floor = next((r for r in group if r.library == base_name), None)
         for row in group:
             lower_is_better = row.unit in ("µs", "B")
-            vs_ours = _ratio(row, ours, lower_is_better)
+            vs_ours = "" if row.library == "tidings" else _ratio(row, ours, lower_is_better)
             vs_floor = _ratio(row, floor, lower_is_better)
-            if row.library == "tidings" and scenario in BASELINES:
-                vs_ours = ""
             other = ", ".join(f"{k} {_num(v)}" for k, v in row.extra.items())
             lines.append(
                 f"| {scenario} | {row.library} | {_num(row.value)} {row.metric} | {vs_ours} "
@@ -83,7 +88,9 @@ def _ratio(row: Row, base: Row | None, lower_is_better: bool) -> str:
 
 
 def _num(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
+    if value >= 100 or float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
 
 
 def main() -> int:
@@ -95,6 +102,7 @@ def main() -> int:
         *bench_bus.run(quick=args.quick),
         *bench_queues.run(quick=args.quick),
         *bench_burst.run(quick=args.quick),
+        *bench_nats.run(quick=args.quick),
     ]
     table = _format(rows)
     print("\n".join(table))
@@ -111,7 +119,8 @@ def main() -> int:
             "",
             "Ratios: *vs tidings* is the row's figure over tidings' (above 1 means better than",
             "tidings); *vs baseline* is the row's figure over the scenario's baseline: a plain",
-            "loop calling the same handlers (S1-S4), `queue.Queue` (S5). Latency and memory rows",
+            "loop calling the same handlers (S1-S4), `queue.Queue` (S5), raw nats-py doing the",
+            "same work on the same nats-server (N1-N3). Latency and memory rows",
             "invert the ratio so above 1 still means better. S7 runs tidings alone: the peers",
             "have no bounded buffer with an overflow policy.",
             "",

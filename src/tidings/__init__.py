@@ -4,6 +4,8 @@ The public API is re-exported here; everything else is private or lives in a doc
 submodule (:mod:`tidings.topics`, :mod:`tidings.clock`, :mod:`tidings.testing`).
 """
 
+import typing as _typing
+
 from tidings._stream import EventStream
 from tidings.bus import BatchHandles, Bus, BusStatistics, Handles
 from tidings.clock import HybridClock
@@ -13,22 +15,42 @@ from tidings.event import Envelope, event, from_cloudevent, to_cloudevent, topic
 from tidings.exceptions import (
     BusClosedError,
     ClockSkewError,
+    DecodeError,
     EventTypeConflictError,
     InvalidHandlerError,
     InvalidTopicError,
     LoopNotRunningError,
+    PublishError,
     QueueClosedError,
     QueueFullError,
+    StreamConfigError,
     TidingsError,
     TopicRequiredError,
+    TransportClosedError,
+    TransportError,
+    TransportUnavailableError,
     WouldBlock,
 )
 from tidings.queues import Overflow, QueueStatistics, RingBuffer
 from tidings.results import CloseReport, Delivery, HandlerOutcome
 from tidings.scheduling import AdaptiveWeight, WorkerPool
 from tidings.subscription import Mode, Subscription, SubscriptionStatistics
+from tidings.transports import DeliveryPolicy, MemoryTransport
+
+if _typing.TYPE_CHECKING:
+    from tidings.transports.nats import NatsTransport
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # NatsTransport needs the optional nats-py ('tidings[nats]'): imported when first used.
+    if name == "NatsTransport":
+        from tidings.transports.nats import NatsTransport
+
+        return NatsTransport
+    raise AttributeError(f"module 'tidings' has no attribute {name!r}")
+
 
 __all__ = (
     "DEAD_LETTER_TOPIC",
@@ -41,7 +63,9 @@ __all__ = (
     "ClockSkewError",
     "CloseReport",
     "DeadLetter",
+    "DecodeError",
     "Delivery",
+    "DeliveryPolicy",
     "Envelope",
     "EventStream",
     "EventTypeConflictError",
@@ -51,16 +75,23 @@ __all__ = (
     "InvalidHandlerError",
     "InvalidTopicError",
     "LoopNotRunningError",
+    "MemoryTransport",
     "Mode",
+    "NatsTransport",
     "Overflow",
+    "PublishError",
     "QueueClosedError",
     "QueueFullError",
     "QueueStatistics",
     "RingBuffer",
+    "StreamConfigError",
     "Subscription",
     "SubscriptionStatistics",
     "TidingsError",
     "TopicRequiredError",
+    "TransportClosedError",
+    "TransportError",
+    "TransportUnavailableError",
     "WorkerPool",
     "WouldBlock",
     "__version__",

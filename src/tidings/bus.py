@@ -78,6 +78,9 @@ from tidings.topics import validate_topic
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from tidings._remote import Remote
+    from tidings.transports.base import Transport
+
 __all__ = ("BatchHandles", "Bus", "BusStatistics", "ErrorHook", "Handles")
 
 T = TypeVar("T")
@@ -200,6 +203,9 @@ class Bus:
         clock: the hybrid logical clock stamping envelopes; one per bus by default.
         on_error: called as ``on_error(envelope, subscription, exception)`` for every
             handler failure; its own errors are logged.
+        transport: carry events between processes (see :mod:`tidings._remote`): every
+            publish goes to the server and subscriptions become transport subscriptions.
+            The transport shares the bus's clock. Use ``async with Bus(transport=...)``.
 
     A bus needs no event loop for sync handlers. ``async with Bus() as bus`` (or
     ``await bus.start()``) binds it to the running loop for async handlers and async
@@ -212,6 +218,7 @@ class Bus:
         source: str = "tidings",
         clock: HybridClock | None = None,
         on_error: ErrorHook | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self._source = source
         self._clock = clock if clock is not None else HybridClock()
@@ -236,6 +243,11 @@ class Bus:
         self._pools: set[WorkerPool] = set()
         self._driver: Coroutine[Any, Any, None] | None = None
         self._driver_alive: list[bool] = []
+        self._remote: Remote | None = None
+        if transport is not None:
+            from tidings._remote import Remote
+
+            self._remote = Remote(self, transport, self._clock)
 
     # ------------------------------------------------------------------ subscribing
 
@@ -258,6 +270,7 @@ class Bus:
         batch: None = None,
         pool: WorkerPool | None = None,
         weight: float = 1.0,
+        group: str | None = None,
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -278,6 +291,7 @@ class Bus:
         batch: Batch,
         pool: WorkerPool | None = None,
         weight: float = 1.0,
+        group: str | None = None,
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -298,6 +312,7 @@ class Bus:
         batch: Batch | None = None,
         pool: WorkerPool | None = None,
         weight: float = 1.0,
+        group: str | None = None,
     ) -> Subscription[Any]: ...
     def subscribe(
         self,
@@ -317,6 +332,7 @@ class Bus:
         batch: Batch | None = None,
         pool: WorkerPool | None = None,
         weight: float = 1.0,
+        group: str | None = None,
     ) -> Subscription[Any]:
         """Subscribe ``handler`` to an event class, a topic or a pattern.
 
@@ -344,6 +360,9 @@ class Bus:
             batch: queued mode: hand the handler lists of events, as this says.
             pool: queued mode: share this pool's workers, served by ``weight``.
             weight: the subscription's share of its pool.
+            group: with a transport, share the events with the same group's subscriptions
+                in every process (competing consumers); without it every process gets every
+                event. Ignored without a transport (one process is its own group).
 
         Returns:
             The :class:`Subscription` handle.
@@ -371,6 +390,15 @@ class Bus:
             envelope=envelope,
             mode=mode,
         )
+        remote = self._remote
+        if remote is not None and group is not _LOCAL and sub.pattern != DEAD_LETTER_TOPIC:
+            if sub.kind == QUEUED:
+                raise ValueError(
+                    "queued subscriptions are not carried by a transport yet; the transport's "
+                    "DeliveryPolicy(workers=..., prefetch=...) sets its concurrency"
+                )
+            remote.subscribe(sub, group)
+            return sub
         if sub.kind == QUEUED:
             if not weight > 0:
                 raise ValueError(f"weight must be positive, not {weight!r}")
@@ -418,6 +446,7 @@ class Bus:
         batch: None = None,
         pool: WorkerPool | None = None,
         weight: float = 1.0,
+        group: str | None = None,
     ) -> Handles[T]: ...
     @overload
     def on(
@@ -437,6 +466,7 @@ class Bus:
         batch: Batch,
         pool: WorkerPool | None = None,
         weight: float = 1.0,
+        group: str | None = None,
     ) -> BatchHandles[T]: ...
     @overload
     def on(
@@ -456,6 +486,7 @@ class Bus:
         batch: Batch | None = None,
         pool: WorkerPool | None = None,
         weight: float = 1.0,
+        group: str | None = None,
     ) -> Handles[Any]: ...
     def on(
         self,
@@ -477,6 +508,8 @@ class Bus:
         return Handles(subscribe) if batch is None else BatchHandles(subscribe)
 
     def _unsubscribe(self, sub: Subscription[Any]) -> None:
+        if self._remote is not None and self._remote.unsubscribe(sub):
+            return
         with self._lock:
             subs = [s for s in self._subs if s is not sub]
             if len(subs) != len(self._subs):
@@ -493,6 +526,8 @@ class Bus:
 
     def subscriptions(self) -> tuple[Subscription[Any], ...]:
         """The active subscriptions, in dispatch order (priority, then age)."""
+        if self._remote is not None:
+            return tuple(sorted((*self._subs, *self._remote.subscriptions()), key=_order))
         return tuple(self._subs)
 
     def statistics(self) -> BusStatistics:
@@ -593,6 +628,8 @@ class Bus:
             None,
             self._node,
         )
+        if self._remote is not None:
+            self._remote.send(env)
         if route.subs:
             me = _get_ident()
             busy = self._busy
@@ -835,6 +872,9 @@ class Bus:
     ) -> Delivery[T]:
         """Publish ``event`` and wait until every matching handler has finished.
 
+        With a transport, wait until the server stored the event instead (its handlers
+        run as the server delivers it); :class:`~tidings.PublishError` if it did not.
+
         Handlers start in priority order; async handlers that suspend then run
         concurrently. Queued subscriptions are awaited until their buffers take the event
         (backpressure under ``block``) and reported with ``queued=True``; their workers
@@ -852,6 +892,8 @@ class Bus:
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
+        if self._remote is not None:
+            await self._remote.publish(env)  # handlers run where the server delivers it
         outcomes: list[HandlerOutcome | tuple[Subscription[Any], asyncio.Task[Any]]] = []
         refusals: list[Exception] = []
         for sub in route.subs:
@@ -912,10 +954,14 @@ class Bus:
         exc: BaseException,
         *,
         counted: bool = False,
+        attempts: int = 1,
+        final: bool = True,
     ) -> None:
         """Count, report and dead-letter one handler failure.
 
         ``counted``: the call was already counted as delivered, so take it back.
+        ``attempts``: deliveries made so far; ``final``: no retry follows (a transport
+        retries the others), so dead-letter it.
         """
         if counted:
             sub.record_routed_failure()
@@ -935,9 +981,11 @@ class Bus:
                 self._on_error(env, sub, exc)
             except Exception:
                 logger.exception("on_error hook failed for event %s", env.id)
+        if not final:
+            return
         route = self._route(DeadLetter, None)
         if route.subs:  # in-flight work may still dead-letter while the bus closes
-            letter = DeadLetter(env, sub.name, exc)
+            letter = DeadLetter(env, sub.name, exc, attempts)
             try:
                 self._deliver(route, self._envelope(route, letter, None, None))
             except (QueueFullError, WouldBlock):
@@ -1043,6 +1091,8 @@ class Bus:
         if self._closed:
             raise BusClosedError("the bus is closed; create a new one")
         self._bind_running_loop()
+        if self._remote is not None:
+            await self._remote.start()
         return self
 
     async def aclose(self, timeout: float = 5.0) -> CloseReport:
@@ -1050,7 +1100,12 @@ class Bus:
         async handlers running, events handed over from other threads, events waiting in
         queued subscriptions' buffers. Whatever is still unfinished then is cancelled (tasks)
         or abandoned (buffered events) and listed in the returned report. Idempotent.
+
+        With a transport, first stop fetching, finish the handlers in flight and settle
+        their events, send what was published and wait for its acks, then disconnect.
         """
+        if self._remote is not None and not self._closed:
+            await self._remote.aclose(timeout)
         self._closed = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -1130,7 +1185,12 @@ class Bus:
         """
         recorder = Recorder()
         sub = self.subscribe(
-            target, recorder.append, priority=_RECORDER_PRIORITY, envelope=True, weak=False
+            target,
+            recorder.append,
+            priority=_RECORDER_PRIORITY,
+            envelope=True,
+            weak=False,
+            group=_LOCAL,
         )
         try:
             yield recorder
@@ -1143,6 +1203,7 @@ class Bus:
 
 
 _RECORDER_PRIORITY = 2**62
+_LOCAL: Any = "\x00local"  # group= of subscriptions that stay in the process
 _NO_LOOP = (
     "async handler {} has no running event loop to run on; publish from inside asyncio or "
     "start the bus with 'async with Bus() as bus' first"

@@ -12,7 +12,13 @@
      ├── LoopNotRunningError                         an async handler has no event loop to run on
      ├── WouldBlock                                  a ``*_nowait`` call would have to wait
      ├── QueueFullError                              a buffer with overflow="error" is full
-     └── QueueClosedError                            a buffer was closed (and, for gets, drained)
+     ├── QueueClosedError                            a buffer was closed (and, for gets, drained)
+     └── TransportError                              a transport (NATS JetStream...) failed
+          ├── TransportUnavailableError (also ConnectionError)  server unreachable at start
+          ├── TransportClosedError                   the transport is closing or closed
+          ├── StreamConfigError                      the server's stream differs from the config
+          ├── PublishError                           the server did not acknowledge a publish
+          └── DecodeError         (also ValueError)  a received message is not a tidings event
 
 Every message says what was wrong and what to do about it.
 """
@@ -22,14 +28,20 @@ from __future__ import annotations
 __all__ = (
     "BusClosedError",
     "ClockSkewError",
+    "DecodeError",
     "EventTypeConflictError",
     "InvalidHandlerError",
     "InvalidTopicError",
     "LoopNotRunningError",
+    "PublishError",
     "QueueClosedError",
     "QueueFullError",
+    "StreamConfigError",
     "TidingsError",
     "TopicRequiredError",
+    "TransportClosedError",
+    "TransportError",
+    "TransportUnavailableError",
     "WouldBlock",
 )
 
@@ -117,3 +129,65 @@ class QueueFullError(TidingsError):
 
 class QueueClosedError(TidingsError):
     """The buffer was closed: puts are refused, and gets fail once it is drained."""
+
+
+class TransportError(TidingsError):
+    """A transport carrying events between processes failed."""
+
+
+class TransportUnavailableError(TransportError, ConnectionError):
+    """The transport's server could not be reached at start within the configured timeout.
+
+    Attributes:
+        servers: the server URLs that were tried.
+        timeout: the connect timeout, in seconds.
+    """
+
+    def __init__(self, message: str, *, servers: tuple[str, ...], timeout: float) -> None:
+        super().__init__(message)
+        self.servers = servers
+        self.timeout = timeout
+
+
+class TransportClosedError(TransportError):
+    """The transport is closing or closed (or was never started)."""
+
+
+class StreamConfigError(TransportError):
+    """The server's stream exists with settings that differ from the transport's.
+
+    Attributes:
+        stream: the stream's name.
+        differences: ``"setting: server has X, configured Y"`` for each difference.
+    """
+
+    def __init__(self, message: str, *, stream: str, differences: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.stream = stream
+        self.differences = differences
+
+
+class PublishError(TransportError):
+    """The server did not acknowledge a publish within the publish timeout.
+
+    Attributes:
+        event_id: the id of the event that was not acknowledged.
+        topic: its topic.
+    """
+
+    def __init__(self, message: str, *, event_id: str, topic: str) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+        self.topic = topic
+
+
+class DecodeError(TransportError, ValueError):
+    """A received message could not be decoded into a tidings event.
+
+    Attributes:
+        subject: the subject (or topic) the message arrived on.
+    """
+
+    def __init__(self, message: str, *, subject: str) -> None:
+        super().__init__(message)
+        self.subject = subject

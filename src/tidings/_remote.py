@@ -1,0 +1,294 @@
+"""The bus's side of a transport: ``Bus(transport=...)``.
+
+With a transport, every event a bus publishes goes to the server, and every subscription
+(except those to dead letters and :meth:`Bus.record`, which stay in the process) becomes a
+transport subscription: the handlers of one process that share a pattern and a group share
+one transport subscription, and receive each event from the server in the bus's order
+(priority, then age), each handler's error isolated. A handler that raises makes the event
+come back with backoff, and only the handlers that failed run again; after the transport's
+``max_deliver`` attempts the event goes to the transport's dead letters and a
+:class:`~tidings.DeadLetter` is published in the process, as on a bus without transport.
+
+:meth:`Bus.publish` hands the envelope to an outbox that sends it pipelined (it returns at
+once; a publish the server never acknowledges is logged as an error and passed to the
+transport's ``on_publish_error``). :meth:`Bus.emit` returns when the server has stored
+the event and raises :class:`~tidings.PublishError` if it did not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING, Any
+
+from tidings.exceptions import LoopNotRunningError, PublishError
+from tidings.subscription import SKIP, TASK, Subscription
+from tidings.transports._consumer import error_reason
+from tidings.transports.base import Message, PublishAck, Transport, TransportSubscription
+
+if TYPE_CHECKING:
+    from tidings.bus import Bus
+    from tidings.event import Envelope
+
+__all__ = ("HandlerFailedError", "Remote")
+
+logger = logging.getLogger("tidings")
+
+_REMEMBERED = 10_000
+"""How many partly handled events remember which handlers already succeeded."""
+
+
+class HandlerFailedError(Exception):
+    """One or more handlers of a remote event failed; the event is retried for them."""
+
+    def __init__(self, failures: list[tuple[Subscription[Any], BaseException]]) -> None:
+        names = ", ".join(f"{sub.name} ({type(exc).__name__}: {exc})" for sub, exc in failures)
+        super().__init__(names)
+        self.tidings_handler = failures[0][0].name
+        self.tidings_reason = error_reason(failures[0][1])
+        self.failures = failures
+
+
+class _Entry:
+    """The bus subscriptions sharing one transport subscription (one pattern and group)."""
+
+    __slots__ = ("group", "pattern", "ready", "sub", "subs")
+
+    def __init__(self, pattern: str, group: str | None) -> None:
+        self.pattern = pattern
+        self.group = group
+        self.subs: tuple[Subscription[Any], ...] = ()
+        self.sub: TransportSubscription | None = None
+        self.ready: asyncio.Task[None] | None = None
+
+
+class Remote:
+    """Connects a :class:`~tidings.Bus` to a :class:`~tidings.transports.Transport`."""
+
+    def __init__(self, bus: Bus, transport: Transport, clock: Any) -> None:
+        self.bus = bus
+        self.transport = transport
+        transport.clock = clock  # received times merge into the bus's clock
+        if transport.on_publish_error is None:
+            transport.on_publish_error = self._publish_failed
+        self._entries: dict[tuple[str, str | None], _Entry] = {}
+        self._lock = threading.Lock()
+        self._succeeded: OrderedDict[str, set[int]] = OrderedDict()
+        self._outbox: deque[Envelope[Any]] = deque()
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._pump: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False
+        self.publish_failures = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start the transport, the outbox and every subscription made so far."""
+        if not self._started:
+            self._loop = asyncio.get_running_loop()
+            await self.transport.start()
+            self._pump = asyncio.create_task(self._run_outbox(), name="tidings:outbox")
+            self._started = True
+            for entry in list(self._entries.values()):
+                self._open(entry)
+        await self.ready()
+
+    async def ready(self) -> None:
+        """Wait until every transport subscription asked for so far is live."""
+        pending = [e.ready for e in self._entries.values() if e.ready is not None]
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def aclose(self, timeout: float) -> None:
+        """Finish in-flight handlers, send the outbox, wait for acks, close the transport."""
+        if not self._started:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for entry in list(self._entries.values()):
+            if entry.ready is not None:
+                await asyncio.gather(entry.ready, return_exceptions=True)
+            if entry.sub is not None:
+                await entry.sub.cancel(max(deadline - loop.time(), 0.1))
+        if self._outbox:
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), max(deadline - loop.time(), 0.1))
+        unsent = len(self._outbox)
+        for env in self._outbox:
+            error = PublishError("the bus closed first", event_id=env.id, topic=env.topic)
+            self._publish_failed(env, error)
+        self._outbox.clear()
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        try:
+            await self.transport.flush(max(deadline - loop.time(), 0.1))
+        except TimeoutError:
+            logger.warning("bus closed with publishes still unacknowledged")
+        await self.transport.aclose(max(deadline - loop.time(), 0.1))
+        if unsent:
+            logger.error("bus closed with %d event(s) never sent", unsent)
+
+    # ------------------------------------------------------------------ subscribing
+
+    def subscribe(self, sub: Subscription[Any], group: str | None) -> None:
+        """Add ``sub`` to the transport subscription of its pattern and group."""
+        with self._lock:
+            key = (sub.pattern, group)
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = _Entry(sub.pattern, group)
+            entry.subs = tuple(sorted((*entry.subs, sub), key=lambda s: (-s.priority, s.id)))
+        if self._started and entry.sub is None and entry.ready is None:
+            self._call_in_loop(self._open, entry)
+
+    def unsubscribe(self, sub: Subscription[Any]) -> bool:
+        """Remove ``sub``, if it is carried here; the last one out ends the transport
+        subscription. Whether it was carried here."""
+        with self._lock:
+            for key, entry in list(self._entries.items()):
+                if sub in entry.subs:
+                    entry.subs = tuple(s for s in entry.subs if s is not sub)
+                    if not entry.subs:
+                        del self._entries[key]
+                        self._call_in_loop(self._close_entry, entry)
+                    return True
+        return False
+
+    def subscriptions(self) -> tuple[Subscription[Any], ...]:
+        """Every bus subscription carried by the transport."""
+        return tuple(s for e in self._entries.values() for s in e.subs)
+
+    def _open(self, entry: _Entry) -> None:
+        if entry.ready is None and entry.sub is None:
+            entry.ready = asyncio.get_running_loop().create_task(self._subscribe(entry))
+
+    async def _subscribe(self, entry: _Entry) -> None:
+        payload_type = next((s.event_type for s in entry.subs if s.event_type is not None), None)
+
+        async def deliver(message: Message) -> None:
+            await self._dispatch(entry, message)
+
+        entry.sub = await self.transport.subscribe(
+            entry.pattern,
+            deliver,
+            group=entry.group,
+            payload_type=payload_type,
+            name=entry.subs[0].name if len(entry.subs) == 1 else f"bus:{entry.pattern}",
+        )
+        entry.ready = None
+
+    def _close_entry(self, entry: _Entry) -> None:
+        async def close() -> None:
+            if entry.ready is not None:
+                await asyncio.gather(entry.ready, return_exceptions=True)
+            if entry.sub is not None:
+                await entry.sub.cancel()
+
+        if self._started:
+            asyncio.get_running_loop().create_task(close())
+
+    def _call_in_loop(self, func: Any, entry: _Entry) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            func(entry)
+        else:
+            loop.call_soon_threadsafe(func, entry)
+
+    # ------------------------------------------------------------------ delivering
+
+    async def _dispatch(self, entry: _Entry, message: Message) -> None:
+        env = message.envelope
+        payload_type = type(env.payload)
+        succeeded = self._succeeded.pop(env.id, None)
+        failures: list[tuple[Subscription[Any], BaseException]] = []
+        for sub in entry.subs:
+            if succeeded is not None and sub.id in succeeded:
+                continue
+            if not sub.active or not sub.matches(env.topic, payload_type):
+                continue
+            try:
+                if not sub.accepts(env):
+                    continue
+                result = sub.call(sub.argument(env))
+                if result is SKIP:
+                    continue
+                if sub.kind == TASK:
+                    await result
+            except Exception as exc:
+                failures.append((sub, exc))
+                continue
+            sub.record_delivered()
+            if succeeded is None:
+                succeeded = set()
+            succeeded.add(sub.id)
+        if not failures:
+            return
+        policy = entry.sub.policy if entry.sub is not None else self.transport.policy
+        final = message.attempt >= policy.max_deliver
+        for failed_sub, error in failures:
+            self.bus._failed(failed_sub, env, error, attempts=message.attempt, final=final)
+        if succeeded and not final:
+            self._succeeded[env.id] = succeeded
+            if len(self._succeeded) > _REMEMBERED:
+                self._succeeded.popitem(last=False)
+        raise HandlerFailedError(failures)
+
+    # ------------------------------------------------------------------ publishing
+
+    def send(self, env: Envelope[Any]) -> None:
+        """Queue ``env`` for the server (thread-safe); it is sent pipelined, in order."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise LoopNotRunningError(
+                "a bus with a transport publishes from asyncio: start it first with "
+                "'async with Bus(transport=...) as bus'"
+            )
+        if self.bus._loop_thread == threading.get_ident():
+            self._enqueue(env)
+        else:
+            loop.call_soon_threadsafe(self._enqueue, env)
+
+    def _enqueue(self, env: Envelope[Any]) -> None:
+        self._outbox.append(env)
+        self._drained.clear()
+        self._wake.set()
+
+    async def publish(self, env: Envelope[Any]) -> PublishAck:
+        """Send ``env`` and wait until the server stored it."""
+        if not self._started:
+            raise LoopNotRunningError(
+                "a bus with a transport must be started: 'async with Bus(transport=...)'"
+            )
+        await self.ready()
+        return await self.transport.publish(env)
+
+    async def _run_outbox(self) -> None:
+        outbox, wake, send = self._outbox, self._wake, self.transport.send
+        while True:
+            while outbox:
+                env = outbox.popleft()
+                try:
+                    await send(env)
+                except Exception as exc:
+                    self._publish_failed(env, exc)
+            self._drained.set()
+            wake.clear()
+            await wake.wait()
+
+    def _publish_failed(self, env: Envelope[Any], exc: BaseException) -> None:
+        self.publish_failures += 1
+        logger.error("event %s on %r was not published: %s", env.id, env.topic, exc)

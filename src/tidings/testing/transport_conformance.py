@@ -1,0 +1,572 @@
+"""One conformance suite every :class:`~tidings.transports.Transport` must pass.
+
+Subclass :class:`TransportConformance` in a test module and provide the
+``transport_factory`` fixture: a callable that returns a new, unstarted transport (standing
+for one process) connected to the same backend as every other transport it returns, and
+isolated from other tests. Keyword arguments it receives (``policy=``, ``structured=``)
+go to the transport's constructor. Needs pytest and pytest-asyncio::
+
+    from tidings.testing.transport_conformance import TransportConformance
+
+    class TestMyTransport(TransportConformance):
+        @pytest.fixture
+        def transport_factory(self):
+            broker = MemoryBroker()
+            return lambda **options: MemoryTransport(broker, **options)
+
+Every wait in the suite has a timeout; nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tidings.clock import HybridClock
+from tidings.event import Envelope, event
+from tidings.exceptions import TransportClosedError
+from tidings.transports.base import (
+    DeadLetterRecord,
+    DeliveryPolicy,
+    Message,
+    Transport,
+)
+
+__all__ = ("Collector", "TransportConformance", "TransportFactory")
+
+TransportFactory = Callable[..., Transport]
+"""``factory(**options) -> Transport``: a new unstarted transport on the test's backend."""
+
+TIMEOUT = 15.0
+"""The longest any single wait of the suite takes before failing."""
+
+FAST = DeliveryPolicy(max_deliver=3, ack_wait=2.0, backoff=0.05, backoff_max=0.5)
+
+
+@event("conformance.order")
+@dataclass(frozen=True)
+class ConformanceOrder:
+    """The event class the suite publishes."""
+
+    order_id: str
+    amount: float
+
+
+class Collector:
+    """An async message handler that records what it gets and lets tests wait for it."""
+
+    def __init__(self, fail: Callable[[Message], bool] | None = None) -> None:
+        self.messages: list[Message] = []
+        self.times: list[float] = []
+        self._fail = fail
+        self._changed = asyncio.Event()
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+        self.times.append(time.monotonic())
+        self._changed.set()
+        if self._fail is not None and self._fail(message):
+            raise RuntimeError(f"refusing {message.envelope.id}")
+
+    @property
+    def ids(self) -> list[str]:
+        """The event ids received, redeliveries included, in order."""
+        return [m.envelope.id for m in self.messages]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+        """Wait until ``predicate()`` holds, re-checking after every message.
+
+        Raises:
+            TimeoutError: if it does not hold within ``timeout`` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"condition not met within {timeout}s ({len(self.messages)} messages)"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def wait_count(self, count: int, timeout: float = TIMEOUT) -> None:
+        """Wait until at least ``count`` messages arrived."""
+        await self.wait_for(lambda: len(self.messages) >= count, timeout)
+
+
+class _Records:
+    def __init__(self) -> None:
+        self.records: list[DeadLetterRecord] = []
+        self.changed = asyncio.Event()
+
+    async def __call__(self, record: DeadLetterRecord) -> None:
+        self.records.append(record)
+        self.changed.set()
+
+    async def wait_count(self, count: int, timeout: float = TIMEOUT) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.records) < count:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"{len(self.records)} dead letters, expected {count}")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
+
+
+def make_envelope(
+    clock: HybridClock,
+    order_id: str,
+    *,
+    key: str | None = None,
+    topic: str = "conformance.order",
+    headers: dict[str, str] | None = None,
+) -> Envelope[ConformanceOrder]:
+    """A fresh envelope of :class:`ConformanceOrder` stamped by ``clock``."""
+    return Envelope(
+        topic,
+        ConformanceOrder(order_id, float(len(order_id))),
+        clock.now(),
+        key,
+        "conformance",
+        headers if headers is not None else {},
+        None,
+        clock.node,
+    )
+
+
+class TransportConformance:
+    """The transport conformance suite; see the module docstring."""
+
+    pytestmark = pytest.mark.asyncio
+
+    @pytest.fixture
+    def transport_factory(self) -> TransportFactory:
+        raise NotImplementedError("define the transport_factory fixture in your subclass")
+
+    @pytest.fixture
+    async def open_transport(
+        self, transport_factory: TransportFactory
+    ) -> AsyncIterator[Callable[..., Any]]:
+        """``await open_transport(**options)``: a started transport, closed after the test."""
+        opened: list[Transport] = []
+
+        async def open_one(**options: Any) -> Transport:
+            transport = transport_factory(**options)
+            await asyncio.wait_for(transport.start(), TIMEOUT)
+            opened.append(transport)
+            return transport
+
+        yield open_one
+        for transport in reversed(opened):
+            await asyncio.wait_for(transport.aclose(timeout=5.0), TIMEOUT)
+
+    # ------------------------------------------------------------------ publish and receive
+
+    async def test_envelope_round_trip(self, open_transport: Callable[..., Any]) -> None:
+        transport: Transport = await open_transport()
+        got = Collector()
+        await transport.subscribe("conformance.>", got)
+        clock = HybridClock()
+        sent = make_envelope(clock, "o-1", key="k1", headers={"traceparent": "00-ab-cd-01"})
+        ack = await transport.publish(sent)
+        assert ack.sequence >= 1
+        assert not ack.duplicate
+        await got.wait_count(1)
+        [message] = got.messages
+        received = message.envelope
+        assert message.attempt == 1
+        assert received.id == sent.id
+        assert received.topic == sent.topic
+        assert received.time == sent.time
+        assert received.key == "k1"
+        assert received.source == "conformance"
+        assert received.payload == sent.payload
+        assert isinstance(received.payload, ConformanceOrder)
+        assert dict(received.headers) == {"traceparent": "00-ab-cd-01"}
+
+    async def test_structured_mode_round_trip(self, open_transport: Callable[..., Any]) -> None:
+        publisher: Transport = await open_transport(structured=True)
+        consumer: Transport = await open_transport()
+        got = Collector()
+        await consumer.subscribe("conformance.order", got)
+        sent = make_envelope(HybridClock(), "o-2", key="k", headers={"traceparent": "00-x-y-01"})
+        await publisher.publish(sent)
+        await got.wait_count(1)
+        received = got.messages[0].envelope
+        assert (received.id, received.time, received.key, received.payload) == (
+            sent.id,
+            sent.time,
+            "k",
+            sent.payload,
+        )
+        assert received.headers.get("traceparent") == "00-x-y-01"
+
+    async def test_pattern_selects_topics(self, open_transport: Callable[..., Any]) -> None:
+        transport: Transport = await open_transport()
+        star, tail = Collector(), Collector()
+        await transport.subscribe("conformance.a.*", star)
+        await transport.subscribe("conformance.>", tail)
+        clock = HybridClock()
+        for topic in ("conformance.a.x", "conformance.b.x", "conformance.a.x.y"):
+            await transport.publish(make_envelope(clock, topic, topic=topic))
+        await tail.wait_count(3)
+        assert [m.envelope.topic for m in star.messages] == ["conformance.a.x"]
+
+    async def test_pipelined_sends_are_all_acknowledged(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        transport: Transport = await open_transport()
+        got = Collector()
+        await transport.subscribe("conformance.>", got)
+        clock = HybridClock()
+        sent = [make_envelope(clock, f"p-{i}") for i in range(300)]
+        futures = [await transport.send(env) for env in sent]
+        assert await transport.flush(TIMEOUT) == 0
+        sequences = [future.result().sequence for future in futures]
+        assert sequences == sorted(sequences)
+        assert len(set(sequences)) == 300
+        await got.wait_count(300)
+        assert got.ids == [env.id for env in sent]
+
+    async def test_duplicate_publish_is_dropped(self, open_transport: Callable[..., Any]) -> None:
+        transport: Transport = await open_transport()
+        if not transport.features.dedup:
+            pytest.skip("transport does not deduplicate")
+        got = Collector()
+        await transport.subscribe("conformance.>", got)
+        clock = HybridClock()
+        first = make_envelope(clock, "dup")
+        await transport.publish(first)
+        again = await transport.publish(first)
+        assert again.duplicate
+        await transport.publish(make_envelope(clock, "after"))
+        await got.wait_count(2)
+        assert [m.envelope.payload.order_id for m in got.messages] == ["dup", "after"]
+
+    # ------------------------------------------------------------------ fan-out and groups
+
+    async def test_every_ungrouped_subscription_gets_every_event(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        one: Transport = await open_transport()
+        two: Transport = await open_transport()
+        a, b = Collector(), Collector()
+        await one.subscribe("conformance.>", a)
+        await two.subscribe("conformance.>", b)
+        clock = HybridClock()
+        for i in range(20):
+            await one.publish(make_envelope(clock, f"f-{i}"))
+        await a.wait_count(20)
+        await b.wait_count(20)
+        assert a.ids == b.ids
+
+    async def test_group_members_share_the_events(self, open_transport: Callable[..., Any]) -> None:
+        one: Transport = await open_transport()
+        if not one.features.groups:
+            pytest.skip("transport has no groups")
+        two: Transport = await open_transport()
+        a, b = Collector(), Collector()
+        policy = DeliveryPolicy(prefetch=4)
+        await one.subscribe("conformance.>", a, group="workers", policy=policy)
+        await two.subscribe("conformance.>", b, group="workers", policy=policy)
+        clock = HybridClock()
+        sent = [make_envelope(clock, f"g-{i}") for i in range(200)]
+        for env in sent:
+            await one.send(env)
+        assert await one.flush(TIMEOUT) == 0
+        await a.wait_for(lambda: len(a.messages) + len(b.messages) >= 200)
+        assert sorted(a.ids + b.ids) == sorted(e.id for e in sent)
+        assert not set(a.ids) & set(b.ids)
+
+    # ------------------------------------------------------------------ failures
+
+    async def test_failing_event_is_retried_with_backoff_then_dead_lettered(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        transport: Transport = await open_transport()
+        policy = DeliveryPolicy(max_deliver=3, ack_wait=5.0, backoff=0.1, backoff_max=1.0)
+        got = Collector(fail=lambda m: m.envelope.payload.order_id == "poison")
+        await transport.subscribe("conformance.>", got, policy=policy, name="poison.handler")
+        dead = _Records()
+        await transport.subscribe_dead_letters(dead)
+        clock = HybridClock()
+        await transport.publish(make_envelope(clock, "poison"))
+        for i in range(5):
+            await transport.publish(make_envelope(clock, f"ok-{i}"))
+        await dead.wait_count(1)
+        [record] = dead.records
+        assert record.envelope is not None
+        assert record.reason == "RuntimeError: refusing " + record.envelope.id
+        assert record.handler == "poison.handler"
+        assert record.attempts == 3
+        assert record.topic == "conformance.order"
+        assert record.envelope.payload == ConformanceOrder("poison", 6.0)
+        poison = [
+            (m.attempt, t)
+            for m, t in zip(got.messages, got.times, strict=True)
+            if m.envelope.payload.order_id == "poison"
+        ]
+        assert [attempt for attempt, _ in poison] == [1, 2, 3]
+        gaps = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(poison)]
+        assert gaps[0] >= 0.1 * 0.9
+        assert gaps[1] >= 0.2 * 0.9
+        handled = {m.envelope.payload.order_id for m in got.messages}
+        assert {f"ok-{i}" for i in range(5)} <= handled
+
+    async def test_undecodable_message_is_dead_lettered_and_consumer_goes_on(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        transport: Transport = await open_transport()
+        if not transport.features.raw_publish:
+            pytest.skip("transport cannot publish raw bytes")
+        got = Collector()
+        await transport.subscribe("conformance.>", got, policy=FAST)
+        dead = _Records()
+        await transport.subscribe_dead_letters(dead)
+        await transport.publish_raw("conformance.order", b"\xff not json {")
+        await transport.publish_raw("conformance.order", b'{"order_id": 7}')
+        clock = HybridClock()
+        await transport.publish(make_envelope(clock, "fine"))
+        await got.wait_count(1)
+        await dead.wait_count(2)
+        assert [m.envelope.payload.order_id for m in got.messages] == ["fine"]
+        for record in dead.records:
+            assert record.handler == "tidings.decode"
+            assert record.attempts == 1
+            assert record.envelope is None
+            assert record.reason.startswith("DecodeError: cannot decode the body")
+        assert dead.records[0].body == b"\xff not json {"
+        assert "ConformanceOrder" in dead.records[1].reason
+
+    async def test_plain_json_from_a_foreign_client_is_accepted(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        transport: Transport = await open_transport()
+        if not transport.features.raw_publish:
+            pytest.skip("transport cannot publish raw bytes")
+        got = Collector()
+        await transport.subscribe("conformance.>", got)
+        await transport.publish_raw(
+            "conformance.order",
+            b'{"order_id": "go-1", "amount": 2.5}',
+            {"ce-specversion": "1.0", "ce-id": "go-1", "ce-source": "go-client"},
+        )
+        await got.wait_count(1)
+        received = got.messages[0].envelope
+        assert received.id == "go-1"
+        assert received.source == "go-client"
+        assert received.payload == ConformanceOrder("go-1", 2.5)
+
+    async def test_explicit_settlement(self, open_transport: Callable[..., Any]) -> None:
+        transport: Transport = await open_transport()
+
+        async def handler(message: Message) -> None:
+            await got(message)
+            name = message.envelope.payload.order_id
+            if name == "nak" and message.attempt == 1:
+                await message.nak(0.05)
+            elif name == "term":
+                await message.term()
+
+        got = Collector()
+        await transport.subscribe("conformance.>", handler, policy=FAST)
+        clock = HybridClock()
+        for name in ("nak", "term", "last"):
+            await transport.publish(make_envelope(clock, name))
+        await got.wait_for(
+            lambda: [m.envelope.payload.order_id for m in got.messages].count("nak") == 2
+        )
+        attempts = [(m.envelope.payload.order_id, m.attempt) for m in got.messages]
+        assert ("nak", 2) in attempts
+        assert [a for a in attempts if a[0] == "term"] == [("term", 1)]
+
+    async def test_unsettled_event_is_redelivered_after_ack_wait(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        stuck: Transport = await open_transport()
+        if not stuck.features.redelivery or not stuck.features.groups:
+            pytest.skip("transport has no redelivery")
+        rescuer: Transport = await open_transport()
+        release = asyncio.Event()
+        policy = DeliveryPolicy(ack_wait=1.0, heartbeats=False, prefetch=1)
+        hung = Collector()
+
+        async def hang(message: Message) -> None:
+            await hung(message)
+            await release.wait()
+
+        await stuck.subscribe("conformance.>", hang, group="redeliver", policy=policy)
+        clock = HybridClock()
+        await stuck.publish(make_envelope(clock, "slow"))
+        await hung.wait_count(1)
+        rescued = Collector()
+        await rescuer.subscribe("conformance.>", rescued, group="redeliver", policy=policy)
+        await rescued.wait_count(1, timeout=TIMEOUT)
+        assert rescued.messages[0].attempt == 2
+        assert rescued.messages[0].envelope.id == hung.messages[0].envelope.id
+        release.set()
+
+    async def test_heartbeats_keep_a_long_handler_from_redelivery(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        one: Transport = await open_transport()
+        two: Transport = await open_transport()
+        policy = DeliveryPolicy(ack_wait=1.0, prefetch=1)
+        got = Collector()
+        finished = asyncio.Event()
+
+        async def slow(message: Message) -> None:
+            await got(message)
+            if message.envelope.payload.order_id == "long":
+                await asyncio.sleep(2.5)  # the handler's work: it outlives ack_wait
+                finished.set()
+
+        await one.subscribe("conformance.>", slow, group="beats", policy=policy)
+        await two.subscribe("conformance.>", slow, group="beats", policy=policy)
+        clock = HybridClock()
+        await one.publish(make_envelope(clock, "long"))
+        await asyncio.wait_for(finished.wait(), TIMEOUT)
+        await one.publish(make_envelope(clock, "marker"))
+        await got.wait_for(lambda: got.messages[-1].envelope.payload.order_id == "marker")
+        assert [m.envelope.payload.order_id for m in got.messages] == ["long", "marker"]
+
+    # ------------------------------------------------------------------ flow and order
+
+    async def test_prefetch_bounds_unacknowledged_messages(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        transport: Transport = await open_transport()
+        gate = asyncio.Event()
+        got = Collector()
+
+        async def gated(message: Message) -> None:
+            await got(message)
+            await gate.wait()
+
+        policy = DeliveryPolicy(prefetch=4, workers=2)
+        sub = await transport.subscribe("conformance.>", gated, policy=policy)
+        clock = HybridClock()
+        for i in range(40):
+            await transport.send(make_envelope(clock, f"b-{i}", key=str(i % 2)))
+        assert await transport.flush(TIMEOUT) == 0
+        await got.wait_count(1)  # both keys may share a worker: one handler runs at least
+        assert sub.stats().in_memory <= 4
+        gate.set()
+        await got.wait_count(40)
+        stats = sub.stats()
+        assert stats.max_in_memory <= 4
+        assert stats.delivered == 40
+
+    async def test_order_per_key_with_several_workers(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        transport: Transport = await open_transport()
+        if not transport.features.ordered_per_key:
+            pytest.skip("transport does not order per key")
+        got = Collector()
+
+        async def jittery(message: Message) -> None:
+            if int(message.envelope.payload.order_id.split("-")[2]) % 3 == 0:
+                await asyncio.sleep(0)  # let other workers interleave
+            await got(message)
+
+        policy = DeliveryPolicy(workers=4, prefetch=64)
+        await transport.subscribe("conformance.>", jittery, policy=policy)
+        clock = HybridClock()
+        for i in range(200):
+            await transport.send(make_envelope(clock, f"k{i % 5}-n-{i}", key=f"k{i % 5}"))
+        assert await transport.flush(TIMEOUT) == 0
+        await got.wait_count(200)
+        for key in (f"k{j}" for j in range(5)):
+            numbers = [
+                int(m.envelope.payload.order_id.split("-")[2])
+                for m in got.messages
+                if m.envelope.key == key
+            ]
+            assert numbers == sorted(numbers)
+            assert len(numbers) == 40
+
+    async def test_received_times_merge_into_the_clock(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        local = HybridClock()
+        transport: Transport = await open_transport()
+        transport_clock = transport.clock
+        got = Collector()
+        sub = await transport.subscribe("conformance.>", got)
+        ahead = HybridClock(wall=lambda: time.time_ns() + 200_000_000)  # 0.2 s ahead
+        sent = make_envelope(ahead, "ahead")
+        await transport.publish(sent)
+        far = time.time_ns() + 3600 * 10**9
+        await transport.publish(
+            Envelope("conformance.order", ConformanceOrder("far", 1.0), far, None, "x", {}, "far-1")
+        )
+        await got.wait_count(2)
+        assert transport_clock.now() > sent.time
+        assert sub.stats().clock_skew == 1
+        assert [m.envelope.id for m in got.messages] == [sent.id, "far-1"]
+        assert local.now() > 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def test_cancel_stops_delivery(self, open_transport: Callable[..., Any]) -> None:
+        transport: Transport = await open_transport()
+        got, other = Collector(), Collector()
+        sub = await transport.subscribe("conformance.>", got)
+        await transport.subscribe("conformance.>", other)
+        clock = HybridClock()
+        await transport.publish(make_envelope(clock, "before"))
+        await got.wait_count(1)
+        await sub.cancel()
+        await sub.cancel()
+        await transport.publish(make_envelope(clock, "after"))
+        await other.wait_count(2)
+        assert got.ids == other.ids[:1]
+
+    async def test_aclose_finishes_in_flight_handlers_and_acks(
+        self, transport_factory: TransportFactory, open_transport: Callable[..., Any]
+    ) -> None:
+        closing: Transport = transport_factory()
+        await closing.start()
+        started, release = asyncio.Event(), asyncio.Event()
+        finished: list[str] = []
+
+        async def slow(message: Message) -> None:
+            started.set()
+            await release.wait()
+            finished.append(message.envelope.id)
+
+        policy = DeliveryPolicy(ack_wait=1.0)
+        sub = await closing.subscribe("conformance.>", slow, group="closing", policy=policy)
+        clock = HybridClock()
+        sent = make_envelope(clock, "in-flight")
+        await closing.publish(sent)
+        await asyncio.wait_for(started.wait(), TIMEOUT)
+        close = asyncio.create_task(closing.aclose(timeout=TIMEOUT))
+        await asyncio.sleep(0)
+        assert not close.done()
+        release.set()
+        await asyncio.wait_for(close, TIMEOUT)
+        assert finished == [sent.id]
+        assert sub.stats().acked == 1
+        with pytest.raises(TransportClosedError):
+            await closing.publish(make_envelope(clock, "late"))
+        # The group does not get the finished event again; the next one it does.
+        other: Transport = await open_transport()
+        got = Collector()
+        await other.subscribe("conformance.>", got, group="closing", policy=policy)
+        marker = make_envelope(clock, "marker")
+        await other.publish(marker)
+        await got.wait_count(1)
+        assert got.ids == [marker.id]

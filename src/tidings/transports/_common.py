@@ -1,0 +1,301 @@
+"""What the subject-based transports share: subject names, decoding, dead-letter messages."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+from tidings.clock import HybridClock
+from tidings.dead_letter import DEAD_LETTER_TOPIC
+from tidings.event import Envelope, event_type_for
+from tidings.exceptions import DecodeError, InvalidTopicError
+from tidings.subscription import handler_name
+from tidings.topics import validate_pattern, validate_topic
+from tidings.transports._consumer import Consumer
+from tidings.transports.base import (
+    DeadLetterRecord,
+    DeliveryPolicy,
+    Message,
+    MessageHandler,
+    Transport,
+    TransportSubscription,
+)
+from tidings.transports.wire import (
+    DEAD_ATTEMPTS,
+    DEAD_HANDLER,
+    DEAD_REASON,
+    DEAD_SEQUENCE,
+    DEAD_SUBJECT,
+    MSG_ID,
+    decode_envelope,
+)
+
+__all__ = (
+    "SubjectTransport",
+    "Subjects",
+    "dead_letter_message",
+    "make_dead_decoder",
+    "make_decoder",
+)
+
+
+class Subjects:
+    """Maps topics to subjects under ``prefix`` and dead letters under ``dead_prefix``.
+
+    Raises:
+        ValueError: if a prefix is empty, malformed, or one contains the other.
+    """
+
+    __slots__ = ("_cut", "_dead_cut", "dead_prefix", "prefix")
+
+    def __init__(self, prefix: str, dead_prefix: str | None = None) -> None:
+        dead_prefix = f"{prefix}-dead" if dead_prefix is None else dead_prefix
+        for name, value in (("prefix", prefix), ("dead_letter_prefix", dead_prefix)):
+            try:
+                validate_topic(value)
+            except InvalidTopicError as exc:
+                raise ValueError(f"{name} {value!r} is not a valid subject prefix: {exc}") from None
+        if (
+            prefix == dead_prefix
+            or dead_prefix.startswith(prefix + ".")
+            or prefix.startswith(dead_prefix + ".")
+        ):
+            raise ValueError(
+                f"the dead-letter prefix {dead_prefix!r} must not overlap the prefix {prefix!r}"
+            )
+        self.prefix = prefix
+        self.dead_prefix = dead_prefix
+        self._cut = len(prefix) + 1
+        self._dead_cut = len(dead_prefix) + 1
+
+    def subject(self, topic: str) -> str:
+        """The subject events on ``topic`` travel on."""
+        return f"{self.prefix}.{topic}"
+
+    def filter(self, pattern: str) -> str:
+        """The subject filter of a topic pattern."""
+        return f"{self.prefix}.{validate_pattern(pattern)}"
+
+    def topic(self, subject: str) -> str:
+        """The topic of an event subject."""
+        return subject[self._cut :]
+
+    def dead_subject(self, subject: str) -> str:
+        """The dead-letter subject for a message that arrived on ``subject``."""
+        return f"{self.dead_prefix}.{subject[self._cut :]}"
+
+    def dead_filter(self, pattern: str) -> str:
+        """The subject filter of the dead letters of a topic pattern."""
+        return f"{self.dead_prefix}.{validate_pattern(pattern)}"
+
+    def dead_topic(self, subject: str) -> str:
+        """The original topic of a dead-letter subject."""
+        return subject[self._dead_cut :]
+
+    def stream_subjects(self) -> list[str]:
+        """The subjects a stream must capture."""
+        return [f"{self.prefix}.>", f"{self.dead_prefix}.>"]
+
+
+def make_decoder(
+    subjects: Subjects,
+    payload_type: type | None,
+    clock: HybridClock,
+    stream: str,
+    meta: Callable[[Any], tuple[int, int]],
+) -> Callable[[Any], Envelope[Any]]:
+    """A function turning a raw message (``subject``, ``headers``, ``data``) into an envelope.
+
+    The payload class is ``payload_type``, else the class registered for the topic.
+    """
+    topic_of_subject = subjects.topic
+    types: dict[str, type | None] = {}
+
+    def decode(raw: Any) -> Envelope[Any]:
+        subject: str = raw.subject
+        topic = topic_of_subject(subject)
+        target = payload_type
+        if target is None:
+            try:
+                target = types[topic]
+            except KeyError:
+                target = types[topic] = event_type_for(topic)
+        return decode_envelope(
+            topic,
+            raw.headers,
+            raw.data,
+            target,
+            subject=subject,
+            fallback_id=lambda: f"{stream}-{meta(raw)[1]}",
+            fallback_time=clock.now,
+        )
+
+    return decode
+
+
+def make_dead_decoder(
+    subjects: Subjects, clock: HybridClock, stream: str, meta: Callable[[Any], tuple[int, int]]
+) -> Callable[[Any], Envelope[DeadLetterRecord]]:
+    """A function reading a dead-letter message into an envelope of :class:`DeadLetterRecord`."""
+
+    def decode(raw: Any) -> Envelope[DeadLetterRecord]:
+        headers: Mapping[str, str] = raw.headers or {}
+        subject = headers.get(DEAD_SUBJECT) or subjects.subject(subjects.dead_topic(raw.subject))
+        topic = subjects.topic(subject)
+        try:
+            original: Envelope[Any] | None = decode_envelope(
+                topic,
+                headers,
+                raw.data,
+                event_type_for(topic),
+                subject=subject,
+                fallback_id=f"{stream}-{headers.get(DEAD_SEQUENCE, '0')}",
+                fallback_time=0,
+            )
+        except DecodeError:
+            original = None
+        try:
+            attempts = int(headers.get(DEAD_ATTEMPTS, "0"))
+            sequence = int(headers.get(DEAD_SEQUENCE, "0"))
+        except ValueError:
+            raise DecodeError(
+                f"dead letter on {raw.subject} has malformed tidings-dead-* headers",
+                subject=raw.subject,
+            ) from None
+        record = DeadLetterRecord(
+            topic=topic,
+            reason=headers.get(DEAD_REASON, ""),
+            handler=headers.get(DEAD_HANDLER, ""),
+            attempts=attempts,
+            subject=subject,
+            sequence=sequence,
+            body=bytes(raw.data),
+            headers=dict(headers),
+            envelope=original,
+        )
+        return Envelope(
+            DEAD_LETTER_TOPIC,
+            record,
+            clock.now(),
+            None,
+            "tidings",
+            _id=f"{stream}-dead-{meta(raw)[1]}",
+        )
+
+    return decode
+
+
+def dead_letter_message(
+    subjects: Subjects,
+    raw: Any,
+    sequence: int,
+    reason: str,
+    handler: str,
+    attempts: int,
+    consumer: str,
+) -> tuple[str, dict[str, str], bytes]:
+    """The subject, headers and body that dead-letter ``raw``.
+
+    The original headers and body are kept; ``Nats-Msg-Id`` becomes
+    ``dead-<consumer>-<sequence>`` so that retrying a dead-lettering stores it once.
+    """
+    headers = dict(raw.headers or {})
+    headers[DEAD_REASON] = reason
+    headers[DEAD_HANDLER] = handler
+    headers[DEAD_ATTEMPTS] = str(attempts)
+    headers[DEAD_SUBJECT] = raw.subject
+    headers[DEAD_SEQUENCE] = str(sequence)
+    headers[MSG_ID] = f"dead-{consumer}-{sequence}"
+    return subjects.dead_subject(raw.subject), headers, bytes(raw.data)
+
+
+class SubjectTransport(Transport):
+    """The subscribing side of transports that map topics to subjects of one stream.
+
+    Subclasses set ``subjects``, ``policy``, ``clock`` and ``stream_name`` and implement
+    :meth:`_open` and :meth:`_consume`.
+    """
+
+    subjects: Subjects
+    policy: DeliveryPolicy
+    stream_name: str
+
+    @abc.abstractmethod
+    def _meta(self, raw: Any) -> tuple[int, int]:
+        """``(delivery attempt, stream sequence)`` of a raw message."""
+
+    @abc.abstractmethod
+    def _open(self) -> None:
+        """Raise :class:`~tidings.TransportClosedError` unless started and not closing."""
+
+    @abc.abstractmethod
+    async def _consume(
+        self,
+        pattern: str,
+        subject_filter: str,
+        handler: MessageHandler,
+        group: str | None,
+        policy: DeliveryPolicy,
+        decode: Callable[[Any], Envelope[Any]],
+        name: str,
+        *,
+        dead: bool,
+    ) -> Consumer:
+        """Create the server-side consumer and start a :class:`Consumer` on it."""
+
+    async def subscribe(
+        self,
+        pattern: str,
+        handler: MessageHandler,
+        *,
+        group: str | None = None,
+        policy: DeliveryPolicy | None = None,
+        payload_type: type | None = None,
+        name: str | None = None,
+    ) -> TransportSubscription:
+        self._open()
+        policy = policy if policy is not None else self.policy
+        subject_filter = self.subjects.filter(pattern)
+        decode = make_decoder(self.subjects, payload_type, self.clock, self.stream_name, self._meta)
+        return await self._consume(
+            pattern,
+            subject_filter,
+            handler,
+            group,
+            policy,
+            decode,
+            name or handler_name(handler),
+            dead=False,
+        )
+
+    async def subscribe_dead_letters(
+        self,
+        handler: Callable[[DeadLetterRecord], Awaitable[object]],
+        *,
+        pattern: str = ">",
+        group: str | None = None,
+        start: Literal["new", "all"] = "all",
+    ) -> TransportSubscription:
+        self._open()
+
+        async def deliver(message: Message) -> None:
+            await handler(message.envelope.payload)
+
+        policy = DeliveryPolicy(
+            max_deliver=self.policy.max_deliver,
+            ack_wait=self.policy.ack_wait,
+            backoff=self.policy.backoff,
+            start=start,
+        )
+        decode = make_dead_decoder(self.subjects, self.clock, self.stream_name, self._meta)
+        return await self._consume(
+            DEAD_LETTER_TOPIC,
+            self.subjects.dead_filter(pattern),
+            deliver,
+            group,
+            policy,
+            decode,
+            handler_name(handler),
+            dead=True,
+        )

@@ -1,0 +1,903 @@
+"""The NATS JetStream transport (``pip install 'tidings[nats]'``).
+
+Topics map one to one to subjects under a prefix (``orders.placed`` travels on
+``tidings.orders.placed``); one stream captures them and the dead letters. The wire format,
+CloudEvents 1.0 in binary mode over NATS headers, is documented in
+:mod:`tidings.transports.wire` and ``docs/wire-format.md``.
+
+Publishing: every publish carries ``Nats-Msg-Id`` = the event id, so the server drops a
+duplicate within the stream's duplicate window and retrying is safe. :meth:`publish` waits
+for the server's ack; :meth:`send` pipelines, with at most ``window`` publishes
+unacknowledged. An unacknowledged publish is re-sent every ``ack_timeout`` seconds (through
+reconnects, leader elections and server restarts) until ``publish_timeout``; only then is
+it reported as failed: raised by :meth:`publish`, or given to ``on_publish_error`` (logged by
+default) and set on the future by :meth:`send`.
+
+Consuming: a subscription is a JetStream pull consumer with explicit acks. Without a group
+each subscription has its own consumer (deleted when it ends, or by the server after
+``inactive_threshold`` when its process died), so every process gets every event. With
+``group="name"`` the subscriptions of all processes share one durable consumer, replicated
+like the stream: competing consumers. The delivery policy (ack after success, nak with
+exponential backoff, dead letters after ``max_deliver``, heartbeats, bounded prefetch, order
+per key) is :mod:`tidings.transports.base`'s. The server never stops redelivering on its own
+(``max_deliver=-1`` on the consumer): giving up is always a stored dead letter, never a
+silent drop.
+
+Resilience: the client reconnects forever (every server of the cluster is tried); fetching
+resumes after a reconnect; a consumer lost with its server is recreated, an ungrouped one
+from the sequence after the last one it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import itertools
+import logging
+import re
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+try:
+    import nats
+    import nats.errors
+    import nats.js.errors
+    from nats.aio.client import Client as _NatsClient
+    from nats.aio.msg import Msg as _NatsMsg
+    from nats.js import api as _api
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "tidings.transports.nats needs nats-py: install it with pip install 'tidings[nats]'"
+    ) from exc
+
+import contextlib
+
+from tidings.clock import HybridClock
+from tidings.event import Envelope
+from tidings.exceptions import (
+    PublishError,
+    StreamConfigError,
+    TransportClosedError,
+    TransportUnavailableError,
+)
+from tidings.topics import validate_topic
+from tidings.transports._common import Subjects, SubjectTransport, dead_letter_message
+from tidings.transports._consumer import Consumer
+from tidings.transports.base import (
+    DeliveryPolicy,
+    MessageHandler,
+    PublishAck,
+    PublishErrorHook,
+    TransportFeatures,
+)
+from tidings.transports.wire import encode_envelope
+
+__all__ = ("NatsTransport", "StreamSettings")
+
+logger = logging.getLogger("tidings.transports.nats")
+
+_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """The JetStream stream the transport creates, or checks when it exists.
+
+    Attributes:
+        name: the stream's name.
+        retention: ``"limits"`` (keep until the limits below; every group and process can
+            read), ``"interest"`` (drop once every consumer acked) or ``"workqueue"``
+            (drop once acked; allows one group per subject).
+        replicas: copies kept in a cluster (1, 3 or 5; 3 survives one dead node).
+        storage: ``"file"`` (survives restarts) or ``"memory"``.
+        duplicate_window: seconds during which a repeated ``Nats-Msg-Id`` is dropped.
+        max_age: seconds to keep events (``None``: no limit).
+        max_bytes: bytes to keep (``None``: no limit).
+        create: create the stream when it is missing; ``False`` requires it to exist.
+    """
+
+    name: str = "TIDINGS"
+    retention: Literal["limits", "interest", "workqueue"] = "limits"
+    replicas: int = 1
+    storage: Literal["file", "memory"] = "file"
+    duplicate_window: float = 120.0
+    max_age: float | None = None
+    max_bytes: int | None = None
+    create: bool = True
+
+
+class _Ack(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_Ack).decode
+
+
+class _Pending:
+    """One unacknowledged publish."""
+
+    __slots__ = (
+        "body",
+        "deadline",
+        "envelope",
+        "event_id",
+        "future",
+        "headers",
+        "report",
+        "resend_at",
+        "subject",
+    )
+
+    def __init__(
+        self,
+        subject: str,
+        headers: Any,
+        body: bytes,
+        envelope: Envelope[Any] | None,
+        future: asyncio.Future[PublishAck],
+        deadline: float,
+        resend_at: float,
+        report: bool,
+    ) -> None:
+        self.subject = subject
+        self.headers = headers
+        self.event_id = "?"
+        self.body = body
+        self.envelope = envelope
+        self.future = future
+        self.deadline = deadline
+        self.resend_at = resend_at
+        self.report = report
+
+
+_HEADER_LINE = re.compile(rb"^[ \t]*([!-9;-~]+)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.MULTILINE)
+
+
+def _parse_header_lines(raw: bytes) -> dict[str, str]:
+    """nats-py's header parser, same results for well-formed headers, in one regex pass.
+
+    Lines whose name is empty, holds whitespace or is not ASCII are skipped, as nats-py does.
+    """
+    return {
+        name.decode("ascii"): value.decode("utf-8", "replace")
+        for name, value in _HEADER_LINE.findall(raw)
+    }
+
+
+class _HeaderBlock(bytes):
+    """Headers already in NATS wire form: ``NATS/1.0``, ``Name: value`` lines, a blank line."""
+
+    __slots__ = ()
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+
+
+def _header_block(headers: dict[str, str]) -> _HeaderBlock:
+    """``headers`` encoded once, as nats-py would (newlines in values become spaces).
+
+    Raises:
+        ValueError: if a header name is not a valid NATS header name.
+    """
+    lines = ["NATS/1.0"]
+    for name, value in headers.items():
+        if _HEADER_NAME.fullmatch(name) is None:
+            raise ValueError(f"{name!r} is not a valid NATS header name")
+        if "\r" in value or "\n" in value:
+            value = value.translate(_NEWLINES)
+        lines.append(f"{name}: {value.strip()}")
+    lines.append("\r\n")
+    return _HeaderBlock("\r\n".join(lines).encode())
+
+
+class _Client(_NatsClient):
+    """The nats-py client, faster at what tidings does most: headers.
+
+    It parses headers in one regex pass, and sends a :class:`_HeaderBlock` as it is, where
+    nats-py would check, clean and encode every header of every publish (and re-sends).
+    """
+
+    _parse_header_lines = staticmethod(_parse_header_lines)
+
+    async def _send_publish(
+        self, subject: str, reply: str, payload: bytes, payload_size: int, headers: Any
+    ) -> None:
+        if type(headers) is not _HeaderBlock:
+            await super()._send_publish(subject, reply, payload, payload_size, headers)
+            return
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += payload_size
+        await self._send_command(_hpub(subject, reply, headers, payload))
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
+
+
+def _hpub(subject: str, reply: str, headers: bytes, payload: bytes) -> bytes:
+    size = len(headers)
+    return b"".join(
+        (
+            f"HPUB {subject} {reply} {size} {size + len(payload)}\r\n".encode(),
+            headers,
+            payload,
+            b"\r\n",
+        )
+    )
+
+
+# The fast path relies on nats-py's private _send_publish; fall back to nats-py's own
+# header handling if a future version changes its shape.
+_FAST_HEADERS = list(inspect.signature(_NatsClient._send_publish).parameters) == [
+    "self",
+    "subject",
+    "reply",
+    "payload",
+    "payload_size",
+    "headers",
+] and all(hasattr(_NatsClient, name) for name in ("_send_command", "_flush_pending"))
+
+
+class _Puller:
+    """Keeps one pull request outstanding on a consumer and buffers what it brings.
+
+    JetStream delivers the messages of a pull request with their own subjects, but its
+    status replies (408 expired, 409 leadership change or consumer deleted, 503 no
+    consumer) to the request's reply subject: with one request at a time, each its own
+    reply subject, every message and status is accounted for. ``requested + buffered``
+    never exceeds the ``batch`` asked for by :meth:`fetch`, which the consumer sizes to its
+    free prefetch slots. The request lingers on the server until filled or expired, so
+    events flow as soon as they are published.
+    """
+
+    def __init__(self, nc: _NatsClient, stream: str, consumer: str, expires: float) -> None:
+        self._nc = nc
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._expires_ns = int(expires * 1e9)
+        self._grace = expires + 2.0
+        self._inbox = nc.new_inbox()
+        self._cut = len(self._inbox) + 1
+        self._ids = itertools.count(1)
+        self._current: str | None = None
+        self._remaining = 0
+        self._deadline = 0.0
+        self._buffer: deque[_NatsMsg] = deque()
+        self._arrived = asyncio.Event()
+        self._sub: Any = None
+        self.lost = False
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
+
+    async def stop(self) -> None:
+        """Unsubscribe and give back what was fetched but never handed over."""
+        if self._sub is not None:
+            await _quietly(self._sub.unsubscribe())
+        while self._buffer:
+            await _quietly(self._buffer.popleft().nak())
+
+    def reset(self) -> None:
+        """Forget the outstanding request (after a reconnect it is gone)."""
+        self._current = None
+        self._arrived.set()
+
+    async def _on_msg(self, msg: _NatsMsg) -> None:
+        headers = msg.headers
+        if headers and not msg.data and "Status" in headers:
+            status = headers["Status"]
+            if status == "100":
+                return  # idle heartbeat
+            if msg.subject[self._cut :] == self._current:
+                self._current = None
+            if status == "503" or "Deleted" in headers.get("Description", ""):
+                self.lost = True
+            self._arrived.set()
+            return
+        if self._current is not None:
+            self._remaining -= 1
+            if self._remaining <= 0:
+                self._current = None
+        self._buffer.append(msg)
+        self._arrived.set()
+
+    async def fetch(self, batch: int, timeout: float) -> list[_NatsMsg]:
+        now = asyncio.get_running_loop().time()
+        if self._current is not None and now >= self._deadline:
+            self._current = None  # the server forgot it (restart, lost reply)
+        buffer = self._buffer
+        if self._current is None:
+            want = batch - len(buffer)
+            if want > 0:
+                rid = str(next(self._ids))
+                self._current, self._remaining, self._deadline = rid, want, now + self._grace
+                body = b'{"batch":%d,"expires":%d}' % (want, self._expires_ns)
+                await self._nc.publish(self._next, body, reply=f"{self._inbox}.{rid}")
+        if not buffer:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+            except TimeoutError:
+                return []
+        count = min(batch, len(buffer))
+        return [buffer.popleft() for _ in range(count)]
+
+
+def _meta(msg: Any) -> tuple[int, int]:
+    """``(delivery attempt, stream sequence)`` from a JetStream reply subject."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+        return int(tokens[4]), int(tokens[5])
+    if len(tokens) >= 11:  # $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>...
+        return int(tokens[6]), int(tokens[7])
+    return 1, 0
+
+
+class NatsTransport(SubjectTransport):
+    """Events over NATS JetStream. See the module docstring for the guarantees.
+
+    Args:
+        servers: one URL or several (a cluster), e.g. ``"nats://127.0.0.1:4222"``.
+        prefix: subjects are ``<prefix>.<topic>``.
+        dead_letter_prefix: dead letters go to ``<dead_letter_prefix>.<topic>``
+            (default ``<prefix>-dead``); the stream captures both.
+        stream: the stream's settings (created or checked at start).
+        policy: the default delivery policy of subscriptions.
+        clock: merges the times of received events (receive rule); a new one by default.
+        structured: publish JSON CloudEvents bodies instead of binary mode.
+        window: the most pipelined publishes awaiting their ack (see :meth:`send`).
+        connect_timeout: seconds :meth:`start` may take to reach a server and prepare the
+            stream before it raises :class:`~tidings.TransportUnavailableError`.
+        ack_timeout: seconds to wait for a publish's ack before sending it again.
+        publish_timeout: seconds to keep re-sending before a publish fails.
+        max_ack_pending: the most unacknowledged events the server hands out per consumer
+            (across a group's processes); ``prefetch`` bounds each process.
+        inactive_threshold: seconds after which the server deletes the consumer of an
+            ungrouped subscription whose process is gone.
+        on_publish_error: told of every failed :meth:`send`; failures are logged if unset.
+        name: the client name shown in the server's monitoring.
+
+    Raises:
+        ValueError: if a prefix or number is invalid.
+    """
+
+    features = TransportFeatures(persistent=True)
+
+    def _meta(self, raw: Any) -> tuple[int, int]:
+        return _meta(raw)
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] = "nats://127.0.0.1:4222",
+        *,
+        prefix: str = "tidings",
+        dead_letter_prefix: str | None = None,
+        stream: StreamSettings | None = None,
+        policy: DeliveryPolicy | None = None,
+        clock: HybridClock | None = None,
+        structured: bool = False,
+        window: int = 1024,
+        connect_timeout: float = 5.0,
+        ack_timeout: float = 2.0,
+        publish_timeout: float = 30.0,
+        max_ack_pending: int = 20_000,
+        inactive_threshold: float = 60.0,
+        on_publish_error: PublishErrorHook | None = None,
+        name: str | None = None,
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window!r}")
+        for label, value in (
+            ("connect_timeout", connect_timeout),
+            ("ack_timeout", ack_timeout),
+            ("publish_timeout", publish_timeout),
+            ("inactive_threshold", inactive_threshold),
+        ):
+            if not value > 0:
+                raise ValueError(f"{label} must be a positive number of seconds, not {value!r}")
+        self.servers = (servers,) if isinstance(servers, str) else tuple(servers)
+        self.subjects = Subjects(prefix, dead_letter_prefix)
+        self.stream = stream if stream is not None else StreamSettings()
+        self.stream_name = self.stream.name
+        self.policy = policy if policy is not None else DeliveryPolicy()
+        self.clock = clock if clock is not None else HybridClock()
+        self.structured = structured
+        self.window = window
+        self.connect_timeout = connect_timeout
+        self.ack_timeout = ack_timeout
+        self.publish_timeout = publish_timeout
+        self.max_ack_pending = max_ack_pending
+        self.inactive_threshold = inactive_threshold
+        self.on_publish_error = on_publish_error
+        self.name = name
+        self._nc: _NatsClient | None = None
+        self._js: Any = None
+        self._state: Literal["new", "started", "closing", "closed"] = "new"
+        self._inbox = ""
+        self._cut = 0
+        self._tokens = itertools.count(1)
+        self._pending: dict[str, _Pending] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._failed = 0
+        self._sweeper: asyncio.Task[None] | None = None
+        self._subs: list[Consumer] = []
+        self._pullers: set[_Puller] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._state == "started":
+            return
+        if self._state != "new":
+            raise TransportClosedError("the transport is closed; create a new one")
+        nc = _Client()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        try:
+            await asyncio.wait_for(
+                nc.connect(
+                    list(self.servers),
+                    name=self.name,
+                    connect_timeout=max(1, int(self.connect_timeout)),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,  # type: ignore[arg-type]
+                    skip_subject_validation=True,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                ),
+                self.connect_timeout,
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            await _quietly(nc.close())
+            raise TransportUnavailableError(
+                f"cannot reach NATS at {', '.join(self.servers)} within "
+                f"{self.connect_timeout:g}s ({type(exc).__name__}: {exc}); check that "
+                "nats-server runs with JetStream (-js) and the URL, or raise connect_timeout",
+                servers=self.servers,
+                timeout=self.connect_timeout,
+            ) from exc
+        self._nc = nc
+        self._js = nc.jetstream(timeout=max(self.ack_timeout, 1.0))
+        try:
+            await self._ensure_stream(deadline)
+        except BaseException:
+            await _quietly(nc.close())
+            self._nc = None
+            raise
+        self._inbox = nc.new_inbox()
+        self._cut = len(self._inbox) + 1
+        await nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
+        self._slots = asyncio.Semaphore(self.window)
+        self._sweeper = asyncio.create_task(self._sweep(), name="tidings:nats:publish-retry")
+        self._state = "started"
+
+    async def _ensure_stream(self, deadline: float) -> None:
+        settings = self.stream
+        subjects = self.subjects.stream_subjects()
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                info = await self._js.stream_info(settings.name)
+            except nats.js.errors.NotFoundError:
+                info = None
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
+                # JetStream still electing its leaders (a cluster that just started).
+                if loop.time() >= deadline:
+                    raise TransportUnavailableError(
+                        f"JetStream at {', '.join(self.servers)} did not answer within "
+                        f"{self.connect_timeout:g}s ({type(exc).__name__}); is it enabled (-js)?",
+                        servers=self.servers,
+                        timeout=self.connect_timeout,
+                    ) from exc
+                await asyncio.sleep(0.1)
+                continue
+            if info is not None:
+                self._check_stream(info.config, subjects)
+                return
+            if not settings.create:
+                raise StreamConfigError(
+                    f"stream {settings.name!r} does not exist and create=False",
+                    stream=settings.name,
+                    differences=("stream: missing",),
+                )
+            try:
+                await self._js.add_stream(
+                    _api.StreamConfig(
+                        name=settings.name,
+                        subjects=subjects,
+                        retention=_api.RetentionPolicy(settings.retention),
+                        storage=_api.StorageType(settings.storage),
+                        num_replicas=settings.replicas,
+                        duplicate_window=settings.duplicate_window,
+                        max_age=settings.max_age,
+                        max_bytes=settings.max_bytes,
+                    )
+                )
+                return
+            except nats.js.errors.BadRequestError as exc:
+                raise StreamConfigError(
+                    f"cannot create stream {settings.name!r}: {exc.description}",
+                    stream=settings.name,
+                    differences=(str(exc.description),),
+                ) from exc
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
+                if loop.time() >= deadline:
+                    raise TransportUnavailableError(
+                        f"could not create stream {settings.name!r} within "
+                        f"{self.connect_timeout:g}s ({type(exc).__name__})",
+                        servers=self.servers,
+                        timeout=self.connect_timeout,
+                    ) from exc
+                await asyncio.sleep(0.1)
+
+    def _check_stream(self, config: Any, subjects: list[str]) -> None:
+        settings = self.stream
+        found = {
+            "retention": str(getattr(config.retention, "value", config.retention)),
+            "storage": str(getattr(config.storage, "value", config.storage)),
+            "replicas": config.num_replicas or 1,
+            "duplicate_window": float(config.duplicate_window or 0),
+        }
+        wanted = {
+            "retention": settings.retention,
+            "storage": settings.storage,
+            "replicas": settings.replicas,
+            "duplicate_window": float(settings.duplicate_window),
+        }
+        differences = [
+            f"{key}: server has {found[key]!r}, configured {wanted[key]!r}"
+            for key in wanted
+            if found[key] != wanted[key]
+        ]
+        missing = [s for s in subjects if s not in (config.subjects or [])]
+        if missing:
+            differences.append(f"subjects: server has {config.subjects!r}, missing {missing!r}")
+        if differences:
+            raise StreamConfigError(
+                f"stream {settings.name!r} exists with other settings: "
+                + "; ".join(differences)
+                + ". Align StreamSettings with it, or update the stream (nats stream edit)",
+                stream=settings.name,
+                differences=tuple(differences),
+            )
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        if self._state in ("closing", "closed"):
+            return
+        if self._state == "new":
+            self._state = "closed"
+            return
+        self._state = "closing"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for sub in list(self._subs):
+            await sub.cancel(max(deadline - loop.time(), 0.1))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), max(deadline - loop.time(), 0.1))
+        for token in list(self._pending):
+            self._fail(token, "the transport closed before the server acknowledged it")
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        nc = self._nc
+        if nc is not None:
+            await _quietly(asyncio.wait_for(nc.flush(), max(deadline - loop.time(), 0.1)))
+            await _quietly(nc.close())
+        self._state = "closed"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the client is connected to a server right now."""
+        return self._nc is not None and self._nc.is_connected
+
+    async def _on_error(self, exc: Exception) -> None:
+        logger.debug("nats client error: %r", exc)
+
+    async def _on_disconnected(self) -> None:
+        if self._state == "started":
+            logger.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        nc = self._nc
+        url = nc.connected_url.netloc if nc is not None and nc.connected_url else "?"
+        logger.warning("reconnected to NATS at %s", url)
+        for puller in self._pullers:
+            puller.reset()  # pull requests died with the old connection
+
+    def _client(self) -> _NatsClient:
+        if self._state not in ("started", "closing") or self._nc is None:
+            state = "not started" if self._state == "new" else "closed"
+            raise TransportClosedError(f"the transport is {state}; use 'async with transport:'")
+        return self._nc
+
+    def _open(self) -> None:
+        if self._state != "started":
+            state = "not started" if self._state == "new" else "closed"
+            raise TransportClosedError(f"the transport is {state}; use 'async with transport:'")
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, envelope: Envelope[Any]) -> PublishAck:
+        headers, body = encode_envelope(envelope, structured=self.structured)
+        future = await self._send(
+            self.subjects.subject(envelope.topic), headers, body, envelope, report=False
+        )
+        return await future
+
+    async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
+        headers, body = encode_envelope(envelope, structured=self.structured)
+        return await self._send(
+            self.subjects.subject(envelope.topic), headers, body, envelope, report=True
+        )
+
+    async def publish_raw(
+        self, topic: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> PublishAck:
+        subject = self.subjects.subject(validate_topic(topic))
+        future = await self._send(subject, dict(headers or {}), body, None, report=False)
+        return await future
+
+    async def flush(self, timeout: float | None = None) -> int:
+        await asyncio.wait_for(self._idle.wait(), timeout)
+        failed, self._failed = self._failed, 0
+        return failed
+
+    async def _send(
+        self,
+        subject: str,
+        headers: dict[str, str],
+        body: bytes,
+        envelope: Envelope[Any] | None,
+        *,
+        report: bool,
+    ) -> asyncio.Future[PublishAck]:
+        nc = self._client()
+        wire: Any = _header_block(headers) if _FAST_HEADERS else headers
+        slots = self._slots
+        assert slots is not None
+        await slots.acquire()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[PublishAck] = loop.create_future()
+        token = str(next(self._tokens))
+        now = loop.time()
+        self._pending[token] = pending = _Pending(
+            subject,
+            wire,
+            body,
+            envelope,
+            future,
+            now + self.publish_timeout,
+            now + self.ack_timeout,
+            report,
+        )
+        if envelope is None:
+            pending.event_id = headers.get("Nats-Msg-Id", "?")
+        self._idle.clear()
+        try:
+            await nc.publish(subject, body, reply=f"{self._inbox}.{token}", headers=wire)
+        except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
+            # Not sent: the sweeper sends it again after ack_timeout, until publish_timeout.
+            logger.debug("publish to %s deferred: %r", subject, exc)
+        return future
+
+    def _done(self, token: str) -> _Pending | None:
+        pending = self._pending.pop(token, None)
+        if pending is None:
+            return None
+        assert self._slots is not None
+        self._slots.release()
+        if not self._pending:
+            self._idle.set()
+        return pending
+
+    def _fail(self, token: str, why: str) -> None:
+        pending = self._done(token)
+        if pending is None:
+            return
+        env = pending.envelope
+        event_id = env.id if env is not None else pending.event_id
+        topic = self.subjects.topic(pending.subject)
+        error = PublishError(
+            f"event {event_id} on {topic!r} was not stored: {why}", event_id=event_id, topic=topic
+        )
+        self._failed += 1
+        if pending.report:
+            hook = self.on_publish_error
+            if hook is not None and env is not None:
+                try:
+                    hook(env, error)
+                except Exception:
+                    logger.exception("on_publish_error hook failed for event %s", event_id)
+            else:
+                logger.error("%s", error)
+            # Reported: a caller that never awaits the future must not trigger a warning.
+            pending.future.add_done_callback(_consume_exception)
+        if not pending.future.done():
+            pending.future.set_exception(error)
+
+    async def _on_ack(self, msg: _NatsMsg) -> None:
+        token = msg.subject[self._cut :]
+        pending = self._pending.get(token)
+        if pending is None:
+            return
+        headers = msg.headers
+        if headers and headers.get("Status") == "503":
+            return  # no responders: the stream is electing a leader; the sweeper resends
+        try:
+            ack = _decode_ack(msg.data)
+        except msgspec.DecodeError:
+            return
+        if ack.error is not None:
+            code = ack.error.get("code")
+            if code == 503:
+                return  # JetStream unavailable for now: resend later
+            self._fail(token, f"the server refused it: {ack.error.get('description', ack.error)}")
+            return
+        self._done(token)
+        if not pending.future.done():
+            pending.future.set_result(PublishAck(ack.stream, ack.seq, ack.duplicate))
+
+    async def _sweep(self) -> None:
+        """Re-send publishes whose ack is late; fail those past the publish timeout."""
+        loop = asyncio.get_running_loop()
+        interval = min(self.ack_timeout / 4, 0.25)
+        while True:
+            await asyncio.sleep(interval)
+            if not self._pending:
+                continue
+            now = loop.time()
+            nc = self._nc
+            for token, pending in list(self._pending.items()):
+                if pending.resend_at > now:
+                    continue
+                if pending.deadline <= now:
+                    self._fail(
+                        token,
+                        f"no acknowledgement within publish_timeout={self.publish_timeout:g}s",
+                    )
+                    continue
+                pending.resend_at = now + self.ack_timeout
+                if nc is None or not nc.is_connected:
+                    continue
+                try:
+                    await nc.publish(
+                        pending.subject,
+                        pending.body,
+                        reply=f"{self._inbox}.{token}",
+                        headers=pending.headers,
+                    )
+                except nats.errors.Error as exc:
+                    logger.debug("re-sending to %s failed: %r", pending.subject, exc)
+
+    # ------------------------------------------------------------------ consuming
+
+    async def _consume(
+        self,
+        pattern: str,
+        subject_filter: str,
+        handler: MessageHandler,
+        group: str | None,
+        policy: DeliveryPolicy,
+        decode: Callable[[Any], Envelope[Any]],
+        name: str,
+        *,
+        dead: bool,
+    ) -> Consumer:
+        if group is not None and _GROUP.fullmatch(group) is None:
+            raise ValueError(f"group {group!r} must be 1 to 64 ASCII letters, digits, '_' or '-'")
+        stream = self.stream.name
+        if group is not None:
+            digest = hashlib.blake2b(subject_filter.encode(), digest_size=5).hexdigest()
+            consumer = f"{group}_{digest}"
+        else:
+            consumer = f"tidings_{self._client()._nuid.next().decode()}"
+        last_seen = [0]
+
+        def config(start_after: int | None) -> _api.ConsumerConfig:
+            if start_after:
+                deliver, start_seq = _api.DeliverPolicy.BY_START_SEQUENCE, start_after + 1
+            elif policy.start == "all":
+                deliver, start_seq = _api.DeliverPolicy.ALL, None
+            else:
+                deliver, start_seq = _api.DeliverPolicy.NEW, None
+            return _api.ConsumerConfig(
+                name=consumer,
+                durable_name=consumer if group is not None else None,
+                filter_subject=subject_filter,
+                deliver_policy=deliver,
+                opt_start_seq=start_seq,
+                ack_policy=_api.AckPolicy.EXPLICIT,
+                ack_wait=policy.ack_wait,
+                max_deliver=-1,
+                max_ack_pending=self.max_ack_pending,
+                inactive_threshold=None if group is not None else self.inactive_threshold,
+                num_replicas=None if group is not None else 1,
+            )
+
+        await self._js.add_consumer(stream, config(None))
+        nc = self._client()
+        puller = _Puller(nc, stream, consumer, expires=5.0)
+        await puller.start()
+        self._pullers.add(puller)
+        idle = [0]
+
+        async def recover() -> None:
+            try:
+                await self._js.consumer_info(stream, consumer)
+            except nats.js.errors.NotFoundError:
+                start_after = last_seen[0] if group is None else None
+                logger.warning("consumer %s was lost; recreating it", consumer)
+                await self._js.add_consumer(stream, config(start_after))
+            puller.lost = False
+            puller.reset()
+
+        async def fetch(batch: int, timeout: float) -> list[Any]:
+            if puller.lost:
+                await recover()
+            msgs = await puller.fetch(batch, timeout)
+            if not msgs:
+                idle[0] += 1
+                if idle[0] % 10 == 0:
+                    await recover()
+                return msgs
+            idle[0] = 0
+            if group is None:
+                last_seen[0] = max(last_seen[0], _meta(msgs[-1])[1])
+            return list(msgs)
+
+        async def dead_letter(raw: Any, reason: str, handler: str, attempts: int) -> None:
+            subject, headers, body = dead_letter_message(
+                self.subjects, raw, _meta(raw)[1], reason, handler, attempts, consumer
+            )
+            future = await self._send(subject, headers, body, None, report=False)
+            await future
+
+        async def release() -> None:
+            if sub in self._subs:
+                self._subs.remove(sub)
+            self._pullers.discard(puller)
+            await puller.stop()
+            if group is None and self._nc is not None and self._nc.is_connected:
+                await _quietly(self._js.delete_consumer(stream, consumer))
+
+        sub = Consumer(
+            pattern=pattern,
+            group=group,
+            name=name,
+            policy=policy,
+            handler=handler,
+            fetch=fetch,
+            decode=decode,
+            meta=_meta,
+            dead_letter=None if dead else dead_letter,
+            clock=self.clock,
+            on_cancel=release,
+        )
+        self._subs.append(sub)
+        sub.start()
+        return sub
+
+    def __repr__(self) -> str:
+        return f"<NatsTransport {self._state} {', '.join(self.servers)} stream={self.stream.name}>"
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception as exc:
+        logger.debug("ignored during cleanup: %r", exc)

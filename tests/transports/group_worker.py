@@ -1,0 +1,40 @@
+"""A consumer process for the multi-process tests.
+
+``python group_worker.py URL PREFIX STREAM GROUP OUTFILE ACK_WAIT``: subscribes to
+``bench.>`` in GROUP, appends the id of every event it handles to OUTFILE (written before
+the ack, so a killed worker may have handled events it never acked), prints ``ready``, and
+runs until SIGTERM (clean close) or SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+from tidings.transports import DeliveryPolicy, Message
+from tidings.transports.nats import NatsTransport, StreamSettings
+
+
+async def main(url: str, prefix: str, stream: str, group: str, path: str, ack_wait: float) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+
+    async def handle(message: Message) -> None:
+        os.write(fd, f"{message.envelope.id}\n".encode())
+
+    transport = NatsTransport(url, prefix=prefix, stream=StreamSettings(name=stream))
+    async with transport:
+        policy = DeliveryPolicy(ack_wait=ack_wait, prefetch=128, start="all")
+        await transport.subscribe("bench.>", handle, group=group, policy=policy)
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        await stop.wait()
+    os.close(fd)
+
+
+if __name__ == "__main__":
+    url, prefix, stream, group, path, ack_wait = sys.argv[1:7]
+    asyncio.run(main(url, prefix, stream, group, path, float(ack_wait)))

@@ -1,0 +1,196 @@
+"""Bus(transport=...): the bus API carried over a transport (in memory and on nats-server)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import tidings
+from tidings.testing.transport_conformance import TIMEOUT
+from tidings.transports import DeadLetterRecord, DeliveryPolicy, MemoryBroker, MemoryTransport
+from tidings.transports.base import Transport
+from tidings.transports.nats import NatsTransport
+
+FAST = DeliveryPolicy(max_deliver=3, backoff=0.02, backoff_max=0.1, ack_wait=5.0)
+
+
+@tidings.event("remote.order")
+@dataclass(frozen=True)
+class RemoteOrder:
+    order_id: str
+    amount: float
+
+
+@dataclass(frozen=True)
+class Unregistered:  # topic derived from the class name, never decorated
+    n: int
+
+
+@pytest.fixture(params=["memory", "nats"])
+def make_transport(
+    request: pytest.FixtureRequest,
+) -> Callable[[], Transport]:
+    if request.param == "memory":
+        broker = MemoryBroker()
+        return lambda: MemoryTransport(broker, policy=FAST)
+    factory: Callable[..., NatsTransport] = request.getfixturevalue("nats_factory")
+    return lambda: factory(policy=FAST)
+
+
+class Waiter:
+    """Collects values and wakes tests waiting for a count."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = asyncio.Event()
+
+    def add(self, item: Any) -> None:
+        self.items.append(item)
+        self._changed.set()
+
+    async def wait_count(self, count: int, timeout: float = TIMEOUT) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.items) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+async def test_typed_handlers_receive_events_in_priority_order(
+    make_transport: Callable[[], Transport],
+) -> None:
+    seen = Waiter()
+    async with tidings.Bus(transport=make_transport()) as bus:
+
+        @bus.on(RemoteOrder, priority=0)
+        def low(order: RemoteOrder) -> None:
+            seen.add(("low", order))
+
+        @bus.on(RemoteOrder, priority=10)
+        async def high(envelope: tidings.Envelope[RemoteOrder]) -> None:
+            seen.add(("high", envelope.payload))
+
+        @bus.on(Unregistered)
+        def plain(value: Unregistered) -> None:
+            seen.add(("plain", value))
+
+        await bus.start()  # the subscriptions above are live from here
+        delivery = await bus.emit(RemoteOrder("o1", 5.0), key="c1")
+        assert delivery.outcomes == ()  # handlers run as the server delivers the event
+        bus.publish(Unregistered(3))
+        await seen.wait_count(3)
+    assert seen.items[:2] == [("high", RemoteOrder("o1", 5.0)), ("low", RemoteOrder("o1", 5.0))]
+    assert seen.items[2] == ("plain", Unregistered(3))
+
+
+async def test_group_shares_events_and_ungrouped_buses_get_all(
+    make_transport: Callable[[], Transport],
+) -> None:
+    grouped, everyone = Waiter(), Waiter()
+    buses = [tidings.Bus(transport=make_transport()) for _ in range(3)]
+    for bus in buses[:2]:
+        bus.subscribe(RemoteOrder, grouped.add, group="billing")
+        bus.subscribe(RemoteOrder, everyone.add)
+    for bus in buses:
+        await bus.start()
+    try:
+        for i in range(50):
+            buses[2].publish(RemoteOrder(f"o{i}", i))
+        await grouped.wait_count(50)
+        await everyone.wait_count(100)
+    finally:
+        for bus in buses:
+            await bus.aclose()
+    assert sorted(o.order_id for o in grouped.items) == sorted(f"o{i}" for i in range(50))
+    assert len(everyone.items) == 100
+
+
+async def test_failures_retry_only_failing_handlers_then_dead_letter(
+    make_transport: Callable[[], Transport],
+) -> None:
+    calls: dict[str, int] = {"ok": 0, "flaky": 0, "broken": 0}
+    errors: list[str] = []
+    letters = Waiter()
+    transport = make_transport()
+
+    def on_error(
+        env: tidings.Envelope[Any], sub: tidings.Subscription[Any], exc: BaseException
+    ) -> None:
+        errors.append(sub.name.rsplit(".", 1)[-1])
+
+    async with tidings.Bus(transport=transport, on_error=on_error) as bus:
+
+        @bus.on(RemoteOrder, priority=3)
+        def ok(order: RemoteOrder) -> None:
+            calls["ok"] += 1
+
+        @bus.on(RemoteOrder, priority=2)
+        def flaky(order: RemoteOrder) -> None:
+            calls["flaky"] += 1
+            if calls["flaky"] < 3:
+                raise RuntimeError("not yet")
+
+        @bus.on(RemoteOrder, priority=1)
+        def broken(order: RemoteOrder) -> None:
+            calls["broken"] += 1
+            raise ValueError("never")
+
+        bus.subscribe(tidings.DeadLetter, letters.add)  # stays in the process
+        records: list[DeadLetterRecord] = []
+        stored = asyncio.Event()
+
+        async def on_record(record: DeadLetterRecord) -> None:
+            records.append(record)
+            stored.set()
+
+        await bus.start()
+        await transport.subscribe_dead_letters(on_record)
+        await bus.emit(RemoteOrder("poison", 1.0))
+        await letters.wait_count(1)
+        await asyncio.wait_for(stored.wait(), TIMEOUT)
+    assert calls == {"ok": 1, "flaky": 3, "broken": 3}
+    [letter] = letters.items
+    assert letter.handler.endswith("broken")
+    assert letter.attempts == 3
+    assert letter.reason == "ValueError: never"
+    assert errors.count("broken") == 3
+    assert errors.count("flaky") == 2
+    [record] = records
+    assert record.reason == "ValueError: never"
+    assert record.handler.endswith("broken")
+    assert record.attempts == 3
+
+
+async def test_publish_from_another_thread_and_clean_close_loses_nothing(
+    make_transport: Callable[[], Transport],
+) -> None:
+    got = Waiter()
+    transport = make_transport()
+    consumer = tidings.Bus(transport=make_transport())
+    consumer.subscribe(RemoteOrder, got.add, group="close")
+    await consumer.start()
+    async with tidings.Bus(transport=transport) as bus:
+
+        def from_thread() -> None:
+            for i in range(100):
+                bus.publish(RemoteOrder(f"t{i}", i))
+
+        thread = threading.Thread(target=from_thread)
+        thread.start()
+        await asyncio.to_thread(thread.join, TIMEOUT)
+        for i in range(100):
+            bus.publish(RemoteOrder(f"l{i}", i))
+    # aclose sent the outbox and waited for every ack: the consumer gets all 200.
+    await got.wait_count(200)
+    await consumer.aclose()
+    assert len({o.order_id for o in got.items}) == 200
+
+
+async def test_a_bus_with_a_transport_needs_its_loop() -> None:
+    bus = tidings.Bus(transport=MemoryTransport())
+    with pytest.raises(tidings.LoopNotRunningError):
+        bus.publish(RemoteOrder("x", 1.0))

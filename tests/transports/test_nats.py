@@ -1,0 +1,203 @@
+"""NatsTransport specifics: start-up errors, the stream check, the exact wire format, bad
+input from plain NATS clients, publish failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import nats
+import pytest
+
+from tidings.clock import HybridClock
+from tidings.event import Envelope
+from tidings.exceptions import (
+    PublishError,
+    StreamConfigError,
+    TransportClosedError,
+    TransportUnavailableError,
+)
+from tidings.testing.nats_server import NatsServer, free_port
+from tidings.testing.transport_conformance import (
+    Collector,
+    ConformanceOrder,
+    make_envelope,
+)
+from tidings.transports import DeadLetterRecord, DeliveryPolicy
+from tidings.transports.nats import NatsTransport, StreamSettings
+
+Factory = Callable[..., NatsTransport]
+
+
+async def test_unreachable_server_fails_within_the_connect_timeout() -> None:
+    transport = NatsTransport(f"nats://127.0.0.1:{free_port()}", connect_timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(TransportUnavailableError) as caught:
+        await transport.start()
+    elapsed = time.monotonic() - started
+    assert elapsed < 3.0
+    assert "cannot reach NATS" in str(caught.value)
+    assert caught.value.timeout == 1.0
+    with pytest.raises(TransportClosedError):
+        await transport.publish(make_envelope(HybridClock(), "x"))
+
+
+async def test_not_started_transport_refuses_work(nats_factory: Factory) -> None:
+    transport = nats_factory()
+    with pytest.raises(TransportClosedError, match="not started"):
+        await transport.publish(make_envelope(HybridClock(), "x"))
+    await transport.aclose()
+
+
+async def test_existing_stream_with_other_settings_is_reported(nats_factory: Factory) -> None:
+    first = nats_factory(stream=StreamSettings(name="CHECKED", duplicate_window=60.0))
+    async with first:
+        pass
+    other = nats_factory(stream=StreamSettings(name="CHECKED", duplicate_window=30.0, replicas=1))
+    with pytest.raises(StreamConfigError) as caught:
+        await other.start()
+    assert caught.value.stream == "CHECKED"
+    assert any("duplicate_window" in d for d in caught.value.differences)
+    missing = nats_factory(stream=StreamSettings(name="ABSENT", create=False))
+    with pytest.raises(StreamConfigError, match="does not exist"):
+        await missing.start()
+
+
+async def test_wire_format_is_cloudevents_binary_mode(
+    nats_factory: Factory, nats_server: NatsServer
+) -> None:
+    async with nats_factory(prefix="wire", stream=StreamSettings(name="WIRE")) as transport:
+        clock = HybridClock()
+        env = make_envelope(clock, "o-9", key="cust-1", headers={"traceparent": "00-aa-bb-01"})
+        nc = await nats.connect(nats_server.url)
+        try:
+            sub = await nc.jetstream().subscribe("wire.conformance.order", stream="WIRE")
+            await transport.publish(env)
+            msg = await sub.next_msg(timeout=5)
+        finally:
+            await nc.close()
+    assert msg.headers == {
+        "ce-specversion": "1.0",
+        "ce-id": env.id,
+        "ce-type": "conformance.order",
+        "ce-source": "conformance",
+        "ce-time": f"{env.datetime:%Y-%m-%dT%H:%M:%S}.{env.time // 1000 % 1_000_000:06d}Z",
+        "ce-hlc": str(env.time),
+        "ce-partitionkey": "cust-1",
+        "ce-traceparent": "00-aa-bb-01",
+        "content-type": "application/json",
+        "Nats-Msg-Id": env.id,
+    }
+    assert json.loads(msg.data) == {"order_id": "o-9", "amount": 3.0}
+
+
+async def test_structured_mode_body_is_a_json_cloudevent(
+    nats_factory: Factory, nats_server: NatsServer
+) -> None:
+    options: dict[str, Any] = {"prefix": "wires", "stream": StreamSettings(name="WIRES")}
+    async with nats_factory(structured=True, **options) as transport:
+        env = make_envelope(HybridClock(), "o-1")
+        nc = await nats.connect(nats_server.url)
+        try:
+            sub = await nc.jetstream().subscribe("wires.conformance.order", stream="WIRES")
+            await transport.publish(env)
+            msg = await sub.next_msg(timeout=5)
+        finally:
+            await nc.close()
+    assert msg.headers == {"content-type": "application/cloudevents+json", "Nats-Msg-Id": env.id}
+    body = json.loads(msg.data)
+    assert body["specversion"] == "1.0"
+    assert body["id"] == env.id
+    assert body["type"] == "conformance.order"
+    assert body["data"] == {"order_id": "o-1", "amount": 3.0}
+
+
+async def test_plain_nats_client_garbage_goes_to_dead_letters(
+    nats_factory: Factory, nats_server: NatsServer
+) -> None:
+    async with nats_factory(prefix="plain", stream=StreamSettings(name="PLAIN")) as transport:
+        got = Collector()
+        await transport.subscribe("conformance.>", got)
+        dead: list[DeadLetterRecord] = []
+        arrived = asyncio.Event()
+
+        async def on_dead(record: DeadLetterRecord) -> None:
+            dead.append(record)
+            arrived.set()
+
+        await transport.subscribe_dead_letters(on_dead)
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().publish("plain.conformance.order", b"<xml>not json</xml>")
+            await nc.publish("plain.conformance.order", b"\x00\x01")  # core NATS, no ack
+            await nc.flush()
+        finally:
+            await nc.close()
+        await transport.publish(make_envelope(HybridClock(), "after"))
+        await got.wait_count(1)
+        await asyncio.wait_for(arrived.wait(), 15)
+        while len(dead) < 2:
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), 15)
+    assert [m.envelope.payload for m in got.messages] == [ConformanceOrder("after", 5.0)]
+    assert {r.body for r in dead} == {b"<xml>not json</xml>", b"\x00\x01"}
+    for record in dead:
+        assert record.handler == "tidings.decode"
+        assert record.reason.startswith("DecodeError: cannot decode the body")
+        assert record.subject == "plain.conformance.order"
+        assert record.headers["tidings-dead-attempts"] == "1"
+
+
+async def test_failed_sends_are_reported_never_dropped(nats_factory: Factory) -> None:
+    failures: list[tuple[Envelope[Any], BaseException]] = []
+    transport = nats_factory(
+        prefix="gone",
+        stream=StreamSettings(name="GONE"),
+        ack_timeout=0.2,
+        publish_timeout=0.8,
+        on_publish_error=lambda env, exc: failures.append((env, exc)),
+    )
+    async with transport:
+        clock = HybridClock()
+        assert (await transport.publish(make_envelope(clock, "kept"))).sequence == 1
+        await transport._js.delete_stream("GONE")
+        futures = [await transport.send(make_envelope(clock, f"lost-{i}")) for i in range(3)]
+        assert await transport.flush(10) == 3
+        with pytest.raises(PublishError, match="not stored"):
+            await transport.publish(make_envelope(clock, "raised"))
+    assert [env.payload.order_id for env, _ in failures] == ["lost-0", "lost-1", "lost-2"]
+    for future in futures:
+        assert isinstance(future.exception(), PublishError)
+
+
+async def test_delivery_policy_validation() -> None:
+    with pytest.raises(ValueError, match="max_deliver"):
+        DeliveryPolicy(max_deliver=0)
+    with pytest.raises(ValueError, match="prefetch"):
+        DeliveryPolicy(prefetch=0)
+    policy = DeliveryPolicy(backoff=0.5, backoff_factor=2.0, backoff_max=3.0)
+    assert [policy.retry_delay(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+async def test_group_names_are_checked(nats_factory: Factory) -> None:
+    async with nats_factory() as transport:
+        with pytest.raises(ValueError, match="group"):
+            await transport.subscribe("conformance.>", Collector(), group="no.dots")
+
+
+async def test_header_values_lose_newlines_and_bad_names_are_refused(
+    nats_factory: Factory,
+) -> None:
+    async with nats_factory() as transport:
+        got = Collector()
+        await transport.subscribe("conformance.>", got)
+        clock = HybridClock()
+        await transport.publish(make_envelope(clock, "nl", headers={"note": "two\r\nlines"}))
+        await got.wait_count(1)
+        assert got.messages[0].envelope.headers["note"] == "two  lines"
+        with pytest.raises(ValueError, match="header name"):
+            await transport.publish(make_envelope(clock, "bad", headers={"bad name": "x"}))
+        assert await transport.flush(5) == 0  # the refused publish took no window slot
