@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from tidings._remote import Remote
+    from tidings.observability._observer import Observer
     from tidings.transports.base import Transport
 
 __all__ = ("BatchHandles", "Bus", "BusStatistics", "ErrorHook", "Handles")
@@ -170,17 +171,19 @@ class _Route:
 
     ``fast`` holds the handlers when every subscription is a plain sync one (called straight
     with the payload); ``fast_async`` when every one is a plain coroutine function. Dispatches
-    through either are counted once in ``count`` rather than once per handler.
+    through either are counted once in ``count`` rather than once per handler. ``fast=False``
+    builds neither: every handler is then called through :meth:`Subscription.call`.
     """
 
-    __slots__ = ("__weakref__", "count", "fast", "fast_async", "subs", "topic")
+    __slots__ = ("__weakref__", "_slow", "count", "fast", "fast_async", "subs", "topic")
 
-    def __init__(self, topic: str, subs: tuple[Subscription[Any], ...]) -> None:
+    def __init__(self, topic: str, subs: tuple[Subscription[Any], ...], fast: bool = True) -> None:
         self.topic = topic
         self.subs = subs
         self.count = itertools.count()
+        self._slow: _Route | None = None if fast else self
         handlers = tuple(s.handler for s in subs)
-        plain = bool(subs) and all(s.plain for s in subs)
+        plain = fast and bool(subs) and all(s.plain for s in subs)
         distinct = len({id(h) for h in handlers}) == len(handlers)
         kinds = {s.kind for s in subs}
         self.fast: tuple[Callable[[Any], Any], ...] | None = None
@@ -193,6 +196,13 @@ class _Route:
             for sub in subs:
                 sub.attach_route_counter(self.count)
             weakref.finalize(self, _fold, subs, self.count)
+
+    def slow(self) -> _Route:
+        """This route without its fast paths (built once)."""
+        slow = self._slow
+        if slow is None:
+            slow = self._slow = _Route(self.topic, self.subs, fast=False)
+        return slow
 
 
 class Bus:
@@ -244,6 +254,7 @@ class Bus:
         self._driver: Coroutine[Any, Any, None] | None = None
         self._driver_alive: list[bool] = []
         self._remote: Remote | None = None
+        self._observer: Observer | None = None  # tidings.observability; read off the hot path
         if transport is not None:
             from tidings._remote import Remote
 
@@ -390,6 +401,8 @@ class Bus:
             envelope=envelope,
             mode=mode,
         )
+        if self._observer is not None and group is not _LOCAL:
+            sub.observe(self._observer)
         remote = self._remote
         if remote is not None and group is not _LOCAL and sub.pattern != DEAD_LETTER_TOPIC:
             if sub.kind == QUEUED:
@@ -567,6 +580,21 @@ class Bus:
         )
 
     # ------------------------------------------------------------------ publishing
+
+    def _publish_slow(
+        self, route: _Route, event: T, key: str | None, headers: Mapping[str, str] | None
+    ) -> Envelope[T]:
+        """:meth:`publish` through ``route`` without its fast paths, so that every handler is
+        called through :meth:`Subscription.call`: how :mod:`tidings.observability` publishes
+        the events it traces (the inlined fast path stays free of any hook)."""
+        if self._closed:
+            raise BusClosedError("the bus is closed; it accepts no more events")
+        env = self._envelope(route, event, key, headers)
+        if self._remote is not None:
+            self._remote.send(env)
+        if route.subs:
+            self._deliver(route.slow(), env)
+        return env
 
     def publish(
         self,
@@ -967,6 +995,8 @@ class Bus:
             sub.record_routed_failure()
         else:
             sub.record_failure()
+        if self._observer is not None:
+            self._observer.failed(sub, env, exc, final and env.topic != DEAD_LETTER_TOPIC)
         if env.topic == DEAD_LETTER_TOPIC:
             logger.error(
                 "dead-letter handler %s failed on event %s; not dead-lettered again",
@@ -986,8 +1016,8 @@ class Bus:
         route = self._route(DeadLetter, None)
         if route.subs:  # in-flight work may still dead-letter while the bus closes
             letter = DeadLetter(env, sub.name, exc, attempts)
-            try:
-                self._deliver(route, self._envelope(route, letter, None, None))
+            try:  # the dead letter carries the event's headers: it stays in the event's trace
+                self._deliver(route, self._envelope(route, letter, None, env.headers or None))
             except (QueueFullError, WouldBlock):
                 logger.exception("dead letter for event %s was refused by a full queue", env.id)
 

@@ -31,7 +31,7 @@ import typing
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar
 
 from tidings.event import Envelope, topic_of
 from tidings.exceptions import InvalidHandlerError
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from tidings.delivery import Queued
 
-__all__ = ("Mode", "Subscription", "SubscriptionStatistics")
+__all__ = ("Mode", "Observer", "Subscription", "SubscriptionStatistics")
 
 T = TypeVar("T")
 
@@ -58,6 +58,17 @@ SKIP: Final = object()
 
 _ids = itertools.count(1)
 _counts_lock = threading.Lock()
+
+
+class Observer(Protocol):
+    """What :meth:`Subscription.observe` routes calls through (see
+    :mod:`tidings.observability`)."""
+
+    def call(self, sub: Subscription[Any], arg: Any) -> Any:
+        """Call ``sub``'s handler for ``arg``, an envelope or a list of envelopes (batch)."""
+
+    def inlines(self, sub: Subscription[Any]) -> bool:
+        """Whether the bus may still call the plain handler straight, bypassing :meth:`call`."""
 
 
 def handler_name(handler: object) -> str:
@@ -149,6 +160,7 @@ class Subscription(Generic[T]):
         "_counts",
         "_func",
         "_matcher",
+        "_observer",
         "_once",
         "_owner_ref",
         "_ref",
@@ -210,6 +222,7 @@ class Subscription(Generic[T]):
         self._once = [True] if once else None
         self._owner_ref: weakref.ref[Any] | None = None
         self._counts: _Counts | None = None
+        self._observer: Observer | None = None
         self.queued: Queued | None = None
         if owner is not None:
             try:
@@ -319,6 +332,28 @@ class Subscription(Generic[T]):
     def argument(self, env: Envelope[Any]) -> Any:
         """What the handler receives for ``env``: the envelope or its payload."""
         return env if self.wants_envelope else env.payload
+
+    # ------------------------------------------------------------------ observability hook
+
+    def observe(self, observer: Observer | None) -> None:
+        """Route the bus's calls of this handler through ``observer`` (``None`` undoes it).
+
+        The hook of :mod:`tidings.observability`: once observed, :meth:`argument` returns the
+        envelope and :meth:`call` hands it (or a batch's list of them) to
+        ``observer.call(self, arg)``, which calls the handler as before with
+        :meth:`call_handler`. The bus's inlined fast paths still call a plain handler
+        straight unless ``observer.inlines(self)`` says otherwise. An unobserved subscription
+        pays nothing: observing swaps its class for a subclass that overrides the two methods.
+        """
+        self._observer = observer
+        self.__class__ = Subscription if observer is None else _ObservedSubscription
+
+    def call_handler(self, envelopes: Any) -> Any:
+        """Call the handler for an envelope or a list of envelopes, unobserved: with what
+        it asked for (envelopes or payloads); :data:`SKIP` if its object was collected."""
+        if type(envelopes) is list:
+            return Subscription.call(self, [Subscription.argument(self, e) for e in envelopes])
+        return Subscription.call(self, Subscription.argument(self, envelopes))
 
     def _owner_gone(self, _ref: weakref.ref[Any]) -> None:
         self.cancel()
@@ -436,6 +471,26 @@ class Subscription(Generic[T]):
     def __repr__(self) -> str:
         state = "active" if self.active else "cancelled"
         return f"<Subscription {self.id} {self.name} -> {self.pattern!r} {self.mode} {state}>"
+
+
+class _ObservedSubscription(Subscription[T]):
+    """A subscription whose calls go through its observer (see :meth:`Subscription.observe`)."""
+
+    __slots__ = ()
+
+    @property
+    def plain(self) -> bool:
+        observer = self._observer
+        return super().plain and (observer is None or observer.inlines(self))
+
+    def argument(self, env: Envelope[Any]) -> Any:
+        return env
+
+    def call(self, arg: Any) -> Any:
+        observer = self._observer
+        if observer is None:  # pragma: no cover - observe(None) restores the class
+            return Subscription.call(self, arg)
+        return observer.call(self, arg)
 
 
 class _Counts:

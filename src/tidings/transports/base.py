@@ -294,8 +294,10 @@ class Transport(abc.ABC):
         clock: the hybrid clock that received event times are merged into.
         policy: the default delivery policy of subscriptions.
         on_publish_error: told of every failed :meth:`send` (logged when ``None``).
+        system: the messaging system, as traces name it (``messaging.system``).
     """
 
+    system: str = "tidings"
     features: TransportFeatures
     clock: HybridClock
     policy: DeliveryPolicy

@@ -367,6 +367,7 @@ class NatsTransport(SubjectTransport):
         ValueError: if a prefix or number is invalid.
     """
 
+    system = "nats"
     features = TransportFeatures(persistent=True)
 
     def _meta(self, raw: Any) -> tuple[int, int]:

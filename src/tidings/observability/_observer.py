@@ -1,0 +1,501 @@
+"""The hooks :mod:`tidings.observability` attaches to one bus: the :class:`Observer`.
+
+Nothing here imports OpenTelemetry or prometheus-client: this module holds what runs per
+event, which must stay cheap, and the hooks the bus calls.
+
+How an observer reaches into a bus, costing an unobserved bus nothing:
+
+- **publish and emit** are replaced on the observed bus *instance* (an attribute shadowing
+  the method), so :meth:`Bus.publish` itself carries no check. The replacement times the
+  dispatch (metrics) and, when :meth:`TracingHook.gate` says the event is traced, publishes
+  it through :meth:`Bus._publish_slow <tidings.Bus>` with trace headers, so that every
+  handler is called through :meth:`Subscription.call`.
+- **subscriptions** are observed (:meth:`Subscription.observe`): calls the bus makes
+  through :meth:`Subscription.call` come to :meth:`Observer.call` with the envelope. The
+  inlined fast paths still call plain handlers straight; an untraced event costs inline
+  handlers nothing.
+- **a transport's deliveries** (:meth:`Remote._dispatch <tidings._remote.Remote>`) are
+  wrapped to publish the delivery attempt and group in :data:`DELIVERY`.
+- **failures**: :meth:`Bus._failed` calls :meth:`Observer.failed` (a failure is off the hot
+  path).
+
+Latency is observed once per dispatch for inline handlers (publish to the end of the
+dispatch, ``perf_counter_ns``: sub-microsecond), and once per handler call for queued, async
+and remote handlers, from the event's hybrid-clock time (``time_ns() - envelope.time``: the
+clock's physical granule makes that up to 65.5 µs long, and across machines it includes
+their clock offset).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from contextvars import ContextVar
+from types import MethodType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tidings.event import Envelope
+from tidings.subscription import INLINE, SKIP, TASK, Subscription
+
+if TYPE_CHECKING:
+    from tidings.bus import Bus
+    from tidings.results import Delivery
+
+__all__ = (
+    "BUCKETS",
+    "DELIVERY",
+    "Histogram",
+    "MetricsState",
+    "Observer",
+    "TopicHistograms",
+    "TracingHook",
+    "replaying",
+)
+
+BUCKETS: tuple[float, ...] = (
+    *(1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4),
+    *(1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+"""Latency bucket bounds in seconds: 1 µs (in process) to 5 s (across machines)."""
+
+_BOUNDS_NS = tuple(round(b * 1e9) for b in BUCKETS)
+_CELL = len(_BOUNDS_NS) + 2  # one count per bound, one above them all, then the sum in ns
+_get_ident = threading.get_ident
+_now_ns = time.time_ns
+
+DELIVERY: ContextVar[tuple[int, str | None, bool] | None] = ContextVar(
+    "tidings_delivery", default=None
+)
+"""``(attempt, group, replay)`` of the delivery being handled in this context: set for a
+transport's deliveries and, by :func:`replaying`, for the durable log's replays."""
+
+
+@contextlib.contextmanager
+def replaying() -> Iterator[None]:
+    """Mark the handler calls made inside as replays of stored events: their spans link to
+    the events' original traces instead of joining them.
+
+    The durable log's hook: when the bus replays from its store, the one line it needs is
+    ``with replaying():`` around its handler calls.
+    """
+    token = DELIVERY.set((1, None, True))
+    try:
+        yield
+    finally:
+        DELIVERY.reset(token)
+
+
+class Histogram:
+    """A latency histogram in nanoseconds that takes no lock: each thread counts into cells
+    of its own, and :meth:`snapshot` adds them up (reading another thread's int is atomic)."""
+
+    __slots__ = ("_cells", "_local", "_lock")
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._cells: list[list[int]] = []
+        self._lock = threading.Lock()
+
+    def observe(self, ns: int) -> None:
+        """Count one value, in nanoseconds."""
+        try:
+            cell: list[int] = self._local.cell
+        except AttributeError:
+            cell = self._local.cell = [0] * _CELL
+            with self._lock:
+                self._cells.append(cell)
+        cell[bisect_left(_BOUNDS_NS, ns)] += 1
+        cell[-1] += ns
+
+    def snapshot(self) -> list[int]:
+        """Per-bucket counts (not cumulative; the last but one is above every bound), then
+        the sum in nanoseconds."""
+        total = [0] * _CELL
+        with self._lock:
+            cells = list(self._cells)
+        for cell in cells:
+            for i, value in enumerate(cell):
+                total[i] += value
+        return total
+
+
+def add_snapshots(a: list[int], b: list[int]) -> list[int]:
+    """The sum of two :meth:`Histogram.snapshot` results."""
+    return [x + y for x, y in zip(a, b, strict=True)]
+
+
+class TopicHistograms:
+    """One :class:`Histogram`-like table per topic, lock-free per thread, with at most
+    ``max_topics`` topics: the others are counted under ``"other"``.
+
+    The hot path reads ``local.cells[topic]`` itself and calls :meth:`cell` on a miss.
+    """
+
+    __slots__ = ("_cells", "_lock", "local", "max_topics")
+
+    OTHER = "other"
+
+    def __init__(self, max_topics: int) -> None:
+        self.local = threading.local()
+        self.max_topics = max_topics
+        self._cells: dict[str, list[list[int]]] = {}
+        self._lock = threading.Lock()
+
+    def cell(self, topic: str) -> list[int]:
+        """This thread's cell for ``topic`` (or for ``"other"`` past the cap)."""
+        try:
+            cells: dict[str, list[int]] = self.local.cells
+        except AttributeError:
+            cells = self.local.cells = {}
+        with self._lock:
+            folded = topic not in self._cells and len(self._cells) >= self.max_topics
+            name = self.OTHER if folded else topic
+            cell = cells.get(name)
+            if cell is None:
+                cell = cells[name] = [0] * _CELL
+                self._cells.setdefault(name, []).append(cell)
+        if not folded:
+            cells[topic] = cell
+        return cell
+
+    def observe(self, topic: str, ns: int) -> None:
+        """Count one value for ``topic``, in nanoseconds."""
+        try:
+            cell = self.local.cells[topic]
+        except (AttributeError, KeyError):
+            cell = self.cell(topic)
+        cell[bisect_left(_BOUNDS_NS, ns)] += 1
+        cell[-1] += ns
+
+    def snapshot(self) -> dict[str, list[int]]:
+        """Per topic, as :meth:`Histogram.snapshot`."""
+        with self._lock:
+            tables = {topic: list(cells) for topic, cells in self._cells.items()}
+        out = {}
+        for topic, cells in tables.items():
+            total = [0] * _CELL
+            for cell in cells:
+                for i, value in enumerate(cell):
+                    total[i] += value
+            out[topic] = total
+        return out
+
+
+class MetricsState:
+    """What one observed bus counts per event for :class:`~tidings.observability.Metrics`;
+    everything else is read from the bus's own counters when scraped.
+
+    Attributes:
+        dispatched: per topic, publish (or emit) to the end of its dispatch: the latency of
+            the inline handlers and the publish duration.
+        deferred: per topic, publishes from inside a handler (queued behind the current
+            dispatch): publish duration only.
+        handled: per subscription id, latency of queued, async and remote handler calls.
+        dead_lettered: per subscription id, events given up on and dead-lettered.
+        redelivered: per subscription id, transport redeliveries.
+        appended, read: store records appended and read (the store's hook).
+    """
+
+    __slots__ = (
+        "_lock",
+        "appended",
+        "dead_lettered",
+        "deferred",
+        "dispatched",
+        "handled",
+        "read",
+        "redelivered",
+    )
+
+    def __init__(self, max_topics: int) -> None:
+        self.dispatched = TopicHistograms(max_topics)
+        self.deferred = TopicHistograms(max_topics)
+        self.handled: dict[int, Histogram] = {}
+        self.dead_lettered: dict[int, int] = {}
+        self.redelivered: dict[int, int] = {}
+        self.appended = itertools.count()
+        self.read = itertools.count()
+        self._lock = threading.Lock()
+
+    def histogram(self, sub: Subscription[Any]) -> Histogram:
+        """The per-call latency histogram of ``sub``."""
+        hist = self.handled.get(sub.id)
+        if hist is None:
+            with self._lock:
+                hist = self.handled.setdefault(sub.id, Histogram())
+        return hist
+
+    def handled_now(self, sub: Subscription[Any], env: Envelope[Any]) -> None:
+        """Count one handler call of ``sub`` for ``env`` finished now."""
+        self.histogram(sub).observe(max(_now_ns() - env.time, 0))
+
+    def count(self, table: dict[int, int], sub: Subscription[Any]) -> None:
+        """Add one to ``sub``'s entry of ``table`` (off the hot path)."""
+        with self._lock:
+            table[sub.id] = table.get(sub.id, 0) + 1
+
+
+class TracingHook(Protocol):
+    """What :class:`Observer` needs of :class:`~tidings.observability.Tracing`."""
+
+    def gate(self, headers: Mapping[str, str] | None) -> bool:
+        """Whether a publish with ``headers``, made now, is traced."""
+
+    def traces(self, env: Envelope[Any]) -> bool:
+        """Whether a handler call for ``env`` gets a span."""
+
+    def send(
+        self,
+        topic: str,
+        headers: Mapping[str, str] | None,
+        publish: Callable[[Mapping[str, str]], Envelope[Any]],
+    ) -> Envelope[Any]:
+        """Publish in a producer span, passing ``publish`` the headers with trace context."""
+
+    async def asend(
+        self,
+        topic: str,
+        headers: Mapping[str, str] | None,
+        emit: Callable[[Mapping[str, str]], Awaitable[Delivery[Any]]],
+    ) -> Delivery[Any]:
+        """As :meth:`send`, for :meth:`Bus.emit`."""
+
+    def process(
+        self,
+        sub: Subscription[Any],
+        envs: Envelope[Any] | list[Envelope[Any]],
+        delivery: tuple[int, str | None, bool] | None,
+        call: Callable[[], Any],
+    ) -> Any:
+        """Run ``call`` (a handler call for ``envs``) in a consumer span; for a coroutine
+        handler, return a coroutine that runs it in the span."""
+
+
+class Observer:
+    """Everything :mod:`tidings.observability` attaches to one bus (see the module docstring).
+
+    Get it with :meth:`of`; set :attr:`tracing` or :attr:`metrics` and call
+    :meth:`install`. With neither left, :meth:`install` takes every hook off the bus.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.tracing: TracingHook | None = None
+        self.metrics: MetricsState | None = None
+        self.system = "tidings" if bus._remote is None else bus._remote.transport.system
+
+    @classmethod
+    def of(cls, bus: Bus) -> Observer:
+        """The bus's observer, made on first use."""
+        observer = bus._observer
+        return observer if observer is not None else cls(bus)
+
+    # ------------------------------------------------------------------ attaching
+
+    def install(self) -> None:
+        """Put the hooks on the bus for the parts set (or take them all off)."""
+        bus = self.bus
+        active = self.tracing is not None or self.metrics is not None
+        bus._observer = self if active else None
+        for name, hook in (("publish", self._publish()), ("emit", self._emit())):
+            if hook is None:
+                bus.__dict__.pop(name, None)
+            else:
+                setattr(bus, name, hook)
+        remote = bus._remote
+        if remote is not None:
+            remote.__dict__.pop("_dispatch", None)
+            if active:
+                remote._dispatch = self._remote_dispatch(remote._dispatch)  # type: ignore[method-assign,assignment]
+        for sub in bus.subscriptions():
+            if sub.queued is not None and sub.queued.external:
+                continue  # a stream: its reader consumes the buffer, no handler is called
+            if _is_recorder(sub):
+                continue
+            sub.observe(self if active else None)
+        with bus._lock:
+            bus._install(list(bus._subs))  # rebuild the routes: subscriptions' plainness changed
+
+    def _publish(self) -> Callable[..., Envelope[Any]] | None:
+        from tidings.bus import Bus
+
+        bus, tracing, metrics = self.bus, self.tracing, self.metrics
+        original: Callable[..., Envelope[Any]] = MethodType(Bus.publish, bus)
+        route_of, slow = bus._route, bus._publish_slow
+        if metrics is None:
+            if tracing is None:
+                return None
+            gate, send = tracing.gate, tracing.send
+
+            def traced(
+                event: Any,
+                *,
+                topic: str | None = None,
+                key: str | None = None,
+                headers: Mapping[str, str] | None = None,
+            ) -> Envelope[Any]:
+                if not gate(headers):
+                    return original(event, topic=topic, key=key, headers=headers)
+                route = route_of(type(event), topic)
+                return send(route.topic, headers, lambda h: slow(route, event, key, h))
+
+            return traced
+        busy, clock = bus._busy, time.perf_counter_ns
+        dispatched, deferred = metrics.dispatched, metrics.deferred
+        if tracing is None:
+            local = dispatched.local
+
+            def timed(
+                event: Any,
+                *,
+                topic: str | None = None,
+                key: str | None = None,
+                headers: Mapping[str, str] | None = None,
+            ) -> Envelope[Any]:
+                if _get_ident() in busy:  # queued behind the current dispatch: not its latency
+                    t0 = clock()
+                    env = original(event, topic=topic, key=key, headers=headers)
+                    deferred.observe(env.topic, clock() - t0)
+                    return env
+                t0 = clock()
+                env = original(event, topic=topic, key=key, headers=headers)
+                ns = clock() - t0
+                try:
+                    cell = local.cells[env.topic]
+                except (AttributeError, KeyError):
+                    cell = dispatched.cell(env.topic)
+                cell[bisect_left(_BOUNDS_NS, ns)] += 1
+                cell[-1] += ns
+                return env
+
+            return timed
+        gate, send = tracing.gate, tracing.send
+
+        def both(
+            event: Any,
+            *,
+            topic: str | None = None,
+            key: str | None = None,
+            headers: Mapping[str, str] | None = None,
+        ) -> Envelope[Any]:
+            table = deferred if _get_ident() in busy else dispatched
+            t0 = clock()
+            if gate(headers):
+                route = route_of(type(event), topic)
+                env = send(route.topic, headers, lambda h: slow(route, event, key, h))
+            else:
+                env = original(event, topic=topic, key=key, headers=headers)
+            table.observe(env.topic, clock() - t0)
+            return env
+
+        return both
+
+    def _emit(self) -> Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None:
+        bus, tracing, metrics = self.bus, self.tracing, self.metrics
+        if tracing is None and metrics is None:
+            return None
+        from tidings.bus import Bus
+
+        original: Callable[..., Awaitable[Delivery[Any]]] = MethodType(Bus.emit, bus)
+
+        async def emit(
+            event: Any,
+            *,
+            topic: str | None = None,
+            key: str | None = None,
+            headers: Mapping[str, str] | None = None,
+        ) -> Delivery[Any]:
+            t0 = time.perf_counter_ns()
+            if tracing is not None and tracing.gate(headers):
+                route = bus._route(type(event), topic)
+                delivery = await tracing.asend(
+                    route.topic, headers, lambda h: original(event, topic=topic, key=key, headers=h)
+                )
+            else:
+                delivery = await original(event, topic=topic, key=key, headers=headers)
+            if metrics is not None:
+                metrics.dispatched.observe(delivery.envelope.topic, time.perf_counter_ns() - t0)
+            return delivery
+
+        return emit
+
+    def _remote_dispatch(
+        self, original: Callable[[Any, Any], Awaitable[None]]
+    ) -> Callable[[Any, Any], Coroutine[Any, Any, None]]:
+        async def dispatch(entry: Any, message: Any) -> None:
+            metrics = self.metrics
+            if metrics is not None and message.attempt > 1:
+                for sub in entry.subs:
+                    metrics.count(metrics.redelivered, sub)
+            token = DELIVERY.set((message.attempt, entry.group, False))
+            try:
+                await original(entry, message)
+            finally:
+                DELIVERY.reset(token)
+
+        return dispatch
+
+    # ------------------------------------------------------------------ the bus's calls
+
+    def inlines(self, sub: Subscription[Any]) -> bool:
+        """Metrics time async handlers per call, so they leave the inlined fast path."""
+        return self.metrics is None or sub.kind != TASK
+
+    def call(self, sub: Subscription[Any], arg: Any) -> Any:
+        """Call ``sub``'s handler for ``arg`` (an envelope, or a batch's list), in a span when
+        traced, timed when its latency is not counted per dispatch."""
+        tracing, metrics = self.tracing, self.metrics
+        delivery = DELIVERY.get()
+        batch = type(arg) is list
+        if tracing is not None and (batch or tracing.traces(arg)):
+            result = tracing.process(sub, arg, delivery, lambda: sub.call_handler(arg))
+        else:
+            result = sub.call_handler(arg)
+        if metrics is None or result is SKIP or (sub.kind == INLINE and delivery is None):
+            return result  # inline handlers in process: timed once per dispatch
+        if sub.kind == TASK:
+            return _timed(metrics, sub, arg, result)
+        for env in arg if batch else (arg,):
+            metrics.handled_now(sub, env)
+        return result
+
+    def failed(
+        self, sub: Subscription[Any], env: Envelope[Any], exc: BaseException, final: bool
+    ) -> None:
+        """Told of every handler failure; ``final``: the event is dead-lettered."""
+        metrics = self.metrics
+        if metrics is not None and final:
+            metrics.count(metrics.dead_lettered, sub)
+
+    # ------------------------------------------------------------------ the store's hook
+
+    def store_appended(self, count: int) -> None:
+        """Count ``count`` records appended to the bus's store (the store calls this)."""
+        metrics = self.metrics
+        if metrics is not None:
+            for _ in range(count):
+                next(metrics.appended)
+
+    def store_read(self, count: int) -> None:
+        """Count ``count`` records read from the bus's store, replays included."""
+        metrics = self.metrics
+        if metrics is not None:
+            for _ in range(count):
+                next(metrics.read)
+
+
+async def _timed(metrics: MetricsState, sub: Subscription[Any], arg: Any, coro: Any) -> Any:
+    result = await coro
+    for env in arg if type(arg) is list else (arg,):
+        metrics.handled_now(sub, env)
+    return result
+
+
+def _is_recorder(sub: Subscription[Any]) -> bool:
+    from tidings.recording import Recorder
+
+    return isinstance(getattr(sub.handler, "__self__", None), Recorder)
