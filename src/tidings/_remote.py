@@ -25,6 +25,7 @@ from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 from tidings.exceptions import LoopNotRunningError, PublishError
+from tidings.observability.logs import log_fields
 from tidings.subscription import SKIP, TASK, Subscription
 from tidings.transports._consumer import error_reason
 from tidings.transports.base import Message, PublishAck, Transport, TransportSubscription
@@ -131,10 +132,10 @@ class Remote:
         try:
             await self.transport.flush(max(deadline - loop.time(), 0.1))
         except TimeoutError:
-            logger.warning("bus closed with publishes still unacknowledged")
+            logger.warning("bus closed with publishes still unacknowledged", extra=log_fields())
         await self.transport.aclose(max(deadline - loop.time(), 0.1))
         if unsent:
-            logger.error("bus closed with %d event(s) never sent", unsent)
+            logger.error("bus closed with %d event(s) never sent", unsent, extra=log_fields())
 
     # ------------------------------------------------------------------ subscribing
 
@@ -291,4 +292,6 @@ class Remote:
 
     def _publish_failed(self, env: Envelope[Any], exc: BaseException) -> None:
         self.publish_failures += 1
-        logger.error("event %s on %r was not published: %s", env.id, env.topic, exc)
+        logger.error(
+            "event %s on %r was not published: %s", env.id, env.topic, exc, extra=log_fields(env)
+        )

@@ -60,6 +60,7 @@ from tidings.exceptions import (
     QueueFullError,
     WouldBlock,
 )
+from tidings.observability.logs import log_fields
 from tidings.queues import Overflow
 from tidings.recording import Recorder
 from tidings.results import CloseReport, Delivery, HandlerOutcome
@@ -1003,14 +1004,23 @@ class Bus:
                 sub.name,
                 env.id,
                 exc_info=exc,
+                extra=log_fields(env, sub),
             )
             return
-        logger.debug("handler %s failed on event %s (%s)", sub.name, env.id, env.topic)
+        logger.debug(
+            "handler %s failed on event %s (%s)",
+            sub.name,
+            env.id,
+            env.topic,
+            extra=log_fields(env, sub),
+        )
         if self._on_error is not None:
             try:
                 self._on_error(env, sub, exc)
             except Exception:
-                logger.exception("on_error hook failed for event %s", env.id)
+                logger.exception(
+                    "on_error hook failed for event %s", env.id, extra=log_fields(env, sub)
+                )
         if not final:
             return
         route = self._route(DeadLetter, None)
@@ -1019,7 +1029,11 @@ class Bus:
             try:  # the dead letter carries the event's headers: it stays in the event's trace
                 self._deliver(route, self._envelope(route, letter, None, env.headers or None))
             except (QueueFullError, WouldBlock):
-                logger.exception("dead letter for event %s was refused by a full queue", env.id)
+                logger.exception(
+                    "dead letter for event %s was refused by a full queue",
+                    env.id,
+                    extra=log_fields(env, sub),
+                )
 
     # ------------------------------------------------------------------ streams
 
@@ -1163,7 +1177,9 @@ class Bus:
         for pool in self._pools:
             pool.close()
         if unfinished:
-            logger.warning("bus closed with %d unfinished: %s", len(unfinished), unfinished)
+            logger.warning(
+                "bus closed with %d unfinished: %s", len(unfinished), unfinished, extra=log_fields()
+            )
         return CloseReport(tuple(sorted(unfinished)))
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.exceptions import ClockSkewError, DecodeError
+from tidings.observability.logs import log_fields
 from tidings.transports.base import (
     DeliveryPolicy,
     Message,
@@ -170,6 +171,7 @@ class Consumer(TransportSubscription):
                     self.name,
                     len(pending),
                     timeout,
+                    extra=log_fields(None, self.name),
                 )
                 await asyncio.gather(*pending, return_exceptions=True)
         if self._heartbeat is not None:
@@ -178,7 +180,12 @@ class Consumer(TransportSubscription):
             try:
                 await self._on_cancel()
             except Exception:
-                logger.warning("releasing subscription %s failed", self.name, exc_info=True)
+                logger.warning(
+                    "releasing subscription %s failed",
+                    self.name,
+                    exc_info=True,
+                    extra=log_fields(None, self.name),
+                )
 
     def stats(self) -> SubscriptionStats:
         return SubscriptionStats(
@@ -210,7 +217,13 @@ class Consumer(TransportSubscription):
             except Exception as exc:
                 failures += 1
                 delay = min(0.05 * 2 ** min(failures, 6), 2.0)
-                logger.debug("fetch for %s failed (%r); retrying in %.2fs", self.name, exc, delay)
+                logger.debug(
+                    "fetch for %s failed (%r); retrying in %.2fs",
+                    self.name,
+                    exc,
+                    delay,
+                    extra=log_fields(None, self.name),
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 continue
@@ -240,7 +253,9 @@ class Consumer(TransportSubscription):
                 self._clock.update(env.time)
             except ClockSkewError as exc:
                 self._skew += 1
-                logger.warning("event %s on %s: %s", env.id, raw.subject, exc)
+                logger.warning(
+                    "event %s on %s: %s", env.id, raw.subject, exc, extra=log_fields(env, self.name)
+                )
         self._queues[index].append((raw, env, error))
         self._wakes[index].set()
 
@@ -297,6 +312,7 @@ class Consumer(TransportSubscription):
                     env.id,
                     msg.settled,
                     exc,
+                    extra=log_fields(env, self.name),
                 )
             elif attempt >= policy.max_deliver:
                 msg.settled = "term"
@@ -328,6 +344,7 @@ class Consumer(TransportSubscription):
                 attempts,
                 handler,
                 reason,
+                extra=log_fields(env, handler),
             )
             await self._settle(raw.term)
             return
@@ -339,6 +356,7 @@ class Consumer(TransportSubscription):
                 "could not dead-letter a message on %s (%r); it will be retried",
                 raw.subject,
                 exc,
+                extra=log_fields(env, handler),
             )
             await self._settle(raw.nak, self.policy.retry_delay(attempts))
             return
@@ -348,14 +366,23 @@ class Consumer(TransportSubscription):
             try:
                 self._on_give_up(env, reason, handler, attempts)
             except Exception:
-                logger.exception("dead-letter hook failed for a message on %s", raw.subject)
+                logger.exception(
+                    "dead-letter hook failed for a message on %s",
+                    raw.subject,
+                    extra=log_fields(env, handler),
+                )
 
     async def _settle(self, settle: Callable[..., Awaitable[None]], *args: Any) -> None:
         try:
             await settle(*args)
         except Exception as exc:
             # The server redelivers what it did not hear about: nothing is lost.
-            logger.warning("could not settle a message for %s: %r", self.name, exc)
+            logger.warning(
+                "could not settle a message for %s: %r",
+                self.name,
+                exc,
+                extra=log_fields(None, self.name),
+            )
 
     # ------------------------------------------------------------------ heartbeats
 

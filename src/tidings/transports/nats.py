@@ -65,6 +65,7 @@ from tidings.exceptions import (
     TransportClosedError,
     TransportUnavailableError,
 )
+from tidings.observability.logs import log_fields
 from tidings.topics import validate_topic
 from tidings.transports._common import Subjects, SubjectTransport, dead_letter_message
 from tidings.transports._consumer import Consumer
@@ -602,16 +603,16 @@ class NatsTransport(SubjectTransport):
         return self._nc is not None and self._nc.is_connected
 
     async def _on_error(self, exc: Exception) -> None:
-        logger.debug("nats client error: %r", exc)
+        logger.debug("nats client error: %r", exc, extra=log_fields())
 
     async def _on_disconnected(self) -> None:
         if self._state == "started":
-            logger.warning("disconnected from NATS; reconnecting")
+            logger.warning("disconnected from NATS; reconnecting", extra=log_fields())
 
     async def _on_reconnected(self) -> None:
         nc = self._nc
         url = nc.connected_url.netloc if nc is not None and nc.connected_url else "?"
-        logger.warning("reconnected to NATS at %s", url)
+        logger.warning("reconnected to NATS at %s", url, extra=log_fields())
         for puller in self._pullers:
             puller.reset()  # pull requests died with the old connection
 
@@ -688,7 +689,7 @@ class NatsTransport(SubjectTransport):
             await nc.publish(subject, body, reply=f"{self._inbox}.{token}", headers=wire)
         except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
             # Not sent: the sweeper sends it again after ack_timeout, until publish_timeout.
-            logger.debug("publish to %s deferred: %r", subject, exc)
+            logger.debug("publish to %s deferred: %r", subject, exc, extra=log_fields())
         return future
 
     def _done(self, token: str) -> _Pending | None:
@@ -713,14 +714,19 @@ class NatsTransport(SubjectTransport):
         )
         self._failed += 1
         if pending.report:
+            fields = log_fields(env)
+            if env is None:
+                fields.update(event_id=event_id, topic=topic)
             hook = self.on_publish_error
             if hook is not None and env is not None:
                 try:
                     hook(env, error)
                 except Exception:
-                    logger.exception("on_publish_error hook failed for event %s", event_id)
+                    logger.exception(
+                        "on_publish_error hook failed for event %s", event_id, extra=fields
+                    )
             else:
-                logger.error("%s", error)
+                logger.error("%s", error, extra=fields)
             # Reported: a caller that never awaits the future must not trigger a warning.
             pending.future.add_done_callback(_consume_exception)
         if not pending.future.done():
@@ -778,7 +784,9 @@ class NatsTransport(SubjectTransport):
                         headers=pending.headers,
                     )
                 except nats.errors.Error as exc:
-                    logger.debug("re-sending to %s failed: %r", pending.subject, exc)
+                    logger.debug(
+                        "re-sending to %s failed: %r", pending.subject, exc, extra=log_fields()
+                    )
 
     # ------------------------------------------------------------------ consuming
 
@@ -837,7 +845,9 @@ class NatsTransport(SubjectTransport):
                 await self._js.consumer_info(stream, consumer)
             except nats.js.errors.NotFoundError:
                 start_after = last_seen[0] if group is None else None
-                logger.warning("consumer %s was lost; recreating it", consumer)
+                logger.warning(
+                    "consumer %s was lost; recreating it", consumer, extra=log_fields(None, name)
+                )
                 await self._js.add_consumer(stream, config(start_after))
             puller.lost = False
             puller.reset()
@@ -901,4 +911,4 @@ async def _quietly(awaitable: Awaitable[Any]) -> None:
     try:
         await awaitable
     except Exception as exc:
-        logger.debug("ignored during cleanup: %r", exc)
+        logger.debug("ignored during cleanup: %r", exc, extra=log_fields())

@@ -1,0 +1,266 @@
+"""Prometheus metrics: exact counts after known traffic, scraped and parsed as Prometheus would."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import tidings
+from tidings import DeadLetter
+from tidings.observability import Metrics, metrics_app, serve_metrics
+from tidings.transports import DeliveryPolicy, MemoryBroker, MemoryTransport
+
+from .conftest import asgi_get, parse, value
+
+TIMEOUT = 10.0
+
+
+@tidings.event("obs.order")
+@dataclass(frozen=True)
+class Order:
+    n: int
+
+
+async def test_known_traffic_is_scraped_exactly() -> None:
+    """100 published; 3 handler failures (2 in a handler, 1 in the dead-letter handler);
+    5 dropped by a drop_newest buffer; 2 dead-lettered."""
+    registry = CollectorRegistry()
+    with tidings.Bus() as bus:
+        Metrics(bus, registry=registry)
+
+        def charge(order: Order) -> None:
+            if order.n in (13, 42):
+                raise ValueError(f"card declined for {order.n}")
+
+        letters: list[DeadLetter] = []
+
+        def on_dead(letter: DeadLetter) -> None:
+            letters.append(letter)
+            if len(letters) == 1:
+                raise RuntimeError("the dead-letter handler fails once")
+
+        started, release = threading.Event(), threading.Event()
+
+        def archive(order: Order) -> None:
+            if order.n == 0:
+                started.set()
+                assert release.wait(TIMEOUT)
+
+        charging = bus.subscribe(Order, charge)
+        dead = bus.subscribe(DeadLetter, on_dead)
+        archiving = bus.subscribe(Order, archive, mode="queued", maxsize=94, overflow="drop_newest")
+        bus.publish(Order(0))
+        assert started.wait(TIMEOUT), "the archive worker took the first order"
+        for n in range(1, 100):
+            bus.publish(Order(n))  # 94 fit in the buffer, 5 are dropped
+        release.set()
+        assert await archiving.drained(TIMEOUT)
+
+        status, body = await asgi_get(metrics_app(registry))
+    assert status == 200
+    samples = parse(body.decode())
+
+    def events(sub: tidings.Subscription[Any], status: str) -> float:
+        return value(
+            samples, "tidings_events_total", topic=sub.pattern, subscription=sub.name, status=status
+        )
+
+    assert [events(charging, s) for s in ("success", "failed", "dropped", "dead_lettered")] == [
+        98,
+        2,
+        0,
+        2,
+    ]
+    assert [events(dead, s) for s in ("success", "failed", "dropped", "dead_lettered")] == [
+        1,
+        1,
+        0,
+        0,
+    ]
+    assert [events(archiving, s) for s in ("success", "failed", "dropped", "dead_lettered")] == [
+        95,
+        0,
+        5,
+        0,
+    ]
+    assert len(letters) == 2
+    labels = {"topic": "obs.order"}
+    assert value(samples, "tidings_publish_duration_seconds_count", **labels) == 100
+    for sub, handled in ((charging, 100), (archiving, 95)):
+        one = {"topic": sub.pattern, "subscription": sub.name}
+        assert value(samples, "tidings_event_latency_seconds_count", **one) == handled
+        assert value(samples, "tidings_event_latency_seconds_bucket", le="+Inf", **one) == handled
+        assert value(samples, "tidings_event_latency_seconds_sum", **one) > 0
+        assert value(samples, "tidings_queue_high_water", **one) == (94 if sub is archiving else 0)
+        assert value(samples, "tidings_queue_depth", **one) == 0
+    loss = {
+        sub.name: value(
+            samples, "tidings_event_loss_ratio", topic=sub.pattern, subscription=sub.name
+        )
+        for sub in (charging, dead, archiving)
+    }
+    assert loss == {charging.name: 0.02, dead.name: 0.0, archiving.name: 0.05}
+    assert value(samples, "tidings_trace_context_invalid_total") == 0
+    assert value(samples, "tidings_store_appends_total") == 0
+
+
+async def test_a_transport_counts_redeliveries_and_dead_letters() -> None:
+    registry = CollectorRegistry()
+    policy = DeliveryPolicy(max_deliver=2, backoff=0.01, backoff_max=0.05, ack_wait=5.0)
+    attempts: collections.Counter[int] = collections.Counter()
+    handled: list[int] = []
+    finished = asyncio.Event()
+    async with tidings.Bus(transport=MemoryTransport(MemoryBroker(), policy=policy)) as bus:
+        Metrics(bus, registry=registry)
+
+        async def handle(order: Order) -> None:
+            attempts[order.n] += 1
+            if order.n == 5 or (order.n == 3 and attempts[3] == 1):
+                raise ValueError(f"order {order.n} failed")
+            handled.append(order.n)
+
+        dead: list[DeadLetter] = []
+
+        def check(_: object) -> None:
+            if len(handled) == 9 and dead:
+                finished.set()
+
+        def on_dead(letter: DeadLetter) -> None:
+            dead.append(letter)
+            check(letter)
+
+        sub = bus.subscribe(Order, handle)
+        bus.subscribe(DeadLetter, on_dead)
+        bus.subscribe(Order, check, priority=-1)
+        await bus.start()
+        for n in range(10):
+            await bus.emit(Order(n))
+        await asyncio.wait_for(finished.wait(), TIMEOUT)
+        samples = parse((await asgi_get(metrics_app(registry)))[1].decode())
+    labels = {"topic": sub.pattern, "subscription": sub.name}
+    assert value(samples, "tidings_events_total", status="success", **labels) == 9
+    assert value(samples, "tidings_events_total", status="failed", **labels) == 3
+    assert value(samples, "tidings_events_total", status="dead_lettered", **labels) == 1
+    assert value(samples, "tidings_redeliveries_total", **labels) == 2
+    assert value(samples, "tidings_event_latency_seconds_count", **labels) == 9
+    assert value(samples, "tidings_event_loss_ratio", **labels) == 0.1
+
+
+async def test_async_handlers_are_timed_per_call() -> None:
+    registry = CollectorRegistry()
+    async with tidings.Bus() as bus:
+        Metrics(bus, registry=registry)
+        gate = asyncio.Event()
+        calls: list[int] = []
+
+        async def quick(order: Order) -> None:
+            calls.append(order.n)
+
+        async def slow(order: Order) -> None:
+            await gate.wait()
+
+        subs = [bus.subscribe(Order, quick), bus.subscribe(Order, slow)]
+        for n in range(5):
+            bus.publish(Order(n))
+        gate.set()
+        report = await bus.aclose(TIMEOUT)
+        assert report.clean
+        samples = parse((await asgi_get(metrics_app(registry)))[1].decode())
+    assert calls == list(range(5))
+    for sub in subs:
+        labels = {"topic": sub.pattern, "subscription": sub.name}
+        assert value(samples, "tidings_event_latency_seconds_count", **labels) == 5
+        assert value(samples, "tidings_events_total", status="success", **labels) == 5
+
+
+def test_serve_metrics_answers_on_loopback() -> None:
+    registry = CollectorRegistry()
+    with tidings.Bus() as bus:
+        Metrics(bus, registry=registry)
+        sub = bus.subscribe(Order, lambda order: None)
+        for n in range(3):
+            bus.publish(Order(n))
+        server = serve_metrics(0, registry=registry)
+        try:
+            assert server.url.startswith("http://127.0.0.1:")
+            with urllib.request.urlopen(server.url, timeout=TIMEOUT) as response:
+                samples = parse(response.read().decode())
+        finally:
+            server.close()
+    labels = {"topic": sub.pattern, "subscription": sub.name, "status": "success"}
+    assert value(samples, "tidings_events_total", **labels) == 3
+
+
+def test_label_cardinality_is_capped_and_folded_into_other() -> None:
+    registry = CollectorRegistry()
+    with tidings.Bus() as bus:
+        Metrics(bus, registry=registry, max_series=2, max_topics=2)
+        for topic in ("g.a", "g.b", "g.c"):
+            bus.subscribe(topic, lambda event: None)
+        bus.subscribe("g.>", lambda event: None)
+        for topic in ("g.a", "g.b", "g.c", "g.d", "g.e"):
+            bus.publish({"x": 1}, topic=topic)
+        samples = parse(registry_text(registry))
+    series = {
+        (dict(labels)["topic"], dict(labels)["subscription"])
+        for (name, labels) in samples
+        if name == "tidings_events_total"
+    }
+    assert len(series) == 3
+    assert ("other", "other") in series
+    other = {"topic": "other", "subscription": "other"}
+    assert value(samples, "tidings_events_total", status="success", **other) == 6  # g.c + g.>
+    topics = {
+        dict(labels)["topic"]
+        for (name, labels) in samples
+        if name == "tidings_publish_duration_seconds_count"
+    }
+    assert topics == {"g.a", "g.b", "other"}
+    assert value(samples, "tidings_publish_duration_seconds_count", topic="other") == 3
+
+
+def test_one_collector_per_registry_and_forget_restores_the_bus() -> None:
+    registry = CollectorRegistry()
+    with tidings.Bus() as bus, tidings.Bus() as other:
+        metrics = Metrics(bus, registry=registry)
+        with pytest.raises(ValueError, match="Duplicated"):
+            Metrics(other, registry=registry)
+        metrics.observe(other)
+        assert "publish" in vars(bus)
+        metrics.forget(bus)
+        assert "publish" not in vars(bus)
+        assert bus._observer is None
+        bus.subscribe(Order, lambda order: None)
+        bus.publish(Order(1))
+        assert all(s._observer is None for s in bus.subscriptions())
+        assert bus._route(Order, None).fast is not None  # the fast path is back
+
+
+def test_summary_reads_like_a_report() -> None:
+    with tidings.Bus() as bus:
+        metrics = Metrics(bus, registry=False)
+
+        def fails_on_odd(order: Order) -> None:
+            if order.n % 2:
+                raise ValueError("odd")
+
+        bus.subscribe(Order, fails_on_odd)
+        for n in range(4):
+            bus.publish(Order(n))
+        text = metrics.summary()
+    assert "fails_on_odd (obs.order): success 2, failed 2, dead_lettered 2" in text
+    assert "loss 50.0%" in text
+    assert "latency p50 <=" in text
+
+
+def registry_text(registry: CollectorRegistry) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry).decode()
