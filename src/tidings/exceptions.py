@@ -12,7 +12,16 @@
      ├── LoopNotRunningError                         an async handler has no event loop to run on
      ├── WouldBlock                                  a ``*_nowait`` call would have to wait
      ├── QueueFullError                              a buffer with overflow="error" is full
-     └── QueueClosedError                            a buffer was closed (and, for gets, drained)
+     ├── QueueClosedError                            a buffer was closed (and, for gets, drained)
+     ├── CodecError                                  a payload could not be encoded or decoded
+     │    ├── EncodeError         (also TypeError)   a payload is not JSON-encodable
+     │    └── DecodeError         (also ValueError)  bytes do not decode into the wanted type
+     ├── StoreError                                  an event store refused an operation
+     │    ├── ConcurrencyError                       a stream is not at the expected version
+     │    ├── UnknownEventTypeError                  a stored record names a type nobody registered
+     │    ├── StoreClosedError                       the store was closed
+     │    └── InvalidStoreURLError (also ValueError) a store URL is malformed
+     └── MissingExtraError        (also ImportError) an optional extra is not installed
 
 Every message says what was wrong and what to do about it.
 """
@@ -22,14 +31,23 @@ from __future__ import annotations
 __all__ = (
     "BusClosedError",
     "ClockSkewError",
+    "CodecError",
+    "ConcurrencyError",
+    "DecodeError",
+    "EncodeError",
     "EventTypeConflictError",
     "InvalidHandlerError",
+    "InvalidStoreURLError",
     "InvalidTopicError",
     "LoopNotRunningError",
+    "MissingExtraError",
     "QueueClosedError",
     "QueueFullError",
+    "StoreClosedError",
+    "StoreError",
     "TidingsError",
     "TopicRequiredError",
+    "UnknownEventTypeError",
     "WouldBlock",
 )
 
@@ -117,3 +135,102 @@ class QueueFullError(TidingsError):
 
 class QueueClosedError(TidingsError):
     """The buffer was closed: puts are refused, and gets fail once it is drained."""
+
+
+class CodecError(TidingsError):
+    """A payload could not be encoded to, or decoded from, its stored bytes."""
+
+
+class EncodeError(CodecError, TypeError):
+    """A payload is not JSON-encodable (its type, or a value inside it, is unsupported).
+
+    Attributes:
+        type_: the payload's class.
+    """
+
+    def __init__(self, message: str, *, type_: type) -> None:
+        super().__init__(message)
+        self.type_ = type_
+
+
+class DecodeError(CodecError, ValueError):
+    """Bytes are not valid JSON, or do not fit the type they are decoded into.
+
+    Attributes:
+        type_name: the stored event type name (or the Python type's name), if known.
+        position: the log position of the record, when the bytes came from a store.
+    """
+
+    def __init__(
+        self, message: str, *, type_name: str | None = None, position: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.position = position
+
+
+class StoreError(TidingsError):
+    """An event store refused or could not carry out an operation."""
+
+
+class ConcurrencyError(StoreError):
+    """An append's ``expected_version`` did not match the stream's actual version.
+
+    Nothing of the append was written. Reload the stream, decide again, and retry.
+
+    Attributes:
+        stream: the stream appended to.
+        expected: the version the append expected (``NO_STREAM`` counts as 0).
+        actual: the stream's version when the append ran (0 for a stream with no events).
+    """
+
+    def __init__(self, *, stream: str, expected: int, actual: int) -> None:
+        wanted = "version 0 (no stream yet)" if expected == 0 else f"version {expected}"
+        super().__init__(
+            f"stream {stream!r} is at version {actual}, but the append expected {wanted}; "
+            "nothing was written: reload the stream and retry"
+        )
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class UnknownEventTypeError(StoreError):
+    """A stored record names an event type that no class is registered for.
+
+    Import (or pass to the store's ``register_type``) the class that declares the type with
+    ``@tidings.event``, or read with ``unknown="skip"`` or ``unknown="raw"``.
+
+    Attributes:
+        type_name: the stored type name.
+        position: the record's log position.
+    """
+
+    def __init__(self, *, type_name: str, position: int) -> None:
+        super().__init__(
+            f"the record at position {position} has event type {type_name!r}, which no class "
+            "is registered for; import the class declared with @tidings.event("
+            f"{type_name!r}), or read with unknown='skip' or unknown='raw'"
+        )
+        self.type_name = type_name
+        self.position = position
+
+
+class StoreClosedError(StoreError):
+    """The store was closed with ``aclose()``; open a new one to go on."""
+
+
+class InvalidStoreURLError(StoreError, ValueError):
+    """A store URL is malformed or names an unknown kind of store.
+
+    Attributes:
+        url: the rejected URL.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class MissingExtraError(TidingsError, ImportError):
+    """A feature needs an optional extra that is not installed; the message names it."""
