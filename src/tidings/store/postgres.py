@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from tidings.exceptions import MissingExtraError, StoreError
+from tidings.exceptions import ConcurrencyError, MissingExtraError, StoreError
 
 try:
     import psycopg
@@ -253,10 +253,11 @@ class PostgresStore(EventStore):
         self, drafts: Sequence[Draft], stream: str | None, expected_version: int | StreamState
     ) -> tuple[list[int], bool]:
         # Optimistically assume every id is new: the UNIQUE index on id catches a known one,
-        # and only then is the transaction redone with a lookup of the ids.
+        # and only then is the transaction redone with a lookup of the ids. A version
+        # mismatch is confirmed the same way, as known ids may explain it.
         try:
             return await self._append_once(drafts, stream, expected_version, lookup=False)
-        except psycopg.errors.UniqueViolation:
+        except (psycopg.errors.UniqueViolation, ConcurrencyError):
             return await self._append_once(drafts, stream, expected_version, lookup=True)
 
     async def _append_once(

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from tidings.exceptions import StoreError
+from tidings.exceptions import ConcurrencyError, StoreError
 from tidings.store._changes import Changes
 from tidings.store._rows import GENESIS, Draft, Row, plan_append
 from tidings.store._sync import SyncStore
@@ -220,9 +220,10 @@ class SQLiteStore(SyncStore):
     ) -> tuple[list[int], bool]:
         # Optimistically assume every id is new: the UNIQUE index on id catches a known one,
         # and only then is the transaction rolled back and redone with a lookup of the ids.
+        # A version mismatch is confirmed the same way, as known ids may explain it.
         try:
             return self._append_once(drafts, stream, expected_version, lookup=False)
-        except sqlite3.IntegrityError:
+        except (sqlite3.IntegrityError, ConcurrencyError):
             return self._append_once(drafts, stream, expected_version, lookup=True)
 
     def _append_once(
