@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -102,11 +103,13 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    import pgserver
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR in CI
+        warnings.simplefilter("ignore")
+        import pgserver
 
-    server = pgserver.get_server(  # type: ignore[attr-defined]
-        tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop"
-    )
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop"
+        )
     try:
         yield server.get_uri()
     finally:
