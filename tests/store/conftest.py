@@ -6,11 +6,14 @@ PostgreSQL: ``TIDINGS_TEST_POSTGRES_URL`` when set, else a server started from t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sqlite3
+import sys
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -20,6 +23,78 @@ from psycopg import sql
 
 from tidings.store import EventStore, MemoryStore, PostgresStore, SQLiteStore
 from tidings.testing.store_conformance import StoreHarness
+
+WRITER = r"""
+import asyncio, sys, time
+from tidings.clock import HybridClock
+from tidings.event import Envelope, NO_HEADERS
+from tidings.store import open_store
+
+url, worker, count, batch, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+
+async def main():
+    clock = HybridClock()
+    deadline = time.monotonic() + seconds
+    written = 0
+    async with open_store(url) as store:
+        while written < count and time.monotonic() < deadline:
+            size = min(batch, count - written)
+            envelopes = [
+                Envelope("test.tick", {"w": worker, "i": written + k}, clock.now(), None, worker,
+                         NO_HEADERS, f"{worker}-{written + k}")
+                for k in range(size)
+            ]
+            positions = await store.append(envelopes)
+            sys.stdout.write("".join(f"{p} {e.id}\n" for p, e in zip(positions, envelopes)))
+            sys.stdout.flush()
+            written += size
+
+asyncio.run(main())
+"""
+
+
+StartWriter = Callable[[str, str, int, int, float], Awaitable[asyncio.subprocess.Process]]
+
+
+async def _start_writer(
+    url: str, worker: str, count: int, batch: int, seconds: float
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        WRITER,
+        url,
+        worker,
+        str(count),
+        str(batch),
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@pytest.fixture
+def start_writer() -> Iterator[StartWriter]:
+    """Start writer processes (fresh interpreters, never forks of this one); kill leftovers.
+
+    A writer appends ``count`` plain JSON events with ids ``{worker}-{n}`` to the store at
+    ``url`` in batches of ``batch`` for at most ``seconds``, and prints ``position id`` for
+    every append that returned.
+    """
+    started: list[asyncio.subprocess.Process] = []
+
+    async def start(
+        url: str, worker: str, count: int, batch: int, seconds: float
+    ) -> asyncio.subprocess.Process:
+        process = await _start_writer(url, worker, count, batch, seconds)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
 
 
 class MemoryHarness(StoreHarness):
