@@ -15,8 +15,8 @@ import pytest_asyncio
 from psycopg import sql
 
 from tidings.exceptions import StoreError
-from tidings.store._rows import plan_append
 from tidings.store import PostgresStore, StoredEvent
+from tidings.store._rows import plan_append
 from tidings.testing.store_conformance import WAIT, envelope, placed
 
 CONNECTIONS = 8
