@@ -75,7 +75,14 @@ from tidings.store.records import ANY, Snapshot, StoredEvent, StoreFeatures, Str
 from tidings.store.upcasting import Upcasters
 from tidings.topics import compile_pattern, is_pattern, validate_pattern
 
-__all__ = ("EventStore", "LogSubscription", "Query", "SupportsSyncAppend")
+__all__ = (
+    "EventStore",
+    "LogSubscription",
+    "Query",
+    "SupportsSyncAppend",
+    "build_query",
+    "where_sql",
+)
 
 Progress = Callable[[int, int], None]
 """A progress callback: ``(records done, records in all)``."""
@@ -145,6 +152,29 @@ def build_query(
         literal.append(token)
     prefix = ".".join(literal) + "." if literal else None
     return Query(after, upto, stream, None, prefix, since, until), compile_pattern(topic)
+
+
+def where_sql(query: Query, *, mark: str, prefix_test: str) -> tuple[str, list[Any]]:
+    """The SQL condition selecting ``query``'s rows, and its parameters, for SQL stores.
+
+    ``mark`` is the driver's placeholder (``?`` or ``%s``); ``prefix_test`` the condition
+    testing that ``topic`` starts with the prefix (one placeholder).
+    """
+    after, upto, stream, topic, prefix, since, until = query
+    where = [f"position > {mark}"]
+    params: list[Any] = [after]
+    for value, test in (
+        (upto, f"position <= {mark}"),
+        (stream, f"stream = {mark}"),
+        (topic, f"topic = {mark}"),
+        (prefix, prefix_test),
+        (since, f"time >= {mark}"),
+        (until, f"time < {mark}"),
+    ):
+        if value is not None:
+            where.append(test)
+            params.append(value)
+    return " AND ".join(where), params
 
 
 @runtime_checkable

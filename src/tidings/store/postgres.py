@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from tidings.store._rows import GENESIS, Draft, Row, plan_append
-from tidings.store.base import EventStore, Query
+from tidings.store.base import EventStore, Query, where_sql
 from tidings.store.records import Snapshot, StoreFeatures, StreamState
 from tidings.store.upcasting import Upcasters
 
@@ -120,7 +120,7 @@ class PostgresStore(EventStore):
         self._lock_key = _key(f"tidings:{qualified}")
         self._channel = f"tidings_{hashlib.sha256(qualified.encode()).hexdigest()[:20]}"
         self._sql = self._statements()
-        self._fetch_sql: dict[tuple[bool, ...], sql.Composed] = {}
+        self._columns = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where()!r}, schema={self.schema!r})"
@@ -325,49 +325,16 @@ class PostgresStore(EventStore):
 
     async def _fetch(self, query: Query, limit: int) -> list[Row]:
         pool = await self._ready()
-        after, upto, stream, topic, prefix, since, until = query
-        shape = (
-            upto is not None,
-            stream is not None,
-            topic is not None,
-            prefix is not None,
-            since is not None,
-            until is not None,
-        )
-        statement = self._fetch_sql.get(shape)
-        if statement is None:
-            statement = self._fetch_sql[shape] = self._fetch_statement(shape)
-        params: list[Any] = [after]
-        params += [
-            value for value in (upto, stream, topic, prefix, since, until) if value is not None
-        ]
+        where, params = where_sql(query, mark="%s", prefix_test="starts_with(topic, %s)")
         params.append(limit)
+        statement = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY position LIMIT %s").format(
+            self._columns, self._table("events"), sql.SQL(where)
+        )
         async with pool.connection() as conn:
             cursor = conn.cursor(binary=True)
             await cursor.execute(statement, params)
             rows: list[Row] = await cursor.fetchall()
         return rows
-
-    def _fetch_statement(self, shape: tuple[bool, ...]) -> sql.Composed:
-        upto, stream, topic, prefix, since, until = shape
-        where = ["position > %s"]
-        if upto:
-            where.append("position <= %s")
-        if stream:
-            where.append("stream = %s")
-        if topic:
-            where.append("topic = %s")
-        if prefix:
-            where.append("starts_with(topic, %s)")
-        if since:
-            where.append("time >= %s")
-        if until:
-            where.append("time < %s")
-        return sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY position LIMIT %s").format(
-            sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
-            self._table("events"),
-            sql.SQL(" AND ".join(where)),
-        )
 
     async def _scalar(self, statement: sql.Composed, params: Sequence[Any] = ()) -> Any:
         pool = await self._ready()

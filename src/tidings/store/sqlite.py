@@ -15,7 +15,7 @@ from tidings.exceptions import ConcurrencyError, StoreError
 from tidings.store._changes import Changes
 from tidings.store._rows import GENESIS, Draft, Row, plan_append
 from tidings.store._sync import SyncStore
-from tidings.store.base import Query
+from tidings.store.base import Query, where_sql
 from tidings.store.records import Snapshot, StoreFeatures, StreamState
 from tidings.store.upcasting import Upcasters
 
@@ -149,7 +149,6 @@ class SQLiteStore(SyncStore):
         self.path = Path(path)
         self._poll_interval = poll_interval
         self._lock = threading.RLock()
-        self._fetch_sql: dict[tuple[bool, ...], str] = {}
         self._insert_sql: dict[int, str] = {}
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,32 +268,10 @@ class SQLiteStore(SyncStore):
         return positions, bool(rows)
 
     def _fetch_now(self, query: Query, limit: int) -> list[Row]:
-        after, upto, stream, topic, prefix, since, until = query
-        shape = (
-            upto is not None,
-            stream is not None,
-            topic is not None,
-            prefix is not None,
-            since is not None,
-            until is not None,
-        )
-        sql = self._fetch_sql.get(shape)
-        if sql is None:
-            sql = self._fetch_sql[shape] = _fetch_sql(shape)
-        params: list[Any] = [after]
-        if upto is not None:
-            params.append(upto)
-        if stream is not None:
-            params.append(stream)
-        if topic is not None:
-            params.append(topic)
-        if prefix is not None:
-            params += (prefix, prefix[:-1] + "/")  # "/" follows "." in code point order
-        if since is not None:
-            params.append(since)
-        if until is not None:
-            params.append(until)
+        # Topics are letters, digits, "_", "-" and ".", none special to GLOB.
+        where, params = where_sql(query, mark="?", prefix_test="topic GLOB ? || '*'")
         params.append(limit)
+        sql = f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ?"
         with self._lock:
             self._check_open()
             rows: list[Row] = self._conn.execute(sql, params).fetchall()
@@ -365,21 +342,3 @@ class SQLiteStore(SyncStore):
     def _close_now(self) -> None:
         with self._lock:
             self._conn.close()
-
-
-def _fetch_sql(shape: tuple[bool, ...]) -> str:
-    upto, stream, topic, prefix, since, until = shape
-    where = ["position > ?"]
-    if upto:
-        where.append("position <= ?")
-    if stream:
-        where.append("stream = ?")
-    if topic:
-        where.append("topic = ?")
-    if prefix:
-        where.append("topic >= ? AND topic < ?")
-    if since:
-        where.append("time >= ?")
-    if until:
-        where.append("time < ?")
-    return f"SELECT {COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY position LIMIT ?"
