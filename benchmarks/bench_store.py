@@ -66,13 +66,13 @@ class OrderPlaced:
     amount: float
 
 
-class Failure(Exception):
+class CountMismatchError(Exception):
     """A count or total did not match: the benchmark's numbers would mean nothing."""
 
 
 def check(what: str, got: object, want: object) -> None:
     if got != want:
-        raise Failure(f"{what}: got {got!r}, expected {want!r}")
+        raise CountMismatchError(f"{what}: got {got!r}, expected {want!r}")
 
 
 def rate(count: int, seconds: float) -> float:
@@ -362,16 +362,14 @@ def main() -> int:
             theirs = f"bench_es_{uuid.uuid4().hex[:8]}"
             try:
                 results[("PostgreSQL", "tidings")] = asyncio.run(
-                    bench_tidings(
-                        lambda: PostgresStore(url, schema=ours), pg_singles, pg_count
-                    )
+                    bench_tidings(lambda: PostgresStore(url, schema=ours), pg_singles, pg_count)
                 )
                 results[("PostgreSQL", "eventsourcing")] = bench_eventsourcing(
                     es_postgres(url, theirs), pg_singles, pg_count
                 )
             finally:
                 drop_schemas(url, ours, theirs)
-    except Failure as exc:
+    except CountMismatchError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     report(results)
