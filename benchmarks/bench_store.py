@@ -291,7 +291,7 @@ def postgres_server(given: str | None) -> Iterator[str]:
         import pgserver
 
         with tempfile.TemporaryDirectory() as data:
-            server = pgserver.get_server(data, cleanup_mode="stop")
+            server = pgserver.get_server(data, cleanup_mode="stop")  # type: ignore[attr-defined]
             try:
                 yield server.get_uri()
             finally:

@@ -181,3 +181,21 @@ async def test_tables_take_the_prefix_and_logs_stay_apart(postgres_url: str, sch
     ]  # fmt: skip
     with pytest.raises(ValueError, match="pool_size"):
         PostgresStore(postgres_url, pool_size=0)
+
+
+async def test_two_stores_taking_turns_never_trust_a_stale_tail(
+    postgres_url: str, schema: str
+) -> None:
+    async with (
+        PostgresStore(postgres_url, schema=schema) as first,
+        PostgresStore(postgres_url, schema=schema) as second,
+    ):
+        got = []
+        for turn in range(6):
+            writer = first if turn % 2 == 0 else second
+            got += await writer.append(placed(1, start=turn))
+            got += await writer.append(placed(2, start=100 + 2 * turn))
+        assert got == list(range(1, 19))
+        assert await first.append(placed(1, start=0)) == [1]  # known id, stale tail
+        assert [r.position for r in await second.read()] == list(range(1, 19))
+        assert await second.verify() is None

@@ -116,6 +116,7 @@ class PostgresStore(EventStore):
         self._pool: AsyncConnectionPool | None = None
         self._open_lock: asyncio.Lock | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._tail: tuple[int, str] | None = None  # (position, hash) this store last wrote
         qualified = f"{schema}.{table_prefix}events"
         self._lock_key = _key(f"tidings:{qualified}")
         self._channel = f"tidings_{hashlib.sha256(qualified.encode()).hexdigest()[:20]}"
@@ -252,6 +253,16 @@ class PostgresStore(EventStore):
     async def _append(
         self, drafts: Sequence[Draft], stream: str | None, expected_version: int | StreamState
     ) -> tuple[list[int], bool]:
+        tail = self._tail
+        if (
+            tail is not None
+            and len(drafts) <= _COPY_ABOVE
+            and (stream is None or expected_version is StreamState.NO_STREAM)
+        ):
+            try:
+                return await self._append_after(tail, drafts, stream, expected_version)
+            except psycopg.errors.UniqueViolation:
+                self._tail = None
         # Optimistically assume every id is new: the UNIQUE index on id catches a known one,
         # and only then is the transaction redone with a lookup of the ids. A version
         # mismatch is confirmed the same way, as known ids may explain it.
@@ -259,6 +270,47 @@ class PostgresStore(EventStore):
             return await self._append_once(drafts, stream, expected_version, lookup=False)
         except (psycopg.errors.UniqueViolation, ConcurrencyError):
             return await self._append_once(drafts, stream, expected_version, lookup=True)
+
+    async def _append_after(
+        self,
+        tail: tuple[int, str],
+        drafts: Sequence[Draft],
+        stream: str | None,
+        expected_version: int | StreamState,
+    ) -> tuple[list[int], bool]:
+        """Append in one round trip, assuming ``tail`` is still the log's last record.
+
+        Safe without reading the log's end: the primary key refuses position ``tail + 1``
+        if it is taken (the tail was stale), the unique indexes refuse a known id or an
+        existing stream (``NO_STREAM``), and any refusal raises ``UniqueViolation`` before
+        anything is committed; the caller then appends the careful way.
+        """
+        rows, positions = plan_append(
+            drafts,
+            {},
+            stream=stream,
+            stream_version=0,
+            expected_version=expected_version,
+            last_position=tail[0],
+            last_hash=tail[1],
+        )
+        pool = await self._ready()
+        statements = self._sql
+        async with pool.connection() as conn:
+            try:
+                async with conn.pipeline():
+                    await conn.execute("BEGIN")
+                    await conn.execute(statements["lock"], (self._lock_key,))
+                    async with conn.cursor() as cursor:
+                        await cursor.executemany(statements["insert"], rows)
+                    await conn.execute(statements["notify"], (self._channel, str(rows[-1][0])))
+                    await conn.execute("COMMIT")
+            except BaseException:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    await conn.rollback()
+                raise
+        self._tail = (rows[-1][0], rows[-1][12])
+        return positions, True
 
     async def _append_once(
         self,
@@ -319,6 +371,8 @@ class PostgresStore(EventStore):
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     await conn.rollback()
                 raise
+        if rows:
+            self._tail = (rows[-1][0], rows[-1][12])
         return positions, bool(rows)
 
     # -- reading ---------------------------------------------------------------------------
