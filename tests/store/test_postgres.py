@@ -191,11 +191,12 @@ async def test_two_stores_taking_turns_never_trust_a_stale_tail(
         PostgresStore(postgres_url, schema=schema) as second,
     ):
         got = []
+        opening = placed(1)
         for turn in range(6):
             writer = first if turn % 2 == 0 else second
-            got += await writer.append(placed(1, start=turn))
+            got += await writer.append(opening if turn == 0 else placed(1, start=turn))
             got += await writer.append(placed(2, start=100 + 2 * turn))
         assert got == list(range(1, 19))
-        assert await first.append(placed(1, start=0)) == [1]  # known id, stale tail
+        assert await first.append(opening) == [1]  # a known id, after a stale tail
         assert [r.position for r in await second.read()] == list(range(1, 19))
         assert await second.verify() is None
