@@ -113,6 +113,12 @@ def _non_negative(name: str, value: object) -> int:
     return value
 
 
+def _positive(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} is an int >= 1, not {value!r}")
+    return value
+
+
 def _name(what: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"a {what} is a non-empty str, not {value!r}")
@@ -356,7 +362,7 @@ class EventStore(ABC):
         database resources between pages, so it can be abandoned at any point.
         """
         self._check_open()
-        _non_negative("page_size", page_size)
+        _positive("page_size", page_size)
         query, match = build_query(
             after=after, upto=upto, topic=topic, stream=stream, since=since, until=until
         )
@@ -478,6 +484,7 @@ class EventStore(ABC):
         ``progress(done, total)`` is called after each page of ``page_size`` records.
         """
         self._check_open()
+        _positive("page_size", page_size)
         total = await self._last_position()
         query = Query()
         prev = bytes.fromhex(GENESIS)

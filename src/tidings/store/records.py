@@ -114,8 +114,9 @@ class StoreFeatures(msgspec.Struct, frozen=True):
     Attributes:
         durable: the log survives closing the store and opening it again.
         multi_process: several processes may append to and read one log at the same time.
-        notifications: live subscriptions are woken by appends made in other processes
-            without polling (PostgreSQL ``LISTEN/NOTIFY``). Stores without it poll.
+        notifications: every append, from any process the store serves, wakes live
+            subscriptions at once, without polling (memory: one process; PostgreSQL:
+            ``LISTEN/NOTIFY``). Stores without it poll for other processes' appends.
         sync_append: the store offers ``append_sync``, a blocking append usable from
             synchronous code (the bus's ``publish`` uses it for write-ahead).
     """

@@ -69,11 +69,24 @@ _LAST = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
 _STREAM_VERSION = "SELECT max(stream_version) FROM events WHERE stream = ?"
 _ID_CHUNK = 500
 _INSERT_CHUNK = 200  # rows per INSERT statement: 2,600 parameters, well under SQLite's limit
-_ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_NAMES = tuple(COLUMNS.split(", "))
+_OPTIONAL = (2, 3, 4, 8, 10)  # stream, stream_version, type_name, key, headers: often NULL
 
 
-def _insert_sql(count: int) -> str:
-    return f"INSERT INTO events ({COLUMNS}) VALUES " + ", ".join([_ROW_MARKS] * count)
+def _insert_sql(columns: tuple[int, ...], count: int) -> str:
+    names = ", ".join(_NAMES[index] for index in columns)
+    marks = "(" + ", ".join("?" * len(columns)) + ")"
+    return f"INSERT INTO events ({names}) VALUES " + ", ".join([marks] * count)
+
+
+def _columns_of(rows: Sequence[Row]) -> tuple[int, ...]:
+    """The columns to bind: all but the optional ones that are NULL in every row.
+
+    Leaving NULL columns to their default skips CPython's per-value adapter lookup, which
+    sqlite3 does for every ``None`` it binds.
+    """
+    nulls = {index for index in _OPTIONAL if all(row[index] is None for row in rows)}
+    return tuple(index for index in range(len(_NAMES)) if index not in nulls)
 
 
 # One change counter per database file, so every store on a file in this process wakes
@@ -149,7 +162,7 @@ class SQLiteStore(SyncStore):
         self.path = Path(path)
         self._poll_interval = poll_interval
         self._lock = threading.RLock()
-        self._insert_sql: dict[int, str] = {}
+        self._insert_sql: dict[tuple[tuple[int, ...], int], str] = {}
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -261,10 +274,16 @@ class SQLiteStore(SyncStore):
             # One multi-row INSERT binds parameters faster than executemany's row-by-row.
             for start in range(0, len(rows), _INSERT_CHUNK):
                 part = rows[start : start + _INSERT_CHUNK]
-                sql = self._insert_sql.get(len(part))
+                columns = _columns_of(part)
+                key = (columns, len(part))
+                sql = self._insert_sql.get(key)
                 if sql is None:
-                    sql = self._insert_sql[len(part)] = _insert_sql(len(part))
-                conn.execute(sql, [value for row in part for value in row])
+                    sql = self._insert_sql[key] = _insert_sql(columns, len(part))
+                if len(columns) == len(_NAMES):
+                    values = [value for row in part for value in row]
+                else:
+                    values = [row[index] for row in part for index in columns]
+                conn.execute(sql, values)
         return positions, bool(rows)
 
     def _fetch_now(self, query: Query, limit: int) -> list[Row]:

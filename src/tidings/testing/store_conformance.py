@@ -369,6 +369,8 @@ class StoreConformance:
         assert _positions(got) == list(range(1, 251))
         some = [r async for r in store.iter_read(after=100, upto=130, page_size=7)]
         assert _positions(some) == list(range(101, 131))
+        with pytest.raises(ValueError, match="page_size"):
+            [r async for r in store.iter_read(page_size=0)]
         odd = [
             r.position
             async for r in store.iter_read(topic="tidings.conformance.placed", page_size=10)
