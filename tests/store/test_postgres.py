@@ -99,9 +99,12 @@ async def test_positions_follow_commit_order_under_the_position_lock(
 async def test_eight_connections_append_while_a_follower_reads(
     postgres_url: str, schema: str
 ) -> None:
+    """Eight stores of one connection each (as eight processes would have) append
+    concurrently, in batches of 100, while a ninth store follows the log live."""
     total = CONNECTIONS * PER_CONNECTION
+    writers = [PostgresStore(postgres_url, schema=schema, pool_size=1) for _ in range(CONNECTIONS)]
     async with (
-        PostgresStore(postgres_url, schema=schema, pool_size=CONNECTIONS) as store,
+        PostgresStore(postgres_url, schema=schema, pool_size=2) as store,
         PostgresStore(postgres_url, schema=schema, pool_size=2) as follower_store,
     ):
         followed: list[StoredEvent] = []
@@ -125,15 +128,19 @@ async def test_eight_connections_append_while_a_follower_reads(
                     )
                     for i in range(start, start + 100)
                 ]
-                positions = await store.append(batch)
+                positions = await writers[worker].append(batch)
                 reports.update(zip((e.id for e in batch), positions, strict=True))
             return reports
 
         follower = asyncio.create_task(follow())
         await asyncio.sleep(0)
-        reports = await asyncio.wait_for(
-            asyncio.gather(*(write(n) for n in range(CONNECTIONS))), 120
-        )
+        try:
+            reports = await asyncio.wait_for(
+                asyncio.gather(*(write(n) for n in range(CONNECTIONS))), 120
+            )
+        finally:
+            for writer in writers:
+                await writer.aclose()
         await asyncio.wait_for(follower, 60)
 
         records = [r async for r in store.iter_read(unknown="raw")]
