@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from tidings.exceptions import ConcurrencyError, MissingExtraError, StoreError
@@ -294,21 +294,14 @@ class PostgresStore(EventStore):
             last_position=tail[0],
             last_hash=tail[1],
         )
-        pool = await self._ready()
         statements = self._sql
-        async with pool.connection() as conn:
-            try:
-                async with conn.pipeline():
-                    await conn.execute("BEGIN")
-                    await conn.execute(statements["lock"], (self._lock_key,))
-                    async with conn.cursor() as cursor:
-                        await cursor.executemany(statements["insert"], rows)
-                    await conn.execute(statements["notify"], (self._channel, str(rows[-1][0])))
-                    await conn.execute("COMMIT")
-            except BaseException:
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    await conn.rollback()
-                raise
+        async with self._writing() as conn, conn.pipeline():
+            await conn.execute("BEGIN")
+            await conn.execute(statements["lock"], (self._lock_key,))
+            async with conn.cursor() as cursor:
+                await cursor.executemany(statements["insert"], rows)
+            await conn.execute(statements["notify"], (self._channel, str(rows[-1][0])))
+            await conn.execute("COMMIT")
         self._tail = (rows[-1][0], rows[-1][12])
         return positions, True
 
@@ -320,60 +313,66 @@ class PostgresStore(EventStore):
         *,
         lookup: bool,
     ) -> tuple[list[int], bool]:
-        pool = await self._ready()
         statements = self._sql
+        async with self._writing() as conn:
+            # Round trip 1: begin, take the position lock, then (fresh snapshot, under
+            # the lock) read the ids already stored, the stream version, the log's end.
+            async with conn.pipeline():
+                await conn.execute("BEGIN")
+                await conn.execute(statements["lock"], (self._lock_key,))
+                known_cursor = (
+                    await conn.execute(statements["known"], ([d[0] for d in drafts],))
+                    if lookup
+                    else None
+                )
+                version_cursor = (
+                    await conn.execute(statements["stream_version"], (stream,))
+                    if stream is not None
+                    else None
+                )
+                last_cursor = await conn.execute(statements["last"])
+            known: dict[str, int] = {}
+            if known_cursor is not None:
+                known = {r[0]: r[1] for r in await known_cursor.fetchall() if r[1]}
+            version_row = None if version_cursor is None else await version_cursor.fetchone()
+            last = await last_cursor.fetchone()
+            rows, positions = plan_append(
+                drafts,
+                known,
+                stream=stream,
+                stream_version=0 if version_row is None else int(version_row[0]),
+                expected_version=expected_version,
+                last_position=0 if last is None else int(last[0]),
+                last_hash=GENESIS if last is None else str(last[1]),
+            )
+            if len(rows) > _COPY_ABOVE:
+                async with conn.cursor().copy(statements["copy"]) as copy:
+                    copy.set_types(_COPY_TYPES)
+                    for row in rows:
+                        await copy.write_row(row)
+            # Round trip 2 (3 after a COPY): insert, notify, commit.
+            async with conn.pipeline():
+                if rows and len(rows) <= _COPY_ABOVE:
+                    async with conn.cursor() as cursor:
+                        await cursor.executemany(statements["insert"], rows)
+                if rows:
+                    await conn.execute(statements["notify"], (self._channel, str(rows[-1][0])))
+                await conn.execute("COMMIT")
+        if rows:
+            self._tail = (rows[-1][0], rows[-1][12])
+        return positions, bool(rows)
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection for a transaction driven by hand, rolled back on any error."""
+        pool = await self._ready()
         async with pool.connection() as conn:
             try:
-                # Round trip 1: begin, take the position lock, then (fresh snapshot, under
-                # the lock) read the ids already stored, the stream version, the log's end.
-                async with conn.pipeline():
-                    await conn.execute("BEGIN")
-                    await conn.execute(statements["lock"], (self._lock_key,))
-                    known_cursor = (
-                        await conn.execute(statements["known"], ([d[0] for d in drafts],))
-                        if lookup
-                        else None
-                    )
-                    version_cursor = (
-                        await conn.execute(statements["stream_version"], (stream,))
-                        if stream is not None
-                        else None
-                    )
-                    last_cursor = await conn.execute(statements["last"])
-                known: dict[str, int] = {}
-                if known_cursor is not None:
-                    known = {r[0]: r[1] for r in await known_cursor.fetchall() if r[1]}
-                version_row = None if version_cursor is None else await version_cursor.fetchone()
-                last = await last_cursor.fetchone()
-                rows, positions = plan_append(
-                    drafts,
-                    known,
-                    stream=stream,
-                    stream_version=0 if version_row is None else int(version_row[0]),
-                    expected_version=expected_version,
-                    last_position=0 if last is None else int(last[0]),
-                    last_hash=GENESIS if last is None else str(last[1]),
-                )
-                if len(rows) > _COPY_ABOVE:
-                    async with conn.cursor().copy(statements["copy"]) as copy:
-                        copy.set_types(_COPY_TYPES)
-                        for row in rows:
-                            await copy.write_row(row)
-                # Round trip 2 (3 after a COPY): insert, notify, commit.
-                async with conn.pipeline():
-                    if rows and len(rows) <= _COPY_ABOVE:
-                        async with conn.cursor() as cursor:
-                            await cursor.executemany(statements["insert"], rows)
-                    if rows:
-                        await conn.execute(statements["notify"], (self._channel, str(rows[-1][0])))
-                    await conn.execute("COMMIT")
+                yield conn
             except BaseException:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     await conn.rollback()
                 raise
-        if rows:
-            self._tail = (rows[-1][0], rows[-1][12])
-        return positions, bool(rows)
 
     # -- reading ---------------------------------------------------------------------------
 
