@@ -68,8 +68,20 @@ class PostgresStore(EventStore):
         them and commits, and PostgreSQL releases the lock only after the commit is visible.
         So appends are serialised, positions are contiguous, and commit order is position
         order: once a reader sees position ``n``, every position below it is visible too.
-        The lock is held for two round trips per batch (the reads are pipelined, then the
-        insert, notify and commit), which is why batched appends are the fast path.
+        ``test_positions_follow_commit_order_under_the_position_lock`` stalls one writer
+        inside its transaction to show a later writer waiting for it.
+
+    Round trips
+        A careful append pipelines begin, lock and the reads (one round trip), then writes
+        the rows (a binary ``COPY`` for more than four, an ``INSERT`` otherwise) and
+        pipelines notify and commit. A store that remembers the record it appended last
+        (its *tail*) appends up to four events in one round trip instead: begin, lock,
+        insert at the tail's next position, notify, commit. No read is needed, because the
+        keys check the guess: the primary key refuses a taken position (someone appended
+        since), the id index a known id, the stream index an existing stream
+        (``NO_STREAM``). Any refusal rolls back and the append is redone carefully, so
+        the result is always the careful one. Exact ``expected_version`` appends and
+        ``ANY`` appends to a stream always take the careful path.
 
     Live subscriptions use ``LISTEN/NOTIFY``: every append notifies the log's channel on
     commit, and one listening connection per store wakes all its subscriptions. A
