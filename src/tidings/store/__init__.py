@@ -4,6 +4,9 @@
 :class:`MemoryStore`, :class:`SQLiteStore` and :class:`PostgresStore` serve it in memory,
 in one SQLite file, and in PostgreSQL; :func:`open_store` picks one from a URL.
 ``PostgresStore`` is imported on first access and needs the ``tidings[postgres]`` extra.
+
+Every store passes :mod:`tidings.testing.store_conformance`, which a new store's tests can
+reuse; ``tidings log read|tail|stats|verify --store URL`` inspects a log from the shell.
 """
 
 from __future__ import annotations
