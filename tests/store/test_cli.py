@@ -88,3 +88,12 @@ def test_a_malformed_url_is_a_clean_error() -> None:
     result = runner.invoke(app, ["log", "stats", "--store", "events.db"])
     assert result.exit_code == 2
     assert "names no scheme" in result.output
+
+
+def test_long_reads_and_verifies_draw_progress(
+    log_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tidings.store.cli.PROGRESS_ABOVE", 0)
+    for command in ("read", "verify", "stats"):
+        result = runner.invoke(app, ["log", command, "--store", log_url])
+        assert result.exit_code == 0, result.output
