@@ -39,6 +39,7 @@ from tidings.exceptions import (
     UnknownEventTypeError,
     WouldBlock,
 )
+from tidings.projection import Projection
 from tidings.queues import Overflow, QueueStatistics, RingBuffer
 from tidings.results import CloseReport, Delivery, HandlerOutcome
 from tidings.scheduling import AdaptiveWeight, WorkerPool
@@ -102,6 +103,7 @@ __all__ = (
     "Mode",
     "NatsTransport",
     "Overflow",
+    "Projection",
     "PublishError",
     "QueueClosedError",
     "QueueFullError",

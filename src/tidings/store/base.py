@@ -628,11 +628,15 @@ class LogSubscription:
                 self._query = self._query._replace(after=rows[-1][0])
             self._drained = len(rows) < READ_PAGE
 
-    async def aclose(self) -> None:
-        """Stop the subscription; a pending ``__anext__`` returns (ends iteration)."""
+    def close(self) -> None:
+        """Stop the subscription from any thread; a pending ``__anext__`` ends iteration."""
         self._closed = True
         self._buffer.clear()
         self._store._changes.notify()
+
+    async def aclose(self) -> None:
+        """Stop the subscription; a pending ``__anext__`` returns (ends iteration)."""
+        self.close()
 
     async def __aenter__(self) -> Self:
         return self
