@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import tidings
+from _harness import Row
 from tidings.clock import HybridClock
 from tidings.event import NO_HEADERS, Envelope
 from tidings.store import NO_STREAM, EventStore, PostgresStore, SQLiteStore
@@ -359,67 +360,98 @@ def best(into: dict[str, float] | None, figures: dict[str, float]) -> dict[str, 
     return figures if into is None else {f: max(into[f], figures[f]) for f in FIGURES}
 
 
+def measure(
+    quick: bool, repeat: int, postgres: str | None
+) -> tuple[dict[tuple[str, str], dict[str, float]], str]:
+    """Every figure for every (backend, library), best of ``repeat`` runs, and a summary line.
+
+    Raises:
+        CountMismatchError: if a library read back other events than it appended.
+    """
+    sqlite_singles, sqlite_count = (200, 5_000) if quick else (1_000, 50_000)
+    pg_singles, pg_count = (100, 2_000) if quick else (300, 15_000)
+    results: dict[tuple[str, str], dict[str, float]] = {}
+
+    def record(key: tuple[str, str], figures: dict[str, float]) -> None:
+        results[key] = best(results.get(key), figures)
+
+    with postgres_server(postgres) as url:
+        for run in range(repeat):
+            with tempfile.TemporaryDirectory() as folder:
+                base = Path(folder)
+                record(
+                    ("SQLite", "tidings"),
+                    asyncio.run(
+                        bench_tidings(SQLiteStore(base / "t.db"), sqlite_singles, sqlite_count)
+                    ),
+                )
+                record(
+                    ("SQLite", "tidings (synchronous=full)"),
+                    asyncio.run(
+                        bench_tidings(
+                            SQLiteStore(base / "tf.db", synchronous="full"),
+                            sqlite_singles,
+                            sqlite_count,
+                        )
+                    ),
+                )
+                es, es_raw = bench_eventsourcing(
+                    es_sqlite(base / "es.db"), sqlite_singles, sqlite_count
+                )
+                record(("SQLite", "eventsourcing"), es)
+                record(("SQLite", RAW), es_raw)
+            ours = f"bench_tidings_{uuid.uuid4().hex[:8]}"
+            theirs = f"bench_es_{uuid.uuid4().hex[:8]}"
+            try:
+                record(
+                    ("PostgreSQL", "tidings"),
+                    asyncio.run(
+                        bench_tidings(PostgresStore(url, schema=ours), pg_singles, pg_count)
+                    ),
+                )
+                es, es_raw = bench_eventsourcing(es_postgres(url, theirs), pg_singles, pg_count)
+                record(("PostgreSQL", "eventsourcing"), es)
+                record(("PostgreSQL", RAW), es_raw)
+            finally:
+                drop_schemas(url, ours, theirs)
+            print(f"store benchmark: run {run + 1} of {repeat} done", file=sys.stderr)
+    summary = (
+        f"best of {repeat} runs; SQLite: {sqlite_singles:,} single + {sqlite_count:,} "
+        f"batched events, PostgreSQL: {pg_singles:,} + {pg_count:,}"
+    )
+    return results, summary
+
+
+def run(quick: bool = False) -> list[Row]:
+    """Rows for ``benchmarks/run.py``: one scenario per backend and figure, eventsourcing the
+    baseline."""
+    results, summary = measure(quick, 1 if quick else 3, None)
+    return [
+        Row(
+            f"L {backend} {figure}",
+            library,
+            "events/s",
+            figures[figure],
+            "/s",
+            summary if library == "tidings" else "",
+        )
+        for (backend, library), figures in results.items()
+        for figure in FIGURES
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best counts")
     parser.add_argument("--postgres", help="PostgreSQL URL (default: see the module doc)")
     args = parser.parse_args()
-    sqlite_singles, sqlite_count = (200, 5_000) if args.quick else (1_000, 50_000)
-    pg_singles, pg_count = (100, 2_000) if args.quick else (300, 15_000)
-    results: dict[tuple[str, str], dict[str, float]] = {}
-
-    def record(key: tuple[str, str], figures: dict[str, float]) -> None:
-        results[key] = best(results.get(key), figures)
-
     try:
-        with postgres_server(args.postgres) as url:
-            for run in range(args.repeat):
-                with tempfile.TemporaryDirectory() as folder:
-                    base = Path(folder)
-                    record(
-                        ("SQLite", "tidings"),
-                        asyncio.run(
-                            bench_tidings(SQLiteStore(base / "t.db"), sqlite_singles, sqlite_count)
-                        ),
-                    )
-                    record(
-                        ("SQLite", "tidings (synchronous=full)"),
-                        asyncio.run(
-                            bench_tidings(
-                                SQLiteStore(base / "tf.db", synchronous="full"),
-                                sqlite_singles,
-                                sqlite_count,
-                            )
-                        ),
-                    )
-                    es, es_raw = bench_eventsourcing(
-                        es_sqlite(base / "es.db"), sqlite_singles, sqlite_count
-                    )
-                    record(("SQLite", "eventsourcing"), es)
-                    record(("SQLite", RAW), es_raw)
-                ours = f"bench_tidings_{uuid.uuid4().hex[:8]}"
-                theirs = f"bench_es_{uuid.uuid4().hex[:8]}"
-                try:
-                    record(
-                        ("PostgreSQL", "tidings"),
-                        asyncio.run(
-                            bench_tidings(PostgresStore(url, schema=ours), pg_singles, pg_count)
-                        ),
-                    )
-                    es, es_raw = bench_eventsourcing(es_postgres(url, theirs), pg_singles, pg_count)
-                    record(("PostgreSQL", "eventsourcing"), es)
-                    record(("PostgreSQL", RAW), es_raw)
-                finally:
-                    drop_schemas(url, ours, theirs)
-                print(f"run {run + 1} of {args.repeat} done", file=sys.stderr)
+        results, summary = measure(args.quick, args.repeat, args.postgres)
     except CountMismatchError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"best of {args.repeat} runs; SQLite: {sqlite_singles:,} single + {sqlite_count:,} "
-        f"batched events, PostgreSQL: {pg_singles:,} + {pg_count:,}\n"
-    )
+    print(summary + "\n")
     report(results)
     return 0
 
