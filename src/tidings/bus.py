@@ -403,7 +403,10 @@ class Bus:
                 checkpoint (or ``from_``, default 0, the first time) and commit each
                 handled position, so a restart resumes there (at least once).
             idempotent: with ``durable``, record handled event ids with the checkpoint and
-                skip records already handled (effectively once).
+                skip records already handled (effectively once). On a bus with a transport
+                and a store: record each handled event id in the store under the consumer
+                name ``durable`` (default: the group, else the handler's name) and skip
+                redelivered events already recorded, in any process sharing the store.
             max_attempts: log followers retry a failing handler this many times (with
                 exponential backoff) before dead-lettering the event and moving on.
 
@@ -421,10 +424,17 @@ class Bus:
             raise BusClosedError("the bus is closed; subscribe before closing it")
         if mode is None and (workers != 1 or batch is not None or pool is not None):
             mode = "queued"
-        follows = from_ is not None or durable is not None
+        carried = self._remote is not None and group is not _LOCAL
+        follows = not carried and (from_ is not None or durable is not None)
         if follows:
             self._check_follow(from_, durable, idempotent, max_attempts, mode)
-        elif idempotent:
+        elif carried and (from_ is not None or (idempotent and self._log is None)):
+            raise InvalidHandlerError(
+                "on a bus with a transport, events come from the server: from_= is not "
+                "available, and idempotent=True needs Bus(transport=..., store=...) to "
+                "record what was handled"
+            )
+        elif idempotent and not carried:
             raise InvalidHandlerError("idempotent=True needs durable='consumer-name'")
         sub: Subscription[Any] = Subscription(
             self,
@@ -455,7 +465,8 @@ class Bus:
                     "queued subscriptions are not carried by a transport yet; the transport's "
                     "DeliveryPolicy(workers=..., prefetch=...) sets its concurrency"
                 )
-            remote.subscribe(sub, group)
+            dedupe = (durable or group or sub.name) if idempotent else None
+            remote.subscribe(sub, group, dedupe=dedupe)
             return sub
         if sub.kind == QUEUED:
             if not weight > 0:
