@@ -19,9 +19,15 @@ import bench_burst
 import bench_bus
 import bench_nats
 import bench_queues
+import bench_store
 from _harness import Row
 
 BASELINES = {
+    **{
+        f"L {backend} {figure}": "eventsourcing"
+        for backend in ("SQLite", "PostgreSQL")
+        for figure in ("single", "batched", "read", "fold")
+    },
     "S5 1P/1C": "queue.Queue",
     "S5 4P/4C": "queue.Queue",
     "N1": "raw nats-py",
@@ -30,7 +36,18 @@ BASELINES = {
 }
 """The row each scenario's *vs baseline* ratio divides by (default: the raw loop)."""
 
-PEERS = ("tidings", "pyee", "blinker", "pypubsub", "bubus", "msgspec", "nats-py", "faststream")
+PEERS = (
+    "eventsourcing",
+    "psycopg",
+    "tidings",
+    "pyee",
+    "blinker",
+    "pypubsub",
+    "bubus",
+    "msgspec",
+    "nats-py",
+    "faststream",
+)
 
 
 def _versions() -> str:
@@ -103,6 +120,7 @@ def main() -> int:
         *bench_queues.run(quick=args.quick),
         *bench_burst.run(quick=args.quick),
         *bench_nats.run(quick=args.quick),
+        *bench_store.run(quick=args.quick),
     ]
     table = _format(rows)
     print("\n".join(table))
@@ -120,7 +138,8 @@ def main() -> int:
             "Ratios: *vs tidings* is the row's figure over tidings' (above 1 means better than",
             "tidings); *vs baseline* is the row's figure over the scenario's baseline: a plain",
             "loop calling the same handlers (S1-S4), `queue.Queue` (S5), raw nats-py doing the",
-            "same work on the same nats-server (N1-N3). Latency and memory rows",
+            "same work on the same nats-server (N1-N3), the eventsourcing library doing the same",
+            "work on the same database (L). Latency and memory rows",
             "invert the ratio so above 1 still means better. S7 runs tidings alone: the peers",
             "have no bounded buffer with an overflow policy.",
             "",

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tidings.cli import app
 
 
-def test_demo_runs_the_tour_and_exits_zero() -> None:
+def test_demo_runs_the_tour_and_exits_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the tour keeps its log in ./.tidings/events.db
     result = CliRunner().invoke(app, ["demo"])
     assert result.exit_code == 0, result.output
     for step in ("Typed events", "Patterns", "Async handlers", "Re-entrant", "dead letters"):
         assert step in result.output
     assert "done: bus closed cleanly=True, dead letters=1" in result.output
+    assert "hash chain intact" in result.output
+    assert (tmp_path / ".tidings" / "events.db").exists()
+    again = CliRunner().invoke(app, ["demo"])  # the log grows; the durable consumer resumes
+    assert again.exit_code == 0, again.output
+    assert "5 order(s) it had not seen before" in again.output
 
 
 def test_console_script_help() -> None:

@@ -78,6 +78,7 @@ class Remote:
         self._entries: dict[tuple[str, str | None], _Entry] = {}
         self._lock = threading.Lock()
         self._succeeded: OrderedDict[str, set[int]] = OrderedDict()
+        self._dedupe: dict[Subscription[Any], str] = {}
         self._outbox: deque[Envelope[Any]] = deque()
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -139,8 +140,16 @@ class Remote:
 
     # ------------------------------------------------------------------ subscribing
 
-    def subscribe(self, sub: Subscription[Any], group: str | None) -> None:
-        """Add ``sub`` to the transport subscription of its pattern and group."""
+    def subscribe(
+        self, sub: Subscription[Any], group: str | None, *, dedupe: str | None = None
+    ) -> None:
+        """Add ``sub`` to the transport subscription of its pattern and group.
+
+        ``dedupe``: record each event id ``sub`` handled in the bus's store under this
+        consumer name, and skip events already recorded (``idempotent=True``).
+        """
+        if dedupe is not None:
+            self._dedupe[sub] = dedupe
         with self._lock:
             key = (sub.pattern, group)
             entry = self._entries.get(key)
@@ -153,6 +162,7 @@ class Remote:
     def unsubscribe(self, sub: Subscription[Any]) -> bool:
         """Remove ``sub``, if it is carried here; the last one out ends the transport
         subscription. Whether it was carried here."""
+        self._dedupe.pop(sub, None)
         with self._lock:
             for key, entry in list(self._entries.items()):
                 if sub in entry.subs:
@@ -221,7 +231,10 @@ class Remote:
                 continue
             if not sub.active or not sub.matches(env.topic, payload_type):
                 continue
+            dedupe = self._dedupe.get(sub)
             try:
+                if dedupe is not None and await self._handled_before(dedupe, env):
+                    continue
                 if not sub.accepts(env):
                     continue
                 result = sub.call(sub.argument(env))
@@ -229,6 +242,8 @@ class Remote:
                     continue
                 if sub.kind == TASK:
                     await result
+                if dedupe is not None:
+                    await self._record_handled(dedupe, env, message)
             except Exception as exc:
                 failures.append((sub, exc))
                 continue
@@ -247,6 +262,15 @@ class Remote:
             if len(self._succeeded) > _REMEMBERED:
                 self._succeeded.popitem(last=False)
         raise HandlerFailedError(failures)
+
+    async def _handled_before(self, consumer: str, env: Envelope[Any]) -> bool:
+        store = self.bus.store
+        return store is not None and await store.was_handled(consumer, env.id)
+
+    async def _record_handled(self, consumer: str, env: Envelope[Any], message: Message) -> None:
+        store = self.bus.store
+        if store is not None:
+            await store.commit(consumer, message.sequence or 0, handled_ids=(env.id,))
 
     # ------------------------------------------------------------------ publishing
 

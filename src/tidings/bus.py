@@ -33,6 +33,7 @@ Semantics, which the tests hold the bus to:
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
 import logging
 import threading
@@ -44,7 +45,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from dataclasses import dataclass
 from heapq import heappushpop as _heappushpop
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from tidings._coroutines import IDLE, next_job, resume
 from tidings._stream import EventStream
@@ -55,12 +56,14 @@ from tidings.delivery import Batch, Queued
 from tidings.event import NO_HEADERS, Envelope, topic_of
 from tidings.exceptions import (
     BusClosedError,
+    InvalidHandlerError,
     LoopNotRunningError,
     QueueClosedError,
     QueueFullError,
     WouldBlock,
 )
 from tidings.observability.logs import log_fields
+from tidings.projection import Projection, hlc_bound
 from tidings.queues import Overflow
 from tidings.recording import Recorder
 from tidings.results import CloseReport, Delivery, HandlerOutcome
@@ -79,14 +82,17 @@ from tidings.topics import validate_topic
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from tidings._log import Log
     from tidings._remote import Remote
     from tidings.observability._observer import Observer
+    from tidings.store.base import EventStore
     from tidings.transports.base import Transport
 
 __all__ = ("BatchHandles", "Bus", "BusStatistics", "ErrorHook", "Handles")
 
 T = TypeVar("T")
 R = TypeVar("R")
+S = TypeVar("S")
 
 logger = logging.getLogger("tidings")
 _get_ident = threading.get_ident
@@ -217,6 +223,11 @@ class Bus:
         transport: carry events between processes (see :mod:`tidings._remote`): every
             publish goes to the server and subscriptions become transport subscriptions.
             The transport shares the bus's clock. Use ``async with Bus(transport=...)``.
+        store: keep every published event in this durable log before dispatching it
+            (write-ahead; see :mod:`tidings._log`), for :meth:`replay`, projections and
+            log-following subscriptions (``from_=``, ``durable=``). A store URL
+            (``sqlite:///path``, ``postgresql://...``, ``memory://``) opens one. The bus owns
+            the store: :meth:`aclose` closes it.
 
     A bus needs no event loop for sync handlers. ``async with Bus() as bus`` (or
     ``await bus.start()``) binds it to the running loop for async handlers and async
@@ -230,6 +241,7 @@ class Bus:
         clock: HybridClock | None = None,
         on_error: ErrorHook | None = None,
         transport: Transport | None = None,
+        store: EventStore | str | None = None,
     ) -> None:
         self._source = source
         self._clock = clock if clock is not None else HybridClock()
@@ -260,6 +272,12 @@ class Bus:
             from tidings._remote import Remote
 
             self._remote = Remote(self, transport, self._clock)
+        self._log: Log | None = None
+        if store is not None:
+            from tidings._log import Log
+            from tidings.store.url import open_store
+
+            self._log = Log(self, open_store(store) if isinstance(store, str) else store)
 
     # ------------------------------------------------------------------ subscribing
 
@@ -283,6 +301,10 @@ class Bus:
         pool: WorkerPool | None = None,
         weight: float = 1.0,
         group: str | None = None,
+        from_: int | None = None,
+        durable: str | None = None,
+        idempotent: bool = False,
+        max_attempts: int = 3,
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -304,6 +326,10 @@ class Bus:
         pool: WorkerPool | None = None,
         weight: float = 1.0,
         group: str | None = None,
+        from_: int | None = None,
+        durable: str | None = None,
+        idempotent: bool = False,
+        max_attempts: int = 3,
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -325,6 +351,10 @@ class Bus:
         pool: WorkerPool | None = None,
         weight: float = 1.0,
         group: str | None = None,
+        from_: int | None = None,
+        durable: str | None = None,
+        idempotent: bool = False,
+        max_attempts: int = 3,
     ) -> Subscription[Any]: ...
     def subscribe(
         self,
@@ -345,6 +375,10 @@ class Bus:
         pool: WorkerPool | None = None,
         weight: float = 1.0,
         group: str | None = None,
+        from_: int | None = None,
+        durable: str | None = None,
+        idempotent: bool = False,
+        max_attempts: int = 3,
     ) -> Subscription[Any]:
         """Subscribe ``handler`` to an event class, a topic or a pattern.
 
@@ -375,6 +409,18 @@ class Bus:
             group: with a transport, share the events with the same group's subscriptions
                 in every process (competing consumers); without it every process gets every
                 event. Ignored without a transport (one process is its own group).
+            from_: follow the store's log from after this position (0: the beginning):
+                history first, then live events, no gap and no duplicate at the seam.
+            durable: follow the log as the durable consumer of this name: start after its
+                checkpoint (or ``from_``, default 0, the first time) and commit each
+                handled position, so a restart resumes there (at least once).
+            idempotent: with ``durable``, record handled event ids with the checkpoint and
+                skip records already handled (effectively once). On a bus with a transport
+                and a store: record each handled event id in the store under the consumer
+                name ``durable`` (default: the group, else the handler's name) and skip
+                redelivered events already recorded, in any process sharing the store.
+            max_attempts: log followers retry a failing handler this many times (with
+                exponential backoff) before dead-lettering the event and moving on.
 
         Returns:
             The :class:`Subscription` handle.
@@ -390,6 +436,18 @@ class Bus:
             raise BusClosedError("the bus is closed; subscribe before closing it")
         if mode is None and (workers != 1 or batch is not None or pool is not None):
             mode = "queued"
+        carried = self._remote is not None and group is not _LOCAL
+        follows = not carried and (from_ is not None or durable is not None)
+        if follows:
+            self._check_follow(from_, durable, idempotent, max_attempts, mode)
+        elif carried and (from_ is not None or (idempotent and self._log is None)):
+            raise InvalidHandlerError(
+                "on a bus with a transport, events come from the server: from_= is not "
+                "available, and idempotent=True needs Bus(transport=..., store=...) to "
+                "record what was handled"
+            )
+        elif idempotent and not carried:
+            raise InvalidHandlerError("idempotent=True needs durable='consumer-name'")
         sub: Subscription[Any] = Subscription(
             self,
             target,
@@ -404,6 +462,16 @@ class Bus:
         )
         if self._observer is not None and group is not _LOCAL:
             sub.observe(self._observer)
+        if follows:
+            assert self._log is not None
+            self._log.follow(
+                sub,
+                start=from_ or 0,
+                durable=durable,
+                idempotent=idempotent,
+                max_attempts=max_attempts,
+            )
+            return sub
         remote = self._remote
         if remote is not None and group is not _LOCAL and sub.pattern != DEAD_LETTER_TOPIC:
             if sub.kind == QUEUED:
@@ -411,7 +479,8 @@ class Bus:
                     "queued subscriptions are not carried by a transport yet; the transport's "
                     "DeliveryPolicy(workers=..., prefetch=...) sets its concurrency"
                 )
-            remote.subscribe(sub, group)
+            dedupe = (durable or group or sub.name) if idempotent else None
+            remote.subscribe(sub, group, dedupe=dedupe)
             return sub
         if sub.kind == QUEUED:
             if not weight > 0:
@@ -428,6 +497,33 @@ class Bus:
             )
         self._register(sub)
         return sub
+
+    def _check_follow(
+        self,
+        from_: int | None,
+        durable: str | None,
+        idempotent: bool,
+        max_attempts: int,
+        mode: Mode | None,
+    ) -> None:
+        if self._log is None:
+            raise InvalidHandlerError(
+                "from_= and durable= follow the durable log: create the bus with "
+                "Bus(store=...) (for example store='sqlite:///events.db')"
+            )
+        if from_ is not None and (not isinstance(from_, int) or from_ < 0):
+            raise ValueError(f"from_ is a log position >= 0 (0: the beginning), not {from_!r}")
+        if durable is not None and (not isinstance(durable, str) or not durable.strip()):
+            raise ValueError(f"durable is a non-empty consumer name, not {durable!r}")
+        if idempotent and durable is None:
+            raise InvalidHandlerError("idempotent=True needs durable='consumer-name'")
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be a positive int, not {max_attempts!r}")
+        if mode == "queued":
+            raise InvalidHandlerError(
+                "log-following subscriptions deliver in log order from their own task; "
+                "they cannot also be queued"
+            )
 
     def _register(self, sub: Subscription[Any]) -> None:
         queued = sub.queued
@@ -461,6 +557,10 @@ class Bus:
         pool: WorkerPool | None = None,
         weight: float = 1.0,
         group: str | None = None,
+        from_: int | None = None,
+        durable: str | None = None,
+        idempotent: bool = False,
+        max_attempts: int = 3,
     ) -> Handles[T]: ...
     @overload
     def on(
@@ -481,6 +581,10 @@ class Bus:
         pool: WorkerPool | None = None,
         weight: float = 1.0,
         group: str | None = None,
+        from_: int | None = None,
+        durable: str | None = None,
+        idempotent: bool = False,
+        max_attempts: int = 3,
     ) -> BatchHandles[T]: ...
     @overload
     def on(
@@ -501,6 +605,10 @@ class Bus:
         pool: WorkerPool | None = None,
         weight: float = 1.0,
         group: str | None = None,
+        from_: int | None = None,
+        durable: str | None = None,
+        idempotent: bool = False,
+        max_attempts: int = 3,
     ) -> Handles[Any]: ...
     def on(
         self,
@@ -523,6 +631,8 @@ class Bus:
 
     def _unsubscribe(self, sub: Subscription[Any]) -> None:
         if self._remote is not None and self._remote.unsubscribe(sub):
+            return
+        if self._log is not None and self._log.unfollow(sub):
             return
         with self._lock:
             subs = [s for s in self._subs if s is not sub]
@@ -591,10 +701,13 @@ class Bus:
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
+        slow = route.slow()
+        if self._log is not None and not self._log.write_ahead(slow, env):
+            return env  # appended, then dispatched, by a task on the loop
         if self._remote is not None:
             self._remote.send(env)
         if route.subs:
-            self._deliver(route.slow(), env)
+            self._deliver(slow, env)
         return env
 
     def publish(
@@ -657,6 +770,8 @@ class Bus:
             None,
             self._node,
         )
+        if self._log is not None and not self._log.write_ahead(route, env):
+            return env  # appended, then dispatched, by a task on the loop
         if self._remote is not None:
             self._remote.send(env)
         if route.subs:
@@ -685,6 +800,15 @@ class Bus:
             finally:
                 busy.discard(me)
         return env
+
+    def _after_write_ahead(self, route: _Route, env: Envelope[Any]) -> None:
+        """Send and dispatch an envelope whose append was deferred to a task."""
+        if self._remote is not None:
+            self._remote.send(env)
+        try:
+            self._deliver(route, env)
+        except (QueueFullError, WouldBlock):
+            logger.exception("event %s was refused by a full queue after its append", env.id)
 
     def _deliver(self, route: _Route, env: Envelope[Any]) -> None:
         """Dispatch now, or after the current dispatch when called from inside one."""
@@ -889,6 +1013,8 @@ class Bus:
             self._loop_thread = threading.get_ident()
             for queued in list(self._queued):
                 queued.start(loop)
+            if self._log is not None:
+                self._log.start(loop)
         return self._loop is loop
 
     async def emit(
@@ -921,6 +1047,8 @@ class Bus:
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
+        if self._log is not None:
+            await self._log.append(env)
         if self._remote is not None:
             await self._remote.publish(env)  # handlers run where the server delivers it
         outcomes: list[HandlerOutcome | tuple[Subscription[Any], asyncio.Task[Any]]] = []
@@ -1147,12 +1275,16 @@ class Bus:
 
         With a transport, first stop fetching, finish the handlers in flight and settle
         their events, send what was published and wait for its acks, then disconnect.
+        With a store, finish deferred appends, stop log followers after the record in hand
+        (durable ones resume from their checkpoint next time), then close the store.
         """
         if self._remote is not None and not self._closed:
             await self._remote.aclose(timeout)
         self._closed = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if self._log is not None:
+            await self._log.settle(deadline)
         while self._handoffs or self._tasks:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -1176,6 +1308,9 @@ class Bus:
             task.cancel()
         for pool in self._pools:
             pool.close()
+        if self._log is not None:
+            unfinished += await self._log.aclose(deadline)
+            await self._log.store.aclose()
         if unfinished:
             logger.warning(
                 "bus closed with %d unfinished: %s", len(unfinished), unfinished, extra=log_fields()
@@ -1197,6 +1332,75 @@ class Bus:
     def closed(self) -> bool:
         """Whether the bus has stopped accepting events."""
         return self._closed
+
+    # ------------------------------------------------------------------ the durable log
+
+    @property
+    def store(self) -> EventStore | None:
+        """The durable log every published event is appended to, if the bus has one."""
+        return None if self._log is None else self._log.store
+
+    def _require_store(self) -> EventStore:
+        if self._log is None:
+            raise InvalidHandlerError(
+                "this needs the durable log: create the bus with Bus(store=...) "
+                "(for example store='sqlite:///events.db')"
+            )
+        return self._log.store
+
+    async def replay(
+        self,
+        fold: Callable[[S, Any], S],
+        initial: S,
+        *,
+        topic: str | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        since: int | datetime.datetime | None = None,
+        until: int | datetime.datetime | None = None,
+        unknown: Literal["error", "skip", "raw"] = "error",
+    ) -> S:
+        """Fold the stored events into a state: ``fold(state, event) -> state``, in log order.
+
+        Args:
+            fold: called with the state so far and each matching payload.
+            initial: the state before the first event.
+            topic: only events whose topic matches this topic or pattern.
+            after, upto: only positions after ``after`` and up to ``upto`` (inclusive).
+            since, until: only events whose HLC time is at least ``since`` and less than
+                ``until``: packed HLC times (``envelope.time``) or aware datetimes.
+            unknown: a record of a type no class is known for: ``"error"`` raises,
+                ``"skip"`` leaves it out, ``"raw"`` folds its payload as JSON values.
+
+        Raises:
+            InvalidHandlerError: if the bus has no store.
+            UnknownEventTypeError, DecodeError: for unreadable records.
+        """
+        store = self._require_store()
+        state = initial
+        read = 0
+        async for record in store.iter_read(
+            after=after,
+            upto=upto,
+            topic=topic,
+            since=hlc_bound(since),
+            until=hlc_bound(until),
+            unknown=unknown,
+        ):
+            state = fold(state, record.envelope.payload)
+            read += 1
+        if self._observer is not None:
+            self._observer.store_counted(0, read)
+        return state
+
+    async def project(self, projection: Projection[S]) -> S:
+        """Bring ``projection`` up to date with the log (from its latest snapshot); return its
+        state.
+
+        Raises:
+            InvalidHandlerError: if the bus has no store.
+        """
+        return await projection.catch_up(self._require_store())
 
     async def __aenter__(self) -> Bus:
         return await self.start()

@@ -26,6 +26,11 @@ def _root() -> None:
     """tidings: a typed event bus for Python, from one process to a cluster."""
 
 
+from tidings.store.cli import log_app  # noqa: E402 - mounted once typer is known present
+
+app.add_typer(log_app)
+
+
 @app.command()
 def demo() -> None:
     """Run a short tour of tidings on embedded defaults (no server to start)."""

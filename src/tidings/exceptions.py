@@ -13,12 +13,20 @@
      ├── WouldBlock                                  a ``*_nowait`` call would have to wait
      ├── QueueFullError                              a buffer with overflow="error" is full
      ├── QueueClosedError                            a buffer was closed (and, for gets, drained)
-     └── TransportError                              a transport (NATS JetStream...) failed
-          ├── TransportUnavailableError (also ConnectionError)  server unreachable at start
-          ├── TransportClosedError                   the transport is closing or closed
-          ├── StreamConfigError                      the server's stream differs from the config
-          ├── PublishError                           the server did not acknowledge a publish
-          └── DecodeError         (also ValueError)  a received message is not a tidings event
+     ├── TransportError                              a transport (NATS JetStream...) failed
+     │    ├── TransportUnavailableError (also ConnectionError)  server unreachable at start
+     │    ├── TransportClosedError                   the transport is closing or closed
+     │    ├── StreamConfigError                      the server's stream differs from the config
+     │    └── PublishError                           the server did not acknowledge a publish
+     ├── CodecError                                  a payload could not be encoded or decoded
+     │    ├── EncodeError         (also TypeError)   a payload is not JSON-encodable
+     │    └── DecodeError         (also ValueError)  bytes (stored or received) are not an event
+     ├── StoreError                                  an event store refused an operation
+     │    ├── ConcurrencyError                       a stream is not at the expected version
+     │    ├── UnknownEventTypeError                  a stored record names a type nobody registered
+     │    ├── StoreClosedError                       the store was closed
+     │    └── InvalidStoreURLError (also ValueError) a store URL is malformed
+     └── MissingExtraError        (also ImportError) an optional extra is not installed
 
 Every message says what was wrong and what to do about it.
 """
@@ -28,20 +36,28 @@ from __future__ import annotations
 __all__ = (
     "BusClosedError",
     "ClockSkewError",
+    "CodecError",
+    "ConcurrencyError",
     "DecodeError",
+    "EncodeError",
     "EventTypeConflictError",
     "InvalidHandlerError",
+    "InvalidStoreURLError",
     "InvalidTopicError",
     "LoopNotRunningError",
+    "MissingExtraError",
     "PublishError",
     "QueueClosedError",
     "QueueFullError",
+    "StoreClosedError",
+    "StoreError",
     "StreamConfigError",
     "TidingsError",
     "TopicRequiredError",
     "TransportClosedError",
     "TransportError",
     "TransportUnavailableError",
+    "UnknownEventTypeError",
     "WouldBlock",
 )
 
@@ -181,13 +197,109 @@ class PublishError(TransportError):
         self.topic = topic
 
 
-class DecodeError(TransportError, ValueError):
-    """A received message could not be decoded into a tidings event.
+class CodecError(TidingsError):
+    """A payload could not be encoded to, or decoded from, its stored bytes."""
+
+
+class EncodeError(CodecError, TypeError):
+    """A payload is not JSON-encodable (its type, or a value inside it, is unsupported).
 
     Attributes:
-        subject: the subject (or topic) the message arrived on.
+        type_: the payload's class.
     """
 
-    def __init__(self, message: str, *, subject: str) -> None:
+    def __init__(self, message: str, *, type_: type) -> None:
         super().__init__(message)
+        self.type_ = type_
+
+
+class DecodeError(CodecError, ValueError):
+    """Bytes are not valid JSON, or are not the event they should be: a stored record whose
+    payload does not fit its type, or a received message that is not a tidings event.
+
+    Attributes:
+        type_name: the stored event type name (or the Python type's name), if known.
+        position: the log position of the record, when the bytes came from a store.
+        subject: the subject (or topic) a received message arrived on, when it came from a
+            transport.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type_name: str | None = None,
+        position: int | None = None,
+        subject: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.position = position
         self.subject = subject
+
+
+class StoreError(TidingsError):
+    """An event store refused or could not carry out an operation."""
+
+
+class ConcurrencyError(StoreError):
+    """An append's ``expected_version`` did not match the stream's actual version.
+
+    Nothing of the append was written. Reload the stream, decide again, and retry.
+
+    Attributes:
+        stream: the stream appended to.
+        expected: the version the append expected (``NO_STREAM`` counts as 0).
+        actual: the stream's version when the append ran (0 for a stream with no events).
+    """
+
+    def __init__(self, *, stream: str, expected: int, actual: int) -> None:
+        wanted = "version 0 (no stream yet)" if expected == 0 else f"version {expected}"
+        super().__init__(
+            f"stream {stream!r} is at version {actual}, but the append expected {wanted}; "
+            "nothing was written: reload the stream and retry"
+        )
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class UnknownEventTypeError(StoreError):
+    """A stored record names an event type that no class is registered for.
+
+    Import (or pass to the store's ``register_type``) the class that declares the type with
+    ``@tidings.event``, or read with ``unknown="skip"`` or ``unknown="raw"``.
+
+    Attributes:
+        type_name: the stored type name.
+        position: the record's log position.
+    """
+
+    def __init__(self, *, type_name: str, position: int) -> None:
+        super().__init__(
+            f"the record at position {position} has event type {type_name!r}, which no class "
+            "is registered for; import the class declared with @tidings.event("
+            f"{type_name!r}), or read with unknown='skip' or unknown='raw'"
+        )
+        self.type_name = type_name
+        self.position = position
+
+
+class StoreClosedError(StoreError):
+    """The store was closed with ``aclose()``; open a new one to go on."""
+
+
+class InvalidStoreURLError(StoreError, ValueError):
+    """A store URL is malformed or names an unknown kind of store.
+
+    Attributes:
+        url: the rejected URL.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class MissingExtraError(TidingsError, ImportError):
+    """A feature needs an optional extra that is not installed; the message names it."""

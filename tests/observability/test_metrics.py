@@ -257,10 +257,36 @@ def test_summary_reads_like_a_report() -> None:
         text = metrics.summary()
     assert "fails_on_odd (obs.order): success 2, failed 2, dead_lettered 2" in text
     assert "loss 50.0%" in text
-    assert "latency p50 <=" in text
+    assert "; p50 <= " in text
 
 
 def registry_text(registry: CollectorRegistry) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(registry).decode()
+
+
+def test_dispatch_latencies_fold_exactly_across_threads() -> None:
+    """More values than one buffer holds, from two threads: every one is counted once."""
+    registry = CollectorRegistry()
+    per_thread = 2_500  # more than two folds each (TopicHistograms.FOLD)
+    with tidings.Bus() as bus:
+        Metrics(bus, registry=registry)
+        sub = bus.subscribe(Order, lambda order: None)
+
+        def publish() -> None:
+            for n in range(per_thread):
+                bus.publish(Order(n))
+
+        threads = [threading.Thread(target=publish) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        samples = parse(registry_text(registry))
+    labels = {"topic": sub.pattern, "subscription": sub.name}
+    total = 2 * per_thread
+    assert value(samples, "tidings_event_latency_seconds_count", **labels) == total
+    assert value(samples, "tidings_event_latency_seconds_bucket", le="+Inf", **labels) == total
+    assert value(samples, "tidings_publish_duration_seconds_count", topic="obs.order") == total
+    assert value(samples, "tidings_events_total", status="success", **labels) == total

@@ -194,3 +194,35 @@ async def test_a_bus_with_a_transport_needs_its_loop() -> None:
     bus = tidings.Bus(transport=MemoryTransport())
     with pytest.raises(tidings.LoopNotRunningError):
         bus.publish(RemoteOrder("x", 1.0))
+
+
+async def test_idempotent_handlers_skip_events_already_recorded(
+    make_transport: Callable[[], Transport],
+) -> None:
+    seen = Waiter()
+    store = tidings.MemoryStore()
+    async with tidings.Bus(transport=make_transport(), store=store) as bus:
+        bus.subscribe(RemoteOrder, seen.add, group="billing", idempotent=True)
+        await bus.start()
+        first = await bus.emit(RemoteOrder("o1", 1.0))
+        await seen.wait_count(1)
+        async with asyncio.timeout(TIMEOUT):
+            while not await store.was_handled("billing", first.envelope.id):  # noqa: ASYNC110
+                await asyncio.sleep(0.001)  # recorded right after the handler returned
+        # An event recorded as handled elsewhere (say, by a process killed before its ack)
+        # is skipped when it arrives; the next one is handled.
+        recorded = bus._envelope(bus._route(RemoteOrder, None), RemoteOrder("o2", 2.0), None, None)
+        await store.commit("billing", 0, handled_ids=[recorded.id])
+        assert bus._remote is not None
+        await bus._remote.publish(recorded)
+        await bus.emit(RemoteOrder("o3", 3.0))
+        await seen.wait_count(2)
+    assert [o.order_id for o in seen.items] == ["o1", "o3"]
+
+
+async def test_idempotent_on_a_transport_needs_a_store() -> None:
+    async with tidings.Bus(transport=MemoryTransport()) as bus:
+        with pytest.raises(tidings.InvalidHandlerError, match=r"store=\.\.\."):
+            bus.subscribe(RemoteOrder, print, group="g", idempotent=True)
+        with pytest.raises(tidings.InvalidHandlerError, match="from_= is not"):
+            bus.subscribe(RemoteOrder, print, from_=0)

@@ -29,10 +29,9 @@ their clock offset).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextvars import ContextVar
 from types import MethodType
@@ -114,13 +113,9 @@ class Histogram:
     def snapshot(self) -> list[int]:
         """Per-bucket counts (not cumulative; the last but one is above every bound), then
         the sum in nanoseconds."""
-        total = [0] * _CELL
         with self._lock:
             cells = list(self._cells)
-        for cell in cells:
-            for i, value in enumerate(cell):
-                total[i] += value
-        return total
+        return _add_up(cells)
 
 
 def add_snapshots(a: list[int], b: list[int]) -> list[int]:
@@ -129,60 +124,97 @@ def add_snapshots(a: list[int], b: list[int]) -> list[int]:
 
 
 class TopicHistograms:
-    """One :class:`Histogram`-like table per topic, lock-free per thread, with at most
-    ``max_topics`` topics: the others are counted under ``"other"``.
+    """One latency histogram per topic, for the publish hot path: each thread appends the raw
+    values (ns) of a topic to a buffer of its own, keyed by its thread id, and folds the
+    buffer into the topic's bucket counts every :data:`FOLD` values (sort and bisect, in C),
+    so an observation costs one ``append``. A dead thread's buffers may serve a new thread
+    that gets its id: they never run at once. At most ``max_topics`` topics; the others
+    count under ``"other"``.
 
-    The hot path reads ``local.cells[topic]`` itself and calls :meth:`cell` on a miss.
+    The hot path reads ``threads[thread id][topic]`` itself and calls :meth:`buffer` on a
+    miss and :meth:`fold` when the buffer is full.
     """
 
-    __slots__ = ("_cells", "_lock", "local", "max_topics")
+    __slots__ = ("_buffers", "_folded", "_lock", "max_topics", "threads")
 
     OTHER = "other"
+    FOLD = 1024
 
     def __init__(self, max_topics: int) -> None:
-        self.local = threading.local()
+        self.threads: dict[int, dict[str, list[int]]] = {}
         self.max_topics = max_topics
-        self._cells: dict[str, list[list[int]]] = {}
+        self._buffers: dict[str, list[list[int]]] = {}
+        self._folded: dict[str, list[int]] = {}
         self._lock = threading.Lock()
 
-    def cell(self, topic: str) -> list[int]:
-        """This thread's cell for ``topic`` (or for ``"other"`` past the cap)."""
-        try:
-            cells: dict[str, list[int]] = self.local.cells
-        except AttributeError:
-            cells = self.local.cells = {}
+    def buffer(self, me: int, topic: str) -> list[int]:
+        """Thread ``me``'s buffer for ``topic`` (or for ``"other"`` past the cap)."""
         with self._lock:
-            folded = topic not in self._cells and len(self._cells) >= self.max_topics
+            buffers = self.threads.get(me)
+            if buffers is None:
+                buffers = self.threads[me] = {}
+            folded = topic not in self._folded and len(self._folded) >= self.max_topics
             name = self.OTHER if folded else topic
-            cell = cells.get(name)
-            if cell is None:
-                cell = cells[name] = [0] * _CELL
-                self._cells.setdefault(name, []).append(cell)
+            buffer = buffers.get(name)
+            if buffer is None:
+                buffer = buffers[name] = []
+                self._buffers.setdefault(name, []).append(buffer)
+                self._folded.setdefault(name, [0] * _CELL)
         if not folded:
-            cells[topic] = cell
-        return cell
+            buffers[topic] = buffer
+        return buffer
+
+    def fold(self, topic: str, buffer: list[int]) -> None:
+        """Move ``buffer``'s values into ``topic``'s bucket counts."""
+        with self._lock:
+            _count_into(self._folded[_name_of(self, topic)], buffer)
+            buffer.clear()
 
     def observe(self, topic: str, ns: int) -> None:
         """Count one value for ``topic``, in nanoseconds."""
+        me = _get_ident()
         try:
-            cell = self.local.cells[topic]
-        except (AttributeError, KeyError):
-            cell = self.cell(topic)
-        cell[bisect_left(_BOUNDS_NS, ns)] += 1
-        cell[-1] += ns
+            buffer = self.threads[me][topic]
+        except KeyError:
+            buffer = self.buffer(me, topic)
+        buffer.append(ns)
+        if len(buffer) >= self.FOLD:
+            self.fold(topic, buffer)
 
     def snapshot(self) -> dict[str, list[int]]:
         """Per topic, as :meth:`Histogram.snapshot`."""
-        with self._lock:
-            tables = {topic: list(cells) for topic, cells in self._cells.items()}
         out = {}
-        for topic, cells in tables.items():
-            total = [0] * _CELL
-            for cell in cells:
-                for i, value in enumerate(cell):
-                    total[i] += value
-            out[topic] = total
+        with self._lock:
+            for topic, folded in self._folded.items():
+                total = list(folded)
+                for buffer in self._buffers.get(topic, ()):
+                    _count_into(total, list(buffer))  # a copy: its thread may be appending
+                out[topic] = total
         return out
+
+
+def _name_of(table: TopicHistograms, topic: str) -> str:
+    return topic if topic in table._folded else TopicHistograms.OTHER
+
+
+def _count_into(cell: list[int], values: list[int]) -> None:
+    """Add ``values`` (ns) to a cell's bucket counts and sum: sort once, bisect each bound."""
+    ordered = sorted(values)
+    below = 0
+    for i, bound in enumerate(_BOUNDS_NS):
+        upto = bisect_right(ordered, bound, below)
+        cell[i] += upto - below
+        below = upto
+    cell[len(_BOUNDS_NS)] += len(ordered) - below
+    cell[-1] += sum(ordered)
+
+
+def _add_up(cells: list[list[int]]) -> list[int]:
+    total = [0] * _CELL
+    for cell in cells:
+        for i, value in enumerate(cell):
+            total[i] += value
+    return total
 
 
 class MetricsState:
@@ -217,8 +249,8 @@ class MetricsState:
         self.handled: dict[int, Histogram] = {}
         self.dead_lettered: dict[int, int] = {}
         self.redelivered: dict[int, int] = {}
-        self.appended = itertools.count()
-        self.read = itertools.count()
+        self.appended = 0
+        self.read = 0
         self._lock = threading.Lock()
 
     def histogram(self, sub: Subscription[Any]) -> Histogram:
@@ -244,6 +276,16 @@ class TracingHook(Protocol):
 
     def gate(self, headers: Mapping[str, str] | None) -> bool:
         """Whether a publish with ``headers``, made now, is traced."""
+
+    def wrap_publish(
+        self,
+        original: Callable[..., Envelope[Any]],
+        traced: Callable[[Any, str | None, str | None, Mapping[str, str] | None], Envelope[Any]],
+        reinstall: Callable[[], None],
+    ) -> Callable[..., Envelope[Any]]:
+        """A ``publish`` that calls ``traced`` for the events to trace and ``original`` for
+        the others, deciding as cheaply as the sampler allows (``original`` itself when
+        nothing can be traced). ``reinstall`` rebuilds it when that changes."""
 
     def traces(self, env: Envelope[Any]) -> bool:
         """Whether a handler call for ``env`` gets a span."""
@@ -321,78 +363,26 @@ class Observer:
             bus._install(list(bus._subs))  # rebuild the routes: subscriptions' plainness changed
 
     def _publish(self) -> Callable[..., Envelope[Any]] | None:
+        """The bus's ``publish`` with the hooks of the parts set, or ``None`` for none."""
         from tidings.bus import Bus
 
         bus, tracing, metrics = self.bus, self.tracing, self.metrics
         original: Callable[..., Envelope[Any]] = MethodType(Bus.publish, bus)
-        route_of, slow = bus._route, bus._publish_slow
-        if metrics is None:
-            if tracing is None:
-                return None
-            gate, send = tracing.gate, tracing.send
+        publish = original
+        if tracing is not None:
+            route_of, slow = bus._route, bus._publish_slow
+            send = tracing.send
 
             def traced(
-                event: Any,
-                *,
-                topic: str | None = None,
-                key: str | None = None,
-                headers: Mapping[str, str] | None = None,
+                event: Any, topic: str | None, key: str | None, headers: Mapping[str, str] | None
             ) -> Envelope[Any]:
-                if not gate(headers):
-                    return original(event, topic=topic, key=key, headers=headers)
                 route = route_of(type(event), topic)
                 return send(route.topic, headers, lambda h: slow(route, event, key, h))
 
-            return traced
-        busy, clock = bus._busy, time.perf_counter_ns
-        dispatched, deferred = metrics.dispatched, metrics.deferred
-        if tracing is None:
-            local = dispatched.local
-
-            def timed(
-                event: Any,
-                *,
-                topic: str | None = None,
-                key: str | None = None,
-                headers: Mapping[str, str] | None = None,
-            ) -> Envelope[Any]:
-                if _get_ident() in busy:  # queued behind the current dispatch: not its latency
-                    t0 = clock()
-                    env = original(event, topic=topic, key=key, headers=headers)
-                    deferred.observe(env.topic, clock() - t0)
-                    return env
-                t0 = clock()
-                env = original(event, topic=topic, key=key, headers=headers)
-                ns = clock() - t0
-                try:
-                    cell = local.cells[env.topic]
-                except (AttributeError, KeyError):
-                    cell = dispatched.cell(env.topic)
-                cell[bisect_left(_BOUNDS_NS, ns)] += 1
-                cell[-1] += ns
-                return env
-
-            return timed
-        gate, send = tracing.gate, tracing.send
-
-        def both(
-            event: Any,
-            *,
-            topic: str | None = None,
-            key: str | None = None,
-            headers: Mapping[str, str] | None = None,
-        ) -> Envelope[Any]:
-            table = deferred if _get_ident() in busy else dispatched
-            t0 = clock()
-            if gate(headers):
-                route = route_of(type(event), topic)
-                env = send(route.topic, headers, lambda h: slow(route, event, key, h))
-            else:
-                env = original(event, topic=topic, key=key, headers=headers)
-            table.observe(env.topic, clock() - t0)
-            return env
-
-        return both
+            publish = tracing.wrap_publish(original, traced, self.install)
+        if metrics is not None:
+            publish = _timed_publish(bus, metrics, publish)
+        return None if publish is original else publish
 
     def _emit(self) -> Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None:
         bus, tracing, metrics = self.bus, self.tracing, self.metrics
@@ -473,19 +463,50 @@ class Observer:
 
     # ------------------------------------------------------------------ the store's hook
 
-    def store_appended(self, count: int) -> None:
-        """Count ``count`` records appended to the bus's store (the store calls this)."""
+    def store_counted(self, appended: int, read: int) -> None:
+        """Count records appended to and read from the bus's store (the durable log calls
+        this: write-ahead appends, log followers' reads, :meth:`Bus.replay`)."""
         metrics = self.metrics
         if metrics is not None:
-            for _ in range(count):
-                next(metrics.appended)
+            with metrics._lock:
+                metrics.appended += appended
+                metrics.read += read
 
-    def store_read(self, count: int) -> None:
-        """Count ``count`` records read from the bus's store, replays included."""
-        metrics = self.metrics
-        if metrics is not None:
-            for _ in range(count):
-                next(metrics.read)
+
+def _timed_publish(
+    bus: Bus, metrics: MetricsState, inner: Callable[..., Envelope[Any]]
+) -> Callable[..., Envelope[Any]]:
+    """``inner`` (the bus's publish, maybe traced), timed: one observation per dispatch."""
+    busy, clock = bus._busy, time.perf_counter_ns
+    dispatched, deferred = metrics.dispatched, metrics.deferred
+    threads, fold, full = dispatched.threads, dispatched.fold, dispatched.FOLD
+
+    def publish(
+        event: Any,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Envelope[Any]:
+        me = _get_ident()
+        if me in busy:  # queued behind the current dispatch: its time is no handler's latency
+            t0 = clock()
+            env = inner(event, topic=topic, key=key, headers=headers)
+            deferred.observe(env.topic, clock() - t0)
+            return env
+        t0 = clock()
+        env = inner(event, topic=topic, key=key, headers=headers)
+        ns = clock() - t0
+        try:
+            buffer = threads[me][env.topic]
+        except KeyError:
+            buffer = dispatched.buffer(me, env.topic)
+        buffer.append(ns)
+        if len(buffer) >= full:
+            fold(env.topic, buffer)
+        return env
+
+    return publish
 
 
 async def _timed(metrics: MetricsState, sub: Subscription[Any], arg: Any, coro: Any) -> Any:

@@ -87,7 +87,7 @@ from tidings.observability._observer import (
     TopicHistograms,
     add_snapshots,
 )
-from tidings.subscription import INLINE, Subscription, count_value
+from tidings.subscription import INLINE, Subscription
 
 __all__ = ("Metrics", "MetricsServer", "metrics_app", "serve_metrics")
 
@@ -203,8 +203,8 @@ class Metrics(Collector):
                 continue
             tracing = observer.tracing
             totals[0] += int(getattr(tracing, "invalid_contexts", 0))
-            totals[1] += count_value(state.appended)
-            totals[2] += count_value(state.read)
+            totals[1] += state.appended
+            totals[2] += state.read
             dispatched = state.dispatched.snapshot()
             for table in (dispatched, state.deferred.snapshot()):
                 for topic, snap in table.items():
@@ -327,10 +327,10 @@ class Metrics(Collector):
             quantiles = ""
             if one.latency is not None and any(one.latency[:-1]):
                 p50, p99 = _quantile(one.latency, 0.5), _quantile(one.latency, 0.99)
-                quantiles = f", latency p50 <= {_seconds(p50)} p99 <= {_seconds(p99)}"
+                quantiles = f"; p50 <= {_seconds(p50)}, p99 <= {_seconds(p99)}"
             counts = ", ".join(f"{s} {getattr(one, s)}" for s in STATUSES if getattr(one, s))
             lines.append(
-                f"{key[1]} ({key[0]}): {counts or 'no events'}{quantiles}, "
+                f"{key[1]} ({key[0]}): {counts or 'no events'}{quantiles}; "
                 f"loss {ratios.get(key, 0.0):.1%}"
             )
         return "\n".join(lines)

@@ -90,6 +90,7 @@ try:  # the current context in one C call; the public function costs three Pytho
     _current_context()
 except Exception:  # pragma: no cover - another OpenTelemetry version
     _current_context = otel_context.get_current
+_WATCHED = hasattr(trace, "_TRACER_PROVIDER")  # is a provider set yet: one attribute read
 
 
 class Tracing:
@@ -222,6 +223,68 @@ class _BusTracing:
                 extra=log_fields(env),
             )
         return ctx
+
+    def wrap_publish(
+        self,
+        original: Callable[..., Envelope[Any]],
+        traced: Callable[[Any, str | None, str | None, Mapping[str, str] | None], Envelope[Any]],
+        reinstall: Callable[[], None],
+    ) -> Callable[..., Envelope[Any]]:
+        """The bus's ``publish`` for the sampler's mode, each deciding as cheaply as it can:
+        no wrapper when nothing is ever sampled, one context lookup when only children of
+        sampled spans are, one module attribute read while no SDK is configured."""
+        tracing = self._tracing
+        mode = tracing._mode
+        if mode == _NEVER:
+            return original
+        if mode == _ALWAYS:
+
+            def always(
+                event: Any,
+                *,
+                topic: str | None = None,
+                key: str | None = None,
+                headers: Mapping[str, str] | None = None,
+            ) -> Envelope[Any]:
+                return traced(event, topic, key, headers)
+
+            return always
+        gate = tracing.gate
+        if mode == _UNSET:
+
+            def unset(
+                event: Any,
+                *,
+                topic: str | None = None,
+                key: str | None = None,
+                headers: Mapping[str, str] | None = None,
+            ) -> Envelope[Any]:
+                if _WATCHED and trace._TRACER_PROVIDER is None:
+                    return original(event, topic=topic, key=key, headers=headers)
+                if gate(headers):  # an SDK now: this resolves the mode...
+                    reinstall()  # ...and the next publish takes the wrapper made for it
+                    return traced(event, topic, key, headers)
+                if tracing._mode != _UNSET:
+                    reinstall()
+                return original(event, topic=topic, key=key, headers=headers)
+
+            return unset
+        current, span_key = _current_context, _SPAN_KEY
+
+        def parent(
+            event: Any,
+            *,
+            topic: str | None = None,
+            key: str | None = None,
+            headers: Mapping[str, str] | None = None,
+        ) -> Envelope[Any]:
+            if headers is None and current().get(span_key) is None:
+                return original(event, topic=topic, key=key, headers=headers)
+            if gate(headers):
+                return traced(event, topic, key, headers)
+            return original(event, topic=topic, key=key, headers=headers)
+
+        return parent
 
     def traces(self, env: Envelope[Any]) -> bool:
         """Whether a handler call for ``env`` gets a span."""

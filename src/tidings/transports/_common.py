@@ -220,6 +220,8 @@ class SubjectTransport(Transport):
     subjects: Subjects
     policy: DeliveryPolicy
     stream_name: str
+    clock: HybridClock
+    _subs: list[Consumer]
 
     @abc.abstractmethod
     def _meta(self, raw: Any) -> tuple[int, int]:
@@ -228,6 +230,43 @@ class SubjectTransport(Transport):
     @abc.abstractmethod
     def _open(self) -> None:
         """Raise :class:`~tidings.TransportClosedError` unless started and not closing."""
+
+    def _start_consumer(
+        self,
+        pattern: str,
+        group: str | None,
+        name: str,
+        policy: DeliveryPolicy,
+        handler: MessageHandler,
+        fetch: Callable[[int, float], Awaitable[list[Any]]],
+        decode: Callable[[Any], Envelope[Any]],
+        dead_letter: Callable[[Any, str, str, int], Awaitable[None]] | None,
+        release: Callable[[], Awaitable[None]],
+    ) -> Consumer:
+        """Start a :class:`Consumer` on a server-side consumer made by :meth:`_consume`;
+        ``release`` (which deletes the server-side consumer) runs when it is cancelled."""
+
+        async def on_cancel() -> None:
+            if consumer in self._subs:
+                self._subs.remove(consumer)
+            await release()
+
+        consumer = Consumer(
+            pattern=pattern,
+            group=group,
+            name=name,
+            policy=policy,
+            handler=handler,
+            fetch=fetch,
+            decode=decode,
+            meta=self._meta,
+            dead_letter=dead_letter,
+            clock=self.clock,
+            on_cancel=on_cancel,
+        )
+        self._subs.append(consumer)
+        consumer.start()
+        return consumer
 
     @abc.abstractmethod
     async def _consume(

@@ -323,22 +323,15 @@ class MemoryTransport(SubjectTransport):
         async def release() -> None:
             if group is None:
                 broker.drop_consumer(consumer_name)
-            if sub in self._subs:
-                self._subs.remove(sub)
 
-        sub = Consumer(
-            pattern=pattern,
-            group=group,
-            name=name,
-            policy=policy,
-            handler=handler,
-            fetch=fetch,
-            decode=decode,
-            meta=_meta,
-            dead_letter=None if dead else dead_letter,
-            clock=self.clock,
-            on_cancel=release,
+        return self._start_consumer(
+            pattern,
+            group,
+            name,
+            policy,
+            handler,
+            fetch,
+            decode,
+            None if dead else dead_letter,
+            release,
         )
-        self._subs.append(sub)
-        sub.start()
-        return sub

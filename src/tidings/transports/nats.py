@@ -874,29 +874,22 @@ class NatsTransport(SubjectTransport):
             await future
 
         async def release() -> None:
-            if sub in self._subs:
-                self._subs.remove(sub)
             self._pullers.discard(puller)
             await puller.stop()
             if group is None and self._nc is not None and self._nc.is_connected:
                 await _quietly(self._js.delete_consumer(stream, consumer))
 
-        sub = Consumer(
-            pattern=pattern,
-            group=group,
-            name=name,
-            policy=policy,
-            handler=handler,
-            fetch=fetch,
-            decode=decode,
-            meta=_meta,
-            dead_letter=None if dead else dead_letter,
-            clock=self.clock,
-            on_cancel=release,
+        return self._start_consumer(
+            pattern,
+            group,
+            name,
+            policy,
+            handler,
+            fetch,
+            decode,
+            None if dead else dead_letter,
+            release,
         )
-        self._subs.append(sub)
-        sub.start()
-        return sub
 
     def __repr__(self) -> str:
         return f"<NatsTransport {self._state} {', '.join(self.servers)} stream={self.stream.name}>"

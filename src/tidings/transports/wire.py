@@ -54,9 +54,9 @@ from typing import Any, Final
 
 import msgspec
 
+from tidings import codec
 from tidings.event import NO_HEADERS, Envelope
 from tidings.exceptions import DecodeError
-from tidings.transports._codec import decode_payload, encode_payload
 
 __all__ = (
     "CONTENT_TYPE_BINARY",
@@ -119,21 +119,15 @@ def encode_envelope(
     """The headers and body of ``envelope`` on the wire (see the module docstring).
 
     Raises:
-        TypeError: if the payload cannot be encoded as JSON.
+        EncodeError: (a TypeError) if the payload cannot be encoded as JSON.
     """
     event_id = envelope.id
     if structured:
         from tidings.event import to_cloudevent
 
-        try:
-            body = encode_payload(to_cloudevent(envelope))
-        except (NotImplementedError, msgspec.EncodeError) as exc:
-            raise TypeError(f"event {event_id} cannot be encoded as JSON: {exc}") from None
+        body = codec.encode(to_cloudevent(envelope))
         return {"content-type": CONTENT_TYPE_STRUCTURED, MSG_ID: event_id}, body
-    try:
-        body = encode_payload(envelope.payload)
-    except (NotImplementedError, msgspec.EncodeError) as exc:
-        raise TypeError(f"event {event_id} cannot be encoded as JSON: {exc}") from None
+    body = codec.encode(envelope.payload)
     headers = {
         "ce-specversion": "1.0",
         "ce-id": event_id,
@@ -209,9 +203,15 @@ def decode_envelope(
     try:
         if hdrs.get("content-type") == CONTENT_TYPE_STRUCTURED:
             return _decode_structured(topic, hdrs, body, payload_type, subject, _value(fallback_id))
-        payload = decode_payload(body, payload_type)
-    except DecodeError:
-        raise
+        payload = codec.decode(bytes(body), payload_type)
+    except DecodeError as exc:
+        if exc.subject is not None:
+            raise
+        raise DecodeError(
+            f"cannot decode the body of the message on {subject}: {exc}",
+            type_name=exc.type_name,
+            subject=subject,
+        ) from None
     except Exception as exc:
         what = "" if payload_type is None else f" as {payload_type.__qualname__}"
         raise DecodeError(
@@ -264,7 +264,7 @@ def _decode_structured(
             f"CloudEvent specversion {event.specversion!r} on {subject} is not '1.0'",
             subject=subject,
         )
-    payload = decode_payload(event.data, payload_type)
+    payload = codec.decode(bytes(event.data), payload_type)
     if event.hlc is not None:
         time = _parse_hlc(event.hlc, subject)
     else:

@@ -47,3 +47,10 @@ shipped: Envelope[OrderShipped] = bus.publish(OrderPlaced("o"))  # E: arg-type
 
 @bus.on(OrderPlaced)  # E: arg-type
 def wrong(event: OrderShipped) -> None: ...
+
+
+def one_at_a_time(event: OrderPlaced) -> None: ...
+
+
+bus.subscribe(OrderPlaced, one_at_a_time, batch=tidings.Batch())  # E: arg-type
+bus.subscribe(OrderPlaced, one_at_a_time, overflow="sometimes")  # E: call-overload

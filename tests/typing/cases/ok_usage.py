@@ -71,3 +71,19 @@ async def main() -> None:
     async with bus.stream(OrderPlaced, maxsize=8) as events:
         async for event in events:
             print(event.amount)
+
+
+@bus.on(OrderPlaced, batch=tidings.Batch(max_size=64))
+def bulk(events: list[OrderPlaced]) -> None:
+    print(sum(e.amount for e in events))
+
+
+@bus.on(OrderPlaced, batch=tidings.Batch(max_size=64))
+async def bulk_envelopes(envelopes: list[Envelope[OrderPlaced]]) -> None:
+    print([e.id for e in envelopes])
+
+
+queued: tidings.Subscription[OrderPlaced] = bus.subscribe(
+    OrderPlaced, handler, workers=4, maxsize=100, overflow="drop_oldest"
+)
+stats: tidings.SubscriptionStatistics = queued.statistics()

@@ -1,0 +1,70 @@
+"""One S1 bus per observability variant; run as a script, it publishes N times (callgrind).
+
+``python _callgrind_target.py VARIANT N``: builds the variant's bus (10 sync subscribers on
+one typed topic) and publishes N events inside a function, so that the instruction count of
+a run with N=0 (set-up alone) can be subtracted from one with N > 0.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import tidings
+
+VARIANTS = (
+    "tidings",
+    "+ metrics",
+    "+ tracing, not sampling",
+    "+ tracing, no SDK",
+    "+ metrics + tracing",
+    "+ tracing, sampling all",
+)
+
+
+@tidings.event("bench.obs")
+@dataclass(frozen=True, slots=True)
+class Tick:
+    n: int
+
+
+def build(variant: str, hits: list[int]) -> Callable[[], Any]:
+    """A ``publish()`` of one Tick on a bus observed as ``variant`` says."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+    from prometheus_client import CollectorRegistry
+
+    from tidings.observability import Metrics, Tracing
+
+    bus = tidings.Bus()
+    for _ in range(10):
+
+        def handler(event: Tick) -> None:
+            hits[0] += 1
+
+        bus.subscribe(Tick, handler)
+    if "metrics" in variant:
+        Metrics(bus, registry=CollectorRegistry())
+    if "sampling all" in variant:
+        Tracing(bus, tracer_provider=TracerProvider(sampler=ALWAYS_ON))
+    elif "no SDK" in variant:
+        Tracing(bus)
+    elif "tracing" in variant:
+        Tracing(bus, tracer_provider=TracerProvider(sampler=ParentBased(ALWAYS_OFF)))
+    publish = bus.publish
+    tick = Tick(1)
+    return lambda: publish(tick)
+
+
+def main(variant: str, n: int) -> None:
+    hits = [0]
+    publish = build(variant, hits)
+    for _ in range(n):
+        publish()
+    assert hits[0] == 10 * n
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))

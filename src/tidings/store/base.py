@@ -1,0 +1,650 @@
+"""The event store contract shared by every store: :class:`EventStore`.
+
+An event store is an append-only log of :class:`~tidings.event.Envelope` objects.
+
+Positions
+    Every record gets a global *position*: 1 for the first, then each next integer, with
+    no gap, in commit order. A reader that has seen position ``n`` has seen every position
+    below it, so ``read(after=n)`` never skips an event, whatever the writers do.
+
+Streams and optimistic concurrency
+    An append may name a *stream* (an aggregate, an entity...). The stream's *version* is
+    the number of events in it; each event gets the next version. ``expected_version``
+    guards an append: :data:`~tidings.store.ANY` (no check), :data:`~tidings.store.NO_STREAM`
+    (the stream must be empty) or an exact version. A mismatch raises
+    :class:`~tidings.exceptions.ConcurrencyError` and writes nothing.
+
+Idempotency
+    Appends are idempotent on the envelope id, permanently: re-appending an id writes
+    nothing and returns the position it was first stored at. In a batch mixing new and known
+    ids, the known ones are skipped (their original positions are returned) and the new ones
+    are appended in order; an id repeated within one batch is stored once. The
+    ``expected_version`` check applies only when something new is written, so retrying a
+    committed append (say, after a lost reply) returns the same positions instead of failing.
+
+Reading and subscribing
+    :meth:`~EventStore.read` returns records in position order, filtered by position range,
+    topic pattern (``*`` one token, ``>`` the rest), stream and HLC time range;
+    :meth:`~EventStore.iter_read` pages through long reads; :meth:`~EventStore.subscribe`
+    catches up from a position then follows live appends, with no gap and no duplicate at
+    the seam (it always continues from the last position it delivered).
+
+Schema evolution
+    Records keep their type name and version. On read, payloads older than their class are
+    run through the store's :attr:`~EventStore.upcasters` (see :mod:`tidings.store.upcasting`).
+    A type no class is known for raises :class:`~tidings.exceptions.UnknownEventTypeError`
+    unless the caller passes ``unknown="skip"`` (leave it out) or ``unknown="raw"`` (payload
+    as plain JSON values). A payload that does not decode raises
+    :class:`~tidings.exceptions.DecodeError` naming its position and type.
+
+Tamper evidence
+    Each record holds ``sha256(previous hash || record content)``; :meth:`~EventStore.verify`
+    recomputes the chain and returns the first position where it breaks (a changed or a
+    missing record). A chain cannot tell that records were cut off its end: compare the last
+    hash with one kept elsewhere for that.
+
+Snapshots and checkpoints
+    Named snapshots hold a serialised state valid as of a position; named checkpoints hold a
+    consumer's position and, for idempotent consumers, the ids of the events it handled,
+    both written in one transaction by :meth:`~EventStore.commit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, ClassVar, NamedTuple, Protocol, Self, runtime_checkable
+
+from tidings.event import Envelope, topic_of
+from tidings.exceptions import StoreClosedError
+from tidings.store._changes import Changes
+from tidings.store._rows import (
+    GENESIS,
+    Draft,
+    Row,
+    RowDecoder,
+    Unknown,
+    check_expected,
+    draft,
+    record_hash,
+)
+from tidings.store.records import ANY, Snapshot, StoredEvent, StoreFeatures, StreamState
+from tidings.store.upcasting import Upcasters
+from tidings.topics import compile_pattern, is_pattern, validate_pattern
+
+__all__ = (
+    "EventStore",
+    "LogSubscription",
+    "Query",
+    "SupportsSyncAppend",
+    "build_query",
+    "where_sql",
+)
+
+Progress = Callable[[int, int], None]
+"""A progress callback: ``(records done, records in all)``."""
+
+READ_PAGE = 2000
+"""Records fetched per round trip by reads and subscriptions."""
+
+
+class Query(NamedTuple):
+    """The filters a store applies when fetching rows (private to store implementations).
+
+    ``topic`` is an exact topic; ``prefix`` a literal topic prefix (ending with ``.``) that
+    narrows a wildcard pattern, which the caller then matches exactly.
+    """
+
+    after: int = 0
+    upto: int | None = None
+    stream: str | None = None
+    topic: str | None = None
+    prefix: str | None = None
+    since: int | None = None
+    until: int | None = None
+
+
+def _non_negative(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} is an int >= 0, not {value!r}")
+    return value
+
+
+def _positive(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} is an int >= 1, not {value!r}")
+    return value
+
+
+def _name(what: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"a {what} is a non-empty str, not {value!r}")
+    return value
+
+
+def build_query(
+    *,
+    after: int,
+    upto: int | None,
+    topic: str | None,
+    stream: str | None,
+    since: int | None,
+    until: int | None,
+) -> tuple[Query, Callable[[str], bool] | None]:
+    """Validate read arguments into a :class:`Query` and an exact topic matcher (or None).
+
+    Raises:
+        ValueError: for a negative or non-int position or time.
+        InvalidTopicError: for a malformed topic pattern.
+    """
+    _non_negative("after", after)
+    for name, value in (("upto", upto), ("since", since), ("until", until)):
+        if value is not None:
+            _non_negative(name, value)
+    if stream is not None and not isinstance(stream, str):
+        raise TypeError(f"stream is a str, not {type(stream).__name__}")
+    if topic is None:
+        return Query(after, upto, stream, None, None, since, until), None
+    validate_pattern(topic)
+    if not is_pattern(topic):
+        return Query(after, upto, stream, topic, None, since, until), None
+    literal: list[str] = []
+    for token in topic.split("."):
+        if token in ("*", ">"):
+            break
+        literal.append(token)
+    prefix = ".".join(literal) + "." if literal else None
+    return Query(after, upto, stream, None, prefix, since, until), compile_pattern(topic)
+
+
+def where_sql(query: Query, *, mark: str, prefix_test: str) -> tuple[str, list[Any]]:
+    """The SQL condition selecting ``query``'s rows, and its parameters, for SQL stores.
+
+    ``mark`` is the driver's placeholder (``?`` or ``%s``); ``prefix_test`` the condition
+    testing that ``topic`` starts with the prefix (one placeholder).
+    """
+    after, upto, stream, topic, prefix, since, until = query
+    where = [f"position > {mark}"]
+    params: list[Any] = [after]
+    for value, test in (
+        (upto, f"position <= {mark}"),
+        (stream, f"stream = {mark}"),
+        (topic, f"topic = {mark}"),
+        (prefix, prefix_test),
+        (since, f"time >= {mark}"),
+        (until, f"time < {mark}"),
+    ):
+        if value is not None:
+            where.append(test)
+            params.append(value)
+    return " AND ".join(where), params
+
+
+@runtime_checkable
+class SupportsSyncAppend(Protocol):
+    """A store that can append from synchronous code (``features.sync_append``)."""
+
+    def append_sync(
+        self,
+        envelopes: Iterable[Envelope[Any]],
+        *,
+        stream: str | None = None,
+        expected_version: int | StreamState = ANY,
+    ) -> list[int]:
+        """Append like :meth:`EventStore.append`, blocking the calling thread."""
+        ...
+
+
+class EventStore(ABC):
+    """The asynchronous API every event store offers (see the module docstring).
+
+    Use a store as an async context manager, or call :meth:`aclose` when done. Methods of
+    a closed store raise :class:`~tidings.exceptions.StoreClosedError`.
+
+    Attributes:
+        upcasters: the upcasters run on read (see :mod:`tidings.store.upcasting`).
+        features: what this kind of store can do.
+    """
+
+    features: ClassVar[StoreFeatures]
+    _poll_interval: float | None = None
+
+    def __init__(self, *, upcasters: Upcasters | None = None) -> None:
+        self.upcasters = upcasters if upcasters is not None else Upcasters()
+        self._decoder = RowDecoder({}, self.upcasters)
+        self._changes = Changes()
+        self._closed = False
+
+    # -- types -----------------------------------------------------------------------------
+
+    def register_type(self, cls: type, name: str | None = None) -> None:
+        """Decode records of type ``name`` (default: ``topic_of(cls)``) into ``cls``.
+
+        Classes declared with ``@tidings.event`` and classes this store appended are known
+        without registration; register others, or a class under an old type name.
+        """
+        self._decoder.learn(topic_of(cls) if name is None else name, cls)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _drafts(
+        self,
+        envelopes: Iterable[Envelope[Any]],
+        stream: str | None,
+        expected_version: int | StreamState,
+    ) -> list[Draft]:
+        self._check_open()
+        check_expected(stream, expected_version)
+        if stream is not None:
+            _name("stream name", stream)
+        decoder = self._decoder
+        return [draft(envelope, decoder) for envelope in envelopes]
+
+    async def append(
+        self,
+        envelopes: Iterable[Envelope[Any]],
+        *,
+        stream: str | None = None,
+        expected_version: int | StreamState = ANY,
+    ) -> list[int]:
+        """Append ``envelopes`` atomically, in order; return their global positions.
+
+        All of the batch is written in one transaction, or none of it.
+
+        Args:
+            envelopes: the events to append (an empty batch returns ``[]``).
+            stream: the stream to append to, or ``None`` for none.
+            expected_version: :data:`~tidings.store.ANY`, :data:`~tidings.store.NO_STREAM`
+                or the exact version (event count) the stream must have; needs ``stream``.
+
+        Returns:
+            One position per envelope; a known id gets its original position.
+
+        Raises:
+            ConcurrencyError: if the stream is not at ``expected_version`` (nothing written).
+            EncodeError: if a payload cannot be encoded (nothing written).
+            ValueError: if ``expected_version`` is given without a stream, or is malformed.
+            StoreClosedError: if the store is closed.
+        """
+        drafts = self._drafts(envelopes, stream, expected_version)
+        if not drafts:
+            return []
+        positions, wrote = await self._append(drafts, stream, expected_version)
+        if wrote:
+            self._changes.notify()
+        return positions
+
+    @abstractmethod
+    async def _append(
+        self, drafts: Sequence[Draft], stream: str | None, expected_version: int | StreamState
+    ) -> tuple[list[int], bool]:
+        """Append in one transaction (see ``_rows.plan_append``); return positions and
+        whether anything was written."""
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @abstractmethod
+    async def _fetch(self, query: Query, limit: int) -> list[Row]:
+        """Up to ``limit`` rows after ``query.after`` matching ``query``, in position order."""
+
+    async def read(
+        self,
+        *,
+        after: int = 0,
+        upto: int | None = None,
+        topic: str | None = None,
+        stream: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int | None = None,
+        unknown: Unknown = "error",
+    ) -> list[StoredEvent]:
+        """The records matching every filter given, in position order.
+
+        Args:
+            after: only positions greater than this (0: from the start).
+            upto: only positions up to and including this.
+            topic: a topic or pattern (``orders.*``, ``orders.>``) the topic must match.
+            stream: only this stream's records.
+            since: only records whose envelope HLC time is at least this.
+            until: only records whose envelope HLC time is less than this. HLC times follow
+                causality, not positions: records of different writers may interleave.
+            limit: at most this many records (counting only those returned).
+            unknown: what to do with a record of a type no class is known for: ``"error"``
+                raises, ``"skip"`` leaves it out, ``"raw"`` returns its payload as JSON values.
+
+        Raises:
+            UnknownEventTypeError: for an unknown type, with ``unknown="error"``.
+            DecodeError: for a payload that does not decode, naming its position and type.
+            ValueError, InvalidTopicError: for malformed arguments.
+        """
+        self._check_open()
+        query, match = build_query(
+            after=after, upto=upto, topic=topic, stream=stream, since=since, until=until
+        )
+        if limit is not None:
+            _non_negative("limit", limit)
+            if limit == 0:
+                return []
+        page = READ_PAGE if limit is None else min(limit, READ_PAGE)
+        out: list[StoredEvent] = []
+        decode = self._decoder.decode
+        while True:
+            rows = await self._fetch(query, page)
+            if rows:
+                out.extend(decode(rows, unknown, match))
+            if limit is not None and len(out) >= limit:
+                del out[limit:]
+                return out
+            if len(rows) < page:
+                return out
+            query = query._replace(after=rows[-1][0])
+
+    async def iter_read(
+        self,
+        *,
+        after: int = 0,
+        upto: int | None = None,
+        topic: str | None = None,
+        stream: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        unknown: Unknown = "error",
+        page_size: int = READ_PAGE,
+    ) -> AsyncIterator[StoredEvent]:
+        """Like :meth:`read` without ``limit``, fetching ``page_size`` records at a time.
+
+        Memory stays bounded by a page, and the event loop runs other tasks between pages.
+        Records appended while iterating are included if they match. The iterator holds no
+        database resources between pages, so it can be abandoned at any point.
+        """
+        self._check_open()
+        _positive("page_size", page_size)
+        query, match = build_query(
+            after=after, upto=upto, topic=topic, stream=stream, since=since, until=until
+        )
+        decode = self._decoder.decode
+        while True:
+            rows = await self._fetch(query, page_size)
+            for record in decode(rows, unknown, match):
+                yield record
+            if len(rows) < page_size:
+                return
+            query = query._replace(after=rows[-1][0])
+            await asyncio.sleep(0)
+
+    def subscribe(
+        self,
+        *,
+        after: int = 0,
+        topic: str | None = None,
+        stream: str | None = None,
+        unknown: Unknown = "error",
+    ) -> LogSubscription:
+        """Every matching record after position ``after``: first the stored ones, then live.
+
+        Returns a :class:`LogSubscription`, an async iterator that never ends by itself; stop
+        it with ``aclose()`` or use it as ``async with store.subscribe(...) as events``. It
+        ends when the store is closed. Delivery continues from the last delivered position,
+        so there is no gap and no duplicate between history and live records.
+
+        Raises:
+            ValueError, InvalidTopicError: for malformed arguments.
+        """
+        self._check_open()
+        query, match = build_query(
+            after=after, upto=None, topic=topic, stream=stream, since=None, until=None
+        )
+        return LogSubscription(self, query, match, unknown)
+
+    async def last_position(self) -> int:
+        """The position of the last record (0 for an empty log)."""
+        self._check_open()
+        return await self._last_position()
+
+    async def stream_version(self, stream: str) -> int:
+        """The number of events in ``stream`` (0 when it has none)."""
+        self._check_open()
+        return await self._stream_version(_name("stream", stream))
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    async def save_snapshot(self, name: str, position: int, state: bytes) -> None:
+        """Save ``state`` under ``name`` as valid at ``position``, replacing an older one.
+
+        Raises:
+            ValueError: for an empty name or a negative position.
+            TypeError: if ``state`` is not bytes.
+        """
+        self._check_open()
+        _non_negative("position", position)
+        if not isinstance(state, bytes | bytearray | memoryview):
+            raise TypeError(f"a snapshot state is bytes, not {type(state).__name__}")
+        await self._save_snapshot(Snapshot(_name("snapshot name", name), position, bytes(state)))
+
+    async def load_snapshot(self, name: str) -> Snapshot | None:
+        """The snapshot saved under ``name``, or ``None``."""
+        self._check_open()
+        return await self._load_snapshot(_name("snapshot name", name))
+
+    # -- durable consumers -----------------------------------------------------------------
+
+    async def load_checkpoint(self, name: str) -> int:
+        """The position consumer ``name`` last committed (0 if it never committed)."""
+        self._check_open()
+        return await self._load_checkpoint(_name("consumer name", name))
+
+    async def commit(self, name: str, position: int, *, handled_ids: Iterable[str] = ()) -> None:
+        """Set consumer ``name``'s checkpoint to ``position`` and record ``handled_ids``.
+
+        Both are written in one transaction, so an idempotent consumer never records an
+        event as handled without its checkpoint, nor the reverse. Committing a smaller
+        position rewinds the consumer (handled ids stay recorded).
+
+        Raises:
+            ValueError: for an empty name or a negative position.
+        """
+        self._check_open()
+        _non_negative("position", position)
+        ids = list(dict.fromkeys(handled_ids))
+        await self._commit(_name("consumer name", name), position, ids)
+
+    async def was_handled(self, name: str, event_id: str) -> bool:
+        """Whether ``commit`` recorded ``event_id`` as handled by consumer ``name``."""
+        self._check_open()
+        return await self._was_handled(_name("consumer name", name), event_id)
+
+    @abstractmethod
+    async def _last_position(self) -> int: ...
+    @abstractmethod
+    async def _stream_version(self, stream: str) -> int: ...
+    @abstractmethod
+    async def _save_snapshot(self, snapshot: Snapshot) -> None: ...
+    @abstractmethod
+    async def _load_snapshot(self, name: str) -> Snapshot | None: ...
+    @abstractmethod
+    async def _load_checkpoint(self, name: str) -> int: ...
+    @abstractmethod
+    async def _commit(self, name: str, position: int, handled_ids: list[str]) -> None: ...
+    @abstractmethod
+    async def _was_handled(self, name: str, event_id: str) -> bool: ...
+
+    # -- integrity -------------------------------------------------------------------------
+
+    async def verify(
+        self, *, progress: Progress | None = None, page_size: int = 5000
+    ) -> int | None:
+        """Recompute the hash chain; return the first position where it breaks, else ``None``.
+
+        A position is reported when its record's stored hash differs from the recomputed
+        one (its content, or a record before it, changed) or when the record is missing.
+        ``progress(done, total)`` is called after each page of ``page_size`` records.
+        """
+        self._check_open()
+        _positive("page_size", page_size)
+        total = await self._last_position()
+        query = Query()
+        prev = bytes.fromhex(GENESIS)
+        expected = 1
+        while True:
+            rows = await self._fetch(query, page_size)
+            for row in rows:
+                if row[0] != expected:
+                    return expected
+                digest = record_hash(prev, row)
+                if digest.hex() != row[12]:
+                    return expected
+                prev = digest
+                expected += 1
+            if progress is not None:
+                progress(expected - 1, max(total, expected - 1))
+            if len(rows) < page_size:
+                return None
+            query = query._replace(after=rows[-1][0])
+            await asyncio.sleep(0)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{type(self).__name__} is closed; open a new store")
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    async def aclose(self) -> None:
+        """Close the store and end its subscriptions. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._changes.notify()
+        await self._close()
+
+    @abstractmethod
+    async def _close(self) -> None:
+        """Release the store's resources."""
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        await self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _open(self) -> None:  # noqa: B027 - optional hook
+        """Prepare the store before first use (optional; stores also prepare lazily)."""
+
+    # -- live following --------------------------------------------------------------------
+
+    async def _start_watching(self) -> None:  # noqa: B027 - optional hook
+        """Make sure changes will be noticed from now on (called before a catch-up read)."""
+
+    async def _poll_changes(self) -> bool:
+        """Look for changes made elsewhere; called every ``_poll_interval`` while waiting."""
+        return False
+
+    async def _wait_for_change(self, seen: int) -> int:
+        """Wait until something may have been appended since change count ``seen``."""
+        changes = self._changes
+        while True:
+            count = await changes.wait(seen, self._poll_interval)
+            if count != seen or self._closed:
+                return count
+            if await self._poll_changes():
+                return changes.count
+
+
+class LogSubscription:
+    """An async iterator over a store's records: history after a position, then live ones.
+
+    Returned by :meth:`EventStore.subscribe`. :attr:`position` is the last delivered position
+    (the ``after`` to resume from). Iteration ends when the subscription or its store is
+    closed. A record that fails to decode raises from ``__anext__`` without being consumed,
+    so iterating again retries it (say, after registering its class).
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_drained",
+        "_match",
+        "_query",
+        "_seen",
+        "_store",
+        "_unknown",
+        "position",
+    )
+
+    def __init__(
+        self,
+        store: EventStore,
+        query: Query,
+        match: Callable[[str], bool] | None,
+        unknown: Unknown,
+    ) -> None:
+        self._store = store
+        self._query = query
+        self._match = match
+        self._unknown = unknown
+        self._buffer: deque[StoredEvent] = deque()
+        self._seen: int | None = None
+        self._drained = False
+        self._closed = False
+        self.position = query.after
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> StoredEvent:
+        store = self._store
+        while True:
+            if self._buffer:
+                record = self._buffer.popleft()
+                self.position = record.position
+                return record
+            if self._closed or store.closed:
+                raise StopAsyncIteration
+            if self._seen is None:
+                await store._start_watching()
+                self._seen = store._changes.count
+            elif self._drained:
+                self._seen = await store._wait_for_change(self._seen)
+                if self._closed or store.closed:
+                    raise StopAsyncIteration
+            rows = await store._fetch(self._query, READ_PAGE)
+            if rows:
+                self._buffer.extend(store._decoder.decode(rows, self._unknown, self._match))
+                self._query = self._query._replace(after=rows[-1][0])
+            self._drained = len(rows) < READ_PAGE
+
+    def close(self) -> None:
+        """Stop the subscription from any thread; a pending ``__anext__`` ends iteration."""
+        self._closed = True
+        self._buffer.clear()
+        self._store._changes.notify()
+
+    async def aclose(self) -> None:
+        """Stop the subscription; a pending ``__anext__`` returns (ends iteration)."""
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,69 @@
+"""Crash safety: a writer killed with SIGKILL loses no append that had returned."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import pytest_asyncio
+from psycopg import sql
+
+from tidings.store import open_store
+from tidings.testing.store_conformance import placed
+
+StartWriter = Callable[[str, str, int, int, float], Awaitable[asyncio.subprocess.Process]]
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgres"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of an empty durable log: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/crash.db"
+        return
+    server: str = request.getfixturevalue("postgres_url")
+    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(server)
+    query = urlencode([*parse_qsl(parts.query), ("schema", schema)])
+    try:
+        yield urlunsplit(parts._replace(query=query))
+    finally:
+        async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
+            await conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )
+
+
+async def test_appends_that_returned_survive_sigkill(
+    store_url: str, start_writer: StartWriter
+) -> None:
+    async with open_store(store_url) as store:
+        await store.last_position()  # create the log before the writer starts
+    child = await start_writer(store_url, "crash", 1_000_000, 7, 60)
+    assert child.stdout is not None
+    reported: dict[str, int] = {}
+    while len(reported) < 1_000:
+        line = await asyncio.wait_for(child.stdout.readline(), 30)
+        assert line, "the writer stopped before it was killed"
+        position, event_id = line.decode().split()
+        reported[event_id] = int(position)
+    child.send_signal(signal.SIGKILL)
+    await asyncio.wait_for(child.wait(), 30)
+    assert child.returncode == -signal.SIGKILL
+
+    async with open_store(store_url) as store:
+        assert await store.verify() is None
+        records = await store.read(unknown="raw")
+        assert [r.position for r in records] == list(range(1, len(records) + 1))
+        stored = {r.id: r.position for r in records}
+        lost = {i: p for i, p in reported.items() if stored.get(i) != p}
+        assert not lost
+        assert len(records) >= len(reported)
+        # The log goes on from where the killed writer left it.
+        assert await store.append(placed(1)) == [len(records) + 1]
+        assert await store.verify() is None

@@ -1,0 +1,114 @@
+"""SQLiteStore: crash safety, several processes on one file, and its own error paths."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from tidings.exceptions import StoreError
+from tidings.store import SQLiteStore, StoredEvent
+from tidings.testing.store_conformance import placed
+
+StartWriter = Callable[[str, str, int, int, float], Awaitable[asyncio.subprocess.Process]]
+
+WORKERS = 4
+PER_WORKER = 10_000
+
+
+async def read_reports(process: asyncio.subprocess.Process, timeout: float) -> dict[str, int]:
+    """Every ``id -> position`` a writer reported, once it exited (within ``timeout``)."""
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode == 0, err.decode()
+    reports: dict[str, int] = {}
+    for line in out.decode().splitlines():
+        position, event_id = line.split()
+        reports[event_id] = int(position)
+    return reports
+
+
+@pytest.mark.slow
+async def test_four_processes_append_while_a_follower_reads(
+    tmp_path: Path, start_writer: StartWriter
+) -> None:
+    path = tmp_path / "shared.db"
+    url = f"sqlite:///{path}"
+    total = WORKERS * PER_WORKER
+    async with SQLiteStore(path, poll_interval=0.02) as store:
+        followed: list[StoredEvent] = []
+
+        async def follow() -> None:
+            async with store.subscribe(unknown="raw") as events:
+                async for record in events:
+                    followed.append(record)
+                    if len(followed) == total:
+                        return
+
+        follower = asyncio.create_task(follow())
+        writers = [await start_writer(url, f"w{n}", PER_WORKER, 50, 120) for n in range(WORKERS)]
+        reports = await asyncio.gather(*(read_reports(w, 150) for w in writers))
+        await asyncio.wait_for(follower, 60)
+
+        records = await store.read(unknown="raw")
+        assert [r.position for r in records] == list(range(1, total + 1))
+        ids = [r.id for r in records]
+        assert len(set(ids)) == total
+        assert set(ids) == {f"w{n}-{i}" for n in range(WORKERS) for i in range(PER_WORKER)}
+        for report in reports:
+            for event_id, position in report.items():
+                assert records[position - 1].id == event_id
+        for n in range(WORKERS):
+            mine = [r.payload["i"] for r in records if r.payload["w"] == f"w{n}"]
+            assert mine == list(range(PER_WORKER))
+        switches = sum(
+            a.envelope.source != b.envelope.source for a, b in itertools.pairwise(records)
+        )
+        assert switches > WORKERS, "the writers did not run concurrently"
+        assert [r.position for r in followed] == list(range(1, total + 1))
+        assert [r.id for r in followed] == ids
+        assert await store.verify() is None
+
+
+def test_the_default_file_and_its_directory_are_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore()
+    store._close_now()
+    assert (tmp_path / ".tidings" / "events.db").is_file()
+    with sqlite3.connect(tmp_path / ".tidings" / "events.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are not the pages you are looking for" * 100)
+    with pytest.raises(StoreError, match="cannot be used as a tidings SQLite log"):
+        SQLiteStore(path)
+
+
+def test_a_log_from_a_newer_tidings_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        SQLiteStore(path)
+
+
+def test_bad_options_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteStore(tmp_path / "a.db", synchronous="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="poll_interval"):
+        SQLiteStore(tmp_path / "a.db", poll_interval=0)
+
+
+async def test_full_synchronous_mode_works(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "full.db", synchronous="full") as store:
+        assert await store.append(placed(3)) == [1, 2, 3]
+        assert await store.verify() is None
