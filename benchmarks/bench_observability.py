@@ -43,11 +43,11 @@ def _wall(count: int) -> list[Row]:
     publishers: dict[str, tuple[Callable[[], None], list[int]]] = {}
     for name in VARIANTS:
         hits = [0]
-        publish = build(name, hits)
+        publish, tick = build(name, hits)
 
-        def loop(publish: Callable[[], Any] = publish) -> None:
+        def loop(publish: Callable[[Any], Any] = publish, tick: Any = tick) -> None:
             for _ in range(count):
-                publish()
+                publish(tick)
 
         publishers[name] = (loop, hits)
     best = dict.fromkeys(VARIANTS, float("inf"))

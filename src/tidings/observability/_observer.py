@@ -124,62 +124,55 @@ def add_snapshots(a: list[int], b: list[int]) -> list[int]:
 
 
 class TopicHistograms:
-    """One latency histogram per topic, for the publish hot path: each thread appends the raw
-    values (ns) of a topic to a buffer of its own, keyed by its thread id, and folds the
-    buffer into the topic's bucket counts every :data:`FOLD` values (sort and bisect, in C),
-    so an observation costs one ``append``. A dead thread's buffers may serve a new thread
-    that gets its id: they never run at once. At most ``max_topics`` topics; the others
-    count under ``"other"``.
+    """One latency histogram per topic, for the publish hot path: an observation appends its
+    value (ns) to the topic's buffer, and every :data:`FOLD` values the buffer is folded into
+    the topic's bucket counts (sorted and bisected, in C), so an observation costs one
+    ``append``. ``list.append`` is atomic, and a fold takes exactly the values it copied, so
+    no lock is taken until a fold. At most ``max_topics`` topics; the others count under
+    ``"other"``.
 
-    The hot path reads ``threads[thread id][topic]`` itself and calls :meth:`buffer` on a
-    miss and :meth:`fold` when the buffer is full.
+    The hot path reads ``buffers[topic]`` itself and calls :meth:`buffer` on a miss and
+    :meth:`fold` when the buffer is full.
     """
 
-    __slots__ = ("_buffers", "_folded", "_lock", "max_topics", "threads")
+    __slots__ = ("_folded", "_lock", "buffers", "max_topics")
 
     OTHER = "other"
     FOLD = 1024
 
     def __init__(self, max_topics: int) -> None:
-        self.threads: dict[int, dict[str, list[int]]] = {}
+        self.buffers: dict[str, list[int]] = {}
         self.max_topics = max_topics
-        self._buffers: dict[str, list[list[int]]] = {}
         self._folded: dict[str, list[int]] = {}
         self._lock = threading.Lock()
 
-    def buffer(self, me: int, topic: str) -> list[int]:
-        """Thread ``me``'s buffer for ``topic`` (or for ``"other"`` past the cap)."""
+    def buffer(self, topic: str) -> list[int]:
+        """The buffer of ``topic`` (or of ``"other"`` past the cap)."""
         with self._lock:
-            buffers = self.threads.get(me)
-            if buffers is None:
-                buffers = self.threads[me] = {}
-            folded = topic not in self._folded and len(self._folded) >= self.max_topics
-            name = self.OTHER if folded else topic
-            buffer = buffers.get(name)
-            if buffer is None:
-                buffer = buffers[name] = []
-                self._buffers.setdefault(name, []).append(buffer)
-                self._folded.setdefault(name, [0] * _CELL)
-        if not folded:
-            buffers[topic] = buffer
-        return buffer
+            buffer = self.buffers.get(topic)
+            if buffer is not None:
+                return buffer
+            name = self.OTHER if len(self._folded) >= self.max_topics else topic
+            self._folded.setdefault(name, [0] * _CELL)
+            # A folded topic is not cached under its name: it comes back here each time.
+            return self.buffers.setdefault(name, [])
 
-    def fold(self, topic: str, buffer: list[int]) -> None:
-        """Move ``buffer``'s values into ``topic``'s bucket counts."""
+    def fold(self, buffer: list[int]) -> None:
+        """Move ``buffer``'s values into its topic's bucket counts."""
         with self._lock:
-            _count_into(self._folded[_name_of(self, topic)], buffer)
-            buffer.clear()
+            values = buffer[:]
+            del buffer[: len(values)]  # appends made meanwhile stay, for the next fold
+            name = next(t for t, b in self.buffers.items() if b is buffer)
+            _count_into(self._folded[name], values)
 
     def observe(self, topic: str, ns: int) -> None:
         """Count one value for ``topic``, in nanoseconds."""
-        me = _get_ident()
-        try:
-            buffer = self.threads[me][topic]
-        except KeyError:
-            buffer = self.buffer(me, topic)
+        buffer = self.buffers.get(topic)
+        if buffer is None:
+            buffer = self.buffer(topic)
         buffer.append(ns)
         if len(buffer) >= self.FOLD:
-            self.fold(topic, buffer)
+            self.fold(buffer)
 
     def snapshot(self) -> dict[str, list[int]]:
         """Per topic, as :meth:`Histogram.snapshot`."""
@@ -187,26 +180,22 @@ class TopicHistograms:
         with self._lock:
             for topic, folded in self._folded.items():
                 total = list(folded)
-                for buffer in self._buffers.get(topic, ()):
-                    _count_into(total, list(buffer))  # a copy: its thread may be appending
+                _count_into(total, self.buffers[topic][:])
                 out[topic] = total
         return out
 
 
-def _name_of(table: TopicHistograms, topic: str) -> str:
-    return topic if topic in table._folded else TopicHistograms.OTHER
-
-
 def _count_into(cell: list[int], values: list[int]) -> None:
-    """Add ``values`` (ns) to a cell's bucket counts and sum: sort once, bisect each bound."""
-    ordered = sorted(values)
+    """Add ``values`` (ns) to a cell's bucket counts and sum: sort once (latencies cluster,
+    which sorting likes), then bisect each bound."""
+    values.sort()
     below = 0
     for i, bound in enumerate(_BOUNDS_NS):
-        upto = bisect_right(ordered, bound, below)
+        upto = bisect_right(values, bound, below)
         cell[i] += upto - below
         below = upto
-    cell[len(_BOUNDS_NS)] += len(ordered) - below
-    cell[-1] += sum(ordered)
+    cell[len(_BOUNDS_NS)] += len(values) - below
+    cell[-1] += sum(values)
 
 
 def _add_up(cells: list[list[int]]) -> list[int]:
@@ -479,7 +468,7 @@ def _timed_publish(
     """``inner`` (the bus's publish, maybe traced), timed: one observation per dispatch."""
     busy, clock = bus._busy, time.perf_counter_ns
     dispatched, deferred = metrics.dispatched, metrics.deferred
-    threads, fold, full = dispatched.threads, dispatched.fold, dispatched.FOLD
+    buffers, fold, full = dispatched.buffers, dispatched.fold, dispatched.FOLD
 
     def publish(
         event: Any,
@@ -488,8 +477,7 @@ def _timed_publish(
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Envelope[Any]:
-        me = _get_ident()
-        if me in busy:  # queued behind the current dispatch: its time is no handler's latency
+        if _get_ident() in busy:  # queued behind the current dispatch: no handler's latency
             t0 = clock()
             env = inner(event, topic=topic, key=key, headers=headers)
             deferred.observe(env.topic, clock() - t0)
@@ -498,12 +486,12 @@ def _timed_publish(
         env = inner(event, topic=topic, key=key, headers=headers)
         ns = clock() - t0
         try:
-            buffer = threads[me][env.topic]
+            buffer = buffers[env.topic]
         except KeyError:
-            buffer = dispatched.buffer(me, env.topic)
+            buffer = dispatched.buffer(env.topic)
         buffer.append(ns)
         if len(buffer) >= full:
-            fold(env.topic, buffer)
+            fold(buffer)
         return env
 
     return publish
