@@ -52,6 +52,7 @@ Mode = Literal["inline", "task", "queued"]
 INLINE: Final = 0
 TASK: Final = 1
 QUEUED: Final = 2
+_MODES: Final = ("inline", "task", "queued")  # indexed by the constants above
 
 SKIP: Final = object()
 """Returned by :meth:`Subscription.call` when the handler's object is gone."""
@@ -68,22 +69,34 @@ def handler_name(handler: object) -> str:
     return f"{module}.{qualname}"
 
 
+def _first_parameter(handler: Callable[..., Any]) -> tuple[Any, str] | None:
+    """The function behind ``handler`` and the name of the parameter that receives events."""
+    func = getattr(handler, "__func__", handler)
+    skip = 1 if inspect.ismethod(handler) else 0
+    code = getattr(func, "__code__", None)
+    if code is not None:  # a plain function: read its code object, no Signature needed
+        names = code.co_varnames[skip : code.co_argcount]
+        return (func, names[0]) if names else None
+    try:
+        params = list(inspect.signature(func).parameters.values())[skip:]
+    except (TypeError, ValueError):
+        return None
+    return (func, params[0].name) if params else None
+
+
 def _wants_envelope(handler: Callable[..., Any]) -> bool:
     """Whether the handler's first parameter is annotated as an :class:`Envelope` (or a list
     of them, for batch handlers)."""
-    func = getattr(handler, "__func__", handler)
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
+    found = _first_parameter(handler)
+    if found is None:
         return False
-    if inspect.ismethod(handler) and params:
-        params = params[1:]
-    if not params:
-        return False
-    annotation = params[0].annotation
+    func, name = found
+    annotation = getattr(func, "__annotations__", {}).get(name)
     if isinstance(annotation, str):
+        if "Envelope" not in annotation:
+            return False  # no need to resolve the string annotation
         try:
-            annotation = typing.get_type_hints(func).get(params[0].name, annotation)
+            annotation = typing.get_type_hints(func).get(name, annotation)
         except Exception:
             return "Envelope" in annotation.replace("list[", "").split("[")[0]
     if typing.get_origin(annotation) is list:
@@ -147,11 +160,9 @@ class Subscription(Generic[T]):
         "__weakref__",
         "_bus",
         "_counts",
-        "_func",
-        "_matcher",
         "_once",
         "_owner_ref",
-        "_ref",
+        "_weak",
         "_where",
         "active",
         "event_type",
@@ -200,7 +211,7 @@ class Subscription(Generic[T]):
                 f"{type(target).__name__} {target!r}"
             )
         self._bus = bus
-        self._matcher = compile_pattern(self.pattern)
+        compile_pattern(self.pattern)  # cached: matches() finds it ready
         self.id = next(_ids)
         self.priority = priority
         self.active = True
@@ -225,8 +236,8 @@ class Subscription(Generic[T]):
             else weak
         )
         self.handler: Callable[..., Any] | None = handler
-        self._func: Callable[..., Any] | None = None
-        self._ref: weakref.ref[Any] | None = None
+        # A weakly held bound method: a weak reference to its object, and its function.
+        self._weak: tuple[weakref.ref[Any], Callable[..., Any]] | None = None
         if hold_weakly:
             if not inspect.ismethod(handler):
                 raise InvalidHandlerError(
@@ -234,14 +245,14 @@ class Subscription(Generic[T]):
                     "bound method"
                 )
             try:
-                self._ref = weakref.ref(handler.__self__, self._owner_gone)
+                ref = weakref.ref(handler.__self__, self._owner_gone)
             except TypeError:
                 raise InvalidHandlerError(
                     f"cannot hold {handler_name(handler)} weakly: "
                     f"{type(handler.__self__).__name__} objects do not support weak "
                     "references; pass weak=False to hold it strongly"
                 ) from None
-            self._func = handler.__func__
+            self._weak = (ref, handler.__func__)
             self.handler = None
         if mode is None:
             mode = "task" if self.is_async else "inline"
@@ -257,18 +268,22 @@ class Subscription(Generic[T]):
             )
         if mode not in ("inline", "task", "queued"):
             raise InvalidHandlerError(f"mode must be 'inline', 'task' or 'queued', not {mode!r}")
-        self.kind = {"inline": INLINE, "task": TASK, "queued": QUEUED}[mode]
+        self.kind = _MODES.index(mode)
 
     @property
     def name(self) -> str:
         """The handler's qualified name, ``module.qualname``."""
-        return handler_name(self._func if self.handler is None else self.handler)
+        handler = self.handler
+        if handler is None:
+            assert self._weak is not None
+            handler = self._weak[1]
+        return handler_name(handler)
 
     @property
     def mode(self) -> Mode:
         """The delivery mode."""
-        modes: tuple[Mode, Mode, Mode] = ("inline", "task", "queued")
-        return modes[self.kind]
+        mode: Mode = _MODES[self.kind]
+        return mode
 
     @property
     def plain(self) -> bool:
@@ -276,7 +291,7 @@ class Subscription(Generic[T]):
         once, no weak reference, no envelope, not queued)."""
         return (
             self.kind != QUEUED
-            and self._ref is None
+            and self._weak is None
             and self._where is None
             and self._once is None
             and not self.wants_envelope
@@ -284,7 +299,7 @@ class Subscription(Generic[T]):
 
     def matches(self, topic: str, event_type: type) -> bool:
         """Whether an event of ``event_type`` published on ``topic`` is delivered here."""
-        if not self._matcher(topic):
+        if not compile_pattern(self.pattern)(topic):
             return False
         return self.event_type is None or issubclass(event_type, self.event_type)
 
@@ -311,10 +326,10 @@ class Subscription(Generic[T]):
         handler = self.handler
         if handler is not None:
             return handler(arg)
-        assert self._ref is not None
-        assert self._func is not None
-        obj = self._ref()
-        return SKIP if obj is None else self._func(obj, arg)
+        assert self._weak is not None
+        ref, func = self._weak
+        obj = ref()
+        return SKIP if obj is None else func(obj, arg)
 
     def argument(self, env: Envelope[Any]) -> Any:
         """What the handler receives for ``env``: the envelope or its payload."""
