@@ -1272,6 +1272,7 @@ class Bus:
         """Stop accepting events and subscriptions (for programs without an event loop).
 
         Queued subscriptions' buffers are closed; their worker threads finish what they hold.
+        A store or transport is left open: close those with :meth:`aclose`, inside asyncio.
         """
         self._closed = True
         for q in list(self._queued):
