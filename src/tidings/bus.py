@@ -461,7 +461,7 @@ class Bus:
             mode=mode,
         )
         if self._observer is not None and group is not _LOCAL:
-            sub.observe(self._observer)
+            sub.observe(True)
         if follows:
             assert self._log is not None
             self._log.follow(
@@ -1321,6 +1321,7 @@ class Bus:
         """Stop accepting events and subscriptions (for programs without an event loop).
 
         Queued subscriptions' buffers are closed; their worker threads finish what they hold.
+        A store or transport is left open: close those with :meth:`aclose`, inside asyncio.
         """
         self._closed = True
         for q in list(self._queued):

@@ -52,6 +52,7 @@ Mode = Literal["inline", "task", "queued"]
 INLINE: Final = 0
 TASK: Final = 1
 QUEUED: Final = 2
+_MODES: Final = ("inline", "task", "queued")  # indexed by the constants above
 
 SKIP: Final = object()
 """Returned by :meth:`Subscription.call` when the handler's object is gone."""
@@ -79,22 +80,34 @@ def handler_name(handler: object) -> str:
     return f"{module}.{qualname}"
 
 
+def _first_parameter(handler: Callable[..., Any]) -> tuple[Any, str] | None:
+    """The function behind ``handler`` and the name of the parameter that receives events."""
+    func = getattr(handler, "__func__", handler)
+    skip = 1 if inspect.ismethod(handler) else 0
+    code = getattr(func, "__code__", None)
+    if code is not None:  # a plain function: read its code object, no Signature needed
+        names = code.co_varnames[skip : code.co_argcount]
+        return (func, names[0]) if names else None
+    try:
+        params = list(inspect.signature(func).parameters.values())[skip:]
+    except (TypeError, ValueError):
+        return None
+    return (func, params[0].name) if params else None
+
+
 def _wants_envelope(handler: Callable[..., Any]) -> bool:
     """Whether the handler's first parameter is annotated as an :class:`Envelope` (or a list
     of them, for batch handlers)."""
-    func = getattr(handler, "__func__", handler)
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
+    found = _first_parameter(handler)
+    if found is None:
         return False
-    if inspect.ismethod(handler) and params:
-        params = params[1:]
-    if not params:
-        return False
-    annotation = params[0].annotation
+    func, name = found
+    annotation = getattr(func, "__annotations__", {}).get(name)
     if isinstance(annotation, str):
+        if "Envelope" not in annotation:
+            return False  # no need to resolve the string annotation
         try:
-            annotation = typing.get_type_hints(func).get(params[0].name, annotation)
+            annotation = typing.get_type_hints(func).get(name, annotation)
         except Exception:
             return "Envelope" in annotation.replace("list[", "").split("[")[0]
     if typing.get_origin(annotation) is list:
@@ -158,12 +171,9 @@ class Subscription(Generic[T]):
         "__weakref__",
         "_bus",
         "_counts",
-        "_func",
-        "_matcher",
-        "_observer",
         "_once",
         "_owner_ref",
-        "_ref",
+        "_weak",
         "_where",
         "active",
         "event_type",
@@ -212,7 +222,7 @@ class Subscription(Generic[T]):
                 f"{type(target).__name__} {target!r}"
             )
         self._bus = bus
-        self._matcher = compile_pattern(self.pattern)
+        compile_pattern(self.pattern)  # cached: matches() finds it ready
         self.id = next(_ids)
         self.priority = priority
         self.active = True
@@ -222,7 +232,6 @@ class Subscription(Generic[T]):
         self._once = [True] if once else None
         self._owner_ref: weakref.ref[Any] | None = None
         self._counts: _Counts | None = None
-        self._observer: Observer | None = None
         self.queued: Queued | None = None
         if owner is not None:
             try:
@@ -238,8 +247,8 @@ class Subscription(Generic[T]):
             else weak
         )
         self.handler: Callable[..., Any] | None = handler
-        self._func: Callable[..., Any] | None = None
-        self._ref: weakref.ref[Any] | None = None
+        # A weakly held bound method: a weak reference to its object, and its function.
+        self._weak: tuple[weakref.ref[Any], Callable[..., Any]] | None = None
         if hold_weakly:
             if not inspect.ismethod(handler):
                 raise InvalidHandlerError(
@@ -247,14 +256,14 @@ class Subscription(Generic[T]):
                     "bound method"
                 )
             try:
-                self._ref = weakref.ref(handler.__self__, self._owner_gone)
+                ref = weakref.ref(handler.__self__, self._owner_gone)
             except TypeError:
                 raise InvalidHandlerError(
                     f"cannot hold {handler_name(handler)} weakly: "
                     f"{type(handler.__self__).__name__} objects do not support weak "
                     "references; pass weak=False to hold it strongly"
                 ) from None
-            self._func = handler.__func__
+            self._weak = (ref, handler.__func__)
             self.handler = None
         if mode is None:
             mode = "task" if self.is_async else "inline"
@@ -270,18 +279,22 @@ class Subscription(Generic[T]):
             )
         if mode not in ("inline", "task", "queued"):
             raise InvalidHandlerError(f"mode must be 'inline', 'task' or 'queued', not {mode!r}")
-        self.kind = {"inline": INLINE, "task": TASK, "queued": QUEUED}[mode]
+        self.kind = _MODES.index(mode)
 
     @property
     def name(self) -> str:
         """The handler's qualified name, ``module.qualname``."""
-        return handler_name(self._func if self.handler is None else self.handler)
+        handler = self.handler
+        if handler is None:
+            assert self._weak is not None
+            handler = self._weak[1]
+        return handler_name(handler)
 
     @property
     def mode(self) -> Mode:
         """The delivery mode."""
-        modes: tuple[Mode, Mode, Mode] = ("inline", "task", "queued")
-        return modes[self.kind]
+        mode: Mode = _MODES[self.kind]
+        return mode
 
     @property
     def plain(self) -> bool:
@@ -289,7 +302,7 @@ class Subscription(Generic[T]):
         once, no weak reference, no envelope, not queued)."""
         return (
             self.kind != QUEUED
-            and self._ref is None
+            and self._weak is None
             and self._where is None
             and self._once is None
             and not self.wants_envelope
@@ -297,7 +310,7 @@ class Subscription(Generic[T]):
 
     def matches(self, topic: str, event_type: type) -> bool:
         """Whether an event of ``event_type`` published on ``topic`` is delivered here."""
-        if not self._matcher(topic):
+        if not compile_pattern(self.pattern)(topic):
             return False
         return self.event_type is None or issubclass(event_type, self.event_type)
 
@@ -324,10 +337,10 @@ class Subscription(Generic[T]):
         handler = self.handler
         if handler is not None:
             return handler(arg)
-        assert self._ref is not None
-        assert self._func is not None
-        obj = self._ref()
-        return SKIP if obj is None else self._func(obj, arg)
+        assert self._weak is not None
+        ref, func = self._weak
+        obj = ref()
+        return SKIP if obj is None else func(obj, arg)
 
     def argument(self, env: Envelope[Any]) -> Any:
         """What the handler receives for ``env``: the envelope or its payload."""
@@ -335,18 +348,23 @@ class Subscription(Generic[T]):
 
     # ------------------------------------------------------------------ observability hook
 
-    def observe(self, observer: Observer | None) -> None:
-        """Route the bus's calls of this handler through ``observer`` (``None`` undoes it).
+    def observe(self, observed: bool) -> None:
+        """Route the bus's calls of this handler through the bus's observer, or stop.
 
         The hook of :mod:`tidings.observability`: once observed, :meth:`argument` returns the
         envelope and :meth:`call` hands it (or a batch's list of them) to
-        ``observer.call(self, arg)``, which calls the handler as before with
+        ``bus._observer.call(self, arg)``, which calls the handler as before with
         :meth:`call_handler`. The bus's inlined fast paths still call a plain handler
         straight unless ``observer.inlines(self)`` says otherwise. An unobserved subscription
-        pays nothing: observing swaps its class for a subclass that overrides the two methods.
+        pays nothing, not even a slot: observing swaps its class for a subclass that
+        overrides the two methods.
         """
-        self._observer = observer
-        self.__class__ = Subscription if observer is None else _ObservedSubscription
+        self.__class__ = _ObservedSubscription if observed else Subscription
+
+    @property
+    def observed(self) -> bool:
+        """Whether :meth:`observe` routes this subscription's calls to the bus's observer."""
+        return type(self) is _ObservedSubscription
 
     def call_handler(self, envelopes: Any) -> Any:
         """Call the handler for an envelope or a list of envelopes, unobserved: with what
@@ -480,15 +498,15 @@ class _ObservedSubscription(Subscription[T]):
 
     @property
     def plain(self) -> bool:
-        observer = self._observer
+        observer: Observer | None = self._bus._observer
         return super().plain and (observer is None or observer.inlines(self))
 
     def argument(self, env: Envelope[Any]) -> Any:
         return env
 
     def call(self, arg: Any) -> Any:
-        observer = self._observer
-        if observer is None:  # pragma: no cover - observe(None) restores the class
+        observer: Observer | None = self._bus._observer
+        if observer is None:  # pragma: no cover - observe(False) restores the class
             return Subscription.call(self, arg)
         return observer.call(self, arg)
 

@@ -347,7 +347,7 @@ class Observer:
                 continue  # a stream: its reader consumes the buffer, no handler is called
             if _is_recorder(sub):
                 continue
-            sub.observe(self if active else None)
+            sub.observe(active)
         with bus._lock:
             bus._install(list(bus._subs))  # rebuild the routes: subscriptions' plainness changed
 

@@ -213,7 +213,7 @@ class Metrics(Collector):
                     )
             local = {id(s) for s in bus._subs}
             for sub in bus.subscriptions():
-                if sub._observer is not observer:
+                if not sub.observed:
                     continue
                 one = series.setdefault(self._label(sub), _Series())
                 stats = sub.statistics()
