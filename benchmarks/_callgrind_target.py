@@ -1,13 +1,17 @@
-"""One S1 bus per observability variant; run as a script, it publishes N times (callgrind).
+"""One S1 bus per observability variant; run as a script, it publishes N times.
 
 ``python _callgrind_target.py VARIANT N``: builds the variant's bus (10 sync subscribers on
 one typed topic) and publishes N events inside a function, so that the instruction count of
-a run with N=0 (set-up alone) can be subtracted from one with N > 0.
+a run with N=0 (set-up alone) can be subtracted from one with N > 0 (callgrind).
+``python _callgrind_target.py VARIANT N --time`` prints the seconds the N publishes took
+instead (garbage collection off), for wall-clock runs in a fresh process each.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,13 +60,18 @@ def build(variant: str, hits: list[int]) -> tuple[Callable[[Tick], Any], Tick]:
     return bus.publish, Tick(1)
 
 
-def main(variant: str, n: int) -> None:
+def main(variant: str, n: int, timed: bool = False) -> None:
     hits = [0]
     publish, tick = build(variant, hits)
+    gc.disable()
+    start = time.perf_counter()
     for _ in range(n):
         publish(tick)
+    elapsed = time.perf_counter() - start
     assert hits[0] == 10 * n
+    if timed:
+        print(elapsed)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), "--time" in sys.argv[3:])

@@ -60,5 +60,7 @@ async def test_a_replayed_event_links_to_its_original_trace(spans: Spans) -> Non
         assert link.context.trace_id == original.context.trace_id
         assert span.context.trace_id == rebuild.get_span_context().trace_id
         assert (span.attributes or {})["tidings.replay"] is True
+    follower = {"topic": "store.order", "subscription": f"{__name__}.{catch_up.__qualname__}"}
+    assert value(samples, "tidings_events_total", status="success", **follower) == 3
     assert value(samples, "tidings_store_appends_total") == 3
     assert value(samples, "tidings_store_reads_total") == 6  # the catch-up and the fold

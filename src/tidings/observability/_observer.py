@@ -18,12 +18,16 @@ How an observer reaches into a bus, costing an unobserved bus nothing:
   wrapped to publish the delivery attempt and group in :data:`DELIVERY`.
 - **failures**: :meth:`Bus._failed` calls :meth:`Observer.failed` (a failure is off the hot
   path).
+- **the durable log** (:mod:`tidings._log`) counts appends and reads through
+  :meth:`Observer.store_counted`, and runs its followers' handler calls inside
+  :func:`replaying`, so their spans link to the events' original traces.
 
 Latency is observed once per dispatch for inline handlers (publish to the end of the
 dispatch, ``perf_counter_ns``: sub-microsecond), and once per handler call for queued, async
 and remote handlers, from the event's hybrid-clock time (``time_ns() - envelope.time``: the
 clock's physical granule makes that up to 65.5 µs long, and across machines it includes
-their clock offset).
+their clock offset). Events delivered from the durable log (catch-up and durable
+subscriptions) are counted but not timed: their publish may be long past.
 """
 
 from __future__ import annotations
@@ -342,7 +346,7 @@ class Observer:
             remote.__dict__.pop("_dispatch", None)
             if active:
                 remote._dispatch = self._remote_dispatch(remote._dispatch)  # type: ignore[method-assign,assignment]
-        for sub in bus.subscriptions():
+        for sub in self.subscriptions():
             if sub.queued is not None and sub.queued.external:
                 continue  # a stream: its reader consumes the buffer, no handler is called
             if _is_recorder(sub):
@@ -350,6 +354,12 @@ class Observer:
             sub.observe(active)
         with bus._lock:
             bus._install(list(bus._subs))  # rebuild the routes: subscriptions' plainness changed
+
+    def subscriptions(self) -> tuple[Subscription[Any], ...]:
+        """The bus's subscriptions, its durable log's followers included."""
+        bus = self.bus
+        followers = () if bus._log is None else tuple(bus._log.followers)
+        return (*bus.subscriptions(), *followers)
 
     def _publish(self) -> Callable[..., Envelope[Any]] | None:
         """The bus's ``publish`` with the hooks of the parts set, or ``None`` for none."""
@@ -434,8 +444,12 @@ class Observer:
             result = tracing.process(sub, arg, delivery, lambda: sub.call_handler(arg))
         else:
             result = sub.call_handler(arg)
-        if metrics is None or result is SKIP or (sub.kind == INLINE and delivery is None):
+        if metrics is None or result is SKIP:
+            return result
+        if delivery is None and sub.kind == INLINE:
             return result  # inline handlers in process: timed once per dispatch
+        if delivery is not None and delivery[2]:
+            return result  # from the durable log: its publish may be days old
         if sub.kind == TASK:
             return _timed(metrics, sub, arg, result)
         for env in arg if batch else (arg,):

@@ -212,7 +212,7 @@ class Metrics(Collector):
                         add_snapshots(durations[topic], snap) if topic in durations else snap
                     )
             local = {id(s) for s in bus._subs}
-            for sub in bus.subscriptions():
+            for sub in observer.subscriptions():
                 if not sub.observed:
                     continue
                 one = series.setdefault(self._label(sub), _Series())
