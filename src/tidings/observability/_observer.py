@@ -491,7 +491,7 @@ def _timed_publish(
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Envelope[Any]:
-        if _get_ident() in busy:  # queued behind the current dispatch: no handler's latency
+        if busy and _get_ident() in busy:  # queued behind the current dispatch: not timed
             t0 = clock()
             env = inner(event, topic=topic, key=key, headers=headers)
             deferred.observe(env.topic, clock() - t0)
