@@ -1,14 +1,19 @@
 """One S1 bus per observability variant; run as a script, it publishes N times.
 
 ``python _callgrind_target.py VARIANT N``: builds the variant's bus (10 sync subscribers on
-one typed topic) and publishes N events inside a function, so that the instruction count of
-a run with N=0 (set-up alone) can be subtracted from one with N > 0 (callgrind).
-``python _callgrind_target.py VARIANT N --time`` prints the seconds the N publishes took
-instead (garbage collection off), for wall-clock runs in a fresh process each.
+one typed topic), publishes N events and prints the seconds they took (garbage collection
+off), for wall-clock runs in a fresh process each.
+
+``python _callgrind_target.py --callgrind N`` builds every variant in turn in one process
+and drives each one's N publishes through one ``functools.reduce`` call, so that callgrind,
+collecting only inside ``functools_reduce`` and dumping after each call
+(``--collect-atstart=no --toggle-collect=functools_reduce --dump-after=functools_reduce``),
+writes one profile per variant holding exactly its publishes and the loop driving them.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
 import time
@@ -60,7 +65,8 @@ def build(variant: str, hits: list[int]) -> tuple[Callable[[Tick], Any], Tick]:
     return bus.publish, Tick(1)
 
 
-def main(variant: str, n: int, timed: bool = False) -> None:
+def timed(variant: str, n: int) -> float:
+    """Seconds that N publishes on ``variant``'s bus take."""
     hits = [0]
     publish, tick = build(variant, hits)
     gc.disable()
@@ -69,9 +75,21 @@ def main(variant: str, n: int, timed: bool = False) -> None:
         publish(tick)
     elapsed = time.perf_counter() - start
     assert hits[0] == 10 * n
-    if timed:
-        print(elapsed)
+    return elapsed
+
+
+def counted(counts: dict[str, int]) -> None:
+    """Every variant's publishes, each variant's inside one ``functools.reduce`` call."""
+    gc.disable()
+    for variant, n in counts.items():
+        hits = [0]
+        publish, tick = build(variant, hits)
+        functools.reduce(lambda _, __: publish(tick), range(n), None)
+        assert hits[0] == 10 * n, (variant, hits[0])
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), "--time" in sys.argv[3:])
+    if sys.argv[1] == "--callgrind":
+        counted({variant: int(n) for variant, n in zip(VARIANTS, sys.argv[2:], strict=True)})
+    else:
+        print(timed(sys.argv[1], int(sys.argv[2])))

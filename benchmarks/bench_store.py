@@ -425,7 +425,7 @@ def measure(
 def run(quick: bool = False) -> list[Row]:
     """Rows for ``benchmarks/run.py``: one scenario per backend and figure, eventsourcing the
     baseline."""
-    results, summary = measure(quick, 1 if quick else 3, None)
+    results, summary = measure(quick, 1 if quick else 2, None)
     return [
         Row(
             f"L {backend} {figure}",

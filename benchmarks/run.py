@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -118,14 +119,22 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
-    rows = [
-        *bench_bus.run(quick=args.quick),
-        *bench_queues.run(quick=args.quick),
-        *bench_burst.run(quick=args.quick),
-        *bench_nats.run(quick=args.quick),
-        *bench_store.run(quick=args.quick),
-        *bench_observability.run(quick=args.quick),
-    ]
+    rows: list[Row] = []
+    took: list[str] = []
+    started = time.perf_counter()
+    for module in (
+        bench_bus,
+        bench_queues,
+        bench_burst,
+        bench_nats,
+        bench_store,
+        bench_observability,
+    ):
+        begun = time.perf_counter()
+        rows.extend(module.run(quick=args.quick))
+        took.append(f"{module.__name__} {time.perf_counter() - begun:.0f} s")
+        print(f"{took[-1]}", file=sys.stderr, flush=True)
+    total = time.perf_counter() - started
     table = _format(rows)
     print("\n".join(table))
     if not args.no_write:
@@ -137,7 +146,10 @@ def main() -> int:
             f"- machine: {_machine()}",
             f"- python: {platform.python_version()} ({platform.python_implementation()})",
             f"- versions: {_versions()}",
-            f"- command: `make bench`{' (quick)' if args.quick else ''}",
+            (
+                f"- command: `make bench`{' (quick)' if args.quick else ''}, "
+                f"{total:.0f} s ({', '.join(took)})"
+            ),
             "",
             "Ratios: *vs tidings* is the row's figure over tidings' (above 1 means better than",
             "tidings); *vs baseline* is the row's figure over the scenario's baseline: a plain",
