@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tidings import Bus
 from tidings.exceptions import InvalidTopicError
 from tidings.topics import compile_pattern, is_pattern, matches, validate_pattern, validate_topic
 
@@ -42,7 +43,24 @@ def test_empty_long_and_non_str_topics_are_rejected() -> None:
     with pytest.raises(InvalidTopicError, match="256 characters long"):
         validate_topic("x" * 256)
     with pytest.raises(InvalidTopicError, match="must be a str, not int"):
-        validate_topic(42)
+        validate_topic(42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTopicError, match="must be a str, not list"):
+        validate_topic(["orders"])  # type: ignore[arg-type]  # unhashable: not a TypeError
+
+
+def test_patterns_must_be_strings() -> None:
+    for check in (validate_pattern, compile_pattern):
+        with pytest.raises(InvalidTopicError, match="pattern must be a str, not list"):
+            check(["orders", ">"])  # type: ignore[arg-type]
+
+
+def test_publish_names_a_bad_topic_whatever_its_type() -> None:
+    bus = Bus()
+    for topic, match in (("bad..topic", "token 2 is empty"), (["x"], "must be a str, not list")):
+        with pytest.raises(InvalidTopicError, match=match):
+            bus.publish(1, topic=topic)  # type: ignore[arg-type]
+        with pytest.raises(InvalidTopicError, match=match):
+            bus.publish(1, topic=topic)  # type: ignore[arg-type]  # nothing cached the first time
 
 
 @pytest.mark.parametrize(

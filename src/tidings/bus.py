@@ -668,7 +668,7 @@ class Bus:
             topic = topic_of(event_type)
         else:
             cache = self._topic_routes
-            key = (validate_topic(topic), event_type)
+            key = (validate_topic(topic), event_type)  # cached: publish looks up first
         route = cache.get(key)
         if route is None:
             subs = self._subs
@@ -748,7 +748,12 @@ class Bus:
             if route is None:
                 route = self._route(type(event), None)
         else:
-            route = self._route(type(event), topic)
+            try:
+                route = self._topic_routes.get((topic, type(event)))
+            except TypeError:  # an unhashable topic: _route says what is wrong with it
+                route = None
+            if route is None:
+                route = self._route(type(event), topic)
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
         # HybridClock.now()'s send rule, inlined (a call costs as much as the rule itself):

@@ -41,9 +41,7 @@ _RULE = "tokens are separated by single dots and made of ASCII letters, digits, 
 def _check(text: object, *, allow_wildcards: bool) -> list[str]:
     kind = "pattern" if allow_wildcards else "topic"
     if not isinstance(text, str):
-        raise InvalidTopicError(
-            f"a {kind} must be a str, not {type(text).__name__}", topic=repr(text)
-        )
+        raise _not_a_str(text, kind)
     if not text:
         raise InvalidTopicError(f"the {kind} is empty; {_RULE}", topic=text)
     if len(text) > MAX_TOPIC_LENGTH:
@@ -87,26 +85,42 @@ def _check(text: object, *, allow_wildcards: bool) -> list[str]:
     return tokens
 
 
-@lru_cache(maxsize=4096)
-def validate_topic(topic: str) -> str:
-    """Return ``topic`` unchanged if it is a valid concrete topic (no wildcards).
+def _not_a_str(text: object, kind: str) -> InvalidTopicError:
+    return InvalidTopicError(f"a {kind} must be a str, not {type(text).__name__}", topic=repr(text))
 
-    Raises:
-        InvalidTopicError: naming the first bad token.
-    """
+
+@lru_cache(maxsize=4096)
+def _valid_topic(topic: str) -> str:
     _check(topic, allow_wildcards=False)
     return topic
 
 
 @lru_cache(maxsize=4096)
+def _valid_pattern(pattern: str) -> str:
+    _check(pattern, allow_wildcards=True)
+    return pattern
+
+
+def validate_topic(topic: str) -> str:
+    """Return ``topic`` unchanged if it is a valid concrete topic (no wildcards).
+
+    Raises:
+        InvalidTopicError: naming the first bad token, or saying that ``topic`` is no str.
+    """
+    if not isinstance(topic, str):
+        raise _not_a_str(topic, "topic")
+    return _valid_topic(topic)
+
+
 def validate_pattern(pattern: str) -> str:
     """Return ``pattern`` unchanged if it is a valid topic or wildcard pattern.
 
     Raises:
-        InvalidTopicError: naming the first bad token.
+        InvalidTopicError: naming the first bad token, or saying that ``pattern`` is no str.
     """
-    _check(pattern, allow_wildcards=True)
-    return pattern
+    if not isinstance(pattern, str):
+        raise _not_a_str(pattern, "pattern")
+    return _valid_pattern(pattern)
 
 
 def is_pattern(text: str) -> bool:
@@ -114,13 +128,20 @@ def is_pattern(text: str) -> bool:
     return any(token in ("*", ">") for token in text.split("."))
 
 
-@lru_cache(maxsize=4096)
 def compile_pattern(pattern: str) -> Callable[[str], bool]:
-    """Validate ``pattern`` and return a predicate telling whether a topic matches it.
+    """Validate ``pattern`` and return a predicate telling whether a topic matches it
+    (built once per pattern, then cached).
 
     Raises:
-        InvalidTopicError: if the pattern is malformed.
+        InvalidTopicError: if the pattern is malformed or no str.
     """
+    if not isinstance(pattern, str):
+        raise _not_a_str(pattern, "pattern")
+    return _compiled(pattern)
+
+
+@lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> Callable[[str], bool]:
     tokens = tuple(_check(pattern, allow_wildcards=True))
     if "*" not in tokens and ">" not in tokens:
         return pattern.__eq__
