@@ -7,8 +7,11 @@ sees it (write-ahead), so what a handler saw is always in the log:
   :class:`~tidings.store.SQLiteStore`) append inside ``publish``;
 - an async-only store (:class:`~tidings.store.PostgresStore`) is awaited by ``emit``; a
   ``publish`` from another thread waits for the append on the bus's loop; a ``publish`` on
-  the loop's own thread cannot wait, so the append and then the dispatch run in a task
-  (``aclose`` waits for it; a failed append is logged, as the publisher has returned).
+  the loop's own thread cannot wait, so the event joins a FIFO that one task appends (in
+  batches, in publish order) and then dispatches (``aclose`` waits for it; a failed append
+  is logged, as the publisher has returned, and its events are not dispatched). An
+  ``emit`` on the loop's thread appends through the same FIFO, after what was published
+  before it.
 
 Log-following subscriptions (``from_=`` or ``durable=``) do not sit in the in-process handler
 tables: a task follows the store (:meth:`EventStore.subscribe`) and calls the handler for each
@@ -16,7 +19,12 @@ matching record in log order, history first and then live, with no gap and no du
 seam. A durable subscription starts after its checkpoint and commits each handled position;
 with ``idempotent=True`` the handled event id is recorded in the same transaction and a record
 already handled is skipped. A failing handler is retried ``max_attempts`` times with
-exponential backoff, then dead-lettered, and the subscription moves on.
+exponential backoff, then dead-lettered, and the subscription moves on. A ``where=`` filter
+that raises counts as a failure of the handler. When the store itself fails (a record that
+does not decode, a lost connection), the follower logs the error, waits (backing off up to
+:data:`FOLLOW_RETRY_MAX` seconds) and resumes from its last handled position: it stalls on an
+undecodable record rather than skip it (register its class or upcaster, and it goes on), and
+``aclose`` reports a follower that is stalled.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ logger = logging.getLogger("tidings")
 
 RETRY_BASE = 0.05
 """Seconds before a log follower's first retry; doubled for each later one."""
+FOLLOW_RETRY_MAX = 5.0
+"""The longest wait, in seconds, before a log follower tries its store again."""
 
 
 class Log:
@@ -54,7 +64,10 @@ class Log:
         self.store = store
         self._append_sync = store.append_sync if isinstance(store, SupportsSyncAppend) else None
         self.followers: dict[Subscription[Any], Follower] = {}
-        self._pending: set[asyncio.Task[None]] = set()
+        # Deferred appends, in publish order: (route, envelope, future); a future marks an
+        # emit's append (settled, not dispatched), None a publish's (dispatched after).
+        self._fifo: list[tuple[_Route | None, Envelope[Any], asyncio.Future[None] | None]] = []
+        self._appender: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ write-ahead
 
@@ -78,32 +91,85 @@ class Log:
                 "asyncio after 'async with Bus(store=...)', or use 'await bus.emit(...)'"
             )
         if bus._loop_thread == threading.get_ident():
-            task = loop.create_task(self._append_then_dispatch(route, env))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._defer(loop, route, env, None)
             return False
         asyncio.run_coroutine_threadsafe(self.store.append([env]), loop).result()
         self.counted(appended=1)
         return True
 
-    async def _append_then_dispatch(self, route: _Route, env: Envelope[Any]) -> None:
+    def _defer(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        route: _Route | None,
+        env: Envelope[Any],
+        done: asyncio.Future[None] | None,
+    ) -> None:
+        self._fifo.append((route, env, done))
+        if self._appender is None:
+            self._appender = loop.create_task(self._append_deferred(), name="tidings:appender")
+
+    async def _append_deferred(self) -> None:
+        """Append the FIFO in batches, in order; then dispatch each publish's event, or
+        settle each emit's future."""
         try:
-            await self.store.append([env])
-        except Exception:
-            logger.exception(
-                "could not append event %s (%s) to the log; it was not dispatched",
-                env.id,
-                env.topic,
-                extra={"event_id": env.id, "topic": env.topic},
-            )
-            return
-        self.counted(appended=1)
-        self.bus._after_write_ahead(route, env)
+            while self._fifo:
+                batch, self._fifo = self._fifo, []
+                errors = await self._append_batch([env for _, env, _ in batch])
+                for (route, env, done), error in zip(batch, errors, strict=True):
+                    if done is not None:
+                        if done.done():  # the emit was cancelled
+                            continue
+                        if error is None:
+                            done.set_result(None)
+                        else:
+                            done.set_exception(error)
+                    elif error is None:
+                        assert route is not None
+                        self.bus._after_write_ahead(route, env)
+                    else:
+                        logger.error(
+                            "could not append event %s (%s) to the log; it was not dispatched: %s",
+                            env.id,
+                            env.topic,
+                            error,
+                            extra={"event_id": env.id, "topic": env.topic},
+                        )
+        finally:
+            self._appender = None
+
+    async def _append_batch(self, envs: list[Envelope[Any]]) -> list[Exception | None]:
+        """Append ``envs`` in one call; if that fails, each alone (appends are idempotent),
+        so that one bad event fails alone. The error of each, if any."""
+        try:
+            await self.store.append(envs)
+        except Exception as exc:
+            if len(envs) == 1:
+                return [exc]
+        else:
+            self.counted(appended=len(envs))
+            return [None] * len(envs)
+        errors: list[Exception | None] = []
+        for env in envs:
+            try:
+                await self.store.append([env])
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                self.counted(appended=1)
+                errors.append(None)
+        return errors
 
     async def append(self, env: Envelope[Any]) -> None:
-        """Append ``env`` (for ``emit``)."""
-        await self.store.append([env])
-        self.counted(appended=1)
+        """Append ``env`` (for ``emit``); with an async-only store, through the FIFO of
+        deferred appends, so after every event published before it."""
+        if self._append_sync is not None:
+            await self.store.append([env])
+            self.counted(appended=1)
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._defer(loop, None, env, done)
+        await done
 
     def counted(self, *, appended: int = 0, read: int = 0) -> None:
         """Tell the bus's observer (metrics) of records appended or read."""
@@ -114,8 +180,8 @@ class Log:
     async def settle(self, deadline: float) -> None:
         """Wait until deferred appends are done or the loop time passes ``deadline``."""
         loop = asyncio.get_running_loop()
-        while self._pending and (remaining := deadline - loop.time()) > 0:
-            await asyncio.wait(set(self._pending), timeout=remaining)
+        while (task := self._appender) is not None and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait({task}, timeout=remaining)
 
     # ------------------------------------------------------------------ followers
 

@@ -77,7 +77,9 @@ class Remote:
             transport.on_publish_error = self._publish_failed
         self._entries: dict[tuple[str, str | None], _Entry] = {}
         self._lock = threading.Lock()
-        self._succeeded: OrderedDict[str, set[int]] = OrderedDict()
+        # (pattern, group, event id) -> ids of the subscriptions that handled it: one event
+        # reaches each transport subscription of the process separately.
+        self._succeeded: OrderedDict[tuple[str, str | None, str], set[int]] = OrderedDict()
         self._dedupe: dict[Subscription[Any], str] = {}
         self._outbox: deque[Envelope[Any]] = deque()
         self._wake = asyncio.Event()
@@ -224,7 +226,8 @@ class Remote:
     async def _dispatch(self, entry: _Entry, message: Message) -> None:
         env = message.envelope
         payload_type = type(env.payload)
-        succeeded = self._succeeded.pop(env.id, None)
+        memo = (entry.pattern, entry.group, env.id)
+        succeeded = self._succeeded.pop(memo, None)
         failures: list[tuple[Subscription[Any], BaseException]] = []
         for sub in entry.subs:
             if succeeded is not None and sub.id in succeeded:
@@ -258,7 +261,7 @@ class Remote:
         for failed_sub, error in failures:
             self.bus._failed(failed_sub, env, error, attempts=message.attempt, final=final)
         if succeeded and not final:
-            self._succeeded[env.id] = succeeded
+            self._succeeded[memo] = succeeded
             if len(self._succeeded) > _REMEMBERED:
                 self._succeeded.popitem(last=False)
         raise HandlerFailedError(failures)
@@ -274,14 +277,35 @@ class Remote:
 
     # ------------------------------------------------------------------ publishing
 
-    def send(self, env: Envelope[Any]) -> None:
-        """Queue ``env`` for the server (thread-safe); it is sent pipelined, in order."""
+    def check_send(self) -> asyncio.AbstractEventLoop:
+        """The loop :meth:`send` hands events to (the bus checks it before its write-ahead
+        append, so that an event the transport refuses is not logged either).
+
+        Raises:
+            LoopNotRunningError: the bus was not started in asyncio, or its loop is closed.
+        """
         loop = self._loop
         if loop is None or loop.is_closed():
             raise LoopNotRunningError(
                 "a bus with a transport publishes from asyncio: start it first with "
                 "'async with Bus(transport=...) as bus'"
             )
+        return loop
+
+    def check_publish(self) -> None:
+        """Raise :class:`~tidings.LoopNotRunningError` unless :meth:`publish` can run."""
+        if not self._started:
+            raise LoopNotRunningError(
+                "a bus with a transport must be started: 'async with Bus(transport=...)'"
+            )
+
+    def send(self, env: Envelope[Any]) -> None:
+        """Queue ``env`` for the server (thread-safe); it is sent pipelined, in order.
+
+        Raises:
+            LoopNotRunningError: as :meth:`check_send`.
+        """
+        loop = self.check_send()
         if self.bus._loop_thread == threading.get_ident():
             self._enqueue(env)
         else:
@@ -293,11 +317,13 @@ class Remote:
         self._wake.set()
 
     async def publish(self, env: Envelope[Any]) -> PublishAck:
-        """Send ``env`` and wait until the server stored it."""
-        if not self._started:
-            raise LoopNotRunningError(
-                "a bus with a transport must be started: 'async with Bus(transport=...)'"
-            )
+        """Send ``env`` and wait until the server stored it.
+
+        Raises:
+            LoopNotRunningError: as :meth:`check_publish`.
+            PublishError: the server did not store it.
+        """
+        self.check_publish()
         await self.ready()
         return await self.transport.publish(env)
 

@@ -702,8 +702,11 @@ class Bus:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
         slow = route.slow()
-        if self._log is not None and not self._log.write_ahead(slow, env):
-            return env  # appended, then dispatched, by a task on the loop
+        if self._log is not None:
+            if self._remote is not None:
+                self._remote.check_send()  # refuse before the append, not after it
+            if not self._log.write_ahead(slow, env):
+                return env  # appended, then dispatched, by a task on the loop
         if self._remote is not None:
             self._remote.send(env)
         if route.subs:
@@ -775,8 +778,11 @@ class Bus:
             None,
             self._node,
         )
-        if self._log is not None and not self._log.write_ahead(route, env):
-            return env  # appended, then dispatched, by a task on the loop
+        if self._log is not None:
+            if self._remote is not None:
+                self._remote.check_send()  # refuse before the append, not after it
+            if not self._log.write_ahead(route, env):
+                return env  # appended, then dispatched, by a task on the loop
         if self._remote is not None:
             self._remote.send(env)
         if route.subs:
@@ -1053,6 +1059,8 @@ class Bus:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
         if self._log is not None:
+            if self._remote is not None:
+                self._remote.check_publish()  # refuse before the append, not after it
             await self._log.append(env)
         if self._remote is not None:
             await self._remote.publish(env)  # handlers run where the server delivers it

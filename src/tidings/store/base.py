@@ -59,7 +59,7 @@ from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, Protocol, Self, runtime_checkable
 
 from tidings.event import Envelope, topic_of
-from tidings.exceptions import StoreClosedError
+from tidings.exceptions import DecodeError, StoreClosedError, UnknownEventTypeError
 from tidings.store._changes import Changes
 from tidings.store._rows import (
     GENESIS,
@@ -623,10 +623,31 @@ class LogSubscription:
                 if self._closed or store.closed:
                     raise StopAsyncIteration
             rows = await store._fetch(self._query, READ_PAGE)
-            if rows:
-                self._buffer.extend(store._decoder.decode(rows, self._unknown, self._match))
-                self._query = self._query._replace(after=rows[-1][0])
             self._drained = len(rows) < READ_PAGE
+            if rows:
+                self._take(rows)
+
+    def _take(self, rows: list[Row]) -> None:
+        """Buffer ``rows``, decoded. A record that does not decode stays unconsumed: the
+        records before it are buffered, and the error is raised when it comes next.
+
+        Raises:
+            UnknownEventTypeError, DecodeError: the first row does not decode.
+        """
+        decoder = self._store._decoder
+        try:
+            self._buffer.extend(decoder.decode(rows, self._unknown, self._match))
+        except (UnknownEventTypeError, DecodeError):
+            for index, row in enumerate(rows):
+                try:
+                    self._buffer.extend(decoder.decode((row,), self._unknown, self._match))
+                except (UnknownEventTypeError, DecodeError):
+                    self._drained = False  # fetch it again at once next time
+                    if index == 0:
+                        raise
+                    self._query = self._query._replace(after=rows[index - 1][0])
+                    return
+        self._query = self._query._replace(after=rows[-1][0])
 
     def close(self) -> None:
         """Stop the subscription from any thread; a pending ``__anext__`` ends iteration."""

@@ -163,9 +163,9 @@ class SQLiteStore(SyncStore):
         self._poll_interval = poll_interval
         self._lock = threading.RLock()
         self._insert_sql: dict[tuple[tuple[int, ...], int], str] = {}
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
                 str(path),
                 timeout=busy_timeout,
@@ -173,7 +173,7 @@ class SQLiteStore(SyncStore):
                 check_same_thread=False,
                 cached_statements=512,
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the SQLite log at {str(path)!r}: {exc}") from exc
         self._changes = _changes_for(os.path.realpath(path))
         try:

@@ -45,6 +45,12 @@ def open_store(url: str) -> EventStore:
         raise InvalidStoreURLError(
             f"malformed store URL {url!r}: it names no scheme; use {_FORMS}", url=url
         )
+    if "#" in url:
+        raise InvalidStoreURLError(
+            f"malformed store URL {url!r}: a store URL has no '#fragment' (a '#' in a file "
+            "name must be written %23)",
+            url=url,
+        )
     if scheme == "memory":
         if parts.netloc or parts.path or parts.query:
             raise InvalidStoreURLError(
