@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidings.exceptions import LoopNotRunningError
 from tidings.observability._observer import replaying
+from tidings.observability.logs import log_fields
 from tidings.store.base import EventStore, LogSubscription, SupportsSyncAppend
 from tidings.subscription import SKIP
 
@@ -232,6 +233,11 @@ class Log:
                     f"{follower.sub.name}: log follower at position {follower.position}"
                 )
                 task.cancel()
+            elif follower.stalled is not None:
+                unfinished.append(
+                    f"{follower.sub.name}: log follower stalled after position "
+                    f"{follower.position}: {follower.stalled}"
+                )
         return unfinished
 
 
@@ -254,8 +260,11 @@ class Follower:
         self.idempotent = idempotent
         self.max_attempts = max_attempts
         self.task: asyncio.Task[None] | None = None
+        self.stalled: Exception | None = None
+        """The store error the follower is waiting to retry after, if any."""
         self._stream: LogSubscription | None = None
         self._stopped = False
+        self._backing_off = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.task is None and not self._stopped:
@@ -264,18 +273,46 @@ class Follower:
     def stop(self) -> None:
         """Stop after the record in hand (if any)."""
         self._stopped = True
-        if self._stream is not None:
+        if self._stream is not None and not self._backing_off:
             self._stream.close()
         elif self.task is not None:
             self.task.cancel()
 
     async def _run(self) -> None:
+        """Follow the store; on a store error, log it, back off and resume."""
         store = self.log.store
-        if self.durable is not None:
-            self.position = await store.load_checkpoint(self.durable) or self.position
-        self._stream = store.subscribe(after=self.position, topic=self.sub.pattern)
+        delay = RETRY_BASE
+        loaded = self.durable is None
+        while not self._stopped:
+            try:
+                if not loaded:
+                    assert self.durable is not None
+                    self.position = await store.load_checkpoint(self.durable) or self.position
+                    loaded = True
+                await self._follow()
+                return
+            except Exception as exc:
+                self.stalled = exc
+                logger.error(
+                    "log follower %s stalled after position %d: %s; retrying in %.2f s",
+                    self.sub.name,
+                    self.position,
+                    exc,
+                    delay,
+                    extra=log_fields(subscription=self.sub),
+                )
+            self._backing_off = True
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._backing_off = False
+            delay = min(delay * 2, FOLLOW_RETRY_MAX)
+
+    async def _follow(self) -> None:
+        self._stream = self.log.store.subscribe(after=self.position, topic=self.sub.pattern)
         async with self._stream as records:
             async for record in records:
+                self.stalled = None
                 await self._one(record)
                 if self._stopped:
                     return
@@ -284,16 +321,14 @@ class Follower:
         sub, store, name = self.sub, self.log.store, self.durable
         env = record.envelope
         self.log.counted(read=1)
-        handled = False
-        if sub.event_type is None or isinstance(env.payload, sub.event_type):
-            if self.idempotent and name is not None and await store.was_handled(name, env.id):
-                pass
-            elif sub.accepts(env):
-                handled = await self._handle(env)
-        self.position = record.position
+        wanted = sub.event_type is None or isinstance(env.payload, sub.event_type)
+        if wanted and self.idempotent and name is not None:
+            wanted = not await store.was_handled(name, env.id)
+        handled = await self._handle(env) if wanted else False
         if name is not None:
             ids = (env.id,) if handled and self.idempotent else ()
             await store.commit(name, record.position, handled_ids=ids)
+        self.position = record.position  # after the commit: a failed commit retries the record
 
     async def _handle(self, env: Envelope[Any]) -> bool:
         """Call the handler, retrying with backoff; dead-letter after the last attempt.
@@ -301,6 +336,8 @@ class Follower:
         sub = self.sub
         for attempt in range(1, self.max_attempts + 1):
             try:
+                if not sub.accepts(env):  # a where= that raises fails like the handler
+                    return False
                 with replaying():  # traced as a replay: linked to the event's original trace
                     result = sub.call(sub.argument(env))
                 if inspect.isawaitable(result):

@@ -271,3 +271,116 @@ async def test_async_store_publish_on_the_loop_appends_then_dispatches(
         assert await store.last_position() == 3
         assert (await store.read(after=2))[0].envelope.id == thread_envelope.id
     assert sorted(seen) == [1, 2, 3]
+
+
+@dataclass(frozen=True)
+class Legacy:  # not @tidings.event: only a store that appended one knows its class
+    x: int
+
+
+async def test_a_follower_stalls_on_an_undecodable_record_and_resumes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "events.db"
+    async with tidings.Bus(store=SQLiteStore(path)) as writer:
+        writer.publish(Deposited("a", 1))
+        writer.publish(Legacy(1), topic="test.log.legacy")
+        writer.publish(Deposited("a", 2))
+    seen: list[Any] = []
+    store = SQLiteStore(path)
+    async with tidings.Bus(store=store) as bus:
+        bus.subscribe("test.log.>", seen.append, durable="reader")
+        await _wait(lambda: "stalled after position 1" in caplog.text)
+        assert seen == [Deposited("a", 1)]  # the record before the bad one was delivered
+        report = await bus.aclose()
+    [stalled] = report.unfinished
+    assert "log follower stalled after position 1" in stalled
+    assert "event type 'legacy'" in stalled
+    assert await SQLiteStore(path).load_checkpoint("reader") == 1
+
+    store = SQLiteStore(path)
+    store.register_type(Legacy)  # now it decodes: the follower resumes where it stalled
+    async with tidings.Bus(store=store) as bus:
+        bus.subscribe("test.log.>", seen.append, durable="reader")
+        await _wait(lambda: len(seen) == 3)
+    assert seen[1:] == [Legacy(1), Deposited("a", 2)]
+
+
+async def test_a_raising_filter_fails_a_follower_s_event_not_the_follower() -> None:
+    dead: list[DeadLetter] = []
+    got: list[int] = []
+    async with tidings.Bus(store=MemoryStore()) as bus:
+        bus.subscribe(DeadLetter, dead.append)
+        bus.subscribe(
+            Deposited,
+            lambda e: got.append(e.amount),
+            durable="picky",
+            max_attempts=1,
+            where=lambda e: 10 // e.amount > 0,
+        )
+        for amount in (1, 0, 2):
+            bus.publish(Deposited("a", amount))
+        await _wait(lambda: got == [1, 2])
+        await _wait_for_checkpoint(bus.store, "picky", 3)
+    [letter] = dead
+    assert isinstance(letter.error, ZeroDivisionError)
+    assert letter.envelope.payload == Deposited("a", 0)
+
+
+async def test_async_store_appends_and_dispatches_in_publish_order(
+    postgres_harness: PostgresHarness,
+) -> None:
+    store = await postgres_harness.open()
+    seen: list[int] = []
+    async with tidings.Bus(store=store) as bus:
+        bus.subscribe(Deposited, lambda e: seen.append(e.amount))
+        for i in range(30):
+            bus.publish(Deposited("a", i))  # deferred: appended by one task, in order
+        await bus.emit(Deposited("a", 30))  # appended after them
+        assert seen == list(range(31))
+        records = await store.read()
+    assert [r.envelope.payload.amount for r in records] == list(range(31))
+
+
+@tidings.event("test.log.odd")
+@dataclass(frozen=True)
+class Odd:
+    thing: object
+
+
+async def test_async_store_an_event_that_cannot_be_appended_fails_alone(
+    postgres_harness: PostgresHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await postgres_harness.open()
+    seen: list[int] = []
+    async with tidings.Bus(store=store) as bus:
+        bus.subscribe(Deposited, lambda e: seen.append(e.amount))
+        bus.subscribe(Odd, lambda e: seen.append(-1))
+        bus.publish(Deposited("a", 1))
+        odd = bus.publish(Odd(object()))  # msgspec cannot encode it
+        bus.publish(Deposited("a", 2))
+        await _wait(lambda: seen == [1, 2])
+        records = await store.read()
+    assert f"could not append event {odd.id}" in caplog.text
+    assert [r.envelope.payload.amount for r in records] == [1, 2]
+
+
+async def test_a_store_subscription_yields_the_records_before_an_undecodable_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    async with tidings.Bus(store=SQLiteStore(path)) as writer:
+        writer.publish(Deposited("a", 1))
+        writer.publish(Legacy(1), topic="test.log.legacy")
+    store = SQLiteStore(path)
+    async with asyncio.timeout(10), store.subscribe() as records:
+        first = await anext(records)
+        assert first.position == 1
+        for _ in range(2):  # not consumed: asking again raises again
+            with pytest.raises(tidings.UnknownEventTypeError) as caught:
+                await anext(records)
+            assert caught.value.position == 2
+            assert records.position == 1
+        store.register_type(Legacy)
+        assert (await anext(records)).envelope.payload == Legacy(1)
+    await store.aclose()

@@ -85,6 +85,12 @@ def test_the_default_file_and_its_directory_are_created(
     conn.close()
 
 
+def test_a_directory_that_cannot_be_made_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "plain-file").write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot open the SQLite log"):
+        SQLiteStore(tmp_path / "plain-file" / "events.db")
+
+
 def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_bytes(b"these are not the pages you are looking for" * 100)

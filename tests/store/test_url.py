@@ -54,6 +54,8 @@ async def test_postgres_url_keeps_the_schema_apart() -> None:
         ("sqlite:///", "file path is empty"),
         ("sqlite:///x.db?mode=ro", "take no parameters"),
         ("memory://somewhere", "takes no host"),
+        ("memory://#x", "has no '#fragment'"),
+        ("sqlite:///runs/run#2.db", "must be written %23"),
         ("postgresql://", "names no server"),
         ("postgresql://localhost/db?schema=", "schema parameter is empty"),
     ],

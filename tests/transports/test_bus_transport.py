@@ -196,6 +196,43 @@ async def test_a_bus_with_a_transport_needs_its_loop() -> None:
         bus.publish(RemoteOrder("x", 1.0))
 
 
+async def test_an_event_the_transport_refuses_is_not_logged_either() -> None:
+    store = tidings.MemoryStore()
+    bus = tidings.Bus(transport=MemoryTransport(), store=store)
+    for _ in range(2):
+        with pytest.raises(tidings.LoopNotRunningError):
+            bus.publish(RemoteOrder("x", 1.0))
+        with pytest.raises(tidings.LoopNotRunningError):
+            await bus.emit(RemoteOrder("y", 2.0))
+    assert await store.last_position() == 0
+
+
+async def test_a_retry_skips_what_succeeded_even_when_two_patterns_match() -> None:
+    calls = {"ok": 0, "flaky": 0, "other": 0}
+    done = Waiter()
+    async with tidings.Bus(transport=MemoryTransport(MemoryBroker(), policy=FAST)) as bus:
+
+        @bus.on("remote.>")
+        def ok(order: Any) -> None:
+            calls["ok"] += 1
+
+        @bus.on("remote.>")
+        def flaky(order: Any) -> None:
+            calls["flaky"] += 1
+            if calls["flaky"] == 1:
+                raise RuntimeError("once")
+            done.add(order)
+
+        @bus.on(RemoteOrder)  # a second transport subscription gets the same event
+        def other(order: RemoteOrder) -> None:
+            calls["other"] += 1
+
+        await bus.start()
+        await bus.emit(RemoteOrder("o1", 1.0))
+        await done.wait_count(1)
+    assert calls == {"ok": 1, "flaky": 2, "other": 1}
+
+
 async def test_idempotent_handlers_skip_events_already_recorded(
     make_transport: Callable[[], Transport],
 ) -> None:
