@@ -226,6 +226,30 @@ def test_label_cardinality_is_capped_and_folded_into_other() -> None:
     assert value(samples, "tidings_publish_duration_seconds_count", topic="other") == 3
 
 
+def test_label_slots_of_cancelled_subscriptions_are_freed() -> None:
+    registry = CollectorRegistry()
+    with tidings.Bus() as bus:
+        metrics = Metrics(bus, registry=registry, max_series=2)
+        bus.subscribe("churn.keep", lambda event: None)
+        for round_ in range(50):
+            sub = bus.subscribe(f"churn.t{round_}", lambda event: None)
+            bus.publish({"x": 1}, topic=f"churn.t{round_}")
+            samples = parse(registry_text(registry))
+            assert (
+                value(
+                    samples,
+                    "tidings_events_total",
+                    status="success",
+                    topic=f"churn.t{round_}",
+                    subscription=sub.name,
+                )
+                == 1
+            )
+            sub.cancel()
+        parse(registry_text(registry))  # the last one's slot is freed too
+        assert [pattern for pattern, _ in metrics._labels] == ["churn.keep"]
+
+
 def test_one_collector_per_registry_and_forget_restores_the_bus() -> None:
     registry = CollectorRegistry()
     with tidings.Bus() as bus, tidings.Bus() as other:

@@ -193,6 +193,23 @@ class Metrics(Collector):
         return label
 
     def _gather(self) -> tuple[dict[tuple[str, str], _Series], dict[str, list[int]], list[int]]:
+        """Every observed bus's figures by label. The labels of subscriptions no longer alive
+        are freed first, so ``max_series`` bounds the live series, however many came and
+        went."""
+        with self._lock:
+            alive = {
+                (sub.pattern, sub.name)
+                for bus in list(self._buses)
+                if bus._observer is not None
+                for sub in bus._observer.subscriptions()
+            }
+            for key in self._labels.keys() - alive:
+                del self._labels[key]
+            return self._gather_labelled()
+
+    def _gather_labelled(
+        self,
+    ) -> tuple[dict[tuple[str, str], _Series], dict[str, list[int]], list[int]]:
         series: dict[tuple[str, str], _Series] = {}
         durations: dict[str, list[int]] = {}
         totals = [0, 0, 0]  # invalid trace contexts, store appends, store reads

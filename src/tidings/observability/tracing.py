@@ -193,6 +193,9 @@ class _BusTracing:
         self._tracer = tracing._tracer
         self._system = system
         self._invalid = itertools.count()
+        # The last envelope's extracted context: its handlers, called one after another,
+        # share one extraction (and a malformed traceparent is counted once per event).
+        self._last: tuple[str, Context] | None = None
         self.gate = tracing.gate
 
     @property
@@ -209,7 +212,11 @@ class _BusTracing:
             propagator.inject(carrier, context=ctx)
 
     def _extract(self, headers: Mapping[str, str], env: Envelope[Any] | None) -> Context:
-        """The context ``headers`` carry, on an empty base; counts a malformed traceparent."""
+        """The context ``headers`` carry, on an empty base; counts a malformed traceparent
+        (once per envelope ``env``, when given)."""
+        last = self._last
+        if env is not None and last is not None and last[0] == env.id:
+            return last[1]
         propagator = self._tracing._propagator
         if propagator is None:
             ctx = propagate.extract(headers, context=Context())
@@ -222,6 +229,8 @@ class _BusTracing:
                 headers["traceparent"][:100],
                 extra=log_fields(env),
             )
+        if env is not None:
+            self._last = (env.id, ctx)
         return ctx
 
     def wrap_publish(
