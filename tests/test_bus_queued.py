@@ -367,3 +367,120 @@ async def test_drained_waits_for_a_queued_subscription_to_finish() -> None:
         assert await sub.drained(timeout=10)
         assert handled == list(range(20))
         assert await inline.drained()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"mode": "queued"},
+        {"workers": 3},
+        {"batch": Batch(max_size=4, max_wait=0.0)},
+        {"pool": "thread"},
+        {"mode": "queued", "async": True},
+        {"pool": "async", "async": True},
+    ],
+    ids=["queued", "workers", "batch", "pool", "async", "async-pool"],
+)
+async def test_a_queued_once_subscription_handles_exactly_one_event(
+    options: dict[str, Any],
+) -> None:
+    handled: list[int] = []
+    options = dict(options)
+    is_async = options.pop("async", False)
+    if "pool" in options:
+        options["pool"] = tidings.WorkerPool(2, kind=options["pool"])
+
+    def sync_handler(arg: Job | list[Job]) -> None:
+        handled.extend(j.seq for j in (arg if isinstance(arg, list) else [arg]))
+
+    async def async_handler(arg: Job | list[Job]) -> None:
+        sync_handler(arg)
+
+    async with tidings.Bus() as bus:
+        sub = bus.subscribe(Job, async_handler if is_async else sync_handler, once=True, **options)
+        assert sub.mode == "queued"
+        for i in range(3):
+            bus.publish(Job("k", i))
+        assert not sub.active
+        assert await sub.drained(timeout=10)
+        assert bus.subscriptions() == ()
+        assert (await bus.aclose(timeout=10)).clean
+    assert handled == [0]
+    assert (sub.delivered, sub.failed, sub.statistics().dropped) == (1, 0, 0)
+
+
+async def test_a_queued_once_subscription_takes_one_event_from_emit() -> None:
+    handled = threading.Event()
+    async with tidings.Bus() as bus:
+        sub = bus.subscribe(Job, lambda job: handled.set(), mode="queued", once=True)
+        delivery = await bus.emit(Job("k", 1))
+        assert [o.queued for o in delivery.outcomes] == [True]
+        assert (await bus.emit(Job("k", 2))).outcomes == ()
+        assert await asyncio.to_thread(handled.wait, 10)
+        assert await sub.drained(timeout=10)
+    assert sub.delivered == 1
+
+
+def test_batch_must_be_a_batch_and_nothing_starts_before_the_checks(bus: tidings.Bus) -> None:
+    def refused(job: Job) -> None: ...
+
+    with pytest.raises(tidings.InvalidHandlerError, match=r"batch= takes a tidings\.Batch.*int 5"):
+        bus.subscribe(Job, refused, batch=5)  # type: ignore[call-overload]
+    for bad in ("high", None, True, float("nan")):
+        with pytest.raises(
+            tidings.InvalidHandlerError, match="priority= must be an int or a float"
+        ):
+            bus.subscribe(Job, refused, priority=bad, mode="queued")  # type: ignore[call-overload]
+    workers = [t.name for t in threading.enumerate() if "refused" in t.name]
+    assert workers == []  # no worker was started
+    assert bus.subscriptions() == ()
+    assert bus._queued == []
+    assert bus.subscribe(Job, print, priority=1.5).priority == 1.5
+
+
+async def test_a_worker_logs_an_unexpected_error_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tidings.delivery import Queued
+
+    handle = Queued.handle
+    broken = [True]
+
+    def handle_once_broken(self: Queued, envs: Any) -> None:
+        if broken:
+            broken.clear()
+            raise RuntimeError("internal")
+        handle(self, envs)
+
+    monkeypatch.setattr(Queued, "handle", handle_once_broken)
+    handled: list[int] = []
+    async with tidings.Bus() as bus:
+        sub = bus.subscribe(Job, lambda job: handled.append(job.seq), mode="queued")
+        bus.publish(Job("k", 1))
+        bus.publish(Job("k", 2))
+        assert await sub.drained(timeout=10)
+    assert handled == [2]
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "failed unexpectedly" in record.getMessage()
+    assert record.subscription == sub.name  # type: ignore[attr-defined]
+    assert record.event_id  # type: ignore[attr-defined]
+
+
+async def test_a_worker_that_stops_on_an_unexpected_error_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tidings.delivery import Queued
+
+    def broken(self: Queued, buffer: Any) -> None:
+        raise RuntimeError("internal")
+
+    monkeypatch.setattr(Queued, "_take_and_serve", broken)
+    bus = tidings.Bus()
+    sub = bus.subscribe(Job, print, mode="queued")
+    assert sub.queued is not None
+    for thread in sub.queued._threads:
+        thread.join(10)
+    bus.close()
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "stopped on an unexpected error" in record.getMessage()
+    assert record.subscription == sub.name  # type: ignore[attr-defined]

@@ -287,7 +287,7 @@ class Bus:
         target: type[T],
         handler: Callable[[T], object] | Callable[[Envelope[T]], object],
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[T], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -312,7 +312,7 @@ class Bus:
         target: type[T],
         handler: Callable[[list[T]], object] | Callable[[list[Envelope[T]]], object],
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[T], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -337,7 +337,7 @@ class Bus:
         target: str,
         handler: Callable[[Any], object],
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -361,7 +361,7 @@ class Bus:
         target: type[T] | str,
         handler: Callable[..., object],
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -389,7 +389,8 @@ class Bus:
                 or the :class:`~tidings.Envelope` when its first parameter is annotated
                 ``Envelope[...]`` (or ``envelope=True`` is passed); with ``batch`` it
                 receives a list of them.
-            priority: higher runs first; equal priorities run in subscription order.
+            priority: an int or float; higher runs first, equal priorities in subscription
+                order.
             where: a predicate on the payload; the handler sees only events it accepts.
             once: end the subscription after the first accepted event.
             weak: hold the handler weakly; by default bound methods are held weakly and
@@ -426,7 +427,9 @@ class Bus:
             The :class:`Subscription` handle.
 
         Raises:
-            InvalidHandlerError: if the handler, ``where``, ``owner`` or ``mode`` is unusable.
+            InvalidHandlerError: if the handler, ``where``, ``owner``, ``mode``, ``priority``
+                (not an int or float) or ``batch`` (not a :class:`~tidings.Batch`) is
+                unusable. Every option is checked before any worker starts.
             InvalidTopicError: if the topic or pattern is malformed.
             TopicRequiredError: if the event class is a builtin that names no topic.
             ValueError: if a queue setting is out of range.
@@ -543,7 +546,7 @@ class Bus:
         self,
         target: type[T],
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[T], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -567,7 +570,7 @@ class Bus:
         self,
         target: type[T],
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[T], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -591,7 +594,7 @@ class Bus:
         self,
         target: str,
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -629,7 +632,8 @@ class Bus:
 
         return Handles(subscribe) if batch is None else BatchHandles(subscribe)
 
-    def _unsubscribe(self, sub: Subscription[Any]) -> None:
+    def _unsubscribe(self, sub: Subscription[Any], *, close: bool = True) -> None:
+        """Remove ``sub`` from the routes; ``close``: close its buffer too (queued)."""
         if self._remote is not None and self._remote.unsubscribe(sub):
             return
         if self._log is not None and self._log.unfollow(sub):
@@ -638,7 +642,7 @@ class Bus:
             subs = [s for s in self._subs if s is not sub]
             if len(subs) != len(self._subs):
                 self._install(subs)
-        if sub.queued is not None:
+        if close and sub.queued is not None:
             sub.queued.close()
 
     def _install(self, subs: list[Subscription[Any]]) -> None:

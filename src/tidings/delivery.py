@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import threading
 import time
@@ -38,7 +39,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tidings.event import Envelope
-from tidings.exceptions import QueueClosedError, WouldBlock
+from tidings.exceptions import InvalidHandlerError, QueueClosedError, WouldBlock
+from tidings.observability.logs import log_fields
 from tidings.queues import Overflow, RingBuffer
 from tidings.subscription import SKIP, count_value
 
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
     from tidings.subscription import Subscription
 
 __all__ = ("Batch", "Queued")
+
+logger = logging.getLogger("tidings")
 
 FailureHook = Callable[["Subscription[Any]", Envelope[Any], BaseException], None]
 
@@ -104,6 +108,14 @@ class Queued:
         weight: the subscription's share of the pool.
         on_failure: called for each envelope whose handler call raised.
         external: no workers: the buffer is consumed by someone else (a stream).
+
+    Raises:
+        ValueError: for a non-positive ``workers`` or ``maxsize``, or an unknown ``overflow``.
+        InvalidHandlerError: if ``batch`` is not a :class:`Batch`.
+
+    Workers never die silently: an unexpected error of the bus's own (not the handler's) is
+    logged at ERROR with the log fields (see :mod:`tidings.observability.logs`); one met
+    while serving envelopes leaves them counted as handled and the worker goes on.
     """
 
     def __init__(
@@ -123,6 +135,12 @@ class Queued:
             raise ValueError(f"workers must be a positive int, not {workers!r}")
         if not isinstance(maxsize, int) or maxsize < 1:
             raise ValueError(f"maxsize must be a positive int, not {maxsize!r}")
+        given: object = batch  # annotations are not enforced at run time
+        if given is not None and not isinstance(given, Batch):
+            raise InvalidHandlerError(
+                f"batch= takes a tidings.Batch (for example Batch(max_size=256)), not "
+                f"{type(given).__name__} {given!r}"
+            )
         count = 1 if pool is not None else workers
         capacity = math.ceil(maxsize / count)
         name = sub.name
@@ -162,6 +180,9 @@ class Queued:
         Under ``"block"`` a full buffer makes the caller wait when ``can_wait`` (a thread that
         is not the one the consumers need), else raises :class:`~tidings.WouldBlock`.
 
+        The subscription's last envelope (``once=True``: it is no longer active) closes the
+        buffer behind it, whether it was stored or refused.
+
         Raises:
             WouldBlock: full under ``"block"`` and the caller cannot wait.
             QueueFullError: full under ``"error"``.
@@ -186,11 +207,16 @@ class Queued:
         except Exception:
             next(self._refused)
             raise
+        finally:
+            if not self.sub.active:
+                self.close()
         if self.pool is not None:
             self.pool.ready(self)
 
     async def aoffer(self, env: Envelope[Any]) -> None:
         """Put ``env`` in its buffer, awaiting room under ``"block"``.
+
+        The last envelope closes the buffer behind it, as in :meth:`offer`.
 
         Raises:
             QueueFullError: full under ``"error"``.
@@ -203,6 +229,9 @@ class Queued:
         except Exception:
             next(self._refused)
             raise
+        finally:
+            if not self.sub.active:
+                self.close()
         if self.pool is not None:
             self.pool.ready(self)
 
@@ -236,6 +265,21 @@ class Queued:
                 thread.start()
 
     def _thread_worker(self, buffer: RingBuffer[Envelope[Any]]) -> None:
+        try:
+            self._take_and_serve(buffer)
+        except Exception:
+            self._worker_stopped(buffer)
+
+    def _worker_stopped(self, buffer: RingBuffer[Envelope[Any]]) -> None:
+        logger.exception(
+            "a worker of %s (%s) stopped on an unexpected error; %d event(s) wait in its buffer",
+            self.sub.name,
+            buffer.name,
+            len(buffer),
+            extra=log_fields(None, self.sub),
+        )
+
+    def _take_and_serve(self, buffer: RingBuffer[Envelope[Any]]) -> None:
         size = self.batch.first_size() if self.batch is not None else 1
         while True:
             try:
@@ -264,6 +308,12 @@ class Queued:
         return envs
 
     async def _async_worker(self, buffer: RingBuffer[Envelope[Any]]) -> None:
+        try:
+            await self._atake_and_serve(buffer)
+        except Exception:
+            self._worker_stopped(buffer)
+
+    async def _atake_and_serve(self, buffer: RingBuffer[Envelope[Any]]) -> None:
         size = self.batch.first_size() if self.batch is not None else 1
         while True:
             try:
@@ -296,18 +346,34 @@ class Queued:
     # ------------------------------------------------------------------ handling
 
     def serve(self, envs: Sequence[Envelope[Any]]) -> None:
-        """Handle envelopes taken from the buffers (sync handler) and account for them."""
+        """Handle envelopes taken from the buffers (sync handler) and account for them.
+        Raises nothing: an unexpected error is logged (see the class docstring)."""
         try:
             self.handle(envs)
+        except Exception:
+            self._unexpected(envs)
         finally:
             self._finished(len(envs))
 
     async def aserve(self, envs: Sequence[Envelope[Any]]) -> None:
-        """Handle envelopes taken from the buffers (coroutine handler), accounting for them."""
+        """Handle envelopes taken from the buffers (coroutine handler), accounting for them.
+        Raises nothing but cancellation: an unexpected error is logged."""
         try:
             await self.ahandle(envs)
+        except Exception:
+            self._unexpected(envs)
         finally:
             self._finished(len(envs))
+
+    def _unexpected(self, envs: Sequence[Envelope[Any]]) -> None:
+        logger.exception(
+            "a worker of %s failed unexpectedly while serving %d event(s) from event %s; "
+            "it goes on with the next",
+            self.sub.name,
+            len(envs),
+            envs[0].id,
+            extra=log_fields(envs[0], self.sub),
+        )
 
     def _finished(self, n: int) -> None:
         with self._progress:
