@@ -484,3 +484,66 @@ async def test_a_worker_that_stops_on_an_unexpected_error_says_so(
     [record] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert "stopped on an unexpected error" in record.getMessage()
     assert record.subscription == sub.name  # type: ignore[attr-defined]
+
+
+def test_a_queued_handler_publishing_to_its_own_full_buffer_is_refused_not_deadlocked() -> None:
+    bus = tidings.Bus()
+    refused: list[tidings.WouldBlock] = []
+    handled: list[int] = []
+    done = threading.Event()
+
+    def work(job: Job) -> None:
+        handled.append(job.seq)
+        if job.seq == 0:
+            for i in range(1, 4):  # 3 follow-ups into a buffer of 2
+                try:
+                    bus.publish(Job("k", i))
+                except tidings.WouldBlock as exc:
+                    refused.append(exc)
+        if len(handled) == 3:
+            done.set()
+
+    sub = bus.subscribe(Job, work, mode="queued", maxsize=2)
+    bus.publish(Job("k", 0))
+    assert done.wait(10)
+    assert handled == [0, 1, 2]
+    [error] = refused
+    assert "one of its own workers" in str(error)
+    assert sub.statistics().dropped == 1
+    bus.close()
+
+
+async def test_an_async_queued_handler_emitting_to_its_own_full_buffer_is_refused() -> None:
+    refused: list[BaseException] = []
+
+    async with tidings.Bus() as bus:
+
+        async def work(job: Job) -> None:
+            if job.seq == 0:
+                for i in range(1, 4):  # 3 follow-ups into a buffer of 2
+                    try:
+                        await bus.emit(Job("k", i))
+                    except tidings.WouldBlock as exc:
+                        refused.append(exc)
+
+        sub = bus.subscribe(Job, work, mode="queued", maxsize=2)
+        await asyncio.wait_for(bus.emit(Job("k", 0)), 10)
+        assert await sub.drained(timeout=10)
+    assert len(refused) == 1
+    assert "one of its own workers" in str(refused[0])
+
+
+async def test_publish_on_the_loop_to_a_full_async_pool_subscription_is_refused() -> None:
+    async with tidings.Bus() as bus:
+        handled: list[int] = []
+
+        async def work(job: Job) -> None:
+            handled.append(job.seq)
+
+        pool = tidings.WorkerPool(1, kind="async")
+        sub = bus.subscribe(Job, work, pool=pool, maxsize=1)
+        bus.publish(Job("k", 0))  # the pool's task has not run yet: the buffer is full
+        with pytest.raises(tidings.WouldBlock, match="event loop"):
+            bus.publish(Job("k", 1))
+        assert await sub.drained(timeout=10)
+    assert handled == [0]

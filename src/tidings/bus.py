@@ -19,7 +19,8 @@ Semantics, which the tests hold the bus to:
   policy decides: ``block`` makes ``publish`` wait (from a thread that may wait) and
   ``emit`` await room; ``drop_oldest``/``drop_newest`` discard and count; ``error`` refuses.
   A refusal (``error``, or ``block`` where waiting would deadlock: on the event loop's
-  thread, for consumers that run on that loop) is raised to the publisher as
+  thread, for consumers that run on that loop, and in a queued handler publishing to its
+  own subscription, whose worker would wait for itself) is raised to the publisher as
   :class:`~tidings.QueueFullError` or :class:`~tidings.WouldBlock` after every other
   handler has had the event, and counted as dropped.
 - **Async handlers** are started eagerly in the publisher's call when it runs on the bus's
@@ -748,7 +749,8 @@ class Bus:
             QueueFullError: a queued subscription with ``overflow="error"`` was full (every
                 other handler still got the event).
             WouldBlock: a full ``block`` subscription whose consumers run on this thread's
-                event loop could not be waited for here; use ``await bus.emit(...)``.
+                event loop could not be waited for here (use ``await bus.emit(...)``), or
+                this is a queued handler's worker publishing to its own full subscription.
         """
         if topic is None:
             route = self._routes.get(type(event))
@@ -937,7 +939,7 @@ class Bus:
                 else:
                     assert sub.queued is not None
                     queued = sub.queued
-                    waits_on_loop = queued.pool is None and (sub.is_async or queued.external)
+                    waits_on_loop = sub.is_async or queued.external  # own tasks or a pool's
                     queued.offer(env, can_wait=not (on_loop and waits_on_loop))
             except QueueClosedError:
                 continue  # cancelled while we were dispatching
@@ -1056,6 +1058,8 @@ class Bus:
         Raises:
             TopicRequiredError, InvalidTopicError, BusClosedError: as :meth:`publish`.
             QueueFullError: as :meth:`publish`, after every other handler ran.
+            WouldBlock: a queued handler's worker task emitted to its own full ``block``
+                subscription (it would wait for itself), after every other handler ran.
         """
         self._bind_running_loop()
         route = self._route(type(event), topic)
@@ -1089,7 +1093,7 @@ class Bus:
                 outcomes.append(HandlerOutcome(sub.name, stop.value))
             except QueueClosedError:
                 continue
-            except QueueFullError as exc:
+            except (QueueFullError, WouldBlock) as exc:
                 refusals.append(exc)
             except Exception as exc:
                 self._failed(sub, env, exc)

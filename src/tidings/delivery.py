@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = ("Batch", "Queued")
 
 logger = logging.getLogger("tidings")
+_get_ident = threading.get_ident
 
 FailureHook = Callable[["Subscription[Any]", Envelope[Any], BaseException], None]
 
@@ -163,6 +164,8 @@ class Queued:
         self._handled = 0
         self._progress = threading.Condition()
         self._refused = itertools.count()
+        # Who is serving it right now: worker (or pool) threads' idents and worker tasks.
+        self._serving: set[object] = set()
 
     # ------------------------------------------------------------------ intake
 
@@ -178,7 +181,9 @@ class Queued:
         """Put ``env`` in its buffer, as the overflow policy says.
 
         Under ``"block"`` a full buffer makes the caller wait when ``can_wait`` (a thread that
-        is not the one the consumers need), else raises :class:`~tidings.WouldBlock`.
+        is not the one the consumers need) and the caller is not one of this subscription's
+        own workers (serving it, it would wait for itself), else raises
+        :class:`~tidings.WouldBlock`.
 
         The subscription's last envelope (``once=True``: it is no longer active) closes the
         buffer behind it, whether it was stored or refused.
@@ -189,8 +194,9 @@ class Queued:
             QueueClosedError: the subscription was cancelled meanwhile.
         """
         buffer = self.partition(env.key)
+        own = can_wait and _get_ident() in self._serving
         try:
-            if can_wait:
+            if can_wait and not own:
                 buffer.put(env)
             else:
                 buffer.put_nowait(env)
@@ -198,12 +204,7 @@ class Queued:
             raise
         except WouldBlock:
             next(self._refused)
-            raise WouldBlock(
-                f"{self.sub.name} is full ({buffer.capacity} events, overflow='block') and "
-                "its consumers run on this thread's event loop, so publish() cannot wait "
-                "here; use 'await bus.emit(...)', publish from another thread, or choose a "
-                "drop policy"
-            ) from None
+            raise self._would_block(buffer, own) from None
         except Exception:
             next(self._refused)
             raise
@@ -216,16 +217,25 @@ class Queued:
     async def aoffer(self, env: Envelope[Any]) -> None:
         """Put ``env`` in its buffer, awaiting room under ``"block"``.
 
-        The last envelope closes the buffer behind it, as in :meth:`offer`.
+        The last envelope closes the buffer behind it, as in :meth:`offer`. One of the
+        subscription's own worker tasks does not wait (it would wait for itself).
 
         Raises:
+            WouldBlock: full under ``"block"`` and the caller is one of its own worker tasks.
             QueueFullError: full under ``"error"``.
             QueueClosedError: the subscription was cancelled meanwhile.
         """
+        buffer = self.partition(env.key)
         try:
-            await self.partition(env.key).aput(env)
+            if asyncio.current_task() in self._serving:
+                buffer.put_nowait(env)
+            else:
+                await buffer.aput(env)
         except QueueClosedError:
             raise
+        except WouldBlock:
+            next(self._refused)
+            raise self._would_block(buffer, True) from None
         except Exception:
             next(self._refused)
             raise
@@ -234,6 +244,18 @@ class Queued:
                 self.close()
         if self.pool is not None:
             self.pool.ready(self)
+
+    def _would_block(self, buffer: RingBuffer[Envelope[Any]], own: bool) -> WouldBlock:
+        where = (
+            "this is one of its own workers, which would wait for itself"
+            if own
+            else "its consumers run on this thread's event loop"
+        )
+        return WouldBlock(
+            f"{self.sub.name} is full ({buffer.capacity} events, overflow='block') and "
+            f"{where}, so the event cannot wait for room here; use 'await bus.emit(...)' "
+            "or publish from another thread, raise maxsize, or choose a drop policy"
+        )
 
     # ------------------------------------------------------------------ workers
 
@@ -348,21 +370,27 @@ class Queued:
     def serve(self, envs: Sequence[Envelope[Any]]) -> None:
         """Handle envelopes taken from the buffers (sync handler) and account for them.
         Raises nothing: an unexpected error is logged (see the class docstring)."""
+        me = _get_ident()
+        self._serving.add(me)
         try:
             self.handle(envs)
         except Exception:
             self._unexpected(envs)
         finally:
+            self._serving.discard(me)
             self._finished(len(envs))
 
     async def aserve(self, envs: Sequence[Envelope[Any]]) -> None:
         """Handle envelopes taken from the buffers (coroutine handler), accounting for them.
         Raises nothing but cancellation: an unexpected error is logged."""
+        me = asyncio.current_task()
+        self._serving.add(me)
         try:
             await self.ahandle(envs)
         except Exception:
             self._unexpected(envs)
         finally:
+            self._serving.discard(me)
             self._finished(len(envs))
 
     def _unexpected(self, envs: Sequence[Envelope[Any]]) -> None:
