@@ -1051,7 +1051,8 @@ class Bus:
         concurrently. Queued subscriptions are awaited until their buffers take the event
         (backpressure under ``block``) and reported with ``queued=True``; their workers
         handle it later. Unlike :meth:`publish`, ``emit`` dispatches at once even from
-        inside a handler. Handler errors are reported in the returned
+        inside a handler. Re-entrancy is as for :meth:`publish`: an event a handler publishes
+        (and a dead letter) is dispatched after every handler of this one has started. Handler errors are reported in the returned
         :class:`~tidings.Delivery` (and, as always, counted, passed to ``on_error`` and
         dead-lettered), never raised: call ``delivery.raise_errors()`` to raise them.
 
@@ -1074,37 +1075,55 @@ class Bus:
             await self._remote.publish(env)  # handlers run where the server delivers it
         outcomes: list[HandlerOutcome | tuple[Subscription[Any], asyncio.Task[Any]]] = []
         refusals: list[Exception] = []
-        for sub in route.subs:
-            try:
-                if not sub.accepts(env):
-                    continue
-                if sub.kind == QUEUED:
-                    assert sub.queued is not None
-                    await sub.queued.aoffer(env)
-                    outcomes.append(HandlerOutcome(sub.name, queued=True))
-                    continue
-                result = sub.call(sub.argument(env))
-                if result is SKIP:
-                    continue
-                if sub.kind == TASK:
-                    awaited = result.send(None)
-            except StopIteration as stop:
-                sub.record_delivered()
-                outcomes.append(HandlerOutcome(sub.name, stop.value))
-            except QueueClosedError:
-                continue
-            except (QueueFullError, WouldBlock) as exc:
-                refusals.append(exc)
-            except Exception as exc:
-                self._failed(sub, env, exc)
-                outcomes.append(HandlerOutcome(sub.name, error=exc))
-            else:
-                if sub.kind == TASK:
-                    task = self._track(sub, env, resume(result, awaited), False)
-                    outcomes.append((sub, task))
-                else:
+        # While emit calls handlers, this thread is dispatching: what they publish (and their
+        # dead letters) is dispatched after them, breadth first, as in publish.
+        me = _get_ident()
+        dispatching = me not in self._busy  # else the dispatch around this call drains
+        if dispatching:
+            self._busy.add(me)
+        try:
+            for sub in route.subs:
+                try:
+                    if not sub.accepts(env):
+                        continue
+                    if sub.kind == QUEUED:
+                        assert sub.queued is not None
+                        if dispatching:
+                            dispatching = await self._aoffer_aside(sub.queued, env, me)
+                        else:
+                            await sub.queued.aoffer(env)
+                        outcomes.append(HandlerOutcome(sub.name, queued=True))
+                        continue
+                    result = sub.call(sub.argument(env))
+                    if result is SKIP:
+                        continue
+                    if sub.kind == TASK:
+                        awaited = result.send(None)
+                except StopIteration as stop:
                     sub.record_delivered()
-                    outcomes.append(HandlerOutcome(sub.name, result))
+                    outcomes.append(HandlerOutcome(sub.name, stop.value))
+                except QueueClosedError:
+                    continue
+                except (QueueFullError, WouldBlock) as exc:
+                    refusals.append(exc)
+                except Exception as exc:
+                    self._failed(sub, env, exc)
+                    outcomes.append(HandlerOutcome(sub.name, error=exc))
+                else:
+                    if sub.kind == TASK:
+                        task = self._track(sub, env, resume(result, awaited), False)
+                        outcomes.append((sub, task))
+                    else:
+                        sub.record_delivered()
+                        outcomes.append(HandlerOutcome(sub.name, result))
+            if dispatching and self._pending:
+                try:
+                    self._drain(me)
+                except (QueueFullError, WouldBlock) as exc:
+                    refusals.append(exc)
+        finally:
+            if dispatching:
+                self._busy.discard(me)
         tasks = [o[1] for o in outcomes if isinstance(o, tuple)]
         if tasks:
             await asyncio.wait(tasks)
@@ -1114,6 +1133,25 @@ class Bus:
         if refusals:
             raise refusals[0]
         return Delivery(env, tuple(_outcome(o) for o in outcomes))
+
+    async def _aoffer_aside(self, queued: Queued, env: Envelope[Any], me: int) -> bool:
+        """Await room in a queued subscription's buffer from inside emit's dispatch.
+
+        The thread stops counting as dispatching while it awaits (other tasks on the loop
+        publish as usual) and the events emit's handlers published so far wait aside; then
+        they are queued again. Returns whether this emit still dispatches them: not when
+        another dispatch runs on the thread by then (they join that one's).
+        """
+        held = self._pending.pop(me, None)
+        self._busy.discard(me)
+        try:
+            await queued.aoffer(env)
+        finally:
+            dispatching = me not in self._busy
+            self._busy.add(me)
+            for item in held or ():
+                self._defer(me, *item)
+        return dispatching
 
     # ------------------------------------------------------------------ errors
 
