@@ -441,3 +441,20 @@ async def test_stream_arguments_are_checked() -> None:
         with pytest.raises(ValueError, match="overflow must be one of"):
             async with bus.stream(Ping, overflow="sometimes"):  # type: ignore[call-overload]
                 pass
+
+
+async def test_aclose_reports_only_what_a_stream_still_holds() -> None:
+    bus = await tidings.Bus().start()
+    async with bus.stream(Ping) as events:
+        for i in range(3):
+            bus.publish(Ping(i))
+        assert [(await anext(events)).n for _ in range(3)] == [0, 1, 2]
+    assert bus._queued == []  # the ended stream is forgotten
+    async with bus.stream(Ping) as events:
+        for i in range(3):
+            bus.publish(Ping(i))
+        assert (await anext(events)).n == 0
+        report = await bus.aclose(timeout=1)
+    assert report.unfinished == (
+        "tidings._stream.EventStream.consume: 2 queued event(s) not handled",
+    )

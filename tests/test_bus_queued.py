@@ -547,3 +547,25 @@ async def test_publish_on_the_loop_to_a_full_async_pool_subscription_is_refused(
             bus.publish(Job("k", 1))
         assert await sub.drained(timeout=10)
     assert handled == [0]
+
+
+async def test_a_cancelled_queued_subscription_is_forgotten_once_drained() -> None:
+    gate = threading.Event()
+    handled: list[int] = []
+
+    def held(job: Job) -> None:
+        gate.wait(10)
+        handled.append(job.seq)
+
+    async with tidings.Bus() as bus:
+        sub = bus.subscribe(Job, held, workers=2)
+        for i in range(4):
+            bus.publish(Job(str(i), i), key=str(i))
+        sub.cancel()
+        assert bus._queued == [sub.queued]  # still draining: aclose would wait for it
+        gate.set()
+        assert await sub.drained(timeout=10)
+        _wait_until(lambda: not bus._queued)
+        report = await bus.aclose(timeout=10)
+    assert report.clean
+    assert sorted(handled) == [0, 1, 2, 3]

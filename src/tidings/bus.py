@@ -498,6 +498,7 @@ class Bus:
                 pool=pool,
                 weight=weight,
                 on_failure=self._failed,
+                on_drained=self._forget_queued,
             )
         self._register(sub)
         return sub
@@ -645,6 +646,13 @@ class Bus:
                 self._install(subs)
         if close and sub.queued is not None:
             sub.queued.close()
+
+    def _forget_queued(self, queued: Queued) -> None:
+        """Stop tracking a queued subscription that was closed and has drained (or a stream
+        that ended): :meth:`aclose` has nothing left to wait for or report there."""
+        with self._lock:
+            if queued in self._queued:
+                self._queued.remove(queued)
 
     def _install(self, subs: list[Subscription[Any]]) -> None:
         # Publishers read the caches before self._subs: replacing the subscriptions first
@@ -1301,6 +1309,7 @@ class Bus:
             pool=None,
             weight=1.0,
             on_failure=self._failed,
+            on_drained=self._forget_queued,
             external=True,
         )
         stream.attach(sub.queued.partitions[0])

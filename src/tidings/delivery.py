@@ -108,6 +108,8 @@ class Queued:
         pool: serve from this shared pool instead of own workers.
         weight: the subscription's share of the pool.
         on_failure: called for each envelope whose handler call raised.
+        on_drained: called once, from whichever thread gets there, when it is closed and
+            nothing it accepted is left to handle (a stream's buffer: at once when closed).
         external: no workers: the buffer is consumed by someone else (a stream).
 
     Raises:
@@ -130,6 +132,7 @@ class Queued:
         pool: WorkerPool | None,
         weight: float,
         on_failure: FailureHook,
+        on_drained: Callable[[Queued], None],
         external: bool = False,
     ) -> None:
         if not isinstance(workers, int) or workers < 1:
@@ -158,6 +161,8 @@ class Queued:
         self.overflow = overflow
         self.external = external
         self._on_failure = on_failure
+        self._on_drained: Callable[[Queued], None] | None = on_drained  # None once called
+        self.closed = False
         self._spread = itertools.count()
         self._threads: list[threading.Thread] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -407,6 +412,17 @@ class Queued:
         with self._progress:
             self._handled += n
             self._progress.notify_all()
+        if self.closed:
+            self._check_drained()
+
+    def _check_drained(self) -> None:
+        """Call ``on_drained`` if closed and nothing is left to handle (once)."""
+        with self._progress:
+            hook = self._on_drained
+            if hook is None or self.pending():
+                return
+            self._on_drained = None
+        hook(self)
 
     def handle(self, envs: Sequence[Envelope[Any]]) -> None:
         """Call the sync handler for ``envs`` (one call per envelope, or one per batch)."""
@@ -459,18 +475,23 @@ class Queued:
     # ------------------------------------------------------------------ shutdown
 
     def close(self) -> None:
-        """Refuse new envelopes; workers finish what the buffers hold, then stop."""
+        """Refuse new envelopes; workers finish what the buffers hold, then stop. Idempotent."""
         for buffer in self.partitions:
             buffer.close()
+        self.closed = True
         if self.pool is not None:
             self.pool.ready(self)
+        self._check_drained()
 
     def pending(self) -> int:
-        """Envelopes accepted but not yet handled: waiting, or in a worker's hands.
+        """Envelopes accepted but not yet handled: waiting, or in a worker's hands; for a
+        stream's buffer (``external``), the envelopes still in it (its reader took the rest).
 
         Exact: every envelope stored and not evicted by ``drop_oldest`` is either still in a
         buffer or handled (successfully or not) exactly once.
         """
+        if self.external:
+            return sum(len(p) for p in self.partitions)
         stats = [p.statistics() for p in self.partitions]
         with self._progress:
             return sum(s.put_count - s.dropped_oldest for s in stats) - self._handled
