@@ -569,3 +569,22 @@ async def test_a_cancelled_queued_subscription_is_forgotten_once_drained() -> No
         report = await bus.aclose(timeout=10)
     assert report.clean
     assert sorted(handled) == [0, 1, 2, 3]
+
+
+def test_high_water_counts_every_partition_at_once_not_each_one_s_peak(bus: tidings.Bus) -> None:
+    gates: dict[str, threading.Event] = {}
+    sub = bus.subscribe(Job, lambda job: gates[job.key].wait(10), workers=2, maxsize=100)
+    queued = sub.queued
+    assert queued is not None
+    keys: dict[int, str] = {}  # a key for each partition
+    for i in range(1000):
+        keys.setdefault(queued.partitions.index(queued.partition(f"k{i}")), f"k{i}")
+        if len(keys) == 2:
+            break
+    for key in keys.values():
+        gates[key] = threading.Event()
+        for i in range(5):  # one partition at a time: the other one is empty meanwhile
+            bus.publish(Job(key, i), key=key)
+        gates[key].set()
+        assert queued.wait_handled(10)
+    assert 4 <= sub.statistics().high_water <= 5  # a worker may hold one of them

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from heapq import heappushpop as _heappushpop
 from typing import TYPE_CHECKING, Any
 
 from tidings.event import Envelope
@@ -169,6 +170,7 @@ class Queued:
         self._handled = 0
         self._progress = threading.Condition()
         self._refused = itertools.count()
+        self._high_water = [0]  # the most the partitions held at once (several partitions)
         # Who is serving it right now: worker (or pool) threads' idents and worker tasks.
         self._serving: set[object] = set()
 
@@ -216,8 +218,7 @@ class Queued:
         finally:
             if not self.sub.active:
                 self.close()
-        if self.pool is not None:
-            self.pool.ready(self)
+        self._stored()
 
     async def aoffer(self, env: Envelope[Any]) -> None:
         """Put ``env`` in its buffer, awaiting room under ``"block"``.
@@ -247,6 +248,17 @@ class Queued:
         finally:
             if not self.sub.active:
                 self.close()
+        self._stored()
+
+    def _stored(self) -> None:
+        """After a put: note the combined depth of several partitions (one partition keeps
+        its own high-water mark); wake the pool."""
+        parts = self.partitions
+        if len(parts) > 1:
+            # One C call each, so atomic under the GIL: a snapshot of every partition's size,
+            # then max(mark, size) kept in the one-item heap. Sampled after each put, when
+            # the combined size can have grown: never more than the buffers held at once.
+            _heappushpop(self._high_water, sum(map(len, parts)))
         if self.pool is not None:
             self.pool.ready(self)
 
@@ -521,11 +533,7 @@ class Queued:
         """``(queue depth, high-water mark, dropped by policy)`` across the partitions."""
         stats = [p.statistics() for p in self.partitions]
         depth = sum(s.size for s in stats)
-        high = (
-            max(s.high_water for s in stats)
-            if len(stats) == 1
-            else sum(s.high_water for s in stats)
-        )
+        high = stats[0].high_water if len(stats) == 1 else self._high_water[0]
         dropped = sum(s.dropped for s in stats) + _value(self._refused)
         return depth, high, dropped
 

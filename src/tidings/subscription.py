@@ -136,7 +136,8 @@ class SubscriptionStatistics:
         failed: handler calls that raised.
         dropped: events the overflow policy discarded.
         queue_depth: events waiting in the subscription's buffer (queued mode).
-        high_water: the most events its buffer ever held at once.
+        high_water: the most events its buffer ever held at once (every partition together,
+            with ``workers > 1``).
     """
 
     name: str
