@@ -255,6 +255,9 @@ class Bus:
         self._subs: list[Subscription[Any]] = []
         self._routes: dict[type, _Route] = {}
         self._topic_routes: dict[tuple[str, type], _Route] = {}
+        # Subscriptions whose owner was collected, with the route tables they were in: their
+        # removal waits for ordinary code (see _release).
+        self._gone: deque[tuple[Subscription[Any], object, object]] = deque()
         # Threads dispatching right now, and the events their handlers published meanwhile.
         self._busy: set[int] = set()
         self._pending: dict[int, deque[tuple[_Route, Envelope[Any]]]] = {}
@@ -531,6 +534,7 @@ class Bus:
             )
 
     def _register(self, sub: Subscription[Any]) -> None:
+        self._remove_gone()
         queued = sub.queued
         if queued is not None:
             queued.start(self._loop)
@@ -636,6 +640,33 @@ class Bus:
 
     def _unsubscribe(self, sub: Subscription[Any], *, close: bool = True) -> None:
         """Remove ``sub`` from the routes; ``close``: close its buffer too (queued)."""
+        self._remove_gone()
+        self._remove(sub, close)
+
+    def _release(self, sub: Subscription[Any]) -> None:
+        """End ``sub`` from a weakref callback (its owner was collected), taking no lock.
+
+        The callback may run inside code of this thread that holds the bus's lock (or the
+        counters' lock that route finalizers take), so nothing here waits for a lock or
+        frees a route: the route tables are replaced, and the old ones are kept with ``sub``
+        until :meth:`_remove_gone` removes it. Routes built meanwhile skip it (inactive).
+        """
+        self._gone.append((sub, self._routes, self._topic_routes))
+        self._routes = {}
+        self._topic_routes = {}
+
+    def _remove_gone(self) -> None:
+        """Finish the removals :meth:`_release` left: at each subscribe, cancel, route
+        rebuild and listing of subscriptions."""
+        gone = self._gone
+        while gone:
+            try:
+                sub, _routes, _topic_routes = gone.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            self._remove(sub, True)
+
+    def _remove(self, sub: Subscription[Any], close: bool) -> None:
         if self._remote is not None and self._remote.unsubscribe(sub):
             return
         if self._log is not None and self._log.unfollow(sub):
@@ -663,6 +694,7 @@ class Bus:
 
     def subscriptions(self) -> tuple[Subscription[Any], ...]:
         """The active subscriptions, in dispatch order (priority, then age)."""
+        self._remove_gone()
         if self._remote is not None:
             return tuple(sorted((*self._subs, *self._remote.subscriptions()), key=_order))
         return tuple(self._subs)
@@ -670,11 +702,14 @@ class Bus:
     def statistics(self) -> BusStatistics:
         """Every active subscription's counters: delivered, failed, dropped, queue depth and
         high-water mark."""
+        self._remove_gone()
         return BusStatistics(tuple(s.statistics() for s in self._subs))
 
     # ------------------------------------------------------------------ routing
 
     def _route(self, event_type: type, topic: str | None) -> _Route:
+        if self._gone:
+            self._remove_gone()
         if topic is None:
             cache: dict[Any, _Route] = self._routes
             key: Any = event_type
@@ -685,7 +720,9 @@ class Bus:
         route = cache.get(key)
         if route is None:
             subs = self._subs
-            route = _Route(topic, tuple(s for s in subs if s.matches(topic, event_type)))
+            route = _Route(
+                topic, tuple(s for s in subs if s.active and s.matches(topic, event_type))
+            )
             cache[key] = route
         return route
 

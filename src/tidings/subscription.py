@@ -389,7 +389,16 @@ class Subscription(Generic[T]):
         return Subscription.call(self, Subscription.argument(self, envelopes))
 
     def _owner_gone(self, _ref: weakref.ref[Any]) -> None:
-        self.cancel()
+        """Weakref callback: the owner (or the bound method's object) was collected.
+
+        The cyclic garbage collector runs at any allocation, so this may run inside any code
+        of this thread, even code holding one of the bus's locks: it takes no lock. It ends
+        the subscription at once (no event dispatched after this sees it) and leaves its
+        removal to the bus's next subscribe, cancel or route rebuild.
+        """
+        if self.active:
+            self.active = False
+            self._bus._release(self)
 
     def cancel(self) -> None:
         """End the subscription. Idempotent; safe from any thread and from inside handlers."""
