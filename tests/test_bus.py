@@ -307,6 +307,25 @@ def test_publishing_on_a_bad_topic_names_the_token(bus: tidings.Bus) -> None:
         bus.publish(OrderPlaced("x"), topic="a.*")
 
 
+def test_keys_and_headers_must_be_text(bus: tidings.Bus) -> None:
+    seen: list[Envelope[OrderPlaced]] = []
+
+    def handler(envelope: Envelope[OrderPlaced]) -> None:
+        seen.append(envelope)
+
+    bus.subscribe(OrderPlaced, handler)
+    with pytest.raises(TypeError, match=r"key= is a str .* not int 1"):
+        bus.publish(OrderPlaced("a"), key=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"headers= maps str to str.*'n': 1 is str to int"):
+        bus.publish(OrderPlaced("a"), headers={"n": 1})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"headers= takes a mapping of str to str, not list"):
+        bus.publish(OrderPlaced("a"), headers=[1])  # type: ignore[arg-type]
+    assert seen == []  # nothing was published
+    envelope = bus.publish(OrderPlaced("a"), key="k", headers={"n": "1"})
+    assert (envelope.key, dict(envelope.headers)) == ("k", {"n": "1"})
+    assert seen == [envelope]
+
+
 def test_subscribing_and_cancelling_during_dispatch(bus: tidings.Bus) -> None:
     order: list[str] = []
     late: list[tidings.Subscription[Any]] = []

@@ -458,3 +458,17 @@ async def test_aclose_reports_only_what_a_stream_still_holds() -> None:
     assert report.unfinished == (
         "tidings._stream.EventStream.consume: 2 queued event(s) not handled",
     )
+
+
+async def test_emit_checks_keys_and_headers_and_aclose_its_timeout() -> None:
+    bus = await tidings.Bus().start()
+    with pytest.raises(TypeError, match="key="):
+        await bus.emit(Ping(1), key=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="headers="):
+        await bus.emit(Ping(1), headers={1: "x"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="timeout= must be at least 0 seconds, not -1"):
+        await bus.aclose(timeout=-1)
+    with pytest.raises(TypeError, match="timeout= is a number of seconds"):
+        await bus.aclose(timeout="5")  # type: ignore[arg-type]
+    assert not bus.closed  # refused before anything closed
+    assert (await bus.aclose(timeout=0)).clean

@@ -282,6 +282,8 @@ class Bus:
             from tidings.store.url import open_store
 
             self._log = Log(self, open_store(store) if isinstance(store, str) else store)
+        # Whether publish hands events to a store or a transport: one test on the hot path.
+        self._carries = self._log is not None or self._remote is not None
 
     # ------------------------------------------------------------------ subscribing
 
@@ -729,13 +731,15 @@ class Bus:
     def _envelope(
         self, route: _Route, event: T, key: str | None, headers: Mapping[str, str] | None
     ) -> Envelope[T]:
+        if key is not None and not isinstance(key, str):
+            raise _bad_key(key)
         return Envelope(
             route.topic,
             event,
             self._tick(),
             key,
             self._source,
-            NO_HEADERS if headers is None else MappingProxyType(dict(headers)),
+            NO_HEADERS if headers is None else _copy_headers(headers),
             None,
             self._node,
         )
@@ -752,13 +756,8 @@ class Bus:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
         slow = route.slow()
-        if self._log is not None:
-            if self._remote is not None:
-                self._remote.check_send()  # refuse before the append, not after it
-            if not self._log.write_ahead(slow, env):
-                return env  # appended, then dispatched, by a task on the loop
-        if self._remote is not None:
-            self._remote.send(env)
+        if self._carries and not self._carry(slow, env):
+            return env  # appended, then dispatched, by a task on the loop
         if route.subs:
             self._deliver(slow, env)
         return env
@@ -782,7 +781,7 @@ class Bus:
             event: the event; its class names its topic unless ``topic`` is given.
             topic: publish on this topic instead of the class's.
             key: ordering key: queued and remote deliveries keep order per key.
-            headers: string metadata carried with the event.
+            headers: string metadata carried with the event (str names to str values).
 
         Returns:
             The :class:`~tidings.Envelope` that was dispatched.
@@ -790,6 +789,8 @@ class Bus:
         Raises:
             TopicRequiredError: if ``event`` is a builtin value and no ``topic`` is given.
             InvalidTopicError: if ``topic`` is malformed.
+            TypeError: if ``key`` is not a str (or None), or ``headers`` not a mapping of str
+                to str; nothing was published.
             BusClosedError: if the bus is closed.
             QueueFullError: a queued subscription with ``overflow="error"`` was full (every
                 other handler still got the event).
@@ -819,23 +820,20 @@ class Bus:
             t = pt
         if _heappushpop(hlc, t) == t:
             t = self._tick()
+        if key is not None and not isinstance(key, str):
+            raise _bad_key(key)
         env = Envelope(
             route.topic,
             event,
             t,
             key,
             self._source,
-            NO_HEADERS if headers is None else MappingProxyType(dict(headers)),
+            NO_HEADERS if headers is None else _copy_headers(headers),
             None,
             self._node,
         )
-        if self._log is not None:
-            if self._remote is not None:
-                self._remote.check_send()  # refuse before the append, not after it
-            if not self._log.write_ahead(route, env):
-                return env  # appended, then dispatched, by a task on the loop
-        if self._remote is not None:
-            self._remote.send(env)
+        if self._carries and not self._carry(route, env):
+            return env  # appended, then dispatched, by a task on the loop
         if route.subs:
             me = _get_ident()
             busy = self._busy
@@ -862,6 +860,19 @@ class Bus:
             finally:
                 busy.discard(me)
         return env
+
+    def _carry(self, route: _Route, env: Envelope[Any]) -> bool:
+        """Append a published envelope to the store and send it over the transport (a bus
+        with either); whether to dispatch it now: not when its append was deferred to a
+        task, which dispatches it after (see :meth:`_after_write_ahead`)."""
+        if self._log is not None:
+            if self._remote is not None:
+                self._remote.check_send()  # refuse before the append, not after it
+            if not self._log.write_ahead(route, env):
+                return False
+        if self._remote is not None:
+            self._remote.send(env)
+        return True
 
     def _after_write_ahead(self, route: _Route, env: Envelope[Any]) -> None:
         """Send and dispatch an envelope whose append was deferred to a task."""
@@ -1102,7 +1113,8 @@ class Bus:
         dead-lettered), never raised: call ``delivery.raise_errors()`` to raise them.
 
         Raises:
-            TopicRequiredError, InvalidTopicError, BusClosedError: as :meth:`publish`.
+            TopicRequiredError, InvalidTopicError, TypeError, BusClosedError: as
+                :meth:`publish`.
             QueueFullError: as :meth:`publish`, after every other handler ran.
             WouldBlock: a queued handler's worker task emitted to its own full ``block``
                 subscription (it would wait for itself), after every other handler ran.
@@ -1382,7 +1394,17 @@ class Bus:
         their events, send what was published and wait for its acks, then disconnect.
         With a store, finish deferred appends, stop log followers after the record in hand
         (durable ones resume from their checkpoint next time), then close the store.
+
+        Raises:
+            TypeError: if ``timeout`` is not a number; ValueError: if it is negative (or
+                NaN). Checked before anything closes.
         """
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(
+                f"timeout= is a number of seconds, not {type(timeout).__name__} {timeout!r}"
+            )
+        if not timeout >= 0:
+            raise ValueError(f"timeout= must be at least 0 seconds, not {timeout!r}")
         if self._remote is not None and not self._closed:
             await self._remote.aclose(timeout)
         self._closed = True
@@ -1580,6 +1602,31 @@ async def _drive_handlers(bus: Bus, alive: list[bool]) -> None:
                 failed(route, handler, env, exc)
             if not alive:
                 return
+
+
+def _copy_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """A read-only copy of an envelope's headers, checked: str names to str values.
+
+    Raises:
+        TypeError: if ``headers`` is not a mapping of str to str.
+    """
+    try:
+        copied = dict(headers)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"headers= takes a mapping of str to str, not {type(headers).__name__} {headers!r}"
+        ) from None
+    for name, value in copied.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(
+                f"headers= maps str to str (they travel as text); {name!r}: {value!r} is "
+                f"{type(name).__name__} to {type(value).__name__}"
+            )
+    return MappingProxyType(copied)
+
+
+def _bad_key(key: object) -> TypeError:
+    return TypeError(f"key= is a str (the ordering key) or None, not {type(key).__name__} {key!r}")
 
 
 def _order(sub: Subscription[Any]) -> tuple[float, int]:
