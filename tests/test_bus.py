@@ -224,6 +224,44 @@ def test_owner_ties_the_subscription_to_its_lifetime(bus: tidings.Bus) -> None:
     assert not sub.active
 
 
+@pytest.mark.parametrize("held_by", ["owner", "weak bound method", "queued owner"])
+def test_an_owner_collected_while_the_bus_lock_is_held_ends_its_subscription(
+    bus: tidings.Bus, held_by: str
+) -> None:
+    """The cyclic GC can free an owner inside any code, even the bus's own locked blocks:
+    the weakref callback must take no lock (else the thread deadlocks on itself)."""
+    seen: list[object] = []
+    owned: list[object] = []
+    other = bus.subscribe(OrderPlaced, seen.append)
+    widget = Widget()
+    if held_by == "weak bound method":
+        sub = bus.subscribe(OrderPlaced, widget.handle)
+        owned = widget.seen
+    else:
+        mode: Any = "queued" if held_by == "queued owner" else None
+        sub = bus.subscribe(OrderPlaced, owned.append, owner=widget, mode=mode)
+    bus.publish(OrderPlaced("a"))  # builds and caches the route holding both
+    owners = [widget]
+    del widget
+
+    def collect_under_the_lock() -> None:
+        with bus._lock:  # where the cyclic GC may run the callback
+            owners.clear()  # the last reference: the weakref callback runs right here
+
+    thread = threading.Thread(target=collect_under_the_lock, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the weakref callback deadlocked on the bus's lock"
+    assert not sub.active
+    bus.publish(OrderPlaced("b"))
+    assert bus.subscriptions() == (other,)
+    if sub.queued is not None:
+        assert sub.queued.closed
+        assert sub.queued.wait_handled(10)
+    assert seen == [OrderPlaced("a"), OrderPlaced("b")]
+    assert owned == [OrderPlaced("a")]  # nothing after its owner was collected
+
+
 def test_unreferenceable_objects_get_clear_errors(bus: tidings.Bus) -> None:
     class Slotted:
         __slots__ = ()
@@ -267,6 +305,25 @@ def test_publishing_on_a_bad_topic_names_the_token(bus: tidings.Bus) -> None:
         bus.publish(OrderPlaced("x"), topic="a.b.")
     with pytest.raises(InvalidTopicError, match="wildcard"):
         bus.publish(OrderPlaced("x"), topic="a.*")
+
+
+def test_keys_and_headers_must_be_text(bus: tidings.Bus) -> None:
+    seen: list[Envelope[OrderPlaced]] = []
+
+    def handler(envelope: Envelope[OrderPlaced]) -> None:
+        seen.append(envelope)
+
+    bus.subscribe(OrderPlaced, handler)
+    with pytest.raises(TypeError, match=r"key= is a str .* not int 1"):
+        bus.publish(OrderPlaced("a"), key=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"headers= maps str to str.*'n': 1 is str to int"):
+        bus.publish(OrderPlaced("a"), headers={"n": 1})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"headers= takes a mapping of str to str, not list"):
+        bus.publish(OrderPlaced("a"), headers=[1])  # type: ignore[arg-type]
+    assert seen == []  # nothing was published
+    envelope = bus.publish(OrderPlaced("a"), key="k", headers={"n": "1"})
+    assert (envelope.key, dict(envelope.headers)) == ("k", {"n": "1"})
+    assert seen == [envelope]
 
 
 def test_subscribing_and_cancelling_during_dispatch(bus: tidings.Bus) -> None:

@@ -294,6 +294,71 @@ async def test_reentrant_publish_from_async_handler_is_queued() -> None:
         assert log == ["first 0", "second 0", "first 1", "second 1"]
 
 
+@tidings.event("test.async.pong")
+@dataclass(frozen=True)
+class Pong:
+    n: int
+
+
+async def test_emit_dispatches_what_its_handlers_publish_after_them() -> None:
+    async with tidings.Bus() as bus:
+        log: list[str] = []
+
+        def first(event: Ping) -> None:
+            log.append("first")
+            bus.publish(Pong(event.n))
+
+        def failing(event: Ping) -> None:
+            log.append("failing")
+            raise BoomError
+
+        bus.subscribe(Ping, first, priority=3)
+        bus.subscribe(Ping, failing, priority=2)
+        bus.subscribe(Ping, lambda e: log.append("last"), priority=1)
+        bus.subscribe(Pong, lambda e: log.append("pong"))
+        bus.subscribe(DeadLetter, lambda d: log.append("dead letter"))
+        delivery = await bus.emit(Ping(1))
+        assert log == ["first", "failing", "last", "pong", "dead letter"]
+        assert len(delivery.errors) == 1
+        log.clear()
+        bus.publish(Ping(2))
+        assert log == ["first", "failing", "last", "pong", "dead letter"]
+
+
+async def test_emit_awaiting_room_sets_its_nested_events_aside() -> None:
+    async with tidings.Bus() as bus:
+        log: list[str] = []
+        started, gate, reached = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        def first(event: Ping) -> None:
+            log.append(f"first {event.n}")
+            bus.publish(Pong(event.n))
+            if event.n == 2:
+                reached.set()
+
+        async def slow(event: Ping) -> None:
+            if event.n == 0:
+                started.set()
+                await gate.wait()
+
+        bus.subscribe(Ping, first, priority=2)
+        bus.subscribe(Ping, slow, mode="queued", maxsize=1, priority=1)
+        bus.subscribe(Ping, lambda e: log.append(f"last {e.n}"))
+        bus.subscribe(Pong, lambda e: log.append(f"pong {e.n}"))
+        bus.publish(Ping(0))
+        await asyncio.wait_for(started.wait(), 10)  # the worker holds event 0
+        bus.publish(Ping(1))  # the buffer is full again
+        log.clear()
+        emitting = asyncio.create_task(bus.emit(Ping(2)))
+        await asyncio.wait_for(reached.wait(), 10)  # emit awaits room now
+        assert log == ["first 2"]  # pong 2 waits aside, behind emit's handlers
+        bus.publish(Pong(3))  # meanwhile others publish as usual, at once
+        assert log == ["first 2", "pong 3"]
+        gate.set()
+        await asyncio.wait_for(emitting, 10)
+        assert log == ["first 2", "pong 3", "last 2", "pong 2"]
+
+
 async def test_stream_pulls_events_through_a_bounded_buffer() -> None:
     async with tidings.Bus() as bus:
         got: list[int] = []
@@ -376,3 +441,34 @@ async def test_stream_arguments_are_checked() -> None:
         with pytest.raises(ValueError, match="overflow must be one of"):
             async with bus.stream(Ping, overflow="sometimes"):  # type: ignore[call-overload]
                 pass
+
+
+async def test_aclose_reports_only_what_a_stream_still_holds() -> None:
+    bus = await tidings.Bus().start()
+    async with bus.stream(Ping) as events:
+        for i in range(3):
+            bus.publish(Ping(i))
+        assert [(await anext(events)).n for _ in range(3)] == [0, 1, 2]
+    assert bus._queued == []  # the ended stream is forgotten
+    async with bus.stream(Ping) as events:
+        for i in range(3):
+            bus.publish(Ping(i))
+        assert (await anext(events)).n == 0
+        report = await bus.aclose(timeout=1)
+    assert report.unfinished == (
+        "tidings._stream.EventStream.consume: 2 queued event(s) not handled",
+    )
+
+
+async def test_emit_checks_keys_and_headers_and_aclose_its_timeout() -> None:
+    bus = await tidings.Bus().start()
+    with pytest.raises(TypeError, match="key="):
+        await bus.emit(Ping(1), key=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="headers="):
+        await bus.emit(Ping(1), headers={1: "x"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="timeout= must be at least 0 seconds, not -1"):
+        await bus.aclose(timeout=-1)
+    with pytest.raises(TypeError, match="timeout= is a number of seconds"):
+        await bus.aclose(timeout="5")  # type: ignore[arg-type]
+    assert not bus.closed  # refused before anything closed
+    assert (await bus.aclose(timeout=0)).clean

@@ -367,3 +367,224 @@ async def test_drained_waits_for_a_queued_subscription_to_finish() -> None:
         assert await sub.drained(timeout=10)
         assert handled == list(range(20))
         assert await inline.drained()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"mode": "queued"},
+        {"workers": 3},
+        {"batch": Batch(max_size=4, max_wait=0.0)},
+        {"pool": "thread"},
+        {"mode": "queued", "async": True},
+        {"pool": "async", "async": True},
+    ],
+    ids=["queued", "workers", "batch", "pool", "async", "async-pool"],
+)
+async def test_a_queued_once_subscription_handles_exactly_one_event(
+    options: dict[str, Any],
+) -> None:
+    handled: list[int] = []
+    options = dict(options)
+    is_async = options.pop("async", False)
+    if "pool" in options:
+        options["pool"] = tidings.WorkerPool(2, kind=options["pool"])
+
+    def sync_handler(arg: Job | list[Job]) -> None:
+        handled.extend(j.seq for j in (arg if isinstance(arg, list) else [arg]))
+
+    async def async_handler(arg: Job | list[Job]) -> None:
+        sync_handler(arg)
+
+    async with tidings.Bus() as bus:
+        sub = bus.subscribe(Job, async_handler if is_async else sync_handler, once=True, **options)
+        assert sub.mode == "queued"
+        for i in range(3):
+            bus.publish(Job("k", i))
+        assert not sub.active
+        assert await sub.drained(timeout=10)
+        assert bus.subscriptions() == ()
+        assert (await bus.aclose(timeout=10)).clean
+    assert handled == [0]
+    assert (sub.delivered, sub.failed, sub.statistics().dropped) == (1, 0, 0)
+
+
+async def test_a_queued_once_subscription_takes_one_event_from_emit() -> None:
+    handled = threading.Event()
+    async with tidings.Bus() as bus:
+        sub = bus.subscribe(Job, lambda job: handled.set(), mode="queued", once=True)
+        delivery = await bus.emit(Job("k", 1))
+        assert [o.queued for o in delivery.outcomes] == [True]
+        assert (await bus.emit(Job("k", 2))).outcomes == ()
+        assert await asyncio.to_thread(handled.wait, 10)
+        assert await sub.drained(timeout=10)
+    assert sub.delivered == 1
+
+
+def test_batch_must_be_a_batch_and_nothing_starts_before_the_checks(bus: tidings.Bus) -> None:
+    def refused(job: Job) -> None: ...
+
+    with pytest.raises(tidings.InvalidHandlerError, match=r"batch= takes a tidings\.Batch.*int 5"):
+        bus.subscribe(Job, refused, batch=5)  # type: ignore[call-overload]
+    for bad in ("high", None, True, float("nan")):
+        with pytest.raises(
+            tidings.InvalidHandlerError, match="priority= must be an int or a float"
+        ):
+            bus.subscribe(Job, refused, priority=bad, mode="queued")  # type: ignore[call-overload]
+    workers = [t.name for t in threading.enumerate() if "refused" in t.name]
+    assert workers == []  # no worker was started
+    assert bus.subscriptions() == ()
+    assert bus._queued == []
+    assert bus.subscribe(Job, print, priority=1.5).priority == 1.5
+
+
+async def test_a_worker_logs_an_unexpected_error_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tidings.delivery import Queued
+
+    handle = Queued.handle
+    broken = [True]
+
+    def handle_once_broken(self: Queued, envs: Any) -> None:
+        if broken:
+            broken.clear()
+            raise RuntimeError("internal")
+        handle(self, envs)
+
+    monkeypatch.setattr(Queued, "handle", handle_once_broken)
+    handled: list[int] = []
+    async with tidings.Bus() as bus:
+        sub = bus.subscribe(Job, lambda job: handled.append(job.seq), mode="queued")
+        bus.publish(Job("k", 1))
+        bus.publish(Job("k", 2))
+        assert await sub.drained(timeout=10)
+    assert handled == [2]
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "failed unexpectedly" in record.getMessage()
+    assert record.subscription == sub.name  # type: ignore[attr-defined]
+    assert record.event_id  # type: ignore[attr-defined]
+
+
+async def test_a_worker_that_stops_on_an_unexpected_error_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tidings.delivery import Queued
+
+    def broken(self: Queued, buffer: Any) -> None:
+        raise RuntimeError("internal")
+
+    monkeypatch.setattr(Queued, "_take_and_serve", broken)
+    bus = tidings.Bus()
+    sub = bus.subscribe(Job, print, mode="queued")
+    assert sub.queued is not None
+    for thread in sub.queued._threads:
+        thread.join(10)
+    bus.close()
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "stopped on an unexpected error" in record.getMessage()
+    assert record.subscription == sub.name  # type: ignore[attr-defined]
+
+
+def test_a_queued_handler_publishing_to_its_own_full_buffer_is_refused_not_deadlocked() -> None:
+    bus = tidings.Bus()
+    refused: list[tidings.WouldBlock] = []
+    handled: list[int] = []
+    done = threading.Event()
+
+    def work(job: Job) -> None:
+        handled.append(job.seq)
+        if job.seq == 0:
+            for i in range(1, 4):  # 3 follow-ups into a buffer of 2
+                try:
+                    bus.publish(Job("k", i))
+                except tidings.WouldBlock as exc:
+                    refused.append(exc)
+        if len(handled) == 3:
+            done.set()
+
+    sub = bus.subscribe(Job, work, mode="queued", maxsize=2)
+    bus.publish(Job("k", 0))
+    assert done.wait(10)
+    assert handled == [0, 1, 2]
+    [error] = refused
+    assert "one of its own workers" in str(error)
+    assert sub.statistics().dropped == 1
+    bus.close()
+
+
+async def test_an_async_queued_handler_emitting_to_its_own_full_buffer_is_refused() -> None:
+    refused: list[BaseException] = []
+
+    async with tidings.Bus() as bus:
+
+        async def work(job: Job) -> None:
+            if job.seq == 0:
+                for i in range(1, 4):  # 3 follow-ups into a buffer of 2
+                    try:
+                        await bus.emit(Job("k", i))
+                    except tidings.WouldBlock as exc:
+                        refused.append(exc)
+
+        sub = bus.subscribe(Job, work, mode="queued", maxsize=2)
+        await asyncio.wait_for(bus.emit(Job("k", 0)), 10)
+        assert await sub.drained(timeout=10)
+    assert len(refused) == 1
+    assert "one of its own workers" in str(refused[0])
+
+
+async def test_publish_on_the_loop_to_a_full_async_pool_subscription_is_refused() -> None:
+    async with tidings.Bus() as bus:
+        handled: list[int] = []
+
+        async def work(job: Job) -> None:
+            handled.append(job.seq)
+
+        pool = tidings.WorkerPool(1, kind="async")
+        sub = bus.subscribe(Job, work, pool=pool, maxsize=1)
+        bus.publish(Job("k", 0))  # the pool's task has not run yet: the buffer is full
+        with pytest.raises(tidings.WouldBlock, match="event loop"):
+            bus.publish(Job("k", 1))
+        assert await sub.drained(timeout=10)
+    assert handled == [0]
+
+
+async def test_a_cancelled_queued_subscription_is_forgotten_once_drained() -> None:
+    gate = threading.Event()
+    handled: list[int] = []
+
+    def held(job: Job) -> None:
+        gate.wait(10)
+        handled.append(job.seq)
+
+    async with tidings.Bus() as bus:
+        sub = bus.subscribe(Job, held, workers=2)
+        for i in range(4):
+            bus.publish(Job(str(i), i), key=str(i))
+        sub.cancel()
+        assert bus._queued == [sub.queued]  # still draining: aclose would wait for it
+        gate.set()
+        assert await sub.drained(timeout=10)
+        _wait_until(lambda: not bus._queued)
+        report = await bus.aclose(timeout=10)
+    assert report.clean
+    assert sorted(handled) == [0, 1, 2, 3]
+
+
+def test_high_water_counts_every_partition_at_once_not_each_one_s_peak(bus: tidings.Bus) -> None:
+    gates: dict[str, threading.Event] = {}
+    sub = bus.subscribe(Job, lambda job: gates[job.key].wait(10), workers=2, maxsize=100)
+    queued = sub.queued
+    assert queued is not None
+    keys: dict[int, str] = {}  # a key for each partition
+    for i in range(1000):
+        keys.setdefault(queued.partitions.index(queued.partition(f"k{i}")), f"k{i}")
+        if len(keys) == 2:
+            break
+    for key in keys.values():
+        gates[key] = threading.Event()
+        for i in range(5):  # one partition at a time: the other one is empty meanwhile
+            bus.publish(Job(key, i), key=key)
+        gates[key].set()
+        assert queued.wait_handled(10)
+    assert 4 <= sub.statistics().high_water <= 5  # a worker may hold one of them

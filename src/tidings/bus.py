@@ -19,7 +19,8 @@ Semantics, which the tests hold the bus to:
   policy decides: ``block`` makes ``publish`` wait (from a thread that may wait) and
   ``emit`` await room; ``drop_oldest``/``drop_newest`` discard and count; ``error`` refuses.
   A refusal (``error``, or ``block`` where waiting would deadlock: on the event loop's
-  thread, for consumers that run on that loop) is raised to the publisher as
+  thread, for consumers that run on that loop, and in a queued handler publishing to its
+  own subscription, whose worker would wait for itself) is raised to the publisher as
   :class:`~tidings.QueueFullError` or :class:`~tidings.WouldBlock` after every other
   handler has had the event, and counted as dropped.
 - **Async handlers** are started eagerly in the publisher's call when it runs on the bus's
@@ -254,6 +255,9 @@ class Bus:
         self._subs: list[Subscription[Any]] = []
         self._routes: dict[type, _Route] = {}
         self._topic_routes: dict[tuple[str, type], _Route] = {}
+        # Subscriptions whose owner was collected, with the route tables they were in: their
+        # removal waits for ordinary code (see _release).
+        self._gone: deque[tuple[Subscription[Any], object, object]] = deque()
         # Threads dispatching right now, and the events their handlers published meanwhile.
         self._busy: set[int] = set()
         self._pending: dict[int, deque[tuple[_Route, Envelope[Any]]]] = {}
@@ -278,6 +282,8 @@ class Bus:
             from tidings.store.url import open_store
 
             self._log = Log(self, open_store(store) if isinstance(store, str) else store)
+        # Whether publish hands events to a store or a transport: one test on the hot path.
+        self._carries = self._log is not None or self._remote is not None
 
     # ------------------------------------------------------------------ subscribing
 
@@ -287,7 +293,7 @@ class Bus:
         target: type[T],
         handler: Callable[[T], object] | Callable[[Envelope[T]], object],
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[T], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -312,7 +318,7 @@ class Bus:
         target: type[T],
         handler: Callable[[list[T]], object] | Callable[[list[Envelope[T]]], object],
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[T], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -337,7 +343,7 @@ class Bus:
         target: str,
         handler: Callable[[Any], object],
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -361,7 +367,7 @@ class Bus:
         target: type[T] | str,
         handler: Callable[..., object],
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -389,7 +395,8 @@ class Bus:
                 or the :class:`~tidings.Envelope` when its first parameter is annotated
                 ``Envelope[...]`` (or ``envelope=True`` is passed); with ``batch`` it
                 receives a list of them.
-            priority: higher runs first; equal priorities run in subscription order.
+            priority: an int or float; higher runs first, equal priorities in subscription
+                order.
             where: a predicate on the payload; the handler sees only events it accepts.
             once: end the subscription after the first accepted event.
             weak: hold the handler weakly; by default bound methods are held weakly and
@@ -426,7 +433,9 @@ class Bus:
             The :class:`Subscription` handle.
 
         Raises:
-            InvalidHandlerError: if the handler, ``where``, ``owner`` or ``mode`` is unusable.
+            InvalidHandlerError: if the handler, ``where``, ``owner``, ``mode``, ``priority``
+                (not an int or float) or ``batch`` (not a :class:`~tidings.Batch`) is
+                unusable. Every option is checked before any worker starts.
             InvalidTopicError: if the topic or pattern is malformed.
             TopicRequiredError: if the event class is a builtin that names no topic.
             ValueError: if a queue setting is out of range.
@@ -494,6 +503,7 @@ class Bus:
                 pool=pool,
                 weight=weight,
                 on_failure=self._failed,
+                on_drained=self._forget_queued,
             )
         self._register(sub)
         return sub
@@ -526,6 +536,7 @@ class Bus:
             )
 
     def _register(self, sub: Subscription[Any]) -> None:
+        self._remove_gone()
         queued = sub.queued
         if queued is not None:
             queued.start(self._loop)
@@ -543,7 +554,7 @@ class Bus:
         self,
         target: type[T],
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[T], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -567,7 +578,7 @@ class Bus:
         self,
         target: type[T],
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[T], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -591,7 +602,7 @@ class Bus:
         self,
         target: str,
         *,
-        priority: int = 0,
+        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
         once: bool = False,
         weak: bool | None = None,
@@ -629,7 +640,35 @@ class Bus:
 
         return Handles(subscribe) if batch is None else BatchHandles(subscribe)
 
-    def _unsubscribe(self, sub: Subscription[Any]) -> None:
+    def _unsubscribe(self, sub: Subscription[Any], *, close: bool = True) -> None:
+        """Remove ``sub`` from the routes; ``close``: close its buffer too (queued)."""
+        self._remove_gone()
+        self._remove(sub, close)
+
+    def _release(self, sub: Subscription[Any]) -> None:
+        """End ``sub`` from a weakref callback (its owner was collected), taking no lock.
+
+        The callback may run inside code of this thread that holds the bus's lock (or the
+        counters' lock that route finalizers take), so nothing here waits for a lock or
+        frees a route: the route tables are replaced, and the old ones are kept with ``sub``
+        until :meth:`_remove_gone` removes it. Routes built meanwhile skip it (inactive).
+        """
+        self._gone.append((sub, self._routes, self._topic_routes))
+        self._routes = {}
+        self._topic_routes = {}
+
+    def _remove_gone(self) -> None:
+        """Finish the removals :meth:`_release` left: at each subscribe, cancel, route
+        rebuild and listing of subscriptions."""
+        gone = self._gone
+        while gone:
+            try:
+                sub, _routes, _topic_routes = gone.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            self._remove(sub, True)
+
+    def _remove(self, sub: Subscription[Any], close: bool) -> None:
         if self._remote is not None and self._remote.unsubscribe(sub):
             return
         if self._log is not None and self._log.unfollow(sub):
@@ -638,8 +677,15 @@ class Bus:
             subs = [s for s in self._subs if s is not sub]
             if len(subs) != len(self._subs):
                 self._install(subs)
-        if sub.queued is not None:
+        if close and sub.queued is not None:
             sub.queued.close()
+
+    def _forget_queued(self, queued: Queued) -> None:
+        """Stop tracking a queued subscription that was closed and has drained (or a stream
+        that ended): :meth:`aclose` has nothing left to wait for or report there."""
+        with self._lock:
+            if queued in self._queued:
+                self._queued.remove(queued)
 
     def _install(self, subs: list[Subscription[Any]]) -> None:
         # Publishers read the caches before self._subs: replacing the subscriptions first
@@ -650,6 +696,7 @@ class Bus:
 
     def subscriptions(self) -> tuple[Subscription[Any], ...]:
         """The active subscriptions, in dispatch order (priority, then age)."""
+        self._remove_gone()
         if self._remote is not None:
             return tuple(sorted((*self._subs, *self._remote.subscriptions()), key=_order))
         return tuple(self._subs)
@@ -657,11 +704,14 @@ class Bus:
     def statistics(self) -> BusStatistics:
         """Every active subscription's counters: delivered, failed, dropped, queue depth and
         high-water mark."""
+        self._remove_gone()
         return BusStatistics(tuple(s.statistics() for s in self._subs))
 
     # ------------------------------------------------------------------ routing
 
     def _route(self, event_type: type, topic: str | None) -> _Route:
+        if self._gone:
+            self._remove_gone()
         if topic is None:
             cache: dict[Any, _Route] = self._routes
             key: Any = event_type
@@ -672,20 +722,24 @@ class Bus:
         route = cache.get(key)
         if route is None:
             subs = self._subs
-            route = _Route(topic, tuple(s for s in subs if s.matches(topic, event_type)))
+            route = _Route(
+                topic, tuple(s for s in subs if s.active and s.matches(topic, event_type))
+            )
             cache[key] = route
         return route
 
     def _envelope(
         self, route: _Route, event: T, key: str | None, headers: Mapping[str, str] | None
     ) -> Envelope[T]:
+        if key is not None and not isinstance(key, str):
+            raise _bad_key(key)
         return Envelope(
             route.topic,
             event,
             self._tick(),
             key,
             self._source,
-            NO_HEADERS if headers is None else MappingProxyType(dict(headers)),
+            NO_HEADERS if headers is None else _copy_headers(headers),
             None,
             self._node,
         )
@@ -702,13 +756,8 @@ class Bus:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
         slow = route.slow()
-        if self._log is not None:
-            if self._remote is not None:
-                self._remote.check_send()  # refuse before the append, not after it
-            if not self._log.write_ahead(slow, env):
-                return env  # appended, then dispatched, by a task on the loop
-        if self._remote is not None:
-            self._remote.send(env)
+        if self._carries and not self._carry(slow, env):
+            return env  # appended, then dispatched, by a task on the loop
         if route.subs:
             self._deliver(slow, env)
         return env
@@ -732,7 +781,7 @@ class Bus:
             event: the event; its class names its topic unless ``topic`` is given.
             topic: publish on this topic instead of the class's.
             key: ordering key: queued and remote deliveries keep order per key.
-            headers: string metadata carried with the event.
+            headers: string metadata carried with the event (str names to str values).
 
         Returns:
             The :class:`~tidings.Envelope` that was dispatched.
@@ -740,11 +789,14 @@ class Bus:
         Raises:
             TopicRequiredError: if ``event`` is a builtin value and no ``topic`` is given.
             InvalidTopicError: if ``topic`` is malformed.
+            TypeError: if ``key`` is not a str (or None), or ``headers`` not a mapping of str
+                to str; nothing was published.
             BusClosedError: if the bus is closed.
             QueueFullError: a queued subscription with ``overflow="error"`` was full (every
                 other handler still got the event).
             WouldBlock: a full ``block`` subscription whose consumers run on this thread's
-                event loop could not be waited for here; use ``await bus.emit(...)``.
+                event loop could not be waited for here (use ``await bus.emit(...)``), or
+                this is a queued handler's worker publishing to its own full subscription.
         """
         if topic is None:
             route = self._routes.get(type(event))
@@ -768,23 +820,20 @@ class Bus:
             t = pt
         if _heappushpop(hlc, t) == t:
             t = self._tick()
+        if key is not None and not isinstance(key, str):
+            raise _bad_key(key)
         env = Envelope(
             route.topic,
             event,
             t,
             key,
             self._source,
-            NO_HEADERS if headers is None else MappingProxyType(dict(headers)),
+            NO_HEADERS if headers is None else _copy_headers(headers),
             None,
             self._node,
         )
-        if self._log is not None:
-            if self._remote is not None:
-                self._remote.check_send()  # refuse before the append, not after it
-            if not self._log.write_ahead(route, env):
-                return env  # appended, then dispatched, by a task on the loop
-        if self._remote is not None:
-            self._remote.send(env)
+        if self._carries and not self._carry(route, env):
+            return env  # appended, then dispatched, by a task on the loop
         if route.subs:
             me = _get_ident()
             busy = self._busy
@@ -811,6 +860,19 @@ class Bus:
             finally:
                 busy.discard(me)
         return env
+
+    def _carry(self, route: _Route, env: Envelope[Any]) -> bool:
+        """Append a published envelope to the store and send it over the transport (a bus
+        with either); whether to dispatch it now: not when its append was deferred to a
+        task, which dispatches it after (see :meth:`_after_write_ahead`)."""
+        if self._log is not None:
+            if self._remote is not None:
+                self._remote.check_send()  # refuse before the append, not after it
+            if not self._log.write_ahead(route, env):
+                return False
+        if self._remote is not None:
+            self._remote.send(env)
+        return True
 
     def _after_write_ahead(self, route: _Route, env: Envelope[Any]) -> None:
         """Send and dispatch an envelope whose append was deferred to a task."""
@@ -933,7 +995,7 @@ class Bus:
                 else:
                     assert sub.queued is not None
                     queued = sub.queued
-                    waits_on_loop = queued.pool is None and (sub.is_async or queued.external)
+                    waits_on_loop = sub.is_async or queued.external  # own tasks or a pool's
                     queued.offer(env, can_wait=not (on_loop and waits_on_loop))
             except QueueClosedError:
                 continue  # cancelled while we were dispatching
@@ -1045,13 +1107,17 @@ class Bus:
         concurrently. Queued subscriptions are awaited until their buffers take the event
         (backpressure under ``block``) and reported with ``queued=True``; their workers
         handle it later. Unlike :meth:`publish`, ``emit`` dispatches at once even from
-        inside a handler. Handler errors are reported in the returned
+        inside a handler. Re-entrancy is as for :meth:`publish`: an event a handler publishes
+        (and a dead letter) is dispatched after every handler of this one has started. Handler errors are reported in the returned
         :class:`~tidings.Delivery` (and, as always, counted, passed to ``on_error`` and
         dead-lettered), never raised: call ``delivery.raise_errors()`` to raise them.
 
         Raises:
-            TopicRequiredError, InvalidTopicError, BusClosedError: as :meth:`publish`.
+            TopicRequiredError, InvalidTopicError, TypeError, BusClosedError: as
+                :meth:`publish`.
             QueueFullError: as :meth:`publish`, after every other handler ran.
+            WouldBlock: a queued handler's worker task emitted to its own full ``block``
+                subscription (it would wait for itself), after every other handler ran.
         """
         self._bind_running_loop()
         route = self._route(type(event), topic)
@@ -1066,37 +1132,55 @@ class Bus:
             await self._remote.publish(env)  # handlers run where the server delivers it
         outcomes: list[HandlerOutcome | tuple[Subscription[Any], asyncio.Task[Any]]] = []
         refusals: list[Exception] = []
-        for sub in route.subs:
-            try:
-                if not sub.accepts(env):
-                    continue
-                if sub.kind == QUEUED:
-                    assert sub.queued is not None
-                    await sub.queued.aoffer(env)
-                    outcomes.append(HandlerOutcome(sub.name, queued=True))
-                    continue
-                result = sub.call(sub.argument(env))
-                if result is SKIP:
-                    continue
-                if sub.kind == TASK:
-                    awaited = result.send(None)
-            except StopIteration as stop:
-                sub.record_delivered()
-                outcomes.append(HandlerOutcome(sub.name, stop.value))
-            except QueueClosedError:
-                continue
-            except QueueFullError as exc:
-                refusals.append(exc)
-            except Exception as exc:
-                self._failed(sub, env, exc)
-                outcomes.append(HandlerOutcome(sub.name, error=exc))
-            else:
-                if sub.kind == TASK:
-                    task = self._track(sub, env, resume(result, awaited), False)
-                    outcomes.append((sub, task))
-                else:
+        # While emit calls handlers, this thread is dispatching: what they publish (and their
+        # dead letters) is dispatched after them, breadth first, as in publish.
+        me = _get_ident()
+        dispatching = me not in self._busy  # else the dispatch around this call drains
+        if dispatching:
+            self._busy.add(me)
+        try:
+            for sub in route.subs:
+                try:
+                    if not sub.accepts(env):
+                        continue
+                    if sub.kind == QUEUED:
+                        assert sub.queued is not None
+                        if dispatching:
+                            dispatching = await self._aoffer_aside(sub.queued, env, me)
+                        else:
+                            await sub.queued.aoffer(env)
+                        outcomes.append(HandlerOutcome(sub.name, queued=True))
+                        continue
+                    result = sub.call(sub.argument(env))
+                    if result is SKIP:
+                        continue
+                    if sub.kind == TASK:
+                        awaited = result.send(None)
+                except StopIteration as stop:
                     sub.record_delivered()
-                    outcomes.append(HandlerOutcome(sub.name, result))
+                    outcomes.append(HandlerOutcome(sub.name, stop.value))
+                except QueueClosedError:
+                    continue
+                except (QueueFullError, WouldBlock) as exc:
+                    refusals.append(exc)
+                except Exception as exc:
+                    self._failed(sub, env, exc)
+                    outcomes.append(HandlerOutcome(sub.name, error=exc))
+                else:
+                    if sub.kind == TASK:
+                        task = self._track(sub, env, resume(result, awaited), False)
+                        outcomes.append((sub, task))
+                    else:
+                        sub.record_delivered()
+                        outcomes.append(HandlerOutcome(sub.name, result))
+            if dispatching and self._pending:
+                try:
+                    self._drain(me)
+                except (QueueFullError, WouldBlock) as exc:
+                    refusals.append(exc)
+        finally:
+            if dispatching:
+                self._busy.discard(me)
         tasks = [o[1] for o in outcomes if isinstance(o, tuple)]
         if tasks:
             await asyncio.wait(tasks)
@@ -1106,6 +1190,25 @@ class Bus:
         if refusals:
             raise refusals[0]
         return Delivery(env, tuple(_outcome(o) for o in outcomes))
+
+    async def _aoffer_aside(self, queued: Queued, env: Envelope[Any], me: int) -> bool:
+        """Await room in a queued subscription's buffer from inside emit's dispatch.
+
+        The thread stops counting as dispatching while it awaits (other tasks on the loop
+        publish as usual) and the events emit's handlers published so far wait aside; then
+        they are queued again. Returns whether this emit still dispatches them: not when
+        another dispatch runs on the thread by then (they join that one's).
+        """
+        held = self._pending.pop(me, None)
+        self._busy.discard(me)
+        try:
+            await queued.aoffer(env)
+        finally:
+            dispatching = me not in self._busy
+            self._busy.add(me)
+            for item in held or ():
+                self._defer(me, *item)
+        return dispatching
 
     # ------------------------------------------------------------------ errors
 
@@ -1255,6 +1358,7 @@ class Bus:
             pool=None,
             weight=1.0,
             on_failure=self._failed,
+            on_drained=self._forget_queued,
             external=True,
         )
         stream.attach(sub.queued.partitions[0])
@@ -1290,7 +1394,17 @@ class Bus:
         their events, send what was published and wait for its acks, then disconnect.
         With a store, finish deferred appends, stop log followers after the record in hand
         (durable ones resume from their checkpoint next time), then close the store.
+
+        Raises:
+            TypeError: if ``timeout`` is not a number; ValueError: if it is negative (or
+                NaN). Checked before anything closes.
         """
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(
+                f"timeout= is a number of seconds, not {type(timeout).__name__} {timeout!r}"
+            )
+        if not timeout >= 0:
+            raise ValueError(f"timeout= must be at least 0 seconds, not {timeout!r}")
         if self._remote is not None and not self._closed:
             await self._remote.aclose(timeout)
         self._closed = True
@@ -1488,6 +1602,31 @@ async def _drive_handlers(bus: Bus, alive: list[bool]) -> None:
                 failed(route, handler, env, exc)
             if not alive:
                 return
+
+
+def _copy_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """A read-only copy of an envelope's headers, checked: str names to str values.
+
+    Raises:
+        TypeError: if ``headers`` is not a mapping of str to str.
+    """
+    try:
+        copied = dict(headers)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"headers= takes a mapping of str to str, not {type(headers).__name__} {headers!r}"
+        ) from None
+    for name, value in copied.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(
+                f"headers= maps str to str (they travel as text); {name!r}: {value!r} is "
+                f"{type(name).__name__} to {type(value).__name__}"
+            )
+    return MappingProxyType(copied)
+
+
+def _bad_key(key: object) -> TypeError:
+    return TypeError(f"key= is a str (the ordering key) or None, not {type(key).__name__} {key!r}")
 
 
 def _order(sub: Subscription[Any]) -> tuple[float, int]:

@@ -30,15 +30,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from heapq import heappushpop as _heappushpop
 from typing import TYPE_CHECKING, Any
 
 from tidings.event import Envelope
-from tidings.exceptions import QueueClosedError, WouldBlock
+from tidings.exceptions import InvalidHandlerError, QueueClosedError, WouldBlock
+from tidings.observability.logs import log_fields
 from tidings.queues import Overflow, RingBuffer
 from tidings.subscription import SKIP, count_value
 
@@ -47,6 +50,9 @@ if TYPE_CHECKING:
     from tidings.subscription import Subscription
 
 __all__ = ("Batch", "Queued")
+
+logger = logging.getLogger("tidings")
+_get_ident = threading.get_ident
 
 FailureHook = Callable[["Subscription[Any]", Envelope[Any], BaseException], None]
 
@@ -103,7 +109,17 @@ class Queued:
         pool: serve from this shared pool instead of own workers.
         weight: the subscription's share of the pool.
         on_failure: called for each envelope whose handler call raised.
+        on_drained: called once, from whichever thread gets there, when it is closed and
+            nothing it accepted is left to handle (a stream's buffer: at once when closed).
         external: no workers: the buffer is consumed by someone else (a stream).
+
+    Raises:
+        ValueError: for a non-positive ``workers`` or ``maxsize``, or an unknown ``overflow``.
+        InvalidHandlerError: if ``batch`` is not a :class:`Batch`.
+
+    Workers never die silently: an unexpected error of the bus's own (not the handler's) is
+    logged at ERROR with the log fields (see :mod:`tidings.observability.logs`); one met
+    while serving envelopes leaves them counted as handled and the worker goes on.
     """
 
     def __init__(
@@ -117,12 +133,19 @@ class Queued:
         pool: WorkerPool | None,
         weight: float,
         on_failure: FailureHook,
+        on_drained: Callable[[Queued], None],
         external: bool = False,
     ) -> None:
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive int, not {workers!r}")
         if not isinstance(maxsize, int) or maxsize < 1:
             raise ValueError(f"maxsize must be a positive int, not {maxsize!r}")
+        given: object = batch  # annotations are not enforced at run time
+        if given is not None and not isinstance(given, Batch):
+            raise InvalidHandlerError(
+                f"batch= takes a tidings.Batch (for example Batch(max_size=256)), not "
+                f"{type(given).__name__} {given!r}"
+            )
         count = 1 if pool is not None else workers
         capacity = math.ceil(maxsize / count)
         name = sub.name
@@ -139,12 +162,17 @@ class Queued:
         self.overflow = overflow
         self.external = external
         self._on_failure = on_failure
+        self._on_drained: Callable[[Queued], None] | None = on_drained  # None once called
+        self.closed = False
         self._spread = itertools.count()
         self._threads: list[threading.Thread] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._handled = 0
         self._progress = threading.Condition()
         self._refused = itertools.count()
+        self._high_water = [0]  # the most the partitions held at once (several partitions)
+        # Who is serving it right now: worker (or pool) threads' idents and worker tasks.
+        self._serving: set[object] = set()
 
     # ------------------------------------------------------------------ intake
 
@@ -160,7 +188,12 @@ class Queued:
         """Put ``env`` in its buffer, as the overflow policy says.
 
         Under ``"block"`` a full buffer makes the caller wait when ``can_wait`` (a thread that
-        is not the one the consumers need), else raises :class:`~tidings.WouldBlock`.
+        is not the one the consumers need) and the caller is not one of this subscription's
+        own workers (serving it, it would wait for itself), else raises
+        :class:`~tidings.WouldBlock`.
+
+        The subscription's last envelope (``once=True``: it is no longer active) closes the
+        buffer behind it, whether it was stored or refused.
 
         Raises:
             WouldBlock: full under ``"block"`` and the caller cannot wait.
@@ -168,8 +201,9 @@ class Queued:
             QueueClosedError: the subscription was cancelled meanwhile.
         """
         buffer = self.partition(env.key)
+        own = can_wait and _get_ident() in self._serving
         try:
-            if can_wait:
+            if can_wait and not own:
                 buffer.put(env)
             else:
                 buffer.put_nowait(env)
@@ -177,34 +211,68 @@ class Queued:
             raise
         except WouldBlock:
             next(self._refused)
-            raise WouldBlock(
-                f"{self.sub.name} is full ({buffer.capacity} events, overflow='block') and "
-                "its consumers run on this thread's event loop, so publish() cannot wait "
-                "here; use 'await bus.emit(...)', publish from another thread, or choose a "
-                "drop policy"
-            ) from None
+            raise self._would_block(buffer, own) from None
         except Exception:
             next(self._refused)
             raise
-        if self.pool is not None:
-            self.pool.ready(self)
+        finally:
+            if not self.sub.active:
+                self.close()
+        self._stored()
 
     async def aoffer(self, env: Envelope[Any]) -> None:
         """Put ``env`` in its buffer, awaiting room under ``"block"``.
 
+        The last envelope closes the buffer behind it, as in :meth:`offer`. One of the
+        subscription's own worker tasks does not wait (it would wait for itself).
+
         Raises:
+            WouldBlock: full under ``"block"`` and the caller is one of its own worker tasks.
             QueueFullError: full under ``"error"``.
             QueueClosedError: the subscription was cancelled meanwhile.
         """
+        buffer = self.partition(env.key)
         try:
-            await self.partition(env.key).aput(env)
+            if asyncio.current_task() in self._serving:
+                buffer.put_nowait(env)
+            else:
+                await buffer.aput(env)
         except QueueClosedError:
             raise
+        except WouldBlock:
+            next(self._refused)
+            raise self._would_block(buffer, True) from None
         except Exception:
             next(self._refused)
             raise
+        finally:
+            if not self.sub.active:
+                self.close()
+        self._stored()
+
+    def _stored(self) -> None:
+        """After a put: note the combined depth of several partitions (one partition keeps
+        its own high-water mark); wake the pool."""
+        parts = self.partitions
+        if len(parts) > 1:
+            # One C call each, so atomic under the GIL: a snapshot of every partition's size,
+            # then max(mark, size) kept in the one-item heap. Sampled after each put, when
+            # the combined size can have grown: never more than the buffers held at once.
+            _heappushpop(self._high_water, sum(map(len, parts)))
         if self.pool is not None:
             self.pool.ready(self)
+
+    def _would_block(self, buffer: RingBuffer[Envelope[Any]], own: bool) -> WouldBlock:
+        where = (
+            "this is one of its own workers, which would wait for itself"
+            if own
+            else "its consumers run on this thread's event loop"
+        )
+        return WouldBlock(
+            f"{self.sub.name} is full ({buffer.capacity} events, overflow='block') and "
+            f"{where}, so the event cannot wait for room here; use 'await bus.emit(...)' "
+            "or publish from another thread, raise maxsize, or choose a drop policy"
+        )
 
     # ------------------------------------------------------------------ workers
 
@@ -236,6 +304,21 @@ class Queued:
                 thread.start()
 
     def _thread_worker(self, buffer: RingBuffer[Envelope[Any]]) -> None:
+        try:
+            self._take_and_serve(buffer)
+        except Exception:
+            self._worker_stopped(buffer)
+
+    def _worker_stopped(self, buffer: RingBuffer[Envelope[Any]]) -> None:
+        logger.exception(
+            "a worker of %s (%s) stopped on an unexpected error; %d event(s) wait in its buffer",
+            self.sub.name,
+            buffer.name,
+            len(buffer),
+            extra=log_fields(None, self.sub),
+        )
+
+    def _take_and_serve(self, buffer: RingBuffer[Envelope[Any]]) -> None:
         size = self.batch.first_size() if self.batch is not None else 1
         while True:
             try:
@@ -264,6 +347,12 @@ class Queued:
         return envs
 
     async def _async_worker(self, buffer: RingBuffer[Envelope[Any]]) -> None:
+        try:
+            await self._atake_and_serve(buffer)
+        except Exception:
+            self._worker_stopped(buffer)
+
+    async def _atake_and_serve(self, buffer: RingBuffer[Envelope[Any]]) -> None:
         size = self.batch.first_size() if self.batch is not None else 1
         while True:
             try:
@@ -296,23 +385,56 @@ class Queued:
     # ------------------------------------------------------------------ handling
 
     def serve(self, envs: Sequence[Envelope[Any]]) -> None:
-        """Handle envelopes taken from the buffers (sync handler) and account for them."""
+        """Handle envelopes taken from the buffers (sync handler) and account for them.
+        Raises nothing: an unexpected error is logged (see the class docstring)."""
+        me = _get_ident()
+        self._serving.add(me)
         try:
             self.handle(envs)
+        except Exception:
+            self._unexpected(envs)
         finally:
+            self._serving.discard(me)
             self._finished(len(envs))
 
     async def aserve(self, envs: Sequence[Envelope[Any]]) -> None:
-        """Handle envelopes taken from the buffers (coroutine handler), accounting for them."""
+        """Handle envelopes taken from the buffers (coroutine handler), accounting for them.
+        Raises nothing but cancellation: an unexpected error is logged."""
+        me = asyncio.current_task()
+        self._serving.add(me)
         try:
             await self.ahandle(envs)
+        except Exception:
+            self._unexpected(envs)
         finally:
+            self._serving.discard(me)
             self._finished(len(envs))
+
+    def _unexpected(self, envs: Sequence[Envelope[Any]]) -> None:
+        logger.exception(
+            "a worker of %s failed unexpectedly while serving %d event(s) from event %s; "
+            "it goes on with the next",
+            self.sub.name,
+            len(envs),
+            envs[0].id,
+            extra=log_fields(envs[0], self.sub),
+        )
 
     def _finished(self, n: int) -> None:
         with self._progress:
             self._handled += n
             self._progress.notify_all()
+        if self.closed:
+            self._check_drained()
+
+    def _check_drained(self) -> None:
+        """Call ``on_drained`` if closed and nothing is left to handle (once)."""
+        with self._progress:
+            hook = self._on_drained
+            if hook is None or self.pending():
+                return
+            self._on_drained = None
+        hook(self)
 
     def handle(self, envs: Sequence[Envelope[Any]]) -> None:
         """Call the sync handler for ``envs`` (one call per envelope, or one per batch)."""
@@ -365,18 +487,23 @@ class Queued:
     # ------------------------------------------------------------------ shutdown
 
     def close(self) -> None:
-        """Refuse new envelopes; workers finish what the buffers hold, then stop."""
+        """Refuse new envelopes; workers finish what the buffers hold, then stop. Idempotent."""
         for buffer in self.partitions:
             buffer.close()
+        self.closed = True
         if self.pool is not None:
             self.pool.ready(self)
+        self._check_drained()
 
     def pending(self) -> int:
-        """Envelopes accepted but not yet handled: waiting, or in a worker's hands.
+        """Envelopes accepted but not yet handled: waiting, or in a worker's hands; for a
+        stream's buffer (``external``), the envelopes still in it (its reader took the rest).
 
         Exact: every envelope stored and not evicted by ``drop_oldest`` is either still in a
         buffer or handled (successfully or not) exactly once.
         """
+        if self.external:
+            return sum(len(p) for p in self.partitions)
         stats = [p.statistics() for p in self.partitions]
         with self._progress:
             return sum(s.put_count - s.dropped_oldest for s in stats) - self._handled
@@ -406,11 +533,7 @@ class Queued:
         """``(queue depth, high-water mark, dropped by policy)`` across the partitions."""
         stats = [p.statistics() for p in self.partitions]
         depth = sum(s.size for s in stats)
-        high = (
-            max(s.high_water for s in stats)
-            if len(stats) == 1
-            else sum(s.high_water for s in stats)
-        )
+        high = stats[0].high_water if len(stats) == 1 else self._high_water[0]
         dropped = sum(s.dropped for s in stats) + _value(self._refused)
         return depth, high, dropped
 

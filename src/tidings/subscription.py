@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import math
 import threading
 import typing
 import weakref
@@ -135,7 +136,8 @@ class SubscriptionStatistics:
         failed: handler calls that raised.
         dropped: events the overflow policy discarded.
         queue_depth: events waiting in the subscription's buffer (queued mode).
-        high_water: the most events its buffer ever held at once.
+        high_water: the most events its buffer ever held at once (every partition together,
+            with ``workers > 1``).
     """
 
     name: str
@@ -193,7 +195,7 @@ class Subscription(Generic[T]):
         target: type[T] | str,
         handler: Callable[..., Any],
         *,
-        priority: int,
+        priority: float,
         where: Callable[[Any], bool] | None,
         once: bool,
         weak: bool | None,
@@ -204,6 +206,15 @@ class Subscription(Generic[T]):
         if not callable(handler):
             raise InvalidHandlerError(
                 f"handler must be callable, not {type(handler).__name__} {handler!r}"
+            )
+        if (
+            isinstance(priority, bool)
+            or not isinstance(priority, int | float)
+            or math.isnan(priority)
+        ):
+            raise InvalidHandlerError(
+                f"priority= must be an int or a float (higher runs first), not "
+                f"{type(priority).__name__} {priority!r}"
             )
         if where is not None and not callable(where):
             raise InvalidHandlerError(
@@ -318,7 +329,9 @@ class Subscription(Generic[T]):
         """Apply ``where=`` and ``once=``: whether this envelope is for the handler.
 
         A ``once`` subscription accepts exactly one envelope, even across threads, and
-        cancels itself as it does.
+        cancels itself as it does. A queued one leaves the routes at once but keeps its
+        buffer open for that envelope: :meth:`Queued.offer <tidings.delivery.Queued.offer>`
+        closes it once the envelope is in, and its workers then handle it.
         """
         where = self._where
         if where is not None and not where(env.payload):
@@ -329,7 +342,9 @@ class Subscription(Generic[T]):
                 once.pop()
             except IndexError:
                 return False
-            self.cancel()
+            if self.active:
+                self.active = False
+                self._bus._unsubscribe(self, close=self.queued is None)
         return True
 
     def call(self, arg: Any) -> Any:
@@ -374,7 +389,16 @@ class Subscription(Generic[T]):
         return Subscription.call(self, Subscription.argument(self, envelopes))
 
     def _owner_gone(self, _ref: weakref.ref[Any]) -> None:
-        self.cancel()
+        """Weakref callback: the owner (or the bound method's object) was collected.
+
+        The cyclic garbage collector runs at any allocation, so this may run inside any code
+        of this thread, even code holding one of the bus's locks: it takes no lock. It ends
+        the subscription at once (no event dispatched after this sees it) and leaves its
+        removal to the bus's next subscribe, cancel or route rebuild.
+        """
+        if self.active:
+            self.active = False
+            self._bus._release(self)
 
     def cancel(self) -> None:
         """End the subscription. Idempotent; safe from any thread and from inside handlers."""
