@@ -284,6 +284,10 @@ class _Puller:
         while self._buffer:
             await _quietly(self._buffer.popleft().nak())
 
+    def held(self) -> list[_NatsMsg]:
+        """The messages fetched but not handed over yet (they need heartbeats too)."""
+        return list(self._buffer)
+
     def reset(self) -> None:
         """Forget the outstanding request (after a reconnect it is gone)."""
         self._current = None
@@ -889,6 +893,7 @@ class NatsTransport(SubjectTransport):
             decode,
             None if dead else dead_letter,
             release,
+            puller.held,
         )
 
     def __repr__(self) -> str:
