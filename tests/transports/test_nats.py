@@ -201,3 +201,26 @@ async def test_header_values_lose_newlines_and_bad_names_are_refused(
         with pytest.raises(ValueError, match="header name"):
             await transport.publish(make_envelope(clock, "bad", headers={"bad name": "x"}))
         assert await transport.flush(5) == 0  # the refused publish took no window slot
+
+
+async def test_a_publish_the_client_refuses_fails_once_and_frees_its_slot(
+    nats_factory: Factory,
+) -> None:
+    failures: list[tuple[Envelope[Any], BaseException]] = []
+    transport = nats_factory(window=1, on_publish_error=lambda e, x: failures.append((e, x)))
+    big = ConformanceOrder("x" * 2_000_000, 1.0)  # above the server's 1 MB max_payload
+    async with transport:
+        clock = HybridClock()
+        refused = Envelope("conformance.order", big, clock.now(), None, "test")
+        with pytest.raises(PublishError, match="maximum payload") as caught:
+            await transport.publish(refused)
+        assert (caught.value.event_id, caught.value.topic) == (refused.id, "conformance.order")
+        assert isinstance(caught.value.__cause__, nats.errors.MaxPayloadError)
+        sent = Envelope("conformance.order", big, clock.now(), None, "test")
+        future = await transport.send(sent)
+        assert isinstance(future.exception(), PublishError)
+        assert [(env.id, type(exc)) for env, exc in failures] == [(sent.id, PublishError)]
+        # The window slot came back at once: a small publish goes through with window=1.
+        ack = await asyncio.wait_for(transport.publish(make_envelope(clock, "small")), 5)
+        assert ack.sequence == 1
+        assert await transport.flush(5) == 2

@@ -330,7 +330,8 @@ class Transport(abc.ABC):
         Retries (the event id makes retries safe) until the publish timeout.
 
         Raises:
-            PublishError: if the server did not acknowledge in time.
+            PublishError: if the server did not acknowledge in time, or refused it (the
+                client too, e.g. a body above the server's maximum payload).
             TransportClosedError: if the transport is not started or is closed.
             TypeError: if the payload cannot be encoded.
         """
@@ -340,7 +341,8 @@ class Transport(abc.ABC):
         """Publish ``envelope`` without waiting for its acknowledgement.
 
         Waits only while ``window`` publishes are unacknowledged. The returned future
-        resolves with the ack or fails with :class:`~tidings.PublishError`; a failure is
+        resolves with the ack or fails with :class:`~tidings.PublishError` (also when the
+        client refuses the message at once, e.g. too large: its window slot is freed); a failure is
         also passed to the transport's ``on_publish_error`` hook (logged by default), so
         it is never dropped silently even when nobody awaits the future.
 

@@ -694,6 +694,9 @@ class NatsTransport(SubjectTransport):
         except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
             # Not sent: the sweeper sends it again after ack_timeout, until publish_timeout.
             logger.debug("publish to %s deferred: %r", subject, exc, extra=log_fields())
+        except Exception as exc:
+            # Refused for good (too large, ...): fails now, once, and frees its window slot.
+            self._fail(token, f"the client refused it ({type(exc).__name__}: {exc})", exc)
         return future
 
     def _done(self, token: str) -> _Pending | None:
@@ -706,7 +709,10 @@ class NatsTransport(SubjectTransport):
             self._idle.set()
         return pending
 
-    def _fail(self, token: str, why: str) -> None:
+    def _fail(self, token: str, why: str, cause: BaseException | None = None) -> None:
+        """Fail the publish ``token`` with one :class:`PublishError` (naming the event, its
+        topic and ``why``; ``cause`` chained): set on its future, and reported when sent
+        with :meth:`send`."""
         pending = self._done(token)
         if pending is None:
             return
@@ -716,6 +722,7 @@ class NatsTransport(SubjectTransport):
         error = PublishError(
             f"event {event_id} on {topic!r} was not stored: {why}", event_id=event_id, topic=topic
         )
+        error.__cause__ = cause
         self._failed += 1
         if pending.report:
             fields = log_fields(env)
