@@ -39,7 +39,7 @@ from tidings.transports.base import (
     Transport,
 )
 
-__all__ = ("Collector", "TransportConformance", "TransportFactory")
+__all__ = ("Collector", "TransportConformance", "TransportFactory", "eventually")
 
 TransportFactory = Callable[..., Transport]
 """``factory(**options) -> Transport``: a new unstarted transport on the test's backend."""
@@ -103,7 +103,7 @@ class Collector:
         await self.wait_for(lambda: len(self.messages) >= count, timeout)
 
 
-async def _eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
     """Wait until ``predicate()`` holds, checking every 10 ms.
 
     Raises:
@@ -509,9 +509,9 @@ class TransportConformance:
         clock = HybridClock()
         for i in range(8):
             await one.publish(make_envelope(clock, f"w-{i}"))
-        await _eventually(lambda: sub.stats().delivered == 8)  # all held by one
+        await eventually(lambda: sub.stats().delivered == 8)  # all held by one
         await two.subscribe("conformance.>", other, group="waiting", policy=policy)
-        await _eventually(lambda: sub.stats().acked == 8)
+        await eventually(lambda: sub.stats().acked == 8)
         assert other.messages == []  # nothing came back to the group
         assert [m.attempt for m in got.messages] == [1] * 8
         stats = sub.stats()
@@ -538,9 +538,9 @@ class TransportConformance:
         sent = [make_envelope(clock, f"h-{i}") for i in range(3)]
         for env in sent:
             await transport.publish(env)
-        await _eventually(lambda: sub.stats().duplicates >= 1)  # redelivered after ack_wait
+        await eventually(lambda: sub.stats().duplicates >= 1)  # redelivered after ack_wait
         release.set()
-        await _eventually(lambda: sub.stats().acked == 3)
+        await eventually(lambda: sub.stats().acked == 3)
         assert got.ids == [env.id for env in sent]
         assert dead.records == []
         assert sub.stats().dead_lettered == 0
