@@ -110,7 +110,12 @@ class Remote:
             await asyncio.gather(*pending)
 
     async def aclose(self, timeout: float) -> None:
-        """Finish in-flight handlers, send the outbox, wait for acks, close the transport."""
+        """Finish in-flight handlers, send the outbox, wait for acks, close the transport.
+
+        Every event the outbox did not hand to the transport in time (the one it was sending
+        included) is reported as failed with a :class:`~tidings.PublishError`; the
+        transport reports those it took and the server did not acknowledge.
+        """
         if not self._started:
             return
         loop = asyncio.get_running_loop()
@@ -124,14 +129,14 @@ class Remote:
             self._wake.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), max(deadline - loop.time(), 0.1))
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
         unsent = len(self._outbox)
         for env in self._outbox:
             error = PublishError("the bus closed first", event_id=env.id, topic=env.topic)
             self._publish_failed(env, error)
         self._outbox.clear()
-        if self._pump is not None:
-            self._pump.cancel()
-            await asyncio.gather(self._pump, return_exceptions=True)
         try:
             await self.transport.flush(max(deadline - loop.time(), 0.1))
         except TimeoutError:
@@ -331,11 +336,12 @@ class Remote:
         outbox, wake, send = self._outbox, self._wake, self.transport.send
         while True:
             while outbox:
-                env = outbox.popleft()
+                env = outbox[0]  # taken off once sent: if cancelled, aclose reports it
                 try:
                     await send(env)
                 except Exception as exc:
                     self._publish_failed(env, exc)
+                outbox.popleft()
             self._drained.set()
             wake.clear()
             await wake.wait()

@@ -136,9 +136,14 @@ async def test_a_transport_counts_redeliveries_and_dead_letters() -> None:
             dead.append(letter)
             check(letter)
 
+        def never_called(order: Order) -> None:
+            raise AssertionError(f"order {order.n} passed where=")
+
         sub = bus.subscribe(Order, handle)
         bus.subscribe(DeadLetter, on_dead)
-        bus.subscribe(Order, check, priority=-1)
+        # Neither is called again on a redelivery: one succeeded, one filters everything out.
+        checking = bus.subscribe(Order, check, priority=-1)
+        skipping = bus.subscribe(Order, never_called, where=lambda order: False)
         await bus.start()
         for n in range(10):
             await bus.emit(Order(n))
@@ -149,6 +154,9 @@ async def test_a_transport_counts_redeliveries_and_dead_letters() -> None:
     assert value(samples, "tidings_events_total", status="failed", **labels) == 3
     assert value(samples, "tidings_events_total", status="dead_lettered", **labels) == 1
     assert value(samples, "tidings_redeliveries_total", **labels) == 2
+    for other in (checking, skipping):
+        other_labels = {"topic": other.pattern, "subscription": other.name}
+        assert value(samples, "tidings_redeliveries_total", **other_labels) == 0
     assert value(samples, "tidings_event_latency_seconds_count", **labels) == 9
     assert value(samples, "tidings_event_loss_ratio", **labels) == 0.1
 

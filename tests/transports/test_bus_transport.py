@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import nats
 import pytest
 
 import tidings
+from tidings.testing.nats_server import NatsServer
 from tidings.testing.transport_conformance import TIMEOUT
 from tidings.transports import DeadLetterRecord, DeliveryPolicy, MemoryBroker, MemoryTransport
 from tidings.transports.base import Transport
@@ -263,3 +266,25 @@ async def test_idempotent_on_a_transport_needs_a_store() -> None:
             bus.subscribe(RemoteOrder, print, group="g", idempotent=True)
         with pytest.raises(tidings.InvalidHandlerError, match="from_= is not"):
             bus.subscribe(RemoteOrder, print, from_=0)
+
+
+async def test_aclose_reports_every_event_the_outbox_could_not_send(
+    nats_factory: Callable[..., NatsTransport],
+    nats_server: NatsServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A window of one and a stream that is gone: the first publish waits for an ack that
+    # never comes, the outbox waits for a window slot for the second, the third is queued.
+    transport = nats_factory(window=1, ack_timeout=0.5, publish_timeout=60.0)
+    bus = tidings.Bus(transport=transport)
+    await bus.start()
+    nc = await nats.connect(nats_server.url)
+    await nc.jetstream().delete_stream(transport.stream.name)
+    await nc.close()
+    ids = {bus.publish(RemoteOrder(f"o{i}", 1.0)).id for i in range(3)}
+    with caplog.at_level(logging.ERROR, logger="tidings"):
+        await bus.aclose(timeout=1.0)
+    reported = {
+        getattr(r, "event_id", "") for r in caplog.records if "was not published" in r.message
+    }
+    assert reported == ids

@@ -24,9 +24,10 @@ from tidings.testing.nats_server import NatsServer, free_port
 from tidings.testing.transport_conformance import (
     Collector,
     ConformanceOrder,
+    eventually,
     make_envelope,
 )
-from tidings.transports import DeadLetterRecord, DeliveryPolicy
+from tidings.transports import DeadLetterRecord, DeliveryPolicy, Message
 from tidings.transports.nats import NatsTransport, StreamSettings
 
 Factory = Callable[..., NatsTransport]
@@ -201,3 +202,60 @@ async def test_header_values_lose_newlines_and_bad_names_are_refused(
         with pytest.raises(ValueError, match="header name"):
             await transport.publish(make_envelope(clock, "bad", headers={"bad name": "x"}))
         assert await transport.flush(5) == 0  # the refused publish took no window slot
+
+
+async def test_a_publish_the_client_refuses_fails_once_and_frees_its_slot(
+    nats_factory: Factory,
+) -> None:
+    failures: list[tuple[Envelope[Any], BaseException]] = []
+    transport = nats_factory(window=1, on_publish_error=lambda e, x: failures.append((e, x)))
+    big = ConformanceOrder("x" * 2_000_000, 1.0)  # above the server's 1 MB max_payload
+    async with transport:
+        clock = HybridClock()
+        refused = Envelope("conformance.order", big, clock.now(), None, "test")
+        with pytest.raises(PublishError, match="maximum payload") as caught:
+            await transport.publish(refused)
+        assert (caught.value.event_id, caught.value.topic) == (refused.id, "conformance.order")
+        assert isinstance(caught.value.__cause__, nats.errors.MaxPayloadError)
+        sent = Envelope("conformance.order", big, clock.now(), None, "test")
+        future = await transport.send(sent)
+        assert isinstance(future.exception(), PublishError)
+        assert [(env.id, type(exc)) for env, exc in failures] == [(sent.id, PublishError)]
+        # The window slot came back at once: a small publish goes through with window=1.
+        ack = await asyncio.wait_for(transport.publish(make_envelope(clock, "small")), 5)
+        assert ack.sequence == 1
+        assert await transport.flush(5) == 2
+
+
+async def test_a_pull_request_that_outlives_a_reconnect_does_not_overrun_prefetch(
+    nats_factory: Factory,
+) -> None:
+    release = asyncio.Event()
+    got = Collector()
+
+    async def blocked(message: Message) -> None:
+        await got(message)
+        await release.wait()
+
+    transport = nats_factory()
+    async with transport:
+        policy = DeliveryPolicy(prefetch=4, workers=4, ack_wait=30.0)
+        sub = await transport.subscribe("conformance.>", blocked, group="burst", policy=policy)
+        [puller] = transport._pullers
+        await eventually(lambda: puller._current is not None)  # a request for 4 waits
+        # The client reconnected to the same server: its request is still live there.
+        await transport._on_reconnected()
+        await eventually(lambda: puller._current is not None)  # and the next one went out
+        clock = HybridClock()
+        sent = [make_envelope(clock, f"r-{i}") for i in range(20)]
+        for env in sent:
+            await transport.send(env)
+        assert await transport.flush(5) == 0
+        await eventually(lambda: sub.stats().in_memory == 4)
+        assert transport._nc is not None
+        await transport._nc.flush()
+        assert puller.held() == []  # what the old request brought was given back
+        release.set()
+        await got.wait_count(20)
+        assert sorted(got.ids) == sorted(env.id for env in sent)
+        assert sub.stats().max_in_memory <= 4

@@ -221,7 +221,8 @@ class MetricsState:
             dispatch): publish duration only.
         handled: per subscription id, latency of queued, async and remote handler calls.
         dead_lettered: per subscription id, events given up on and dead-lettered.
-        redelivered: per subscription id, transport redeliveries.
+        redelivered: per subscription id, handler calls for a transport's redelivery (a
+            subscription that already succeeded, or does not match, is not called again).
         appended, read: store records appended and read (the store's hook).
     """
 
@@ -416,10 +417,6 @@ class Observer:
         self, original: Callable[[Any, Any], Awaitable[None]]
     ) -> Callable[[Any, Any], Coroutine[Any, Any, None]]:
         async def dispatch(entry: Any, message: Any) -> None:
-            metrics = self.metrics
-            if metrics is not None and message.attempt > 1:
-                for sub in entry.subs:
-                    metrics.count(metrics.redelivered, sub)
             token = DELIVERY.set((message.attempt, entry.group, False))
             try:
                 await original(entry, message)
@@ -439,6 +436,10 @@ class Observer:
         traced, timed when its latency is not counted per dispatch."""
         tracing, metrics = self.tracing, self.metrics
         delivery = DELIVERY.get()
+        if metrics is not None and delivery is not None and delivery[0] > 1:
+            # Called again for a transport's redelivery (replays are attempt 1): counted
+            # here, so that subscriptions skipped or filtered out on this attempt are not.
+            metrics.count(metrics.redelivered, sub)
         batch = type(arg) is list
         if tracing is not None and (batch or tracing.traces(arg)):
             result = tracing.process(sub, arg, delivery, lambda: sub.call_handler(arg))

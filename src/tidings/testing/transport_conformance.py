@@ -39,7 +39,7 @@ from tidings.transports.base import (
     Transport,
 )
 
-__all__ = ("Collector", "TransportConformance", "TransportFactory")
+__all__ = ("Collector", "TransportConformance", "TransportFactory", "eventually")
 
 TransportFactory = Callable[..., Transport]
 """``factory(**options) -> Transport``: a new unstarted transport on the test's backend."""
@@ -101,6 +101,27 @@ class Collector:
     async def wait_count(self, count: int, timeout: float = TIMEOUT) -> None:
         """Wait until at least ``count`` messages arrived."""
         await self.wait_for(lambda: len(self.messages) >= count, timeout)
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Wait until ``predicate()`` holds, checking every 10 ms.
+
+    Raises:
+        TimeoutError: if it does not hold within ``timeout`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() >= deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+class _FailingClock(HybridClock):
+    """A clock that cannot merge any received time."""
+
+    def update(self, remote: int) -> int:
+        raise ValueError(f"cannot merge {remote}")
 
 
 class _Records:
@@ -336,18 +357,47 @@ class TransportConformance:
         await transport.subscribe_dead_letters(dead)
         await transport.publish_raw("conformance.order", b"\xff not json {")
         await transport.publish_raw("conformance.order", b'{"order_id": 7}')
+        await transport.publish_raw(
+            "conformance.order",
+            b'{"order_id": "old", "amount": 1.0}',
+            {"ce-id": "old-1", "ce-time": "1969-12-31T23:59:59Z"},
+        )
         clock = HybridClock()
         await transport.publish(make_envelope(clock, "fine"))
         await got.wait_count(1)
-        await dead.wait_count(2)
+        await dead.wait_count(3)
         assert [m.envelope.payload.order_id for m in got.messages] == ["fine"]
         for record in dead.records:
             assert record.handler == "tidings.decode"
             assert record.attempts == 1
             assert record.envelope is None
-            assert record.reason.startswith("DecodeError: cannot decode the body")
+        assert [
+            r.reason.startswith("DecodeError: cannot decode the body") for r in dead.records
+        ] == [True, True, False]
         assert dead.records[0].body == b"\xff not json {"
         assert "ConformanceOrder" in dead.records[1].reason
+        assert "before 1970" in dead.records[2].reason
+
+    async def test_event_whose_time_cannot_be_merged_is_dead_lettered(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        transport: Transport = await open_transport(clock=_FailingClock())
+        got = Collector()
+        sub = await transport.subscribe("conformance.>", got, policy=FAST)
+        dead = _Records()
+        observer: Transport = await open_transport()  # its clock reads the dead letters
+        await observer.subscribe_dead_letters(dead)
+        clock = HybridClock()
+        for name in ("first", "second"):
+            await transport.publish(make_envelope(clock, name))
+        await dead.wait_count(2)  # the subscription went on after the first
+        assert got.messages == []
+        assert [r.reason.startswith("ValueError: cannot merge") for r in dead.records] == [
+            True,
+            True,
+        ]
+        assert {r.handler for r in dead.records} == {"tidings.decode"}
+        assert sub.stats().decode_errors == 2
 
     async def test_plain_json_from_a_foreign_client_is_accepted(
         self, open_transport: Callable[..., Any]
@@ -440,6 +490,60 @@ class TransportConformance:
         await one.publish(make_envelope(clock, "marker"))
         await got.wait_for(lambda: got.messages[-1].envelope.payload.order_id == "marker")
         assert [m.envelope.payload.order_id for m in got.messages] == ["long", "marker"]
+
+    async def test_messages_waiting_for_a_worker_get_heartbeats(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        one: Transport = await open_transport()
+        if not one.features.redelivery or not one.features.groups:
+            pytest.skip("transport has no redelivery")
+        two: Transport = await open_transport()
+        policy = DeliveryPolicy(ack_wait=1.5, prefetch=8, workers=1, max_deliver=1)
+        got, other = Collector(), Collector()
+
+        async def slow(message: Message) -> None:
+            await got(message)
+            await asyncio.sleep(0.3)  # the handler's work: eight outlive ack_wait
+
+        sub = await one.subscribe("conformance.>", slow, group="waiting", policy=policy)
+        clock = HybridClock()
+        for i in range(8):
+            await one.publish(make_envelope(clock, f"w-{i}"))
+        await eventually(lambda: sub.stats().delivered == 8)  # all held by one
+        await two.subscribe("conformance.>", other, group="waiting", policy=policy)
+        await eventually(lambda: sub.stats().acked == 8)
+        assert other.messages == []  # nothing came back to the group
+        assert [m.attempt for m in got.messages] == [1] * 8
+        stats = sub.stats()
+        assert (stats.dead_lettered, stats.duplicates) == (0, 0)
+
+    async def test_redelivered_copy_of_a_held_message_is_not_handled_again(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        transport: Transport = await open_transport()
+        if not transport.features.redelivery:
+            pytest.skip("transport has no redelivery")
+        release = asyncio.Event()
+        got = Collector()
+
+        async def held(message: Message) -> None:
+            await got(message)
+            await release.wait()
+
+        policy = DeliveryPolicy(ack_wait=1.0, heartbeats=False, prefetch=4, max_deliver=1)
+        sub = await transport.subscribe("conformance.>", held, policy=policy)
+        dead = _Records()
+        await transport.subscribe_dead_letters(dead)
+        clock = HybridClock()
+        sent = [make_envelope(clock, f"h-{i}") for i in range(3)]
+        for env in sent:
+            await transport.publish(env)
+        await eventually(lambda: sub.stats().duplicates >= 1)  # redelivered after ack_wait
+        release.set()
+        await eventually(lambda: sub.stats().acked == 3)
+        assert got.ids == [env.id for env in sent]
+        assert dead.records == []
+        assert sub.stats().dead_lettered == 0
 
     # ------------------------------------------------------------------ flow and order
 

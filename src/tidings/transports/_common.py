@@ -12,7 +12,7 @@ from tidings.event import Envelope, event_type_for
 from tidings.exceptions import DecodeError, InvalidTopicError
 from tidings.subscription import handler_name
 from tidings.topics import validate_pattern, validate_topic
-from tidings.transports._consumer import Consumer
+from tidings.transports._consumer import Consumer, Held
 from tidings.transports.base import (
     DeadLetterRecord,
     DeliveryPolicy,
@@ -242,9 +242,11 @@ class SubjectTransport(Transport):
         decode: Callable[[Any], Envelope[Any]],
         dead_letter: Callable[[Any, str, str, int], Awaitable[None]] | None,
         release: Callable[[], Awaitable[None]],
+        held: Held | None = None,
     ) -> Consumer:
         """Start a :class:`Consumer` on a server-side consumer made by :meth:`_consume`;
-        ``release`` (which deletes the server-side consumer) runs when it is cancelled."""
+        ``release`` (which deletes the server-side consumer) runs when it is cancelled;
+        ``held`` lists what the transport buffered, for heartbeats."""
 
         async def on_cancel() -> None:
             if consumer in self._subs:
@@ -263,6 +265,7 @@ class SubjectTransport(Transport):
             dead_letter=dead_letter,
             clock=self.clock,
             on_cancel=on_cancel,
+            held=held,
         )
         self._subs.append(consumer)
         consumer.start()

@@ -12,13 +12,13 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from tidings.clock import HybridClock
 from tidings.event import Envelope
-from tidings.exceptions import ClockSkewError, DecodeError
+from tidings.exceptions import ClockSkewError
 from tidings.observability.logs import log_fields
 from tidings.transports.base import (
     DeliveryPolicy,
@@ -57,6 +57,12 @@ DeadLetterSink = Callable[[Any, str, str, int], Awaitable[None]]
 """``dead_letter(raw, reason, handler, attempts)``: store it; raise if it was not stored."""
 GiveUpHook = Callable[[Envelope[Any] | None, str, str, int], None]
 """``on_give_up(envelope, reason, handler, attempts)``: told of every dead letter."""
+Held = Callable[[], Iterable[Any]]
+"""``held()``: the raw messages a transport fetched but has not handed over yet."""
+_Queued = tuple[Any, int, int, Envelope[Any] | None, Exception | None]
+"""A message waiting for a worker: ``(raw, attempt, sequence, envelope, error)``."""
+
+_ABSENT: Any = object()
 
 
 def error_reason(exc: BaseException) -> str:
@@ -68,16 +74,27 @@ def error_reason(exc: BaseException) -> str:
 class Consumer(TransportSubscription):
     """Runs one subscription: a fetch loop, ``policy.workers`` workers, heartbeats.
 
+    Every message held in memory unsettled gets in-progress heartbeats (with
+    ``policy.heartbeats``): the ones running, the ones queued for a worker and the ones the
+    transport buffered (``held``), so the server does not redeliver what is waiting here. A
+    redelivered copy of a message (same stream sequence) that is still held here is dropped;
+    one of a message acked or terminated here is acked or terminated again; neither is
+    handled again or dead-lettered. A message that cannot be taken in (its decoding, or
+    merging its time into the clock, raised) is dead-lettered with the reason; an unexpected
+    error in the fetch loop is logged and the loop goes on.
+
     Args:
         pattern, group, name, policy: as on the subscription.
         handler: the user's message handler.
         fetch: fetches raw messages (see :data:`Fetch`); it may raise, the loop retries.
-        decode: the envelope of a raw message; raises :class:`DecodeError`.
+        decode: the envelope of a raw message; raises :class:`~tidings.DecodeError`.
         meta: ``(attempt, sequence)`` of a raw message.
         dead_letter: stores a dead letter, or ``None`` to drop and log instead.
         clock: merges received times (receive rule).
         on_give_up: told of each dead letter, after it is stored.
         on_cancel: called once the subscription has stopped (to release server state).
+        held: the messages the transport buffered but has not handed over (see
+            :data:`Held`), heartbeated with the rest; ``None`` when it buffers none.
     """
 
     def __init__(
@@ -96,6 +113,7 @@ class Consumer(TransportSubscription):
         on_give_up: GiveUpHook | None = None,
         on_cancel: Callable[[], Awaitable[None]] | None = None,
         fetch_timeout: float = 1.0,
+        held: Held | None = None,
     ) -> None:
         self.pattern = pattern
         self.group = group
@@ -110,10 +128,14 @@ class Consumer(TransportSubscription):
         self._on_give_up = on_give_up
         self._on_cancel = on_cancel
         self._fetch_timeout = fetch_timeout
+        self._transport_held = held
         self._min_batch = max(1, policy.prefetch // 4)
-        self._queues: list[deque[tuple[Any, Envelope[Any] | None, DecodeError | None]]] = [
-            deque() for _ in range(policy.workers)
-        ]
+        self._queues: list[deque[_Queued]] = [deque() for _ in range(policy.workers)]
+        # Stream sequence -> the raw message while queued, None while a worker has it.
+        self._held: dict[int, Any] = {}
+        # Stream sequence -> "ack", "nak" or "term": how recent messages were settled here.
+        self._settled: OrderedDict[int, str] = OrderedDict()
+        self._remember = max(1024, 4 * policy.prefetch)
         self._wakes = [asyncio.Event() for _ in range(policy.workers)]
         self._running: list[tuple[Message, float] | None] = [None] * policy.workers
         self._round_robin = itertools.cycle(range(policy.workers))
@@ -129,6 +151,7 @@ class Consumer(TransportSubscription):
         self._dead = 0
         self._decode_errors = 0
         self._skew = 0
+        self._duplicates = 0
         self._in_memory = 0
         self._max_in_memory = 0
 
@@ -155,9 +178,9 @@ class Consumer(TransportSubscription):
         # Give back what no worker has started: another consumer of the group takes it.
         for queue in self._queues:
             while queue:
-                raw = queue.popleft()[0]
+                raw, _, sequence, _, _ = queue.popleft()
                 await self._settle(raw.nak, None)
-                self._release()
+                self._release(sequence, "nak")
         for wake in self._wakes:
             wake.set()
         if self._tasks:
@@ -195,6 +218,7 @@ class Consumer(TransportSubscription):
             dead_lettered=self._dead,
             decode_errors=self._decode_errors,
             clock_skew=self._skew,
+            duplicates=self._duplicates,
             in_memory=self._in_memory,
             max_in_memory=self._max_in_memory,
         )
@@ -229,17 +253,28 @@ class Consumer(TransportSubscription):
                 continue
             failures = 0
             for raw in raws:
-                self._accept(raw)
+                try:
+                    await self._accept(raw)
+                except Exception:
+                    # Not taken in: the server redelivers it after ack_wait.
+                    logger.exception(
+                        "subscription %s could not take in a message on %s",
+                        self.name,
+                        getattr(raw, "subject", "?"),
+                        extra=log_fields(None, self.name),
+                    )
 
-    def _accept(self, raw: Any) -> None:
-        self._in_memory += 1
-        if self._in_memory > self._max_in_memory:
-            self._max_in_memory = self._in_memory
+    async def _accept(self, raw: Any) -> None:
+        attempt, sequence = self._meta(raw)
+        if sequence and await self._duplicate(raw, sequence):
+            return
         self._delivered += 1
+        env: Envelope[Any] | None
+        error: Exception | None = None
         try:
-            env: Envelope[Any] | None = self._decode(raw)
-            error = None
-        except DecodeError as exc:
+            env = self._decode(raw)
+            self._merge_time(env, raw.subject)
+        except Exception as exc:  # undecodable, whatever the reason: dead-lettered
             env, error = None, exc
         workers = self.policy.workers
         if workers == 1:
@@ -248,19 +283,57 @@ class Consumer(TransportSubscription):
             index = hash(env.key) % workers
         else:
             index = next(self._round_robin)
-        if env is not None:
-            try:
-                self._clock.update(env.time)
-            except ClockSkewError as exc:
-                self._skew += 1
-                logger.warning(
-                    "event %s on %s: %s", env.id, raw.subject, exc, extra=log_fields(env, self.name)
-                )
-        self._queues[index].append((raw, env, error))
+        if sequence:
+            self._held[sequence] = raw
+        self._in_memory += 1
+        if self._in_memory > self._max_in_memory:
+            self._max_in_memory = self._in_memory
+        self._queues[index].append((raw, attempt, sequence, env, error))
         self._wakes[index].set()
 
-    def _release(self) -> None:
+    def _merge_time(self, env: Envelope[Any], subject: str) -> None:
+        try:
+            self._clock.update(env.time)
+        except ClockSkewError as exc:
+            self._skew += 1
+            logger.warning(
+                "event %s on %s: %s", env.id, subject, exc, extra=log_fields(env, self.name)
+            )
+
+    async def _duplicate(self, raw: Any, sequence: int) -> bool:
+        """Whether ``raw`` is a copy of a message still held, acked or terminated here (a
+        copy of a settled one is settled the same way again)."""
+        if sequence in self._held:
+            outcome = None
+        else:
+            outcome = self._settled.get(sequence)
+            if outcome is None:
+                return False
+            if outcome == "nak":  # the retry asked for
+                del self._settled[sequence]
+                return False
+        self._duplicates += 1
+        logger.debug(
+            "subscription %s dropped a redelivered copy of stream sequence %d (%s)",
+            self.name,
+            sequence,
+            "still held" if outcome is None else f"{outcome} sent",
+            extra=log_fields(None, self.name),
+        )
+        if outcome is not None:
+            await self._settle(raw.ack if outcome == "ack" else raw.term)
+        return True
+
+    def _release(self, sequence: int, outcome: str | None) -> None:
         self._in_memory -= 1
+        if sequence:
+            self._held.pop(sequence, None)
+            if outcome is not None:
+                settled = self._settled
+                settled.pop(sequence, None)
+                settled[sequence] = outcome
+                if len(settled) > self._remember:
+                    settled.popitem(last=False)
         if self._in_memory <= self.policy.prefetch - self._min_batch:
             self._room.set()
 
@@ -272,33 +345,40 @@ class Consumer(TransportSubscription):
         stop = self._stop
         while True:
             while queue:
-                raw, env, error = queue.popleft()
+                raw, attempt, sequence, env, error = queue.popleft()
+                if sequence:
+                    self._held[sequence] = None
+                outcome = None
                 try:
-                    await self._process(index, raw, env, error)
+                    outcome = await self._process(index, raw, attempt, sequence, env, error)
                 finally:
-                    self._release()
+                    self._release(sequence, outcome)
             if stop.is_set():
                 return
             wake.clear()
             await wake.wait()
 
     async def _process(
-        self, index: int, raw: Any, env: Envelope[Any] | None, error: DecodeError | None
-    ) -> None:
-        attempt, sequence = self._meta(raw)
+        self,
+        index: int,
+        raw: Any,
+        attempt: int,
+        sequence: int,
+        env: Envelope[Any] | None,
+        error: Exception | None,
+    ) -> str | None:
+        """Handle one message; how it was settled ("ack", "nak", "term"; None: it was not)."""
         if env is None:
             assert error is not None
             self._decode_errors += 1
-            await self._give_up(raw, None, error_reason(error), DECODE_HANDLER, attempt)
-            return
+            return await self._give_up(raw, None, error_reason(error), DECODE_HANDLER, attempt)
         policy = self.policy
         if attempt > policy.max_deliver:
             reason = (
                 f"DeliveriesExhausted: delivered {attempt} times, more than max_deliver="
                 f"{policy.max_deliver}; the handling process stopped before settling it"
             )
-            await self._give_up(raw, env, reason, self.name, attempt)
-            return
+            return await self._give_up(raw, env, reason, self.name, attempt)
         msg = Message(env, attempt, raw.subject, sequence, raw)
         self._running[index] = (msg, time.monotonic())
         try:
@@ -318,12 +398,12 @@ class Consumer(TransportSubscription):
                 msg.settled = "term"
                 reason = getattr(exc, "tidings_reason", None) or error_reason(exc)
                 handler = getattr(exc, "tidings_handler", None) or self.name
-                await self._give_up(raw, env, reason, handler, attempt)
+                return await self._give_up(raw, env, reason, handler, attempt)
             else:
                 msg.settled = "nak"
                 self._retried += 1
                 await self._settle(raw.nak, policy.retry_delay(attempt))
-            return
+            return msg.settled
         self._running[index] = None
         if msg.settled is None:
             msg.settled = "ack"
@@ -333,10 +413,13 @@ class Consumer(TransportSubscription):
             self._acked += 1
         elif msg.settled == "nak":
             self._retried += 1
+        return msg.settled
 
     async def _give_up(
         self, raw: Any, env: Envelope[Any] | None, reason: str, handler: str, attempts: int
-    ) -> None:
+    ) -> str:
+        """Dead-letter ``raw`` and terminate it ("term"), or nak it when the dead letter could
+        not be stored ("nak")."""
         if self._dead_letter is None:
             logger.error(
                 "dropping %s after %d attempt(s) in %s: %s",
@@ -347,7 +430,7 @@ class Consumer(TransportSubscription):
                 extra=log_fields(env, handler),
             )
             await self._settle(raw.term)
-            return
+            return "term"
         try:
             await self._dead_letter(raw, reason, handler, attempts)
         except Exception as exc:
@@ -359,7 +442,7 @@ class Consumer(TransportSubscription):
                 extra=log_fields(env, handler),
             )
             await self._settle(raw.nak, self.policy.retry_delay(attempts))
-            return
+            return "nak"
         self._dead += 1
         await self._settle(raw.term)
         if self._on_give_up is not None:
@@ -371,6 +454,7 @@ class Consumer(TransportSubscription):
                     raw.subject,
                     extra=log_fields(env, handler),
                 )
+        return "term"
 
     async def _settle(self, settle: Callable[..., Awaitable[None]], *args: Any) -> None:
         try:
@@ -394,10 +478,27 @@ class Consumer(TransportSubscription):
         if self._cancelled and not any(self._running):
             return
         now = time.monotonic()
-        for running in self._running:
-            if running is not None and now - running[1] >= interval * 0.5:
-                msg = running[0]
-                task = asyncio.get_running_loop().create_task(self._settle(msg.in_progress))
-                self._beats.add(task)
-                task.add_done_callback(self._beats.discard)
+        running = [r[0] for r in self._running if r is not None and now - r[1] >= interval * 0.5]
+        waiting = [raw for raw in self._held.values() if raw is not None]
+        if self._transport_held is not None:
+            waiting.extend(self._transport_held())
+        if running or waiting:
+            task = asyncio.get_running_loop().create_task(self._send_beats(running, waiting))
+            self._beats.add(task)
+            task.add_done_callback(self._beats.discard)
         self._schedule_heartbeat()
+
+    async def _send_beats(self, running: list[Message], waiting: list[Any]) -> None:
+        for msg in running:
+            await self._settle(msg.in_progress)  # nothing once settled
+        for raw in waiting:
+            if self._waiting(raw):  # checked right before: never after its settlement
+                await self._settle(raw.in_progress)
+
+    def _waiting(self, raw: Any) -> bool:
+        """Whether ``raw`` waits here unsettled: queued, or still in the transport's buffer."""
+        sequence = self._meta(raw)[1]
+        state = self._held.get(sequence, _ABSENT)
+        return sequence != 0 and (
+            state is raw or (state is _ABSENT and sequence not in self._settled)
+        )

@@ -15,7 +15,9 @@ Delivery policy (the same for every transport, see :class:`DeliveryPolicy`):
   ``max_deliver`` attempts; then the message goes to the dead letters with the reason, the
   handler and the attempt count, and the subscription goes on with the next messages;
 - a message that cannot be decoded goes to the dead letters at once with the decode error;
-- while a handler runs, in-progress heartbeats keep the server from redelivering it;
+- while a message is held (running, or waiting for a worker), in-progress heartbeats keep
+  the server from redelivering it; a redelivered copy of a message still held or already
+  settled is not handled again;
 - at most ``prefetch`` messages are held unacknowledged in memory per subscription;
 - messages with the same key are handled one at a time in stream order by the workers of
   one subscription (they are partitioned by key);
@@ -245,6 +247,8 @@ class SubscriptionStats:
         dead_lettered: messages sent to the dead letters.
         decode_errors: messages that could not be decoded (also dead-lettered).
         clock_skew: events whose hybrid-clock time was too far ahead to merge.
+        duplicates: redelivered copies of messages held, acked or terminated here, dropped
+            (or settled again) instead of handled a second time; not counted in ``delivered``.
         in_memory: messages held unacknowledged right now.
         max_in_memory: the most ever held at once (never above ``prefetch``).
     """
@@ -255,6 +259,7 @@ class SubscriptionStats:
     dead_lettered: int = 0
     decode_errors: int = 0
     clock_skew: int = 0
+    duplicates: int = 0
     in_memory: int = 0
     max_in_memory: int = 0
 
@@ -325,7 +330,8 @@ class Transport(abc.ABC):
         Retries (the event id makes retries safe) until the publish timeout.
 
         Raises:
-            PublishError: if the server did not acknowledge in time.
+            PublishError: if the server did not acknowledge in time, or refused it (the
+                client too, e.g. a body above the server's maximum payload).
             TransportClosedError: if the transport is not started or is closed.
             TypeError: if the payload cannot be encoded.
         """
@@ -335,7 +341,8 @@ class Transport(abc.ABC):
         """Publish ``envelope`` without waiting for its acknowledgement.
 
         Waits only while ``window`` publishes are unacknowledged. The returned future
-        resolves with the ack or fails with :class:`~tidings.PublishError`; a failure is
+        resolves with the ack or fails with :class:`~tidings.PublishError` (also when the
+        client refuses the message at once, e.g. too large: its window slot is freed); a failure is
         also passed to the transport's ``on_publish_error`` hook (logged by default), so
         it is never dropped silently even when nobody awaits the future.
 

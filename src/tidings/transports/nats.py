@@ -256,6 +256,11 @@ class _Puller:
     never exceeds the ``batch`` asked for by :meth:`fetch`, which the consumer sizes to its
     free prefetch slots. The request lingers on the server until filled or expired, so
     events flow as soon as they are published.
+
+    After a reconnect (:meth:`reset`) the outstanding request may live on (the same server
+    came back) or be gone (another server): requests go out from a new inbox at once, and
+    the messages the old inbox still receives are nak'd as they come, so this process never
+    holds more than ``batch`` messages.
     """
 
     def __init__(self, nc: _NatsClient, stream: str, consumer: str, expires: float) -> None:
@@ -263,8 +268,8 @@ class _Puller:
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._expires_ns = int(expires * 1e9)
         self._grace = expires + 2.0
-        self._inbox = nc.new_inbox()
-        self._cut = len(self._inbox) + 1
+        self._inbox = ""
+        self._cut = 0
         self._ids = itertools.count(1)
         self._current: str | None = None
         self._remaining = 0
@@ -272,22 +277,64 @@ class _Puller:
         self._buffer: deque[_NatsMsg] = deque()
         self._arrived = asyncio.Event()
         self._sub: Any = None
+        self._stale: dict[Any, float] = {}  # old inbox subscriptions -> when to drop them
         self.lost = False
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
+        await self._listen()
+
+    async def _listen(self) -> None:
+        """Subscribe a new inbox; the previous one's messages are nak'd from now on."""
+        inbox = self._nc.new_inbox()
+        sub: Any = None
+
+        async def on_msg(msg: _NatsMsg) -> None:
+            if sub is self._sub:
+                await self._on_msg(msg)
+            else:
+                await self._on_stale(sub, msg)
+
+        sub = await self._nc.subscribe(f"{inbox}.*", cb=on_msg)
+        self._sub, self._inbox, self._cut = sub, inbox, len(inbox) + 1
 
     async def stop(self) -> None:
         """Unsubscribe and give back what was fetched but never handed over."""
-        if self._sub is not None:
-            await _quietly(self._sub.unsubscribe())
+        for sub in (self._sub, *self._stale):
+            if sub is not None:
+                await _quietly(sub.unsubscribe())
+        self._stale.clear()
         while self._buffer:
             await _quietly(self._buffer.popleft().nak())
 
-    def reset(self) -> None:
-        """Forget the outstanding request (after a reconnect it is gone)."""
-        self._current = None
+    def held(self) -> list[_NatsMsg]:
+        """The messages fetched but not handed over yet (they need heartbeats too)."""
+        return list(self._buffer)
+
+    async def reset(self) -> None:
+        """Start requesting afresh (after a reconnect, or with a recreated consumer).
+
+        An outstanding request moves to the stale ones (see the class docstring) until it
+        ends or its deadline passes; if no new inbox can be subscribed now, it keeps
+        counting as outstanding until then.
+        """
+        if self._current is not None:
+            old, deadline = self._sub, self._deadline
+            try:
+                await self._listen()
+            except Exception as exc:
+                logger.debug("no new pull inbox (%r); keeping the old request", exc)
+                return
+            self._stale[old] = deadline
+            self._current = None
         self._arrived.set()
+
+    async def _on_stale(self, sub: Any, msg: _NatsMsg) -> None:
+        headers = msg.headers
+        if headers and not msg.data and "Status" in headers:
+            if headers["Status"] != "100" and self._stale.pop(sub, None) is not None:
+                await _quietly(sub.unsubscribe())  # the old request ended
+            return
+        await _quietly(msg.nak())  # beyond this process's budget: the server redelivers it
 
     async def _on_msg(self, msg: _NatsMsg) -> None:
         headers = msg.headers
@@ -312,6 +359,10 @@ class _Puller:
         now = asyncio.get_running_loop().time()
         if self._current is not None and now >= self._deadline:
             self._current = None  # the server forgot it (restart, lost reply)
+        for sub, deadline in list(self._stale.items()):
+            if now >= deadline:
+                del self._stale[sub]
+                await _quietly(sub.unsubscribe())
         buffer = self._buffer
         if self._current is None:
             want = batch - len(buffer)
@@ -613,8 +664,8 @@ class NatsTransport(SubjectTransport):
         nc = self._nc
         url = nc.connected_url.netloc if nc is not None and nc.connected_url else "?"
         logger.warning("reconnected to NATS at %s", url, extra=log_fields())
-        for puller in self._pullers:
-            puller.reset()  # pull requests died with the old connection
+        for puller in list(self._pullers):
+            await puller.reset()  # a pull request may live on, or have died with the server
 
     def _client(self) -> _NatsClient:
         if self._state not in ("started", "closing") or self._nc is None:
@@ -690,6 +741,9 @@ class NatsTransport(SubjectTransport):
         except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
             # Not sent: the sweeper sends it again after ack_timeout, until publish_timeout.
             logger.debug("publish to %s deferred: %r", subject, exc, extra=log_fields())
+        except Exception as exc:
+            # Refused for good (too large, ...): fails now, once, and frees its window slot.
+            self._fail(token, f"the client refused it ({type(exc).__name__}: {exc})", exc)
         return future
 
     def _done(self, token: str) -> _Pending | None:
@@ -702,7 +756,10 @@ class NatsTransport(SubjectTransport):
             self._idle.set()
         return pending
 
-    def _fail(self, token: str, why: str) -> None:
+    def _fail(self, token: str, why: str, cause: BaseException | None = None) -> None:
+        """Fail the publish ``token`` with one :class:`PublishError` (naming the event, its
+        topic and ``why``; ``cause`` chained): set on its future, and reported when sent
+        with :meth:`send`."""
         pending = self._done(token)
         if pending is None:
             return
@@ -712,6 +769,7 @@ class NatsTransport(SubjectTransport):
         error = PublishError(
             f"event {event_id} on {topic!r} was not stored: {why}", event_id=event_id, topic=topic
         )
+        error.__cause__ = cause
         self._failed += 1
         if pending.report:
             fields = log_fields(env)
@@ -850,7 +908,7 @@ class NatsTransport(SubjectTransport):
                 )
                 await self._js.add_consumer(stream, config(start_after))
             puller.lost = False
-            puller.reset()
+            await puller.reset()
 
         async def fetch(batch: int, timeout: float) -> list[Any]:
             if puller.lost:
@@ -889,6 +947,7 @@ class NatsTransport(SubjectTransport):
             decode,
             None if dead else dead_letter,
             release,
+            puller.held,
         )
 
     def __repr__(self) -> str:

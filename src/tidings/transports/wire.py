@@ -29,12 +29,15 @@ header              value                                                       
 
 [1] without ``ce-id``, the ``Nats-Msg-Id`` is the id, else ``<stream>-<sequence>``.
 [2] ``tidings`` when missing. [3] without ``ce-hlc``, ``ce-time`` gives the time; without
-either, the time the message was received.
+either, the time the message was received. A time before 1970 (a negative ``ce-hlc`` or an
+earlier ``ce-time``) makes the message undecodable.
 
 **Structured mode** (``structured=True`` on the transport). The body is the JSON
 CloudEvent of :func:`tidings.to_cloudevent` and ``content-type`` is
 ``application/cloudevents+json``; ``Nats-Msg-Id`` is still set. Consumers read both modes
-whatever their own setting: the content type tells them apart.
+whatever their own setting: the content type tells them apart (its media type, compared
+without parameters such as ``; charset=utf-8`` and case-insensitively). Without ``hlc`` or
+``time`` an event is stamped with the time it was received, as in binary mode.
 
 **Dead letters.** An event that exhausted its deliveries, or that could not be decoded, is
 copied, body and headers unchanged, to ``<dead-letter prefix>.<topic>`` (default prefix
@@ -160,7 +163,13 @@ def _parse_time(value: str, subject: str) -> int:
         parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise DecodeError(f"malformed ce-time {value!r} on {subject}", subject=subject) from None
-    return int(parsed.timestamp() * 1_000_000) * 1000
+    time = int(parsed.timestamp() * 1_000_000) * 1000
+    if time < 0:
+        raise DecodeError(
+            f"ce-time {value!r} on {subject} is before 1970, which an HLC time cannot hold",
+            subject=subject,
+        )
+    return time
 
 
 def _parse_hlc(value: object, subject: str) -> int:
@@ -171,6 +180,13 @@ def _parse_hlc(value: object, subject: str) -> int:
     if hlc < 0:
         raise DecodeError(f"malformed ce-hlc {value!r} on {subject}", subject=subject)
     return hlc
+
+
+def _media_type(content_type: str | None) -> str | None:
+    """The media type of a ``content-type`` value: parameters dropped, lower case."""
+    if content_type is None:
+        return None
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 def decode_envelope(
@@ -197,12 +213,15 @@ def decode_envelope(
             (or a function computing it, called only then).
 
     Raises:
-        DecodeError: naming the subject and what is wrong with the message.
+        DecodeError: naming the subject and what is wrong with the message, including a
+            negative ``ce-hlc`` and a ``ce-time`` before 1970.
     """
     hdrs: Mapping[str, str] = headers or NO_HEADERS
     try:
-        if hdrs.get("content-type") == CONTENT_TYPE_STRUCTURED:
-            return _decode_structured(topic, hdrs, body, payload_type, subject, _value(fallback_id))
+        if _media_type(hdrs.get("content-type")) == CONTENT_TYPE_STRUCTURED:
+            return _decode_structured(
+                topic, hdrs, body, payload_type, subject, fallback_id, fallback_time
+            )
         payload = codec.decode(bytes(body), payload_type)
     except DecodeError as exc:
         if exc.subject is not None:
@@ -256,7 +275,8 @@ def _decode_structured(
     body: bytes,
     payload_type: type | None,
     subject: str,
-    fallback_id: str,
+    fallback_id: str | Callable[[], str],
+    fallback_time: int | Callable[[], int],
 ) -> Envelope[Any]:
     event = _structured_decoder.decode(body)
     if event.specversion != "1.0":
@@ -268,7 +288,7 @@ def _decode_structured(
     if event.hlc is not None:
         time = _parse_hlc(event.hlc, subject)
     else:
-        time = 0 if event.time is None else _parse_time(event.time, subject)
+        time = _value(fallback_time) if event.time is None else _parse_time(event.time, subject)
     extensions: dict[str, str] = {}
     raw = msgspec.json.decode(body)
     if isinstance(raw, dict):
@@ -282,5 +302,5 @@ def _decode_structured(
         event.partitionkey,
         event.source,
         MappingProxyType(extensions) if extensions else NO_HEADERS,
-        event.id or hdrs.get(MSG_ID) or fallback_id,
+        event.id or hdrs.get(MSG_ID) or _value(fallback_id),
     )
