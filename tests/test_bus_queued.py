@@ -431,6 +431,15 @@ def test_batch_must_be_a_batch_and_nothing_starts_before_the_checks(bus: tidings
             tidings.InvalidHandlerError, match="priority= must be an int or a float"
         ):
             bus.subscribe(Job, refused, priority=bad, mode="queued")  # type: ignore[call-overload]
+    with pytest.raises(tidings.InvalidHandlerError, match="once= must be True or False, not 'yes'"):
+        bus.subscribe(Job, refused, once="yes", mode="queued")  # type: ignore[call-overload]
+    for kwargs, message in (
+        ({"max_size": "a"}, r"Batch\(max_size=\) must be an int, not str"),
+        ({"min_size": 2.5}, r"Batch\(min_size=\) must be an int, not float"),
+        ({"max_wait": "1s"}, r"Batch\(max_wait=\) must be seconds, not str"),
+    ):
+        with pytest.raises(TypeError, match=message):
+            tidings.Batch(**kwargs)
     workers = [t.name for t in threading.enumerate() if "refused" in t.name]
     assert workers == []  # no worker was started
     assert bus.subscriptions() == ()

@@ -66,6 +66,10 @@ class Batch:
         max_wait: seconds a worker waits after the first envelope for the list to fill.
         adaptive: adapt the size to the buffer's fill between ``min_size`` and ``max_size``.
         min_size: the smallest adaptive size.
+
+    Raises:
+        TypeError: a size that is not an int, or a wait that is not a number of seconds.
+        ValueError: a size below 1 or a negative wait.
     """
 
     max_size: int = 256
@@ -74,6 +78,12 @@ class Batch:
     min_size: int = 16
 
     def __post_init__(self) -> None:
+        for name in ("max_size", "min_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Batch({name}=) must be an int, not {type(value).__name__}")
+        if isinstance(self.max_wait, bool) or not isinstance(self.max_wait, int | float):
+            raise TypeError(f"Batch(max_wait=) must be seconds, not {type(self.max_wait).__name__}")
         if self.max_size < 1 or self.min_size < 1:
             raise ValueError(
                 f"batch sizes must be positive, not max_size={self.max_size}, "

@@ -216,6 +216,8 @@ class Subscription(Generic[T]):
                 f"priority= must be an int or a float (higher runs first), not "
                 f"{type(priority).__name__} {priority!r}"
             )
+        if not isinstance(once, bool):
+            raise InvalidHandlerError(f"once= must be True or False, not {once!r}")
         if where is not None and not callable(where):
             raise InvalidHandlerError(
                 f"where= must be a callable taking the event and returning a bool, "
