@@ -217,14 +217,11 @@ class Queued:
                 buffer.put(env)
             else:
                 buffer.put_nowait(env)
-        except QueueClosedError:
-            raise
-        except WouldBlock:
-            next(self._refused)
-            raise self._would_block(buffer, own) from None
-        except Exception:
-            next(self._refused)
-            raise
+        except Exception as exc:
+            refusal = self._refusal(exc, buffer, own)
+            if refusal is exc:
+                raise
+            raise refusal from None
         finally:
             if not self.sub.active:
                 self.close()
@@ -247,14 +244,11 @@ class Queued:
                 buffer.put_nowait(env)
             else:
                 await buffer.aput(env)
-        except QueueClosedError:
-            raise
-        except WouldBlock:
-            next(self._refused)
-            raise self._would_block(buffer, True) from None
-        except Exception:
-            next(self._refused)
-            raise
+        except Exception as exc:
+            refusal = self._refusal(exc, buffer, True)
+            if refusal is exc:
+                raise
+            raise refusal from None
         finally:
             if not self.sub.active:
                 self.close()
@@ -272,7 +266,14 @@ class Queued:
         if self.pool is not None:
             self.pool.ready(self)
 
-    def _would_block(self, buffer: RingBuffer[Envelope[Any]], own: bool) -> WouldBlock:
+    def _refusal(self, exc: Exception, buffer: RingBuffer[Envelope[Any]], own: bool) -> Exception:
+        """What a put that raised ``exc`` raises: counted as refused unless the buffer was
+        closed; a :class:`~tidings.WouldBlock` says why the event cannot wait here."""
+        if isinstance(exc, QueueClosedError):
+            return exc
+        next(self._refused)
+        if not isinstance(exc, WouldBlock):
+            return exc
         where = (
             "this is one of its own workers, which would wait for itself"
             if own
