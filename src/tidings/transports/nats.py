@@ -39,7 +39,7 @@ import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -81,6 +81,7 @@ from tidings.transports.wire import encode_envelope
 __all__ = ("NatsTransport", "StreamSettings")
 
 logger = logging.getLogger("tidings.transports.nats")
+_T = TypeVar("_T")
 
 _GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -537,34 +538,30 @@ class NatsTransport(SubjectTransport):
     async def _ensure_stream(self, deadline: float) -> None:
         settings = self.stream
         subjects = self.subjects.stream_subjects()
-        loop = asyncio.get_running_loop()
-        while True:
+
+        async def stream_info() -> Any:
             try:
-                info = await self._js.stream_info(settings.name)
+                return await self._js.stream_info(settings.name)
             except nats.js.errors.NotFoundError:
-                info = None
-            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
-                # JetStream still electing its leaders (a cluster that just started).
-                if loop.time() >= deadline:
-                    raise TransportUnavailableError(
-                        f"JetStream at {', '.join(self.servers)} did not answer within "
-                        f"{self.connect_timeout:g}s ({type(exc).__name__}); is it enabled (-js)?",
-                        servers=self.servers,
-                        timeout=self.connect_timeout,
-                    ) from exc
-                await asyncio.sleep(0.1)
-                continue
-            if info is not None:
-                self._check_stream(info.config, subjects)
-                return
-            if not settings.create:
-                raise StreamConfigError(
-                    f"stream {settings.name!r} does not exist and create=False",
-                    stream=settings.name,
-                    differences=("stream: missing",),
-                )
-            try:
-                await self._js.add_stream(
+                return None
+
+        # Timeouts here mostly mean JetStream is still electing leaders (a cluster that
+        # just started); ``_jetstream_call`` retries them until the deadline.
+        info = await self._jetstream_call(
+            stream_info, deadline, "JetStream did not answer; is it enabled (-js)?"
+        )
+        if info is not None:
+            self._check_stream(info.config, subjects)
+            return
+        if not settings.create:
+            raise StreamConfigError(
+                f"stream {settings.name!r} does not exist and create=False",
+                stream=settings.name,
+                differences=("stream: missing",),
+            )
+        try:
+            await self._jetstream_call(
+                lambda: self._js.add_stream(
                     _api.StreamConfig(
                         name=settings.name,
                         subjects=subjects,
@@ -575,19 +572,36 @@ class NatsTransport(SubjectTransport):
                         max_age=settings.max_age,
                         max_bytes=settings.max_bytes,
                     )
-                )
-                return
-            except nats.js.errors.BadRequestError as exc:
-                raise StreamConfigError(
-                    f"cannot create stream {settings.name!r}: {exc.description}",
-                    stream=settings.name,
-                    differences=(str(exc.description),),
-                ) from exc
+                ),
+                deadline,
+                f"could not create stream {settings.name!r}",
+            )
+        except nats.js.errors.BadRequestError as exc:
+            raise StreamConfigError(
+                f"cannot create stream {settings.name!r}: {exc.description}",
+                stream=settings.name,
+                differences=(str(exc.description),),
+            ) from exc
+
+    async def _jetstream_call(
+        self, call: Callable[[], Awaitable[_T]], deadline: float, failure: str
+    ) -> _T:
+        """Run an idempotent JetStream API request, retrying while JetStream is unavailable.
+
+        A request that times out or finds JetStream unavailable (a leader election, a
+        replicated asset still being placed, a loaded machine) is sent again every 0.1 s
+        until ``deadline`` (event-loop time); then :class:`TransportUnavailableError`
+        says ``failure``. Other errors propagate at once.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                return await call()
             except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
                 if loop.time() >= deadline:
                     raise TransportUnavailableError(
-                        f"could not create stream {settings.name!r} within "
-                        f"{self.connect_timeout:g}s ({type(exc).__name__})",
+                        f"{failure} (servers {', '.join(self.servers)}; gave up after "
+                        f"connect_timeout={self.connect_timeout:g}s: {type(exc).__name__})",
                         servers=self.servers,
                         timeout=self.connect_timeout,
                     ) from exc
@@ -891,7 +905,11 @@ class NatsTransport(SubjectTransport):
                 num_replicas=None if group is not None else 1,
             )
 
-        await self._js.add_consumer(stream, config(None))
+        await self._jetstream_call(
+            lambda: self._js.add_consumer(stream, config(None)),
+            asyncio.get_running_loop().time() + self.connect_timeout,
+            f"could not create consumer {consumer!r} on stream {stream!r}",
+        )
         nc = self._client()
         puller = _Puller(nc, stream, consumer, expires=5.0)
         await puller.start()
