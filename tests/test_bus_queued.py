@@ -314,6 +314,21 @@ def test_bad_queue_settings_are_explained(bus: tidings.Bus) -> None:
         bus.subscribe(Job, print, mode="queued", weight=0)
 
 
+def test_buffer_options_on_an_unbuffered_subscription_are_refused(bus: tidings.Bus) -> None:
+    async def coro(job: Job) -> None: ...
+
+    with pytest.raises(
+        tidings.InvalidHandlerError, match="is delivered inline: pass mode='queued'"
+    ):
+        bus.subscribe(Job, print, maxsize=10)
+    with pytest.raises(tidings.InvalidHandlerError, match="is delivered task: pass mode='queued'"):
+        bus.subscribe(Job, coro, overflow="drop_oldest")
+    with pytest.raises(tidings.InvalidHandlerError, match="maxsize=, overflow= and weight="):
+        bus.on(Job, weight=2)(print)
+    assert bus.statistics().subscriptions == ()  # nothing was registered
+    bus.subscribe(Job, print, maxsize=10, mode="queued").cancel()
+
+
 def test_statistics_count_inline_deliveries_and_failures(bus: tidings.Bus) -> None:
     def sometimes(job: Job) -> None:
         if job.seq == 3:

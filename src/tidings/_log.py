@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from tidings.exceptions import LoopNotRunningError
 from tidings.observability._observer import replaying
 from tidings.observability.logs import log_fields
+from tidings.store._sync import SyncStore
 from tidings.store.base import EventStore, LogSubscription, SupportsSyncAppend
 from tidings.subscription import SKIP
 
@@ -213,6 +214,13 @@ class Log:
             return False
         follower.stop()
         return True
+
+    def close_sync(self) -> None:
+        """Close the store from synchronous code if it can be (a :class:`SyncStore`) and
+        no follower is still running on a loop; otherwise leave it to :meth:`aclose`."""
+        running = any(f.task is not None and not f.task.done() for f in self.followers.values())
+        if isinstance(self.store, SyncStore) and not running:
+            self.store.close_sync()
 
     async def aclose(self, deadline: float) -> list[str]:
         """Stop every follower (letting handlers in flight finish until ``deadline``) and

@@ -469,6 +469,12 @@ class Bus:
             envelope=envelope,
             mode=mode,
         )
+        if sub.kind != QUEUED and (maxsize != 1024 or overflow != "block" or weight != 1):
+            raise InvalidHandlerError(
+                f"maxsize=, overflow= and weight= shape a queued subscription's buffer, but "
+                f"{sub.name} is delivered {sub.mode}: pass mode='queued' (or workers=, "
+                "batch=, pool=) to buffer its events, or drop those options"
+            )
         if self._observer is not None and group is not _LOCAL:
             sub.observe(True)
         if follows:
@@ -1448,13 +1454,17 @@ class Bus:
         """Stop accepting events and subscriptions (for programs without an event loop).
 
         Queued subscriptions' buffers are closed; their worker threads finish what they hold.
-        A store or transport is left open: close those with :meth:`aclose`, inside asyncio.
+        A store with synchronous operations (memory, SQLite) is closed too, unless log
+        followers still run on an event loop. A transport, an async-only store (PostgreSQL)
+        or a store with running followers is left open: close those with :meth:`aclose`.
         """
         self._closed = True
         for q in list(self._queued):
             q.close()
         for pool in self._pools:
             pool.close()
+        if self._log is not None:
+            self._log.close_sync()
 
     @property
     def closed(self) -> bool:

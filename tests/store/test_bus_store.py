@@ -75,6 +75,22 @@ async def test_every_publish_is_appended_before_handlers_see_it(tmp_path: Path) 
     assert seen_positions == [1, 2, 3, 4]  # each handler saw its own event already stored
 
 
+def test_a_synchronous_program_s_bus_closes_its_sqlite_store(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "events.db")
+    seen: list[int] = []
+    with tidings.Bus(store=store) as bus:
+        bus.subscribe(Deposited, lambda event: seen.append(event.amount))
+        bus.publish(Deposited("a", 1))
+        assert store.append_sync([]) == []  # still open inside the block
+    assert seen == [1]
+    assert store.closed
+    with pytest.raises(tidings.StoreClosedError):
+        asyncio.run(store.read())
+    reopened = SQLiteStore(tmp_path / "events.db")
+    assert [r.envelope.payload for r in asyncio.run(reopened.read())] == [Deposited("a", 1)]
+    asyncio.run(reopened.aclose())
+
+
 async def test_a_failed_append_is_raised_and_nothing_is_dispatched() -> None:
     async with tidings.Bus(store=MemoryStore()) as bus:
         seen: list[object] = []

@@ -43,6 +43,11 @@ class SyncStore(EventStore):
             self._changes.notify()
         return positions
 
+    def close_sync(self) -> None:
+        """Close the store like :meth:`~EventStore.aclose`, from synchronous code. Idempotent."""
+        if self._begin_close():
+            self._close_now()
+
     async def _append(
         self, drafts: Sequence[Draft], stream: str | None, expected_version: int | StreamState
     ) -> tuple[list[int], bool]:

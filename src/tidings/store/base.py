@@ -514,16 +514,21 @@ class EventStore(ABC):
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
+        """Whether :meth:`aclose` (or a sync store's ``close_sync``) was called."""
         return self._closed
 
     async def aclose(self) -> None:
         """Close the store and end its subscriptions. Idempotent."""
+        if self._begin_close():
+            await self._close()
+
+    def _begin_close(self) -> bool:
+        """Mark the store closed and end its subscriptions; whether it was open."""
         if self._closed:
-            return
+            return False
         self._closed = True
         self._changes.notify()
-        await self._close()
+        return True
 
     @abstractmethod
     async def _close(self) -> None:
