@@ -1,11 +1,13 @@
 """A consumer process for the multi-process tests.
 
-``python group_worker.py URL PREFIX STREAM GROUP OUTFILE ACK_WAIT [STORE]``: subscribes to
-``bench.>`` in GROUP, appends the id of every event it handles to OUTFILE (written before
-the ack, so a killed worker may have handled events it never acked), prints ``ready``, and
-runs until SIGTERM (clean close) or SIGKILL. With STORE (an SQLite file shared by the
-workers) it subscribes through a ``Bus(transport=..., store=...)`` with ``idempotent=True``,
-so an event another worker already handled is skipped when it is redelivered.
+``python group_worker.py URL PREFIX STREAM GROUP OUTFILE ACK_WAIT [STORE | exclusive]``:
+subscribes to ``bench.>`` in GROUP, appends the id of every event it handles to OUTFILE
+(written before the ack, so a killed worker may have handled events it never acked), prints
+``ready``, and runs until SIGTERM (clean close) or SIGKILL. With STORE (an SQLite file shared
+by the workers) it subscribes through a ``Bus(transport=..., store=...)`` with
+``idempotent=True``, so an event another worker already handled is skipped when it is
+redelivered. With ``exclusive`` the group is exclusive (4 workers, takeover after 1 s) and
+each line is ``id key n attempt`` (``n`` from the payload).
 """
 
 from __future__ import annotations
@@ -36,12 +38,20 @@ async def main(
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
 
+    exclusive = store_path == "exclusive"
+
     async def handle(message: Message) -> None:
-        os.write(fd, f"{message.envelope.id}\n".encode())
+        env = message.envelope
+        line = f"{env.id} {env.key} {env.payload['n']} {message.attempt}" if exclusive else env.id
+        os.write(fd, f"{line}\n".encode())
 
     policy = DeliveryPolicy(ack_wait=ack_wait, prefetch=128, start="all")
+    if exclusive:
+        policy = DeliveryPolicy(
+            ack_wait=ack_wait, prefetch=128, start="all", workers=4, exclusive=True, takeover=1.0
+        )
     transport = NatsTransport(url, prefix=prefix, stream=StreamSettings(name=stream), policy=policy)
-    if store_path is None:
+    if store_path is None or exclusive:
         async with transport:
             await transport.subscribe("bench.>", handle, group=group, policy=policy)
             sys.stdout.write("ready\n")

@@ -179,6 +179,10 @@ async def test_delivery_policy_validation() -> None:
         DeliveryPolicy(max_deliver=0)
     with pytest.raises(ValueError, match="prefetch"):
         DeliveryPolicy(prefetch=0)
+    with pytest.raises(ValueError, match="takeover must be at least 1 second"):
+        DeliveryPolicy(exclusive=True, takeover=0.5)
+    with pytest.raises(TypeError, match="exclusive must be a bool"):
+        DeliveryPolicy(exclusive="yes")  # type: ignore[arg-type]
     policy = DeliveryPolicy(backoff=0.5, backoff_factor=2.0, backoff_max=3.0)
     assert [policy.retry_delay(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 

@@ -27,7 +27,7 @@ EVENTS = 20_000
 
 
 def _spawn(
-    server: NatsServer, stream: str, out: Path, ack_wait: float, store: Path | None = None
+    server: NatsServer, stream: str, out: Path, ack_wait: float, store: Path | str | None = None
 ) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [
@@ -75,13 +75,17 @@ async def _wait_until(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.1)  # polling other processes' output files
 
 
-async def _publish(url: str, stream: str, count: int, progress: list[int]) -> set[str]:
+async def _publish(
+    url: str, stream: str, count: int, progress: list[int], keys: int = 0
+) -> set[str]:
+    """Publish ``count`` events ``{"n": n}``, with ``keys`` keys round robin (0: no key)."""
     clock = HybridClock()
     transport = NatsTransport(url, prefix=stream.lower(), stream=StreamSettings(name=stream))
     ids: set[str] = set()
     async with transport:
         for n in range(count):
-            env = Envelope("bench.tick", {"n": n}, clock.now(), None, "test", {}, None, clock.node)
+            key = f"k{n % keys}" if keys else None
+            env = Envelope("bench.tick", {"n": n}, clock.now(), key, "test", {}, None, clock.node)
             ids.add(env.id)
             await transport.send(env)
             progress[0] = n + 1
@@ -152,3 +156,40 @@ async def test_idempotent_bus_consumers_keep_a_killed_member_from_causing_duplic
     # Only an event caught between its handler and its record can run twice.
     assert duplicates <= 2, duplicates
     assert set(a) | set(b) == sent
+
+
+async def test_an_exclusive_group_keeps_key_order_across_processes_through_a_kill(
+    nats_server: NatsServer, tmp_path: Path, workers: list[subprocess.Popen[str]]
+) -> None:
+    """Two processes in an exclusive group: one handles everything, with 4 workers, each
+    key in order; SIGKILL it and the other takes over within the takeover time, still in
+    key order for every first delivery; only what the dead one held comes back again."""
+    paths = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    workers.extend(_spawn(nats_server, "PINNED", path, 2.0, "exclusive") for path in paths)
+    progress = [0]
+    publishing = asyncio.create_task(_publish(nats_server.url, "PINNED", EVENTS, progress, 10))
+
+    def lines(path: Path) -> list[list[str]]:
+        return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+    await _wait_until(lambda: any(len(lines(p)) >= 3_000 for p in paths), 60, "3,000 handled")
+    active = 0 if len(lines(paths[0])) >= 3_000 else 1
+    assert not lines(paths[1 - active]), "the standby handled nothing while the other was active"
+    workers[active].send_signal(signal.SIGKILL)
+    workers[active].wait(timeout=10)
+    killed_at = progress[0]
+    sent = await asyncio.wait_for(publishing, 120)
+    await _wait_until(
+        lambda: {line[0] for p in paths for line in lines(p)} >= sent, 90, "every event"
+    )
+    assert killed_at < EVENTS, "the active process was killed mid-run"
+    dead, alive = lines(paths[active]), lines(paths[1 - active])
+    assert all(attempt == "1" for *_, attempt in dead)
+    for handled in (dead, [line for line in alive if line[3] == "1"]):
+        last: dict[str, int] = {}
+        for _, key, n, _ in handled:
+            assert int(n) > last.get(key, -1), f"key {key}: {n} after {last[key]}"
+            last[key] = int(n)
+    # Redelivered: only what the killed process held (its prefetch) or had not acked.
+    redelivered = [line for line in alive if line[3] != "1"]
+    assert len(redelivered) <= 128 + 64

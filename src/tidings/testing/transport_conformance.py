@@ -601,6 +601,49 @@ class TransportConformance:
             assert numbers == sorted(numbers)
             assert len(numbers) == 40
 
+    async def test_exclusive_group_keeps_key_order_across_members_then_hands_over(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        one: Transport = await open_transport()
+        if not one.features.exclusive_groups:
+            pytest.skip("transport has no exclusive groups")
+        two: Transport = await open_transport()
+        got = {id(one): Collector(), id(two): Collector()}
+        policy = DeliveryPolicy(workers=4, prefetch=16, exclusive=True, takeover=1.0)
+        subs = {
+            id(t): await t.subscribe("conformance.>", got[id(t)], group="pinned", policy=policy)
+            for t in (one, two)
+        }
+        clock = HybridClock()
+
+        async def send(start: int) -> None:
+            for i in range(start, start + 100):
+                await one.send(make_envelope(clock, f"k{i % 5}-n-{i}", key=f"k{i % 5}"))
+            assert await one.flush(TIMEOUT) == 0
+
+        def in_key_order(messages: list[Message]) -> bool:
+            last: dict[str | None, int] = {}
+            for m in messages:
+                n = int(m.envelope.payload.order_id.split("-")[2])
+                if n <= last.get(m.envelope.key, -1):
+                    return False
+                last[m.envelope.key] = n
+            return True
+
+        await send(0)
+        await eventually(lambda: sum(len(c.messages) for c in got.values()) >= 100)
+        active = next(t for t in (one, two) if got[id(t)].messages)
+        standby = two if active is one else one
+        assert len(got[id(active)].messages) == 100  # one member had them all, in key order
+        assert not got[id(standby)].messages
+        assert in_key_order(got[id(active)].messages)
+        await subs[id(active)].cancel()  # the active member leaves: the standby takes over
+        await send(100)
+        await got[id(standby)].wait_count(100)
+        assert in_key_order(got[id(standby)].messages)
+        handled = got[id(active)].ids + got[id(standby)].ids
+        assert len(handled) == len(set(handled)) == 200
+
     async def test_received_times_merge_into_the_clock(
         self, open_transport: Callable[..., Any]
     ) -> None:

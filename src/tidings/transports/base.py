@@ -66,6 +66,7 @@ class TransportFeatures:
         redelivery: unacknowledged events come back after ``ack_wait``; ``nak`` redelivers.
         dedup: a second publish of an event id within the duplicate window is dropped.
         ordered_per_key: one subscription's workers handle each key's events in order.
+        exclusive_groups: ``DeliveryPolicy(exclusive=True)`` pins a group to one member.
         raw_publish: :meth:`Transport.publish_raw` can inject arbitrary bytes.
     """
 
@@ -74,6 +75,7 @@ class TransportFeatures:
     redelivery: bool = True
     dedup: bool = True
     ordered_per_key: bool = True
+    exclusive_groups: bool = True
     raw_publish: bool = True
 
 
@@ -96,6 +98,14 @@ class DeliveryPolicy:
         start: where a new consumer starts: ``"new"`` events published from now on, or
             ``"all"`` events still in the stream. A group's consumer keeps its position
             once created.
+        exclusive: a group's events go to one process at a time: the server pins the
+            group's consumer to the first process that pulls, and the others stand by.
+            With the per-key workers, each key's events are then handled in publish order
+            across the whole group, not only within a process. Ignored without a group.
+        takeover: with ``exclusive``, seconds after the active process last pulled (it
+            died, was closed, or kept every prefetch slot busy that long) before a standby
+            takes the group over. Events the old process held unsettled come back after
+            ``ack_wait`` (at least once), possibly after later events of the same key.
 
     Raises:
         ValueError: if a number is out of range.
@@ -110,6 +120,8 @@ class DeliveryPolicy:
     prefetch: int = 256
     workers: int = 1
     start: Literal["new", "all"] = "new"
+    exclusive: bool = False
+    takeover: float = 5.0
 
     def __post_init__(self) -> None:
         if self.max_deliver < 1:
@@ -124,6 +136,13 @@ class DeliveryPolicy:
             raise ValueError("prefetch and workers must be at least 1")
         if self.start not in ("new", "all"):
             raise ValueError(f"start must be 'new' or 'all', not {self.start!r}")
+        if not isinstance(self.exclusive, bool):
+            raise TypeError(f"exclusive must be a bool, not {self.exclusive!r}")
+        if not self.takeover >= 1.0:
+            raise ValueError(
+                f"takeover must be at least 1 second (pull requests renew the pin every "
+                f"takeover / 2), not {self.takeover!r}"
+            )
 
     def retry_delay(self, attempt: int) -> float:
         """The delay before redelivering a message whose ``attempt``-th delivery failed."""

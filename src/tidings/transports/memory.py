@@ -73,6 +73,10 @@ class _MemConsumer:
     deliveries: dict[int, int] = field(default_factory=dict)
     delayed: list[tuple[float, int]] = field(default_factory=list)
     signal: asyncio.Event = field(default_factory=asyncio.Event)
+    takeover: float | None = None  # exclusive: seconds a silent pinned member keeps the pin
+    pinned: object | None = None
+    pinned_at: float = 0.0  # when the pinned member last pulled
+    fetching: set[object] = field(default_factory=set)
 
 
 class _MemRaw:
@@ -149,15 +153,48 @@ class MemoryBroker:
         return PublishAck(self.stream, sequence)
 
     def consumer(
-        self, name: str, filter_subject: str, ack_wait: float, start: Literal["new", "all"]
+        self,
+        name: str,
+        filter_subject: str,
+        ack_wait: float,
+        start: Literal["new", "all"],
+        takeover: float | None = None,
     ) -> _MemConsumer:
-        """The consumer ``name``, created on first use (later settings are ignored)."""
+        """The consumer ``name``, created on first use (later settings are ignored).
+
+        With ``takeover``, the consumer is exclusive: it delivers only to its pinned member
+        (see :meth:`fetch`), as JetStream's ``pinned_client`` priority policy does.
+        """
         consumer = self._consumers.get(name)
         if consumer is None:
             next_seq = 1 if start == "all" else len(self._log) + 1
             consumer = _MemConsumer(name, compile_pattern(filter_subject), ack_wait, next_seq)
+            consumer.takeover = takeover
             self._consumers[name] = consumer
         return consumer
+
+    def unpin(self, consumer: _MemConsumer, member: object) -> None:
+        """Release ``member``'s pin on ``consumer``, if it holds it: a standby takes over."""
+        if consumer.pinned is member:
+            consumer.pinned = None
+            consumer.signal.set()
+
+    def _pin(self, consumer: _MemConsumer, member: object | None, now: float) -> float | None:
+        """Whether ``member`` may take messages now: ``None`` if so (pinning it when the pin
+        is free or its holder silent past ``takeover``), else when to look again."""
+        takeover = consumer.takeover
+        if member is None or takeover is None:
+            return None
+        holder = consumer.pinned
+        if holder is member or holder is None:
+            consumer.pinned, consumer.pinned_at = member, now
+            return None
+        if holder in consumer.fetching:
+            return now + takeover
+        if now - consumer.pinned_at >= takeover:
+            consumer.pinned, consumer.pinned_at = member, now
+            return None
+        return consumer.pinned_at + takeover
 
     def drop_consumer(self, name: str) -> None:
         """Forget an ephemeral consumer."""
@@ -172,15 +209,33 @@ class MemoryBroker:
             heapq.heappush(consumer.delayed, (time.monotonic() + redeliver_in, sequence))
             consumer.signal.set()
 
-    async def fetch(self, consumer: _MemConsumer, batch: int, timeout: float) -> list[_MemRaw]:
-        """Up to ``batch`` messages for ``consumer``: due redeliveries first, then new ones."""
+    async def fetch(
+        self, consumer: _MemConsumer, batch: int, timeout: float, member: object | None = None
+    ) -> list[_MemRaw]:
+        """Up to ``batch`` messages for ``consumer``: due redeliveries first, then new ones.
+
+        On an exclusive consumer, ``member`` (the fetching subscription) gets messages only
+        while it holds the pin; a member waiting here counts as pulling.
+        """
         deadline = time.monotonic() + timeout
+        consumer.fetching.add(member)
+        try:
+            return await self._fetch(consumer, batch, deadline, member)
+        finally:
+            consumer.fetching.discard(member)
+            if consumer.pinned is member:
+                consumer.pinned_at = time.monotonic()
+
+    async def _fetch(
+        self, consumer: _MemConsumer, batch: int, deadline: float, member: object | None
+    ) -> list[_MemRaw]:
         while True:
             now = time.monotonic()
-            ready = self._take(consumer, batch, now)
+            retry = self._pin(consumer, member, now)
+            ready = self._take(consumer, batch, now) if retry is None else []
             if ready or now >= deadline:
                 return ready
-            wake = deadline
+            wake = deadline if retry is None else min(deadline, retry)
             if consumer.delayed:
                 wake = min(wake, consumer.delayed[0][0])
             for pending in consumer.pending.values():
@@ -309,10 +364,18 @@ class MemoryTransport(SubjectTransport):
         consumer_name = (
             f"{group}|{subject_filter}" if group is not None else f"ephemeral-{next(_ids)}"
         )
-        state = broker.consumer(consumer_name, subject_filter, policy.ack_wait, policy.start)
+        exclusive = group is not None and policy.exclusive
+        state = broker.consumer(
+            consumer_name,
+            subject_filter,
+            policy.ack_wait,
+            policy.start,
+            policy.takeover if exclusive else None,
+        )
+        member = object() if exclusive else None
 
         async def fetch(batch: int, timeout: float) -> list[Any]:
-            return list(await broker.fetch(state, batch, timeout))
+            return list(await broker.fetch(state, batch, timeout, member))
 
         async def dead_letter(raw: Any, reason: str, handler: str, attempts: int) -> None:
             subject, headers, body = dead_letter_message(
@@ -323,6 +386,8 @@ class MemoryTransport(SubjectTransport):
         async def release() -> None:
             if group is None:
                 broker.drop_consumer(consumer_name)
+            elif member is not None:
+                broker.unpin(state, member)
 
         return self._start_consumer(
             pattern,

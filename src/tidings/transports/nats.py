@@ -17,7 +17,11 @@ Consuming: a subscription is a JetStream pull consumer with explicit acks. Witho
 each subscription has its own consumer (deleted when it ends, or by the server after
 ``inactive_threshold`` when its process died), so every process gets every event. With
 ``group="name"`` the subscriptions of all processes share one durable consumer, replicated
-like the stream: competing consumers. The delivery policy (ack after success, nak with
+like the stream: competing consumers. With ``DeliveryPolicy(exclusive=True)`` that consumer
+uses JetStream's ``pinned_client`` priority policy (nats-server 2.11+): the server delivers
+to one process at a time, pull requests name the priority group ``tidings`` and carry the
+``Nats-Pin-Id`` they were given, a process closing cleanly unpins at once, and a silent one
+loses the pin after ``takeover``. The delivery policy (ack after success, nak with
 exponential backoff, dead letters after ``max_deliver``, heartbeats, bounded prefetch, order
 per key) is :mod:`tidings.transports.base`'s. The server never stops redelivering on its own
 (``max_deliver=-1`` on the consumer): giving up is always a stored dead letter, never a
@@ -63,6 +67,7 @@ from tidings.exceptions import (
     PublishError,
     StreamConfigError,
     TransportClosedError,
+    TransportError,
     TransportUnavailableError,
 )
 from tidings.observability.logs import log_fields
@@ -84,6 +89,9 @@ logger = logging.getLogger("tidings.transports.nats")
 _T = TypeVar("_T")
 
 _GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PRIORITY_GROUP = "tidings"
+"""The priority group of exclusive consumers' pull requests (NATS 2.11 pinned clients)."""
+_PIN_ID = "Nats-Pin-Id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +255,15 @@ _FAST_HEADERS = list(inspect.signature(_NatsClient._send_publish).parameters) ==
 ] and all(hasattr(_NatsClient, name) for name in ("_send_command", "_flush_pending"))
 
 
+@dataclass
+class _PinnedConsumerConfig(_api.ConsumerConfig):
+    """A consumer config with NATS 2.11's priority group fields, which nats-py lacks."""
+
+    priority_groups: list[str] | None = None
+    priority_policy: str | None = None
+    priority_timeout: int | None = None  # nanoseconds
+
+
 class _Puller:
     """Keeps one pull request outstanding on a consumer and buffers what it brings.
 
@@ -264,9 +281,14 @@ class _Puller:
     holds more than ``batch`` messages.
     """
 
-    def __init__(self, nc: _NatsClient, stream: str, consumer: str, expires: float) -> None:
+    def __init__(
+        self, nc: _NatsClient, stream: str, consumer: str, expires: float, *, pinned: bool
+    ) -> None:
         self._nc = nc
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._pinned = pinned
+        self.pin: str | None = None
+        """With ``pinned``: the id the server pinned this puller with (``Nats-Pin-Id``)."""
         self._expires_ns = int(expires * 1e9)
         self._grace = expires + 2.0
         self._inbox = ""
@@ -345,6 +367,8 @@ class _Puller:
                 return  # idle heartbeat
             if msg.subject[self._cut :] == self._current:
                 self._current = None
+            if status == "423":
+                self.pin = None  # another process holds the group now: ask unpinned
             if status == "503" or "Deleted" in headers.get("Description", ""):
                 self.lost = True
             self._arrived.set()
@@ -353,6 +377,8 @@ class _Puller:
             self._remaining -= 1
             if self._remaining <= 0:
                 self._current = None
+        if self._pinned and headers:
+            self.pin = headers.get(_PIN_ID, self.pin)
         self._buffer.append(msg)
         self._arrived.set()
 
@@ -370,7 +396,12 @@ class _Puller:
             if want > 0:
                 rid = str(next(self._ids))
                 self._current, self._remaining, self._deadline = rid, want, now + self._grace
-                body = b'{"batch":%d,"expires":%d}' % (want, self._expires_ns)
+                body = b'{"batch":%d,"expires":%d' % (want, self._expires_ns)
+                if self._pinned:
+                    body += b',"group":"%s"' % _PRIORITY_GROUP.encode()
+                    if self.pin is not None:
+                        body += b',"id":"%s"' % self.pin.encode()
+                body += b"}"
                 await self._nc.publish(self._next, body, reply=f"{self._inbox}.{rid}")
         if not buffer:
             self._arrived.clear()
@@ -883,6 +914,20 @@ class NatsTransport(SubjectTransport):
         else:
             consumer = f"tidings_{self._client()._nuid.next().decode()}"
         last_seen = [0]
+        pinned = group is not None and policy.exclusive
+        pinning: dict[str, Any] = {}
+        if pinned:
+            version = self._client().connected_server_version
+            if (version.major, version.minor) < (2, 11):
+                raise TransportError(
+                    f"DeliveryPolicy(exclusive=True) needs nats-server 2.11 or later (pinned "
+                    f"clients); this one is {version}: upgrade it or drop exclusive="
+                )
+            pinning = {
+                "priority_groups": [_PRIORITY_GROUP],
+                "priority_policy": "pinned_client",
+                "priority_timeout": round(policy.takeover * 1e9),
+            }
 
         def config(start_after: int | None) -> _api.ConsumerConfig:
             if start_after:
@@ -891,7 +936,7 @@ class NatsTransport(SubjectTransport):
                 deliver, start_seq = _api.DeliverPolicy.ALL, None
             else:
                 deliver, start_seq = _api.DeliverPolicy.NEW, None
-            return _api.ConsumerConfig(
+            return (_PinnedConsumerConfig if pinned else _api.ConsumerConfig)(
                 name=consumer,
                 durable_name=consumer if group is not None else None,
                 filter_subject=subject_filter,
@@ -903,6 +948,7 @@ class NatsTransport(SubjectTransport):
                 max_ack_pending=self.max_ack_pending,
                 inactive_threshold=None if group is not None else self.inactive_threshold,
                 num_replicas=None if group is not None else 1,
+                **pinning,
             )
 
         await self._jetstream_call(
@@ -911,7 +957,9 @@ class NatsTransport(SubjectTransport):
             f"could not create consumer {consumer!r} on stream {stream!r}",
         )
         nc = self._client()
-        puller = _Puller(nc, stream, consumer, expires=5.0)
+        # A pinned puller renews its pin with every request, so it asks twice per takeover.
+        expires = min(5.0, policy.takeover / 2) if pinned else 5.0
+        puller = _Puller(nc, stream, consumer, expires=expires, pinned=pinned)
         await puller.start()
         self._pullers.add(puller)
         idle = [0]
@@ -952,6 +1000,15 @@ class NatsTransport(SubjectTransport):
         async def release() -> None:
             self._pullers.discard(puller)
             await puller.stop()
+            if puller.pin is not None and self._nc is not None and self._nc.is_connected:
+                # Hand the group over now rather than after ``takeover`` seconds.
+                await _quietly(
+                    self._nc.request(
+                        f"$JS.API.CONSUMER.UNPIN.{stream}.{consumer}",
+                        b'{"group":"%s"}' % _PRIORITY_GROUP.encode(),
+                        timeout=max(self.ack_timeout, 1.0),
+                    )
+                )
             if group is None and self._nc is not None and self._nc.is_connected:
                 await _quietly(self._js.delete_consumer(stream, consumer))
 
