@@ -306,7 +306,7 @@ class TransportConformance:
         for env in sent:
             await one.send(env)
         assert await one.flush(TIMEOUT) == 0
-        await a.wait_for(lambda: len(a.messages) + len(b.messages) >= 200)
+        await eventually(lambda: len(a.messages) + len(b.messages) >= 200)
         assert sorted(a.ids + b.ids) == sorted(e.id for e in sent)
         assert not set(a.ids) & set(b.ids)
 
