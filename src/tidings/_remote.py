@@ -88,6 +88,7 @@ class Remote:
         self._pump: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
+        self._closing = False
         self.publish_failures = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -114,10 +115,11 @@ class Remote:
 
         Every event the outbox did not hand to the transport in time (the one it was sending
         included) is reported as failed with a :class:`~tidings.PublishError`; the
-        transport reports those it took and the server did not acknowledge.
+        transport reports those it took and the server did not acknowledge. Idempotent.
         """
-        if not self._started:
+        if not self._started or self._closing:
             return
+        self._closing = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         for entry in list(self._entries.values()):

@@ -470,10 +470,14 @@ class Bus:
             mode=mode,
         )
         if sub.kind != QUEUED and (maxsize != 1024 or overflow != "block" or weight != 1):
+            instead = (
+                "the transport's DeliveryPolicy(prefetch=, workers=) bounds what it holds"
+                if carried
+                else "pass mode='queued' (or workers=, batch=, pool=) to buffer its events"
+            )
             raise InvalidHandlerError(
                 f"maxsize=, overflow= and weight= shape a queued subscription's buffer, but "
-                f"{sub.name} is delivered {sub.mode}: pass mode='queued' (or workers=, "
-                "batch=, pool=) to buffer its events, or drop those options"
+                f"{sub.name} is delivered {sub.mode}: {instead}, or drop those options"
             )
         if self._observer is not None and group is not _LOCAL:
             sub.observe(True)
@@ -1411,8 +1415,8 @@ class Bus:
             )
         if not timeout >= 0:
             raise ValueError(f"timeout= must be at least 0 seconds, not {timeout!r}")
-        if self._remote is not None and not self._closed:
-            await self._remote.aclose(timeout)
+        if self._remote is not None:
+            await self._remote.aclose(timeout)  # also after close(), which leaves it open
         self._closed = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -1454,16 +1458,18 @@ class Bus:
         """Stop accepting events and subscriptions (for programs without an event loop).
 
         Queued subscriptions' buffers are closed; their worker threads finish what they hold.
-        A store with synchronous operations (memory, SQLite) is closed too, unless log
-        followers still run on an event loop. A transport, an async-only store (PostgreSQL)
-        or a store with running followers is left open: close those with :meth:`aclose`.
+        Like :meth:`aclose`, this closes the bus's store (the bus owns it) when it can: a
+        store with synchronous operations (memory, SQLite) on a bus without a transport and
+        with no log follower running on an event loop. A transport, an async-only store
+        (PostgreSQL), or a store that a transport's subscriptions or log followers still
+        use is left open: close those with :meth:`aclose` (callable after this).
         """
         self._closed = True
         for q in list(self._queued):
             q.close()
         for pool in self._pools:
             pool.close()
-        if self._log is not None:
+        if self._log is not None and self._remote is None:
             self._log.close_sync()
 
     @property

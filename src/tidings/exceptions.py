@@ -17,6 +17,7 @@
      │    ├── TransportUnavailableError (also ConnectionError)  server unreachable at start
      │    ├── TransportClosedError                   the transport is closing or closed
      │    ├── StreamConfigError                      the server's stream differs from the config
+     │    ├── ConsumerConfigError                    a group's consumer differs from the policy
      │    └── PublishError                           the server did not acknowledge a publish
      ├── CodecError                                  a payload could not be encoded or decoded
      │    ├── EncodeError         (also TypeError)   a payload is not JSON-encodable
@@ -38,6 +39,7 @@ __all__ = (
     "ClockSkewError",
     "CodecError",
     "ConcurrencyError",
+    "ConsumerConfigError",
     "DecodeError",
     "EncodeError",
     "EventTypeConflictError",
@@ -180,6 +182,21 @@ class StreamConfigError(TransportError):
     def __init__(self, message: str, *, stream: str, differences: tuple[str, ...]) -> None:
         super().__init__(message)
         self.stream = stream
+        self.differences = differences
+
+
+class ConsumerConfigError(TransportError):
+    """A group's shared consumer exists with settings that differ from this subscription's
+    delivery policy in a way that changes its meaning (``exclusive``, ``takeover``).
+
+    Attributes:
+        consumer: the consumer's name.
+        differences: ``"setting: server has X, configured Y"`` for each difference.
+    """
+
+    def __init__(self, message: str, *, consumer: str, differences: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.consumer = consumer
         self.differences = differences
 
 

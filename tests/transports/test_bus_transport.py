@@ -260,6 +260,26 @@ async def test_idempotent_handlers_skip_events_already_recorded(
     assert [o.order_id for o in seen.items] == ["o1", "o3"]
 
 
+async def test_close_leaves_a_transport_s_store_open_and_aclose_still_closes_both() -> None:
+    seen = Waiter()
+    store = tidings.MemoryStore()
+    transport = MemoryTransport(policy=FAST)
+    bus = tidings.Bus(transport=transport, store=store)
+    async with bus:
+        bus.subscribe(RemoteOrder, seen.add, group="billing", idempotent=True)
+        await bus.start()
+        bus.close()
+        left_open = not store.closed  # the transport's subscription records into it
+        assert left_open
+        await transport.publish_raw(
+            "remote.order", b'{"order_id": "o1", "amount": 1.0}', {"ce-id": "x1"}
+        )
+        await seen.wait_count(1)
+    assert store.closed
+    with pytest.raises(tidings.TransportClosedError):
+        await transport.publish_raw("remote.order", b"{}")
+
+
 async def test_idempotent_on_a_transport_needs_a_store() -> None:
     async with tidings.Bus(transport=MemoryTransport()) as bus:
         with pytest.raises(tidings.InvalidHandlerError, match=r"store=\.\.\."):

@@ -263,3 +263,74 @@ async def test_a_pull_request_that_outlives_a_reconnect_does_not_overrun_prefetc
         await got.wait_count(20)
         assert sorted(got.ids) == sorted(env.id for env in sent)
         assert sub.stats().max_in_memory <= 4
+
+
+async def test_an_idle_exclusive_member_keeps_its_pull_request_and_key_order(
+    nats_factory: Factory,
+) -> None:
+    """An idle spell (10 empty fetches: the transport then checks its consumer) must not
+    strand a pull request, or what it brings is nak'd and comes back after later events."""
+    async with nats_factory() as transport:
+        got = Collector()
+        policy = DeliveryPolicy(prefetch=64, exclusive=True, takeover=5.0)
+        sub: Any = await transport.subscribe("conformance.>", got, group="idle", policy=policy)
+        idle = asyncio.Event()
+        empty = [0]
+        fetch = sub._fetch
+
+        async def counted(batch: int, timeout: float) -> list[Any]:
+            msgs: list[Any] = await fetch(batch, timeout)
+            empty[0] += not msgs
+            if empty[0] >= 10:
+                idle.set()
+            return msgs
+
+        sub._fetch = counted
+        await asyncio.wait_for(idle.wait(), 60)
+        clock = HybridClock()
+        for i in range(200):
+            await transport.send(make_envelope(clock, f"k{i % 5}-n-{i}", key=f"k{i % 5}"))
+        assert await transport.flush(15) == 0
+        await got.wait_count(200)
+        assert [m.attempt for m in got.messages] == [1] * 200
+        numbers = [int(m.envelope.payload.order_id.split("-")[2]) for m in got.messages]
+        assert numbers == sorted(numbers)
+
+
+async def test_a_member_closing_with_a_lost_pin_leaves_the_holder_pinned(
+    nats_factory: Factory,
+) -> None:
+    transports = [nats_factory() for _ in range(3)]
+    for transport in transports:
+        await transport.start()
+    try:
+        got = [Collector() for _ in transports]
+        policy = DeliveryPolicy(exclusive=True, takeover=1.0)
+        subs = [
+            await t.subscribe("conformance.>", c, group="pins", policy=policy)
+            for t, c in zip(transports, got, strict=True)
+        ]
+        await transports[0].send(make_envelope(HybridClock(), "pin"))
+        await eventually(lambda: any(c.messages for c in got))
+        holder = next(i for i, c in enumerate(got) if c.messages)
+        leaver = (holder + 1) % 3
+        stream = transports[0].stream.name
+        (consumer,) = [c.name for c in await transports[0]._js.consumers_info(stream)]
+
+        async def server_pin() -> str | None:
+            info = await transports[holder]._consumer_info(stream, consumer)
+            assert info is not None
+            groups = info.get("priority_groups") or [{}]
+            pin: str | None = groups[0].get("pinned_client_id")
+            return pin
+
+        pinned = await server_pin()
+        assert pinned is not None
+        # A member that lost its pin still remembers the old one until its next pull.
+        (puller,) = transports[leaver]._pullers
+        puller.pin = "a-pin-the-server-moved-on-from"
+        await subs[leaver].cancel()
+        assert await server_pin() == pinned
+    finally:
+        for transport in transports:
+            await transport.aclose()

@@ -31,7 +31,7 @@ import pytest
 
 from tidings.clock import HybridClock
 from tidings.event import Envelope, event
-from tidings.exceptions import TransportClosedError
+from tidings.exceptions import ConsumerConfigError, TransportClosedError
 from tidings.transports.base import (
     DeadLetterRecord,
     DeliveryPolicy,
@@ -166,6 +166,15 @@ def make_envelope(
     )
 
 
+async def _members(open_transport: Callable[..., Any], feature: str) -> tuple[Transport, Transport]:
+    """Two started transports on one backend (two processes); skip without ``feature``."""
+    one: Transport = await open_transport()
+    if not getattr(one.features, feature):
+        pytest.skip(f"transport lacks {feature}")
+    two: Transport = await open_transport()
+    return one, two
+
+
 class TransportConformance:
     """The transport conformance suite; see the module docstring."""
 
@@ -293,10 +302,7 @@ class TransportConformance:
         assert a.ids == b.ids
 
     async def test_group_members_share_the_events(self, open_transport: Callable[..., Any]) -> None:
-        one: Transport = await open_transport()
-        if not one.features.groups:
-            pytest.skip("transport has no groups")
-        two: Transport = await open_transport()
+        one, two = await _members(open_transport, "groups")
         a, b = Collector(), Collector()
         policy = DeliveryPolicy(prefetch=4)
         await one.subscribe("conformance.>", a, group="workers", policy=policy)
@@ -604,10 +610,7 @@ class TransportConformance:
     async def test_exclusive_group_keeps_key_order_across_members_then_hands_over(
         self, open_transport: Callable[..., Any]
     ) -> None:
-        one: Transport = await open_transport()
-        if not one.features.exclusive_groups:
-            pytest.skip("transport has no exclusive groups")
-        two: Transport = await open_transport()
+        one, two = await _members(open_transport, "exclusive_groups")
         got = {id(one): Collector(), id(two): Collector()}
         policy = DeliveryPolicy(workers=4, prefetch=16, exclusive=True, takeover=1.0)
         subs = {
@@ -643,6 +646,21 @@ class TransportConformance:
         assert in_key_order(got[id(standby)].messages)
         handled = got[id(active)].ids + got[id(standby)].ids
         assert len(handled) == len(set(handled)) == 200
+
+    async def test_group_members_must_agree_on_exclusive_and_takeover(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        one, two = await _members(open_transport, "exclusive_groups")
+        got = Collector()
+        exclusive = DeliveryPolicy(exclusive=True, takeover=1.0)
+        await one.subscribe("conformance.>", got, group="agree", policy=exclusive)
+        with pytest.raises(ConsumerConfigError, match="exclusive: server has True, configured"):
+            await two.subscribe("conformance.>", Collector(), group="agree")
+        policy = DeliveryPolicy(exclusive=True, takeover=2.0)
+        with pytest.raises(ConsumerConfigError, match="takeover: server has 1s, configured 2s"):
+            await two.subscribe("conformance.>", Collector(), group="agree", policy=policy)
+        await one.send(make_envelope(HybridClock(), "agreed"))  # the group still works
+        await got.wait_count(1)
 
     async def test_received_times_merge_into_the_clock(
         self, open_transport: Callable[..., Any]

@@ -129,7 +129,11 @@ class Consumer(TransportSubscription):
         self._on_cancel = on_cancel
         self._fetch_timeout = fetch_timeout
         self._transport_held = held
-        self._min_batch = max(1, policy.prefetch // 4)
+        # Fetch once a quarter of the prefetch is free; an exclusive group's member as soon
+        # as one slot is: each of its pulls renews its pin, so a busy member keeps the group
+        # as long as no single handler call outlasts ``takeover``.
+        exclusive = group is not None and policy.exclusive
+        self._min_batch = 1 if exclusive else max(1, policy.prefetch // 4)
         self._queues: list[deque[_Queued]] = [deque() for _ in range(policy.workers)]
         # Stream sequence -> the raw message while queued, None while a worker has it.
         self._held: dict[int, Any] = {}

@@ -103,9 +103,11 @@ class DeliveryPolicy:
             With the per-key workers, each key's events are then handled in publish order
             across the whole group, not only within a process. Ignored without a group.
         takeover: with ``exclusive``, seconds after the active process last pulled (it
-            died, was closed, or kept every prefetch slot busy that long) before a standby
-            takes the group over. Events the old process held unsettled come back after
-            ``ack_wait`` (at least once), possibly after later events of the same key.
+            died, or one handler call kept every prefetch slot busy that long: it pulls
+            whenever a slot frees) before a standby takes the group over; a process closing
+            cleanly hands it over at once. Events the old process held unsettled come back
+            after ``ack_wait`` (at least once), possibly after later events of the same key.
+            Every process of a group must use the same ``exclusive`` and ``takeover``.
 
     Raises:
         ValueError: if a number is out of range.

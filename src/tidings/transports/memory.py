@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from tidings.clock import HybridClock
 from tidings.event import Envelope
-from tidings.exceptions import TransportClosedError
+from tidings.exceptions import ConsumerConfigError, TransportClosedError
 from tidings.topics import compile_pattern, validate_topic
 from tidings.transports._common import Subjects, SubjectTransport, dead_letter_message
 from tidings.transports._consumer import Consumer
@@ -171,6 +171,19 @@ class MemoryBroker:
             consumer = _MemConsumer(name, compile_pattern(filter_subject), ack_wait, next_seq)
             consumer.takeover = takeover
             self._consumers[name] = consumer
+        elif consumer.takeover != takeover:
+            found, wanted = consumer.takeover, takeover
+            differences = (
+                f"exclusive: server has {found is not None}, configured {wanted is not None}"
+                if (found is None) != (wanted is None)
+                else f"takeover: server has {found:g}s, configured {wanted:g}s",
+            )
+            raise ConsumerConfigError(
+                f"consumer {name!r} runs with other settings: {differences[0]}. Every member "
+                "of a group must use the same DeliveryPolicy",
+                consumer=name,
+                differences=differences,
+            )
         return consumer
 
     def unpin(self, consumer: _MemConsumer, member: object) -> None:

@@ -38,6 +38,7 @@ import asyncio
 import hashlib
 import inspect
 import itertools
+import json
 import logging
 import re
 from collections import deque
@@ -64,6 +65,7 @@ import contextlib
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.exceptions import (
+    ConsumerConfigError,
     PublishError,
     StreamConfigError,
     TransportClosedError,
@@ -301,6 +303,8 @@ class _Puller:
         self._arrived = asyncio.Event()
         self._sub: Any = None
         self._stale: dict[Any, float] = {}  # old inbox subscriptions -> when to drop them
+        self._refusals = 0  # requests the server refused in a row (400, 409, ...)
+        self._pause_until = 0.0  # no new request before this loop time
         self.lost = False
 
     async def start(self) -> None:
@@ -369,10 +373,22 @@ class _Puller:
                 self._current = None
             if status == "423":
                 self.pin = None  # another process holds the group now: ask unpinned
+            elif status not in ("404", "408"):  # refused (400, 409, 503...): back off
+                self._refusals += 1
+                delay = min(0.05 * 2**self._refusals, 2.0)
+                self._pause_until = asyncio.get_running_loop().time() + delay
+                logger.debug(
+                    "pull request refused: %s %s; next in %.2fs",
+                    status,
+                    headers.get("Description", ""),
+                    delay,
+                    extra=log_fields(),
+                )
             if status == "503" or "Deleted" in headers.get("Description", ""):
                 self.lost = True
             self._arrived.set()
             return
+        self._refusals = 0
         if self._current is not None:
             self._remaining -= 1
             if self._remaining <= 0:
@@ -391,7 +407,10 @@ class _Puller:
                 del self._stale[sub]
                 await _quietly(sub.unsubscribe())
         buffer = self._buffer
-        if self._current is None:
+        if self._current is None and now < self._pause_until and not buffer:
+            await asyncio.sleep(min(self._pause_until - now, timeout))
+            return []
+        if self._current is None and now >= self._pause_until:
             want = batch - len(buffer)
             if want > 0:
                 rid = str(next(self._ids))
@@ -497,6 +516,7 @@ class NatsTransport(SubjectTransport):
         self.connect_timeout = connect_timeout
         self.ack_timeout = ack_timeout
         self.publish_timeout = publish_timeout
+        self._api_timeout = max(ack_timeout, 1.0)  # one JetStream API request
         self.max_ack_pending = max_ack_pending
         self.inactive_threshold = inactive_threshold
         self.on_publish_error = on_publish_error
@@ -552,7 +572,7 @@ class NatsTransport(SubjectTransport):
                 timeout=self.connect_timeout,
             ) from exc
         self._nc = nc
-        self._js = nc.jetstream(timeout=max(self.ack_timeout, 1.0))
+        self._js = nc.jetstream(timeout=self._api_timeout)
         try:
             await self._ensure_stream(deadline)
         except BaseException:
@@ -632,7 +652,8 @@ class NatsTransport(SubjectTransport):
                 if loop.time() >= deadline:
                     raise TransportUnavailableError(
                         f"{failure} (servers {', '.join(self.servers)}; gave up after "
-                        f"connect_timeout={self.connect_timeout:g}s: {type(exc).__name__})",
+                        f"connect_timeout={self.connect_timeout:g}s: {type(exc).__name__}"
+                        f"{_detail(exc)})",
                         servers=self.servers,
                         timeout=self.connect_timeout,
                     ) from exc
@@ -951,9 +972,18 @@ class NatsTransport(SubjectTransport):
                 **pinning,
             )
 
+        deadline = asyncio.get_running_loop().time() + self.connect_timeout
+        if group is not None:
+            found = await self._jetstream_call(
+                lambda: self._consumer_info(stream, consumer),
+                deadline,
+                f"could not look up consumer {consumer!r} on stream {stream!r}",
+            )
+            if found is not None:
+                _check_consumer(found.get("config", {}), group, consumer, policy)
         await self._jetstream_call(
             lambda: self._js.add_consumer(stream, config(None)),
-            asyncio.get_running_loop().time() + self.connect_timeout,
+            deadline,
             f"could not create consumer {consumer!r} on stream {stream!r}",
         )
         nc = self._client()
@@ -965,6 +995,7 @@ class NatsTransport(SubjectTransport):
         idle = [0]
 
         async def recover() -> None:
+            """Recreate the consumer if the server lost it; restart requests if it was."""
             try:
                 await self._js.consumer_info(stream, consumer)
             except nats.js.errors.NotFoundError:
@@ -973,8 +1004,12 @@ class NatsTransport(SubjectTransport):
                     "consumer %s was lost; recreating it", consumer, extra=log_fields(None, name)
                 )
                 await self._js.add_consumer(stream, config(start_after))
-            puller.lost = False
-            await puller.reset()
+                puller.lost = True
+            if puller.lost:
+                # Only then: a request still open on the server would be moved to a stale
+                # inbox, and what it brings nak'd (redelivered after later events).
+                puller.lost = False
+                await puller.reset()
 
         async def fetch(batch: int, timeout: float) -> list[Any]:
             if puller.lost:
@@ -1001,14 +1036,7 @@ class NatsTransport(SubjectTransport):
             self._pullers.discard(puller)
             await puller.stop()
             if puller.pin is not None and self._nc is not None and self._nc.is_connected:
-                # Hand the group over now rather than after ``takeover`` seconds.
-                await _quietly(
-                    self._nc.request(
-                        f"$JS.API.CONSUMER.UNPIN.{stream}.{consumer}",
-                        b'{"group":"%s"}' % _PRIORITY_GROUP.encode(),
-                        timeout=max(self.ack_timeout, 1.0),
-                    )
-                )
+                await _quietly(self._unpin(stream, consumer, puller.pin))
             if group is None and self._nc is not None and self._nc.is_connected:
                 await _quietly(self._js.delete_consumer(stream, consumer))
 
@@ -1025,8 +1053,74 @@ class NatsTransport(SubjectTransport):
             puller.held,
         )
 
+    async def _consumer_info(self, stream: str, consumer: str) -> dict[str, Any] | None:
+        """The consumer's info as the server sends it (nats-py's parsing drops the priority
+        group fields), or ``None`` when there is no such consumer."""
+        try:
+            msg = await self._client().request(
+                f"$JS.API.CONSUMER.INFO.{stream}.{consumer}", b"", timeout=self._api_timeout
+            )
+        except nats.errors.NoRespondersError as exc:
+            raise nats.js.errors.ServiceUnavailableError from exc
+        info: dict[str, Any] = json.loads(msg.data)
+        error = info.get("error")
+        if error is not None:
+            if error.get("code") == 404:
+                return None
+            raise nats.js.errors.APIError.from_error(error)
+        return info
+
+    async def _unpin(self, stream: str, consumer: str, pin: str) -> None:
+        """Hand an exclusive group over now rather than after ``takeover`` seconds, if this
+        process (``pin``) still holds it: an unpin request names no client, so it would
+        unpin whoever holds the group."""
+        info = await self._consumer_info(stream, consumer)
+        groups = [] if info is None else info.get("priority_groups") or []
+        if any(g.get("pinned_client_id") == pin for g in groups):
+            await self._client().request(
+                f"$JS.API.CONSUMER.UNPIN.{stream}.{consumer}",
+                b'{"group":"%s"}' % _PRIORITY_GROUP.encode(),
+                timeout=self._api_timeout,
+            )
+
     def __repr__(self) -> str:
         return f"<NatsTransport {self._state} {', '.join(self.servers)} stream={self.stream.name}>"
+
+
+def _detail(exc: BaseException) -> str:
+    """``": <server's description>"`` of a JetStream API error, if it has one."""
+    description = getattr(exc, "description", None)
+    return f": {description}" if description else ""
+
+
+def _check_consumer(
+    config: Mapping[str, Any], group: str, consumer: str, policy: DeliveryPolicy
+) -> None:
+    """Refuse to rewrite a group's consumer with a policy that changes what it means.
+
+    Raises:
+        ConsumerConfigError: if ``exclusive`` or ``takeover`` differ from the server's.
+    """
+    found_exclusive = config.get("priority_policy") == "pinned_client"
+    differences = []
+    if found_exclusive != policy.exclusive:
+        differences.append(
+            f"exclusive: server has {found_exclusive}, configured {policy.exclusive}"
+        )
+    elif found_exclusive:
+        found_takeover = config.get("priority_timeout", 0) / 1e9
+        if abs(found_takeover - policy.takeover) > 1e-6:
+            differences.append(
+                f"takeover: server has {found_takeover:g}s, configured {policy.takeover:g}s"
+            )
+    if differences:
+        raise ConsumerConfigError(
+            f"group {group!r} (consumer {consumer!r}) runs with other settings: "
+            f"{'; '.join(differences)}. Every process of a group must use the same "
+            "DeliveryPolicy; change this one, or delete the consumer to start the group over",
+            consumer=consumer,
+            differences=tuple(differences),
+        )
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:
