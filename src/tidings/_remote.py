@@ -88,7 +88,7 @@ class Remote:
         self._pump: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
-        self._closing = False
+        self._closing: asyncio.Future[None] | None = None
         self.publish_failures = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -115,11 +115,17 @@ class Remote:
 
         Every event the outbox did not hand to the transport in time (the one it was sending
         included) is reported as failed with a :class:`~tidings.PublishError`; the
-        transport reports those it took and the server did not acknowledge. Idempotent.
+        transport reports those it took and the server did not acknowledge. Idempotent: a
+        second call (also after the first was cancelled) waits for the same close, which a
+        cancelled caller does not interrupt.
         """
-        if not self._started or self._closing:
+        if not self._started:
             return
-        self._closing = True
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close(timeout))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         for entry in list(self._entries.values()):

@@ -280,6 +280,30 @@ async def test_close_leaves_a_transport_s_store_open_and_aclose_still_closes_bot
         await transport.publish_raw("remote.order", b"{}")
 
 
+async def test_an_aclose_cancelled_midway_is_finished_by_the_next_call() -> None:
+    transport = MemoryTransport(policy=FAST)
+    bus = tidings.Bus(transport=transport)
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow(order: RemoteOrder) -> None:
+        started.set()
+        await gate.wait()
+
+    bus.subscribe(RemoteOrder, slow, group="g")
+    await bus.start()
+    await bus.emit(RemoteOrder("o1", 1.0))
+    await asyncio.wait_for(started.wait(), TIMEOUT)
+    closing = asyncio.create_task(bus.aclose(timeout=10))
+    await asyncio.sleep(0)  # the close starts: it waits for the handler
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    gate.set()
+    await asyncio.wait_for(bus.aclose(timeout=10), TIMEOUT)
+    with pytest.raises(tidings.TransportClosedError):
+        await transport.publish_raw("remote.order", b"{}")
+
+
 async def test_idempotent_on_a_transport_needs_a_store() -> None:
     async with tidings.Bus(transport=MemoryTransport()) as bus:
         with pytest.raises(tidings.InvalidHandlerError, match=r"store=\.\.\."):

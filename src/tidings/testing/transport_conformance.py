@@ -654,13 +654,34 @@ class TransportConformance:
         got = Collector()
         exclusive = DeliveryPolicy(exclusive=True, takeover=1.0)
         await one.subscribe("conformance.>", got, group="agree", policy=exclusive)
+        clock = HybridClock()
+        await one.send(make_envelope(clock, "running"))
+        await got.wait_count(1)  # the member runs: the group's policy is set
         with pytest.raises(ConsumerConfigError, match="exclusive: server has True, configured"):
             await two.subscribe("conformance.>", Collector(), group="agree")
         policy = DeliveryPolicy(exclusive=True, takeover=2.0)
         with pytest.raises(ConsumerConfigError, match="takeover: server has 1s, configured 2s"):
             await two.subscribe("conformance.>", Collector(), group="agree", policy=policy)
-        await one.send(make_envelope(HybridClock(), "agreed"))  # the group still works
-        await got.wait_count(1)
+        await one.send(make_envelope(clock, "agreed"))  # the group still works
+        await got.wait_count(2)
+        # With every member stopped, the next to start sets the policy; the group keeps its
+        # position (an event published meanwhile is delivered).
+        await one.aclose(timeout=5.0)
+        await two.send(make_envelope(clock, "meanwhile"))
+        assert await two.flush(TIMEOUT) == 0
+        later = Collector()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TIMEOUT
+        while True:  # until the server no longer counts the stopped member's last request
+            try:
+                await two.subscribe("conformance.>", later, group="agree", policy=policy)
+                break
+            except ConsumerConfigError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        await later.wait_count(1)
+        assert later.messages[0].envelope.payload.order_id == "meanwhile"
 
     async def test_received_times_merge_into_the_clock(
         self, open_transport: Callable[..., Any]

@@ -107,7 +107,9 @@ class DeliveryPolicy:
             whenever a slot frees) before a standby takes the group over; a process closing
             cleanly hands it over at once. Events the old process held unsettled come back
             after ``ack_wait`` (at least once), possibly after later events of the same key.
-            Every process of a group must use the same ``exclusive`` and ``takeover``.
+            Every process of a group must use the same ``exclusive`` and ``takeover``
+            (``ConsumerConfigError`` while members run; the first to start after all
+            stopped sets them).
 
     Raises:
         ValueError: if a number is out of range.

@@ -160,10 +160,16 @@ class MemoryBroker:
         start: Literal["new", "all"],
         takeover: float | None = None,
     ) -> _MemConsumer:
-        """The consumer ``name``, created on first use (later settings are ignored).
+        """The consumer ``name``, created on first use (later ``ack_wait`` and ``start``
+        are ignored).
 
         With ``takeover``, the consumer is exclusive: it delivers only to its pinned member
-        (see :meth:`fetch`), as JetStream's ``pinned_client`` priority policy does.
+        (see :meth:`fetch`), as JetStream's ``pinned_client`` priority policy does. A
+        different ``takeover`` (or exclusiveness) is refused while members are running and
+        replaces the old one when none is.
+
+        Raises:
+            ConsumerConfigError: if ``takeover`` differs while members are running.
         """
         consumer = self._consumers.get(name)
         if consumer is None:
@@ -171,6 +177,10 @@ class MemoryBroker:
             consumer = _MemConsumer(name, compile_pattern(filter_subject), ack_wait, next_seq)
             consumer.takeover = takeover
             self._consumers[name] = consumer
+        elif consumer.takeover != takeover and not (
+            consumer.fetching or consumer.pending or consumer.pinned is not None
+        ):
+            consumer.takeover = takeover  # nobody is running: the new policy applies
         elif consumer.takeover != takeover:
             found, wanted = consumer.takeover, takeover
             differences = (
@@ -179,8 +189,8 @@ class MemoryBroker:
                 else f"takeover: server has {found:g}s, configured {wanted:g}s",
             )
             raise ConsumerConfigError(
-                f"consumer {name!r} runs with other settings: {differences[0]}. Every member "
-                "of a group must use the same DeliveryPolicy",
+                f"consumer {name!r} is running with other settings: {differences[0]}. Every "
+                "member of a group must use the same DeliveryPolicy",
                 consumer=name,
                 differences=differences,
             )

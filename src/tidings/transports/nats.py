@@ -94,6 +94,7 @@ _GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PRIORITY_GROUP = "tidings"
 """The priority group of exclusive consumers' pull requests (NATS 2.11 pinned clients)."""
 _PIN_ID = "Nats-Pin-Id"
+_MAX_BATCH = re.compile(r"Exceeded MaxRequestBatch of (\d+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +305,7 @@ class _Puller:
         self._sub: Any = None
         self._stale: dict[Any, float] = {}  # old inbox subscriptions -> when to drop them
         self._refusals = 0  # requests the server refused in a row (400, 409, ...)
+        self._max_batch = 1 << 30  # lowered when the server names its max_request_batch
         self._pause_until = 0.0  # no new request before this loop time
         self.lost = False
 
@@ -369,22 +371,18 @@ class _Puller:
             status = headers["Status"]
             if status == "100":
                 return  # idle heartbeat
-            if msg.subject[self._cut :] == self._current:
+            description = headers.get("Description", "")
+            current = msg.subject[self._cut :] == self._current
+            if current:
                 self._current = None
             if status == "423":
                 self.pin = None  # another process holds the group now: ask unpinned
-            elif status not in ("404", "408"):  # refused (400, 409, 503...): back off
-                self._refusals += 1
-                delay = min(0.05 * 2**self._refusals, 2.0)
-                self._pause_until = asyncio.get_running_loop().time() + delay
-                logger.debug(
-                    "pull request refused: %s %s; next in %.2fs",
-                    status,
-                    headers.get("Description", ""),
-                    delay,
-                    extra=log_fields(),
-                )
-            if status == "503" or "Deleted" in headers.get("Description", ""):
+            elif status in ("404", "408"):  # ended without messages: nothing wrong
+                if current:
+                    self._refusals = 0
+            elif current:  # refused (400, 409, 503...): back off
+                self._refused(status, description)
+            if status == "503" or "Deleted" in description:
                 self.lost = True
             self._arrived.set()
             return
@@ -397,6 +395,27 @@ class _Puller:
             self.pin = headers.get(_PIN_ID, self.pin)
         self._buffer.append(msg)
         self._arrived.set()
+
+    def _refused(self, status: str, description: str) -> None:
+        """Pause requests after a refusal (0.1 s, doubling to 2 s); obey a server limit on
+        the batch size; warn when refusals go on."""
+        self._refusals += 1
+        delay = min(0.05 * 2 ** min(self._refusals, 6), 2.0)
+        self._pause_until = asyncio.get_running_loop().time() + delay
+        limit = _MAX_BATCH.search(description)
+        if limit is not None:
+            self._max_batch = max(1, int(limit.group(1)))
+        level = logging.WARNING if self._refusals == 5 else logging.DEBUG
+        logger.log(
+            level,
+            "pull requests on %s refused %d time(s) in a row: %s %s; next in %.2fs",
+            self._next,
+            self._refusals,
+            status,
+            description,
+            delay,
+            extra=log_fields(),
+        )
 
     async def fetch(self, batch: int, timeout: float) -> list[_NatsMsg]:
         now = asyncio.get_running_loop().time()
@@ -411,7 +430,7 @@ class _Puller:
             await asyncio.sleep(min(self._pause_until - now, timeout))
             return []
         if self._current is None and now >= self._pause_until:
-            want = batch - len(buffer)
+            want = min(batch, self._max_batch) - len(buffer)
             if want > 0:
                 rid = str(next(self._ids))
                 self._current, self._remaining, self._deadline = rid, want, now + self._grace
@@ -980,7 +999,7 @@ class NatsTransport(SubjectTransport):
                 f"could not look up consumer {consumer!r} on stream {stream!r}",
             )
             if found is not None:
-                _check_consumer(found.get("config", {}), group, consumer, policy)
+                _check_consumer(found, group, consumer, policy)
         await self._jetstream_call(
             lambda: self._js.add_consumer(stream, config(None)),
             deadline,
@@ -1094,13 +1113,17 @@ def _detail(exc: BaseException) -> str:
 
 
 def _check_consumer(
-    config: Mapping[str, Any], group: str, consumer: str, policy: DeliveryPolicy
+    info: Mapping[str, Any], group: str, consumer: str, policy: DeliveryPolicy
 ) -> None:
-    """Refuse to rewrite a group's consumer with a policy that changes what it means.
+    """Refuse to rewrite a running group's consumer with a policy that changes what it
+    means; with no member running (no pull request waiting, nothing unacknowledged, no
+    pin) the consumer is updated in place and keeps its position.
 
     Raises:
-        ConsumerConfigError: if ``exclusive`` or ``takeover`` differ from the server's.
+        ConsumerConfigError: if ``exclusive`` or ``takeover`` differ from the server's while
+            members are running.
     """
+    config = info.get("config", {})
     found_exclusive = config.get("priority_policy") == "pinned_client"
     differences = []
     if found_exclusive != policy.exclusive:
@@ -1113,14 +1136,25 @@ def _check_consumer(
             differences.append(
                 f"takeover: server has {found_takeover:g}s, configured {policy.takeover:g}s"
             )
-    if differences:
+    if not differences:
+        return
+    pinned = any(g.get("pinned_client_id") for g in info.get("priority_groups") or ())
+    if info.get("num_waiting", 0) or info.get("num_ack_pending", 0) or pinned:
         raise ConsumerConfigError(
-            f"group {group!r} (consumer {consumer!r}) runs with other settings: "
+            f"group {group!r} (consumer {consumer!r}) is running with other settings: "
             f"{'; '.join(differences)}. Every process of a group must use the same "
-            "DeliveryPolicy; change this one, or delete the consumer to start the group over",
+            "DeliveryPolicy: change this one, or stop every member first (the next to start "
+            "sets the policy, keeping the group's position)",
             consumer=consumer,
             differences=tuple(differences),
         )
+    logger.info(
+        "group %r (consumer %r) had other settings (%s); no member is running: updating it",
+        group,
+        consumer,
+        "; ".join(differences),
+        extra=log_fields(),
+    )
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:
