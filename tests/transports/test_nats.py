@@ -334,3 +334,28 @@ async def test_a_member_closing_with_a_lost_pin_leaves_the_holder_pinned(
     finally:
         for transport in transports:
             await transport.aclose()
+
+
+class _BatchLimitedServer(NatsServer):
+    """A nats-server whose JetStream refuses pull requests for more than 100 messages."""
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        text = self.config_path.read_text()
+        limited = text.replace("jetstream {", "jetstream { limits { max_request_batch: 100 },")
+        self.config_path.write_text(limited)
+
+
+async def test_a_server_batch_limit_below_prefetch_is_obeyed() -> None:
+    with _BatchLimitedServer(name="batch-limit") as server:
+        transport = NatsTransport(
+            server.url, prefix="bl", stream=StreamSettings(name="BL"), connect_timeout=10.0
+        )
+        async with transport:
+            got = Collector()
+            await transport.subscribe("conformance.>", got, group="g")  # prefetch 256
+            clock = HybridClock()
+            for i in range(300):
+                await transport.send(make_envelope(clock, f"b-{i}"))
+            assert await transport.flush(15) == 0
+            await got.wait_count(300)
