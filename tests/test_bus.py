@@ -442,6 +442,29 @@ def test_failing_dead_letter_handler_is_logged_not_dead_lettered(
     assert "not dead-lettered again" in caplog.text
 
 
+def test_a_failure_nobody_handles_is_logged_as_an_error(
+    bus: tidings.Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fails(event: OrderPlaced) -> None:
+        raise BoomError("unheard")
+
+    bus.subscribe(OrderPlaced, fails)
+    with caplog.at_level(logging.ERROR, logger="tidings"):
+        envelope = bus.publish(OrderPlaced("o"))
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "subscribe to tidings.DeadLetter or pass on_error=" in record.getMessage()
+    assert envelope.id in record.getMessage()
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], BoomError)
+    caplog.clear()
+    heard: list[DeadLetter] = []
+    bus.subscribe(DeadLetter, heard.append)
+    with caplog.at_level(logging.ERROR, logger="tidings"):
+        bus.publish(OrderPlaced("o"))
+    assert len(heard) == 1
+    assert not [r for r in caplog.records if r.levelno == logging.ERROR]
+
+
 def test_closed_bus_refuses_events_and_subscriptions() -> None:
     bus = tidings.Bus()
     bus.close()

@@ -1261,13 +1261,27 @@ class Bus:
                 extra=log_fields(env, sub),
             )
             return
-        logger.debug(
-            "handler %s failed on event %s (%s)",
-            sub.name,
-            env.id,
-            env.topic,
-            extra=log_fields(env, sub),
-        )
+        route = self._route(DeadLetter, None)
+        if final and not route.subs and self._on_error is None and self._remote is None:
+            # Nobody would ever hear of it (a transport stores its dead letters on the
+            # server): say it where operators look.
+            logger.error(
+                "handler %s failed on event %s (%s); subscribe to tidings.DeadLetter or pass "
+                "on_error= to handle failures",
+                sub.name,
+                env.id,
+                env.topic,
+                exc_info=exc,
+                extra=log_fields(env, sub),
+            )
+        else:
+            logger.debug(
+                "handler %s failed on event %s (%s)",
+                sub.name,
+                env.id,
+                env.topic,
+                extra=log_fields(env, sub),
+            )
         if self._on_error is not None:
             try:
                 self._on_error(env, sub, exc)
@@ -1277,7 +1291,6 @@ class Bus:
                 )
         if not final:
             return
-        route = self._route(DeadLetter, None)
         if route.subs:  # in-flight work may still dead-letter while the bus closes
             letter = DeadLetter(env, sub.name, exc, attempts)
             try:  # the dead letter carries the event's headers: it stays in the event's trace
