@@ -305,7 +305,7 @@ async def test_a_member_closing_with_a_lost_pin_leaves_the_holder_pinned(
         await transport.start()
     try:
         got = [Collector() for _ in transports]
-        policy = DeliveryPolicy(exclusive=True, takeover=1.0)
+        policy = DeliveryPolicy(exclusive=True, takeover=3.0)
         subs = [
             await t.subscribe("conformance.>", c, group="pins", policy=policy)
             for t, c in zip(transports, got, strict=True)

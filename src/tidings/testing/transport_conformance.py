@@ -612,7 +612,7 @@ class TransportConformance:
     ) -> None:
         one, two = await _members(open_transport, "exclusive_groups")
         got = {id(one): Collector(), id(two): Collector()}
-        policy = DeliveryPolicy(workers=4, prefetch=16, exclusive=True, takeover=1.0)
+        policy = DeliveryPolicy(workers=4, prefetch=16, exclusive=True, takeover=3.0)
         subs = {
             id(t): await t.subscribe("conformance.>", got[id(t)], group="pinned", policy=policy)
             for t in (one, two)
