@@ -6,7 +6,7 @@ subscribes to ``bench.>`` in GROUP, appends the id of every event it handles to 
 ``ready``, and runs until SIGTERM (clean close) or SIGKILL. With STORE (an SQLite file shared
 by the workers) it subscribes through a ``Bus(transport=..., store=...)`` with
 ``idempotent=True``, so an event another worker already handled is skipped when it is
-redelivered. With ``exclusive`` the group is exclusive (4 workers, takeover after 2 s) and
+redelivered. With ``exclusive`` the group is exclusive (4 workers, takeover after 5 s) and
 each line is ``id key n attempt`` (``n`` from the payload).
 """
 
@@ -48,7 +48,7 @@ async def main(
     policy = DeliveryPolicy(ack_wait=ack_wait, prefetch=128, start="all")
     if exclusive:
         policy = DeliveryPolicy(
-            ack_wait=ack_wait, prefetch=128, start="all", workers=4, exclusive=True, takeover=2.0
+            ack_wait=ack_wait, prefetch=128, start="all", workers=4, exclusive=True, takeover=5.0
         )
     transport = NatsTransport(url, prefix=prefix, stream=StreamSettings(name=stream), policy=policy)
     if store_path is None or exclusive:

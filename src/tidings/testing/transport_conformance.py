@@ -652,15 +652,15 @@ class TransportConformance:
     ) -> None:
         one, two = await _members(open_transport, "exclusive_groups")
         got = Collector()
-        exclusive = DeliveryPolicy(exclusive=True, takeover=1.0)
+        exclusive = DeliveryPolicy(exclusive=True, takeover=5.0)  # no stall can move the pin
         await one.subscribe("conformance.>", got, group="agree", policy=exclusive)
         clock = HybridClock()
         await one.send(make_envelope(clock, "running"))
         await got.wait_count(1)  # the member runs: the group's policy is set
         with pytest.raises(ConsumerConfigError, match="exclusive: server has True, configured"):
             await two.subscribe("conformance.>", Collector(), group="agree")
-        policy = DeliveryPolicy(exclusive=True, takeover=2.0)
-        with pytest.raises(ConsumerConfigError, match="takeover: server has 1s, configured 2s"):
+        policy = DeliveryPolicy(exclusive=True, takeover=6.0)
+        with pytest.raises(ConsumerConfigError, match="takeover: server has 5s, configured 6s"):
             await two.subscribe("conformance.>", Collector(), group="agree", policy=policy)
         await one.send(make_envelope(clock, "agreed"))  # the group still works
         await got.wait_count(2)
