@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from heapq import heappushpop as _heappushpop
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from tidings.event import Envelope
 from tidings.exceptions import InvalidHandlerError, QueueClosedError, WouldBlock
@@ -218,10 +218,7 @@ class Queued:
             else:
                 buffer.put_nowait(env)
         except Exception as exc:
-            refusal = self._refusal(exc, buffer, own)
-            if refusal is exc:
-                raise
-            raise refusal from None
+            self._refuse(exc, buffer, own)
         finally:
             if not self.sub.active:
                 self.close()
@@ -245,10 +242,7 @@ class Queued:
             else:
                 await buffer.aput(env)
         except Exception as exc:
-            refusal = self._refusal(exc, buffer, True)
-            if refusal is exc:
-                raise
-            raise refusal from None
+            self._refuse(exc, buffer, True)
         finally:
             if not self.sub.active:
                 self.close()
@@ -266,24 +260,25 @@ class Queued:
         if self.pool is not None:
             self.pool.ready(self)
 
-    def _refusal(self, exc: Exception, buffer: RingBuffer[Envelope[Any]], own: bool) -> Exception:
-        """What a put that raised ``exc`` raises: counted as refused unless the buffer was
-        closed; a :class:`~tidings.WouldBlock` says why the event cannot wait here."""
+    def _refuse(self, exc: Exception, buffer: RingBuffer[Envelope[Any]], own: bool) -> NoReturn:
+        """Raise for a put that raised ``exc``: counted as refused unless the buffer was
+        closed; a :class:`~tidings.WouldBlock` is replaced by one saying why the event cannot
+        wait here."""
         if isinstance(exc, QueueClosedError):
-            return exc
+            raise exc
         next(self._refused)
         if not isinstance(exc, WouldBlock):
-            return exc
+            raise exc
         where = (
             "this is one of its own workers, which would wait for itself"
             if own
             else "its consumers run on this thread's event loop"
         )
-        return WouldBlock(
+        raise WouldBlock(
             f"{self.sub.name} is full ({buffer.capacity} events, overflow='block') and "
             f"{where}, so the event cannot wait for room here; use 'await bus.emit(...)' "
             "or publish from another thread, raise maxsize, or choose a drop policy"
-        )
+        ) from None
 
     # ------------------------------------------------------------------ workers
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,13 +272,22 @@ async def test_cancelling_a_follower_stops_it() -> None:
         assert got == [1]
 
 
-async def test_async_store_publish_on_the_loop_appends_then_dispatches(
-    postgres_harness: PostgresHarness,
-) -> None:
-    store = await postgres_harness.open()
+@asynccontextmanager
+async def _postgres_bus(
+    harness: PostgresHarness,
+) -> AsyncIterator[tuple[tidings.Bus, Any, list[int]]]:
+    """A bus on a PostgreSQL store (async-only appends), recording deposited amounts."""
+    store = await harness.open()
     seen: list[int] = []
     async with tidings.Bus(store=store) as bus:
         bus.subscribe(Deposited, lambda e: seen.append(e.amount))
+        yield bus, store, seen
+
+
+async def test_async_store_publish_on_the_loop_appends_then_dispatches(
+    postgres_harness: PostgresHarness,
+) -> None:
+    async with _postgres_bus(postgres_harness) as (bus, store, seen):
         envelope = bus.publish(Deposited("a", 1))  # cannot wait for PostgreSQL here
         assert seen == []  # dispatched once the append is done
         await bus.emit(Deposited("a", 2))
@@ -346,10 +357,7 @@ async def test_a_raising_filter_fails_a_follower_s_event_not_the_follower() -> N
 async def test_async_store_appends_and_dispatches_in_publish_order(
     postgres_harness: PostgresHarness,
 ) -> None:
-    store = await postgres_harness.open()
-    seen: list[int] = []
-    async with tidings.Bus(store=store) as bus:
-        bus.subscribe(Deposited, lambda e: seen.append(e.amount))
+    async with _postgres_bus(postgres_harness) as (bus, store, seen):
         for i in range(30):
             bus.publish(Deposited("a", i))  # deferred: appended by one task, in order
         await bus.emit(Deposited("a", 30))  # appended after them
@@ -367,10 +375,7 @@ class Odd:
 async def test_async_store_an_event_that_cannot_be_appended_fails_alone(
     postgres_harness: PostgresHarness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = await postgres_harness.open()
-    seen: list[int] = []
-    async with tidings.Bus(store=store) as bus:
-        bus.subscribe(Deposited, lambda e: seen.append(e.amount))
+    async with _postgres_bus(postgres_harness) as (bus, store, seen):
         bus.subscribe(Odd, lambda e: seen.append(-1))
         bus.publish(Deposited("a", 1))
         odd = bus.publish(Odd(object()))  # msgspec cannot encode it

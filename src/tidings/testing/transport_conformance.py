@@ -166,11 +166,14 @@ def make_envelope(
     )
 
 
-async def _members(open_transport: Callable[..., Any], feature: str) -> tuple[Transport, Transport]:
-    """Two started transports on one backend (two processes); skip without ``feature``."""
+async def _members(
+    open_transport: Callable[..., Any], *features: str
+) -> tuple[Transport, Transport]:
+    """Two started transports on one backend (two processes); skip without ``features``."""
     one: Transport = await open_transport()
-    if not getattr(one.features, feature):
-        pytest.skip(f"transport lacks {feature}")
+    lacking = [f for f in features if not getattr(one.features, f)]
+    if lacking:
+        pytest.skip(f"transport lacks {', '.join(lacking)}")
     two: Transport = await open_transport()
     return one, two
 
@@ -450,10 +453,7 @@ class TransportConformance:
     async def test_unsettled_event_is_redelivered_after_ack_wait(
         self, open_transport: Callable[..., Any]
     ) -> None:
-        stuck: Transport = await open_transport()
-        if not stuck.features.redelivery or not stuck.features.groups:
-            pytest.skip("transport has no redelivery")
-        rescuer: Transport = await open_transport()
+        stuck, rescuer = await _members(open_transport, "redelivery", "groups")
         release = asyncio.Event()
         policy = DeliveryPolicy(ack_wait=1.0, heartbeats=False, prefetch=1)
         hung = Collector()
@@ -500,10 +500,7 @@ class TransportConformance:
     async def test_messages_waiting_for_a_worker_get_heartbeats(
         self, open_transport: Callable[..., Any]
     ) -> None:
-        one: Transport = await open_transport()
-        if not one.features.redelivery or not one.features.groups:
-            pytest.skip("transport has no redelivery")
-        two: Transport = await open_transport()
+        one, two = await _members(open_transport, "redelivery", "groups")
         policy = DeliveryPolicy(ack_wait=1.5, prefetch=8, workers=1, max_deliver=1)
         got, other = Collector(), Collector()
 

@@ -1,15 +1,18 @@
-"""What the subject-based transports share: subject names, decoding, dead-letter messages."""
+"""What the subject-based transports share: subject names, decoding, dead-letter messages,
+the check of a group's shared consumer against a new member's policy."""
 
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC
 from tidings.event import Envelope, event_type_for
-from tidings.exceptions import DecodeError, InvalidTopicError
+from tidings.exceptions import ConsumerConfigError, DecodeError, InvalidTopicError
+from tidings.observability.logs import log_fields
 from tidings.subscription import handler_name
 from tidings.topics import validate_pattern, validate_topic
 from tidings.transports._consumer import Consumer, Held
@@ -34,10 +37,62 @@ from tidings.transports.wire import (
 __all__ = (
     "SubjectTransport",
     "Subjects",
+    "check_group_policy",
     "dead_letter_message",
     "make_dead_decoder",
     "make_decoder",
 )
+
+
+logger = logging.getLogger("tidings.transports")
+
+
+def check_group_policy(
+    found_takeover: float | None,
+    policy: DeliveryPolicy,
+    *,
+    running: bool,
+    group: str,
+    consumer: str,
+) -> bool:
+    """Check a group's existing consumer (``found_takeover``: its takeover in seconds if it
+    is exclusive, else ``None``) against a new member's ``policy``; whether the consumer
+    must be updated to the policy.
+
+    A difference in ``exclusive`` or ``takeover`` changes what the group means: refused
+    while members run; with none running, the next to start sets the policy (the consumer,
+    updated in place, keeps its position).
+
+    Raises:
+        ConsumerConfigError: if they differ and ``running``.
+    """
+    wanted = policy.takeover if policy.exclusive else None
+    if found_takeover is not None and wanted is not None:
+        if abs(found_takeover - wanted) <= 1e-6:
+            return False
+        difference = f"takeover: server has {found_takeover:g}s, configured {wanted:g}s"
+    elif found_takeover is None and wanted is None:
+        return False
+    else:
+        exclusive = found_takeover is not None
+        difference = f"exclusive: server has {exclusive}, configured {policy.exclusive}"
+    if running:
+        raise ConsumerConfigError(
+            f"group {group!r} (consumer {consumer!r}) is running with other settings: "
+            f"{difference}. Every process of a group must use the same DeliveryPolicy: "
+            "change this one, or stop every member first (the next to start sets the "
+            "policy, keeping the group's position)",
+            consumer=consumer,
+            differences=(difference,),
+        )
+    logger.info(
+        "group %r (consumer %r) had other settings (%s); no member is running: updating it",
+        group,
+        consumer,
+        difference,
+        extra=log_fields(),
+    )
+    return True
 
 
 class Subjects:

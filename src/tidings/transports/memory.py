@@ -31,9 +31,14 @@ from typing import Any, Literal
 
 from tidings.clock import HybridClock
 from tidings.event import Envelope
-from tidings.exceptions import ConsumerConfigError, TransportClosedError
+from tidings.exceptions import TransportClosedError
 from tidings.topics import compile_pattern, validate_topic
-from tidings.transports._common import Subjects, SubjectTransport, dead_letter_message
+from tidings.transports._common import (
+    Subjects,
+    SubjectTransport,
+    check_group_policy,
+    dead_letter_message,
+)
 from tidings.transports._consumer import Consumer
 from tidings.transports.base import (
     DeliveryPolicy,
@@ -160,16 +165,11 @@ class MemoryBroker:
         start: Literal["new", "all"],
         takeover: float | None = None,
     ) -> _MemConsumer:
-        """The consumer ``name``, created on first use (later ``ack_wait`` and ``start``
-        are ignored).
+        """The consumer ``name``, created on first use (later settings are ignored; the
+        transport checks ``takeover`` first, see :func:`check_group_policy`).
 
         With ``takeover``, the consumer is exclusive: it delivers only to its pinned member
-        (see :meth:`fetch`), as JetStream's ``pinned_client`` priority policy does. A
-        different ``takeover`` (or exclusiveness) is refused while members are running and
-        replaces the old one when none is.
-
-        Raises:
-            ConsumerConfigError: if ``takeover`` differs while members are running.
+        (see :meth:`fetch`), as JetStream's ``pinned_client`` priority policy does.
         """
         consumer = self._consumers.get(name)
         if consumer is None:
@@ -177,24 +177,11 @@ class MemoryBroker:
             consumer = _MemConsumer(name, compile_pattern(filter_subject), ack_wait, next_seq)
             consumer.takeover = takeover
             self._consumers[name] = consumer
-        elif consumer.takeover != takeover and not (
-            consumer.fetching or consumer.pending or consumer.pinned is not None
-        ):
-            consumer.takeover = takeover  # nobody is running: the new policy applies
-        elif consumer.takeover != takeover:
-            found, wanted = consumer.takeover, takeover
-            differences = (
-                f"exclusive: server has {found is not None}, configured {wanted is not None}"
-                if (found is None) != (wanted is None)
-                else f"takeover: server has {found:g}s, configured {wanted:g}s",
-            )
-            raise ConsumerConfigError(
-                f"consumer {name!r} is running with other settings: {differences[0]}. Every "
-                "member of a group must use the same DeliveryPolicy",
-                consumer=name,
-                differences=differences,
-            )
         return consumer
+
+    def find(self, name: str) -> _MemConsumer | None:
+        """The consumer ``name`` if it exists."""
+        return self._consumers.get(name)
 
     def unpin(self, consumer: _MemConsumer, member: object) -> None:
         """Release ``member``'s pin on ``consumer``, if it holds it: a standby takes over."""
@@ -241,6 +228,8 @@ class MemoryBroker:
         while it holds the pin; a member waiting here counts as pulling.
         """
         deadline = time.monotonic() + timeout
+        if member is None:
+            return await self._fetch(consumer, batch, deadline, None)
         consumer.fetching.add(member)
         try:
             return await self._fetch(consumer, batch, deadline, member)
@@ -388,6 +377,19 @@ class MemoryTransport(SubjectTransport):
             f"{group}|{subject_filter}" if group is not None else f"ephemeral-{next(_ids)}"
         )
         exclusive = group is not None and policy.exclusive
+        existing = broker.find(consumer_name)
+        if (
+            group is not None
+            and existing is not None
+            and check_group_policy(
+                existing.takeover,
+                policy,
+                running=bool(existing.fetching or existing.pending or existing.pinned is not None),
+                group=group,
+                consumer=consumer_name,
+            )
+        ):
+            existing.takeover = policy.takeover if exclusive else None
         state = broker.consumer(
             consumer_name,
             subject_filter,

@@ -65,7 +65,6 @@ import contextlib
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.exceptions import (
-    ConsumerConfigError,
     PublishError,
     StreamConfigError,
     TransportClosedError,
@@ -74,7 +73,12 @@ from tidings.exceptions import (
 )
 from tidings.observability.logs import log_fields
 from tidings.topics import validate_topic
-from tidings.transports._common import Subjects, SubjectTransport, dead_letter_message
+from tidings.transports._common import (
+    Subjects,
+    SubjectTransport,
+    check_group_policy,
+    dead_letter_message,
+)
 from tidings.transports._consumer import Consumer
 from tidings.transports.base import (
     DeliveryPolicy,
@@ -999,7 +1003,21 @@ class NatsTransport(SubjectTransport):
                 f"could not look up consumer {consumer!r} on stream {stream!r}",
             )
             if found is not None:
-                _check_consumer(found, group, consumer, policy)
+                settings = found.get("config", {})
+                pins = found.get("priority_groups") or ()
+                check_group_policy(
+                    settings.get("priority_timeout", 0) / 1e9
+                    if settings.get("priority_policy") == "pinned_client"
+                    else None,
+                    policy,
+                    running=bool(
+                        found.get("num_waiting")
+                        or found.get("num_ack_pending")
+                        or any(g.get("pinned_client_id") for g in pins)
+                    ),
+                    group=group,
+                    consumer=consumer,
+                )
         await self._jetstream_call(
             lambda: self._js.add_consumer(stream, config(None)),
             deadline,
@@ -1015,9 +1033,7 @@ class NatsTransport(SubjectTransport):
 
         async def recover() -> None:
             """Recreate the consumer if the server lost it; restart requests if it was."""
-            try:
-                await self._js.consumer_info(stream, consumer)
-            except nats.js.errors.NotFoundError:
+            if await self._consumer_info(stream, consumer) is None:
                 start_after = last_seen[0] if group is None else None
                 logger.warning(
                     "consumer %s was lost; recreating it", consumer, extra=log_fields(None, name)
@@ -1110,51 +1126,6 @@ def _detail(exc: BaseException) -> str:
     """``": <server's description>"`` of a JetStream API error, if it has one."""
     description = getattr(exc, "description", None)
     return f": {description}" if description else ""
-
-
-def _check_consumer(
-    info: Mapping[str, Any], group: str, consumer: str, policy: DeliveryPolicy
-) -> None:
-    """Refuse to rewrite a running group's consumer with a policy that changes what it
-    means; with no member running (no pull request waiting, nothing unacknowledged, no
-    pin) the consumer is updated in place and keeps its position.
-
-    Raises:
-        ConsumerConfigError: if ``exclusive`` or ``takeover`` differ from the server's while
-            members are running.
-    """
-    config = info.get("config", {})
-    found_exclusive = config.get("priority_policy") == "pinned_client"
-    differences = []
-    if found_exclusive != policy.exclusive:
-        differences.append(
-            f"exclusive: server has {found_exclusive}, configured {policy.exclusive}"
-        )
-    elif found_exclusive:
-        found_takeover = config.get("priority_timeout", 0) / 1e9
-        if abs(found_takeover - policy.takeover) > 1e-6:
-            differences.append(
-                f"takeover: server has {found_takeover:g}s, configured {policy.takeover:g}s"
-            )
-    if not differences:
-        return
-    pinned = any(g.get("pinned_client_id") for g in info.get("priority_groups") or ())
-    if info.get("num_waiting", 0) or info.get("num_ack_pending", 0) or pinned:
-        raise ConsumerConfigError(
-            f"group {group!r} (consumer {consumer!r}) is running with other settings: "
-            f"{'; '.join(differences)}. Every process of a group must use the same "
-            "DeliveryPolicy: change this one, or stop every member first (the next to start "
-            "sets the policy, keeping the group's position)",
-            consumer=consumer,
-            differences=tuple(differences),
-        )
-    logger.info(
-        "group %r (consumer %r) had other settings (%s); no member is running: updating it",
-        group,
-        consumer,
-        "; ".join(differences),
-        extra=log_fields(),
-    )
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:
