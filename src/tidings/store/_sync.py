@@ -14,7 +14,7 @@ from typing import Any
 
 from tidings.event import Envelope
 from tidings.store._rows import Draft, Row
-from tidings.store.base import EventStore, Query
+from tidings.store.base import Effect, EventStore, Query
 from tidings.store.records import ANY, Snapshot, StreamState
 
 __all__ = ("SyncStore",)
@@ -75,6 +75,11 @@ class SyncStore(EventStore):
     async def _commit(self, name: str, position: int, handled_ids: list[str]) -> None:
         self._commit_now(name, position, handled_ids)
 
+    async def _commit_with(
+        self, name: str, position: int, handled_ids: list[str], effect: Effect
+    ) -> None:
+        self._commit_with_now(name, position, handled_ids, effect)
+
     async def _was_handled(self, name: str, event_id: str) -> bool:
         return self._was_handled_now(name, event_id)
 
@@ -99,6 +104,11 @@ class SyncStore(EventStore):
     def _load_checkpoint_now(self, name: str) -> int: ...
     @abstractmethod
     def _commit_now(self, name: str, position: int, handled_ids: list[str]) -> None: ...
+    def _commit_with_now(
+        self, name: str, position: int, handled_ids: list[str], effect: Effect
+    ) -> None:
+        raise NotImplementedError  # stores with features.transactions implement it
+
     @abstractmethod
     def _was_handled_now(self, name: str, event_id: str) -> bool: ...
     @abstractmethod
