@@ -87,6 +87,7 @@ if TYPE_CHECKING:
     from tidings._remote import Remote
     from tidings.observability._observer import Observer
     from tidings.store.base import EventStore
+    from tidings.store.records import Transaction
     from tidings.transports.base import Transport
 
 __all__ = ("BatchHandles", "Bus", "BusStatistics", "ErrorHook", "Handles")
@@ -311,6 +312,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: Literal[False] = False,
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -336,6 +338,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: Literal[False] = False,
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -361,6 +364,40 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: Literal[False] = False,
+    ) -> Subscription[Any]: ...
+    @overload
+    def subscribe(
+        self,
+        target: type[T],
+        handler: Callable[[T, Transaction], object]
+        | Callable[[Envelope[T], Transaction], object],
+        *,
+        priority: float = 0,
+        where: Callable[[T], bool] | None = None,
+        owner: object | None = None,
+        envelope: bool | None = None,
+        from_: int | None = None,
+        durable: str,
+        idempotent: bool = False,
+        max_attempts: int = 3,
+        transactional: Literal[True],
+    ) -> Subscription[T]: ...
+    @overload
+    def subscribe(
+        self,
+        target: str,
+        handler: Callable[[Any, Transaction], object],
+        *,
+        priority: float = 0,
+        where: Callable[[Any], bool] | None = None,
+        owner: object | None = None,
+        envelope: bool | None = None,
+        from_: int | None = None,
+        durable: str,
+        idempotent: bool = False,
+        max_attempts: int = 3,
+        transactional: Literal[True],
     ) -> Subscription[Any]: ...
     def subscribe(
         self,
@@ -385,6 +422,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: bool = False,
     ) -> Subscription[Any]:
         """Subscribe ``handler`` to an event class, a topic or a pattern.
 
@@ -428,6 +466,12 @@ class Bus:
                 redelivered events already recorded, in any process sharing the store.
             max_attempts: log followers retry a failing handler this many times (with
                 exponential backoff) before dead-lettering the event and moving on.
+            transactional: with ``durable`` on a store with transactions (SQLite,
+                PostgreSQL): call ``handler(event, transaction)`` inside the transaction
+                that commits the checkpoint, so the effect it writes through
+                ``transaction.connection`` (a :class:`~tidings.Transaction`) commits with
+                the checkpoint or not at all: exactly once in effect, through crashes.
+                On SQLite the handler must not suspend inside the transaction.
 
         Returns:
             The :class:`Subscription` handle.
@@ -447,8 +491,15 @@ class Bus:
             mode = "queued"
         carried = self._remote is not None and group is not _LOCAL
         follows = not carried and (from_ is not None or durable is not None)
+        if transactional and not follows:
+            raise InvalidHandlerError(
+                "transactional=True needs durable='consumer-name' on a bus with a store "
+                "(Bus(store=...)): the handler joins the transaction of the log's checkpoint"
+            )
         if follows:
             self._check_follow(from_, durable, idempotent, max_attempts, mode)
+            if transactional:
+                handler = self._transactional(handler, durable, batch)
         elif carried and (from_ is not None or (idempotent and self._log is None)):
             raise InvalidHandlerError(
                 "on a bus with a transport, events come from the server: from_= is not "
@@ -489,6 +540,7 @@ class Bus:
                 durable=durable,
                 idempotent=idempotent,
                 max_attempts=max_attempts,
+                transactional=transactional,
             )
             return sub
         remote = self._remote
@@ -544,6 +596,24 @@ class Bus:
                 "log-following subscriptions deliver in log order from their own task; "
                 "they cannot also be queued"
             )
+
+    def _transactional(
+        self, handler: Callable[..., object], durable: str | None, batch: Batch | None
+    ) -> Callable[..., object]:
+        """``handler`` taking ``(event, transaction)``, made a one-argument log handler."""
+        from tidings._log import with_transaction
+
+        assert self._log is not None
+        store = self._log.store
+        if durable is None or batch is not None or not store.features.transactions:
+            raise InvalidHandlerError(
+                "transactional=True runs one event's handler in the transaction of a durable "
+                "consumer's checkpoint: it needs durable='consumer-name', no batch=, and a "
+                f"store with transactions (SQLiteStore or PostgresStore, not {store!r})"
+            )
+        if not callable(handler):
+            raise InvalidHandlerError(f"handler must be callable, not {handler!r}")
+        return with_transaction(handler)
 
     def _register(self, sub: Subscription[Any]) -> None:
         self._remove_gone()
