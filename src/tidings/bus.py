@@ -370,8 +370,7 @@ class Bus:
     def subscribe(
         self,
         target: type[T],
-        handler: Callable[[T, Transaction], object]
-        | Callable[[Envelope[T], Transaction], object],
+        handler: Callable[[T, Transaction], object] | Callable[[Envelope[T], Transaction], object],
         *,
         priority: float = 0,
         where: Callable[[T], bool] | None = None,

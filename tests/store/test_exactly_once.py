@@ -1,0 +1,161 @@
+"""Exactly once in effect: a transactional durable consumer SIGKILLed mid-run, repeatedly.
+
+The consumer runs in a child process and writes one effect row per event through the
+transaction that commits its checkpoint (``transactional=True``). The parent kills it with
+SIGKILL at random points and restarts it until it has consumed the whole log; the effects
+table must then hold every event exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import psycopg
+from psycopg import sql
+
+from tidings.store import open_store
+from tidings.testing.store_conformance import envelope
+
+EVENTS = 2_000
+KILLS = 3
+RUN_TIMEOUT = 60.0  # seconds for one run of the consumer (it needs a few)
+
+CONSUMER = r"""
+import asyncio, sys
+import tidings
+from tidings.store import open_store
+
+url, table, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+
+async def main():
+    store = open_store(url)
+    async with tidings.Bus(store=store) as bus:
+        if isinstance(store, tidings.SQLiteStore):
+            def charge(event: dict, tx: tidings.Transaction) -> None:
+                tx.connection.execute(f"INSERT INTO {table} (n) VALUES (?)", (event["n"],))
+                print(event["n"], flush=True)
+        else:
+            async def charge(event: dict, tx: tidings.Transaction) -> None:
+                await tx.connection.execute(f"INSERT INTO {table} (n) VALUES (%s)", (event["n"],))
+                print(event["n"], flush=True)
+        bus.subscribe("test.charge", charge, durable="billing", transactional=True)
+        while await store.load_checkpoint("billing") < total:
+            await asyncio.sleep(0.02)
+    print("done", flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def _start(url: str, table: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CONSUMER,
+        url,
+        table,
+        str(EVENTS),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def _schema(url: str) -> str | None:
+    return dict(parse_qsl(urlsplit(url).query)).get("schema")
+
+
+async def _effects(url: str, table: str) -> list[int]:
+    """The ``n`` of every effect row, as the consumer's table holds them."""
+    schema = _schema(url)
+    if schema is None:
+        path = Path(urlsplit(url).path[1:])
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return [row[0] for row in conn.execute(f"SELECT n FROM {table}")]
+    server = url.split("?")[0]
+    async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
+        cursor = await conn.execute(
+            sql.SQL("SELECT n FROM {}").format(sql.Identifier(*table.split(".")))
+        )
+        return [row[0] for row in await cursor.fetchall()]
+
+
+async def _create_effects_table(url: str) -> str:
+    """Create the consumer's effects table (no unique key: duplicates would stay); its name."""
+    schema = _schema(url)
+    if schema is None:
+        path = Path(urlsplit(url).path[1:])
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("CREATE TABLE effects (n INTEGER NOT NULL)")
+            conn.commit()
+        return "effects"
+    server = url.split("?")[0]
+    async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
+        await conn.execute(
+            sql.SQL("CREATE TABLE {} (n integer NOT NULL)").format(
+                sql.Identifier(schema, "effects")
+            )
+        )
+    return f"{schema}.effects"
+
+
+async def test_transactional_effects_happen_once_through_repeated_sigkills(store_url: str) -> None:
+    async with open_store(store_url) as store:
+        await store.append(envelope({"n": n}, topic="test.charge") for n in range(EVENTS))
+    table = await _create_effects_table(store_url)
+    rng = random.Random()
+    seed = rng.randrange(2**32)
+    rng.seed(seed)
+    kills = 0
+    checkpoints: list[int] = []  # the consumer's checkpoint after each kill
+    runs = 0
+    finished = False
+    while not finished:
+        runs += 1
+        assert runs <= KILLS + 2, f"the consumer did not finish (seed {seed})"
+        child = await _start(store_url, table)
+        assert child.stdout is not None and child.stderr is not None
+        kill_after = rng.randrange(50, 600) if kills < KILLS else None
+        seen = 0
+        try:
+            async with asyncio.timeout(RUN_TIMEOUT):
+                while True:
+                    line = await child.stdout.readline()
+                    if not line:
+                        stderr = (await child.stderr.read()).decode()
+                        raise AssertionError(f"the consumer exited early:\n{stderr}")
+                    if line.strip() == b"done":
+                        finished = True
+                        break
+                    seen += 1
+                    if kill_after is not None and seen == kill_after:
+                        child.send_signal(signal.SIGKILL)
+                        kills += 1
+                        break
+                await child.wait()
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+        if not finished:
+            assert child.returncode == -signal.SIGKILL
+            async with open_store(store_url) as store:
+                checkpoints.append(await store.load_checkpoint("billing"))
+    assert kills == KILLS
+
+    effects = await _effects(store_url, table)
+    duplicated = len(effects) - len(set(effects))
+    missing = set(range(EVENTS)) - set(effects)
+    assert (len(effects), duplicated, len(missing)) == (EVENTS, 0, 0), f"seed {seed}"
+    async with open_store(store_url) as store:
+        assert await store.load_checkpoint("billing") == EVENTS
+    # Every kill landed mid-run (the consumer had work left), and each run made progress.
+    assert len(checkpoints) == KILLS
+    assert all(0 < a < b < EVENTS for a, b in zip(checkpoints, checkpoints[1:], strict=False))
