@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import signal
 import sqlite3
@@ -121,7 +122,8 @@ async def test_transactional_effects_happen_once_through_repeated_sigkills(store
         runs += 1
         assert runs <= KILLS + 2, f"the consumer did not finish (seed {seed})"
         child = await _start(store_url, table)
-        assert child.stdout is not None and child.stderr is not None
+        assert child.stdout is not None
+        assert child.stderr is not None
         kill_after = rng.randrange(50, 600) if kills < KILLS else None
         seen = 0
         try:
@@ -158,4 +160,4 @@ async def test_transactional_effects_happen_once_through_repeated_sigkills(store
         assert await store.load_checkpoint("billing") == EVENTS
     # Every kill landed mid-run (the consumer had work left), and each run made progress.
     assert len(checkpoints) == KILLS
-    assert all(0 < a < b < EVENTS for a, b in zip(checkpoints, checkpoints[1:], strict=False))
+    assert all(0 < a < b < EVENTS for a, b in itertools.pairwise(checkpoints))

@@ -64,6 +64,7 @@ _COPY_TYPES = (
     "int8", "text", "text", "int8", "text", "int4", "text", "int8", "text", "text",
     "text", "text", "text",
 )  # fmt: skip
+_TABLES = ("events", "snapshots", "checkpoints", "handled")
 _COPY_ABOVE = 4  # rows; smaller batches are inserted with a pipelined INSERT
 _DDL_LOCK = int.from_bytes(hashlib.sha256(b"tidings:ddl").digest()[:8], "big", signed=True)
 _RECONNECT_DELAY = 0.5
@@ -332,13 +333,22 @@ class PostgresStore(EventStore):
                 name=f"tidings-{self.schema}",
             )
             try:
-                await pool.open(wait=True, timeout=self._connect_timeout)
                 with postgres_errors(f"{self._location} (schema {self.schema!r})"):
+                    await pool.open(wait=True, timeout=self._connect_timeout)
                     async with pool.connection() as conn:
-                        async with conn.transaction():
-                            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-                            for statement in self._schema_sql():
-                                await conn.execute(statement)
+                        # Create what is missing; a log that exists opens without DDL, so
+                        # a read-only session (a standby) can read and verify it.
+                        cursor = await conn.execute(
+                            "SELECT count(*) FROM pg_tables "
+                            "WHERE schemaname = %s AND tablename = ANY(%s)",
+                            (self.schema, [f"{self.table_prefix}{name}" for name in _TABLES]),
+                        )
+                        found = await cursor.fetchone()
+                        if found is None or found[0] < len(_TABLES):
+                            async with conn.transaction():
+                                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+                                for statement in self._schema_sql():
+                                    await conn.execute(statement)
                         cursor = await conn.execute(
                             sql.SQL("SELECT {} FROM {} ORDER BY position DESC LIMIT 2").format(
                                 self._columns, self._table("events")
