@@ -54,3 +54,11 @@ def one_at_a_time(event: OrderPlaced) -> None: ...
 
 bus.subscribe(OrderPlaced, one_at_a_time, batch=tidings.Batch())  # E: arg-type
 bus.subscribe(OrderPlaced, one_at_a_time, overflow="sometimes")  # E: call-overload
+
+
+def charge(event: OrderPlaced, transaction: tidings.Transaction) -> None: ...
+
+
+bus.subscribe(OrderPlaced, one_at_a_time, durable="billing", transactional=True)  # E: call-overload
+bus.subscribe(OrderPlaced, charge, durable="billing")  # E: arg-type
+bus.subscribe(OrderPlaced, charge, transactional=True)  # E: call-overload

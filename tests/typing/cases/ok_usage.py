@@ -87,3 +87,20 @@ queued: tidings.Subscription[OrderPlaced] = bus.subscribe(
     OrderPlaced, handler, workers=4, maxsize=100, overflow="drop_oldest"
 )
 stats: tidings.SubscriptionStatistics = queued.statistics()
+
+
+def charge(event: OrderPlaced, transaction: tidings.Transaction) -> None:
+    transaction.connection.execute("INSERT INTO charges VALUES (?)", (event.order_id,))
+
+
+async def charge_async(event: OrderPlaced, transaction: tidings.Transaction) -> None:
+    await transaction.connection.execute("INSERT INTO charges VALUES (%s)", (event.order_id,))
+
+
+def transactional(logged: tidings.Bus) -> None:
+    billing: tidings.Subscription[OrderPlaced] = logged.subscribe(
+        OrderPlaced, charge, durable="billing", transactional=True
+    )
+    logged.subscribe(OrderPlaced, charge_async, durable="billing-pg", transactional=True)
+    logged.subscribe("orders.>", charge, durable="billing-any", transactional=True)
+    billing.cancel()
