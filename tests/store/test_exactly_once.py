@@ -15,13 +15,17 @@ import random
 import signal
 import sqlite3
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
+import pytest
 from psycopg import sql
 
-from tidings.store import open_store
+import tidings
+from tidings import DeadLetter
+from tidings.store import MemoryStore, SQLiteStore, open_store
 from tidings.testing.store_conformance import envelope
 
 EVENTS = 2_000
@@ -161,3 +165,69 @@ async def test_transactional_effects_happen_once_through_repeated_sigkills(store
     # Every kill landed mid-run (the consumer had work left), and each run made progress.
     assert len(checkpoints) == KILLS
     assert all(0 < a < b < EVENTS for a, b in itertools.pairwise(checkpoints))
+
+
+@tidings.event("test.exactly.charged")
+@dataclass(frozen=True)
+class Charged:
+    n: int
+
+
+async def test_a_failing_attempt_rolls_back_its_effect_and_the_last_one_dead_letters(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    async with tidings.Bus(store=SQLiteStore(path)) as bus:
+        assert isinstance(bus.store, SQLiteStore)
+        dead: list[DeadLetter] = []
+        bus.subscribe(DeadLetter, dead.append)
+        attempts: dict[int, int] = {}
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("CREATE TABLE effects (n INTEGER NOT NULL)")
+            conn.commit()
+
+        def charge(event: Charged, tx: tidings.Transaction) -> None:
+            assert (tx.consumer, tx.position) == ("billing", event.n + 1)
+            tx.connection.execute("INSERT INTO effects (n) VALUES (?)", (event.n,))
+            attempts[event.n] = attempts.get(event.n, 0) + 1
+            if event.n == 1 or (event.n == 2 and attempts[2] < 2):
+                raise RuntimeError(f"refused {event.n}")  # after writing: rolled back
+
+        async def suspends(event: Charged, tx: tidings.Transaction) -> None:
+            await asyncio.sleep(0.001)  # would hold SQLite's write lock across the loop
+
+        for n in range(4):
+            bus.publish(Charged(n))
+        bus.subscribe(Charged, charge, durable="billing", transactional=True, max_attempts=3)
+        bus.subscribe(Charged, suspends, durable="sleepy", transactional=True, max_attempts=1)
+        async with asyncio.timeout(10):
+            while (  # noqa: ASYNC110 - store rows
+                await bus.store.load_checkpoint("billing") < 4
+                or await bus.store.load_checkpoint("sleepy") < 4
+            ):
+                await asyncio.sleep(0.005)
+    assert attempts == {0: 1, 1: 3, 2: 2, 3: 1}
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert sorted(row[0] for row in conn.execute("SELECT n FROM effects")) == [0, 2, 3]
+    by_handler = sorted((d.handler.rsplit(".", 1)[-1], d.envelope.payload.n) for d in dead)
+    assert by_handler == [("charge", 1)] + [("suspends", n) for n in range(4)]
+    assert all(
+        isinstance(d.error, tidings.InvalidHandlerError)
+        for d in dead
+        if d.handler.endswith("suspends")
+    )
+
+
+async def test_transactional_needs_a_durable_consumer_on_a_store_with_transactions() -> None:
+    def charge(event: Charged, tx: tidings.Transaction) -> None: ...
+
+    async with tidings.Bus(store=MemoryStore()) as bus:
+        with pytest.raises(tidings.InvalidHandlerError, match="SQLiteStore or PostgresStore"):
+            bus.subscribe(Charged, charge, durable="billing", transactional=True)
+        with pytest.raises(tidings.InvalidHandlerError, match="needs durable="):
+            bus.subscribe(Charged, charge, transactional=True)  # type: ignore[call-overload]
+        with pytest.raises(tidings.StoreError, match="no transaction"):
+            await bus.store.commit_with("billing", 1, lambda tx: None)  # type: ignore[union-attr]
+    async with tidings.Bus() as bus:
+        with pytest.raises(tidings.InvalidHandlerError, match=r"Bus\(store=\.\.\.\)"):
+            bus.subscribe(Charged, charge, durable="billing", transactional=True)
