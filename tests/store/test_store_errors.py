@@ -92,12 +92,11 @@ def test_verify_exits_3_on_a_damaged_file_and_1_on_a_tampered_one(tmp_path: Path
 
 
 def _make_read_only(path: Path) -> None:
-    """Make the log read-only for this process: by permissions where they bind (not root),
-    else by the file's write-version byte, which makes SQLite open it read-only."""
+    """Make the log's file read-only for this process: by permissions where they bind (not
+    root; checked as uid 65534), else by the file's write-version byte, which makes SQLite
+    open it read-only. The directory stays writable, for SQLite's -wal and -shm files."""
     if os.geteuid() != 0:
-        for file in path.parent.iterdir():
-            file.chmod(0o444)
-        path.parent.chmod(0o555)
+        path.chmod(0o444)
         return
     with path.open("r+b") as header:
         header.seek(18)  # the file format write version: above 2, SQLite only reads the file
@@ -125,9 +124,7 @@ async def test_a_read_only_log_refuses_appends_and_publishes_with_a_typed_error(
                 bus.publish(Placed("o-late", 1.0))
         assert _count(path) == RECORDS
     finally:
-        path.parent.chmod(0o755)
-        for file in path.parent.iterdir():
-            file.chmod(0o644)
+        path.chmod(0o644)
 
 
 async def test_a_broken_chain_refuses_appends_until_allowed(tmp_path: Path) -> None:
