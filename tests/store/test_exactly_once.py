@@ -15,6 +15,7 @@ import random
 import signal
 import sqlite3
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -30,6 +31,7 @@ from tidings.testing.store_conformance import envelope
 
 EVENTS = 2_000
 KILLS = 3
+CONTRAST = 500  # events for the at-least-once contrast
 RUN_TIMEOUT = 60.0  # seconds for one run of the consumer (it needs a few)
 
 CONSUMER = r"""
@@ -60,14 +62,49 @@ asyncio.run(main())
 """
 
 
-async def _start(url: str, table: str) -> asyncio.subprocess.Process:
+# The contrast: an idempotent (not transactional) consumer writing its effect on its own
+# connection. At each event in argv[4] it pauses once after writing, before its checkpoint
+# commits, so the parent's SIGKILL lands in that window.
+AT_LEAST_ONCE = r"""
+import asyncio, sqlite3, sys, time
+import tidings
+
+path, table, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+pause_at = {int(n) for n in sys.argv[4].split(",")}
+effects = sqlite3.connect(path, isolation_level=None)
+
+
+async def main():
+    store = tidings.SQLiteStore(path)
+    async with tidings.Bus(store=store) as bus:
+        def charge(event: dict) -> None:
+            n = event["n"]
+            effects.execute(f"INSERT INTO {table} (n) VALUES (?)", (n,))
+            print(n, flush=True)
+            if n in pause_at and effects.execute(
+                f"SELECT count(*) FROM {table} WHERE n = ?", (n,)
+            ).fetchone()[0] == 1:
+                time.sleep(30)  # killed here: the effect is in, the checkpoint is not
+        bus.subscribe("test.charge", charge, durable="billing", idempotent=True)
+        while await store.load_checkpoint("billing") < total:
+            await asyncio.sleep(0.02)
+    print("done", flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def _start(
+    url: str, table: str, *extra: str, script: str = CONSUMER, total: int = EVENTS
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        CONSUMER,
+        script,
         url,
         table,
-        str(EVENTS),
+        str(total),
+        *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -165,6 +202,39 @@ async def test_transactional_effects_happen_once_through_repeated_sigkills(store
     # Every kill landed mid-run (the consumer had work left), and each run made progress.
     assert len(checkpoints) == KILLS
     assert all(0 < a < b < EVENTS for a, b in itertools.pairwise(checkpoints))
+
+
+async def test_contrast_an_idempotent_consumer_repeats_an_effect_per_kill(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    async with open_store(f"sqlite:///{path}") as store:
+        await store.append(envelope({"n": n}, topic="test.charge") for n in range(CONTRAST))
+    table = await _create_effects_table(f"sqlite:///{path}")
+    pause_at = (rng := random.Random()).randrange(20, 240), rng.randrange(260, CONTRAST - 20)
+    kills = 0
+    for run in range(len(pause_at) + 1):
+        marks = ",".join(map(str, pause_at))
+        child = await _start(str(path), table, marks, script=AT_LEAST_ONCE, total=CONTRAST)
+        assert child.stdout is not None
+        try:
+            async with asyncio.timeout(RUN_TIMEOUT):
+                while (line := (await child.stdout.readline()).strip()) != b"done":
+                    assert line, "the consumer exited early"
+                    if run < len(pause_at) and int(line) == pause_at[run]:
+                        child.send_signal(signal.SIGKILL)
+                        kills += 1
+                        break
+                await child.wait()
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    effects = Counter(await _effects(f"sqlite:///{path}", table))
+    duplicated = sorted(n for n, times in effects.items() if times > 1)
+    assert kills == 2
+    assert (effects.total(), len(effects)) == (CONTRAST + kills, CONTRAST)
+    assert duplicated == sorted(pause_at)  # one repeated effect per kill, where it landed
 
 
 @tidings.event("test.exactly.charged")
