@@ -1,8 +1,9 @@
 """An event store in PostgreSQL: :class:`PostgresStore` (needs ``tidings[postgres]``).
 
 Errors: every ``psycopg`` (and pool) error is mapped to a
-:class:`~tidings.exceptions.StoreError` in one place, :func:`postgres_errors`, which every
-operation goes through (the ``_translated`` methods); the driver's exception is chained.
+:class:`~tidings.exceptions.StoreError` by one function, ``_store_error``, which every
+operation goes through (the ``_translated`` methods, and :func:`postgres_errors` around the
+store's opening); the driver's exception is chained.
 """
 
 from __future__ import annotations
@@ -116,12 +117,15 @@ def postgres_errors(where: str) -> Iterator[None]:
 def _translated(
     method: Callable[Concatenate[PostgresStore, P], Awaitable[R]],
 ) -> Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, R]]:
-    """Run a store operation under :func:`postgres_errors`."""
+    """Run a store operation, raising a driver error as :func:`_store_error` says (as
+    :func:`postgres_errors` does, with no context manager on the way of every call)."""
 
     @functools.wraps(method)
     async def translated(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with postgres_errors(self._location):
+        try:
             return await method(self, *args, **kwargs)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise _store_error(exc, self._location) from exc
 
     return translated
 

@@ -1,8 +1,9 @@
 """An event store in one SQLite file: :class:`SQLiteStore`.
 
-Errors: every ``sqlite3`` error is mapped to a :class:`~tidings.exceptions.StoreError` in one
-place, :func:`sqlite_errors`, which every operation goes through (the ``_translated``
-methods and the store's opening); the ``sqlite3`` exception is chained as the cause.
+Errors: every ``sqlite3`` error is mapped to a :class:`~tidings.exceptions.StoreError` by one
+function, ``_store_error``, which every operation goes through (the ``_translated`` methods,
+and :func:`sqlite_errors` around the store's opening and polling); the ``sqlite3`` exception
+is chained as the cause.
 """
 
 from __future__ import annotations
@@ -135,12 +136,15 @@ def sqlite_errors(path: str, busy_timeout: float) -> Iterator[None]:
 def _translated(
     method: Callable[Concatenate[SQLiteStore, P], R],
 ) -> Callable[Concatenate[SQLiteStore, P], R]:
-    """Run a store operation under :func:`sqlite_errors`."""
+    """Run a store operation, raising a driver error as :func:`_store_error` says (as
+    :func:`sqlite_errors` does, with no context manager on the way of every call)."""
 
     @functools.wraps(method)
     def translated(self: SQLiteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with sqlite_errors(str(self.path), self.busy_timeout):
+        try:  # free when nothing is raised: appends pass here
             return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, str(self.path), self.busy_timeout) from exc
 
     return translated
 
