@@ -7,7 +7,7 @@ submodule (:mod:`tidings.topics`, :mod:`tidings.clock`, :mod:`tidings.testing`).
 import typing as _typing
 
 from tidings._stream import EventStream
-from tidings.bus import BatchHandles, Bus, BusStatistics, Handles
+from tidings.bus import BatchHandles, Bus, BusStatistics, Handles, TransactionalHandles
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.delivery import Batch
@@ -133,6 +133,7 @@ __all__ = (
     "TidingsError",
     "TopicRequiredError",
     "Transaction",
+    "TransactionalHandles",
     "TransportClosedError",
     "TransportError",
     "TransportUnavailableError",

@@ -46,7 +46,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from dataclasses import dataclass
 from heapq import heappushpop as _heappushpop
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
 
 from tidings._coroutines import IDLE, next_job, resume
 from tidings._stream import EventStream
@@ -90,7 +90,7 @@ if TYPE_CHECKING:
     from tidings.store.records import Transaction
     from tidings.transports.base import Transport
 
-__all__ = ("BatchHandles", "Bus", "BusStatistics", "ErrorHook", "Handles")
+__all__ = ("BatchHandles", "Bus", "BusStatistics", "ErrorHook", "Handles", "TransactionalHandles")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -142,6 +142,20 @@ class BatchHandles(Generic[T]):
     def __call__(self, handler: Callable[..., R], /) -> Callable[..., R]:
         self._subscribe(handler)
         return handler
+
+
+class TransactionalHandles(Protocol[T]):
+    """The decorator returned by :meth:`Bus.on` with ``transactional=True``: the handler
+    takes the event (``T``) or its envelope, and the :class:`~tidings.Transaction`."""
+
+    @overload
+    def __call__(
+        self, handler: Callable[[Envelope[T], Transaction], R], /
+    ) -> Callable[[Envelope[T], Transaction], R]: ...
+    @overload
+    def __call__(
+        self, handler: Callable[[T, Transaction], R], /
+    ) -> Callable[[T, Transaction], R]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -651,6 +665,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: Literal[False] = False,
     ) -> Handles[T]: ...
     @overload
     def on(
@@ -675,6 +690,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: Literal[False] = False,
     ) -> BatchHandles[T]: ...
     @overload
     def on(
@@ -699,14 +715,45 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: Literal[False] = False,
     ) -> Handles[Any]: ...
+    @overload
+    def on(
+        self,
+        target: type[T],
+        *,
+        priority: float = 0,
+        where: Callable[[T], bool] | None = None,
+        owner: object | None = None,
+        envelope: bool | None = None,
+        from_: int | None = None,
+        durable: str,
+        idempotent: bool = False,
+        max_attempts: int = 3,
+        transactional: Literal[True],
+    ) -> TransactionalHandles[T]: ...
+    @overload
+    def on(
+        self,
+        target: str,
+        *,
+        priority: float = 0,
+        where: Callable[[Any], bool] | None = None,
+        owner: object | None = None,
+        envelope: bool | None = None,
+        from_: int | None = None,
+        durable: str,
+        idempotent: bool = False,
+        max_attempts: int = 3,
+        transactional: Literal[True],
+    ) -> TransactionalHandles[Any]: ...
     def on(
         self,
         target: type[T] | str,
         *,
         batch: Batch | None = None,
         **options: Any,
-    ) -> Handles[Any] | BatchHandles[Any]:
+    ) -> Handles[Any] | BatchHandles[Any] | TransactionalHandles[Any]:
         """Decorator form of :meth:`subscribe` (same options); returns the function unchanged.
 
         The :class:`Subscription` is listed by :meth:`subscriptions`; to cancel one later,

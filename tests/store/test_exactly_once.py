@@ -301,3 +301,25 @@ async def test_transactional_needs_a_durable_consumer_on_a_store_with_transactio
     async with tidings.Bus() as bus:
         with pytest.raises(tidings.InvalidHandlerError, match=r"Bus\(store=\.\.\.\)"):
             bus.subscribe(Charged, charge, durable="billing", transactional=True)
+
+
+async def test_the_decorator_form_writes_through_the_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    async with tidings.Bus(store=SQLiteStore(path)) as bus:
+        assert isinstance(bus.store, SQLiteStore)
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("CREATE TABLE ledger (n INTEGER NOT NULL, position INTEGER NOT NULL)")
+            conn.commit()
+
+        @bus.on(Charged, durable="ledger", transactional=True)
+        def ledger(event: Charged, tx: tidings.Transaction) -> None:
+            tx.connection.execute("INSERT INTO ledger VALUES (?, ?)", (event.n, tx.position))
+
+        for n in range(5):
+            bus.publish(Charged(n))
+        async with asyncio.timeout(10):
+            while await bus.store.load_checkpoint("ledger") < 5:  # noqa: ASYNC110 - a store row
+                await asyncio.sleep(0.005)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT n, position FROM ledger ORDER BY n").fetchall()
+    assert rows == [(n, n + 1) for n in range(5)]

@@ -62,3 +62,5 @@ def charge(event: OrderPlaced, transaction: tidings.Transaction) -> None: ...
 bus.subscribe(OrderPlaced, one_at_a_time, durable="billing", transactional=True)  # E: call-overload
 bus.subscribe(OrderPlaced, charge, durable="billing")  # E: arg-type
 bus.subscribe(OrderPlaced, charge, transactional=True)  # E: call-overload
+bus.on(OrderPlaced, durable="billing", transactional=True)(one_at_a_time)  # E: arg-type
+bus.on(OrderPlaced, durable="billing")(charge)  # E: arg-type

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import tidings
 from tidings import Envelope
@@ -104,3 +104,13 @@ def transactional(logged: tidings.Bus) -> None:
     logged.subscribe(OrderPlaced, charge_async, durable="billing-pg", transactional=True)
     logged.subscribe("orders.>", charge, durable="billing-any", transactional=True)
     billing.cancel()
+
+    @logged.on(OrderPlaced, durable="ledger", transactional=True)
+    def ledger(event: OrderPlaced, transaction: tidings.Transaction) -> None:
+        transaction.connection.execute("INSERT INTO ledger VALUES (?)", (event.amount,))
+
+    @logged.on(OrderPlaced, durable="audit", transactional=True)
+    async def audit(envelope: Envelope[OrderPlaced], transaction: tidings.Transaction) -> None:
+        await transaction.connection.execute("INSERT INTO audit VALUES (%s)", (envelope.id,))
+
+    ledger(OrderPlaced("o1", 1.0), cast(tidings.Transaction, None))
