@@ -110,6 +110,39 @@ async def _start(
     )
 
 
+async def _run(
+    child: asyncio.subprocess.Process,
+    *,
+    kill_after_lines: int | None = None,
+    kill_at_event: int | None = None,
+) -> bool:
+    """Read the consumer's lines (the ``n`` of each event it handles) until it prints
+    ``done`` (True), or SIGKILL it after reading ``kill_after_lines`` lines or the line of
+    event ``kill_at_event`` (False). Bounded by RUN_TIMEOUT; the child is never left running.
+    """
+    assert child.stdout is not None
+    assert child.stderr is not None
+    seen = 0
+    try:
+        async with asyncio.timeout(RUN_TIMEOUT):
+            while (line := (await child.stdout.readline()).strip()) != b"done":
+                if not line:
+                    stderr = (await child.stderr.read()).decode()
+                    raise AssertionError(f"the consumer exited early:\n{stderr}")
+                seen += 1
+                if seen == kill_after_lines or int(line) == kill_at_event:
+                    child.send_signal(signal.SIGKILL)
+                    await child.wait()
+                    assert child.returncode == -signal.SIGKILL
+                    return False
+            await child.wait()
+            return True
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
 def _schema(url: str) -> str | None:
     return dict(parse_qsl(urlsplit(url).query)).get("schema")
 
@@ -162,33 +195,11 @@ async def test_transactional_effects_happen_once_through_repeated_sigkills(store
     while not finished:
         runs += 1
         assert runs <= KILLS + 2, f"the consumer did not finish (seed {seed})"
-        child = await _start(store_url, table)
-        assert child.stdout is not None
-        assert child.stderr is not None
         kill_after = rng.randrange(50, 600) if kills < KILLS else None
-        seen = 0
-        try:
-            async with asyncio.timeout(RUN_TIMEOUT):
-                while True:
-                    line = await child.stdout.readline()
-                    if not line:
-                        stderr = (await child.stderr.read()).decode()
-                        raise AssertionError(f"the consumer exited early:\n{stderr}")
-                    if line.strip() == b"done":
-                        finished = True
-                        break
-                    seen += 1
-                    if kill_after is not None and seen == kill_after:
-                        child.send_signal(signal.SIGKILL)
-                        kills += 1
-                        break
-                await child.wait()
-        finally:
-            if child.returncode is None:
-                child.kill()
-                await child.wait()
+        child = await _start(store_url, table)
+        finished = await _run(child, kill_after_lines=kill_after)
         if not finished:
-            assert child.returncode == -signal.SIGKILL
+            kills += 1
             async with open_store(store_url) as store:
                 checkpoints.append(await store.load_checkpoint("billing"))
     assert kills == KILLS
@@ -216,20 +227,8 @@ async def test_contrast_an_idempotent_consumer_repeats_an_effect_per_kill(
     for run in range(len(pause_at) + 1):
         marks = ",".join(map(str, pause_at))
         child = await _start(str(path), table, marks, script=AT_LEAST_ONCE, total=CONTRAST)
-        assert child.stdout is not None
-        try:
-            async with asyncio.timeout(RUN_TIMEOUT):
-                while (line := (await child.stdout.readline()).strip()) != b"done":
-                    assert line, "the consumer exited early"
-                    if run < len(pause_at) and int(line) == pause_at[run]:
-                        child.send_signal(signal.SIGKILL)
-                        kills += 1
-                        break
-                await child.wait()
-        finally:
-            if child.returncode is None:
-                child.kill()
-                await child.wait()
+        if not await _run(child, kill_at_event=pause_at[run] if run < len(pause_at) else None):
+            kills += 1
     effects = Counter(await _effects(f"sqlite:///{path}", table))
     duplicated = sorted(n for n, times in effects.items() if times > 1)
     assert kills == 2
