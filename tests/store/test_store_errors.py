@@ -155,7 +155,21 @@ async def test_a_broken_chain_refuses_appends_until_allowed(tmp_path: Path) -> N
         assert await store.verify() == 4
         with pytest.raises(ChainBrokenError):
             await store.append(placed(1, start=11))
+    # verify() recorded the break in the log: a store opened later (or `tidings log verify`
+    # in another process) knows it without verifying again.
+    async with SQLiteStore(middle.path) as store:
+        assert store.chain_break == 4
+        with pytest.raises(ChainBrokenError):
+            await store.append(placed(1, start=11))
     assert _count(middle.path) == 11
+
+    # Restored (here: the original payload put back), the chain verifies and the record goes.
+    await middle.tamper(4, payload='{"order_id":"o3","amount":3.0}')
+    async with SQLiteStore(middle.path) as store:
+        assert await store.verify() is None
+    async with SQLiteStore(middle.path) as store:
+        assert store.chain_break is None
+        assert await store.append(placed(1, start=11)) == [12]
 
     # Opened with the flag (or the URL parameter), the store appends; verify still sees it.
     async with open_store(f"sqlite:///{harness.path}?allow_broken_chain=1") as allowed:
@@ -174,6 +188,16 @@ async def test_postgres_broken_chain_refuses_appends(
         with pytest.raises(ChainBrokenError):
             await store.append(placed(1, start=10))
         assert await store.last_position() == 10
+    await postgres_harness.tamper(10, payload='{"order_id":"o9","amount":9.0}')  # restored
+    await postgres_harness.tamper(5, payload='{"order_id": "forged", "amount": 0.0}')
+    async with await postgres_harness.open() as store:
+        assert await store.append(placed(1, start=10)) == [11]  # the end of the log is whole
+        assert await store.verify() == 5
+    async with await postgres_harness.open() as store:  # verify() recorded it in the log
+        assert store.chain_break == 5
+        with pytest.raises(ChainBrokenError):
+            await store.append(placed(1, start=11))
+        assert await store.last_position() == 11
 
 
 async def test_postgres_errors_surface_as_store_errors(
@@ -215,3 +239,30 @@ def _with_options(url: str, options: str) -> str:
     parts = urlsplit(url)
     query = urlencode([*parse_qsl(parts.query), ("options", options)], quote_via=quote)
     return urlunsplit(parts._replace(query=query))
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_a_schema_1_log_gains_its_chain_record_or_opens_read_only(
+    tmp_path: Path, writable: bool
+) -> None:
+    path = tmp_path / "log" / "events.db"
+    _log(path, 3)
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # as tidings before 2 left it
+        conn.execute("DROP TABLE chain_breaks")
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    if not writable:
+        _make_read_only(path)
+    try:
+        store = SQLiteStore(path)
+        try:
+            assert store.chain_break is None
+            if writable:
+                assert store.append_sync(placed(1, start=3)) == [4]
+        finally:
+            store.close_sync()
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        assert version == (2 if writable else 1)
+    finally:
+        path.chmod(0o644)

@@ -83,6 +83,9 @@ class SyncStore(EventStore):
     async def _was_handled(self, name: str, event_id: str) -> bool:
         return self._was_handled_now(name, event_id)
 
+    async def _record_chain_break(self, position: int | None) -> None:
+        self._record_chain_break_now(position)
+
     async def _close(self) -> None:
         self._close_now()
 
@@ -108,6 +111,9 @@ class SyncStore(EventStore):
         self, name: str, position: int, handled_ids: list[str], effect: Effect
     ) -> None:
         raise NotImplementedError  # stores with features.transactions implement it
+
+    def _record_chain_break_now(self, position: int | None) -> None:
+        """Record where the chain breaks in the log (stores that can hold it override)."""
 
     @abstractmethod
     def _was_handled_now(self, name: str, event_id: str) -> bool: ...

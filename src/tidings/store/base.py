@@ -43,14 +43,16 @@ Tamper evidence
     missing record). A chain cannot tell that records were cut off its end: compare the last
     hash with one kept elsewhere for that.
 
-    A store does not extend a chain it knows is broken: on opening it checks the last
-    record's hash against its predecessor's (two rows, whatever the log's length), and
-    :meth:`~EventStore.verify` remembers the break it finds. Until then (or until a verify
-    finds the chain whole again), appends raise :class:`~tidings.exceptions.ChainBrokenError`
-    and write nothing, unless the store was opened with ``allow_broken_chain=True``
-    (URL ``?allow_broken_chain=1``): its appends chain onto the last stored hash, and the
-    break stays where ``verify`` reports it. Only this store's state changes: another
-    process learns of a break in the middle of the log from its own ``verify``.
+    A store does not extend a chain it knows is broken. :meth:`~EventStore.verify` records
+    the break it finds in the log itself (SQLite, PostgreSQL), and clears it when the chain
+    verifies again (say, after restoring a backup); a store reads that record when it opens,
+    and also checks the last record's hash against its predecessor's (two rows, whatever the
+    log's length). While it knows of a break, appends raise
+    :class:`~tidings.exceptions.ChainBrokenError` and write nothing, unless the store was
+    opened with ``allow_broken_chain=True`` (URL ``?allow_broken_chain=1``): its appends
+    chain onto the last stored hash, and the break stays where ``verify`` reports it. A store
+    already open in another process learns of a recorded break when it is opened again (or
+    runs ``verify`` itself); ``tidings log verify`` records what it finds the same way.
 
 Errors
     Every failure of the database is raised as a :class:`~tidings.exceptions.StoreError`
@@ -72,6 +74,7 @@ Snapshots and checkpoints
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -84,6 +87,7 @@ from tidings.exceptions import (
     DecodeError,
     StoreClosedError,
     StoreError,
+    StoreReadOnlyError,
     UnknownEventTypeError,
 )
 from tidings.store._changes import Changes
@@ -116,8 +120,11 @@ __all__ = (
     "Query",
     "SupportsSyncAppend",
     "build_query",
+    "chain_break_on_open",
     "where_sql",
 )
+
+logger = logging.getLogger("tidings")
 
 Progress = Callable[[int, int], None]
 """A progress callback: ``(records done, records in all)``."""
@@ -138,7 +145,14 @@ class EffectFailed(Exception):  # noqa: N818 - a carrier, never seen outside the
         self.error = error
 
 
-def tail_break(last_rows: Sequence[Row]) -> int | None:
+def chain_break_on_open(last_rows: Sequence[Row], recorded: int | None) -> int | None:
+    """Where a store opening a log knows its chain breaks: the break a ``verify`` recorded
+    in the log, or one at the log's end seen in its last two rows (newest first)."""
+    found = [p for p in (recorded, _tail_break(last_rows)) if p is not None]
+    return min(found) if found else None
+
+
+def _tail_break(last_rows: Sequence[Row]) -> int | None:
     """The position where the chain breaks at the log's end, from its last two rows (newest
     first), or ``None`` when the last record's hash follows from its predecessor's."""
     if not last_rows:
@@ -294,8 +308,21 @@ class EventStore(ABC):
         return self._chain_break
 
     def _found_chain_break(self, position: int | None) -> None:
-        """Record the result of a chain check (``None``: the chain is whole)."""
+        """Remember the result of a chain check (``None``: the chain is whole)."""
         self._chain_break = position
+
+    async def _remember_chain(self, position: int | None) -> None:
+        """Remember what ``verify`` found, here and in the log for stores opened later
+        (in this or any process); a log this store cannot write keeps it here only."""
+        self._chain_break = position
+        try:
+            await self._record_chain_break(position)
+        except StoreReadOnlyError as exc:
+            logger.warning("the result of verify() stays with this store only: %s", exc)
+
+    async def _record_chain_break(self, position: int | None) -> None:  # noqa: B027
+        """Record in the log where its chain breaks (``None``: nowhere); stores that can
+        hold it override this."""
 
     def _check_chain(self) -> None:
         """Refuse to extend a chain known to be broken (see the module docstring)."""
@@ -629,14 +656,14 @@ class EventStore(ABC):
             for row in rows:
                 digest = record_hash(prev, row)
                 if row[0] != expected or digest.hex() != row[12]:
-                    self._found_chain_break(expected)
+                    await self._remember_chain(expected)
                     return expected
                 prev = digest
                 expected += 1
             if progress is not None:
                 progress(expected - 1, max(total, expected - 1))
             if len(rows) < page_size:
-                self._found_chain_break(None)
+                await self._remember_chain(None)
                 return None
             query = query._replace(after=rows[-1][0])
             await asyncio.sleep(0)

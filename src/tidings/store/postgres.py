@@ -37,7 +37,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from tidings.store._rows import GENESIS, Draft, Row, plan_append
-from tidings.store.base import Effect, EffectFailed, EventStore, Query, tail_break, where_sql
+from tidings.store.base import (
+    Effect,
+    EffectFailed,
+    EventStore,
+    Query,
+    chain_break_on_open,
+    where_sql,
+)
 from tidings.store.records import Snapshot, StoreFeatures, StreamState, Transaction
 from tidings.store.upcasting import Upcasters
 
@@ -65,7 +72,7 @@ _COPY_TYPES = (
     "int8", "text", "text", "int8", "text", "int4", "text", "int8", "text", "text",
     "text", "text", "text",
 )  # fmt: skip
-_TABLES = ("events", "snapshots", "checkpoints", "handled")
+_TABLES = ("events", "snapshots", "checkpoints", "handled", "chain_breaks")
 _COPY_ABOVE = 4  # rows; smaller batches are inserted with a pipelined INSERT
 _DDL_LOCK = int.from_bytes(hashlib.sha256(b"tidings:ddl").digest()[:8], "big", signed=True)
 _RECONNECT_DELAY = 0.5
@@ -310,6 +317,9 @@ class PostgresStore(EventStore):
                 "CREATE TABLE IF NOT EXISTS {} ("
                 "name text NOT NULL, event_id text NOT NULL, PRIMARY KEY (name, event_id))"
             ).format(self._table("handled")),
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (position bigint NOT NULL)").format(
+                self._table("chain_breaks")
+            ),
         ]
 
     # -- connection ------------------------------------------------------------------------
@@ -359,10 +369,18 @@ class PostgresStore(EventStore):
                             )
                         )
                         last_rows = await cursor.fetchall()
+                        cursor = await conn.execute(
+                            sql.SQL("SELECT min(position) FROM {}").format(
+                                self._table("chain_breaks")
+                            )
+                        )
+                        recorded = await cursor.fetchone()
             except BaseException:
                 await pool.close()
                 raise
-            self._found_chain_break(tail_break(last_rows))
+            self._found_chain_break(
+                chain_break_on_open(last_rows, None if recorded is None else recorded[0])
+            )
             self._pool = pool
             return pool
 
@@ -559,6 +577,17 @@ class PostgresStore(EventStore):
         await conn.execute(self._sql["commit"], (name, position))
         if handled_ids:
             await conn.execute(self._sql["handled"], (name, handled_ids))
+
+    @_translated
+    async def _record_chain_break(self, position: int | None) -> None:
+        pool = await self._ready()
+        table = self._table("chain_breaks")
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute(sql.SQL("DELETE FROM {}").format(table))
+            if position is not None:
+                await conn.execute(
+                    sql.SQL("INSERT INTO {} (position) VALUES (%s)").format(table), (position,)
+                )
 
     @_translated
     async def _commit_with(

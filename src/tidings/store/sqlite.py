@@ -30,7 +30,7 @@ from tidings.exceptions import (
 from tidings.store._changes import Changes
 from tidings.store._rows import GENESIS, Draft, Row, plan_append
 from tidings.store._sync import SyncStore
-from tidings.store.base import Effect, EffectFailed, Query, tail_break, where_sql
+from tidings.store.base import Effect, EffectFailed, Query, chain_break_on_open, where_sql
 from tidings.store.records import Snapshot, StoreFeatures, StreamState, Transaction
 from tidings.store.upcasting import Upcasters
 
@@ -42,7 +42,8 @@ __all__ = ("DEFAULT_PATH", "SQLiteStore")
 DEFAULT_PATH = ".tidings/events.db"
 """Where :class:`SQLiteStore` keeps its log unless told otherwise."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: events, snapshots, checkpoints, handled; 2: chain_breaks (created on opening a 1)."""
 
 COLUMNS = (
     "position, id, stream, stream_version, type_name, type_version, topic, time, key, source, "
@@ -81,6 +82,9 @@ CREATE TABLE IF NOT EXISTS handled (
     event_id TEXT NOT NULL,
     PRIMARY KEY (name, event_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chain_breaks (
+    position INTEGER NOT NULL
+);
 """
 
 _LAST = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
@@ -308,13 +312,30 @@ class SQLiteStore(SyncStore):
                 last_rows = self._conn.execute(
                     f"SELECT {COLUMNS} FROM events ORDER BY position DESC LIMIT 2"
                 ).fetchall()
+                recorded = self._recorded_chain_break()
         except BaseException:
             self._conn.close()
             raise
-        self._found_chain_break(tail_break(last_rows))
+        self._found_chain_break(chain_break_on_open(last_rows, recorded))
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
+
+    def _recorded_chain_break(self) -> int | None:
+        conn = self._conn
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chain_breaks'").fetchone():
+            position: int | None = conn.execute(
+                "SELECT min(position) FROM chain_breaks"
+            ).fetchone()[0]
+            return position
+        return None  # an older log opened read-only
+
+    @_translated
+    def _record_chain_break_now(self, position: int | None) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM chain_breaks")
+            if position is not None:
+                conn.execute("INSERT INTO chain_breaks (position) VALUES (?)", (position,))
 
     def _setup(self, synchronous: str) -> None:
         conn = self._conn
@@ -329,12 +350,18 @@ class SQLiteStore(SyncStore):
                 f"newer than this tidings understands ({SCHEMA_VERSION}); upgrade tidings"
             )
         if version < SCHEMA_VERSION:
-            with self._transaction():
-                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            try:
+                with self._transaction():
+                    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
+                        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except sqlite3.OperationalError as exc:
+                # An older log this process cannot write still opens, to be read.
+                readonly = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY
+                if version == 0 or not readonly:
+                    raise
         if mode.lower() != "wal" and str(self.path) != ":memory:":
             raise StoreError(f"{str(self.path)!r} could not be switched to WAL mode ({mode})")
 
