@@ -7,13 +7,14 @@ submodule (:mod:`tidings.topics`, :mod:`tidings.clock`, :mod:`tidings.testing`).
 import typing as _typing
 
 from tidings._stream import EventStream
-from tidings.bus import BatchHandles, Bus, BusStatistics, Handles
+from tidings.bus import BatchHandles, Bus, BusStatistics, Handles, TransactionalHandles
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.delivery import Batch
 from tidings.event import Envelope, event, from_cloudevent, to_cloudevent, topic_of
 from tidings.exceptions import (
     BusClosedError,
+    ChainBrokenError,
     ClockSkewError,
     CodecError,
     ConcurrencyError,
@@ -29,8 +30,12 @@ from tidings.exceptions import (
     PublishError,
     QueueClosedError,
     QueueFullError,
+    StoreBusyError,
     StoreClosedError,
+    StoreCorruptedError,
     StoreError,
+    StoreReadOnlyError,
+    StoreUnavailableError,
     StreamConfigError,
     TidingsError,
     TopicRequiredError,
@@ -50,6 +55,7 @@ from tidings.store import (
     Snapshot,
     SQLiteStore,
     StoredEvent,
+    Transaction,
     open_store,
 )
 from tidings.subscription import Mode, Subscription, SubscriptionStatistics
@@ -78,6 +84,7 @@ __all__ = (
     "Bus",
     "BusClosedError",
     "BusStatistics",
+    "ChainBrokenError",
     "ClockSkewError",
     "CloseReport",
     "CodecError",
@@ -113,14 +120,20 @@ __all__ = (
     "RingBuffer",
     "SQLiteStore",
     "Snapshot",
+    "StoreBusyError",
     "StoreClosedError",
+    "StoreCorruptedError",
     "StoreError",
+    "StoreReadOnlyError",
+    "StoreUnavailableError",
     "StoredEvent",
     "StreamConfigError",
     "Subscription",
     "SubscriptionStatistics",
     "TidingsError",
     "TopicRequiredError",
+    "Transaction",
+    "TransactionalHandles",
     "TransportClosedError",
     "TransportError",
     "TransportUnavailableError",

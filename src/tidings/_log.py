@@ -25,14 +25,26 @@ does not decode, a lost connection), the follower logs the error, waits (backing
 :data:`FOLLOW_RETRY_MAX` seconds) and resumes from its last handled position: it stalls on an
 undecodable record rather than skip it (register its class or upcaster, and it goes on), and
 ``aclose`` reports a follower that is stalled.
+
+A *transactional* durable subscription (``transactional=True``, stores with
+``features.transactions``) hands its handler the :class:`~tidings.store.Transaction` that
+commits the checkpoint (:meth:`EventStore.commit_with`): the handler's effect, written through
+``transaction.connection``, commits with the checkpoint or not at all, so a crash at any point
+neither loses nor repeats it (exactly once in effect). A failed attempt rolls its effect back
+before the retry; after the last attempt the event is dead-lettered and the checkpoint moves
+on without an effect. The handler gets the transaction as its second argument through
+:func:`with_transaction`, which reads it from a context variable the follower sets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import threading
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from tidings.exceptions import LoopNotRunningError
@@ -45,10 +57,10 @@ from tidings.subscription import SKIP
 if TYPE_CHECKING:
     from tidings.bus import Bus, _Route
     from tidings.event import Envelope
-    from tidings.store.records import StoredEvent
+    from tidings.store.records import StoredEvent, Transaction
     from tidings.subscription import Subscription
 
-__all__ = ("Follower", "Log")
+__all__ = ("Follower", "Log", "with_transaction")
 
 logger = logging.getLogger("tidings")
 
@@ -56,6 +68,28 @@ RETRY_BASE = 0.05
 """Seconds before a log follower's first retry; doubled for each later one."""
 FOLLOW_RETRY_MAX = 5.0
 """The longest wait, in seconds, before a log follower tries its store again."""
+
+
+_TRANSACTION: ContextVar[Transaction] = ContextVar("tidings_transaction")
+
+
+def with_transaction(handler: Callable[..., Any]) -> Callable[[Any], Any]:
+    """A one-argument handler calling ``handler(event, transaction)`` with the transaction
+    of the commit in progress (see the module docstring); keeps the handler's name,
+    signature and kind (coroutine function or not)."""
+    if inspect.iscoroutinefunction(handler):
+
+        @functools.wraps(handler)
+        async def call_async(arg: Any) -> Any:
+            return await handler(arg, _TRANSACTION.get())
+
+        return call_async
+
+    @functools.wraps(handler)
+    def call(arg: Any) -> Any:
+        return handler(arg, _TRANSACTION.get())
+
+    return call
 
 
 class Log:
@@ -195,9 +229,11 @@ class Log:
         durable: str | None,
         idempotent: bool,
         max_attempts: int,
+        transactional: bool = False,
     ) -> None:
-        """Deliver the log to ``sub`` (see the module docstring); starts with the loop."""
-        follower = Follower(self, sub, start, durable, idempotent, max_attempts)
+        """Deliver the log to ``sub`` (see the module docstring); starts with the loop.
+        ``transactional``: ``sub``'s handler was made with :func:`with_transaction`."""
+        follower = Follower(self, sub, start, durable, idempotent, max_attempts, transactional)
         self.followers[sub] = follower
         if self.bus._loop is not None and not self.bus._loop.is_closed():
             follower.start(self.bus._loop)
@@ -260,12 +296,14 @@ class Follower:
         durable: str | None,
         idempotent: bool,
         max_attempts: int,
+        transactional: bool = False,
     ) -> None:
         self.log = log
         self.sub = sub
         self.position = start
         self.durable = durable
         self.idempotent = idempotent
+        self.transactional = transactional and durable is not None
         self.max_attempts = max_attempts
         self.task: asyncio.Task[None] | None = None
         self.stalled: Exception | None = None
@@ -332,24 +370,30 @@ class Follower:
         wanted = sub.event_type is None or isinstance(env.payload, sub.event_type)
         if wanted and self.idempotent and name is not None:
             wanted = not await store.was_handled(name, env.id)
+        if wanted and self.transactional:
+            if await self._handle(env, record.position):
+                self.position = record.position  # committed with the handler's effect
+                return
+            wanted = False  # dead-lettered: the checkpoint moves on without an effect
         handled = await self._handle(env) if wanted else False
         if name is not None:
             ids = (env.id,) if handled and self.idempotent else ()
             await store.commit(name, record.position, handled_ids=ids)
         self.position = record.position  # after the commit: a failed commit retries the record
 
-    async def _handle(self, env: Envelope[Any]) -> bool:
+    async def _handle(self, env: Envelope[Any], position: int | None = None) -> bool:
         """Call the handler, retrying with backoff; dead-letter after the last attempt.
-        Returns whether it succeeded."""
+        With ``position`` (transactional), each attempt runs in the transaction that
+        commits the checkpoint at ``position``. Returns whether it succeeded."""
         sub = self.sub
         for attempt in range(1, self.max_attempts + 1):
             try:
                 if not sub.accepts(env):  # a where= that raises fails like the handler
                     return False
-                with replaying():  # traced as a replay: linked to the event's original trace
-                    result = sub.call(sub.argument(env))
-                if inspect.isawaitable(result):
-                    await result
+                if position is None:
+                    result = await self._call(env)
+                else:
+                    result = await self._call_in_transaction(env, position)
             except Exception as exc:
                 if attempt == self.max_attempts:
                     self.log.bus._failed(sub, env, exc, attempts=attempt)
@@ -360,3 +404,28 @@ class Follower:
                     sub.record_delivered()
                 return True
         return False
+
+    async def _call(self, env: Envelope[Any]) -> object:
+        """Call the handler once (awaiting it if it is async); its result."""
+        with replaying():  # traced as a replay: linked to the event's original trace
+            result = self.sub.call(self.sub.argument(env))
+        if inspect.isawaitable(result):
+            await result
+        return result
+
+    async def _call_in_transaction(self, env: Envelope[Any], position: int) -> object:
+        """Call the handler once inside the store transaction that commits the checkpoint
+        at ``position`` (and the event id, if idempotent); its result."""
+        assert self.durable is not None
+        outcome: list[object] = []
+
+        async def effect(transaction: Transaction) -> None:
+            token = _TRANSACTION.set(transaction)
+            try:
+                outcome.append(await self._call(env))
+            finally:
+                _TRANSACTION.reset(token)
+
+        ids = (env.id,) if self.idempotent else ()
+        await self.log.store.commit_with(self.durable, position, effect, handled_ids=ids)
+        return outcome[0] if outcome else None

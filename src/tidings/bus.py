@@ -46,7 +46,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from dataclasses import dataclass
 from heapq import heappushpop as _heappushpop
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
 
 from tidings._coroutines import IDLE, next_job, resume
 from tidings._stream import EventStream
@@ -87,9 +87,10 @@ if TYPE_CHECKING:
     from tidings._remote import Remote
     from tidings.observability._observer import Observer
     from tidings.store.base import EventStore
+    from tidings.store.records import Transaction
     from tidings.transports.base import Transport
 
-__all__ = ("BatchHandles", "Bus", "BusStatistics", "ErrorHook", "Handles")
+__all__ = ("BatchHandles", "Bus", "BusStatistics", "ErrorHook", "Handles", "TransactionalHandles")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -141,6 +142,20 @@ class BatchHandles(Generic[T]):
     def __call__(self, handler: Callable[..., R], /) -> Callable[..., R]:
         self._subscribe(handler)
         return handler
+
+
+class TransactionalHandles(Protocol[T]):
+    """The decorator returned by :meth:`Bus.on` with ``transactional=True``: the handler
+    takes the event (``T``) or its envelope, and the :class:`~tidings.Transaction`."""
+
+    @overload
+    def __call__(
+        self, handler: Callable[[Envelope[T], Transaction], R], /
+    ) -> Callable[[Envelope[T], Transaction], R]: ...
+    @overload
+    def __call__(
+        self, handler: Callable[[T, Transaction], R], /
+    ) -> Callable[[T, Transaction], R]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +326,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: Literal[False] = False,
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -336,6 +352,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: Literal[False] = False,
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -361,6 +378,39 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: Literal[False] = False,
+    ) -> Subscription[Any]: ...
+    @overload
+    def subscribe(
+        self,
+        target: type[T],
+        handler: Callable[[T, Transaction], object] | Callable[[Envelope[T], Transaction], object],
+        *,
+        priority: float = 0,
+        where: Callable[[T], bool] | None = None,
+        owner: object | None = None,
+        envelope: bool | None = None,
+        from_: int | None = None,
+        durable: str,
+        idempotent: bool = False,
+        max_attempts: int = 3,
+        transactional: Literal[True],
+    ) -> Subscription[T]: ...
+    @overload
+    def subscribe(
+        self,
+        target: str,
+        handler: Callable[[Any, Transaction], object],
+        *,
+        priority: float = 0,
+        where: Callable[[Any], bool] | None = None,
+        owner: object | None = None,
+        envelope: bool | None = None,
+        from_: int | None = None,
+        durable: str,
+        idempotent: bool = False,
+        max_attempts: int = 3,
+        transactional: Literal[True],
     ) -> Subscription[Any]: ...
     def subscribe(
         self,
@@ -385,6 +435,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: bool = False,
     ) -> Subscription[Any]:
         """Subscribe ``handler`` to an event class, a topic or a pattern.
 
@@ -428,6 +479,12 @@ class Bus:
                 redelivered events already recorded, in any process sharing the store.
             max_attempts: log followers retry a failing handler this many times (with
                 exponential backoff) before dead-lettering the event and moving on.
+            transactional: with ``durable`` on a store with transactions (SQLite,
+                PostgreSQL): call ``handler(event, transaction)`` inside the transaction
+                that commits the checkpoint, so the effect it writes through
+                ``transaction.connection`` (a :class:`~tidings.Transaction`) commits with
+                the checkpoint or not at all: exactly once in effect, through crashes.
+                On SQLite the handler must not suspend inside the transaction.
 
         Returns:
             The :class:`Subscription` handle.
@@ -447,8 +504,15 @@ class Bus:
             mode = "queued"
         carried = self._remote is not None and group is not _LOCAL
         follows = not carried and (from_ is not None or durable is not None)
+        if transactional and not follows:
+            raise InvalidHandlerError(
+                "transactional=True needs durable='consumer-name' on a bus with a store "
+                "(Bus(store=...)): the handler joins the transaction of the log's checkpoint"
+            )
         if follows:
             self._check_follow(from_, durable, idempotent, max_attempts, mode)
+            if transactional:
+                handler = self._transactional(handler, durable, batch)
         elif carried and (from_ is not None or (idempotent and self._log is None)):
             raise InvalidHandlerError(
                 "on a bus with a transport, events come from the server: from_= is not "
@@ -489,6 +553,7 @@ class Bus:
                 durable=durable,
                 idempotent=idempotent,
                 max_attempts=max_attempts,
+                transactional=transactional,
             )
             return sub
         remote = self._remote
@@ -545,6 +610,24 @@ class Bus:
                 "they cannot also be queued"
             )
 
+    def _transactional(
+        self, handler: Callable[..., object], durable: str | None, batch: Batch | None
+    ) -> Callable[..., object]:
+        """``handler`` taking ``(event, transaction)``, made a one-argument log handler."""
+        from tidings._log import with_transaction
+
+        assert self._log is not None
+        store = self._log.store
+        if durable is None or batch is not None or not store.features.transactions:
+            raise InvalidHandlerError(
+                "transactional=True runs one event's handler in the transaction of a durable "
+                "consumer's checkpoint: it needs durable='consumer-name', no batch=, and a "
+                f"store with transactions (SQLiteStore or PostgresStore, not {store!r})"
+            )
+        if not callable(handler):
+            raise InvalidHandlerError(f"handler must be callable, not {handler!r}")
+        return with_transaction(handler)
+
     def _register(self, sub: Subscription[Any]) -> None:
         self._remove_gone()
         queued = sub.queued
@@ -582,6 +665,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: Literal[False] = False,
     ) -> Handles[T]: ...
     @overload
     def on(
@@ -606,6 +690,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: Literal[False] = False,
     ) -> BatchHandles[T]: ...
     @overload
     def on(
@@ -630,14 +715,45 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        transactional: Literal[False] = False,
     ) -> Handles[Any]: ...
+    @overload
+    def on(
+        self,
+        target: type[T],
+        *,
+        priority: float = 0,
+        where: Callable[[T], bool] | None = None,
+        owner: object | None = None,
+        envelope: bool | None = None,
+        from_: int | None = None,
+        durable: str,
+        idempotent: bool = False,
+        max_attempts: int = 3,
+        transactional: Literal[True],
+    ) -> TransactionalHandles[T]: ...
+    @overload
+    def on(
+        self,
+        target: str,
+        *,
+        priority: float = 0,
+        where: Callable[[Any], bool] | None = None,
+        owner: object | None = None,
+        envelope: bool | None = None,
+        from_: int | None = None,
+        durable: str,
+        idempotent: bool = False,
+        max_attempts: int = 3,
+        transactional: Literal[True],
+    ) -> TransactionalHandles[Any]: ...
     def on(
         self,
         target: type[T] | str,
         *,
         batch: Batch | None = None,
         **options: Any,
-    ) -> Handles[Any] | BatchHandles[Any]:
+    ) -> Handles[Any] | BatchHandles[Any] | TransactionalHandles[Any]:
         """Decorator form of :meth:`subscribe` (same options); returns the function unchanged.
 
         The :class:`Subscription` is listed by :meth:`subscriptions`; to cancel one later,

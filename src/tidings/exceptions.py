@@ -26,6 +26,11 @@
      │    ├── ConcurrencyError                       a stream is not at the expected version
      │    ├── UnknownEventTypeError                  a stored record names a type nobody registered
      │    ├── StoreClosedError                       the store was closed
+     │    ├── StoreCorruptedError                    the log's file or tables are damaged
+     │    ├── StoreReadOnlyError (also PermissionError)  the log cannot be written here
+     │    ├── StoreBusyError                         the log stayed locked by another writer
+     │    ├── StoreUnavailableError (also ConnectionError)  the database is unreachable
+     │    ├── ChainBrokenError                       appends refused: the hash chain is broken
      │    └── InvalidStoreURLError (also ValueError) a store URL is malformed
      └── MissingExtraError        (also ImportError) an optional extra is not installed
 
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 __all__ = (
     "BusClosedError",
+    "ChainBrokenError",
     "ClockSkewError",
     "CodecError",
     "ConcurrencyError",
@@ -51,8 +57,12 @@ __all__ = (
     "PublishError",
     "QueueClosedError",
     "QueueFullError",
+    "StoreBusyError",
     "StoreClosedError",
+    "StoreCorruptedError",
     "StoreError",
+    "StoreReadOnlyError",
+    "StoreUnavailableError",
     "StreamConfigError",
     "TidingsError",
     "TopicRequiredError",
@@ -304,6 +314,56 @@ class UnknownEventTypeError(StoreError):
 
 class StoreClosedError(StoreError):
     """The store was closed with ``aclose()``; open a new one to go on."""
+
+
+class StoreCorruptedError(StoreError):
+    """The log's database is damaged: SQLite reports a malformed file, PostgreSQL corrupted
+    data. This is damage (lost or garbled pages), not tampering with valid records, which
+    ``verify()`` reports as a broken hash chain.
+
+    Restore the log from a backup; ``tidings log verify`` shows how far it still reads. The
+    cause (the driver's exception) is chained.
+    """
+
+
+class StoreReadOnlyError(StoreError, PermissionError):
+    """The log can be read but not written by this process: a read-only file or directory,
+    a read-only database session or server (a standby), or missing privileges.
+
+    Give the process write access (or connect to the primary); nothing was written.
+    """
+
+
+class StoreBusyError(StoreError):
+    """Another connection held the log's lock for longer than the store waits
+    (SQLite's ``busy_timeout``, a PostgreSQL lock timeout or deadlock).
+
+    Nothing was written: retry the operation, or let the store wait longer.
+    """
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The database server could not be reached, or the connection to it was lost.
+
+    An append that fails this way may or may not have committed; retrying it is safe, as
+    appends are idempotent on the event id.
+    """
+
+
+class ChainBrokenError(StoreError):
+    """The log's hash chain does not verify, so the store refuses to extend it.
+
+    Run ``tidings log verify`` to find the first broken position and restore the log from a
+    backup; or, to append anyway (the break stays visible to ``verify()``), open the store
+    with ``allow_broken_chain=True`` (URL: ``?allow_broken_chain=1``).
+
+    Attributes:
+        position: the first position where the chain breaks.
+    """
+
+    def __init__(self, message: str, *, position: int) -> None:
+        super().__init__(message)
+        self.position = position
 
 
 class InvalidStoreURLError(StoreError, ValueError):

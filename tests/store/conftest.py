@@ -15,6 +15,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -189,6 +190,25 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgres"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of an empty durable log: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/crash.db"
+        return
+    server: str = request.getfixturevalue("postgres_url")
+    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(server)
+    query = urlencode([*parse_qsl(parts.query), ("schema", schema)])
+    try:
+        yield urlunsplit(parts._replace(query=query))
+    finally:
+        async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
+            await conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )
 
 
 @pytest.fixture

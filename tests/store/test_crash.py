@@ -4,39 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-import psycopg
-import pytest
-import pytest_asyncio
-from psycopg import sql
+from collections.abc import Awaitable, Callable
 
 from tidings.store import open_store
 from tidings.testing.store_conformance import placed
 
 StartWriter = Callable[[str, str, int, int, float], Awaitable[asyncio.subprocess.Process]]
-
-
-@pytest_asyncio.fixture(params=["sqlite", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The URL of an empty durable log: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/crash.db"
-        return
-    server: str = request.getfixturevalue("postgres_url")
-    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
-    parts = urlsplit(server)
-    query = urlencode([*parse_qsl(parts.query), ("schema", schema)])
-    try:
-        yield urlunsplit(parts._replace(query=query))
-    finally:
-        async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
-            await conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-            )
 
 
 async def test_appends_that_returned_survive_sigkill(

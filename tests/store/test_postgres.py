@@ -183,8 +183,8 @@ async def test_tables_take_the_prefix_and_logs_stay_apart(postgres_url: str, sch
         )
         names = [row[0] for row in await cursor.fetchall()]
     assert names == [
-        "a_checkpoints", "a_events", "a_handled", "a_snapshots",
-        "b_checkpoints", "b_events", "b_handled", "b_snapshots",
+        "a_chain_breaks", "a_checkpoints", "a_events", "a_handled", "a_snapshots",
+        "b_chain_breaks", "b_checkpoints", "b_events", "b_handled", "b_snapshots",
     ]  # fmt: skip
     with pytest.raises(ValueError, match="pool_size"):
         PostgresStore(postgres_url, pool_size=0)

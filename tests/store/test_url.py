@@ -52,7 +52,7 @@ async def test_postgres_url_keeps_the_schema_apart() -> None:
         ("mysql://localhost/db", "unknown kind of store 'mysql'"),
         ("sqlite://host/events.db", "has no host"),
         ("sqlite:///", "file path is empty"),
-        ("sqlite:///x.db?mode=ro", "take no parameters"),
+        ("sqlite:///x.db?mode=ro", "only the parameter allow_broken_chain"),
         ("memory://somewhere", "takes no host"),
         ("memory://#x", "has no '#fragment'"),
         ("sqlite:///runs/run#2.db", "must be written %23"),

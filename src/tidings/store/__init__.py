@@ -22,6 +22,7 @@ from tidings.store.records import (
     StoredEvent,
     StoreFeatures,
     StreamState,
+    Transaction,
 )
 from tidings.store.sqlite import DEFAULT_PATH, SQLiteStore
 from tidings.store.upcasting import Upcaster, Upcasters
@@ -44,6 +45,7 @@ __all__ = (
     "StoredEvent",
     "StreamState",
     "SupportsSyncAppend",
+    "Transaction",
     "Upcaster",
     "Upcasters",
     "open_store",

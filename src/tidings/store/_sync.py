@@ -14,7 +14,7 @@ from typing import Any
 
 from tidings.event import Envelope
 from tidings.store._rows import Draft, Row
-from tidings.store.base import EventStore, Query
+from tidings.store.base import Effect, EventStore, Query
 from tidings.store.records import ANY, Snapshot, StreamState
 
 __all__ = ("SyncStore",)
@@ -75,8 +75,16 @@ class SyncStore(EventStore):
     async def _commit(self, name: str, position: int, handled_ids: list[str]) -> None:
         self._commit_now(name, position, handled_ids)
 
+    async def _commit_with(
+        self, name: str, position: int, handled_ids: list[str], effect: Effect
+    ) -> None:
+        self._commit_with_now(name, position, handled_ids, effect)
+
     async def _was_handled(self, name: str, event_id: str) -> bool:
         return self._was_handled_now(name, event_id)
+
+    async def _record_chain_break(self, position: int | None) -> None:
+        self._record_chain_break_now(position)
 
     async def _close(self) -> None:
         self._close_now()
@@ -99,6 +107,14 @@ class SyncStore(EventStore):
     def _load_checkpoint_now(self, name: str) -> int: ...
     @abstractmethod
     def _commit_now(self, name: str, position: int, handled_ids: list[str]) -> None: ...
+    def _commit_with_now(
+        self, name: str, position: int, handled_ids: list[str], effect: Effect
+    ) -> None:
+        raise NotImplementedError  # stores with features.transactions implement it
+
+    def _record_chain_break_now(self, position: int | None) -> None:
+        """Record where the chain breaks in the log (stores that can hold it override)."""
+
     @abstractmethod
     def _was_handled_now(self, name: str, event_id: str) -> bool: ...
     @abstractmethod

@@ -43,23 +43,53 @@ Tamper evidence
     missing record). A chain cannot tell that records were cut off its end: compare the last
     hash with one kept elsewhere for that.
 
+    A store does not extend a chain it knows is broken. :meth:`~EventStore.verify` records
+    the break it finds in the log itself (SQLite, PostgreSQL), and clears it when the chain
+    verifies again (say, after restoring a backup); a store reads that record when it opens,
+    and also checks the last record's hash against its predecessor's (two rows, whatever the
+    log's length). While it knows of a break, appends raise
+    :class:`~tidings.exceptions.ChainBrokenError` and write nothing, unless the store was
+    opened with ``allow_broken_chain=True`` (URL ``?allow_broken_chain=1``): its appends
+    chain onto the last stored hash, and the break stays where ``verify`` reports it. A store
+    already open in another process learns of a recorded break when it is opened again (or
+    runs ``verify`` itself); ``tidings log verify`` records what it finds the same way.
+
+Errors
+    Every failure of the database is raised as a :class:`~tidings.exceptions.StoreError`
+    with the driver's exception chained: :class:`~tidings.exceptions.StoreCorruptedError`
+    (the file or tables are damaged: restore a backup), :class:`~tidings.exceptions.
+    StoreReadOnlyError` (no write access), :class:`~tidings.exceptions.StoreBusyError`
+    (locked too long: retry), :class:`~tidings.exceptions.StoreUnavailableError` (the server
+    is unreachable) or a plain :class:`~tidings.exceptions.StoreError`. Each store maps its
+    driver's errors in one place.
+
 Snapshots and checkpoints
     Named snapshots hold a serialised state valid as of a position; named checkpoints hold a
     consumer's position and, for idempotent consumers, the ids of the events it handled,
-    both written in one transaction by :meth:`~EventStore.commit`.
+    both written in one transaction by :meth:`~EventStore.commit`. Stores with
+    ``features.transactions`` also offer :meth:`~EventStore.commit_with`, which runs a
+    handler's effect inside that same transaction (exactly once in effect).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, Protocol, Self, runtime_checkable
 
 from tidings.event import Envelope, topic_of
-from tidings.exceptions import DecodeError, StoreClosedError, UnknownEventTypeError
+from tidings.exceptions import (
+    ChainBrokenError,
+    DecodeError,
+    StoreClosedError,
+    StoreError,
+    StoreReadOnlyError,
+    UnknownEventTypeError,
+)
 from tidings.store._changes import Changes
 from tidings.store._rows import (
     GENESIS,
@@ -71,24 +101,73 @@ from tidings.store._rows import (
     draft,
     record_hash,
 )
-from tidings.store.records import ANY, Snapshot, StoredEvent, StoreFeatures, StreamState
+from tidings.store.records import (
+    ANY,
+    Snapshot,
+    StoredEvent,
+    StoreFeatures,
+    StreamState,
+    Transaction,
+)
 from tidings.store.upcasting import Upcasters
 from tidings.topics import compile_pattern, is_pattern, validate_pattern
 
 __all__ = (
+    "Effect",
+    "EffectFailed",
     "EventStore",
     "LogSubscription",
     "Query",
     "SupportsSyncAppend",
     "build_query",
+    "chain_break_on_open",
     "where_sql",
 )
+
+logger = logging.getLogger("tidings")
 
 Progress = Callable[[int, int], None]
 """A progress callback: ``(records done, records in all)``."""
 
 READ_PAGE = 2000
 """Records fetched per round trip by reads and subscriptions."""
+
+Effect = Callable[[Transaction], Awaitable[object] | object]
+"""A handler's effect for :meth:`EventStore.commit_with`: called with the open transaction."""
+
+
+class EffectFailed(Exception):  # noqa: N818 - a carrier, never seen outside the stores
+    """Carries an exception raised by a ``commit_with`` effect through a store's error
+    mapping, so that it reaches the caller unchanged (not as a store failure)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def chain_break_on_open(last_rows: Sequence[Row], recorded: int | None) -> int | None:
+    """Where a store opening a log knows its chain breaks: the break a ``verify`` recorded
+    in the log, or one at the log's end seen in its last two rows (newest first)."""
+    found = [p for p in (recorded, _tail_break(last_rows)) if p is not None]
+    return min(found) if found else None
+
+
+def _tail_break(last_rows: Sequence[Row]) -> int | None:
+    """The position where the chain breaks at the log's end, from its last two rows (newest
+    first), or ``None`` when the last record's hash follows from its predecessor's."""
+    if not last_rows:
+        return None
+    last = last_rows[0]
+    if len(last_rows) > 1:
+        before = last_rows[1]
+        if before[0] != last[0] - 1:
+            return before[0] + 1
+        prev = before[12]
+    elif last[0] == 1:
+        prev = GENESIS
+    else:
+        return 1  # the only record is not the first: the ones before it are missing
+    return None if record_hash(bytes.fromhex(prev), last).hex() == last[12] else last[0]
 
 
 class Query(NamedTuple):
@@ -212,11 +291,50 @@ class EventStore(ABC):
     features: ClassVar[StoreFeatures]
     _poll_interval: float | None = None
 
-    def __init__(self, *, upcasters: Upcasters | None = None) -> None:
+    def __init__(
+        self, *, upcasters: Upcasters | None = None, allow_broken_chain: bool = False
+    ) -> None:
         self.upcasters = upcasters if upcasters is not None else Upcasters()
+        self.allow_broken_chain = allow_broken_chain
         self._decoder = RowDecoder({}, self.upcasters)
         self._changes = Changes()
         self._closed = False
+        self._chain_break: int | None = None
+
+    @property
+    def chain_break(self) -> int | None:
+        """The first position where this store found the hash chain broken (on opening,
+        at the log's end, or by :meth:`verify`), or ``None``."""
+        return self._chain_break
+
+    def _found_chain_break(self, position: int | None) -> None:
+        """Remember the result of a chain check (``None``: the chain is whole)."""
+        self._chain_break = position
+
+    async def _remember_chain(self, position: int | None) -> None:
+        """Remember what ``verify`` found, here and in the log for stores opened later
+        (in this or any process); a log this store cannot write keeps it here only."""
+        self._chain_break = position
+        try:
+            await self._record_chain_break(position)
+        except StoreReadOnlyError as exc:
+            logger.warning("the result of verify() stays with this store only: %s", exc)
+
+    async def _record_chain_break(self, position: int | None) -> None:  # noqa: B027
+        """Record in the log where its chain breaks (``None``: nowhere); stores that can
+        hold it override this."""
+
+    def _check_chain(self) -> None:
+        """Refuse to extend a chain known to be broken (see the module docstring)."""
+        position = self._chain_break
+        if position is not None and not self.allow_broken_chain:
+            raise ChainBrokenError(
+                f"{self!r}: the hash chain breaks at position {position}, so appends are "
+                "refused rather than extend it; run 'tidings log verify' and restore the log "
+                "from a backup, or open the store with allow_broken_chain=True "
+                "(URL: ?allow_broken_chain=1) to append anyway",
+                position=position,
+            )
 
     # -- types -----------------------------------------------------------------------------
 
@@ -237,6 +355,8 @@ class EventStore(ABC):
         expected_version: int | StreamState,
     ) -> list[Draft]:
         self._check_open()
+        if self._chain_break is not None:
+            self._check_chain()
         check_expected(stream, expected_version)
         if stream is not None:
             _name("stream name", stream)
@@ -452,6 +572,46 @@ class EventStore(ABC):
         ids = list(dict.fromkeys(handled_ids))
         await self._commit(_name("consumer name", name), position, ids)
 
+    async def commit_with(
+        self,
+        name: str,
+        position: int,
+        effect: Effect,
+        *,
+        handled_ids: Iterable[str] = (),
+    ) -> None:
+        """Run ``effect(transaction)``, then commit it with consumer ``name``'s checkpoint.
+
+        The effect's writes through ``transaction.connection``, the checkpoint at
+        ``position`` and ``handled_ids`` commit in one database transaction, or none of them
+        do: a handler that writes its effect this way has it exactly once, whatever crashes.
+        An exception from the effect rolls everything back and is raised unchanged.
+
+        Raises:
+            StoreError: the store has no such transactions (``features.transactions``).
+            InvalidHandlerError: on SQLite, the effect suspended inside the transaction.
+            ValueError: for an empty name or a negative position.
+        """
+        self._check_open()
+        if not self.features.transactions:
+            raise StoreError(
+                f"{type(self).__name__} has no transaction a handler's effect can join; "
+                "use SQLiteStore or PostgresStore for transactional handlers"
+            )
+        _non_negative("position", position)
+        ids = list(dict.fromkeys(handled_ids))
+        try:
+            await self._commit_with(_name("consumer name", name), position, ids, effect)
+        except EffectFailed as failed:
+            raise failed.error from None
+
+    async def _commit_with(
+        self, name: str, position: int, handled_ids: list[str], effect: Effect
+    ) -> None:
+        """``commit`` with ``effect`` run first in its transaction; an exception from the
+        effect is raised as :class:`EffectFailed` (stores with ``features.transactions``)."""
+        raise NotImplementedError
+
     async def was_handled(self, name: str, event_id: str) -> bool:
         """Whether ``commit`` recorded ``event_id`` as handled by consumer ``name``."""
         self._check_open()
@@ -479,6 +639,8 @@ class EventStore(ABC):
     ) -> int | None:
         """Recompute the hash chain; return the first position where it breaks, else ``None``.
 
+        The store remembers the result: after a break, its appends raise
+        :class:`~tidings.exceptions.ChainBrokenError` (see the module docstring).
         A position is reported when its record's stored hash differs from the recomputed
         one (its content, or a record before it, changed) or when the record is missing.
         ``progress(done, total)`` is called after each page of ``page_size`` records.
@@ -492,16 +654,16 @@ class EventStore(ABC):
         while True:
             rows = await self._fetch(query, page_size)
             for row in rows:
-                if row[0] != expected:
-                    return expected
                 digest = record_hash(prev, row)
-                if digest.hex() != row[12]:
+                if row[0] != expected or digest.hex() != row[12]:
+                    await self._remember_chain(expected)
                     return expected
                 prev = digest
                 expected += 1
             if progress is not None:
                 progress(expected - 1, max(total, expected - 1))
             if len(rows) < page_size:
+                await self._remember_chain(None)
                 return None
             query = query._replace(after=rows[-1][0])
             await asyncio.sleep(0)

@@ -4,6 +4,11 @@ Every command takes ``--store URL`` (default: ``$TIDINGS_STORE``, else the defau
 file ``sqlite:///.tidings/events.db``). Records are shown as stored (payloads as their JSON
 text), so the log can be inspected without the program's event classes. Long reads and
 verifies draw a progress bar on stderr.
+
+Exit codes (every command): 0 done; 1 ``verify`` found the hash chain broken (a record
+changed or missing: tampering); 2 a usage error (a bad option or a malformed store URL);
+3 the log is damaged or cannot be used (unreadable pages, no permission, server
+unreachable...). A known failure prints one line saying what to do, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tidings.clock import to_datetime
-from tidings.exceptions import TidingsError
+from tidings.exceptions import InvalidStoreURLError, TidingsError
 from tidings.store._rows import Row
 from tidings.store.base import EventStore, Query, build_query
 from tidings.store.url import open_store
@@ -34,10 +39,17 @@ T = TypeVar("T")
 DEFAULT_URL = "sqlite:///.tidings/events.db"
 PROGRESS_ABOVE = 10_000  # records: show a progress bar for reads and verifies longer than this
 PAGE = 2_000
+EXIT_CHAIN_BROKEN = 1
+EXIT_USAGE = 2
+EXIT_DAMAGED = 3
 
 log_app = typer.Typer(
     name="log",
-    help="Read, follow, count and verify a durable event log.",
+    help=(
+        "Read, follow, count and verify a durable event log. Exit codes: 0 done; "
+        "1 the hash chain is broken (verify: tampering); 2 usage error; "
+        "3 the log is damaged or cannot be used."
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
@@ -71,9 +83,12 @@ def _run(url: str, work: Callable[[EventStore], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
+    except (InvalidStoreURLError, ValueError) as exc:
+        _err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
     except TidingsError as exc:
         _err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_DAMAGED) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -288,7 +303,11 @@ def stats_command(store: StoreOption = DEFAULT_URL) -> None:
 
 @log_app.command("verify")
 def verify_command(store: StoreOption = DEFAULT_URL) -> None:
-    """Recompute the hash chain; exit 1 and name the first broken position, if any."""
+    """Recompute the hash chain; exit 1 and name the first broken position, if any.
+
+    Exit codes: 0 the chain is intact; 1 it is broken (a record was changed or is missing:
+    tampering); 2 usage error; 3 the log is damaged or unreadable (restore a backup).
+    """
 
     async def work(log: EventStore) -> tuple[int | None, int]:
         total = await log.last_position()
@@ -308,6 +327,7 @@ def verify_command(store: StoreOption = DEFAULT_URL) -> None:
         return
     _out.print(
         f"[red]broken[/red]: the record at position {broken} does not match the hash chain "
-        "(changed, or missing); records before it are intact"
+        "(changed, or missing); records before it are intact. Restore the log from a backup; "
+        "stores refuse to append to it unless opened with ?allow_broken_chain=1"
     )
-    raise typer.Exit(1)
+    raise typer.Exit(EXIT_CHAIN_BROKEN)

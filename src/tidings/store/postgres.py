@@ -1,14 +1,30 @@
-"""An event store in PostgreSQL: :class:`PostgresStore` (needs ``tidings[postgres]``)."""
+"""An event store in PostgreSQL: :class:`PostgresStore` (needs ``tidings[postgres]``).
+
+Errors: every ``psycopg`` (and pool) error is mapped to a
+:class:`~tidings.exceptions.StoreError` by one function, ``_store_error``, which every
+operation goes through (the ``_translated`` methods, and :func:`postgres_errors` around the
+store's opening); the driver's exception is chained.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from tidings.exceptions import ConcurrencyError, MissingExtraError, StoreError
+from tidings.exceptions import (
+    ConcurrencyError,
+    MissingExtraError,
+    StoreBusyError,
+    StoreCorruptedError,
+    StoreError,
+    StoreReadOnlyError,
+    StoreUnavailableError,
+)
 
 try:
     import psycopg
@@ -21,9 +37,19 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from tidings.store._rows import GENESIS, Draft, Row, plan_append
-from tidings.store.base import EventStore, Query, where_sql
-from tidings.store.records import Snapshot, StoreFeatures, StreamState
+from tidings.store.base import (
+    Effect,
+    EffectFailed,
+    EventStore,
+    Query,
+    chain_break_on_open,
+    where_sql,
+)
+from tidings.store.records import Snapshot, StoreFeatures, StreamState, Transaction
 from tidings.store.upcasting import Upcasters
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = ("PostgresStore",)
 
@@ -46,9 +72,69 @@ _COPY_TYPES = (
     "int8", "text", "text", "int8", "text", "int4", "text", "int8", "text", "text",
     "text", "text", "text",
 )  # fmt: skip
+_TABLES = ("events", "snapshots", "checkpoints", "handled", "chain_breaks")
 _COPY_ABOVE = 4  # rows; smaller batches are inserted with a pipelined INSERT
 _DDL_LOCK = int.from_bytes(hashlib.sha256(b"tidings:ddl").digest()[:8], "big", signed=True)
 _RECONNECT_DELAY = 0.5
+
+
+def _store_error(exc: Exception, where: str) -> StoreError:
+    """The :class:`StoreError` that says what ``exc`` means for the log at ``where``."""
+    errors = psycopg.errors
+    if isinstance(exc, errors.DataCorrupted | errors.IndexCorrupted):
+        return StoreCorruptedError(
+            f"the PostgreSQL log at {where} is damaged ({exc}): restore the tables from a "
+            "backup; the server's log names the damaged relation"
+        )
+    if isinstance(exc, errors.ReadOnlySqlTransaction | errors.InsufficientPrivilege):
+        return StoreReadOnlyError(
+            f"cannot write the PostgreSQL log at {where} ({exc}): connect to the primary "
+            "server, in a read-write session, as a role allowed to write the log's tables "
+            "(nothing was written)"
+        )
+    if isinstance(
+        exc,
+        errors.LockNotAvailable
+        | errors.DeadlockDetected
+        | errors.SerializationFailure
+        | errors.QueryCanceled,
+    ):
+        return StoreBusyError(
+            f"the PostgreSQL log at {where} was locked or the statement timed out ({exc}); "
+            "nothing was written: retry"
+        )
+    if isinstance(exc, PoolTimeout | psycopg.OperationalError | psycopg.InterfaceError):
+        return StoreUnavailableError(
+            f"the PostgreSQL server at {where} is unreachable or the connection was lost "
+            f"({exc}); check that it runs and accepts connections; an append that failed this "
+            "way may have committed: retrying it is safe (appends are idempotent on the id)"
+        )
+    return StoreError(f"the PostgreSQL log at {where} failed: {exc}")
+
+
+@contextlib.contextmanager
+def postgres_errors(where: str) -> Iterator[None]:
+    """Raise any ``psycopg`` or pool error inside as the :class:`StoreError` it means."""
+    try:
+        yield
+    except (psycopg.Error, PoolTimeout) as exc:
+        raise _store_error(exc, where) from exc
+
+
+def _translated(
+    method: Callable[Concatenate[PostgresStore, P], Awaitable[R]],
+) -> Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, R]]:
+    """Run a store operation, raising a driver error as :func:`_store_error` says (as
+    :func:`postgres_errors` does, with no context manager on the way of every call)."""
+
+    @functools.wraps(method)
+    async def translated(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(self, *args, **kwargs)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise _store_error(exc, self._location) from exc
+
+    return translated
 
 
 def _key(text: str) -> int:
@@ -99,10 +185,20 @@ class PostgresStore(EventStore):
         connect_timeout: seconds to wait for a connection.
         poll_interval: seconds between safety re-reads of a waiting subscription.
         upcasters: the upcasters to run on read (a fresh registry by default).
+        allow_broken_chain: append even when the hash chain is known to be broken (see
+            "Tamper evidence" in :mod:`tidings.store.base`); by default such appends raise
+            :class:`~tidings.exceptions.ChainBrokenError`.
+
+    Transactional handlers (:meth:`~EventStore.commit_with`) get a pooled
+    ``psycopg.AsyncConnection`` inside the transaction that commits the checkpoint.
     """
 
     features = StoreFeatures(
-        durable=True, multi_process=True, notifications=True, sync_append=False
+        durable=True,
+        multi_process=True,
+        notifications=True,
+        sync_append=False,
+        transactions=True,
     )
 
     def __init__(
@@ -115,8 +211,9 @@ class PostgresStore(EventStore):
         connect_timeout: float = 10.0,
         poll_interval: float = 5.0,
         upcasters: Upcasters | None = None,
+        allow_broken_chain: bool = False,
     ) -> None:
-        super().__init__(upcasters=upcasters)
+        super().__init__(upcasters=upcasters, allow_broken_chain=allow_broken_chain)
         if not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size is an int >= 1, not {pool_size!r}")
         self.url = url
@@ -132,6 +229,7 @@ class PostgresStore(EventStore):
         qualified = f"{schema}.{table_prefix}events"
         self._lock_key = _key(f"tidings:{qualified}")
         self._channel = f"tidings_{hashlib.sha256(qualified.encode()).hexdigest()[:20]}"
+        self._location = self._where()
         self._sql = self._statements()
         self._columns = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
 
@@ -219,6 +317,9 @@ class PostgresStore(EventStore):
                 "CREATE TABLE IF NOT EXISTS {} ("
                 "name text NOT NULL, event_id text NOT NULL, PRIMARY KEY (name, event_id))"
             ).format(self._table("handled")),
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (position bigint NOT NULL)").format(
+                self._table("chain_breaks")
+            ),
         ]
 
     # -- connection ------------------------------------------------------------------------
@@ -246,25 +347,51 @@ class PostgresStore(EventStore):
                 name=f"tidings-{self.schema}",
             )
             try:
-                await pool.open(wait=True, timeout=self._connect_timeout)
-                async with pool.connection() as conn, conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-                    for statement in self._schema_sql():
-                        await conn.execute(statement)
-            except (PoolTimeout, psycopg.Error) as exc:
+                with postgres_errors(f"{self._location} (schema {self.schema!r})"):
+                    await pool.open(wait=True, timeout=self._connect_timeout)
+                    async with pool.connection() as conn:
+                        # Create what is missing; a log that exists opens without DDL, so
+                        # a read-only session (a standby) can read and verify it.
+                        cursor = await conn.execute(
+                            "SELECT count(*) FROM pg_tables "
+                            "WHERE schemaname = %s AND tablename = ANY(%s)",
+                            (self.schema, [f"{self.table_prefix}{name}" for name in _TABLES]),
+                        )
+                        found = await cursor.fetchone()
+                        if found is None or found[0] < len(_TABLES):
+                            async with conn.transaction():
+                                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+                                for statement in self._schema_sql():
+                                    await conn.execute(statement)
+                        cursor = await conn.execute(
+                            sql.SQL("SELECT {} FROM {} ORDER BY position DESC LIMIT 2").format(
+                                self._columns, self._table("events")
+                            )
+                        )
+                        last_rows = await cursor.fetchall()
+                        cursor = await conn.execute(
+                            sql.SQL("SELECT min(position) FROM {}").format(
+                                self._table("chain_breaks")
+                            )
+                        )
+                        recorded = await cursor.fetchone()
+            except BaseException:
                 await pool.close()
-                raise StoreError(
-                    f"cannot open the PostgreSQL log at {self._where()} "
-                    f"(schema {self.schema!r}): {exc}"
-                ) from exc
+                raise
+            self._found_chain_break(
+                chain_break_on_open(last_rows, None if recorded is None else recorded[0])
+            )
             self._pool = pool
             return pool
 
     # -- writing ---------------------------------------------------------------------------
 
+    @_translated
     async def _append(
         self, drafts: Sequence[Draft], stream: str | None, expected_version: int | StreamState
     ) -> tuple[list[int], bool]:
+        await self._ready()
+        self._check_chain()  # the first append opens the store, which checks the chain's end
         tail = self._tail
         if (
             tail is not None
@@ -388,6 +515,7 @@ class PostgresStore(EventStore):
 
     # -- reading ---------------------------------------------------------------------------
 
+    @_translated
     async def _fetch(self, query: Query, limit: int) -> list[Row]:
         pool = await self._ready()
         where, params = where_sql(query, mark="%s", prefix_test="starts_with(topic, %s)")
@@ -401,6 +529,7 @@ class PostgresStore(EventStore):
             rows: list[Row] = await cursor.fetchall()
         return rows
 
+    @_translated
     async def _scalar(self, statement: sql.Composed, params: Sequence[Any] = ()) -> Any:
         pool = await self._ready()
         async with pool.connection() as conn:
@@ -419,11 +548,13 @@ class PostgresStore(EventStore):
             self._sql["save_snapshot"], (snapshot.name, snapshot.position, snapshot.state)
         )
 
+    @_translated
     async def _scalar_exec(self, statement: sql.Composed, params: Sequence[Any]) -> None:
         pool = await self._ready()
         async with pool.connection() as conn:
             await conn.execute(statement, params)
 
+    @_translated
     async def _load_snapshot(self, name: str) -> Snapshot | None:
         pool = await self._ready()
         async with pool.connection() as conn:
@@ -434,12 +565,44 @@ class PostgresStore(EventStore):
     async def _load_checkpoint(self, name: str) -> int:
         return int(await self._scalar(self._sql["load_checkpoint"], (name,)) or 0)
 
+    @_translated
     async def _commit(self, name: str, position: int, handled_ids: list[str]) -> None:
         pool = await self._ready()
         async with pool.connection() as conn, conn.pipeline(), conn.transaction():
-            await conn.execute(self._sql["commit"], (name, position))
-            if handled_ids:
-                await conn.execute(self._sql["handled"], (name, handled_ids))
+            await self._write_checkpoint(conn, name, position, handled_ids)
+
+    async def _write_checkpoint(
+        self, conn: psycopg.AsyncConnection[Any], name: str, position: int, handled_ids: list[str]
+    ) -> None:
+        await conn.execute(self._sql["commit"], (name, position))
+        if handled_ids:
+            await conn.execute(self._sql["handled"], (name, handled_ids))
+
+    @_translated
+    async def _record_chain_break(self, position: int | None) -> None:
+        pool = await self._ready()
+        table = self._table("chain_breaks")
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute(sql.SQL("DELETE FROM {}").format(table))
+            if position is not None:
+                await conn.execute(
+                    sql.SQL("INSERT INTO {} (position) VALUES (%s)").format(table), (position,)
+                )
+
+    @_translated
+    async def _commit_with(
+        self, name: str, position: int, handled_ids: list[str], effect: Effect
+    ) -> None:
+        pool = await self._ready()
+        async with pool.connection() as conn, conn.transaction():
+            try:
+                result = effect(Transaction(conn, name, position))
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                raise EffectFailed(exc) from exc
+            async with conn.pipeline():
+                await self._write_checkpoint(conn, name, position, handled_ids)
 
     async def _was_handled(self, name: str, event_id: str) -> bool:
         return await self._scalar(self._sql["was_handled"], (name, event_id)) is not None

@@ -1,7 +1,8 @@
 """The records an event store hands out, and the values its API takes.
 
 :class:`StoredEvent` is one event as the log holds it; :class:`Snapshot` is a saved state;
-:class:`StoreFeatures` says what a store can do; :data:`ANY` and :data:`NO_STREAM` are the
+:class:`StoreFeatures` says what a store can do; :class:`Transaction` is the store
+transaction a transactional handler writes its effect in; :data:`ANY` and :data:`NO_STREAM` are the
 two symbolic ``expected_version`` values of an append.
 """
 
@@ -21,6 +22,7 @@ __all__ = (
     "StoreFeatures",
     "StoredEvent",
     "StreamState",
+    "Transaction",
 )
 
 
@@ -119,9 +121,35 @@ class StoreFeatures(msgspec.Struct, frozen=True):
             ``LISTEN/NOTIFY``). Stores without it poll for other processes' appends.
         sync_append: the store offers ``append_sync``, a blocking append usable from
             synchronous code (the bus's ``publish`` uses it for write-ahead).
+        transactions: ``commit_with`` runs a handler's effect in the transaction that
+            commits a consumer's checkpoint (SQLite, PostgreSQL), so durable subscriptions
+            can be ``transactional=True`` (exactly once in effect).
     """
 
     durable: bool
     multi_process: bool
     notifications: bool
     sync_append: bool
+    transactions: bool = False
+
+
+class Transaction(msgspec.Struct, frozen=True):
+    """The open store transaction a transactional handler writes its effect in.
+
+    The effect commits together with the consumer's checkpoint (and handled-event record),
+    or not at all: a crash or an exception before the commit rolls both back, and the
+    event is handled again after a restart, so the effect happens exactly once.
+
+    Attributes:
+        connection: the database connection, inside the transaction: a
+            :class:`sqlite3.Connection` for :class:`~tidings.store.SQLiteStore` (use it
+            synchronously; a handler must not suspend while it holds SQLite's write lock)
+            and a ``psycopg.AsyncConnection`` for :class:`~tidings.store.PostgresStore`
+            (await its calls). Do not commit, roll back or close it: the store does.
+        consumer: the durable consumer's name.
+        position: the log position of the event being handled.
+    """
+
+    connection: Any
+    consumer: str
+    position: int

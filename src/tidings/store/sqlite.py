@@ -1,30 +1,49 @@
-"""An event store in one SQLite file: :class:`SQLiteStore`."""
+"""An event store in one SQLite file: :class:`SQLiteStore`.
+
+Errors: every ``sqlite3`` error is mapped to a :class:`~tidings.exceptions.StoreError` by one
+function, ``_store_error``, which every operation goes through (the ``_translated`` methods,
+and :func:`sqlite_errors` around the store's opening and polling); the ``sqlite3`` exception
+is chained as the cause.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
-from tidings.exceptions import ConcurrencyError, StoreError
+from tidings.exceptions import (
+    ConcurrencyError,
+    InvalidHandlerError,
+    StoreBusyError,
+    StoreCorruptedError,
+    StoreError,
+    StoreReadOnlyError,
+)
 from tidings.store._changes import Changes
 from tidings.store._rows import GENESIS, Draft, Row, plan_append
 from tidings.store._sync import SyncStore
-from tidings.store.base import Query, where_sql
-from tidings.store.records import Snapshot, StoreFeatures, StreamState
+from tidings.store.base import Effect, EffectFailed, Query, chain_break_on_open, where_sql
+from tidings.store.records import Snapshot, StoreFeatures, StreamState, Transaction
 from tidings.store.upcasting import Upcasters
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = ("DEFAULT_PATH", "SQLiteStore")
 
 DEFAULT_PATH = ".tidings/events.db"
 """Where :class:`SQLiteStore` keeps its log unless told otherwise."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: events, snapshots, checkpoints, handled; 2: chain_breaks (created on opening a 1)."""
 
 COLUMNS = (
     "position, id, stream, stream_version, type_name, type_version, topic, time, key, source, "
@@ -63,6 +82,9 @@ CREATE TABLE IF NOT EXISTS handled (
     event_id TEXT NOT NULL,
     PRIMARY KEY (name, event_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chain_breaks (
+    position INTEGER NOT NULL
+);
 """
 
 _LAST = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
@@ -71,6 +93,84 @@ _ID_CHUNK = 500
 _INSERT_CHUNK = 200  # rows per INSERT statement: 2,600 parameters, well under SQLite's limit
 _NAMES = tuple(COLUMNS.split(", "))
 _OPTIONAL = (2, 3, 4, 8, 10)  # stream, stream_version, type_name, key, headers: often NULL
+
+
+def _store_error(exc: sqlite3.Error, path: str, busy_timeout: float) -> StoreError:
+    """The :class:`StoreError` that says what ``exc`` means for the log at ``path``."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+    if code == sqlite3.SQLITE_NOTADB:
+        return StoreCorruptedError(
+            f"{path!r} cannot be used as a tidings SQLite log ({exc}): it is not a SQLite "
+            "database, or its header is damaged; check the path, or restore it from a backup"
+        )
+    if code == sqlite3.SQLITE_CORRUPT:
+        return StoreCorruptedError(
+            f"the SQLite log at {path!r} is damaged ({exc}): its file has unreadable pages "
+            "(not tampered records); restore it from a backup"
+        )
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM):
+        return StoreReadOnlyError(
+            f"cannot write the SQLite log at {path!r} ({exc}): the file, its directory or "
+            "its -wal/-shm files are read-only for this process; give it write permission "
+            "(nothing was written)"
+        )
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreBusyError(
+            f"the SQLite log at {path!r} stayed locked by another connection for more than "
+            f"busy_timeout={busy_timeout} s ({exc}); nothing was written: retry, or open the "
+            "store with a longer busy_timeout"
+        )
+    if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN):
+        return StoreError(
+            f"I/O error on the SQLite log at {path!r} ({exc}): check the disk (space, "
+            "health) and that the file and its directory still exist"
+        )
+    return StoreError(f"the SQLite log at {path!r} failed: {exc}")
+
+
+@contextmanager
+def sqlite_errors(path: str, busy_timeout: float) -> Iterator[None]:
+    """Raise any ``sqlite3`` error inside as the :class:`StoreError` it means."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise _store_error(exc, path, busy_timeout) from exc
+
+
+def _translated(
+    method: Callable[Concatenate[SQLiteStore, P], R],
+) -> Callable[Concatenate[SQLiteStore, P], R]:
+    """Run a store operation, raising a driver error as :func:`_store_error` says (as
+    :func:`sqlite_errors` does, with no context manager on the way of every call)."""
+
+    @functools.wraps(method)
+    def translated(self: SQLiteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:  # free when nothing is raised: appends pass here
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, str(self.path), self.busy_timeout) from exc
+
+    return translated
+
+
+def _finish_without_suspending(result: object) -> None:
+    """Run an effect's awaitable to its end at once; refuse one that suspends, as it
+    would hold SQLite's write lock (and this thread's connection) while others run."""
+    if not inspect.isawaitable(result):
+        return
+    steps = result.__await__()
+    try:
+        next(steps)
+    except StopIteration:
+        return
+    close = getattr(steps, "close", None)
+    if close is not None:
+        close()
+    raise InvalidHandlerError(
+        "a transactional handler on SQLiteStore awaited something that suspends while it "
+        "held the log's write lock; write the effect with transaction.connection "
+        "(synchronous sqlite3 calls) and do not await inside the handler"
+    )
 
 
 def _insert_sql(columns: tuple[int, ...], count: int) -> str:
@@ -87,6 +187,21 @@ def _columns_of(rows: Sequence[Row]) -> tuple[int, ...]:
     """
     nulls = {index for index in _OPTIONAL if all(row[index] is None for row in rows)}
     return tuple(index for index in range(len(_NAMES)) if index not in nulls)
+
+
+def _write_checkpoint(
+    conn: sqlite3.Connection, name: str, position: int, handled_ids: list[str]
+) -> None:
+    conn.execute(
+        "INSERT INTO checkpoints (name, position) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        (name, position),
+    )
+    if handled_ids:
+        conn.executemany(
+            "INSERT OR IGNORE INTO handled (name, event_id) VALUES (?, ?)",
+            [(name, event_id) for event_id in handled_ids],
+        )
 
 
 # One change counter per database file, so every store on a file in this process wakes
@@ -135,14 +250,26 @@ class SQLiteStore(SyncStore):
         poll_interval: seconds between checks for other processes' appends while a
             subscription waits.
         upcasters: the upcasters to run on read (a fresh registry by default).
+        allow_broken_chain: append even when the hash chain is known to be broken (see
+            "Tamper evidence" in :mod:`tidings.store.base`); by default such appends raise
+            :class:`~tidings.exceptions.ChainBrokenError`.
+
+    Transactional handlers (:meth:`~EventStore.commit_with`) get the store's
+    :class:`sqlite3.Connection` inside a ``BEGIN IMMEDIATE`` transaction; they run
+    synchronously, holding the write lock, and must not suspend.
 
     Raises:
         StoreError: if the file is not a tidings log of a version this code understands,
-            or cannot be opened.
+            or cannot be opened (:class:`~tidings.exceptions.StoreCorruptedError` for a
+            damaged file).
     """
 
     features = StoreFeatures(
-        durable=True, multi_process=True, notifications=False, sync_append=True
+        durable=True,
+        multi_process=True,
+        notifications=False,
+        sync_append=True,
+        transactions=True,
     )
 
     def __init__(
@@ -153,13 +280,15 @@ class SQLiteStore(SyncStore):
         busy_timeout: float = 10.0,
         poll_interval: float = 0.05,
         upcasters: Upcasters | None = None,
+        allow_broken_chain: bool = False,
     ) -> None:
-        super().__init__(upcasters=upcasters)
+        super().__init__(upcasters=upcasters, allow_broken_chain=allow_broken_chain)
         if synchronous not in ("normal", "full"):
             raise ValueError(f"synchronous is 'normal' or 'full', not {synchronous!r}")
         if not poll_interval > 0:
             raise ValueError(f"poll_interval is a positive number, not {poll_interval!r}")
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         self._poll_interval = poll_interval
         self._lock = threading.RLock()
         self._insert_sql: dict[tuple[tuple[int, ...], int], str] = {}
@@ -177,38 +306,62 @@ class SQLiteStore(SyncStore):
             raise StoreError(f"cannot open the SQLite log at {str(path)!r}: {exc}") from exc
         self._changes = _changes_for(os.path.realpath(path))
         try:
-            self._setup(synchronous)
+            with sqlite_errors(str(path), busy_timeout):
+                self._setup(synchronous)
+                self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+                last_rows = self._conn.execute(
+                    f"SELECT {COLUMNS} FROM events ORDER BY position DESC LIMIT 2"
+                ).fetchall()
+                recorded = self._recorded_chain_break()
         except BaseException:
             self._conn.close()
             raise
-        self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        self._found_chain_break(chain_break_on_open(last_rows, recorded))
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
+    def _recorded_chain_break(self) -> int | None:
+        conn = self._conn
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chain_breaks'").fetchone():
+            position: int | None = conn.execute(
+                "SELECT min(position) FROM chain_breaks"
+            ).fetchone()[0]
+            return position
+        return None  # an older log opened read-only
+
+    @_translated
+    def _record_chain_break_now(self, position: int | None) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM chain_breaks")
+            if position is not None:
+                conn.execute("INSERT INTO chain_breaks (position) VALUES (?)", (position,))
+
     def _setup(self, synchronous: str) -> None:
         conn = self._conn
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            conn.execute("PRAGMA cache_size = -32000")
-            conn.execute("PRAGMA temp_store = MEMORY")
-            with self._transaction():
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{str(self.path)!r} holds a tidings log of schema version {version}, "
-                        f"newer than this tidings understands ({SCHEMA_VERSION}); upgrade tidings"
-                    )
-                if version < SCHEMA_VERSION:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        conn.execute("PRAGMA cache_size = -32000")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
             raise StoreError(
-                f"{str(self.path)!r} cannot be used as a tidings SQLite log: {exc}"
-            ) from exc
+                f"{str(self.path)!r} holds a tidings log of schema version {version}, "
+                f"newer than this tidings understands ({SCHEMA_VERSION}); upgrade tidings"
+            )
+        if version < SCHEMA_VERSION:
+            try:
+                with self._transaction():
+                    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
+                        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except sqlite3.OperationalError as exc:
+                # An older log this process cannot write still opens, to be read.
+                readonly = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY
+                if version == 0 or not readonly:
+                    raise
         if mode.lower() != "wal" and str(self.path) != ":memory:":
             raise StoreError(f"{str(self.path)!r} could not be switched to WAL mode ({mode})")
 
@@ -227,6 +380,7 @@ class SQLiteStore(SyncStore):
                 raise
             conn.execute("COMMIT")
 
+    @_translated
     def _append_now(
         self, drafts: Sequence[Draft], stream: str | None, expected_version: int | StreamState
     ) -> tuple[list[int], bool]:
@@ -286,6 +440,7 @@ class SQLiteStore(SyncStore):
                 conn.execute(sql, values)
         return positions, bool(rows)
 
+    @_translated
     def _fetch_now(self, query: Query, limit: int) -> list[Row]:
         # Topics are letters, digits, "_", "-" and ".", none special to GLOB.
         where, params = where_sql(query, mark="?", prefix_test="topic GLOB ? || '*'")
@@ -296,6 +451,7 @@ class SQLiteStore(SyncStore):
             rows: list[Row] = self._conn.execute(sql, params).fetchall()
         return rows
 
+    @_translated
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with self._lock:
             self._check_open()
@@ -308,6 +464,7 @@ class SQLiteStore(SyncStore):
     def _stream_version_now(self, stream: str) -> int:
         return int(self._scalar(_STREAM_VERSION, (stream,)) or 0)
 
+    @_translated
     def _save_snapshot_now(self, snapshot: Snapshot) -> None:
         with self._transaction() as conn:
             conn.execute(
@@ -317,6 +474,7 @@ class SQLiteStore(SyncStore):
                 (snapshot.name, snapshot.position, snapshot.state),
             )
 
+    @_translated
     def _load_snapshot_now(self, name: str) -> Snapshot | None:
         with self._lock:
             self._check_open()
@@ -328,18 +486,21 @@ class SQLiteStore(SyncStore):
     def _load_checkpoint_now(self, name: str) -> int:
         return int(self._scalar("SELECT position FROM checkpoints WHERE name = ?", (name,)) or 0)
 
+    @_translated
     def _commit_now(self, name: str, position: int, handled_ids: list[str]) -> None:
         with self._transaction() as conn:
-            conn.execute(
-                "INSERT INTO checkpoints (name, position) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                (name, position),
-            )
-            if handled_ids:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO handled (name, event_id) VALUES (?, ?)",
-                    [(name, event_id) for event_id in handled_ids],
-                )
+            _write_checkpoint(conn, name, position, handled_ids)
+
+    @_translated
+    def _commit_with_now(
+        self, name: str, position: int, handled_ids: list[str], effect: Effect
+    ) -> None:
+        with self._transaction() as conn:
+            try:
+                _finish_without_suspending(effect(Transaction(conn, name, position)))
+            except Exception as exc:
+                raise EffectFailed(exc) from exc
+            _write_checkpoint(conn, name, position, handled_ids)
 
     def _was_handled_now(self, name: str, event_id: str) -> bool:
         found = self._scalar(
@@ -348,7 +509,7 @@ class SQLiteStore(SyncStore):
         return found is not None
 
     async def _poll_changes(self) -> bool:
-        with self._lock:
+        with self._lock, sqlite_errors(str(self.path), self.busy_timeout):
             if self._closed:
                 return True
             version = self._conn.execute("PRAGMA data_version").fetchone()[0]

@@ -26,6 +26,9 @@ def open_store(url: str) -> EventStore:
       a ``schema`` query parameter picks the schema (default ``public``), the rest of the
       URL goes to libpq unchanged.
 
+    SQLite and PostgreSQL URLs take ``?allow_broken_chain=1`` to append to a log whose hash
+    chain is known to be broken (see "Tamper evidence" in :mod:`tidings.store.base`).
+
     Raises:
         InvalidStoreURLError: for anything else, naming the accepted forms.
         MissingExtraError: for a PostgreSQL URL without the ``tidings[postgres]`` extra.
@@ -72,9 +75,12 @@ def open_store(url: str) -> EventStore:
             )
         query = parse_qsl(parts.query, keep_blank_values=True)
         schema = "public"
+        allow_broken_chain = False
         rest = []
         for name, value in query:
-            if name == "schema":
+            if name == "allow_broken_chain":
+                allow_broken_chain = _flag(url, name, value)
+            elif name == "schema":
                 if not value:
                     raise InvalidStoreURLError(
                         f"malformed store URL {url!r}: the schema parameter is empty", url=url
@@ -85,7 +91,7 @@ def open_store(url: str) -> EventStore:
         from tidings.store.postgres import PostgresStore
 
         conninfo = urlunsplit(parts._replace(query=urlencode(rest)))
-        return PostgresStore(conninfo, schema=schema)
+        return PostgresStore(conninfo, schema=schema, allow_broken_chain=allow_broken_chain)
     raise InvalidStoreURLError(
         f"unknown kind of store {parts.scheme!r} in {url!r}; use {_FORMS}", url=url
     )
@@ -100,10 +106,15 @@ def _sqlite(url: str, host: str, path: str, query: str) -> EventStore:
             "sqlite:///relative/path.db (three slashes) or sqlite:////absolute/path.db (four)",
             url=url,
         )
-    if query:
-        raise InvalidStoreURLError(
-            f"malformed store URL {url!r}: SQLite URLs take no parameters", url=url
-        )
+    allow_broken_chain = False
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name != "allow_broken_chain":
+            raise InvalidStoreURLError(
+                f"malformed store URL {url!r}: SQLite URLs take only the parameter "
+                f"allow_broken_chain, not {name!r}",
+                url=url,
+            )
+        allow_broken_chain = _flag(url, name, value)
     file = path[1:] if path.startswith("/") else path
     if path and not file:
         raise InvalidStoreURLError(
@@ -111,4 +122,13 @@ def _sqlite(url: str, host: str, path: str, query: str) -> EventStore:
             "sqlite:///relative/path.db, or sqlite:// for the default file",
             url=url,
         )
-    return SQLiteStore(file or DEFAULT_PATH)
+    return SQLiteStore(file or DEFAULT_PATH, allow_broken_chain=allow_broken_chain)
+
+
+def _flag(url: str, name: str, value: str) -> bool:
+    if value not in ("0", "1", "true", "false"):
+        raise InvalidStoreURLError(
+            f"malformed store URL {url!r}: {name} is 1 (or true) or 0 (or false), not {value!r}",
+            url=url,
+        )
+    return value in ("1", "true")

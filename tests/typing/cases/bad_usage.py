@@ -54,3 +54,13 @@ def one_at_a_time(event: OrderPlaced) -> None: ...
 
 bus.subscribe(OrderPlaced, one_at_a_time, batch=tidings.Batch())  # E: arg-type
 bus.subscribe(OrderPlaced, one_at_a_time, overflow="sometimes")  # E: call-overload
+
+
+def charge(event: OrderPlaced, transaction: tidings.Transaction) -> None: ...
+
+
+bus.subscribe(OrderPlaced, one_at_a_time, durable="billing", transactional=True)  # E: call-overload
+bus.subscribe(OrderPlaced, charge, durable="billing")  # E: arg-type
+bus.subscribe(OrderPlaced, charge, transactional=True)  # E: call-overload
+bus.on(OrderPlaced, durable="billing", transactional=True)(one_at_a_time)  # E: arg-type
+bus.on(OrderPlaced, durable="billing")(charge)  # E: arg-type

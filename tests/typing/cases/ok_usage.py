@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import tidings
 from tidings import Envelope
@@ -87,3 +87,30 @@ queued: tidings.Subscription[OrderPlaced] = bus.subscribe(
     OrderPlaced, handler, workers=4, maxsize=100, overflow="drop_oldest"
 )
 stats: tidings.SubscriptionStatistics = queued.statistics()
+
+
+def charge(event: OrderPlaced, transaction: tidings.Transaction) -> None:
+    transaction.connection.execute("INSERT INTO charges VALUES (?)", (event.order_id,))
+
+
+async def charge_async(event: OrderPlaced, transaction: tidings.Transaction) -> None:
+    await transaction.connection.execute("INSERT INTO charges VALUES (%s)", (event.order_id,))
+
+
+def transactional(logged: tidings.Bus) -> None:
+    billing: tidings.Subscription[OrderPlaced] = logged.subscribe(
+        OrderPlaced, charge, durable="billing", transactional=True
+    )
+    logged.subscribe(OrderPlaced, charge_async, durable="billing-pg", transactional=True)
+    logged.subscribe("orders.>", charge, durable="billing-any", transactional=True)
+    billing.cancel()
+
+    @logged.on(OrderPlaced, durable="ledger", transactional=True)
+    def ledger(event: OrderPlaced, transaction: tidings.Transaction) -> None:
+        transaction.connection.execute("INSERT INTO ledger VALUES (?)", (event.amount,))
+
+    @logged.on(OrderPlaced, durable="audit", transactional=True)
+    async def audit(envelope: Envelope[OrderPlaced], transaction: tidings.Transaction) -> None:
+        await transaction.connection.execute("INSERT INTO audit VALUES (%s)", (envelope.id,))
+
+    ledger(OrderPlaced("o1", 1.0), cast(tidings.Transaction, None))
