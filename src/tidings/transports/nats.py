@@ -284,8 +284,13 @@ class _Puller:
 
     After a reconnect (:meth:`reset`) the outstanding request may live on (the same server
     came back) or be gone (another server): requests go out from a new inbox at once, and
-    the messages the old inbox still receives are nak'd as they come, so this process never
-    holds more than ``batch`` messages.
+    the messages the old inbox still receives are nak'd as they come (redelivered after
+    ``_STALE_NAK_DELAY``, not into the open request at once), so this process never holds
+    more than ``batch`` messages.
+
+    A stream message is told from a status reply by its reply subject (``$JS.ACK....``),
+    never by its headers or body: anyone allowed to publish on a tidings subject can store
+    an empty message with a ``Status`` header, and it is an event like any other.
     """
 
     def __init__(
@@ -362,20 +367,25 @@ class _Puller:
         self._arrived.set()
 
     async def _on_stale(self, sub: Any, msg: _NatsMsg) -> None:
-        headers = msg.headers
-        if headers and not msg.data and "Status" in headers:
-            if headers["Status"] != "100" and self._stale.pop(sub, None) is not None:
+        if not _is_stream_message(msg):
+            status = _status(msg)
+            if status not in (None, "100") and self._stale.pop(sub, None) is not None:
                 await _quietly(sub.unsubscribe())  # the old request ended
             return
-        await _quietly(msg.nak())  # beyond this process's budget: the server redelivers it
+        # Beyond this process's budget: the server redelivers it, after a delay, so that it
+        # does not come straight back into the open request.
+        await _quietly(msg.nak(delay=_STALE_NAK_DELAY))
 
     async def _on_msg(self, msg: _NatsMsg) -> None:
         headers = msg.headers
-        if headers and not msg.data and "Status" in headers:
-            status = headers["Status"]
+        if not _is_stream_message(msg):
+            status = _status(msg)
+            if status is None:
+                logger.debug("ignored a message on pull inbox %s: no status", msg.subject)
+                return
             if status == "100":
                 return  # idle heartbeat
-            description = headers.get("Description", "")
+            description = (headers or {}).get("Description", "")
             current = msg.subject[self._cut :] == self._current
             if current:
                 self._current = None
@@ -453,6 +463,24 @@ class _Puller:
                 return []
         count = min(batch, len(buffer))
         return [buffer.popleft() for _ in range(count)]
+
+
+_STALE_NAK_DELAY = 1.0
+"""Seconds before the server redelivers a message that reached a stale pull inbox."""
+
+
+def _is_stream_message(msg: _NatsMsg) -> bool:
+    """Whether ``msg`` is a message of the stream (whatever its headers and body): only those
+    carry a ``$JS.ACK.`` reply subject; the server's status replies to a pull request carry
+    none. A client that publishes an empty body with a ``Status`` header on a tidings
+    subject makes a stream message, never a status."""
+    return msg.reply.startswith("$JS.ACK.")
+
+
+def _status(msg: _NatsMsg) -> str | None:
+    """The status code of a pull request's status reply (``"408"``...), or ``None``."""
+    headers = msg.headers
+    return headers.get("Status") if headers else None
 
 
 def _meta(msg: Any) -> tuple[int, int]:
