@@ -6,12 +6,27 @@ CloudEvents 1.0 in binary mode over NATS headers, is documented in
 :mod:`tidings.transports.wire` and ``docs/wire-format.md``.
 
 Publishing: every publish carries ``Nats-Msg-Id`` = the event id, so the server drops a
-duplicate within the stream's duplicate window and retrying is safe. :meth:`publish` waits
-for the server's ack; :meth:`send` pipelines, with at most ``window`` publishes
-unacknowledged. An unacknowledged publish is re-sent every ``ack_timeout`` seconds (through
-reconnects, leader elections and server restarts) until ``publish_timeout``; only then is
-it reported as failed: raised by :meth:`publish`, or given to ``on_publish_error`` (logged by
-default) and set on the future by :meth:`send`.
+duplicate within the stream's duplicate window (``StreamSettings.duplicate_window``) and
+retrying is safe. :meth:`publish` waits for the server's ack; :meth:`send` pipelines, with at
+most ``window`` publishes unacknowledged, held in publish order by the transport until
+acked. After ``publish_timeout`` a publish is reported as failed: raised by :meth:`publish`,
+or given to ``on_publish_error`` (logged by default) and set on the future by :meth:`send`.
+
+Publish order: publishes are written to the connection in publish order, and only while it
+is up; nats-py's reconnect buffer never holds one (what it has not written yet is taken
+back when the connection breaks). On a halt (disconnected; an answer "not stored", as while
+a stream elects a leader; or an ack later than ``ack_timeout``) writing stops, and once
+connected the oldest unacknowledged publish is sent alone until the stream stores it (or
+says it had), then the others in publish order, then new ones. So one transport's events
+are stored in publish order through reconnects, restarts and failovers. Not covered: a
+publish lost past the server (its ack times out) while later ones on the same connection
+are stored; it is stored after them.
+
+Failures mean what they say: :class:`~tidings.PublishError` when no copy can have been
+stored (none reached a server, each was answered "not stored", or the server refused it;
+what the client had not written is taken back first); else
+:class:`~tidings.PublishOutcomeUnknownError`, whose ``envelope`` published again within the
+duplicate window is stored once.
 
 Consuming: a subscription is a JetStream pull consumer with explicit acks. Without a group
 each subscription has its own consumer (deleted when it ends, or by the server after
@@ -544,8 +559,10 @@ class NatsTransport(SubjectTransport):
         window: the most pipelined publishes awaiting their ack (see :meth:`send`).
         connect_timeout: seconds :meth:`start` may take to reach a server and prepare the
             stream before it raises :class:`~tidings.TransportUnavailableError`.
-        ack_timeout: seconds to wait for a publish's ack before sending it again.
-        publish_timeout: seconds to keep re-sending before a publish fails.
+        ack_timeout: seconds to wait for a publish's ack before halting and re-sending the
+            unacknowledged publishes in order (see the module docstring).
+        publish_timeout: seconds to keep re-sending before a publish fails (with
+            :class:`~tidings.PublishError` or :class:`~tidings.PublishOutcomeUnknownError`).
         max_ack_pending: the most unacknowledged events the server hands out per consumer
             (across a group's processes); ``prefetch`` bounds each process.
         inactive_threshold: seconds after which the server deletes the consumer of an
