@@ -368,6 +368,8 @@ class _Puller:
         self._max_batch = 1 << 30  # lowered when the server names its max_request_batch
         self._pause_until = 0.0  # no new request before this loop time
         self.lost = False
+        self.on_given_back: Callable[[_NatsMsg], None] | None = None
+        """Told of each message nak'd unseen (from a stale inbox), before its nak."""
 
     async def start(self) -> None:
         await self._listen()
@@ -425,6 +427,8 @@ class _Puller:
             return
         # Beyond this process's budget: the server redelivers it, after a delay, so that it
         # does not come straight back into the open request.
+        if self.on_given_back is not None:
+            self.on_given_back(msg)
         await _quietly(msg.nak(delay=_STALE_NAK_DELAY))
 
     async def _on_msg(self, msg: _NatsMsg) -> None:
@@ -967,7 +971,9 @@ class NatsTransport(SubjectTransport):
         if self._flowing:
             self._flowing = False
             logger.debug("publishing halted (%s); resending in order", why, extra=log_fields())
-        if self._state == "started" and (self._resyncer is None or self._resyncer.done()):
+        if self._state in ("started", "closing") and (
+            self._resyncer is None or self._resyncer.done()
+        ):
             self._resyncer = asyncio.get_running_loop().create_task(
                 self._resync(), name="tidings:nats:publish-resync"
             )
@@ -1283,7 +1289,7 @@ class NatsTransport(SubjectTransport):
             if group is None and self._nc is not None and self._nc.is_connected:
                 await _quietly(self._js.delete_consumer(stream, consumer))
 
-        return self._start_consumer(
+        subscription = self._start_consumer(
             pattern,
             group,
             name,
@@ -1295,6 +1301,8 @@ class NatsTransport(SubjectTransport):
             release,
             puller.held,
         )
+        puller.on_given_back = subscription.given_back
+        return subscription
 
     async def _consumer_info(self, stream: str, consumer: str) -> dict[str, Any] | None:
         """The consumer's info as the server sends it (nats-py's parsing drops the priority
