@@ -15,7 +15,7 @@ import pytest
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.exceptions import PublishError, PublishOutcomeUnknownError
-from tidings.testing.nats_server import NatsServer
+from tidings.testing.nats_server import NatsCluster, NatsServer
 from tidings.testing.transport_conformance import Collector, ConformanceOrder, make_envelope
 from tidings.transports import DeliveryPolicy, PublishAck
 from tidings.transports.nats import NatsTransport, StreamSettings
@@ -31,7 +31,13 @@ def own_server() -> Iterator[NatsServer]:
         yield server
 
 
-async def _stored_ids(url: str, stream: str, subject: str) -> list[str]:
+@pytest.fixture
+def cluster() -> Iterator[NatsCluster]:
+    with NatsCluster(3) as started:
+        yield started
+
+
+async def _stored_ids(url: str | list[str], stream: str, subject: str) -> list[str]:
     """The ``Nats-Msg-Id`` of every message of ``stream`` on ``subject``, in stream order."""
     nc = await nats.connect(url)
     try:
@@ -112,6 +118,42 @@ async def test_publish_order_per_key_holds_through_a_server_kill(own_server: Nat
         first.setdefault(event_id, number[event_id])
     assert len(first) == count
     assert _inversions(list(first.values())) == 0
+
+
+async def test_publish_order_per_key_holds_through_a_stream_leader_failover(
+    cluster: NatsCluster,
+) -> None:
+    """The stream leader SIGKILLed mid-stream (replicas=3), publishes pipelined: every event
+    stored once, in publish order per key."""
+    count, kill_at = 2_000, 700
+    options: dict[str, Any] = {
+        "prefix": "failover",
+        "stream": StreamSettings(name="FAILOVER", replicas=3),
+        "connect_timeout": 30.0,
+        "ack_timeout": 1.0,
+        "publish_timeout": 60.0,
+    }
+    publisher = NatsTransport(cluster.urls, **options)
+    async with publisher:
+        clock = HybridClock()
+        number: dict[str, int] = {}
+        futures: list[asyncio.Future[PublishAck]] = []
+        for n in range(count):
+            env = make_envelope(clock, f"o-{n}", key=f"k{n % KEYS}")
+            number[env.id] = n
+            futures.append(await publisher.send(env))
+            if n == kill_at:
+                info = await publisher._js.stream_info("FAILOVER")
+                cluster.server_named(info.cluster.leader).kill()
+            if n % 20 == 0:
+                await asyncio.sleep(0.002)
+        assert await publisher.flush(90) == 0
+        acks = [future.result() for future in futures]
+        stored = await _stored_ids(list(cluster.urls), "FAILOVER", "failover.>")
+    assert len(acks) == count
+    assert len(stored) == count
+    assert set(stored) == set(number)
+    assert _inversions([number[i] for i in stored]) == 0
 
 
 async def test_publish_errors_mean_what_they_say_across_a_server_outage(
