@@ -359,5 +359,5 @@ class Remote:
     def _publish_failed(self, env: Envelope[Any], exc: BaseException) -> None:
         self.publish_failures += 1
         logger.error(
-            "event %s on %r was not published: %s", env.id, env.topic, exc, extra=log_fields(env)
+            "publishing event %s on %r failed: %s", env.id, env.topic, exc, extra=log_fields(env)
         )
