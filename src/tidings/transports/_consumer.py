@@ -79,7 +79,8 @@ class Consumer(TransportSubscription):
     transport buffered (``held``), so the server does not redeliver what is waiting here. A
     redelivered copy of a message (same stream sequence) that is still held here is dropped;
     one of a message acked or terminated here is acked or terminated again; neither is
-    handled again or dead-lettered. A message that cannot be taken in (its decoding, or
+    handled again or dead-lettered. Deliveries the transport gave back unseen
+    (:meth:`given_back`) do not count toward ``max_deliver``. A message that cannot be taken in (its decoding, or
     merging its time into the clock, raised) is dead-lettered with the reason; an unexpected
     error in the fetch loop is logged and the loop goes on.
 

@@ -14,6 +14,8 @@ Delivery policy (the same for every transport, see :class:`DeliveryPolicy`):
 - a handler that raises gets the message again after an exponential backoff, until
   ``max_deliver`` attempts; then the message goes to the dead letters with the reason, the
   handler and the attempt count, and the subscription goes on with the next messages;
+  deliveries a transport gave back unseen in this process (no handler called) are not
+  counted as attempts;
 - a message that cannot be decoded goes to the dead letters at once with the decode error;
 - while a message is held (running, or waiting for a worker), in-progress heartbeats keep
   the server from redelivering it; a redelivered copy of a message still held or already
