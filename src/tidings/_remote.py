@@ -12,7 +12,8 @@ come back with backoff, and only the handlers that failed run again; after the t
 :meth:`Bus.publish` hands the envelope to an outbox that sends it pipelined (it returns at
 once; a publish the server never acknowledges is logged as an error and passed to the
 transport's ``on_publish_error``). :meth:`Bus.emit` returns when the server has stored
-the event and raises :class:`~tidings.PublishError` if it did not.
+the event and raises :class:`~tidings.PublishError` if it did not (or
+:class:`~tidings.PublishOutcomeUnknownError` if the transport cannot tell).
 """
 
 from __future__ import annotations
@@ -335,6 +336,7 @@ class Remote:
         Raises:
             LoopNotRunningError: as :meth:`check_publish`.
             PublishError: the server did not store it.
+            PublishOutcomeUnknownError: the server may have stored it.
         """
         self.check_publish()
         await self.ready()
@@ -357,5 +359,5 @@ class Remote:
     def _publish_failed(self, env: Envelope[Any], exc: BaseException) -> None:
         self.publish_failures += 1
         logger.error(
-            "event %s on %r was not published: %s", env.id, env.topic, exc, extra=log_fields(env)
+            "publishing event %s on %r failed: %s", env.id, env.topic, exc, extra=log_fields(env)
         )

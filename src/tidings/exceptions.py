@@ -18,7 +18,8 @@
      │    ├── TransportClosedError                   the transport is closing or closed
      │    ├── StreamConfigError                      the server's stream differs from the config
      │    ├── ConsumerConfigError                    a group's consumer differs from the policy
-     │    └── PublishError                           the server did not acknowledge a publish
+     │    ├── PublishError                           a publish failed; the event is not stored
+     │    └── PublishOutcomeUnknownError             a publish got no answer; it may be stored
      ├── CodecError                                  a payload could not be encoded or decoded
      │    ├── EncodeError         (also TypeError)   a payload is not JSON-encodable
      │    └── DecodeError         (also ValueError)  bytes (stored or received) are not an event
@@ -55,6 +56,7 @@ __all__ = (
     "LoopNotRunningError",
     "MissingExtraError",
     "PublishError",
+    "PublishOutcomeUnknownError",
     "QueueClosedError",
     "QueueFullError",
     "StoreBusyError",
@@ -211,10 +213,12 @@ class ConsumerConfigError(TransportError):
 
 
 class PublishError(TransportError):
-    """The server did not acknowledge a publish within the publish timeout.
+    """A publish failed and the event is not stored, and never will be: it never left this
+    process (or was taken back from every buffer before this was raised), or the server
+    refused it. Publishing it again cannot make a duplicate.
 
     Attributes:
-        event_id: the id of the event that was not acknowledged.
+        event_id: the id of the event that was not stored.
         topic: its topic.
     """
 
@@ -222,6 +226,29 @@ class PublishError(TransportError):
         super().__init__(message)
         self.event_id = event_id
         self.topic = topic
+
+
+class PublishOutcomeUnknownError(TransportError):
+    """A publish reached a server but no answer came within the publish timeout: the event
+    may have been stored, or may still be (a server still holding it). Publishing the same
+    envelope again (same event id) within the stream's duplicate window stores it at most
+    once; a new envelope of the same event would be a second event.
+
+    Not a :class:`PublishError`, which means "not stored".
+
+    Attributes:
+        event_id: the id of the event whose outcome is unknown.
+        topic: its topic.
+        envelope: the envelope to publish again, or ``None`` for a raw publish.
+    """
+
+    def __init__(
+        self, message: str, *, event_id: str, topic: str, envelope: object | None = None
+    ) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+        self.topic = topic
+        self.envelope = envelope
 
 
 class CodecError(TidingsError):

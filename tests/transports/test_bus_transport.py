@@ -329,6 +329,6 @@ async def test_aclose_reports_every_event_the_outbox_could_not_send(
     with caplog.at_level(logging.ERROR, logger="tidings"):
         await bus.aclose(timeout=1.0)
     reported = {
-        getattr(r, "event_id", "") for r in caplog.records if "was not published" in r.message
+        getattr(r, "event_id", "") for r in caplog.records if "publishing event" in r.message
     }
     assert reported == ids

@@ -157,8 +157,10 @@ async def test_failed_sends_are_reported_never_dropped(nats_factory: Factory) ->
     transport = nats_factory(
         prefix="gone",
         stream=StreamSettings(name="GONE"),
-        ack_timeout=0.2,
-        publish_timeout=0.8,
+        # Each copy is answered "no responders" (not stored); an ack_timeout well above
+        # that answer's time keeps a loaded machine from making it "unknown".
+        ack_timeout=0.5,
+        publish_timeout=1.0,
         on_publish_error=lambda env, exc: failures.append((env, exc)),
     )
     async with transport:

@@ -79,7 +79,8 @@ class Consumer(TransportSubscription):
     transport buffered (``held``), so the server does not redeliver what is waiting here. A
     redelivered copy of a message (same stream sequence) that is still held here is dropped;
     one of a message acked or terminated here is acked or terminated again; neither is
-    handled again or dead-lettered. A message that cannot be taken in (its decoding, or
+    handled again or dead-lettered. Deliveries the transport gave back unseen
+    (:meth:`given_back`) do not count toward ``max_deliver``. A message that cannot be taken in (its decoding, or
     merging its time into the clock, raised) is dead-lettered with the reason; an unexpected
     error in the fetch loop is logged and the loop goes on.
 
@@ -140,6 +141,9 @@ class Consumer(TransportSubscription):
         # Stream sequence -> "ack", "nak" or "term": how recent messages were settled here.
         self._settled: OrderedDict[int, str] = OrderedDict()
         self._remember = max(1024, 4 * policy.prefetch)
+        # Stream sequence -> deliveries given back here without a handler call (see
+        # :meth:`given_back`): they do not count toward ``max_deliver``.
+        self._unhandled: OrderedDict[int, int] = OrderedDict()
         self._wakes = [asyncio.Event() for _ in range(policy.workers)]
         self._running: list[tuple[Message, float] | None] = [None] * policy.workers
         self._round_robin = itertools.cycle(range(policy.workers))
@@ -213,6 +217,18 @@ class Consumer(TransportSubscription):
                     exc_info=True,
                     extra=log_fields(None, self.name),
                 )
+
+    def given_back(self, raw: Any) -> None:
+        """Note that the transport gave a delivery of ``raw`` back to the server (nak)
+        without handing it over, so no handler was called for it: the attempts counted
+        against ``max_deliver`` here leave it out. Deliveries given back by another process
+        cannot be told apart and count."""
+        sequence = self._meta(raw)[1]
+        if sequence:
+            unhandled = self._unhandled
+            unhandled[sequence] = unhandled.pop(sequence, 0) + 1
+            if len(unhandled) > self._remember:
+                unhandled.popitem(last=False)
 
     def stats(self) -> SubscriptionStats:
         return SubscriptionStats(
@@ -332,6 +348,8 @@ class Consumer(TransportSubscription):
         self._in_memory -= 1
         if sequence:
             self._held.pop(sequence, None)
+            if outcome in ("ack", "term"):
+                self._unhandled.pop(sequence, None)
             if outcome is not None:
                 settled = self._settled
                 settled.pop(sequence, None)
@@ -377,9 +395,11 @@ class Consumer(TransportSubscription):
             self._decode_errors += 1
             return await self._give_up(raw, None, error_reason(error), DECODE_HANDLER, attempt)
         policy = self.policy
-        if attempt > policy.max_deliver:
+        # Deliveries that may have reached a handler (this process gave none of them back).
+        handled = attempt - self._unhandled.get(sequence, 0)
+        if handled > policy.max_deliver:
             reason = (
-                f"DeliveriesExhausted: delivered {attempt} times, more than max_deliver="
+                f"DeliveriesExhausted: delivered {handled} times, more than max_deliver="
                 f"{policy.max_deliver}; the handling process stopped before settling it"
             )
             return await self._give_up(raw, env, reason, self.name, attempt)
@@ -398,7 +418,7 @@ class Consumer(TransportSubscription):
                     exc,
                     extra=log_fields(env, self.name),
                 )
-            elif attempt >= policy.max_deliver:
+            elif handled >= policy.max_deliver:
                 msg.settled = "term"
                 reason = getattr(exc, "tidings_reason", None) or error_reason(exc)
                 handler = getattr(exc, "tidings_handler", None) or self.name

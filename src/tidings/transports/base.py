@@ -14,6 +14,8 @@ Delivery policy (the same for every transport, see :class:`DeliveryPolicy`):
 - a handler that raises gets the message again after an exponential backoff, until
   ``max_deliver`` attempts; then the message goes to the dead letters with the reason, the
   handler and the attempt count, and the subscription goes on with the next messages;
+  deliveries a transport gave back unseen in this process (no handler called) are not
+  counted as attempts;
 - a message that cannot be decoded goes to the dead letters at once with the decode error;
 - while a message is held (running, or waiting for a worker), in-progress heartbeats keep
   the server from redelivering it; a redelivered copy of a message still held or already
@@ -353,8 +355,12 @@ class Transport(abc.ABC):
         Retries (the event id makes retries safe) until the publish timeout.
 
         Raises:
-            PublishError: if the server did not acknowledge in time, or refused it (the
-                client too, e.g. a body above the server's maximum payload).
+            PublishError: the event is not stored and never will be: the server (or the
+                client, e.g. a body above the server's maximum payload) refused it, or it
+                could not be sent in time.
+            PublishOutcomeUnknownError: it reached a server but no answer came in time: it
+                may be stored; publishing the same envelope again is deduplicated within
+                the stream's duplicate window.
             TransportClosedError: if the transport is not started or is closed.
             TypeError: if the payload cannot be encoded.
         """
@@ -364,7 +370,7 @@ class Transport(abc.ABC):
         """Publish ``envelope`` without waiting for its acknowledgement.
 
         Waits only while ``window`` publishes are unacknowledged. The returned future
-        resolves with the ack or fails with :class:`~tidings.PublishError` (also when the
+        resolves with the ack or fails as :meth:`publish` raises (also when the
         client refuses the message at once, e.g. too large: its window slot is freed); a failure is
         also passed to the transport's ``on_publish_error`` hook (logged by default), so
         it is never dropped silently even when nobody awaits the future.
@@ -390,7 +396,8 @@ class Transport(abc.ABC):
         """Publish ``body`` and ``headers`` as they are, as a client without tidings would.
 
         Raises:
-            PublishError, TransportClosedError: as :meth:`publish`.
+            PublishError, PublishOutcomeUnknownError, TransportClosedError: as
+                :meth:`publish`.
         """
 
     @abc.abstractmethod

@@ -6,12 +6,27 @@ CloudEvents 1.0 in binary mode over NATS headers, is documented in
 :mod:`tidings.transports.wire` and ``docs/wire-format.md``.
 
 Publishing: every publish carries ``Nats-Msg-Id`` = the event id, so the server drops a
-duplicate within the stream's duplicate window and retrying is safe. :meth:`publish` waits
-for the server's ack; :meth:`send` pipelines, with at most ``window`` publishes
-unacknowledged. An unacknowledged publish is re-sent every ``ack_timeout`` seconds (through
-reconnects, leader elections and server restarts) until ``publish_timeout``; only then is
-it reported as failed: raised by :meth:`publish`, or given to ``on_publish_error`` (logged by
-default) and set on the future by :meth:`send`.
+duplicate within the stream's duplicate window (``StreamSettings.duplicate_window``) and
+retrying is safe. :meth:`publish` waits for the server's ack; :meth:`send` pipelines, with at
+most ``window`` publishes unacknowledged, held in publish order by the transport until
+acked. After ``publish_timeout`` a publish is reported as failed: raised by :meth:`publish`,
+or given to ``on_publish_error`` (logged by default) and set on the future by :meth:`send`.
+
+Publish order: publishes are written to the connection in publish order, and only while it
+is up; nats-py's reconnect buffer never holds one (what it has not written yet is taken
+back when the connection breaks). On a halt (disconnected; an answer "not stored", as while
+a stream elects a leader; or an ack later than ``ack_timeout``) writing stops, and once
+connected the oldest unacknowledged publish is sent alone until the stream stores it (or
+says it had), then the others in publish order, then new ones. So one transport's events
+are stored in publish order through reconnects, restarts and failovers. Not covered: a
+publish lost past the server (its ack times out) while later ones on the same connection
+are stored; it is stored after them.
+
+Failures mean what they say: :class:`~tidings.PublishError` when no copy can have been
+stored (none reached a server, each was answered "not stored", or the server refused it;
+what the client had not written is taken back first); else
+:class:`~tidings.PublishOutcomeUnknownError`, whose ``envelope`` published again within the
+duplicate window is stored once.
 
 Consuming: a subscription is a JetStream pull consumer with explicit acks. Without a group
 each subscription has its own consumer (deleted when it ends, or by the server after
@@ -66,6 +81,7 @@ from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.exceptions import (
     PublishError,
+    PublishOutcomeUnknownError,
     StreamConfigError,
     TransportClosedError,
     TransportError,
@@ -148,9 +164,11 @@ class _Pending:
         "event_id",
         "future",
         "headers",
+        "number",
         "report",
         "resend_at",
         "subject",
+        "unanswered",
     )
 
     def __init__(
@@ -173,6 +191,11 @@ class _Pending:
         self.deadline = deadline
         self.resend_at = resend_at
         self.report = report
+        self.number = 0
+        """Its place in publish order (the token's number)."""
+        self.unanswered = 0
+        """Copies handed to a connection and neither answered "not stored" nor taken back
+        from the client's buffer: while 0, the server cannot have stored it."""
 
 
 _HEADER_LINE = re.compile(rb"^[ \t]*([!-9;-~]+)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.MULTILINE)
@@ -225,6 +248,25 @@ class _Client(_NatsClient):
 
     _parse_header_lines = staticmethod(_parse_header_lines)
 
+    def take_back(self, inbox: str, token: str | None = None) -> list[str]:
+        """Remove from the client's outgoing buffer (written to no socket yet, and flushed
+        first after a reconnect) every publish whose reply subject is ``<inbox>.<token>``
+        (any token if ``None``); return their reply subjects, in order."""
+        prefix = f"{inbox}.".encode()
+        exact = None if token is None else prefix + token.encode()
+        kept: list[bytes] = []
+        taken: list[str] = []
+        for command in self._pending:
+            reply = _publish_reply(command)
+            if reply is not None and (reply == exact if exact else reply.startswith(prefix)):
+                taken.append(reply.decode())
+            else:
+                kept.append(command)
+        if taken:
+            self._pending = kept
+            self._pending_data_size = sum(len(command) for command in kept)
+        return taken
+
     async def _send_publish(
         self, subject: str, reply: str, payload: bytes, payload_size: int, headers: Any
     ) -> None:
@@ -236,6 +278,15 @@ class _Client(_NatsClient):
         await self._send_command(_hpub(subject, reply, headers, payload))
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
+
+
+def _publish_reply(command: bytes) -> bytes | None:
+    """The reply subject of a ``PUB``/``HPUB`` protocol command, else ``None``."""
+    if not command.startswith((b"HPUB ", b"PUB ")):
+        return None
+    fields = command[: command.find(b"\r\n")].split(b" ")
+    wanted = 5 if command.startswith(b"H") else 4  # verb subject reply [hsize] size
+    return fields[2] if len(fields) == wanted else None
 
 
 def _hpub(subject: str, reply: str, headers: bytes, payload: bytes) -> bytes:
@@ -284,8 +335,13 @@ class _Puller:
 
     After a reconnect (:meth:`reset`) the outstanding request may live on (the same server
     came back) or be gone (another server): requests go out from a new inbox at once, and
-    the messages the old inbox still receives are nak'd as they come, so this process never
-    holds more than ``batch`` messages.
+    the messages the old inbox still receives are nak'd as they come (redelivered after
+    ``_STALE_NAK_DELAY``, not into the open request at once), so this process never holds
+    more than ``batch`` messages.
+
+    A stream message is told from a status reply by its reply subject (``$JS.ACK....``),
+    never by its headers or body: anyone allowed to publish on a tidings subject can store
+    an empty message with a ``Status`` header, and it is an event like any other.
     """
 
     def __init__(
@@ -312,6 +368,8 @@ class _Puller:
         self._max_batch = 1 << 30  # lowered when the server names its max_request_batch
         self._pause_until = 0.0  # no new request before this loop time
         self.lost = False
+        self.on_given_back: Callable[[_NatsMsg], None] | None = None
+        """Told of each message nak'd unseen (from a stale inbox), before its nak."""
 
     async def start(self) -> None:
         await self._listen()
@@ -362,20 +420,27 @@ class _Puller:
         self._arrived.set()
 
     async def _on_stale(self, sub: Any, msg: _NatsMsg) -> None:
-        headers = msg.headers
-        if headers and not msg.data and "Status" in headers:
-            if headers["Status"] != "100" and self._stale.pop(sub, None) is not None:
+        if not _is_stream_message(msg):
+            status = _status(msg)
+            if status not in (None, "100") and self._stale.pop(sub, None) is not None:
                 await _quietly(sub.unsubscribe())  # the old request ended
             return
-        await _quietly(msg.nak())  # beyond this process's budget: the server redelivers it
+        # Beyond this process's budget: the server redelivers it, after a delay, so that it
+        # does not come straight back into the open request.
+        if self.on_given_back is not None:
+            self.on_given_back(msg)
+        await _quietly(msg.nak(delay=_STALE_NAK_DELAY))
 
     async def _on_msg(self, msg: _NatsMsg) -> None:
         headers = msg.headers
-        if headers and not msg.data and "Status" in headers:
-            status = headers["Status"]
+        if not _is_stream_message(msg):
+            status = _status(msg)
+            if status is None:
+                logger.debug("ignored a message on pull inbox %s: no status", msg.subject)
+                return
             if status == "100":
                 return  # idle heartbeat
-            description = headers.get("Description", "")
+            description = (headers or {}).get("Description", "")
             current = msg.subject[self._cut :] == self._current
             if current:
                 self._current = None
@@ -455,6 +520,24 @@ class _Puller:
         return [buffer.popleft() for _ in range(count)]
 
 
+_STALE_NAK_DELAY = 1.0
+"""Seconds before the server redelivers a message that reached a stale pull inbox."""
+
+
+def _is_stream_message(msg: _NatsMsg) -> bool:
+    """Whether ``msg`` is a message of the stream (whatever its headers and body): only those
+    carry a ``$JS.ACK.`` reply subject; the server's status replies to a pull request carry
+    none. A client that publishes an empty body with a ``Status`` header on a tidings
+    subject makes a stream message, never a status."""
+    return msg.reply.startswith("$JS.ACK.")
+
+
+def _status(msg: _NatsMsg) -> str | None:
+    """The status code of a pull request's status reply (``"408"``...), or ``None``."""
+    headers = msg.headers
+    return headers.get("Status") if headers else None
+
+
 def _meta(msg: Any) -> tuple[int, int]:
     """``(delivery attempt, stream sequence)`` from a JetStream reply subject."""
     tokens = (msg.reply or "").split(".")
@@ -480,8 +563,10 @@ class NatsTransport(SubjectTransport):
         window: the most pipelined publishes awaiting their ack (see :meth:`send`).
         connect_timeout: seconds :meth:`start` may take to reach a server and prepare the
             stream before it raises :class:`~tidings.TransportUnavailableError`.
-        ack_timeout: seconds to wait for a publish's ack before sending it again.
-        publish_timeout: seconds to keep re-sending before a publish fails.
+        ack_timeout: seconds to wait for a publish's ack before halting and re-sending the
+            unacknowledged publishes in order (see the module docstring).
+        publish_timeout: seconds to keep re-sending before a publish fails (with
+            :class:`~tidings.PublishError` or :class:`~tidings.PublishOutcomeUnknownError`).
         max_ack_pending: the most unacknowledged events the server hands out per consumer
             (across a group's processes); ``prefetch`` bounds each process.
         inactive_threshold: seconds after which the server deletes the consumer of an
@@ -556,6 +641,13 @@ class NatsTransport(SubjectTransport):
         self._idle.set()
         self._failed = 0
         self._sweeper: asyncio.Task[None] | None = None
+        # The ordered window (see "Publish order" in the module docstring): while not
+        # flowing, publishes wait in ``_pending`` and ``_resync`` sends them in order.
+        self._flowing = True
+        self._breaks = 0  # halts so far: a resync round seeing it change starts over
+        self._resyncer: asyncio.Task[None] | None = None
+        self._probe: str | None = None
+        self._probe_answered = asyncio.Event()
         self._subs: list[Consumer] = []
         self._pullers: set[_Puller] = set()
 
@@ -726,11 +818,12 @@ class NatsTransport(SubjectTransport):
             await sub.cancel(max(deadline - loop.time(), 0.1))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), max(deadline - loop.time(), 0.1))
+        for task in (self._sweeper, self._resyncer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for token in list(self._pending):
             self._fail(token, "the transport closed before the server acknowledged it")
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
         nc = self._nc
         if nc is not None:
             await _quietly(asyncio.wait_for(nc.flush(), max(deadline - loop.time(), 0.1)))
@@ -748,6 +841,7 @@ class NatsTransport(SubjectTransport):
     async def _on_disconnected(self) -> None:
         if self._state == "started":
             logger.warning("disconnected from NATS; reconnecting", extra=log_fields())
+        self._halt("disconnected")
 
     async def _on_reconnected(self) -> None:
         nc = self._nc
@@ -810,7 +904,8 @@ class NatsTransport(SubjectTransport):
         await slots.acquire()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[PublishAck] = loop.create_future()
-        token = str(next(self._tokens))
+        number = next(self._tokens)
+        token = str(number)
         now = loop.time()
         self._pending[token] = pending = _Pending(
             subject,
@@ -822,18 +917,116 @@ class NatsTransport(SubjectTransport):
             now + self.ack_timeout,
             report,
         )
+        pending.number = number
         if envelope is None:
             pending.event_id = headers.get("Nats-Msg-Id", "?")
         self._idle.clear()
+        if self._flowing:
+            if nc.is_connected:
+                await self._write(nc, token, pending)
+            else:  # the client lost its connection and has not told us yet
+                self._halt("not connected")
+        return future
+
+    async def _write(self, nc: _NatsClient, token: str, pending: _Pending) -> None:
+        """Hand one copy of ``pending`` to the client (connected: never to its reconnect
+        buffer)."""
+        pending.unanswered += 1
         try:
-            await nc.publish(subject, body, reply=f"{self._inbox}.{token}", headers=wire)
+            await nc.publish(
+                pending.subject,
+                pending.body,
+                reply=f"{self._inbox}.{token}",
+                headers=pending.headers,
+            )
         except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
-            # Not sent: the sweeper sends it again after ack_timeout, until publish_timeout.
-            logger.debug("publish to %s deferred: %r", subject, exc, extra=log_fields())
+            # Not sent: sent again, in order, once the connection is back.
+            pending.unanswered -= 1
+            logger.debug("publish to %s deferred: %r", pending.subject, exc, extra=log_fields())
+            self._halt("not connected")
         except Exception as exc:
             # Refused for good (too large, ...): fails now, once, and frees its window slot.
+            pending.unanswered -= 1
             self._fail(token, f"the client refused it ({type(exc).__name__}: {exc})", exc)
-        return future
+
+    def _take_back(self, token: str | None = None) -> None:
+        """Take the publish ``token`` (every publish if ``None``) back from the client's
+        buffer."""
+        nc = self._nc
+        if not isinstance(nc, _Client):
+            return
+        for reply in nc.take_back(self._inbox, token):
+            pending = self._pending.get(reply[self._cut :])
+            if pending is not None:
+                pending.unanswered -= 1
+
+    def _halt(self, why: str) -> None:
+        """Stop writing publishes: the connection broke, or one may have been lost (no
+        answer in time, or "not stored" while the stream elects a leader). Unsent ones are
+        taken back from the client's buffer (it would send them first after a reconnect),
+        and :meth:`_resync` sends every unacknowledged publish again, in publish order,
+        before any newer one."""
+        self._breaks += 1
+        self._take_back()
+        if self._flowing:
+            self._flowing = False
+            logger.debug("publishing halted (%s); resending in order", why, extra=log_fields())
+        if self._state in ("started", "closing") and (
+            self._resyncer is None or self._resyncer.done()
+        ):
+            self._resyncer = asyncio.get_running_loop().create_task(
+                self._resync(), name="tidings:nats:publish-resync"
+            )
+
+    async def _resync(self) -> None:
+        """Send the unacknowledged publishes again in publish order, then let new ones flow.
+
+        The oldest goes alone first (a probe) until the server stores it (or says it had),
+        so that nothing newer is stored while the stream cannot take the older ones; then
+        the rest follow, in order, on the same connection. A halt meanwhile starts over.
+        Publishes past ``publish_timeout`` are failed by the sweeper meanwhile (the probe
+        once its answer came, or ``ack_timeout`` passed).
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            nc = self._nc
+            if not self._pending:
+                self._flowing = True
+                return
+            if nc is None or not nc.is_connected:
+                await asyncio.sleep(0.05)
+                continue
+            breaks = self._breaks
+            token, probe = next(iter(self._pending.items()))
+            self._probe = token
+            self._probe_answered.clear()
+            await self._write(nc, token, probe)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._probe_answered.wait(), self.ack_timeout)
+            self._probe = None
+            future = probe.future
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                # No answer, "not stored" (no stream leader yet), or failed meanwhile: the
+                # next round probes again with the oldest.
+                probe.resend_at = loop.time() + self.ack_timeout
+                await asyncio.sleep(0.1)
+                continue
+            if breaks != self._breaks:
+                continue
+            last = probe.number
+            while breaks == self._breaks:
+                later = [(t, p) for t, p in self._pending.items() if p.number > last]
+                if not later:
+                    self._flowing = True
+                    return
+                now = loop.time()
+                for later_token, pending in later:
+                    if breaks != self._breaks:
+                        break
+                    last = pending.number
+                    if self._pending.get(later_token) is pending:
+                        pending.resend_at = now + self.ack_timeout
+                        await self._write(nc, later_token, pending)
 
     def _done(self, token: str) -> _Pending | None:
         pending = self._pending.pop(token, None)
@@ -846,18 +1039,38 @@ class NatsTransport(SubjectTransport):
         return pending
 
     def _fail(self, token: str, why: str, cause: BaseException | None = None) -> None:
-        """Fail the publish ``token`` with one :class:`PublishError` (naming the event, its
-        topic and ``why``; ``cause`` chained): set on its future, and reported when sent
-        with :meth:`send`."""
-        pending = self._done(token)
-        if pending is None:
+        """Fail the publish ``token`` (naming the event, its topic and ``why``; ``cause``
+        chained): set on its future, and reported when sent with :meth:`send`.
+
+        It is first taken back from the client's buffer. Then, if no copy can have reached
+        a server, the error is a :class:`PublishError` (not stored, and never will be);
+        otherwise a :class:`PublishOutcomeUnknownError` (publishing the same envelope again
+        within the duplicate window stores it at most once).
+        """
+        if token not in self._pending:
             return
+        self._take_back(token)
+        pending = self._done(token)
+        assert pending is not None
         env = pending.envelope
         event_id = env.id if env is not None else pending.event_id
         topic = self.subjects.topic(pending.subject)
-        error = PublishError(
-            f"event {event_id} on {topic!r} was not stored: {why}", event_id=event_id, topic=topic
-        )
+        error: PublishError | PublishOutcomeUnknownError
+        if pending.unanswered <= 0:
+            error = PublishError(
+                f"event {event_id} on {topic!r} was not stored and will not be: {why}",
+                event_id=event_id,
+                topic=topic,
+            )
+        else:
+            error = PublishOutcomeUnknownError(
+                f"event {event_id} on {topic!r} may or may not be stored: {why}. Publish "
+                f"the same envelope again (same event id) within the stream's "
+                f"duplicate_window={self.stream.duplicate_window:g}s to store it at most once",
+                event_id=event_id,
+                topic=topic,
+                envelope=env,
+            )
         error.__cause__ = cause
         self._failed += 1
         if pending.report:
@@ -884,9 +1097,13 @@ class NatsTransport(SubjectTransport):
         pending = self._pending.get(token)
         if pending is None:
             return
+        if token == self._probe:
+            self._probe_answered.set()
         headers = msg.headers
         if headers and headers.get("Status") == "503":
-            return  # no responders: the stream is electing a leader; the sweeper resends
+            # No responders: no stream leader (an election, or no stream): not stored.
+            self._not_stored(pending)
+            return
         try:
             ack = _decode_ack(msg.data)
         except msgspec.DecodeError:
@@ -894,15 +1111,24 @@ class NatsTransport(SubjectTransport):
         if ack.error is not None:
             code = ack.error.get("code")
             if code == 503:
-                return  # JetStream unavailable for now: resend later
+                self._not_stored(pending)  # JetStream unavailable for now
+                return
+            pending.unanswered -= 1
             self._fail(token, f"the server refused it: {ack.error.get('description', ack.error)}")
             return
         self._done(token)
         if not pending.future.done():
             pending.future.set_result(PublishAck(ack.stream, ack.seq, ack.duplicate))
 
+    def _not_stored(self, pending: _Pending) -> None:
+        """One copy of ``pending`` was answered "not stored": halt, so that nothing newer
+        is stored before it (see :meth:`_halt`)."""
+        pending.unanswered -= 1
+        self._halt("the stream did not store a publish")
+
     async def _sweep(self) -> None:
-        """Re-send publishes whose ack is late; fail those past the publish timeout."""
+        """Fail publishes past the publish timeout; halt (and so resend in order) when an
+        acknowledgement is late."""
         loop = asyncio.get_running_loop()
         interval = min(self.ack_timeout / 4, 0.25)
         while True:
@@ -910,30 +1136,18 @@ class NatsTransport(SubjectTransport):
             if not self._pending:
                 continue
             now = loop.time()
-            nc = self._nc
+            late = False
             for token, pending in list(self._pending.items()):
-                if pending.resend_at > now:
-                    continue
-                if pending.deadline <= now:
+                if pending.deadline <= now and token != self._probe:
                     self._fail(
                         token,
                         f"no acknowledgement within publish_timeout={self.publish_timeout:g}s",
                     )
-                    continue
-                pending.resend_at = now + self.ack_timeout
-                if nc is None or not nc.is_connected:
-                    continue
-                try:
-                    await nc.publish(
-                        pending.subject,
-                        pending.body,
-                        reply=f"{self._inbox}.{token}",
-                        headers=pending.headers,
-                    )
-                except nats.errors.Error as exc:
-                    logger.debug(
-                        "re-sending to %s failed: %r", pending.subject, exc, extra=log_fields()
-                    )
+                elif pending.resend_at <= now:
+                    late = True
+            nc = self._nc
+            if self._flowing and (late or nc is None or not nc.is_connected):
+                self._halt("an acknowledgement is late" if late else "not connected")
 
     # ------------------------------------------------------------------ consuming
 
@@ -1075,7 +1289,7 @@ class NatsTransport(SubjectTransport):
             if group is None and self._nc is not None and self._nc.is_connected:
                 await _quietly(self._js.delete_consumer(stream, consumer))
 
-        return self._start_consumer(
+        subscription = self._start_consumer(
             pattern,
             group,
             name,
@@ -1087,6 +1301,8 @@ class NatsTransport(SubjectTransport):
             release,
             puller.held,
         )
+        puller.on_given_back = subscription.given_back
+        return subscription
 
     async def _consumer_info(self, stream: str, consumer: str) -> dict[str, Any] | None:
         """The consumer's info as the server sends it (nats-py's parsing drops the priority
