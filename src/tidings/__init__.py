@@ -14,6 +14,7 @@ from tidings.delivery import Batch
 from tidings.event import Envelope, event, from_cloudevent, to_cloudevent, topic_of
 from tidings.exceptions import (
     BusClosedError,
+    CircuitOpenError,
     ClockSkewError,
     CodecError,
     ConcurrencyError,
@@ -40,6 +41,7 @@ from tidings.exceptions import (
     UnknownEventTypeError,
     WouldBlock,
 )
+from tidings.middleware.base import Middleware
 from tidings.projection import Projection
 from tidings.queues import Overflow, QueueStatistics, RingBuffer
 from tidings.results import CloseReport, Delivery, HandlerOutcome
@@ -78,6 +80,7 @@ __all__ = (
     "Bus",
     "BusClosedError",
     "BusStatistics",
+    "CircuitOpenError",
     "ClockSkewError",
     "CloseReport",
     "CodecError",
@@ -101,6 +104,7 @@ __all__ = (
     "LoopNotRunningError",
     "MemoryStore",
     "MemoryTransport",
+    "Middleware",
     "MissingExtraError",
     "Mode",
     "NatsTransport",

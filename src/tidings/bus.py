@@ -41,7 +41,7 @@ import threading
 import weakref
 from bisect import insort
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from heapq import heappushpop as _heappushpop
@@ -63,6 +63,7 @@ from tidings.exceptions import (
     QueueFullError,
     WouldBlock,
 )
+from tidings.middleware.base import Middleware, attempts_of
 from tidings.observability.logs import log_fields
 from tidings.projection import Projection, hlc_bound
 from tidings.queues import Overflow
@@ -272,6 +273,7 @@ class Bus:
         self._driver_alive: list[bool] = []
         self._remote: Remote | None = None
         self._observer: Observer | None = None  # tidings.observability; read off the hot path
+        self._middleware: tuple[Middleware, ...] = ()  # bus-wide, outermost (see use())
         if transport is not None:
             from tidings._remote import Remote
 
@@ -311,6 +313,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        middleware: Sequence[Middleware] = (),
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -336,6 +339,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        middleware: Sequence[Middleware] = (),
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -361,6 +365,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        middleware: Sequence[Middleware] = (),
     ) -> Subscription[Any]: ...
     def subscribe(
         self,
@@ -385,6 +390,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        middleware: Sequence[Middleware] = (),
     ) -> Subscription[Any]:
         """Subscribe ``handler`` to an event class, a topic or a pattern.
 
@@ -428,14 +434,17 @@ class Bus:
                 redelivered events already recorded, in any process sharing the store.
             max_attempts: log followers retry a failing handler this many times (with
                 exponential backoff) before dead-lettering the event and moving on.
+            middleware: wrap the handler in these (see :mod:`tidings.middleware`), the first
+                listed outermost, inside the bus-wide ones of :meth:`use`. Composed once,
+                here. Not for batch handlers.
 
         Returns:
             The :class:`Subscription` handle.
 
         Raises:
             InvalidHandlerError: if the handler, ``where``, ``owner``, ``mode``, ``priority``
-                (not an int or float) or ``batch`` (not a :class:`~tidings.Batch`) is
-                unusable. Every option is checked before any worker starts.
+                (not an int or float), ``batch`` (not a :class:`~tidings.Batch`) or
+                ``middleware`` (with ``batch``, or one refusing the handler) is unusable. Every option is checked before any worker starts.
             InvalidTopicError: if the topic or pattern is malformed.
             TopicRequiredError: if the event class is a builtin that names no topic.
             ValueError: if a queue setting is out of range.
@@ -457,6 +466,13 @@ class Bus:
             )
         elif idempotent and not carried:
             raise InvalidHandlerError("idempotent=True needs durable='consumer-name'")
+        if batch is not None and middleware:
+            raise InvalidHandlerError(
+                "middleware= wraps handlers of one event; a batch handler takes lists, so "
+                "it takes no middleware (wrap the per-event work inside it instead)"
+            )
+        if self._middleware and batch is None and group is not _LOCAL:
+            middleware = (*self._middleware, *middleware)
         sub: Subscription[Any] = Subscription(
             self,
             target,
@@ -468,6 +484,7 @@ class Bus:
             owner=owner,
             envelope=envelope,
             mode=mode,
+            middleware=middleware,
         )
         if sub.kind != QUEUED and (maxsize != 1024 or overflow != "block" or weight != 1):
             instead = (
@@ -517,6 +534,32 @@ class Bus:
             )
         self._register(sub)
         return sub
+
+    def use(self, *middleware: Middleware) -> None:
+        """Wrap every handler subscribed from now on in ``middleware`` (bus-wide).
+
+        Bus-wide middleware is outermost: ``use(x)`` then ``subscribe(h, middleware=[a])``
+        calls ``x(a(h))``; several ``use`` calls append, inner to the earlier ones
+        (see :mod:`tidings.middleware`). It applies to subscriptions made after this call,
+        not to earlier ones, so a running subscription's chain (and any state in it, such
+        as a circuit breaker's) never changes under it. Batch handlers, streams and
+        :meth:`record` take no middleware. A middleware object passed here is shared by
+        every subscription it wraps (one :class:`~tidings.middleware.CircuitBreaker` then
+        guards them all); pass one per subscription to ``subscribe`` for separate state.
+
+        Raises:
+            InvalidHandlerError: if an item is not callable.
+            BusClosedError: if the bus is closed.
+        """
+        if self._closed:
+            raise BusClosedError("the bus is closed; add middleware before closing it")
+        for mw in middleware:
+            if not callable(mw):
+                raise InvalidHandlerError(
+                    f"use() takes middleware (callables mapping a handler to a handler), "
+                    f"not {type(mw).__name__} {mw!r}"
+                )
+        self._middleware = (*self._middleware, *middleware)
 
     def _check_follow(
         self,
@@ -582,6 +625,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        middleware: Sequence[Middleware] = (),
     ) -> Handles[T]: ...
     @overload
     def on(
@@ -606,6 +650,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        middleware: Sequence[Middleware] = (),
     ) -> BatchHandles[T]: ...
     @overload
     def on(
@@ -630,6 +675,7 @@ class Bus:
         durable: str | None = None,
         idempotent: bool = False,
         max_attempts: int = 3,
+        middleware: Sequence[Middleware] = (),
     ) -> Handles[Any]: ...
     def on(
         self,
@@ -1246,6 +1292,7 @@ class Bus:
         ``attempts``: deliveries made so far; ``final``: no retry follows (a transport
         retries the others), so dead-letter it.
         """
+        attempts = attempts_of(exc, attempts)  # a Retry middleware's attempts, if it gave up
         if counted:
             sub.record_routed_failure()
         else:
