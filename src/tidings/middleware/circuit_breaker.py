@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from tidings.event import Envelope
 from tidings.exceptions import CircuitOpenError
-from tidings.middleware.base import Handler, is_async, wraps
+from tidings.middleware.base import Handler, is_async, name_of, wraps
 
 __all__ = ("CircuitBreaker", "CircuitState")
 
@@ -105,7 +105,7 @@ class CircuitBreaker:
                 self._opened_at = self._clock()
 
     def __call__(self, handler: Handler) -> Handler:
-        name = getattr(handler, "__qualname__", repr(handler))
+        name = name_of(handler)
         admit, succeeded, failed = self._admit, self._succeeded, self._failed
         if is_async(handler):
 

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tidings.event import Envelope
-from tidings.middleware.base import Handler, is_async, note_attempts, wraps
+from tidings.middleware.base import Handler, is_async, name_of, note_attempts, wraps
 
 __all__ = ("Retry",)
 
@@ -103,7 +103,7 @@ class Retry:
         return False
 
     def __call__(self, handler: Handler) -> Handler:
-        name = getattr(handler, "__qualname__", repr(handler))
+        name = name_of(handler)
         if is_async(handler):
 
             @wraps(handler)

@@ -24,7 +24,7 @@ from typing import Any
 from tidings._coroutines import resume
 from tidings.event import Envelope
 from tidings.exceptions import InvalidHandlerError
-from tidings.middleware.base import Handler, is_async, wraps
+from tidings.middleware.base import Handler, is_async, name_of, wraps
 
 __all__ = ("Timeout",)
 
@@ -49,10 +49,11 @@ class Timeout:
         if not is_async(handler):
             raise InvalidHandlerError(
                 f"Timeout wraps async handlers (a sync one cannot be interrupted); "
-                f"{getattr(handler, '__qualname__', handler)!r} is sync: make it a coroutine "
+                f"{name_of(handler)} is sync: make it a coroutine "
                 "function, or bound its own work"
             )
         seconds = self.seconds
+        name = name_of(handler)
 
         @wraps(handler)
         async def limited(env: Envelope[Any]) -> Any:
@@ -71,8 +72,7 @@ class Timeout:
                 task.cancel()
                 await asyncio.wait((task,))  # its finally blocks run before the failure
                 raise TimeoutError(
-                    f"handler {getattr(handler, '__qualname__', handler)} did not finish "
-                    f"within {seconds} s on event {env.id}; it was cancelled"
+                    f"handler {name} did not finish within {seconds} s on event {env.id}; it was cancelled"
                 )
             return task.result()
 

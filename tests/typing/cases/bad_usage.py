@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import tidings
+import tidings.middleware
 from tidings import Envelope
 
 
@@ -54,3 +55,10 @@ def one_at_a_time(event: OrderPlaced) -> None: ...
 
 bus.subscribe(OrderPlaced, one_at_a_time, batch=tidings.Batch())  # E: arg-type
 bus.subscribe(OrderPlaced, one_at_a_time, overflow="sometimes")  # E: call-overload
+
+
+def not_middleware(event: OrderPlaced) -> None: ...
+
+
+bus.subscribe(OrderPlaced, one_at_a_time, middleware=[not_middleware])  # E: list-item
+bus.use(tidings.middleware.Retry)  # E: arg-type

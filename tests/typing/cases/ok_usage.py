@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import tidings
+import tidings.middleware
 from tidings import Envelope
 
 
@@ -87,3 +88,24 @@ queued: tidings.Subscription[OrderPlaced] = bus.subscribe(
     OrderPlaced, handler, workers=4, maxsize=100, overflow="drop_oldest"
 )
 stats: tidings.SubscriptionStatistics = queued.statistics()
+
+
+def logging_middleware(handler: tidings.middleware.Handler) -> tidings.middleware.Handler:
+    def wrapped(env: Envelope[Any]) -> Any:
+        return handler(env)
+
+    return wrapped
+
+
+composed: tidings.Middleware = logging_middleware
+bus.use(composed, tidings.middleware.RateLimit(100, burst=10))
+retried: tidings.Subscription[OrderPlaced] = bus.subscribe(
+    OrderPlaced,
+    handler,
+    middleware=[tidings.middleware.Retry(3, backoff=0.1), tidings.middleware.Dedupe()],
+)
+
+
+@bus.on(OrderPlaced, middleware=[tidings.middleware.Timeout(2.0)])
+async def limited(event: OrderPlaced) -> None:
+    print(event.amount)
