@@ -55,7 +55,8 @@ def test_opens_fails_fast_half_opens_and_closes(bus: tidings.Bus) -> None:
     assert [type(d.error) for d in letters] == [DownError] * 4 + [tidings.CircuitOpenError] * 2
     error = letters[-1].error
     assert isinstance(error, tidings.CircuitOpenError)
-    assert (error.handler, error.retry_after) == (sub.name, pytest.approx(0.5))
+    assert error.handler == sub.name
+    assert error.retry_after == pytest.approx(0.5)
 
     clock.now += 0.5  # cool-down over: one trial, which fails and opens it again
     bus.publish(Call(False))
@@ -93,12 +94,12 @@ async def test_half_open_lets_one_trial_through_at_a_time() -> None:
         clock.now += 1
         trial = asyncio.ensure_future(bus.emit(Call(True)))
         await asyncio.sleep(0)
-        assert breaker.state == "half_open"
+        assert str(breaker.state) == "half_open"
         second = await bus.emit(Call(True))
         assert [type(e) for e in second.errors] == [tidings.CircuitOpenError]
         release.set()
         assert (await trial).ok
-    assert breaker.state == "closed"
+    assert str(breaker.state) == "closed"
     assert calls == [False, True]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -22,7 +23,7 @@ class FlakyError(Exception):
     pass
 
 
-def _flaky(fail_times: int, calls: list[int]) -> object:
+def _flaky(fail_times: int, calls: list[int]) -> Callable[[Job], str]:
     def handler(job: Job) -> str:
         calls.append(job.n)
         if len(calls) <= fail_times:
@@ -129,7 +130,7 @@ async def test_async_handler_retries_by_awaiting_and_emit_reports_the_last_error
         assert len(letters) == 1
 
 
-def _async_flaky(fail_times: int, calls: list[int]) -> object:
+def _async_flaky(fail_times: int, calls: list[int]) -> Callable[[Job], Awaitable[str]]:
     async def handler(job: Job) -> str:
         calls.append(job.n)
         if len(calls) <= fail_times:
