@@ -68,7 +68,7 @@ from tidings.observability.logs import log_fields
 from tidings.projection import Projection, hlc_bound
 from tidings.queues import Overflow
 from tidings.recording import Recorder
-from tidings.results import CloseReport, Delivery, HandlerOutcome
+from tidings.results import CloseReport, Delivery, Failed, HandlerOutcome, lazy_delivery
 from tidings.scheduling import WorkerPool
 from tidings.subscription import (
     INLINE,
@@ -271,6 +271,8 @@ class Bus:
         self._pools: set[WorkerPool] = set()
         self._driver: Coroutine[Any, Any, None] | None = None
         self._driver_alive: list[bool] = []
+        self._emit_driver: Coroutine[Any, Any, None] | None = None  # see _emit_eagerly
+        self._emit_alive: list[bool] = []
         self._remote: Remote | None = None
         self._observer: Observer | None = None  # tidings.observability; read off the hot path
         self._middleware: tuple[Middleware, ...] = ()  # bus-wide, outermost (see use())
@@ -1164,7 +1166,10 @@ class Bus:
         (backpressure under ``block``) and reported with ``queued=True``; their workers
         handle it later. Unlike :meth:`publish`, ``emit`` dispatches at once even from
         inside a handler. Re-entrancy is as for :meth:`publish`: an event a handler publishes
-        (and a dead letter) is dispatched after every handler of this one has started. Handler errors are reported in the returned
+        (and a dead letter) is dispatched after every handler of this one has started.
+        When every handler is a plain coroutine function, a handler that does not suspend
+        runs in the caller's task, without a task of its own (see :meth:`_emit_eagerly`).
+        Handler errors are reported in the returned
         :class:`~tidings.Delivery` (and, as always, counted, passed to ``on_error`` and
         dead-lettered), never raised: call ``delivery.raise_errors()`` to raise them.
 
@@ -1186,6 +1191,20 @@ class Bus:
             await self._log.append(env)
         if self._remote is not None:
             await self._remote.publish(env)  # handlers run where the server delivers it
+        fast = route.fast_async
+        if fast is not None and self._loop_thread == _get_ident() and self._observer is None:
+            # Every handler a plain coroutine function: the fast path (see _emit_eagerly);
+            # an observed bus calls every handler through Subscription.call, below.
+            results: list[Any] = [None] * len(fast)
+            suspended, refusal = self._emit_eagerly(route, fast, env, results)
+            if suspended is not None:
+                await asyncio.wait([task for _, task in suspended])
+                for index, task in suspended:
+                    if task.cancelled():
+                        results[index] = Failed(asyncio.CancelledError())
+            if refusal is not None:
+                raise refusal
+            return lazy_delivery(env, route.subs, results)
         outcomes: list[HandlerOutcome | tuple[Subscription[Any], asyncio.Task[Any]]] = []
         refusals: list[Exception] = []
         # While emit calls handlers, this thread is dispatching: what they publish (and their
@@ -1246,6 +1265,71 @@ class Bus:
         if refusals:
             raise refusals[0]
         return Delivery(env, tuple(_outcome(o) for o in outcomes))
+
+    def _emit_eagerly(
+        self,
+        route: _Route,
+        handlers: tuple[Any, ...],
+        env: Envelope[Any],
+        results: list[Any],
+    ) -> tuple[list[tuple[int, asyncio.Task[Any]]] | None, Exception | None]:
+        """Start emit's plain coroutine handlers eagerly, writing each one's result (or a
+        :class:`~tidings.results.Failed`) into ``results`` at its place.
+
+        As :meth:`_run_async` for publish: a long-lived driver (:func:`_drive_emit`) awaits
+        the handlers in turn, so one that does not suspend costs one ``await`` (no task, no
+        ``StopIteration``, no outcome record); the whole dispatch is counted once on the
+        route. One that suspends retires the driver into a task, which writes its result
+        when it finishes, and a fresh driver starts the next handler at once. The driver is
+        taken while it runs, so an emit from inside a handler gets one of its own.
+
+        Returns the suspended handlers' places and tasks (``None`` if none suspended) and
+        the first refusal (:class:`~tidings.QueueFullError`, :class:`~tidings.WouldBlock`)
+        of what the handlers published, for the caller to raise after awaiting them.
+        """
+        me = _get_ident()
+        busy = self._busy
+        dispatching = me not in busy  # else the dispatch around this call drains
+        if dispatching:
+            busy.add(me)
+        suspended: list[tuple[int, asyncio.Task[Any]]] | None = None
+        refusal: Exception | None = None
+        try:
+            next(route.count)
+            start = 0
+            while True:
+                driver = self._emit_driver
+                if driver is None:
+                    alive = [True]
+                    driver = _drive_emit(self, alive)
+                    driver.send(None)
+                else:
+                    alive = self._emit_alive
+                    self._emit_driver = None
+                job = (route, handlers if start == 0 else handlers[start:], env, results, start)
+                awaited = driver.send(job)
+                if awaited is IDLE:
+                    self._emit_driver, self._emit_alive = driver, alive
+                    break
+                # Suspended inside a handler: the driver finishes it as a task, then ends.
+                alive.clear()
+                index: int = driver.cr_frame.f_locals["index"]  # type: ignore[attr-defined]
+                task = self._track(route.subs[index], env, resume(driver, awaited), True)
+                if suspended is None:
+                    suspended = []
+                suspended.append((index, task))
+                start = index + 1
+                if start == len(handlers):
+                    break
+            if dispatching and self._pending:
+                try:
+                    self._drain(me)
+                except (QueueFullError, WouldBlock) as exc:
+                    refusal = exc
+        finally:
+            if dispatching:
+                busy.discard(me)
+        return suspended, refusal
 
     async def _aoffer_aside(self, queued: Queued, env: Envelope[Any], me: int) -> bool:
         """Await room in a queued subscription's buffer from inside emit's dispatch.
@@ -1678,6 +1762,25 @@ async def _drive_handlers(bus: Bus, alive: list[bool]) -> None:
                 failed(route, handler, env, exc)
             if not alive:
                 return
+
+
+async def _drive_emit(bus: Bus, alive: list[bool]) -> None:
+    """The driver behind :meth:`Bus._emit_eagerly`: per ``send``, awaits a job's handlers in
+    turn from place ``index`` on, writing each result (or :class:`Failed`) into the job's
+    list; ends after the handler it was suspended in once retired (``alive`` emptied)."""
+    failed = bus._fast_failed
+    while True:
+        route, handlers, env, results, index = await next_job()
+        payload = env.payload
+        for handler in handlers:
+            try:
+                results[index] = await handler(payload)
+            except Exception as exc:
+                results[index] = Failed(exc)
+                failed(route, handler, env, exc)
+            if not alive:
+                return
+            index += 1
 
 
 def _copy_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
