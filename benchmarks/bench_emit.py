@@ -35,6 +35,8 @@ __all__ = ("run",)
 HANDLERS = 10
 REPEAT = 5
 
+Case = Callable[[], Awaitable[float]]
+
 
 @tidings.event("bench.emit")
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,31 @@ def _no_op(handler: Handler) -> Handler:
     return through
 
 
-async def _best(case: Callable[[], Awaitable[float]]) -> float:
+def _awaiting(send: Callable[[Tick], Awaitable[object]], ticks: list[Tick]) -> Case:
+    """A case awaiting ``send(tick)`` for every tick; its wall time."""
+
+    async def case() -> float:
+        start = time.perf_counter()
+        for tick in ticks:
+            await send(tick)
+        return time.perf_counter() - start
+
+    return case
+
+
+def _calling(send: Callable[[Tick], object], ticks: list[Tick]) -> Case:
+    """A case calling ``send(tick)`` for every tick; its wall time."""
+
+    async def case() -> float:
+        start = time.perf_counter()
+        for tick in ticks:
+            send(tick)
+        return time.perf_counter() - start
+
+    return case
+
+
+async def _best(case: Case) -> float:
     best = float("inf")
     for _ in range(REPEAT):
         gc.collect()
@@ -111,30 +137,17 @@ def e1(count: int) -> list[Row]:
         for handler in _async_handlers(hits):
             bus.subscribe(Tick, handler)
 
-        async def emit() -> float:
-            emit_ = bus.emit
-            start = time.perf_counter()
-            for tick in ticks:
-                await emit_(tick)
-            return time.perf_counter() - start
-
         signal = blinker.Signal()
         for handler in _async_handlers(hits):
             signal.connect(handler, weak=False)
 
-        async def send_async() -> float:
-            send = signal.send_async
-            start = time.perf_counter()
-            for tick in ticks:
-                await send(tick)
-            return time.perf_counter() - start
-
         rows = []
-        for library, case, note in (
+        cases: list[tuple[str, Case, str]] = [
             ("raw loop", raw, "await each handler in turn"),
-            ("tidings", emit, "await bus.emit()"),
-            ("blinker", send_async, "await signal.send_async()"),
-        ):
+            ("tidings", _awaiting(bus.emit, ticks), "await bus.emit()"),
+            ("blinker", _awaiting(signal.send_async, ticks), "await signal.send_async()"),
+        ]
+        for library, case, note in cases:
             hits[0] = 0
             seconds = await _best(case)
             check("E1", library, hits[0], REPEAT * count * HANDLERS)
@@ -157,14 +170,7 @@ def m1(count: int) -> list[Row]:
             for handler in _sync_handlers(hits):
                 sync_bus.subscribe(Tick, handler, middleware=middleware)
 
-            async def publish(bus: tidings.Bus = sync_bus) -> float:
-                publish_ = bus.publish
-                start = time.perf_counter()
-                for tick in ticks:
-                    publish_(tick)
-                return time.perf_counter() - start
-
-            seconds = await _best(publish)
+            seconds = await _best(_calling(sync_bus.publish, ticks))
             check("M1 publish", label, hits[0], REPEAT * count * HANDLERS)
             rows.append(Row("M1 publish", label, "events/s", count / seconds, "/s", "10 sync"))
 
@@ -174,14 +180,7 @@ def m1(count: int) -> list[Row]:
             for handler in _async_handlers(hits):
                 async_bus.subscribe(Tick, handler, middleware=middleware)
 
-            async def emit(bus: tidings.Bus = async_bus) -> float:
-                emit_ = bus.emit
-                start = time.perf_counter()
-                for tick in ticks:
-                    await emit_(tick)
-                return time.perf_counter() - start
-
-            seconds = await _best(emit)
+            seconds = await _best(_awaiting(async_bus.emit, ticks))
             check("M1 emit", label, hits[0], REPEAT * count * HANDLERS)
             rows.append(Row("M1 emit", label, "events/s", count / seconds, "/s", "10 async"))
             await async_bus.aclose()

@@ -312,6 +312,22 @@ class Subscription(Generic[T]):
             self._chain = compose(self._innermost(), middleware, name=self.name)
             self.__class__ = _ComposedSubscription
 
+    def wrap(self, *middleware: Middleware) -> None:
+        """Wrap this subscription's handler (and any middleware it has) in ``middleware``,
+        outermost: the hook for a part that must reach existing subscriptions (an observer
+        installed late). The subscription stops being plain, so whoever calls this rebuilds
+        the bus's routes before the next dispatch. Not for batch handlers.
+
+        Raises:
+            InvalidHandlerError: for a batch handler, or a middleware refusing the handler.
+        """
+        queued = self.queued
+        if queued is not None and queued.batch is not None:
+            raise InvalidHandlerError(f"{self.name} is a batch handler; it takes no middleware")
+        inner = self._chain if self._chain is not None else self._innermost()
+        self._chain = compose(inner, middleware, name=self.name)
+        self.observe(self.observed)  # the class that calls through the chain
+
     def _innermost(self) -> Handler:
         """The handler at the core of a middleware chain: takes the envelope and calls the
         subscribed handler with what it asked for, as an unobserved, uncomposed call."""

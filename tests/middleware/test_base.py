@@ -160,3 +160,19 @@ def test_a_weakly_held_handler_with_middleware_ends_with_its_object(bus: tidings
     bus.publish(Ping(1))
     assert log == []
     assert (sub.active, sub.delivered) == (False, 0)
+
+
+def test_wrap_puts_middleware_around_an_existing_subscription(bus: tidings.Bus) -> None:
+    log: list[str] = []
+    sub = bus.subscribe(Ping, lambda p: log.append("h"), middleware=[_tag(log, "a")])
+    plain = bus.subscribe(Ping, lambda p: log.append("plain"))
+    sub.wrap(_tag(log, "outer"))
+    plain.wrap(_tag(log, "x"))
+    assert (sub.composed, plain.composed, plain.plain) == (True, True, False)
+    # the caller (the bus) rebuilds its routes: here, by a new subscription
+    bus.subscribe("test.other", lambda e: None).cancel()
+    bus.publish(Ping(1))
+    assert log == ["outer>", "a>", "h", "<a", "<outer", "x>", "plain", "<x"]
+    batches = bus.subscribe(Ping, _print_all, batch=tidings.Batch())
+    with pytest.raises(tidings.InvalidHandlerError, match="batch handler"):
+        batches.wrap(_tag(log, "y"))
