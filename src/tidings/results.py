@@ -100,35 +100,43 @@ class Failed:
         self.error = error
 
 
+# The slot's descriptor: a lazy delivery caches its outcomes there.
+_OUTCOMES: Any = Delivery.__dict__["outcomes"]
+
+
 class _LazyDelivery(Delivery[T]):
-    """A :class:`Delivery` whose outcomes are made on first read (see the module docstring)."""
+    """A :class:`Delivery` whose outcomes are made on first read (see the module docstring).
 
-    __slots__ = ("_built", "_results", "_subs")
+    ``_lazy`` holds the subscriptions and their results; the outcomes, once made, are kept
+    in :class:`Delivery`'s own ``outcomes`` slot (this class's ``outcomes`` property hides
+    it from plain attribute access)."""
 
-    _subs: Sequence[Subscription[Any]]
-    _results: list[Any]
-    _built: tuple[HandlerOutcome, ...] | None
+    __slots__ = ("_lazy",)
+
+    _lazy: tuple[Sequence[Subscription[Any]], list[Any]]
 
     @property
     def outcomes(self) -> tuple[HandlerOutcome, ...]:
-        built = self._built
-        if built is None:
+        try:
+            built: tuple[HandlerOutcome, ...] = _OUTCOMES.__get__(self)
+        except AttributeError:
+            subs, results = self._lazy
             built = tuple(
                 HandlerOutcome(sub.name, error=r.error)
                 if type(r) is Failed
                 else HandlerOutcome(sub.name, r)
-                for sub, r in zip(self._subs, self._results, strict=True)
+                for sub, r in zip(subs, results, strict=True)
             )
-            object.__setattr__(self, "_built", built)
+            _OUTCOMES.__set__(self, built)
         return built
 
     @property
     def results(self) -> list[Any]:
-        return [r for r in self._results if type(r) is not Failed]
+        return [r for r in self._lazy[1] if type(r) is not Failed]
 
     @property
     def ok(self) -> bool:
-        return not any(type(r) is Failed for r in self._results)
+        return not any(type(r) is Failed for r in self._lazy[1])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Delivery):
@@ -148,9 +156,7 @@ def lazy_delivery(
     handler's return value or a :class:`Failed`. Takes ``results`` over: do not change it."""
     delivery: _LazyDelivery[T] = _new(_LazyDelivery)
     _set(delivery, "envelope", envelope)
-    _set(delivery, "_subs", subs)
-    _set(delivery, "_results", results)
-    _set(delivery, "_built", None)
+    _set(delivery, "_lazy", (subs, results))
     return delivery
 
 
