@@ -226,3 +226,32 @@ async def test_a_lazy_delivery_equals_an_eager_one_with_the_same_contents() -> N
     assert delivery == eager
     assert eager == delivery
     assert repr(delivery) == repr(eager)
+
+
+async def test_a_nested_emit_whose_handler_suspends_finishes_in_the_outer_handler() -> None:
+    log: list[str] = []
+
+    async def outer(order: Order) -> list[str]:
+        inner = await bus.emit(Note("nested"))
+        log.append("outer: after inner")
+        return inner.results
+
+    async def outer_next(order: Order) -> str:
+        log.append("outer next")
+        return "next"
+
+    async def on_note(note: Note) -> str:
+        log.append("note: start")
+        await asyncio.sleep(0)
+        log.append("note: end")
+        return note.text
+
+    async with tidings.Bus() as bus:
+        a = bus.subscribe(Order, outer, priority=1)
+        b = bus.subscribe(Order, outer_next)
+        c = bus.subscribe(Note, on_note)
+        delivery = await bus.emit(Order(1))
+        assert (await bus.emit(Order(2))).results == [["nested"], "next"]
+    assert log[:4] == ["note: start", "outer next", "note: end", "outer: after inner"]
+    assert delivery.outcomes == (HandlerOutcome(a.name, ["nested"]), HandlerOutcome(b.name, "next"))
+    assert [(s.delivered, s.failed) for s in (a, b, c)] == [(2, 0), (2, 0), (2, 0)]

@@ -176,3 +176,18 @@ def test_wrap_puts_middleware_around_an_existing_subscription(bus: tidings.Bus) 
     batches = bus.subscribe(Ping, _print_all, batch=tidings.Batch())
     with pytest.raises(tidings.InvalidHandlerError, match="batch handler"):
         batches.wrap(_tag(log, "y"))
+
+
+def test_an_observed_bus_still_calls_through_the_middleware(bus: tidings.Bus) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from tidings.observability import Metrics
+
+    log: list[str] = []
+    before = bus.subscribe(Ping, lambda p: log.append("h1"), middleware=[_tag(log, "a")])
+    Metrics(bus, registry=CollectorRegistry())
+    after = bus.subscribe(Ping, lambda p: log.append("h2"), middleware=[_tag(log, "b")])
+    assert [(s.observed, s.composed) for s in (before, after)] == [(True, True)] * 2
+    bus.publish(Ping(1))
+    assert log == ["a>", "h1", "<a", "b>", "h2", "<b"]
+    assert (before.delivered, after.delivered) == (1, 1)
