@@ -1010,9 +1010,7 @@ class Bus:
         while handlers:
             driver = self._driver
             if driver is None:
-                alive = [True]
-                driver = _drive_handlers(self, alive)
-                driver.send(None)
+                driver, alive = _start_driver(_drive_handlers, self)
                 self._driver, self._driver_alive = driver, alive
             try:
                 awaited = driver.send((route, handlers, env))
@@ -1300,9 +1298,7 @@ class Bus:
             while True:
                 driver = self._emit_driver
                 if driver is None:
-                    alive = [True]
-                    driver = _drive_emit(self, alive)
-                    driver.send(None)
+                    driver, alive = _start_driver(_drive_emit, self)
                 else:
                     alive = self._emit_alive
                     self._emit_driver = None
@@ -1746,6 +1742,17 @@ _NO_LOOP = (
     "async handler {} has no running event loop to run on; publish from inside asyncio or "
     "start the bus with 'async with Bus() as bus' first"
 )
+
+
+def _start_driver(
+    drive: Callable[[Bus, list[bool]], Coroutine[Any, Any, None]], bus: Bus
+) -> tuple[Coroutine[Any, Any, None], list[bool]]:
+    """A new driver coroutine (:func:`_drive_handlers`, :func:`_drive_emit`), stepped to its
+    first wait for a job, and the flag that retires it (empty it)."""
+    alive = [True]
+    driver = drive(bus, alive)
+    driver.send(None)
+    return driver, alive
 
 
 async def _drive_handlers(bus: Bus, alive: list[bool]) -> None:
