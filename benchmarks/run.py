@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_burst
 import bench_bus
+import bench_emit
 import bench_nats
 import bench_observability
 import bench_queues
@@ -30,6 +31,7 @@ BASELINES = {
         for backend in ("SQLite", "PostgreSQL")
         for figure in ("single", "batched", "read", "fold")
     },
+    "E1": "blinker",
     "S5 1P/1C": "queue.Queue",
     "S5 4P/4C": "queue.Queue",
     "N1": "raw nats-py",
@@ -124,6 +126,7 @@ def main() -> int:
     started = time.perf_counter()
     for module in (
         bench_bus,
+        bench_emit,
         bench_queues,
         bench_burst,
         bench_nats,

@@ -612,3 +612,63 @@ def test_high_water_counts_every_partition_at_once_not_each_one_s_peak(bus: tidi
         gates[key].set()
         assert queued.wait_handled(10)
     assert 4 <= sub.statistics().high_water <= 5  # a worker may hold one of them
+
+
+async def test_a_batch_whose_handler_object_was_collected_counts_nothing_delivered() -> None:
+    # Regression: a batch worker counted every event of a batch as delivered although the
+    # handler's object was gone and no handler saw them.
+    import gc
+
+    seen: list[int] = []
+
+    class Consumer:
+        async def take(self, jobs: list[Job]) -> None:  # pragma: no cover - never called
+            seen.extend(j.seq for j in jobs)
+
+    bus = tidings.Bus()  # no loop yet: the async batch worker starts with the loop
+    consumer = Consumer()
+    sub = bus.subscribe(Job, consumer.take, batch=Batch(max_size=8, max_wait=0))
+    for i in range(3):
+        bus.publish(Job("k", i))
+    del consumer
+    gc.collect()
+    assert not sub.active
+    async with bus:
+        assert await sub.drained(timeout=10)
+    assert seen == []
+    assert (sub.delivered, sub.failed) == (0, 0)
+
+
+def test_a_sync_batch_whose_handler_object_was_collected_counts_nothing_delivered() -> None:
+    import gc
+
+    seen: list[int] = []
+    pool = tidings.WorkerPool(1)
+    gate = threading.Event()
+    pool_blocker = threading.Event()
+
+    class Consumer:
+        def take(self, jobs: list[Job]) -> None:  # pragma: no cover - never called
+            seen.extend(j.seq for j in jobs)
+
+    bus = tidings.Bus()
+
+    def hold(jobs: list[Job]) -> None:
+        pool_blocker.set()
+        gate.wait(10)
+
+    # One pool worker: held busy by the first subscription while the batch waits.
+    bus.subscribe("test.queued.hold", hold, batch=Batch(max_size=1, max_wait=0), pool=pool)
+    consumer = Consumer()
+    sub = bus.subscribe(Job, consumer.take, batch=Batch(max_size=8, max_wait=0), pool=pool)
+    bus.publish({"x": 1}, topic="test.queued.hold")
+    assert pool_blocker.wait(10)
+    for i in range(3):
+        bus.publish(Job("k", i))
+    del consumer
+    gc.collect()
+    gate.set()
+    _wait_until(lambda: sub.queued is not None and sub.queued.pending() == 0)
+    assert seen == []
+    assert (sub.delivered, sub.failed) == (0, 0)
+    bus.close()

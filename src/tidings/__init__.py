@@ -15,6 +15,7 @@ from tidings.event import Envelope, event, from_cloudevent, to_cloudevent, topic
 from tidings.exceptions import (
     BusClosedError,
     ChainBrokenError,
+    CircuitOpenError,
     ClockSkewError,
     CodecError,
     ConcurrencyError,
@@ -46,6 +47,7 @@ from tidings.exceptions import (
     UnknownEventTypeError,
     WouldBlock,
 )
+from tidings.middleware.base import Middleware
 from tidings.projection import Projection
 from tidings.queues import Overflow, QueueStatistics, RingBuffer
 from tidings.results import CloseReport, Delivery, HandlerOutcome
@@ -86,6 +88,7 @@ __all__ = (
     "BusClosedError",
     "BusStatistics",
     "ChainBrokenError",
+    "CircuitOpenError",
     "ClockSkewError",
     "CloseReport",
     "CodecError",
@@ -109,6 +112,7 @@ __all__ = (
     "LoopNotRunningError",
     "MemoryStore",
     "MemoryTransport",
+    "Middleware",
     "MissingExtraError",
     "Mode",
     "NatsTransport",

@@ -41,7 +41,7 @@ import threading
 import weakref
 from bisect import insort
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from heapq import heappushpop as _heappushpop
@@ -63,11 +63,12 @@ from tidings.exceptions import (
     QueueFullError,
     WouldBlock,
 )
+from tidings.middleware.base import Middleware, attempts_of
 from tidings.observability.logs import log_fields
 from tidings.projection import Projection, hlc_bound
 from tidings.queues import Overflow
 from tidings.recording import Recorder
-from tidings.results import CloseReport, Delivery, HandlerOutcome
+from tidings.results import CloseReport, Delivery, Failed, HandlerOutcome, lazy_delivery
 from tidings.scheduling import WorkerPool
 from tidings.subscription import (
     INLINE,
@@ -285,8 +286,11 @@ class Bus:
         self._pools: set[WorkerPool] = set()
         self._driver: Coroutine[Any, Any, None] | None = None
         self._driver_alive: list[bool] = []
+        self._emit_driver: Coroutine[Any, Any, None] | None = None  # see _emit_eagerly
+        self._emit_alive: list[bool] = []
         self._remote: Remote | None = None
         self._observer: Observer | None = None  # tidings.observability; read off the hot path
+        self._middleware: tuple[Middleware, ...] = ()  # bus-wide, outermost (see use())
         if transport is not None:
             from tidings._remote import Remote
 
@@ -327,6 +331,7 @@ class Bus:
         idempotent: bool = False,
         max_attempts: int = 3,
         transactional: Literal[False] = False,
+        middleware: Sequence[Middleware] = (),
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -353,6 +358,7 @@ class Bus:
         idempotent: bool = False,
         max_attempts: int = 3,
         transactional: Literal[False] = False,
+        middleware: Sequence[Middleware] = (),
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -379,6 +385,7 @@ class Bus:
         idempotent: bool = False,
         max_attempts: int = 3,
         transactional: Literal[False] = False,
+        middleware: Sequence[Middleware] = (),
     ) -> Subscription[Any]: ...
     @overload
     def subscribe(
@@ -436,6 +443,7 @@ class Bus:
         idempotent: bool = False,
         max_attempts: int = 3,
         transactional: bool = False,
+        middleware: Sequence[Middleware] = (),
     ) -> Subscription[Any]:
         """Subscribe ``handler`` to an event class, a topic or a pattern.
 
@@ -485,14 +493,17 @@ class Bus:
                 ``transaction.connection`` (a :class:`~tidings.Transaction`) commits with
                 the checkpoint or not at all: exactly once in effect, through crashes.
                 On SQLite the handler must not suspend inside the transaction.
+            middleware: wrap the handler in these (see :mod:`tidings.middleware`), the first
+                listed outermost, inside the bus-wide ones of :meth:`use`. Composed once,
+                here. Not for batch handlers.
 
         Returns:
             The :class:`Subscription` handle.
 
         Raises:
             InvalidHandlerError: if the handler, ``where``, ``owner``, ``mode``, ``priority``
-                (not an int or float) or ``batch`` (not a :class:`~tidings.Batch`) is
-                unusable. Every option is checked before any worker starts.
+                (not an int or float), ``batch`` (not a :class:`~tidings.Batch`) or
+                ``middleware`` (with ``batch``, or one refusing the handler) is unusable. Every option is checked before any worker starts.
             InvalidTopicError: if the topic or pattern is malformed.
             TopicRequiredError: if the event class is a builtin that names no topic.
             ValueError: if a queue setting is out of range.
@@ -521,6 +532,13 @@ class Bus:
             )
         elif idempotent and not carried:
             raise InvalidHandlerError("idempotent=True needs durable='consumer-name'")
+        if batch is not None and middleware:
+            raise InvalidHandlerError(
+                "middleware= wraps handlers of one event; a batch handler takes lists, so "
+                "it takes no middleware (wrap the per-event work inside it instead)"
+            )
+        if self._middleware and batch is None and group is not _LOCAL:
+            middleware = (*self._middleware, *middleware)
         sub: Subscription[Any] = Subscription(
             self,
             target,
@@ -532,6 +550,7 @@ class Bus:
             owner=owner,
             envelope=envelope,
             mode=mode,
+            middleware=middleware,
         )
         if sub.kind != QUEUED and (maxsize != 1024 or overflow != "block" or weight != 1):
             instead = (
@@ -582,6 +601,32 @@ class Bus:
             )
         self._register(sub)
         return sub
+
+    def use(self, *middleware: Middleware) -> None:
+        """Wrap every handler subscribed from now on in ``middleware`` (bus-wide).
+
+        Bus-wide middleware is outermost: ``use(x)`` then ``subscribe(h, middleware=[a])``
+        calls ``x(a(h))``; several ``use`` calls append, inner to the earlier ones
+        (see :mod:`tidings.middleware`). It applies to subscriptions made after this call,
+        not to earlier ones, so a running subscription's chain (and any state in it, such
+        as a circuit breaker's) never changes under it. Batch handlers, streams and
+        :meth:`record` take no middleware. A middleware object passed here is shared by
+        every subscription it wraps (one :class:`~tidings.middleware.CircuitBreaker` then
+        guards them all); pass one per subscription to ``subscribe`` for separate state.
+
+        Raises:
+            InvalidHandlerError: if an item is not callable.
+            BusClosedError: if the bus is closed.
+        """
+        if self._closed:
+            raise BusClosedError("the bus is closed; add middleware before closing it")
+        for mw in middleware:
+            if not callable(mw):
+                raise InvalidHandlerError(
+                    f"use() takes middleware (callables mapping a handler to a handler), "
+                    f"not {type(mw).__name__} {mw!r}"
+                )
+        self._middleware = (*self._middleware, *middleware)
 
     def _check_follow(
         self,
@@ -666,6 +711,7 @@ class Bus:
         idempotent: bool = False,
         max_attempts: int = 3,
         transactional: Literal[False] = False,
+        middleware: Sequence[Middleware] = (),
     ) -> Handles[T]: ...
     @overload
     def on(
@@ -691,6 +737,7 @@ class Bus:
         idempotent: bool = False,
         max_attempts: int = 3,
         transactional: Literal[False] = False,
+        middleware: Sequence[Middleware] = (),
     ) -> BatchHandles[T]: ...
     @overload
     def on(
@@ -716,6 +763,7 @@ class Bus:
         idempotent: bool = False,
         max_attempts: int = 3,
         transactional: Literal[False] = False,
+        middleware: Sequence[Middleware] = (),
     ) -> Handles[Any]: ...
     @overload
     def on(
@@ -1078,9 +1126,7 @@ class Bus:
         while handlers:
             driver = self._driver
             if driver is None:
-                alive = [True]
-                driver = _drive_handlers(self, alive)
-                driver.send(None)
+                driver, alive = _start_driver(_drive_handlers, self)
                 self._driver, self._driver_alive = driver, alive
             try:
                 awaited = driver.send((route, handlers, env))
@@ -1234,7 +1280,10 @@ class Bus:
         (backpressure under ``block``) and reported with ``queued=True``; their workers
         handle it later. Unlike :meth:`publish`, ``emit`` dispatches at once even from
         inside a handler. Re-entrancy is as for :meth:`publish`: an event a handler publishes
-        (and a dead letter) is dispatched after every handler of this one has started. Handler errors are reported in the returned
+        (and a dead letter) is dispatched after every handler of this one has started.
+        When every handler is a plain coroutine function, a handler that does not suspend
+        runs in the caller's task, without a task of its own (see :meth:`_emit_eagerly`).
+        Handler errors are reported in the returned
         :class:`~tidings.Delivery` (and, as always, counted, passed to ``on_error`` and
         dead-lettered), never raised: call ``delivery.raise_errors()`` to raise them.
 
@@ -1256,6 +1305,20 @@ class Bus:
             await self._log.append(env)
         if self._remote is not None:
             await self._remote.publish(env)  # handlers run where the server delivers it
+        fast = route.fast_async
+        if fast is not None and self._loop_thread == _get_ident() and self._observer is None:
+            # Every handler a plain coroutine function: the fast path (see _emit_eagerly);
+            # an observed bus calls every handler through Subscription.call, below.
+            results: list[Any] = [None] * len(fast)
+            suspended, refusal = self._emit_eagerly(route, fast, env, results)
+            if suspended is not None:
+                await asyncio.wait([task for _, task in suspended])
+                for index, task in suspended:
+                    if task.cancelled():
+                        results[index] = Failed(asyncio.CancelledError())
+            if refusal is not None:
+                raise refusal
+            return lazy_delivery(env, route.subs, results)
         outcomes: list[HandlerOutcome | tuple[Subscription[Any], asyncio.Task[Any]]] = []
         refusals: list[Exception] = []
         # While emit calls handlers, this thread is dispatching: what they publish (and their
@@ -1317,6 +1380,69 @@ class Bus:
             raise refusals[0]
         return Delivery(env, tuple(_outcome(o) for o in outcomes))
 
+    def _emit_eagerly(
+        self,
+        route: _Route,
+        handlers: tuple[Any, ...],
+        env: Envelope[Any],
+        results: list[Any],
+    ) -> tuple[list[tuple[int, asyncio.Task[Any]]] | None, Exception | None]:
+        """Start emit's plain coroutine handlers eagerly, writing each one's result (or a
+        :class:`~tidings.results.Failed`) into ``results`` at its place.
+
+        As :meth:`_run_async` for publish: a long-lived driver (:func:`_drive_emit`) awaits
+        the handlers in turn, so one that does not suspend costs one ``await`` (no task, no
+        ``StopIteration``, no outcome record); the whole dispatch is counted once on the
+        route. One that suspends retires the driver into a task, which writes its result
+        when it finishes, and a fresh driver starts the next handler at once. The driver is
+        taken while it runs, so an emit from inside a handler gets one of its own.
+
+        Returns the suspended handlers' places and tasks (``None`` if none suspended) and
+        the first refusal (:class:`~tidings.QueueFullError`, :class:`~tidings.WouldBlock`)
+        of what the handlers published, for the caller to raise after awaiting them.
+        """
+        me = _get_ident()
+        busy = self._busy
+        dispatching = me not in busy  # else the dispatch around this call drains
+        if dispatching:
+            busy.add(me)
+        suspended: list[tuple[int, asyncio.Task[Any]]] | None = None
+        refusal: Exception | None = None
+        try:
+            next(route.count)
+            start = 0
+            while True:
+                driver = self._emit_driver
+                if driver is None:
+                    driver, alive = _start_driver(_drive_emit, self)
+                else:
+                    alive = self._emit_alive
+                    self._emit_driver = None
+                job = (route, handlers if start == 0 else handlers[start:], env, results, start)
+                awaited = driver.send(job)
+                if awaited is IDLE:
+                    self._emit_driver, self._emit_alive = driver, alive
+                    break
+                # Suspended inside a handler: the driver finishes it as a task, then ends.
+                alive.clear()
+                index: int = driver.cr_frame.f_locals["index"]  # type: ignore[attr-defined]
+                task = self._track(route.subs[index], env, resume(driver, awaited), True)
+                if suspended is None:
+                    suspended = []
+                suspended.append((index, task))
+                start = index + 1
+                if start == len(handlers):
+                    break
+            if dispatching and self._pending:
+                try:
+                    self._drain(me)
+                except (QueueFullError, WouldBlock) as exc:
+                    refusal = exc
+        finally:
+            if dispatching:
+                busy.discard(me)
+        return suspended, refusal
+
     async def _aoffer_aside(self, queued: Queued, env: Envelope[Any], me: int) -> bool:
         """Await room in a queued subscription's buffer from inside emit's dispatch.
 
@@ -1362,6 +1488,7 @@ class Bus:
         ``attempts``: deliveries made so far; ``final``: no retry follows (a transport
         retries the others), so dead-letter it.
         """
+        attempts = attempts_of(exc, attempts)  # a Retry middleware's attempts, if it gave up
         if counted:
             sub.record_routed_failure()
         else:
@@ -1733,6 +1860,17 @@ _NO_LOOP = (
 )
 
 
+def _start_driver(
+    drive: Callable[[Bus, list[bool]], Coroutine[Any, Any, None]], bus: Bus
+) -> tuple[Coroutine[Any, Any, None], list[bool]]:
+    """A new driver coroutine (:func:`_drive_handlers`, :func:`_drive_emit`), stepped to its
+    first wait for a job, and the flag that retires it (empty it)."""
+    alive = [True]
+    driver = drive(bus, alive)
+    driver.send(None)
+    return driver, alive
+
+
 async def _drive_handlers(bus: Bus, alive: list[bool]) -> None:
     """The driver behind :meth:`Bus._run_async`: runs one job of handlers per ``send``,
     until it is retired (``alive`` emptied) while a handler of its job was suspended."""
@@ -1747,6 +1885,25 @@ async def _drive_handlers(bus: Bus, alive: list[bool]) -> None:
                 failed(route, handler, env, exc)
             if not alive:
                 return
+
+
+async def _drive_emit(bus: Bus, alive: list[bool]) -> None:
+    """The driver behind :meth:`Bus._emit_eagerly`: per ``send``, awaits a job's handlers in
+    turn from place ``index`` on, writing each result (or :class:`Failed`) into the job's
+    list; ends after the handler it was suspended in once retired (``alive`` emptied)."""
+    failed = bus._fast_failed
+    while True:
+        route, handlers, env, results, index = await next_job()
+        payload = env.payload
+        for handler in handlers:
+            try:
+                results[index] = await handler(payload)
+            except Exception as exc:
+                results[index] = Failed(exc)
+                failed(route, handler, env, exc)
+            if not alive:
+                return
+            index += 1
 
 
 def _copy_headers(headers: Mapping[str, str]) -> Mapping[str, str]:

@@ -447,11 +447,12 @@ class Queued:
         sub = self.sub
         if self.batch is not None:
             try:
-                sub.call([sub.argument(e) for e in envs])
+                result = sub.call([sub.argument(e) for e in envs])
             except Exception as exc:
                 self._failed(envs, exc)
             else:
-                sub.record_delivered(len(envs))
+                if result is not SKIP:  # SKIP: the handler's object is gone, nobody saw them
+                    sub.record_delivered(len(envs))
             return
         for env in envs:
             try:
@@ -468,8 +469,9 @@ class Queued:
         if self.batch is not None:
             try:
                 result = sub.call([sub.argument(e) for e in envs])
-                if result is not SKIP:
-                    await result
+                if result is SKIP:  # the handler's object is gone: nobody saw them
+                    return
+                await result
             except Exception as exc:
                 self._failed(envs, exc)
             else:

@@ -13,6 +13,7 @@
      ├── WouldBlock                                  a ``*_nowait`` call would have to wait
      ├── QueueFullError                              a buffer with overflow="error" is full
      ├── QueueClosedError                            a buffer was closed (and, for gets, drained)
+ ├── CircuitOpenError                            a circuit breaker refused a call (cooling down)
      ├── TransportError                              a transport (NATS JetStream...) failed
      │    ├── TransportUnavailableError (also ConnectionError)  server unreachable at start
      │    ├── TransportClosedError                   the transport is closing or closed
@@ -43,6 +44,7 @@ from __future__ import annotations
 __all__ = (
     "BusClosedError",
     "ChainBrokenError",
+    "CircuitOpenError",
     "ClockSkewError",
     "CodecError",
     "ConcurrencyError",
@@ -159,6 +161,22 @@ class QueueFullError(TidingsError):
 
 class QueueClosedError(TidingsError):
     """The buffer was closed: puts are refused, and gets fail once it is drained."""
+
+
+class CircuitOpenError(TidingsError):
+    """A :class:`~tidings.middleware.CircuitBreaker` refused to call its handler: it saw too
+    many failures in a row and cools down; the call fails fast (and is dead-lettered like any
+    failure) instead of reaching a service that is failing.
+
+    Attributes:
+        handler: the guarded handler's name.
+        retry_after: seconds until the breaker lets a trial call through.
+    """
+
+    def __init__(self, message: str, *, handler: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.handler = handler
+        self.retry_after = retry_after
 
 
 class TransportError(TidingsError):

@@ -1,14 +1,25 @@
 """What one delivery reports: per-handler outcomes of :meth:`Bus.emit <tidings.Bus.emit>`,
-and what :meth:`Bus.aclose <tidings.Bus.aclose>` could not finish."""
+and what :meth:`Bus.aclose <tidings.Bus.aclose>` could not finish.
+
+A :class:`Delivery` from emit's fast path (every handler a plain coroutine function) is
+built lazily (:func:`lazy_delivery`): it keeps the subscriptions and one list of their
+results, a :class:`Failed` marking a handler that raised, and makes the
+:class:`HandlerOutcome` records (and reads the handlers' names) only when ``outcomes`` is
+first read. Its public API is the same as an eager one's.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tidings.event import Envelope
 
-__all__ = ("CloseReport", "Delivery", "HandlerOutcome")
+if TYPE_CHECKING:
+    from tidings.subscription import Subscription
+
+__all__ = ("CloseReport", "Delivery", "Failed", "HandlerOutcome", "lazy_delivery")
 
 T = TypeVar("T")
 
@@ -78,6 +89,79 @@ class Delivery(Generic[T]):
                 f"{self.envelope.topic!r}: {names}",
                 errors,
             )
+
+
+class Failed:
+    """In a lazy delivery's results: the handler at this place raised ``error``."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+# The slot's descriptor: a lazy delivery caches its outcomes there.
+_OUTCOMES: Any = Delivery.__dict__["outcomes"]
+
+
+class _LazyDelivery(Delivery[T]):
+    """A :class:`Delivery` whose outcomes are made on first read (see the module docstring).
+
+    ``_lazy`` holds the subscriptions and their results; the outcomes, once made, are kept
+    in :class:`Delivery`'s own ``outcomes`` slot (this class's ``outcomes`` property hides
+    it from plain attribute access)."""
+
+    __slots__ = ("_lazy",)
+
+    _lazy: tuple[Sequence[Subscription[Any]], list[Any]]
+
+    @property
+    def outcomes(self) -> tuple[HandlerOutcome, ...]:
+        try:
+            built: tuple[HandlerOutcome, ...] = _OUTCOMES.__get__(self)
+        except AttributeError:
+            subs, results = self._lazy
+            built = tuple(
+                HandlerOutcome(sub.name, error=r.error)
+                if type(r) is Failed
+                else HandlerOutcome(sub.name, r)
+                for sub, r in zip(subs, results, strict=True)
+            )
+            _OUTCOMES.__set__(self, built)
+        return built
+
+    @property
+    def results(self) -> list[Any]:
+        return [r for r in self._lazy[1] if type(r) is not Failed]
+
+    @property
+    def ok(self) -> bool:
+        return not any(type(r) is Failed for r in self._lazy[1])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Delivery):
+            return NotImplemented
+        return (self.envelope, self.outcomes) == (other.envelope, other.outcomes)
+
+    __hash__ = Delivery.__hash__
+
+    def __repr__(self) -> str:
+        return f"Delivery(envelope={self.envelope!r}, outcomes={self.outcomes!r})"
+
+
+def lazy_delivery(
+    envelope: Envelope[T], subs: Sequence[Subscription[Any]], results: list[Any]
+) -> Delivery[T]:
+    """A :class:`Delivery` of ``envelope`` to ``subs`` (in order) with these results, each a
+    handler's return value or a :class:`Failed`. Takes ``results`` over: do not change it."""
+    delivery: _LazyDelivery[T] = _new(_LazyDelivery)
+    _set(delivery, "envelope", envelope)
+    _set(delivery, "_lazy", (subs, results))
+    return delivery
+
+
+_new = object.__new__
+_set = object.__setattr__
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,11 @@ References: a bound method is held weakly (its object may be collected, which en
 subscription); functions, lambdas and other callables are held strongly. ``owner=`` ties a
 subscription to any weak-referenceable object: when the owner is collected the subscription
 ends.
+
+Middleware (see :mod:`tidings.middleware`) is composed here too, once: a subscription given
+middleware calls the composed handler with the envelope, and is never "plain" (the bus's
+inlined fast paths skip it). A subscription without middleware is exactly as it would be
+without the feature: same class, same calls. Middleware does not apply to batch handlers.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ import math
 import threading
 import typing
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar
 
 from tidings.event import Envelope, topic_of
 from tidings.exceptions import InvalidHandlerError
+from tidings.middleware.base import Handler, Middleware, compose
 from tidings.topics import compile_pattern, validate_pattern
 
 if TYPE_CHECKING:
@@ -172,6 +178,7 @@ class Subscription(Generic[T]):
     __slots__ = (
         "__weakref__",
         "_bus",
+        "_chain",
         "_counts",
         "_once",
         "_owner_ref",
@@ -202,6 +209,7 @@ class Subscription(Generic[T]):
         owner: object | None,
         envelope: bool | None,
         mode: Mode | None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         if not callable(handler):
             raise InvalidHandlerError(
@@ -293,6 +301,52 @@ class Subscription(Generic[T]):
         if mode not in ("inline", "task", "queued"):
             raise InvalidHandlerError(f"mode must be 'inline', 'task' or 'queued', not {mode!r}")
         self.kind = _MODES.index(mode)
+        self._chain: Handler | None = None
+        given: object = middleware  # annotations are not enforced at run time
+        if isinstance(given, str) or not isinstance(given, Sequence):
+            raise InvalidHandlerError(
+                f"middleware= takes a list of middleware (handler -> handler), not "
+                f"{type(given).__name__} {given!r}"
+            )
+        if middleware:
+            self._chain = compose(self._innermost(), middleware, name=self.name)
+            self.__class__ = _ComposedSubscription
+
+    def wrap(self, *middleware: Middleware) -> None:
+        """Wrap this subscription's handler (and any middleware it has) in ``middleware``,
+        outermost: the hook for a part that must reach existing subscriptions (an observer
+        installed late). The subscription stops being plain, so whoever calls this rebuilds
+        the bus's routes before the next dispatch. Not for batch handlers.
+
+        Raises:
+            InvalidHandlerError: for a batch handler, or a middleware refusing the handler.
+        """
+        queued = self.queued
+        if queued is not None and queued.batch is not None:
+            raise InvalidHandlerError(f"{self.name} is a batch handler; it takes no middleware")
+        inner = self._chain if self._chain is not None else self._innermost()
+        self._chain = compose(inner, middleware, name=self.name)
+        self.observe(self.observed)  # the class that calls through the chain
+
+    def _innermost(self) -> Handler:
+        """The handler at the core of a middleware chain: takes the envelope and calls the
+        subscribed handler with what it asked for, as an unobserved, uncomposed call."""
+        call, argument = Subscription.call, Subscription.argument
+
+        async def call_async(env: Envelope[Any]) -> Any:
+            result = call(self, argument(self, env))
+            return None if result is SKIP else await result
+
+        def call_sync(env: Envelope[Any]) -> Any:
+            return call(self, argument(self, env))
+
+        handler: Handler = call_async if self.is_async else call_sync
+        func = self.handler if self._weak is None else self._weak[1]
+        for name in ("__module__", "__name__", "__qualname__"):
+            value = getattr(func, name, None)
+            if isinstance(value, str):
+                setattr(handler, name, value)
+        return handler
 
     @property
     def name(self) -> str:
@@ -376,12 +430,21 @@ class Subscription(Generic[T]):
         pays nothing, not even a slot: observing swaps its class for a subclass that
         overrides the two methods.
         """
-        self.__class__ = _ObservedSubscription if observed else Subscription
+        composed = self._chain is not None
+        if observed:
+            self.__class__ = _ObservedComposedSubscription if composed else _ObservedSubscription
+        else:
+            self.__class__ = _ComposedSubscription if composed else Subscription
 
     @property
     def observed(self) -> bool:
         """Whether :meth:`observe` routes this subscription's calls to the bus's observer."""
-        return type(self) is _ObservedSubscription
+        return isinstance(self, _ObservedSubscription)
+
+    @property
+    def composed(self) -> bool:
+        """Whether the handler is called through middleware (see :mod:`tidings.middleware`)."""
+        return self._chain is not None
 
     def call_handler(self, envelopes: Any) -> Any:
         """Call the handler for an envelope or a list of envelopes, unobserved: with what
@@ -535,6 +598,39 @@ class _ObservedSubscription(Subscription[T]):
         if observer is None:  # pragma: no cover - observe(False) restores the class
             return Subscription.call(self, arg)
         return observer.call(self, arg)
+
+
+class _ComposedSubscription(Subscription[T]):
+    """A subscription whose handler is called through its middleware chain with the
+    envelope (see the module docstring)."""
+
+    __slots__ = ()
+
+    @property
+    def plain(self) -> bool:
+        return False
+
+    def argument(self, env: Envelope[Any]) -> Any:
+        return env
+
+    def call(self, arg: Any) -> Any:
+        weak = self._weak
+        if weak is not None and weak[0]() is None:
+            return SKIP
+        chain = self._chain
+        assert chain is not None
+        return chain(arg)
+
+    def call_handler(self, envelopes: Any) -> Any:
+        if type(envelopes) is list:  # pragma: no cover - batch handlers take no middleware
+            return Subscription.call_handler(self, envelopes)
+        return _ComposedSubscription.call(self, envelopes)
+
+
+class _ObservedComposedSubscription(_ObservedSubscription[T], _ComposedSubscription[T]):
+    """Observed and composed: the observer's call goes through the middleware chain."""
+
+    __slots__ = ()
 
 
 class _Counts:

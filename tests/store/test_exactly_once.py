@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -147,6 +147,13 @@ def _schema(url: str) -> str | None:
     return dict(parse_qsl(urlsplit(url).query)).get("schema")
 
 
+def _server(url: str) -> str:
+    """``url`` without its ``schema`` parameter (kept: ``host`` and the rest), for psycopg."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "schema"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 async def _effects(url: str, table: str) -> list[int]:
     """The ``n`` of every effect row, as the consumer's table holds them."""
     schema = _schema(url)
@@ -154,7 +161,7 @@ async def _effects(url: str, table: str) -> list[int]:
         path = Path(urlsplit(url).path[1:])
         with contextlib.closing(sqlite3.connect(path)) as conn:
             return [row[0] for row in conn.execute(f"SELECT n FROM {table}")]
-    server = url.split("?")[0]
+    server = _server(url)
     async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
         cursor = await conn.execute(
             sql.SQL("SELECT n FROM {}").format(sql.Identifier(*table.split(".")))
@@ -171,7 +178,7 @@ async def _create_effects_table(url: str) -> str:
             conn.execute("CREATE TABLE effects (n INTEGER NOT NULL)")
             conn.commit()
         return "effects"
-    server = url.split("?")[0]
+    server = _server(url)
     async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
         await conn.execute(
             sql.SQL("CREATE TABLE {} (n integer NOT NULL)").format(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import tidings
+import tidings.middleware
 from tidings import Envelope
 
 
@@ -64,3 +65,10 @@ bus.subscribe(OrderPlaced, charge, durable="billing")  # E: arg-type
 bus.subscribe(OrderPlaced, charge, transactional=True)  # E: call-overload
 bus.on(OrderPlaced, durable="billing", transactional=True)(one_at_a_time)  # E: arg-type
 bus.on(OrderPlaced, durable="billing")(charge)  # E: arg-type
+
+
+def not_middleware(event: OrderPlaced) -> None: ...
+
+
+bus.subscribe(OrderPlaced, one_at_a_time, middleware=[not_middleware])  # E: list-item
+bus.use(tidings.middleware.Retry)  # E: arg-type

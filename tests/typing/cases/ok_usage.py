@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import tidings
+import tidings.middleware
 from tidings import Envelope
 
 
@@ -114,3 +115,24 @@ def transactional(logged: tidings.Bus) -> None:
         await transaction.connection.execute("INSERT INTO audit VALUES (%s)", (envelope.id,))
 
     ledger(OrderPlaced("o1", 1.0), cast(tidings.Transaction, None))
+
+
+def logging_middleware(handler: tidings.middleware.Handler) -> tidings.middleware.Handler:
+    def wrapped(env: Envelope[Any]) -> Any:
+        return handler(env)
+
+    return wrapped
+
+
+composed: tidings.Middleware = logging_middleware
+bus.use(composed, tidings.middleware.RateLimit(100, burst=10))
+retried: tidings.Subscription[OrderPlaced] = bus.subscribe(
+    OrderPlaced,
+    handler,
+    middleware=[tidings.middleware.Retry(3, backoff=0.1), tidings.middleware.Dedupe()],
+)
+
+
+@bus.on(OrderPlaced, middleware=[tidings.middleware.Timeout(2.0)])
+async def limited(event: OrderPlaced) -> None:
+    print(event.amount)
