@@ -28,10 +28,12 @@ Guarantees and invariants:
 - **No stale route.** Every change (add, remove, :meth:`RouteTable.drop_all`) is made
   under the table's lock: the trie first, then the cached routes it affects, then a new
   *generation* (a unique number from an atomic counter) is published. A route is built
-  from a trie walk made under the lock, recording the generation; it is cached, under the
-  lock, only if the generation is still the one it was built from, and it is dropped again
-  if the generation moved while it was being inserted. So a route that misses a change
-  is never cached after that change returned, even while other threads build routes.
+  from a lock-free trie walk that starts by reading the generation; it is cached, under
+  the lock, only if the generation is still the one it started from, and it is dropped
+  again if the generation moved while it was being inserted. So a route that missed a
+  change (or saw half of one) is never cached after that change returned, even while other
+  threads build routes. A route built from a moved generation still serves the publish
+  that built it: that publish started before the change returned.
 - **Lock-free release.** :meth:`RouteTable.release` (a subscription's owner was collected:
   called from a weakref callback, possibly inside this thread's locked code) takes no lock:
   the subscription is already inactive, so routes built from now on skip it; release
@@ -94,10 +96,13 @@ class Route:
         self._slow: Route | None = None if fast else self
         self.fast: tuple[Callable[[Any], Any], ...] | None = None
         self.fast_async: tuple[Callable[[Any], Any], ...] | None = None
-        if not fast or not subs or not all(s.plain for s in subs):
+        if not fast or not subs:
             return
-        handlers = tuple(s.handler for s in subs)
-        if len({id(h) for h in handlers}) != len(handlers):
+        for sub in subs:
+            if not sub.plain:
+                return
+        handlers = tuple([s.handler for s in subs])
+        if len(handlers) > 1 and len({id(h) for h in handlers}) != len(handlers):
             return
         kind = subs[0].kind
         if all(s.kind == kind for s in subs):
@@ -302,10 +307,8 @@ class RouteTable:
         return self._build(key, event_type, topic)
 
     def _build(self, key: Any, event_type: type, topic: str) -> Route:
-        tokens = topic.split(".")
-        with self._lock:
-            generation = self._generation
-            found = self._match(tokens)
+        generation = self._generation
+        found = self._match(topic.split("."))
         subs = [
             s
             for s in found
@@ -328,7 +331,12 @@ class RouteTable:
         return route
 
     def _match(self, tokens: list[str]) -> list[Subscription[Any]]:
-        """The subscriptions whose patterns match ``tokens`` (lock held), unordered."""
+        """The subscriptions whose patterns match ``tokens``, unordered.
+
+        Takes no lock: each step reads the trie with one dict operation (atomic under the
+        GIL), and a change made meanwhile moves the generation, so the caller's route is
+        then not cached.
+        """
         found: list[Subscription[Any]] = []
         frontier = [self._root]
         for token in tokens:
