@@ -58,7 +58,7 @@ from typing import Any, ClassVar
 
 from tidings.event import topic_of
 from tidings.subscription import INLINE, TASK, Subscription
-from tidings.topics import compile_pattern, is_pattern, validate_topic
+from tidings.topics import compile_pattern, validate_topic
 
 __all__ = ("DEFAULT_ROUTE_CACHE_SIZE", "Route", "RouteTable", "subscription_order")
 
@@ -262,7 +262,7 @@ class RouteTable:
 
     def _drop_matching(self, pattern: str) -> None:
         """Drop the cached routes of the topics ``pattern`` matches (lock held)."""
-        if not is_pattern(pattern):
+        if "*" not in pattern and ">" not in pattern:  # validated: no wildcard token
             self._drop_topic(pattern)
             return
         match = compile_pattern(pattern)
