@@ -145,3 +145,27 @@ def test_matcher_agrees_with_reference(pattern: str, topic: str) -> None:
 def test_a_topic_matches_itself_and_the_catch_all(topic: str) -> None:
     assert matches(topic, topic)
     assert matches(">", topic)
+
+
+def _follows_the_rules(text: str, wildcards: bool) -> bool:
+    """The rules of the module docstring, token by token (the slow way)."""
+    tokens = text.split(".")
+    if not text or len(text) > 255:
+        return False
+    for index, token in enumerate(tokens):
+        if wildcards and (token == "*" or (token == ">" and index == len(tokens) - 1)):
+            continue
+        if not token or any(c not in "abAZ09_-" for c in token):
+            return False
+    return True
+
+
+@given(st.text(alphabet="ab.*>-_ é\n", max_size=12))
+def test_validation_accepts_exactly_what_the_rules_allow(text: str) -> None:
+    for wildcards, validate in ((False, validate_topic), (True, validate_pattern)):
+        try:
+            validate(text)
+        except InvalidTopicError:
+            assert not _follows_the_rules(text, wildcards), text
+        else:
+            assert _follows_the_rules(text, wildcards), text

@@ -55,8 +55,9 @@ from tidings.store.base import EventStore, LogSubscription, SupportsSyncAppend
 from tidings.subscription import SKIP
 
 if TYPE_CHECKING:
-    from tidings.bus import Bus, _Route
+    from tidings.bus import Bus
     from tidings.event import Envelope
+    from tidings.routing import Route
     from tidings.store.records import StoredEvent, Transaction
     from tidings.subscription import Subscription
 
@@ -102,12 +103,12 @@ class Log:
         self.followers: dict[Subscription[Any], Follower] = {}
         # Deferred appends, in publish order: (route, envelope, future); a future marks an
         # emit's append (settled, not dispatched), None a publish's (dispatched after).
-        self._fifo: list[tuple[_Route | None, Envelope[Any], asyncio.Future[None] | None]] = []
+        self._fifo: list[tuple[Route | None, Envelope[Any], asyncio.Future[None] | None]] = []
         self._appender: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ write-ahead
 
-    def write_ahead(self, route: _Route, env: Envelope[Any]) -> bool:
+    def write_ahead(self, route: Route, env: Envelope[Any]) -> bool:
         """Append ``env`` before it is dispatched. Returns ``False`` when the append (and the
         dispatch after it) was left to a task, so the caller must not dispatch it.
 
@@ -136,7 +137,7 @@ class Log:
     def _defer(
         self,
         loop: asyncio.AbstractEventLoop,
-        route: _Route | None,
+        route: Route | None,
         env: Envelope[Any],
         done: asyncio.Future[None] | None,
     ) -> None:

@@ -29,17 +29,18 @@ Semantics, which the tests hold the bus to:
   :class:`~tidings.LoopNotRunningError` (dead-lettered like any failure).
 - **Threads.** ``publish`` is safe from any thread and takes no lock: the handler table of
   each topic is precomputed and replaced, never mutated, when subscriptions change.
+- **Routing** (see :mod:`tidings.routing`): a subject trie finds a new topic's handlers in
+  O(topic depth); at most ``route_cache_size`` routes are kept (the oldest are evicted), so
+  publishing to any number of distinct topics keeps memory flat. Subscribing and cancelling
+  change only the routes they match.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-import itertools
 import logging
 import threading
-import weakref
-from bisect import insort
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
@@ -54,7 +55,7 @@ from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.delivery import Batch, Queued
-from tidings.event import NO_HEADERS, Envelope, topic_of
+from tidings.event import NO_HEADERS, Envelope
 from tidings.exceptions import (
     BusClosedError,
     InvalidHandlerError,
@@ -69,6 +70,7 @@ from tidings.projection import Projection, hlc_bound
 from tidings.queues import Overflow
 from tidings.recording import Recorder
 from tidings.results import CloseReport, Delivery, Failed, HandlerOutcome, lazy_delivery
+from tidings.routing import DEFAULT_ROUTE_CACHE_SIZE, Route, RouteTable, subscription_order
 from tidings.scheduling import WorkerPool
 from tidings.subscription import (
     INLINE,
@@ -79,7 +81,6 @@ from tidings.subscription import (
     Subscription,
     SubscriptionStatistics,
 )
-from tidings.topics import validate_topic
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -185,50 +186,6 @@ class BusStatistics:
         return sum(s.dropped for s in self.subscriptions)
 
 
-def _fold(subs: tuple[Subscription[Any], ...], counter: itertools.count[int]) -> None:
-    for sub in subs:
-        sub.fold_route_counter(counter)
-
-
-class _Route:
-    """The precomputed handler table of one (topic, event class): replaced, never mutated.
-
-    ``fast`` holds the handlers when every subscription is a plain sync one (called straight
-    with the payload); ``fast_async`` when every one is a plain coroutine function. Dispatches
-    through either are counted once in ``count`` rather than once per handler. ``fast=False``
-    builds neither: every handler is then called through :meth:`Subscription.call`.
-    """
-
-    __slots__ = ("__weakref__", "_slow", "count", "fast", "fast_async", "subs", "topic")
-
-    def __init__(self, topic: str, subs: tuple[Subscription[Any], ...], fast: bool = True) -> None:
-        self.topic = topic
-        self.subs = subs
-        self.count = itertools.count()
-        self._slow: _Route | None = None if fast else self
-        handlers = tuple(s.handler for s in subs)
-        plain = fast and bool(subs) and all(s.plain for s in subs)
-        distinct = len({id(h) for h in handlers}) == len(handlers)
-        kinds = {s.kind for s in subs}
-        self.fast: tuple[Callable[[Any], Any], ...] | None = None
-        self.fast_async: tuple[Callable[[Any], Any], ...] | None = None
-        if plain and distinct:
-            if kinds == {INLINE}:
-                self.fast = handlers  # type: ignore[assignment]
-            elif kinds == {TASK}:
-                self.fast_async = handlers  # type: ignore[assignment]
-            for sub in subs:
-                sub.attach_route_counter(self.count)
-            weakref.finalize(self, _fold, subs, self.count)
-
-    def slow(self) -> _Route:
-        """This route without its fast paths (built once)."""
-        slow = self._slow
-        if slow is None:
-            slow = self._slow = _Route(self.topic, self.subs, fast=False)
-        return slow
-
-
 class Bus:
     """A typed event bus. See the module docstring for its guarantees.
 
@@ -245,6 +202,10 @@ class Bus:
             log-following subscriptions (``from_=``, ``durable=``). A store URL
             (``sqlite:///path``, ``postgresql://...``, ``memory://``) opens one. The bus owns
             the store: :meth:`aclose` closes it.
+        route_cache_size: how many routes (the handler tables of a topic and event class)
+            the bus keeps, 4096 by default. A topic whose route was evicted costs one trie
+            walk (microseconds) at its next publish; memory stays bounded by this however
+            many distinct topics are published.
 
     A bus needs no event loop for sync handlers. ``async with Bus() as bus`` (or
     ``await bus.start()``) binds it to the running loop for async handlers and async
@@ -259,7 +220,9 @@ class Bus:
         on_error: ErrorHook | None = None,
         transport: Transport | None = None,
         store: EventStore | str | None = None,
+        route_cache_size: int = DEFAULT_ROUTE_CACHE_SIZE,
     ) -> None:
+        self._table = RouteTable(route_cache_size)
         self._source = source
         self._clock = clock if clock is not None else HybridClock()
         self._tick = self._clock.now
@@ -268,15 +231,16 @@ class Bus:
         self._node = self._clock.node
         self._on_error = on_error
         self._lock = threading.Lock()
-        self._subs: list[Subscription[Any]] = []
-        self._routes: dict[type, _Route] = {}
-        self._topic_routes: dict[tuple[str, type], _Route] = {}
-        # Subscriptions whose owner was collected, with the route tables they were in: their
-        # removal waits for ordinary code (see _release).
-        self._gone: deque[tuple[Subscription[Any], object, object]] = deque()
+        # The route cache, read by publish without a lock: the table's own dicts (mutated by
+        # the table only, never replaced).
+        self._routes = self._table.by_type
+        self._topic_routes = self._table.by_topic
+        # Subscriptions whose owner was collected: their removal waits for ordinary code
+        # (see _release).
+        self._gone: deque[Subscription[Any]] = deque()
         # Threads dispatching right now, and the events their handlers published meanwhile.
         self._busy: set[int] = set()
-        self._pending: dict[int, deque[tuple[_Route, Envelope[Any]]]] = {}
+        self._pending: dict[int, deque[tuple[Route, Envelope[Any]]]] = {}
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -682,10 +646,7 @@ class Bus:
                 self._queued.append(queued)
                 if queued.pool is not None:
                     self._pools.add(queued.pool)
-        with self._lock:
-            subs = list(self._subs)
-            insort(subs, sub, key=_order)
-            self._install(subs)
+        self._table.add(sub)
 
     @overload
     def on(
@@ -823,13 +784,12 @@ class Bus:
         """End ``sub`` from a weakref callback (its owner was collected), taking no lock.
 
         The callback may run inside code of this thread that holds the bus's lock (or the
-        counters' lock that route finalizers take), so nothing here waits for a lock or
-        frees a route: the route tables are replaced, and the old ones are kept with ``sub``
+        route table's, or the counters'), so nothing here waits for a lock: the route cache
+        is emptied without one (:meth:`RouteTable.release`), and ``sub`` stays in the table
         until :meth:`_remove_gone` removes it. Routes built meanwhile skip it (inactive).
         """
-        self._gone.append((sub, self._routes, self._topic_routes))
-        self._routes = {}
-        self._topic_routes = {}
+        self._gone.append(sub)
+        self._table.release(sub)
 
     def _remove_gone(self) -> None:
         """Finish the removals :meth:`_release` left: at each subscribe, cancel, route
@@ -837,7 +797,7 @@ class Bus:
         gone = self._gone
         while gone:
             try:
-                sub, _routes, _topic_routes = gone.popleft()
+                sub = gone.popleft()
             except IndexError:  # another thread took the last one
                 return
             self._remove(sub, True)
@@ -847,10 +807,7 @@ class Bus:
             return
         if self._log is not None and self._log.unfollow(sub):
             return
-        with self._lock:
-            subs = [s for s in self._subs if s is not sub]
-            if len(subs) != len(self._subs):
-                self._install(subs)
+        self._table.remove(sub)
         if close and sub.queued is not None:
             sub.queued.close()
 
@@ -861,49 +818,40 @@ class Bus:
             if queued in self._queued:
                 self._queued.remove(queued)
 
-    def _install(self, subs: list[Subscription[Any]]) -> None:
-        # Publishers read the caches before self._subs: replacing the subscriptions first
-        # means a route built from an old list can only land in an old, discarded cache.
-        self._subs = subs
-        self._routes = {}
-        self._topic_routes = {}
+    def _install(self) -> None:
+        """Rebuild every route when next used: :mod:`tidings.observability` calls this when
+        subscriptions' plainness (their fast paths) changed."""
+        self._table.drop_all()
+
+    @property
+    def _subs(self) -> tuple[Subscription[Any], ...]:
+        """The local subscriptions, in subscription order (no lock taken)."""
+        return self._table.subscriptions()
 
     def subscriptions(self) -> tuple[Subscription[Any], ...]:
         """The active subscriptions, in dispatch order (priority, then age)."""
         self._remove_gone()
+        subs = self._table.subscriptions()
         if self._remote is not None:
-            return tuple(sorted((*self._subs, *self._remote.subscriptions()), key=_order))
-        return tuple(self._subs)
+            subs = (*subs, *self._remote.subscriptions())
+        return tuple(sorted(subs, key=subscription_order))
 
     def statistics(self) -> BusStatistics:
         """Every active subscription's counters: delivered, failed, dropped, queue depth and
         high-water mark."""
         self._remove_gone()
-        return BusStatistics(tuple(s.statistics() for s in self._subs))
+        subs = sorted(self._table.subscriptions(), key=subscription_order)
+        return BusStatistics(tuple(s.statistics() for s in subs))
 
     # ------------------------------------------------------------------ routing
 
-    def _route(self, event_type: type, topic: str | None) -> _Route:
+    def _route(self, event_type: type, topic: str | None) -> Route:
         if self._gone:
             self._remove_gone()
-        if topic is None:
-            cache: dict[Any, _Route] = self._routes
-            key: Any = event_type
-            topic = topic_of(event_type)
-        else:
-            cache = self._topic_routes
-            key = (validate_topic(topic), event_type)  # cached: publish looks up first
-        route = cache.get(key)
-        if route is None:
-            subs = self._subs
-            route = _Route(
-                topic, tuple(s for s in subs if s.active and s.matches(topic, event_type))
-            )
-            cache[key] = route
-        return route
+        return self._table.route(event_type, topic)
 
     def _envelope(
-        self, route: _Route, event: T, key: str | None, headers: Mapping[str, str] | None
+        self, route: Route, event: T, key: str | None, headers: Mapping[str, str] | None
     ) -> Envelope[T]:
         if key is not None and not isinstance(key, str):
             raise _bad_key(key)
@@ -921,7 +869,7 @@ class Bus:
     # ------------------------------------------------------------------ publishing
 
     def _publish_slow(
-        self, route: _Route, event: T, key: str | None, headers: Mapping[str, str] | None
+        self, route: Route, event: T, key: str | None, headers: Mapping[str, str] | None
     ) -> Envelope[T]:
         """:meth:`publish` through ``route`` without its fast paths, so that every handler is
         called through :meth:`Subscription.call`: how :mod:`tidings.observability` publishes
@@ -1035,7 +983,7 @@ class Bus:
                 busy.discard(me)
         return env
 
-    def _carry(self, route: _Route, env: Envelope[Any]) -> bool:
+    def _carry(self, route: Route, env: Envelope[Any]) -> bool:
         """Append a published envelope to the store and send it over the transport (a bus
         with either); whether to dispatch it now: not when its append was deferred to a
         task, which dispatches it after (see :meth:`_after_write_ahead`)."""
@@ -1048,7 +996,7 @@ class Bus:
             self._remote.send(env)
         return True
 
-    def _after_write_ahead(self, route: _Route, env: Envelope[Any]) -> None:
+    def _after_write_ahead(self, route: Route, env: Envelope[Any]) -> None:
         """Send and dispatch an envelope whose append was deferred to a task."""
         if self._remote is not None:
             self._remote.send(env)
@@ -1057,7 +1005,7 @@ class Bus:
         except (QueueFullError, WouldBlock):
             logger.exception("event %s was refused by a full queue after its append", env.id)
 
-    def _deliver(self, route: _Route, env: Envelope[Any]) -> None:
+    def _deliver(self, route: Route, env: Envelope[Any]) -> None:
         """Dispatch now, or after the current dispatch when called from inside one."""
         me = _get_ident()
         if me in self._busy:
@@ -1071,7 +1019,7 @@ class Bus:
         finally:
             self._busy.discard(me)
 
-    def _defer(self, me: int, route: _Route, env: Envelope[Any]) -> None:
+    def _defer(self, me: int, route: Route, env: Envelope[Any]) -> None:
         """Queue an event published by a handler on thread ``me`` behind the current one."""
         queue = self._pending.get(me)
         if queue is None:
@@ -1095,7 +1043,7 @@ class Bus:
         if refusals:
             raise refusals[0]
 
-    def _dispatch(self, route: _Route, env: Envelope[Any]) -> None:
+    def _dispatch(self, route: Route, env: Envelope[Any]) -> None:
         fast = route.fast
         if fast is not None:
             next(route.count)
@@ -1114,7 +1062,7 @@ class Bus:
             return
         self._dispatch_each(route.subs, env, on_loop)
 
-    def _run_async(self, route: _Route, handlers: tuple[Any, ...], env: Envelope[Any]) -> None:
+    def _run_async(self, route: Route, handlers: tuple[Any, ...], env: Envelope[Any]) -> None:
         """Start plain coroutine handlers eagerly, on the loop's thread.
 
         A long-lived driver coroutine (:func:`_drive_handlers`) awaits the handlers in turn
@@ -1382,7 +1330,7 @@ class Bus:
 
     def _emit_eagerly(
         self,
-        route: _Route,
+        route: Route,
         handlers: tuple[Any, ...],
         env: Envelope[Any],
         results: list[Any],
@@ -1464,11 +1412,11 @@ class Bus:
 
     # ------------------------------------------------------------------ errors
 
-    def _sub_of(self, route: _Route, handler: object) -> Subscription[Any]:
+    def _sub_of(self, route: Route, handler: object) -> Subscription[Any]:
         return next(s for s in route.subs if s.handler is handler)
 
     def _fast_failed(
-        self, route: _Route, handler: object, env: Envelope[Any], exc: BaseException
+        self, route: Route, handler: object, env: Envelope[Any], exc: BaseException
     ) -> None:
         self._failed(self._sub_of(route, handler), env, exc, counted=True)
 
@@ -1849,7 +1797,7 @@ class Bus:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<Bus {state} subscriptions={len(self._subs)}>"
+        return f"<Bus {state} subscriptions={len(self._table)}>"
 
 
 _RECORDER_PRIORITY = 2**62
@@ -1929,10 +1877,6 @@ def _copy_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
 
 def _bad_key(key: object) -> TypeError:
     return TypeError(f"key= is a str (the ordering key) or None, not {type(key).__name__} {key!r}")
-
-
-def _order(sub: Subscription[Any]) -> tuple[float, int]:
-    return (-sub.priority, sub.id)
 
 
 def _outcome(item: HandlerOutcome | tuple[Subscription[Any], asyncio.Task[Any]]) -> HandlerOutcome:

@@ -36,12 +36,19 @@ MAX_TOPIC_LENGTH = 255
 
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]+")
 _RULE = "tokens are separated by single dots and made of ASCII letters, digits, '_' or '-'"
+# A whole valid topic (pattern) in one match: the common case, checked before the token by
+# token walk that names what is wrong.
+_VALID_TOPIC = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*")
+_VALID_PATTERN = re.compile(r"(?:[A-Za-z0-9_\-]+|\*)(?:\.(?:[A-Za-z0-9_\-]+|\*))*(?:\.>)?|>")
 
 
 def _check(text: object, *, allow_wildcards: bool) -> list[str]:
     kind = "pattern" if allow_wildcards else "topic"
     if not isinstance(text, str):
         raise _not_a_str(text, kind)
+    valid = _VALID_PATTERN if allow_wildcards else _VALID_TOPIC
+    if len(text) <= MAX_TOPIC_LENGTH and valid.fullmatch(text) is not None:
+        return text.split(".")
     if not text:
         raise InvalidTopicError(f"the {kind} is empty; {_RULE}", topic=text)
     if len(text) > MAX_TOPIC_LENGTH:

@@ -353,8 +353,7 @@ class Observer:
             if _is_recorder(sub):
                 continue
             sub.observe(active)
-        with bus._lock:
-            bus._install(list(bus._subs))  # rebuild the routes: subscriptions' plainness changed
+        bus._install()  # rebuild the routes: subscriptions' plainness changed
 
     def subscriptions(self) -> tuple[Subscription[Any], ...]:
         """The bus's subscriptions, its durable log's followers included."""
