@@ -9,9 +9,10 @@ import typing as _typing
 from tidings._stream import EventStream
 from tidings.bus import BatchHandles, Bus, BusStatistics, Handles, TransactionalHandles
 from tidings.clock import HybridClock
+from tidings.cloudevents import from_cloudevent, to_cloudevent
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.delivery import Batch
-from tidings.event import Envelope, event, from_cloudevent, to_cloudevent, topic_of
+from tidings.event import Envelope, event, topic_of
 from tidings.exceptions import (
     BusClosedError,
     ChainBrokenError,

@@ -50,16 +50,22 @@ stream sequence).
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import Any, Final
 
-import msgspec
-
 from tidings import codec
+from tidings.cloudevents import (
+    binary_attributes,
+    encode_data,
+    envelope_from_attributes,
+    is_json_content_type,
+    percent_decode,
+    percent_encode,
+    structured_data,
+    structured_event,
+)
 from tidings.event import NO_HEADERS, Envelope
-from tidings.exceptions import DecodeError
+from tidings.exceptions import CloudEventError, DecodeError
 
 __all__ = (
     "CONTENT_TYPE_BINARY",
@@ -76,6 +82,7 @@ __all__ = (
 )
 
 MSG_ID: Final = "Nats-Msg-Id"
+_MSG_ID_LOWER: Final = MSG_ID.lower()
 CONTENT_TYPE_BINARY: Final = "application/json"
 CONTENT_TYPE_STRUCTURED: Final = "application/cloudevents+json"
 
@@ -87,34 +94,6 @@ DEAD_SEQUENCE: Final = "tidings-dead-sequence"
 DEAD_HEADERS: Final = (DEAD_REASON, DEAD_HANDLER, DEAD_ATTEMPTS, DEAD_SUBJECT, DEAD_SEQUENCE)
 """The headers a dead-lettered message carries on top of its original ones."""
 
-_CORE: Final = frozenset(
-    {
-        "specversion",
-        "id",
-        "type",
-        "source",
-        "time",
-        "hlc",
-        "partitionkey",
-        "datacontenttype",
-        "subject",
-        "dataschema",
-        "data",
-    }
-)
-
-
-_last_second = [-1, ""]
-
-
-def _rfc3339(t: int) -> str:
-    seconds, nanos = divmod(t, 1_000_000_000)
-    cached = _last_second
-    if cached[0] != seconds:  # one strftime per second of event time
-        stamp = _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        cached[:] = [seconds, stamp]
-    return f"{cached[1]}.{nanos // 1000:06d}Z"
-
 
 def encode_envelope(
     envelope: Envelope[Any], *, structured: bool = False
@@ -123,63 +102,21 @@ def encode_envelope(
 
     Raises:
         EncodeError: (a TypeError) if the payload cannot be encoded as JSON.
+        HeaderError: for an envelope header that cannot travel (see
+            :func:`tidings.cloudevents.split_headers`).
     """
     event_id = envelope.id
     if structured:
-        from tidings.event import to_cloudevent
-
-        body = codec.encode(to_cloudevent(envelope))
-        return {"content-type": CONTENT_TYPE_STRUCTURED, MSG_ID: event_id}, body
-    body = codec.encode(envelope.payload)
-    headers = {
-        "ce-specversion": "1.0",
-        "ce-id": event_id,
-        "ce-type": envelope.topic,
-        "ce-source": envelope.source,
-        "ce-time": _rfc3339(envelope.time),
-        "ce-hlc": str(envelope.time),
-        "content-type": CONTENT_TYPE_BINARY,
-        MSG_ID: event_id,
-    }
-    if envelope.key is not None:
-        headers["ce-partitionkey"] = envelope.key
-    for name, value in envelope.headers.items():
-        headers.setdefault(f"ce-{name}", value)
-    return headers, body
-
-
-class _Structured(msgspec.Struct, dict=False):
-    specversion: str
-    id: str | None = None
-    source: str = "tidings"
-    time: str | None = None
-    hlc: str | int | None = None
-    partitionkey: str | None = None
-    data: msgspec.Raw = msgspec.Raw(b"null")
-
-
-def _parse_time(value: str, subject: str) -> int:
-    try:
-        parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise DecodeError(f"malformed ce-time {value!r} on {subject}", subject=subject) from None
-    time = int(parsed.timestamp() * 1_000_000) * 1000
-    if time < 0:
-        raise DecodeError(
-            f"ce-time {value!r} on {subject} is before 1970, which an HLC time cannot hold",
-            subject=subject,
-        )
-    return time
-
-
-def _parse_hlc(value: object, subject: str) -> int:
-    try:
-        hlc = int(str(value))
-    except ValueError:
-        hlc = -1
-    if hlc < 0:
-        raise DecodeError(f"malformed ce-hlc {value!r} on {subject}", subject=subject)
-    return hlc
+        event, plain = structured_event(envelope)
+        body = codec.encode(event)
+        return {**plain, "content-type": CONTENT_TYPE_STRUCTURED, MSG_ID: event_id}, body
+    attributes, plain = binary_attributes(envelope)
+    content_type = attributes.pop("datacontenttype")
+    headers = {f"ce-{name}": percent_encode(value) for name, value in attributes.items()}
+    headers.update(plain)
+    headers["content-type"] = content_type
+    headers[MSG_ID] = percent_encode(event_id)
+    return headers, encode_data(envelope)
 
 
 def _media_type(content_type: str | None) -> str | None:
@@ -201,28 +138,84 @@ def decode_envelope(
 ) -> Envelope[Any]:
     """Rebuild the envelope of a received message (binary or structured mode).
 
+    Header names are compared case-insensitively; ``ce-*`` values are percent-decoded.
+
     Args:
         topic: the topic the message's subject names.
         headers: the message's headers, if any.
         body: the message's body.
         payload_type: decode the payload as this class; ``None`` leaves plain JSON values.
         subject: the subject, for error messages.
-        fallback_id: the id when the message carries neither ``ce-id`` nor ``Nats-Msg-Id``
-            (or a function computing it, called only then).
+        fallback_id: the id of a message that is no CloudEvent (no ``ce-specversion``) and
+            carries neither ``ce-id`` nor ``Nats-Msg-Id`` (or a function computing it,
+            called only then).
         fallback_time: the HLC time when it carries neither ``ce-hlc`` nor ``ce-time``
             (or a function computing it, called only then).
 
     Raises:
-        DecodeError: naming the subject and what is wrong with the message, including a
-            negative ``ce-hlc`` and a ``ce-time`` before 1970.
+        CloudEventError: (a DecodeError) naming the subject and the attribute at fault: a
+            CloudEvent lacking ``id``, ``source`` or ``type``, a malformed ``time`` or
+            ``hlc``, a time before 1970, an invalid extension name.
+        DecodeError: naming the subject and what is wrong with the body.
     """
     hdrs: Mapping[str, str] = headers or NO_HEADERS
+    attributes: dict[str, Any] = {}
+    plain: dict[str, str] = {}
+    content_type: str | None = None
+    msg_id: str | None = None
+    for name, value in hdrs.items():
+        lowered = name.lower()
+        if lowered.startswith("ce-"):
+            attributes[lowered[3:]] = value
+        elif lowered == "content-type":
+            content_type = value
+        elif lowered == _MSG_ID_LOWER:
+            msg_id = value
+        elif not lowered.startswith(("nats-", "tidings-")):
+            plain[name] = value
     try:
-        if _media_type(hdrs.get("content-type")) == CONTENT_TYPE_STRUCTURED:
-            return _decode_structured(
-                topic, hdrs, body, payload_type, subject, fallback_id, fallback_time
+        media = _media_type(content_type)
+        if media == CONTENT_TYPE_STRUCTURED:
+            event = codec.decode(bytes(body))
+            if not isinstance(event, dict):
+                raise CloudEventError(
+                    "a structured CloudEvent is a JSON object", attribute="specversion"
+                )
+            attributes = {
+                k: v for k, v in event.items() if v is not None and k not in ("data", "data_base64")
+            }
+            data = structured_data(event)
+            is_cloudevent = True
+        elif media is not None and media.startswith("application/cloudevents"):
+            raise CloudEventError(
+                f"content-type {content_type!r} is no CloudEvents format tidings reads on "
+                f"NATS (binary mode, or structured {CONTENT_TYPE_STRUCTURED})",
+                attribute="datacontenttype",
             )
-        payload = codec.decode(bytes(body), payload_type)
+        else:
+            for name, value in attributes.items():
+                attributes[name] = percent_decode(value, name)
+            if content_type is not None:
+                attributes["datacontenttype"] = content_type
+            data = _binary_data(body, content_type)
+            is_cloudevent = "specversion" in attributes
+        return envelope_from_attributes(
+            attributes,
+            data,
+            topic=topic,
+            payload_type=payload_type,
+            protocol_headers=plain,
+            fallback_id=None
+            if is_cloudevent
+            else (attributes.get("id") or msg_id or _value(fallback_id)),
+            fallback_source=None if is_cloudevent else "tidings",
+            fallback_type=topic,
+            fallback_time=fallback_time,
+        )
+    except CloudEventError as exc:
+        raise CloudEventError(
+            f"{exc} (message on {subject})", attribute=exc.attribute, subject=subject
+        ) from None
     except DecodeError as exc:
         if exc.subject is not None:
             raise
@@ -238,69 +231,13 @@ def decode_envelope(
             f"{type(exc).__name__}: {exc}",
             subject=subject,
         ) from None
-    version = hdrs.get("ce-specversion")
-    if version is not None and version != "1.0":
-        raise DecodeError(f"ce-specversion {version!r} on {subject} is not '1.0'", subject=subject)
-    extensions: dict[str, str] = {}
-    for name, value in hdrs.items():
-        if name.startswith("ce-") and name[3:] not in _CORE:
-            extensions[name[3:]] = value
-    hlc_text = hdrs.get("ce-hlc")
-    if hlc_text is not None:
-        time = _parse_hlc(hlc_text, subject)
-    else:
-        time_text = hdrs.get("ce-time")
-        time = _value(fallback_time) if time_text is None else _parse_time(time_text, subject)
-    return Envelope(
-        topic,
-        payload,
-        time,
-        hdrs.get("ce-partitionkey"),
-        hdrs.get("ce-source", "tidings"),
-        MappingProxyType(extensions) if extensions else NO_HEADERS,
-        hdrs.get("ce-id") or hdrs.get(MSG_ID) or _value(fallback_id),
-    )
+
+
+def _binary_data(body: bytes, content_type: str | None) -> Callable[[type | None], Any]:
+    if not is_json_content_type(content_type):
+        return lambda target: bytes(body)
+    return lambda target: codec.decode(bytes(body), target)
 
 
 def _value(given: Any) -> Any:
     return given() if callable(given) else given
-
-
-_structured_decoder = msgspec.json.Decoder(_Structured)
-
-
-def _decode_structured(
-    topic: str,
-    hdrs: Mapping[str, str],
-    body: bytes,
-    payload_type: type | None,
-    subject: str,
-    fallback_id: str | Callable[[], str],
-    fallback_time: int | Callable[[], int],
-) -> Envelope[Any]:
-    event = _structured_decoder.decode(body)
-    if event.specversion != "1.0":
-        raise DecodeError(
-            f"CloudEvent specversion {event.specversion!r} on {subject} is not '1.0'",
-            subject=subject,
-        )
-    payload = codec.decode(bytes(event.data), payload_type)
-    if event.hlc is not None:
-        time = _parse_hlc(event.hlc, subject)
-    else:
-        time = _value(fallback_time) if event.time is None else _parse_time(event.time, subject)
-    extensions: dict[str, str] = {}
-    raw = msgspec.json.decode(body)
-    if isinstance(raw, dict):
-        for name, value in raw.items():
-            if name not in _CORE:
-                extensions[name] = str(value)
-    return Envelope(
-        topic,
-        payload,
-        time,
-        event.partitionkey,
-        event.source,
-        MappingProxyType(extensions) if extensions else NO_HEADERS,
-        event.id or hdrs.get(MSG_ID) or _value(fallback_id),
-    )
