@@ -61,24 +61,32 @@ __all__ = (
     "CORE_ATTRIBUTES",
     "JSON_CONTENT_TYPE",
     "SPEC_VERSION",
+    "STRUCTURED_CONTENT_TYPE",
     "binary_attributes",
+    "binary_data",
     "encode_data",
     "envelope_from_attributes",
     "format_time",
     "from_cloudevent",
     "is_extension_name",
     "is_json_content_type",
+    "media_type",
     "parse_time",
     "percent_decode",
     "percent_encode",
+    "read_headers",
     "split_headers",
+    "structured_attributes",
     "structured_data",
     "structured_event",
+    "to_binary",
     "to_cloudevent",
+    "to_structured",
 )
 
 SPEC_VERSION: Final = "1.0"
 JSON_CONTENT_TYPE: Final = "application/json"
+STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json"
 BINARY_CONTENT_TYPE: Final = "application/octet-stream"
 
 CORE_ATTRIBUTES: Final = frozenset(
@@ -117,9 +125,9 @@ def is_extension_name(name: str) -> bool:
 def is_json_content_type(content_type: str | None) -> bool:
     """Whether data of ``content_type`` is JSON: absent, ``application/json``, ``text/json``
     or a ``+json`` suffix, compared without parameters and case-insensitively."""
-    if content_type is None:
+    media = media_type(content_type)
+    if media is None:
         return True
-    media = content_type.split(";", 1)[0].strip().lower()
     return media in (JSON_CONTENT_TYPE, "text/json") or media.endswith("+json")
 
 
@@ -352,6 +360,98 @@ def structured_event(envelope: Envelope[Any]) -> tuple[dict[str, Any], dict[str,
     else:
         out["data"] = msgspec.json.decode(codec.encode(payload))
     return out, plain
+
+
+def media_type(content_type: str | None) -> str | None:
+    """The media type of a ``content-type`` value: parameters dropped, lower case."""
+    if content_type is None:
+        return None
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def to_binary(envelope: Envelope[Any]) -> tuple[dict[str, str], bytes]:
+    """Binary mode: the attributes as percent-encoded ``ce-<name>`` headers,
+    ``datacontenttype`` as ``content-type``, the plain protocol headers, and the data as the
+    body (:func:`encode_data`).
+
+    Raises:
+        EncodeError: if the payload cannot be encoded as JSON.
+        HeaderError: for a header that cannot travel (see :func:`split_headers`).
+    """
+    attributes, plain = binary_attributes(envelope)
+    content_type = attributes.pop("datacontenttype")
+    headers = {f"ce-{name}": percent_encode(value) for name, value in attributes.items()}
+    headers.update(plain)
+    headers["content-type"] = content_type
+    return headers, encode_data(envelope)
+
+
+def to_structured(envelope: Envelope[Any]) -> tuple[dict[str, str], bytes]:
+    """Structured mode: the plain protocol headers and ``content-type:
+    application/cloudevents+json``, and the JSON of :func:`to_cloudevent` as the body.
+
+    Raises:
+        EncodeError: if the payload cannot be encoded as JSON.
+        HeaderError: for a header that cannot travel (see :func:`split_headers`).
+    """
+    event, plain = structured_event(envelope)
+    return {**plain, "content-type": STRUCTURED_CONTENT_TYPE}, codec.encode(event)
+
+
+def read_headers(
+    headers: Mapping[str, str],
+) -> tuple[dict[str, str], str | None, dict[str, str]]:
+    """Sort received protocol headers, names compared case-insensitively: the attributes of
+    the ``ce-*`` headers (names lower case, values percent-decoded), the ``content-type``
+    value, and every other header (names as given).
+
+    Raises:
+        CloudEventError: naming an attribute whose value does not percent-decode to UTF-8.
+    """
+    attributes: dict[str, str] = {}
+    content_type: str | None = None
+    others: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered.startswith("ce-"):
+            attribute = lowered[3:]
+            attributes[attribute] = percent_decode(value, attribute)
+        elif lowered == "content-type":
+            content_type = value
+        else:
+            others[name] = value
+    return attributes, content_type, others
+
+
+def binary_data(body: bytes, content_type: str | None) -> Callable[[type | None], Any]:
+    """The data decoder of a binary-mode body (for :func:`envelope_from_attributes`): JSON
+    decoded into the payload class, or the bytes themselves under a non-JSON content type.
+
+    Raises (when called):
+        DecodeError: if JSON data does not fit the payload class (the message names it).
+    """
+    if not is_json_content_type(content_type):
+        return lambda target: bytes(body)
+    return lambda target: codec.decode(bytes(body), target)
+
+
+def structured_attributes(event: object) -> dict[str, Any]:
+    """The attributes of a decoded structured-mode event: its members other than ``data``
+    and ``data_base64``, null ones left out.
+
+    Raises:
+        CloudEventError: if ``event`` is not a JSON object.
+    """
+    if not isinstance(event, dict):
+        raise CloudEventError(
+            f"a structured CloudEvent is a JSON object, not {type(event).__name__}",
+            attribute="specversion",
+        )
+    return {
+        name: value
+        for name, value in event.items()
+        if value is not None and name not in ("data", "data_base64")
+    }
 
 
 def envelope_from_attributes(

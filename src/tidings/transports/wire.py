@@ -55,14 +55,16 @@ from typing import Any, Final
 
 from tidings import codec
 from tidings.cloudevents import (
-    binary_attributes,
-    encode_data,
+    STRUCTURED_CONTENT_TYPE,
+    binary_data,
     envelope_from_attributes,
-    is_json_content_type,
-    percent_decode,
+    media_type,
     percent_encode,
+    read_headers,
+    structured_attributes,
     structured_data,
-    structured_event,
+    to_binary,
+    to_structured,
 )
 from tidings.event import NO_HEADERS, Envelope
 from tidings.exceptions import CloudEventError, DecodeError
@@ -84,7 +86,7 @@ __all__ = (
 MSG_ID: Final = "Nats-Msg-Id"
 _MSG_ID_LOWER: Final = MSG_ID.lower()
 CONTENT_TYPE_BINARY: Final = "application/json"
-CONTENT_TYPE_STRUCTURED: Final = "application/cloudevents+json"
+CONTENT_TYPE_STRUCTURED: Final = STRUCTURED_CONTENT_TYPE
 
 DEAD_REASON: Final = "tidings-dead-reason"
 DEAD_HANDLER: Final = "tidings-dead-handler"
@@ -105,25 +107,9 @@ def encode_envelope(
         HeaderError: for an envelope header that cannot travel (see
             :func:`tidings.cloudevents.split_headers`).
     """
-    event_id = envelope.id
-    if structured:
-        event, plain = structured_event(envelope)
-        body = codec.encode(event)
-        return {**plain, "content-type": CONTENT_TYPE_STRUCTURED, MSG_ID: event_id}, body
-    attributes, plain = binary_attributes(envelope)
-    content_type = attributes.pop("datacontenttype")
-    headers = {f"ce-{name}": percent_encode(value) for name, value in attributes.items()}
-    headers.update(plain)
-    headers["content-type"] = content_type
-    headers[MSG_ID] = percent_encode(event_id)
-    return headers, encode_data(envelope)
-
-
-def _media_type(content_type: str | None) -> str | None:
-    """The media type of a ``content-type`` value: parameters dropped, lower case."""
-    if content_type is None:
-        return None
-    return content_type.split(";", 1)[0].strip().lower()
+    headers, body = to_structured(envelope) if structured else to_binary(envelope)
+    headers[MSG_ID] = percent_encode(envelope.id)
+    return headers, body
 
 
 def decode_envelope(
@@ -154,36 +140,25 @@ def decode_envelope(
 
     Raises:
         CloudEventError: (a DecodeError) naming the subject and the attribute at fault: a
-            CloudEvent lacking ``id``, ``source`` or ``type``, a malformed ``time`` or
-            ``hlc``, a time before 1970, an invalid extension name.
+            CloudEvent lacking ``id`` or ``source``, a malformed ``time`` or ``hlc``, a time
+            before 1970, an invalid extension name.
         DecodeError: naming the subject and what is wrong with the body.
     """
-    hdrs: Mapping[str, str] = headers or NO_HEADERS
-    attributes: dict[str, Any] = {}
-    plain: dict[str, str] = {}
-    content_type: str | None = None
-    msg_id: str | None = None
-    for name, value in hdrs.items():
-        lowered = name.lower()
-        if lowered.startswith("ce-"):
-            attributes[lowered[3:]] = value
-        elif lowered == "content-type":
-            content_type = value
-        elif lowered == _MSG_ID_LOWER:
-            msg_id = value
-        elif not lowered.startswith(("nats-", "tidings-")):
-            plain[name] = value
     try:
-        media = _media_type(content_type)
+        attributes, content_type, others = read_headers(headers or NO_HEADERS)
+        msg_id: str | None = None
+        plain: dict[str, str] = {}
+        for name, value in others.items():
+            lowered = name.lower()
+            if lowered == _MSG_ID_LOWER:
+                msg_id = value
+            elif not lowered.startswith(("nats-", "tidings-")):
+                plain[name] = value
+        media = media_type(content_type)
+        data: Callable[[type | None], Any]
         if media == CONTENT_TYPE_STRUCTURED:
             event = codec.decode(bytes(body))
-            if not isinstance(event, dict):
-                raise CloudEventError(
-                    "a structured CloudEvent is a JSON object", attribute="specversion"
-                )
-            attributes = {
-                k: v for k, v in event.items() if v is not None and k not in ("data", "data_base64")
-            }
+            structured: dict[str, Any] = structured_attributes(event)
             data = structured_data(event)
             is_cloudevent = True
         elif media is not None and media.startswith("application/cloudevents"):
@@ -193,14 +168,13 @@ def decode_envelope(
                 attribute="datacontenttype",
             )
         else:
-            for name, value in attributes.items():
-                attributes[name] = percent_decode(value, name)
+            structured = dict(attributes)
             if content_type is not None:
-                attributes["datacontenttype"] = content_type
-            data = _binary_data(body, content_type)
+                structured["datacontenttype"] = content_type
+            data = binary_data(body, content_type)
             is_cloudevent = "specversion" in attributes
         return envelope_from_attributes(
-            attributes,
+            structured,
             data,
             topic=topic,
             payload_type=payload_type,
@@ -231,12 +205,6 @@ def decode_envelope(
             f"{type(exc).__name__}: {exc}",
             subject=subject,
         ) from None
-
-
-def _binary_data(body: bytes, content_type: str | None) -> Callable[[type | None], Any]:
-    if not is_json_content_type(content_type):
-        return lambda target: bytes(body)
-    return lambda target: codec.decode(bytes(body), target)
 
 
 def _value(given: Any) -> Any:
