@@ -29,8 +29,9 @@ Guarantees:
   ``time``.
 - ``data`` is the payload when the data content type is JSON (absent, ``application/json``,
   ``text/json`` or ``*+json``); otherwise, and whenever the data came as ``data_base64``,
-  the payload is the data itself: ``bytes`` from a binary-mode body or ``data_base64``,
-  ``str`` from a structured ``data`` string. A ``bytes`` payload always leaves as binary
+  the payload is the data itself: ``bytes`` from ``data_base64`` or a binary-mode body,
+  except that a text body (``text/*`` or a ``charset`` parameter, valid UTF-8) and a
+  structured ``data`` string give ``str``. A ``bytes`` payload always leaves as binary
   data (the body in binary mode, ``data_base64`` in structured mode).
 - A received event lacking a required attribute (``id``, ``source``, ``type``,
   ``specversion``), or with a malformed one, is refused with a
@@ -425,14 +426,24 @@ def read_headers(
 
 def binary_data(body: bytes, content_type: str | None) -> Callable[[type | None], Any]:
     """The data decoder of a binary-mode body (for :func:`envelope_from_attributes`): JSON
-    decoded into the payload class, or the bytes themselves under a non-JSON content type.
+    decoded into the payload class; text (a ``text/*`` type, or one with a ``charset``
+    parameter) that is valid UTF-8 as ``str``; anything else as the bytes themselves.
 
     Raises (when called):
         DecodeError: if JSON data does not fit the payload class (the message names it).
     """
-    if not is_json_content_type(content_type):
-        return lambda target: bytes(body)
-    return lambda target: codec.decode(bytes(body), target)
+    if is_json_content_type(content_type):
+        return lambda target: codec.decode(bytes(body), target)
+    data = bytes(body)
+    text_type = content_type or ""
+    if text_type.lower().lstrip().startswith("text/") or "charset=" in text_type.lower():
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return lambda target: text
+    return lambda target: data
 
 
 def structured_attributes(event: object) -> dict[str, Any]:
