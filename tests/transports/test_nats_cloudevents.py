@@ -75,10 +75,8 @@ async def _pass_through(
 ) -> tuple[Envelope[Any], dict[str, str], bytes]:
     """Publish ``headers``/``body`` raw on ``<in>.ce.order``; return what a tidings
     transport received, and the headers and body another one put on the wire for it."""
-    async with (
-        nats_factory() as inbound,
-        _other(nats_factory, structured=structured_out) as outbound,
-    ):
+    inbound, outbound = nats_factory(), _other(nats_factory, structured=structured_out)
+    async with inbound, outbound:
         got = Collector()
         await inbound.subscribe("ce.>", got)
         nc = await nats.connect(nats_server.url)
@@ -158,7 +156,8 @@ async def test_tidings_events_with_any_header_parse_in_the_sdk(
         key="k 1",
         headers={"traceparent": "00-aa-bb-01", "x-request-id": "req 7", "note": "two\r\nlines"},
     )
-    async with nats_factory() as transport, _other(nats_factory, structured=True) as structured:
+    transport, structured = nats_factory(), _other(nats_factory, structured=True)
+    async with transport, structured:
         got = Collector()
         await transport.subscribe("conformance.>", got)
         nc = await nats.connect(nats_server.url)
@@ -174,7 +173,8 @@ async def test_tidings_events_with_any_header_parse_in_the_sdk(
             await nc.close()
         await got.wait_count(1, WAIT)
     binary_msg, structured_msg = messages
-    assert binary_msg.headers is not None and structured_msg.headers is not None
+    assert binary_msg.headers is not None
+    assert structured_msg.headers is not None
     assert binary_msg.headers["x-request-id"] == "req 7"
     assert "ce-x-request-id" not in binary_msg.headers
     assert structured_msg.headers["x-request-id"] == "req 7"
@@ -202,7 +202,8 @@ async def test_an_event_without_id_is_refused_unless_it_claims_no_cloudevent(
     headers = {"ce-source": "go", "ce-type": "com.example.x", "content-type": "application/json"}
     if claims_cloudevent:
         headers["ce-specversion"] = "1.0"
-    async with nats_factory() as transport:
+    transport = nats_factory()
+    async with transport:
         got = Collector()
         await transport.subscribe("ce.>", got)
         dead: list[DeadLetterRecord] = []
