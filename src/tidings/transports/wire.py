@@ -7,37 +7,55 @@ it publishes. ``docs/wire-format.md`` shows worked examples.
 
 **Subject.** ``<prefix>.<topic>``: the topic ``orders.placed`` under the default prefix
 ``tidings`` travels on ``tidings.orders.placed``. The subject names the topic; ``ce-type``
-repeats it.
+is the topic too, unless the event came from elsewhere with another ``type``, which it
+keeps (:attr:`Envelope.attributes`).
 
-**Binary mode** (the default). The body is the payload alone, as JSON (msgspec); the
-attributes are headers:
+**Binary mode** (the default). The body is the data (the payload as JSON, or binary data
+as is; see :mod:`tidings.cloudevents`); the attributes are headers, values percent-encoded
+(space, ``"``, ``%`` and non-ASCII as UTF-8 ``%XX``) and percent-decoded on receipt. Header
+names are read case-insensitively (``Ce-Id``, ``CE-SpecVersion``, ``Content-Type``):
 
-==================  ==========================================================  ========
-header              value                                                       needed
-==================  ==========================================================  ========
-``ce-specversion``  ``1.0``                                                     yes
-``ce-id``           the event id (32 hex digits when tidings made it)            no [1]
-``ce-type``         the topic                                                   no
-``ce-source``       who produced the event                                      no [2]
-``ce-time``         RFC 3339 UTC time, microseconds                             no
-``ce-hlc``          packed hybrid-clock time, decimal (see :mod:`tidings.clock`)  no [3]
-``ce-partitionkey`` the ordering key, when there is one                         no
-``ce-<name>``       every envelope header, e.g. ``ce-traceparent``              no
-``content-type``    ``application/json``                                        no
-``Nats-Msg-Id``     the event id: JetStream drops a duplicate within its window  no
-==================  ==========================================================  ========
+======================  =====================================================  ========
+header                  value                                                  needed
+======================  =====================================================  ========
+``ce-specversion``      ``1.0``                                                [1]
+``ce-id``               the event id (32 hex digits when tidings made it)       [1]
+``ce-type``             the topic, or the producer's type                      no
+``ce-source``           who produced the event                                 [1]
+``ce-time``             RFC 3339; tidings writes UTC microseconds, keeps a      no [2]
+                        producer's text as given
+``ce-hlc``              packed hybrid-clock time, decimal (:mod:`tidings.clock`) no [2]
+``ce-partitionkey``     the ordering key, when there is one                    no
+``ce-subject``,         kept when the producer gave them                       no
+``ce-dataschema``
+``ce-<name>``           envelope headers named ``[a-z0-9]+`` (extensions),      no
+                        e.g. ``ce-traceparent``
+``<name>``              other envelope headers (e.g. ``x-request-id``), as is   no
+``content-type``        ``datacontenttype``: ``application/json`` by default    no
+``Nats-Msg-Id``         the event id: JetStream drops a duplicate in its window no
+======================  =====================================================  ========
 
-[1] without ``ce-id``, the ``Nats-Msg-Id`` is the id, else ``<stream>-<sequence>``.
-[2] ``tidings`` when missing. [3] without ``ce-hlc``, ``ce-time`` gives the time; without
-either, the time the message was received. A time before 1970 (a negative ``ce-hlc`` or an
-earlier ``ce-time``) makes the message undecodable.
+[1] a message with ``ce-specversion`` claims to be a CloudEvent and must carry ``id`` and
+``source`` (else a :class:`~tidings.exceptions.CloudEventError`: dead letters). A message
+without it is a plain NATS message: id ``ce-id``, else ``Nats-Msg-Id``, else
+``<stream>-<sequence>`` (stable across redeliveries, so idempotent handling works); source
+``tidings``. [2] without ``ce-hlc``, ``ce-time`` gives the time; without either, the time
+the message was received. A time before 1970 (a negative ``ce-hlc`` or an earlier
+``ce-time``) makes the message undecodable.
+
+An envelope header that can be neither an extension nor a protocol header (a context
+attribute's name such as ``subject``; a name starting ``ce-``, ``nats-`` or ``tidings-``;
+``content-type``; a name that is no HTTP token; a line break in a protocol header's value)
+is refused on publish with a :class:`~tidings.exceptions.HeaderError`. On receipt, headers
+other than ``ce-*``, ``content-type``, ``Nats-*`` and ``tidings-*`` become envelope headers.
 
 **Structured mode** (``structured=True`` on the transport). The body is the JSON
-CloudEvent of :func:`tidings.to_cloudevent` and ``content-type`` is
-``application/cloudevents+json``; ``Nats-Msg-Id`` is still set. Consumers read both modes
-whatever their own setting: the content type tells them apart (its media type, compared
-without parameters such as ``; charset=utf-8`` and case-insensitively). Without ``hlc`` or
-``time`` an event is stamped with the time it was received, as in binary mode.
+CloudEvent of :func:`tidings.to_cloudevent` (binary data as ``data_base64``) and
+``content-type`` is ``application/cloudevents+json``; protocol headers and ``Nats-Msg-Id``
+are still set. Consumers read both modes whatever their own setting: the content type tells
+them apart (its media type, compared without parameters such as ``; charset=utf-8`` and
+case-insensitively). A structured event must carry ``specversion``, ``id`` and ``source``;
+without ``hlc`` or ``time`` it is stamped with the time it was received.
 
 **Dead letters.** An event that exhausted its deliveries, or that could not be decoded, is
 copied, body and headers unchanged, to ``<dead-letter prefix>.<topic>`` (default prefix
