@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -19,8 +20,10 @@ from cloudevents.core.bindings import http as sdk_http
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+import tidings
 from tidings.clock import HybridClock
 from tidings.event import Envelope
+from tidings.exceptions import HeaderError
 from tidings.testing.nats_server import NatsServer
 from tidings.testing.transport_conformance import Collector, ConformanceOrder, make_envelope
 from tidings.transports import DeadLetterRecord
@@ -236,3 +239,43 @@ async def test_an_event_without_id_is_refused_unless_it_claims_no_cloudevent(
         # no ce-specversion: a plain NATS message, named by its stream sequence
         assert ids == [f"{transport.stream.name}-1", "m-2"]
         assert dead == []
+
+
+@dataclass(frozen=True)
+class Ping:
+    n: int
+
+
+async def test_bus_publish_with_a_non_attribute_header_emits_an_event_the_sdk_reads(
+    nats_factory: Factory, nats_server: NatsServer
+) -> None:
+    transport = nats_factory()
+    seen: list[Envelope[Any]] = []
+    arrived = asyncio.Event()
+
+    def on_ping(envelope: Envelope[Ping]) -> None:
+        seen.append(envelope)
+        arrived.set()
+
+    async with tidings.Bus(transport=transport) as bus:
+        bus.subscribe("ce.ping", on_ping)
+        await bus.start()
+        nc = await nats.connect(nats_server.url)
+        try:
+            sub = await nc.jetstream().subscribe(
+                f"{transport.subjects.prefix}.ce.ping", stream=transport.stream.name
+            )
+            bus.publish(Ping(1), topic="ce.ping", headers={"x-request-id": "r1", "requestid": "r2"})
+            msg = await sub.next_msg(timeout=WAIT)
+        finally:
+            await nc.close()
+        await asyncio.wait_for(arrived.wait(), WAIT)
+        with pytest.raises(HeaderError, match="'subject'"):
+            await bus.emit(Ping(2), topic="ce.ping", headers={"subject": "s"})
+    event = sdk_http.from_http(
+        sdk_http.HTTPMessage(dict(msg.headers or {}), msg.data), JSONFormat()
+    )
+    assert event.get_extension("requestid") == "r2"
+    assert "x-request-id" not in event.get_attributes()
+    assert (msg.headers or {})["x-request-id"] == "r1"
+    assert [dict(e.headers) for e in seen] == [{"x-request-id": "r1", "requestid": "r2"}]
