@@ -35,10 +35,10 @@ header                  value                                                  n
 ``Nats-Msg-Id``         the event id: JetStream drops a duplicate in its window no
 ======================  =====================================================  ========
 
-[1] a message with ``ce-specversion`` claims to be a CloudEvent and must carry ``id`` and
-``source`` (else a :class:`~tidings.exceptions.CloudEventError`: dead letters). A message
-without it is a plain NATS message: id ``ce-id``, else ``Nats-Msg-Id``, else
-``<stream>-<sequence>`` (stable across redeliveries, so idempotent handling works); source
+[1] a message with ``ce-specversion`` claims to be a CloudEvent and must carry ``id``
+(else a :class:`~tidings.exceptions.CloudEventError`: dead letters). A message without it is
+a plain NATS message: id ``ce-id``, else ``Nats-Msg-Id``, else ``<stream>-<sequence>``
+(stable across redeliveries, so idempotent handling works). A missing source is
 ``tidings``. [2] without ``ce-hlc``, ``ce-time`` gives the time; without either, the time
 the message was received. A time before 1970 (a negative ``ce-hlc`` or an earlier
 ``ce-time``) makes the message undecodable.
@@ -54,8 +54,8 @@ CloudEvent of :func:`tidings.to_cloudevent` (binary data as ``data_base64``) and
 ``content-type`` is ``application/cloudevents+json``; protocol headers and ``Nats-Msg-Id``
 are still set. Consumers read both modes whatever their own setting: the content type tells
 them apart (its media type, compared without parameters such as ``; charset=utf-8`` and
-case-insensitively). A structured event must carry ``specversion``, ``id`` and ``source``;
-without ``hlc`` or ``time`` it is stamped with the time it was received.
+case-insensitively). A structured event must carry ``specversion`` and ``id``; without
+``hlc`` or ``time`` it is stamped with the time it was received.
 
 **Dead letters.** An event that exhausted its deliveries, or that could not be decoded, is
 copied, body and headers unchanged, to ``<dead-letter prefix>.<topic>`` (default prefix
@@ -158,7 +158,7 @@ def decode_envelope(
 
     Raises:
         CloudEventError: (a DecodeError) naming the subject and the attribute at fault: a
-            CloudEvent lacking ``id`` or ``source``, a malformed ``time`` or ``hlc``, a time
+            CloudEvent lacking ``id``, a malformed ``time`` or ``hlc``, a time
             before 1970, an invalid extension name.
         DecodeError: naming the subject and what is wrong with the body.
     """
@@ -200,7 +200,7 @@ def decode_envelope(
             fallback_id=None
             if is_cloudevent
             else (attributes.get("id") or msg_id or _value(fallback_id)),
-            fallback_source=None if is_cloudevent else "tidings",
+            fallback_source="tidings",
             fallback_type=topic,
             fallback_time=fallback_time,
         )
