@@ -126,9 +126,9 @@ def is_extension_name(name: str) -> bool:
 def is_json_content_type(content_type: str | None) -> bool:
     """Whether data of ``content_type`` is JSON: absent, ``application/json``, ``text/json``
     or a ``+json`` suffix, compared without parameters and case-insensitively."""
-    media = media_type(content_type)
-    if media is None:
+    if content_type is None or content_type == JSON_CONTENT_TYPE:
         return True
+    media = media_type(content_type) or ""
     return media in (JSON_CONTENT_TYPE, "text/json") or media.endswith("+json")
 
 
@@ -150,6 +150,9 @@ def split_headers(
     extensions: dict[str, str] = {}
     plain: dict[str, str] = {}
     for name, value in headers.items():
+        if name in _extension_names:
+            extensions[name] = value
+            continue
         if _EXTENSION_NAME.fullmatch(name):
             if name in CORE_ATTRIBUTES:
                 raise HeaderError(
@@ -157,6 +160,8 @@ def split_headers(
                     "tidings fills from the envelope itself; give the header another name",
                     name=name,
                 )
+            if len(_extension_names) < 4096:  # names repeat: remember valid ones
+                _extension_names.add(name)
             extensions[name] = value
             continue
         lowered = name.lower()
@@ -172,7 +177,7 @@ def split_headers(
                 "'content-type' (a protocol header, e.g. 'x-request-id')",
                 name=name,
             )
-        if any(c < " " or c == "\x7f" for c in value):
+        if not value.isprintable() and any(c < " " or c == "\x7f" for c in value):
             raise HeaderError(
                 f"the value of the header {name!r} holds a control character (a line break?), "
                 "which a protocol header cannot carry; give it an extension name instead "
@@ -183,11 +188,18 @@ def split_headers(
     return extensions, plain
 
 
+_extension_names: set[str] = set()
+"""Valid extension names already seen (none of :data:`CORE_ATTRIBUTES`), up to 4,096."""
+
+
 def percent_encode(value: str) -> str:
     """``value`` as a header value: space, ``"``, ``%`` and every character outside printable
     ASCII percent-encoded as UTF-8 bytes; returned unchanged when none occurs."""
-    if _MUST_ENCODE.search(value) is None:
-        return value
+    if value.isascii() and (
+        value.isalnum()  # tidings' ids: one check
+        or (value.isprintable() and " " not in value and '"' not in value and "%" not in value)
+    ):
+        return value  # C-speed checks: most values need no encoding
     return _MUST_ENCODE.sub(
         lambda m: "".join(f"%{byte:02X}" for byte in m.group().encode("utf-8", "surrogatepass")),
         value,
@@ -269,15 +281,15 @@ def parse_time(value: str) -> int:
 
 def _text(value: object) -> str:
     """The canonical string of a structured-mode attribute value."""
+    if type(value) is str:
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    return value if isinstance(value, str) else str(value)
+    return str(value)
 
 
 def binary_attributes(envelope: Envelope[Any]) -> tuple[dict[str, str], dict[str, str]]:
-    """The context attributes of ``envelope`` as text (unencoded), and its plain protocol
-    headers: what a binary-mode message carries, before a binding prefixes and
-    percent-encodes the names and values.
+    """The context attributes of ``envelope`` as text, and its plain protocol headers.
 
     ``datacontenttype`` is always present: the producer's, else ``application/octet-stream``
     for a ``bytes`` payload, else ``application/json``.
@@ -285,33 +297,75 @@ def binary_attributes(envelope: Envelope[Any]) -> tuple[dict[str, str], dict[str
     Raises:
         HeaderError: for a header that cannot travel (see :func:`split_headers`).
     """
+    return _render(envelope, _NAMES, _as_is)
+
+
+def _as_is(value: str) -> str:
+    return value
+
+
+_ATTRIBUTE_ORDER: Final = (
+    "specversion",
+    "id",
+    "type",
+    "source",
+    "time",
+    "hlc",
+    "partitionkey",
+    "subject",
+    "dataschema",
+    "datacontenttype",
+)
+_NAMES: Final = {name: name for name in _ATTRIBUTE_ORDER}
+_HEADER_NAMES: Final = {
+    **{name: f"ce-{name}" for name in _ATTRIBUTE_ORDER},
+    "datacontenttype": "content-type",
+}
+
+
+def _render(
+    envelope: Envelope[Any], names: Mapping[str, str], encode: Callable[[str], str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The one mapping of an envelope's fields onto attributes, under ``names`` (plain or
+    binary-mode header names), free-text values passed through ``encode``."""
     given = envelope.attributes
-    attrs = {
-        "specversion": SPEC_VERSION,
-        "id": envelope.id,
-        "type": given.get("type") or envelope.topic,
-        "source": envelope.source,
-        "time": given.get("time") or format_time(envelope.time),
-        "hlc": str(envelope.time),
+    time = envelope.time
+    given_time = given.get("time") if given else None
+    out = {
+        names["specversion"]: SPEC_VERSION,
+        names["id"]: encode(envelope.id),
+        names["type"]: encode(given.get("type") or envelope.topic) if given else envelope.topic,
+        names["source"]: encode(envelope.source),
+        names["time"]: format_time(time) if given_time is None else encode(given_time),
+        names["hlc"]: str(time),
     }
     if envelope.key is not None:
-        attrs["partitionkey"] = envelope.key
-    for name in ("subject", "dataschema"):
-        if name in given:
-            attrs[name] = given[name]
-    content_type = given.get("datacontenttype")
+        out[names["partitionkey"]] = encode(envelope.key)
+    content_type = None
+    if given:
+        for name in ("subject", "dataschema"):
+            if name in given:
+                out[names[name]] = encode(given[name])
+        content_type = given.get("datacontenttype")
     if content_type is None:
         content_type = BINARY_CONTENT_TYPE if _is_bytes(envelope.payload) else JSON_CONTENT_TYPE
-    attrs["datacontenttype"] = content_type
+    out[names["datacontenttype"]] = content_type
     plain: dict[str, str] = {}
     if envelope.headers:
         extensions, plain = split_headers(envelope.headers)
-        attrs.update(extensions)
-    return attrs, plain
+        if names is _NAMES:
+            out.update(extensions)
+        else:
+            for name, value in extensions.items():
+                out[f"ce-{name}"] = encode(value)
+    return out, plain
+
+
+_BYTES_TYPES: Final = (bytes, bytearray, memoryview)
 
 
 def _is_bytes(payload: object) -> bool:
-    return isinstance(payload, bytes | bytearray | memoryview)
+    return isinstance(payload, _BYTES_TYPES)
 
 
 def encode_data(envelope: Envelope[Any]) -> bytes:
@@ -379,11 +433,9 @@ def to_binary(envelope: Envelope[Any]) -> tuple[dict[str, str], bytes]:
         EncodeError: if the payload cannot be encoded as JSON.
         HeaderError: for a header that cannot travel (see :func:`split_headers`).
     """
-    attributes, plain = binary_attributes(envelope)
-    content_type = attributes.pop("datacontenttype")
-    headers = {f"ce-{name}": percent_encode(value) for name, value in attributes.items()}
-    headers.update(plain)
-    headers["content-type"] = content_type
+    headers, plain = _render(envelope, _HEADER_NAMES, percent_encode)
+    if plain:
+        headers.update(plain)
     return headers, encode_data(envelope)
 
 
@@ -412,16 +464,38 @@ def read_headers(
     attributes: dict[str, str] = {}
     content_type: str | None = None
     others: dict[str, str] = {}
+    kinds = _header_kinds
     for name, value in headers.items():
-        lowered = name.lower()
-        if lowered.startswith("ce-"):
-            attribute = lowered[3:]
-            attributes[attribute] = percent_decode(value, attribute)
-        elif lowered == "content-type":
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _header_kind(name)
+        if kind is _OTHER:
+            others[name] = value
+        elif kind is _CONTENT_TYPE:
             content_type = value
         else:
-            others[name] = value
+            attributes[kind] = percent_decode(value, kind) if "%" in value else value
     return attributes, content_type, others
+
+
+_OTHER: Final = "\x00other"
+_CONTENT_TYPE: Final = "\x00content-type"
+_header_kinds: dict[str, str] = {}
+
+
+def _header_kind(name: str) -> str:
+    """What a header name stands for: an attribute's name, :data:`_CONTENT_TYPE` or
+    :data:`_OTHER`; remembered (up to 4,096 names), as names repeat on every message."""
+    lowered = name.lower()
+    if lowered.startswith("ce-"):
+        kind = lowered[3:]
+    elif lowered == "content-type":
+        kind = _CONTENT_TYPE
+    else:
+        kind = _OTHER
+    if len(_header_kinds) < 4096:
+        _header_kinds[name] = kind
+    return kind
 
 
 def binary_data(body: bytes, content_type: str | None) -> Callable[[type | None], Any]:
@@ -523,15 +597,20 @@ def envelope_from_attributes(
         kept["type"] = type_
     hlc = attributes.get("hlc")
     time_text = attributes.get("time")
-    if time_text is not None:
-        time_text = _text(time_text)
-        time = parse_time(time_text)
     if hlc is not None:
         time = _parse_hlc(hlc)
-    elif time_text is None:
+        if time_text is not None:
+            time_text = _text(time_text)
+            if time_text != format_time(time):  # text tidings wrote needs no checking
+                parse_time(time_text)
+                kept["time"] = time_text
+    elif time_text is not None:
+        time_text = _text(time_text)
+        time = parse_time(time_text)
+        if time_text != format_time(time):
+            kept["time"] = time_text
+    else:
         time = fallback_time() if callable(fallback_time) else fallback_time
-    if time_text is not None and time_text != format_time(time):
-        kept["time"] = time_text
     headers: dict[str, str] = dict(protocol_headers)
     for name, value in attributes.items():
         if name in CORE_ATTRIBUTES:
@@ -540,12 +619,8 @@ def envelope_from_attributes(
             ):
                 kept[name] = _text(value)
             continue
-        if not _EXTENSION_NAME.fullmatch(name):
-            raise CloudEventError(
-                f"the CloudEvents extension attribute name {name!r} is invalid: attribute "
-                "names are lowercase letters and digits only",
-                attribute=name,
-            )
+        if name not in _extension_names:
+            _check_extension_name(name)
         headers[name] = _text(value)
     key = attributes.get("partitionkey")
     return Envelope(
@@ -559,6 +634,17 @@ def envelope_from_attributes(
         "",
         MappingProxyType(kept) if kept else NO_HEADERS,
     )
+
+
+def _check_extension_name(name: str) -> None:
+    if not _EXTENSION_NAME.fullmatch(name):
+        raise CloudEventError(
+            f"the CloudEvents extension attribute name {name!r} is invalid: attribute "
+            "names are lowercase letters and digits only",
+            attribute=name,
+        )
+    if len(_extension_names) < 4096:  # a bounded cache of names already checked
+        _extension_names.add(name)
 
 
 def _missing(attribute: str) -> CloudEventError:

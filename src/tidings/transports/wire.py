@@ -125,8 +125,12 @@ def encode_envelope(
         HeaderError: for an envelope header that cannot travel (see
             :func:`tidings.cloudevents.split_headers`).
     """
-    headers, body = to_structured(envelope) if structured else to_binary(envelope)
-    headers[MSG_ID] = percent_encode(envelope.id)
+    if structured:
+        headers, body = to_structured(envelope)
+        headers[MSG_ID] = percent_encode(envelope.id)
+    else:
+        headers, body = to_binary(envelope)
+        headers[MSG_ID] = headers["ce-id"]
     return headers, body
 
 
