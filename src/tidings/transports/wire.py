@@ -190,7 +190,7 @@ def decode_envelope(
                 attribute="datacontenttype",
             )
         else:
-            structured = dict(attributes)
+            structured = attributes
             if content_type is not None:
                 structured["datacontenttype"] = content_type
             data = binary_data(body, content_type)
