@@ -9,20 +9,23 @@ import typing as _typing
 from tidings._stream import EventStream
 from tidings.bus import BatchHandles, Bus, BusStatistics, Handles, TransactionalHandles
 from tidings.clock import HybridClock
+from tidings.cloudevents import from_cloudevent, to_cloudevent
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.delivery import Batch
-from tidings.event import Envelope, event, from_cloudevent, to_cloudevent, topic_of
+from tidings.event import Envelope, event, topic_of
 from tidings.exceptions import (
     BusClosedError,
     ChainBrokenError,
     CircuitOpenError,
     ClockSkewError,
+    CloudEventError,
     CodecError,
     ConcurrencyError,
     ConsumerConfigError,
     DecodeError,
     EncodeError,
     EventTypeConflictError,
+    HeaderError,
     InvalidHandlerError,
     InvalidStoreURLError,
     InvalidTopicError,
@@ -91,6 +94,7 @@ __all__ = (
     "CircuitOpenError",
     "ClockSkewError",
     "CloseReport",
+    "CloudEventError",
     "CodecError",
     "ConcurrencyError",
     "ConsumerConfigError",
@@ -105,6 +109,7 @@ __all__ = (
     "EventTypeConflictError",
     "HandlerOutcome",
     "Handles",
+    "HeaderError",
     "HybridClock",
     "InvalidHandlerError",
     "InvalidStoreURLError",

@@ -7,7 +7,9 @@ class's topic is derived from its name (``OrderPlaced`` -> ``order_placed``).
 An :class:`Envelope` carries one event with its metadata and maps one to one onto a
 CloudEvents 1.0 event: ``id``, ``type`` (the topic), ``source``, ``time``, ``data`` (the
 payload) and the extensions ``hlc`` (the packed hybrid-clock time), ``partitionkey`` (the
-ordering key) and, from the headers, ``traceparent`` and any other header.
+ordering key) and, from the headers, ``traceparent`` and any other header; a foreign
+event's other attributes are kept in :attr:`Envelope.attributes`. The mapping itself is
+:mod:`tidings.cloudevents`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import datetime as _dt
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar, overload
+from typing import Generic, TypeVar, overload
 
 import msgspec
 
@@ -29,8 +31,6 @@ __all__ = (
     "Envelope",
     "event",
     "event_type_for",
-    "from_cloudevent",
-    "to_cloudevent",
     "topic_of",
     "version_of",
 )
@@ -150,7 +150,14 @@ class Envelope(msgspec.Struct, Generic[T], frozen=True, gc=False):
             among envelopes with the same key.
         source: the CloudEvents ``source``: who produced the event.
         headers: string metadata carried across every hop (``traceparent`` and friends).
-            Read-only.
+            Read-only. Names that are CloudEvents extension names (``[a-z0-9]+``) travel as
+            extension attributes; others as protocol headers (see ``docs/wire-format.md``).
+        attributes: the CloudEvents context attributes of an event that came from elsewhere
+            which the other fields do not hold, kept as the producer gave them so that the
+            event leaves tidings as it came: ``type`` (when it differs from the topic),
+            ``time`` (the producer's text, when it differs from what :attr:`time` formats
+            to), ``subject``, ``dataschema`` and ``datacontenttype``. Read-only; empty for
+            events published here.
     """
 
     topic: str
@@ -161,6 +168,7 @@ class Envelope(msgspec.Struct, Generic[T], frozen=True, gc=False):
     headers: Mapping[str, str] = NO_HEADERS
     _id: str | None = None
     _node: str = ""
+    attributes: Mapping[str, str] = NO_HEADERS
 
     @property
     def id(self) -> str:
@@ -179,88 +187,3 @@ class Envelope(msgspec.Struct, Generic[T], frozen=True, gc=False):
     def __repr__(self) -> str:
         key = "" if self.key is None else f", key={self.key!r}"
         return f"Envelope(id={self.id!r}, topic={self.topic!r}{key}, payload={self.payload!r})"
-
-
-def to_cloudevent(envelope: Envelope[Any]) -> dict[str, Any]:
-    """The envelope as a CloudEvents 1.0 structured-mode mapping (JSON-ready ``data``)."""
-    out: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": envelope.id,
-        "type": envelope.topic,
-        "source": envelope.source,
-        "time": envelope.datetime.isoformat().replace("+00:00", "Z"),
-        "datacontenttype": "application/json",
-        "hlc": str(envelope.time),
-        "data": msgspec.to_builtins(envelope.payload),
-    }
-    if envelope.key is not None:
-        out["partitionkey"] = envelope.key
-    for name, value in envelope.headers.items():
-        out.setdefault(name, value)
-    return out
-
-
-_CE_CORE = frozenset(
-    {
-        "specversion",
-        "id",
-        "type",
-        "source",
-        "time",
-        "datacontenttype",
-        "data",
-        "hlc",
-        "partitionkey",
-        "subject",
-        "dataschema",
-    }
-)
-
-
-@overload
-def from_cloudevent(mapping: Mapping[str, Any], payload_type: type[T]) -> Envelope[T]: ...
-@overload
-def from_cloudevent(mapping: Mapping[str, Any], payload_type: None = None) -> Envelope[Any]: ...
-def from_cloudevent(
-    mapping: Mapping[str, Any], payload_type: type[Any] | None = None
-) -> Envelope[Any]:
-    """Build an envelope from a CloudEvents 1.0 structured-mode mapping.
-
-    ``data`` is converted to ``payload_type`` when given, else to the class registered for the
-    event's ``type``, else left as decoded JSON. Extension attributes become headers.
-
-    Raises:
-        ValueError: naming the missing or malformed attribute.
-        msgspec.ValidationError: if ``data`` does not fit the payload type.
-    """
-    for required in ("id", "type", "source", "specversion"):
-        if required not in mapping:
-            raise ValueError(f"CloudEvent lacks the required attribute {required!r}")
-    if mapping["specversion"] != "1.0":
-        raise ValueError(f"CloudEvent specversion {mapping['specversion']!r} is not '1.0'")
-    topic = validate_topic(str(mapping["type"]))
-    target = payload_type if payload_type is not None else event_type_for(topic)
-    data = mapping.get("data")
-    payload: Any = data if target is None else msgspec.convert(data, target)
-    try:
-        hlc = int(mapping["hlc"]) if "hlc" in mapping else _time_to_ns(mapping.get("time"))
-    except ValueError as exc:
-        raise ValueError(f"CloudEvent attribute 'hlc' or 'time' is malformed: {exc}") from None
-    headers = {k: str(v) for k, v in mapping.items() if k not in _CE_CORE}
-    key = mapping.get("partitionkey")
-    return Envelope(
-        topic,
-        payload,
-        hlc,
-        None if key is None else str(key),
-        str(mapping["source"]),
-        MappingProxyType(headers) if headers else NO_HEADERS,
-        str(mapping["id"]),
-    )
-
-
-def _time_to_ns(value: object) -> int:
-    if value is None:
-        return 0
-    parsed = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return int(parsed.timestamp() * 1_000_000) * 1000

@@ -24,6 +24,7 @@
      ├── CodecError                                  a payload could not be encoded or decoded
      │    ├── EncodeError         (also TypeError)   a payload is not JSON-encodable
      │    └── DecodeError         (also ValueError)  bytes (stored or received) are not an event
+     │         └── CloudEventError                   a received CloudEvent breaks the spec
      ├── StoreError                                  an event store refused an operation
      │    ├── ConcurrencyError                       a stream is not at the expected version
      │    ├── UnknownEventTypeError                  a stored record names a type nobody registered
@@ -34,6 +35,7 @@
      │    ├── StoreUnavailableError (also ConnectionError)  the database is unreachable
      │    ├── ChainBrokenError                       appends refused: the hash chain is broken
      │    └── InvalidStoreURLError (also ValueError) a store URL is malformed
+     ├── HeaderError              (also ValueError)  a header cannot travel in a CloudEvent
      └── MissingExtraError        (also ImportError) an optional extra is not installed
 
 Every message says what was wrong and what to do about it.
@@ -46,12 +48,14 @@ __all__ = (
     "ChainBrokenError",
     "CircuitOpenError",
     "ClockSkewError",
+    "CloudEventError",
     "CodecError",
     "ConcurrencyError",
     "ConsumerConfigError",
     "DecodeError",
     "EncodeError",
     "EventTypeConflictError",
+    "HeaderError",
     "InvalidHandlerError",
     "InvalidStoreURLError",
     "InvalidTopicError",
@@ -308,6 +312,33 @@ class DecodeError(CodecError, ValueError):
         self.type_name = type_name
         self.position = position
         self.subject = subject
+
+
+class CloudEventError(DecodeError):
+    """A received CloudEvent breaks CloudEvents 1.0 or its protocol binding: a required
+    attribute is missing, or an attribute's name or value is malformed.
+
+    Attributes:
+        attribute: the name of the attribute at fault (``id``, ``time``, an extension's name...).
+    """
+
+    def __init__(self, message: str, *, attribute: str, subject: str | None = None) -> None:
+        super().__init__(message, subject=subject)
+        self.attribute = attribute
+
+
+class HeaderError(TidingsError, ValueError):
+    """An envelope header cannot travel in a CloudEvent: its name is reserved for the
+    CloudEvents attributes or the protocol, or is no valid header name, or its value holds a
+    line break (see ``docs/wire-format.md``, "Headers").
+
+    Attributes:
+        name: the header's name.
+    """
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 class StoreError(TidingsError):

@@ -5,8 +5,12 @@ Every store keeps the same columns, in this order (:data:`Row`)::
     position, id, stream, stream_version, type_name, type_version, topic, time, key, source,
     headers, payload, hash
 
-``headers`` and ``payload`` are JSON text (``headers`` is ``None`` when empty), ``hash`` is
-64 lowercase hex digits. Keeping one layout lets the hash chain, the append planning and
+``headers`` and ``payload`` are JSON text, ``hash`` is 64 lowercase hex digits.
+``headers`` is the envelope's headers as a JSON object, ``None`` when there are none; an
+envelope that carries CloudEvents attributes (:attr:`Envelope.attributes`) or binary data
+(a ``bytes`` payload) stores the JSON array ``[headers, attributes]``, with a third element
+``"bytes"`` when the payload column holds base64 text of binary data. An object and an array
+cannot be confused, so rows written before attributes existed read as they always did. Keeping one layout lets the hash chain, the append planning and
 the decoding be written once here, and the SQL stores return rows that need no reshaping.
 Text rather than bytes is deliberate: CPython's sqlite3 binds ``str`` directly but sends
 ``bytes`` and ``None`` through its adapter lookup, which costs more per value than the rest
@@ -21,6 +25,7 @@ carries the lengths, so the hashed content is unambiguous.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -87,6 +92,7 @@ _headers_encode = msgspec.json.Encoder(order="sorted").encode
 _json_decode = msgspec.json.Decoder().decode
 _sha256 = hashlib.sha256
 _plain_types: set[type] = {dict, list, tuple, str, int, float, bool, type(None)}
+_binary_types = (bytes, bytearray, memoryview)
 
 
 def record_hash(prev: bytes, row: Sequence[Any]) -> bytes:
@@ -149,6 +155,12 @@ def draft(envelope: Envelope[Any], decoder: RowDecoder) -> Draft:
             if decoder.types.get(type_name) is not cls:
                 decoder.learn(type_name, cls)
     headers = envelope.headers
+    stored_headers = _headers_encode(dict(headers)).decode() if headers else None
+    if envelope.attributes or cls in _binary_types:
+        extra: tuple[str, ...] = ("bytes",) if cls in _binary_types else ()
+        stored_headers = _headers_encode(
+            (dict(headers), dict(envelope.attributes), *extra)
+        ).decode()
     return (
         envelope.id,
         type_name,
@@ -157,7 +169,7 @@ def draft(envelope: Envelope[Any], decoder: RowDecoder) -> Draft:
         envelope.time,
         envelope.key,
         envelope.source,
-        _headers_encode(dict(headers)).decode() if headers else None,
+        stored_headers,
         codec.encode(payload).decode(),
     )
 
@@ -317,7 +329,10 @@ class RowDecoder:
                 assert type_name is not None  # None is always in the table
                 entry = self._resolve(type_name)
             try:
-                if entry is None:
+                headers, attributes, binary = _stored_headers(row[10])
+                if binary:
+                    payload = base64.b64decode(decode(row[11]))
+                elif entry is None:
                     if unknown == "skip":
                         continue
                     if unknown != "raw":
@@ -327,15 +342,8 @@ class RowDecoder:
                     payload = decode(row[11], entry[0])
                 else:
                     payload = self._upcast(row, entry)
-                headers = row[10]
                 envelope = Envelope(
-                    topic,
-                    payload,
-                    row[7],
-                    row[8],
-                    row[9],
-                    NO_HEADERS if headers is None else MappingProxyType(_json_decode(headers)),
-                    row[1],
+                    topic, payload, row[7], row[8], row[9], headers, row[1], "", attributes
                 )
             except (DecodeError, msgspec.DecodeError) as exc:
                 name = "plain JSON" if type_name is None else repr(type_name)
@@ -353,3 +361,19 @@ class RowDecoder:
         value = codec.decode(row[11])
         value = self.upcasters.upcast(row[4], value, row[5], version)
         return codec.convert(value, cls)
+
+
+def _stored_headers(text: str | None) -> tuple[Mapping[str, str], Mapping[str, str], bool]:
+    """The headers, the CloudEvents attributes and whether the payload is binary data, from
+    a ``headers`` column (see the module docstring)."""
+    if text is None:
+        return NO_HEADERS, NO_HEADERS, False
+    stored = _json_decode(text)
+    if type(stored) is dict:
+        return MappingProxyType(stored), NO_HEADERS, False
+    headers, attributes, *flags = stored
+    return (
+        MappingProxyType(headers) if headers else NO_HEADERS,
+        MappingProxyType(attributes) if attributes else NO_HEADERS,
+        flags == ["bytes"],
+    )
