@@ -430,7 +430,8 @@ class Bus:
                 ``workers > 1``, ``batch`` or ``pool`` imply ``"queued"``.
             workers: queued mode: worker threads (sync handler) or tasks (coroutine
                 function); events with one key stay in publish order.
-            maxsize: queued mode: how many events the buffer holds.
+            maxsize: queued mode: how many events the buffer holds (in total, split
+                between the workers' partitions; at least ``workers``).
             overflow: queued mode: what a full buffer does (``block``, ``drop_oldest``,
                 ``drop_newest``, ``error``).
             batch: queued mode: hand the handler lists of events, as this says.
