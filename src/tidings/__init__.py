@@ -67,17 +67,23 @@ from tidings.subscription import Mode, Subscription, SubscriptionStatistics
 from tidings.transports import DeliveryPolicy, MemoryTransport
 
 if _typing.TYPE_CHECKING:
+    from tidings.store.postgres import PostgresStore
     from tidings.transports.nats import NatsTransport
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> _typing.Any:
-    # NatsTransport needs the optional nats-py ('tidings[nats]'): imported when first used.
+    # NatsTransport needs the optional nats-py ('tidings[nats]'), PostgresStore psycopg
+    # ('tidings[postgres]'): imported when first used.
     if name == "NatsTransport":
         from tidings.transports.nats import NatsTransport
 
         return NatsTransport
+    if name == "PostgresStore":
+        from tidings.store.postgres import PostgresStore
+
+        return PostgresStore
     raise AttributeError(f"module 'tidings' has no attribute {name!r}")
 
 
@@ -120,6 +126,7 @@ __all__ = (
     "Mode",
     "NatsTransport",
     "Overflow",
+    "PostgresStore",
     "Projection",
     "PublishError",
     "PublishOutcomeUnknownError",
