@@ -1726,6 +1726,7 @@ class Bus:
             UnknownEventTypeError, DecodeError: for unreadable records.
         """
         store = self._require_store()
+        await self.flush()  # read your writes: publishes deferred to the appender first
         state = initial
         read = 0
         async for record in store.iter_read(
@@ -1749,7 +1750,20 @@ class Bus:
         Raises:
             InvalidHandlerError: if the bus has no store.
         """
-        return await projection.catch_up(self._require_store())
+        store = self._require_store()
+        await self.flush()  # read your writes: publishes deferred to the appender first
+        return await projection.catch_up(store)
+
+    async def flush(self) -> None:
+        """Wait until every event published so far is in the store.
+
+        A store that appends synchronously (SQLite, memory) has them already. An async-only
+        store (PostgreSQL) appends what is published on the loop's own thread behind the
+        publisher, in publish order: await this before reading the store directly.
+        :meth:`replay` and :meth:`project` do it themselves. A no-op without a store.
+        """
+        if self._log is not None:
+            await self._log.flush()
 
     async def __aenter__(self) -> Bus:
         return await self.start()
