@@ -258,7 +258,7 @@ class Bus:
         if transport is not None:
             from tidings._remote import Remote
 
-            self._remote = Remote(self, transport, self._clock)
+            self._remote = Remote(self, transport, self._clock, self._publish_failed)
         self._log: Log | None = None
         if store is not None:
             from tidings._log import Log
@@ -988,11 +988,10 @@ class Bus:
         """Append a published envelope to the store and send it over the transport (a bus
         with either); whether to dispatch it now: not when its append was deferred to a
         task, which dispatches it after (see :meth:`_after_write_ahead`)."""
-        if self._log is not None:
-            if self._remote is not None:
-                self._remote.check_send()  # refuse before the append, not after it
-            if not self._log.write_ahead(route, env):
-                return False
+        if self._remote is not None:
+            self._remote.check_send(env)  # refuse before the append, not after it
+        if self._log is not None and not self._log.write_ahead(route, env):
+            return False
         if self._remote is not None:
             self._remote.send(env)
         return True
@@ -1250,7 +1249,7 @@ class Bus:
         env = self._envelope(route, event, key, headers)
         if self._log is not None:
             if self._remote is not None:
-                self._remote.check_publish()  # refuse before the append, not after it
+                self._remote.check_publish(env)  # refuse before the append, not after it
             await self._log.append(env)
         if self._remote is not None:
             await self._remote.publish(env)  # handlers run where the server delivers it
@@ -1481,10 +1480,15 @@ class Bus:
                 logger.exception(
                     "on_error hook failed for event %s", env.id, extra=log_fields(env, sub)
                 )
-        if not final:
-            return
+        if final:
+            self._dead_letter(route, DeadLetter(env, sub.name, exc, attempts), sub)
+
+    def _dead_letter(
+        self, route: Route, letter: DeadLetter, sub: Subscription[Any] | None = None
+    ) -> None:
+        """Publish ``letter`` in the process (on ``route``, the dead letters' route)."""
         if route.subs:  # in-flight work may still dead-letter while the bus closes
-            letter = DeadLetter(env, sub.name, exc, attempts)
+            env = letter.envelope
             try:  # the dead letter carries the event's headers: it stays in the event's trace
                 self._deliver(route, self._envelope(route, letter, None, env.headers or None))
             except (QueueFullError, WouldBlock):
@@ -1493,6 +1497,12 @@ class Bus:
                     env.id,
                     extra=log_fields(env, sub),
                 )
+
+    def _publish_failed(self, env: Envelope[Any], handler: str, exc: BaseException) -> None:
+        """A transport did not publish ``env``: count it (metrics) and dead-letter it."""
+        if self._observer is not None:
+            self._observer.publish_failed()
+        self._dead_letter(self._route(DeadLetter, None), DeadLetter(env, handler, exc))
 
     # ------------------------------------------------------------------ streams
 

@@ -550,6 +550,11 @@ def _meta(msg: Any) -> tuple[int, int]:
     return 1, 0
 
 
+def _header_size(headers: Mapping[str, str]) -> int:
+    """The size of ``headers`` in a NATS message (``NATS/1.0`` line, one line per header)."""
+    return 12 + sum(len(name) + len(value) + 4 for name, value in headers.items())
+
+
 _NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 
 
@@ -910,6 +915,23 @@ class NatsTransport(SubjectTransport):
             self.subjects.subject(envelope.topic), headers, body, envelope, report=False
         )
         return await future
+
+    def check_envelope(self, envelope: Envelope[Any]) -> None:
+        nc = self._nc
+        if nc is None:
+            return
+        limit = nc.max_payload
+        headers, body = encode_envelope(envelope, structured=self.structured)
+        size = len(body) + _header_size(headers)
+        if size > limit:
+            raise PublishError(
+                f"event {envelope.id} on {envelope.topic!r} was not published: it is "
+                f"{size:,} bytes on the wire, above the server's max_payload of {limit:,} "
+                "bytes; send less (store large data elsewhere and publish a reference to it) "
+                "or raise max_payload in the server's configuration",
+                event_id=envelope.id,
+                topic=envelope.topic,
+            )
 
     async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
         headers, body = encode_envelope(envelope, structured=self.structured)
