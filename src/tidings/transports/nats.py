@@ -695,6 +695,9 @@ class NatsTransport(SubjectTransport):
         self._probe: str | None = None
         self._probe_answered = asyncio.Event()
         self._subs: list[Consumer] = []
+        # Envelopes check_envelope encoded, by id: send() reuses the encoding (one encode per
+        # publish); emptied on close (a checked envelope never sent: a failed append).
+        self._encoded: dict[str, tuple[dict[str, str], bytes]] = {}
         self._pullers: set[_Puller] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -874,6 +877,7 @@ class NatsTransport(SubjectTransport):
         if nc is not None:
             await _quietly(asyncio.wait_for(nc.flush(), max(deadline - loop.time(), 0.1)))
             await _quietly(nc.close())
+        self._encoded.clear()
         self._state = "closed"
 
     @property
@@ -910,7 +914,7 @@ class NatsTransport(SubjectTransport):
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, envelope: Envelope[Any]) -> PublishAck:
-        headers, body = encode_envelope(envelope, structured=self.structured)
+        headers, body = self._encoding(envelope)
         future = await self._send(
             self.subjects.subject(envelope.topic), headers, body, envelope, report=False
         )
@@ -932,9 +936,17 @@ class NatsTransport(SubjectTransport):
                 event_id=envelope.id,
                 topic=envelope.topic,
             )
+        self._encoded[envelope.id] = headers, body
+
+    def _encoding(self, envelope: Envelope[Any]) -> tuple[dict[str, str], bytes]:
+        """``envelope``'s headers and body: as :meth:`check_envelope` encoded them, else now."""
+        encoded = self._encoded.pop(envelope.id, None)
+        if encoded is None:
+            return encode_envelope(envelope, structured=self.structured)
+        return encoded
 
     async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
-        headers, body = encode_envelope(envelope, structured=self.structured)
+        headers, body = self._encoding(envelope)
         return await self._send(
             self.subjects.subject(envelope.topic), headers, body, envelope, report=True
         )
