@@ -163,7 +163,8 @@ def test_the_stores_the_readme_lists_are_exported(name: str) -> None:
 
 
 def test_every_tidings_name_in_the_readme_is_exported() -> None:
-    names = set(re.findall(r"\btidings\.([A-Za-z_]\w*)\b", README.read_text()))
+    # tidings.Name in code and prose (not inside a string: "tidings.publish" is a value)
+    names = set(re.findall(r"(?<![\"'\w.])tidings\.([A-Za-z_]\w*)\b", README.read_text()))
     modules = {"testing", "middleware", "observability", "store", "transports", "topics"}
     modules |= {"clock", "dead_letter"}
     missing = sorted(n for n in names - modules if n not in tidings.__all__)

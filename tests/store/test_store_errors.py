@@ -235,17 +235,11 @@ async def test_postgres_errors_surface_as_store_errors(
     await gone.aclose()
 
     # A schema with no log, opened read-only: an error, and nothing created.
-    missing = PostgresStore(postgres_harness.url, schema=f"{postgres_harness.schema}_typo")
-    missing_url = missing.url
+    typo = f"{postgres_harness.schema}_typo"
     with pytest.raises(StoreNotFoundError, match="no tidings log in schema"):
-        await PostgresStore(
-            missing_url,
-            schema=missing.schema,
-        ).read()
-    async with await psycopg.AsyncConnection.connect(missing_url) as conn:
-        cursor = await conn.execute(
-            "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (missing.schema,)
-        )
+        await PostgresStore(postgres_harness.url, schema=typo, create=False).read()
+    async with await psycopg.AsyncConnection.connect(postgres_harness.url) as conn:
+        cursor = await conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (typo,))
         assert await cursor.fetchone() == (0,)
 
 
