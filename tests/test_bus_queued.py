@@ -672,3 +672,65 @@ def test_a_sync_batch_whose_handler_object_was_collected_counts_nothing_delivere
     assert seen == []
     assert (sub.delivered, sub.failed) == (0, 0)
     bus.close()
+
+
+def test_maxsize_is_the_subscriptions_total_over_all_partitions(bus: tidings.Bus) -> None:
+    # Regression: each of N partitions held ceil(maxsize / N), so workers=3, maxsize=7
+    # held 9 events.
+    holding = threading.Semaphore(0)
+    release = threading.Event()
+
+    def handler(job: Job) -> None:
+        holding.release()
+        release.wait(10)
+
+    sub = bus.subscribe(Job, handler, workers=3, maxsize=7, overflow="drop_newest")
+    for i in range(3):  # without a key: round-robin, one for each worker to hold
+        bus.publish(Job("", i))
+    for _ in range(3):
+        assert holding.acquire(timeout=10)
+    for i in range(30):
+        bus.publish(Job("", 3 + i))
+    stats = sub.statistics()
+    assert (stats.queue_depth, stats.dropped) == (7, 23)
+    release.set()
+    queued = sub.queued
+    assert queued is not None
+    assert queued.wait_handled(10)
+    assert sub.statistics().delivered == 10
+
+
+def test_maxsize_below_the_worker_count_is_refused(bus: tidings.Bus) -> None:
+    with pytest.raises(ValueError, match="must be at least 4"):
+        bus.subscribe(Job, lambda job: None, workers=4, maxsize=3)
+
+
+def test_a_key_goes_to_the_same_partition_in_every_process() -> None:
+    # Regression: keys went to partitions by hash(), which PYTHONHASHSEED changes.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import tidings\n"
+        "from tidings.bus import Bus\n"
+        "bus = Bus()\n"
+        "sub = bus.subscribe('jobs', lambda env: None, workers=4, maxsize=8)\n"
+        "q = sub.queued\n"
+        "print([q.partitions.index(q.partition(f'k{i}')) for i in range(40)])\n"
+        "bus.close()\n"
+    )
+    seen = set()
+    for seed in ("1", "2", "3"):
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        seen.add(done.stdout)
+    assert len(seen) == 1, seen
+    assert len(set(json.loads(next(iter(seen))))) == 4  # every partition gets keys

@@ -36,3 +36,31 @@ def test_console_script_help() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert "demo" in completed.stdout
+
+
+def test_the_tour_prints_the_same_backpressure_figures_in_every_process(
+    tmp_path: Path,
+) -> None:
+    # Regression: the step printed 2, 3 or 6 printed labels from one run to the next.
+    import os
+
+    lines = set()
+    for seed in ("1", "2"):
+        (tmp_path / seed).mkdir()
+        done = subprocess.run(
+            [sys.executable, "-m", "tidings.cli", "demo"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+            cwd=tmp_path / seed,
+            env={**os.environ, "PYTHONHASHSEED": seed, "COLUMNS": "200"},
+        )
+        text = " ".join(done.stdout.split())
+        start = text.index("12 labels in a burst")
+        lines.add(text[start : text.index("high-water", start) + len("high-water 4")])
+    expected = (
+        "12 labels in a burst, 2 workers busy, room for 4 more: 6 printed, 6 dropped "
+        "(oldest first), high-water 4"
+    )
+    assert lines == {expected}

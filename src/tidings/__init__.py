@@ -29,6 +29,7 @@ from tidings.exceptions import (
     InvalidHandlerError,
     InvalidStoreURLError,
     InvalidTopicError,
+    InvalidTransportURLError,
     LoopNotRunningError,
     MissingExtraError,
     PublishError,
@@ -39,6 +40,7 @@ from tidings.exceptions import (
     StoreClosedError,
     StoreCorruptedError,
     StoreError,
+    StoreNotFoundError,
     StoreReadOnlyError,
     StoreUnavailableError,
     StreamConfigError,
@@ -68,17 +70,23 @@ from tidings.subscription import Mode, Subscription, SubscriptionStatistics
 from tidings.transports import DeliveryPolicy, MemoryTransport
 
 if _typing.TYPE_CHECKING:
+    from tidings.store.postgres import PostgresStore
     from tidings.transports.nats import NatsTransport
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> _typing.Any:
-    # NatsTransport needs the optional nats-py ('tidings[nats]'): imported when first used.
+    # NatsTransport needs the optional nats-py ('tidings[nats]'), PostgresStore psycopg
+    # ('tidings[postgres]'): imported when first used.
     if name == "NatsTransport":
         from tidings.transports.nats import NatsTransport
 
         return NatsTransport
+    if name == "PostgresStore":
+        from tidings.store.postgres import PostgresStore
+
+        return PostgresStore
     raise AttributeError(f"module 'tidings' has no attribute {name!r}")
 
 
@@ -114,6 +122,7 @@ __all__ = (
     "InvalidHandlerError",
     "InvalidStoreURLError",
     "InvalidTopicError",
+    "InvalidTransportURLError",
     "LoopNotRunningError",
     "MemoryStore",
     "MemoryTransport",
@@ -122,6 +131,7 @@ __all__ = (
     "Mode",
     "NatsTransport",
     "Overflow",
+    "PostgresStore",
     "Projection",
     "PublishError",
     "PublishOutcomeUnknownError",
@@ -135,6 +145,7 @@ __all__ = (
     "StoreClosedError",
     "StoreCorruptedError",
     "StoreError",
+    "StoreNotFoundError",
     "StoreReadOnlyError",
     "StoreUnavailableError",
     "StoredEvent",

@@ -7,7 +7,7 @@ work. It needs no server: everything runs in this process.
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,20 +173,32 @@ async def _tour(console: Console) -> int:
 
         tour.section("Backpressure: a queued subscription with workers and a bounded buffer")
 
+        # Deterministic: each worker holds its first label until the burst is in, so the
+        # burst meets full buffers the same way in every run.
+        holding = threading.Semaphore(0)
+        release = threading.Event()
+
         def label_printer(event: LabelRequested) -> None:
-            time.sleep(0.005)  # a slow device
+            holding.release()
+            release.wait(5)  # a slow device
 
         printer = bus.subscribe(
             LabelRequested, label_printer, workers=2, maxsize=4, overflow="drop_oldest"
         )
-        for n in range(12):
-            bus.publish(LabelRequested(f"parcel-{n}"), key=f"lane-{n % 2}")
+        lanes = ("lane-1", "lane-2")  # keys that go to different workers
+        for n in range(2):
+            bus.publish(LabelRequested(f"parcel-{n}"), key=lanes[n % 2])
+        for _ in range(2):
+            await asyncio.to_thread(holding.acquire, True, 5)
+        for n in range(2, 12):
+            bus.publish(LabelRequested(f"parcel-{n}"), key=lanes[n % 2])
+        release.set()
         await printer.drained(timeout=5)
         stats = printer.statistics()
         tour.log(
             "printer",
-            f"12 labels in a burst, 2 workers, room for 4: {stats.delivered} printed, "
-            f"{stats.dropped} dropped (oldest first), high-water {stats.high_water}",
+            f"12 labels in a burst, 2 workers busy, room for 4 more: {stats.delivered} "
+            f"printed, {stats.dropped} dropped (oldest first), high-water {stats.high_water}",
         )
 
         tour.section("Recording: what tests assert on")

@@ -13,6 +13,11 @@ sees it (write-ahead), so what a handler saw is always in the log:
   ``emit`` on the loop's thread appends through the same FIFO, after what was published
   before it.
 
+Read your writes: :meth:`Log.flush` waits until that FIFO is empty, and the bus's reads
+(``replay``, ``project``) flush first, so they see every event published before them on any
+store. A read straight from the store (``store.read()``) after a ``publish`` on the loop's
+thread must ``await bus.flush()`` first on an async-only store.
+
 Log-following subscriptions (``from_=`` or ``durable=``) do not sit in the in-process handler
 tables: a task follows the store (:meth:`EventStore.subscribe`) and calls the handler for each
 matching record in log order, history first and then live, with no gap and no duplicate at the
@@ -207,6 +212,12 @@ class Log:
         done = loop.create_future()
         self._defer(loop, None, env, done)
         await done
+
+    async def flush(self) -> None:
+        """Wait until every deferred append (publishes on the loop's thread to an async-only
+        store) made so far is done, in the store or failed (failures are logged)."""
+        while (task := self._appender) is not None:
+            await asyncio.wait({task})
 
     def counted(self, *, appended: int = 0, read: int = 0) -> None:
         """Tell the bus's observer (metrics) of records appended or read."""

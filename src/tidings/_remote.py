@@ -10,8 +10,15 @@ come back with backoff, and only the handlers that failed run again; after the t
 :class:`~tidings.DeadLetter` is published in the process, as on a bus without transport.
 
 :meth:`Bus.publish` hands the envelope to an outbox that sends it pipelined (it returns at
-once; a publish the server never acknowledges is logged as an error and passed to the
-transport's ``on_publish_error``). :meth:`Bus.emit` returns when the server has stored
+once). A refusal known before it returns (the transport's
+:meth:`~tidings.transports.base.Transport.check_envelope`: for NATS, an event above the
+server's ``max_payload``) raises :class:`~tidings.PublishError` from ``publish``, before the
+store's write-ahead append. A failure that comes later (the server refuses or never
+acknowledges it, the bus closes first) is logged once, counted (``publish_failures``, and
+the ``tidings_publish_failures_total`` metric), and published in the process as a
+:class:`~tidings.DeadLetter` whose ``handler`` is ``"tidings.publish"`` and whose
+``envelope`` can be published again; unless the transport was given its own
+``on_publish_error``, which then gets it instead. :meth:`Bus.emit` returns when the server has stored
 the event and raises :class:`~tidings.PublishError` if it did not (or
 :class:`~tidings.PublishOutcomeUnknownError` if the transport cannot tell).
 """
@@ -23,6 +30,7 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tidings.exceptions import LoopNotRunningError, PublishError
@@ -38,6 +46,9 @@ if TYPE_CHECKING:
 __all__ = ("HandlerFailedError", "Remote")
 
 logger = logging.getLogger("tidings")
+
+PUBLISH_FAILED = "tidings.publish"
+"""The ``handler`` of the :class:`~tidings.DeadLetter` of an event that was not published."""
 
 _REMEMBERED = 10_000
 """How many partly handled events remember which handlers already succeeded."""
@@ -70,8 +81,15 @@ class _Entry:
 class Remote:
     """Connects a :class:`~tidings.Bus` to a :class:`~tidings.transports.Transport`."""
 
-    def __init__(self, bus: Bus, transport: Transport, clock: Any) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        transport: Transport,
+        clock: Any,
+        dead_letter: Callable[[Envelope[Any], str, BaseException], None],
+    ) -> None:
         self.bus = bus
+        self._dead_letter = dead_letter
         self.transport = transport
         transport.clock = clock  # received times merge into the bus's clock
         if transport.on_publish_error is None:
@@ -143,7 +161,12 @@ class Remote:
             await asyncio.gather(self._pump, return_exceptions=True)
         unsent = len(self._outbox)
         for env in self._outbox:
-            error = PublishError("the bus closed first", event_id=env.id, topic=env.topic)
+            error = PublishError(
+                f"event {env.id} on {env.topic!r} was not stored and will not be: the bus "
+                "closed before it was sent",
+                event_id=env.id,
+                topic=env.topic,
+            )
             self._publish_failed(env, error)
         self._outbox.clear()
         try:
@@ -291,12 +314,14 @@ class Remote:
 
     # ------------------------------------------------------------------ publishing
 
-    def check_send(self) -> asyncio.AbstractEventLoop:
-        """The loop :meth:`send` hands events to (the bus checks it before its write-ahead
-        append, so that an event the transport refuses is not logged either).
+    def check_send(self, env: Envelope[Any] | None = None) -> asyncio.AbstractEventLoop:
+        """The loop :meth:`send` hands events to, after checking that the transport would
+        not refuse ``env`` (the bus checks before its write-ahead append, so that an event
+        the transport refuses is not logged either).
 
         Raises:
             LoopNotRunningError: the bus was not started in asyncio, or its loop is closed.
+            PublishError: the transport would refuse ``env`` (too large); nothing was sent.
         """
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -304,14 +329,23 @@ class Remote:
                 "a bus with a transport publishes from asyncio: start it first with "
                 "'async with Bus(transport=...) as bus'"
             )
+        if env is not None:
+            self.transport.check_envelope(env)
         return loop
 
-    def check_publish(self) -> None:
-        """Raise :class:`~tidings.LoopNotRunningError` unless :meth:`publish` can run."""
+    def check_publish(self, env: Envelope[Any] | None = None) -> None:
+        """Raise unless :meth:`publish` can run (and the transport would take ``env``).
+
+        Raises:
+            LoopNotRunningError: the bus was not started.
+            PublishError: the transport would refuse ``env`` (too large); nothing was sent.
+        """
         if not self._started:
             raise LoopNotRunningError(
                 "a bus with a transport must be started: 'async with Bus(transport=...)'"
             )
+        if env is not None:
+            self.transport.check_envelope(env)
 
     def send(self, env: Envelope[Any]) -> None:
         """Queue ``env`` for the server (thread-safe); it is sent pipelined, in order.
@@ -357,7 +391,8 @@ class Remote:
             await wake.wait()
 
     def _publish_failed(self, env: Envelope[Any], exc: BaseException) -> None:
+        """Report a publish that failed after ``publish`` returned: logged once (the error
+        names the event and its topic), counted, and dead-lettered with its envelope."""
         self.publish_failures += 1
-        logger.error(
-            "publishing event %s on %r failed: %s", env.id, env.topic, exc, extra=log_fields(env)
-        )
+        logger.error("%s", exc, extra=log_fields(env))
+        self._dead_letter(env, PUBLISH_FAILED, exc)

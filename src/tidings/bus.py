@@ -258,7 +258,7 @@ class Bus:
         if transport is not None:
             from tidings._remote import Remote
 
-            self._remote = Remote(self, transport, self._clock)
+            self._remote = Remote(self, transport, self._clock, self._publish_failed)
         self._log: Log | None = None
         if store is not None:
             from tidings._log import Log
@@ -430,7 +430,8 @@ class Bus:
                 ``workers > 1``, ``batch`` or ``pool`` imply ``"queued"``.
             workers: queued mode: worker threads (sync handler) or tasks (coroutine
                 function); events with one key stay in publish order.
-            maxsize: queued mode: how many events the buffer holds.
+            maxsize: queued mode: how many events the buffer holds (in total, split
+                between the workers' partitions; at least ``workers``).
             overflow: queued mode: what a full buffer does (``block``, ``drop_oldest``,
                 ``drop_newest``, ``error``).
             batch: queued mode: hand the handler lists of events, as this says.
@@ -987,11 +988,10 @@ class Bus:
         """Append a published envelope to the store and send it over the transport (a bus
         with either); whether to dispatch it now: not when its append was deferred to a
         task, which dispatches it after (see :meth:`_after_write_ahead`)."""
-        if self._log is not None:
-            if self._remote is not None:
-                self._remote.check_send()  # refuse before the append, not after it
-            if not self._log.write_ahead(route, env):
-                return False
+        if self._remote is not None:
+            self._remote.check_send(env)  # refuse before the append, not after it
+        if self._log is not None and not self._log.write_ahead(route, env):
+            return False
         if self._remote is not None:
             self._remote.send(env)
         return True
@@ -1249,7 +1249,7 @@ class Bus:
         env = self._envelope(route, event, key, headers)
         if self._log is not None:
             if self._remote is not None:
-                self._remote.check_publish()  # refuse before the append, not after it
+                self._remote.check_publish(env)  # refuse before the append, not after it
             await self._log.append(env)
         if self._remote is not None:
             await self._remote.publish(env)  # handlers run where the server delivers it
@@ -1480,10 +1480,15 @@ class Bus:
                 logger.exception(
                     "on_error hook failed for event %s", env.id, extra=log_fields(env, sub)
                 )
-        if not final:
-            return
+        if final:
+            self._dead_letter(route, DeadLetter(env, sub.name, exc, attempts), sub)
+
+    def _dead_letter(
+        self, route: Route, letter: DeadLetter, sub: Subscription[Any] | None = None
+    ) -> None:
+        """Publish ``letter`` in the process (on ``route``, the dead letters' route)."""
         if route.subs:  # in-flight work may still dead-letter while the bus closes
-            letter = DeadLetter(env, sub.name, exc, attempts)
+            env = letter.envelope
             try:  # the dead letter carries the event's headers: it stays in the event's trace
                 self._deliver(route, self._envelope(route, letter, None, env.headers or None))
             except (QueueFullError, WouldBlock):
@@ -1492,6 +1497,12 @@ class Bus:
                     env.id,
                     extra=log_fields(env, sub),
                 )
+
+    def _publish_failed(self, env: Envelope[Any], handler: str, exc: BaseException) -> None:
+        """A transport did not publish ``env``: count it (metrics) and dead-letter it."""
+        if self._observer is not None:
+            self._observer.publish_failed()
+        self._dead_letter(self._route(DeadLetter, None), DeadLetter(env, handler, exc))
 
     # ------------------------------------------------------------------ streams
 
@@ -1725,6 +1736,7 @@ class Bus:
             UnknownEventTypeError, DecodeError: for unreadable records.
         """
         store = self._require_store()
+        await self.flush()  # read your writes: publishes deferred to the appender first
         state = initial
         read = 0
         async for record in store.iter_read(
@@ -1748,7 +1760,20 @@ class Bus:
         Raises:
             InvalidHandlerError: if the bus has no store.
         """
-        return await projection.catch_up(self._require_store())
+        store = self._require_store()
+        await self.flush()  # read your writes: publishes deferred to the appender first
+        return await projection.catch_up(store)
+
+    async def flush(self) -> None:
+        """Wait until every event published so far is in the store.
+
+        A store that appends synchronously (SQLite, memory) has them already. An async-only
+        store (PostgreSQL) appends what is published on the loop's own thread behind the
+        publisher, in publish order: await this before reading the store directly.
+        :meth:`replay` and :meth:`project` do it themselves. A no-op without a store.
+        """
+        if self._log is not None:
+            await self._log.flush()
 
     async def __aenter__(self) -> Bus:
         return await self.start()

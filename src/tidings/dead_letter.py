@@ -22,11 +22,14 @@ DEAD_LETTER_TOPIC = "tidings.dead_letter"
 @event(DEAD_LETTER_TOPIC)
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """An event that a handler failed to handle.
+    """An event that a handler failed to handle, or that a transport did not publish.
 
     Attributes:
-        envelope: the envelope that was being delivered.
-        handler: the failing handler's qualified name (``module.qualname``).
+        envelope: the envelope that was being delivered (or published: publish it again
+            to re-send it; its id makes the retry safe).
+        handler: the failing handler's qualified name (``module.qualname``), or
+            ``"tidings.publish"`` for an event a bus's transport did not publish after
+            ``publish`` returned.
         error: the exception the handler raised.
         attempts: how many times delivery was attempted before giving up.
     """

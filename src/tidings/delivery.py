@@ -12,8 +12,14 @@ worker's hands, and its overflow policy acts as soon as the buffers are full.
 
 Order: with ``workers=N`` the subscription has N buffers (partitions), one per worker.
 Envelopes with the same ``key`` always go to the same partition, so they are handled in
-publish order; envelopes without a key are spread round-robin. Each partition holds
-``ceil(maxsize / N)`` envelopes.
+publish order; envelopes without a key are spread round-robin. A key's partition is chosen
+by :func:`stable_hash` of the key (not Python's ``hash()``, which changes from process to
+process), so the same keys meet the same partitions in every run.
+
+Capacity: ``maxsize`` is the subscription's total: its N partitions hold ``maxsize``
+envelopes between them, split as evenly as possible (the first ``maxsize % N`` partitions
+hold one more), so ``maxsize`` must be at least N. A partition's overflow policy acts when
+that partition is full.
 
 Batches: a batch handler receives a list of payloads (or envelopes). A worker takes what is
 waiting, up to the current batch size, and waits at most ``max_wait`` seconds after the first
@@ -38,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from heapq import heappushpop as _heappushpop
 from typing import TYPE_CHECKING, Any, NoReturn
+from zlib import crc32 as _crc32
 
 from tidings.event import Envelope
 from tidings.exceptions import InvalidHandlerError, QueueClosedError, WouldBlock
@@ -55,6 +62,13 @@ logger = logging.getLogger("tidings")
 _get_ident = threading.get_ident
 
 FailureHook = Callable[["Subscription[Any]", Envelope[Any], BaseException], None]
+
+
+def stable_hash(key: str) -> int:
+    """A hash of ``key`` that is the same in every process (unlike ``hash()``): CRC-32 of
+    its UTF-8 bytes, mixed by a multiplication so keys that differ only in their last
+    character spread over small numbers of partitions too (16 bits)."""
+    return ((_crc32(key.encode()) * 0x9E3779B1) & 0xFFFFFFFF) >> 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,18 +164,25 @@ class Queued:
             raise ValueError(f"workers must be a positive int, not {workers!r}")
         if not isinstance(maxsize, int) or maxsize < 1:
             raise ValueError(f"maxsize must be a positive int, not {maxsize!r}")
+        count = 1 if pool is not None else workers
+        if maxsize < count:
+            raise ValueError(
+                f"maxsize is the subscription's total buffer, split between its {count} "
+                f"workers' partitions, so it must be at least {count}, not {maxsize!r}"
+            )
         given: object = batch  # annotations are not enforced at run time
         if given is not None and not isinstance(given, Batch):
             raise InvalidHandlerError(
                 f"batch= takes a tidings.Batch (for example Batch(max_size=256)), not "
                 f"{type(given).__name__} {given!r}"
             )
-        count = 1 if pool is not None else workers
-        capacity = math.ceil(maxsize / count)
+        share, extra = divmod(maxsize, count)
         name = sub.name
         self.partitions = [
             RingBuffer[Envelope[Any]](
-                capacity, overflow=overflow, name=name if count == 1 else f"{name}[{i}]"
+                share + (i < extra),
+                overflow=overflow,
+                name=name if count == 1 else f"{name}[{i}]",
             )
             for i in range(count)
         ]
@@ -191,7 +212,7 @@ class Queued:
         parts = self.partitions
         if len(parts) == 1:
             return parts[0]
-        index = next(self._spread) if key is None else hash(key)
+        index = next(self._spread) if key is None else stable_hash(key)
         return parts[index % len(parts)]
 
     def offer(self, env: Envelope[Any], *, can_wait: bool) -> None:

@@ -201,6 +201,20 @@ class TransportUnavailableError(TransportError, ConnectionError):
         self.timeout = timeout
 
 
+class InvalidTransportURLError(TransportError, ValueError):
+    """A transport's server URL is malformed or is not a URL of that transport (for NATS:
+    ``nats://host:4222``, or ``tls://``, ``ws://``, ``wss://``). Raised at construction,
+    before any connection is tried.
+
+    Attributes:
+        url: the rejected URL.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
 class TransportClosedError(TransportError):
     """The transport is closing or closed (or was never started)."""
 
@@ -423,6 +437,15 @@ class StoreUnavailableError(StoreError, ConnectionError):
 
     An append that fails this way may or may not have committed; retrying it is safe, as
     appends are idempotent on the event id.
+    """
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """There is no log where a read-only use of a store looked (no SQLite file, no tables
+    in the PostgreSQL schema), and nothing was created: check the URL or path for a typo.
+
+    Stores create a missing log only when opened to write (the default); ``tidings log``
+    commands and ``open_store(url, create=False)`` never do.
     """
 
 

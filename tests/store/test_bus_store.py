@@ -405,3 +405,21 @@ async def test_a_store_subscription_yields_the_records_before_an_undecodable_one
         store.register_type(Legacy)
         assert (await anext(records)).envelope.payload == Legacy(1)
     await store.aclose()
+
+
+async def test_publish_then_replay_reads_your_writes_on_every_store(store_url: str) -> None:
+    # Regression: on PostgreSQL, publish() from the loop's thread appended behind the
+    # publisher, so an immediate replay saw none of the events; SQLite saw them all.
+    async with tidings.Bus(store=store_url) as bus:
+        for n in range(5):
+            bus.publish(Deposited("a", n))
+        total = await bus.replay(lambda state, event: state + event.amount, 0)
+        assert total == 0 + 1 + 2 + 3 + 4
+        projected = await bus.project(
+            Projection("sum", lambda state, event: state + event.amount, 0, every=100)
+        )
+        assert projected == 10
+        bus.publish(Deposited("a", 5))
+        await bus.flush()  # a direct read of the store needs the flush
+        assert bus.store is not None
+        assert len(await bus.store.read()) == 6

@@ -97,3 +97,24 @@ def test_long_reads_and_verifies_draw_progress(
     for command in ("read", "verify", "stats"):
         result = runner.invoke(app, ["log", command, "--store", log_url])
         assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("command", ["read", "tail", "stats", "verify"])
+def test_a_missing_sqlite_log_is_an_error_and_nothing_is_created(
+    tmp_path: Path, command: str
+) -> None:
+    folder = tmp_path / "typo"
+    extra = ["--timeout", "0"] if command == "tail" else []
+    result = runner.invoke(
+        app, ["log", command, "--store", f"sqlite:///{folder}/events.db", *extra]
+    )
+    assert result.exit_code == 2, result.output
+    assert "no SQLite log" in result.output
+    assert "ok" not in result.output.split()
+    assert not folder.exists()
+
+
+def test_help_documents_the_exit_code_of_a_missing_log() -> None:
+    result = runner.invoke(app, ["log", "--help"])
+    assert result.exit_code == 0
+    assert "no log at that URL" in " ".join(result.output.split())

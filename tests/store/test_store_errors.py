@@ -21,6 +21,7 @@ from tidings.exceptions import (
     ChainBrokenError,
     StoreCorruptedError,
     StoreError,
+    StoreNotFoundError,
     StoreReadOnlyError,
     StoreUnavailableError,
 )
@@ -230,7 +231,16 @@ async def test_postgres_errors_surface_as_store_errors(
         await gone.append(placed(1))
     assert isinstance(unreachable.value, StoreError | ConnectionError)
     assert unreachable.value.__cause__ is not None
+    assert "connection refused" in str(unreachable.value).lower()  # the cause, not a timeout
     await gone.aclose()
+
+    # A schema with no log, opened read-only: an error, and nothing created.
+    typo = f"{postgres_harness.schema}_typo"
+    with pytest.raises(StoreNotFoundError, match="no tidings log in schema"):
+        await PostgresStore(postgres_harness.url, schema=typo, create=False).read()
+    async with await psycopg.AsyncConnection.connect(postgres_harness.url) as conn:
+        cursor = await conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (typo,))
+        assert await cursor.fetchone() == (0,)
 
 
 def _with_options(url: str, options: str) -> str:

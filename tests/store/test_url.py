@@ -70,3 +70,24 @@ def test_a_malformed_url_gets_a_clear_typed_error(url: str, fragment: str) -> No
 def test_a_non_string_url_is_rejected() -> None:
     with pytest.raises(InvalidStoreURLError, match="str"):
         open_store(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://127.0.0.1:notaport/db", "postgresql://127.0.0.1:5432,x:y/db"]
+)
+def test_a_postgres_url_with_a_bad_port_is_invalid_at_once(url: str) -> None:
+    with pytest.raises(InvalidStoreURLError, match="is not a number") as caught:
+        open_store(url)
+    assert caught.value.url == url
+
+
+async def test_open_store_with_create_false_creates_nothing(tmp_path: Path) -> None:
+    from tidings.exceptions import StoreNotFoundError
+
+    with pytest.raises(StoreNotFoundError, match="no SQLite log"):
+        open_store(f"sqlite:///{tmp_path}/typo/events.db", create=False)
+    assert not (tmp_path / "typo").exists()
+    async with open_store(f"sqlite:///{tmp_path}/events.db") as created:
+        await created.last_position()
+    async with open_store(f"sqlite:///{tmp_path}/events.db", create=False) as existing:
+        assert await existing.last_position() == 0

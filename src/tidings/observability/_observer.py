@@ -224,6 +224,7 @@ class MetricsState:
         redelivered: per subscription id, handler calls for a transport's redelivery (a
             subscription that already succeeded, or does not match, is not called again).
         appended, read: store records appended and read (the store's hook).
+        publish_failed: events a transport did not publish after ``publish`` returned.
     """
 
     __slots__ = (
@@ -233,6 +234,7 @@ class MetricsState:
         "deferred",
         "dispatched",
         "handled",
+        "publish_failed",
         "read",
         "redelivered",
     )
@@ -245,6 +247,7 @@ class MetricsState:
         self.redelivered: dict[int, int] = {}
         self.appended = 0
         self.read = 0
+        self.publish_failed = 0
         self._lock = threading.Lock()
 
     def histogram(self, sub: Subscription[Any]) -> Histogram:
@@ -465,6 +468,13 @@ class Observer:
             metrics.count(metrics.dead_lettered, sub)
 
     # ------------------------------------------------------------------ the store's hook
+
+    def publish_failed(self) -> None:
+        """Count an event a transport did not publish (reported after ``publish``)."""
+        metrics = self.metrics
+        if metrics is not None:
+            with metrics._lock:
+                metrics.publish_failed += 1
 
     def store_counted(self, appended: int, read: int) -> None:
         """Count records appended to and read from the bus's store (the durable log calls

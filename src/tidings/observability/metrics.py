@@ -33,6 +33,8 @@ or pattern a subscription subscribed to and ``subscription`` its handler's quali
                                                      headers (with :class:`Tracing`)
 ``tidings_store_appends_total``           counter    records appended to the bus's store
 ``tidings_store_reads_total``             counter    records read from it (replays included)
+``tidings_publish_failures_total``        counter    events a transport did not publish after
+                                                     ``publish`` returned (also dead-lettered)
 ========================================  =========  ==========================================
 
 **Cost.** The counters and gauges are read from the bus's own exact per-subscription
@@ -212,7 +214,7 @@ class Metrics(Collector):
     ) -> tuple[dict[tuple[str, str], _Series], dict[str, list[int]], list[int]]:
         series: dict[tuple[str, str], _Series] = {}
         durations: dict[str, list[int]] = {}
-        totals = [0, 0, 0]  # invalid trace contexts, store appends, store reads
+        totals = [0, 0, 0, 0]  # invalid trace contexts, store appends and reads, publish failures
         for bus in list(self._buses):
             observer = bus._observer
             state = observer.metrics if observer is not None else None
@@ -222,6 +224,7 @@ class Metrics(Collector):
             totals[0] += int(getattr(tracing, "invalid_contexts", 0))
             totals[1] += state.appended
             totals[2] += state.read
+            totals[3] += state.publish_failed
             dispatched = state.dispatched.snapshot()
             for table in (dispatched, state.deferred.snapshot()):
                 for topic, snap in table.items():
@@ -317,7 +320,12 @@ class Metrics(Collector):
         reads = CounterMetricFamily("tidings_store_reads", "Records read from the store.")
         reads.add_metric([], totals[2])
         yield from (events, latency, loss, depth, high, redeliveries, publish, invalid)
-        yield from (appends, reads)
+        publish_failures = CounterMetricFamily(
+            "tidings_publish_failures",
+            "Events a transport did not publish after publish() returned.",
+        )
+        publish_failures.add_metric([], totals[3])
+        yield from (appends, reads, publish_failures)
 
     def describe(self) -> Iterable[Metric]:
         """The metric families without samples (lets the registry refuse duplicates)."""
@@ -332,6 +340,7 @@ class Metrics(Collector):
             (CounterMetricFamily, "tidings_trace_context_invalid"),
             (CounterMetricFamily, "tidings_store_appends"),
             (CounterMetricFamily, "tidings_store_reads"),
+            (CounterMetricFamily, "tidings_publish_failures"),
         ]
         return [family(name, "") for family, name in names]
 

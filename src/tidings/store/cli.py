@@ -6,9 +6,9 @@ text), so the log can be inspected without the program's event classes. Long rea
 verifies draw a progress bar on stderr.
 
 Exit codes (every command): 0 done; 1 ``verify`` found the hash chain broken (a record
-changed or missing: tampering); 2 a usage error (a bad option or a malformed store URL);
-3 the log is damaged or cannot be used (unreadable pages, no permission, server
-unreachable...). A known failure prints one line saying what to do, never a traceback.
+changed or missing: tampering); 2 a usage error (a bad option, a malformed store URL, or a
+URL that names no existing log: the commands only read, so they never create a log); 3 the
+log is damaged or cannot be used (unreadable pages, no permission, server unreachable...). A known failure prints one line saying what to do, never a traceback.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tidings.clock import to_datetime
-from tidings.exceptions import InvalidStoreURLError, TidingsError
+from tidings.exceptions import InvalidStoreURLError, StoreNotFoundError, TidingsError
 from tidings.store._rows import Row
 from tidings.store.base import EventStore, Query, build_query
 from tidings.store.url import open_store
@@ -47,7 +47,8 @@ log_app = typer.Typer(
     name="log",
     help=(
         "Read, follow, count and verify a durable event log. Exit codes: 0 done; "
-        "1 the hash chain is broken (verify: tampering); 2 usage error; "
+        "1 the hash chain is broken (verify: tampering); 2 usage error (a bad option or "
+        "store URL, or no log at that URL: nothing is ever created); "
         "3 the log is damaged or cannot be used."
     ),
     no_args_is_help=True,
@@ -78,12 +79,12 @@ def _run(url: str, work: Callable[[EventStore], Awaitable[T]]) -> T:
     """Open the store, run ``work`` on it, close it; report errors as a clean exit."""
 
     async def main() -> T:
-        async with open_store(url) as store:
+        async with open_store(url, create=False) as store:
             return await work(store)
 
     try:
         return asyncio.run(main())
-    except (InvalidStoreURLError, ValueError) as exc:
+    except (InvalidStoreURLError, StoreNotFoundError, ValueError) as exc:
         _err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     except TidingsError as exc:
@@ -306,7 +307,8 @@ def verify_command(store: StoreOption = DEFAULT_URL) -> None:
     """Recompute the hash chain; exit 1 and name the first broken position, if any.
 
     Exit codes: 0 the chain is intact; 1 it is broken (a record was changed or is missing:
-    tampering); 2 usage error; 3 the log is damaged or unreadable (restore a backup).
+    tampering); 2 usage error (including a URL that names no existing log); 3 the log is
+    damaged or unreadable (restore a backup).
     """
 
     async def work(log: EventStore) -> tuple[int | None, int]:

@@ -18,10 +18,12 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from tidings.exceptions import (
     ConcurrencyError,
+    InvalidStoreURLError,
     MissingExtraError,
     StoreBusyError,
     StoreCorruptedError,
     StoreError,
+    StoreNotFoundError,
     StoreReadOnlyError,
     StoreUnavailableError,
 )
@@ -137,6 +139,29 @@ def _translated(
     return translated
 
 
+def _check_conninfo(url: str) -> None:
+    """Refuse a connection string libpq cannot parse, or whose port is not a number, at once
+    (rather than as an unreachable server after the connect timeout)."""
+    if not isinstance(url, str):
+        raise InvalidStoreURLError(
+            f"a PostgreSQL URL is a str, not {type(url).__name__}", url=repr(url)
+        )
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise InvalidStoreURLError(
+            f"malformed PostgreSQL URL {url!r}: {exc}; use postgresql://user@host:5432/dbname",
+            url=url,
+        ) from None
+    for port in str(info.get("port") or "").split(","):
+        if port and not port.isdigit():
+            raise InvalidStoreURLError(
+                f"malformed PostgreSQL URL {url!r}: the port {port!r} is not a number; use "
+                "postgresql://user@host:5432/dbname",
+                url=url,
+            )
+
+
 def _key(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
 
@@ -188,6 +213,9 @@ class PostgresStore(EventStore):
         allow_broken_chain: append even when the hash chain is known to be broken (see
             "Tamper evidence" in :mod:`tidings.store.base`); by default such appends raise
             :class:`~tidings.exceptions.ChainBrokenError`.
+        create: create the schema's tables if missing (the default); when false, a schema
+            without them raises :class:`~tidings.exceptions.StoreNotFoundError` on opening
+            and nothing is created (for read-only uses such as ``tidings log``).
 
     Transactional handlers (:meth:`~EventStore.commit_with`) get a pooled
     ``psycopg.AsyncConnection`` inside the transaction that commits the checkpoint.
@@ -212,15 +240,18 @@ class PostgresStore(EventStore):
         poll_interval: float = 5.0,
         upcasters: Upcasters | None = None,
         allow_broken_chain: bool = False,
+        create: bool = True,
     ) -> None:
         super().__init__(upcasters=upcasters, allow_broken_chain=allow_broken_chain)
         if not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size is an int >= 1, not {pool_size!r}")
+        _check_conninfo(url)
         self.url = url
         self.schema = schema
         self.table_prefix = table_prefix
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
+        self._create = create
         self._poll_interval = poll_interval
         self._pool: AsyncConnectionPool | None = None
         self._open_lock: asyncio.Lock | None = None
@@ -348,6 +379,13 @@ class PostgresStore(EventStore):
             )
             try:
                 with postgres_errors(f"{self._location} (schema {self.schema!r})"):
+                    # Connect once first: a server that cannot be reached fails at once with
+                    # its cause ("connection refused"), which the pool would only log while
+                    # it retried until its timeout.
+                    probe = await psycopg.AsyncConnection.connect(
+                        self.url, connect_timeout=max(1, round(self._connect_timeout))
+                    )
+                    await probe.close()
                     await pool.open(wait=True, timeout=self._connect_timeout)
                     async with pool.connection() as conn:
                         # Create what is missing; a log that exists opens without DDL, so
@@ -358,6 +396,12 @@ class PostgresStore(EventStore):
                             (self.schema, [f"{self.table_prefix}{name}" for name in _TABLES]),
                         )
                         found = await cursor.fetchone()
+                        if not self._create and (found is None or found[0] == 0):
+                            raise StoreNotFoundError(
+                                f"there is no tidings log in schema {self.schema!r} at "
+                                f"{self._location} (no {self.table_prefix}* tables); nothing "
+                                "was created: check the URL and schema for a typo"
+                            )
                         if found is None or found[0] < len(_TABLES):
                             async with conn.transaction():
                                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))

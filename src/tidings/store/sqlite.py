@@ -25,6 +25,7 @@ from tidings.exceptions import (
     StoreBusyError,
     StoreCorruptedError,
     StoreError,
+    StoreNotFoundError,
     StoreReadOnlyError,
 )
 from tidings.store._changes import Changes
@@ -241,7 +242,8 @@ class SQLiteStore(SyncStore):
     ``PRAGMA data_version`` (a cheap read of a counter) every ``poll_interval`` seconds.
 
     Args:
-        path: the database file; its directory is created if missing.
+        path: the database file; it and its directory are created if missing (unless
+            ``create`` is false).
         synchronous: ``"normal"`` (default) makes every committed append survive a crash
             of the process (the WAL is written before the append returns); a power loss or
             OS crash may lose the last appends, never consistency. ``"full"`` also fsyncs
@@ -253,6 +255,9 @@ class SQLiteStore(SyncStore):
         allow_broken_chain: append even when the hash chain is known to be broken (see
             "Tamper evidence" in :mod:`tidings.store.base`); by default such appends raise
             :class:`~tidings.exceptions.ChainBrokenError`.
+        create: create the file (and its directory) if missing (the default); when false,
+            a missing file raises :class:`~tidings.exceptions.StoreNotFoundError` and
+            nothing is created (for read-only uses such as ``tidings log``).
 
     Transactional handlers (:meth:`~EventStore.commit_with`) get the store's
     :class:`sqlite3.Connection` inside a ``BEGIN IMMEDIATE`` transaction; they run
@@ -281,6 +286,7 @@ class SQLiteStore(SyncStore):
         poll_interval: float = 0.05,
         upcasters: Upcasters | None = None,
         allow_broken_chain: bool = False,
+        create: bool = True,
     ) -> None:
         super().__init__(upcasters=upcasters, allow_broken_chain=allow_broken_chain)
         if synchronous not in ("normal", "full"):
@@ -292,6 +298,11 @@ class SQLiteStore(SyncStore):
         self._poll_interval = poll_interval
         self._lock = threading.RLock()
         self._insert_sql: dict[tuple[tuple[int, ...], int], str] = {}
+        if not create and (str(path) == ":memory:" or not self.path.is_file()):
+            raise StoreNotFoundError(
+                f"there is no SQLite log at {str(path)!r} (no such file); nothing was created: "
+                "check the path for a typo"
+            )
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ _FORMS = (
 )
 
 
-def open_store(url: str) -> EventStore:
+def open_store(url: str, *, create: bool = True) -> EventStore:
     """The store a URL names; it opens its files or connections on first use.
 
     - ``memory://``: a new :class:`~tidings.store.MemoryStore`;
@@ -25,6 +25,11 @@ def open_store(url: str) -> EventStore:
     - ``postgresql://...`` or ``postgres://...``: a :class:`~tidings.store.PostgresStore`;
       a ``schema`` query parameter picks the schema (default ``public``), the rest of the
       URL goes to libpq unchanged.
+
+    With ``create=False`` (read-only uses, such as ``tidings log``), a SQLite file or
+    PostgreSQL log that does not exist raises
+    :class:`~tidings.exceptions.StoreNotFoundError` (SQLite: here; PostgreSQL: on opening)
+    and nothing is created.
 
     SQLite and PostgreSQL URLs take ``?allow_broken_chain=1`` to append to a log whose hash
     chain is known to be broken (see "Tamper evidence" in :mod:`tidings.store.base`).
@@ -65,7 +70,7 @@ def open_store(url: str) -> EventStore:
 
         return MemoryStore()
     if scheme == "sqlite":
-        return _sqlite(url, parts.netloc, parts.path, parts.query)
+        return _sqlite(url, parts.netloc, parts.path, parts.query, create=create)
     if scheme in ("postgresql", "postgres"):
         if not parts.netloc and not parts.path.strip("/") and not parts.query:
             raise InvalidStoreURLError(
@@ -91,13 +96,15 @@ def open_store(url: str) -> EventStore:
         from tidings.store.postgres import PostgresStore
 
         conninfo = urlunsplit(parts._replace(query=urlencode(rest)))
-        return PostgresStore(conninfo, schema=schema, allow_broken_chain=allow_broken_chain)
+        return PostgresStore(
+            conninfo, schema=schema, allow_broken_chain=allow_broken_chain, create=create
+        )
     raise InvalidStoreURLError(
         f"unknown kind of store {parts.scheme!r} in {url!r}; use {_FORMS}", url=url
     )
 
 
-def _sqlite(url: str, host: str, path: str, query: str) -> EventStore:
+def _sqlite(url: str, host: str, path: str, query: str, *, create: bool) -> EventStore:
     from tidings.store.sqlite import DEFAULT_PATH, SQLiteStore
 
     if host:
@@ -122,7 +129,7 @@ def _sqlite(url: str, host: str, path: str, query: str) -> EventStore:
             "sqlite:///relative/path.db, or sqlite:// for the default file",
             url=url,
         )
-    return SQLiteStore(file or DEFAULT_PATH, allow_broken_chain=allow_broken_chain)
+    return SQLiteStore(file or DEFAULT_PATH, allow_broken_chain=allow_broken_chain, create=create)
 
 
 def _flag(url: str, name: str, value: str) -> bool:

@@ -365,6 +365,17 @@ class Transport(abc.ABC):
             TypeError: if the payload cannot be encoded.
         """
 
+    def check_envelope(self, envelope: Envelope[Any]) -> None:
+        """Raise now for an envelope the server is already known to refuse (for NATS: one
+        larger than the server's ``max_payload``), so that a caller who does not wait for
+        the acknowledgement still hears of it. Does nothing by default.
+
+        Raises:
+            PublishError: the envelope would be refused; nothing was sent.
+            TypeError: if the payload cannot be encoded.
+        """
+        return
+
     @abc.abstractmethod
     async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
         """Publish ``envelope`` without waiting for its acknowledgement.

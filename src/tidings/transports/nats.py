@@ -60,6 +60,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -80,6 +81,7 @@ import contextlib
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.exceptions import (
+    InvalidTransportURLError,
     PublishError,
     PublishOutcomeUnknownError,
     StreamConfigError,
@@ -548,11 +550,55 @@ def _meta(msg: Any) -> tuple[int, int]:
     return 1, 0
 
 
+def _header_size(headers: Mapping[str, str]) -> int:
+    """The size of ``headers`` in a NATS message (``NATS/1.0`` line, one line per header)."""
+    return 12 + sum(len(name) + len(value) + 4 for name, value in headers.items())
+
+
+_NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def _checked_servers(servers: str | Sequence[str]) -> tuple[str, ...]:
+    """The server URLs, each checked to be a NATS URL (so a typo fails here, at once, not
+    as an unreachable server after the connect timeout)."""
+    urls = (servers,) if isinstance(servers, str) else tuple(servers)
+    if not urls:
+        raise InvalidTransportURLError(
+            "no NATS server URL given; use nats://host:4222", url=repr(servers)
+        )
+    for url in urls:
+        if not isinstance(url, str):
+            raise InvalidTransportURLError(
+                f"a NATS server URL is a str, not {type(url).__name__}", url=repr(url)
+            )
+        problem = None
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            if "://" not in url or not parts.scheme:
+                problem = "it names no scheme"
+            elif parts.scheme.lower() not in _NATS_SCHEMES:
+                problem = f"{parts.scheme}:// is not a NATS scheme ({', '.join(_NATS_SCHEMES)})"
+            elif not parts.hostname:
+                problem = "it names no host"
+        if problem is not None:
+            raise InvalidTransportURLError(
+                f"malformed NATS server URL {url!r}: {problem}; use nats://host:4222",
+                url=url,
+            )
+    return urls
+
+
 class NatsTransport(SubjectTransport):
     """Events over NATS JetStream. See the module docstring for the guarantees.
 
     Args:
-        servers: one URL or several (a cluster), e.g. ``"nats://127.0.0.1:4222"``.
+        servers: one URL or several (a cluster), e.g. ``"nats://127.0.0.1:4222"``
+            (schemes ``nats``, ``tls``, ``ws``, ``wss``); a malformed one raises
+            :class:`~tidings.exceptions.InvalidTransportURLError` here, before connecting.
         prefix: subjects are ``<prefix>.<topic>``.
         dead_letter_prefix: dead letters go to ``<dead_letter_prefix>.<topic>``
             (default ``<prefix>-dead``); the stream captures both.
@@ -613,7 +659,7 @@ class NatsTransport(SubjectTransport):
         ):
             if not value > 0:
                 raise ValueError(f"{label} must be a positive number of seconds, not {value!r}")
-        self.servers = (servers,) if isinstance(servers, str) else tuple(servers)
+        self.servers = _checked_servers(servers)
         self.subjects = Subjects(prefix, dead_letter_prefix)
         self.stream = stream if stream is not None else StreamSettings()
         self.stream_name = self.stream.name
@@ -649,6 +695,9 @@ class NatsTransport(SubjectTransport):
         self._probe: str | None = None
         self._probe_answered = asyncio.Event()
         self._subs: list[Consumer] = []
+        # Envelopes check_envelope encoded, by id: send() reuses the encoding (one encode per
+        # publish); emptied on close (a checked envelope never sent: a failed append).
+        self._encoded: dict[str, tuple[dict[str, str], bytes]] = {}
         self._pullers: set[_Puller] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -828,6 +877,7 @@ class NatsTransport(SubjectTransport):
         if nc is not None:
             await _quietly(asyncio.wait_for(nc.flush(), max(deadline - loop.time(), 0.1)))
             await _quietly(nc.close())
+        self._encoded.clear()
         self._state = "closed"
 
     @property
@@ -864,14 +914,39 @@ class NatsTransport(SubjectTransport):
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, envelope: Envelope[Any]) -> PublishAck:
-        headers, body = encode_envelope(envelope, structured=self.structured)
+        headers, body = self._encoding(envelope)
         future = await self._send(
             self.subjects.subject(envelope.topic), headers, body, envelope, report=False
         )
         return await future
 
-    async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
+    def check_envelope(self, envelope: Envelope[Any]) -> None:
+        nc = self._nc
+        if nc is None:
+            return
+        limit = nc.max_payload
         headers, body = encode_envelope(envelope, structured=self.structured)
+        size = len(body) + _header_size(headers)
+        if size > limit:
+            raise PublishError(
+                f"event {envelope.id} on {envelope.topic!r} was not published: it is "
+                f"{size:,} bytes on the wire, above the server's max_payload of {limit:,} "
+                "bytes; send less (store large data elsewhere and publish a reference to it) "
+                "or raise max_payload in the server's configuration",
+                event_id=envelope.id,
+                topic=envelope.topic,
+            )
+        self._encoded[envelope.id] = headers, body
+
+    def _encoding(self, envelope: Envelope[Any]) -> tuple[dict[str, str], bytes]:
+        """``envelope``'s headers and body: as :meth:`check_envelope` encoded them, else now."""
+        encoded = self._encoded.pop(envelope.id, None)
+        if encoded is None:
+            return encode_envelope(envelope, structured=self.structured)
+        return encoded
+
+    async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
+        headers, body = self._encoding(envelope)
         return await self._send(
             self.subjects.subject(envelope.topic), headers, body, envelope, report=True
         )
