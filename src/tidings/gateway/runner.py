@@ -1,0 +1,322 @@
+"""The gateway runner: accept events into the log, route them from it, reload the table.
+
+:class:`Gateway` attaches a route table to a :class:`tidings.Bus` that has a store (an
+application can run the same routes in-process on its own bus; ``tidings serve`` is a thin
+HTTP layer over this class).
+
+Guarantees:
+
+- **Durable before acknowledged.** :meth:`Gateway.accept` returns once the events are
+  appended to the store. The store is idempotent on the event id, so accepting the same
+  event again (a retried POST) stores and routes it once.
+- **One routing path.** A single follower task reads the log in position order
+  (:meth:`EventStore.subscribe`) and routes every record once; the consumer's checkpoint
+  (``consumer`` name) is committed only up to the last position whose deliveries have all
+  finished, so after a crash every accepted event is routed again from the log: at least
+  once. Events the gateway itself publishes (topic targets, dead letters, rejected
+  configs) go through the log too, and are routed like the rest.
+- **The table in force when accepted.** :meth:`accept` notes the table current at that
+  moment for each event, and the follower routes the event by that table, even if a reload
+  swapped tables since. Events found in the log with no such note (after a restart, or
+  appended by someone else) are routed by the current table.
+- **Atomic reloads.** A reload parses and validates the whole config off the event loop,
+  builds a new table, and swaps it in one assignment. An invalid config changes nothing:
+  the error is kept (:attr:`Gateway.last_error`), logged, counted
+  (``reloads[("rejected")]``) and published as a ``tidings.gateway.config_rejected`` event.
+- **Drain.** :meth:`Gateway.stop` stops when everything accepted before it was routed and
+  delivered, or at the timeout, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from tidings.gateway.config import ConfigError, GatewayConfig, load_config
+from tidings.gateway.table import Dispatch, RouteTable
+from tidings.gateway.targets import Sender
+
+if TYPE_CHECKING:
+    from tidings.bus import Bus
+    from tidings.event import Envelope
+    from tidings.store.base import EventStore
+    from tidings.store.records import StoredEvent
+
+__all__ = ("CONFIG_REJECTED_TOPIC", "Gateway", "RoutedHook")
+
+logger = logging.getLogger("tidings.gateway")
+
+CONFIG_REJECTED_TOPIC = "tidings.gateway.config_rejected"
+"""The topic of the event a rejected reload publishes."""
+
+RoutedHook = Callable[["StoredEvent", RouteTable, list[Dispatch]], None]
+"""``on_routed(record, table, dispatches)``: called once per routed record."""
+
+_MAX_IN_FLIGHT = 256
+_COMMIT_EVERY = 64  # records routed between checkpoint commits (re-routed after a crash)
+
+
+class Gateway:
+    """Routes the events of ``bus``'s log by a hot-reloadable route table.
+
+    Args:
+        bus: a bus created with a store; the gateway appends to and follows that store.
+        config: the config to start with.
+        paths: the files or directories it was loaded from (what :meth:`reload` and
+            :meth:`watch` read).
+        consumer: the checkpoint name in the store.
+        on_routed: called for every routed record (tests, audit).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        config: GatewayConfig,
+        *,
+        paths: Sequence[str | os.PathLike[str]] = (),
+        consumer: str = "tidings-gateway",
+        on_routed: RoutedHook | None = None,
+    ) -> None:
+        store = bus.store
+        if store is None:
+            raise ValueError("the gateway follows a log: create the bus with Bus(store=...)")
+        self.bus = bus
+        self.store: EventStore = store
+        self.paths = tuple(Path(p) for p in paths)
+        self.consumer = consumer
+        self._table = RouteTable.build(config, 1)
+        self._on_routed = on_routed
+        self._pending: dict[str, RouteTable] = {}
+        self._client = httpx.AsyncClient()
+        self.sender = Sender(bus, self._client)
+        self.last_error: str | None = None
+        self.last_error_at: _dt.datetime | None = None
+        self.reloads: Counter[str] = Counter()
+        self.accepted = 0
+        self.routed = 0
+        self._routed_position = 0
+        self._committed = 0
+        self._in_flight: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        self._progress = asyncio.Condition()
+        self._follower: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stop_watching = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self.ready = False
+
+    # -- the table --------------------------------------------------------------------------
+
+    @property
+    def table(self) -> RouteTable:
+        """The route table in force."""
+        return self._table
+
+    def install(self, config: GatewayConfig) -> RouteTable:
+        """Build a table from ``config`` and swap it in; return it."""
+        table = RouteTable.build(config, self._table.generation + 1)
+        self._table = table
+        self.reloads["accepted"] += 1
+        self.last_error = None
+        logger.info("gateway config generation %d loaded", table.generation)
+        return table
+
+    async def reload(self) -> bool:
+        """Reload the config from :attr:`paths`; return whether it was accepted.
+
+        An invalid config keeps the table in force (see the module docstring).
+        """
+        async with self._reload_lock:
+            try:
+                config = await asyncio.to_thread(_load_and_check, self.paths)
+            except ConfigError as exc:
+                await self._reject(exc)
+                return False
+            self.install(config)
+            return True
+
+    async def _reject(self, error: ConfigError) -> None:
+        self.reloads["rejected"] += 1
+        self.last_error = str(error)
+        self.last_error_at = _dt.datetime.now(_dt.UTC)
+        logger.error(
+            "gateway config rejected; generation %d stays in force: %s",
+            self._table.generation,
+            error,
+        )
+        problems = [
+            {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
+            for p in error.problems
+        ]
+        with contextlib.suppress(Exception):
+            await self.bus.emit(
+                {"generation_kept": self._table.generation, "problems": problems},
+                topic=CONFIG_REJECTED_TOPIC,
+            )
+
+    async def watch(self) -> None:
+        """Reload whenever a config file changes, appears or disappears (until :meth:`stop`)."""
+        import watchfiles
+
+        files = {p.resolve() for p in self.paths if not p.is_dir()}
+        dirs = {p.resolve() for p in self.paths if p.is_dir()}
+        roots = sorted({str(f.parent) for f in files} | {str(d) for d in dirs})
+        if not roots:
+            return
+
+        def relevant(change: watchfiles.Change, path: str) -> bool:
+            del change
+            found = Path(path).resolve()
+            return found in files or (found.parent in dirs and found.suffix in (".yaml", ".yml"))
+
+        async for _ in watchfiles.awatch(
+            *roots,
+            watch_filter=relevant,
+            stop_event=self._stop_watching,
+            debounce=50,
+            step=20,
+            rust_timeout=200,
+        ):
+            await self.reload()
+
+    # -- intake -----------------------------------------------------------------------------
+
+    async def accept(self, envelopes: Sequence[Envelope[Any]]) -> list[int]:
+        """Append ``envelopes`` to the log (idempotent on id); return their positions.
+
+        Each is routed later by the table in force now.
+        """
+        table = self._table
+        pending = self._pending
+        for env in envelopes:
+            pending[env.id] = table
+        try:
+            positions = await self.store.append(envelopes)
+        except BaseException:
+            for env in envelopes:
+                pending.pop(env.id, None)
+            raise
+        routed = self._routed_position
+        for env, position in zip(envelopes, positions, strict=True):
+            if position <= routed:  # a duplicate of an event already routed
+                pending.pop(env.id, None)
+        self.accepted += len(envelopes)
+        return positions
+
+    # -- routing ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start following the log after the consumer's checkpoint (and watching files)."""
+        self._committed = await self.store.load_checkpoint(self.consumer)
+        self._routed_position = self._committed
+        self._follower = asyncio.create_task(self._follow(), name="tidings-gateway-follower")
+        if self.paths:
+            self._watcher = asyncio.create_task(self.watch(), name="tidings-gateway-watcher")
+        self.ready = True
+
+    async def _follow(self) -> None:
+        async with self.store.subscribe(after=self._routed_position, unknown="raw") as records:
+            async for record in records:
+                env = record.envelope
+                table = self._pending.pop(env.id, None) or self._table
+                dispatches = table.route(env)
+                position = record.position
+                if dispatches:
+                    self._in_flight[position] = len(dispatches)
+                    for dispatch in dispatches:
+                        await self._slots.acquire()
+                        task = asyncio.create_task(self._deliver(position, dispatch))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                self.routed += 1
+                self._routed_position = position
+                if self._on_routed is not None:
+                    self._on_routed(record, table, dispatches)
+                async with self._progress:
+                    self._progress.notify_all()
+                if position - self._committed >= _COMMIT_EVERY:
+                    await self._commit()
+
+    async def _deliver(self, position: int, dispatch: Dispatch) -> None:
+        try:
+            await self.sender.send(dispatch)
+        finally:
+            self._slots.release()
+            left = self._in_flight[position] - 1
+            if left:
+                self._in_flight[position] = left
+            else:
+                del self._in_flight[position]
+            async with self._progress:
+                self._progress.notify_all()
+
+    def safe_position(self) -> int:
+        """The last position whose record and every earlier one are fully delivered."""
+        if self._in_flight:
+            return min(self._in_flight) - 1
+        return self._routed_position
+
+    async def _commit(self) -> None:
+        position = self.safe_position()
+        if position > self._committed:
+            await self.store.commit(self.consumer, position)
+            self._committed = position
+
+    async def wait_routed(self, position: int, timeout: float) -> bool:
+        """Wait until every record up to ``position`` is routed and delivered."""
+
+        def done() -> bool:
+            return self.safe_position() >= position
+
+        async with self._progress:
+            try:
+                await asyncio.wait_for(self._progress.wait_for(done), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    async def stop(self, timeout: float | None = None) -> bool:
+        """Drain (route and deliver what was accepted) within ``timeout``, then stop.
+
+        Returns whether everything was drained. Commits the checkpoint.
+        """
+        self.ready = False
+        limit = self._table.config.drain_timeout if timeout is None else timeout
+        drained = await self.wait_routed(await self.store.last_position(), limit)
+        self._stop_watching.set()
+        for task in (self._follower, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._commit()
+        await self._client.aclose()
+        return drained
+
+    def describe(self) -> dict[str, Any]:
+        """The live config and reload state (for ``GET /config``)."""
+        out = self._table.describe()
+        out["last_error"] = self.last_error
+        out["last_error_at"] = (
+            None if self.last_error_at is None else self.last_error_at.isoformat()
+        )
+        out["reloads"] = dict(self.reloads)
+        return out
+
+
+def _load_and_check(paths: Sequence[Path]) -> GatewayConfig:
+    return load_config(paths)
