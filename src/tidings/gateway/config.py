@@ -66,6 +66,7 @@ __all__ = (
     "VariantConfig",
     "load_config",
     "parse_config",
+    "parse_listen",
 )
 
 DEFAULT_DEAD_LETTER = "tidings.gateway.dead_letter"
@@ -331,7 +332,7 @@ _VARIANT = ("match", "percent", "to", "name")
 _REDACT = re.compile(r"data(\.[A-Za-z_][A-Za-z0-9_-]*)+")
 
 
-def _listen(text: str) -> tuple[str, int]:
+def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r} is not host:port (port 0-65535; 0 = any free port)")
@@ -549,7 +550,7 @@ def _http(check: _Checker, node: yaml.Node) -> HttpConfig:
     keys = check.mapping(node, "http", _HTTP)
     host, port = "127.0.0.1", 8080
     if "listen" in keys:
-        found = check.converted(keys["listen"][1], "http.listen", _listen)
+        found = check.converted(keys["listen"][1], "http.listen", parse_listen)
         if found is not None:
             host, port = found
     max_body = 1 << 20
