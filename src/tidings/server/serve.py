@@ -98,15 +98,19 @@ async def _run(paths: Sequence[str], config: GatewayConfig, out: TextIO) -> int:
         server.should_exit = True
         stopping.set()
 
+    reloads: set[asyncio.Task[bool]] = set()
+
     def reload() -> None:
-        loop.create_task(gateway.reload())
+        task = loop.create_task(gateway.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
     if hasattr(signal, "SIGHUP"):
         loop.add_signal_handler(signal.SIGHUP, reload)
     serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
+    while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.02)
     if serving.done():
         await gateway.stop(1)
