@@ -55,7 +55,7 @@ async def test_every_accepted_event_is_routed_once_by_the_table_in_force(tmp_pat
         results = await asyncio.wait_for(rewrite(), 60)
         await asyncio.wait_for(poster, 60)
         await svc.settle(30)
-        copies = [r for r in await svc.records("out.>")]
+        copies = list(await svc.records("out.>"))
     assert results == [version % 2 == 0 for version in range(1, 21)]
     assert refused == []
     assert len(windows) >= 10 * BATCH
@@ -64,7 +64,7 @@ async def test_every_accepted_event_is_routed_once_by_the_table_in_force(tmp_pat
     for eid, table in routed:
         low, high = windows[eid]
         assert low <= table.generation <= high, (eid, table.generation, windows[eid])
-    by_id = {eid: table for eid, table in routed}
+    by_id = dict(routed)
     expected = sorted((f"ev-{r.envelope.payload['n']}", r.envelope.topic) for r in copies)
     assert expected == sorted(
         (eid, table.config.routes[0].to[0].address) for eid, table in by_id.items()
