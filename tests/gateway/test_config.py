@@ -89,3 +89,10 @@ def test_defaults() -> None:
     assert config.http.port == 8080
     assert config.http.max_body == 1 << 20
     assert config.routes == ()
+
+
+def test_an_empty_file_is_refused_not_taken_for_no_routes(tmp_path: Path) -> None:
+    # a watcher can see a file that is being written in place while it is still empty
+    (tmp_path / "g.yaml").write_text("# only a comment\n")
+    with pytest.raises(ConfigError, match="holds no config"):
+        load_config([tmp_path / "g.yaml"])

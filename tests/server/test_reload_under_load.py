@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -45,7 +46,9 @@ async def test_every_accepted_event_is_routed_once_by_the_table_in_force(tmp_pat
             results = []
             for version in range(1, 21):
                 text = VALID.format(version=version) if version % 2 == 0 else INVALID
-                (tmp_path / "gateway.yaml").write_text(text)
+                # written whole (rename), as a deployment should: the watcher reloads too
+                (tmp_path / "next.tmp").write_text(text)
+                os.replace(tmp_path / "next.tmp", tmp_path / "gateway.yaml")
                 results.append(await gateway.reload())
                 await asyncio.sleep(0.02)
             done.set()

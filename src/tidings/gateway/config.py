@@ -659,6 +659,18 @@ def parse_config(sources: Sequence[tuple[str, str]]) -> GatewayConfig:
             line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
             problems.append(Problem(file, line, column, f"not valid YAML: {exc.problem}"))
             continue
+        if root is None:
+            problems.append(
+                Problem(
+                    file,
+                    1,
+                    1,
+                    "the file holds no config (empty, or only comments); if an editor or a "
+                    "deployment is still writing it, write a temporary file and rename it "
+                    "over this one so that readers see it whole",
+                )
+            )
+            continue
         values = _file_config(check, root)
         for key, node in values.pop("_keys", {}).items():
             if key == "routes":
