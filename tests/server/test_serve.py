@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shlex
@@ -68,7 +69,7 @@ def curl_request(command: str) -> tuple[str, dict[str, str], str]:
     """The URL, headers and body of the printed curl command."""
     words = shlex.split(command)
     headers = {}
-    for flag, value in zip(words, words[1:], strict=False):
+    for flag, value in itertools.pairwise(words):
         if flag == "-H":
             name, _, rest = value.partition(": ")
             headers[name] = rest
