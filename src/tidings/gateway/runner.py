@@ -124,7 +124,9 @@ class Gateway:
 
     def install(self, config: GatewayConfig) -> RouteTable:
         """Build a table from ``config`` and swap it in; return it."""
-        table = RouteTable.build(config, self._table.generation + 1)
+        return self._swap(RouteTable.build(config, self._table.generation + 1))
+
+    def _swap(self, table: RouteTable) -> RouteTable:
         self._table = table
         self.reloads["accepted"] += 1
         self.last_error = None
@@ -134,15 +136,18 @@ class Gateway:
     async def reload(self) -> bool:
         """Reload the config from :attr:`paths`; return whether it was accepted.
 
-        An invalid config keeps the table in force (see the module docstring).
+        Reading, validating and compiling run in a worker thread, so intake goes on; the
+        swap is one assignment on the event loop. An invalid config keeps the table in force
+        (see the module docstring).
         """
         async with self._reload_lock:
+            generation = self._table.generation + 1
             try:
-                config = await asyncio.to_thread(_load_and_check, self.paths)
+                table = await asyncio.to_thread(_load_table, self.paths, generation)
             except ConfigError as exc:
                 await self._reject(exc)
                 return False
-            self.install(config)
+            self._swap(table)
             return True
 
     async def _reject(self, error: ConfigError) -> None:
@@ -318,5 +323,5 @@ class Gateway:
         return out
 
 
-def _load_and_check(paths: Sequence[Path]) -> GatewayConfig:
-    return load_config(paths)
+def _load_table(paths: Sequence[Path], generation: int) -> RouteTable:
+    return RouteTable.build(load_config(paths), generation)

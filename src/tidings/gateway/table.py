@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,7 @@ class _Route:
     matchers: tuple[Any, ...]
     system: bool
     condition: Condition | None
+    reads: tuple[tuple[str, Callable[[Envelope[Any]], Any]], ...]
 
     def takes(self, topic: str) -> bool:
         if topic.startswith("tidings.") and not self.system:
@@ -130,20 +131,23 @@ def redact(data: Any, paths: tuple[tuple[str, ...], ...], mask: bool) -> Any:
     return out
 
 
-def _context(envelope: Envelope[Any]) -> dict[str, Any]:
-    headers = envelope.headers
-    return {
-        "id": envelope.id,
-        "type": envelope.topic,
-        "source": envelope.source,
-        "subject": headers.get("subject", ""),
-        "time": envelope.datetime.isoformat().replace("+00:00", "Z"),
-        "specversion": "1.0",
-        "datacontenttype": headers.get("datacontenttype", "application/json"),
-        "dataschema": headers.get("dataschema", ""),
-        "data": envelope.payload,
-        "extensions": dict(headers),
-    }
+def _time(envelope: Envelope[Any]) -> str:
+    return envelope.datetime.isoformat().replace("+00:00", "Z")
+
+
+_ATTRIBUTE: dict[str, Callable[[Envelope[Any]], Any]] = {
+    "id": lambda e: e.id,
+    "type": lambda e: e.topic,
+    "source": lambda e: e.source,
+    "subject": lambda e: e.headers.get("subject", ""),
+    "time": _time,
+    "specversion": lambda e: "1.0",
+    "datacontenttype": lambda e: e.headers.get("datacontenttype", "application/json"),
+    "dataschema": lambda e: e.headers.get("dataschema", ""),
+    "data": lambda e: e.payload,
+    "extensions": lambda e: dict(e.headers),
+}
+"""How each CEL variable is read off an envelope (see :mod:`tidings.gateway.expressions`)."""
 
 
 class RouteTable:
@@ -170,12 +174,14 @@ class RouteTable:
         compiled = []
         for order, route in sorted(enumerate(config.routes), key=lambda p: (-p[1].priority, p[0])):
             del order
+            condition = None if route.when is None else compile_condition(route.when)
             compiled.append(
                 _Route(
                     route,
                     tuple(compile_pattern(p) for p in route.from_),
                     any(p.split(".", 1)[0] == "tidings" for p in route.from_),
-                    None if route.when is None else compile_condition(route.when),
+                    condition,
+                    () if condition is None else tuple((n, _ATTRIBUTE[n]) for n in condition.names),
                 )
             )
         return cls(config, tuple(compiled), generation)
@@ -194,7 +200,6 @@ class RouteTable:
         candidates = self._for_topic(envelope.topic)
         if not candidates:
             return []
-        context: dict[str, Any] | None = None
         fired: list[_Route] = []
         defaults: list[_Route] = []
         for route in candidates:
@@ -202,9 +207,7 @@ class RouteTable:
             if condition is None:
                 defaults.append(route)
                 continue
-            if context is None:
-                context = _context(envelope)
-            verdict = condition.evaluate(context)
+            verdict = condition.evaluate({name: read(envelope) for name, read in route.reads})
             if verdict is None:
                 self.condition_errors += 1
             elif verdict:
