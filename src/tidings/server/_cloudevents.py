@@ -36,6 +36,7 @@ __all__ = (
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 _CARRIED = ("subject", "dataschema")
+_LAST_NANOS = 2**63  # event times are int64 nanoseconds since the Unix epoch
 
 
 class CloudEventError(ValueError):
@@ -62,7 +63,12 @@ def _check_time(value: object) -> int:
         ) from None
     if parsed.tzinfo is None:
         raise CloudEventError("time", f"attribute 'time' {value!r} has no UTC offset")
-    return int(parsed.timestamp() * 1_000_000) * 1000
+    nanos = int(parsed.timestamp() * 1_000_000) * 1000
+    if not 0 <= nanos < _LAST_NANOS:
+        raise CloudEventError(
+            "time", f"attribute 'time' {value!r} is outside the years 1970 to 2262 (UTC)"
+        )
+    return nanos
 
 
 def decode_structured(mapping: object) -> Envelope[Any]:
