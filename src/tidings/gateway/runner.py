@@ -62,6 +62,8 @@ RoutedHook = Callable[["StoredEvent", RouteTable, list[Dispatch]], None]
 """``on_routed(record, table, dispatches)``: called once per routed record."""
 
 _MAX_IN_FLIGHT = 256
+_FOLLOW_RETRY_FIRST = 0.05
+_FOLLOW_RETRY_MAX = 5.0
 _COMMIT_EVERY = 64  # records routed between checkpoint commits (re-routed after a crash)
 
 
@@ -113,7 +115,13 @@ class Gateway:
         self._watcher: asyncio.Task[None] | None = None
         self._stop_watching = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self.ready = False
+        self._started = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether the gateway follows its log (started, not stopping, follower alive)."""
+        follower = self._follower
+        return self._started and follower is not None and not follower.done()
 
     # -- the table --------------------------------------------------------------------------
 
@@ -227,9 +235,24 @@ class Gateway:
         self._follower = asyncio.create_task(self._follow(), name="tidings-gateway-follower")
         if self.paths:
             self._watcher = asyncio.create_task(self.watch(), name="tidings-gateway-watcher")
-        self.ready = True
+        self._started = True
 
     async def _follow(self) -> None:
+        """Follow the log; when reading it fails, log, back off and resume where it was."""
+        delay = _FOLLOW_RETRY_FIRST
+        while not self.store.closed:
+            try:
+                await self._follow_once()
+            except Exception:
+                logger.exception(
+                    "gateway: following the log failed after position %d; resuming in %.2f s",
+                    self._routed_position,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _FOLLOW_RETRY_MAX)
+
+    async def _follow_once(self) -> None:
         async with self.store.subscribe(after=self._routed_position, unknown="raw") as records:
             async for record in records:
                 env = record.envelope
@@ -295,7 +318,7 @@ class Gateway:
 
         Returns whether everything was drained. Commits the checkpoint.
         """
-        self.ready = False
+        self._started = False
         limit = self._table.config.drain_timeout if timeout is None else timeout
         drained = await self.wait_routed(await self.store.last_position(), limit)
         self._stop_watching.set()
