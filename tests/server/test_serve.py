@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -77,14 +78,34 @@ def curl_request(command: str) -> tuple[str, dict[str, str], str]:
     return url, headers, words[words.index("-d") + 1]
 
 
+def stream_request(command: str) -> tuple[str, dict[str, str]]:
+    """The URL and headers of the printed ``curl -N`` command."""
+    words = shlex.split(command)
+    headers = dict(
+        value.partition(": ")[::2] for flag, value in itertools.pairwise(words) if flag == "-H"
+    )
+    return next(w for w in words if w.startswith("http://")), headers
+
+
+async def first_event(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> Any:
+    async with client.stream("GET", url, headers=headers) as answer:
+        async for line in answer.aiter_lines():
+            if line.startswith("data: "):
+                return json.loads(line[6:])
+    raise AssertionError("the stream ended without an event")
+
+
 async def test_make_run_serves_the_example_answers_the_printed_curl_and_stops_on_ctrl_c(
     tmp_path: Path,
 ) -> None:
     async with gateway_process(tmp_path, str(EXAMPLE), SHOP_TOKEN="test-token") as gateway:
         command = next(line.strip() for line in gateway.lines if line.strip().startswith("curl -i"))
         url, headers, body = curl_request(command)
+        follow = next(line for line in gateway.lines if "curl -N" in line)
+        stream_url, stream_headers = stream_request(follow[follow.index("curl -N") :])
         async with httpx.AsyncClient(timeout=10) as client:
             answer = await client.post(url, headers=headers, content=body)
+            first = await asyncio.wait_for(first_event(client, stream_url, stream_headers), 10)
             health = await client.get(f"{gateway.url}/healthz")
             ready = await client.get(f"{gateway.url}/readyz")
         code = await gateway.stop(signal.SIGINT)
@@ -92,6 +113,7 @@ async def test_make_run_serves_the_example_answers_the_printed_curl_and_stops_on
         rest = (await gateway.proc.stdout.read()).decode()
     assert answer.status_code == 202, answer.text
     assert answer.json()["ids"] == ["hello-1"]
+    assert first["id"] == "hello-1"  # the printed stream command shows it
     assert (health.status_code, ready.status_code) == (200, 200)
     assert code == 0
     assert "tidings gateway stopped" in rest

@@ -29,7 +29,7 @@ from tidings.gateway.runner import Gateway
 from tidings.server.access import Access
 from tidings.server.app import create_app
 
-__all__ = ("example_curl", "serve")
+__all__ = ("example_curl", "serve", "stream_curl")
 
 _SAMPLE = (
     '{"specversion":"1.0","id":"hello-1","source":"curl","type":"orders.placed",'
@@ -45,23 +45,26 @@ class _Server(uvicorn.Server):
         yield
 
 
-def example_curl(url: str, config: GatewayConfig) -> str:
-    """A curl command posting a sample event to ``url`` (with a token when one is needed)."""
-    parts = [
-        "curl",
-        "-i",
-        "-X",
-        "POST",
-        f"{url}/events",
-        "-H",
-        "content-type: application/cloudevents+json",
-    ]
+def _authorization(config: GatewayConfig) -> list[str]:
+    """curl arguments sending the first configured token (none when the gateway is open)."""
     for token in config.http.tokens:
         secret = os.environ.get(token.token_env)
         if secret:
-            parts += ["-H", f"authorization: Bearer {secret}"]
-            break
+            return ["-H", f"authorization: Bearer {secret}"]
+    return []
+
+
+def example_curl(url: str, config: GatewayConfig) -> str:
+    """A curl command posting a sample event to ``url`` (with a token when one is needed)."""
+    parts = ["curl", "-i", "-X", "POST", f"{url}/events"]
+    parts += ["-H", "content-type: application/cloudevents+json", *_authorization(config)]
     parts += ["-d", _SAMPLE]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def stream_curl(url: str, config: GatewayConfig) -> str:
+    """A curl command following every event of the log as server-sent events."""
+    parts = ["curl", "-N", f"{url}/events?topic=>&after=0", *_authorization(config)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -123,7 +126,7 @@ async def _run(paths: Sequence[str], config: GatewayConfig, out: TextIO) -> int:
     print(f"tidings gateway serving {url}  (config: {where}, generation 1)", file=out)
     print(f"  health:  {url}/healthz   ready: {url}/readyz", file=out)
     print(f"  config:  {url}/config   metrics: {url}/metrics   api: {url}/openapi.json", file=out)
-    print(f"  events:  curl -N '{url}/events?topic=>&after=0'   (server-sent events)", file=out)
+    print(f"  follow the log (server-sent events): {stream_curl(url, config)}", file=out)
     print("  post an event:", file=out)
     print(f"    {example_curl(url, config)}", file=out)
     print("Ctrl-C stops (drains what was accepted, then exits 0).", file=out, flush=True)
