@@ -19,7 +19,9 @@ Guarantees:
   moment for each event, and the follower routes the event by that table, even if a reload
   swapped tables since. Events found in the log with no such note (after a restart, or
   appended by someone else) are routed by the current table.
-- **Atomic reloads.** A reload parses and validates the whole config off the event loop,
+- **Atomic reloads.** A reload applies ``routes`` and ``drain_timeout``; ``http``, ``store``
+  and ``transport`` are read at start (a change to them is logged as needing a restart).
+  A reload parses and validates the whole config off the event loop,
   builds a new table, and swaps it in one assignment. An invalid config changes nothing:
   the error is kept (:attr:`Gateway.last_error`), logged, counted
   (``reloads[("rejected")]``) and published as a ``tidings.gateway.config_rejected`` event.
@@ -135,6 +137,16 @@ class Gateway:
         return self._swap(RouteTable.build(config, self._table.generation + 1))
 
     def _swap(self, table: RouteTable) -> RouteTable:
+        before = self._table.config
+        if (table.config.http, table.config.store, table.config.transport) != (
+            before.http,
+            before.store,
+            before.transport,
+        ):
+            logger.warning(
+                "the reloaded config changes http, store or transport: those take effect "
+                "when the gateway is restarted; routes and drain_timeout apply now"
+            )
         self._table = table
         self.reloads["accepted"] += 1
         self.last_error = None
