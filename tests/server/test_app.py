@@ -92,6 +92,42 @@ async def test_a_retried_post_is_stored_and_routed_once(tmp_path: Path) -> None:
     assert topics == ["orders.placed", "audit.small"]
 
 
+async def test_an_id_taken_by_another_source_is_a_409_not_a_silent_duplicate(
+    tmp_path: Path,
+) -> None:
+    batch = "application/cloudevents-batch+json"
+    async with service(tmp_path, ROUTES.format(hook="http://127.0.0.1:9/x", mode="binary")) as svc:
+        first = await svc.client.post(
+            "/events",
+            content=json.dumps([structured(1, amount=1)]),
+            headers={"content-type": batch},
+        )
+        other = {**structured(1, amount=1), "source": "elsewhere"}
+        mixed = await svc.client.post(
+            "/events",
+            content=json.dumps([other, structured(2, amount=1)]),
+            headers={"content-type": batch},
+        )
+        retried = await svc.client.post(
+            "/events",
+            content=json.dumps([structured(1, amount=1)]),
+            headers={"content-type": batch},
+        )
+        await svc.settle()
+        routed = sorted(
+            r.envelope.id for r, _, _ in svc.routed if r.envelope.topic == "orders.placed"
+        )
+    assert first.status_code == 202
+    assert mixed.status_code == 409
+    assert mixed.headers["content-type"] == "application/problem+json"
+    assert mixed.json()["conflicts"] == [{"id": "ev-1", "source": "elsewhere", "taken_by": "tests"}]
+    assert mixed.json()["accepted"]["ids"] == ["ev-2"]
+    assert mixed.json()["accepted"]["positions"][0] > 1
+    assert retried.status_code == 202
+    assert retried.json()["positions"] == [1]
+    assert routed == ["ev-1", "ev-2"]
+
+
 @pytest.mark.parametrize(
     ("plan", "attempts", "status", "error"),
     [

@@ -28,7 +28,7 @@ from tidings.gateway.config import (
     parse_config,
 )
 from tidings.gateway.expressions import CelError, compile_condition
-from tidings.gateway.runner import CONFIG_REJECTED_TOPIC, Gateway
+from tidings.gateway.runner import CONFIG_REJECTED_TOPIC, EventIdConflictError, Gateway
 from tidings.gateway.table import VARIANT_HEADER, Dispatch, RouteTable, choose_variant
 
 __all__ = (
@@ -38,6 +38,7 @@ __all__ = (
     "CelError",
     "ConfigError",
     "Dispatch",
+    "EventIdConflictError",
     "Gateway",
     "GatewayConfig",
     "Problem",

@@ -8,7 +8,10 @@ Guarantees:
 
 - **Durable before acknowledged.** :meth:`Gateway.accept` returns once the events are
   appended to the store. The store is idempotent on the event id, so accepting the same
-  event again (a retried POST) stores and routes it once.
+  event again (a retried POST) stores and routes it once. An id the log already holds from
+  another *source* is refused (:class:`EventIdConflictError`), never taken for a retry:
+  positions not above the highest one seen before the append are read back to compare
+  sources (new events, above it, cost nothing more).
 - **One routing path.** A single follower task reads the log in position order
   (:meth:`EventStore.subscribe`) and routes every record once; the consumer's checkpoint
   (``consumer`` name) is committed only up to the last position whose deliveries have all
@@ -43,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from tidings.exceptions import TidingsError
 from tidings.gateway.config import ConfigError, GatewayConfig, load_config
 from tidings.gateway.table import Dispatch, RouteTable
 from tidings.gateway.targets import Sender
@@ -53,7 +57,7 @@ if TYPE_CHECKING:
     from tidings.store.base import EventStore
     from tidings.store.records import StoredEvent
 
-__all__ = ("CONFIG_REJECTED_TOPIC", "Gateway", "RoutedHook")
+__all__ = ("CONFIG_REJECTED_TOPIC", "EventIdConflictError", "Gateway", "RoutedHook")
 
 logger = logging.getLogger("tidings.gateway")
 
@@ -67,6 +71,29 @@ _MAX_IN_FLIGHT = 256
 _FOLLOW_RETRY_FIRST = 0.05
 _FOLLOW_RETRY_MAX = 5.0
 _COMMIT_EVERY = 64  # records routed between checkpoint commits (re-routed after a crash)
+
+
+class EventIdConflictError(TidingsError, ValueError):
+    """Event ids already in the log from another source: ``conflicts`` lists
+    ``(id, source, stored source)``; ``accepted`` the ids of the batch that were stored."""
+
+    def __init__(
+        self,
+        conflicts: Sequence[tuple[str, str, str]],
+        envelopes: Sequence[Envelope[Any]],
+        positions: Sequence[int],
+    ) -> None:
+        self.conflicts = list(conflicts)
+        refused = {c[0] for c in conflicts}
+        self.accepted = [e.id for e in envelopes if e.id not in refused]
+        self.positions = [
+            p for e, p in zip(envelopes, positions, strict=True) if e.id not in refused
+        ]
+        listed = "; ".join(f"id {i!r} of {s!r} is taken by {o!r}" for i, s, o in conflicts)
+        super().__init__(
+            f"{listed}: the log keys events by id, so ids must be unique across sources; "
+            "send these events with new ids"
+        )
 
 
 class Gateway:
@@ -108,6 +135,7 @@ class Gateway:
         self.accepted = 0
         self.routed = 0
         self._routed_position = 0
+        self._high_water = 0  # the highest position an append has returned (or the log's end)
         self._committed = 0
         self._in_flight: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -217,25 +245,42 @@ class Gateway:
     # -- intake -----------------------------------------------------------------------------
 
     async def accept(self, envelopes: Sequence[Envelope[Any]]) -> list[int]:
-        """Append ``envelopes`` to the log (idempotent on id); return their positions.
+        """Append ``envelopes`` to the log; return their positions.
 
-        Each is routed later by the table in force now.
+        Idempotent on (``source``, ``id``): an event already in the log gets its first
+        position back and is not routed again. Each new event is routed later by the table
+        in force now.
+
+        Raises:
+            EventIdConflictError: an id is already in the log from another source (the
+                log keys events by id alone); the rest of the batch was stored.
+            StoreError: the log did not take the events (none of them is stored).
         """
         table = self._table
         pending = self._pending
         for env in envelopes:
             pending[env.id] = table
+        known = self._high_water
         try:
             positions = await self.store.append(envelopes)
         except BaseException:
             for env in envelopes:
                 pending.pop(env.id, None)
             raise
+        if positions:
+            self._high_water = max(self._high_water, max(positions))
         routed = self._routed_position
+        conflicts: list[tuple[str, str, str]] = []
         for env, position in zip(envelopes, positions, strict=True):
             if position <= routed:  # a duplicate of an event already routed
                 pending.pop(env.id, None)
-        self.accepted += len(envelopes)
+            if position <= known:  # possibly stored before: from the same source?
+                first = await self.store.read(after=position - 1, upto=position, unknown="raw")
+                if first and first[0].envelope.source != env.source:
+                    conflicts.append((env.id, env.source, first[0].envelope.source))
+        self.accepted += len(envelopes) - len(conflicts)
+        if conflicts:
+            raise EventIdConflictError(conflicts, envelopes, positions)
         return positions
 
     # -- routing ----------------------------------------------------------------------------
@@ -244,6 +289,7 @@ class Gateway:
         """Start following the log after the consumer's checkpoint (and watching files)."""
         self._committed = await self.store.load_checkpoint(self.consumer)
         self._routed_position = self._committed
+        self._high_water = await self.store.last_position()
         self._follower = asyncio.create_task(self._follow(), name="tidings-gateway-follower")
         if self.paths:
             self._watcher = asyncio.create_task(self.watch(), name="tidings-gateway-watcher")

@@ -8,7 +8,8 @@ Endpoints:
   log; the log is idempotent on the event id, so a retried POST is stored and routed once.
   Checks, in order: token (401), body size (413, counted while reading: a body over
   ``max_body`` is never read whole), CloudEvent validity (400 naming the attribute), scope
-  (403), rate limit (429 with ``Retry-After``), readiness (503).
+  (403), rate limit (429 with ``Retry-After``), readiness (503); an id already in the log
+  from another source is a 409 listing the conflicts and what of the batch was stored.
 - ``GET /events?topic=PATTERN&after=N``: the log as server-sent events, each with
   ``id: POSITION``, ``event: TOPIC`` and the structured CloudEvent as ``data``. Without
   ``after`` (or ``Last-Event-ID``, which wins) the stream starts live, at the end of the log.
@@ -34,7 +35,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tidings.exceptions import InvalidTopicError, StoreError
-from tidings.gateway.runner import Gateway
+from tidings.gateway.runner import EventIdConflictError, Gateway
 from tidings.server._cloudevents import (
     BATCH,
     STRUCTURED,
@@ -130,6 +131,13 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
             return problem(503, "the gateway is not ready (starting or stopping)")
         try:
             positions = await gateway.accept(envelopes)
+        except EventIdConflictError as exc:
+            return problem(
+                409,
+                str(exc),
+                conflicts=[{"id": i, "source": s, "taken_by": o} for i, s, o in exc.conflicts],
+                accepted={"ids": exc.accepted, "positions": exc.positions},
+            )
         except StoreError as exc:
             return problem(503, f"the log did not take the events: {exc}")
         return JSONResponse(

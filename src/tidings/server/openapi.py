@@ -25,7 +25,7 @@ def openapi(server_url: str) -> dict[str, Any]:
             "data": {},
         },
     }
-    errors = {str(code): _PROBLEM for code in (400, 401, 403, 413, 429, 503)}
+    errors = {str(code): _PROBLEM for code in (400, 401, 403, 409, 413, 429, 503)}
     return {
         "openapi": "3.1.0",
         "info": {"title": "tidings gateway", "version": "1"},
