@@ -106,22 +106,30 @@ async def test_an_invalid_reload_keeps_the_table_and_says_why(tmp_path: Path) ->
     assert rejected[0].envelope.payload["problems"][0]["line"] == 4
 
 
+def rewrite_whole(path: Path) -> None:
+    path.write_text(path.read_text())
+
+
 async def test_the_watcher_reloads_when_a_file_is_added_to_a_directory(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("routes: [{name: a, from: x, to: []}]\n")
     async with tidings.Bus(store="memory://") as bus:
         gateway = Gateway(bus, load_config([tmp_path]), paths=[tmp_path])
         await gateway.start()
-        await asyncio.sleep(0.3)  # the watcher's first scan (it reports changes after it)
+
+        async def generation(wanted: int, rewrite: Path | None = None) -> None:
+            for _ in range(100):  # bounded: 10 s
+                if gateway.table.generation >= wanted:
+                    return
+                if rewrite is not None:  # until the watcher, started in a task, sees it
+                    rewrite_whole(rewrite)
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"generation {gateway.table.generation}, not {wanted}")
+
+        await generation(2, rewrite=tmp_path / "a.yaml")  # the watcher is live
         (tmp_path / "b.yaml").write_text("routes: [{name: b, from: y, to: []}]\n")
-        for _ in range(100):
-            if gateway.table.generation == 2:
-                break
-            await asyncio.sleep(0.05)
+        await generation(3)
         assert [r.name for r in gateway.table.config.routes] == ["a", "b"]
         (tmp_path / "b.yaml").unlink()
-        for _ in range(100):
-            if gateway.table.generation == 3:
-                break
-            await asyncio.sleep(0.05)
+        await generation(4)
         assert [r.name for r in gateway.table.config.routes] == ["a"]
         await gateway.stop(5)
