@@ -1,4 +1,4 @@
-# The two commands: `make run` and `make test`. Both create .venv when missing.
+# The two commands: `make run` (the gateway) and `make test`. Both create .venv when missing.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -24,8 +24,10 @@ $(BENCH): pyproject.toml | $(STAMP)
 bench: $(BENCH)
 	$(BIN)/python benchmarks/run.py
 
+# The event gateway on embedded defaults (SQLite log): prints its URL and a curl to try.
+# SHOP_TOKEN is the example config's demo token (set your own to override it).
 run: $(STAMP)
-	$(BIN)/tidings demo
+	SHOP_TOKEN=$${SHOP_TOKEN:-demo-shop-token} $(BIN)/tidings serve examples/gateway.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

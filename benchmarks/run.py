@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_burst
 import bench_bus
 import bench_emit
+import bench_gateway
 import bench_nats
 import bench_observability
 import bench_queues
@@ -40,6 +41,7 @@ BASELINES = {
     "N3": "raw nats-py",
     "O1": "tidings",
     "OC": "tidings",
+    **bench_gateway.BASELINES,
 }
 """The row each scenario's *vs baseline* ratio divides by (default: the raw loop)."""
 
@@ -134,6 +136,7 @@ def main() -> int:
         bench_nats,
         bench_store,
         bench_observability,
+        bench_gateway,
     ):
         begun = time.perf_counter()
         rows.extend(module.run(quick=args.quick))

@@ -1,5 +1,6 @@
 """The ``tidings`` command.
 
+``tidings serve [CONFIG ...]`` runs the event gateway (:mod:`tidings.server.serve`);
 ``tidings demo`` runs the guided tour on embedded defaults (no server needed). Further
 command groups are mounted here as the project grows.
 """
@@ -29,6 +30,21 @@ def _root() -> None:
 from tidings.store.cli import log_app  # noqa: E402 - mounted once typer is known present
 
 app.add_typer(log_app)
+
+
+@app.command()
+def serve(
+    config: list[str] = typer.Argument(  # noqa: B008 - typer's declaration style
+        None, help="Config files or directories (YAML); none: the embedded default."
+    ),
+    listen: str | None = typer.Option(
+        None, help="host:port to listen on instead of the config's http.listen (port 0: any)."
+    ),
+) -> None:
+    """Run the event gateway (CloudEvents over HTTP, hot-reloaded YAML routes) until Ctrl-C."""
+    from tidings.server.serve import serve as run_gateway
+
+    raise typer.Exit(run_gateway(config or [], listen=listen))
 
 
 @app.command()

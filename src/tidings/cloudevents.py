@@ -239,6 +239,7 @@ def format_time(t: int) -> str:
 
 
 _EPOCH_DAYS: Final = _dt.date(1970, 1, 1).toordinal()
+_LAST_NANOS: Final = 2**63  # HLC times and the stores' columns are signed 64-bit
 
 
 def parse_time(value: str) -> int:
@@ -246,8 +247,8 @@ def parse_time(value: str) -> int:
     nanoseconds are dropped; a leap second ``60`` reads as the next second's start).
 
     Raises:
-        CloudEventError: (attribute ``time``) if ``value`` is not RFC 3339, or is before 1970,
-            which an HLC time cannot hold.
+        CloudEventError: (attribute ``time``) if ``value`` is not RFC 3339, or lies outside
+            1970 to 2262 (UTC), which an HLC time (64-bit nanoseconds) cannot hold.
     """
     match = _RFC3339.fullmatch(value)
     if match is None:
@@ -270,10 +271,10 @@ def parse_time(value: str) -> int:
     seconds = days * 86_400 + int(hour) * 3_600 + (int(minute) - offset) * 60 + int(second)
     nanos = 0 if fraction is None else int(fraction[:9].ljust(9, "0"))
     ns = seconds * 1_000_000_000 + nanos
-    if ns < 0:
+    if not 0 <= ns < _LAST_NANOS:
         raise CloudEventError(
-            f"the CloudEvents attribute 'time' {value!r} is before 1970, which an HLC time "
-            "cannot hold",
+            f"the CloudEvents attribute 'time' {value!r} is outside the years 1970 to 2262 "
+            "(UTC), which an HLC time (64-bit nanoseconds) cannot hold",
             attribute="time",
         )
     return ns

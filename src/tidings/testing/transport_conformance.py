@@ -385,7 +385,7 @@ class TransportConformance:
         ] == [True, True, False]
         assert dead.records[0].body == b"\xff not json {"
         assert "ConformanceOrder" in dead.records[1].reason
-        assert "before 1970" in dead.records[2].reason
+        assert "outside the years 1970 to 2262" in dead.records[2].reason
 
     async def test_event_whose_time_cannot_be_merged_is_dead_lettered(
         self, open_transport: Callable[..., Any]

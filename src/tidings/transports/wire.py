@@ -163,7 +163,7 @@ def decode_envelope(
     Raises:
         CloudEventError: (a DecodeError) naming the subject and the attribute at fault: a
             CloudEvent lacking ``id``, a malformed ``time`` or ``hlc``, a time
-            before 1970, an invalid extension name.
+            outside 1970-2262, an invalid extension name.
         DecodeError: naming the subject and what is wrong with the body.
     """
     try:

@@ -1,0 +1,408 @@
+"""The gateway runner: accept events into the log, route them from it, reload the table.
+
+:class:`Gateway` attaches a route table to a :class:`tidings.Bus` that has a store (an
+application can run the same routes in-process on its own bus; ``tidings serve`` is a thin
+HTTP layer over this class).
+
+Guarantees:
+
+- **Durable before acknowledged.** :meth:`Gateway.accept` returns once the events are
+  appended to the store. The store is idempotent on the event id, so accepting the same
+  event again (a retried POST) stores and routes it once. An id the log already holds from
+  another *source* is refused (:class:`EventIdConflictError`), never taken for a retry:
+  positions not above the highest one seen before the append are read back to compare
+  sources (new events, above it, cost nothing more).
+- **One routing path.** A single follower task reads the log in position order
+  (:meth:`EventStore.subscribe`) and routes every record once; the consumer's checkpoint
+  (``consumer`` name) is committed only up to the last position whose deliveries have all
+  finished, so after a crash every accepted event is routed again from the log: at least
+  once. Events the gateway itself publishes (topic targets, dead letters, rejected
+  configs) go through the log too, and are routed like the rest.
+- **The table in force when accepted.** :meth:`accept` notes the table current at that
+  moment for each event, and the follower routes the event by that table, even if a reload
+  swapped tables since. Events found in the log with no such note (after a restart, or
+  appended by someone else) are routed by the current table.
+- **Atomic reloads.** A reload applies ``routes`` and ``drain_timeout``; ``http``, ``store``
+  and ``transport`` are read at start (a change to them is logged as needing a restart).
+  A reload parses and validates the whole config off the event loop,
+  builds a new table, and swaps it in one assignment. An invalid config changes nothing:
+  the error is kept (:attr:`Gateway.last_error`), logged, counted
+  (``reloads[("rejected")]``) and published as a ``tidings.gateway.config_rejected`` event.
+- **Drain.** :meth:`Gateway.stop` stops when everything accepted before it was routed and
+  delivered, or at the timeout, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from tidings.exceptions import TidingsError
+from tidings.gateway.config import ConfigError, GatewayConfig, load_config
+from tidings.gateway.table import Dispatch, RouteTable
+from tidings.gateway.targets import Sender
+
+if TYPE_CHECKING:
+    from tidings.bus import Bus
+    from tidings.event import Envelope
+    from tidings.store.base import EventStore
+    from tidings.store.records import StoredEvent
+
+__all__ = ("CONFIG_REJECTED_TOPIC", "EventIdConflictError", "Gateway", "RoutedHook")
+
+logger = logging.getLogger("tidings.gateway")
+
+CONFIG_REJECTED_TOPIC = "tidings.gateway.config_rejected"
+"""The topic of the event a rejected reload publishes."""
+
+RoutedHook = Callable[["StoredEvent", RouteTable, list[Dispatch]], None]
+"""``on_routed(record, table, dispatches)``: called once per routed record."""
+
+_MAX_IN_FLIGHT = 256
+_FOLLOW_RETRY_FIRST = 0.05
+_FOLLOW_RETRY_MAX = 5.0
+_COMMIT_EVERY = 64  # records routed between checkpoint commits (re-routed after a crash)
+
+
+class EventIdConflictError(TidingsError, ValueError):
+    """Event ids already in the log from another source: ``conflicts`` lists
+    ``(id, source, stored source)``; ``accepted`` the ids of the batch that were stored."""
+
+    def __init__(
+        self,
+        conflicts: Sequence[tuple[str, str, str]],
+        envelopes: Sequence[Envelope[Any]],
+        positions: Sequence[int],
+    ) -> None:
+        self.conflicts = list(conflicts)
+        refused = {c[0] for c in conflicts}
+        self.accepted = [e.id for e in envelopes if e.id not in refused]
+        self.positions = [
+            p for e, p in zip(envelopes, positions, strict=True) if e.id not in refused
+        ]
+        listed = "; ".join(f"id {i!r} of {s!r} is taken by {o!r}" for i, s, o in conflicts)
+        super().__init__(
+            f"{listed}: the log keys events by id, so ids must be unique across sources; "
+            "send these events with new ids"
+        )
+
+
+class Gateway:
+    """Routes the events of ``bus``'s log by a hot-reloadable route table.
+
+    Args:
+        bus: a bus created with a store; the gateway appends to and follows that store.
+        config: the config to start with.
+        paths: the files or directories it was loaded from (what :meth:`reload` and
+            :meth:`watch` read).
+        consumer: the checkpoint name in the store.
+        on_routed: called for every routed record (tests, audit).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        config: GatewayConfig,
+        *,
+        paths: Sequence[str | os.PathLike[str]] = (),
+        consumer: str = "tidings-gateway",
+        on_routed: RoutedHook | None = None,
+    ) -> None:
+        store = bus.store
+        if store is None:
+            raise ValueError("the gateway follows a log: create the bus with Bus(store=...)")
+        self.bus = bus
+        self.store: EventStore = store
+        self.paths = tuple(Path(p) for p in paths)
+        self.consumer = consumer
+        self._table = RouteTable.build(config, 1)
+        self._on_routed = on_routed
+        self._pending: dict[str, RouteTable] = {}
+        self._client = httpx.AsyncClient()
+        self.sender = Sender(bus, self._client)
+        self.last_error: str | None = None
+        self.last_error_at: _dt.datetime | None = None
+        self.reloads: Counter[str] = Counter()
+        self.accepted = 0
+        self.routed = 0
+        self._routed_position = 0
+        self._high_water = 0  # the highest position an append has returned (or the log's end)
+        self._committed = 0
+        self._in_flight: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        self._progress = asyncio.Condition()
+        self._follower: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stop_watching = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._started = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether the gateway follows its log (started, not stopping, follower alive)."""
+        follower = self._follower
+        return self._started and follower is not None and not follower.done()
+
+    # -- the table --------------------------------------------------------------------------
+
+    @property
+    def table(self) -> RouteTable:
+        """The route table in force."""
+        return self._table
+
+    def install(self, config: GatewayConfig) -> RouteTable:
+        """Build a table from ``config`` and swap it in; return it."""
+        return self._swap(RouteTable.build(config, self._table.generation + 1))
+
+    def _swap(self, table: RouteTable) -> RouteTable:
+        before = self._table.config
+        if (table.config.http, table.config.store, table.config.transport) != (
+            before.http,
+            before.store,
+            before.transport,
+        ):
+            logger.warning(
+                "the reloaded config changes http, store or transport: those take effect "
+                "when the gateway is restarted; routes and drain_timeout apply now"
+            )
+        self._table = table
+        self.reloads["accepted"] += 1
+        self.last_error = None
+        logger.info("gateway config generation %d loaded", table.generation)
+        return table
+
+    async def reload(self) -> bool:
+        """Reload the config from :attr:`paths`; return whether it was accepted.
+
+        Reading, validating and compiling run in a worker thread, so intake goes on; the
+        swap is one assignment on the event loop. An invalid config keeps the table in force
+        (see the module docstring).
+        """
+        async with self._reload_lock:
+            generation = self._table.generation + 1
+            try:
+                table = await asyncio.to_thread(_load_table, self.paths, generation)
+            except ConfigError as exc:
+                await self._reject(exc)
+                return False
+            self._swap(table)
+            return True
+
+    async def _reject(self, error: ConfigError) -> None:
+        self.reloads["rejected"] += 1
+        self.last_error = str(error)
+        self.last_error_at = _dt.datetime.now(_dt.UTC)
+        logger.error(
+            "gateway config rejected; generation %d stays in force: %s",
+            self._table.generation,
+            error,
+        )
+        problems = [
+            {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
+            for p in error.problems
+        ]
+        with contextlib.suppress(Exception):
+            await self.bus.emit(
+                {"generation_kept": self._table.generation, "problems": problems},
+                topic=CONFIG_REJECTED_TOPIC,
+            )
+
+    async def watch(self) -> None:
+        """Reload whenever a config file changes, appears or disappears (until :meth:`stop`)."""
+        import watchfiles
+
+        files = {p.resolve() for p in self.paths if not p.is_dir()}
+        dirs = {p.resolve() for p in self.paths if p.is_dir()}
+        roots = sorted({str(f.parent) for f in files} | {str(d) for d in dirs})
+        if not roots:
+            return
+
+        def relevant(change: watchfiles.Change, path: str) -> bool:
+            del change
+            found = Path(path).resolve()
+            return found in files or (found.parent in dirs and found.suffix in (".yaml", ".yml"))
+
+        async for _ in watchfiles.awatch(
+            *roots,
+            watch_filter=relevant,
+            stop_event=self._stop_watching,
+            debounce=50,
+            step=20,
+            rust_timeout=200,
+        ):
+            await self.reload()
+
+    # -- intake -----------------------------------------------------------------------------
+
+    async def accept(self, envelopes: Sequence[Envelope[Any]]) -> list[int]:
+        """Append ``envelopes`` to the log; return their positions.
+
+        Idempotent on (``source``, ``id``): an event already in the log gets its first
+        position back and is not routed again. Each new event is routed later by the table
+        in force now.
+
+        Raises:
+            EventIdConflictError: an id is already in the log from another source (the
+                log keys events by id alone); the rest of the batch was stored.
+            StoreError: the log did not take the events (none of them is stored).
+        """
+        table = self._table
+        pending = self._pending
+        for env in envelopes:
+            pending[env.id] = table
+        known = self._high_water
+        try:
+            positions = await self.store.append(envelopes)
+        except BaseException:
+            for env in envelopes:
+                pending.pop(env.id, None)
+            raise
+        if positions:
+            self._high_water = max(self._high_water, max(positions))
+        routed = self._routed_position
+        conflicts: list[tuple[str, str, str]] = []
+        for env, position in zip(envelopes, positions, strict=True):
+            if position <= routed:  # a duplicate of an event already routed
+                pending.pop(env.id, None)
+            if position <= known:  # possibly stored before: from the same source?
+                first = await self.store.read(after=position - 1, upto=position, unknown="raw")
+                if first and first[0].envelope.source != env.source:
+                    conflicts.append((env.id, env.source, first[0].envelope.source))
+        self.accepted += len(envelopes) - len(conflicts)
+        if conflicts:
+            raise EventIdConflictError(conflicts, envelopes, positions)
+        return positions
+
+    # -- routing ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start following the log after the consumer's checkpoint (and watching files)."""
+        self._committed = await self.store.load_checkpoint(self.consumer)
+        self._routed_position = self._committed
+        self._high_water = await self.store.last_position()
+        self._follower = asyncio.create_task(self._follow(), name="tidings-gateway-follower")
+        if self.paths:
+            self._watcher = asyncio.create_task(self.watch(), name="tidings-gateway-watcher")
+        self._started = True
+
+    async def _follow(self) -> None:
+        """Follow the log; when reading it fails, log, back off and resume where it was."""
+        delay = _FOLLOW_RETRY_FIRST
+        while not self.store.closed:
+            try:
+                await self._follow_once()
+            except Exception:
+                logger.exception(
+                    "gateway: following the log failed after position %d; resuming in %.2f s",
+                    self._routed_position,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _FOLLOW_RETRY_MAX)
+
+    async def _follow_once(self) -> None:
+        async with self.store.subscribe(after=self._routed_position, unknown="raw") as records:
+            async for record in records:
+                env = record.envelope
+                table = self._pending.pop(env.id, None) or self._table
+                dispatches = table.route(env)
+                position = record.position
+                if dispatches:
+                    self._in_flight[position] = len(dispatches)
+                    for dispatch in dispatches:
+                        await self._slots.acquire()
+                        task = asyncio.create_task(self._deliver(position, dispatch))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                self.routed += 1
+                self._routed_position = position
+                if self._on_routed is not None:
+                    self._on_routed(record, table, dispatches)
+                async with self._progress:
+                    self._progress.notify_all()
+                if position - self._committed >= _COMMIT_EVERY:
+                    await self._commit()
+
+    async def _deliver(self, position: int, dispatch: Dispatch) -> None:
+        try:
+            await self.sender.send(dispatch)
+        finally:
+            self._slots.release()
+            left = self._in_flight[position] - 1
+            if left:
+                self._in_flight[position] = left
+            else:
+                del self._in_flight[position]
+            async with self._progress:
+                self._progress.notify_all()
+
+    def safe_position(self) -> int:
+        """The last position whose record and every earlier one are fully delivered."""
+        if self._in_flight:
+            return min(self._in_flight) - 1
+        return self._routed_position
+
+    async def _commit(self) -> None:
+        position = self.safe_position()
+        if position > self._committed:
+            await self.store.commit(self.consumer, position)
+            self._committed = position
+
+    async def wait_routed(self, position: int, timeout: float) -> bool:
+        """Wait until every record up to ``position`` is routed and delivered."""
+
+        def done() -> bool:
+            return self.safe_position() >= position
+
+        async with self._progress:
+            try:
+                await asyncio.wait_for(self._progress.wait_for(done), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    async def stop(self, timeout: float | None = None) -> bool:
+        """Drain (route and deliver what was accepted) within ``timeout``, then stop.
+
+        Returns whether everything was drained. Commits the checkpoint.
+        """
+        self._started = False
+        limit = self._table.config.drain_timeout if timeout is None else timeout
+        drained = await self.wait_routed(await self.store.last_position(), limit)
+        self._stop_watching.set()
+        for task in (self._follower, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._commit()
+        await self._client.aclose()
+        return drained
+
+    def describe(self) -> dict[str, Any]:
+        """The live config and reload state (for ``GET /config``)."""
+        out = self._table.describe()
+        out["last_error"] = self.last_error
+        out["last_error_at"] = (
+            None if self.last_error_at is None else self.last_error_at.isoformat()
+        )
+        out["reloads"] = dict(self.reloads)
+        return out
+
+
+def _load_table(paths: Sequence[Path], generation: int) -> RouteTable:
+    return RouteTable.build(load_config(paths), generation)

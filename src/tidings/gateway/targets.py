@@ -1,0 +1,131 @@
+"""Sending a routed event to its targets: topics, webhooks, NATS subjects.
+
+- ``{topic: NAME}`` and ``{nats: SUBJECT}``: ``bus.emit`` under that topic, so the event is
+  appended to the bus's log (write-ahead) and, when the bus has a transport, published on
+  it (a NATS subject is a tidings topic). Payload, key and headers are kept.
+- ``{webhook: URL}``: one POST per attempt, CloudEvents HTTP binding in ``binary`` or
+  ``structured`` mode, within ``timeout``. A 2xx answer delivers. A 4xx other than 408 and
+  429 is dead-lettered at once (retrying cannot help). Anything else (connection refused,
+  timeout, 408, 429, 5xx) is retried up to ``max_attempts`` attempts with exponential
+  backoff (``backoff * 2**(attempt-1)``) and full jitter (a uniform draw in [0.5, 1.5) of
+  that), then dead-lettered.
+
+A dead letter is an event on the route's ``dead_letter`` topic whose data holds the route,
+the target, the attempts made, the last HTTP status (``null`` when none came) and the last
+error, and the event as a structured CloudEvent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from tidings.cloudevents import to_cloudevent
+from tidings.gateway.config import TargetConfig
+from tidings.transports.http import encode_binary, encode_structured
+
+if TYPE_CHECKING:
+    from tidings.bus import Bus
+    from tidings.gateway.table import Dispatch
+
+__all__ = ("Sender",)
+
+logger = logging.getLogger("tidings.gateway")
+
+
+class Sender:
+    """Sends dispatches to their targets on ``bus`` with ``client`` for webhooks.
+
+    Attributes:
+        outcomes: counts by ``(kind, result)``: result ``delivered``, ``retried`` or
+            ``dead_lettered``.
+    """
+
+    def __init__(self, bus: Bus, client: httpx.AsyncClient) -> None:
+        self._bus = bus
+        self._client = client
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+
+    async def send(self, dispatch: Dispatch) -> None:
+        """Deliver ``dispatch`` to each of its targets, in order. Never raises."""
+        for target in dispatch.targets:
+            try:
+                if target.kind == "webhook":
+                    await self._webhook(dispatch, target)
+                else:
+                    env = dispatch.envelope
+                    await self._bus.emit(
+                        env.payload, topic=target.address, key=env.key, headers=env.headers
+                    )
+                    self.outcomes[(target.kind, "delivered")] += 1
+            except Exception:
+                logger.exception(
+                    "gateway route %r could not send to %s %s",
+                    dispatch.route,
+                    target.kind,
+                    target.address,
+                )
+                self.outcomes[(target.kind, "failed")] += 1
+
+    async def _webhook(self, dispatch: Dispatch, target: TargetConfig) -> None:
+        env = dispatch.envelope
+        if target.mode == "structured":
+            headers, body = encode_structured(env)
+        else:
+            headers, body = encode_binary(env)
+        status: int | None = None
+        error = ""
+        for attempt in range(1, target.max_attempts + 1):
+            try:
+                answer = await self._client.post(
+                    target.address, content=body, headers=headers, timeout=target.timeout
+                )
+                status = answer.status_code
+                if 200 <= status < 300:
+                    self.outcomes[("webhook", "delivered")] += 1
+                    return
+                error = f"HTTP {status}"
+                if 400 <= status < 500 and status not in (408, 429):
+                    break
+            except httpx.TimeoutException:
+                status, error = None, f"no answer within {target.timeout:g}s"
+            except httpx.HTTPError as exc:
+                status, error = None, f"{type(exc).__name__}: {exc}"
+            if attempt < target.max_attempts:
+                self.outcomes[("webhook", "retried")] += 1
+                delay = target.backoff * 2 ** (attempt - 1)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+        await self.dead_letter(dispatch, target, attempt, status, error)
+
+    async def dead_letter(
+        self,
+        dispatch: Dispatch,
+        target: TargetConfig,
+        attempts: int,
+        status: int | None,
+        error: str,
+    ) -> None:
+        """Publish the dead letter of ``dispatch`` for ``target`` on its dead-letter topic."""
+        self.outcomes[(target.kind, "dead_lettered")] += 1
+        logger.warning(
+            "gateway route %r dead-lettered event %s for %s after %d attempt(s): %s",
+            dispatch.route,
+            dispatch.envelope.id,
+            target.address,
+            attempts,
+            error,
+        )
+        letter: dict[str, Any] = {
+            "route": dispatch.route,
+            "target": target.address,
+            "attempts": attempts,
+            "status": status,
+            "error": error,
+            "event": to_cloudevent(dispatch.envelope),
+        }
+        await self._bus.emit(letter, topic=dispatch.dead_letter)

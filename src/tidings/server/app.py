@@ -1,0 +1,229 @@
+"""The gateway's ASGI application (Starlette): :func:`create_app`.
+
+Endpoints:
+
+- ``POST /events``: CloudEvents in binary mode (``ce-*`` headers), structured mode
+  (``application/cloudevents+json``) or batch mode (``application/cloudevents-batch+json``).
+  Answers ``202 {"ids": [...], "positions": [...]}`` once every event is appended to the
+  log; the log is idempotent on the event id, so a retried POST is stored and routed once.
+  Checks, in order: token (401), body size (413, counted while reading: a body over
+  ``max_body`` is never read whole), CloudEvent validity (400 naming the attribute), scope
+  (403), rate limit (429 with ``Retry-After``), readiness (503); an id already in the log
+  from another source is a 409 listing the conflicts and what of the batch was stored.
+- ``GET /events?topic=PATTERN&after=N``: the log as server-sent events, each with
+  ``id: POSITION``, ``event: TOPIC`` and the structured CloudEvent as ``data``. Without
+  ``after`` (or ``Last-Event-ID``, which wins) the stream starts live, at the end of the log.
+- ``GET /config``: the live config, its generation, when it was loaded, the last error.
+- ``GET /metrics``, ``/healthz``, ``/readyz`` (503 until the gateway follows its log),
+  ``/openapi.json``.
+
+Every error is ``application/problem+json`` (:mod:`tidings.server.problems`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tidings.cloudevents import to_cloudevent
+from tidings.exceptions import CloudEventError, DecodeError, InvalidTopicError, StoreError
+from tidings.gateway.runner import EventIdConflictError, Gateway
+from tidings.server.access import Access, Caller
+from tidings.server.openapi import openapi
+from tidings.server.problems import problem
+from tidings.server.telemetry import registry_for
+from tidings.topics import validate_pattern
+from tidings.transports.http import decode_request
+
+__all__ = ("create_app",)
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
+    """The Starlette application serving ``gateway`` (see the module docstring).
+
+    ``access`` defaults to the tokens and rate limit of the gateway's config.
+    """
+    http = gateway.table.config.http
+    guard = access if access is not None else Access(http.tokens, http.rate_limit)
+    max_body = http.max_body
+    registry = registry_for(gateway)
+
+    def caller_of(request: Request) -> Caller | Response:
+        caller = guard.identify(request.headers.get("authorization"))
+        if caller is None:
+            given = "authorization" in request.headers
+            return problem(
+                401,
+                "the bearer token is not valid" if given else "send 'Authorization: Bearer TOKEN'",
+                headers={"www-authenticate": "Bearer"},
+            )
+        return caller
+
+    async def post_events(request: Request) -> Response:
+        caller = caller_of(request)
+        if isinstance(caller, Response):
+            return caller
+        try:
+            body = await _read_body(request, max_body)
+        except _BodyTooLargeError:
+            return problem(
+                413, f"the body is larger than max_body ({max_body} bytes)", limit=max_body
+            )
+        try:
+            envelopes = decode_request(request.headers, body)
+        except CloudEventError as exc:
+            return problem(400, str(exc), attribute=exc.attribute)
+        except DecodeError as exc:
+            return problem(400, f"the request body cannot be read: {exc}", attribute="body")
+        for envelope in envelopes:
+            if not caller.may_publish(envelope.topic):
+                return problem(
+                    403,
+                    f"token {caller.name!r} may not publish on {envelope.topic!r}",
+                    topic=envelope.topic,
+                )
+        wait = guard.throttle(caller, len(envelopes))
+        if wait > 0:
+            return problem(
+                429,
+                f"token {caller.name!r} is over its rate limit; retry later",
+                headers={"retry-after": str(max(1, math.ceil(wait)))},
+            )
+        if not gateway.ready:
+            return problem(503, "the gateway is not ready (starting or stopping)")
+        try:
+            positions = await gateway.accept(envelopes)
+        except EventIdConflictError as exc:
+            return problem(
+                409,
+                str(exc),
+                conflicts=[{"id": i, "source": s, "taken_by": o} for i, s, o in exc.conflicts],
+                accepted={"ids": exc.accepted, "positions": exc.positions},
+            )
+        except StoreError as exc:
+            return problem(503, f"the log did not take the events: {exc}")
+        return JSONResponse(
+            {"ids": [e.id for e in envelopes], "positions": positions}, status_code=202
+        )
+
+    async def get_events(request: Request) -> Response:
+        caller = caller_of(request)
+        if isinstance(caller, Response):
+            return caller
+        pattern = request.query_params.get("topic", ">")
+        try:
+            validate_pattern(pattern)
+        except InvalidTopicError as exc:
+            return problem(400, str(exc), parameter="topic")
+        if not caller.may_subscribe(pattern):
+            return problem(403, f"token {caller.name!r} may not subscribe to {pattern!r}")
+        raw = request.headers.get("last-event-id") or request.query_params.get("after")
+        if raw is None:
+            after = await gateway.store.last_position()
+        elif raw.isdigit():
+            after = int(raw)
+        else:
+            return problem(
+                400, f"'after' / Last-Event-ID is a log position (int >= 0), not {raw!r}"
+            )
+        return StreamingResponse(
+            _sse(gateway, after, pattern),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    async def get_config(request: Request) -> Response:
+        caller = caller_of(request)
+        if isinstance(caller, Response):
+            return caller
+        return JSONResponse(gateway.describe())
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if not gateway.ready or gateway.store.closed:
+            return problem(503, "not ready: the gateway is starting or stopping")
+        return JSONResponse({"status": "ready", "generation": gateway.table.generation})
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(openapi(str(request.base_url).rstrip("/")))
+
+    async def index(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "service": "tidings gateway",
+                "endpoints": [
+                    "/events",
+                    "/config",
+                    "/metrics",
+                    "/healthz",
+                    "/readyz",
+                    "/openapi.json",
+                ],
+            }
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return problem(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return problem(500, f"internal error: {type(exc).__name__}")
+
+    return Starlette(
+        routes=[
+            Route("/events", post_events, methods=["POST"]),
+            Route("/events", get_events, methods=["GET"]),
+            Route("/config", get_config, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+            Route("/", index, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+
+
+async def _sse(gateway: Gateway, after: int, pattern: str) -> AsyncIterator[bytes]:
+    yield b": tidings gateway event stream\n\n"
+    encode = msgspec.json.encode
+    async with gateway.store.subscribe(after=after, topic=pattern, unknown="raw") as records:
+        async for record in records:
+            data: dict[str, Any] = to_cloudevent(record.envelope)
+            yield (
+                f"id: {record.position}\nevent: {record.envelope.topic}\ndata: ".encode()
+                + encode(data)
+                + b"\n\n"
+            )
