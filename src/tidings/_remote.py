@@ -32,7 +32,7 @@ from tidings.transports._consumer import error_reason
 from tidings.transports.base import Message, PublishAck, Transport, TransportSubscription
 
 if TYPE_CHECKING:
-    from tidings.bus import Bus
+    from tidings._ports import BusPort
     from tidings.event import Envelope
 
 __all__ = ("HandlerFailedError", "Remote")
@@ -70,7 +70,7 @@ class _Entry:
 class Remote:
     """Connects a :class:`~tidings.Bus` to a :class:`~tidings.transports.Transport`."""
 
-    def __init__(self, bus: Bus, transport: Transport, clock: Any) -> None:
+    def __init__(self, bus: BusPort, transport: Transport, clock: Any) -> None:
         self.bus = bus
         self.transport = transport
         transport.clock = clock  # received times merge into the bus's clock
@@ -273,7 +273,7 @@ class Remote:
         policy = entry.sub.policy if entry.sub is not None else self.transport.policy
         final = message.attempt >= policy.max_deliver
         for failed_sub, error in failures:
-            self.bus._failed(failed_sub, env, error, attempts=message.attempt, final=final)
+            self.bus.failures.report(failed_sub, env, error, attempts=message.attempt, final=final)
         if succeeded and not final:
             self._succeeded[memo] = succeeded
             if len(self._succeeded) > _REMEMBERED:
@@ -320,7 +320,7 @@ class Remote:
             LoopNotRunningError: as :meth:`check_send`.
         """
         loop = self.check_send()
-        if self.bus._loop_thread == threading.get_ident():
+        if self.bus.loop_thread == threading.get_ident():
             self._enqueue(env)
         else:
             loop.call_soon_threadsafe(self._enqueue, env)

@@ -55,6 +55,7 @@ from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.delivery import Batch, Queued
+from tidings.dispatch import ErrorHook, FailureReporter, call_counted
 from tidings.event import NO_HEADERS, Envelope
 from tidings.exceptions import (
     BusClosedError,
@@ -64,7 +65,7 @@ from tidings.exceptions import (
     QueueFullError,
     WouldBlock,
 )
-from tidings.middleware.base import Middleware, attempts_of
+from tidings.middleware.base import Middleware
 from tidings.observability.logs import log_fields
 from tidings.projection import Projection, hlc_bound
 from tidings.queues import Overflow
@@ -100,9 +101,6 @@ S = TypeVar("S")
 
 logger = logging.getLogger("tidings")
 _get_ident = threading.get_ident
-
-ErrorHook = Callable[[Envelope[Any], Subscription[Any], BaseException], None]
-"""``on_error(envelope, subscription, exception)``: called for every handler failure."""
 
 
 class Handles(Generic[T]):
@@ -229,7 +227,6 @@ class Bus:
         self._hlc = self._clock._state
         self._wall = self._clock._wall
         self._node = self._clock.node
-        self._on_error = on_error
         self._lock = threading.Lock()
         # The route cache, read by publish without a lock: the table's own dicts (mutated by
         # the table only, never replaced).
@@ -255,16 +252,24 @@ class Bus:
         self._remote: Remote | None = None
         self._observer: Observer | None = None  # tidings.observability; read off the hot path
         self._middleware: tuple[Middleware, ...] = ()  # bus-wide, outermost (see use())
+        self._port = _BusPort(self)  # what the parts see of the bus (tidings._ports)
         if transport is not None:
             from tidings._remote import Remote
 
-            self._remote = Remote(self, transport, self._clock)
+            self._remote = Remote(self._port, transport, self._clock)
         self._log: Log | None = None
         if store is not None:
             from tidings._log import Log
             from tidings.store.url import open_store
 
-            self._log = Log(self, open_store(store) if isinstance(store, str) else store)
+            self._log = Log(self._port, open_store(store) if isinstance(store, str) else store)
+        self._failures = FailureReporter(
+            on_error=on_error,
+            observer=lambda: self._observer,
+            dead_letter_route=lambda: self._route(DeadLetter, None),
+            publish_dead_letter=self._publish_dead_letter,
+            stored_remotely=self._remote is not None,
+        )
         # Whether publish hands events to a store or a transport: one test on the hot path.
         self._carries = self._log is not None or self._remote is not None
 
@@ -504,7 +509,7 @@ class Bus:
         if self._middleware and batch is None and group is not _LOCAL:
             middleware = (*self._middleware, *middleware)
         sub: Subscription[Any] = Subscription(
-            self,
+            self._port,
             target,
             handler,
             priority=priority,
@@ -560,7 +565,7 @@ class Bus:
                 batch=batch,
                 pool=pool,
                 weight=weight,
-                on_failure=self._failed,
+                on_failure=self._failures.report,
                 on_drained=self._forget_queued,
             )
         self._register(sub)
@@ -971,7 +976,7 @@ class Bus:
                         try:
                             handler(event)
                         except Exception as exc:
-                            self._fast_failed(route, handler, env, exc)
+                            self._failures.report_plain(route, handler, env, exc)
                 elif route.fast_async is not None and me == self._loop_thread:
                     next(route.count)
                     self._run_async(route, route.fast_async, env)
@@ -1052,7 +1057,7 @@ class Bus:
                 try:
                     handler(payload)
                 except Exception as exc:
-                    self._fast_failed(route, handler, env, exc)
+                    self._failures.report_plain(route, handler, env, exc)
             return
         on_loop = self._loop_thread == _get_ident() or self._bind_running_loop()
         fast_async = route.fast_async
@@ -1087,7 +1092,7 @@ class Bus:
             self._driver = None
             self._driver_alive.clear()
             current = driver.cr_frame.f_locals["handler"]  # type: ignore[attr-defined]
-            sub = self._sub_of(route, current)
+            sub = next(s for s in route.subs if s.handler is current)
             self._track(sub, env, resume(driver, awaited), True)
             handlers = handlers[handlers.index(current) + 1 :]
 
@@ -1102,8 +1107,7 @@ class Bus:
                 if not sub.accepts(env):
                     continue
                 if kind == INLINE:
-                    if sub.call(sub.argument(env)) is not SKIP:
-                        sub.record_delivered()
+                    call_counted(sub, sub.argument(env))
                 elif kind == TASK:
                     coro = sub.call(sub.argument(env))
                     if coro is SKIP:
@@ -1123,9 +1127,9 @@ class Bus:
                 if kind == QUEUED:
                     refusals.append(exc)
                 else:
-                    self._failed(sub, env, exc)
+                    self._failures.report(sub, env, exc)
             except Exception as exc:
-                self._failed(sub, env, exc)
+                self._failures.report(sub, env, exc)
         if handoff:
             self._hand_off(env, handoff)
         if refusals:
@@ -1139,7 +1143,7 @@ class Bus:
             sub.record_delivered()
             return
         except Exception as exc:
-            self._failed(sub, env, exc)
+            self._failures.report(sub, env, exc)
             return
         sub.record_delivered()
         self._track(sub, env, resume(coro, awaited), True)
@@ -1149,7 +1153,7 @@ class Bus:
         if loop is None or loop.is_closed():
             for sub, coro in items:
                 coro.close()
-                self._failed(sub, env, LoopNotRunningError(_NO_LOOP.format(sub.name)))
+                self._failures.report(sub, env, LoopNotRunningError(_NO_LOOP.format(sub.name)))
             return
         with self._lock:
             self._handoffs += 1
@@ -1189,7 +1193,7 @@ class Bus:
                 return
             exc = task.exception()
             if exc is not None and isinstance(exc, Exception):
-                self._failed(sub, env, exc, counted=counted)
+                self._failures.report(sub, env, exc, counted=counted)
 
         task.add_done_callback(done)
         return task
@@ -1301,7 +1305,7 @@ class Bus:
                 except (QueueFullError, WouldBlock) as exc:
                     refusals.append(exc)
                 except Exception as exc:
-                    self._failed(sub, env, exc)
+                    self._failures.report(sub, env, exc)
                     outcomes.append(HandlerOutcome(sub.name, error=exc))
                 else:
                     if sub.kind == TASK:
@@ -1412,86 +1416,11 @@ class Bus:
 
     # ------------------------------------------------------------------ errors
 
-    def _sub_of(self, route: Route, handler: object) -> Subscription[Any]:
-        return next(s for s in route.subs if s.handler is handler)
-
-    def _fast_failed(
-        self, route: Route, handler: object, env: Envelope[Any], exc: BaseException
+    def _publish_dead_letter(
+        self, route: Route, letter: DeadLetter, headers: Mapping[str, str] | None
     ) -> None:
-        self._failed(self._sub_of(route, handler), env, exc, counted=True)
-
-    def _failed(
-        self,
-        sub: Subscription[Any],
-        env: Envelope[Any],
-        exc: BaseException,
-        *,
-        counted: bool = False,
-        attempts: int = 1,
-        final: bool = True,
-    ) -> None:
-        """Count, report and dead-letter one handler failure.
-
-        ``counted``: the call was already counted as delivered, so take it back.
-        ``attempts``: deliveries made so far; ``final``: no retry follows (a transport
-        retries the others), so dead-letter it.
-        """
-        attempts = attempts_of(exc, attempts)  # a Retry middleware's attempts, if it gave up
-        if counted:
-            sub.record_routed_failure()
-        else:
-            sub.record_failure()
-        if self._observer is not None:
-            self._observer.failed(sub, env, exc, final and env.topic != DEAD_LETTER_TOPIC)
-        if env.topic == DEAD_LETTER_TOPIC:
-            logger.error(
-                "dead-letter handler %s failed on event %s; not dead-lettered again",
-                sub.name,
-                env.id,
-                exc_info=exc,
-                extra=log_fields(env, sub),
-            )
-            return
-        route = self._route(DeadLetter, None)
-        if final and not route.subs and self._on_error is None and self._remote is None:
-            # Nobody would ever hear of it (a transport stores its dead letters on the
-            # server): say it where operators look.
-            logger.error(
-                "handler %s failed on event %s (%s); subscribe to tidings.DeadLetter or pass "
-                "on_error= to handle failures",
-                sub.name,
-                env.id,
-                env.topic,
-                exc_info=exc,
-                extra=log_fields(env, sub),
-            )
-        else:
-            logger.debug(
-                "handler %s failed on event %s (%s)",
-                sub.name,
-                env.id,
-                env.topic,
-                extra=log_fields(env, sub),
-            )
-        if self._on_error is not None:
-            try:
-                self._on_error(env, sub, exc)
-            except Exception:
-                logger.exception(
-                    "on_error hook failed for event %s", env.id, extra=log_fields(env, sub)
-                )
-        if not final:
-            return
-        if route.subs:  # in-flight work may still dead-letter while the bus closes
-            letter = DeadLetter(env, sub.name, exc, attempts)
-            try:  # the dead letter carries the event's headers: it stays in the event's trace
-                self._deliver(route, self._envelope(route, letter, None, env.headers or None))
-            except (QueueFullError, WouldBlock):
-                logger.exception(
-                    "dead letter for event %s was refused by a full queue",
-                    env.id,
-                    extra=log_fields(env, sub),
-                )
+        """Dispatch a dead letter (the :class:`~tidings.dispatch.FailureReporter`'s last step)."""
+        self._deliver(route, self._envelope(route, letter, None, headers))
 
     # ------------------------------------------------------------------ streams
 
@@ -1552,7 +1481,7 @@ class Bus:
             raise BusClosedError("the bus is closed; streams need an open bus")
         stream: EventStream[Any] = EventStream(maxsize, overflow)
         sub: Subscription[Any] = Subscription(
-            self,
+            self._port,
             target,
             stream.consume,
             priority=0,
@@ -1571,7 +1500,7 @@ class Bus:
             batch=None,
             pool=None,
             weight=1.0,
-            on_failure=self._failed,
+            on_failure=self._failures.report,
             on_drained=self._forget_queued,
             external=True,
         )
@@ -1800,6 +1729,46 @@ class Bus:
         return f"<Bus {state} subscriptions={len(self._table)}>"
 
 
+class _BusPort:
+    """The bus as its parts see it: the :class:`~tidings._ports.BusPort` of its log and
+    remote side, and the :class:`~tidings.subscription.SubscriptionOwner` of its
+    subscriptions."""
+
+    __slots__ = ("_bus",)
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._bus._loop
+
+    @property
+    def loop_thread(self) -> int | None:
+        return self._bus._loop_thread
+
+    @property
+    def failures(self) -> FailureReporter:
+        return self._bus._failures
+
+    @property
+    def observer(self) -> Observer | None:
+        return self._bus._observer
+
+    @property
+    def store(self) -> EventStore | None:
+        return self._bus.store
+
+    def after_write_ahead(self, route: Route, env: Envelope[Any]) -> None:
+        self._bus._after_write_ahead(route, env)
+
+    def unsubscribe(self, sub: Subscription[Any], *, close: bool = True) -> None:
+        self._bus._unsubscribe(sub, close=close)
+
+    def release(self, sub: Subscription[Any]) -> None:
+        self._bus._release(sub)
+
+
 _RECORDER_PRIORITY = 2**62
 _LOCAL: Any = "\x00local"  # group= of subscriptions that stay in the process
 _NO_LOOP = (
@@ -1822,7 +1791,7 @@ def _start_driver(
 async def _drive_handlers(bus: Bus, alive: list[bool]) -> None:
     """The driver behind :meth:`Bus._run_async`: runs one job of handlers per ``send``,
     until it is retired (``alive`` emptied) while a handler of its job was suspended."""
-    failed = bus._fast_failed
+    failed = bus._failures.report_plain
     while True:
         route, handlers, env = await next_job()
         payload = env.payload
@@ -1839,7 +1808,7 @@ async def _drive_emit(bus: Bus, alive: list[bool]) -> None:
     """The driver behind :meth:`Bus._emit_eagerly`: per ``send``, awaits a job's handlers in
     turn from place ``index`` on, writing each result (or :class:`Failed`) into the job's
     list; ends after the handler it was suspended in once retired (``alive`` emptied)."""
-    failed = bus._fast_failed
+    failed = bus._failures.report_plain
     while True:
         route, handlers, env, results, index = await next_job()
         payload = env.payload
