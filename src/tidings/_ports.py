@@ -1,5 +1,6 @@
 """What the bus's parts see of the bus: :class:`BusPort`, for the durable log
-(:mod:`tidings._log`) and the remote side (:mod:`tidings._remote`).
+(:mod:`tidings._log`) and the remote side (:mod:`tidings._remote`), and
+:class:`ObservationPort`, the one seam :mod:`tidings.observability` observes a bus through.
 
 Neither part imports :class:`~tidings.Bus`: each is given a :class:`BusPort` (the bus makes
 one, see ``bus.py``) and calls nothing else of its bus. The bus, in turn, calls them through
@@ -15,13 +16,17 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Mapping
+
     from tidings.dispatch import FailureReporter
     from tidings.event import Envelope
     from tidings.observability._observer import Observer
+    from tidings.results import Delivery
     from tidings.routing import Route
     from tidings.store.base import EventStore
+    from tidings.subscription import Subscription
 
-__all__ = ("BusPort",)
+__all__ = ("BusPort", "ObservationPort")
 
 
 class BusPort(Protocol):
@@ -49,3 +54,72 @@ class BusPort(Protocol):
 
     def after_write_ahead(self, route: Route, env: Envelope[Any]) -> None:
         """Send and dispatch ``env``, whose append a task made after ``publish`` returned."""
+
+
+class ObservationPort(Protocol):
+    """The seam :mod:`tidings.observability` observes a bus through (get it with
+    ``tidings.bus.observation_port(bus)``); nothing else of the bus is reached.
+
+    :meth:`attach` gives the bus an observer and the hooks its ``publish`` and ``emit`` call
+    instead of their own bodies (an observed bus is an instance of a subclass whose two
+    methods call the hooks; an unobserved one pays nothing for the seam). The hooks call
+    :meth:`publish_unhooked` / :meth:`emit_unhooked` (or :meth:`publish_each`) to publish.
+    """
+
+    @property
+    def observer(self) -> Observer | None:
+        """The observer attached, if any."""
+
+    def attach(
+        self,
+        observer: Observer | None,
+        publish: Callable[..., Envelope[Any]] | None,
+        emit: Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None,
+    ) -> None:
+        """Attach ``observer`` and the hooks ``bus.publish`` and ``bus.emit`` call from now
+        on (``None``: the bus's own); ``attach(None, None, None)`` takes them all off. The
+        routes are rebuilt, since subscriptions' fast paths may have changed."""
+
+    def publish_unhooked(
+        self,
+        event: Any,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Envelope[Any]:
+        """:meth:`Bus.publish <tidings.Bus.publish>` itself, without the hook."""
+
+    async def emit_unhooked(
+        self,
+        event: Any,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Delivery[Any]:
+        """:meth:`Bus.emit <tidings.Bus.emit>` itself, without the hook."""
+
+    def publish_each(
+        self, route: Route, event: Any, key: str | None, headers: Mapping[str, str] | None
+    ) -> Envelope[Any]:
+        """Publish through ``route`` without its fast paths, so that every handler is called
+        through :meth:`Subscription.call <tidings.Subscription.call>` (traced events)."""
+
+    def route(self, event_type: type, topic: str | None) -> Route:
+        """The route of ``event_type`` published on ``topic`` (its class's when ``None``)."""
+
+    @property
+    def dispatching(self) -> set[int]:
+        """The ids of the threads dispatching right now (read, never changed): a publish
+        from one of them is queued behind the current dispatch."""
+
+    @property
+    def transport_system(self) -> str | None:
+        """The transport's messaging system name (``"nats"``...), if the bus has one."""
+
+    def local_subscriptions(self) -> tuple[Subscription[Any], ...]:
+        """The bus's in-process subscriptions (no lock taken; not the transport's)."""
+
+    def all_subscriptions(self) -> tuple[Subscription[Any], ...]:
+        """Every subscription: local, the transport's and the durable log's followers."""

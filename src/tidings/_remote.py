@@ -201,7 +201,12 @@ class Remote:
         payload_type = next((s.event_type for s in entry.subs if s.event_type is not None), None)
 
         async def deliver(message: Message) -> None:
-            await self._dispatch(entry, message)
+            observer = self.bus.observer
+            if observer is None:
+                await self._dispatch(entry, message)
+            else:
+                with observer.delivering(message.attempt, entry.group):
+                    await self._dispatch(entry, message)
 
         entry.sub = await self.transport.subscribe(
             entry.pattern,

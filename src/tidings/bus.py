@@ -87,6 +87,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from tidings._log import Log
+    from tidings._ports import ObservationPort
     from tidings._remote import Remote
     from tidings.observability._observer import Observer
     from tidings.store.base import EventStore
@@ -253,6 +254,9 @@ class Bus:
         self._observer: Observer | None = None  # tidings.observability; read off the hot path
         self._middleware: tuple[Middleware, ...] = ()  # bus-wide, outermost (see use())
         self._port = _BusPort(self)  # what the parts see of the bus (tidings._ports)
+        # The hooks of an observed bus (a _HookedBus); see observation_port().
+        self._publish_hook: Callable[..., Envelope[Any]] | None = None
+        self._emit_hook: Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None = None
         if transport is not None:
             from tidings._remote import Remote
 
@@ -823,11 +827,6 @@ class Bus:
             if queued in self._queued:
                 self._queued.remove(queued)
 
-    def _install(self) -> None:
-        """Rebuild every route when next used: :mod:`tidings.observability` calls this when
-        subscriptions' plainness (their fast paths) changed."""
-        self._table.drop_all()
-
     @property
     def _subs(self) -> tuple[Subscription[Any], ...]:
         """The local subscriptions, in subscription order (no lock taken)."""
@@ -878,7 +877,8 @@ class Bus:
     ) -> Envelope[T]:
         """:meth:`publish` through ``route`` without its fast paths, so that every handler is
         called through :meth:`Subscription.call`: how :mod:`tidings.observability` publishes
-        the events it traces (the inlined fast path stays free of any hook)."""
+        the events it traces (``ObservationPort.publish_each``; the inlined fast path stays
+        free of any hook)."""
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
@@ -1767,6 +1767,116 @@ class _BusPort:
 
     def release(self, sub: Subscription[Any]) -> None:
         self._bus._release(sub)
+
+    # The ObservationPort (tidings._ports): how tidings.observability observes the bus.
+
+    def attach(
+        self,
+        observer: Observer | None,
+        publish: Callable[..., Envelope[Any]] | None,
+        emit: Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None,
+    ) -> None:
+        bus = self._bus
+        bus._observer = observer
+        bus._publish_hook = publish
+        bus._emit_hook = emit
+        if publish is not None:
+            bus.__class__ = _HookedBus
+        elif emit is not None:
+            bus.__class__ = _EmitHookedBus
+        else:
+            bus.__class__ = Bus
+        bus._table.drop_all()  # rebuilt when next used: subscriptions' fast paths changed
+
+    def publish_unhooked(
+        self,
+        event: Any,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Envelope[Any]:
+        return Bus.publish(self._bus, event, topic=topic, key=key, headers=headers)
+
+    async def emit_unhooked(
+        self,
+        event: Any,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Delivery[Any]:
+        return await Bus.emit(self._bus, event, topic=topic, key=key, headers=headers)
+
+    def publish_each(
+        self, route: Route, event: Any, key: str | None, headers: Mapping[str, str] | None
+    ) -> Envelope[Any]:
+        return self._bus._publish_slow(route, event, key, headers)
+
+    def route(self, event_type: type, topic: str | None) -> Route:
+        return self._bus._route(event_type, topic)
+
+    @property
+    def dispatching(self) -> set[int]:
+        return self._bus._busy
+
+    @property
+    def transport_system(self) -> str | None:
+        remote = self._bus._remote
+        return None if remote is None else remote.transport.system
+
+    def local_subscriptions(self) -> tuple[Subscription[Any], ...]:
+        return self._bus._table.subscriptions()
+
+    def all_subscriptions(self) -> tuple[Subscription[Any], ...]:
+        bus = self._bus
+        followers = () if bus._log is None else tuple(bus._log.followers)
+        return (*bus.subscriptions(), *followers)
+
+
+class _HookedBus(Bus):
+    """An observed bus (see :func:`observation_port`): ``publish`` and ``emit`` call the
+    hooks its observer attached. The class of the instance is swapped, as
+    :meth:`Subscription.observe` swaps a subscription's: :class:`Bus` itself carries no
+    check, so an unobserved bus pays nothing."""
+
+    def publish(
+        self,
+        event: T,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Envelope[T]:
+        hook = self._publish_hook
+        assert hook is not None
+        return hook(event, topic=topic, key=key, headers=headers)
+
+    async def emit(
+        self,
+        event: T,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Delivery[T]:
+        hook = self._emit_hook
+        if hook is None:
+            return await Bus.emit(self, event, topic=topic, key=key, headers=headers)
+        return await hook(event, topic=topic, key=key, headers=headers)
+
+
+class _EmitHookedBus(Bus):
+    """An observed bus whose ``publish`` needs no hook (tracing that never samples, no
+    metrics): only ``emit`` calls its observer's hook."""
+
+    emit = _HookedBus.emit
+
+
+def observation_port(bus: Bus) -> ObservationPort:
+    """The one seam :mod:`tidings.observability` observes ``bus`` through (see
+    :class:`tidings._ports.ObservationPort`)."""
+    return bus._port
 
 
 _RECORDER_PRIORITY = 2**62

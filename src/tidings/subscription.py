@@ -453,6 +453,17 @@ class Subscription(Generic[T]):
             self.__class__ = _ComposedSubscription if composed else Subscription
 
     @property
+    def observable(self) -> bool:
+        """Whether :mod:`tidings.observability` observes this subscription's calls: not a
+        stream's (its reader consumes the buffer, no handler is called) nor one whose
+        handler's object declares ``tidings_unobserved`` (:meth:`Bus.record`'s recorder)."""
+        queued = self.queued
+        if queued is not None and queued.external:
+            return False
+        owner = getattr(self.handler, "__self__", None)
+        return not getattr(owner, "tidings_unobserved", False)
+
+    @property
     def observed(self) -> bool:
         """Whether :meth:`observe` routes this subscription's calls to the bus's observer."""
         return isinstance(self, _ObservedSubscription)

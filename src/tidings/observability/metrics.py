@@ -79,7 +79,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'tidings[prometheus]'"
     ) from exc
 
-from tidings.bus import Bus
+from tidings.bus import Bus, observation_port
 from tidings.observability._observer import (
     BUCKETS,
     MetricsState,
@@ -168,7 +168,7 @@ class Metrics(Collector):
 
     def observe(self, bus: Bus) -> None:
         """Count ``bus``'s events from now on. Idempotent."""
-        observer = Observer.of(bus)
+        observer = Observer.of(observation_port(bus))
         if observer.metrics is None:
             observer.metrics = MetricsState(self.max_topics)
             observer.install()
@@ -176,7 +176,7 @@ class Metrics(Collector):
 
     def forget(self, bus: Bus) -> None:
         """Stop counting ``bus``'s events and drop its series. Idempotent."""
-        observer = bus._observer
+        observer = observation_port(bus).observer
         if observer is not None and observer.metrics is not None:
             observer.metrics = None
             observer.install()
@@ -200,8 +200,7 @@ class Metrics(Collector):
             alive = {
                 (sub.pattern, sub.name)
                 for bus in list(self._buses)
-                if bus._observer is not None
-                for sub in bus._observer.subscriptions()
+                for sub in observation_port(bus).all_subscriptions()
             }
             for key in self._labels.keys() - alive:
                 del self._labels[key]
@@ -214,7 +213,8 @@ class Metrics(Collector):
         durations: dict[str, list[int]] = {}
         totals = [0, 0, 0]  # invalid trace contexts, store appends, store reads
         for bus in list(self._buses):
-            observer = bus._observer
+            port = observation_port(bus)
+            observer = port.observer
             state = observer.metrics if observer is not None else None
             if observer is None or state is None:
                 continue
@@ -228,7 +228,7 @@ class Metrics(Collector):
                     durations[topic] = (
                         add_snapshots(durations[topic], snap) if topic in durations else snap
                     )
-            local = {id(s) for s in bus._subs}
+            local = {id(s) for s in port.local_subscriptions()}
             for sub in observer.subscriptions():
                 if not sub.observed:
                     continue
