@@ -4,10 +4,12 @@
 
 Neither part imports :class:`~tidings.Bus`: each is given a :class:`BusPort` (the bus makes
 one, see ``bus.py``) and calls nothing else of its bus. The bus, in turn, calls them through
-a few methods each: the log's ``write_ahead``, ``append``, ``start(loop)``, ``follow``,
-``unfollow`` and ``aclose``; the remote side's ``check_send``, ``send``, ``publish``,
-``start``, ``subscribe``, ``unsubscribe`` and ``aclose(deadline)`` (see
-``docs/architecture.md``).
+a few public methods each: the log's ``write_ahead``, ``append``, ``start(loop)``,
+``follow``, ``unfollow``, ``settle(deadline)`` and ``aclose(deadline)``; the remote side's
+``check_send``, ``check_publish``, ``send``, ``publish``, ``start``, ``subscribe``,
+``unsubscribe``, ``subscriptions`` and ``aclose(timeout)`` (see ``docs/architecture.md``).
+A test (``tests/test_architecture.py``) holds every module to the rule that it reaches no
+other module's private names.
 """
 
 from __future__ import annotations
