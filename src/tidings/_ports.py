@@ -62,9 +62,10 @@ class ObservationPort(Protocol):
     """The seam :mod:`tidings.observability` observes a bus through (get it with
     ``tidings.bus.observation_port(bus)``); nothing else of the bus is reached.
 
-    :meth:`attach` gives the bus an observer and the hooks its ``publish`` and ``emit`` call
-    instead of their own bodies (an observed bus is an instance of a subclass whose two
-    methods call the hooks; an unobserved one pays nothing for the seam). The hooks call
+    :meth:`attach` gives the bus an observer and the hooks that become its ``publish`` and
+    ``emit`` (an observed bus's class is swapped for a subclass of :class:`~tidings.Bus`
+    whose two methods are the hooks, called straight; an unobserved one pays nothing for
+    the seam). The hooks call
     :meth:`publish_unhooked` / :meth:`emit_unhooked` (or :meth:`publish_each`) to publish.
     """
 

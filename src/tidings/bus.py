@@ -47,7 +47,17 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from dataclasses import dataclass
 from heapq import heappushpop as _heappushpop
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
 from tidings._coroutines import IDLE, next_job, resume
 from tidings._stream import EventStream
@@ -159,6 +169,38 @@ class TransactionalHandles(Protocol[T]):
     ) -> Callable[[T, Transaction], R]: ...
 
 
+class LogFollowOptions(TypedDict, total=False):
+    """The options of :meth:`Bus.subscribe` and :meth:`Bus.on` that do not depend on the
+    event type, shared by every form (a transactional subscription takes only these); see
+    :meth:`Bus.subscribe` for what each means and its default. Declared once, here: the
+    overloads spell out only ``where`` (typed by the event), ``batch`` and
+    ``transactional`` (which pick the form), and ``durable`` where it is required."""
+
+    priority: float
+    owner: object | None
+    envelope: bool | None
+    from_: int | None
+    idempotent: bool
+    max_attempts: int
+
+
+class SubscribeOptions(LogFollowOptions, total=False):
+    """The options of the ordinary (not transactional) forms of :meth:`Bus.subscribe` and
+    :meth:`Bus.on`, besides ``where``, ``batch`` and ``transactional``."""
+
+    once: bool
+    weak: bool | None
+    mode: Mode | None
+    workers: int
+    maxsize: int
+    overflow: Overflow
+    pool: WorkerPool | None
+    weight: float
+    group: str | None
+    durable: str | None
+    middleware: Sequence[Middleware]
+
+
 @dataclass(frozen=True, slots=True)
 class BusStatistics:
     """A snapshot of every subscription's counters (:meth:`Bus.statistics`).
@@ -254,9 +296,6 @@ class Bus:
         self._observer: Observer | None = None  # tidings.observability; read off the hot path
         self._middleware: tuple[Middleware, ...] = ()  # bus-wide, outermost (see use())
         self._port = _BusPort(self)  # what the parts see of the bus (tidings._ports)
-        # The hooks of an observed bus (a _HookedBus); see observation_port().
-        self._publish_hook: Callable[..., Envelope[Any]] | None = None
-        self._emit_hook: Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None = None
         if transport is not None:
             from tidings._remote import Remote
 
@@ -285,26 +324,10 @@ class Bus:
         target: type[T],
         handler: Callable[[T], object] | Callable[[Envelope[T]], object],
         *,
-        priority: float = 0,
         where: Callable[[T], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
         batch: None = None,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[False] = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -312,26 +335,10 @@ class Bus:
         target: type[T],
         handler: Callable[[list[T]], object] | Callable[[list[Envelope[T]]], object],
         *,
-        priority: float = 0,
         where: Callable[[T], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
         batch: Batch,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[False] = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -339,26 +346,10 @@ class Bus:
         target: str,
         handler: Callable[[Any], object],
         *,
-        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
         batch: Batch | None = None,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[False] = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> Subscription[Any]: ...
     @overload
     def subscribe(
@@ -366,15 +357,10 @@ class Bus:
         target: type[T],
         handler: Callable[[T, Transaction], object] | Callable[[Envelope[T], Transaction], object],
         *,
-        priority: float = 0,
         where: Callable[[T], bool] | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        from_: int | None = None,
         durable: str,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[True],
+        **options: Unpack[LogFollowOptions],
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -382,15 +368,10 @@ class Bus:
         target: str,
         handler: Callable[[Any, Transaction], object],
         *,
-        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        from_: int | None = None,
         durable: str,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[True],
+        **options: Unpack[LogFollowOptions],
     ) -> Subscription[Any]: ...
     def subscribe(
         self,
@@ -662,108 +643,50 @@ class Bus:
         self,
         target: type[T],
         *,
-        priority: float = 0,
         where: Callable[[T], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
         batch: None = None,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[False] = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> Handles[T]: ...
     @overload
     def on(
         self,
         target: type[T],
         *,
-        priority: float = 0,
         where: Callable[[T], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
         batch: Batch,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[False] = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> BatchHandles[T]: ...
     @overload
     def on(
         self,
         target: str,
         *,
-        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
         batch: Batch | None = None,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[False] = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> Handles[Any]: ...
     @overload
     def on(
         self,
         target: type[T],
         *,
-        priority: float = 0,
         where: Callable[[T], bool] | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        from_: int | None = None,
         durable: str,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[True],
+        **options: Unpack[LogFollowOptions],
     ) -> TransactionalHandles[T]: ...
     @overload
     def on(
         self,
         target: str,
         *,
-        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        from_: int | None = None,
         durable: str,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[True],
+        **options: Unpack[LogFollowOptions],
     ) -> TransactionalHandles[Any]: ...
     def on(
         self,
@@ -1778,14 +1701,8 @@ class _BusPort:
     ) -> None:
         bus = self._bus
         bus._observer = observer
-        bus._publish_hook = publish
-        bus._emit_hook = emit
-        if publish is not None:
-            bus.__class__ = _HookedBus
-        elif emit is not None:
-            bus.__class__ = _EmitHookedBus
-        else:
-            bus.__class__ = Bus
+        hooked = publish is not None or emit is not None
+        bus.__class__ = _observed_class(publish, emit) if hooked else Bus
         bus._table.drop_all()  # rebuilt when next used: subscriptions' fast paths changed
 
     def publish_unhooked(
@@ -1834,43 +1751,21 @@ class _BusPort:
         return (*bus.subscriptions(), *followers)
 
 
-class _HookedBus(Bus):
-    """An observed bus (see :func:`observation_port`): ``publish`` and ``emit`` call the
-    hooks its observer attached. The class of the instance is swapped, as
-    :meth:`Subscription.observe` swaps a subscription's: :class:`Bus` itself carries no
+def _observed_class(
+    publish: Callable[..., Envelope[Any]] | None,
+    emit: Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None,
+) -> type[Bus]:
+    """The class of one observed bus: :class:`Bus` with ``publish`` and ``emit`` replaced by
+    its observer's hooks (those given). The bus's class is swapped for it (see
+    :func:`observation_port`), as :meth:`Subscription.observe` swaps a subscription's: the
+    hooks are called straight, with no call in between, and :class:`Bus` itself carries no
     check, so an unobserved bus pays nothing."""
-
-    def publish(
-        self,
-        event: T,
-        *,
-        topic: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Envelope[T]:
-        hook = self._publish_hook
-        assert hook is not None
-        return hook(event, topic=topic, key=key, headers=headers)
-
-    async def emit(
-        self,
-        event: T,
-        *,
-        topic: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Delivery[T]:
-        hook = self._emit_hook
-        if hook is None:
-            return await Bus.emit(self, event, topic=topic, key=key, headers=headers)
-        return await hook(event, topic=topic, key=key, headers=headers)
-
-
-class _EmitHookedBus(Bus):
-    """An observed bus whose ``publish`` needs no hook (tracing that never samples, no
-    metrics): only ``emit`` calls its observer's hook."""
-
-    emit = _HookedBus.emit
+    namespace: dict[str, Any] = {"__module__": __name__, "__doc__": _observed_class.__doc__}
+    if publish is not None:
+        namespace["publish"] = staticmethod(publish)
+    if emit is not None:
+        namespace["emit"] = staticmethod(emit)
+    return type("ObservedBus", (Bus,), namespace)
 
 
 def observation_port(bus: Bus) -> ObservationPort:

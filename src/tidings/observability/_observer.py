@@ -3,21 +3,26 @@
 Nothing here imports OpenTelemetry or prometheus-client: this module holds what runs per
 event, which must stay cheap, and the hooks the bus calls.
 
-How an observer reaches into a bus, costing an unobserved bus nothing:
+How an observer reaches a bus, costing an unobserved bus nothing: only through the bus's
+one observation seam, :class:`~tidings._ports.ObservationPort` (``tidings.bus.observation_port``):
 
-- **publish and emit** are replaced on the observed bus *instance* (an attribute shadowing
-  the method), so :meth:`Bus.publish` itself carries no check. The replacement times the
-  dispatch (metrics) and, when :meth:`TracingHook.gate` says the event is traced, publishes
-  it through :meth:`Bus._publish_slow <tidings.Bus>` with trace headers, so that every
+- **publish and emit**: :meth:`Observer.install` gives the port the hooks that become the
+  bus's ``publish`` and ``emit`` (:meth:`ObservationPort.attach
+  <tidings._ports.ObservationPort.attach>` swaps the bus's class for a subclass whose two
+  methods are the hooks), so :meth:`Bus.publish` itself carries no check. The hook times
+  the dispatch (metrics) and, when :meth:`TracingHook.gate` says the event is traced,
+  publishes it through ``ObservationPort.publish_each`` with trace headers, so that every
   handler is called through :meth:`Subscription.call`.
-- **subscriptions** are observed (:meth:`Subscription.observe`): calls the bus makes
-  through :meth:`Subscription.call` come to :meth:`Observer.call` with the envelope. The
-  inlined fast paths still call plain handlers straight; an untraced event costs inline
-  handlers nothing.
-- **a transport's deliveries** (:meth:`Remote._dispatch <tidings._remote.Remote>`) are
-  wrapped to publish the delivery attempt and group in :data:`DELIVERY`.
-- **failures**: :meth:`Bus._failed` calls :meth:`Observer.failed` (a failure is off the hot
-  path).
+- **subscriptions** are observed (:meth:`Subscription.observe`), those that are
+  :attr:`~tidings.Subscription.observable` (not streams, not :meth:`Bus.record`'s
+  recorder): calls the bus makes through :meth:`Subscription.call` come to
+  :meth:`Observer.call` with the envelope. The inlined fast paths still call plain handlers
+  straight; an untraced event costs inline handlers nothing.
+- **a transport's deliveries**: the remote side (:mod:`tidings._remote`) runs each one
+  inside :meth:`Observer.delivering`, which publishes the delivery attempt and group in
+  :data:`DELIVERY`.
+- **failures**: the bus's :class:`~tidings.dispatch.FailureReporter` calls
+  :meth:`Observer.failed` (a failure is off the hot path).
 - **the durable log** (:mod:`tidings._log`) counts appends and reads through
   :meth:`Observer.store_counted`, and runs its followers' handler calls inside
   :func:`replaying`, so their spans link to the events' original traces.
