@@ -66,7 +66,7 @@ class ObservationPort(Protocol):
     ``emit`` (an observed bus's class is swapped for a subclass of :class:`~tidings.Bus`
     whose two methods are the hooks, called straight; an unobserved one pays nothing for
     the seam). The hooks call
-    :meth:`publish_unhooked` / :meth:`emit_unhooked` (or :meth:`publish_each`) to publish.
+    :attr:`publish_unhooked` / :attr:`emit_unhooked` (or :meth:`publish_each`) to publish.
     """
 
     @property
@@ -83,25 +83,14 @@ class ObservationPort(Protocol):
         on (``None``: the bus's own); ``attach(None, None, None)`` takes them all off. The
         routes are rebuilt, since subscriptions' fast paths may have changed."""
 
-    def publish_unhooked(
-        self,
-        event: Any,
-        *,
-        topic: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Envelope[Any]:
-        """:meth:`Bus.publish <tidings.Bus.publish>` itself, without the hook."""
+    @property
+    def publish_unhooked(self) -> Callable[..., Envelope[Any]]:
+        """:meth:`Bus.publish <tidings.Bus.publish>` itself, bound to the bus, without the
+        hook (same arguments)."""
 
-    async def emit_unhooked(
-        self,
-        event: Any,
-        *,
-        topic: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Delivery[Any]:
-        """:meth:`Bus.emit <tidings.Bus.emit>` itself, without the hook."""
+    @property
+    def emit_unhooked(self) -> Callable[..., Coroutine[Any, Any, Delivery[Any]]]:
+        """:meth:`Bus.emit <tidings.Bus.emit>` itself, bound to the bus, without the hook."""
 
     def publish_each(
         self, route: Route, event: Any, key: str | None, headers: Mapping[str, str] | None

@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mappin
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from heapq import heappushpop as _heappushpop
-from types import MappingProxyType
+from types import MappingProxyType, MethodType
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -1705,25 +1705,13 @@ class _BusPort:
         bus.__class__ = _observed_class(publish, emit) if hooked else Bus
         bus._table.drop_all()  # rebuilt when next used: subscriptions' fast paths changed
 
-    def publish_unhooked(
-        self,
-        event: Any,
-        *,
-        topic: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Envelope[Any]:
-        return Bus.publish(self._bus, event, topic=topic, key=key, headers=headers)
+    @property
+    def publish_unhooked(self) -> Callable[..., Envelope[Any]]:
+        return MethodType(Bus.publish, self._bus)  # bound: a hook calls it with no step between
 
-    async def emit_unhooked(
-        self,
-        event: Any,
-        *,
-        topic: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Delivery[Any]:
-        return await Bus.emit(self._bus, event, topic=topic, key=key, headers=headers)
+    @property
+    def emit_unhooked(self) -> Callable[..., Coroutine[Any, Any, Delivery[Any]]]:
+        return MethodType(Bus.emit, self._bus)
 
     def publish_each(
         self, route: Route, event: Any, key: str | None, headers: Mapping[str, str] | None
