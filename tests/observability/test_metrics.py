@@ -266,7 +266,9 @@ def test_one_collector_per_registry_and_forget_restores_the_bus() -> None:
         with pytest.raises(ValueError, match="Duplicated"):
             Metrics(other, registry=registry)
         metrics.observe(other)
-        assert type(bus) is not tidings.Bus  # observed: publish and emit call the hooks
+        assert type(bus) is not tidings.Bus  # observed: publish and emit are the hooks
+        assert isinstance(bus, tidings.Bus)
+        assert not {"publish", "emit"} & vars(bus).keys()  # not patched on the instance
         metrics.forget(bus)
         assert type(bus) is tidings.Bus
         port = observation_port(bus)
