@@ -60,7 +60,7 @@ from typing import (
 )
 
 from tidings._coroutines import IDLE, next_job, resume
-from tidings._stream import EventStream
+from tidings._stream import EventStream, stream_subscription
 from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
@@ -1402,32 +1402,15 @@ class Bus:
             raise LoopNotRunningError("streams need the bus's event loop; use them in asyncio")
         if self._closed:
             raise BusClosedError("the bus is closed; streams need an open bus")
-        stream: EventStream[Any] = EventStream(maxsize, overflow)
-        sub: Subscription[Any] = Subscription(
+        stream, sub = stream_subscription(
             self._port,
             target,
-            stream.consume,
-            priority=0,
-            where=where,
-            once=False,
-            weak=False,
-            owner=None,
-            envelope=False,
-            mode="queued",
-        )
-        sub.queued = Queued(
-            sub,
-            workers=1,
             maxsize=maxsize,
             overflow=overflow,
-            batch=None,
-            pool=None,
-            weight=1.0,
+            where=where,
             on_failure=self._failures.report,
             on_drained=self._forget_queued,
-            external=True,
         )
-        stream.attach(sub.queued.partitions[0])
         self._register(sub)
         try:
             yield stream
