@@ -60,7 +60,7 @@ from tidings.store.base import EventStore, LogSubscription, SupportsSyncAppend
 from tidings.subscription import SKIP
 
 if TYPE_CHECKING:
-    from tidings.bus import Bus
+    from tidings._ports import BusPort
     from tidings.event import Envelope
     from tidings.routing import Route
     from tidings.store.records import StoredEvent, Transaction
@@ -101,7 +101,7 @@ def with_transaction(handler: Callable[..., Any]) -> Callable[[Any], Any]:
 class Log:
     """A bus's binding to its store."""
 
-    def __init__(self, bus: Bus, store: EventStore) -> None:
+    def __init__(self, bus: BusPort, store: EventStore) -> None:
         self.bus = bus
         self.store = store
         self._append_sync = store.append_sync if isinstance(store, SupportsSyncAppend) else None
@@ -126,13 +126,13 @@ class Log:
             self.counted(appended=1)
             return True
         bus = self.bus
-        loop = bus._loop
+        loop = bus.loop
         if loop is None or loop.is_closed():
             raise LoopNotRunningError(
                 f"{type(self.store).__name__} appends asynchronously: publish from inside "
                 "asyncio after 'async with Bus(store=...)', or use 'await bus.emit(...)'"
             )
-        if bus._loop_thread == threading.get_ident():
+        if bus.loop_thread == threading.get_ident():
             self._defer(loop, route, env, None)
             return False
         asyncio.run_coroutine_threadsafe(self.store.append([env]), loop).result()
@@ -167,7 +167,7 @@ class Log:
                             done.set_exception(error)
                     elif error is None:
                         assert route is not None
-                        self.bus._after_write_ahead(route, env)
+                        self.bus.after_write_ahead(route, env)
                     else:
                         logger.error(
                             "could not append event %s (%s) to the log; it was not dispatched: %s",
@@ -221,7 +221,7 @@ class Log:
 
     def counted(self, *, appended: int = 0, read: int = 0) -> None:
         """Tell the bus's observer (metrics) of records appended or read."""
-        observer = self.bus._observer
+        observer = self.bus.observer
         if observer is not None:
             observer.store_counted(appended, read)
 
@@ -247,8 +247,8 @@ class Log:
         ``transactional``: ``sub``'s handler was made with :func:`with_transaction`."""
         follower = Follower(self, sub, start, durable, idempotent, max_attempts, transactional)
         self.followers[sub] = follower
-        if self.bus._loop is not None and not self.bus._loop.is_closed():
-            follower.start(self.bus._loop)
+        if self.bus.loop is not None and not self.bus.loop.is_closed():
+            follower.start(self.bus.loop)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start every follower not yet running."""
@@ -408,10 +408,12 @@ class Follower:
                     result = await self._call_in_transaction(env, position)
             except Exception as exc:
                 if attempt == self.max_attempts:
-                    self.log.bus._failed(sub, env, exc, attempts=attempt)
+                    self.log.bus.failures.report(sub, env, exc, attempts=attempt)
                     return False
                 await asyncio.sleep(RETRY_BASE * 2 ** (attempt - 1))
             else:
+                # Counted here, after the checkpoint's commit (a transactional call that
+                # fails to commit is retried, not delivered); SKIP: the handler is gone.
                 if result is not SKIP:
                     sub.record_delivered()
                 return True

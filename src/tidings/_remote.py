@@ -30,7 +30,6 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tidings.exceptions import LoopNotRunningError, PublishError
@@ -40,7 +39,7 @@ from tidings.transports._consumer import error_reason
 from tidings.transports.base import Message, PublishAck, Transport, TransportSubscription
 
 if TYPE_CHECKING:
-    from tidings.bus import Bus
+    from tidings._ports import BusPort
     from tidings.event import Envelope
 
 __all__ = ("HandlerFailedError", "Remote")
@@ -81,15 +80,8 @@ class _Entry:
 class Remote:
     """Connects a :class:`~tidings.Bus` to a :class:`~tidings.transports.Transport`."""
 
-    def __init__(
-        self,
-        bus: Bus,
-        transport: Transport,
-        clock: Any,
-        dead_letter: Callable[[Envelope[Any], str, BaseException], None],
-    ) -> None:
+    def __init__(self, bus: BusPort, transport: Transport, clock: Any) -> None:
         self.bus = bus
-        self._dead_letter = dead_letter
         self.transport = transport
         transport.clock = clock  # received times merge into the bus's clock
         if transport.on_publish_error is None:
@@ -224,7 +216,12 @@ class Remote:
         payload_type = next((s.event_type for s in entry.subs if s.event_type is not None), None)
 
         async def deliver(message: Message) -> None:
-            await self._dispatch(entry, message)
+            observer = self.bus.observer
+            if observer is None:
+                await self._dispatch(entry, message)
+            else:
+                with observer.delivering(message.attempt, entry.group):
+                    await self._dispatch(entry, message)
 
         entry.sub = await self.transport.subscribe(
             entry.pattern,
@@ -296,7 +293,7 @@ class Remote:
         policy = entry.sub.policy if entry.sub is not None else self.transport.policy
         final = message.attempt >= policy.max_deliver
         for failed_sub, error in failures:
-            self.bus._failed(failed_sub, env, error, attempts=message.attempt, final=final)
+            self.bus.failures.report(failed_sub, env, error, attempts=message.attempt, final=final)
         if succeeded and not final:
             self._succeeded[memo] = succeeded
             if len(self._succeeded) > _REMEMBERED:
@@ -354,7 +351,7 @@ class Remote:
             LoopNotRunningError: as :meth:`check_send`.
         """
         loop = self.check_send()
-        if self.bus._loop_thread == threading.get_ident():
+        if self.bus.loop_thread == threading.get_ident():
             self._enqueue(env)
         else:
             loop.call_soon_threadsafe(self._enqueue, env)
@@ -395,4 +392,4 @@ class Remote:
         names the event and its topic), counted, and dead-lettered with its envelope."""
         self.publish_failures += 1
         logger.error("%s", exc, extra=log_fields(env))
-        self._dead_letter(env, PUBLISH_FAILED, exc)
+        self.bus.publish_failed(env, PUBLISH_FAILED, exc)

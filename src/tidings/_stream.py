@@ -1,14 +1,24 @@
-"""The async iterator behind :meth:`Bus.stream <tidings.Bus.stream>`."""
+"""The async iterator behind :meth:`Bus.stream <tidings.Bus.stream>`, and the kind of
+subscription that fills it (:func:`stream_subscription`).
+
+A stream is a queued subscription whose buffer is *external*: no worker calls a handler,
+the stream's iterator takes the events out. The bus registers it like any subscription;
+observability leaves it alone (:attr:`Subscription.observable
+<tidings.Subscription.observable>`), and it takes no middleware.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from tidings.delivery import FailureHook, Queued
 from tidings.event import Envelope
 from tidings.exceptions import QueueClosedError
 from tidings.queues import Overflow, RingBuffer
+from tidings.subscription import Subscription, SubscriptionOwner
 
-__all__ = ("EventStream",)
+__all__ = ("EventStream", "stream_subscription")
 
 T = TypeVar("T")
 
@@ -52,3 +62,48 @@ class EventStream(Generic[T]):
         except QueueClosedError:
             raise StopAsyncIteration from None
         return envelope.payload
+
+
+def stream_subscription(
+    owner: SubscriptionOwner,
+    target: type[Any] | str,
+    *,
+    maxsize: int,
+    overflow: Overflow,
+    where: Callable[[Any], bool] | None,
+    on_failure: FailureHook,
+    on_drained: Callable[[Queued], None],
+) -> tuple[EventStream[Any], Subscription[Any]]:
+    """A new stream and the subscription that fills it (a queued one with an external
+    buffer, read by the stream), for the bus to register.
+
+    Raises:
+        InvalidHandlerError, InvalidTopicError, ValueError: as :meth:`Bus.subscribe`.
+    """
+    stream: EventStream[Any] = EventStream(maxsize, overflow)
+    sub: Subscription[Any] = Subscription(
+        owner,
+        target,
+        stream.consume,
+        priority=0,
+        where=where,
+        once=False,
+        weak=False,
+        owner=None,
+        envelope=False,
+        mode="queued",
+    )
+    sub.queued = Queued(
+        sub,
+        workers=1,
+        maxsize=maxsize,
+        overflow=overflow,
+        batch=None,
+        pool=None,
+        weight=1.0,
+        on_failure=on_failure,
+        on_drained=on_drained,
+        external=True,
+    )
+    stream.attach(sub.queued.partitions[0])
+    return stream, sub

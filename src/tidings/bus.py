@@ -46,15 +46,26 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mappin
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from heapq import heappushpop as _heappushpop
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
+from types import MappingProxyType, MethodType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
 from tidings._coroutines import IDLE, next_job, resume
-from tidings._stream import EventStream
+from tidings._stream import EventStream, stream_subscription
 from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.delivery import Batch, Queued
+from tidings.dispatch import ErrorHook, FailureReporter, call_counted
 from tidings.event import NO_HEADERS, Envelope
 from tidings.exceptions import (
     BusClosedError,
@@ -64,7 +75,7 @@ from tidings.exceptions import (
     QueueFullError,
     WouldBlock,
 )
-from tidings.middleware.base import Middleware, attempts_of
+from tidings.middleware.base import Middleware
 from tidings.observability.logs import log_fields
 from tidings.projection import Projection, hlc_bound
 from tidings.queues import Overflow
@@ -86,6 +97,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from tidings._log import Log
+    from tidings._ports import ObservationPort
     from tidings._remote import Remote
     from tidings.observability._observer import Observer
     from tidings.store.base import EventStore
@@ -100,9 +112,6 @@ S = TypeVar("S")
 
 logger = logging.getLogger("tidings")
 _get_ident = threading.get_ident
-
-ErrorHook = Callable[[Envelope[Any], Subscription[Any], BaseException], None]
-"""``on_error(envelope, subscription, exception)``: called for every handler failure."""
 
 
 class Handles(Generic[T]):
@@ -158,6 +167,38 @@ class TransactionalHandles(Protocol[T]):
     def __call__(
         self, handler: Callable[[T, Transaction], R], /
     ) -> Callable[[T, Transaction], R]: ...
+
+
+class LogFollowOptions(TypedDict, total=False):
+    """The options of :meth:`Bus.subscribe` and :meth:`Bus.on` that do not depend on the
+    event type, shared by every form (a transactional subscription takes only these); see
+    :meth:`Bus.subscribe` for what each means and its default. Declared once, here: the
+    overloads spell out only ``where`` (typed by the event), ``batch`` and
+    ``transactional`` (which pick the form), and ``durable`` where it is required."""
+
+    priority: float
+    owner: object | None
+    envelope: bool | None
+    from_: int | None
+    idempotent: bool
+    max_attempts: int
+
+
+class SubscribeOptions(LogFollowOptions, total=False):
+    """The options of the ordinary (not transactional) forms of :meth:`Bus.subscribe` and
+    :meth:`Bus.on`, besides ``where``, ``batch`` and ``transactional``."""
+
+    once: bool
+    weak: bool | None
+    mode: Mode | None
+    workers: int
+    maxsize: int
+    overflow: Overflow
+    pool: WorkerPool | None
+    weight: float
+    group: str | None
+    durable: str | None
+    middleware: Sequence[Middleware]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +270,6 @@ class Bus:
         self._hlc = self._clock._state
         self._wall = self._clock._wall
         self._node = self._clock.node
-        self._on_error = on_error
         self._lock = threading.Lock()
         # The route cache, read by publish without a lock: the table's own dicts (mutated by
         # the table only, never replaced).
@@ -255,16 +295,24 @@ class Bus:
         self._remote: Remote | None = None
         self._observer: Observer | None = None  # tidings.observability; read off the hot path
         self._middleware: tuple[Middleware, ...] = ()  # bus-wide, outermost (see use())
+        self._port = _BusPort(self)  # what the parts see of the bus (tidings._ports)
         if transport is not None:
             from tidings._remote import Remote
 
-            self._remote = Remote(self, transport, self._clock, self._publish_failed)
+            self._remote = Remote(self._port, transport, self._clock)
         self._log: Log | None = None
         if store is not None:
             from tidings._log import Log
             from tidings.store.url import open_store
 
-            self._log = Log(self, open_store(store) if isinstance(store, str) else store)
+            self._log = Log(self._port, open_store(store) if isinstance(store, str) else store)
+        self._failures = FailureReporter(
+            on_error=on_error,
+            observer=lambda: self._observer,
+            dead_letter_route=lambda: self._route(DeadLetter, None),
+            publish_dead_letter=self._publish_dead_letter,
+            stored_remotely=self._remote is not None,
+        )
         # Whether publish hands events to a store or a transport: one test on the hot path.
         self._carries = self._log is not None or self._remote is not None
 
@@ -276,26 +324,10 @@ class Bus:
         target: type[T],
         handler: Callable[[T], object] | Callable[[Envelope[T]], object],
         *,
-        priority: float = 0,
         where: Callable[[T], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
         batch: None = None,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[False] = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -303,26 +335,10 @@ class Bus:
         target: type[T],
         handler: Callable[[list[T]], object] | Callable[[list[Envelope[T]]], object],
         *,
-        priority: float = 0,
         where: Callable[[T], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
         batch: Batch,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[False] = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -330,26 +346,10 @@ class Bus:
         target: str,
         handler: Callable[[Any], object],
         *,
-        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
         batch: Batch | None = None,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[False] = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> Subscription[Any]: ...
     @overload
     def subscribe(
@@ -357,15 +357,10 @@ class Bus:
         target: type[T],
         handler: Callable[[T, Transaction], object] | Callable[[Envelope[T], Transaction], object],
         *,
-        priority: float = 0,
         where: Callable[[T], bool] | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        from_: int | None = None,
         durable: str,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[True],
+        **options: Unpack[LogFollowOptions],
     ) -> Subscription[T]: ...
     @overload
     def subscribe(
@@ -373,15 +368,10 @@ class Bus:
         target: str,
         handler: Callable[[Any, Transaction], object],
         *,
-        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        from_: int | None = None,
         durable: str,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[True],
+        **options: Unpack[LogFollowOptions],
     ) -> Subscription[Any]: ...
     def subscribe(
         self,
@@ -505,7 +495,7 @@ class Bus:
         if self._middleware and batch is None and group is not _LOCAL:
             middleware = (*self._middleware, *middleware)
         sub: Subscription[Any] = Subscription(
-            self,
+            self._port,
             target,
             handler,
             priority=priority,
@@ -561,7 +551,7 @@ class Bus:
                 batch=batch,
                 pool=pool,
                 weight=weight,
-                on_failure=self._failed,
+                on_failure=self._failures.report,
                 on_drained=self._forget_queued,
             )
         self._register(sub)
@@ -654,108 +644,50 @@ class Bus:
         self,
         target: type[T],
         *,
-        priority: float = 0,
         where: Callable[[T], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
         batch: None = None,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[False] = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> Handles[T]: ...
     @overload
     def on(
         self,
         target: type[T],
         *,
-        priority: float = 0,
         where: Callable[[T], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
         batch: Batch,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[False] = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> BatchHandles[T]: ...
     @overload
     def on(
         self,
         target: str,
         *,
-        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
         batch: Batch | None = None,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[False] = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> Handles[Any]: ...
     @overload
     def on(
         self,
         target: type[T],
         *,
-        priority: float = 0,
         where: Callable[[T], bool] | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        from_: int | None = None,
         durable: str,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[True],
+        **options: Unpack[LogFollowOptions],
     ) -> TransactionalHandles[T]: ...
     @overload
     def on(
         self,
         target: str,
         *,
-        priority: float = 0,
         where: Callable[[Any], bool] | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        from_: int | None = None,
         durable: str,
-        idempotent: bool = False,
-        max_attempts: int = 3,
         transactional: Literal[True],
+        **options: Unpack[LogFollowOptions],
     ) -> TransactionalHandles[Any]: ...
     def on(
         self,
@@ -819,11 +751,6 @@ class Bus:
             if queued in self._queued:
                 self._queued.remove(queued)
 
-    def _install(self) -> None:
-        """Rebuild every route when next used: :mod:`tidings.observability` calls this when
-        subscriptions' plainness (their fast paths) changed."""
-        self._table.drop_all()
-
     @property
     def _subs(self) -> tuple[Subscription[Any], ...]:
         """The local subscriptions, in subscription order (no lock taken)."""
@@ -874,7 +801,8 @@ class Bus:
     ) -> Envelope[T]:
         """:meth:`publish` through ``route`` without its fast paths, so that every handler is
         called through :meth:`Subscription.call`: how :mod:`tidings.observability` publishes
-        the events it traces (the inlined fast path stays free of any hook)."""
+        the events it traces (``ObservationPort.publish_each``; the inlined fast path stays
+        free of any hook)."""
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
@@ -972,7 +900,7 @@ class Bus:
                         try:
                             handler(event)
                         except Exception as exc:
-                            self._fast_failed(route, handler, env, exc)
+                            self._failures.report_plain(route, handler, env, exc)
                 elif route.fast_async is not None and me == self._loop_thread:
                     next(route.count)
                     self._run_async(route, route.fast_async, env)
@@ -1052,7 +980,7 @@ class Bus:
                 try:
                     handler(payload)
                 except Exception as exc:
-                    self._fast_failed(route, handler, env, exc)
+                    self._failures.report_plain(route, handler, env, exc)
             return
         on_loop = self._loop_thread == _get_ident() or self._bind_running_loop()
         fast_async = route.fast_async
@@ -1087,7 +1015,7 @@ class Bus:
             self._driver = None
             self._driver_alive.clear()
             current = driver.cr_frame.f_locals["handler"]  # type: ignore[attr-defined]
-            sub = self._sub_of(route, current)
+            sub = next(s for s in route.subs if s.handler is current)
             self._track(sub, env, resume(driver, awaited), True)
             handlers = handlers[handlers.index(current) + 1 :]
 
@@ -1102,8 +1030,7 @@ class Bus:
                 if not sub.accepts(env):
                     continue
                 if kind == INLINE:
-                    if sub.call(sub.argument(env)) is not SKIP:
-                        sub.record_delivered()
+                    call_counted(sub, sub.argument(env))
                 elif kind == TASK:
                     coro = sub.call(sub.argument(env))
                     if coro is SKIP:
@@ -1123,9 +1050,9 @@ class Bus:
                 if kind == QUEUED:
                     refusals.append(exc)
                 else:
-                    self._failed(sub, env, exc)
+                    self._failures.report(sub, env, exc)
             except Exception as exc:
-                self._failed(sub, env, exc)
+                self._failures.report(sub, env, exc)
         if handoff:
             self._hand_off(env, handoff)
         if refusals:
@@ -1139,7 +1066,7 @@ class Bus:
             sub.record_delivered()
             return
         except Exception as exc:
-            self._failed(sub, env, exc)
+            self._failures.report(sub, env, exc)
             return
         sub.record_delivered()
         self._track(sub, env, resume(coro, awaited), True)
@@ -1149,7 +1076,7 @@ class Bus:
         if loop is None or loop.is_closed():
             for sub, coro in items:
                 coro.close()
-                self._failed(sub, env, LoopNotRunningError(_NO_LOOP.format(sub.name)))
+                self._failures.report(sub, env, LoopNotRunningError(_NO_LOOP.format(sub.name)))
             return
         with self._lock:
             self._handoffs += 1
@@ -1189,7 +1116,7 @@ class Bus:
                 return
             exc = task.exception()
             if exc is not None and isinstance(exc, Exception):
-                self._failed(sub, env, exc, counted=counted)
+                self._failures.report(sub, env, exc, counted=counted)
 
         task.add_done_callback(done)
         return task
@@ -1301,7 +1228,7 @@ class Bus:
                 except (QueueFullError, WouldBlock) as exc:
                     refusals.append(exc)
                 except Exception as exc:
-                    self._failed(sub, env, exc)
+                    self._failures.report(sub, env, exc)
                     outcomes.append(HandlerOutcome(sub.name, error=exc))
                 else:
                     if sub.kind == TASK:
@@ -1412,97 +1339,17 @@ class Bus:
 
     # ------------------------------------------------------------------ errors
 
-    def _sub_of(self, route: Route, handler: object) -> Subscription[Any]:
-        return next(s for s in route.subs if s.handler is handler)
-
-    def _fast_failed(
-        self, route: Route, handler: object, env: Envelope[Any], exc: BaseException
+    def _publish_dead_letter(
+        self, route: Route, letter: DeadLetter, headers: Mapping[str, str] | None
     ) -> None:
-        self._failed(self._sub_of(route, handler), env, exc, counted=True)
-
-    def _failed(
-        self,
-        sub: Subscription[Any],
-        env: Envelope[Any],
-        exc: BaseException,
-        *,
-        counted: bool = False,
-        attempts: int = 1,
-        final: bool = True,
-    ) -> None:
-        """Count, report and dead-letter one handler failure.
-
-        ``counted``: the call was already counted as delivered, so take it back.
-        ``attempts``: deliveries made so far; ``final``: no retry follows (a transport
-        retries the others), so dead-letter it.
-        """
-        attempts = attempts_of(exc, attempts)  # a Retry middleware's attempts, if it gave up
-        if counted:
-            sub.record_routed_failure()
-        else:
-            sub.record_failure()
-        if self._observer is not None:
-            self._observer.failed(sub, env, exc, final and env.topic != DEAD_LETTER_TOPIC)
-        if env.topic == DEAD_LETTER_TOPIC:
-            logger.error(
-                "dead-letter handler %s failed on event %s; not dead-lettered again",
-                sub.name,
-                env.id,
-                exc_info=exc,
-                extra=log_fields(env, sub),
-            )
-            return
-        route = self._route(DeadLetter, None)
-        if final and not route.subs and self._on_error is None and self._remote is None:
-            # Nobody would ever hear of it (a transport stores its dead letters on the
-            # server): say it where operators look.
-            logger.error(
-                "handler %s failed on event %s (%s); subscribe to tidings.DeadLetter or pass "
-                "on_error= to handle failures",
-                sub.name,
-                env.id,
-                env.topic,
-                exc_info=exc,
-                extra=log_fields(env, sub),
-            )
-        else:
-            logger.debug(
-                "handler %s failed on event %s (%s)",
-                sub.name,
-                env.id,
-                env.topic,
-                extra=log_fields(env, sub),
-            )
-        if self._on_error is not None:
-            try:
-                self._on_error(env, sub, exc)
-            except Exception:
-                logger.exception(
-                    "on_error hook failed for event %s", env.id, extra=log_fields(env, sub)
-                )
-        if final:
-            self._dead_letter(route, DeadLetter(env, sub.name, exc, attempts), sub)
-
-    def _dead_letter(
-        self, route: Route, letter: DeadLetter, sub: Subscription[Any] | None = None
-    ) -> None:
-        """Publish ``letter`` in the process (on ``route``, the dead letters' route)."""
-        if route.subs:  # in-flight work may still dead-letter while the bus closes
-            env = letter.envelope
-            try:  # the dead letter carries the event's headers: it stays in the event's trace
-                self._deliver(route, self._envelope(route, letter, None, env.headers or None))
-            except (QueueFullError, WouldBlock):
-                logger.exception(
-                    "dead letter for event %s was refused by a full queue",
-                    env.id,
-                    extra=log_fields(env, sub),
-                )
+        """Dispatch a dead letter (the :class:`~tidings.dispatch.FailureReporter`'s last step)."""
+        self._deliver(route, self._envelope(route, letter, None, headers))
 
     def _publish_failed(self, env: Envelope[Any], handler: str, exc: BaseException) -> None:
         """A transport did not publish ``env``: count it (metrics) and dead-letter it."""
         if self._observer is not None:
             self._observer.publish_failed()
-        self._dead_letter(self._route(DeadLetter, None), DeadLetter(env, handler, exc))
+        self._failures.dead_letter(DeadLetter(env, handler, exc))
 
     # ------------------------------------------------------------------ streams
 
@@ -1561,32 +1408,15 @@ class Bus:
             raise LoopNotRunningError("streams need the bus's event loop; use them in asyncio")
         if self._closed:
             raise BusClosedError("the bus is closed; streams need an open bus")
-        stream: EventStream[Any] = EventStream(maxsize, overflow)
-        sub: Subscription[Any] = Subscription(
-            self,
+        stream, sub = stream_subscription(
+            self._port,
             target,
-            stream.consume,
-            priority=0,
-            where=where,
-            once=False,
-            weak=False,
-            owner=None,
-            envelope=False,
-            mode="queued",
-        )
-        sub.queued = Queued(
-            sub,
-            workers=1,
             maxsize=maxsize,
             overflow=overflow,
-            batch=None,
-            pool=None,
-            weight=1.0,
-            on_failure=self._failed,
+            where=where,
+            on_failure=self._failures.report,
             on_drained=self._forget_queued,
-            external=True,
         )
-        stream.attach(sub.queued.partitions[0])
         self._register(sub)
         try:
             yield stream
@@ -1825,6 +1655,119 @@ class Bus:
         return f"<Bus {state} subscriptions={len(self._table)}>"
 
 
+class _BusPort:
+    """The bus as its parts see it: the :class:`~tidings._ports.BusPort` of its log and
+    remote side, and the :class:`~tidings.subscription.SubscriptionOwner` of its
+    subscriptions."""
+
+    __slots__ = ("_bus",)
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._bus._loop
+
+    @property
+    def loop_thread(self) -> int | None:
+        return self._bus._loop_thread
+
+    @property
+    def failures(self) -> FailureReporter:
+        return self._bus._failures
+
+    @property
+    def observer(self) -> Observer | None:
+        return self._bus._observer
+
+    @property
+    def store(self) -> EventStore | None:
+        return self._bus.store
+
+    def after_write_ahead(self, route: Route, env: Envelope[Any]) -> None:
+        self._bus._after_write_ahead(route, env)
+
+    def publish_failed(self, env: Envelope[Any], handler: str, exc: BaseException) -> None:
+        self._bus._publish_failed(env, handler, exc)
+
+    def unsubscribe(self, sub: Subscription[Any], *, close: bool = True) -> None:
+        self._bus._unsubscribe(sub, close=close)
+
+    def release(self, sub: Subscription[Any]) -> None:
+        self._bus._release(sub)
+
+    # The ObservationPort (tidings._ports): how tidings.observability observes the bus.
+
+    def attach(
+        self,
+        observer: Observer | None,
+        publish: Callable[..., Envelope[Any]] | None,
+        emit: Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None,
+    ) -> None:
+        bus = self._bus
+        bus._observer = observer
+        hooked = publish is not None or emit is not None
+        bus.__class__ = _observed_class(publish, emit) if hooked else Bus
+        bus._table.drop_all()  # rebuilt when next used: subscriptions' fast paths changed
+
+    @property
+    def publish_unhooked(self) -> Callable[..., Envelope[Any]]:
+        return MethodType(Bus.publish, self._bus)  # bound: a hook calls it with no step between
+
+    @property
+    def emit_unhooked(self) -> Callable[..., Coroutine[Any, Any, Delivery[Any]]]:
+        return MethodType(Bus.emit, self._bus)
+
+    def publish_each(
+        self, route: Route, event: Any, key: str | None, headers: Mapping[str, str] | None
+    ) -> Envelope[Any]:
+        return self._bus._publish_slow(route, event, key, headers)
+
+    def route(self, event_type: type, topic: str | None) -> Route:
+        return self._bus._route(event_type, topic)
+
+    @property
+    def dispatching(self) -> set[int]:
+        return self._bus._busy
+
+    @property
+    def transport_system(self) -> str | None:
+        remote = self._bus._remote
+        return None if remote is None else remote.transport.system
+
+    def local_subscriptions(self) -> tuple[Subscription[Any], ...]:
+        return self._bus._table.subscriptions()
+
+    def all_subscriptions(self) -> tuple[Subscription[Any], ...]:
+        bus = self._bus
+        followers = () if bus._log is None else tuple(bus._log.followers)
+        return (*bus.subscriptions(), *followers)
+
+
+def _observed_class(
+    publish: Callable[..., Envelope[Any]] | None,
+    emit: Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None,
+) -> type[Bus]:
+    """The class of one observed bus: :class:`Bus` with ``publish`` and ``emit`` replaced by
+    its observer's hooks (those given). The bus's class is swapped for it (see
+    :func:`observation_port`), as :meth:`Subscription.observe` swaps a subscription's: the
+    hooks are called straight, with no call in between, and :class:`Bus` itself carries no
+    check, so an unobserved bus pays nothing."""
+    namespace: dict[str, Any] = {"__module__": __name__, "__doc__": _observed_class.__doc__}
+    if publish is not None:
+        namespace["publish"] = staticmethod(publish)
+    if emit is not None:
+        namespace["emit"] = staticmethod(emit)
+    return type("ObservedBus", (Bus,), namespace)
+
+
+def observation_port(bus: Bus) -> ObservationPort:
+    """The one seam :mod:`tidings.observability` observes ``bus`` through (see
+    :class:`tidings._ports.ObservationPort`)."""
+    return bus._port
+
+
 _RECORDER_PRIORITY = 2**62
 _LOCAL: Any = "\x00local"  # group= of subscriptions that stay in the process
 _NO_LOOP = (
@@ -1847,7 +1790,7 @@ def _start_driver(
 async def _drive_handlers(bus: Bus, alive: list[bool]) -> None:
     """The driver behind :meth:`Bus._run_async`: runs one job of handlers per ``send``,
     until it is retired (``alive`` emptied) while a handler of its job was suspended."""
-    failed = bus._fast_failed
+    failed = bus._failures.report_plain
     while True:
         route, handlers, env = await next_job()
         payload = env.payload
@@ -1864,7 +1807,7 @@ async def _drive_emit(bus: Bus, alive: list[bool]) -> None:
     """The driver behind :meth:`Bus._emit_eagerly`: per ``send``, awaits a job's handlers in
     turn from place ``index`` on, writing each result (or :class:`Failed`) into the job's
     list; ends after the handler it was suspended in once retired (``alive`` emptied)."""
-    failed = bus._fast_failed
+    failed = bus._failures.report_plain
     while True:
         route, handlers, env, results, index = await next_job()
         payload = env.payload

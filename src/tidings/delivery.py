@@ -46,11 +46,12 @@ from heapq import heappushpop as _heappushpop
 from typing import TYPE_CHECKING, Any, NoReturn
 from zlib import crc32 as _crc32
 
+from tidings.dispatch import acall_counted, call_counted
 from tidings.event import Envelope
 from tidings.exceptions import InvalidHandlerError, QueueClosedError, WouldBlock
 from tidings.observability.logs import log_fields
 from tidings.queues import Overflow, RingBuffer
-from tidings.subscription import SKIP, count_value
+from tidings.subscription import count_value
 
 if TYPE_CHECKING:
     from tidings.scheduling import WorkerPool
@@ -468,46 +469,30 @@ class Queued:
         sub = self.sub
         if self.batch is not None:
             try:
-                result = sub.call([sub.argument(e) for e in envs])
+                call_counted(sub, [sub.argument(e) for e in envs], len(envs))
             except Exception as exc:
                 self._failed(envs, exc)
-            else:
-                if result is not SKIP:  # SKIP: the handler's object is gone, nobody saw them
-                    sub.record_delivered(len(envs))
             return
         for env in envs:
             try:
-                result = sub.call(sub.argument(env))
+                call_counted(sub, sub.argument(env))
             except Exception as exc:
                 self._failed((env,), exc)
-            else:
-                if result is not SKIP:
-                    sub.record_delivered()
 
     async def ahandle(self, envs: Sequence[Envelope[Any]]) -> None:
         """Await the coroutine handler for ``envs`` (one call per envelope, or per batch)."""
         sub = self.sub
         if self.batch is not None:
             try:
-                result = sub.call([sub.argument(e) for e in envs])
-                if result is SKIP:  # the handler's object is gone: nobody saw them
-                    return
-                await result
+                await acall_counted(sub, [sub.argument(e) for e in envs], len(envs))
             except Exception as exc:
                 self._failed(envs, exc)
-            else:
-                sub.record_delivered(len(envs))
             return
         for env in envs:
             try:
-                result = sub.call(sub.argument(env))
-                if result is SKIP:
-                    continue
-                await result
+                await acall_counted(sub, sub.argument(env))
             except Exception as exc:
                 self._failed((env,), exc)
-            else:
-                sub.record_delivered()
 
     def _failed(self, envs: Sequence[Envelope[Any]], exc: Exception) -> None:
         for env in envs:

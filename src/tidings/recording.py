@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, overload
+from typing import Any, ClassVar, TypeVar, overload
 
 from tidings.event import Envelope
 
@@ -21,6 +21,10 @@ class Recorder:
     """
 
     __slots__ = ("envelopes",)
+
+    tidings_unobserved: ClassVar[bool] = True
+    """A recorder sees every event as it is: observability leaves its subscription alone
+    (see :attr:`Subscription.observable <tidings.Subscription.observable>`)."""
 
     def __init__(self) -> None:
         self.envelopes: list[Envelope[Any]] = []

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from tidings.delivery import Queued
 
-__all__ = ("Mode", "Observer", "Subscription", "SubscriptionStatistics")
+__all__ = ("Mode", "Observer", "Subscription", "SubscriptionOwner", "SubscriptionStatistics")
 
 T = TypeVar("T")
 
@@ -77,6 +77,21 @@ class Observer(Protocol):
 
     def inlines(self, sub: Subscription[Any]) -> bool:
         """Whether the bus may still call the plain handler straight, bypassing :meth:`call`."""
+
+
+class SubscriptionOwner(Protocol):
+    """What a subscription knows of its bus (the bus gives each subscription one; a
+    subscription made without a bus, as in routing tests, has ``None`` and tells no one)."""
+
+    @property
+    def observer(self) -> Observer | None:
+        """The bus's observer, if it is observed (see :meth:`Subscription.observe`)."""
+
+    def unsubscribe(self, sub: Subscription[Any], *, close: bool = True) -> None:
+        """Remove ``sub`` from the bus's routes; ``close``: close its buffer too (queued)."""
+
+    def release(self, sub: Subscription[Any]) -> None:
+        """End ``sub`` from a weakref callback (its owner was collected), taking no lock."""
 
 
 def handler_name(handler: object) -> str:
@@ -198,7 +213,7 @@ class Subscription(Generic[T]):
 
     def __init__(
         self,
-        bus: Any,
+        bus: SubscriptionOwner | None,
         target: type[T] | str,
         handler: Callable[..., Any],
         *,
@@ -400,7 +415,8 @@ class Subscription(Generic[T]):
                 return False
             if self.active:
                 self.active = False
-                self._bus._unsubscribe(self, close=self.queued is None)
+                if self._bus is not None:
+                    self._bus.unsubscribe(self, close=self.queued is None)
         return True
 
     def call(self, arg: Any) -> Any:
@@ -424,7 +440,7 @@ class Subscription(Generic[T]):
 
         The hook of :mod:`tidings.observability`: once observed, :meth:`argument` returns the
         envelope and :meth:`call` hands it (or a batch's list of them) to
-        ``bus._observer.call(self, arg)``, which calls the handler as before with
+        ``observer.call(self, arg)`` (the observer of its :class:`SubscriptionOwner`), which calls the handler as before with
         :meth:`call_handler`. The bus's inlined fast paths still call a plain handler
         straight unless ``observer.inlines(self)`` says otherwise. An unobserved subscription
         pays nothing, not even a slot: observing swaps its class for a subclass that
@@ -435,6 +451,17 @@ class Subscription(Generic[T]):
             self.__class__ = _ObservedComposedSubscription if composed else _ObservedSubscription
         else:
             self.__class__ = _ComposedSubscription if composed else Subscription
+
+    @property
+    def observable(self) -> bool:
+        """Whether :mod:`tidings.observability` observes this subscription's calls: not a
+        stream's (its reader consumes the buffer, no handler is called) nor one whose
+        handler's object declares ``tidings_unobserved`` (:meth:`Bus.record`'s recorder)."""
+        queued = self.queued
+        if queued is not None and queued.external:
+            return False
+        owner = getattr(self.handler, "__self__", None)
+        return not getattr(owner, "tidings_unobserved", False)
 
     @property
     def observed(self) -> bool:
@@ -463,13 +490,15 @@ class Subscription(Generic[T]):
         """
         if self.active:
             self.active = False
-            self._bus._release(self)
+            if self._bus is not None:
+                self._bus.release(self)
 
     def cancel(self) -> None:
         """End the subscription. Idempotent; safe from any thread and from inside handlers."""
         if self.active:
             self.active = False
-            self._bus._unsubscribe(self)
+            if self._bus is not None:
+                self._bus.unsubscribe(self)
 
     # ------------------------------------------------------------------ statistics
 
@@ -587,14 +616,16 @@ class _ObservedSubscription(Subscription[T]):
 
     @property
     def plain(self) -> bool:
-        observer: Observer | None = self._bus._observer
+        bus = self._bus
+        observer = None if bus is None else bus.observer
         return super().plain and (observer is None or observer.inlines(self))
 
     def argument(self, env: Envelope[Any]) -> Any:
         return env
 
     def call(self, arg: Any) -> Any:
-        observer: Observer | None = self._bus._observer
+        bus = self._bus
+        observer = None if bus is None else bus.observer
         if observer is None:  # pragma: no cover - observe(False) restores the class
             return Subscription.call(self, arg)
         return observer.call(self, arg)

@@ -294,8 +294,9 @@ def test_forget_takes_the_hooks_off(spans: Spans) -> None:
         tracing = Tracing(bus, tracer_provider=spans.provider)
         sub = bus.subscribe(Order, lambda order: None)
         assert type(sub) is not tidings.Subscription
+        assert type(bus) is not tidings.Bus  # observed: publish and emit call the hooks
         tracing.forget(bus)
         assert type(sub) is tidings.Subscription
-        assert "publish" not in vars(bus)
+        assert type(bus) is tidings.Bus
         bus.publish(Order(9))
     assert spans.finished() == ()

@@ -3,21 +3,26 @@
 Nothing here imports OpenTelemetry or prometheus-client: this module holds what runs per
 event, which must stay cheap, and the hooks the bus calls.
 
-How an observer reaches into a bus, costing an unobserved bus nothing:
+How an observer reaches a bus, costing an unobserved bus nothing: only through the bus's
+one observation seam, :class:`~tidings._ports.ObservationPort` (``tidings.bus.observation_port``):
 
-- **publish and emit** are replaced on the observed bus *instance* (an attribute shadowing
-  the method), so :meth:`Bus.publish` itself carries no check. The replacement times the
-  dispatch (metrics) and, when :meth:`TracingHook.gate` says the event is traced, publishes
-  it through :meth:`Bus._publish_slow <tidings.Bus>` with trace headers, so that every
+- **publish and emit**: :meth:`Observer.install` gives the port the hooks that become the
+  bus's ``publish`` and ``emit`` (:meth:`ObservationPort.attach
+  <tidings._ports.ObservationPort.attach>` swaps the bus's class for a subclass whose two
+  methods are the hooks), so :meth:`Bus.publish` itself carries no check. The hook times
+  the dispatch (metrics) and, when :meth:`TracingHook.gate` says the event is traced,
+  publishes it through ``ObservationPort.publish_each`` with trace headers, so that every
   handler is called through :meth:`Subscription.call`.
-- **subscriptions** are observed (:meth:`Subscription.observe`): calls the bus makes
-  through :meth:`Subscription.call` come to :meth:`Observer.call` with the envelope. The
-  inlined fast paths still call plain handlers straight; an untraced event costs inline
-  handlers nothing.
-- **a transport's deliveries** (:meth:`Remote._dispatch <tidings._remote.Remote>`) are
-  wrapped to publish the delivery attempt and group in :data:`DELIVERY`.
-- **failures**: :meth:`Bus._failed` calls :meth:`Observer.failed` (a failure is off the hot
-  path).
+- **subscriptions** are observed (:meth:`Subscription.observe`), those that are
+  :attr:`~tidings.Subscription.observable` (not streams, not :meth:`Bus.record`'s
+  recorder): calls the bus makes through :meth:`Subscription.call` come to
+  :meth:`Observer.call` with the envelope. The inlined fast paths still call plain handlers
+  straight; an untraced event costs inline handlers nothing.
+- **a transport's deliveries**: the remote side (:mod:`tidings._remote`) runs each one
+  inside :meth:`Observer.delivering`, which publishes the delivery attempt and group in
+  :data:`DELIVERY`.
+- **failures**: the bus's :class:`~tidings.dispatch.FailureReporter` calls
+  :meth:`Observer.failed` (a failure is off the hot path).
 - **the durable log** (:mod:`tidings._log`) counts appends and reads through
   :meth:`Observer.store_counted`, and runs its followers' handler calls inside
   :func:`replaying`, so their spans link to the events' original traces.
@@ -38,14 +43,13 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextvars import ContextVar
-from types import MethodType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tidings.event import Envelope
 from tidings.subscription import INLINE, SKIP, TASK, Subscription
 
 if TYPE_CHECKING:
-    from tidings.bus import Bus
+    from tidings._ports import ObservationPort
     from tidings.results import Delivery
 
 __all__ = (
@@ -321,78 +325,62 @@ class Observer:
     :meth:`install`. With neither left, :meth:`install` takes every hook off the bus.
     """
 
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
+    def __init__(self, port: ObservationPort) -> None:
+        self.port = port
         self.tracing: TracingHook | None = None
         self.metrics: MetricsState | None = None
-        self.system = "tidings" if bus._remote is None else bus._remote.transport.system
+        self.system = port.transport_system or "tidings"
 
     @classmethod
-    def of(cls, bus: Bus) -> Observer:
-        """The bus's observer, made on first use."""
-        observer = bus._observer
-        return observer if observer is not None else cls(bus)
+    def of(cls, port: ObservationPort) -> Observer:
+        """The observer of the bus behind ``port``, made on first use."""
+        observer = port.observer
+        return observer if observer is not None else cls(port)
 
     # ------------------------------------------------------------------ attaching
 
     def install(self) -> None:
-        """Put the hooks on the bus for the parts set (or take them all off)."""
-        bus = self.bus
+        """Attach the hooks for the parts set to the bus (or take them all off)."""
         active = self.tracing is not None or self.metrics is not None
-        bus._observer = self if active else None
-        for name, hook in (("publish", self._publish()), ("emit", self._emit())):
-            if hook is None:
-                bus.__dict__.pop(name, None)
-            else:
-                setattr(bus, name, hook)
-        remote = bus._remote
-        if remote is not None:
-            remote.__dict__.pop("_dispatch", None)
-            if active:
-                remote._dispatch = self._remote_dispatch(remote._dispatch)  # type: ignore[method-assign,assignment]
+        if active:
+            self.port.attach(self, self._publish(), self._emit())
+        else:
+            self.port.attach(None, None, None)
         for sub in self.subscriptions():
-            if sub.queued is not None and sub.queued.external:
-                continue  # a stream: its reader consumes the buffer, no handler is called
-            if _is_recorder(sub):
-                continue
-            sub.observe(active)
-        bus._install()  # rebuild the routes: subscriptions' plainness changed
+            if sub.observable:  # not a stream nor a recorder
+                sub.observe(active)
+        # attach() dropped the routes; they are rebuilt with the subscriptions' new plainness
+        # when next used.
 
     def subscriptions(self) -> tuple[Subscription[Any], ...]:
         """The bus's subscriptions, its durable log's followers included."""
-        bus = self.bus
-        followers = () if bus._log is None else tuple(bus._log.followers)
-        return (*bus.subscriptions(), *followers)
+        return self.port.all_subscriptions()
 
     def _publish(self) -> Callable[..., Envelope[Any]] | None:
         """The bus's ``publish`` with the hooks of the parts set, or ``None`` for none."""
-        from tidings.bus import Bus
-
-        bus, tracing, metrics = self.bus, self.tracing, self.metrics
-        original: Callable[..., Envelope[Any]] = MethodType(Bus.publish, bus)
+        port, tracing, metrics = self.port, self.tracing, self.metrics
+        original: Callable[..., Envelope[Any]] = port.publish_unhooked
         publish = original
         if tracing is not None:
-            route_of, slow = bus._route, bus._publish_slow
+            route_of, each = port.route, port.publish_each
             send = tracing.send
 
             def traced(
                 event: Any, topic: str | None, key: str | None, headers: Mapping[str, str] | None
             ) -> Envelope[Any]:
                 route = route_of(type(event), topic)
-                return send(route.topic, headers, lambda h: slow(route, event, key, h))
+                return send(route.topic, headers, lambda h: each(route, event, key, h))
 
             publish = tracing.wrap_publish(original, traced, self.install)
         if metrics is not None:
-            publish = _timed_publish(bus, metrics, publish)
+            publish = _timed_publish(port, metrics, publish)
         return None if publish is original else publish
 
     def _emit(self) -> Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None:
-        bus, tracing, metrics = self.bus, self.tracing, self.metrics
+        port, tracing, metrics = self.port, self.tracing, self.metrics
         if tracing is None and metrics is None:
             return None
-        from tidings.bus import Bus
-
-        original: Callable[..., Awaitable[Delivery[Any]]] = MethodType(Bus.emit, bus)
+        original = port.emit_unhooked
 
         async def emit(
             event: Any,
@@ -403,7 +391,7 @@ class Observer:
         ) -> Delivery[Any]:
             t0 = time.perf_counter_ns()
             if tracing is not None and tracing.gate(headers):
-                route = bus._route(type(event), topic)
+                route = port.route(type(event), topic)
                 delivery = await tracing.asend(
                     route.topic, headers, lambda h: original(event, topic=topic, key=key, headers=h)
                 )
@@ -415,17 +403,15 @@ class Observer:
 
         return emit
 
-    def _remote_dispatch(
-        self, original: Callable[[Any, Any], Awaitable[None]]
-    ) -> Callable[[Any, Any], Coroutine[Any, Any, None]]:
-        async def dispatch(entry: Any, message: Any) -> None:
-            token = DELIVERY.set((message.attempt, entry.group, False))
-            try:
-                await original(entry, message)
-            finally:
-                DELIVERY.reset(token)
-
-        return dispatch
+    @contextlib.contextmanager
+    def delivering(self, attempt: int, group: str | None) -> Iterator[None]:
+        """Mark the handler calls made inside as a transport's delivery ``attempt`` to
+        ``group``: the remote side's hook (:mod:`tidings._remote`)."""
+        token = DELIVERY.set((attempt, group, False))
+        try:
+            yield
+        finally:
+            DELIVERY.reset(token)
 
     # ------------------------------------------------------------------ the bus's calls
 
@@ -487,10 +473,10 @@ class Observer:
 
 
 def _timed_publish(
-    bus: Bus, metrics: MetricsState, inner: Callable[..., Envelope[Any]]
+    port: ObservationPort, metrics: MetricsState, inner: Callable[..., Envelope[Any]]
 ) -> Callable[..., Envelope[Any]]:
     """``inner`` (the bus's publish, maybe traced), timed: one observation per dispatch."""
-    busy, clock = bus._busy, time.perf_counter_ns
+    busy, clock = port.dispatching, time.perf_counter_ns
     dispatched, deferred = metrics.dispatched, metrics.deferred
     buffers, fold, full = dispatched.buffers, dispatched.fold, dispatched.FOLD
 
@@ -526,9 +512,3 @@ async def _timed(metrics: MetricsState, sub: Subscription[Any], arg: Any, coro: 
     for env in arg if type(arg) is list else (arg,):
         metrics.handled_now(sub, env)
     return result
-
-
-def _is_recorder(sub: Subscription[Any]) -> bool:
-    from tidings.recording import Recorder
-
-    return isinstance(getattr(sub.handler, "__self__", None), Recorder)

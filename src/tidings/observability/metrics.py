@@ -81,7 +81,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'tidings[prometheus]'"
     ) from exc
 
-from tidings.bus import Bus
+from tidings.bus import Bus, observation_port
 from tidings.observability._observer import (
     BUCKETS,
     MetricsState,
@@ -170,7 +170,7 @@ class Metrics(Collector):
 
     def observe(self, bus: Bus) -> None:
         """Count ``bus``'s events from now on. Idempotent."""
-        observer = Observer.of(bus)
+        observer = Observer.of(observation_port(bus))
         if observer.metrics is None:
             observer.metrics = MetricsState(self.max_topics)
             observer.install()
@@ -178,7 +178,7 @@ class Metrics(Collector):
 
     def forget(self, bus: Bus) -> None:
         """Stop counting ``bus``'s events and drop its series. Idempotent."""
-        observer = bus._observer
+        observer = observation_port(bus).observer
         if observer is not None and observer.metrics is not None:
             observer.metrics = None
             observer.install()
@@ -202,8 +202,7 @@ class Metrics(Collector):
             alive = {
                 (sub.pattern, sub.name)
                 for bus in list(self._buses)
-                if bus._observer is not None
-                for sub in bus._observer.subscriptions()
+                for sub in observation_port(bus).all_subscriptions()
             }
             for key in self._labels.keys() - alive:
                 del self._labels[key]
@@ -216,7 +215,8 @@ class Metrics(Collector):
         durations: dict[str, list[int]] = {}
         totals = [0, 0, 0, 0]  # invalid trace contexts, store appends and reads, publish failures
         for bus in list(self._buses):
-            observer = bus._observer
+            port = observation_port(bus)
+            observer = port.observer
             state = observer.metrics if observer is not None else None
             if observer is None or state is None:
                 continue
@@ -231,7 +231,7 @@ class Metrics(Collector):
                     durations[topic] = (
                         add_snapshots(durations[topic], snap) if topic in durations else snap
                     )
-            local = {id(s) for s in bus._subs}
+            local = {id(s) for s in port.local_subscriptions()}
             for sub in observer.subscriptions():
                 if not sub.observed:
                     continue

@@ -67,6 +67,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 import tidings
+from tidings.bus import observation_port
 from tidings.observability._observer import Observer, replaying
 from tidings.observability.logs import log_fields
 from tidings.subscription import SKIP, Subscription, count_value
@@ -125,7 +126,7 @@ class Tracing:
 
     def observe(self, bus: Bus) -> None:
         """Trace ``bus`` from now on. Idempotent."""
-        observer = Observer.of(bus)
+        observer = Observer.of(observation_port(bus))
         if observer.tracing is None:
             hook = _BusTracing(self, observer.system)
             self._hooks.append(hook)
@@ -134,7 +135,7 @@ class Tracing:
 
     def forget(self, bus: Bus) -> None:
         """Stop tracing ``bus``. Idempotent."""
-        observer = bus._observer
+        observer = observation_port(bus).observer
         if observer is not None and isinstance(observer.tracing, _BusTracing):
             observer.tracing = None
             observer.install()

@@ -72,3 +72,9 @@ def not_middleware(event: OrderPlaced) -> None: ...
 
 bus.subscribe(OrderPlaced, one_at_a_time, middleware=[not_middleware])  # E: list-item
 bus.use(tidings.middleware.Retry)  # E: arg-type
+
+# The options declared once (SubscribeOptions, LogFollowOptions) are still checked.
+bus.subscribe(OrderPlaced, one_at_a_time, workers="2")  # E: call-overload
+bus.subscribe(OrderPlaced, one_at_a_time, no_such_option=True)  # E: call-overload
+bus.subscribe(OrderPlaced, charge, durable="b", transactional=True, once=True)  # E: call-overload
+bus.on(OrderPlaced, maxsize=None)(one_at_a_time)  # E: call-overload

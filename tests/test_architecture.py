@@ -1,0 +1,222 @@
+"""The package's structure, checked from its source (``ast``; nothing is imported):
+
+- no module reads or calls another module's private names: an attribute access
+  ``obj._name`` (``obj`` not ``self``/``cls``) is allowed only when ``_name`` is defined in
+  the same module (assigned on ``self``/``cls``, or a method, class attribute or slot of
+  one of its classes), or when it is on :data:`ALLOWED`, each entry saying why. The check
+  goes by name, not type: a module that defines ``_x`` itself may read another's ``_x``
+  unnoticed (``bus.py`` copies the clock's ``_wall`` into its own ``self._wall``);
+- the tidings modules import each other without cycles (imports run at import time and
+  imports inside functions alike; those under ``if TYPE_CHECKING:`` are not imports).
+  ``from tidings import codec`` imports the module ``tidings.codec``, not the package.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import tidings
+
+ROOT = Path(tidings.__file__).parent
+
+ALLOWED: dict[tuple[str, str], str] = {
+    # Standard library and third-party internals, read on purpose.
+    ("tidings._coroutines", "awaited._asyncio_future_blocking"): (
+        "asyncio's documented future protocol: a yielded future sets this flag"
+    ),
+    ("tidings.queues", "asyncio.events._get_running_loop"): (
+        "the C-accelerated running-loop lookup, without get_running_loop's exception"
+    ),
+    ("tidings.observability.tracing", "_RUNTIME_CONTEXT._current_context"): (
+        "OpenTelemetry's context variable, read without a function call on the hot path"
+    ),
+    ("tidings.observability.tracing", "trace._TRACER_PROVIDER"): (
+        "whether an OpenTelemetry SDK is configured yet: one module attribute read"
+    ),
+    ("tidings.transports.nats", "self._client()._nuid"): (
+        "nats-py's unique-id generator, for inbox names it does not make itself"
+    ),
+    # Namedtuple's public API is spelled with an underscore.
+    ("tidings.store.base", "query._replace"): "namedtuple._replace",
+    ("tidings.store.base", "self._query._replace"): "namedtuple._replace",
+    ("tidings.store.cli", "query._replace"): "namedtuple._replace",
+    ("tidings.store.url", "parts._replace"): "namedtuple._replace (urllib's SplitResult)",
+    # Known reaches left for their owners' branches (tracked; remove when fixed).
+    ("tidings.bus", "self._clock._state"): (
+        "publish inlines HybridClock.now's send rule on the hot path (see Bus.publish)"
+    ),
+    ("tidings.store.cli", "store._fetch"): "the log CLI reads the store's paging primitive",
+    ("tidings.store.cli", "log._fetch"): "the log CLI reads the store's paging primitive",
+    ("tidings.store.cli", "log._changes"): "the log CLI follows the store's change feed",
+    ("tidings.store.cli", "log._start_watching"): "the log CLI follows the store's change feed",
+    ("tidings.store.cli", "log._wait_for_change"): "the log CLI follows the store's change feed",
+}
+
+
+def _modules() -> Iterator[tuple[str, Path]]:
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        yield ".".join(parts), path
+
+
+MODULES = dict(_modules())
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _private_defined(tree: ast.Module) -> set[str]:
+    """The private attribute names a module defines: assigned on ``self``/``cls``, and the
+    methods, class attributes and slots of its classes."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("self", "cls")
+        ):
+            names.add(node.attr)
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    names.add(item.name)
+                elif isinstance(item, ast.Assign | ast.AnnAssign):
+                    targets = item.targets if isinstance(item, ast.Assign) else [item.target]
+                    for target in targets:
+                        if isinstance(target, ast.Name):
+                            names.add(target.id)
+                            if target.id == "__slots__" and item.value is not None:
+                                names.update(
+                                    c.value
+                                    for c in ast.walk(item.value)
+                                    if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                                )
+    return {n for n in names if n.startswith("_")}
+
+
+def _foreign_private_reaches() -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        own = _private_defined(tree)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            attr = node.attr
+            if not attr.startswith("_") or attr.startswith("__"):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            if attr in own:
+                continue
+            found.add((name, ast.unparse(node)))
+    return found
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The tidings modules ``name`` imports (at import time or inside functions)."""
+    out: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for other in child.orelse:
+                    visit_one(other)
+                continue
+            visit_one(child)
+
+    def visit_one(node: ast.AST) -> None:
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name in MODULES)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            subs = [f"{node.module}.{a.name}" for a in node.names]
+            modules = [s for s in subs if s in MODULES]
+            out.update(modules)
+            if node.module in MODULES and len(modules) < len(subs):
+                out.add(node.module)
+        else:
+            visit(node)
+
+    visit(ast.parse(path.read_text()))
+    out.discard(name)
+    return out
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component: list[str] = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    return found
+
+
+def test_no_module_reaches_into_another_modules_private_names() -> None:
+    reaches = _foreign_private_reaches()
+    unexplained = sorted(reaches - ALLOWED.keys())
+    assert unexplained == [], (
+        "private names of another module (add a public method or port, or an ALLOWED "
+        f"entry saying why): {unexplained}"
+    )
+
+
+def test_every_allowed_reach_still_exists() -> None:
+    stale = sorted(ALLOWED.keys() - _foreign_private_reaches())
+    assert stale == [], f"remove these ALLOWED entries, the code no longer does it: {stale}"
+
+
+def test_the_import_graph_has_no_cycles() -> None:
+    graph = {name: _imports(name, path) for name, path in MODULES.items()}
+    assert _cycles(graph) == []
+
+
+def test_the_log_and_the_remote_side_do_not_import_the_bus() -> None:
+    for name in ("tidings._log", "tidings._remote", "tidings.observability._observer"):
+        tree = ast.parse(MODULES[name].read_text())
+        imported = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module is not None
+        }
+        assert "tidings.bus" not in imported, name
+
+
+def test_the_checks_see_what_they_check() -> None:
+    """The walkers find a reach, a cycle and a type-checking import when there is one."""
+    tree = ast.parse("class A:\n    def f(self, o):\n        return o._x\n")
+    assert "_x" not in _private_defined(tree)
+    assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
+    assert _imports("tidings.bus", MODULES["tidings.bus"]) >= {"tidings.routing"}
+    assert "tidings._log" in _imports("tidings.bus", MODULES["tidings.bus"])  # in a function
