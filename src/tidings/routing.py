@@ -52,12 +52,12 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from tidings.event import topic_of
-from tidings.subscription import INLINE, TASK, Subscription
+from tidings.subscription import INLINE, TASK, Subscription, route_counters
 from tidings.topics import compile_pattern, validate_topic
 
 __all__ = ("DEFAULT_ROUTE_CACHE_SIZE", "Route", "RouteTable", "subscription_order")
@@ -83,13 +83,10 @@ class Route:
     builds neither: every handler is then called through :meth:`Subscription.call`.
     """
 
-    __slots__ = ("_counted", "_slow", "count", "fast", "fast_async", "subs", "topic")
-
-    _retired: ClassVar[deque[tuple[tuple[Subscription[Any], ...], itertools.count[int]]]] = deque()
-    """Counters of freed routes, waiting to be folded (see :func:`fold_retired`)."""
+    __slots__ = ("_counter_key", "_slow", "count", "fast", "fast_async", "subs", "topic")
 
     def __init__(self, topic: str, subs: tuple[Subscription[Any], ...], fast: bool = True) -> None:
-        self._counted = False
+        self._counter_key: int | None = None
         self.topic = topic
         self.subs = subs
         self.count = itertools.count()
@@ -110,9 +107,7 @@ class Route:
                 self.fast = handlers  # type: ignore[assignment]
             elif kind == TASK:
                 self.fast_async = handlers  # type: ignore[assignment]
-        for sub in subs:
-            sub.attach_route_counter(self.count)
-        self._counted = True
+        self._counter_key = route_counters.open(subs, self.count)
 
     def slow(self) -> Route:
         """This route without its fast paths (built once)."""
@@ -123,20 +118,13 @@ class Route:
 
     def __del__(self) -> None:
         # Takes no lock: this may run anywhere, even inside a locked section (cyclic GC).
-        if self._counted:
-            self._retired.append((self.subs, self.count))
+        key = self._counter_key
+        if key is not None:
+            route_counters.retire(key)
 
 
-def fold_retired() -> None:
-    """Fold the counters of freed routes into their subscriptions' own counts."""
-    retired = Route._retired
-    while retired:
-        try:
-            subs, counter = retired.popleft()
-        except IndexError:  # another thread took the last one
-            return
-        for sub in subs:
-            sub.fold_route_counter(counter)
+fold_retired = route_counters.fold
+"""Fold the counters of freed routes into their subscriptions' own counts."""
 
 
 class _Node:

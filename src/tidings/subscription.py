@@ -29,6 +29,7 @@ without the feature: same class, same calls. Middleware does not apply to batch 
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import itertools
 import math
@@ -37,6 +38,7 @@ import typing
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar
 
 from tidings.event import Envelope, topic_of
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
 
     from tidings.delivery import Queued
 
-__all__ = ("Mode", "Observer", "Subscription", "SubscriptionStatistics")
+__all__ = ("Mode", "Observer", "Subscription", "SubscriptionStatistics", "check_arity")
 
 T = TypeVar("T")
 
@@ -127,6 +129,102 @@ def _is_async(handler: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
     )
+
+
+_CALL_RULE = (
+    "a handler is called with one argument: the event, its Envelope, or (batch=) the list "
+    "of them, as in def handler(event: MyEvent) -> None"
+)
+_CACHE_LIMIT = 4096
+"""The most handler functions whose introspection is kept (cleared when full)."""
+
+# Introspection of plain functions, keyed by (code object, parameters skipped, annotation of
+# the first parameter): (is a coroutine function, wants the envelope, why it cannot take the
+# arguments it is given, or None). A code object fixes the parameter names, their number,
+# the number of defaults and the coroutine flag; the annotation is read per function object
+# and is part of the key because closures of one code object may be annotated differently.
+_shapes: dict[tuple[Any, int, int, Any], tuple[bool, bool, str | None]] = {}
+
+
+def _arity_problem(code: Any, skip: int, func: Any, count: int) -> str | None:
+    """Why a function with ``code`` (``skip`` leading parameters bound) cannot be called with
+    ``count`` positional arguments, or ``None``."""
+    positional = code.co_argcount - skip
+    defaults = len(func.__defaults__ or ())
+    required = max(0, positional - defaults)
+    kw_required = code.co_kwonlyargcount - len(func.__kwdefaults__ or ())
+    takes_more = code.co_flags & inspect.CO_VARARGS
+    if required > count:
+        return f"requires {required} positional arguments"
+    if positional < count and not takes_more:
+        return "takes no arguments" if positional <= 0 else f"takes only {positional}"
+    if kw_required > 0:
+        return f"requires {kw_required} keyword-only argument(s) without a default"
+    return None
+
+
+def _signature_problem(handler: Callable[..., Any], count: int) -> str | None:
+    """Like :func:`_arity_problem` for any callable, through :func:`inspect.signature`;
+    ``None`` also when the signature cannot be read (builtins, some C callables)."""
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*range(count))
+    except TypeError as exc:
+        return f"cannot be called so ({exc})"
+    return None
+
+
+def check_arity(handler: Callable[..., Any], count: int, expected: str) -> None:
+    """Refuse ``handler`` unless it can be called with ``count`` positional arguments.
+
+    Raises:
+        InvalidHandlerError: naming the handler, what is wrong, and ``expected``.
+    """
+    func = getattr(handler, "__func__", handler)
+    code = getattr(func, "__code__", None)
+    if type(func) is FunctionType and code is not None and not func.__dict__:
+        skip = 1 if type(handler) is MethodType else 0
+        problem = _arity_problem(code, skip, func, count)
+    else:
+        problem = _signature_problem(handler, count)
+    if problem is not None:
+        raise InvalidHandlerError(f"{handler_name(handler)} {problem}; {expected}")
+
+
+def _shape(handler: Callable[..., Any]) -> tuple[bool, bool, str | None]:
+    """(is a coroutine function, wants the envelope, why it cannot take one argument).
+
+    A plain function or bound method is read from its code object once (cached); other
+    callables (``functools.partial``, objects with ``__call__``, decorated functions, builtins)
+    through :func:`inspect` each time.
+    """
+    kind = type(handler)
+    func: Any = handler.__func__ if kind is MethodType else handler  # type: ignore[attr-defined]
+    if type(func) is FunctionType and not func.__dict__:  # no marker, no __wrapped__
+        code = func.__code__
+        skip = 1 if kind is MethodType else 0
+        names = code.co_varnames[skip : code.co_argcount]
+        annotation = func.__annotations__.get(names[0]) if names else None
+        try:
+            key = (code, skip, len(func.__defaults__ or ()), annotation)
+            shape = _shapes.get(key)
+        except TypeError:  # an unhashable annotation
+            key, shape = None, None
+        if shape is None:
+            shape = (
+                bool(code.co_flags & inspect.CO_COROUTINE),
+                _wants_envelope(handler),
+                _arity_problem(code, skip, func, 1),
+            )
+            if key is not None:
+                if len(_shapes) >= _CACHE_LIMIT:
+                    _shapes.clear()
+                _shapes[key] = shape
+        return shape
+    return _is_async(handler), _wants_envelope(handler), _signature_problem(handler, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +313,10 @@ class Subscription(Generic[T]):
             raise InvalidHandlerError(
                 f"handler must be callable, not {type(handler).__name__} {handler!r}"
             )
-        if (
+        is_async, wants_envelope, problem = _shape(handler)
+        if problem is not None:
+            raise InvalidHandlerError(f"{handler_name(handler)} {problem}; {_CALL_RULE}")
+        if type(priority) is not int and (
             isinstance(priority, bool)
             or not isinstance(priority, int | float)
             or math.isnan(priority)
@@ -231,7 +332,7 @@ class Subscription(Generic[T]):
                 f"where= must be a callable taking the event and returning a bool, "
                 f"not {type(where).__name__}"
             )
-        if isinstance(target, str):
+        if type(target) is str:
             self.pattern = validate_pattern(target)
             self.event_type: type[T] | None = None
         elif isinstance(target, type):
@@ -243,12 +344,11 @@ class Subscription(Generic[T]):
                 f"{type(target).__name__} {target!r}"
             )
         self._bus = bus
-        compile_pattern(self.pattern)  # cached: matches() finds it ready
         self.id = next(_ids)
         self.priority = priority
         self.active = True
-        self.is_async = _is_async(handler)
-        self.wants_envelope = _wants_envelope(handler) if envelope is None else envelope
+        self.is_async = is_async
+        self.wants_envelope = wants_envelope if envelope is None else envelope
         self._where = where
         self._once = [True] if once else None
         self._owner_ref: weakref.ref[Any] | None = None
@@ -263,7 +363,7 @@ class Subscription(Generic[T]):
                     "(add '__weakref__' to its __slots__)"
                 ) from None
         hold_weakly = (
-            inspect.ismethod(handler) and not isinstance(handler.__self__, type)
+            type(handler) is MethodType and not isinstance(handler.__self__, type)
             if weak is None
             else weak
         )
@@ -298,12 +398,12 @@ class Subscription(Generic[T]):
                 f"mode='inline' runs sync handlers; {self.name} is a coroutine function "
                 "(use mode='task' or mode='queued')"
             )
-        if mode not in ("inline", "task", "queued"):
+        if mode not in _MODES:
             raise InvalidHandlerError(f"mode must be 'inline', 'task' or 'queued', not {mode!r}")
         self.kind = _MODES.index(mode)
         self._chain: Handler | None = None
         given: object = middleware  # annotations are not enforced at run time
-        if isinstance(given, str) or not isinstance(given, Sequence):
+        if type(given) is not tuple and (isinstance(given, str) or not isinstance(given, Sequence)):
             raise InvalidHandlerError(
                 f"middleware= takes a list of middleware (handler -> handler), not "
                 f"{type(given).__name__} {given!r}"
@@ -495,27 +595,21 @@ class Subscription(Generic[T]):
         """Count one failed handler call (thread-safe)."""
         next(self._stats().failed)
 
-    def attach_route_counter(self, counter: itertools.count[int]) -> None:
-        """Count every dispatch through ``counter`` as one delivery, minus failures."""
-        counts = self._stats()
-        with _counts_lock:
-            counts.routes.append(counter)
-
-    def fold_route_counter(self, counter: itertools.count[int]) -> None:
-        """Move a retired route counter's total into the subscription's own count."""
-        counts = self._stats()
-        with _counts_lock:
-            counts.routes.remove(counter)
-            counts.extra_delivered += count_value(counter)
+    def add_delivered(self, n: int) -> None:
+        """Count ``n`` deliveries a retired route counter made (see :class:`RouteCounters`)."""
+        counts = self._counts  # the caller holds the counters' lock
+        if counts is None:
+            counts = self._counts = _Counts()
+        counts.extra_delivered += n
 
     @property
     def delivered(self) -> int:
         """Handler calls that did not raise (see :class:`SubscriptionStatistics`)."""
         counts = self._counts
+        routed = route_counters.delivered(self)
         if counts is None:
-            return 0
+            return routed
         with _counts_lock:
-            routed = sum(count_value(c) for c in counts.routes)
             return (
                 count_value(counts.delivered)
                 + counts.extra_delivered
@@ -636,14 +730,70 @@ class _ObservedComposedSubscription(_ObservedSubscription[T], _ComposedSubscript
 class _Counts:
     """A subscription's counters, allocated on first use to keep idle subscriptions small."""
 
-    __slots__ = ("delivered", "extra_delivered", "failed", "routed_failed", "routes")
+    __slots__ = ("delivered", "extra_delivered", "failed", "routed_failed")
 
     def __init__(self) -> None:
         self.delivered = itertools.count()
         self.failed = itertools.count()
         self.routed_failed = itertools.count()
         self.extra_delivered = 0
-        self.routes: list[itertools.count[int]] = []
+
+
+class RouteCounters:
+    """Dispatch counters shared by the subscriptions of a route: O(1) per route.
+
+    A route whose handlers are all plain counts each dispatch once, in one counter, instead
+    of once per handler. The counter is registered here with the route's subscriptions
+    (:meth:`open`: one dict insert, nothing per subscription); a subscription's
+    ``delivered`` adds, when asked, the counters of the live routes it is in. When the route
+    is freed its counter is :meth:`retire`-d (lock-free: a route may be freed by the garbage
+    collector anywhere), and :meth:`fold` later moves its total into each subscription's own
+    count. Reading and folding take the counters' lock, so a dispatch is counted exactly
+    once at every moment: in a live counter or in the subscription's own count.
+    """
+
+    __slots__ = ("_live", "_retired", "_serials")
+
+    def __init__(self) -> None:
+        self._live: dict[int, tuple[tuple[Subscription[Any], ...], itertools.count[int]]] = {}
+        self._retired: collections.deque[int] = collections.deque()
+        self._serials = itertools.count()
+
+    def open(self, subs: tuple[Subscription[Any], ...], counter: itertools.count[int]) -> int:
+        """Register ``counter`` as counting deliveries to every one of ``subs``; its key."""
+        key = next(self._serials)
+        with _counts_lock:
+            self._live[key] = (subs, counter)
+        return key
+
+    def retire(self, key: int) -> None:
+        """The counter of ``key`` counts no more dispatches: fold it at the next
+        :meth:`fold`. Takes no lock."""
+        self._retired.append(key)
+
+    def fold(self) -> None:
+        """Move the totals of retired counters into their subscriptions' own counts."""
+        retired = self._retired
+        while retired:
+            try:
+                key = retired.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            with _counts_lock:
+                subs, counter = self._live.pop(key)
+                total = count_value(counter)
+                if total:
+                    for sub in subs:
+                        sub.add_delivered(total)
+
+    def delivered(self, sub: Subscription[Any]) -> int:
+        """What the live counters of the routes ``sub`` is in have counted."""
+        with _counts_lock:
+            return sum(count_value(counter) for subs, counter in self._live.values() if sub in subs)
+
+
+route_counters: Final = RouteCounters()
+"""The process's route counters (routes of every bus)."""
 
 
 def count_value(counter: itertools.count[int]) -> int:
