@@ -138,12 +138,15 @@ _CALL_RULE = (
 _CACHE_LIMIT = 4096
 """The most handler functions whose introspection is kept (cleared when full)."""
 
-# Introspection of plain functions, keyed by (code object, parameters skipped, annotation of
-# the first parameter): (is a coroutine function, wants the envelope, why it cannot take the
-# arguments it is given, or None). A code object fixes the parameter names, their number,
-# the number of defaults and the coroutine flag; the annotation is read per function object
-# and is part of the key because closures of one code object may be annotated differently.
-_shapes: dict[tuple[Any, int, int, Any], tuple[bool, bool, str | None]] = {}
+# Introspection of plain functions and bound methods, by parameters skipped (0 or 1), then
+# by the id of the code object: the code object (held, so its id is not reused while it is
+# cached), the annotation of its first parameter, and (is a coroutine function, wants the
+# envelope, why it cannot take one argument, or None). A code object fixes the parameter
+# names, their number and the coroutine flag; the annotation is read per function object
+# and compared, because closures of one code object may be annotated differently. (Keyed
+# by id: a code object's own hash digests its bytecode, too slow for every subscribe.)
+_Shape = tuple[bool, bool, str | None]
+_shapes: tuple[dict[int, tuple[Any, tuple[str | None, Any], _Shape]], ...] = ({}, {})
 
 
 def _arity_problem(code: Any, skip: int, func: Any, count: int) -> str | None:
@@ -194,7 +197,7 @@ def check_arity(handler: Callable[..., Any], count: int, expected: str) -> None:
         raise InvalidHandlerError(f"{handler_name(handler)} {problem}; {expected}")
 
 
-def _shape(handler: Callable[..., Any]) -> tuple[bool, bool, str | None]:
+def _shape(handler: Callable[..., Any]) -> _Shape:
     """(is a coroutine function, wants the envelope, why it cannot take one argument).
 
     A plain function or bound method is read from its code object once (cached); other
@@ -206,23 +209,23 @@ def _shape(handler: Callable[..., Any]) -> tuple[bool, bool, str | None]:
     if type(func) is FunctionType and not func.__dict__:  # no marker, no __wrapped__
         code = func.__code__
         skip = 1 if kind is MethodType else 0
+        shapes = _shapes[skip]
+        cached = shapes.get(id(code))
+        annotations = func.__annotations__
+        if cached is not None:
+            _, (first, annotation), shape = cached
+            if first is None or annotations.get(first) is annotation:
+                return shape
         names = code.co_varnames[skip : code.co_argcount]
-        annotation = func.__annotations__.get(names[0]) if names else None
-        try:
-            key = (code, skip, len(func.__defaults__ or ()), annotation)
-            shape = _shapes.get(key)
-        except TypeError:  # an unhashable annotation
-            key, shape = None, None
-        if shape is None:
-            shape = (
-                bool(code.co_flags & inspect.CO_COROUTINE),
-                _wants_envelope(handler),
-                _arity_problem(code, skip, func, 1),
-            )
-            if key is not None:
-                if len(_shapes) >= _CACHE_LIMIT:
-                    _shapes.clear()
-                _shapes[key] = shape
+        first = names[0] if names else None
+        shape = (
+            bool(code.co_flags & inspect.CO_COROUTINE),
+            _wants_envelope(handler),
+            _arity_problem(code, skip, func, 1),
+        )
+        if len(shapes) >= _CACHE_LIMIT:
+            shapes.clear()
+        shapes[id(code)] = (code, (first, annotations.get(first) if first else None), shape)
         return shape
     return _is_async(handler), _wants_envelope(handler), _signature_problem(handler, 1)
 
