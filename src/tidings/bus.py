@@ -77,9 +77,11 @@ from tidings.subscription import (
     QUEUED,
     SKIP,
     TASK,
+    TRANSACTIONAL_CALL,
     Mode,
     Subscription,
     SubscriptionStatistics,
+    check_arity,
 )
 
 if TYPE_CHECKING:
@@ -635,6 +637,7 @@ class Bus:
             )
         if not callable(handler):
             raise InvalidHandlerError(f"handler must be callable, not {handler!r}")
+        check_arity(handler, 2, TRANSACTIONAL_CALL)
         return with_transaction(handler)
 
     def _register(self, sub: Subscription[Any]) -> None:

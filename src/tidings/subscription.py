@@ -135,6 +135,10 @@ _CALL_RULE = (
     "a handler is called with one argument: the event, its Envelope, or (batch=) the list "
     "of them, as in def handler(event: MyEvent) -> None"
 )
+TRANSACTIONAL_CALL: Final = (
+    "a transactional handler is called with two arguments: the event and the Transaction, "
+    "as in def handler(event: MyEvent, tx: Transaction) -> None"
+)
 _CACHE_LIMIT = 4096
 """The most handler functions whose introspection is kept (cleared when full)."""
 
@@ -168,9 +172,11 @@ def _arity_problem(code: Any, skip: int, func: Any, count: int) -> str | None:
 
 def _signature_problem(handler: Callable[..., Any], count: int) -> str | None:
     """Like :func:`_arity_problem` for any callable, through :func:`inspect.signature`;
-    ``None`` also when the signature cannot be read (builtins, some C callables)."""
+    ``None`` also when the signature cannot be read (builtins, some C callables). A
+    decorated function is judged by its wrapper's own signature, not the wrapped one's: a
+    decorator may supply arguments (as a transactional handler's wrapper does)."""
     try:
-        signature = inspect.signature(handler)
+        signature = inspect.signature(handler, follow_wrapped=False)
     except (TypeError, ValueError):
         return None
     try:
