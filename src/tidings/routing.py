@@ -7,7 +7,9 @@ bounded *route cache* in front of it:
 - **Trie.** Each subscription sits at the node its pattern spells, one node per token:
   literal tokens, ``*`` and ``>`` nodes; a class subscription at its class's topic. Matching
   a topic walks its tokens (the literal child, the ``*`` child, and the subscriptions of a
-  ``>`` child at each level), so it costs O(topic depth), not O(subscriptions). Class
+  ``>`` child at each level), so it costs O(topic depth), not O(subscriptions). An
+  internal topic (first token ``tidings``, see :mod:`tidings.topics`) is walked from the
+  root's literal child only: no leading wildcard matches it. Class
   subscriptions are then kept only for subclasses of their class, as
   :meth:`Subscription.matches <tidings.Subscription.matches>` says.
 - **Order.** A route lists its subscriptions by priority, higher first, ties in
@@ -58,7 +60,7 @@ from typing import Any
 
 from tidings.event import topic_of
 from tidings.subscription import INLINE, TASK, Subscription, route_counters
-from tidings.topics import compile_pattern, validate_topic
+from tidings.topics import INTERNAL_TOKEN, compile_pattern, validate_topic
 
 __all__ = ("DEFAULT_ROUTE_CACHE_SIZE", "Route", "RouteTable", "subscription_order")
 
@@ -327,6 +329,12 @@ class RouteTable:
         """
         found: list[Subscription[Any]] = []
         frontier = [self._root]
+        if tokens[0] == INTERNAL_TOKEN:  # an internal topic: no leading wildcard matches it
+            child = self._root.children.get(INTERNAL_TOKEN)
+            if child is None:
+                return found
+            frontier = [child]
+            tokens = tokens[1:]
         for token in tokens:
             following: list[_Node] = []
             for node in frontier:

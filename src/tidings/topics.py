@@ -11,6 +11,16 @@ A *pattern* is a topic in which whole tokens may be wildcards, as in NATS:
 - ``>`` matches one or more trailing tokens and may only be the last token (``orders.>``
   matches ``orders.placed`` and ``orders.eu.placed``, not ``orders``).
 
+*Internal topics* are those whose first token is ``tidings`` (:data:`INTERNAL_TOKEN`): the
+bus's own events, such as dead letters on ``tidings.dead_letter`` and a gateway's
+``tidings.gateway.*``. A pattern that starts with a wildcard does not match them: ``>``
+and ``*.dead_letter`` see no internal topic, so a catch-all subscriber does not swallow the
+dead letters whose absence of subscribers makes failures reach the error log (NATS keeps
+``$``-prefixed subjects from its wildcards the same way). Subscribing to them by a pattern
+that names the first token works as usual: ``tidings.dead_letter``, ``tidings.>``. This is
+the one rule: :func:`compile_pattern` here and the bus's subject trie
+(:mod:`tidings.routing`) both apply it.
+
 Validation errors are :class:`~tidings.exceptions.InvalidTopicError` and name the bad token.
 """
 
@@ -23,6 +33,7 @@ from functools import lru_cache
 from tidings.exceptions import InvalidTopicError
 
 __all__ = (
+    "INTERNAL_TOKEN",
     "MAX_TOPIC_LENGTH",
     "compile_pattern",
     "is_pattern",
@@ -30,6 +41,9 @@ __all__ = (
     "validate_pattern",
     "validate_topic",
 )
+
+INTERNAL_TOKEN = "tidings"
+"""The first token of internal topics, which no leading wildcard matches (module docstring)."""
 
 MAX_TOPIC_LENGTH = 255
 """The longest topic or pattern accepted, in characters."""
@@ -155,10 +169,13 @@ def _compiled(pattern: str) -> Callable[[str], bool]:
     tail = tokens[-1] == ">"
     fixed = tokens[:-1] if tail else tokens
     width = len(fixed)
+    public_only = tokens[0] in ("*", ">")  # a leading wildcard skips internal topics
 
     def match(topic: str) -> bool:
         parts = topic.split(".")
         if (len(parts) <= width) if tail else (len(parts) != width):
+            return False
+        if public_only and parts[0] == INTERNAL_TOKEN:
             return False
         return all(want == "*" or want == got for want, got in zip(fixed, parts, strict=False))
 
