@@ -182,3 +182,17 @@ def test_closures_of_one_function_are_introspected_each_with_its_own_annotation(
     bus.subscribe(Ping, make(Ping))
     bus.publish(Ping(3))
     assert seen == ["Ping", "Envelope", "Ping"]
+
+
+def test_delivered_stays_exact_while_routes_are_built_evicted_and_read_between() -> None:
+    bus = tidings.Bus(route_cache_size=2)
+    seen: list[int] = []
+    wide = bus.subscribe("st.>", lambda event: seen.append(event.n))
+    narrow = bus.subscribe("st.*", lambda event: seen.append(-event.n))
+    other = bus.subscribe("st.t0", lambda event: None)
+    for n in range(60):
+        bus.publish(Ping(n), topic=f"st.t{n % 5}")  # 5 topics through a 2-route cache
+        assert (wide.delivered, narrow.delivered) == (n + 1, n + 1)
+        assert other.delivered == n // 5 + 1
+    assert len(seen) == 120
+    assert [s.delivered for s in bus.statistics().subscriptions] == [60, 60, 12]

@@ -97,14 +97,17 @@ class Route:
         self.fast_async: tuple[Callable[[Any], Any], ...] | None = None
         if not fast or not subs:
             return
+        kind = subs[0].kind
+        one_kind = True
         for sub in subs:
             if not sub.plain:
                 return
+            if sub.kind != kind:
+                one_kind = False
         handlers = tuple([s.handler for s in subs])
         if len(handlers) > 1 and len({id(h) for h in handlers}) != len(handlers):
             return
-        kind = subs[0].kind
-        if all(s.kind == kind for s in subs):
+        if one_kind:
             if kind == INLINE:
                 self.fast = handlers  # type: ignore[assignment]
             elif kind == TASK:

@@ -758,12 +758,19 @@ class RouteCounters:
     is freed its counter is :meth:`retire`-d (lock-free: a route may be freed by the garbage
     collector anywhere), and :meth:`fold` later moves its total into each subscription's own
     count. Reading and folding take the counters' lock, so a dispatch is counted exactly
-    once at every moment: in a live counter or in the subscription's own count.
+    once at every moment: in a live counter or in the subscription's own count. Opening
+    takes none (a dict store is atomic; a counter being opened has counted nothing yet).
+    Reads use an index of the live counters by subscription, rebuilt after any change.
     """
 
-    __slots__ = ("_live", "_retired", "_serials")
+    __slots__ = ("_index", "_live", "_newest", "_retired", "_serials")
 
     def __init__(self) -> None:
+        # Which live counters each subscription is in, built on a read from one pass over
+        # them, and the newest counter it covers: reads between changes cost O(the
+        # subscription's routes), as bus.statistics() over many subscriptions needs.
+        self._index: tuple[int, dict[Subscription[Any], list[itertools.count[int]]]] | None = None
+        self._newest = -1
         self._live: dict[int, tuple[tuple[Subscription[Any], ...], itertools.count[int]]] = {}
         self._retired: collections.deque[int] = collections.deque()
         self._serials = itertools.count()
@@ -771,8 +778,8 @@ class RouteCounters:
     def open(self, subs: tuple[Subscription[Any], ...], counter: itertools.count[int]) -> int:
         """Register ``counter`` as counting deliveries to every one of ``subs``; its key."""
         key = next(self._serials)
-        with _counts_lock:
-            self._live[key] = (subs, counter)
+        self._live[key] = (subs, counter)  # one dict store: atomic, no lock needed
+        self._newest = key  # after the store: an index that misses it is seen as stale
         return key
 
     def retire(self, key: int) -> None:
@@ -783,13 +790,17 @@ class RouteCounters:
     def fold(self) -> None:
         """Move the totals of retired counters into their subscriptions' own counts."""
         retired = self._retired
-        while retired:
-            try:
-                key = retired.popleft()
-            except IndexError:  # another thread took the last one
-                return
-            with _counts_lock:
-                subs, counter = self._live.pop(key)
+        if not retired:
+            return
+        live = self._live
+        with _counts_lock:
+            while retired:
+                try:
+                    key = retired.popleft()
+                except IndexError:  # another thread took the last one
+                    return
+                subs, counter = live.pop(key)
+                self._index = None
                 total = count_value(counter)
                 if total:
                     for sub in subs:
@@ -797,8 +808,16 @@ class RouteCounters:
 
     def delivered(self, sub: Subscription[Any]) -> int:
         """What the live counters of the routes ``sub`` is in have counted."""
-        with _counts_lock:
-            return sum(count_value(counter) for subs, counter in self._live.values() if sub in subs)
+        with _counts_lock:  # no fold meanwhile; a counter opened meanwhile has counted 0
+            index = self._index
+            if index is None or index[0] != self._newest:
+                newest = self._newest
+                by_sub: dict[Subscription[Any], list[itertools.count[int]]] = {}
+                for subs, counter in list(self._live.values()):
+                    for member in subs:
+                        by_sub.setdefault(member, []).append(counter)
+                index = self._index = (newest, by_sub)
+            return sum(count_value(counter) for counter in index[1].get(sub, ()))
 
 
 route_counters: Final = RouteCounters()
