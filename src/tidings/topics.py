@@ -112,13 +112,15 @@ def _not_a_str(text: object, kind: str) -> InvalidTopicError:
 
 @lru_cache(maxsize=4096)
 def _valid_topic(topic: str) -> str:
-    _check(topic, allow_wildcards=False)
+    if len(topic) > MAX_TOPIC_LENGTH or _VALID_TOPIC.fullmatch(topic) is None:
+        _check(topic, allow_wildcards=False)  # raises, naming what is wrong
     return topic
 
 
 @lru_cache(maxsize=4096)
 def _valid_pattern(pattern: str) -> str:
-    _check(pattern, allow_wildcards=True)
+    if len(pattern) > MAX_TOPIC_LENGTH or _VALID_PATTERN.fullmatch(pattern) is None:
+        _check(pattern, allow_wildcards=True)  # raises, naming what is wrong
     return pattern
 
 
