@@ -4,6 +4,14 @@ Everything about how a handler is called is decided here, once, when it subscrib
 whether it is a coroutine function, whether it wants the :class:`~tidings.Envelope` or
 the payload, whether it is held weakly, filtered or fired once, and its delivery mode.
 Publishing then reads a few precomputed attributes and never inspects the handler again.
+A handler that cannot be called with one argument is refused here, with
+:class:`~tidings.exceptions.InvalidHandlerError`. What a plain function or bound method
+looks like is read from its code object once and cached (bounded), so subscribing the same
+function many times costs no introspection; other callables go through :mod:`inspect`,
+and one whose signature cannot be read (some builtins) is accepted.
+
+Counters: a subscription counts its own calls, plus the dispatches of the routes it is in
+that count for all their subscriptions at once (:class:`RouteCounters`).
 
 Delivery modes:
 
@@ -614,11 +622,11 @@ class Subscription(Generic[T]):
     @property
     def delivered(self) -> int:
         """Handler calls that did not raise (see :class:`SubscriptionStatistics`)."""
-        counts = self._counts
-        routed = route_counters.delivered(self)
-        if counts is None:
-            return routed
-        with _counts_lock:
+        with _counts_lock:  # one read of both: a fold moves counts from one to the other
+            routed = route_counters.delivered_locked(self)
+            counts = self._counts
+            if counts is None:
+                return routed
             return (
                 count_value(counts.delivered)
                 + counts.extra_delivered
@@ -806,18 +814,18 @@ class RouteCounters:
                     for sub in subs:
                         sub.add_delivered(total)
 
-    def delivered(self, sub: Subscription[Any]) -> int:
-        """What the live counters of the routes ``sub`` is in have counted."""
-        with _counts_lock:  # no fold meanwhile; a counter opened meanwhile has counted 0
-            index = self._index
-            if index is None or index[0] != self._newest:
-                newest = self._newest
-                by_sub: dict[Subscription[Any], list[itertools.count[int]]] = {}
-                for subs, counter in list(self._live.values()):
-                    for member in subs:
-                        by_sub.setdefault(member, []).append(counter)
-                index = self._index = (newest, by_sub)
-            return sum(count_value(counter) for counter in index[1].get(sub, ()))
+    def delivered_locked(self, sub: Subscription[Any]) -> int:
+        """What the live counters of the routes ``sub`` is in have counted (the caller holds
+        the counters' lock: no fold meanwhile; a counter opened meanwhile has counted 0)."""
+        index = self._index
+        if index is None or index[0] != self._newest:
+            newest = self._newest
+            by_sub: dict[Subscription[Any], list[itertools.count[int]]] = {}
+            for subs, counter in list(self._live.values()):
+                for member in subs:
+                    by_sub.setdefault(member, []).append(counter)
+            index = self._index = (newest, by_sub)
+        return sum(count_value(counter) for counter in index[1].get(sub, ()))
 
 
 route_counters: Final = RouteCounters()
