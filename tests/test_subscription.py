@@ -130,9 +130,13 @@ async def test_async_and_batch_handlers_are_checked_too() -> None:
         async def no_event() -> None: ...
 
         with pytest.raises(InvalidHandlerError, match="takes no arguments"):
-            bus.subscribe(Ping, no_event)
+            bus.subscribe(Ping, no_event)  # type: ignore[arg-type]  # mypy catches it too
         with pytest.raises(InvalidHandlerError, match="requires 2 positional"):
-            bus.subscribe(Ping, lambda a, b: None, batch=tidings.Batch(max_size=2, max_wait=5))
+            bus.subscribe(
+                Ping,
+                lambda a, b: None,  # type: ignore[arg-type]
+                batch=tidings.Batch(max_size=2, max_wait=5),
+            )
         batches: list[list[int]] = []
         sub = bus.subscribe(
             Ping,
@@ -151,7 +155,9 @@ async def test_a_transactional_handler_takes_the_event_and_the_transaction(
     path = tmp_path / "events.db"
     async with tidings.Bus(store=SQLiteStore(path)) as bus:
         with pytest.raises(InvalidHandlerError, match="two arguments: the event and the Tr"):
-            bus.subscribe(Ping, lambda event: None, durable="one-arg", transactional=True)
+            bus.subscribe(  # type: ignore[call-overload]
+                Ping, lambda event: None, durable="one-arg", transactional=True
+            )
         handled: list[int] = []
 
         def charge(event: Ping, tx: tidings.Transaction) -> None:
@@ -159,8 +165,10 @@ async def test_a_transactional_handler_takes_the_event_and_the_transaction(
 
         bus.subscribe(Ping, charge, durable="billing", transactional=True)
         bus.publish(Ping(7))
+        store = bus.store
+        assert store is not None
         for _ in range(500):
-            if await bus.store.load_checkpoint("billing") >= 1:
+            if await store.load_checkpoint("billing") >= 1:
                 break
             await asyncio.sleep(0.01)
     assert handled == [7]
