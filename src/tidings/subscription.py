@@ -612,13 +612,6 @@ class Subscription(Generic[T]):
         """Count one failed handler call (thread-safe)."""
         next(self._stats().failed)
 
-    def add_delivered(self, n: int) -> None:
-        """Count ``n`` deliveries a retired route counter made (see :class:`RouteCounters`)."""
-        counts = self._counts  # the caller holds the counters' lock
-        if counts is None:
-            counts = self._counts = _Counts()
-        counts.extra_delivered += n
-
     @property
     def delivered(self) -> int:
         """Handler calls that did not raise (see :class:`SubscriptionStatistics`)."""
@@ -811,8 +804,11 @@ class RouteCounters:
                 self._index = None
                 total = count_value(counter)
                 if total:
-                    for sub in subs:
-                        sub.add_delivered(total)
+                    for sub in subs:  # inlined: a route may hold many subscriptions
+                        counts = sub._counts
+                        if counts is None:
+                            counts = sub._counts = _Counts()
+                        counts.extra_delivered += total
 
     def delivered_locked(self, sub: Subscription[Any]) -> int:
         """What the live counters of the routes ``sub`` is in have counted (the caller holds
