@@ -465,6 +465,36 @@ def test_a_failure_nobody_handles_is_logged_as_an_error(
     assert not [r for r in caplog.records if r.levelno == logging.ERROR]
 
 
+def test_a_catch_all_subscriber_does_not_swallow_dead_letters(
+    bus: tidings.Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fails(event: OrderPlaced) -> None:
+        raise BoomError("heard by nobody but the log")
+
+    everything: list[str] = []
+    first_wildcard: list[str] = []
+    bus.subscribe(">", lambda env: everything.append(env.topic), envelope=True)
+    bus.subscribe("*.dead_letter", lambda env: first_wildcard.append(env.topic), envelope=True)
+    bus.subscribe(OrderPlaced, fails)
+    with caplog.at_level(logging.ERROR, logger="tidings"):
+        envelope = bus.publish(OrderPlaced("o"))
+    assert everything == ["test.orders.placed"]
+    assert first_wildcard == []
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert envelope.id in record.getMessage()
+    # By name (the class, the topic, a pattern naming the first token) they are delivered.
+    by_name: list[str] = []
+    for target in (DeadLetter, "tidings.dead_letter", "tidings.>", "tidings.*"):
+        bus.subscribe(target, lambda env, t=target: by_name.append(str(t)), envelope=True)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="tidings"):
+        bus.publish(OrderPlaced("o"))
+    assert len(by_name) == 4
+    assert everything == ["test.orders.placed"] * 2
+    assert first_wildcard == []
+    assert not [r for r in caplog.records if r.levelno == logging.ERROR]
+
+
 def test_closed_bus_refuses_events_and_subscriptions() -> None:
     bus = tidings.Bus()
     bus.close()

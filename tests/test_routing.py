@@ -36,7 +36,7 @@ class Other:
     n: int = 0
 
 
-TOKENS = ("rtq", "a", "b")
+TOKENS = ("rtq", "a", "b", "tidings")  # "tidings" first: an internal topic
 TYPES: tuple[type, ...] = (Base, Child, Other)
 
 

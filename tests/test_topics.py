@@ -120,12 +120,14 @@ def _reference_match(pattern: str, topic: str) -> bool:
             return False
         return (p[i] == "*" or p[i] == t[j]) and go(i + 1, j + 1)
 
+    if p[0] in ("*", ">") and t[0] == "tidings":  # internal topics: no leading wildcard
+        return False
     return go(0, 0)
 
 
-_tokens = st.sampled_from(["a", "b", "c", "orders", "x-1"])
+_tokens = st.sampled_from(["a", "b", "c", "orders", "x-1", "tidings"])
 _topics = st.lists(_tokens, min_size=1, max_size=5).map(".".join)
-_pattern_tokens = st.lists(st.sampled_from(["a", "b", "c", "*"]), min_size=0, max_size=5)
+_pattern_tokens = st.lists(st.sampled_from(["a", "b", "c", "*", "tidings"]), min_size=0, max_size=5)
 
 
 @st.composite
@@ -142,9 +144,31 @@ def test_matcher_agrees_with_reference(pattern: str, topic: str) -> None:
 
 
 @given(topic=_topics)
-def test_a_topic_matches_itself_and_the_catch_all(topic: str) -> None:
+def test_a_topic_matches_itself_and_the_catch_all_unless_internal(topic: str) -> None:
     assert matches(topic, topic)
-    assert matches(">", topic)
+    assert matches(">", topic) is (topic.split(".")[0] != "tidings")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "topic", "expected"),
+    [
+        (">", "tidings.dead_letter", False),
+        ("*.dead_letter", "tidings.dead_letter", False),
+        ("*.>", "tidings.gateway.connected", False),
+        ("*", "tidings", False),
+        ("tidings.>", "tidings.dead_letter", True),
+        ("tidings.*", "tidings.dead_letter", True),
+        ("tidings.dead_letter", "tidings.dead_letter", True),
+        ("tidings.gateway.>", "tidings.gateway.connected", True),
+        (">", "orders.tidings", True),
+        ("*.tidings", "orders.tidings", True),
+        (">", "tidingsx.a", True),
+    ],
+)
+def test_a_leading_wildcard_does_not_match_an_internal_topic(
+    pattern: str, topic: str, expected: bool
+) -> None:
+    assert matches(pattern, topic) is expected
 
 
 def _follows_the_rules(text: str, wildcards: bool) -> bool:

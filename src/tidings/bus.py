@@ -88,9 +88,11 @@ from tidings.subscription import (
     QUEUED,
     SKIP,
     TASK,
+    TRANSACTIONAL_CALL,
     Mode,
     Subscription,
     SubscriptionStatistics,
+    check_arity,
 )
 
 if TYPE_CHECKING:
@@ -626,6 +628,7 @@ class Bus:
             )
         if not callable(handler):
             raise InvalidHandlerError(f"handler must be callable, not {handler!r}")
+        check_arity(handler, 2, TRANSACTIONAL_CALL)
         return with_transaction(handler)
 
     def _register(self, sub: Subscription[Any]) -> None:

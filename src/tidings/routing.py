@@ -7,7 +7,9 @@ bounded *route cache* in front of it:
 - **Trie.** Each subscription sits at the node its pattern spells, one node per token:
   literal tokens, ``*`` and ``>`` nodes; a class subscription at its class's topic. Matching
   a topic walks its tokens (the literal child, the ``*`` child, and the subscriptions of a
-  ``>`` child at each level), so it costs O(topic depth), not O(subscriptions). Class
+  ``>`` child at each level), so it costs O(topic depth), not O(subscriptions). An
+  internal topic (first token ``tidings``, see :mod:`tidings.topics`) is walked from the
+  root's literal child only: no leading wildcard matches it. Class
   subscriptions are then kept only for subclasses of their class, as
   :meth:`Subscription.matches <tidings.Subscription.matches>` says.
 - **Order.** A route lists its subscriptions by priority, higher first, ties in
@@ -52,13 +54,13 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from tidings.event import topic_of
-from tidings.subscription import INLINE, TASK, Subscription
-from tidings.topics import compile_pattern, validate_topic
+from tidings.subscription import INLINE, TASK, Subscription, route_counters
+from tidings.topics import INTERNAL_TOKEN, compile_pattern, validate_topic
 
 __all__ = ("DEFAULT_ROUTE_CACHE_SIZE", "Route", "RouteTable", "subscription_order")
 
@@ -83,13 +85,10 @@ class Route:
     builds neither: every handler is then called through :meth:`Subscription.call`.
     """
 
-    __slots__ = ("_counted", "_slow", "count", "fast", "fast_async", "subs", "topic")
-
-    _retired: ClassVar[deque[tuple[tuple[Subscription[Any], ...], itertools.count[int]]]] = deque()
-    """Counters of freed routes, waiting to be folded (see :func:`fold_retired`)."""
+    __slots__ = ("_counter_key", "_slow", "count", "fast", "fast_async", "subs", "topic")
 
     def __init__(self, topic: str, subs: tuple[Subscription[Any], ...], fast: bool = True) -> None:
-        self._counted = False
+        self._counter_key: int | None = None
         self.topic = topic
         self.subs = subs
         self.count = itertools.count()
@@ -98,21 +97,22 @@ class Route:
         self.fast_async: tuple[Callable[[Any], Any], ...] | None = None
         if not fast or not subs:
             return
+        kind = subs[0].kind
+        one_kind = True
         for sub in subs:
             if not sub.plain:
                 return
+            if sub.kind != kind:
+                one_kind = False
         handlers = tuple([s.handler for s in subs])
         if len(handlers) > 1 and len({id(h) for h in handlers}) != len(handlers):
             return
-        kind = subs[0].kind
-        if all(s.kind == kind for s in subs):
+        if one_kind:
             if kind == INLINE:
                 self.fast = handlers  # type: ignore[assignment]
             elif kind == TASK:
                 self.fast_async = handlers  # type: ignore[assignment]
-        for sub in subs:
-            sub.attach_route_counter(self.count)
-        self._counted = True
+        self._counter_key = route_counters.open(subs, self.count)
 
     def slow(self) -> Route:
         """This route without its fast paths (built once)."""
@@ -123,20 +123,13 @@ class Route:
 
     def __del__(self) -> None:
         # Takes no lock: this may run anywhere, even inside a locked section (cyclic GC).
-        if self._counted:
-            self._retired.append((self.subs, self.count))
+        key = self._counter_key
+        if key is not None:
+            route_counters.retire(key)
 
 
-def fold_retired() -> None:
-    """Fold the counters of freed routes into their subscriptions' own counts."""
-    retired = Route._retired
-    while retired:
-        try:
-            subs, counter = retired.popleft()
-        except IndexError:  # another thread took the last one
-            return
-        for sub in subs:
-            sub.fold_route_counter(counter)
+fold_retired = route_counters.fold
+"""Fold the counters of freed routes into their subscriptions' own counts."""
 
 
 class _Node:
@@ -339,6 +332,12 @@ class RouteTable:
         """
         found: list[Subscription[Any]] = []
         frontier = [self._root]
+        if tokens[0] == INTERNAL_TOKEN:  # an internal topic: no leading wildcard matches it
+            child = self._root.children.get(INTERNAL_TOKEN)
+            if child is None:
+                return found
+            frontier = [child]
+            tokens = tokens[1:]
         for token in tokens:
             following: list[_Node] = []
             for node in frontier:

@@ -4,6 +4,14 @@ Everything about how a handler is called is decided here, once, when it subscrib
 whether it is a coroutine function, whether it wants the :class:`~tidings.Envelope` or
 the payload, whether it is held weakly, filtered or fired once, and its delivery mode.
 Publishing then reads a few precomputed attributes and never inspects the handler again.
+A handler that cannot be called with one argument is refused here, with
+:class:`~tidings.exceptions.InvalidHandlerError`. What a plain function or bound method
+looks like is read from its code object once and cached (bounded), so subscribing the same
+function many times costs no introspection; other callables go through :mod:`inspect`,
+and one whose signature cannot be read (some builtins) is accepted.
+
+Counters: a subscription counts its own calls, plus the dispatches of the routes it is in
+that count for all their subscriptions at once (:class:`RouteCounters`).
 
 Delivery modes:
 
@@ -29,6 +37,7 @@ without the feature: same class, same calls. Middleware does not apply to batch 
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import itertools
 import math
@@ -37,6 +46,7 @@ import typing
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar
 
 from tidings.event import Envelope, topic_of
@@ -49,7 +59,14 @@ if TYPE_CHECKING:
 
     from tidings.delivery import Queued
 
-__all__ = ("Mode", "Observer", "Subscription", "SubscriptionOwner", "SubscriptionStatistics")
+__all__ = (
+    "Mode",
+    "Observer",
+    "Subscription",
+    "SubscriptionOwner",
+    "SubscriptionStatistics",
+    "check_arity",
+)
 
 T = TypeVar("T")
 
@@ -144,6 +161,111 @@ def _is_async(handler: Callable[..., Any]) -> bool:
     )
 
 
+_CALL_RULE = (
+    "a handler is called with one argument: the event, its Envelope, or (batch=) the list "
+    "of them, as in def handler(event: MyEvent) -> None"
+)
+TRANSACTIONAL_CALL: Final = (
+    "a transactional handler is called with two arguments: the event and the Transaction, "
+    "as in def handler(event: MyEvent, tx: Transaction) -> None"
+)
+_CACHE_LIMIT = 4096
+"""The most handler functions whose introspection is kept (cleared when full)."""
+
+# Introspection of plain functions and bound methods, by parameters skipped (0 or 1), then
+# by the id of the code object: the code object (held, so its id is not reused while it is
+# cached), the annotation of its first parameter, and (is a coroutine function, wants the
+# envelope, why it cannot take one argument, or None). A code object fixes the parameter
+# names, their number and the coroutine flag; the annotation is read per function object
+# and compared, because closures of one code object may be annotated differently. (Keyed
+# by id: a code object's own hash digests its bytecode, too slow for every subscribe.)
+_Shape = tuple[bool, bool, str | None]
+_shapes: tuple[dict[int, tuple[Any, tuple[str | None, Any], _Shape]], ...] = ({}, {})
+
+
+def _arity_problem(code: Any, skip: int, func: Any, count: int) -> str | None:
+    """Why a function with ``code`` (``skip`` leading parameters bound) cannot be called with
+    ``count`` positional arguments, or ``None``."""
+    positional = code.co_argcount - skip
+    defaults = len(func.__defaults__ or ())
+    required = max(0, positional - defaults)
+    kw_required = code.co_kwonlyargcount - len(func.__kwdefaults__ or ())
+    takes_more = code.co_flags & inspect.CO_VARARGS
+    if required > count:
+        return f"requires {required} positional arguments"
+    if positional < count and not takes_more:
+        return "takes no arguments" if positional <= 0 else f"takes only {positional}"
+    if kw_required > 0:
+        return f"requires {kw_required} keyword-only argument(s) without a default"
+    return None
+
+
+def _signature_problem(handler: Callable[..., Any], count: int) -> str | None:
+    """Like :func:`_arity_problem` for any callable, through :func:`inspect.signature`;
+    ``None`` also when the signature cannot be read (builtins, some C callables). A
+    decorated function is judged by its wrapper's own signature, not the wrapped one's: a
+    decorator may supply arguments (as a transactional handler's wrapper does)."""
+    try:
+        signature = inspect.signature(handler, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*range(count))
+    except TypeError as exc:
+        return f"cannot be called so ({exc})"
+    return None
+
+
+def check_arity(handler: Callable[..., Any], count: int, expected: str) -> None:
+    """Refuse ``handler`` unless it can be called with ``count`` positional arguments.
+
+    Raises:
+        InvalidHandlerError: naming the handler, what is wrong, and ``expected``.
+    """
+    func = getattr(handler, "__func__", handler)
+    code = getattr(func, "__code__", None)
+    if type(func) is FunctionType and code is not None and not func.__dict__:
+        skip = 1 if type(handler) is MethodType else 0
+        problem = _arity_problem(code, skip, func, count)
+    else:
+        problem = _signature_problem(handler, count)
+    if problem is not None:
+        raise InvalidHandlerError(f"{handler_name(handler)} {problem}; {expected}")
+
+
+def _shape(handler: Callable[..., Any]) -> _Shape:
+    """(is a coroutine function, wants the envelope, why it cannot take one argument).
+
+    A plain function or bound method is read from its code object once (cached); other
+    callables (``functools.partial``, objects with ``__call__``, decorated functions, builtins)
+    through :func:`inspect` each time.
+    """
+    kind = type(handler)
+    func: Any = handler.__func__ if kind is MethodType else handler  # type: ignore[attr-defined]
+    if type(func) is FunctionType and not func.__dict__:  # no marker, no __wrapped__
+        code = func.__code__
+        skip = 1 if kind is MethodType else 0
+        shapes = _shapes[skip]
+        cached = shapes.get(id(code))
+        annotations = func.__annotations__
+        if cached is not None:
+            _, (first, annotation), shape = cached
+            if first is None or annotations.get(first) is annotation:
+                return shape
+        names = code.co_varnames[skip : code.co_argcount]
+        first = names[0] if names else None
+        shape = (
+            bool(code.co_flags & inspect.CO_COROUTINE),
+            _wants_envelope(handler),
+            _arity_problem(code, skip, func, 1),
+        )
+        if len(shapes) >= _CACHE_LIMIT:
+            shapes.clear()
+        shapes[id(code)] = (code, (first, annotations.get(first) if first else None), shape)
+        return shape
+    return _is_async(handler), _wants_envelope(handler), _signature_problem(handler, 1)
+
+
 @dataclass(frozen=True, slots=True)
 class SubscriptionStatistics:
     """A snapshot of one subscription's counters.
@@ -230,7 +352,10 @@ class Subscription(Generic[T]):
             raise InvalidHandlerError(
                 f"handler must be callable, not {type(handler).__name__} {handler!r}"
             )
-        if (
+        is_async, wants_envelope, problem = _shape(handler)
+        if problem is not None:
+            raise InvalidHandlerError(f"{handler_name(handler)} {problem}; {_CALL_RULE}")
+        if type(priority) is not int and (
             isinstance(priority, bool)
             or not isinstance(priority, int | float)
             or math.isnan(priority)
@@ -246,7 +371,7 @@ class Subscription(Generic[T]):
                 f"where= must be a callable taking the event and returning a bool, "
                 f"not {type(where).__name__}"
             )
-        if isinstance(target, str):
+        if type(target) is str:
             self.pattern = validate_pattern(target)
             self.event_type: type[T] | None = None
         elif isinstance(target, type):
@@ -258,12 +383,11 @@ class Subscription(Generic[T]):
                 f"{type(target).__name__} {target!r}"
             )
         self._bus = bus
-        compile_pattern(self.pattern)  # cached: matches() finds it ready
         self.id = next(_ids)
         self.priority = priority
         self.active = True
-        self.is_async = _is_async(handler)
-        self.wants_envelope = _wants_envelope(handler) if envelope is None else envelope
+        self.is_async = is_async
+        self.wants_envelope = wants_envelope if envelope is None else envelope
         self._where = where
         self._once = [True] if once else None
         self._owner_ref: weakref.ref[Any] | None = None
@@ -278,7 +402,7 @@ class Subscription(Generic[T]):
                     "(add '__weakref__' to its __slots__)"
                 ) from None
         hold_weakly = (
-            inspect.ismethod(handler) and not isinstance(handler.__self__, type)
+            type(handler) is MethodType and not isinstance(handler.__self__, type)
             if weak is None
             else weak
         )
@@ -313,12 +437,12 @@ class Subscription(Generic[T]):
                 f"mode='inline' runs sync handlers; {self.name} is a coroutine function "
                 "(use mode='task' or mode='queued')"
             )
-        if mode not in ("inline", "task", "queued"):
+        if mode not in _MODES:
             raise InvalidHandlerError(f"mode must be 'inline', 'task' or 'queued', not {mode!r}")
         self.kind = _MODES.index(mode)
         self._chain: Handler | None = None
         given: object = middleware  # annotations are not enforced at run time
-        if isinstance(given, str) or not isinstance(given, Sequence):
+        if type(given) is not tuple and (isinstance(given, str) or not isinstance(given, Sequence)):
             raise InvalidHandlerError(
                 f"middleware= takes a list of middleware (handler -> handler), not "
                 f"{type(given).__name__} {given!r}"
@@ -524,27 +648,14 @@ class Subscription(Generic[T]):
         """Count one failed handler call (thread-safe)."""
         next(self._stats().failed)
 
-    def attach_route_counter(self, counter: itertools.count[int]) -> None:
-        """Count every dispatch through ``counter`` as one delivery, minus failures."""
-        counts = self._stats()
-        with _counts_lock:
-            counts.routes.append(counter)
-
-    def fold_route_counter(self, counter: itertools.count[int]) -> None:
-        """Move a retired route counter's total into the subscription's own count."""
-        counts = self._stats()
-        with _counts_lock:
-            counts.routes.remove(counter)
-            counts.extra_delivered += count_value(counter)
-
     @property
     def delivered(self) -> int:
         """Handler calls that did not raise (see :class:`SubscriptionStatistics`)."""
-        counts = self._counts
-        if counts is None:
-            return 0
-        with _counts_lock:
-            routed = sum(count_value(c) for c in counts.routes)
+        with _counts_lock:  # one read of both: a fold moves counts from one to the other
+            routed = route_counters.delivered_locked(self)
+            counts = self._counts
+            if counts is None:
+                return routed
             return (
                 count_value(counts.delivered)
                 + counts.extra_delivered
@@ -667,14 +778,92 @@ class _ObservedComposedSubscription(_ObservedSubscription[T], _ComposedSubscript
 class _Counts:
     """A subscription's counters, allocated on first use to keep idle subscriptions small."""
 
-    __slots__ = ("delivered", "extra_delivered", "failed", "routed_failed", "routes")
+    __slots__ = ("delivered", "extra_delivered", "failed", "routed_failed")
 
     def __init__(self) -> None:
         self.delivered = itertools.count()
         self.failed = itertools.count()
         self.routed_failed = itertools.count()
         self.extra_delivered = 0
-        self.routes: list[itertools.count[int]] = []
+
+
+class RouteCounters:
+    """Dispatch counters shared by the subscriptions of a route: O(1) per route.
+
+    A route whose handlers are all plain counts each dispatch once, in one counter, instead
+    of once per handler. The counter is registered here with the route's subscriptions
+    (:meth:`open`: one dict insert, nothing per subscription); a subscription's
+    ``delivered`` adds, when asked, the counters of the live routes it is in. When the route
+    is freed its counter is :meth:`retire`-d (lock-free: a route may be freed by the garbage
+    collector anywhere), and :meth:`fold` later moves its total into each subscription's own
+    count. Reading and folding take the counters' lock, so a dispatch is counted exactly
+    once at every moment: in a live counter or in the subscription's own count. Opening
+    takes none (a dict store is atomic; a counter being opened has counted nothing yet).
+    Reads use an index of the live counters by subscription, rebuilt after any change.
+    """
+
+    __slots__ = ("_index", "_live", "_newest", "_retired", "_serials")
+
+    def __init__(self) -> None:
+        # Which live counters each subscription is in, built on a read from one pass over
+        # them, and the newest counter it covers: reads between changes cost O(the
+        # subscription's routes), as bus.statistics() over many subscriptions needs.
+        self._index: tuple[int, dict[Subscription[Any], list[itertools.count[int]]]] | None = None
+        self._newest = -1
+        self._live: dict[int, tuple[tuple[Subscription[Any], ...], itertools.count[int]]] = {}
+        self._retired: collections.deque[int] = collections.deque()
+        self._serials = itertools.count()
+
+    def open(self, subs: tuple[Subscription[Any], ...], counter: itertools.count[int]) -> int:
+        """Register ``counter`` as counting deliveries to every one of ``subs``; its key."""
+        key = next(self._serials)
+        self._live[key] = (subs, counter)  # one dict store: atomic, no lock needed
+        self._newest = key  # after the store: an index that misses it is seen as stale
+        return key
+
+    def retire(self, key: int) -> None:
+        """The counter of ``key`` counts no more dispatches: fold it at the next
+        :meth:`fold`. Takes no lock."""
+        self._retired.append(key)
+
+    def fold(self) -> None:
+        """Move the totals of retired counters into their subscriptions' own counts."""
+        retired = self._retired
+        if not retired:
+            return
+        live = self._live
+        with _counts_lock:
+            while retired:
+                try:
+                    key = retired.popleft()
+                except IndexError:  # another thread took the last one
+                    return
+                subs, counter = live.pop(key)
+                self._index = None
+                total = count_value(counter)
+                if total:
+                    for sub in subs:  # inlined: a route may hold many subscriptions
+                        counts = sub._counts
+                        if counts is None:
+                            counts = sub._counts = _Counts()
+                        counts.extra_delivered += total
+
+    def delivered_locked(self, sub: Subscription[Any]) -> int:
+        """What the live counters of the routes ``sub`` is in have counted (the caller holds
+        the counters' lock: no fold meanwhile; a counter opened meanwhile has counted 0)."""
+        index = self._index
+        if index is None or index[0] != self._newest:
+            newest = self._newest
+            by_sub: dict[Subscription[Any], list[itertools.count[int]]] = {}
+            for subs, counter in list(self._live.values()):
+                for member in subs:
+                    by_sub.setdefault(member, []).append(counter)
+            index = self._index = (newest, by_sub)
+        return sum(count_value(counter) for counter in index[1].get(sub, ()))
+
+
+route_counters: Final = RouteCounters()
+"""The process's route counters (routes of every bus)."""
 
 
 def count_value(counter: itertools.count[int]) -> int:

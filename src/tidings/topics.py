@@ -11,6 +11,16 @@ A *pattern* is a topic in which whole tokens may be wildcards, as in NATS:
 - ``>`` matches one or more trailing tokens and may only be the last token (``orders.>``
   matches ``orders.placed`` and ``orders.eu.placed``, not ``orders``).
 
+*Internal topics* are those whose first token is ``tidings`` (:data:`INTERNAL_TOKEN`): the
+bus's own events, such as dead letters on ``tidings.dead_letter`` and a gateway's
+``tidings.gateway.*``. A pattern that starts with a wildcard does not match them: ``>``
+and ``*.dead_letter`` see no internal topic, so a catch-all subscriber does not swallow the
+dead letters whose absence of subscribers makes failures reach the error log (NATS keeps
+``$``-prefixed subjects from its wildcards the same way). Subscribing to them by a pattern
+that names the first token works as usual: ``tidings.dead_letter``, ``tidings.>``. This is
+the one rule: :func:`compile_pattern` here and the bus's subject trie
+(:mod:`tidings.routing`) both apply it.
+
 Validation errors are :class:`~tidings.exceptions.InvalidTopicError` and name the bad token.
 """
 
@@ -23,6 +33,7 @@ from functools import lru_cache
 from tidings.exceptions import InvalidTopicError
 
 __all__ = (
+    "INTERNAL_TOKEN",
     "MAX_TOPIC_LENGTH",
     "compile_pattern",
     "is_pattern",
@@ -30,6 +41,9 @@ __all__ = (
     "validate_pattern",
     "validate_topic",
 )
+
+INTERNAL_TOKEN = "tidings"
+"""The first token of internal topics, which no leading wildcard matches (module docstring)."""
 
 MAX_TOPIC_LENGTH = 255
 """The longest topic or pattern accepted, in characters."""
@@ -97,26 +111,28 @@ def _not_a_str(text: object, kind: str) -> InvalidTopicError:
 
 
 @lru_cache(maxsize=4096)
-def _valid_topic(topic: str) -> str:
-    _check(topic, allow_wildcards=False)
-    return topic
-
-
-@lru_cache(maxsize=4096)
 def _valid_pattern(pattern: str) -> str:
-    _check(pattern, allow_wildcards=True)
+    if len(pattern) > MAX_TOPIC_LENGTH or _VALID_PATTERN.fullmatch(pattern) is None:
+        _check(pattern, allow_wildcards=True)  # raises, naming what is wrong
     return pattern
 
 
 def validate_topic(topic: str) -> str:
     """Return ``topic`` unchanged if it is a valid concrete topic (no wildcards).
 
+    One regular-expression match, no cache: it runs when a topic is new to the bus (a route
+    cache miss), where a cache would mostly miss too.
+
     Raises:
         InvalidTopicError: naming the first bad token, or saying that ``topic`` is no str.
     """
-    if not isinstance(topic, str):
-        raise _not_a_str(topic, "topic")
-    return _valid_topic(topic)
+    if (
+        type(topic) is not str
+        or len(topic) > MAX_TOPIC_LENGTH
+        or _VALID_TOPIC.fullmatch(topic) is None
+    ):
+        _check(topic, allow_wildcards=False)  # raises, naming what is wrong (or a str subclass)
+    return topic
 
 
 def validate_pattern(pattern: str) -> str:
@@ -155,10 +171,13 @@ def _compiled(pattern: str) -> Callable[[str], bool]:
     tail = tokens[-1] == ">"
     fixed = tokens[:-1] if tail else tokens
     width = len(fixed)
+    public_only = tokens[0] in ("*", ">")  # a leading wildcard skips internal topics
 
     def match(topic: str) -> bool:
         parts = topic.split(".")
         if (len(parts) <= width) if tail else (len(parts) != width):
+            return False
+        if public_only and parts[0] == INTERNAL_TOKEN:
             return False
         return all(want == "*" or want == got for want, got in zip(fixed, parts, strict=False))
 

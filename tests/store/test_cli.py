@@ -31,14 +31,14 @@ def test_read_prints_a_table(log_url: str) -> None:
         app, ["log", "read", "--store", log_url, "--limit", "2"], env={"COLUMNS": "200"}
     )
     assert result.exit_code == 0, result.output
-    assert "tidings.conformance.placed" in result.output
+    assert "suite.conformance.placed" in result.output
     assert '"order_id":"o1"' in result.output
     assert '"o2"' not in result.output
 
 
 def test_read_as_json_lines_with_filters(log_url: str) -> None:
     result = runner.invoke(
-        app, ["log", "read", "--store", log_url, "--json", "--topic", "tidings.conformance.>"]
+        app, ["log", "read", "--store", log_url, "--json", "--topic", "suite.conformance.>"]
     )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.output.splitlines()]
@@ -68,7 +68,7 @@ def test_stats_counts_by_type(log_url: str) -> None:
     assert result.exit_code == 0, result.output
     assert "records" in result.output
     assert "7" in result.output
-    assert "tidings.conformance.placed" in result.output
+    assert "suite.conformance.placed" in result.output
     assert "misc.note (plain JSON)" in result.output
 
 

@@ -28,9 +28,9 @@ def test_upcasters_run_one_step_at_a_time() -> None:
 def test_registration_rules() -> None:
     upcasters = Upcasters()
     upcasters.register(Placed, 1, lambda old: old)
-    assert ("tidings.conformance.placed", 1) in upcasters
+    assert ("suite.conformance.placed", 1) in upcasters
     with pytest.raises(ValueError, match="already registered"):
-        upcasters.register("tidings.conformance.placed", 1, lambda old: old)
+        upcasters.register("suite.conformance.placed", 1, lambda old: old)
     with pytest.raises(ValueError, match="positive int"):
         upcasters.register("t", 0, lambda old: old)
 

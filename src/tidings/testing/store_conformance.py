@@ -18,7 +18,8 @@ skipped)::
             return MyHarness(tmp_path / "log")
 
 The suite needs pytest and pytest-asyncio (it marks its tests ``asyncio``). It registers
-event classes under topics beginning ``tidings.conformance.``.
+event classes under topics beginning ``suite.conformance.`` (not under ``tidings.``: those
+are internal topics, which no leading wildcard matches; see :mod:`tidings.topics`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ WAIT = 10.0
 """Seconds any single wait in the suite may take before the test fails."""
 
 
-@event("tidings.conformance.placed")
+@event("suite.conformance.placed")
 @dataclasses.dataclass(frozen=True)
 class Placed:
     """A frozen-dataclass event used by the suite."""
@@ -60,7 +61,7 @@ class Placed:
     amount: float
 
 
-@event("tidings.conformance.shipped")
+@event("suite.conformance.shipped")
 class Shipped(msgspec.Struct, frozen=True):
     """A msgspec-Struct event used by the suite."""
 
@@ -68,7 +69,7 @@ class Shipped(msgspec.Struct, frozen=True):
     carrier: str = "post"
 
 
-@event("tidings.conformance.versioned", version=1)
+@event("suite.conformance.versioned", version=1)
 @dataclasses.dataclass(frozen=True)
 class _VersionedV1:
     name: str
@@ -198,8 +199,8 @@ class StoreConformance:
                 headers={"traceparent": "00-abc-def-01", "tenant": "t1"},
             ),
             envelope(Shipped("o1", "dhl"), event_id="given-id-1"),
-            envelope({"free": ["form", 1, None]}, topic="tidings.conformance.plain"),
-            envelope("just text", topic="tidings.conformance.plain"),
+            envelope({"free": ["form", 1, None]}, topic="suite.conformance.plain"),
+            envelope("just text", topic="suite.conformance.plain"),
         ]
         await store.append(sent)
         records = await store.read()
@@ -218,8 +219,8 @@ class StoreConformance:
             assert len(record.hash) == 64
             int(record.hash, 16)
         assert [(r.type_name, r.type_version) for r in records] == [
-            ("tidings.conformance.placed", 1),
-            ("tidings.conformance.shipped", 1),
+            ("suite.conformance.placed", 1),
+            ("suite.conformance.shipped", 1),
             (None, 0),
             (None, 0),
         ]
@@ -229,7 +230,7 @@ class StoreConformance:
     async def test_a_pydantic_model_round_trips(self, store: EventStore) -> None:
         pydantic = pytest.importorskip("pydantic")
 
-        @event("tidings.conformance.pydantic")
+        @event("suite.conformance.pydantic")
         class Refunded(pydantic.BaseModel):  # type: ignore[name-defined,misc]
             order_id: str
             amount: float
@@ -243,7 +244,7 @@ class StoreConformance:
     async def test_an_unencodable_payload_writes_nothing(self, store: EventStore) -> None:
         await store.append(placed(1))
         with pytest.raises(EncodeError, match="object"):
-            await store.append([*placed(1), envelope(object(), topic="tidings.conformance.plain")])
+            await store.append([*placed(1), envelope(object(), topic="suite.conformance.plain")])
         assert await store.last_position() == 1
 
     # -- streams and optimistic concurrency ------------------------------------------------
@@ -329,20 +330,20 @@ class StoreConformance:
     async def test_read_filters(self, store: EventStore) -> None:
         await store.append(placed(3))
         await store.append([envelope(Shipped("o1"))], stream="order-1")
-        await store.append([envelope({"n": 1}, topic="tidings.conformance.eu.placed")])
+        await store.append([envelope({"n": 1}, topic="suite.conformance.eu.placed")])
         await store.append(placed(2, start=3), stream="order-1")
         assert _positions(await store.read(after=2)) == [3, 4, 5, 6, 7]
         assert _positions(await store.read(after=2, upto=5)) == [3, 4, 5]
         assert _positions(await store.read(limit=2)) == [1, 2]
         assert _positions(await store.read(after=1, limit=3)) == [2, 3, 4]
         assert await store.read(limit=0) == []
-        assert _positions(await store.read(topic="tidings.conformance.placed")) == [1, 2, 3, 6, 7]
-        assert _positions(await store.read(topic="tidings.conformance.*")) == [1, 2, 3, 4, 6, 7]
-        assert _positions(await store.read(topic="tidings.conformance.>")) == [1, 2, 3, 4, 5, 6, 7]
-        assert _positions(await store.read(topic="tidings.*.*.placed")) == [5]
+        assert _positions(await store.read(topic="suite.conformance.placed")) == [1, 2, 3, 6, 7]
+        assert _positions(await store.read(topic="suite.conformance.*")) == [1, 2, 3, 4, 6, 7]
+        assert _positions(await store.read(topic="suite.conformance.>")) == [1, 2, 3, 4, 5, 6, 7]
+        assert _positions(await store.read(topic="suite.*.*.placed")) == [5]
         assert _positions(await store.read(topic="*.conformance.shipped")) == [4]
         assert _positions(await store.read(topic=">")) == [1, 2, 3, 4, 5, 6, 7]
-        assert _positions(await store.read(topic="tidings.conformance.placed", limit=4)) == [
+        assert _positions(await store.read(topic="suite.conformance.placed", limit=4)) == [
             1,
             2,
             3,
@@ -373,7 +374,7 @@ class StoreConformance:
             [r async for r in store.iter_read(page_size=0)]
         odd = [
             r.position
-            async for r in store.iter_read(topic="tidings.conformance.placed", page_size=10)
+            async for r in store.iter_read(topic="suite.conformance.placed", page_size=10)
             if r.position % 2
         ]
         assert len(odd) == 125
@@ -399,7 +400,7 @@ class StoreConformance:
         assert _positions(live) == list(range(6, 36))
 
     async def test_subscribe_filters_by_topic_and_stream(self, store: EventStore) -> None:
-        async with store.subscribe(topic="tidings.conformance.shipped") as shipped:
+        async with store.subscribe(topic="suite.conformance.shipped") as shipped:
             await store.append(placed(2))
             await store.append([envelope(Shipped("o1"))], stream="a")
             await store.append([envelope(Shipped("o2"))], stream="b")
@@ -488,7 +489,7 @@ class StoreConformance:
         assert await store.verify() is None
         await self._tamper(harness, 7, payload='{"order_id":"o6","amount":1000000.0}')
         assert await store.verify() == 7
-        await self._tamper(harness, 3, type_name="tidings.conformance.shipped")
+        await self._tamper(harness, 3, type_name="suite.conformance.shipped")
         assert await store.verify() == 3
 
     async def test_an_undecodable_payload_names_position_and_type(
@@ -499,9 +500,9 @@ class StoreConformance:
         with pytest.raises(DecodeError) as caught:
             await store.read()
         assert caught.value.position == 2
-        assert caught.value.type_name == "tidings.conformance.placed"
+        assert caught.value.type_name == "suite.conformance.placed"
         assert "position 2" in str(caught.value)
-        assert "tidings.conformance.placed" in str(caught.value)
+        assert "suite.conformance.placed" in str(caught.value)
         await self._tamper(harness, 2, payload="not json")
         with pytest.raises(DecodeError, match="position 2"):
             await store.read(after=1)
@@ -511,29 +512,29 @@ class StoreConformance:
         self, harness: StoreHarness, store: EventStore
     ) -> None:
         await store.append(placed(3))
-        await self._tamper(harness, 2, type_name="tidings.conformance.vanished")
+        await self._tamper(harness, 2, type_name="suite.conformance.vanished")
         with pytest.raises(UnknownEventTypeError) as caught:
             await store.read()
         assert (caught.value.type_name, caught.value.position) == (
-            "tidings.conformance.vanished",
+            "suite.conformance.vanished",
             2,
         )
-        assert "tidings.conformance.vanished" in str(caught.value)
+        assert "suite.conformance.vanished" in str(caught.value)
         assert _positions(await store.read(unknown="skip")) == [1, 3]
         raw = await store.read(unknown="raw")
         assert raw[1].payload == {"order_id": "o1", "amount": 1.0}
-        assert raw[1].type_name == "tidings.conformance.vanished"
+        assert raw[1].type_name == "suite.conformance.vanished"
 
     async def test_upcasters_bring_old_payloads_to_the_current_version(
         self, store: EventStore
     ) -> None:
         await store.append([envelope(_VersionedV1("Ada Lovelace"))])
-        store.register_type(_VersionedV2, "tidings.conformance.versioned")
+        store.register_type(_VersionedV2, "suite.conformance.versioned")
         with pytest.raises(DecodeError, match="no upcaster") as caught:
             await store.read()
         assert caught.value.position == 1
 
-        @store.upcasters.upcaster("tidings.conformance.versioned", 1)
+        @store.upcasters.upcaster("suite.conformance.versioned", 1)
         def split(old: dict[str, Any]) -> dict[str, Any]:
             first, last = old["name"].split(" ", 1)
             return {"first": first, "last": last}
