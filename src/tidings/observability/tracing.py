@@ -8,21 +8,39 @@ implementation, configured by the application to record anything).
     Tracing(bus)                                   # the global tracer provider
     Tracing(bus, tracer_provider=provider)         # or this one
 
-**Spans**, named and attributed per the OpenTelemetry messaging semantic conventions:
+**Spans**, named and attributed per the OpenTelemetry messaging semantic conventions (the
+attribute names are the module constants below, checked by a test against
+``opentelemetry-semantic-conventions``, which the API does not install):
 
 - ``send <topic>`` (kind ``PRODUCER``) around each traced ``publish``/``emit``: attributes
-  ``messaging.system`` (``tidings`` in process, ``nats`` over NATS), ``messaging.destination.name``
-  (the topic), ``messaging.operation.type`` and ``.name`` (``send``) and
-  ``messaging.message.id`` (the event id). In process, the inline handlers run inside it.
-- ``process <topic or pattern>`` (kind ``CONSUMER``) around each handler call, child of the
-  producer span, wherever the handler runs (inline, async, queued, in another process):
-  ``messaging.operation.type`` ``process``, ``messaging.destination.name`` and
-  ``.template`` (the subscription's pattern), ``messaging.destination.subscription.name``
-  (the handler), ``messaging.message.id``, ``messaging.consumer.group.name`` (a transport
-  group), ``tidings.delivery_attempt`` (a transport's delivery attempt). An async handler's
-  span lasts until it finishes, suspensions included; a batch handler gets one span with
-  ``messaging.batch.message_count`` and a link to each event's trace. A handler's exception
-  is recorded on its span, with status ``ERROR`` and ``error.type``.
+  ``messaging.system`` (``tidings`` in process, ``nats`` over NATS),
+  ``messaging.operation.type`` and ``.name`` (``send``), ``messaging.message.id`` (the event
+  id) and what names the destination and the client (below). In process, the inline
+  handlers run inside it.
+- ``process <topic or pattern>`` (kind ``CONSUMER``) around each handler call, wherever the
+  handler runs (inline, async, queued, in another process): a child of the event's creation
+  context (the producer span) that also carries a *link* to it, as the conventions ask of a
+  process span. Attributes: ``messaging.operation.type`` and ``.name`` ``process``,
+  ``messaging.destination.template`` (the subscription's pattern, through the transport's
+  :meth:`~tidings.transports.base.Transport.destination`: a subject filter over NATS),
+  ``messaging.destination.subscription.name`` (the handler), ``messaging.message.id``,
+  ``messaging.consumer.group.name`` (a transport group), ``tidings.delivery_attempt`` (a
+  transport's delivery attempt), ``messaging.message.body.size`` (a transport's delivery:
+  the length of the message body as received), and what names the destination and the
+  client. An async handler's span lasts until it finishes, suspensions included; a batch
+  handler gets one span with ``messaging.batch.message_count`` and a link to each event's
+  trace. A handler's exception is recorded on its span, with status ``ERROR`` and
+  ``error.type``.
+- **Destination and client**, on both: ``messaging.destination.name`` is the broker's
+  entity (the NATS subject, ``<prefix>.<topic>``; the topic in process), ``tidings.topic``
+  the topic; ``messaging.client.id`` is the transport's client id (NATS: the id the server
+  gave the connection) or else the bus's ``<source>/<node>``; ``server.address`` and
+  ``server.port`` name the server connected to, with a transport that has one. All are read
+  from the transport's public description (``destination``, ``server``, ``client_id``) when
+  a span starts, so a reconnect to another server shows.
+- **Body size is omitted** where it is not known for free: in process (the payload is never
+  encoded), on ``send`` spans (the transport encodes after the span's attributes are set;
+  encoding twice to measure would tax every publish) and on batch spans.
 
 **Propagation.** The publisher's context (or the one in the ``traceparent`` header it passed
 in ``headers=``) is injected with the global text-map propagator (W3C ``traceparent``,
@@ -73,7 +91,6 @@ from tidings.observability.logs import log_fields
 from tidings.subscription import SKIP, Subscription, count_value
 
 if TYPE_CHECKING:
-    from tidings._ports import ObservationPort
     from tidings.bus import Bus
     from tidings.event import Envelope
     from tidings.results import Delivery
@@ -151,7 +168,7 @@ class Tracing:
         """Trace ``bus`` from now on. Idempotent."""
         observer = Observer.of(observation_port(bus))
         if observer.tracing is None:
-            hook = _BusTracing(self, observer.port)
+            hook = _BusTracing(self, observer)
             self._hooks.append(hook)
             observer.tracing = hook
             observer.install()
@@ -212,11 +229,11 @@ class Tracing:
 class _BusTracing:
     """The :class:`~tidings.observability._observer.TracingHook` of one bus."""
 
-    def __init__(self, tracing: Tracing, port: ObservationPort) -> None:
+    def __init__(self, tracing: Tracing, observer: Observer) -> None:
         self._tracing = tracing
         self._tracer = tracing._tracer
-        self._port = port
-        self._system = port.transport_system or "tidings"
+        self._port = observer.port
+        self._system = observer.system
         self._invalid = itertools.count()
         # The last envelope's extracted context: its handlers, called one after another,
         # share one extraction (and a malformed traceparent is counted once per event).
