@@ -234,6 +234,7 @@ class _BusTracing:
         self._tracer = tracing._tracer
         self._port = observer.port
         self._system = observer.system
+        self._client_id = observer.port.client_id  # the bus's source and node: fixed
         self._invalid = itertools.count()
         # The last envelope's extracted context: its handlers, called one after another,
         # share one extraction (and a malformed traceparent is counted once per event).
@@ -348,10 +349,10 @@ class _BusTracing:
         transport = self._port.transport
         if transport is None:
             attributes[MESSAGING_DESTINATION_NAME] = topic
-            attributes[MESSAGING_CLIENT_ID] = self._port.client_id
+            attributes[MESSAGING_CLIENT_ID] = self._client_id
         else:
             attributes[MESSAGING_DESTINATION_NAME] = transport.destination(topic)
-            attributes[MESSAGING_CLIENT_ID] = transport.client_id or self._port.client_id
+            attributes[MESSAGING_CLIENT_ID] = transport.client_id or self._client_id
             server = transport.server
             if server is not None:
                 attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = server
