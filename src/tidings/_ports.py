@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tidings.routing import Route
     from tidings.store.base import EventStore
     from tidings.subscription import Subscription
+    from tidings.transports.base import Transport
 
 __all__ = ("BusPort", "ObservationPort")
 
@@ -113,6 +114,16 @@ class ObservationPort(Protocol):
     @property
     def transport_system(self) -> str | None:
         """The transport's messaging system name (``"nats"``...), if the bus has one."""
+
+    @property
+    def transport(self) -> Transport | None:
+        """The bus's transport, if it has one (traces read its public description:
+        ``destination``, ``server``, ``client_id``)."""
+
+    @property
+    def client_id(self) -> str:
+        """The bus's own id as a messaging client: its ``source`` and its clock's node,
+        ``"<source>/<node>"``."""
 
     def local_subscriptions(self) -> tuple[Subscription[Any], ...]:
         """The bus's in-process subscriptions (no lock taken; not the transport's)."""

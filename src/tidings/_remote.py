@@ -220,7 +220,7 @@ class Remote:
             if observer is None:
                 await self._dispatch(entry, message)
             else:
-                with observer.delivering(message.attempt, entry.group):
+                with observer.delivering(message.attempt, entry.group, message.body_size):
                     await self._dispatch(entry, message)
 
         entry.sub = await self.transport.subscribe(

@@ -1739,6 +1739,16 @@ class _BusPort:
         remote = self._bus._remote
         return None if remote is None else remote.transport.system
 
+    @property
+    def transport(self) -> Transport | None:
+        remote = self._bus._remote
+        return None if remote is None else remote.transport
+
+    @property
+    def client_id(self) -> str:
+        bus = self._bus
+        return f"{bus._source}/{bus._node}"
+
     def local_subscriptions(self) -> tuple[Subscription[Any], ...]:
         return self._bus._table.subscriptions()
 

@@ -12,11 +12,15 @@ from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.semconv._incubating.attributes import messaging_attributes as messaging
+from opentelemetry.semconv._incubating.attributes import server_attributes as server
+from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
 import tidings
 from tidings.observability import Metrics, Tracing, replaying
+from tidings.observability import tracing as tracing_module
 from tidings.transports import DeliveryPolicy, MemoryBroker, MemoryTransport
 
 from .conftest import Spans
@@ -66,9 +70,12 @@ async def test_one_trace_holds_the_publish_and_every_kind_of_handler(spans: Span
     process = spans.named("process trace.order")
     assert send.kind == SpanKind.PRODUCER
     assert send.parent is None
+    client_id = f"{envelope.source}/{envelope.id[-16:]}"  # the bus's source and node
     assert dict(send.attributes or {}) == {
         "messaging.system": "tidings",
         "messaging.destination.name": "trace.order",
+        "tidings.topic": "trace.order",
+        "messaging.client.id": client_id,
         "messaging.operation.type": "send",
         "messaging.operation.name": "send",
         "messaging.message.id": envelope.id,
@@ -79,10 +86,17 @@ async def test_one_trace_holds_the_publish_and_every_kind_of_handler(spans: Span
         assert span.kind == SpanKind.CONSUMER
         assert span.context.trace_id == send.context.trace_id
         assert parent_of(span) == send.context.span_id
+        assert [ids_of(link.context) for link in span.links] == [ids(send)]  # its creation
         attributes = dict(span.attributes or {})
         assert attributes["messaging.message.id"] == envelope.id
         assert attributes["messaging.operation.type"] == "process"
         assert attributes["messaging.destination.name"] == "trace.order"
+        assert attributes["tidings.topic"] == "trace.order"
+        assert attributes["messaging.client.id"] == client_id
+        # In process: no broker, and the body is never encoded, so its size is not known.
+        assert not {"server.address", "server.port", "messaging.message.body.size"} & set(
+            attributes
+        )
         names.add(str(attributes["messaging.destination.subscription.name"]))
     assert {name.rsplit(".", 1)[1] for name in names} == {"inline", "later", "queued"}
     [seen] = recorded.envelopes
@@ -300,3 +314,14 @@ def test_forget_takes_the_hooks_off(spans: Spans) -> None:
         assert type(bus) is tidings.Bus
         bus.publish(Order(9))
     assert spans.finished() == ()
+
+
+def test_attribute_names_are_the_semantic_conventions() -> None:
+    """The names tracing writes are those of opentelemetry-semantic-conventions (which the
+    API, tidings' only OpenTelemetry dependency, does not install)."""
+    conventions = {**vars(messaging), **vars(server)}
+    names = [n for n in vars(tracing_module) if n.startswith(("MESSAGING_", "SERVER_"))]
+    assert len(names) == 13
+    for name in names:
+        assert getattr(tracing_module, name) == conventions[name], name
+    assert tracing_module.ERROR_TYPE == error_attributes.ERROR_TYPE

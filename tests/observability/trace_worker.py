@@ -47,6 +47,10 @@ class StdoutExporter(SpanExporter):
                 "span_id": f"{span.context.span_id:016x}",
                 "parent_id": f"{span.parent.span_id:016x}" if span.parent else None,
                 "attributes": dict(span.attributes or {}),
+                "links": [
+                    [f"{link.context.trace_id:032x}", f"{link.context.span_id:016x}"]
+                    for link in span.links
+                ],
             }
             sys.stdout.write(f"span {json.dumps(record)}\n")
         sys.stdout.flush()

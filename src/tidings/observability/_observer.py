@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = (
     "BUCKETS",
     "DELIVERY",
+    "DeliveryMark",
     "Histogram",
     "MetricsState",
     "Observer",
@@ -74,10 +75,13 @@ _CELL = len(_BOUNDS_NS) + 2  # one count per bound, one above them all, then the
 _get_ident = threading.get_ident
 _now_ns = time.time_ns
 
-DELIVERY: ContextVar[tuple[int, str | None, bool] | None] = ContextVar(
-    "tidings_delivery", default=None
-)
-"""``(attempt, group, replay)`` of the delivery being handled in this context: set for a
+DeliveryMark = tuple[int, str | None, bool, int | None]
+"""``(attempt, group, replay, body size)`` of a delivery: the transport's delivery attempt,
+the group it was delivered to, whether it is a replay from the durable log, and the size of
+the message's body in bytes as received (``None`` when not known: replays)."""
+
+DELIVERY: ContextVar[DeliveryMark | None] = ContextVar("tidings_delivery", default=None)
+"""The :data:`DeliveryMark` of the delivery being handled in this context: set for a
 transport's deliveries and, by :func:`replaying`, for the durable log's replays."""
 
 
@@ -89,7 +93,7 @@ def replaying() -> Iterator[None]:
     The durable log's hook: when the bus replays from its store, the one line it needs is
     ``with replaying():`` around its handler calls.
     """
-    token = DELIVERY.set((1, None, True))
+    token = DELIVERY.set((1, None, True, None))
     try:
         yield
     finally:
@@ -311,7 +315,7 @@ class TracingHook(Protocol):
         self,
         sub: Subscription[Any],
         envs: Envelope[Any] | list[Envelope[Any]],
-        delivery: tuple[int, str | None, bool] | None,
+        delivery: DeliveryMark | None,
         call: Callable[[], Any],
     ) -> Any:
         """Run ``call`` (a handler call for ``envs``) in a consumer span; for a coroutine
@@ -404,10 +408,13 @@ class Observer:
         return emit
 
     @contextlib.contextmanager
-    def delivering(self, attempt: int, group: str | None) -> Iterator[None]:
+    def delivering(
+        self, attempt: int, group: str | None, body_size: int | None = None
+    ) -> Iterator[None]:
         """Mark the handler calls made inside as a transport's delivery ``attempt`` to
-        ``group``: the remote side's hook (:mod:`tidings._remote`)."""
-        token = DELIVERY.set((attempt, group, False))
+        ``group`` of a message whose body is ``body_size`` bytes: the remote side's hook
+        (:mod:`tidings._remote`)."""
+        token = DELIVERY.set((attempt, group, False, body_size))
         try:
             yield
         finally:

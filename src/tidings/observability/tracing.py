@@ -8,21 +8,39 @@ implementation, configured by the application to record anything).
     Tracing(bus)                                   # the global tracer provider
     Tracing(bus, tracer_provider=provider)         # or this one
 
-**Spans**, named and attributed per the OpenTelemetry messaging semantic conventions:
+**Spans**, named and attributed per the OpenTelemetry messaging semantic conventions (the
+attribute names are the module constants below, checked by a test against
+``opentelemetry-semantic-conventions``, which the API does not install):
 
 - ``send <topic>`` (kind ``PRODUCER``) around each traced ``publish``/``emit``: attributes
-  ``messaging.system`` (``tidings`` in process, ``nats`` over NATS), ``messaging.destination.name``
-  (the topic), ``messaging.operation.type`` and ``.name`` (``send``) and
-  ``messaging.message.id`` (the event id). In process, the inline handlers run inside it.
-- ``process <topic or pattern>`` (kind ``CONSUMER``) around each handler call, child of the
-  producer span, wherever the handler runs (inline, async, queued, in another process):
-  ``messaging.operation.type`` ``process``, ``messaging.destination.name`` and
-  ``.template`` (the subscription's pattern), ``messaging.destination.subscription.name``
-  (the handler), ``messaging.message.id``, ``messaging.consumer.group.name`` (a transport
-  group), ``tidings.delivery_attempt`` (a transport's delivery attempt). An async handler's
-  span lasts until it finishes, suspensions included; a batch handler gets one span with
-  ``messaging.batch.message_count`` and a link to each event's trace. A handler's exception
-  is recorded on its span, with status ``ERROR`` and ``error.type``.
+  ``messaging.system`` (``tidings`` in process, ``nats`` over NATS),
+  ``messaging.operation.type`` and ``.name`` (``send``), ``messaging.message.id`` (the event
+  id) and what names the destination and the client (below). In process, the inline
+  handlers run inside it.
+- ``process <topic or pattern>`` (kind ``CONSUMER``) around each handler call, wherever the
+  handler runs (inline, async, queued, in another process): a child of the event's creation
+  context (the producer span) that also carries a *link* to it, as the conventions ask of a
+  process span. Attributes: ``messaging.operation.type`` and ``.name`` ``process``,
+  ``messaging.destination.template`` (the subscription's pattern, through the transport's
+  :meth:`~tidings.transports.base.Transport.destination`: a subject filter over NATS),
+  ``messaging.destination.subscription.name`` (the handler), ``messaging.message.id``,
+  ``messaging.consumer.group.name`` (a transport group), ``tidings.delivery_attempt`` (a
+  transport's delivery attempt), ``messaging.message.body.size`` (a transport's delivery:
+  the length of the message body as received), and what names the destination and the
+  client. An async handler's span lasts until it finishes, suspensions included; a batch
+  handler gets one span with ``messaging.batch.message_count`` and a link to each event's
+  trace. A handler's exception is recorded on its span, with status ``ERROR`` and
+  ``error.type``.
+- **Destination and client**, on both: ``messaging.destination.name`` is the broker's
+  entity (the NATS subject, ``<prefix>.<topic>``; the topic in process), ``tidings.topic``
+  the topic; ``messaging.client.id`` is the transport's client id (NATS: the id the server
+  gave the connection) or else the bus's ``<source>/<node>``; ``server.address`` and
+  ``server.port`` name the server connected to, with a transport that has one. All are read
+  from the transport's public description (``destination``, ``server``, ``client_id``) when
+  a span starts, so a reconnect to another server shows.
+- **Body size is omitted** where it is not known for free: in process (the payload is never
+  encoded), on ``send`` spans (the transport encodes after the span's attributes are set;
+  encoding twice to measure would tax every publish) and on batch spans.
 
 **Propagation.** The publisher's context (or the one in the ``traceparent`` header it passed
 in ``headers=``) is injected with the global text-map propagator (W3C ``traceparent``,
@@ -68,7 +86,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 import tidings
 from tidings.bus import observation_port
-from tidings.observability._observer import Observer, replaying
+from tidings.observability._observer import DeliveryMark, Observer, replaying
 from tidings.observability.logs import log_fields
 from tidings.subscription import SKIP, Subscription, count_value
 
@@ -92,6 +110,28 @@ try:  # the current context in one C call; the public function costs three Pytho
 except Exception:  # pragma: no cover - another OpenTelemetry version
     _current_context = otel_context.get_current
 _WATCHED = hasattr(trace, "_TRACER_PROVIDER")  # is a provider set yet: one attribute read
+
+# Attribute names of the messaging semantic conventions (the values of the constants of the
+# same names in opentelemetry-semantic-conventions, which the API does not depend on: a test
+# checks them against that package).
+MESSAGING_SYSTEM = "messaging.system"
+MESSAGING_OPERATION_TYPE = "messaging.operation.type"
+MESSAGING_OPERATION_NAME = "messaging.operation.name"
+MESSAGING_DESTINATION_NAME = "messaging.destination.name"
+MESSAGING_DESTINATION_TEMPLATE = "messaging.destination.template"
+MESSAGING_DESTINATION_SUBSCRIPTION_NAME = "messaging.destination.subscription.name"
+MESSAGING_CONSUMER_GROUP_NAME = "messaging.consumer.group.name"
+MESSAGING_MESSAGE_ID = "messaging.message.id"
+MESSAGING_MESSAGE_BODY_SIZE = "messaging.message.body.size"
+MESSAGING_BATCH_MESSAGE_COUNT = "messaging.batch.message_count"
+MESSAGING_CLIENT_ID = "messaging.client.id"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+# tidings' own attributes.
+TIDINGS_TOPIC = "tidings.topic"
+TIDINGS_DELIVERY_ATTEMPT = "tidings.delivery_attempt"
+TIDINGS_REPLAY = "tidings.replay"
 
 
 class Tracing:
@@ -128,7 +168,7 @@ class Tracing:
         """Trace ``bus`` from now on. Idempotent."""
         observer = Observer.of(observation_port(bus))
         if observer.tracing is None:
-            hook = _BusTracing(self, observer.system)
+            hook = _BusTracing(self, observer)
             self._hooks.append(hook)
             observer.tracing = hook
             observer.install()
@@ -189,10 +229,12 @@ class Tracing:
 class _BusTracing:
     """The :class:`~tidings.observability._observer.TracingHook` of one bus."""
 
-    def __init__(self, tracing: Tracing, system: str) -> None:
+    def __init__(self, tracing: Tracing, observer: Observer) -> None:
         self._tracing = tracing
         self._tracer = tracing._tracer
-        self._system = system
+        self._port = observer.port
+        self._system = observer.system
+        self._client_id = observer.port.client_id  # the bus's source and node: fixed
         self._invalid = itertools.count()
         # The last envelope's extracted context: its handlers, called one after another,
         # share one extraction (and a malformed traceparent is counted once per event).
@@ -300,6 +342,22 @@ class _BusTracing:
         """Whether a handler call for ``env`` gets a span."""
         return "traceparent" in env.headers or self._tracing.roots()
 
+    def _described(self, topic: str, attributes: dict[str, Any]) -> None:
+        """Add to ``attributes`` what names the destination of ``topic`` and the client:
+        the broker entity (the transport's, else the topic), the topic, the server
+        connected to (with a transport that has one) and the client id."""
+        transport = self._port.transport
+        if transport is None:
+            attributes[MESSAGING_DESTINATION_NAME] = topic
+            attributes[MESSAGING_CLIENT_ID] = self._client_id
+        else:
+            attributes[MESSAGING_DESTINATION_NAME] = transport.destination(topic)
+            attributes[MESSAGING_CLIENT_ID] = transport.client_id or self._client_id
+            server = transport.server
+            if server is not None:
+                attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = server
+        attributes[TIDINGS_TOPIC] = topic
+
     # ------------------------------------------------------------------ producer spans
 
     def _producer(
@@ -310,16 +368,14 @@ class _BusTracing:
             given = self._extract(headers, None)
             if trace.get_current_span(given).get_span_context().is_valid:
                 parent = given
+        attributes: dict[str, Any] = {
+            MESSAGING_SYSTEM: self._system,
+            MESSAGING_OPERATION_TYPE: "send",
+            MESSAGING_OPERATION_NAME: "send",
+        }
+        self._described(topic, attributes)
         span = self._tracer.start_span(
-            f"send {topic}",
-            context=parent,
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": self._system,
-                "messaging.destination.name": topic,
-                "messaging.operation.type": "send",
-                "messaging.operation.name": "send",
-            },
+            f"send {topic}", context=parent, kind=SpanKind.PRODUCER, attributes=attributes
         )
         ctx = trace.set_span_in_context(span, parent)
         carrier = dict(headers) if headers else {}
@@ -340,7 +396,7 @@ class _BusTracing:
             _failed(span, exc)
             raise
         else:
-            span.set_attribute("messaging.message.id", env.id)
+            span.set_attribute(MESSAGING_MESSAGE_ID, env.id)
         finally:
             otel_context.detach(token)
             span.end()
@@ -360,7 +416,7 @@ class _BusTracing:
             _failed(span, exc)
             raise
         else:
-            span.set_attribute("messaging.message.id", delivery.envelope.id)
+            span.set_attribute(MESSAGING_MESSAGE_ID, delivery.envelope.id)
         finally:
             otel_context.detach(token)
             span.end()
@@ -372,36 +428,42 @@ class _BusTracing:
         self,
         sub: Subscription[Any],
         envs: Envelope[Any] | list[Envelope[Any]],
-        delivery: tuple[int, str | None, bool] | None,
+        delivery: DeliveryMark | None,
         call: Callable[[], Any],
     ) -> Any:
+        transport = self._port.transport
         attributes: dict[str, Any] = {
-            "messaging.system": self._system,
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.destination.template": sub.pattern,
-            "messaging.destination.subscription.name": sub.name,
+            MESSAGING_SYSTEM: self._system,
+            MESSAGING_OPERATION_TYPE: "process",
+            MESSAGING_OPERATION_NAME: "process",
+            MESSAGING_DESTINATION_TEMPLATE: (
+                sub.pattern if transport is None else transport.destination(sub.pattern)
+            ),
+            MESSAGING_DESTINATION_SUBSCRIPTION_NAME: sub.name,
         }
         replay = delivery is not None and delivery[2]
         if delivery is not None and not replay:
-            attributes["tidings.delivery_attempt"] = delivery[0]
+            attributes[TIDINGS_DELIVERY_ATTEMPT] = delivery[0]
             if delivery[1] is not None:
-                attributes["messaging.consumer.group.name"] = delivery[1]
-        links: list[Link] | None = None
+                attributes[MESSAGING_CONSUMER_GROUP_NAME] = delivery[1]
+            if delivery[3] is not None and not isinstance(envs, list):
+                attributes[MESSAGING_MESSAGE_BODY_SIZE] = delivery[3]
         if isinstance(envs, list):
             parent = _current_context()
             links = _links(self._extract(e.headers, e) for e in envs)
-            attributes["messaging.batch.message_count"] = len(envs)
+            attributes[MESSAGING_BATCH_MESSAGE_COUNT] = len(envs)
             if envs:
-                attributes["messaging.destination.name"] = envs[0].topic
+                self._described(envs[0].topic, attributes)
         else:
             extracted = self._extract(envs.headers, envs)
-            attributes["messaging.destination.name"] = envs.topic
-            attributes["messaging.message.id"] = envs.id
+            self._described(envs.topic, attributes)
+            attributes[MESSAGING_MESSAGE_ID] = envs.id
+            # The creation context is linked (as the conventions ask of a process span);
+            # a live delivery also stays its child, a replay runs in the replaying context.
+            links = _links((extracted,))
             if replay:
                 parent = _current_context()
-                links = _links((extracted,))
-                attributes["tidings.replay"] = True
+                attributes[TIDINGS_REPLAY] = True
             else:
                 parent = extracted
         span = self._tracer.start_span(
@@ -448,7 +510,7 @@ def _links(contexts: Iterator[Context] | tuple[Context, ...]) -> list[Link]:
 def _failed(span: trace.Span, exc: BaseException) -> None:
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-    span.set_attribute("error.type", f"{type(exc).__module__}.{type(exc).__qualname__}")
+    span.set_attribute(ERROR_TYPE, f"{type(exc).__module__}.{type(exc).__qualname__}")
 
 
 async def _in_span(span: trace.Span, ctx: contextvars.Context, coro: Any) -> Any:

@@ -278,6 +278,10 @@ class SubjectTransport(Transport):
     clock: HybridClock
     _subs: list[Consumer]
 
+    def destination(self, topic: str) -> str:
+        """The subject events on ``topic`` travel on (a pattern's subject filter)."""
+        return self.subjects.subject(topic)
+
     @abc.abstractmethod
     def _meta(self, raw: Any) -> tuple[int, int]:
         """``(delivery attempt, stream sequence)`` of a raw message."""

@@ -222,6 +222,11 @@ class Message:
             self.settled = "term"
             await self._raw.term()
 
+    @property
+    def body_size(self) -> int:
+        """The size of the message's body on the wire, in bytes (headers not included)."""
+        return len(self._raw.data)
+
     def __repr__(self) -> str:
         return f"<Message {self.envelope.id} on {self.subject!r} attempt={self.attempt}>"
 
@@ -325,6 +330,9 @@ class Transport(abc.ABC):
         policy: the default delivery policy of subscriptions.
         on_publish_error: told of every failed :meth:`send` (logged when ``None``).
         system: the messaging system, as traces name it (``messaging.system``).
+
+    What traces read of a transport (:mod:`tidings.observability.tracing`), off the hot
+    path: :meth:`destination`, :attr:`server` and :attr:`client_id`.
     """
 
     system: str = "tidings"
@@ -332,6 +340,21 @@ class Transport(abc.ABC):
     clock: HybridClock
     policy: DeliveryPolicy
     on_publish_error: PublishErrorHook | None
+
+    def destination(self, topic: str) -> str:
+        """The name of the broker's entity that events on ``topic`` (or a topic pattern)
+        travel on: the topic itself by default; a subject for a subject-based transport."""
+        return topic
+
+    @property
+    def server(self) -> tuple[str, int] | None:
+        """The host and port of the server connected to right now, if there is one."""
+        return None
+
+    @property
+    def client_id(self) -> str | None:
+        """This client's id as the server knows it, if it has one (connected)."""
+        return None
 
     @abc.abstractmethod
     async def start(self) -> None:

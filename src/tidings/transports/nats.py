@@ -885,6 +885,22 @@ class NatsTransport(SubjectTransport):
         """Whether the client is connected to a server right now."""
         return self._nc is not None and self._nc.is_connected
 
+    @property
+    def server(self) -> tuple[str, int] | None:
+        """The host and port of the NATS server connected to right now (``None`` if none)."""
+        nc = self._nc
+        url = nc.connected_url if nc is not None and nc.is_connected else None
+        if url is None or url.hostname is None:
+            return None
+        return url.hostname, url.port if url.port is not None else 4222
+
+    @property
+    def client_id(self) -> str | None:
+        """The client id the connected NATS server gave this connection (``None`` if none)."""
+        nc = self._nc
+        client_id = nc.client_id if nc is not None and nc.is_connected else None
+        return None if client_id is None else str(client_id)
+
     async def _on_error(self, exc: Exception) -> None:
         logger.debug("nats client error: %r", exc, extra=log_fields())
 
