@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import nats
+import nats.errors
+import nats.js.errors
 import pytest
 
 from tidings.clock import HybridClock
@@ -23,6 +25,7 @@ from tidings.transports.nats import NatsTransport, StreamSettings
 pytestmark = pytest.mark.slow
 
 KEYS = 20
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -37,13 +40,26 @@ def cluster() -> Iterator[NatsCluster]:
         yield started
 
 
+async def _patiently(call: Callable[[], Awaitable[T]], seconds: float = 30.0) -> T:
+    """``call()``, retried while a (re-electing, loaded) cluster times out or is unavailable,
+    for at most ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            return await call()
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def _stored_ids(url: str | list[str], stream: str, subject: str) -> list[str]:
     """The ``Nats-Msg-Id`` of every message of ``stream`` on ``subject``, in stream order."""
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        count = (await js.stream_info(stream)).state.messages
-        sub = await js.subscribe(subject, stream=stream, ordered_consumer=True)
+        count = (await _patiently(lambda: js.stream_info(stream))).state.messages
+        sub = await _patiently(lambda: js.subscribe(subject, stream=stream, ordered_consumer=True))
         ids = []
         for _ in range(count):
             msg = await sub.next_msg(timeout=10)
@@ -143,7 +159,7 @@ async def test_publish_order_per_key_holds_through_a_stream_leader_failover(
             number[env.id] = n
             futures.append(await publisher.send(env))
             if n == kill_at:
-                info = await publisher._js.stream_info("FAILOVER")
+                info = await _patiently(lambda: publisher._js.stream_info("FAILOVER"))
                 cluster.server_named(info.cluster.leader).kill()
             if n % 20 == 0:
                 await asyncio.sleep(0.002)
