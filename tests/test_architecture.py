@@ -8,7 +8,9 @@
   unnoticed (``bus.py`` copies the clock's ``_wall`` into its own ``self._wall``);
 - the tidings modules import each other without cycles (imports run at import time and
   imports inside functions alike; those under ``if TYPE_CHECKING:`` are not imports).
-  ``from tidings import codec`` imports the module ``tidings.codec``, not the package.
+  ``from tidings import codec`` imports the module ``tidings.codec``, not the package;
+- the bus carries published events through its one ``Carrier`` (``tidings._ports``): of its
+  log and remote side it reaches directly only what is not carrying (:data:`NOT_CARRYING`).
 """
 
 from __future__ import annotations
@@ -211,6 +213,60 @@ def test_the_log_and_the_remote_side_do_not_import_the_bus() -> None:
             if isinstance(node, ast.ImportFrom) and node.module is not None
         }
         assert "tidings.bus" not in imported, name
+
+
+NOT_CARRYING = frozenset(
+    {"follow", "unfollow", "followers", "store", "subscribe", "unsubscribe", "subscriptions"}
+    | {"transport"}
+)
+"""What the bus may reach of its log (``_log``) and remote side (``_remote``) directly:
+following the log and subscribing remotely. Carrying what is published (write-ahead, send,
+emit, start, flush, close) goes through its one ``Carrier`` (``tidings._ports``)."""
+
+
+def _parts_used_by_the_bus() -> set[str]:
+    """The attributes ``bus.py`` reads of ``<x>._log`` and ``<x>._remote``, directly or
+    through a local name bound to one."""
+    tree = ast.parse(MODULES["tidings.bus"].read_text())
+
+    def is_part(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr in ("_log", "_remote")
+
+    aliases = {
+        target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and is_part(node.value)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and (is_part(node.value) or (isinstance(node.value, ast.Name) and node.value.id in aliases))
+    }
+
+
+def test_the_bus_carries_events_through_its_carrier_only() -> None:
+    used = _parts_used_by_the_bus()
+    assert "subscribe" in used  # the walker sees the aliased remote.subscribe(...)
+    assert used <= NOT_CARRYING, sorted(used - NOT_CARRYING)
+
+
+def test_each_carrier_has_every_method_of_the_port() -> None:
+    from tidings._carrier import StoredAndSent
+    from tidings._log import Log
+    from tidings._ports import Carrier
+    from tidings._remote import Remote
+
+    port = {
+        name
+        for name, value in vars(Carrier).items()
+        if callable(value) and not name.startswith("_")
+    }
+    assert {"write_ahead", "send", "carry", "start", "aclose"} <= port
+    for part in (Log, Remote, StoredAndSent):
+        assert port <= set(dir(part)), (part.__name__, sorted(port - set(dir(part))))
 
 
 def test_the_checks_see_what_they_check() -> None:

@@ -99,7 +99,8 @@ def with_transaction(handler: Callable[..., Any]) -> Callable[[Any], Any]:
 
 
 class Log:
-    """A bus's binding to its store."""
+    """A bus's binding to its store; the :class:`~tidings._ports.Carrier` of a bus with a
+    store and no transport."""
 
     def __init__(self, bus: BusPort, store: EventStore) -> None:
         self.bus = bus
@@ -201,7 +202,10 @@ class Log:
                 errors.append(None)
         return errors
 
-    async def append(self, env: Envelope[Any]) -> None:
+    def send(self, env: Envelope[Any]) -> None:
+        """Nothing to send after a deferred append: the log is not a transport."""
+
+    async def carry(self, env: Envelope[Any]) -> None:
         """Append ``env`` (for ``emit``); with an async-only store, through the FIFO of
         deferred appends, so after every event published before it."""
         if self._append_sync is not None:
@@ -255,6 +259,12 @@ class Log:
         for follower in list(self.followers.values()):
             follower.start(loop)
 
+    async def connect(self) -> None:
+        """Nothing to connect: the store opens itself."""
+
+    async def disconnect(self, timeout: float) -> None:
+        """Nothing to disconnect: followers stop in :meth:`aclose`."""
+
     def unfollow(self, sub: Subscription[Any]) -> bool:
         """Stop ``sub``'s follower; whether ``sub`` was a log follower."""
         follower = self.followers.pop(sub, None)
@@ -271,8 +281,8 @@ class Log:
             self.store.close_sync()
 
     async def aclose(self, deadline: float) -> list[str]:
-        """Stop every follower (letting handlers in flight finish until ``deadline``) and
-        return what did not finish."""
+        """Stop every follower (letting handlers in flight finish until ``deadline``), then
+        close the store; return what did not finish."""
         followers = list(self.followers.values())
         self.followers.clear()
         for follower in followers:
@@ -294,6 +304,7 @@ class Log:
                     f"{follower.sub.name}: log follower stalled after position "
                     f"{follower.position}: {follower.stalled}"
                 )
+        await self.store.aclose()
         return unfinished
 
 

@@ -3,11 +3,12 @@
 :class:`ObservationPort`, the one seam :mod:`tidings.observability` observes a bus through.
 
 Neither part imports :class:`~tidings.Bus`: each is given a :class:`BusPort` (the bus makes
-one, see ``bus.py``) and calls nothing else of its bus. The bus, in turn, calls them through
-a few public methods each: the log's ``write_ahead``, ``append``, ``start(loop)``,
-``follow``, ``unfollow``, ``settle(deadline)`` and ``aclose(deadline)``; the remote side's
-``check_send``, ``check_publish``, ``send``, ``publish``, ``start``, ``subscribe``,
-``unsubscribe``, ``subscriptions`` and ``aclose(timeout)`` (see ``docs/architecture.md``).
+one, see ``bus.py``) and calls nothing else of its bus. The bus, in turn, carries what is
+published through one :class:`Carrier` (the log, the remote side, or both in
+:mod:`tidings._carrier`) and reaches the parts directly only for what is not carrying: the
+log's ``follow``, ``unfollow``, ``store`` and ``followers``; the remote side's
+``subscribe``, ``unsubscribe``, ``subscriptions`` and ``transport`` (see
+``docs/architecture.md``).
 A test (``tests/test_architecture.py``) holds every module to the rule that it reaches no
 other module's private names.
 """
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from tidings.subscription import Subscription
     from tidings.transports.base import Transport
 
-__all__ = ("BusPort", "ObservationPort")
+__all__ = ("BusPort", "Carrier", "ObservationPort")
 
 
 class BusPort(Protocol):
@@ -61,6 +62,57 @@ class BusPort(Protocol):
     def publish_failed(self, env: Envelope[Any], handler: str, exc: BaseException) -> None:
         """A transport did not publish ``env`` (refused, lost, or the bus closed first):
         count it (metrics) and dead-letter it, ``handler`` naming the step that failed."""
+
+
+class Carrier(Protocol):
+    """What carries a bus's published events beyond its own handlers: the durable log
+    (:class:`tidings._log.Log`), the remote side (:class:`tidings._remote.Remote`), or both
+    (:class:`tidings._carrier.StoredAndSent`: appended first, then sent). A bus holds at
+    most one and calls it through these methods only, in this order over its life:
+    :meth:`start` (sync, when bound to a loop) and :meth:`connect`; :meth:`write_ahead`
+    (and :meth:`send`) for each ``publish``, :meth:`carry` for each ``emit``,
+    :meth:`flush` before reads; on ``aclose``, :meth:`disconnect`, :meth:`settle`, then
+    :meth:`aclose`; on ``close``, :meth:`close_sync`.
+
+    A refusal known before the event is handed over (the transport's size limit) raises
+    before the append, so a refused event is neither logged nor sent."""
+
+    def write_ahead(self, route: Route, env: Envelope[Any]) -> bool:
+        """Carry a published ``env`` before it is dispatched: append it, then send it.
+        Whether the bus dispatches it now: ``False`` when the append was deferred to a
+        task, which calls :meth:`BusPort.after_write_ahead` once it is in the store."""
+
+    def send(self, env: Envelope[Any]) -> None:
+        """Send ``env``, whose append a deferred task made (nothing without a transport)."""
+
+    async def carry(self, env: Envelope[Any]) -> None:
+        """Carry an emitted ``env``: append it (awaited), then publish it and wait for the
+        server's acknowledgement."""
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The bus is now bound to ``loop``: start what runs on it (log followers)."""
+
+    async def connect(self) -> None:
+        """Connect to the server and open the subscriptions made so far (with a
+        transport; idempotent)."""
+
+    async def flush(self) -> None:
+        """Wait until every event published so far is in the store (with one)."""
+
+    async def disconnect(self, timeout: float) -> None:
+        """Before the bus refuses events: stop taking them from the server, finish the
+        handlers in flight, send what was published, wait for acks, then disconnect
+        (with a transport; idempotent, also after ``close``)."""
+
+    async def settle(self, deadline: float) -> None:
+        """After the bus refuses events: finish deferred appends by loop time ``deadline``."""
+
+    async def aclose(self, deadline: float) -> list[str]:
+        """Stop log followers (letting them finish by ``deadline``), close the store; what
+        did not finish, for the bus's :class:`~tidings.CloseReport`."""
+
+    def close_sync(self) -> None:
+        """From synchronous code: close the store if nothing still uses it."""
 
 
 class ObservationPort(Protocol):

@@ -41,6 +41,7 @@ from tidings.transports.base import Message, PublishAck, Transport, TransportSub
 if TYPE_CHECKING:
     from tidings._ports import BusPort
     from tidings.event import Envelope
+    from tidings.routing import Route
 
 __all__ = ("HandlerFailedError", "Remote")
 
@@ -78,7 +79,8 @@ class _Entry:
 
 
 class Remote:
-    """Connects a :class:`~tidings.Bus` to a :class:`~tidings.transports.Transport`."""
+    """Connects a :class:`~tidings.Bus` to a :class:`~tidings.transports.Transport`; the
+    :class:`~tidings._ports.Carrier` of a bus with a transport and no store."""
 
     def __init__(self, bus: BusPort, transport: Transport, clock: Any) -> None:
         self.bus = bus
@@ -104,7 +106,10 @@ class Remote:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Nothing starts when the bus is bound to a loop: :meth:`connect` does."""
+
+    async def connect(self) -> None:
         """Start the transport, the outbox and every subscription made so far."""
         if not self._started:
             self._loop = asyncio.get_running_loop()
@@ -121,7 +126,7 @@ class Remote:
         if pending:
             await asyncio.gather(*pending)
 
-    async def aclose(self, timeout: float) -> None:
+    async def disconnect(self, timeout: float) -> None:
         """Finish in-flight handlers, send the outbox, wait for acks, close the transport.
 
         Every event the outbox did not hand to the transport in time (the one it was sending
@@ -168,6 +173,19 @@ class Remote:
         await self.transport.aclose(max(deadline - loop.time(), 0.1))
         if unsent:
             logger.error("bus closed with %d event(s) never sent", unsent, extra=log_fields())
+
+    async def settle(self, deadline: float) -> None:
+        """Nothing deferred to settle: :meth:`disconnect` sent the outbox."""
+
+    async def aclose(self, deadline: float) -> list[str]:
+        """Nothing left to close after :meth:`disconnect`; nothing unfinished."""
+        return []
+
+    def close_sync(self) -> None:
+        """Nothing closes from synchronous code: :meth:`disconnect` does, on the loop."""
+
+    async def flush(self) -> None:
+        """Nothing to flush: no store."""
 
     # ------------------------------------------------------------------ subscribing
 
@@ -343,6 +361,21 @@ class Remote:
             )
         if env is not None:
             self.transport.check_envelope(env)
+
+    def write_ahead(self, route: Route, env: Envelope[Any]) -> bool:
+        """Send a published ``env`` (no store to append it to first); dispatch it now.
+
+        Raises:
+            LoopNotRunningError, PublishError: as :meth:`check_send`; nothing was sent.
+        """
+        self.check_send(env)
+        self.send(env)
+        return True
+
+    async def carry(self, env: Envelope[Any]) -> None:
+        """Publish an emitted ``env`` and wait until the server stored it (see
+        :meth:`publish`)."""
+        await self.publish(env)
 
     def send(self, env: Envelope[Any]) -> None:
         """Queue ``env`` for the server (thread-safe); it is sent pipelined, in order.

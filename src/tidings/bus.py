@@ -59,6 +59,7 @@ from typing import (
     overload,
 )
 
+from tidings._carrier import carrier_of
 from tidings._coroutines import IDLE, next_job, resume
 from tidings._stream import EventStream, stream_subscription
 from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
@@ -99,7 +100,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from tidings._log import Log
-    from tidings._ports import ObservationPort
+    from tidings._ports import Carrier, ObservationPort
     from tidings._remote import Remote
     from tidings.observability._observer import Observer
     from tidings.store.base import EventStore
@@ -315,8 +316,15 @@ class Bus:
             publish_dead_letter=self._publish_dead_letter,
             stored_remotely=self._remote is not None,
         )
-        # Whether publish hands events to a store or a transport: one test on the hot path.
-        self._carries = self._log is not None or self._remote is not None
+        # What carries published events beyond the process (tidings._ports.Carrier): the
+        # log, the remote side or both. The parts are reached directly only to follow the
+        # log or subscribe remotely; publishing, starting and closing go through it.
+        self._carrier: Carrier | None = carrier_of(self._log, self._remote)
+        # Whether publish hands events to a store or a transport: one test on the hot path,
+        # then one call, straight to the carrier's write_ahead (see _carry).
+        self._carries = self._carrier is not None
+        if self._carrier is not None:
+            self._carry = self._carrier.write_ahead
 
     # ------------------------------------------------------------------ subscribing
 
@@ -915,22 +923,16 @@ class Bus:
                 busy.discard(me)
         return env
 
-    def _carry(self, route: Route, env: Envelope[Any]) -> bool:
-        """Append a published envelope to the store and send it over the transport (a bus
-        with either); whether to dispatch it now: not when its append was deferred to a
-        task, which dispatches it after (see :meth:`_after_write_ahead`)."""
-        if self._remote is not None:
-            self._remote.check_send(env)  # refuse before the append, not after it
-        if self._log is not None and not self._log.write_ahead(route, env):
-            return False
-        if self._remote is not None:
-            self._remote.send(env)
-        return True
+    _carry: Callable[[Route, Envelope[Any]], bool]
+    """The carrier's ``write_ahead`` (set when the bus has one: ``_carries``): append a
+    published envelope to the store and send it over the transport; whether to dispatch it
+    now: not when its append was deferred to a task, which dispatches it after (see
+    :meth:`_after_write_ahead`)."""
 
     def _after_write_ahead(self, route: Route, env: Envelope[Any]) -> None:
         """Send and dispatch an envelope whose append was deferred to a task."""
-        if self._remote is not None:
-            self._remote.send(env)
+        assert self._carrier is not None
+        self._carrier.send(env)
         try:
             self._deliver(route, env)
         except (QueueFullError, WouldBlock):
@@ -1136,8 +1138,8 @@ class Bus:
             self._loop_thread = threading.get_ident()
             for queued in list(self._queued):
                 queued.start(loop)
-            if self._log is not None:
-                self._log.start(loop)
+            if self._carrier is not None:
+                self._carrier.start(loop)
         return self._loop is loop
 
     async def emit(
@@ -1177,12 +1179,8 @@ class Bus:
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
-        if self._log is not None:
-            if self._remote is not None:
-                self._remote.check_publish(env)  # refuse before the append, not after it
-            await self._log.append(env)
-        if self._remote is not None:
-            await self._remote.publish(env)  # handlers run where the server delivers it
+        if self._carrier is not None:
+            await self._carrier.carry(env)  # with a transport, handlers run where it delivers
         fast = route.fast_async
         if fast is not None and self._loop_thread == _get_ident() and self._observer is None:
             # Every handler a plain coroutine function: the fast path (see _emit_eagerly);
@@ -1438,8 +1436,8 @@ class Bus:
         if self._closed:
             raise BusClosedError("the bus is closed; create a new one")
         self._bind_running_loop()
-        if self._remote is not None:
-            await self._remote.start()
+        if self._carrier is not None:
+            await self._carrier.connect()
         return self
 
     async def aclose(self, timeout: float = 5.0) -> CloseReport:
@@ -1463,13 +1461,14 @@ class Bus:
             )
         if not timeout >= 0:
             raise ValueError(f"timeout= must be at least 0 seconds, not {timeout!r}")
-        if self._remote is not None:
-            await self._remote.aclose(timeout)  # also after close(), which leaves it open
+        carrier = self._carrier
+        if carrier is not None:
+            await carrier.disconnect(timeout)  # also after close(), which leaves it open
         self._closed = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if self._log is not None:
-            await self._log.settle(deadline)
+        if carrier is not None:
+            await carrier.settle(deadline)
         while self._handoffs or self._tasks:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -1493,9 +1492,8 @@ class Bus:
             task.cancel()
         for pool in self._pools:
             pool.close()
-        if self._log is not None:
-            unfinished += await self._log.aclose(deadline)
-            await self._log.store.aclose()
+        if carrier is not None:
+            unfinished += await carrier.aclose(deadline)
         if unfinished:
             logger.warning(
                 "bus closed with %d unfinished: %s", len(unfinished), unfinished, extra=log_fields()
@@ -1517,8 +1515,8 @@ class Bus:
             q.close()
         for pool in self._pools:
             pool.close()
-        if self._log is not None and self._remote is None:
-            self._log.close_sync()
+        if self._carrier is not None:
+            self._carrier.close_sync()
 
     @property
     def closed(self) -> bool:
@@ -1605,8 +1603,8 @@ class Bus:
         publisher, in publish order: await this before reading the store directly.
         :meth:`replay` and :meth:`project` do it themselves. A no-op without a store.
         """
-        if self._log is not None:
-            await self._log.flush()
+        if self._carrier is not None:
+            await self._carrier.flush()
 
     async def __aenter__(self) -> Bus:
         return await self.start()

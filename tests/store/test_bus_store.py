@@ -15,6 +15,7 @@ import pytest
 import tidings
 from tidings import DeadLetter, Projection
 from tidings.store import MemoryStore, SQLiteStore
+from tidings.transports.memory import MemoryBroker, MemoryTransport
 
 from .conftest import PostgresHarness
 
@@ -363,6 +364,27 @@ async def test_async_store_appends_and_dispatches_in_publish_order(
         await bus.emit(Deposited("a", 30))  # appended after them
         assert seen == list(range(31))
         records = await store.read()
+    assert [r.envelope.payload.amount for r in records] == list(range(31))
+
+
+async def test_async_store_and_transport_send_each_deferred_append_once_in_order(
+    postgres_harness: PostgresHarness,
+) -> None:
+    """With a store and a transport (the two-part carrier), a publish on the loop's thread
+    defers its append to a task; the event is sent once the task has appended it, so the
+    server gets every event once, in publish order, and each is in the store."""
+    store = await postgres_harness.open()
+    broker = MemoryBroker()
+    seen: list[int] = []
+    async with tidings.Bus(store=store, transport=MemoryTransport(broker)) as bus:
+        bus.subscribe(Deposited, lambda e: seen.append(e.amount))  # from the server
+        for i in range(30):
+            bus.publish(Deposited("a", i))  # deferred: appended, then sent, by one task
+        await bus.emit(Deposited("a", 30))  # appended after them, then awaited on the server
+        await _wait(lambda: len(seen) == 31)
+        records = await store.read()
+        assert len(broker) == 31  # sent once each
+    assert seen == list(range(31))
     assert [r.envelope.payload.amount for r in records] == list(range(31))
 
 
