@@ -580,6 +580,31 @@ def test_envelope_times_are_unique_and_ordered_across_threads() -> None:
     assert all(out == sorted(out) for out in times)
 
 
+@pytest.mark.parametrize("physical", [0, 7 << 16], ids=["small ints", "packed times"])
+def test_publish_that_loses_the_clock_race_asks_the_clock(physical: int) -> None:
+    """Publish claims its time with one atomic step; when another caller advances the clock
+    between publish's read of it and that claim (here: the wall clock itself, read in
+    between, advances it three times), publish loses and takes the clock's next time."""
+    interfere = [False]
+
+    def wall() -> int:
+        if interfere[0]:
+            interfere[0] = False
+            for _ in range(3):
+                clock.now()
+        return physical
+
+    clock = tidings.HybridClock(wall=wall, node="00000000000000aa")
+    bus = tidings.Bus(clock=clock)
+    bus.subscribe(OrderPlaced, lambda e: None)
+    first = bus.publish(OrderPlaced("o")).time
+    interfere[0] = True
+    second = bus.publish(OrderPlaced("o")).time
+    assert not interfere[0]  # the wall clock was read inside the publish
+    assert second == first + 4  # three taken meanwhile, then the clock's next
+    assert clock.now() == first + 5
+
+
 def test_the_bus_stamps_with_its_clock() -> None:
     wall = [7 << 16]
     clock = tidings.HybridClock(wall=lambda: wall[0], node="00000000000000aa")

@@ -875,12 +875,15 @@ class Bus:
             raise BusClosedError("the bus is closed; it accepts no more events")
         # HybridClock.now()'s send rule, inlined (a call costs as much as the rule itself):
         # t = max(last + 1, physical), claimed atomically; on a lost race, ask the clock.
+        # heappushpop hands back ``t`` itself exactly when it lost (see tidings.clock), so
+        # ``is`` tells, without comparing two multi-digit ints again.
         hlc = self._hlc
         t = hlc[0] + 1
-        pt = self._wall() & _PHYSICAL_MASK
+        wall = self._wall  # an instance attribute: a plain load, then a call
+        pt = wall() & _PHYSICAL_MASK
         if pt > t:
             t = pt
-        if _heappushpop(hlc, t) == t:
+        if _heappushpop(hlc, t) is t:
             t = self._tick()
         if key is not None and not isinstance(key, str):
             raise _bad_key(key)

@@ -134,7 +134,9 @@ class HybridClock:
                 t = pt
             # heappushpop keeps the larger value and returns the smaller one, atomically:
             # getting anything but ``t`` back means ``t`` was above the state, and is now it.
-            if heappushpop(state, t) != t:
+            # It returns the very object ``t`` when ``t`` is not above the state, and the
+            # old state (a smaller value, so another object) otherwise: ``is`` tells which.
+            if heappushpop(state, t) is not t:
                 return t
 
     def update(self, remote: int) -> int:
@@ -158,7 +160,7 @@ class HybridClock:
                 t = remote + 1
             if pt > t:
                 t = pt
-            if heappushpop(state, t) != t:
+            if heappushpop(state, t) is not t:  # as in now()
                 return t
 
     def peek(self) -> int:
