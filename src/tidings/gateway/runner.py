@@ -12,6 +12,15 @@ Guarantees:
   another *source* is refused (:class:`EventIdConflictError`), never taken for a retry:
   positions not above the highest one seen before the append are read back to compare
   sources (new events, above it, cost nothing more).
+- **Group commit.** Concurrent :meth:`accept` calls (the POSTs being served together) are
+  appended in one store call, one transaction: the events of calls that arrive while the
+  loop is busy wait for the next such group, so a busy gateway pays one transaction per
+  group rather than per request. Each call still returns only once its own events are
+  durable, with its own positions. Calls sharing an event id never share a group (the later
+  one waits for the next, where its id is recognised as stored). When a group's append
+  fails, each of its calls is appended alone (appends are idempotent; the failed
+  transaction stored nothing), so a call fails only by its own append, and its error is
+  exactly what the store raised.
 - **One routing path.** A single follower task reads the log in position order
   (:meth:`EventStore.subscribe`) and routes every record once; the consumer's checkpoint
   (``consumer`` name) is committed only up to the last position whose deliveries have all
@@ -136,11 +145,14 @@ class Gateway:
         self.routed = 0
         self._routed_position = 0
         self._high_water = 0  # the highest position an append has returned (or the log's end)
+        self._group: list[_Intake] = []  # accept calls waiting for the next grouped append
+        self._appender: asyncio.Task[None] | None = None
         self._committed = 0
         self._in_flight: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self._progress = asyncio.Condition()
+        self._progress_waiters = 0  # wait_routed calls waiting: progress is signalled only then
         self._follower: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stop_watching = asyncio.Event()
@@ -260,15 +272,12 @@ class Gateway:
         pending = self._pending
         for env in envelopes:
             pending[env.id] = table
-        known = self._high_water
         try:
-            positions = await self.store.append(envelopes)
+            positions, known = await self._append_grouped(envelopes)
         except BaseException:
             for env in envelopes:
                 pending.pop(env.id, None)
             raise
-        if positions:
-            self._high_water = max(self._high_water, max(positions))
         routed = self._routed_position
         conflicts: list[tuple[str, str, str]] = []
         for env, position in zip(envelopes, positions, strict=True):
@@ -282,6 +291,58 @@ class Gateway:
         if conflicts:
             raise EventIdConflictError(conflicts, envelopes, positions)
         return positions
+
+    async def _append_grouped(self, envelopes: Sequence[Envelope[Any]]) -> tuple[list[int], int]:
+        """Append ``envelopes`` with the other calls of their group; their positions and the
+        highest position known before their append."""
+        intake = _Intake(envelopes, asyncio.get_running_loop().create_future())
+        self._group.append(intake)
+        if self._appender is None:
+            self._appender = asyncio.create_task(self._append_groups(), name="tidings-intake")
+        return await intake.done
+
+    async def _append_groups(self) -> None:
+        """Append the waiting calls, a group at a time, until none waits."""
+        group: list[_Intake] = []
+        try:
+            while self._group:
+                group, later = [], []
+                ids: set[str] = set()
+                for intake in self._group:
+                    mine = {e.id for e in intake.envelopes}
+                    if ids.isdisjoint(mine):
+                        group.append(intake)
+                        ids |= mine
+                    else:
+                        later.append(intake)
+                self._group = later
+                await self._append_group(group)
+        except BaseException:  # cancelled (stop): no caller waits for ever
+            for intake in (*group, *self._group):
+                intake.done.cancel()
+            self._group = []
+            raise
+        finally:
+            self._appender = None
+
+    async def _append_group(self, group: list[_Intake]) -> None:
+        known = self._high_water
+        try:
+            positions = await self.store.append([e for i in group for e in i.envelopes])
+        except Exception as exc:
+            if len(group) == 1:
+                _settle(group[0], exc)
+                return
+            for intake in group:  # each alone: one call's failure is not another's
+                await self._append_group([intake])
+            return
+        if positions:
+            self._high_water = max(known, max(positions))
+        start = 0
+        for intake in group:
+            end = start + len(intake.envelopes)
+            _settle(intake, (positions[start:end], known))
+            start = end
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -328,8 +389,8 @@ class Gateway:
                 self._routed_position = position
                 if self._on_routed is not None:
                     self._on_routed(record, table, dispatches)
-                async with self._progress:
-                    self._progress.notify_all()
+                if self._progress_waiters:
+                    await self._signal_progress()
                 if position - self._committed >= _COMMIT_EVERY:
                     await self._commit()
 
@@ -343,8 +404,12 @@ class Gateway:
                 self._in_flight[position] = left
             else:
                 del self._in_flight[position]
-            async with self._progress:
-                self._progress.notify_all()
+            if self._progress_waiters:
+                await self._signal_progress()
+
+    async def _signal_progress(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
 
     def safe_position(self) -> int:
         """The last position whose record and every earlier one are fully delivered."""
@@ -364,11 +429,15 @@ class Gateway:
         def done() -> bool:
             return self.safe_position() >= position
 
-        async with self._progress:
-            try:
-                await asyncio.wait_for(self._progress.wait_for(done), timeout)
-            except TimeoutError:
-                return False
+        self._progress_waiters += 1
+        try:
+            async with self._progress:
+                try:
+                    await asyncio.wait_for(self._progress.wait_for(done), timeout)
+                except TimeoutError:
+                    return False
+        finally:
+            self._progress_waiters -= 1
         return True
 
     async def stop(self, timeout: float | None = None) -> bool:
@@ -402,6 +471,27 @@ class Gateway:
         )
         out["reloads"] = dict(self.reloads)
         return out
+
+
+class _Intake:
+    """One :meth:`Gateway.accept` call waiting for its grouped append."""
+
+    __slots__ = ("done", "envelopes")
+
+    def __init__(
+        self, envelopes: Sequence[Envelope[Any]], done: asyncio.Future[tuple[list[int], int]]
+    ) -> None:
+        self.envelopes = envelopes
+        self.done = done
+
+
+def _settle(intake: _Intake, outcome: tuple[list[int], int] | Exception) -> None:
+    if intake.done.done():  # the caller was cancelled; its events are stored regardless
+        return
+    if isinstance(outcome, Exception):
+        intake.done.set_exception(outcome)
+    else:
+        intake.done.set_result(outcome)
 
 
 def _load_table(paths: Sequence[Path], generation: int) -> RouteTable:
