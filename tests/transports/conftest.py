@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tidings.testing.nats_server import NatsServer
+from tidings.testing.nats_server import NatsCluster, NatsServer
 from tidings.transports.nats import NatsTransport, StreamSettings
 
 _streams = itertools.count(1)
@@ -33,3 +33,17 @@ def nats_factory(nats_server: NatsServer) -> Callable[..., NatsTransport]:
         return NatsTransport(nats_server.url, **options)
 
     return make
+
+
+@pytest.fixture
+def own_server() -> Iterator[NatsServer]:
+    """A nats-server of the test's own, which the test may kill and restart."""
+    with NatsServer(name="own") as server:
+        yield server
+
+
+@pytest.fixture
+def cluster() -> Iterator[NatsCluster]:
+    """A 3-node JetStream cluster of the test's own (for failover tests)."""
+    with NatsCluster(3) as started:
+        yield started

@@ -25,10 +25,11 @@ from tidings.testing.nats_server import NatsServer, free_port
 from tidings.testing.transport_conformance import (
     Collector,
     ConformanceOrder,
+    DeadLetters,
     eventually,
     make_envelope,
 )
-from tidings.transports import DeadLetterRecord, DeliveryPolicy, Message
+from tidings.transports import DeliveryPolicy, Message
 from tidings.transports.nats import NatsTransport, StreamSettings
 
 Factory = Callable[..., NatsTransport]
@@ -123,14 +124,8 @@ async def test_plain_nats_client_garbage_goes_to_dead_letters(
     async with nats_factory(prefix="plain", stream=StreamSettings(name="PLAIN")) as transport:
         got = Collector()
         await transport.subscribe("conformance.>", got)
-        dead: list[DeadLetterRecord] = []
-        arrived = asyncio.Event()
-
-        async def on_dead(record: DeadLetterRecord) -> None:
-            dead.append(record)
-            arrived.set()
-
-        await transport.subscribe_dead_letters(on_dead)
+        dead = DeadLetters()
+        await transport.subscribe_dead_letters(dead)
         nc = await nats.connect(nats_server.url)
         try:
             await nc.jetstream().publish("plain.conformance.order", b"<xml>not json</xml>")
@@ -140,13 +135,10 @@ async def test_plain_nats_client_garbage_goes_to_dead_letters(
             await nc.close()
         await transport.publish(make_envelope(HybridClock(), "after"))
         await got.wait_count(1)
-        await asyncio.wait_for(arrived.wait(), 15)
-        while len(dead) < 2:
-            arrived.clear()
-            await asyncio.wait_for(arrived.wait(), 15)
+        await dead.wait_count(2, timeout=15)
     assert [m.envelope.payload for m in got.messages] == [ConformanceOrder("after", 5.0)]
-    assert {r.body for r in dead} == {b"<xml>not json</xml>", b"\x00\x01"}
-    for record in dead:
+    assert {r.body for r in dead.records} == {b"<xml>not json</xml>", b"\x00\x01"}
+    for record in dead.records:
         assert record.handler == "tidings.decode"
         assert record.reason.startswith("DecodeError: cannot decode the body")
         assert record.subject == "plain.conformance.order"

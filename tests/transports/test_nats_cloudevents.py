@@ -25,8 +25,12 @@ from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.exceptions import HeaderError
 from tidings.testing.nats_server import NatsServer
-from tidings.testing.transport_conformance import Collector, ConformanceOrder, make_envelope
-from tidings.transports import DeadLetterRecord
+from tidings.testing.transport_conformance import (
+    Collector,
+    ConformanceOrder,
+    DeadLetters,
+    make_envelope,
+)
 from tidings.transports.nats import NatsTransport, StreamSettings
 
 Factory = Callable[..., NatsTransport]
@@ -209,14 +213,8 @@ async def test_an_event_without_id_is_refused_unless_it_claims_no_cloudevent(
     async with transport:
         got = Collector()
         await transport.subscribe("ce.>", got)
-        dead: list[DeadLetterRecord] = []
-        arrived = asyncio.Event()
-
-        async def on_dead(record: DeadLetterRecord) -> None:
-            dead.append(record)
-            arrived.set()
-
-        await transport.subscribe_dead_letters(on_dead)
+        dead = DeadLetters()
+        await transport.subscribe_dead_letters(dead)
         nc = await nats.connect(nats_server.url)
         try:
             subject = f"{transport.subjects.prefix}.ce.order"
@@ -225,20 +223,20 @@ async def test_an_event_without_id_is_refused_unless_it_claims_no_cloudevent(
         finally:
             await nc.close()
         if claims_cloudevent:
-            await asyncio.wait_for(arrived.wait(), WAIT)
+            await dead.wait_count(1, WAIT)
             await got.wait_count(1, WAIT)
         else:
             await got.wait_count(2, WAIT)
     ids = [m.envelope.id for m in got.messages]
     if claims_cloudevent:
         assert ids == ["m-2"]
-        [record] = dead
+        [record] = dead.records
         assert record.reason.startswith("CloudEventError: the CloudEvent lacks its required")
         assert "'id'" in record.reason
     else:
         # no ce-specversion: a plain NATS message, named by its stream sequence
         assert ids == [f"{transport.stream.name}-1", "m-2"]
-        assert dead == []
+        assert dead.records == []
 
 
 @dataclass(frozen=True)

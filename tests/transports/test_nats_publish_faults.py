@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import nats
@@ -26,18 +26,6 @@ pytestmark = pytest.mark.slow
 
 KEYS = 20
 T = TypeVar("T")
-
-
-@pytest.fixture
-def own_server() -> Iterator[NatsServer]:
-    with NatsServer(name="publish-faults") as server:
-        yield server
-
-
-@pytest.fixture
-def cluster() -> Iterator[NatsCluster]:
-    with NatsCluster(3) as started:
-        yield started
 
 
 async def _patiently(call: Callable[[], Awaitable[T]], seconds: float = 30.0) -> T:

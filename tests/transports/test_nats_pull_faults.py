@@ -15,8 +15,8 @@ import nats
 
 from tidings.clock import HybridClock
 from tidings.testing.nats_server import NatsServer
-from tidings.testing.transport_conformance import Collector, make_envelope
-from tidings.transports import DeadLetterRecord, DeliveryPolicy
+from tidings.testing.transport_conformance import Collector, DeadLetters, make_envelope
+from tidings.transports import DeliveryPolicy
 from tidings.transports.nats import NatsTransport, StreamSettings
 
 Factory = Callable[..., NatsTransport]
@@ -31,14 +31,8 @@ async def test_status_headers_on_stream_messages_are_not_status_replies(
         got = Collector()
         policy = DeliveryPolicy(max_deliver=3, ack_wait=5.0, backoff=0.1)
         sub = await transport.subscribe("conformance.>", got, policy=policy)
-        dead: list[DeadLetterRecord] = []
-        dead_arrived = asyncio.Event()
-
-        async def on_dead(record: DeadLetterRecord) -> None:
-            dead.append(record)
-            dead_arrived.set()
-
-        await transport.subscribe_dead_letters(on_dead)
+        dead = DeadLetters()
+        await transport.subscribe_dead_letters(dead)
         raw = await nats.connect(nats_server.url)
         clock = HybridClock()
         good: list[str] = []
@@ -56,11 +50,7 @@ async def test_status_headers_on_stream_messages_are_not_status_replies(
         finally:
             await raw.close()
         await got.wait_for(lambda: set(got.ids) >= set(good), timeout=30)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        while len(dead) < 2 and loop.time() < deadline:
-            dead_arrived.clear()
-            await asyncio.wait_for(dead_arrived.wait(), deadline - loop.time())
+        await dead.wait_count(2, timeout=20)
         # Every good event was handled once, at its first delivery: none nak'd back unseen.
         assert Counter(got.ids) == Counter(good)
         assert [m.attempt for m in got.messages] == [1] * good_count
@@ -69,8 +59,8 @@ async def test_status_headers_on_stream_messages_are_not_status_replies(
         assert (stats.delivered, stats.acked, stats.retried) == (good_count + 2, good_count, 0)
         assert (stats.dead_lettered, stats.decode_errors) == (2, 2)
         # The two forged messages are undecodable events, dead-lettered as such.
-        assert sorted(r.headers.get("Status", "") for r in dead) == ["100", "503"]
-        for record in dead:
+        assert sorted(r.headers.get("Status", "") for r in dead.records) == ["100", "503"]
+        for record in dead.records:
             assert record.handler == "tidings.decode"
             assert record.body == b""
             assert record.attempts == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,18 +14,6 @@ from tidings.transports import DeliveryPolicy, PublishAck
 from tidings.transports.nats import NatsTransport, StreamSettings
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def own_server() -> Iterator[NatsServer]:
-    with NatsServer(name="restarted") as server:
-        yield server
-
-
-@pytest.fixture
-def cluster() -> Iterator[NatsCluster]:
-    with NatsCluster(3) as started:
-        yield started
 
 
 async def _publish_all(

@@ -39,7 +39,7 @@ from tidings.transports.base import (
     Transport,
 )
 
-__all__ = ("Collector", "TransportConformance", "TransportFactory", "eventually")
+__all__ = ("Collector", "DeadLetters", "TransportConformance", "TransportFactory", "eventually")
 
 TransportFactory = Callable[..., Transport]
 """``factory(**options) -> Transport``: a new unstarted transport on the test's backend."""
@@ -124,7 +124,10 @@ class _FailingClock(HybridClock):
         raise ValueError(f"cannot merge {remote}")
 
 
-class _Records:
+class DeadLetters:
+    """A dead-letter handler for ``transport.subscribe_dead_letters`` that keeps every
+    :class:`DeadLetterRecord` it is given, in order, and can wait for a count."""
+
     def __init__(self) -> None:
         self.records: list[DeadLetterRecord] = []
         self.changed = asyncio.Event()
@@ -328,7 +331,7 @@ class TransportConformance:
         policy = DeliveryPolicy(max_deliver=3, ack_wait=5.0, backoff=0.1, backoff_max=1.0)
         got = Collector(fail=lambda m: m.envelope.payload.order_id == "poison")
         await transport.subscribe("conformance.>", got, policy=policy, name="poison.handler")
-        dead = _Records()
+        dead = DeadLetters()
         await transport.subscribe_dead_letters(dead)
         clock = HybridClock()
         await transport.publish(make_envelope(clock, "poison"))
@@ -362,7 +365,7 @@ class TransportConformance:
             pytest.skip("transport cannot publish raw bytes")
         got = Collector()
         await transport.subscribe("conformance.>", got, policy=FAST)
-        dead = _Records()
+        dead = DeadLetters()
         await transport.subscribe_dead_letters(dead)
         await transport.publish_raw("conformance.order", b"\xff not json {")
         await transport.publish_raw("conformance.order", b'{"order_id": 7}')
@@ -393,7 +396,7 @@ class TransportConformance:
         transport: Transport = await open_transport(clock=_FailingClock())
         got = Collector()
         sub = await transport.subscribe("conformance.>", got, policy=FAST)
-        dead = _Records()
+        dead = DeadLetters()
         observer: Transport = await open_transport()  # its clock reads the dead letters
         await observer.subscribe_dead_letters(dead)
         clock = HybridClock()
@@ -535,7 +538,7 @@ class TransportConformance:
 
         policy = DeliveryPolicy(ack_wait=1.0, heartbeats=False, prefetch=4, max_deliver=1)
         sub = await transport.subscribe("conformance.>", held, policy=policy)
-        dead = _Records()
+        dead = DeadLetters()
         await transport.subscribe_dead_letters(dead)
         clock = HybridClock()
         sent = [make_envelope(clock, f"h-{i}") for i in range(3)]
