@@ -34,9 +34,12 @@ forwarded by each of them (harmless within the duplicate window, but wasted).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-__all__ = ("ForwardOverflow", "StoreAndForward")
+if TYPE_CHECKING:
+    from tidings.store.base import EventStore
+
+__all__ = ("ForwardOverflow", "StoreAndForward", "backlog")
 
 ForwardOverflow = Literal["error", "drop_newest"]
 
@@ -64,3 +67,11 @@ class StoreAndForward:
                 f"checkpoint_interval must be a positive number of seconds, not "
                 f"{self.checkpoint_interval!r}"
             )
+
+
+async def backlog(store: EventStore, policy: StoreAndForward | None = None) -> int:
+    """How many records of ``store`` wait to be forwarded: those after the forwarding
+    checkpoint (committed every ``checkpoint_interval``, so it may lag by that much)."""
+    name = (policy or StoreAndForward()).checkpoint
+    checkpoint = await store.load_checkpoint(name)
+    return len(await store.read(after=checkpoint))
