@@ -125,10 +125,11 @@ async def publisher(config: dict[str, Any]) -> None:
                 outcome = _outcome_of(exc)
             history.published(Published(event_id, key, seq, outcome, began, name))
         if forward:  # wait (bounded) until the log is forwarded
-            carrier: Any = bus._carrier
+            store = bus.store
+            assert store is not None
             deadline = time.monotonic() + config.get("settle", 30.0)
-            while carrier.outstanding and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            while await backlog(store) and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
     history.close()
 
 
