@@ -31,6 +31,7 @@ from tidings.chaos.handler_faults import Drop, Duplicate, ErrorRate, Latency
 from tidings.chaos.history import Delivered, HistoryWriter, Outcome, Published
 from tidings.event import Envelope
 from tidings.exceptions import PublishError, PublishOutcomeUnknownError
+from tidings.forwarding import backlog
 from tidings.middleware.base import Middleware
 
 __all__ = ("ChaosEvent", "main")
