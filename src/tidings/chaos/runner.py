@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
-import shutil
 import sqlite3
 import sys
 import time
@@ -191,7 +191,8 @@ def _preflight(scenario: Scenario, out: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise FaultError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
-    if scenario.workload.gateway and shutil.which("tidings") is None:
+    needed = ("typer", "uvicorn", "starlette", "httpx")
+    if scenario.workload.gateway and not all(importlib.util.find_spec(m) for m in needed):
         raise FaultError(
             "the gateway scenario needs the tidings command: pip install 'tidings[cli,gateway]'"
         )
@@ -230,7 +231,8 @@ async def run_scenario(
             upstream = topology.server
         if scenario.workload.via_proxy:
             topology.proxy = FaultProxy(
-                ("127.0.0.1", upstream.port), listen=("127.0.0.1", proxy_port)
+                ("127.0.0.1", upstream.port),
+                listen=("127.0.0.1", proxy_port or scenario.proxy_port),
             )
             await topology.proxy.start()
         say(f"starting nats-server ({scenario.nodes} node(s))")
@@ -353,8 +355,8 @@ async def _start_gateway(topology: _Topology, urls: list[str], say: Any) -> str:
         "        retry: {max_attempts: 50, backoff: 100ms}\n",
         encoding="utf-8",
     )
-    tidings_cli = shutil.which("tidings") or "tidings"
-    gateway = _Worker("gateway", [tidings_cli, "serve", str(config)], out / "processes.log")
+    argv = [sys.executable, "-m", "tidings.cli", "serve", str(config)]
+    gateway = _Worker("gateway", argv, out / "processes.log")
     say("starting the gateway (tidings serve)")
     await gateway.start(topology, wait_ready=False)
     url = f"http://127.0.0.1:{listen}"
@@ -485,6 +487,14 @@ async def _fault(topology: _Topology, fault: FaultSpec, configs: list[dict[str, 
 
 
 def _target_worker(topology: _Topology, target: str) -> _Worker:
+    if target.endswith(":active"):  # the group's process that delivered last
+        group = target.split(":")[1]
+        latest = max(
+            (d for d in _read(topology.out).delivered if d.handler == group),
+            key=lambda d: d.time,
+            default=None,
+        )
+        target = latest.process if latest is not None else f"consumer:{group}:0"
     for worker in reversed(topology.workers):
         if worker.name == target:
             return worker

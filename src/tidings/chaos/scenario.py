@@ -20,8 +20,9 @@ A scenario is YAML (see ``docs/chaos.md`` and the shipped ones in
     webhook: {delay: 200ms}        # with workload.gateway: a slow webhook target
     faults:
       - {at: 1s, for: 2s, kind: partition, direction: upstream}
-      - {at: 2s, for: 1s, kind: stop, target: "consumer:ledger:0"}
+      - {at: 2s, for: 1s, kind: stop, target: "consumer:ledger:active"}
     settle: 30s                    # the longest wait for convergence after the workload
+    proxy: {port: 0}               # the fault proxy's port (0: any free one)
 
 :func:`load_scenario` checks everything it can before anything runs and raises
 :class:`~tidings.chaos.ScenarioError` listing each problem with its file and line.
@@ -116,6 +117,7 @@ class Scenario:
     faults: tuple[FaultSpec, ...] = ()
     webhook_delay: float | None = None
     settle: float = 30.0
+    proxy_port: int = 0
 
     def scaled(self, factor: float) -> Scenario:
         """The same scenario with its workload and fault timeline stretched by ``factor``
@@ -180,6 +182,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a TCP port (0: any free one), not {value}")
     return value
 
 
@@ -254,7 +263,17 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     top = w.mapping(
         root,
         "the scenario",
-        ("name", "mode", "broker", "workload", "consumers", "webhook", "faults", "settle"),
+        (
+            "name",
+            "mode",
+            "broker",
+            "workload",
+            "consumers",
+            "webhook",
+            "faults",
+            "settle",
+            "proxy",
+        ),
     )
     name = w.convert(top.get("name"), "name", str, Path(file).stem)
     mode = w.convert(top.get("mode"), "mode", _mode, "at_least_once")
@@ -329,6 +348,10 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         for i, item in enumerate(items):
             faults.extend(_fault(w, item, f"faults[{i}]", nodes, consumers, workload))
     settle = w.convert(top.get("settle"), "settle", parse_duration, 30.0)
+    proxy_port = 0
+    if "proxy" in top:
+        proxy = w.mapping(top["proxy"], "proxy", ("port",))
+        proxy_port = w.convert(proxy.get("port"), "proxy.port", _port, 0)
     if w.problems:
         raise ScenarioError(w.problems)
     return Scenario(
@@ -341,6 +364,7 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         faults=tuple(faults),
         webhook_delay=webhook_delay,
         settle=settle,
+        proxy_port=proxy_port,
     )
 
 
@@ -409,6 +433,8 @@ def _target_problem(
     target: str, nodes: int, consumers: list[ConsumerSpec], workload: WorkloadSpec
 ) -> str | None:
     parts = target.split(":")
+    if target in ("webhook", "gateway"):
+        return None if workload.gateway else f"{target} needs workload.gateway: true"
     if parts[0] == "broker" and len(parts) == 2:
         if parts[1] == "leader":
             return None if nodes == 3 else "broker:leader needs broker: {nodes: 3}"
@@ -419,8 +445,13 @@ def _target_problem(
         spec = next((c for c in consumers if c.name == parts[1]), None)
         if spec is None:
             return f"no consumer named {parts[1]!r}"
+        if parts[2] == "active":
+            return None
         if not parts[2].isdigit() or int(parts[2]) >= spec.processes:
-            return f"consumer {parts[1]!r} has processes 0..{spec.processes - 1}, not {parts[2]!r}"
+            return (
+                f"consumer {parts[1]!r} has processes 0..{spec.processes - 1} (or active), "
+                f"not {parts[2]!r}"
+            )
         return None
     if parts[0] == "publisher" and len(parts) == 2:
         if parts[1].isdigit() and int(parts[1]) < workload.publishers:
