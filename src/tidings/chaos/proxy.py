@@ -43,6 +43,7 @@ __all__ = ("Direction", "FaultProxy", "ProxyFaults")
 Direction = Literal["both", "upstream", "downstream"]
 _DIRECTIONS = ("both", "upstream", "downstream")
 _UP, _DOWN = 0, 1
+_BANDWIDTH_CHUNK = 16384
 
 
 @dataclass
@@ -114,20 +115,28 @@ class _Pipe:
                     await proxy.changed(self.wake)
                     continue
                 arrived, data = self.queue[0]
+                # Latency: due ``latency`` (+ jitter) after arrival, never before the chunk
+                # ahead of it (order kept).
                 delay = faults.latency + (random.uniform(0, faults.jitter) if faults.jitter else 0)
-                released = max(released, arrived + delay)
-                wait = released - time.monotonic()
+                due = max(released, arrived + delay)
+                rate = faults.bytes_per_second
+                if rate:  # bandwidth: a chunk is through len / rate after the link is free
+                    data = data[:_BANDWIDTH_CHUNK]
+                    due = max(due, max(time.monotonic(), released) + len(data) / rate)
+                released = due
+                wait = due - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                    continue  # faults may have changed meanwhile
-                self.queue.popleft()
+                if self.direction in proxy.faults.held or self.dest is None:
+                    continue  # held meanwhile: sent after the heal
+                if len(data) < len(self.queue[0][1]):
+                    self.queue[0] = (arrived, self.queue[0][1][len(data) :])
+                else:
+                    self.queue.popleft()
                 self.held_bytes -= len(data)
                 self.dest.write(data)
                 if self.source is not None and self.held_bytes <= proxy.hold_limit // 2:
                     self.source.resume_reading()
-                rate = faults.bytes_per_second
-                if rate:
-                    await asyncio.sleep(len(data) / rate)
         finally:
             self.task = None
 

@@ -178,29 +178,43 @@ class _Walker:
             return default
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"must be a whole number, not {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"must be a number, not {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise ValueError(f"must be at least 1, not {value}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if not 0 <= value <= 65535:
         raise ValueError(f"must be a TCP port (0: any free one), not {value}")
     return value
 
 
 def _positive(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not value > 0:
         raise ValueError(f"must be positive, not {text}")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not 0 <= value <= 1:
         raise ValueError(f"must be a fraction between 0 and 1, not {text}")
     return value
@@ -222,7 +236,7 @@ def _mode(text: str) -> Mode:
 
 
 def _nodes(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value not in (1, 3):
         raise ValueError(f"must be 1 or 3, not {value}")
     return value
