@@ -45,9 +45,13 @@ def test_kill_sends_sigkill(sleeper: subprocess.Popen[bytes]) -> None:
 def test_stop_is_undone_on_exit_also_when_the_block_raises(
     sleeper: subprocess.Popen[bytes],
 ) -> None:
-    with pytest.raises(RuntimeError), Stop(sleeper.pid):
-        _until(lambda: _state(sleeper.pid) == "T")
-        raise RuntimeError("the test failed mid-fault")
+    def failing_test() -> None:
+        with Stop(sleeper.pid):
+            _until(lambda: _state(sleeper.pid) == "T")
+            raise RuntimeError("the test failed mid-fault")
+
+    with pytest.raises(RuntimeError):
+        failing_test()
     _until(lambda: _state(sleeper.pid) != "T")
 
 
