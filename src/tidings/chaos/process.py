@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 from types import TracebackType
+from typing import Self
 
 from tidings.chaos.errors import FaultError
 
@@ -49,7 +50,27 @@ def kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-class Stop:
+class _Fault:
+    """A fault applied by :meth:`apply` and undone by :meth:`undo`, also as a ``with`` block
+    (undone on exit, whatever happened in it)."""
+
+    def apply(self) -> None:
+        raise NotImplementedError
+
+    def undo(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.apply()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.undo()
+
+
+class Stop(_Fault):
     """SIGSTOP ``pid`` on :meth:`apply`, SIGCONT on :meth:`undo` (idempotent; also on exit)."""
 
     def __init__(self, pid: int) -> None:
@@ -75,15 +96,6 @@ class Stop:
         finally:
             self.undo()
 
-    def __enter__(self) -> Stop:
-        self.apply()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.undo()
-
 
 _SPIN = (
     "import time,sys\n"
@@ -93,7 +105,7 @@ _SPIN = (
 )
 
 
-class CpuBurn:
+class CpuBurn(_Fault):
     """Saturate ``cores`` cores for at most ``seconds`` (busy processes, one per core)."""
 
     def __init__(self, cores: int, seconds: float) -> None:
@@ -128,12 +140,3 @@ class CpuBurn:
         for process in processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(5)
-
-    def __enter__(self) -> CpuBurn:
-        self.apply()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.undo()

@@ -192,32 +192,23 @@ def _float(text: str) -> float:
         raise ValueError(f"must be a number, not {text!r}") from None
 
 
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise ValueError(f"must be at least 1, not {value}")
-    return value
+def _within(convert: Any, accepts: Any, wanted: str) -> Any:
+    """A converter: ``convert(text)``, refused unless ``accepts`` it (must be ``wanted``)."""
+
+    def checked(text: str) -> Any:
+        value = convert(text)
+        if not accepts(value):
+            raise ValueError(f"must be {wanted}, not {text}")
+        return value
+
+    return checked
 
 
-def _port(text: str) -> int:
-    value = _int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"must be a TCP port (0: any free one), not {value}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _float(text)
-    if not value > 0:
-        raise ValueError(f"must be positive, not {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _float(text)
-    if not 0 <= value <= 1:
-        raise ValueError(f"must be a fraction between 0 and 1, not {text}")
-    return value
+_positive_int = _within(_int, lambda v: v >= 1, "at least 1")
+_port = _within(_int, lambda v: 0 <= v <= 65535, "a TCP port (0: any free one)")
+_positive = _within(_float, lambda v: v > 0, "positive")
+_fraction = _within(_float, lambda v: 0 <= v <= 1, "a fraction between 0 and 1")
+_nodes = _within(_int, lambda v: v in (1, 3), "1 or 3")
 
 
 def _boolean(text: str) -> bool:
@@ -233,13 +224,6 @@ def _mode(text: str) -> Mode:
     if text not in MODES:
         raise ValueError(f"must be one of {', '.join(MODES)}, not {text!r}")
     return text
-
-
-def _nodes(text: str) -> int:
-    value = _int(text)
-    if value not in (1, 3):
-        raise ValueError(f"must be 1 or 3, not {value}")
-    return value
 
 
 def _choice(*choices: str) -> Any:
