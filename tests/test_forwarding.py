@@ -20,6 +20,7 @@ import pytest
 import tidings
 from tidings import Bus, PublishError, SQLiteStore, StoreAndForward
 from tidings.chaos import FaultProxy
+from tidings.forwarding import backlog
 from tidings.testing.nats_server import NatsServer
 from tidings.transports.nats import NatsTransport, StreamSettings
 
@@ -62,6 +63,14 @@ async def _stored(url: str) -> list[int]:
         return numbers
     finally:
         await nc.close()
+
+
+async def _backlog(path: Path) -> int:
+    store = SQLiteStore(path)
+    try:
+        return await backlog(store)
+    finally:
+        await store.aclose()
 
 
 async def _until(predicate: object, timeout: float = 30.0) -> None:
@@ -180,3 +189,62 @@ async def test_a_crash_during_forwarding_does_not_double(
         await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
         bus.publish(Tick(100))
     assert await _stored(server.url) == list(range(101))
+
+
+async def test_drop_newest_refuses_silently_counts_and_dead_letters(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    store = SQLiteStore(tmp_path / "outbox.db")
+    letters: list[tidings.DeadLetter] = []
+    async with FaultProxy(("127.0.0.1", server.port)) as proxy:
+        bus = Bus(
+            store=store,
+            transport=_transport(f"nats://{proxy.address}"),
+            forward=StoreAndForward(max_pending=5, overflow="drop_newest"),
+        )
+        bus.subscribe(tidings.DeadLetter, letters.append)
+        async with bus:
+            proxy.partition("both")
+            for n in range(8):
+                bus.publish(Tick(n))  # no error: the last three are refused quietly
+            assert [record.envelope.payload.n for record in await store.read()] == [0, 1, 2, 3, 4]
+            assert [letter.envelope.payload.n for letter in letters] == [5, 6, 7]
+            assert all(letter.handler == "tidings.publish" for letter in letters)
+            proxy.heal()
+            await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
+    assert await _stored(server.url) == [0, 1, 2, 3, 4]
+
+
+async def test_closing_during_a_partition_keeps_the_backlog_for_the_next_start(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "outbox.db"
+    letters: list[tidings.DeadLetter] = []
+    async with FaultProxy(("127.0.0.1", server.port)) as proxy:
+        bus = Bus(
+            store=SQLiteStore(db),
+            transport=_transport(f"nats://{proxy.address}"),
+            forward=StoreAndForward(checkpoint_interval=0.1),
+        )
+        bus.subscribe(tidings.DeadLetter, letters.append)
+        async with bus:
+            for n in range(20):
+                bus.publish(Tick(n))
+            await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
+            await asyncio.sleep(0.3)  # the checkpoint passes them
+            proxy.partition("both")
+            for n in range(20, 50):
+                bus.publish(Tick(n))
+            await bus.aclose(timeout=1.0)
+        assert letters == []  # not reported as lost: they are in the log
+        assert await _backlog(db) == 30
+    assert await _stored(server.url) == list(range(20))
+    bus = Bus(
+        store=SQLiteStore(db),
+        transport=_transport(server.url),
+        forward=StoreAndForward(checkpoint_interval=0.1),
+    )
+    async with bus:
+        await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
+    assert await _stored(server.url) == list(range(50))
+    assert await _backlog(db) == 0
