@@ -161,3 +161,35 @@ def test_keyboard_interrupt_mid_scenario_heals_and_stops_everything(
         rest = command.stderr.read()
     assert "interrupted; every fault healed, every process stopped" in rest
     assert _no_children_within(10.0) == set()
+
+
+def test_a_fault_that_fails_mid_run_exits_2_and_stops_everything(
+    tmp_path: Path, subreaper: None
+) -> None:
+    path = tmp_path / "gone.yaml"
+    path.write_text(  # the consumer is killed for good, then stopped: it no longer exists
+        "name: gone\nworkload: {rate: 20, keys: 2, duration: 2s, via_proxy: false}\n"
+        "consumers: [{name: c}]\n"
+        "faults:\n"
+        "  - {at: 0.2s, kind: kill, target: 'consumer:c:0'}\n"
+        "  - {at: 1s, for: 1s, kind: stop, target: 'consumer:c:0'}\n"
+    )
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tidings.cli",
+            "chaos",
+            "run",
+            str(path),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert process.returncode == 2, process.stderr
+    assert "stop consumer:c:0 (line 6): process" in process.stderr
+    assert "does not exist" in process.stderr
+    assert _no_children_within(10.0) == set()

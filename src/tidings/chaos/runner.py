@@ -309,7 +309,14 @@ async def _run(topology: _Topology, say: Any, plot: bool) -> RunResult:
     for worker in starts:
         if await worker.wait(max(limit - (loop.time() - t0), 1.0)) is None:
             say(f"{worker.name} did not finish in time; stopping it")
-    await asyncio.gather(*topology.fault_tasks, return_exceptions=True)
+    outcomes = await asyncio.gather(*topology.fault_tasks, return_exceptions=True)
+    failed = [
+        f"{fault.kind} {fault.target} (line {fault.line}): {outcome}"
+        for fault, outcome in zip(scenario.faults, outcomes, strict=True)
+        if isinstance(outcome, Exception)
+    ]
+    if failed:  # the run did not test what the scenario says: no verdict
+        raise FaultError("fault(s) could not be applied during the run: " + "; ".join(failed))
     say("workload done; waiting for convergence")
     handlers = ["webhook"] if gateway_url else [c.name for c in scenario.consumers]
     await _converge(out, handlers, scenario.settle)
