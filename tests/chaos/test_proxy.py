@@ -144,3 +144,20 @@ async def test_bad_fault_arguments_are_fault_errors(echo: tuple[str, int]) -> No
             proxy.bandwidth(0)
         with pytest.raises(FaultError, match="latency"):
             proxy.latency(-1)
+
+
+async def test_a_partition_with_close_after_resets_connections_like_a_tcp_timeout(
+    echo: tuple[str, int],
+) -> None:
+    async with FaultProxy(echo) as proxy:
+        reader, writer = await _connect(proxy)
+        proxy.partition("both", close_after=0.2)
+        writer.write(b"lost with the connection")
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await _read_exactly(reader, 1)
+        writer.close()
+        proxy.heal()
+        reader, writer = await _connect(proxy)
+        writer.write(b"z")
+        assert await _read_exactly(reader, 1) == b"z"
+        writer.close()

@@ -347,6 +347,9 @@ class FaultProxy:
         held = {_UP, _DOWN} if direction == "both" else {_UP if direction == "upstream" else _DOWN}
         self.faults.held |= held
         self.faults.close_after = close_after
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
         if close_after is not None:
             loop = asyncio.get_running_loop()
             self._closer = loop.call_later(close_after, self.reset)
