@@ -85,7 +85,7 @@ class _Pipe:
     def feed(self, data: bytes) -> None:
         proxy = self.conn.proxy
         dest = self.dest
-        if dest is not None and not self.queue and proxy.faults.clean:
+        if dest is not None and not self.queue and proxy.clean:
             dest.write(data)  # the fast path: no fault, nothing queued before it
             return
         self.queue.append((time.monotonic(), data))
@@ -254,6 +254,8 @@ class FaultProxy:
         self.listen = listen
         self.hold_limit = hold_limit
         self.faults = ProxyFaults()
+        self.clean = True
+        """No fault active: chunks are written straight through."""
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._changed = asyncio.Event()
@@ -327,6 +329,7 @@ class FaultProxy:
                 waiter.cancel()
 
     def _apply(self) -> None:
+        self.clean = self.faults.clean
         self._changed.set()
         self._changed = asyncio.Event()
         for conn in list(self.connections):
