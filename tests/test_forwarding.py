@@ -6,11 +6,12 @@ event at the broker (counted in the stream itself with a plain nats-py client)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import signal
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,19 @@ async def _backlog(path: Path) -> int:
         return await backlog(store)
     finally:
         await store.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _restarted(db: Path, url: str) -> AsyncIterator[Bus]:
+    """A forwarding bus started again on the log ``db``, once it forwarded its backlog."""
+    bus = Bus(
+        store=SQLiteStore(db),
+        transport=_transport(url),
+        forward=StoreAndForward(checkpoint_interval=0.1),
+    )
+    async with bus:
+        await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
+        yield bus
 
 
 async def _until(predicate: object, timeout: float = 30.0) -> None:
@@ -180,13 +194,7 @@ async def test_a_crash_during_forwarding_does_not_double(
     assert await asyncio.wait_for(process.wait(), 60) == -signal.SIGKILL
     assert await _stored(server.url) == list(range(100))
     # A new bus on the same log re-sends all 100 (no checkpoint); the broker drops them.
-    bus = Bus(
-        store=SQLiteStore(db),
-        transport=_transport(server.url),
-        forward=StoreAndForward(checkpoint_interval=0.1),
-    )
-    async with bus:
-        await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
+    async with _restarted(db, server.url) as bus:
         bus.publish(Tick(100))
     assert await _stored(server.url) == list(range(101))
 
@@ -239,12 +247,7 @@ async def test_closing_during_a_partition_keeps_the_backlog_for_the_next_start(
         assert letters == []  # not reported as lost: they are in the log
         assert await _backlog(db) == 30
     assert await _stored(server.url) == list(range(20))
-    bus = Bus(
-        store=SQLiteStore(db),
-        transport=_transport(server.url),
-        forward=StoreAndForward(checkpoint_interval=0.1),
-    )
-    async with bus:
-        await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
+    async with _restarted(db, server.url):
+        pass
     assert await _stored(server.url) == list(range(50))
     assert await _backlog(db) == 0
