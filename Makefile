@@ -29,6 +29,14 @@ bench: $(BENCH)
 run: $(STAMP)
 	SHOP_TOKEN=$${SHOP_TOKEN:-demo-shop-token} $(BIN)/tidings serve examples/gateway.yaml
 
+# The chaos scenarios in their long forms (a soak): every shipped scenario, its workload and
+# fault timeline stretched CHAOS_SCALE times (default 5); reports and plots in chaos-out/.
+.PHONY: chaos
+chaos: $(STAMP)
+	@for s in $$($(BIN)/tidings chaos list | cut -f1); do \
+		$(BIN)/tidings chaos run $$s --scale $${CHAOS_SCALE:-5} --out chaos-out/$$s || exit 1; \
+	done
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_burst
 import bench_bus
+import bench_chaos
 import bench_emit
 import bench_gateway
 import bench_nats
@@ -42,6 +43,8 @@ BASELINES = {
     "O1": "tidings",
     "OC": "tidings",
     **bench_gateway.BASELINES,
+    "C1": "direct connection",
+    "C2": "direct connection",
 }
 """The row each scenario's *vs baseline* ratio divides by (default: the raw loop)."""
 
@@ -137,6 +140,7 @@ def main() -> int:
         bench_store,
         bench_observability,
         bench_gateway,
+        bench_chaos,
     ):
         begun = time.perf_counter()
         rows.extend(module.run(quick=args.quick))
@@ -169,7 +173,8 @@ def main() -> int:
             "observability costs the S1 hot path against plain tidings: O1 in wall time,",
             "OC in instructions per publish counted by valgrind's callgrind. R1-R4 (routing at",
             "scale) run tidings alone: first publish to a new topic, memory over many topics,",
-            "subscribe and cancel at 100,000 subscriptions.",
+            "subscribe and cancel at 100,000 subscriptions. C1-C2: the chaos fault proxy with",
+            "no fault active against a direct connection (acked NATS publishes, same rounds).",
             "",
         ]
         Path(__file__).with_name("RESULTS.md").write_text("\n".join(header + table) + "\n")

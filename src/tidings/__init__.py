@@ -52,6 +52,7 @@ from tidings.exceptions import (
     UnknownEventTypeError,
     WouldBlock,
 )
+from tidings.forwarding import StoreAndForward
 from tidings.middleware.base import Middleware
 from tidings.projection import Projection
 from tidings.queues import Overflow, QueueStatistics, RingBuffer
@@ -141,6 +142,7 @@ __all__ = (
     "RingBuffer",
     "SQLiteStore",
     "Snapshot",
+    "StoreAndForward",
     "StoreBusyError",
     "StoreClosedError",
     "StoreCorruptedError",

@@ -30,7 +30,7 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tidings.exceptions import LoopNotRunningError, PublishError
 from tidings.observability.logs import log_fields
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from tidings.event import Envelope
     from tidings.routing import Route
 
-__all__ = ("HandlerFailedError", "Remote")
+__all__ = ("ForwardHook", "HandlerFailedError", "Remote")
 
 logger = logging.getLogger("tidings")
 
@@ -63,6 +63,16 @@ class HandlerFailedError(Exception):
         self.tidings_handler = failures[0][0].name
         self.tidings_reason = error_reason(failures[0][1])
         self.failures = failures
+
+
+class ForwardHook(Protocol):
+    """What a store-and-forward carrier (:mod:`tidings._carrier`) hears of the outbox."""
+
+    def sent(self, env: Envelope[Any], future: asyncio.Future[PublishAck]) -> None:
+        """``env`` was handed to the transport; ``future`` settles with its outcome."""
+
+    def keeps(self, env: Envelope[Any], exc: BaseException) -> bool:
+        """Whether ``env``'s failure leaves it in the log to forward later (not reported)."""
 
 
 class _Entry:
@@ -103,6 +113,7 @@ class Remote:
         self._started = False
         self._closing: asyncio.Future[None] | None = None
         self.publish_failures = 0
+        self.forwarding: ForwardHook | None = None  # set by a store-and-forward carrier
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -158,6 +169,8 @@ class Remote:
             await asyncio.gather(self._pump, return_exceptions=True)
         unsent = len(self._outbox)
         for env in self._outbox:
+            if self.forwarding is not None:
+                break  # they stay in the log: forwarded when a bus starts on it again
             error = PublishError(
                 f"event {env.id} on {env.topic!r} was not stored and will not be: the bus "
                 "closed before it was sent",
@@ -171,7 +184,14 @@ class Remote:
         except TimeoutError:
             logger.warning("bus closed with publishes still unacknowledged", extra=log_fields())
         await self.transport.aclose(max(deadline - loop.time(), 0.1))
-        if unsent:
+        if unsent and self.forwarding is not None:
+            logger.warning(
+                "bus closed with %d event(s) not yet forwarded; they stay in the log and "
+                "are forwarded when a bus starts on it again",
+                unsent,
+                extra=log_fields(),
+            )
+        elif unsent:
             logger.error("bus closed with %d event(s) never sent", unsent, extra=log_fields())
 
     async def settle(self, deadline: float) -> None:
@@ -389,6 +409,14 @@ class Remote:
         else:
             loop.call_soon_threadsafe(self._enqueue, env)
 
+    def preload(self, envs: list[Envelope[Any]]) -> None:
+        """Queue ``envs`` ahead of everything published after (before :meth:`connect`:
+        events a store-and-forward carrier recovered from its log)."""
+        self._outbox.extend(envs)
+        if envs:
+            self._drained.clear()
+            self._wake.set()
+
     def _enqueue(self, env: Envelope[Any]) -> None:
         self._outbox.append(env)
         self._drained.clear()
@@ -412,9 +440,12 @@ class Remote:
             while outbox:
                 env = outbox[0]  # taken off once sent: if cancelled, aclose reports it
                 try:
-                    await send(env)
+                    future = await send(env)
                 except Exception as exc:
                     self._publish_failed(env, exc)
+                else:
+                    if self.forwarding is not None:
+                        self.forwarding.sent(env, future)
                 outbox.popleft()
             self._drained.set()
             wake.clear()
@@ -422,7 +453,10 @@ class Remote:
 
     def _publish_failed(self, env: Envelope[Any], exc: BaseException) -> None:
         """Report a publish that failed after ``publish`` returned: logged once (the error
-        names the event and its topic), counted, and dead-lettered with its envelope."""
+        names the event and its topic), counted, and dead-lettered with its envelope; unless
+        a store-and-forward carrier keeps it in the log to forward later."""
+        if self.forwarding is not None and self.forwarding.keeps(env, exc):
+            return
         self.publish_failures += 1
         logger.error("%s", exc, extra=log_fields(env))
         self.bus.publish_failed(env, PUBLISH_FAILED, exc)

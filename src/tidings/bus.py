@@ -102,6 +102,7 @@ if TYPE_CHECKING:
     from tidings._log import Log
     from tidings._ports import Carrier, ObservationPort
     from tidings._remote import Remote
+    from tidings.forwarding import StoreAndForward
     from tidings.observability._observer import Observer
     from tidings.store.base import EventStore
     from tidings.store.records import Transaction
@@ -250,6 +251,10 @@ class Bus:
             the bus keeps, 4096 by default. A topic whose route was evicted costs one trie
             walk (microseconds) at its next publish; memory stays bounded by this however
             many distinct topics are published.
+        forward: with a store and a transport, store and forward
+            (:class:`~tidings.forwarding.StoreAndForward`): publishes are accepted into the
+            log while the broker is unreachable and forwarded in order, idempotently, once
+            it is back.
 
     A bus needs no event loop for sync handlers. ``async with Bus() as bus`` (or
     ``await bus.start()``) binds it to the running loop for async handlers and async
@@ -265,6 +270,7 @@ class Bus:
         transport: Transport | None = None,
         store: EventStore | str | None = None,
         route_cache_size: int = DEFAULT_ROUTE_CACHE_SIZE,
+        forward: StoreAndForward | None = None,
     ) -> None:
         self._table = RouteTable(route_cache_size)
         self._source = source
@@ -319,7 +325,7 @@ class Bus:
         # What carries published events beyond the process (tidings._ports.Carrier): the
         # log, the remote side or both. The parts are reached directly only to follow the
         # log or subscribe remotely; publishing, starting and closing go through it.
-        self._carrier: Carrier | None = carrier_of(self._log, self._remote)
+        self._carrier: Carrier | None = carrier_of(self._log, self._remote, forward)
         # Whether publish hands events to a store or a transport: one test on the hot path,
         # then one call, straight to the carrier's write_ahead (see _carry).
         self._carries = self._carrier is not None

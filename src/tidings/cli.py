@@ -31,6 +31,10 @@ from tidings.store.cli import log_app  # noqa: E402 - mounted once typer is know
 
 app.add_typer(log_app)
 
+from tidings.chaos.cli import chaos_app  # noqa: E402 - mounted once typer is known present
+
+app.add_typer(chaos_app)
+
 
 @app.command()
 def serve(

@@ -1,0 +1,142 @@
+"""Process faults: SIGKILL, SIGSTOP/SIGCONT (a stalled process, like a long GC pause) and CPU
+saturation, each bounded in time and undone on exit.
+
+- :func:`kill` sends SIGKILL now (nothing to undo: the caller restarts what it needs).
+- :class:`Stop` stops a process (SIGSTOP) and continues it (SIGCONT) on :meth:`~Stop.undo`,
+  on exit of its ``with`` block, or after ``seconds`` at the latest when used through
+  :meth:`~Stop.for_seconds`.
+- :class:`CpuBurn` saturates ``cores`` cores with busy processes that also end on their own
+  after ``seconds`` (so even a SIGKILLed caller leaves nothing spinning for long);
+  :meth:`~CpuBurn.undo` kills them now.
+
+Each checks first that it can act (the process exists and may be signalled) and raises
+:class:`~tidings.chaos.FaultError` before doing anything otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from types import TracebackType
+from typing import Self
+
+from tidings.chaos.errors import FaultError
+
+__all__ = ("CpuBurn", "Stop", "check_signallable", "kill")
+
+
+def check_signallable(pid: int) -> None:
+    """Raise :class:`FaultError` unless this process may signal ``pid``."""
+    if pid <= 0:
+        raise FaultError(f"no process to signal: pid {pid!r}")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError as exc:
+        raise FaultError(f"process {pid} does not exist (it ended?)") from exc
+    except PermissionError as exc:
+        raise FaultError(
+            f"no permission to signal process {pid}; run as its user or choose one of yours"
+        ) from exc
+
+
+def kill(pid: int) -> None:
+    """SIGKILL ``pid`` now. Raises :class:`FaultError` if it cannot be signalled."""
+    check_signallable(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+class _Fault:
+    """A fault applied by :meth:`apply` and undone by :meth:`undo`, also as a ``with`` block
+    (undone on exit, whatever happened in it)."""
+
+    def apply(self) -> None:
+        raise NotImplementedError
+
+    def undo(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.apply()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.undo()
+
+
+class Stop(_Fault):
+    """SIGSTOP ``pid`` on :meth:`apply`, SIGCONT on :meth:`undo` (idempotent; also on exit)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.stopped = False
+
+    def apply(self) -> None:
+        check_signallable(self.pid)
+        os.kill(self.pid, signal.SIGSTOP)
+        self.stopped = True
+
+    def undo(self) -> None:
+        if self.stopped:
+            self.stopped = False
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGCONT)
+
+    async def for_seconds(self, seconds: float) -> None:
+        """Stop the process for ``seconds``, then continue it (also if cancelled)."""
+        self.apply()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.undo()
+
+
+_SPIN = (
+    "import time,sys\n"
+    "end=time.monotonic()+float(sys.argv[1])\n"
+    "while time.monotonic()<end:\n"
+    "    for _ in range(100000): pass\n"
+)
+
+
+class CpuBurn(_Fault):
+    """Saturate ``cores`` cores for at most ``seconds`` (busy processes, one per core)."""
+
+    def __init__(self, cores: int, seconds: float) -> None:
+        if cores < 1:
+            raise FaultError(f"cpu burn needs at least one core, not {cores!r}")
+        if not seconds > 0:
+            raise FaultError(f"cpu burn needs a positive duration, not {seconds!r}")
+        self.cores = cores
+        self.seconds = seconds
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def apply(self) -> None:
+        try:
+            for _ in range(self.cores):
+                self.processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", _SPIN, str(self.seconds)],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+        except OSError as exc:
+            self.undo()
+            raise FaultError(f"cannot start the CPU burners: {exc}") from exc
+
+    def undo(self) -> None:
+        processes, self.processes = self.processes, []
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        for process in processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(5)
