@@ -1,0 +1,170 @@
+"""Every ```python block of the documentation runs: each page under docs/ and README.md.
+
+The convention (docs/contributing.md says it for writers):
+
+- A page's blocks run in order, in one namespace (``__name__ == "__main__"``), in a fresh
+  subprocess whose working directory is a new temporary directory: files a block writes
+  (``.tidings/events.db``, ``gateway.yaml``) are the page's own.
+- A block with a top-level ``await`` runs on the page's one event loop, so a bus opened by
+  one block serves the next; a block without runs as plain code (it may call
+  ``asyncio.run``).
+- An HTML comment on the line before a block says what else it needs:
+  ``<!-- needs: nats -->``: a NATS server is started for the page (a real nats-server with
+  JetStream on a free loopback port) and ``nats://127.0.0.1:4222`` in the page's blocks is
+  replaced with its URL; ``<!-- run: pytest -->``: the block is a test module of its own,
+  run by pytest (not in the page's namespace). Any other comment fails: nothing is skipped.
+- A line ``--8<-- "examples/NAME.py"`` (the snippets syntax the site renders) is replaced
+  with that file, so an example shown in the docs runs as shown.
+- Only these fence languages exist in the docs: python (run), and console, text, yaml,
+  json, toml, mermaid (shown): a block of Python cannot hide under another name.
+
+Pages are found by walking docs/, so a new page is covered without editing this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tidings.testing.nats_server import NatsServer
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+PAGES = sorted([*DOCS.rglob("*.md"), ROOT / "README.md"])
+BLOCK = re.compile(r"(?:<!-- (?P<mark>[^\n]*?) -->\n)?```python\n(?P<code>.*?)^```", re.S | re.M)
+SNIPPET = re.compile(r'^--8<-- "(?P<path>[^"]+)"$', re.M)
+FENCE = re.compile(r"^ *```(\S*)", re.M)
+SHOWN = {"python", "console", "text", "yaml", "json", "toml", "mermaid"}
+NATS_URL = "nats://127.0.0.1:4222"
+# Ports the pages name, replaced so the test never binds a fixed port.
+SUBSTITUTIONS = {"serve_metrics(9464)": "serve_metrics(0)"}
+
+RUNNER = textwrap.dedent(
+    """
+    import ast, asyncio, inspect, json, sys
+
+    page, blocks = json.load(open(sys.argv[1]))
+    namespace = {"__name__": "__main__"}
+    loop = asyncio.new_event_loop()
+    for number, code in blocks:
+        compiled = compile(
+            code, f"{page} block {number}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        )
+        if compiled.co_flags & inspect.CO_COROUTINE:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(eval(compiled, namespace))
+            asyncio.set_event_loop(None)
+        else:
+            exec(compiled, namespace)
+        print(f"block {number} ok", flush=True)
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+    """
+)
+
+
+def page_id(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+def blocks(page: Path) -> list[tuple[int, str | None, str]]:
+    """(number, mark, code) of every ```python block of ``page``, snippets expanded."""
+
+    def expand(match: re.Match[str]) -> str:
+        return (ROOT / match["path"]).read_text()
+
+    return [
+        (number, match["mark"], SNIPPET.sub(expand, match["code"]))
+        for number, match in enumerate(BLOCK.finditer(page.read_text()), start=1)
+    ]
+
+
+def kind(page: Path, number: int, mark: str | None) -> str:
+    if mark is None:
+        return "code"
+    if mark == "needs: nats" or mark.startswith("needs: nats "):
+        return "nats"
+    if mark == "run: pytest":
+        return "pytest"
+    raise AssertionError(f"{page_id(page)} block {number}: unknown mark <!-- {mark} -->")
+
+
+def run(args: list[str], cwd: Path, timeout: float = 180) -> str:
+    done = subprocess.run(
+        args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert done.returncode == 0, f"{args}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def run_page(page: Path, tmp_path: Path) -> list[int]:
+    """Run ``page``'s blocks as the convention says; the numbers of the blocks that ran."""
+    found = [(number, kind(page, number, mark), code) for number, mark, code in blocks(page)]
+    ran = []
+    tests = [code for _, k, code in found if k == "pytest"]
+    for index, code in enumerate(tests):
+        (tmp_path / f"test_page_example_{index}.py").write_text(code)
+    if tests:
+        out = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "."], tmp_path)
+        assert f"{len(tests)} passed" in out, out
+        ran += [number for number, k, _ in found if k == "pytest"]
+    code_blocks = [(number, k, code) for number, k, code in found if k != "pytest"]
+    if not code_blocks:
+        return sorted(ran)
+    needs_nats = any(k == "nats" for _, k, _ in code_blocks)
+    server = NatsServer() if needs_nats else None
+    try:
+        url = server.__enter__().url if server is not None else None
+        program = []
+        for number, k, code in code_blocks:
+            if k == "nats":
+                assert NATS_URL in code, f"block {number} needs nats but names no {NATS_URL}"
+            if url is not None:
+                code = code.replace(NATS_URL, url)
+            for old, new in SUBSTITUTIONS.items():
+                code = code.replace(old, new)
+            program.append((number, code))
+        (tmp_path / "blocks.json").write_text(json.dumps([page_id(page), program]))
+        (tmp_path / "runner.py").write_text(RUNNER)
+        out = run([sys.executable, str(tmp_path / "runner.py"), "blocks.json"], tmp_path)
+    finally:
+        if server is not None:
+            server.__exit__(None, None, None)
+    done = [int(line.split()[1]) for line in out.splitlines() if re.fullmatch(r"block \d+ ok", line)]
+    assert done == [number for number, _ in program], out
+    return sorted(ran + done)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_python_block_of_the_page_runs(page: Path, tmp_path: Path) -> None:
+    assert run_page(page, tmp_path) == [number for number, _, _ in blocks(page)]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_the_page_shows_code_only_in_known_languages(page: Path) -> None:
+    text = page.read_text()
+    opening = FENCE.findall(text)[0::2]
+    assert set(opening) <= SHOWN, f"{page_id(page)}: fences {set(opening) - SHOWN}"
+    assert opening.count("python") == len(blocks(page)), "a ```python fence the test misses"
+    for path in SNIPPET.findall(text):
+        assert (ROOT / path).is_file(), f"{page_id(page)} includes {path}, which does not exist"
+
+
+def test_the_docs_are_found_and_the_site_lists_the_sections() -> None:
+    assert DOCS / "architecture.md" in PAGES
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for section in ("Tutorials", "How-to guides", "Reference", "Explanations"):
+        assert f"  - {section}:" in nav
