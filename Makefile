@@ -30,11 +30,11 @@ run: $(STAMP)
 	SHOP_TOKEN=$${SHOP_TOKEN:-demo-shop-token} $(BIN)/tidings serve examples/gateway.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src tests
+	$(BIN)/mypy src tests examples
 
 unit: $(STAMP)
 	$(BIN)/pytest

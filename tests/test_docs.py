@@ -8,11 +8,13 @@ The convention (docs/contributing.md says it for writers):
 - A block with a top-level ``await`` runs on the page's one event loop, so a bus opened by
   one block serves the next; a block without runs as plain code (it may call
   ``asyncio.run``).
-- An HTML comment on the line before a block says what else it needs:
-  ``<!-- needs: nats -->``: a NATS server is started for the page (a real nats-server with
-  JetStream on a free loopback port) and ``nats://127.0.0.1:4222`` in the page's blocks is
-  replaced with its URL; ``<!-- run: pytest -->``: the block is a test module of its own,
-  run by pytest (not in the page's namespace). Any other comment fails: nothing is skipped.
+- An HTML comment on the line before a block says how else it runs, in directives
+  separated by ``;``: ``needs: nats``: a NATS server is started for the page (a real
+  nats-server with JetStream on a free loopback port) and ``nats://127.0.0.1:4222`` in the
+  page's blocks is replaced with its URL; ``run: pytest``: the block is a test module of
+  its own, run by pytest; ``run: script``: the block is a program of its own, run as
+  ``python example.py`` in its own temporary directory (neither is in the page's
+  namespace). Any other comment fails: nothing is skipped.
 - A line ``--8<-- "examples/NAME.py"`` (the snippets syntax the site renders) is replaced
   with that file, so an example shown in the docs runs as shown.
 - Only these fence languages exist in the docs: python (run), and console, text, yaml,
@@ -86,14 +88,20 @@ def blocks(page: Path) -> list[tuple[int, str | None, str]]:
     ]
 
 
-def kind(page: Path, number: int, mark: str | None) -> str:
-    if mark is None:
-        return "code"
-    if mark == "needs: nats" or mark.startswith("needs: nats "):
-        return "nats"
-    if mark == "run: pytest":
-        return "pytest"
-    raise AssertionError(f"{page_id(page)} block {number}: unknown mark <!-- {mark} -->")
+def kind(page: Path, number: int, mark: str | None) -> tuple[str, bool]:
+    """How a block runs (``code``, ``pytest`` or ``script``) and whether it needs NATS."""
+    directives = [] if mark is None else [d.strip() for d in mark.split(";")]
+    run_as, nats = "code", False
+    for directive in directives:
+        if directive == "needs: nats":
+            nats = True
+        elif directive in ("run: pytest", "run: script"):
+            run_as = directive.removeprefix("run: ")
+        else:
+            raise AssertionError(
+                f"{page_id(page)} block {number}: unknown directive {directive!r} in <!-- {mark} -->"
+            )
+    return run_as, nats
 
 
 def run(args: list[str], cwd: Path, timeout: float = 180) -> str:
@@ -110,42 +118,63 @@ def run(args: list[str], cwd: Path, timeout: float = 180) -> str:
     return done.stdout
 
 
+def prepared(page: Path, number: int, code: str, nats: bool, url: str | None) -> str:
+    if nats:
+        assert NATS_URL in code, (
+            f"{page_id(page)} block {number} needs nats but names no {NATS_URL}"
+        )
+    if url is not None:
+        code = code.replace(NATS_URL, url)
+    for old, new in SUBSTITUTIONS.items():
+        code = code.replace(old, new)
+    return code
+
+
 def run_page(page: Path, tmp_path: Path) -> list[int]:
     """Run ``page``'s blocks as the convention says; the numbers of the blocks that ran."""
-    found = [(number, kind(page, number, mark), code) for number, mark, code in blocks(page)]
-    ran = []
-    tests = [code for _, k, code in found if k == "pytest"]
-    for index, code in enumerate(tests):
-        (tmp_path / f"test_page_example_{index}.py").write_text(code)
-    if tests:
-        out = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "."], tmp_path)
-        assert f"{len(tests)} passed" in out, out
-        ran += [number for number, k, _ in found if k == "pytest"]
-    code_blocks = [(number, k, code) for number, k, code in found if k != "pytest"]
-    if not code_blocks:
-        return sorted(ran)
-    needs_nats = any(k == "nats" for _, k, _ in code_blocks)
-    server = NatsServer() if needs_nats else None
+    found = [(number, *kind(page, number, mark), code) for number, mark, code in blocks(page)]
+    ran: list[int] = []
+    server = NatsServer() if any(nats for _, _, nats, _ in found) else None
+    url = server.__enter__().url if server is not None else None
     try:
-        url = server.__enter__().url if server is not None else None
-        program = []
-        for number, k, code in code_blocks:
-            if k == "nats":
-                assert NATS_URL in code, f"block {number} needs nats but names no {NATS_URL}"
-            if url is not None:
-                code = code.replace(NATS_URL, url)
-            for old, new in SUBSTITUTIONS.items():
-                code = code.replace(old, new)
-            program.append((number, code))
-        (tmp_path / "blocks.json").write_text(json.dumps([page_id(page), program]))
-        (tmp_path / "runner.py").write_text(RUNNER)
-        out = run([sys.executable, str(tmp_path / "runner.py"), "blocks.json"], tmp_path)
+        tests = [(n, c) for n, run_as, _, c in found if run_as == "pytest"]
+        if tests:
+            directory = tmp_path / "pytest"
+            directory.mkdir()
+            for number, code in tests:
+                (directory / f"test_block_{number}.py").write_text(code)
+            out = run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "."], directory
+            )
+            assert f"{len(tests)} passed" in out, out
+            ran += [number for number, _ in tests]
+        for number, run_as, nats, code in found:
+            if run_as == "script":
+                directory = tmp_path / f"script_{number}"
+                directory.mkdir()
+                (directory / "example.py").write_text(prepared(page, number, code, nats, url))
+                run([sys.executable, "example.py"], directory)
+                ran.append(number)
+        program = [
+            (number, prepared(page, number, code, nats, url))
+            for number, run_as, nats, code in found
+            if run_as == "code"
+        ]
+        if program:
+            (tmp_path / "blocks.json").write_text(json.dumps([page_id(page), program]))
+            (tmp_path / "runner.py").write_text(RUNNER)
+            out = run([sys.executable, str(tmp_path / "runner.py"), "blocks.json"], tmp_path)
+            done = [
+                int(line.split()[1])
+                for line in out.splitlines()
+                if re.fullmatch(r"block \d+ ok", line)
+            ]
+            assert done == [number for number, _ in program], out
+            ran += done
     finally:
         if server is not None:
             server.__exit__(None, None, None)
-    done = [int(line.split()[1]) for line in out.splitlines() if re.fullmatch(r"block \d+ ok", line)]
-    assert done == [number for number, _ in program], out
-    return sorted(ran + done)
+    return sorted(ran)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
