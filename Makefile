@@ -42,7 +42,7 @@ unit: $(STAMP)
 # The documentation site (mkdocs.yml, docs/) into build/site. Strict: a warning, a broken link
 # or anchor, or an unresolved API reference fails the build.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The sdist and wheel into dist/, checked by twine (metadata, README rendering).
 dist: $(STAMP)

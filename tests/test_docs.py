@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+import tidings
 from tidings.testing.nats_server import NatsServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,6 +191,15 @@ def test_the_page_shows_code_only_in_known_languages(page: Path) -> None:
     assert opening.count("python") == len(blocks(page)), "a ```python fence the test misses"
     for path in SNIPPET.findall(text):
         assert (ROOT / path).is_file(), f"{page_id(page)} includes {path}, which does not exist"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_tidings_class_the_page_names_is_exported(page: Path) -> None:
+    # tidings.Name, capitalised: a class or constant (lower-case tidings.x is also a NATS
+    # subject or a header value on some pages; code using functions is run above)
+    names = set(re.findall(r"(?<![\"'\w.])tidings\.([A-Z]\w*)\b", page.read_text()))
+    missing = sorted(n for n in names if n not in tidings.__all__)
+    assert not missing, f"{page_id(page)} names tidings.{missing}, which tidings does not export"
 
 
 def test_the_docs_are_found_and_the_site_lists_the_sections() -> None:
