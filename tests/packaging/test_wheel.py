@@ -52,7 +52,10 @@ INSTALL_TIMEOUT = 300
 RUN_TIMEOUT = 120
 
 
-def run(args: list[str | Path], cwd: Path, timeout: float = RUN_TIMEOUT) -> str:
+def execute(
+    args: list[str | Path], cwd: Path, timeout: float = RUN_TIMEOUT, status: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` without this tree on the path; it must exit with ``status``."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     done = subprocess.run(
         [str(a) for a in args],
@@ -63,8 +66,12 @@ def run(args: list[str | Path], cwd: Path, timeout: float = RUN_TIMEOUT) -> str:
         check=False,
         env={**env, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
-    assert done.returncode == 0, f"{args}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    assert done.returncode == status, f"{args}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def run(args: list[str | Path], cwd: Path, timeout: float = RUN_TIMEOUT) -> str:
+    return execute(args, cwd, timeout).stdout
 
 
 def make_venv(path: Path, requirement: str) -> Path:
@@ -160,29 +167,13 @@ def test_mypy_reads_the_types_of_the_installed_wheel(bare: Path, tmp_path: Path)
     # tests/typing's cases, checked here against the wheel instead of src/
     cases = ROOT / "tests" / "typing" / "cases"
     (tmp_path / "mypy.ini").write_text("[mypy]\nstrict = True\n")
-    mypy = [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--no-incremental"]
-    mypy += ["--python-executable", str(bare)]
-    checked = subprocess.run(
-        [*mypy, "--verbose", str(cases / "ok_usage.py")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stdout
+    mypy: list[str | Path] = [sys.executable, "-m", "mypy", "--config-file", "mypy.ini"]
+    mypy += ["--no-incremental", "--python-executable", bare]
+    checked = execute([*mypy, "--verbose", cases / "ok_usage.py"], tmp_path)
     [found] = set(re.findall(r"Parsing (\S+/tidings/__init__\.py) \(tidings\)", checked.stderr))
     assert Path(found).is_relative_to(bare.parent.parent), found  # the wheel's copy, not src/
     bad = cases / "bad_usage.py"
-    refused = subprocess.run(
-        [*mypy, str(bad)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
-    assert refused.returncode == 1, refused.stdout
+    refused = execute([*mypy, bad], tmp_path, status=1)
     marked = len(re.findall(r"# E: [a-z-]+$", bad.read_text(), re.M))
     assert len(re.findall(r"bad_usage\.py:\d+: error:", refused.stdout)) >= marked, refused.stdout
 
