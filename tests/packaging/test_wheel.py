@@ -6,7 +6,7 @@ fresh virtual environments, with dependencies from the package index (pip's cach
 this quick), and nothing of this source tree on the path:
 
 - **without extras**: every public module either imports or fails naming the extra to
-  install (``pip install 'tidings[X]'``); each extra of pyproject.toml is named by at least
+  install (``tidings[X]``, as in ``pip install 'tidings[X]'``); each extra of pyproject.toml is named by at least
   one module (its import guard); ``mypy --strict`` accepts tests/typing's correct usage and
   refuses its wrong usage, reading the wheel's types (``py.typed``), not src/;
 - **with each extra**, one environment per extra, read from pyproject.toml (``dev`` and
@@ -46,7 +46,7 @@ NEEDS_NO_EXTRA = {
     "tidings.testing.store_conformance": "pytest: the user's test runner",
     "tidings.testing.transport_conformance": "pytest: the user's test runner",
 }
-GUARD = re.compile(r"pip install 'tidings\[(?P<extra>[\w-]+)\]'")
+GUARD = re.compile(r"tidings\[(?P<extra>[\w-]+)\]")  # as in: pip install 'tidings[nats]'
 # Every run has a deadline: an install or a smoke script that hangs fails the test.
 INSTALL_TIMEOUT = 300
 RUN_TIMEOUT = 120
