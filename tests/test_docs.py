@@ -33,6 +33,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,3 +210,39 @@ def test_the_docs_are_found_and_the_site_lists_the_sections() -> None:
     nav = (ROOT / "mkdocs.yml").read_text()
     for section in ("Tutorials", "How-to guides", "Reference", "Explanations"):
         assert f"  - {section}:" in nav
+
+
+def test_the_cli_reference_lists_every_command_and_option() -> None:
+    import typer
+
+    from tidings.cli import app
+
+    page = (DOCS / "reference" / "cli.md").read_text()
+    missing = []
+
+    def walk(command: Any, path: str) -> None:  # a click command (typer's own click)
+        named = f"tidings {path}" in page or f"| `{path.rsplit(' ', 1)[-1]}`" in page
+        if path and not named:
+            missing.append(path)
+        for param in command.params:
+            for opt in param.opts:
+                if opt.startswith("--") and opt != "--help" and f"`{opt}" not in page:
+                    missing.append(f"{path} {opt}")
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}".strip())
+
+    walk(typer.main.get_command(app), "")
+    assert not missing, f"docs/reference/cli.md does not mention {missing}"
+
+
+def test_the_errors_reference_names_every_exported_error() -> None:
+    page = (DOCS / "reference" / "errors.md").read_text()
+    errors = [
+        name
+        for name in tidings.__all__
+        if isinstance(getattr(tidings, name), type)
+        and issubclass(getattr(tidings, name), Exception)
+    ]
+    assert len(errors) > 20
+    missing = [name for name in errors if not re.search(rf"`(tidings\.)?{name}`", page)]
+    assert not missing, f"docs/reference/errors.md does not name {missing}"
