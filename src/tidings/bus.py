@@ -1565,9 +1565,11 @@ class Bus:
             fold: called with the state so far and each matching payload.
             initial: the state before the first event.
             topic: only events whose topic matches this topic or pattern.
-            after, upto: only positions after ``after`` and up to ``upto`` (inclusive).
-            since, until: only events whose HLC time is at least ``since`` and less than
-                ``until``: packed HLC times (``envelope.time``) or aware datetimes.
+            after: only positions after ``after``.
+            upto: only positions up to ``upto`` (inclusive).
+            since: only events whose HLC time is at least ``since``: a packed HLC time
+                (``envelope.time``) or an aware datetime.
+            until: only events whose HLC time is less than ``until`` (as ``since``).
             unknown: a record of a type no class is known for: ``"error"`` raises,
                 ``"skip"`` leaves it out, ``"raw"`` folds its payload as JSON values.
 

@@ -17,6 +17,16 @@ Needs the ``tidings[gateway]`` extra. An application runs the same routes in-pro
 
 from __future__ import annotations
 
+try:  # the extra's modules, checked before any submodule needs them
+    import cel  # noqa: F401
+    import httpx  # noqa: F401
+    import watchfiles  # noqa: F401
+    import yaml  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"tidings.gateway needs {exc.name}: install it with pip install 'tidings[gateway]'"
+    ) from exc
+
 from tidings.gateway.config import (
     DEFAULT_DEAD_LETTER,
     ConfigError,

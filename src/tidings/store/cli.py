@@ -21,10 +21,16 @@ from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import msgspec
-import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+
+try:
+    import typer
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"tidings log needs {exc.name}: install it with pip install 'tidings[cli]'"
+    ) from exc
 
 from tidings.clock import to_datetime
 from tidings.exceptions import InvalidStoreURLError, StoreNotFoundError, TidingsError
