@@ -18,7 +18,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import typer
+try:
+    import typer
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"tidings chaos's command line needs {exc.name}: install it with pip install 'tidings[cli]'"
+    ) from exc
 
 from tidings.chaos.errors import ChaosError
 

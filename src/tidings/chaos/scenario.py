@@ -36,7 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+try:
+    import yaml
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"tidings.chaos scenarios need {exc.name}: install it with pip install 'tidings[chaos]'"
+    ) from exc
 
 from tidings.chaos.checker import MODES, Mode
 from tidings.chaos.errors import ScenarioError
