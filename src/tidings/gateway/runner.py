@@ -58,7 +58,7 @@ import httpx
 
 from tidings.exceptions import TidingsError
 from tidings.gateway.config import ConfigError, GatewayConfig, load_config
-from tidings.gateway.dead_letters import REDRIVE_TOPIC, redrive_dispatch
+from tidings.gateway.dead_letters import REDRIVE_TOPIC, dead_letter_topics, redrive_dispatch
 from tidings.gateway.stats import RouteStats
 from tidings.gateway.table import Dispatch, RouteTable
 from tidings.gateway.targets import Sender
@@ -137,8 +137,11 @@ class Gateway:
         self.paths = tuple(Path(p) for p in paths)
         self.consumer = consumer
         self._table = RouteTable.build(config, 1)
-        self.previous: RouteTable | None = None  # the table before the last accepted reload
+        self.previous: RouteTable | None = None  # the last table whose config differed
         self.stats = RouteStats()
+        # every dead-letter topic of every table since start (a reload may remove a route
+        # whose dead letters are still to be redriven or discarded)
+        self.dead_letter_topics = set(dead_letter_topics(self._table))
         self._on_routed = on_routed
         self._pending: dict[str, RouteTable] = {}
         self._client = httpx.AsyncClient()
@@ -192,7 +195,10 @@ class Gateway:
                 "the reloaded config changes http, store or transport: those take effect "
                 "when the gateway is restarted; routes and drain_timeout apply now"
             )
-        self.previous, self._table = self._table, table
+        if table.config != self._table.config:
+            self.previous = self._table
+        self.dead_letter_topics.update(dead_letter_topics(table))
+        self._table = table
         self.reloads["accepted"] += 1
         self.last_error = None
         logger.info("gateway config generation %d loaded", table.generation)

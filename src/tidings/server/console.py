@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -146,8 +147,11 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
         return await index(request)
 
     async def login(request: Request) -> Response:
-        form = await request.form()
-        token = str(form.get("token", "")).strip()
+        body = await request.body()
+        if len(body) > 4096:
+            return problem(413, "a login form is at most 4096 bytes")
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        token = form.get("token", [""])[0].strip()
         if guard.identify(f"Bearer {token}") is None:
             return problem(401, "that token is not valid; check it and log in again")
         answer = RedirectResponse("/", status_code=303)
@@ -235,7 +239,7 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
         return JSONResponse(event_view(found[0], full=True))
 
     async def dead_letters(request: Request, caller: Caller) -> Response:
-        topics = visible_dead_letter_topics(gateway.table, caller)
+        topics = visible_dead_letter_topics(gateway, caller)
         return JSONResponse({"dead_letters": await list_dead_letters(gateway.store, topics)})
 
     async def settle(request: Request, caller: Caller) -> Response:
@@ -251,7 +255,7 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
         ):
             return problem(400, "'positions' is a list of log positions (ints > 0)")
         action = request.path_params["action"]
-        topics = set(visible_dead_letter_topics(gateway.table, caller))
+        topics = set(visible_dead_letter_topics(gateway, caller))
         results = [
             await _settle_one(gateway, caller, topics, action, position, body)
             for position in positions

@@ -24,7 +24,6 @@ import msgspec
 import yaml
 
 from tidings.gateway.config import GatewayConfig
-from tidings.gateway.dead_letters import dead_letter_topics
 
 if TYPE_CHECKING:
     from tidings.gateway.runner import Gateway
@@ -86,9 +85,10 @@ def visible_routes(table: RouteTable, caller: Caller) -> list[str]:
     return [r.name for r in table.config.routes if all(caller.may_subscribe(p) for p in r.from_)]
 
 
-def visible_dead_letter_topics(table: RouteTable, caller: Caller) -> list[str]:
-    """The dead-letter topics ``caller`` may subscribe to."""
-    return [t for t in dead_letter_topics(table) if caller.may_subscribe(t)]
+def visible_dead_letter_topics(gateway: Gateway, caller: Caller) -> list[str]:
+    """The dead-letter topics of the gateway's tables since start that ``caller`` may
+    subscribe to."""
+    return sorted(t for t in gateway.dead_letter_topics if caller.may_subscribe(t))
 
 
 def _route_shape(table: RouteTable, name: str) -> dict[str, Any]:
@@ -173,18 +173,24 @@ async def health_view(gateway: Gateway) -> dict[str, Any]:
 
 
 def _plain(config: GatewayConfig) -> str:
+    """The config as the operator wrote it (each file under a ``# FILE`` line), or, for one
+    built in code, as YAML of its values."""
+    if config.text:
+        return "\n".join(
+            f"# {src}\n{text}" for src, text in zip(config.sources, config.text, strict=False)
+        )
     data = msgspec.to_builtins(config)
     for route in data.get("routes", []):
         for where in ("file", "line", "column"):
             route.pop(where, None)
-    data.pop("sources", None)
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
 def config_view(gateway: Gateway) -> dict[str, Any]:
-    """The live config (``GET /config``'s body) and a unified diff against the generation
-    before it (``diff`` empty when there was none)."""
+    """The live config (``GET /config``'s body), its text (``text``), and a unified diff
+    against the last generation whose config differed (``diff`` empty when there was none)."""
     out = gateway.describe()
+    out["text"] = _plain(gateway.table.config)
     previous = gateway.previous
     if previous is None:
         out["previous_generation"] = None

@@ -382,11 +382,11 @@
     $("cfg-reloads").textContent = Object.entries(config.reloads).map(([k, v]) => `${k}: ${v}`).join(", ") || "none";
     $("cfg-error").textContent = config.last_error ? `${config.last_error} (at ${config.last_error_at})` : "none";
     const diff = $("cfg-diff");
-    if (!config.diff.length) diff.replaceChildren("no earlier generation since the gateway started");
+    if (!config.diff.length) diff.replaceChildren("no other config since the gateway started");
     else diff.replaceChildren(...config.diff.map((line) => el("span", {
       class: line.startsWith("@@") ? "hunk" : line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : "",
     }, line + "\n")));
-    $("cfg-live").textContent = JSON.stringify(config.config, null, 2);
+    $("cfg-live").textContent = config.text;
   }
 
   // -- health -------------------------------------------------------------------------------
