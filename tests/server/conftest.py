@@ -31,7 +31,7 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any, port: int = 0, grace: float | None = None) -> AsyncIterator[str]:
+async def serving(app: Any, port: int = 0, grace: int | None = None) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on loopback (``port`` 0: a free one); yield its base URL.
     ``grace``: seconds a stop waits for open responses (streams) before cancelling them."""
     server = _Server(
@@ -121,7 +121,7 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def service(
-    tmp_path: Path, config: str, port: int = 0, grace: float | None = None, **headers: str
+    tmp_path: Path, config: str, port: int = 0, grace: int | None = None, **headers: str
 ) -> AsyncIterator[Service]:
     """The gateway service for ``config`` (YAML) over a SQLite log in ``tmp_path``, on
     ``port`` (0: a free one; ``grace`` as for :func:`serving`)."""

@@ -248,7 +248,7 @@ async def test_a_flood_of_events_leaves_the_page_responsive_and_its_memory_bound
         async def heap() -> float:
             await cdp.send("HeapProfiler.collectGarbage")
             metrics = (await cdp.send("Performance.getMetrics"))["metrics"]
-            return next(m["value"] for m in metrics if m["name"] == "JSHeapUsedSize")
+            return float(next(m["value"] for m in metrics if m["name"] == "JSHeapUsedSize"))
 
         before = await heap()
         loop = asyncio.get_running_loop()
