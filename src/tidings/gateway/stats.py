@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ("LATENCY_BUCKETS", "WINDOW", "RouteStats", "TargetOutcome")
+__all__ = ("LATENCY_BUCKETS", "WINDOW", "RouteStats", "RouteTotals", "TargetOutcome")
 
 WINDOW = 180
 """Seconds of history kept per route (one bucket per second)."""
@@ -50,6 +50,20 @@ class TargetOutcome:
     address: str
     result: str
     error: str = ""
+
+
+@dataclass(frozen=True)
+class RouteTotals:
+    """One route's counts since start (for Prometheus): ``buckets`` pairs each latency upper
+    bound (seconds) with the number of dispatches that took at most that long (cumulative)."""
+
+    route: str
+    events: int
+    errors: int
+    dead_lettered: int
+    variants: dict[str, int]
+    buckets: list[tuple[float, int]]
+    latency_sum: float
 
 
 def _bucket_of(latency: float) -> int:
@@ -87,6 +101,8 @@ class _Route:
     errors: int = 0
     dead_lettered: int = 0
     variants: Counter[str] = field(default_factory=Counter)
+    latency: list[int] = field(default_factory=lambda: [0] * LATENCY_BUCKETS)
+    latency_sum: float = 0.0
 
 
 @dataclass
@@ -169,7 +185,10 @@ class RouteStats:
             slot.dead_lettered += 1
         if variant is not None:
             stats.variants[variant] += 1
-        slot.latency[_bucket_of(latency)] += 1
+        bucket = _bucket_of(latency)
+        slot.latency[bucket] += 1
+        stats.latency[bucket] += 1
+        stats.latency_sum += latency
 
     def snapshot(self, routes: Iterable[str]) -> dict[str, Any]:
         """Plain data for ``routes`` (in that order; routes never seen read as zero) and every
@@ -226,3 +245,27 @@ class RouteStats:
             for (kind, address), t in sorted(self._targets.items())
         ]
         return {"now": now, "window": WINDOW, "routes": out_routes, "targets": targets}
+
+    def totals(self, every: int = 4) -> list[RouteTotals]:
+        """Each route's totals since start, with a cumulative latency histogram at every
+        ``every``-th bucket bound (4: bounds 2.44x apart, from 100 µs to about a minute)."""
+        out = []
+        for name, stats in sorted(self._routes.items()):
+            cumulative = 0
+            buckets = []
+            for bucket, count in enumerate(stats.latency):
+                cumulative += count
+                if bucket % every == 0:
+                    buckets.append((_upper_bound(bucket), cumulative))
+            out.append(
+                RouteTotals(
+                    name,
+                    stats.events,
+                    stats.errors,
+                    stats.dead_lettered,
+                    dict(stats.variants),
+                    buckets,
+                    stats.latency_sum,
+                )
+            )
+        return out
