@@ -147,7 +147,7 @@
     let chart = state.charts.get(name);
     if (chart || typeof uPlot === "undefined") return chart;
     chart = new uPlot({
-      width: 260, height: 56, class: "chart", legend: { show: false }, cursor: { show: false },
+      width: 300, height: 56, class: "chart", legend: { show: false }, cursor: { show: false },
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
       axes: [{ show: false }, { show: false }],
       series: [{}, { stroke: "#0b5cad", width: 1.5, fill: "rgba(11,92,173,.12)" }, { stroke: "#cf222e", width: 1.5 }],
@@ -195,8 +195,12 @@
       cells[8].className = "variants";
       const chart = chartFor(route.name, cells[9]);
       if (chart) {
-        const xs = route.series.events.map((_, i) => data.now - data.window + 1 + i);
-        chart.setData([xs, route.series.events, route.series.errors]);
+        // from the first busy second (at least the last 30 s) up to now
+        const events = route.series.events, errors = route.series.errors;
+        const busy = events.findIndex((n) => n > 0);
+        const from = Math.max(0, Math.min(busy < 0 ? events.length : busy, events.length - 30));
+        const xs = events.slice(from).map((_, i) => data.now - data.window + 1 + from + i);
+        chart.setData([xs, events.slice(from), errors.slice(from)]);
       }
     }
     for (const row of [...body.rows]) {
