@@ -186,12 +186,15 @@ async def test_redrive_and_discard_are_recorded_in_the_log_and_the_dead_letters_
 async def test_the_config_view_diffs_against_the_previous_config_and_health_names_targets(
     tmp_path: Path,
 ) -> None:
-    async with service(tmp_path, HOOKED.format(hook="http://127.0.0.1:9/hook")) as svc:
+    secret_store = "store: postgresql://user:pw-secret@127.0.0.1:1/db\n"  # not the one used
+    async with service(
+        tmp_path, secret_store + HOOKED.format(hook="http://127.0.0.1:9/hook")
+    ) as svc:
         await post(svc, structured(1, amount=500))
         await svc.settle()
         before = (await svc.client.get("/console/api/config")).json()
         (tmp_path / "gateway.yaml").write_text(
-            HOOKED.format(hook="http://127.0.0.1:9/hook").replace("> 100", "> 200")
+            secret_store + HOOKED.format(hook="http://127.0.0.1:9/hook").replace("> 100", "> 200")
         )
         assert await svc.gateway.reload()
         after = (await svc.client.get("/console/api/config")).json()
@@ -201,6 +204,8 @@ async def test_the_config_view_diffs_against_the_previous_config_and_health_name
                 seen += chunk
                 if "event: health" in seen and "\n\n" in seen.split("event: health", 1)[1]:
                     break
+    assert "pw-secret" not in json.dumps([before, after])
+    assert "user:***@" in after["text"]
     assert before["diff"] == []
     assert before["previous_generation"] is None
     assert after["previous_generation"] == 1
@@ -208,6 +213,8 @@ async def test_the_config_view_diffs_against_the_previous_config_and_health_name
     assert "+    when: data.amount > 200" in after["diff"]
     data = json.loads(seen.split("event: health\ndata: ", 1)[1].split("\n\n", 1)[0])
     assert data["store"]["state"] == "ok"
+    assert data["store"]["url"] == "postgresql://user:***@127.0.0.1:1/db"
+    assert "pw-secret" not in seen
     assert data["transport"]["state"] == "none"
     [target] = data["targets"]
     assert target["state"] == "failing"

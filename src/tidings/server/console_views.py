@@ -9,7 +9,8 @@ serves these). Invariants:
 - An event sent in a list is at most :data:`PREVIEW_LIMIT` bytes of payload; a larger one
   says so (``truncated``) and its detail is read by position.
 - Secrets never leave: token secrets are not in the config (only the environment variable
-  names), and a password in a store or transport URL is replaced by ``***``.
+  names), and a password in a store or transport URL is replaced by ``***`` wherever it
+  would show (health, the config, its text and its diff).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def _without_secret(url: str | None) -> str | None:
     if parts.password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 async def health_view(gateway: Gateway) -> dict[str, Any]:
@@ -195,7 +196,7 @@ def config_view(gateway: Gateway) -> dict[str, Any]:
     if previous is None:
         out["previous_generation"] = None
         out["diff"] = []
-        return out
+        return _masked(out, gateway.table.config)
     out["previous_generation"] = previous.generation
     out["diff"] = list(
         difflib.unified_diff(
@@ -206,4 +207,23 @@ def config_view(gateway: Gateway) -> dict[str, Any]:
             lineterm="",
         )
     )
-    return out
+    return _masked(out, gateway.table.config, previous.config)
+
+
+def _masked(data: dict[str, Any], *configs: GatewayConfig) -> dict[str, Any]:
+    """``data`` with every password of the configs' store and transport URLs (as it stands
+    in a URL, ``:PASSWORD@``) replaced by ``***``."""
+    secrets = {
+        password
+        for config in configs
+        for url in (config.store, config.transport)
+        if url is not None and (password := urllib.parse.urlsplit(url).password)
+    }
+    if not secrets:
+        return data
+    text = msgspec.json.encode(data).decode()
+    for secret in sorted(secrets, key=len, reverse=True):
+        quoted = msgspec.json.encode(secret).decode()[1:-1]
+        text = text.replace(f":{quoted}@", ":***@")
+    masked: dict[str, Any] = msgspec.json.decode(text)
+    return masked
