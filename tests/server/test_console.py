@@ -9,12 +9,10 @@ of the console to PATH (``docs/console.png``).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.async_api import Page, expect
@@ -22,20 +20,12 @@ from playwright.async_api import Page, expect
 from tidings.gateway.dead_letters import REDRIVE_TOPIC
 
 from .browser import browsing
-from .conftest import Service, receiver, service, structured
+from .conftest import receiver, service, structured
+from .consoles import HOOKED, post
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "gateway.yaml"
 
 pytestmark = pytest.mark.timeout(90)
-
-
-async def post(svc: Service, events: list[dict[str, Any]]) -> None:
-    answer = await svc.client.post(
-        "/events",
-        content=json.dumps(events),
-        headers={"content-type": "application/cloudevents-batch+json"},
-    )
-    assert answer.status_code == 202, answer.text
 
 
 async def live(page: Page, url: str, hash_: str = "") -> None:
@@ -102,20 +92,6 @@ async def test_overview_shows_every_route_of_the_example_config_and_counts_reach
             await page.screenshot(path=target)
 
 
-HOOKED = """\
-routes:
-  - name: big
-    from: orders.placed
-    when: data.amount > 100
-    to:
-      - {{webhook: "{hook}", timeout: 2s, retry: {{max_attempts: 2, backoff: 10ms}}}}
-    dead_letter: orders.dead
-  - name: small
-    from: orders.placed
-    to: [{{topic: audit.small}}]
-"""
-
-
 SMALL_ONLY = """\
 routes:
   - name: small
@@ -130,7 +106,7 @@ async def test_a_failing_webhooks_events_are_dead_letters_and_a_redrive_delivers
     failing = 3
     async with (
         receiver([503] * (2 * failing)) as (hook, got),  # 2 attempts each, then it recovers
-        service(tmp_path, HOOKED.format(hook=hook), grace=1) as svc,
+        service(tmp_path, HOOKED.format(hook=hook, attempts=2), grace=1) as svc,
         browsing(tmp_path) as browser,
     ):
         page = browser.page
@@ -162,9 +138,7 @@ async def test_a_failing_webhooks_events_are_dead_letters_and_a_redrive_delivers
 async def test_redriving_an_event_whose_route_a_reload_removed_says_so_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
-    config = HOOKED.format(hook="http://127.0.0.1:9/hook").replace(
-        "max_attempts: 2", "max_attempts: 1"
-    )
+    config = HOOKED.format(hook="http://127.0.0.1:9/hook", attempts=1)
     async with (
         service(tmp_path, config, grace=1) as svc,
         browsing(tmp_path) as browser,

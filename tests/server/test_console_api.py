@@ -12,28 +12,7 @@ import pytest
 from tidings.gateway.dead_letters import DISCARD_TOPIC, REDRIVE_TOPIC
 
 from .conftest import Service, receiver, service, structured
-
-HOOKED = """\
-routes:
-  - name: big
-    from: orders.placed
-    when: data.amount > 100
-    to:
-      - {{webhook: "{hook}", timeout: 2s, retry: {{max_attempts: 1, backoff: 10ms}}}}
-    dead_letter: orders.dead
-  - name: small
-    from: orders.placed
-    to: [{{topic: audit.small}}]
-"""
-
-
-async def post(svc: Service, *events: dict[str, object]) -> None:
-    answer = await svc.client.post(
-        "/events",
-        content=json.dumps(list(events)),
-        headers={"content-type": "application/cloudevents-batch+json"},
-    )
-    assert answer.status_code == 202, answer.text
+from .consoles import HOOKED, post
 
 
 async def dead_letters(svc: Service) -> list[dict[str, object]]:
@@ -108,7 +87,7 @@ async def test_the_log_browser_reads_by_position_by_time_and_by_cel_and_names_ba
     tmp_path: Path,
 ) -> None:
     async with service(tmp_path, "routes: []\n") as svc:
-        await post(svc, *(structured(i, amount=i * 10) for i in range(20)))
+        await post(svc, [structured(i, amount=i * 10) for i in range(20)])
         page = (await svc.client.get("/console/api/log", params={"after": 5, "limit": 3})).json()
         cel = (
             await svc.client.get("/console/api/log", params={"filter": "data.amount >= 150"})
@@ -139,9 +118,9 @@ async def test_redrive_and_discard_are_recorded_in_the_log_and_the_dead_letters_
 ) -> None:
     async with (
         receiver([500, 500]) as (hook, got),
-        service(tmp_path, HOOKED.format(hook=hook)) as svc,
+        service(tmp_path, HOOKED.format(hook=hook, attempts=1)) as svc,
     ):
-        await post(svc, structured(1, amount=500), structured(2, amount=500))
+        await post(svc, [structured(1, amount=500), structured(2, amount=500)])
         await got.wait_for(2)
         await svc.settle()
         letters = await dead_letters(svc)
@@ -188,13 +167,14 @@ async def test_the_config_view_diffs_against_the_previous_config_and_health_name
 ) -> None:
     secret_store = "store: postgresql://user:pw-secret@127.0.0.1:1/db\n"  # not the one used
     async with service(
-        tmp_path, secret_store + HOOKED.format(hook="http://127.0.0.1:9/hook")
+        tmp_path, secret_store + HOOKED.format(hook="http://127.0.0.1:9/hook", attempts=1)
     ) as svc:
-        await post(svc, structured(1, amount=500))
+        await post(svc, [structured(1, amount=500)])
         await svc.settle()
         before = (await svc.client.get("/console/api/config")).json()
         (tmp_path / "gateway.yaml").write_text(
-            secret_store + HOOKED.format(hook="http://127.0.0.1:9/hook").replace("> 100", "> 200")
+            secret_store
+            + HOOKED.format(hook="http://127.0.0.1:9/hook", attempts=1).replace("> 100", "> 200")
         )
         assert await svc.gateway.reload()
         after = (await svc.client.get("/console/api/config")).json()
