@@ -3,6 +3,7 @@ browser, dead-letter redrive and discard as recorded in the log, the config diff
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from tidings.gateway.dead_letters import DISCARD_TOPIC, REDRIVE_TOPIC
 
+from . import browser
 from .conftest import Service, receiver, service, structured
 from .consoles import HOOKED, post
 
@@ -200,3 +202,28 @@ async def test_the_config_view_diffs_against_the_previous_config_and_health_name
     assert target["state"] == "failing"
     assert target["route"] == "big"
     assert "ConnectError" in target["last_error"]
+
+
+async def test_a_binary_payload_is_shown_as_base64_text(tmp_path: Path) -> None:
+    binary = {**structured(1), "datacontenttype": "application/octet-stream"}
+    del binary["data"]
+    binary["data_base64"] = base64.b64encode(b"\x00\xffbytes").decode()
+    async with service(tmp_path, "routes: []\n") as svc:
+        await post(svc, [binary])
+        page = await svc.client.get("/console/api/log")
+        one = await svc.client.get("/console/api/event/1")
+    assert page.status_code == 200
+    assert page.json()["events"][0]["payload"] == binary["data_base64"]
+    assert one.json()["payload"] == binary["data_base64"]
+
+
+def test_without_chromium_a_browser_test_skips_saying_why_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(browser, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y chromium"):
+        browser.require_chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="/nonexistent/chromium is missing"):
+        browser.require_chromium()

@@ -41,7 +41,6 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
-    JSONResponse,
     RedirectResponse,
     Response,
     StreamingResponse,
@@ -170,7 +169,7 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
         return answer
 
     async def session(request: Request, caller: Caller) -> Response:
-        return JSONResponse(
+        return _json(
             {"caller": caller.name, "open": guard.open, "generation": gateway.table.generation}
         )
 
@@ -227,7 +226,7 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
                 records.append(record)
                 if len(records) >= int(raw_limit):
                     break
-        return JSONResponse(
+        return _json(
             {"events": [event_view(r) for r in records], "next_after": scanned},
         )
 
@@ -236,11 +235,11 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
         found = await gateway.store.read(after=raw - 1, upto=raw, unknown="raw")
         if not found or not caller.may_subscribe(found[0].envelope.topic):
             return problem(404, f"no event at position {raw} that this token may see")
-        return JSONResponse(event_view(found[0], full=True))
+        return _json(event_view(found[0], full=True))
 
     async def dead_letters(request: Request, caller: Caller) -> Response:
         topics = visible_dead_letter_topics(gateway, caller)
-        return JSONResponse({"dead_letters": await list_dead_letters(gateway.store, topics)})
+        return _json({"dead_letters": await list_dead_letters(gateway.store, topics)})
 
     async def settle(request: Request, caller: Caller) -> Response:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
@@ -261,10 +260,10 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
             for position in positions
         ]
         status = 200 if all(r["ok"] for r in results) else 207
-        return JSONResponse({"results": results}, status_code=status)
+        return _json({"results": results}, status_code=status)
 
     async def config(request: Request, caller: Caller) -> Response:
-        return JSONResponse(config_view(gateway))
+        return _json(config_view(gateway))
 
     return [
         Route("/", root, methods=["GET"]),
@@ -326,6 +325,11 @@ async def _settle_one(
     except RedriveError as exc:
         return {"position": position, "ok": False, "message": str(exc)}
     return {"position": position, "ok": True, "message": message}
+
+
+def _json(data: Any, status_code: int = 200) -> Response:
+    """JSON by msgspec (payloads may hold bytes: they go as base64 text)."""
+    return Response(msgspec.json.encode(data), status_code, media_type="application/json")
 
 
 def _sse(event: str, data: Any) -> bytes:

@@ -58,11 +58,20 @@ def trace_id(headers: Mapping[str, str]) -> str | None:
     return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else None
 
 
+def _shown(payload: Any) -> Any:
+    """``payload`` as JSON values (bytes as base64 text); a payload of a class that does not
+    map to JSON (an exception inside) as its ``repr``."""
+    try:
+        return msgspec.to_builtins(payload)
+    except (TypeError, ValueError):
+        return repr(payload)
+
+
 def event_view(record: StoredEvent, *, full: bool = False) -> dict[str, Any]:
     """One log record for the page: envelope fields, trace id and payload (see the module
     docstring for ``truncated``; ``full`` sends the payload whatever its size)."""
     env = record.envelope
-    payload: Any = env.payload
+    payload = _shown(env.payload)
     size = len(msgspec.json.encode(payload))
     truncated = not full and size > PREVIEW_LIMIT
     return {
