@@ -3,6 +3,7 @@ browser, dead-letter redrive and discard as recorded in the log, the config diff
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -227,3 +228,22 @@ def test_without_chromium_a_browser_test_skips_saying_why_and_fails_under_ci(
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="/nonexistent/chromium is missing"):
         browser.require_chromium()
+
+
+async def test_concurrent_redrives_of_one_dead_letter_record_one(tmp_path: Path) -> None:
+    async with service(tmp_path, HOOKED.format(hook="http://127.0.0.1:9/hook", attempts=1)) as svc:
+        await post(svc, [structured(1, amount=500)])
+        await svc.settle()
+        [letter] = await dead_letters(svc)
+        answers = await asyncio.gather(
+            *(
+                svc.client.post(
+                    "/console/api/dead-letters/redrive", json={"positions": [letter["position"]]}
+                )
+                for _ in range(4)
+            )
+        )
+        await svc.settle()
+        redrives = await svc.records(REDRIVE_TOPIC)
+    assert sorted(a.status_code for a in answers) == [200, 207, 207, 207]
+    assert len(redrives) == 1

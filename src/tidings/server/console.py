@@ -18,6 +18,8 @@ Endpoints (all but the page and its static files need a token, as the API does):
 - ``GET /console/api/event/{position}``: one record in full.
 - ``GET /console/api/dead-letters``; ``POST /console/api/dead-letters/redrive`` and
   ``.../discard`` with ``{"positions": [...]}`` (JSON only: a cross-site form cannot post it).
+  Requests to settle are served one at a time, so two concurrent redrives of one dead
+  letter record one redrive (within one gateway process).
 - ``GET /console/api/config``: the live config and its diff against the generation before.
 
 Access: a token with no ``subscribe`` scope is refused every data endpoint (403); otherwise
@@ -107,6 +109,7 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
     """The console's routes over ``gateway``, checked by ``guard``; ``index`` answers ``/``
     for clients that do not ask for HTML."""
     page = _asset("index.html")
+    settling = asyncio.Lock()
 
     def caller_of(request: Request) -> Caller:
         header = request.headers.get("authorization")
@@ -255,10 +258,11 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
             return problem(400, "'positions' is a list of log positions (ints > 0)")
         action = request.path_params["action"]
         topics = set(visible_dead_letter_topics(gateway, caller))
-        results = [
-            await _settle_one(gateway, caller, topics, action, position, body)
-            for position in positions
-        ]
+        async with settling:  # one at a time: a dead letter is settled once
+            results = [
+                await _settle_one(gateway, caller, topics, action, position, body)
+                for position in positions
+            ]
         status = 200 if all(r["ok"] for r in results) else 207
         return _json({"results": results}, status_code=status)
 
