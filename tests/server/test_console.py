@@ -170,7 +170,9 @@ async def test_redriving_an_event_whose_route_a_reload_removed_says_so_and_loses
         assert len(await svc.records("orders.placed")) == 1
 
 
-async def test_html_and_script_in_an_event_are_shown_as_text(tmp_path: Path) -> None:
+async def test_html_and_script_in_an_event_are_shown_as_text_and_the_tail_filters(
+    tmp_path: Path,
+) -> None:
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     hostile = {
         **structured(1, note="<img src=x onerror=\"alert('img')\">"),
@@ -201,6 +203,17 @@ async def test_html_and_script_in_an_event_are_shown_as_text(tmp_path: Path) -> 
         await expect(page.locator("#log tbody tr")).to_have_count(2)
         assert await page.locator("#events img, #events script, #events svg").count() == 0
         assert await page.evaluate("() => window.__ran") is None
+        # the tail's CEL filter: a bad one is named, a good one applies to what comes next
+        await page.get_by_test_id("tail-filter").fill("data.n >")
+        await page.get_by_role("button", name="apply").click()
+        await expect(page.locator("#tail-error")).to_contain_text("does not compile")
+        await expect(page.get_by_test_id("connection")).to_have_text("live")
+        await page.get_by_test_id("tail-filter").fill("data.n == 4")
+        await page.get_by_role("button", name="apply").click()
+        await expect(page.get_by_test_id("connection")).to_have_text("live")
+        await post(svc, [structured(3), structured(4)])
+        await expect(rows).to_have_count(1)
+        await expect(rows).to_contain_text("ev-4")
     assert browser.dialogs == []
     assert browser.errors == []
 
