@@ -82,6 +82,7 @@
     const query = new URLSearchParams({ topic: state.topic, filter: state.filter });
     const source = new EventSource("/console/api/stream?" + query.toString());
     state.source = source;
+    setConnection("connecting…", "unknown"); // "live" again once this stream says hello
     source.addEventListener("hello", () => {
       state.retryDelay = 1000;
       show("banner", false);
