@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Dialog, Page, async_playwright
+from playwright.async_api import Dialog, Page, async_playwright, expect
 
 CHROMIUM = "/usr/bin/chromium"
+
+# every wait of a browser test has a timeout, generous for a loaded machine
+expect.set_options(timeout=15_000)
 
 
 def require_chromium() -> None:

@@ -151,7 +151,7 @@ async def test_redriving_an_event_whose_route_a_reload_removed_says_so_and_loses
         (tmp_path / "gateway.yaml").write_text(SMALL_ONLY)
         assert await svc.gateway.reload()
         # (the file watcher may reload it too: one more generation, the same config)
-        await expect(page.locator("#generation")).to_have_text(re.compile(r"generation [23]$"))
+        await expect(page.locator("#generation")).to_have_text(re.compile(r"generation [2-9]$"))
 
         await page.locator("#dead-all").check()
         await page.get_by_test_id("redrive-selected").click()
