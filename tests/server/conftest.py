@@ -31,10 +31,18 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yield its base URL."""
+async def serving(app: Any, port: int = 0, grace: int | None = None) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on loopback (``port`` 0: a free one); yield its base URL.
+    ``grace``: seconds a stop waits for open responses (streams) before cancelling them."""
     server = _Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=grace,
+        )
     )
     task = asyncio.create_task(server.serve())
     for _ in range(500):
@@ -112,8 +120,11 @@ class Service:
 
 
 @contextlib.asynccontextmanager
-async def service(tmp_path: Path, config: str, **headers: str) -> AsyncIterator[Service]:
-    """The gateway service for ``config`` (YAML) over a SQLite log in ``tmp_path``."""
+async def service(
+    tmp_path: Path, config: str, port: int = 0, grace: int | None = None, **headers: str
+) -> AsyncIterator[Service]:
+    """The gateway service for ``config`` (YAML) over a SQLite log in ``tmp_path``, on
+    ``port`` (0: a free one; ``grace`` as for :func:`serving`)."""
     path = tmp_path / "gateway.yaml"
     path.write_text(config)
     loaded = load_config([path])
@@ -126,7 +137,7 @@ async def service(tmp_path: Path, config: str, **headers: str) -> AsyncIterator[
         await gateway.start()
         try:
             async with (
-                serving(app) as url,
+                serving(app, port, grace) as url,
                 httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client,
             ):
                 yield Service(url, gateway, bus, client, routed)

@@ -48,6 +48,7 @@ import contextlib
 import datetime as _dt
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -57,6 +58,8 @@ import httpx
 
 from tidings.exceptions import TidingsError
 from tidings.gateway.config import ConfigError, GatewayConfig, load_config
+from tidings.gateway.dead_letters import REDRIVE_TOPIC, dead_letter_topics, redrive_dispatch
+from tidings.gateway.stats import RouteStats
 from tidings.gateway.table import Dispatch, RouteTable
 from tidings.gateway.targets import Sender
 
@@ -134,6 +137,11 @@ class Gateway:
         self.paths = tuple(Path(p) for p in paths)
         self.consumer = consumer
         self._table = RouteTable.build(config, 1)
+        self.previous: RouteTable | None = None  # the last table whose config differed
+        self.stats = RouteStats()
+        # every dead-letter topic of every table since start (a reload may remove a route
+        # whose dead letters are still to be redriven or discarded)
+        self.dead_letter_topics = set(dead_letter_topics(self._table))
         self._on_routed = on_routed
         self._pending: dict[str, RouteTable] = {}
         self._client = httpx.AsyncClient()
@@ -187,6 +195,9 @@ class Gateway:
                 "the reloaded config changes http, store or transport: those take effect "
                 "when the gateway is restarted; routes and drain_timeout apply now"
             )
+        if table.config != self._table.config:
+            self.previous = self._table
+        self.dead_letter_topics.update(dead_letter_topics(table))
         self._table = table
         self.reloads["accepted"] += 1
         self.last_error = None
@@ -377,6 +388,8 @@ class Gateway:
                 env = record.envelope
                 table = self._pending.pop(env.id, None) or self._table
                 dispatches = table.route(env)
+                if env.topic == REDRIVE_TOPIC:
+                    dispatches = [*dispatches, *await self._redrive(env, table)]
                 position = record.position
                 if dispatches:
                     self._in_flight[position] = len(dispatches)
@@ -394,9 +407,23 @@ class Gateway:
                 if position - self._committed >= _COMMIT_EVERY:
                     await self._commit()
 
+    async def _redrive(self, env: Envelope[Any], table: RouteTable) -> list[Dispatch]:
+        dispatch, gone = await redrive_dispatch(self.store, env, table)
+        if dispatch is None:
+            logger.error("gateway: redrive record %s ignored: %s", env.id, gone)
+            return []
+        if gone:
+            await self.sender.dead_letter(dispatch, dispatch.targets[0], 0, None, gone)
+            return []
+        return [dispatch]
+
     async def _deliver(self, position: int, dispatch: Dispatch) -> None:
+        started = time.perf_counter()
         try:
-            await self.sender.send(dispatch)
+            outcomes = await self.sender.send(dispatch)
+            self.stats.record(
+                dispatch.route, dispatch.variant, time.perf_counter() - started, outcomes
+            )
         finally:
             self._slots.release()
             left = self._in_flight[position] - 1

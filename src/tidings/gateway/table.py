@@ -36,7 +36,7 @@ from tidings.gateway.config import GatewayConfig, RouteConfig, SplitConfig, Targ
 from tidings.gateway.expressions import Condition, compile_condition
 from tidings.topics import compile_pattern
 
-__all__ = ("VARIANT_HEADER", "Dispatch", "RouteTable", "choose_variant", "redact")
+__all__ = ("VARIANT_HEADER", "Dispatch", "RouteTable", "choose_variant", "matches", "redact")
 
 VARIANT_HEADER = "splitvariant"
 """The header naming the split variant an event was sent to."""
@@ -52,6 +52,7 @@ class Dispatch:
     targets: tuple[TargetConfig, ...]
     envelope: Envelope[Any]
     dead_letter: str
+    variant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,12 @@ _ATTRIBUTE: dict[str, Callable[[Envelope[Any]], Any]] = {
 """How each CEL variable is read off an envelope (see :mod:`tidings.gateway.expressions`)."""
 
 
+def matches(condition: Condition, envelope: Envelope[Any]) -> bool | None:
+    """Whether ``envelope`` satisfies ``condition`` as a route's ``when`` would judge it;
+    ``None`` when the evaluation failed on it."""
+    return condition.evaluate({name: _ATTRIBUTE[name](envelope) for name in condition.names})
+
+
 class RouteTable:
     """An immutable, compiled route table (see the module docstring).
 
@@ -218,17 +225,23 @@ class RouteTable:
         config = route.config
         targets = config.to
         out = envelope
+        variant = None
         if config.split is not None:
             chosen = choose_variant(config.name, config.split, envelope)
             if chosen is not None:
                 name, extra = chosen
+                variant = name
                 targets = targets + extra
                 headers: Mapping[str, str] = {**envelope.headers, VARIANT_HEADER: name}
                 out = msgspec.structs.replace(out, headers=headers)
         if config.redact:
             paths = tuple(tuple(p.split(".")[1:]) for p in config.redact)
             out = msgspec.structs.replace(out, payload=redact(out.payload, paths, config.mask))
-        return Dispatch(config.name, targets, out, config.dead_letter)
+        return Dispatch(config.name, targets, out, config.dead_letter, variant)
+
+    def find(self, name: str) -> RouteConfig | None:
+        """The route named ``name`` in this table, if there is one."""
+        return next((r.config for r in self._routes if r.config.name == name), None)
 
     def describe(self) -> dict[str, Any]:
         """The table as plain data (for ``GET /config``)."""

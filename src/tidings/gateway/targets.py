@@ -27,6 +27,7 @@ import httpx
 
 from tidings.cloudevents import to_cloudevent
 from tidings.gateway.config import TargetConfig
+from tidings.gateway.stats import TargetOutcome
 from tidings.transports.http import encode_binary, encode_structured
 
 if TYPE_CHECKING:
@@ -51,19 +52,22 @@ class Sender:
         self._client = client
         self.outcomes: Counter[tuple[str, str]] = Counter()
 
-    async def send(self, dispatch: Dispatch) -> None:
-        """Deliver ``dispatch`` to each of its targets, in order. Never raises."""
+    async def send(self, dispatch: Dispatch) -> list[TargetOutcome]:
+        """Deliver ``dispatch`` to each of its targets, in order; what became of each.
+        Never raises."""
+        done: list[TargetOutcome] = []
         for target in dispatch.targets:
             try:
                 if target.kind == "webhook":
-                    await self._webhook(dispatch, target)
+                    done.append(await self._webhook(dispatch, target))
                 else:
                     env = dispatch.envelope
                     await self._bus.emit(
                         env.payload, topic=target.address, key=env.key, headers=env.headers
                     )
                     self.outcomes[(target.kind, "delivered")] += 1
-            except Exception:
+                    done.append(TargetOutcome(target.kind, target.address, "delivered"))
+            except Exception as exc:
                 logger.exception(
                     "gateway route %r could not send to %s %s",
                     dispatch.route,
@@ -71,8 +75,14 @@ class Sender:
                     target.address,
                 )
                 self.outcomes[(target.kind, "failed")] += 1
+                done.append(
+                    TargetOutcome(
+                        target.kind, target.address, "failed", f"{type(exc).__name__}: {exc}"
+                    )
+                )
+        return done
 
-    async def _webhook(self, dispatch: Dispatch, target: TargetConfig) -> None:
+    async def _webhook(self, dispatch: Dispatch, target: TargetConfig) -> TargetOutcome:
         env = dispatch.envelope
         if target.mode == "structured":
             headers, body = encode_structured(env)
@@ -88,7 +98,7 @@ class Sender:
                 status = answer.status_code
                 if 200 <= status < 300:
                     self.outcomes[("webhook", "delivered")] += 1
-                    return
+                    return TargetOutcome("webhook", target.address, "delivered")
                 error = f"HTTP {status}"
                 if 400 <= status < 500 and status not in (408, 429):
                     break
@@ -101,6 +111,7 @@ class Sender:
                 delay = target.backoff * 2 ** (attempt - 1)
                 await asyncio.sleep(delay * (0.5 + random.random()))
         await self.dead_letter(dispatch, target, attempt, status, error)
+        return TargetOutcome("webhook", target.address, "dead_lettered", error)
 
     async def dead_letter(
         self,

@@ -14,6 +14,7 @@ Endpoints:
   ``id: POSITION``, ``event: TOPIC`` and the structured CloudEvent as ``data``. Without
   ``after`` (or ``Last-Event-ID``, which wins) the stream starts live, at the end of the log.
 - ``GET /config``: the live config, its generation, when it was loaded, the last error.
+- ``GET /``: the console for a browser (:mod:`tidings.server.console`), else a JSON index.
 - ``GET /metrics``, ``/healthz``, ``/readyz`` (503 until the gateway follows its log),
   ``/openapi.json``.
 
@@ -38,6 +39,7 @@ from tidings.cloudevents import to_cloudevent
 from tidings.exceptions import CloudEventError, DecodeError, InvalidTopicError, StoreError
 from tidings.gateway.runner import EventIdConflictError, Gateway
 from tidings.server.access import Access, Caller
+from tidings.server.console import console_routes
 from tidings.server.openapi import openapi
 from tidings.server.problems import problem
 from tidings.server.telemetry import registry_for
@@ -210,7 +212,7 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
-            Route("/", index, methods=["GET"]),
+            *console_routes(gateway, guard, index),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

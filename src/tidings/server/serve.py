@@ -129,6 +129,7 @@ async def _run(paths: Sequence[str], config: GatewayConfig, out: TextIO) -> int:
     url = f"http://{host}:{port}"
     where = ", ".join(paths) if paths else "the embedded default"
     print(f"tidings gateway serving {url}  (config: {where}, generation 1)", file=out)
+    print(f"  console: {url}/  (open it in a browser)", file=out)
     print(f"  health:  {url}/healthz   ready: {url}/readyz", file=out)
     print(f"  config:  {url}/config   metrics: {url}/metrics   api: {url}/openapi.json", file=out)
     print(f"  follow the log (server-sent events): {stream_curl(url, config)}", file=out)

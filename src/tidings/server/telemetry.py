@@ -10,6 +10,12 @@
                                                      ``dead_lettered``, ``failed``
 ``tidings_gateway_condition_errors_total`` counter   CEL conditions that failed on an event
                                                      (table in force)
+``tidings_gateway_route_dispatches_total`` counter   ``{route, result}``: finished dispatches,
+                                                     ``ok`` or ``error`` (a target failed)
+``tidings_gateway_route_dead_letters_total`` counter ``{route}``: dispatches dead-lettered
+``tidings_gateway_route_variants_total``  counter    ``{route, variant}``: split choices
+``tidings_gateway_route_latency_seconds`` histogram  ``{route}``: dispatch to last target
+                                                     (:mod:`tidings.gateway.stats`)
 ========================================  =========  =========================================
 
 Values are read from the gateway's counters when Prometheus scrapes (nothing per event).
@@ -19,7 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from tidings.gateway.runner import Gateway
@@ -64,6 +75,36 @@ class GatewayCollector(Collector):
             "CEL conditions that failed on an event (table in force)",
             value=gateway.table.condition_errors,
         )
+        yield from _route_metrics(gateway)
+
+
+def _route_metrics(gateway: Gateway) -> Iterator[Metric]:
+    dispatches = CounterMetricFamily(
+        "tidings_gateway_route_dispatches",
+        "Finished dispatches by route and result",
+        labels=["route", "result"],
+    )
+    dead = CounterMetricFamily(
+        "tidings_gateway_route_dead_letters", "Dispatches dead-lettered by route", labels=["route"]
+    )
+    variants = CounterMetricFamily(
+        "tidings_gateway_route_variants", "Split variants chosen", labels=["route", "variant"]
+    )
+    latency = HistogramMetricFamily(
+        "tidings_gateway_route_latency_seconds",
+        "Dispatch to last target, retries included",
+        labels=["route"],
+    )
+    for route in gateway.stats.totals():
+        dispatches.add_metric([route.route, "ok"], route.events - route.errors)
+        dispatches.add_metric([route.route, "error"], route.errors)
+        dead.add_metric([route.route], route.dead_lettered)
+        for variant, count in sorted(route.variants.items()):
+            variants.add_metric([route.route, variant], count)
+        buckets = [(f"{bound:.6g}", count) for bound, count in route.buckets]
+        buckets.append(("+Inf", route.events))
+        latency.add_metric([route.route], buckets, route.latency_sum)
+    yield from (dispatches, dead, variants, latency)
 
 
 def registry_for(gateway: Gateway) -> CollectorRegistry:
