@@ -31,8 +31,10 @@ from tidings import (
     StoreAndForward,
 )
 from tidings.chaos import FaultProxy
+from tidings.exceptions import EncodeError
 from tidings.forwarding import backlog
 from tidings.testing.nats_server import NatsServer
+from tidings.transports.base import PublishAck
 from tidings.transports.nats import NatsTransport, StreamSettings
 
 
@@ -359,3 +361,60 @@ async def test_a_deferred_append_that_fails_is_released_and_dead_lettered(
             bus.publish(Tick(n))
         await _until(lambda: _statistics(bus).checkpoint == 4)
     assert await _stored(server.url) == [0, 1, 2, 3]
+
+
+async def test_a_record_the_broker_cannot_take_is_settled_and_passed(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "outbox.db"
+    letters: list[tidings.DeadLetter] = []
+    bus = Bus(
+        store=SQLiteStore(db),
+        transport=_transport(server.url),
+        forward=StoreAndForward(checkpoint_interval=0.1),
+    )
+    bus.subscribe(tidings.DeadLetter, letters.append)
+    async with bus:
+        bus.publish(Tick(0))
+        with Bus(store=SQLiteStore(db)) as writer:  # another writer: above max_payload
+            writer.publish({"blob": "x" * 2_000_000}, topic="fwd.big")
+        bus.publish(Tick(1))
+        await _until(lambda: _statistics(bus).checkpoint == 3)
+        stats = _statistics(bus)
+        assert (stats.pending, stats.forwarded, stats.refused, stats.found) == (0, 2, 1, 1)
+        assert [letter.envelope.topic for letter in letters] == ["fwd.big"]
+    assert await _stored(server.url) == [0, 1]
+
+
+class _RefusingTransport(NatsTransport):
+    """A NATS transport that cannot send events on ``fwd.unsendable`` (say, a payload it
+    cannot encode): its ``send`` raises before anything leaves."""
+
+    async def send(self, envelope: tidings.Envelope[object]) -> asyncio.Future[PublishAck]:
+        if envelope.topic == "fwd.unsendable":
+            raise EncodeError("cannot encode this payload", type_=dict)
+        return await super().send(envelope)
+
+
+async def test_a_record_the_transport_cannot_send_is_settled_and_passed(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "outbox.db"
+    letters: list[tidings.DeadLetter] = []
+    transport = _RefusingTransport(
+        server.url, prefix="fwd", stream=StreamSettings(name="FWD"), publish_timeout=math.inf
+    )
+    bus = Bus(
+        store=SQLiteStore(db), transport=transport, forward=StoreAndForward(checkpoint_interval=0.1)
+    )
+    bus.subscribe(tidings.DeadLetter, letters.append)
+    async with bus:
+        bus.publish(Tick(0))
+        with Bus(store=SQLiteStore(db)) as writer:  # another writer of the same log
+            writer.publish({"any": "thing"}, topic="fwd.unsendable")
+        bus.publish(Tick(1))
+        await _until(lambda: _statistics(bus).checkpoint == 3)
+        stats = _statistics(bus)
+        assert (stats.pending, stats.forwarded, stats.refused, stats.found) == (0, 2, 1, 1)
+        assert [letter.envelope.topic for letter in letters] == ["fwd.unsendable"]
+    assert await _stored(server.url) == [0, 1]

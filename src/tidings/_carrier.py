@@ -211,7 +211,8 @@ class Forwarding(StoredAndSent):
         )
         if self.policy.overflow == "error":
             raise error
-        self._counts[3] += 1
+        with self._lock:  # publishers on any thread
+            self._counts[3] += 1
         logger.error("%s", error, extra=log_fields(env))
         self.remote.bus.publish_failed(env, "tidings.publish", error)
         return False
@@ -351,8 +352,8 @@ class Forwarding(StoredAndSent):
                     own = env.id in self._own
                     if own:
                         self._own.discard(env.id)
-                    elif self._outstanding >= self.policy.max_pending:
-                        return False  # met again at the next pass, once there is room
+                    elif self._closing or self._outstanding >= self.policy.max_pending:
+                        return False  # met again at the next pass (or start), with room
                     else:
                         self._outstanding += 1
                 if not own:

@@ -173,6 +173,14 @@ async def _read_to_eof(reader: asyncio.StreamReader) -> bytes:
     return b"".join(chunks)
 
 
+async def _relays(proxy: FaultProxy, payload: bytes) -> None:
+    """A new connection through ``proxy`` carries ``payload`` to the echo server and back."""
+    reader, writer = await _connect(proxy)
+    writer.write(payload)
+    assert await _read_exactly(reader, len(payload)) == payload
+    writer.close()
+
+
 async def test_timeout_drops_data_then_closes_each_connection(echo: tuple[str, int]) -> None:
     async with FaultProxy(echo) as proxy:
         reader, writer = await _connect(proxy)
@@ -187,10 +195,7 @@ async def test_timeout_drops_data_then_closes_each_connection(echo: tuple[str, i
         assert await _read_to_eof(reader) == b""
         writer.close()
         proxy.heal()
-        reader, writer = await _connect(proxy)
-        writer.write(b"kept")
-        assert await _read_exactly(reader, 4) == b"kept"
-        writer.close()
+        await _relays(proxy, b"kept")
 
 
 async def test_timeout_zero_drops_data_until_the_heal_and_keeps_the_connection(
@@ -220,10 +225,7 @@ async def test_limit_data_closes_a_connection_after_that_many_bytes(
         assert await _read_to_eof(reader) == b"0123456789"
         writer.close()
         proxy.heal()
-        reader, writer = await _connect(proxy)
-        writer.write(b"0123456789abcdefghijklmno")
-        assert await _read_exactly(reader, 25) == b"0123456789abcdefghijklmno"
-        writer.close()
+        await _relays(proxy, b"0123456789abcdefghijklmno")
 
 
 async def test_limit_data_upstream_lets_the_server_see_that_many_bytes() -> None:
