@@ -11,18 +11,30 @@ import math
 import signal
 import sys
 import textwrap
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import nats
+import psycopg
 import pytest
+from psycopg import sql
 
 import tidings
-from tidings import Bus, PublishError, SQLiteStore, StoreAndForward
+from tidings import (
+    Bus,
+    ForwardingStatistics,
+    PostgresStore,
+    PublishError,
+    SQLiteStore,
+    StoreAndForward,
+)
 from tidings.chaos import FaultProxy
+from tidings.exceptions import EncodeError
 from tidings.forwarding import backlog
 from tidings.testing.nats_server import NatsServer
+from tidings.transports.base import PublishAck
 from tidings.transports.nats import NatsTransport, StreamSettings
 
 
@@ -83,8 +95,18 @@ async def _restarted(db: Path, url: str) -> AsyncIterator[Bus]:
         forward=StoreAndForward(checkpoint_interval=0.1),
     )
     async with bus:
-        await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
+        await _until(lambda: _pending(bus) == 0)
         yield bus
+
+
+def _statistics(bus: Bus) -> ForwardingStatistics:
+    stats = bus.statistics().forwarding
+    assert stats is not None
+    return stats
+
+
+def _pending(bus: Bus) -> int:
+    return _statistics(bus).pending
 
 
 async def _until(predicate: object, timeout: float = 30.0) -> None:
@@ -108,14 +130,14 @@ async def test_publishes_during_a_partition_are_forwarded_in_order_once(
         async with bus:
             for n in range(50):
                 bus.publish(Tick(n))
-            await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
+            await _until(lambda: _pending(bus) == 0)
             proxy.partition("both")
             for n in range(50, 150):
                 bus.publish(Tick(n))  # accepted into the log: no error
             await asyncio.sleep(1.0)
-            assert bus._carrier.outstanding == 100  # type: ignore[union-attr]
+            assert _pending(bus) == 100
             proxy.heal()
-            await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
+            await _until(lambda: _pending(bus) == 0)
     assert await _stored(server.url) == list(range(150))
 
 
@@ -135,7 +157,7 @@ async def test_max_pending_refuses_with_publish_error(server: NatsServer, tmp_pa
                 bus.publish(Tick(10))
             assert len(await store.read()) == 10  # the refused one is not in the log
             proxy.heal()
-            await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
+            await _until(lambda: _pending(bus) == 0)
             bus.publish(Tick(11))
     await asyncio.sleep(0)
     assert sorted(await _stored(server.url)) == [*range(10), 11]
@@ -175,7 +197,7 @@ _CRASHING_PUBLISHER = textwrap.dedent(
         await bus.start()
         for n in range(100):
             bus.publish(Tick(n))
-        while bus._carrier.outstanding:
+        while bus.statistics().forwarding.pending:
             await asyncio.sleep(0.01)
         os.kill(os.getpid(), signal.SIGKILL)  # acked by the broker, checkpoint not committed
 
@@ -219,7 +241,7 @@ async def test_drop_newest_refuses_silently_counts_and_dead_letters(
             assert [letter.envelope.payload.n for letter in letters] == [5, 6, 7]
             assert all(letter.handler == "tidings.publish" for letter in letters)
             proxy.heal()
-            await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
+            await _until(lambda: _pending(bus) == 0)
     assert await _stored(server.url) == [0, 1, 2, 3, 4]
 
 
@@ -238,7 +260,7 @@ async def test_closing_during_a_partition_keeps_the_backlog_for_the_next_start(
         async with bus:
             for n in range(20):
                 bus.publish(Tick(n))
-            await _until(lambda: bus._carrier.outstanding == 0)  # type: ignore[union-attr]
+            await _until(lambda: _pending(bus) == 0)
             await asyncio.sleep(0.3)  # the checkpoint passes them
             proxy.partition("both")
             for n in range(20, 50):
@@ -251,3 +273,148 @@ async def test_closing_during_a_partition_keeps_the_backlog_for_the_next_start(
         pass
     assert await _stored(server.url) == list(range(50))
     assert await _backlog(db) == 0
+
+
+async def test_records_another_writer_appended_are_forwarded_within_max_pending(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "outbox.db"
+    async with FaultProxy(("127.0.0.1", server.port)) as proxy:
+        bus = Bus(
+            store=SQLiteStore(db),
+            transport=_transport(f"nats://{proxy.address}"),
+            forward=StoreAndForward(max_pending=8, checkpoint_interval=0.1),
+        )
+        async with bus:
+            for n in range(5):
+                bus.publish(Tick(n))
+            await _until(lambda: _pending(bus) == 0)
+            with Bus(store=SQLiteStore(db)) as writer:  # another writer of the same log
+                for n in range(5, 10):
+                    writer.publish(Tick(n))
+            for n in range(10, 15):
+                bus.publish(Tick(n))
+            await _until(lambda: _statistics(bus).checkpoint == 15)
+            stats = _statistics(bus)
+            assert (stats.pending, stats.forwarded, stats.found) == (0, 15, 5)
+            proxy.partition("both")
+            with Bus(store=SQLiteStore(db)) as writer:
+                for n in range(15, 35):
+                    writer.publish(Tick(n))
+            await _until(lambda: _statistics(bus).found == 5 + 8)
+            await asyncio.sleep(0.5)  # more checkpoint passes: no more than max_pending wait
+            stats = _statistics(bus)
+            assert (stats.pending, stats.found, stats.checkpoint) == (8, 13, 15)
+            proxy.heal()
+            await _until(lambda: _statistics(bus).checkpoint == 35)
+            stats = _statistics(bus)
+            assert (stats.pending, stats.forwarded, stats.found) == (0, 35, 25)
+    stored = await _stored(server.url)
+    assert sorted(stored) == list(range(35))  # each once
+    assert [n for n in stored if 5 <= n < 10] == list(range(5, 10))  # in log order
+    assert [n for n in stored if n >= 15] == list(range(15, 35))
+    assert await _backlog(db) == 0
+
+
+@pytest.fixture
+async def postgres_store(postgres_url: str) -> AsyncIterator[tuple[PostgresStore, sql.Identifier]]:
+    """A PostgreSQL store in a schema of its own (dropped afterwards), and its events table."""
+    schema = f"tidings_fwd_{uuid.uuid4().hex[:12]}"
+    try:
+        yield PostgresStore(postgres_url, schema=schema), sql.Identifier(schema, "tidings_events")
+    finally:
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            await conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )
+
+
+async def test_a_deferred_append_that_fails_is_released_and_dead_lettered(
+    server: NatsServer, postgres_url: str, postgres_store: tuple[PostgresStore, sql.Identifier]
+) -> None:
+    store, events = postgres_store
+    letters: list[tidings.DeadLetter] = []
+    bus = Bus(
+        store=store,
+        transport=_transport(server.url),
+        forward=StoreAndForward(max_pending=3, checkpoint_interval=0.1),
+    )
+    bus.subscribe(tidings.DeadLetter, letters.append)
+    async with bus:
+        bus.publish(Tick(0))
+        await _until(lambda: _statistics(bus).forwarded == 1)
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            # The database refuses these events from now on: a real constraint violation.
+            await conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT no_poison CHECK (topic <> {})").format(
+                    events, sql.Literal("fwd.poison")
+                )
+            )
+        for n in range(3):  # on the loop's thread: each append deferred, publish returns
+            bus.publish(Tick(n), topic="fwd.poison")
+        await bus.flush()  # the appends failed
+        stats = _statistics(bus)
+        assert (stats.pending, stats.failed) == (0, 3)
+        assert [letter.handler for letter in letters] == ["tidings.publish"] * 3
+        assert all("append to the log failed" in str(letter.error) for letter in letters)
+        for n in range(1, 4):  # room again: max_pending counts only what waits
+            bus.publish(Tick(n))
+        await _until(lambda: _statistics(bus).checkpoint == 4)
+    assert await _stored(server.url) == [0, 1, 2, 3]
+
+
+async def test_a_record_the_broker_cannot_take_is_settled_and_passed(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "outbox.db"
+    letters: list[tidings.DeadLetter] = []
+    bus = Bus(
+        store=SQLiteStore(db),
+        transport=_transport(server.url),
+        forward=StoreAndForward(checkpoint_interval=0.1),
+    )
+    bus.subscribe(tidings.DeadLetter, letters.append)
+    async with bus:
+        bus.publish(Tick(0))
+        with Bus(store=SQLiteStore(db)) as writer:  # another writer: above max_payload
+            writer.publish({"blob": "x" * 2_000_000}, topic="fwd.big")
+        bus.publish(Tick(1))
+        await _until(lambda: _statistics(bus).checkpoint == 3)
+        stats = _statistics(bus)
+        assert (stats.pending, stats.forwarded, stats.refused, stats.found) == (0, 2, 1, 1)
+        assert [letter.envelope.topic for letter in letters] == ["fwd.big"]
+    assert await _stored(server.url) == [0, 1]
+
+
+class _RefusingTransport(NatsTransport):
+    """A NATS transport that cannot send events on ``fwd.unsendable`` (say, a payload it
+    cannot encode): its ``send`` raises before anything leaves."""
+
+    async def send(self, envelope: tidings.Envelope[object]) -> asyncio.Future[PublishAck]:
+        if envelope.topic == "fwd.unsendable":
+            raise EncodeError("cannot encode this payload", type_=dict)
+        return await super().send(envelope)
+
+
+async def test_a_record_the_transport_cannot_send_is_settled_and_passed(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "outbox.db"
+    letters: list[tidings.DeadLetter] = []
+    transport = _RefusingTransport(
+        server.url, prefix="fwd", stream=StreamSettings(name="FWD"), publish_timeout=math.inf
+    )
+    bus = Bus(
+        store=SQLiteStore(db), transport=transport, forward=StoreAndForward(checkpoint_interval=0.1)
+    )
+    bus.subscribe(tidings.DeadLetter, letters.append)
+    async with bus:
+        bus.publish(Tick(0))
+        with Bus(store=SQLiteStore(db)) as writer:  # another writer of the same log
+            writer.publish({"any": "thing"}, topic="fwd.unsendable")
+        bus.publish(Tick(1))
+        await _until(lambda: _statistics(bus).checkpoint == 3)
+        stats = _statistics(bus)
+        assert (stats.pending, stats.forwarded, stats.refused, stats.found) == (0, 2, 1, 1)
+        assert [letter.envelope.topic for letter in letters] == ["fwd.unsendable"]
+    assert await _stored(server.url) == [0, 1]

@@ -52,7 +52,7 @@ from tidings.exceptions import (
     UnknownEventTypeError,
     WouldBlock,
 )
-from tidings.forwarding import StoreAndForward
+from tidings.forwarding import ForwardingStatistics, StoreAndForward
 from tidings.middleware.base import Middleware
 from tidings.projection import Projection
 from tidings.queues import Overflow, QueueStatistics, RingBuffer
@@ -116,6 +116,7 @@ __all__ = (
     "EventStore",
     "EventStream",
     "EventTypeConflictError",
+    "ForwardingStatistics",
     "HandlerOutcome",
     "Handles",
     "HeaderError",

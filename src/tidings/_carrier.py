@@ -31,9 +31,11 @@ import contextlib
 import logging
 import math
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from tidings.exceptions import PublishError
+from tidings.forwarding import ForwardingStatistics
 from tidings.observability.logs import log_fields
 
 if TYPE_CHECKING:
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
 __all__ = ("Forwarding", "StoredAndSent", "carrier_of")
 
 logger = logging.getLogger("tidings")
+
+_PAGE = 1000
+"""Records read per page by the checkpoint task."""
 
 
 def carrier_of(
@@ -121,16 +126,33 @@ class StoredAndSent:
 
 
 class Forwarding(StoredAndSent):
-    """:class:`StoredAndSent` with store and forward (see the module docstring)."""
+    """:class:`StoredAndSent` with store and forward (see the module docstring).
+
+    State, all but the counters touched on the loop's thread or under ``_lock``:
+
+    - ``_own``: ids this bus admitted whose record the checkpoint task has not met yet
+      (a record it meets that is not in it was appended by someone else: forwarded then);
+    - ``_window``: the records met after the checkpoint, in log order (id -> position);
+    - ``_acked``: ids the broker settled, with the checkpoint pass that saw them settle
+      (an id still there after a pass that read the whole log is no record after the
+      checkpoint: a re-appended id, stored before it; forgotten then).
+
+    Bounds: ``_outstanding`` <= ``max_pending`` (records found in the log wait for room);
+    ``_own`` and the unsettled part of ``_window`` hold at most ``_outstanding`` ids.
+    """
 
     __slots__ = (
         "_acked",
         "_checkpointer",
         "_closing",
+        "_counts",
         "_lock",
         "_outstanding",
+        "_own",
+        "_passes",
         "_position",
-        "dropped",
+        "_scanned",
+        "_window",
         "policy",
     )
 
@@ -145,24 +167,40 @@ class Forwarding(StoredAndSent):
                 "with publish_timeout=math.inf"
             )
         self.policy = policy
-        self.dropped = 0
         self._lock = threading.Lock()
         self._outstanding = 0
-        self._acked: set[str] = set()
+        self._own: set[str] = set()
+        self._acked: dict[str, int] = {}
+        self._window: OrderedDict[str, int] = OrderedDict()
+        self._passes = 0
         self._position = 0
+        self._scanned = 0
         self._closing = False
         self._checkpointer: asyncio.Task[None] | None = None
+        # forwarded, refused, found, dropped, failed (see ForwardingStatistics)
+        self._counts = [0, 0, 0, 0, 0]
         remote.forwarding = self
+        log.append_failed = self._append_failed
 
-    @property
-    def outstanding(self) -> int:
-        """Events appended and not yet acknowledged by the broker."""
-        return self._outstanding
+    def statistics(self) -> ForwardingStatistics:
+        """The counters of this bus's forwarding (see
+        :class:`~tidings.forwarding.ForwardingStatistics`)."""
+        forwarded, refused, found, dropped, failed = self._counts
+        return ForwardingStatistics(
+            pending=self._outstanding,
+            forwarded=forwarded,
+            refused=refused,
+            found=found,
+            dropped=dropped,
+            failed=failed,
+            checkpoint=self._position,
+        )
 
     def _admit(self, env: Envelope[Any]) -> bool:
         with self._lock:
             if self._outstanding < self.policy.max_pending:
                 self._outstanding += 1
+                self._own.add(env.id)
                 return True
         error = PublishError(
             f"event {env.id} on {env.topic!r} was not stored and will not be: "
@@ -173,14 +211,36 @@ class Forwarding(StoredAndSent):
         )
         if self.policy.overflow == "error":
             raise error
-        self.dropped += 1
+        with self._lock:  # publishers on any thread
+            self._counts[3] += 1
         logger.error("%s", error, extra=log_fields(env))
         self.remote.bus.publish_failed(env, "tidings.publish", error)
         return False
 
+    def _unadmit(self, env: Envelope[Any]) -> None:
+        """``env`` was admitted but is not in the log: its append failed."""
+        with self._lock:
+            self._outstanding -= 1
+            self._own.discard(env.id)
+
     def _release(self) -> None:
         with self._lock:
             self._outstanding -= 1
+
+    def _append_failed(self, env: Envelope[Any], exc: Exception) -> None:
+        """A deferred append (async-only store, ``publish`` on the loop's thread) failed
+        after ``publish`` returned: release it, and dead-letter it as not stored (the log
+        already logged the failure)."""
+        self._unadmit(env)
+        self._counts[4] += 1
+        error = PublishError(
+            f"event {env.id} on {env.topic!r} was not stored and will not be: its append "
+            f"to the log failed after publish returned ({type(exc).__name__}: {exc}); "
+            "publish it again, or use 'await bus.emit(...)' to be told at once",
+            event_id=env.id,
+            topic=env.topic,
+        )
+        self.remote.bus.publish_failed(env, "tidings.publish", error)
 
     def write_ahead(self, route: Route, env: Envelope[Any]) -> bool:
         self.remote.check_send(env)
@@ -189,7 +249,7 @@ class Forwarding(StoredAndSent):
         try:
             appended = self.log.write_ahead(route, env)
         except BaseException:
-            self._release()
+            self._unadmit(env)
             raise
         if appended:
             self.remote.send(env)
@@ -203,7 +263,9 @@ class Forwarding(StoredAndSent):
         try:
             await self.log.carry(env)
         except BaseException:
-            self._release()
+            # Failed, or cancelled: then the append may still land; if it does, the
+            # checkpoint task finds the record and forwards it like any other's.
+            self._unadmit(env)
             raise
         self.remote.send(env)
 
@@ -211,9 +273,11 @@ class Forwarding(StoredAndSent):
 
     def sent(self, env: Envelope[Any], future: asyncio.Future[PublishAck]) -> None:
         def settled(done: asyncio.Future[PublishAck]) -> None:
-            if not done.cancelled() and done.exception() is not None and self._closing:
+            failed = done.cancelled() or done.exception() is not None
+            if failed and self._closing:
                 return  # kept in the log, after the checkpoint
-            self._acked.add(env.id)
+            self._counts[1 if failed else 0] += 1
+            self._acked[env.id] = self._passes
             self._release()
 
         future.add_done_callback(settled)
@@ -225,17 +289,20 @@ class Forwarding(StoredAndSent):
 
     async def connect(self) -> None:
         store = self.log.store
-        self._position = await store.load_checkpoint(self.policy.checkpoint)
-        backlog = [record.envelope for record in await store.read(after=self._position)]
-        if backlog:
+        self._position = self._scanned = await store.load_checkpoint(self.policy.checkpoint)
+        records = await store.read(after=self._position, unknown="raw")
+        if records:
             logger.warning(
-                "forwarding %d event(s) left in the log by an earlier run",
-                len(backlog),
+                "forwarding %d event(s) left in the log after the checkpoint",
+                len(records),
                 extra=log_fields(),
             )
+            for record in records:
+                self._window[record.envelope.id] = record.position
+            self._scanned = records[-1].position
         with self._lock:
-            self._outstanding += len(backlog)
-        self.remote.preload(backlog)
+            self._outstanding += len(records)
+        self.remote.preload([record.envelope for record in records])
         await super().connect()
         self._checkpointer = asyncio.create_task(self._run_checkpoints(), name="tidings:forward")
 
@@ -248,25 +315,54 @@ class Forwarding(StoredAndSent):
                 logger.warning("forwarding checkpoint failed: %s", exc, extra=log_fields())
 
     async def checkpoint(self) -> None:
-        """Commit the log position up to which the broker acknowledged every record."""
-        if not self._acked:
-            return
-        store = self.log.store
+        """Meet the records appended since the last pass (forwarding those this bus did
+        not publish), then commit the log position up to which the broker settled every
+        record."""
+        started = self._passes
+        self._passes += 1
+        complete = await self._meet_new_records()
         position = self._position
-        while self._acked:
-            records = await store.read(after=position, limit=1000)
-            for record in records:
-                if record.envelope.id not in self._acked:
-                    break
-                self._acked.discard(record.envelope.id)
-                position = record.position
-            else:
-                if records:
-                    continue
-            break
+        window, acked = self._window, self._acked
+        while window:
+            event_id = next(iter(window))
+            if event_id not in acked:
+                break
+            at = window.pop(event_id)
+            del acked[event_id]
+            self._own.discard(event_id)  # an id published again while its record waited
+            position = at
+        if complete:  # every record settled before this pass began was met by it
+            for event_id in [i for i, seen in acked.items() if seen <= started]:
+                if event_id not in window:
+                    del acked[event_id]
         if position != self._position:
-            await store.commit(self.policy.checkpoint, position)
+            await self.log.store.commit(self.policy.checkpoint, position)
             self._position = position
+
+    async def _meet_new_records(self) -> bool:
+        """Read the records after the last one met, in log order, into the window; forward
+        each this bus did not publish (appended by another process into the same store),
+        while fewer than ``max_pending`` wait. Whether the end of the log was reached."""
+        store = self.log.store
+        while True:
+            records = await store.read(after=self._scanned, limit=_PAGE, unknown="raw")
+            for record in records:
+                env = record.envelope
+                with self._lock:
+                    own = env.id in self._own
+                    if own:
+                        self._own.discard(env.id)
+                    elif self._closing or self._outstanding >= self.policy.max_pending:
+                        return False  # met again at the next pass (or start), with room
+                    else:
+                        self._outstanding += 1
+                if not own:
+                    self._counts[2] += 1
+                    self.remote.send(env)
+                self._window[env.id] = record.position
+                self._scanned = record.position
+            if len(records) < _PAGE:
+                return True
 
     async def disconnect(self, timeout: float) -> None:
         self._closing = True

@@ -9,7 +9,8 @@ sees it (write-ahead), so what a handler saw is always in the log:
   ``publish`` from another thread waits for the append on the bus's loop; a ``publish`` on
   the loop's own thread cannot wait, so the event joins a FIFO that one task appends (in
   batches, in publish order) and then dispatches (``aclose`` waits for it; a failed append
-  is logged, as the publisher has returned, and its events are not dispatched). An
+  is logged, as the publisher has returned, its events are not dispatched, and
+  :attr:`Log.append_failed` is told, if set). An
   ``emit`` on the loop's thread appends through the same FIFO, after what was published
   before it.
 
@@ -111,6 +112,9 @@ class Log:
         # emit's append (settled, not dispatched), None a publish's (dispatched after).
         self._fifo: list[tuple[Route | None, Envelope[Any], asyncio.Future[None] | None]] = []
         self._appender: asyncio.Task[None] | None = None
+        # Told of each deferred publish whose append failed (set by a store-and-forward
+        # carrier, which counts the event as pending until then).
+        self.append_failed: Callable[[Envelope[Any], Exception], None] | None = None
 
     # ------------------------------------------------------------------ write-ahead
 
@@ -177,6 +181,8 @@ class Log:
                             error,
                             extra={"event_id": env.id, "topic": env.topic},
                         )
+                        if self.append_failed is not None:
+                            self.append_failed(env, error)
         finally:
             self._appender = None
 

@@ -443,6 +443,10 @@ class Remote:
                     future = await send(env)
                 except Exception as exc:
                     self._publish_failed(env, exc)
+                    if self.forwarding is not None:  # settled too: refused before it left
+                        future = asyncio.get_running_loop().create_future()
+                        future.set_exception(exc)
+                        self.forwarding.sent(env, future)
                 else:
                     if self.forwarding is not None:
                         self.forwarding.sent(env, future)

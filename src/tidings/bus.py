@@ -59,7 +59,7 @@ from typing import (
     overload,
 )
 
-from tidings._carrier import carrier_of
+from tidings._carrier import Forwarding, carrier_of
 from tidings._coroutines import IDLE, next_job, resume
 from tidings._stream import EventStream, stream_subscription
 from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
@@ -102,7 +102,7 @@ if TYPE_CHECKING:
     from tidings._log import Log
     from tidings._ports import Carrier, ObservationPort
     from tidings._remote import Remote
-    from tidings.forwarding import StoreAndForward
+    from tidings.forwarding import ForwardingStatistics, StoreAndForward
     from tidings.observability._observer import Observer
     from tidings.store.base import EventStore
     from tidings.store.records import Transaction
@@ -211,9 +211,11 @@ class BusStatistics:
 
     Attributes:
         subscriptions: one record per active subscription, in dispatch order.
+        forwarding: store and forward's counters, on a bus made with ``forward=``.
     """
 
     subscriptions: tuple[SubscriptionStatistics, ...]
+    forwarding: ForwardingStatistics | None = None
 
     @property
     def delivered(self) -> int:
@@ -786,7 +788,9 @@ class Bus:
         high-water mark."""
         self._remove_gone()
         subs = sorted(self._table.subscriptions(), key=subscription_order)
-        return BusStatistics(tuple(s.statistics() for s in subs))
+        carrier = self._carrier
+        forwarding = carrier.statistics() if isinstance(carrier, Forwarding) else None
+        return BusStatistics(tuple(s.statistics() for s in subs), forwarding)
 
     # ------------------------------------------------------------------ routing
 

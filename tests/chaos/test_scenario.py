@@ -27,6 +27,7 @@ def test_every_shipped_scenario_loads() -> None:
         "cpu-saturation",
         "slow-webhook",
         "payment-ledger",
+        "cluster-partition",
     }
     for path in shipped.values():
         scenario = load_scenario(path)
@@ -60,6 +61,10 @@ def test_every_shipped_scenario_loads() -> None:
             4,
             "via_proxy",
         ),
+        ("name: x\nfaults:\n  - {at: 1s, for: 1s, kind: limit_data}\n", 3, "needs bytes:"),
+        ("name: x\nfaults:\n  - {for: 1s, kind: limit_data, bytes: -1}\n", 3, "0 or more"),
+        ("name: x\nfaults:\n  - {at: 1s, for: 1s, kind: slow_close}\n", 3, "needs delay:"),
+        ("name: x\nfaults:\n  - {at: 1s, kind: timeout, timeout: 1s}\n", 3, "needs for:"),
         ("name: [unclosed\n", 2, "not valid YAML"),
         ("name: x\nproxy: {port: 70000}\n", 2, "TCP port"),
     ],
@@ -99,3 +104,18 @@ def test_durations_and_scaling(tmp_path: Path) -> None:
     assert scenario.workload.duration == 24.0
     assert scenario.faults[0].at == 2.0
     assert scenario.faults[0].duration == 4.0
+
+
+def test_the_toxics_load_with_their_settings(tmp_path: Path) -> None:
+    path = tmp_path / "toxics.yaml"
+    path.write_text(
+        "name: toxics\n"
+        "faults:\n"
+        "  - {at: 1s, for: 2s, kind: timeout, timeout: 500ms, direction: upstream}\n"
+        "  - {at: 1s, for: 2s, kind: limit_data, bytes: 4096}\n"
+        "  - {at: 1s, for: 2s, kind: slow_close, delay: 1s}\n"
+    )
+    timeout, limit, slow = load_scenario(path).faults
+    assert (timeout.kind, timeout.timeout, timeout.direction) == ("timeout", 0.5, "upstream")
+    assert (limit.kind, limit.limit, limit.direction) == ("limit_data", 4096, "both")
+    assert (slow.kind, slow.delay, slow.target) == ("slow_close", 1.0, "proxy")

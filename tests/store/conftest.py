@@ -1,7 +1,7 @@
 """Harnesses for the three stores, and the PostgreSQL server the tests use.
 
-PostgreSQL: ``TIDINGS_TEST_POSTGRES_URL`` when set, else a server started from the
-``pgserver`` wheel for the session. Every test gets a schema of its own, dropped afterwards.
+PostgreSQL: the ``postgres_url`` fixture of ``tests/conftest.py``. Every test gets a schema
+of its own, dropped afterwards.
 """
 
 from __future__ import annotations

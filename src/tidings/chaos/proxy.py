@@ -15,10 +15,20 @@ received, no task, no timer). Faults, switchable at run time and combinable:
   up to ``jitter`` seconds, order kept.
 - :meth:`~FaultProxy.bandwidth`: at most ``bytes_per_second`` in each direction.
 - :meth:`~FaultProxy.reset`: every open connection is reset (RST) now.
-- :meth:`~FaultProxy.heal`: every fault off; held data flows, in order.
+- :meth:`~FaultProxy.timeout`: data in one direction or both is dropped (not held), and
+  each connection is closed ``seconds`` after the fault began or it opened, whichever is
+  later (``0``: never closed, data dropped until the heal), as Toxiproxy's ``timeout``;
+- :meth:`~FaultProxy.limit_data`: each connection is closed once ``nbytes`` more bytes
+  passed in the direction(s) limited (the chunk that crosses the limit is cut there), as
+  Toxiproxy's ``limit_data``;
+- :meth:`~FaultProxy.slow_close`: when one side closes, the proxy closes the other side
+  only ``seconds`` later (data already on its way still flows), as Toxiproxy's
+  ``slow_close``;
+- :meth:`~FaultProxy.heal`: every fault off; held data flows, in order (a close already
+  delayed by ``slow_close`` still happens when due).
 
 Invariants: per connection and direction, bytes leave in the order they arrived, exactly
-once, unless the connection is reset. Held data is bounded (``hold_limit`` bytes per
+once, unless the connection is reset or closed, or a ``timeout`` drops them. Held data is bounded (``hold_limit`` bytes per
 direction and connection): above it the proxy stops reading from that side, so TCP's own
 flow control pushes back on the sender. :meth:`aclose` closes the listener and every
 connection; ``async with`` does it on exit, also on errors and cancellation.
@@ -56,25 +66,63 @@ class ProxyFaults:
     latency: float = 0.0
     jitter: float = 0.0
     bytes_per_second: float | None = None
+    dropped: set[int] = field(default_factory=set)
+    """Directions whose data is dropped (``timeout``)."""
+    timeout: float | None = None
+    """Seconds after which a connection is closed (``timeout``)."""
+    limit: int | None = None
+    """Bytes each connection may pass in the ``limited`` directions before it is closed."""
+    limited: set[int] = field(default_factory=set)
+    close_delay: float = 0.0
+    """Seconds a close waits (``slow_close``); not a data fault: :attr:`clean` ignores it."""
 
     @property
     def clean(self) -> bool:
+        """No fault on the data path: chunks may be written straight through."""
         return (
             not self.held
             and self.latency == 0.0
             and self.jitter == 0.0
             and self.bytes_per_second is None
+            and not self.dropped
+            and self.limit is None
         )
+
+
+def _directions(direction: Direction) -> set[int]:
+    """The pipes ``direction`` names.
+
+    Raises:
+        FaultError: ``direction`` is not one of ``both``, ``upstream``, ``downstream``.
+    """
+    if direction not in _DIRECTIONS:
+        raise FaultError(
+            f"a fault's direction must be one of {', '.join(_DIRECTIONS)}, not {direction!r}"
+        )
+    return {_UP, _DOWN} if direction == "both" else {_UP if direction == "upstream" else _DOWN}
 
 
 class _Pipe:
     """One direction of one connection: data received on ``source`` goes to ``dest``."""
 
-    __slots__ = ("conn", "dest", "direction", "held_bytes", "queue", "source", "task", "wake")
+    __slots__ = (
+        "conn",
+        "dest",
+        "direction",
+        "held_bytes",
+        "left",
+        "queue",
+        "source",
+        "task",
+        "wake",
+    )
 
     def __init__(self, conn: _Connection, direction: int) -> None:
         self.conn = conn
         self.direction = direction
+        faults = conn.proxy.faults
+        self.left: int | None = faults.limit if direction in faults.limited else None
+        """Bytes this pipe may still pass before its connection closes (``limit_data``)."""
         self.source: asyncio.Transport | None = None
         self.dest: asyncio.Transport | None = None
         self.queue: deque[tuple[float, bytes]] = deque()
@@ -110,11 +158,19 @@ class _Pipe:
                     self.wake.clear()
                     await self.wake.wait()
                     continue
+                if self.direction in faults.dropped:
+                    self.queue.clear()  # a timeout: data dropped on the floor
+                    self.held_bytes = 0
+                    if self.source is not None:
+                        self.source.resume_reading()
+                    continue
                 if self.direction in faults.held or self.dest is None:
                     self.wake.clear()
                     await proxy.changed(self.wake)
                     continue
                 arrived, data = self.queue[0]
+                if self.left is not None:
+                    data = data[: self.left]
                 # Latency: due ``latency`` (+ jitter) after arrival, never before the chunk
                 # ahead of it (order kept).
                 delay = faults.latency + (random.uniform(0, faults.jitter) if faults.jitter else 0)
@@ -127,14 +183,21 @@ class _Pipe:
                 wait = due - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                if self.direction in proxy.faults.held or self.dest is None:
-                    continue  # held meanwhile: sent after the heal
+                faults = proxy.faults
+                held = self.direction in faults.held or self.direction in faults.dropped
+                if held or self.dest is None:
+                    continue  # held (sent after the heal) or dropped meanwhile
                 if len(data) < len(self.queue[0][1]):
                     self.queue[0] = (arrived, self.queue[0][1][len(data) :])
                 else:
                     self.queue.popleft()
                 self.held_bytes -= len(data)
                 self.dest.write(data)
+                if self.left is not None:
+                    self.left -= len(data)
+                    if self.left <= 0:  # limit_data: closed once the limit passed
+                        self.conn.close()
+                        return
                 if self.source is not None and self.held_bytes <= proxy.hold_limit // 2:
                     self.source.resume_reading()
         finally:
@@ -161,11 +224,11 @@ class _Side(asyncio.Protocol):
         self.inbound.feed(data)
 
     def eof_received(self) -> bool | None:
-        self.conn.close()
+        self.conn.peer_closed(self)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.conn.close()
+        self.conn.peer_closed(self)
 
     def pause_writing(self) -> None:  # the other side's reads wait for this socket
         if self.outbound.source is not None:
@@ -185,6 +248,9 @@ class _Connection:
         self.server = _Side(self, self.down, self.up)
         self.connector: asyncio.Task[None] | None = None
         self.closed = False
+        self.timer: asyncio.TimerHandle | None = None
+        """The close a ``timeout`` fault scheduled."""
+        self.closing_later = False
 
     async def connect(self) -> None:
         proxy = self.proxy
@@ -198,10 +264,31 @@ class _Connection:
         except OSError:
             self.close()
 
+    def peer_closed(self, side: _Side) -> None:
+        """``side``'s socket closed: close the connection, ``close_delay`` later if set."""
+        delay = self.proxy.faults.close_delay
+        if delay <= 0 or self.closed:
+            self.close()
+        elif not self.closing_later:
+            self.closing_later = True
+            side.outbound.dest = None  # nothing more can be written to the closed side
+            asyncio.get_running_loop().call_later(delay, self.close)
+
+    def close_in(self, seconds: float) -> None:
+        """Close this connection ``seconds`` from now (a ``timeout`` fault)."""
+        self.cancel_timer()
+        self.timer = asyncio.get_running_loop().call_later(seconds, self.close)
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
     def close(self, *, reset: bool = False) -> None:
         if self.closed:
             return
         self.closed = True
+        self.cancel_timer()
         self.proxy.connections.discard(self)
         for side in (self.client, self.server):
             transport = side.transport
@@ -285,6 +372,8 @@ class FaultProxy:
             conn = _Connection(self)
             self.connections.add(conn)
             self.accepted += 1
+            if self.faults.timeout:
+                conn.close_in(self.faults.timeout)
             conn.connector = loop.create_task(conn.connect())
             return conn.client
 
@@ -343,12 +432,7 @@ class FaultProxy:
         Raises:
             FaultError: ``direction`` is not one of ``both``, ``upstream``, ``downstream``.
         """
-        if direction not in _DIRECTIONS:
-            raise FaultError(
-                f"partition direction must be one of {', '.join(_DIRECTIONS)}, not {direction!r}"
-            )
-        held = {_UP, _DOWN} if direction == "both" else {_UP if direction == "upstream" else _DOWN}
-        self.faults.held |= held
+        self.faults.held |= _directions(direction)
         self.faults.close_after = close_after
         if self._closer is not None:
             self._closer.cancel()
@@ -377,6 +461,47 @@ class FaultProxy:
         self.faults.bytes_per_second = bytes_per_second
         self._apply()
 
+    def timeout(self, seconds: float, direction: Direction = "both") -> None:
+        """Drop the data in ``direction`` and close each connection ``seconds`` after now
+        or after it opens (``0``: never close; data dropped until :meth:`heal`).
+
+        Raises:
+            FaultError: a negative ``seconds`` or an unknown ``direction``.
+        """
+        if not seconds >= 0:
+            raise FaultError(f"timeout is seconds >= 0, not {seconds!r}")
+        self.faults.dropped |= _directions(direction)
+        self.faults.timeout = seconds or None
+        for conn in list(self.connections):
+            conn.cancel_timer()
+            if seconds:
+                conn.close_in(seconds)
+        self._apply()
+
+    def limit_data(self, nbytes: int, direction: Direction = "both") -> None:
+        """Close each connection (open or opened later) once ``nbytes`` more bytes passed
+        in ``direction`` (counted per connection and direction, from now or its opening).
+
+        Raises:
+            FaultError: a negative ``nbytes`` or an unknown ``direction``.
+        """
+        if not nbytes >= 0:
+            raise FaultError(f"limit_data is a number of bytes >= 0, not {nbytes!r}")
+        limited = _directions(direction)
+        self.faults.limit = nbytes
+        self.faults.limited = limited
+        for conn in list(self.connections):
+            for pipe in (conn.up, conn.down):
+                pipe.left = nbytes if pipe.direction in limited else None
+        self._apply()
+
+    def slow_close(self, seconds: float) -> None:
+        """Delay the close of each connection by ``seconds`` once one side closed it."""
+        if not seconds >= 0:
+            raise FaultError(f"slow_close is seconds >= 0, not {seconds!r}")
+        self.faults.close_delay = seconds
+        self._apply()
+
     def reset(self) -> None:
         """Reset (RST) every open connection now; new ones are accepted as before."""
         for conn in list(self.connections):
@@ -388,4 +513,8 @@ class FaultProxy:
             self._closer.cancel()
             self._closer = None
         self.faults = ProxyFaults()
+        for conn in list(self.connections):
+            conn.cancel_timer()
+            for pipe in (conn.up, conn.down):
+                pipe.left = None
         self._apply()

@@ -6,7 +6,8 @@ Order of a run (:func:`run_scenario`):
 1. everything that can be checked before starting is checked (the scenario when loaded,
    then: the nats-server binary, the output directory, the proxy's port), raising
    :class:`~tidings.chaos.ChaosError` with nothing started;
-2. the broker (one nats-server or a 3-node cluster), the fault proxy (in this process),
+2. the broker (one nats-server or a 3-node cluster), the fault proxies (in this process,
+   one per broker node; a cluster behind them does not advertise its servers to clients),
    the consumers (each waits until its subscription is live), then the publishers;
 3. the fault timeline, each fault recorded as a :class:`~tidings.chaos.FaultWindow`;
 4. after the workload, a wait (at most ``settle``) until every acknowledged event reached
@@ -137,7 +138,9 @@ class _Topology:
         self.workers: list[_Worker] = []
         self.cluster: NatsCluster | None = None
         self.server: NatsServer | None = None
-        self.proxy: FaultProxy | None = None
+        self.proxies: list[FaultProxy] = []
+        """The fault proxies, one per broker node (the publishers reach the broker only
+        through them); a proxy fault applies to all of them."""
         self.stops: list[process_faults.Stop] = []
         self.burns: list[process_faults.CpuBurn] = []
         self.fault_tasks: list[asyncio.Task[None]] = []
@@ -159,15 +162,15 @@ class _Topology:
         for task in self.fault_tasks:
             task.cancel()
         await asyncio.gather(*self.fault_tasks, return_exceptions=True)
-        if self.proxy is not None:
-            self.proxy.heal()
+        for proxy in self.proxies:
+            proxy.heal()
         for stop in self.stops:
             stop.undo()
         for burn in self.burns:
             burn.undo()
         await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)
-        if self.proxy is not None:
-            await self.proxy.aclose()
+        for proxy in self.proxies:
+            await proxy.aclose()
         if self.cluster is not None:
             await asyncio.to_thread(self.cluster.close)
         if self.server is not None:
@@ -222,19 +225,22 @@ async def run_scenario(
         stale.unlink()
     topology = _Topology(scenario, out)
     try:
-        # The proxy first: a port in use fails before any process starts.
+        # The proxies first: a port in use fails before any process starts.
+        via_proxy = scenario.workload.via_proxy
         if scenario.nodes == 3:
-            topology.cluster = NatsCluster(3, name="tidings-chaos")
-            upstream = topology.cluster.servers[0]
+            # Behind proxies the cluster does not advertise its servers to clients
+            # (no_advertise): a client would reconnect to one directly, around the proxy.
+            topology.cluster = NatsCluster(3, name="tidings-chaos", advertise=not via_proxy)
         else:
             topology.server = NatsServer(name="chaos")
-            upstream = topology.server
-        if scenario.workload.via_proxy:
-            topology.proxy = FaultProxy(
-                ("127.0.0.1", upstream.port),
-                listen=("127.0.0.1", proxy_port or scenario.proxy_port),
-            )
-            await topology.proxy.start()
+        if via_proxy:
+            port = proxy_port or scenario.proxy_port
+            for index, upstream in enumerate(topology.servers):
+                proxy = FaultProxy(
+                    ("127.0.0.1", upstream.port), listen=("127.0.0.1", port if index == 0 else 0)
+                )
+                await proxy.start()
+                topology.proxies.append(proxy)
         say(f"starting nats-server ({scenario.nodes} node(s))")
         if topology.cluster is not None:
             await asyncio.to_thread(topology.cluster.start)
@@ -272,7 +278,7 @@ async def _run(topology: _Topology, say: Any, plot: bool) -> RunResult:
     if scenario.workload.gateway:
         gateway_url = await _start_gateway(topology, urls, say)
     wl = scenario.workload
-    publisher_urls = [f"nats://{topology.proxy.address}"] if topology.proxy is not None else urls
+    publisher_urls = [f"nats://{proxy.address}" for proxy in topology.proxies] or urls
     configs = []
     for index in range(wl.publishers):
         name = f"publisher:{index}"
@@ -434,23 +440,15 @@ async def _apply(
 async def _fault(topology: _Topology, fault: FaultSpec, configs: list[dict[str, Any]]) -> None:
     kind, duration = fault.kind, fault.duration or 0.0
     if kind in PROXY_FAULTS:
-        proxy = topology.proxy
-        assert proxy is not None
+        for proxy in topology.proxies:
+            _proxy_fault(proxy, fault)
         if kind == "reset":
-            proxy.reset()
             return
-        if kind == "partition":
-            proxy.partition(fault.direction)  # type: ignore[arg-type]
-        elif kind == "stall":
-            proxy.stall()
-        elif kind == "latency":
-            proxy.latency(fault.latency, fault.jitter)
-        elif kind == "bandwidth":
-            proxy.bandwidth(fault.bytes_per_second)
         try:
             await asyncio.sleep(duration)
         finally:
-            proxy.heal()
+            for proxy in topology.proxies:
+                proxy.heal()
         return
     if kind == "cpu":
         burn = process_faults.CpuBurn(fault.cores, duration)
@@ -491,6 +489,27 @@ async def _fault(topology: _Topology, fault: FaultSpec, configs: list[dict[str, 
     await again.start(topology)
     if worker in topology.consumers.values():
         topology.consumers[worker.name] = again
+
+
+def _proxy_fault(proxy: FaultProxy, fault: FaultSpec) -> None:
+    """Apply ``fault`` (one of :data:`PROXY_FAULTS`) to ``proxy``."""
+    kind, direction = fault.kind, fault.direction
+    if kind == "reset":
+        proxy.reset()
+    elif kind == "partition":
+        proxy.partition(direction)  # type: ignore[arg-type]
+    elif kind == "stall":
+        proxy.stall()
+    elif kind == "latency":
+        proxy.latency(fault.latency, fault.jitter)
+    elif kind == "bandwidth":
+        proxy.bandwidth(fault.bytes_per_second)
+    elif kind == "timeout":
+        proxy.timeout(fault.timeout, direction)  # type: ignore[arg-type]
+    elif kind == "limit_data":
+        proxy.limit_data(fault.limit, direction)  # type: ignore[arg-type]
+    elif kind == "slow_close":
+        proxy.slow_close(fault.delay)
 
 
 def _target_worker(topology: _Topology, target: str) -> _Worker:

@@ -22,7 +22,8 @@ A scenario is YAML (see ``docs/chaos.md`` and the shipped ones in
       - {at: 1s, for: 2s, kind: partition, direction: upstream}
       - {at: 2s, for: 1s, kind: stop, target: "consumer:ledger:active"}
     settle: 30s                    # the longest wait for convergence after the workload
-    proxy: {port: 0}               # the fault proxy's port (0: any free one)
+    proxy: {port: 0}               # the fault proxy's port (0: any free one; with a
+                                   # cluster, the first node's proxy: one per node)
 
 :func:`load_scenario` checks everything it can before anything runs and raises
 :class:`~tidings.chaos.ScenarioError` listing each problem with its file and line.
@@ -58,7 +59,16 @@ __all__ = (
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
 
-PROXY_FAULTS = ("partition", "stall", "latency", "bandwidth", "reset")
+PROXY_FAULTS = (
+    "partition",
+    "stall",
+    "latency",
+    "bandwidth",
+    "reset",
+    "timeout",
+    "limit_data",
+    "slow_close",
+)
 PROCESS_FAULTS = ("kill", "stop")
 FAULT_KINDS = (*PROXY_FAULTS, *PROCESS_FAULTS, "cpu")
 HANDLER_FAULTS = ("latency", "error_rate", "drop", "duplicate")
@@ -105,6 +115,12 @@ class FaultSpec:
     jitter: float = 0.0
     bytes_per_second: float = 0.0
     cores: int = 1
+    timeout: float = 0.0
+    """``timeout``: seconds until each connection is closed (0: never)."""
+    limit: int = 0
+    """``limit_data``: bytes each connection may pass before it is closed."""
+    delay: float = 0.0
+    """``slow_close``: seconds each close is delayed."""
 
     @property
     def end(self) -> float:
@@ -210,6 +226,7 @@ def _within(convert: Any, accepts: Any, wanted: str) -> Any:
 
 
 _positive_int = _within(_int, lambda v: v >= 1, "at least 1")
+_non_negative_int = _within(_int, lambda v: v >= 0, "0 or more")
 _port = _within(_int, lambda v: 0 <= v <= 65535, "a TCP port (0: any free one)")
 _positive = _within(_float, lambda v: v > 0, "positive")
 _fraction = _within(_float, lambda v: 0 <= v <= 1, "a fraction between 0 and 1")
@@ -382,7 +399,20 @@ def _fault(
     f = w.mapping(
         node,
         what,
-        ("at", "for", "kind", "target", "direction", "latency", "jitter", "bandwidth", "cores"),
+        (
+            "at",
+            "for",
+            "kind",
+            "target",
+            "direction",
+            "latency",
+            "jitter",
+            "bandwidth",
+            "cores",
+            "timeout",
+            "bytes",
+            "delay",
+        ),
     )
     line = node.start_mark.line + 1
     before = len(w.problems)
@@ -409,6 +439,9 @@ def _fault(
         jitter=w.convert(f.get("jitter"), f"{what}.jitter", parse_duration, 0.0),
         bytes_per_second=w.convert(f.get("bandwidth"), f"{what}.bandwidth", _positive, 0.0),
         cores=w.convert(f.get("cores"), f"{what}.cores", _positive_int, 1),
+        timeout=w.convert(f.get("timeout"), f"{what}.timeout", parse_duration, 0.0),
+        limit=w.convert(f.get("bytes"), f"{what}.bytes", _non_negative_int, 0),
+        delay=w.convert(f.get("delay"), f"{what}.delay", parse_duration, 0.0),
     )
     if len(w.problems) > before or kind is None:
         return []
@@ -421,11 +454,16 @@ def _fault(
             w.at(node, f"{what}: a latency fault needs latency: (e.g. 100ms)")
         if kind == "bandwidth" and not spec.bytes_per_second:
             w.at(node, f"{what}: a bandwidth fault needs bandwidth: (bytes per second)")
+        if kind == "limit_data" and "bytes" not in f:
+            w.at(node, f"{what}: a limit_data fault needs bytes: (how many pass, e.g. 4096)")
+        if kind == "slow_close" and not spec.delay:
+            w.at(node, f"{what}: a slow_close fault needs delay: (e.g. 1s)")
     if kind in PROCESS_FAULTS:
         problem = _target_problem(target, nodes, consumers, workload)
         if problem:
             w.at(node, f"{what}: {problem}")
-    if kind in ("stop", "cpu", "partition", "stall", "latency", "bandwidth") and duration is None:
+    lasting = ("stop", "cpu", *(k for k in PROXY_FAULTS if k != "reset"))
+    if kind in lasting and duration is None:
         w.at(node, f"{what}: a {kind} fault needs for: (how long it lasts, e.g. 2s)")
     if kind == "cpu" and spec.cores > (os.cpu_count() or 1):
         w.at(node, f"{what}: cores: {spec.cores} is more than this machine has ({os.cpu_count()})")

@@ -17,6 +17,7 @@ is not healthy in time.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -78,6 +79,10 @@ class NatsServer:
         cluster: ``(cluster_port, [route ports])`` to join a cluster; see
             :class:`NatsCluster`.
         cluster_name: the cluster's name.
+        advertise: whether the server tells its clients of the cluster's other servers
+            (``connect_urls``, on which clients reconnect); ``False`` writes
+            ``no_advertise: true``, so clients use only the URLs they were given (a fault
+            proxy in front of each server then carries all of their traffic).
     """
 
     def __init__(
@@ -87,8 +92,10 @@ class NatsServer:
         directory: Path | None = None,
         cluster: tuple[int, list[int]] | None = None,
         cluster_name: str = "tidings-test",
+        advertise: bool = True,
     ) -> None:
         self.name = name
+        self.advertise = advertise
         self._owns_directory = directory is None
         self.directory = (
             Path(tempfile.mkdtemp(prefix="tidings-nats-")) if directory is None else directory
@@ -115,9 +122,10 @@ class NatsServer:
         if self._cluster is not None:
             cluster_port, routes = self._cluster
             route_urls = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes)
+            no_advertise = "" if self.advertise else ", no_advertise: true"
             lines.append(
                 f'cluster {{ name: "{self._cluster_name}", listen: 127.0.0.1:{cluster_port}, '
-                f"routes: [{route_urls}] }}"
+                f"routes: [{route_urls}]{no_advertise} }}"
             )
         self.config_path.write_text("\n".join(lines) + "\n")
 
@@ -176,6 +184,17 @@ class NatsServer:
         self.wait_ready(timeout)
         return self
 
+    def jetstream_meta(self) -> dict[str, Any] | None:
+        """The server's view of JetStream's meta group (``/jsz``'s ``meta_cluster``), or
+        ``None`` if it does not answer."""
+        url = f"http://127.0.0.1:{self.monitor_port}/jsz"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                meta = json.load(response).get("meta_cluster")
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+        return meta if isinstance(meta, dict) else None
+
     def _log_tail(self) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
@@ -231,12 +250,20 @@ class NatsServer:
 class NatsCluster:
     """``size`` clustered ``nats-server`` processes with JetStream, on loopback.
 
+    Args:
+        size: how many servers.
+        name: the cluster's name.
+        advertise: ``False``: the servers do not tell clients of each other (see
+            :class:`NatsServer`).
+
     Attributes:
         servers: the servers, ``n1``... ``n<size>``.
         urls: their client URLs, for ``NatsTransport(cluster.urls)``.
     """
 
-    def __init__(self, size: int = 3, *, name: str = "tidings-test") -> None:
+    def __init__(
+        self, size: int = 3, *, name: str = "tidings-test", advertise: bool = True
+    ) -> None:
         if size < 1:
             raise ValueError("a cluster has at least one server")
         self.directory = Path(tempfile.mkdtemp(prefix="tidings-nats-cluster-"))
@@ -250,6 +277,7 @@ class NatsCluster:
                     [p for p in cluster_ports if p != cluster_ports[index]],
                 ),
                 cluster_name=name,
+                advertise=advertise,
             )
             for index in range(size)
         ]
@@ -262,7 +290,29 @@ class NatsCluster:
         deadline = time.monotonic() + timeout
         for server in self.servers:
             server.wait_ready(max(deadline - time.monotonic(), 0.1))
+        self.wait_meta_current(max(deadline - time.monotonic(), 0.1))
         return self
+
+    def wait_meta_current(self, timeout: float = 30.0) -> None:
+        """Wait until JetStream's meta leader sees every other server as current (until
+        then, creating a replicated stream may fail: "no suitable peers for placement").
+
+        Raises:
+            TimeoutError: if it does not within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for server in self.servers:
+                meta = server.jetstream_meta()
+                if meta is None or meta.get("leader") != server.name:
+                    continue
+                replicas = meta.get("replicas") or []
+                if len(replicas) == len(self.servers) - 1 and all(
+                    r.get("current") for r in replicas
+                ):
+                    return
+            time.sleep(0.05)  # polling external processes' monitoring endpoints
+        raise TimeoutError(f"the cluster's JetStream meta group not current within {timeout}s")
 
     def server_named(self, name: str) -> NatsServer:
         """The server called ``name`` (as JetStream reports leaders).
