@@ -20,7 +20,7 @@ schemas: {registry: true, validate: true, compatibility: BACKWARD}
 routes: []
 """
 
-ORDER = {
+ORDER: dict[str, Any] = {
     "type": "object",
     "properties": {
         "n": {"type": "integer"},

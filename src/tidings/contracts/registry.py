@@ -135,8 +135,8 @@ def canonical(schema: str | Mapping[str, Any] | list[Any], schema_type: str) -> 
     if schema_type == "JSON":
         import jsonschema
 
-        if not isinstance(parsed, (dict, bool)):
-            raise InvalidSchemaError("a JSON Schema is an object or a boolean")
+        if not isinstance(parsed, dict):
+            raise InvalidSchemaError("a JSON Schema here is an object ({...})")
         try:
             jsonschema.validators.validator_for(parsed).check_schema(parsed)
         except jsonschema.SchemaError as exc:

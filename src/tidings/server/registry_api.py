@@ -36,7 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -288,7 +288,9 @@ class Contracts:
             return _ok(await registry.versions(subject))
         if "version" in params:
             raw = params["version"]
-            number = "latest" if raw in ("latest", "-1") else _version(raw)
+            number: int | Literal["latest"] | None = (
+                "latest" if raw in ("latest", "-1") else _version(raw)
+            )
             if number is None:
                 return _error(422, 42202, f"version {raw!r} is not a version number")
             return _ok(_described(await registry.version(subject, number)))
