@@ -7,11 +7,11 @@
   so what it returns is a valid Avro schema). Types with no Avro form (a field that may be
   anything, tuples, unions of two record types, non-string enums) raise
   :class:`~tidings.contracts.errors.UnmappableTypeError` naming the field.
-- Subjects and versions: the schema of a topic's events is registered under the subject
-  :func:`subject_for` (``<topic>-value``, Confluent's topic-name strategy), and an event
-  published with a versioned class carries ``dataschema`` :func:`schema_uri`
-  (``tidings:schemas/<topic>/versions/<n>``), which :func:`parse_schema_uri` reads back
-  (Confluent-style ``.../subjects/<subject>/versions/<n>`` too).
+- Subjects and versions (re-exported from :mod:`tidings.dataschema`): the schema of a
+  topic's events is registered under the subject :func:`subject_for` (``<topic>-value``,
+  Confluent's topic-name strategy), and an event of a declared class carries
+  ``dataschema`` :func:`schema_uri` (``tidings:schemas/<topic>/versions/<n>``), which
+  :func:`parse_schema_uri` reads back.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import msgspec
 
 from tidings.codec import is_pydantic_model
 from tidings.contracts.errors import UnmappableTypeError
+from tidings.dataschema import parse_schema_uri, schema_uri, subject_for
 from tidings.event import topic_of, version_of
 
 __all__ = (
@@ -37,30 +38,6 @@ __all__ = (
 )
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-
-_URI = re.compile(r"tidings:schemas/(?P<topic>[^/]+)/versions/(?P<version>\d+)")
-_CONFLUENT_URI = re.compile(r".*/subjects/(?P<subject>[^/]+)/versions/(?P<version>\d+)")
-
-
-def subject_for(topic: str) -> str:
-    """The registry subject of ``topic``'s event schemas: ``<topic>-value``."""
-    return f"{topic}-value"
-
-
-def schema_uri(topic: str, version: int) -> str:
-    """The ``dataschema`` of an event of ``topic`` written at schema ``version``."""
-    return f"tidings:schemas/{topic}/versions/{version}"
-
-
-def parse_schema_uri(uri: str) -> tuple[str, int] | None:
-    """``(subject, version)`` named by a ``dataschema`` URI, or ``None`` if it names none."""
-    match = _URI.fullmatch(uri)
-    if match is not None:
-        return subject_for(match["topic"]), int(match["version"])
-    match = _CONFLUENT_URI.fullmatch(uri)
-    if match is not None:
-        return match["subject"], int(match["version"])
-    return None
 
 
 def json_schema(cls: type) -> dict[str, Any]:
