@@ -31,6 +31,10 @@ from tidings.store.cli import log_app  # noqa: E402 - mounted once typer is know
 
 app.add_typer(log_app)
 
+from tidings.contracts.cli import asyncapi  # noqa: E402 - mounted once typer is known present
+
+app.command()(asyncapi)
+
 
 @app.command()
 def serve(
