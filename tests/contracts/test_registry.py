@@ -4,12 +4,14 @@ processes (two stores on one SQLite file), races, and an unreachable log."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import tidings
 from tidings.contracts import (
     IncompatibleSchemaError,
     InvalidSchemaError,
@@ -130,3 +132,25 @@ async def test_unreachable_log_at_start_is_a_clear_error_and_mid_run_uses_the_ca
     assert registry.cached("orders-value") is not None
     with pytest.raises(RegistryUnavailableError, match="nothing was registered"):
         await registry.register("orders-value", V2)
+
+
+@tidings.event("contracts.registered.order")
+@dataclasses.dataclass(frozen=True)
+class RegisteredOrder:
+    id: str
+
+
+@tidings.event("contracts.registered.skipped", version=2)
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    id: str
+
+
+async def test_an_event_class_registers_as_the_version_it_declares(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "log.db") as store:
+        registry = SchemaRegistry(store)
+        made = await registry.register_event(RegisteredOrder)
+        assert (made.subject, made.version) == ("contracts.registered.order-value", 1)
+        assert await registry.register_event(RegisteredOrder) == made
+        with pytest.raises(InvalidSchemaError, match="declares version 2, but subject"):
+            await registry.register_event(Skipped)

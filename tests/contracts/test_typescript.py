@@ -9,7 +9,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-APP = '''
+APP = """
 import dataclasses
 from typing import Annotated, Literal
 
@@ -31,7 +31,7 @@ class OrderPlaced:
     lines: list[Line]
     status: Literal["new", "paid"] = "new"
     note: str | None = None
-'''
+"""
 
 USAGE = """\
 import { TidingsClient, type OrderPlaced, type Topics } from "./client";

@@ -61,9 +61,7 @@ def _document(target: str, title: str | None, version: str) -> dict[str, Any]:
 
         config = load_config([path])
         schemas = config.schemas
-        known = (
-            _registered_schemas(config.store) if (schemas.registry or schemas.validate) else {}
-        )
+        known = _registered_schemas(config.store) if (schemas.registry or schemas.validate) else {}
         return gateway_document(config, schemas=known)
     module_name, _, attribute = target.partition(":")
     sys.path.insert(0, str(Path.cwd()))

@@ -429,6 +429,37 @@ class SchemaRegistry:
                 f"subject {subject!r} changed under {_ATTEMPTS} registrations in a row; retry"
             )
 
+    async def register_event(self, cls: type, schema_type: str = "JSON") -> RegisteredSchema:
+        """Register event class ``cls``'s schema (JSON Schema, or Avro) under its topic's
+        subject, as the version its class declares (``@tidings.event(..., version=N)``), so
+        that the ``dataschema`` its events carry names this schema.
+
+        Raises:
+            InvalidSchemaError: if the subject holds a different number of versions than
+                ``N - 1`` (register each version of a class in order).
+            IncompatibleSchemaError, UnmappableTypeError: as :meth:`register` and
+                :func:`~tidings.contracts.schemas.avro_schema`.
+        """
+        from tidings.contracts.schemas import avro_schema, json_schema
+        from tidings.dataschema import subject_for
+        from tidings.event import topic_of, version_of
+
+        schema = json_schema(cls) if schema_type == "JSON" else avro_schema(cls)
+        text, _ = canonical(schema, schema_type)
+        subject = subject_for(topic_of(cls))
+        declared = version_of(cls)
+        await self.sync()
+        versions = self._subjects.get(subject, [])
+        if declared <= len(versions) and versions[declared - 1].schema == text:
+            return versions[declared - 1]
+        if len(versions) != declared - 1:
+            raise InvalidSchemaError(
+                f"{cls.__qualname__} declares version {declared}, but subject {subject!r} "
+                f"holds {len(versions)} versions: its events' dataschema would name another "
+                "schema; register the versions of an event class in order, one each"
+            )
+        return await self.register(subject, schema, schema_type)
+
     async def _append(self, payload: object, stream: str, expected: int | None) -> None:
         topic = (
             REGISTERED_TOPIC

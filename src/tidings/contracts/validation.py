@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 
 from tidings import codec
+from tidings.codec import is_pydantic_model
 from tidings.contracts.errors import SchemaViolationError
 from tidings.contracts.registry import RegisteredSchema, SchemaSource
 from tidings.contracts.schemas import parse_schema_uri, resolve_ref, subject_for
@@ -50,6 +51,9 @@ _NUMERIC = {
     "exclusiveMaximum": "lt",
     "multipleOf": "multiple_of",
 }
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 class _UnsupportedError(Exception):
@@ -195,6 +199,7 @@ class _Compiler:
             kw_only=True,
             rename=rename,
             forbid_unknown_fields=extra is False,
+            gc=False,  # checked and dropped: never part of a cycle
         )
 
 
@@ -232,7 +237,9 @@ class Validator:
         self.source = source
         self.violations: Counter[tuple[str, str]] = Counter()
         """Violations by ``(topic, boundary)``."""
-        self._compiled: dict[tuple[str, int], Callable[[bytes], object]] = {}
+        self._compiled: dict[str, Callable[[bytes], object]] = {}
+        self._targets: dict[tuple[str, type], tuple[str, int | None]] = {}
+        self._encoders: dict[type, Callable[[Any], bytes]] = {}
         self._lock = threading.Lock()
 
     def schema_for(self, envelope: Envelope[Any]) -> RegisteredSchema | None:
@@ -275,23 +282,37 @@ class Validator:
         Raises:
             SchemaViolationError: naming the field's JSON path and the rule it breaks.
         """
-        entry = self.schema_for(envelope)
+        payload = envelope.payload
+        attributes = envelope.attributes
+        if attributes and "dataschema" in attributes:
+            entry = self.schema_for(envelope)
+        else:  # the hot path: which (subject, version) a topic and class mean is remembered
+            key = (envelope.topic, type(payload))
+            target = self._targets.get(key)
+            if target is None:
+                target = self._targets[key] = self._target(envelope.topic, type(payload))
+            entry = self.source.cached(*target)
         if entry is None or entry.schema_type != "JSON":
             return
-        payload = envelope.payload
-        if isinstance(payload, (bytes, bytearray, memoryview)):
-            raise self._violation(
-                envelope.topic, boundary, entry.subject, entry.version, "$", "type",
-                "the data is binary, but the topic's registered schema is a JSON Schema",
-            )  # fmt: skip
-        data = codec.encode(payload)
-        key = (entry.subject, entry.version)
-        checker = self._compiled.get(key)
+        checker = self._compiled.get(entry.schema)
         if checker is None:
             with self._lock:
-                checker = self._compiled.get(key)
+                checker = self._compiled.get(entry.schema)
                 if checker is None:
-                    checker = self._compiled[key] = compile_schema(entry.parsed)
+                    checker = self._compiled[entry.schema] = compile_schema(entry.parsed)
+        cls = type(payload)
+        encoder = self._encoders.get(cls)
+        if encoder is None:
+            if isinstance(payload, (bytes, bytearray, memoryview)):
+                raise self._violation(
+                    envelope.topic, boundary, entry.subject, entry.version, "$", "type",
+                    "the data is binary, but the topic's registered schema is a JSON Schema",
+                )  # fmt: skip
+            encoder = self._encoders[cls] = codec.encode if is_pydantic_model(cls) else _encode
+        try:
+            data = encoder(payload)
+        except (msgspec.EncodeError, TypeError, ValueError, OverflowError):
+            data = codec.encode(payload)  # raises the codec's EncodeError, naming the class
         try:
             checker(data)
         except Exception:
@@ -302,6 +323,11 @@ class Validator:
             raise self._violation(
                 envelope.topic, boundary, entry.subject, entry.version, field, rule, message
             ) from None
+
+    def _target(self, topic: str, cls: type) -> tuple[str, int | None]:
+        """``(subject, version)`` for events of ``cls`` on ``topic`` without a
+        ``dataschema``: the class's declared version, else (``None``) the latest."""
+        return subject_for(topic), version_of(cls) if event_type_for(topic) is cls else None
 
     def _violation(
         self,
