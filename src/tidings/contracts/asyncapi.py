@@ -90,13 +90,14 @@ class _Builder:
         defs = dict(schema.get("$defs", {}))
         for name, sub in defs.items():
             self.schemas.setdefault(_key(name), _rewrite(sub))
-        return _rewrite(
+        rewritten: dict[str, Any] = _rewrite(
             {
                 k: v
                 for k, v in schema.items()
                 if k not in ("$defs", "$schema") and not k.startswith("x-")
             }
         )
+        return rewritten
 
     def message(self, name: str, payload: Any, *, title: str, extra: dict[str, Any]) -> str:
         key = _key(name)
