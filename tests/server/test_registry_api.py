@@ -197,3 +197,29 @@ async def test_registry_api_uses_the_gateway_tokens(
             {"url": f"{svc.url}/registry", "basic.auth.user.info": "shop:shop-secret"}
         ) as basic:
             assert await asyncio.to_thread(basic.get_subjects) == ["orders.placed-value"]
+
+
+async def test_malformed_requests_get_confluent_errors(tmp_path: Path) -> None:
+    async with service(tmp_path, CONFIG) as svc:
+        base = "/registry/subjects/orders.placed-value/versions"
+        cases = [
+            (await svc.client.post(base, content=b"{nope"), 422, 42201),
+            (await svc.client.post(base, json={"schemaType": "JSON"}), 422, 42201),
+            (
+                await svc.client.post(
+                    base,
+                    json={"schema": "{}", "schemaType": "JSON", "references": [{"name": "x"}]},
+                ),
+                422,
+                42201,
+            ),
+            (await svc.client.post(base, json={"schema": "{}", "schemaType": "XML"}), 422, 42201),
+            (await svc.client.get(f"{base}/abc"), 422, 42202),
+            (await svc.client.get("/registry/schemas/ids/abc"), 404, 40403),
+            (await svc.client.get("/registry/config/orders.placed-value"), 404, 40408),
+        ]
+        for response, status, code in cases:
+            assert (response.status_code, response.json()["error_code"]) == (status, code), (
+                response.text
+            )
+        assert (await svc.client.delete(base)).status_code == 405

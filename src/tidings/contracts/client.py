@@ -22,7 +22,7 @@ import httpx
 import msgspec
 
 from tidings.contracts.errors import RegistryUnavailableError
-from tidings.contracts.registry import RegisteredSchema
+from tidings.contracts.registry import RegisteredSchema, pick
 
 __all__ = ("RegistryClient",)
 
@@ -125,12 +125,4 @@ class RegistryClient:
 
     def cached(self, subject: str, version: int | None = None) -> RegisteredSchema | None:
         """The version (``None``: the latest) of ``subject`` read so far, or ``None``."""
-        versions = self._subjects.get(subject)
-        if not versions:
-            return None
-        if version is None:
-            return versions[-1]
-        for entry in versions:
-            if entry.version == version:
-                return entry
-        return None
+        return pick(self._subjects.get(subject), version)

@@ -56,6 +56,7 @@ __all__ = (
     "SchemaRegistry",
     "SchemaSource",
     "canonical",
+    "pick",
 )
 
 logger = logging.getLogger("tidings.contracts")
@@ -112,6 +113,18 @@ class SchemaSource(Protocol):
     def cached(self, subject: str, version: int | None = None) -> RegisteredSchema | None:
         """The version (``None``: the latest) of ``subject`` known here, without I/O."""
         ...
+
+
+def pick(versions: list[RegisteredSchema] | None, version: int | None) -> RegisteredSchema | None:
+    """Version ``version`` (``None``: the latest) of a subject's ``versions`` (1, 2, 3... in
+    order), or ``None``."""
+    if not versions:
+        return None
+    if version is None:
+        return versions[-1]
+    if 1 <= version <= len(versions):
+        return versions[version - 1]
+    return None
 
 
 def canonical(schema: str | Mapping[str, Any] | list[Any], schema_type: str) -> tuple[str, Any]:
@@ -236,14 +249,7 @@ class SchemaRegistry:
 
     def cached(self, subject: str, version: int | None = None) -> RegisteredSchema | None:
         """The version (``None``: latest) of ``subject`` read so far, or ``None``."""
-        versions = self._subjects.get(subject)
-        if not versions:
-            return None
-        if version is None:
-            return versions[-1]
-        if 1 <= version <= len(versions):
-            return versions[version - 1]
-        return None
+        return pick(self._subjects.get(subject), version)
 
     # -- the API --------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -55,6 +56,7 @@ from tidings.contracts.errors import (
 from tidings.contracts.registry import RegisteredSchema, SchemaRegistry
 from tidings.contracts.validation import Validator
 from tidings.event import Envelope
+from tidings.exceptions import MissingExtraError
 from tidings.gateway.runner import Gateway
 from tidings.server.access import Access, Caller
 from tidings.server.problems import problem
@@ -167,7 +169,11 @@ class Contracts:
             return _error(422, 42201, "the request body is a JSON object")
         return body
 
-    def _schema_of(self, body: dict[str, Any]) -> tuple[str, str] | Response:
+    async def _schema_of(self, request: Request) -> tuple[str, str] | Response:
+        """``(schema text, schema type)`` of a request body, or the error answer."""
+        body = await self._body(request)
+        if isinstance(body, Response):
+            return body
         schema = body.get("schema")
         if not isinstance(schema, str):
             return _error(422, 42201, "the body needs 'schema', the schema as a JSON string")
@@ -254,10 +260,7 @@ class Contracts:
         if subject is None:
             return _ok(await registry.subjects())
         if path.startswith("/registry/compatibility/") or "/compatibility/" in path:
-            body = await self._body(request)
-            if isinstance(body, Response):
-                return body
-            given = self._schema_of(body)
+            given = await self._schema_of(request)
             if isinstance(given, Response):
                 return given
             version = params.get("version")
@@ -276,10 +279,7 @@ class Contracts:
             refused = self._may_write(caller, subject)
             if refused is not None:
                 return refused
-            body = await self._body(request)
-            if isinstance(body, Response):
-                return body
-            given = self._schema_of(body)
+            given = await self._schema_of(request)
             if isinstance(given, Response):
                 return given
             entry = await registry.register(subject, given[0], given[1])
@@ -295,10 +295,7 @@ class Contracts:
                 return _error(422, 42202, f"version {raw!r} is not a version number")
             return _ok(_described(await registry.version(subject, number)))
         if method == "POST":
-            body = await self._body(request)
-            if isinstance(body, Response):
-                return body
-            given = self._schema_of(body)
+            given = await self._schema_of(request)
             if isinstance(given, Response):
                 return given
             return _ok(_described(await registry.lookup(subject, given[0], given[1])))
@@ -327,8 +324,20 @@ class _ViolationsCollector(Collector):
 
 
 def contracts_for(gateway: Gateway, guard: Access) -> Contracts | None:
-    """The gateway's :class:`Contracts` per its ``schemas:`` section, ``None`` when off."""
+    """The gateway's :class:`Contracts` per its ``schemas:`` section, ``None`` when off.
+
+    Raises:
+        MissingExtraError: if the section is on and the ``contracts`` extra is missing.
+    """
     schemas = gateway.table.config.schemas
     if not (schemas.registry or schemas.validate):
         return None
+    if (
+        importlib.util.find_spec("jsonschema") is None
+        or importlib.util.find_spec("fastavro") is None
+    ):
+        raise MissingExtraError(
+            "the config's schemas: section needs the contracts extra: "
+            "pip install 'tidings[contracts]'"
+        )
     return Contracts(gateway, guard, serve=schemas.registry, validate=schemas.validate)
