@@ -45,6 +45,7 @@ upcasters: Final = Upcasters()
 _URI: Final = re.compile(r"tidings:schemas/(?P<topic>[^/]+)/versions/(?P<version>\d+)")
 _CONFLUENT_URI: Final = re.compile(r".*/subjects/(?P<subject>[^/]+)/versions/(?P<version>\d+)")
 _uris: dict[type, str | None] = {}
+_parsed: dict[str, tuple[str, int] | None] = {}
 
 
 def subject_for(topic: str) -> str:
@@ -59,14 +60,23 @@ def schema_uri(topic: str, version: int) -> str:
 
 def parse_schema_uri(uri: str) -> tuple[str, int] | None:
     """``(subject, version)`` named by a ``dataschema`` URI, or ``None`` if it names none
-    (tidings' form, or a registry URL ending ``/subjects/<subject>/versions/<n>``)."""
+    (tidings' form, or a registry URL ending ``/subjects/<subject>/versions/<n>``).
+    URIs repeat on every event: up to 4,096 are remembered."""
+    try:
+        return _parsed[uri]
+    except KeyError:
+        pass
+    found = None
     match = _URI.fullmatch(uri)
     if match is not None:
-        return subject_for(match["topic"]), int(match["version"])
-    match = _CONFLUENT_URI.fullmatch(uri)
-    if match is not None:
-        return match["subject"], int(match["version"])
-    return None
+        found = subject_for(match["topic"]), int(match["version"])
+    else:
+        match = _CONFLUENT_URI.fullmatch(uri)
+        if match is not None:
+            found = match["subject"], int(match["version"])
+    if len(_parsed) < 4096:
+        _parsed[uri] = found
+    return found
 
 
 def uri_of(cls: type) -> str | None:
