@@ -5,6 +5,7 @@ chosen by dataschema, the class's version, or the latest."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,28 @@ async def test_a_class_is_checked_at_its_own_version(tmp_path: Path) -> None:
             "maxLength",
             1,
         )
+
+
+def test_an_avro_schema_is_checked_by_fastavro() -> None:
+    from tidings.contracts import RegisteredSchema
+
+    avro = {
+        "type": "record",
+        "name": "Order",
+        "fields": [{"name": "id", "type": "string"}, {"name": "cents", "type": "long"}],
+    }
+
+    class Source:
+        entry = RegisteredSchema("shop.order-value", 1, 1, "AVRO", json.dumps(avro), avro)
+
+        def cached(self, subject: str, version: int | None = None) -> Any:
+            return self.entry
+
+    validator = Validator(Source())
+    validator.check(Envelope("shop.order", {"id": "o1", "cents": 5}, 1))
+    with pytest.raises(SchemaViolationError) as wrong:
+        validator.check(Envelope("shop.order", {"id": "o1", "cents": "5"}, 1))
+    assert (wrong.value.field, wrong.value.rule) == ("$.cents", "type")
+    with pytest.raises(SchemaViolationError) as missing:
+        validator.check(Envelope("shop.order", {"id": "o1"}, 1))
+    assert (missing.value.field, missing.value.rule) == ("$.cents", "required")
