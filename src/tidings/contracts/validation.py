@@ -278,6 +278,10 @@ class Validator:
         self._compiled: dict[str, Callable[[bytes], object]] = {}
         self._targets: dict[tuple[str, type], tuple[str, int | None]] = {}
         self._encoders: dict[type, Callable[[Any], bytes]] = {}
+        self._pinned: dict[
+            tuple[str, type],
+            tuple[RegisteredSchema, Callable[[Any], bytes], Callable[[bytes], object]],
+        ] = {}
         self._lock = threading.Lock()
 
     def schema_for(self, envelope: Envelope[Any]) -> RegisteredSchema | None:
@@ -322,16 +326,48 @@ class Validator:
         """
         payload = envelope.payload
         attributes = envelope.attributes
-        if attributes and "dataschema" in attributes:
-            entry = self.schema_for(envelope)
-        else:  # the hot path: which (subject, version) a topic and class mean is remembered
+        pin: tuple[str, type] | None = None
+        if not attributes or "dataschema" not in attributes:
+            # the hot path: an event class pinned to a registered version (versions never
+            # change once registered), its encoder and compiled checker remembered
             key = (envelope.topic, type(payload))
+            ready = self._pinned.get(key)
+            if ready is not None:
+                pinned, pinned_encoder, pinned_checker = ready
+                try:
+                    data = pinned_encoder(payload)
+                except (msgspec.EncodeError, TypeError, ValueError, OverflowError):
+                    data = codec.encode(payload)  # raises the codec's EncodeError
+                try:
+                    pinned_checker(data)
+                except Exception:
+                    self._refuse(envelope, boundary, pinned, data)
+                return
             target = self._targets.get(key)
             if target is None:
                 target = self._targets[key] = self._target(envelope.topic, type(payload))
-            entry = self.source.cached(*target)
+            entry: RegisteredSchema | None = self.source.cached(*target)
+            if target[1] is not None:
+                pin = key
+        else:
+            entry = self.schema_for(envelope)
         if entry is None:
             return
+        checker = self._checker(entry)
+        encoder = self._encoder(envelope, boundary, entry)
+        if pin is not None:
+            with self._lock:  # pinned to a version that exists: remembered
+                self._pinned[pin] = (entry, encoder, checker)
+        try:
+            data = encoder(payload)
+        except (msgspec.EncodeError, TypeError, ValueError, OverflowError):
+            data = codec.encode(payload)  # raises the codec's EncodeError, naming the class
+        try:
+            checker(data)
+        except Exception:
+            self._refuse(envelope, boundary, entry, data)
+
+    def _checker(self, entry: RegisteredSchema) -> Callable[[bytes], object]:
         checker = self._compiled.get(entry.schema)
         if checker is None:
             with self._lock:
@@ -339,34 +375,44 @@ class Validator:
                 if checker is None:
                     compile_ = compile_schema if entry.schema_type == "JSON" else _avro_checker
                     checker = self._compiled[entry.schema] = compile_(entry.parsed)
+        return checker
+
+    def _encoder(
+        self, envelope: Envelope[Any], boundary: str, entry: RegisteredSchema
+    ) -> Callable[[Any], bytes]:
+        payload = envelope.payload
         cls = type(payload)
         encoder = self._encoders.get(cls)
         if encoder is None:
             if isinstance(payload, (bytes, bytearray, memoryview)):
                 raise self._violation(
                     envelope.topic, boundary, entry.subject, entry.version, "$", "type",
-                    "the data is binary, but the topic's registered schema is a JSON Schema",
+                    "the data is binary, but the topic's registered schema describes JSON data",
                 )  # fmt: skip
             encoder = self._encoders[cls] = codec.encode if is_pydantic_model(cls) else _encode
-        try:
-            data = encoder(payload)
-        except (msgspec.EncodeError, TypeError, ValueError, OverflowError):
-            data = codec.encode(payload)  # raises the codec's EncodeError, naming the class
-        try:
-            checker(data)
-        except _AvroViolationError as exc:
-            raise self._violation(
-                envelope.topic, boundary, entry.subject, entry.version, exc.field, exc.rule,
-                str(exc),
-            ) from None  # fmt: skip
-        except Exception:
-            found = _explain(entry.parsed, data)
-            if found is None:
-                return  # the reference implementation accepts it
-            field, rule, message = found
-            raise self._violation(
-                envelope.topic, boundary, entry.subject, entry.version, field, rule, message
-            ) from None
+        return encoder
+
+    def _refuse(
+        self, envelope: Envelope[Any], boundary: str, entry: RegisteredSchema, data: bytes
+    ) -> None:
+        """Raise the violation the checker found, explained; return if the reference
+        implementation accepts the data after all."""
+        if entry.schema_type == "AVRO":
+            try:
+                self._compiled[entry.schema](data)
+            except _AvroViolationError as exc:
+                raise self._violation(
+                    envelope.topic, boundary, entry.subject, entry.version, exc.field, exc.rule,
+                    str(exc),
+                ) from None  # fmt: skip
+            return
+        found = _explain(entry.parsed, data)
+        if found is None:
+            return  # the reference implementation accepts it
+        field, rule, message = found
+        raise self._violation(
+            envelope.topic, boundary, entry.subject, entry.version, field, rule, message
+        )
 
     def _target(self, topic: str, cls: type) -> tuple[str, int | None]:
         """``(subject, version)`` for events of ``cls`` on ``topic`` without a
