@@ -34,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+import msgspec
+
 from tidings.contracts.errors import Break
 from tidings.contracts.schemas import resolve_ref
 
@@ -114,6 +116,8 @@ class _Json:
         self.writer_root = writer if isinstance(writer, dict) else {}
         self.added = added
         self.out = out
+        # without references, equal sub-schemas mean equal data: compatible, not walked
+        self.no_refs = b'"$ref"' not in msgspec.json.encode([reader, writer])
 
     def _deref(self, schema: Any, root: dict[str, Any]) -> Any:
         seen = 0
@@ -156,6 +160,8 @@ class _Json:
         return schema
 
     def check(self, reader: Any, writer: Any, path: str) -> None:
+        if self.no_refs and reader == writer:
+            return
         rtypes = self._types(reader, self.reader_root)
         wtypes = self._types(writer, self.writer_root)
         if rtypes is not None:
@@ -289,6 +295,9 @@ _PROMOTIONS: Final = {
 }
 
 
+_PRIMITIVES: Final = frozenset({*_PROMOTIONS, "null", "boolean"})
+
+
 def _named(schema: Any, table: dict[str, Any], namespace: str = "") -> None:
     if isinstance(schema, list):
         for branch in schema:
@@ -322,15 +331,14 @@ class _Avro:
         self.seen: set[tuple[int, int]] = set()
 
     def _resolve(self, schema: Any, names: dict[str, Any]) -> Any:
-        if isinstance(schema, str) and schema in names:
-            return names[schema]
-        if isinstance(schema, dict) and isinstance(schema.get("type"), (dict, list)):
-            return self._resolve(schema["type"], names)
-        if isinstance(schema, dict) and schema.get("type") in _PROMOTIONS | {
-            "null": None,
-            "boolean": None,
-        }:
-            return schema["type"]
+        if isinstance(schema, str):
+            return names.get(schema, schema)
+        if isinstance(schema, dict):
+            kind = schema.get("type")
+            if isinstance(kind, (dict, list)):
+                return self._resolve(kind, names)
+            if kind in _PRIMITIVES:
+                return kind
         return schema
 
     def _kind(self, schema: Any) -> str:
@@ -352,6 +360,8 @@ class _Avro:
     def check(self, reader: Any, writer: Any, path: str) -> None:
         r = self._resolve(reader, self.rnames)
         w = self._resolve(writer, self.wnames)
+        if isinstance(r, str) and r == w and r in _PRIMITIVES:
+            return  # the same primitive: nothing to resolve
         key = (id(r), id(w))
         if key in self.seen:  # recursive types: checked already on this walk
             return
