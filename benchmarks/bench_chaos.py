@@ -113,15 +113,15 @@ async def measure(events: int, rounds: int) -> dict[str, float]:
 
 
 def run(quick: bool = False) -> list[Row]:
-    """Rows for ``benchmarks/run.py``: C1 (proxy in the publisher's loop) and C2 (proxy in
+    """Rows for ``benchmarks/run.py``: X1 (proxy in the publisher's loop) and X2 (proxy in
     its own process), each against a direct connection measured in the same rounds."""
     events, rounds = (2_000, 2) if quick else (20_000, 5)
     figures = asyncio.run(measure(events, rounds))
     note = f"NATS publish with acks, {events:,} events, median of {rounds} interleaved rounds"
     return [
-        Row("C1", "direct connection", "events/s", figures["direct"], "/s", note),
+        Row("X1", "direct connection", "events/s", figures["direct"], "/s", note),
         Row(
-            "C1",
+            "X1",
             "tidings",
             "events/s",
             figures["in-loop"],
@@ -129,9 +129,9 @@ def run(quick: bool = False) -> list[Row]:
             "proxy in the publisher's loop",
             {"paired ratio": figures["in-loop ratio"]},
         ),
-        Row("C2", "direct connection", "events/s", figures["direct/p"], "/s", note),
+        Row("X2", "direct connection", "events/s", figures["direct/p"], "/s", note),
         Row(
-            "C2",
+            "X2",
             "tidings",
             "events/s",
             figures["process"],

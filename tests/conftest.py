@@ -1,10 +1,15 @@
-"""Shared fixtures."""
+"""Shared fixtures: a bus; a PostgreSQL server; Node tools from npm (TypeScript, the AsyncAPI JSON Schema)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,3 +41,68 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+NPM_PACKAGES = ("typescript@5.9.3", "@asyncapi/specs@6.11.1")
+"""Installed from the npm registry into ``build/npm`` (a cache kept between runs)."""
+
+_NPM_CACHE = Path(__file__).resolve().parents[1] / "build" / "npm"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the contract tests need it)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """``build/npm/node_modules`` with TypeScript and ``@asyncapi/specs``, installed with
+    npm on first use; skipped (failed under ``CI=true``) when npm or the registry is
+    missing."""
+    marker = _NPM_CACHE / f".installed-{'-'.join(NPM_PACKAGES).replace('/', '_')}"
+    if not marker.exists():
+        npm = shutil.which("npm")
+        if npm is None or shutil.which("node") is None:
+            _unavailable("node and npm are not installed (needed for tsc and @asyncapi/specs)")
+        _NPM_CACHE.mkdir(parents=True, exist_ok=True)
+        try:
+            subprocess.run(
+                [str(npm), "install", "--prefix", str(_NPM_CACHE), "--no-audit", "--no-fund",
+                 *NPM_PACKAGES],
+                check=True, capture_output=True, timeout=600,
+            )  # fmt: skip
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            _unavailable(f"npm install {' '.join(NPM_PACKAGES)} failed: {exc}")
+        marker.write_text("ok\n")
+    return _NPM_CACHE / "node_modules"
+
+
+@pytest.fixture(scope="session")
+def asyncapi_validator(node_modules: Path) -> Any:
+    """The official AsyncAPI 3.0.0 JSON Schema (``@asyncapi/specs``) as a validator."""
+    import jsonschema
+
+    schema = json.loads(
+        (node_modules / "@asyncapi" / "specs" / "schemas" / "3.0.0.json").read_text()
+    )
+    return jsonschema.Draft7Validator(schema)
+
+
+Tsc = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture(scope="session")
+def tsc(node_modules: Path) -> Tsc:
+    """``tsc(directory, *files)``: ``tsc --strict`` over ``files`` in ``directory`` (ES2022
+    with the DOM's fetch), compiled into ``directory/out``."""
+
+    def run(directory: Path, *files: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(node_modules / ".bin" / "tsc"), "--strict", "--target", "es2022", "--lib",
+             "es2022,dom", "--module", "es2022", "--moduleResolution", "bundler", "--outDir",
+             "out", *files],
+            cwd=directory, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+
+    return run

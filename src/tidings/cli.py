@@ -34,6 +34,9 @@ app.add_typer(log_app)
 from tidings.chaos.cli import chaos_app  # noqa: E402 - mounted once typer is known present
 
 app.add_typer(chaos_app)
+from tidings.contracts.cli import asyncapi  # noqa: E402 - mounted once typer is known present
+
+app.command()(asyncapi)
 
 
 @app.command()

@@ -33,6 +33,10 @@ Guarantees:
   except that a text body (``text/*`` or a ``charset`` parameter, valid UTF-8) and a
   structured ``data`` string give ``str``. A ``bytes`` payload always leaves as binary
   data (the body in binary mode, ``data_base64`` in structured mode).
+- ``dataschema``: an event of a class declared with :func:`tidings.event` carries its
+  schema version (:mod:`tidings.dataschema`); a received event naming an older version of
+  its class's type is upcast before it is converted, a newer one refused
+  (:class:`~tidings.exceptions.DecodeError`).
 - A received event lacking a required attribute (``id``, ``source``, ``type``,
   ``specversion``), or with a malformed one, is refused with a
   :class:`~tidings.exceptions.CloudEventError` naming the attribute. Bindings may supply a
@@ -54,6 +58,7 @@ from typing import Any, Final, overload
 import msgspec
 
 from tidings import codec
+from tidings.dataschema import decode_versioned, names_class, uri_of
 from tidings.event import NO_HEADERS, Envelope, event_type_for
 from tidings.exceptions import CloudEventError, HeaderError, InvalidTopicError
 from tidings.topics import validate_topic
@@ -348,6 +353,10 @@ def _render(
             if name in given:
                 out[names[name]] = encode(given[name])
         content_type = given.get("datacontenttype")
+    if not given or "dataschema" not in given:
+        schema = uri_of(type(envelope.payload))  # a declared class: its version
+        if schema is not None:
+            out[names["dataschema"]] = schema
     if content_type is None:
         content_type = BINARY_CONTENT_TYPE if _is_bytes(envelope.payload) else JSON_CONTENT_TYPE
     out[names["datacontenttype"]] = content_type
@@ -592,7 +601,7 @@ def envelope_from_attributes(
                 attribute="type",
             ) from None
     target = payload_type if payload_type is not None else event_type_for(topic)
-    payload = data(target)
+    payload = decode_versioned(data, target, attributes.get("dataschema"))
     kept: dict[str, str] = {}
     if type_ != topic:
         kept["type"] = type_
@@ -615,6 +624,8 @@ def envelope_from_attributes(
     headers: dict[str, str] = dict(protocol_headers)
     for name, value in attributes.items():
         if name in CORE_ATTRIBUTES:
+            if name == "dataschema" and names_class(value, target):
+                continue  # implied by the payload's class (re-rendered on the way out)
             if name in ("subject", "dataschema") or (
                 name == "datacontenttype" and value != JSON_CONTENT_TYPE
             ):

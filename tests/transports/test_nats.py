@@ -87,6 +87,7 @@ async def test_wire_format_is_cloudevents_binary_mode(
         "ce-id": env.id,
         "ce-type": "conformance.order",
         "ce-source": "conformance",
+        "ce-dataschema": "tidings:schemas/conformance.order/versions/1",
         "ce-time": f"{env.datetime:%Y-%m-%dT%H:%M:%S}.{env.time // 1000 % 1_000_000:06d}Z",
         "ce-hlc": str(env.time),
         "ce-partitionkey": "cust-1",

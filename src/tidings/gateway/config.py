@@ -15,6 +15,10 @@ Keys (a contract: operators rely on them; new keys may be added, none renamed)::
       max_body: 1MiB                      # B, KB, KiB, MB, MiB
       tokens: [{name, token_env, publish: [patterns], subscribe: [patterns]}]
       rate_limit: {rate: 1000, burst: 2000}   # per token, events/s
+    schemas:                              # the schema registry (tidings.contracts)
+      registry: true                      # serve its REST API at /registry (stored in the log)
+      validate: true                      # refuse POSTed events breaking their topic's schema
+      compatibility: BACKWARD             # default mode of subjects with none set
     routes:
       - name: NAME                        # unique
         from: PATTERN or [PATTERNS]
@@ -62,6 +66,7 @@ __all__ = (
     "Problem",
     "RateLimitConfig",
     "RouteConfig",
+    "SchemasConfig",
     "SplitConfig",
     "TargetConfig",
     "TokenConfig",
@@ -187,6 +192,22 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class SchemasConfig:
+    """The ``schemas:`` section: the registry's REST API, validation of POSTed events, and
+    the default compatibility mode (see :mod:`tidings.contracts`)."""
+
+    registry: bool = False
+    validate: bool = False
+    compatibility: str = "BACKWARD"
+
+
+_MODES = (
+    "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL",
+    "FULL_TRANSITIVE",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """A whole, valid gateway config. Immutable.
 
@@ -198,6 +219,7 @@ class GatewayConfig:
     drain_timeout: float = 10.0
     http: HttpConfig = field(default_factory=HttpConfig)
     routes: tuple[RouteConfig, ...] = ()
+    schemas: SchemasConfig = field(default_factory=SchemasConfig)
     sources: tuple[str, ...] = ()
     text: tuple[str, ...] = ()
 
@@ -324,7 +346,7 @@ class _Checker:
         return tuple(out)
 
 
-_TOP = ("store", "transport", "http", "routes", "drain_timeout")
+_TOP = ("store", "transport", "http", "routes", "drain_timeout", "schemas")
 _HTTP = ("listen", "max_body", "tokens", "rate_limit")
 _TOKEN = ("name", "token_env", "publish", "subscribe")
 _ROUTE = ("name", "from", "when", "priority", "to", "split", "redact", "mask", "dead_letter")
@@ -537,6 +559,8 @@ def _file_config(check: _Checker, root: yaml.Node | None) -> dict[str, Any]:
         )
     if "http" in keys:
         out["http"] = _http(check, keys["http"][1])
+    if "schemas" in keys:
+        out["schemas"] = _schemas(check, keys["schemas"][1])
     if "routes" in keys:
         has_transport = "transport" in keys
         out["routes"] = [
@@ -546,6 +570,26 @@ def _file_config(check: _Checker, root: yaml.Node | None) -> dict[str, Any]:
         ]
     out["_keys"] = {k: v[0] for k, v in keys.items()}
     return out
+
+
+def _schemas(check: _Checker, node: yaml.Node) -> SchemasConfig:
+    keys = check.mapping(node, "schemas", ("registry", "validate", "compatibility"))
+    flags = {}
+    for name in ("registry", "validate"):
+        if name in keys:
+            raw = (check.text(keys[name][1], f"schemas.{name}") or "").lower()
+            if raw not in ("true", "false"):
+                check.at(keys[name][1], f"schemas.{name} must be true or false")
+            flags[name] = raw == "true"
+    mode = SchemasConfig.compatibility
+    if "compatibility" in keys:
+        mode = (check.text(keys["compatibility"][1], "schemas.compatibility") or mode).upper()
+        if mode not in _MODES:
+            check.at(
+                keys["compatibility"][1],
+                f"schemas.compatibility {mode!r} is none of {', '.join(_MODES)}",
+            )
+    return SchemasConfig(flags.get("registry", False), flags.get("validate", False), mode)
 
 
 def _http(check: _Checker, node: yaml.Node) -> HttpConfig:
@@ -723,6 +767,7 @@ def parse_config(sources: Sequence[tuple[str, str]]) -> GatewayConfig:
         drain_timeout=merged.get("drain_timeout", GatewayConfig.drain_timeout),
         http=merged.get("http", HttpConfig()),
         routes=tuple(routes),
+        schemas=merged.get("schemas", SchemasConfig()),
         sources=tuple(f for f, _ in sources),
         text=tuple(t for _, t in sources),
     )

@@ -42,6 +42,7 @@ from tidings.server.access import Access, Caller
 from tidings.server.console import console_routes
 from tidings.server.openapi import openapi
 from tidings.server.problems import problem
+from tidings.server.registry_api import contracts_for
 from tidings.server.telemetry import registry_for
 from tidings.topics import validate_pattern
 from tidings.transports.http import decode_request
@@ -76,6 +77,9 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
     guard = access if access is not None else Access(http.tokens, http.rate_limit)
     max_body = http.max_body
     registry = registry_for(gateway)
+    contracts = contracts_for(gateway, guard)
+    if contracts is not None:
+        registry.register(contracts.collector())
 
     def caller_of(request: Request) -> Caller | Response:
         caller = guard.identify(request.headers.get("authorization"))
@@ -111,6 +115,8 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
                     f"token {caller.name!r} may not publish on {envelope.topic!r}",
                     topic=envelope.topic,
                 )
+        if contracts is not None and (refused := await contracts.refuse(envelopes)) is not None:
+            return refused
         wait = guard.throttle(caller, len(envelopes))
         if wait > 0:
             return problem(
@@ -213,6 +219,7 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
             *console_routes(gateway, guard, index),
+            *([contracts.routes()] if contracts is not None and contracts.serve else []),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

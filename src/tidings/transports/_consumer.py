@@ -418,7 +418,8 @@ class Consumer(TransportSubscription):
                     exc,
                     extra=log_fields(env, self.name),
                 )
-            elif handled >= policy.max_deliver:
+            elif handled >= policy.max_deliver or getattr(exc, "tidings_permanent", False):
+                # a permanent error (a schema violation...) would fail every retry alike
                 msg.settled = "term"
                 reason = getattr(exc, "tidings_reason", None) or error_reason(exc)
                 handler = getattr(exc, "tidings_handler", None) or self.name

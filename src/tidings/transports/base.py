@@ -13,7 +13,9 @@ Delivery policy (the same for every transport, see :class:`DeliveryPolicy`):
 - a message the handler did not settle is acked when the handler returns;
 - a handler that raises gets the message again after an exponential backoff, until
   ``max_deliver`` attempts; then the message goes to the dead letters with the reason, the
-  handler and the attempt count, and the subscription goes on with the next messages;
+  handler and the attempt count, and the subscription goes on with the next messages (an
+  exception whose class sets ``tidings_permanent = True``, such as a schema violation,
+  goes to the dead letters at its first attempt: retrying cannot help);
   deliveries a transport gave back unseen in this process (no handler called) are not
   counted as attempts;
 - a message that cannot be decoded goes to the dead letters at once with the decode error;
