@@ -20,9 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import typer
 
-from tidings.contracts.asyncapi import application_document, event_classes, gateway_document
+try:
+    import typer
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"tidings asyncapi needs {exc.name}: install it with pip install 'tidings[cli]'"
+    ) from exc
+
 from tidings.contracts.typescript import typescript_client
 
 __all__ = ("asyncapi",)
@@ -55,6 +60,10 @@ def _registered_schemas(store_url: str) -> dict[str, dict[str, Any]]:
 
 
 def _document(target: str, title: str | None, version: str) -> dict[str, Any]:
+    # imported here: the gateway's config (and so its extra) only when a document is asked for,
+    # so that the rest of the ``tidings`` command works without it
+    from tidings.contracts.asyncapi import application_document, event_classes, gateway_document
+
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or path.is_dir():
         from tidings.gateway.config import load_config

@@ -18,8 +18,14 @@ import logging
 import time
 from typing import Any
 
-import httpx
 import msgspec
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"tidings.contracts.client needs {exc.name}: install it with pip install 'tidings[contracts]'"
+    ) from exc
 
 from tidings.contracts.errors import RegistryUnavailableError
 from tidings.contracts.registry import RegisteredSchema, pick
