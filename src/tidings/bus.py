@@ -384,30 +384,7 @@ class Bus:
         **options: Unpack[LogFollowOptions],
     ) -> Subscription[Any]: ...
     def subscribe(
-        self,
-        target: type[T] | str,
-        handler: Callable[..., object],
-        *,
-        priority: float = 0,
-        where: Callable[[Any], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
-        batch: Batch | None = None,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
-        transactional: bool = False,
-        middleware: Sequence[Middleware] = (),
+        self, target: type[T] | str, handler: Callable[..., object], **options: Any
     ) -> Subscription[Any]:
         """Subscribe ``handler`` to an event class, a topic or a pattern.
 
@@ -462,18 +439,68 @@ class Bus:
                 listed outermost, inside the bus-wide ones of :meth:`use`. Composed once,
                 here. Not for batch handlers.
 
+        Every option is keyword-only and optional; the defaults are those of
+        :class:`SubscribeOptions` as documented here (``priority=0``, ``workers=1``,
+        ``maxsize=1024``, ``overflow="block"``, ``weight=1.0``, ``max_attempts=3``, the
+        rest off).
+
         Returns:
             The :class:`Subscription` handle.
 
         Raises:
             InvalidHandlerError: if the handler, ``where``, ``owner``, ``mode``, ``priority``
                 (not an int or float), ``batch`` (not a :class:`~tidings.Batch`) or
-                ``middleware`` (with ``batch``, or one refusing the handler) is unusable. Every option is checked before any worker starts.
+                ``middleware`` (with ``batch``, or one refusing the handler) is unusable.
+                Every option is checked before any worker starts.
             InvalidTopicError: if the topic or pattern is malformed.
             TopicRequiredError: if the event class is a builtin that names no topic.
             ValueError: if a queue setting is out of range.
+            TypeError: if an option is unknown.
             BusClosedError: if the bus is closed.
         """
+        if options or self._remote is not None:
+            return self._subscribe(target, handler, **options)
+        # No option, no transport: the common case, without the option checks (every option
+        # at its default selects a local inline or task subscription, never queued).
+        if self._closed:
+            raise BusClosedError("the bus is closed; subscribe before closing it")
+        sub: Subscription[Any] = Subscription(
+            self._port, target, handler, 0, None, False, None, None, None, None, self._middleware
+        )
+        if self._observer is not None:
+            sub.observe(True)
+        if self._gone:
+            self._remove_gone()
+        self._table.add(sub)
+        return sub
+
+    def _subscribe(
+        self,
+        target: type[T] | str,
+        handler: Callable[..., object],
+        *,
+        priority: float = 0,
+        where: Callable[[Any], bool] | None = None,
+        once: bool = False,
+        weak: bool | None = None,
+        owner: object | None = None,
+        envelope: bool | None = None,
+        mode: Mode | None = None,
+        workers: int = 1,
+        maxsize: int = 1024,
+        overflow: Overflow = "block",
+        batch: Batch | None = None,
+        pool: WorkerPool | None = None,
+        weight: float = 1.0,
+        group: str | None = None,
+        from_: int | None = None,
+        durable: str | None = None,
+        idempotent: bool = False,
+        max_attempts: int = 3,
+        transactional: bool = False,
+        middleware: Sequence[Middleware] = (),
+    ) -> Subscription[Any]:
+        """:meth:`subscribe` with options (see there)."""
         if self._closed:
             raise BusClosedError("the bus is closed; subscribe before closing it")
         if mode is None and (workers != 1 or batch is not None or pool is not None):
@@ -713,8 +740,11 @@ class Bus:
         use :meth:`subscribe` and keep its handle.
         """
 
+        if batch is not None:
+            options["batch"] = batch
+
         def subscribe(handler: Callable[..., Any]) -> Subscription[Any]:
-            sub: Subscription[Any] = self.subscribe(target, handler, batch=batch, **options)
+            sub: Subscription[Any] = self.subscribe(target, handler, **options)
             return sub
 
         return Handles(subscribe) if batch is None else BatchHandles(subscribe)

@@ -338,7 +338,6 @@ class Subscription(Generic[T]):
         bus: SubscriptionOwner | None,
         target: type[T] | str,
         handler: Callable[..., Any],
-        *,
         priority: float,
         where: Callable[[Any], bool] | None,
         once: bool,
@@ -364,7 +363,7 @@ class Subscription(Generic[T]):
                 f"priority= must be an int or a float (higher runs first), not "
                 f"{type(priority).__name__} {priority!r}"
             )
-        if not isinstance(once, bool):
+        if once is not False and once is not True:
             raise InvalidHandlerError(f"once= must be True or False, not {once!r}")
         if where is not None and not callable(where):
             raise InvalidHandlerError(
@@ -426,7 +425,26 @@ class Subscription(Generic[T]):
             self._weak = (ref, handler.__func__)
             self.handler = None
         if mode is None:
-            mode = "task" if self.is_async else "inline"
+            self.kind = TASK if is_async else INLINE
+        else:
+            self.kind = self._kind_of(mode)
+        self._chain: Handler | None = None
+        given: object = middleware  # annotations are not enforced at run time
+        if type(given) is not tuple and (isinstance(given, str) or not isinstance(given, Sequence)):
+            raise InvalidHandlerError(
+                f"middleware= takes a list of middleware (handler -> handler), not "
+                f"{type(given).__name__} {given!r}"
+            )
+        if middleware:
+            self._chain = compose(self._innermost(), middleware, name=self.name)
+            self.__class__ = _ComposedSubscription
+
+    def _kind_of(self, mode: object) -> int:
+        """The kind (:data:`INLINE`, :data:`TASK`, :data:`QUEUED`) of an explicit ``mode=``.
+
+        Raises:
+            InvalidHandlerError: if ``mode`` is unknown or does not fit the handler.
+        """
         if mode == "task" and not self.is_async:
             raise InvalidHandlerError(
                 f"mode='task' runs coroutine functions; {self.name} is not one "
@@ -439,17 +457,7 @@ class Subscription(Generic[T]):
             )
         if mode not in _MODES:
             raise InvalidHandlerError(f"mode must be 'inline', 'task' or 'queued', not {mode!r}")
-        self.kind = _MODES.index(mode)
-        self._chain: Handler | None = None
-        given: object = middleware  # annotations are not enforced at run time
-        if type(given) is not tuple and (isinstance(given, str) or not isinstance(given, Sequence)):
-            raise InvalidHandlerError(
-                f"middleware= takes a list of middleware (handler -> handler), not "
-                f"{type(given).__name__} {given!r}"
-            )
-        if middleware:
-            self._chain = compose(self._innermost(), middleware, name=self.name)
-            self.__class__ = _ComposedSubscription
+        return _MODES.index(mode)
 
     def wrap(self, *middleware: Middleware) -> None:
         """Wrap this subscription's handler (and any middleware it has) in ``middleware``,
@@ -634,6 +642,12 @@ class Subscription(Generic[T]):
                 if counts is None:
                     counts = self._counts = _Counts()
         return counts
+
+    def delivery_counter(self) -> itertools.count[int]:
+        """The counter of this subscription's own successful calls: each ``next()`` on it
+        counts one (thread-safe). A route whose one subscription this is counts its
+        fast-path dispatches here."""
+        return self._stats().delivered
 
     def record_delivered(self, n: int = 1) -> None:
         """Count ``n`` successful handler calls (thread-safe)."""
