@@ -816,7 +816,7 @@ class RouteCounters:
     Reads use an index of the live counters by subscription, rebuilt after any change.
     """
 
-    __slots__ = ("_index", "_live", "_newest", "_retired", "_serials")
+    __slots__ = ("_index", "_live", "_newest", "_serials", "retired")
 
     def __init__(self) -> None:
         # Which live counters each subscription is in, built on a read from one pass over
@@ -825,7 +825,8 @@ class RouteCounters:
         self._index: tuple[int, dict[Subscription[Any], list[itertools.count[int]]]] | None = None
         self._newest = -1
         self._live: dict[int, tuple[tuple[Subscription[Any], ...], itertools.count[int]]] = {}
-        self._retired: collections.deque[int] = collections.deque()
+        self.retired: collections.deque[int] = collections.deque()
+        """Keys of retired counters not folded yet (a test of it is cheaper than a call)."""
         self._serials = itertools.count()
 
     def open(self, subs: tuple[Subscription[Any], ...], counter: itertools.count[int]) -> int:
@@ -838,11 +839,11 @@ class RouteCounters:
     def retire(self, key: int) -> None:
         """The counter of ``key`` counts no more dispatches: fold it at the next
         :meth:`fold`. Takes no lock."""
-        self._retired.append(key)
+        self.retired.append(key)
 
     def fold(self) -> None:
         """Move the totals of retired counters into their subscriptions' own counts."""
-        retired = self._retired
+        retired = self.retired
         if not retired:
             return
         live = self._live
