@@ -62,6 +62,7 @@ from typing import (
 from tidings._carrier import carrier_of
 from tidings._coroutines import IDLE, next_job, resume
 from tidings._stream import EventStream, stream_subscription
+from tidings.clock import LOGICAL_BITS as _LOGICAL_BITS
 from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
@@ -115,6 +116,7 @@ S = TypeVar("S")
 
 logger = logging.getLogger("tidings")
 _get_ident = threading.get_ident
+_LOGICAL_MASK = (1 << _LOGICAL_BITS) - 1
 
 
 class Handles(Generic[T]):
@@ -256,6 +258,46 @@ class Bus:
     workers; publishing or emitting from inside a running loop binds it too.
     """
 
+    # Slots, not an instance dict: publish reads a dozen of these per event, and a slot read
+    # is the cheapest attribute read there is (an instance dict of this many keys is not).
+    __slots__ = (
+        "__weakref__",
+        "_busy",
+        "_carrier",
+        "_carries",
+        "_carry",
+        "_clock",
+        "_closed",
+        "_driver",
+        "_driver_alive",
+        "_emit_alive",
+        "_emit_driver",
+        "_failures",
+        "_gone",
+        "_granule_end",
+        "_handoffs",
+        "_hlc",
+        "_lock",
+        "_log",
+        "_loop",
+        "_loop_thread",
+        "_middleware",
+        "_node",
+        "_observer",
+        "_pending",
+        "_pools",
+        "_port",
+        "_queued",
+        "_remote",
+        "_routes",
+        "_source",
+        "_table",
+        "_tasks",
+        "_tick",
+        "_topic_routes",
+        "_wall",
+    )
+
     def __init__(
         self,
         *,
@@ -272,6 +314,9 @@ class Bus:
         self._tick = self._clock.now
         self._hlc = self._clock._state
         self._wall = self._clock._wall
+        # The end of the physical granule of a time this bus issued (see publish): 0 until
+        # the first publish.
+        self._granule_end = 0
         self._node = self._clock.node
         self._lock = threading.Lock()
         # The route cache, read by publish without a lock: the table's own dicts (mutated by
@@ -906,15 +951,25 @@ class Bus:
         # HybridClock.now()'s send rule, inlined (a call costs as much as the rule itself):
         # t = max(last + 1, physical), claimed atomically; on a lost race, ask the clock.
         # heappushpop hands back ``t`` itself exactly when it lost (see tidings.clock), so
-        # ``is`` tells, without comparing two multi-digit ints again.
+        # ``is`` tells, without comparing two multi-digit ints again. While the physical
+        # clock is still inside the granule of a time this bus issued (below _granule_end),
+        # max(last + 1, physical) is last + 1: the clock never goes back, so last is at
+        # least that time and the physical part at most its granule. Then the physical
+        # reading needs no masking and no comparison with last + 1.
         hlc = self._hlc
         t = hlc[0] + 1
         wall = self._wall  # an instance attribute: a plain load, then a call
-        pt = wall() & _PHYSICAL_MASK
-        if pt > t:
-            t = pt
-        if _heappushpop(hlc, t) is t:
-            t = self._tick()
+        pt = wall()
+        if pt < self._granule_end:
+            if _heappushpop(hlc, t) is t:
+                t = self._tick()
+        else:
+            pt &= _PHYSICAL_MASK
+            if pt > t:
+                t = pt
+            if _heappushpop(hlc, t) is t:
+                t = self._tick()
+            self._granule_end = (t | _LOGICAL_MASK) + 1  # after the claim: last >= t
         if key is not None and not isinstance(key, str):
             raise _bad_key(key)
         env = Envelope(
@@ -1798,7 +1853,11 @@ def _observed_class(
     :func:`observation_port`), as :meth:`Subscription.observe` swaps a subscription's: the
     hooks are called straight, with no call in between, and :class:`Bus` itself carries no
     check, so an unobserved bus pays nothing."""
-    namespace: dict[str, Any] = {"__module__": __name__, "__doc__": _observed_class.__doc__}
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__doc__": _observed_class.__doc__,
+        "__slots__": (),  # the same layout as Bus, so that the class can be swapped
+    }
     if publish is not None:
         namespace["publish"] = staticmethod(publish)
     if emit is not None:
