@@ -1155,8 +1155,9 @@ class Bus:
         """Run a coroutine handler up to its first suspension; track the rest as a task."""
         try:
             awaited = coro.send(None)
-        except StopIteration:
-            sub.record_delivered()
+        except StopIteration as stop:
+            if stop.value is not SKIP:  # SKIP: dropped by a middleware
+                sub.record_delivered()
             return
         except Exception as exc:
             self._failures.report(sub, env, exc)
@@ -1210,6 +1211,8 @@ class Bus:
             exc = task.exception()
             if exc is not None and isinstance(exc, Exception):
                 self._failures.report(sub, env, exc, counted=counted)
+            elif counted and exc is None and task.result() is SKIP:
+                sub.take_back_delivered()  # dropped by a middleware after it suspended
 
         task.add_done_callback(done)
         return task
@@ -1310,6 +1313,8 @@ class Bus:
                     if sub.kind == TASK:
                         awaited = result.send(None)
                 except StopIteration as stop:
+                    if stop.value is SKIP:  # dropped by a middleware
+                        continue
                     sub.record_delivered()
                     outcomes.append(HandlerOutcome(sub.name, stop.value))
                 except QueueClosedError:
@@ -1338,11 +1343,29 @@ class Bus:
         if tasks:
             await asyncio.wait(tasks)
         for item in outcomes:
-            if isinstance(item, tuple) and not item[1].cancelled() and item[1].exception() is None:
+            if (
+                isinstance(item, tuple)
+                and not item[1].cancelled()
+                and item[1].exception() is None
+                and item[1].result() is not SKIP  # SKIP: dropped by a middleware
+            ):
                 item[0].record_delivered()
         if refusals:
             raise refusals[0]
-        return Delivery(env, tuple(_outcome(o) for o in outcomes))
+        return Delivery(
+            env,
+            tuple(
+                _outcome(o)
+                for o in outcomes
+                if not (
+                    isinstance(o, tuple)
+                    and o[1].done()
+                    and not o[1].cancelled()
+                    and o[1].exception() is None
+                    and o[1].result() is SKIP
+                )
+            ),
+        )
 
     def _emit_eagerly(
         self,

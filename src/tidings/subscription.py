@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVa
 
 from tidings.event import Envelope, topic_of
 from tidings.exceptions import InvalidHandlerError
-from tidings.middleware.base import Handler, Middleware, compose
+from tidings.middleware.base import DROPPED, Handler, Middleware, compose
 from tidings.topics import compile_pattern, validate_pattern
 
 if TYPE_CHECKING:
@@ -277,7 +277,9 @@ class SubscriptionStatistics:
         delivered: handler calls that returned without raising (an event in a batch counts
             once; an async handler counts when it is started and stops counting if it fails).
         failed: handler calls that raised.
-        dropped: events the overflow policy discarded.
+        dropped: events the overflow policy discarded, and calls a middleware dropped
+            (:class:`~tidings.middleware.RateLimit` ``policy="drop"``,
+            :class:`~tidings.middleware.Dedupe`).
         queue_depth: events waiting in the subscription's buffer (queued mode).
         high_water: the most events its buffer ever held at once (every partition together,
             with ``workers > 1``).
@@ -436,7 +438,9 @@ class Subscription(Generic[T]):
                 f"{type(given).__name__} {given!r}"
             )
         if middleware:
-            self._chain = compose(self._innermost(), middleware, name=self.name)
+            self._chain = self._counting_drops(
+                compose(self._innermost(), middleware, name=self.name)
+            )
             self.__class__ = _ComposedSubscription
 
     def _kind_of(self, mode: object) -> int:
@@ -472,8 +476,25 @@ class Subscription(Generic[T]):
         if queued is not None and queued.batch is not None:
             raise InvalidHandlerError(f"{self.name} is a batch handler; it takes no middleware")
         inner = self._chain if self._chain is not None else self._innermost()
-        self._chain = compose(inner, middleware, name=self.name)
+        self._chain = self._counting_drops(compose(inner, middleware, name=self.name))
         self.observe(self.observed)  # the class that calls through the chain
+
+    def _counting_drops(self, chain: Handler) -> Handler:
+        """An async ``chain`` whose awaited :data:`~tidings.middleware.DROPPED` (a middleware
+        dropped the call) is counted here as dropped and becomes :data:`SKIP`, which no
+        delivery path counts as delivered; a sync chain as it is (its drops are seen by
+        :meth:`_ComposedSubscription.call <Subscription.call>`, without a wrapper)."""
+        if not self.is_async:
+            return chain
+
+        async def counting_drops(env: Envelope[Any]) -> Any:
+            result = await chain(env)
+            if result is DROPPED:
+                self.record_dropped()
+                return SKIP
+            return result
+
+        return counting_drops
 
     def _innermost(self) -> Handler:
         """The handler at the core of a middleware chain: takes the envelope and calls the
@@ -683,6 +704,22 @@ class Subscription(Generic[T]):
         counts = self._counts
         return 0 if counts is None else count_value(counts.failed)
 
+    def record_dropped(self) -> None:
+        """Count one call a middleware dropped instead of calling the handler (thread-safe)."""
+        next(self._stats().dropped)
+
+    def take_back_delivered(self) -> None:
+        """Uncount one call counted as delivered when it started (an async handler) and
+        dropped by a middleware after it suspended (thread-safe)."""
+        next(self._stats().routed_failed)
+
+    @property
+    def dropped(self) -> int:
+        """Calls a middleware dropped (a rate limit, a duplicate), not counting events a
+        queued subscription's overflow policy discarded (see :meth:`statistics`)."""
+        counts = self._counts
+        return 0 if counts is None else count_value(counts.dropped)
+
     def record_routed_failure(self) -> None:
         """Count a failure of a call that a route counter had counted as delivered."""
         counts = self._stats()
@@ -699,7 +736,7 @@ class Subscription(Generic[T]):
             mode=self.mode,
             delivered=self.delivered,
             failed=self.failed,
-            dropped=dropped,
+            dropped=dropped + self.dropped,
             queue_depth=depth,
             high_water=high_water,
         )
@@ -775,7 +812,11 @@ class _ComposedSubscription(Subscription[T]):
             return SKIP
         chain = self._chain
         assert chain is not None
-        return chain(arg)
+        result = chain(arg)
+        if result is DROPPED:  # a sync middleware dropped the call (async: _counting_drops)
+            self.record_dropped()
+            return SKIP
+        return result
 
     def call_handler(self, envelopes: Any) -> Any:
         if type(envelopes) is list:  # pragma: no cover - batch handlers take no middleware
@@ -792,12 +833,15 @@ class _ObservedComposedSubscription(_ObservedSubscription[T], _ComposedSubscript
 class _Counts:
     """A subscription's counters, allocated on first use to keep idle subscriptions small."""
 
-    __slots__ = ("delivered", "extra_delivered", "failed", "routed_failed")
+    __slots__ = ("delivered", "dropped", "extra_delivered", "failed", "routed_failed")
 
     def __init__(self) -> None:
         self.delivered = itertools.count()
         self.failed = itertools.count()
+        # Calls counted as delivered (by a route counter, or when an async handler started)
+        # that then failed or were dropped: subtracted from delivered.
         self.routed_failed = itertools.count()
+        self.dropped = itertools.count()  # calls a middleware dropped (DROPPED)
         self.extra_delivered = 0
 
 
