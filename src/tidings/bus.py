@@ -62,7 +62,6 @@ from typing import (
 from tidings._carrier import carrier_of
 from tidings._coroutines import IDLE, next_job, resume
 from tidings._stream import EventStream, stream_subscription
-from tidings.clock import LOGICAL_BITS as _LOGICAL_BITS
 from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
@@ -116,7 +115,6 @@ S = TypeVar("S")
 
 logger = logging.getLogger("tidings")
 _get_ident = threading.get_ident
-_LOGICAL_MASK = (1 << _LOGICAL_BITS) - 1
 
 
 class Handles(Generic[T]):
@@ -274,7 +272,6 @@ class Bus:
         "_emit_driver",
         "_failures",
         "_gone",
-        "_granule_end",
         "_handoffs",
         "_hlc",
         "_lock",
@@ -314,9 +311,6 @@ class Bus:
         self._tick = self._clock.now
         self._hlc = self._clock._state
         self._wall = self._clock._wall
-        # The end of the physical granule of a time this bus issued (see publish): 0 until
-        # the first publish.
-        self._granule_end = 0
         self._node = self._clock.node
         self._lock = threading.Lock()
         # The route cache, read by publish without a lock: the table's own dicts (mutated by
@@ -951,25 +945,15 @@ class Bus:
         # HybridClock.now()'s send rule, inlined (a call costs as much as the rule itself):
         # t = max(last + 1, physical), claimed atomically; on a lost race, ask the clock.
         # heappushpop hands back ``t`` itself exactly when it lost (see tidings.clock), so
-        # ``is`` tells, without comparing two multi-digit ints again. While the physical
-        # clock is still inside the granule of a time this bus issued (below _granule_end),
-        # max(last + 1, physical) is last + 1: the clock never goes back, so last is at
-        # least that time and the physical part at most its granule. Then the physical
-        # reading needs no masking and no comparison with last + 1.
+        # ``is`` tells, without comparing two multi-digit ints again.
         hlc = self._hlc
         t = hlc[0] + 1
         wall = self._wall  # an instance attribute: a plain load, then a call
-        pt = wall()
-        if pt < self._granule_end:
-            if _heappushpop(hlc, t) is t:
-                t = self._tick()
-        else:
-            pt &= _PHYSICAL_MASK
-            if pt > t:
-                t = pt
-            if _heappushpop(hlc, t) is t:
-                t = self._tick()
-            self._granule_end = (t | _LOGICAL_MASK) + 1  # after the claim: last >= t
+        pt = wall() & _PHYSICAL_MASK
+        if pt > t:
+            t = pt
+        if _heappushpop(hlc, t) is t:
+            t = self._tick()
         if key is not None and not isinstance(key, str):
             raise _bad_key(key)
         env = Envelope(
