@@ -360,19 +360,22 @@ class RouteTable:
             tokens = tokens[1:]
         for token in tokens:
             following: list[_Node] = []
-            for node in frontier:
-                children = node[_CHILDREN]
+            for children, _ in frontier:
                 if not children:
                     continue
-                tail = children.get(">")
-                if tail is not None:
-                    found.extend(tail[_SUBS])
+                # Most nodes have no wildcard child: a containment test says so without a
+                # call; the read itself is still one dict operation (get), as above.
+                if ">" in children:
+                    tail = children.get(">")
+                    if tail is not None:
+                        found.extend(tail[_SUBS])
                 child = children.get(token)
                 if child is not None:
                     following.append(child)
-                child = children.get("*")
-                if child is not None:
-                    following.append(child)
+                if "*" in children:
+                    child = children.get("*")
+                    if child is not None:
+                        following.append(child)
             if not following:
                 return found
             frontier = following
@@ -386,13 +389,16 @@ class RouteTable:
         if key in order:  # emptied by release(): still indexed, take its place again
             order.move_to_end(key)
         else:
-            while len(order) >= self.size:
-                old, old_topic = order.popitem(last=False)
+            if len(order) >= self.size:  # full: evict the oldest (order never holds more)
+                old, old_topic = order.popitem(False)
                 keys = self._topics[old_topic]
                 keys.remove(old)
                 if not keys:
                     del self._topics[old_topic]
-                self._forget(old)
+                if type(old) is tuple:  # _forget, inlined
+                    self.by_topic.pop(old, None)
+                else:
+                    self.by_type.pop(old, None)
             order[key] = topic
             self._topics.setdefault(topic, []).append(key)
         cache[key] = route
