@@ -500,12 +500,18 @@ class Subscription(Generic[T]):
         """The handler at the core of a middleware chain: takes the envelope and calls the
         subscribed handler with what it asked for, as an unobserved, uncomposed call."""
         call, argument = Subscription.call, Subscription.argument
+        target = self.handler  # None when held weakly
+        whole = self.wants_envelope
 
         async def call_async(env: Envelope[Any]) -> Any:
+            if target is not None:  # held strongly: called straight, two calls fewer
+                return await target(env if whole else env.payload)
             result = call(self, argument(self, env))
             return None if result is SKIP else await result
 
         def call_sync(env: Envelope[Any]) -> Any:
+            if target is not None:
+                return target(env if whole else env.payload)
             return call(self, argument(self, env))
 
         handler: Handler = call_async if self.is_async else call_sync
