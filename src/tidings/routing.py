@@ -224,7 +224,10 @@ class RouteTable:
                     child = children[token] = ({}, {})
                 node = child
             node[_SUBS][sub] = None
-            self._drop_matching(pattern)
+            if "*" in pattern or ">" in pattern:
+                self._drop_matching(pattern)
+            elif pattern in self._topics:  # a topic: its routes, if any is cached
+                self._drop_topic(pattern)
             self._generation = next(_generations)
         if _retired:
             fold_retired()
@@ -287,10 +290,13 @@ class RouteTable:
         keys = self._topics.pop(topic, None)
         if keys is None:
             return
-        order = self._order
+        order, by_topic, by_type = self._order, self.by_topic, self.by_type
         for key in keys:
             del order[key]
-            self._forget(key)
+            if type(key) is tuple:  # _forget, inlined
+                by_topic.pop(key, None)
+            else:
+                by_type.pop(key, None)
 
     def _forget(self, key: Any) -> None:
         if type(key) is tuple:
