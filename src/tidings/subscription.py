@@ -183,6 +183,18 @@ _Shape = tuple[bool, bool, str | None]
 _shapes: tuple[dict[int, tuple[Any, tuple[str | None, Any], _Shape]], ...] = ({}, {})
 
 
+_last_shape: tuple[Any, Any, str | None, Any, _Shape] = (
+    None,
+    None,
+    None,
+    None,
+    (False, False, None),
+)
+"""The last plain function :func:`_shape` read: the function, its code, its first
+parameter's name and annotation, and its shape (replaced as one tuple, so a reader never
+sees parts of two)."""
+
+
 def _arity_problem(code: Any, skip: int, func: Any, count: int) -> str | None:
     """Why a function with ``code`` (``skip`` leading parameters bound) cannot be called with
     ``count`` positional arguments, or ``None``."""
@@ -238,8 +250,19 @@ def _shape(handler: Callable[..., Any]) -> _Shape:
 
     A plain function or bound method is read from its code object once (cached); other
     callables (``functools.partial``, objects with ``__call__``, decorated functions, builtins)
-    through :func:`inspect` each time.
+    through :func:`inspect` each time. The last plain function asked about is remembered
+    with its code and first parameter's annotation, so subscribing one function again and
+    again (to many topics) skips even the cache lookup.
     """
+    global _last_shape
+    last = _last_shape  # one read: another thread may replace it meanwhile
+    if (
+        handler is last[0]
+        and not handler.__dict__
+        and handler.__code__ is last[1]
+        and (last[2] is None or handler.__annotations__.get(last[2]) is last[3])
+    ):
+        return last[4]
     kind = type(handler)
     func: Any = handler.__func__ if kind is MethodType else handler  # type: ignore[attr-defined]
     if type(func) is FunctionType and not func.__dict__:  # no marker, no __wrapped__
@@ -251,6 +274,8 @@ def _shape(handler: Callable[..., Any]) -> _Shape:
         if cached is not None:
             _, (first, annotation), shape = cached
             if first is None or annotations.get(first) is annotation:
+                if kind is FunctionType:
+                    _last_shape = (handler, code, first, annotation, shape)
                 return shape
         names = code.co_varnames[skip : code.co_argcount]
         first = names[0] if names else None
@@ -262,6 +287,8 @@ def _shape(handler: Callable[..., Any]) -> _Shape:
         if len(shapes) >= _CACHE_LIMIT:
             shapes.clear()
         shapes[id(code)] = (code, (first, annotations.get(first) if first else None), shape)
+        if kind is FunctionType:
+            _last_shape = (handler, code, first, annotations.get(first) if first else None, shape)
         return shape
     return _is_async(handler), _wants_envelope(handler), _signature_problem(handler, 1)
 
