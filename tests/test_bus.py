@@ -605,6 +605,31 @@ def test_publish_that_loses_the_clock_race_asks_the_clock(physical: int) -> None
     assert clock.now() == first + 5
 
 
+def test_publish_follows_the_send_rule_inside_and_across_granules() -> None:
+    """Publish skips masking the physical time while it is inside the granule of a time the
+    bus issued; the times are still exactly the send rule's: the counter in the low bits
+    (never the sub-granule nanoseconds), the next granule's start once the physical clock
+    gets there, and last + 1 after another caller moved the clock ahead."""
+    granule = 1 << 16
+    wall = [7 * granule + 100]
+    clock = tidings.HybridClock(wall=lambda: wall[0], node="00000000000000aa")
+    bus = tidings.Bus(clock=clock)
+
+    def stamp(physical: int) -> int:
+        wall[0] = physical
+        return bus.publish(OrderPlaced("o")).time
+
+    assert stamp(7 * granule + 100) == 7 * granule  # first: the granule's start
+    assert stamp(7 * granule + 5_000) == 7 * granule + 1  # same granule: the counter
+    assert stamp(7 * granule + 10) == 7 * granule + 2  # the wall went back a little
+    assert stamp(8 * granule + 3) == 8 * granule  # the next granule
+    assert clock.update(12 * granule + 9) == 12 * granule + 10  # a remote time ahead
+    assert stamp(8 * granule + 4) == 12 * granule + 11  # behind the clock: last + 1
+    assert stamp(12 * granule + 20) == 12 * granule + 12  # inside the clock's granule
+    assert stamp(13 * granule) == 13 * granule
+    assert clock.now() == 13 * granule + 1
+
+
 def test_the_bus_stamps_with_its_clock() -> None:
     wall = [7 << 16]
     clock = tidings.HybridClock(wall=lambda: wall[0], node="00000000000000aa")

@@ -204,3 +204,25 @@ def test_delivered_stays_exact_while_routes_are_built_evicted_and_read_between()
         assert other.delivered == n // 5 + 1
     assert len(seen) == 120
     assert [s.delivered for s in bus.statistics().subscriptions] == [60, 60, 12]
+
+
+def test_a_function_subscribed_again_is_read_again_after_its_annotation_or_code_changed() -> None:
+    """The shape of the last function subscribed is remembered; a change to its first
+    parameter's annotation (in place or by a new dict) or to its code is seen."""
+    bus = tidings.Bus()
+
+    def handler(event):  # type: ignore[no-untyped-def]
+        return None
+
+    assert not bus.subscribe("a.b", handler).wants_envelope
+    handler.__annotations__["event"] = tidings.Envelope[Any]
+    assert bus.subscribe("a.b", handler).wants_envelope
+    handler.__annotations__ = {}
+    assert not bus.subscribe("a.b", handler).wants_envelope
+
+    async def coroutine(event):  # type: ignore[no-untyped-def]
+        return None
+
+    handler.__code__ = coroutine.__code__
+    sub = bus.subscribe("a.b", handler)
+    assert (sub.is_async, sub.mode) == (True, "task")

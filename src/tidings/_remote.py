@@ -315,8 +315,8 @@ class Remote:
                 result = sub.call(sub.argument(env))
                 if result is SKIP:
                     continue
-                if sub.kind == TASK:
-                    await result
+                if sub.kind == TASK and await result is SKIP:
+                    continue  # dropped by a middleware
                 if dedupe is not None:
                     await self._record_handled(dedupe, env, message)
             except Exception as exc:

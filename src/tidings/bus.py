@@ -263,6 +263,45 @@ class Bus:
     workers; publishing or emitting from inside a running loop binds it too.
     """
 
+    # Slots, not an instance dict: publish reads a dozen of these per event, and a slot read
+    # is the cheapest attribute read there is (an instance dict of this many keys is not).
+    __slots__ = (
+        "__weakref__",
+        "_busy",
+        "_carrier",
+        "_carries",
+        "_carry",
+        "_clock",
+        "_closed",
+        "_driver",
+        "_driver_alive",
+        "_emit_alive",
+        "_emit_driver",
+        "_failures",
+        "_gone",
+        "_handoffs",
+        "_hlc",
+        "_lock",
+        "_log",
+        "_loop",
+        "_loop_thread",
+        "_middleware",
+        "_node",
+        "_observer",
+        "_pending",
+        "_pools",
+        "_port",
+        "_queued",
+        "_remote",
+        "_routes",
+        "_source",
+        "_table",
+        "_tasks",
+        "_tick",
+        "_topic_routes",
+        "_wall",
+    )
+
     def __init__(
         self,
         *,
@@ -392,30 +431,7 @@ class Bus:
         **options: Unpack[LogFollowOptions],
     ) -> Subscription[Any]: ...
     def subscribe(
-        self,
-        target: type[T] | str,
-        handler: Callable[..., object],
-        *,
-        priority: float = 0,
-        where: Callable[[Any], bool] | None = None,
-        once: bool = False,
-        weak: bool | None = None,
-        owner: object | None = None,
-        envelope: bool | None = None,
-        mode: Mode | None = None,
-        workers: int = 1,
-        maxsize: int = 1024,
-        overflow: Overflow = "block",
-        batch: Batch | None = None,
-        pool: WorkerPool | None = None,
-        weight: float = 1.0,
-        group: str | None = None,
-        from_: int | None = None,
-        durable: str | None = None,
-        idempotent: bool = False,
-        max_attempts: int = 3,
-        transactional: bool = False,
-        middleware: Sequence[Middleware] = (),
+        self, target: type[T] | str, handler: Callable[..., object], **options: Any
     ) -> Subscription[Any]:
         """Subscribe ``handler`` to an event class, a topic or a pattern.
 
@@ -470,18 +486,68 @@ class Bus:
                 listed outermost, inside the bus-wide ones of :meth:`use`. Composed once,
                 here. Not for batch handlers.
 
+        Every option is keyword-only and optional; the defaults are those of
+        :class:`SubscribeOptions` as documented here (``priority=0``, ``workers=1``,
+        ``maxsize=1024``, ``overflow="block"``, ``weight=1.0``, ``max_attempts=3``, the
+        rest off).
+
         Returns:
             The :class:`Subscription` handle.
 
         Raises:
             InvalidHandlerError: if the handler, ``where``, ``owner``, ``mode``, ``priority``
                 (not an int or float), ``batch`` (not a :class:`~tidings.Batch`) or
-                ``middleware`` (with ``batch``, or one refusing the handler) is unusable. Every option is checked before any worker starts.
+                ``middleware`` (with ``batch``, or one refusing the handler) is unusable.
+                Every option is checked before any worker starts.
             InvalidTopicError: if the topic or pattern is malformed.
             TopicRequiredError: if the event class is a builtin that names no topic.
             ValueError: if a queue setting is out of range.
+            TypeError: if an option is unknown.
             BusClosedError: if the bus is closed.
         """
+        if options or self._remote is not None:
+            return self._subscribe(target, handler, **options)
+        # No option, no transport: the common case, without the option checks (every option
+        # at its default selects a local inline or task subscription, never queued).
+        if self._closed:
+            raise BusClosedError("the bus is closed; subscribe before closing it")
+        sub: Subscription[Any] = Subscription(
+            self._port, target, handler, 0, None, False, None, None, None, None, self._middleware
+        )
+        if self._observer is not None:
+            sub.observe(True)
+        if self._gone:
+            self._remove_gone()
+        self._table.add(sub)
+        return sub
+
+    def _subscribe(
+        self,
+        target: type[T] | str,
+        handler: Callable[..., object],
+        *,
+        priority: float = 0,
+        where: Callable[[Any], bool] | None = None,
+        once: bool = False,
+        weak: bool | None = None,
+        owner: object | None = None,
+        envelope: bool | None = None,
+        mode: Mode | None = None,
+        workers: int = 1,
+        maxsize: int = 1024,
+        overflow: Overflow = "block",
+        batch: Batch | None = None,
+        pool: WorkerPool | None = None,
+        weight: float = 1.0,
+        group: str | None = None,
+        from_: int | None = None,
+        durable: str | None = None,
+        idempotent: bool = False,
+        max_attempts: int = 3,
+        transactional: bool = False,
+        middleware: Sequence[Middleware] = (),
+    ) -> Subscription[Any]:
+        """:meth:`subscribe` with options (see there)."""
         if self._closed:
             raise BusClosedError("the bus is closed; subscribe before closing it")
         if mode is None and (workers != 1 or batch is not None or pool is not None):
@@ -721,8 +787,11 @@ class Bus:
         use :meth:`subscribe` and keep its handle.
         """
 
+        if batch is not None:
+            options["batch"] = batch
+
         def subscribe(handler: Callable[..., Any]) -> Subscription[Any]:
-            sub: Subscription[Any] = self.subscribe(target, handler, batch=batch, **options)
+            sub: Subscription[Any] = self.subscribe(target, handler, **options)
             return sub
 
         return Handles(subscribe) if batch is None else BatchHandles(subscribe)
@@ -1080,8 +1149,9 @@ class Bus:
         """Run a coroutine handler up to its first suspension; track the rest as a task."""
         try:
             awaited = coro.send(None)
-        except StopIteration:
-            sub.record_delivered()
+        except StopIteration as stop:
+            if stop.value is not SKIP:  # SKIP: dropped by a middleware
+                sub.record_delivered()
             return
         except Exception as exc:
             self._failures.report(sub, env, exc)
@@ -1135,6 +1205,8 @@ class Bus:
             exc = task.exception()
             if exc is not None and isinstance(exc, Exception):
                 self._failures.report(sub, env, exc, counted=counted)
+            elif counted and exc is None and task.result() is SKIP:
+                sub.take_back_delivered()  # dropped by a middleware after it suspended
 
         task.add_done_callback(done)
         return task
@@ -1235,6 +1307,8 @@ class Bus:
                     if sub.kind == TASK:
                         awaited = result.send(None)
                 except StopIteration as stop:
+                    if stop.value is SKIP:  # dropped by a middleware
+                        continue
                     sub.record_delivered()
                     outcomes.append(HandlerOutcome(sub.name, stop.value))
                 except QueueClosedError:
@@ -1263,11 +1337,29 @@ class Bus:
         if tasks:
             await asyncio.wait(tasks)
         for item in outcomes:
-            if isinstance(item, tuple) and not item[1].cancelled() and item[1].exception() is None:
+            if (
+                isinstance(item, tuple)
+                and not item[1].cancelled()
+                and item[1].exception() is None
+                and item[1].result() is not SKIP  # SKIP: dropped by a middleware
+            ):
                 item[0].record_delivered()
         if refusals:
             raise refusals[0]
-        return Delivery(env, tuple(_outcome(o) for o in outcomes))
+        return Delivery(
+            env,
+            tuple(
+                _outcome(o)
+                for o in outcomes
+                if not (
+                    isinstance(o, tuple)
+                    and o[1].done()
+                    and not o[1].cancelled()
+                    and o[1].exception() is None
+                    and o[1].result() is SKIP
+                )
+            ),
+        )
 
     def _emit_eagerly(
         self,
@@ -1780,7 +1872,11 @@ def _observed_class(
     :func:`observation_port`), as :meth:`Subscription.observe` swaps a subscription's: the
     hooks are called straight, with no call in between, and :class:`Bus` itself carries no
     check, so an unobserved bus pays nothing."""
-    namespace: dict[str, Any] = {"__module__": __name__, "__doc__": _observed_class.__doc__}
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__doc__": _observed_class.__doc__,
+        "__slots__": (),  # the same layout as Bus, so that the class can be swapped
+    }
     if publish is not None:
         namespace["publish"] = staticmethod(publish)
     if emit is not None:

@@ -73,6 +73,8 @@ async def acall_counted(sub: Subscription[Any], arg: Any, n: int = 1) -> Any:
         return SKIP
     if inspect.isawaitable(result):
         result = await result
+        if result is SKIP:  # dropped by a middleware: counted as such by the subscription
+            return SKIP
     sub.record_delivered(n)
     return result
 

@@ -42,7 +42,8 @@ Guarantees and invariants:
   publishes a new generation and empties both cache dicts in place. The subscription stays
   in the trie until the owner of the table removes it in ordinary code.
 - **Exact statistics.** A route whose subscriptions are all plain counts its dispatches
-  once in a route counter that each subscription adds to its ``delivered``. When the route
+  once: a route of one subscription in that subscription's own delivery counter, a route
+  of several in a route counter that each subscription adds to its ``delivered``. When the route
   is freed (evicted, dropped, or no longer held by any dispatch) it hands its counter to a
   queue; the table folds queued counters into the subscriptions' own counts at its next
   change or build, in ordinary code. Until folded a counter is still summed by the
@@ -56,7 +57,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from tidings.event import topic_of
 from tidings.subscription import INLINE, TASK, Subscription, route_counters
@@ -81,38 +82,46 @@ class Route:
 
     ``fast`` holds the handlers when every subscription is a plain sync one (called straight
     with the payload); ``fast_async`` when every one is a plain coroutine function. Dispatches
-    through either are counted once in ``count`` rather than once per handler. ``fast=False``
-    builds neither: every handler is then called through :meth:`Subscription.call`.
+    through either are counted once in ``count`` rather than once per handler: the
+    subscription's own delivery counter when the route has one subscription, else a route
+    counter shared by its subscriptions (:class:`~tidings.subscription.RouteCounters`).
+    ``fast=False`` builds neither: every handler is then called through
+    :meth:`Subscription.call`.
     """
 
     __slots__ = ("_counter_key", "_slow", "count", "fast", "fast_async", "subs", "topic")
 
     def __init__(self, topic: str, subs: tuple[Subscription[Any], ...], fast: bool = True) -> None:
-        self._counter_key: int | None = None
         self.topic = topic
         self.subs = subs
-        self.count = itertools.count()
         self._slow: Route | None = None if fast else self
         self.fast: tuple[Callable[[Any], Any], ...] | None = None
         self.fast_async: tuple[Callable[[Any], Any], ...] | None = None
+        self.count = _UNCOUNTED
         if not fast or not subs:
             return
         kind = subs[0].kind
-        one_kind = True
         for sub in subs:
-            if not sub.plain:
+            if not sub.plain or sub.kind != kind:
                 return
-            if sub.kind != kind:
-                one_kind = False
-        handlers = tuple([s.handler for s in subs])
-        if len(handlers) > 1 and len({id(h) for h in handlers}) != len(handlers):
+        if len(subs) == 1:
+            handlers: tuple[Any, ...] = (subs[0].handler,)
+        else:
+            handlers = tuple([s.handler for s in subs])
+            if len({id(h) for h in handlers}) != len(handlers):
+                return
+        if kind == INLINE:
+            self.fast = handlers
+        elif kind == TASK:
+            self.fast_async = handlers
+        else:  # pragma: no cover - a plain subscription is never queued
             return
-        if one_kind:
-            if kind == INLINE:
-                self.fast = handlers  # type: ignore[assignment]
-            elif kind == TASK:
-                self.fast_async = handlers  # type: ignore[assignment]
-        self._counter_key = route_counters.open(subs, self.count)
+        if len(subs) == 1:
+            self.count = subs[0].delivery_counter()
+        else:
+            self.count = itertools.count()
+            self._counter_key = route_counters.open(subs, self.count)
+            self.__class__ = _SharedCountRoute
 
     def slow(self) -> Route:
         """This route without its fast paths (built once)."""
@@ -121,26 +130,34 @@ class Route:
             slow = self._slow = Route(self.topic, self.subs, fast=False)
         return slow
 
+
+class _SharedCountRoute(Route):
+    """A route whose fast-path dispatches are counted in a route counter shared by its
+    subscriptions, which it retires when it is freed."""
+
+    __slots__ = ()
+
     def __del__(self) -> None:
         # Takes no lock: this may run anywhere, even inside a locked section (cyclic GC).
-        key = self._counter_key
-        if key is not None:
-            route_counters.retire(key)
+        route_counters.retire(self._counter_key)
+
+
+_UNCOUNTED: itertools.count[int] = itertools.count()
+"""The ``count`` of a route without fast paths (never advanced: only fast paths count)."""
 
 
 fold_retired = route_counters.fold
 """Fold the counters of freed routes into their subscriptions' own counts."""
+_retired = route_counters.retired
+"""The keys :func:`fold_retired` has to fold (tested first: most changes retire none)."""
 
 
-class _Node:
-    """One token of the trie: the subscriptions whose pattern ends here, and the next tokens
-    (literal tokens, ``*`` and ``>``)."""
-
-    __slots__ = ("children", "subs")
-
-    def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
-        self.subs: dict[Subscription[Any], None] = {}
+_Node = tuple[dict[str, "_Node"], dict[Subscription[Any], None]]
+"""One token of the trie: the next tokens (literal tokens, ``*`` and ``>``) and the
+subscriptions whose pattern ends here (insertion-ordered). A tuple of two dicts: a trie
+grows by one per new token subscribed, so nodes are as cheap to make as can be."""
+_CHILDREN: Final = 0
+_SUBS: Final = 1
 
 
 class RouteTable:
@@ -172,7 +189,7 @@ class RouteTable:
         lock."""
         self._lock = threading.Lock()
         self._subs: dict[Subscription[Any], None] = {}  # insertion-ordered
-        self._root = _Node()
+        self._root: _Node = ({}, {})
         self._generation = next(_generations)
         # Cached keys, oldest first, with their topics; and the keys cached per topic. Both
         # may also hold keys that release() emptied from the dicts (harmless: dropping or
@@ -201,14 +218,19 @@ class RouteTable:
             self._subs[sub] = None
             node = self._root
             for token in pattern.split("."):
-                child = node.children.get(token)
+                children = node[_CHILDREN]
+                child = children.get(token)
                 if child is None:
-                    child = node.children[token] = _Node()
+                    child = children[token] = ({}, {})
                 node = child
-            node.subs[sub] = None
-            self._drop_matching(pattern)
+            node[_SUBS][sub] = None
+            if "*" in pattern or ">" in pattern:
+                self._drop_matching(pattern)
+            elif pattern in self._topics:  # a topic: its routes, if any is cached
+                self._drop_topic(pattern)
             self._generation = next(_generations)
-        fold_retired()
+        if _retired:
+            fold_retired()
 
     def remove(self, sub: Subscription[Any]) -> bool:
         """Stop routing events to ``sub``; whether it was in the table."""
@@ -219,16 +241,17 @@ class RouteTable:
                 return False
             path = [self._root]
             for token in tokens:
-                path.append(path[-1].children[token])
-            del path[-1].subs[sub]
+                path.append(path[-1][_CHILDREN][token])
+            del path[-1][_SUBS][sub]
             for depth in range(len(tokens), 0, -1):  # prune the nodes left empty
                 node = path[depth]
-                if node.subs or node.children:
+                if node[_SUBS] or node[_CHILDREN]:
                     break
-                del path[depth - 1].children[tokens[depth - 1]]
+                del path[depth - 1][_CHILDREN][tokens[depth - 1]]
             self._drop_matching(pattern)
             self._generation = next(_generations)
-        fold_retired()
+        if _retired:
+            fold_retired()
         return True
 
     def drop_all(self) -> None:
@@ -236,7 +259,8 @@ class RouteTable:
         subscriptions' plainness changed)."""
         with self._lock:
             self._drop_all_locked()
-        fold_retired()
+        if _retired:
+            fold_retired()
 
     def release(self, sub: Subscription[Any]) -> None:
         """Stop using ``sub`` (already inactive) without taking a lock: drop every cached
@@ -266,10 +290,13 @@ class RouteTable:
         keys = self._topics.pop(topic, None)
         if keys is None:
             return
-        order = self._order
+        order, by_topic, by_type = self._order, self.by_topic, self.by_type
         for key in keys:
             del order[key]
-            self._forget(key)
+            if type(key) is tuple:  # _forget, inlined
+                by_topic.pop(key, None)
+            else:
+                by_type.pop(key, None)
 
     def _forget(self, key: Any) -> None:
         if type(key) is tuple:
@@ -301,12 +328,10 @@ class RouteTable:
 
     def _build(self, key: Any, event_type: type, topic: str) -> Route:
         generation = self._generation
-        found = self._match(topic.split("."))
-        subs = [
-            s
-            for s in found
-            if s.active and (s.event_type is None or issubclass(event_type, s.event_type))
-        ]
+        subs: list[Subscription[Any]] = []
+        for sub in self._match(topic.split(".")):  # a loop: cheaper than a comprehension here
+            if sub.active and (sub.event_type is None or issubclass(event_type, sub.event_type)):
+                subs.append(sub)  # noqa: PERF401 - see above
         if len(subs) > 1:
             subs.sort(key=subscription_order)
         route = Route(topic, tuple(subs))
@@ -320,7 +345,8 @@ class RouteTable:
                     self._insert(key, topic, route, cache)
                     if self._generation != generation:  # released while inserting
                         cache.pop(key, None)
-        fold_retired()
+        if _retired:
+            fold_retired()
         return route
 
     def _match(self, tokens: list[str]) -> list[Subscription[Any]]:
@@ -333,31 +359,34 @@ class RouteTable:
         found: list[Subscription[Any]] = []
         frontier = [self._root]
         if tokens[0] == INTERNAL_TOKEN:  # an internal topic: no leading wildcard matches it
-            child = self._root.children.get(INTERNAL_TOKEN)
+            child = self._root[_CHILDREN].get(INTERNAL_TOKEN)
             if child is None:
                 return found
             frontier = [child]
             tokens = tokens[1:]
         for token in tokens:
             following: list[_Node] = []
-            for node in frontier:
-                children = node.children
+            for children, _ in frontier:
                 if not children:
                     continue
-                tail = children.get(">")
-                if tail is not None:
-                    found.extend(tail.subs)
+                # Most nodes have no wildcard child: a containment test says so without a
+                # call; the read itself is still one dict operation (get), as above.
+                if ">" in children:
+                    tail = children.get(">")
+                    if tail is not None:
+                        found.extend(tail[_SUBS])
                 child = children.get(token)
                 if child is not None:
                     following.append(child)
-                child = children.get("*")
-                if child is not None:
-                    following.append(child)
+                if "*" in children:
+                    child = children.get("*")
+                    if child is not None:
+                        following.append(child)
             if not following:
                 return found
             frontier = following
         for node in frontier:
-            found.extend(node.subs)
+            found.extend(node[_SUBS])
         return found
 
     def _insert(self, key: Any, topic: str, route: Route, cache: dict[Any, Route]) -> None:
@@ -366,13 +395,16 @@ class RouteTable:
         if key in order:  # emptied by release(): still indexed, take its place again
             order.move_to_end(key)
         else:
-            while len(order) >= self.size:
-                old, old_topic = order.popitem(last=False)
+            if len(order) >= self.size:  # full: evict the oldest (order never holds more)
+                old, old_topic = order.popitem(False)
                 keys = self._topics[old_topic]
                 keys.remove(old)
                 if not keys:
                     del self._topics[old_topic]
-                self._forget(old)
+                if type(old) is tuple:  # _forget, inlined
+                    self.by_topic.pop(old, None)
+                else:
+                    self.by_type.pop(old, None)
             order[key] = topic
             self._topics.setdefault(topic, []).append(key)
         cache[key] = route

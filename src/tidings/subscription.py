@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVa
 
 from tidings.event import Envelope, topic_of
 from tidings.exceptions import InvalidHandlerError
-from tidings.middleware.base import Handler, Middleware, compose
+from tidings.middleware.base import DROPPED, Handler, Middleware, compose
 from tidings.topics import compile_pattern, validate_pattern
 
 if TYPE_CHECKING:
@@ -183,6 +183,18 @@ _Shape = tuple[bool, bool, str | None]
 _shapes: tuple[dict[int, tuple[Any, tuple[str | None, Any], _Shape]], ...] = ({}, {})
 
 
+_last_shape: tuple[Any, Any, str | None, Any, _Shape] = (
+    None,
+    None,
+    None,
+    None,
+    (False, False, None),
+)
+"""The last plain function :func:`_shape` read: the function, its code, its first
+parameter's name and annotation, and its shape (replaced as one tuple, so a reader never
+sees parts of two)."""
+
+
 def _arity_problem(code: Any, skip: int, func: Any, count: int) -> str | None:
     """Why a function with ``code`` (``skip`` leading parameters bound) cannot be called with
     ``count`` positional arguments, or ``None``."""
@@ -238,8 +250,19 @@ def _shape(handler: Callable[..., Any]) -> _Shape:
 
     A plain function or bound method is read from its code object once (cached); other
     callables (``functools.partial``, objects with ``__call__``, decorated functions, builtins)
-    through :func:`inspect` each time.
+    through :func:`inspect` each time. The last plain function asked about is remembered
+    with its code and first parameter's annotation, so subscribing one function again and
+    again (to many topics) skips even the cache lookup.
     """
+    global _last_shape
+    last = _last_shape  # one read: another thread may replace it meanwhile
+    if (
+        handler is last[0]
+        and not handler.__dict__
+        and handler.__code__ is last[1]
+        and (last[2] is None or handler.__annotations__.get(last[2]) is last[3])
+    ):
+        return last[4]
     kind = type(handler)
     func: Any = handler.__func__ if kind is MethodType else handler  # type: ignore[attr-defined]
     if type(func) is FunctionType and not func.__dict__:  # no marker, no __wrapped__
@@ -251,6 +274,8 @@ def _shape(handler: Callable[..., Any]) -> _Shape:
         if cached is not None:
             _, (first, annotation), shape = cached
             if first is None or annotations.get(first) is annotation:
+                if kind is FunctionType:
+                    _last_shape = (handler, code, first, annotation, shape)
                 return shape
         names = code.co_varnames[skip : code.co_argcount]
         first = names[0] if names else None
@@ -262,6 +287,8 @@ def _shape(handler: Callable[..., Any]) -> _Shape:
         if len(shapes) >= _CACHE_LIMIT:
             shapes.clear()
         shapes[id(code)] = (code, (first, annotations.get(first) if first else None), shape)
+        if kind is FunctionType:
+            _last_shape = (handler, code, first, annotations.get(first) if first else None, shape)
         return shape
     return _is_async(handler), _wants_envelope(handler), _signature_problem(handler, 1)
 
@@ -277,7 +304,9 @@ class SubscriptionStatistics:
         delivered: handler calls that returned without raising (an event in a batch counts
             once; an async handler counts when it is started and stops counting if it fails).
         failed: handler calls that raised.
-        dropped: events the overflow policy discarded.
+        dropped: events the overflow policy discarded, and calls a middleware dropped
+            (:class:`~tidings.middleware.RateLimit` ``policy="drop"``,
+            :class:`~tidings.middleware.Dedupe`).
         queue_depth: events waiting in the subscription's buffer (queued mode).
         high_water: the most events its buffer ever held at once (every partition together,
             with ``workers > 1``).
@@ -338,7 +367,6 @@ class Subscription(Generic[T]):
         bus: SubscriptionOwner | None,
         target: type[T] | str,
         handler: Callable[..., Any],
-        *,
         priority: float,
         where: Callable[[Any], bool] | None,
         once: bool,
@@ -364,7 +392,7 @@ class Subscription(Generic[T]):
                 f"priority= must be an int or a float (higher runs first), not "
                 f"{type(priority).__name__} {priority!r}"
             )
-        if not isinstance(once, bool):
+        if once is not False and once is not True:
             raise InvalidHandlerError(f"once= must be True or False, not {once!r}")
         if where is not None and not callable(where):
             raise InvalidHandlerError(
@@ -426,7 +454,28 @@ class Subscription(Generic[T]):
             self._weak = (ref, handler.__func__)
             self.handler = None
         if mode is None:
-            mode = "task" if self.is_async else "inline"
+            self.kind = TASK if is_async else INLINE
+        else:
+            self.kind = self._kind_of(mode)
+        self._chain: Handler | None = None
+        given: object = middleware  # annotations are not enforced at run time
+        if type(given) is not tuple and (isinstance(given, str) or not isinstance(given, Sequence)):
+            raise InvalidHandlerError(
+                f"middleware= takes a list of middleware (handler -> handler), not "
+                f"{type(given).__name__} {given!r}"
+            )
+        if middleware:
+            self._chain = self._counting_drops(
+                compose(self._innermost(), middleware, name=self.name)
+            )
+            self.__class__ = _ComposedSubscription
+
+    def _kind_of(self, mode: object) -> int:
+        """The kind (:data:`INLINE`, :data:`TASK`, :data:`QUEUED`) of an explicit ``mode=``.
+
+        Raises:
+            InvalidHandlerError: if ``mode`` is unknown or does not fit the handler.
+        """
         if mode == "task" and not self.is_async:
             raise InvalidHandlerError(
                 f"mode='task' runs coroutine functions; {self.name} is not one "
@@ -439,17 +488,7 @@ class Subscription(Generic[T]):
             )
         if mode not in _MODES:
             raise InvalidHandlerError(f"mode must be 'inline', 'task' or 'queued', not {mode!r}")
-        self.kind = _MODES.index(mode)
-        self._chain: Handler | None = None
-        given: object = middleware  # annotations are not enforced at run time
-        if type(given) is not tuple and (isinstance(given, str) or not isinstance(given, Sequence)):
-            raise InvalidHandlerError(
-                f"middleware= takes a list of middleware (handler -> handler), not "
-                f"{type(given).__name__} {given!r}"
-            )
-        if middleware:
-            self._chain = compose(self._innermost(), middleware, name=self.name)
-            self.__class__ = _ComposedSubscription
+        return _MODES.index(mode)
 
     def wrap(self, *middleware: Middleware) -> None:
         """Wrap this subscription's handler (and any middleware it has) in ``middleware``,
@@ -464,19 +503,42 @@ class Subscription(Generic[T]):
         if queued is not None and queued.batch is not None:
             raise InvalidHandlerError(f"{self.name} is a batch handler; it takes no middleware")
         inner = self._chain if self._chain is not None else self._innermost()
-        self._chain = compose(inner, middleware, name=self.name)
+        self._chain = self._counting_drops(compose(inner, middleware, name=self.name))
         self.observe(self.observed)  # the class that calls through the chain
+
+    def _counting_drops(self, chain: Handler) -> Handler:
+        """An async ``chain`` whose awaited :data:`~tidings.middleware.DROPPED` (a middleware
+        dropped the call) is counted here as dropped and becomes :data:`SKIP`, which no
+        delivery path counts as delivered; a sync chain as it is (its drops are seen by
+        :meth:`_ComposedSubscription.call <Subscription.call>`, without a wrapper)."""
+        if not self.is_async:
+            return chain
+
+        async def counting_drops(env: Envelope[Any]) -> Any:
+            result = await chain(env)
+            if result is DROPPED:
+                self.record_dropped()
+                return SKIP
+            return result
+
+        return counting_drops
 
     def _innermost(self) -> Handler:
         """The handler at the core of a middleware chain: takes the envelope and calls the
         subscribed handler with what it asked for, as an unobserved, uncomposed call."""
         call, argument = Subscription.call, Subscription.argument
+        target = self.handler  # None when held weakly
+        whole = self.wants_envelope
 
         async def call_async(env: Envelope[Any]) -> Any:
+            if target is not None:  # held strongly: called straight, two calls fewer
+                return await target(env if whole else env.payload)
             result = call(self, argument(self, env))
             return None if result is SKIP else await result
 
         def call_sync(env: Envelope[Any]) -> Any:
+            if target is not None:
+                return target(env if whole else env.payload)
             return call(self, argument(self, env))
 
         handler: Handler = call_async if self.is_async else call_sync
@@ -635,6 +697,12 @@ class Subscription(Generic[T]):
                     counts = self._counts = _Counts()
         return counts
 
+    def delivery_counter(self) -> itertools.count[int]:
+        """The counter of this subscription's own successful calls: each ``next()`` on it
+        counts one (thread-safe). A route whose one subscription this is counts its
+        fast-path dispatches here."""
+        return self._stats().delivered
+
     def record_delivered(self, n: int = 1) -> None:
         """Count ``n`` successful handler calls (thread-safe)."""
         counts = self._stats()
@@ -669,6 +737,22 @@ class Subscription(Generic[T]):
         counts = self._counts
         return 0 if counts is None else count_value(counts.failed)
 
+    def record_dropped(self) -> None:
+        """Count one call a middleware dropped instead of calling the handler (thread-safe)."""
+        next(self._stats().dropped)
+
+    def take_back_delivered(self) -> None:
+        """Uncount one call counted as delivered when it started (an async handler) and
+        dropped by a middleware after it suspended (thread-safe)."""
+        next(self._stats().routed_failed)
+
+    @property
+    def dropped(self) -> int:
+        """Calls a middleware dropped (a rate limit, a duplicate), not counting events a
+        queued subscription's overflow policy discarded (see :meth:`statistics`)."""
+        counts = self._counts
+        return 0 if counts is None else count_value(counts.dropped)
+
     def record_routed_failure(self) -> None:
         """Count a failure of a call that a route counter had counted as delivered."""
         counts = self._stats()
@@ -685,7 +769,7 @@ class Subscription(Generic[T]):
             mode=self.mode,
             delivered=self.delivered,
             failed=self.failed,
-            dropped=dropped,
+            dropped=dropped + self.dropped,
             queue_depth=depth,
             high_water=high_water,
         )
@@ -761,7 +845,11 @@ class _ComposedSubscription(Subscription[T]):
             return SKIP
         chain = self._chain
         assert chain is not None
-        return chain(arg)
+        result = chain(arg)
+        if result is DROPPED:  # a sync middleware dropped the call (async: _counting_drops)
+            self.record_dropped()
+            return SKIP
+        return result
 
     def call_handler(self, envelopes: Any) -> Any:
         if type(envelopes) is list:  # pragma: no cover - batch handlers take no middleware
@@ -778,12 +866,15 @@ class _ObservedComposedSubscription(_ObservedSubscription[T], _ComposedSubscript
 class _Counts:
     """A subscription's counters, allocated on first use to keep idle subscriptions small."""
 
-    __slots__ = ("delivered", "extra_delivered", "failed", "routed_failed")
+    __slots__ = ("delivered", "dropped", "extra_delivered", "failed", "routed_failed")
 
     def __init__(self) -> None:
         self.delivered = itertools.count()
         self.failed = itertools.count()
+        # Calls counted as delivered (by a route counter, or when an async handler started)
+        # that then failed or were dropped: subtracted from delivered.
         self.routed_failed = itertools.count()
+        self.dropped = itertools.count()  # calls a middleware dropped (DROPPED)
         self.extra_delivered = 0
 
 
@@ -802,7 +893,7 @@ class RouteCounters:
     Reads use an index of the live counters by subscription, rebuilt after any change.
     """
 
-    __slots__ = ("_index", "_live", "_newest", "_retired", "_serials")
+    __slots__ = ("_index", "_live", "_newest", "_serials", "retired")
 
     def __init__(self) -> None:
         # Which live counters each subscription is in, built on a read from one pass over
@@ -811,7 +902,8 @@ class RouteCounters:
         self._index: tuple[int, dict[Subscription[Any], list[itertools.count[int]]]] | None = None
         self._newest = -1
         self._live: dict[int, tuple[tuple[Subscription[Any], ...], itertools.count[int]]] = {}
-        self._retired: collections.deque[int] = collections.deque()
+        self.retired: collections.deque[int] = collections.deque()
+        """Keys of retired counters not folded yet (a test of it is cheaper than a call)."""
         self._serials = itertools.count()
 
     def open(self, subs: tuple[Subscription[Any], ...], counter: itertools.count[int]) -> int:
@@ -824,11 +916,11 @@ class RouteCounters:
     def retire(self, key: int) -> None:
         """The counter of ``key`` counts no more dispatches: fold it at the next
         :meth:`fold`. Takes no lock."""
-        self._retired.append(key)
+        self.retired.append(key)
 
     def fold(self) -> None:
         """Move the totals of retired counters into their subscriptions' own counts."""
-        retired = self._retired
+        retired = self.retired
         if not retired:
             return
         live = self._live

@@ -57,7 +57,7 @@ def test_drop_policy_skips_and_counts(bus: tidings.Bus) -> None:
     time = FakeTime()
     limit = RateLimit(2, burst=2, policy="drop", clock=time.clock)
     got: list[int] = []
-    bus.subscribe(Tick, lambda t: got.append(t.n), middleware=[limit])
+    sub = bus.subscribe(Tick, lambda t: got.append(t.n), middleware=[limit])
     for i in range(5):
         bus.publish(Tick(i))
     assert (got, limit.dropped) == ([0, 1], 3)
@@ -65,6 +65,50 @@ def test_drop_policy_skips_and_counts(bus: tidings.Bus) -> None:
     for i in range(5, 7):
         bus.publish(Tick(i))
     assert (got, limit.dropped) == ([0, 1, 5], 4)
+    # The bus counts the drops as dropped, not delivered.
+    stats = sub.statistics()
+    assert (sub.delivered, sub.dropped, stats.delivered, stats.dropped) == (3, 4, 3, 4)
+    assert (bus.statistics().delivered, bus.statistics().dropped) == (3, 4)
+
+
+async def test_drops_of_async_handlers_are_counted_dropped_on_every_path() -> None:
+    """publish (started eagerly), emit, and a queued subscription: a dropped call is counted
+    dropped, not delivered, and an emit's Delivery leaves it out."""
+    time = FakeTime()
+    got: list[str] = []
+
+    async def handler(t: Tick) -> str:
+        got.append(f"h{t.n}")
+        return f"h{t.n}"
+
+    def sync_handler(t: Tick) -> None:
+        got.append(f"q{t.n}")
+
+    async with tidings.Bus() as bus:
+        eager = bus.subscribe(
+            Tick, handler, middleware=[RateLimit(1, burst=1, policy="drop", clock=time.clock)]
+        )
+        bus.publish(Tick(0))  # the token
+        bus.publish(Tick(1))  # dropped
+        assert (eager.delivered, eager.dropped, got) == (1, 1, ["h0"])
+        delivery = await bus.emit(Tick(2))  # dropped
+        assert delivery.outcomes == ()
+        assert (eager.delivered, eager.dropped) == (1, 2)
+        time.now += 1
+        delivery = await bus.emit(Tick(3))
+        assert [o.result for o in delivery.outcomes] == ["h3"]
+        assert (eager.delivered, eager.dropped) == (2, 2)
+        eager.cancel()
+        queued = bus.subscribe(
+            Tick,
+            sync_handler,
+            mode="queued",
+            middleware=[RateLimit(1, burst=1, policy="drop", clock=time.clock)],
+        )
+        for i in range(4, 7):
+            bus.publish(Tick(i))
+        assert await queued.drained(timeout=30)
+        assert (queued.delivered, queued.dropped, got[-1]) == (1, 2, "q4")
 
 
 async def test_async_handlers_await_their_token() -> None:

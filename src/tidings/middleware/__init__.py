@@ -16,7 +16,14 @@ each middleware's guarantees are in its module:
 A subscription without middleware pays nothing for the feature.
 """
 
-from tidings.middleware.base import Handler, Middleware, attempts_of, is_async, note_attempts
+from tidings.middleware.base import (
+    DROPPED,
+    Handler,
+    Middleware,
+    attempts_of,
+    is_async,
+    note_attempts,
+)
 from tidings.middleware.circuit_breaker import CircuitBreaker, CircuitState
 from tidings.middleware.dedupe import Dedupe
 from tidings.middleware.rate_limit import RateLimit, RatePolicy
@@ -24,6 +31,7 @@ from tidings.middleware.retry import Retry
 from tidings.middleware.timeout import Timeout
 
 __all__ = (
+    "DROPPED",
     "CircuitBreaker",
     "CircuitState",
     "Dedupe",

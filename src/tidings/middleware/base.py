@@ -26,6 +26,12 @@ gives up re-raises the last error after :func:`note_attempts`; the bus reads
 :class:`~tidings.DeadLetter` says how many attempts were made, and the failure is counted
 once.
 
+Drops: a middleware that handles an event by not calling its handler (a rate limit's drop,
+a duplicate) returns :data:`DROPPED`; the bus then counts the call as dropped on the
+subscription (``Subscription.dropped``, :class:`~tidings.SubscriptionStatistics`
+``dropped``), not as delivered, and leaves it out of an ``emit``'s
+:class:`~tidings.Delivery`.
+
 A subscription without middleware pays nothing: its handler is called exactly as before.
 """
 
@@ -40,6 +46,7 @@ from tidings.event import Envelope
 from tidings.exceptions import InvalidHandlerError
 
 __all__ = (
+    "DROPPED",
     "Handler",
     "Middleware",
     "attempts_of",
@@ -57,6 +64,18 @@ Middleware: TypeAlias = Callable[[Handler], Handler]
 """A function from handler to handler, applied at subscribe time."""
 
 _ATTEMPTS = "tidings_attempts"
+
+
+class _Dropped:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DROPPED"
+
+
+DROPPED: Any = _Dropped()
+"""What a middleware returns when it drops the call instead of calling its handler (see
+the module docstring): counted as dropped, not delivered."""
 
 
 def is_async(handler: Callable[..., Any]) -> bool:

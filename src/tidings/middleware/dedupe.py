@@ -2,8 +2,8 @@
 
 ``Dedupe(window=1024)`` remembers the ids of the last ``window`` events each wrapped handler
 took, in memory, and drops an event whose id it remembers: the handler is not called, the
-call returns ``None`` (the bus counts it delivered: the middleware handled it) and
-``dropped`` counts it. An id is remembered when its call starts, so a duplicate arriving
+call returns :data:`~tidings.middleware.DROPPED` (the bus counts it dropped on the
+subscription, not delivered) and ``dropped`` counts it. An id is remembered when its call starts, so a duplicate arriving
 while the first is still running is dropped too; a call that fails forgets its id, so a
 redelivery after a failure is handled again.
 
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tidings.event import Envelope
 from tidings.exceptions import InvalidHandlerError
-from tidings.middleware.base import Handler, is_async, name_of, wraps
+from tidings.middleware.base import DROPPED, Handler, is_async, name_of, wraps
 
 if TYPE_CHECKING:
     from tidings.store.base import EventStore
@@ -127,7 +127,7 @@ class Dedupe:
                     store is not None and await store.was_handled(name, event_id)
                 ):
                     self._drop()
-                    return None
+                    return DROPPED
                 try:
                     result = await handler(env)
                 except BaseException:
@@ -153,7 +153,7 @@ class Dedupe:
                 store is not None and _now(store.was_handled(name, event_id))
             ):
                 self._drop()
-                return None
+                return DROPPED
             try:
                 result = handler(env)
             except BaseException:

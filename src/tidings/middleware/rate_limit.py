@@ -10,9 +10,10 @@ When the bucket is empty, ``policy`` decides:
   calling it (for an inline subscription that is the **publisher**; for a queued one its
   worker, which is the usual place for a limit); an async handler awaits and blocks nothing.
   Calls are served in the order they claim tokens.
-- ``"drop"``: the call is skipped: the handler is not called, the call returns ``None`` and
-  ``dropped`` counts it (the bus counts the call delivered: the policy handled it). Read
-  ``dropped`` (or export it as a metric) to see what the limit cost.
+- ``"drop"``: the call is skipped: the handler is not called, the call returns
+  :data:`~tidings.middleware.DROPPED` and ``dropped`` counts it; the bus counts the call
+  as dropped on the subscription, not delivered. Read ``dropped`` (or the subscription's
+  statistics) to see what the limit cost.
 
 State belongs to the :class:`RateLimit` object: every handler it wraps shares one bucket (one
 limit for one downstream service). ``clock=``, ``sleep=`` and ``asleep=`` replace
@@ -29,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from tidings.event import Envelope
-from tidings.middleware.base import Handler, is_async, wraps
+from tidings.middleware.base import DROPPED, Handler, is_async, wraps
 
 __all__ = ("RateLimit", "RatePolicy")
 
@@ -100,7 +101,7 @@ class RateLimit:
             async def limited_async(env: Envelope[Any]) -> Any:
                 wait = take()
                 if wait is None:
-                    return None
+                    return DROPPED
                 if wait:
                     await self._asleep(wait)
                 return await handler(env)
@@ -111,7 +112,7 @@ class RateLimit:
         def limited(env: Envelope[Any]) -> Any:
             wait = take()
             if wait is None:
-                return None
+                return DROPPED
             if wait:
                 self._sleep(wait)
             return handler(env)
