@@ -5,6 +5,9 @@ sees it (write-ahead), so what a handler saw is always in the log:
 
 - stores that append synchronously (:class:`~tidings.store.MemoryStore`,
   :class:`~tidings.store.SQLiteStore`) append inside ``publish``;
+- ``emit`` appends through a FIFO that one task appends in batches (concurrent emits, e.g.
+  a gateway's topic targets for the events of one request, share one transaction; an
+  ``emit`` returns once its own event is stored);
 - an async-only store (:class:`~tidings.store.PostgresStore`) is awaited by ``emit``; a
   ``publish`` from another thread waits for the append on the bus's loop; a ``publish`` on
   the loop's own thread cannot wait, so the event joins a FIFO that one task appends (in
@@ -206,12 +209,9 @@ class Log:
         """Nothing to send after a deferred append: the log is not a transport."""
 
     async def carry(self, env: Envelope[Any]) -> None:
-        """Append ``env`` (for ``emit``); with an async-only store, through the FIFO of
-        deferred appends, so after every event published before it."""
-        if self._append_sync is not None:
-            await self.store.append([env])
-            self.counted(appended=1)
-            return
+        """Append ``env`` (for ``emit``) through the FIFO of deferred appends: after every
+        event deferred before it, and in one transaction with the other emits that wait
+        meanwhile (group commit: concurrent emits cost one store call, not one each)."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         self._defer(loop, None, env, done)

@@ -1,18 +1,16 @@
-"""Harnesses for the three stores, and the PostgreSQL server the tests use.
+"""Harnesses for the three stores.
 
-PostgreSQL: ``TIDINGS_TEST_POSTGRES_URL`` when set, else a server started from the
-``pgserver`` wheel for the session. Every test gets a schema of its own, dropped afterwards.
+PostgreSQL: the ``postgres_url`` server of ``tests/conftest.py``. Every test gets a schema
+of its own, dropped afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
 import sys
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -170,26 +168,6 @@ class PostgresHarness(StoreHarness):
             await conn.execute(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
             )
-
-
-@pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL server: TIDINGS_TEST_POSTGRES_URL, or one started from pgserver."""
-    url = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR in CI
-        warnings.simplefilter("ignore")
-        import pgserver
-
-        server = pgserver.get_server(  # type: ignore[attr-defined]
-            tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop"
-        )
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
 
 
 @pytest_asyncio.fixture(params=["sqlite", "postgres"])

@@ -21,6 +21,11 @@ Guarantees:
   fails, each of its calls is appended alone (appends are idempotent; the failed
   transaction stored nothing), so a call fails only by its own append, and its error is
   exactly what the store raised.
+- **One router per log.** Replicas may share a store: each accepts into the shared log,
+  and only the holder of the store's routing lease (:mod:`tidings.gateway.lease`) follows
+  and routes it, so each accepted event is routed once by the group, wherever it was
+  accepted. A standby takes the lease over when the holder stops or dies and resumes from
+  the shared checkpoint.
 - **One routing path.** A single follower task reads the log in position order
   (:meth:`EventStore.subscribe`) and routes every record once; the consumer's checkpoint
   (``consumer`` name) is committed only up to the last position whose deliveries have all
@@ -57,6 +62,7 @@ import httpx
 
 from tidings.exceptions import TidingsError
 from tidings.gateway.config import ConfigError, GatewayConfig, load_config
+from tidings.gateway.lease import routing_lease
 from tidings.gateway.table import Dispatch, RouteTable
 from tidings.gateway.targets import Sender
 
@@ -157,6 +163,7 @@ class Gateway:
         self._watcher: asyncio.Task[None] | None = None
         self._stop_watching = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._lease = routing_lease(store, consumer)
         self._started = False
 
     @property
@@ -166,6 +173,12 @@ class Gateway:
         return self._started and follower is not None and not follower.done()
 
     # -- the table --------------------------------------------------------------------------
+
+    @property
+    def routing(self) -> bool:
+        """Whether this gateway holds the routing lease (routes the log; see
+        :mod:`tidings.gateway.lease`); a standby only accepts."""
+        return self._lease.held
 
     @property
     def table(self) -> RouteTable:
@@ -269,7 +282,7 @@ class Gateway:
             StoreError: the log did not take the events (none of them is stored).
         """
         table = self._table
-        pending = self._pending
+        pending = self._pending if self._lease.held else {}  # a standby routes nothing
         for env in envelopes:
             pending[env.id] = table
         try:
@@ -357,6 +370,32 @@ class Gateway:
         self._started = True
 
     async def _follow(self) -> None:
+        """Take the routing lease, then route the log until the lease is lost; again."""
+        lease = self._lease
+        while not self.store.closed:
+            await lease.acquire()
+            try:
+                # Another replica may have routed past this one's checkpoint meanwhile.
+                committed = await self.store.load_checkpoint(self.consumer)
+                self._committed = max(self._committed, committed)
+                self._routed_position = max(self._routed_position, committed)
+                following = asyncio.create_task(self._follow_log())
+                lost = asyncio.create_task(lease.lost.wait())
+                try:
+                    await asyncio.wait({following, lost}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (following, lost):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                if not lease.lost.is_set():
+                    return  # the store closed
+                logger.error("gateway: the routing lease was lost; standing by to retake it")
+            finally:
+                self._pending.clear()
+                await lease.release()
+
+    async def _follow_log(self) -> None:
         """Follow the log; when reading it fails, log, back off and resume where it was."""
         delay = _FOLLOW_RETRY_FIRST
         while not self.store.closed:
@@ -447,7 +486,9 @@ class Gateway:
         """
         self._started = False
         limit = self._table.config.drain_timeout if timeout is None else timeout
-        drained = await self.wait_routed(await self.store.last_position(), limit)
+        drained = True  # a standby's accepted events are in the log, for the router
+        if self._lease.held:
+            drained = await self.wait_routed(await self.store.last_position(), limit)
         self._stop_watching.set()
         for task in (self._follower, self._watcher):
             if task is not None:
