@@ -51,8 +51,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
+import gc
 import logging
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -85,6 +87,7 @@ RoutedHook = Callable[["StoredEvent", RouteTable, list[Dispatch]], None]
 _MAX_IN_FLIGHT = 256
 _FOLLOW_RETRY_FIRST = 0.05
 _FOLLOW_RETRY_MAX = 5.0
+_RELOAD_SWITCH_INTERVAL = 0.001  # seconds: the GIL switch interval while a reload runs
 _COMMIT_EVERY = 64  # records routed between checkpoint commits (re-routed after a crash)
 
 
@@ -211,15 +214,26 @@ class Gateway:
 
         Reading, validating and compiling run in a worker thread, so intake goes on; the
         swap is one assignment on the event loop. An invalid config keeps the table in force
-        (see the module docstring).
+        (see the module docstring). Meanwhile, so that the worker never holds the GIL long
+        (the event loop waits for it): the cyclic garbage collector is paused (a full
+        collection triggered by the worker's allocations held it for tens of milliseconds;
+        what it would collect waits for the next collection), and the interpreter's switch
+        interval is 1 ms instead of 5 (how long the loop may wait for the GIL).
         """
         async with self._reload_lock:
             generation = self._table.generation + 1
+            collecting, interval = gc.isenabled(), sys.getswitchinterval()
+            gc.disable()
+            sys.setswitchinterval(min(interval, _RELOAD_SWITCH_INTERVAL))
             try:
                 table = await asyncio.to_thread(_load_table, self.paths, generation)
             except ConfigError as exc:
                 await self._reject(exc)
                 return False
+            finally:
+                sys.setswitchinterval(interval)
+                if collecting:
+                    gc.enable()
             self._swap(table)
             return True
 
