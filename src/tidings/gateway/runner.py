@@ -56,7 +56,7 @@ import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -160,6 +160,9 @@ class Gateway:
         self._in_flight: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        self._batch_topics = self.sender.batches_topics
+        self._lane: list[tuple[int, Dispatch]] = []  # topic dispatches to publish together
+        self._lane_task: asyncio.Task[None] | None = None
         self._progress = asyncio.Condition()
         self._progress_waiters = 0  # wait_routed calls waiting: progress is signalled only then
         self._follower: asyncio.Task[None] | None = None
@@ -435,9 +438,12 @@ class Gateway:
                     self._in_flight[position] = len(dispatches)
                     for dispatch in dispatches:
                         await self._slots.acquire()
-                        task = asyncio.create_task(self._deliver(position, dispatch))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+                        if self._batch_topics and all(t.kind == "topic" for t in dispatch.targets):
+                            self._lane.append((position, dispatch))
+                            if self._lane_task is None:
+                                self._lane_task = self._start(self._send_lane())
+                            continue
+                        self._start(self._deliver(position, dispatch))
                 self.routed += 1
                 self._routed_position = position
                 if self._on_routed is not None:
@@ -447,18 +453,44 @@ class Gateway:
                 if position - self._committed >= _COMMIT_EVERY:
                     await self._commit()
 
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     async def _deliver(self, position: int, dispatch: Dispatch) -> None:
         try:
             await self.sender.send(dispatch)
         finally:
-            self._slots.release()
-            left = self._in_flight[position] - 1
-            if left:
-                self._in_flight[position] = left
-            else:
-                del self._in_flight[position]
+            self._delivered(position)
             if self._progress_waiters:
                 await self._signal_progress()
+
+    async def _send_lane(self) -> None:
+        """Publish the topic dispatches routed meanwhile together (one transaction for all
+        the events routed from one read of the log), until none waits."""
+        try:
+            while self._lane:
+                lane, self._lane = self._lane, []
+                try:
+                    await self.sender.send_topics([dispatch for _, dispatch in lane])
+                finally:
+                    for position, _ in lane:
+                        self._delivered(position)
+                if self._progress_waiters:
+                    await self._signal_progress()
+        finally:
+            self._lane_task = None
+
+    def _delivered(self, position: int) -> None:
+        """One dispatch of the record at ``position`` is done."""
+        self._slots.release()
+        left = self._in_flight[position] - 1
+        if left:
+            self._in_flight[position] = left
+        else:
+            del self._in_flight[position]
 
     async def _signal_progress(self) -> None:
         async with self._progress:

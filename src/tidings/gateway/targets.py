@@ -3,6 +3,9 @@
 - ``{topic: NAME}`` and ``{nats: SUBJECT}``: ``bus.emit`` under that topic, so the event is
   appended to the bus's log (write-ahead) and, when the bus has a transport, published on
   it (a NATS subject is a tidings topic). Payload, key and headers are kept.
+  :meth:`Sender.send_topics` publishes the topic targets of many dispatches at once on a
+  bus with a log and no transport: appended together, in one transaction
+  (``Bus.appending_together``), then dispatched; delivered once appended.
 - ``{webhook: URL}``: one POST per attempt, CloudEvents HTTP binding in ``binary`` or
   ``structured`` mode, within ``timeout``. A 2xx answer delivers. A 4xx other than 408 and
   429 is dead-lettered at once (retrying cannot help). Anything else (connection refused,
@@ -21,6 +24,7 @@ import asyncio
 import logging
 import random
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -71,6 +75,53 @@ class Sender:
                     target.address,
                 )
                 self.outcomes[(target.kind, "failed")] += 1
+
+    @property
+    def batches_topics(self) -> bool:
+        """Whether :meth:`send_topics` appends together (the bus has a log, no transport)."""
+        return self._bus.appending_together() is not None
+
+    async def send_topics(self, dispatches: Sequence[Dispatch]) -> None:
+        """Publish every target of ``dispatches`` (all ``topic`` targets) appended together
+        (one after another when :attr:`batches_topics` is false). Never raises."""
+        batch = self._bus.appending_together()
+        if batch is None:
+            for dispatch in dispatches:
+                await self.send(dispatch)
+            return
+        joined: list[tuple[Dispatch, TargetConfig]] = []
+        with batch:
+            for dispatch in dispatches:
+                env = dispatch.envelope
+                for target in dispatch.targets:
+                    before = batch.size
+                    try:
+                        self._bus.publish(
+                            env.payload, topic=target.address, key=env.key, headers=env.headers
+                        )
+                    except Exception as exc:
+                        self._failed(dispatch, target, exc)
+                        continue
+                    if batch.size > before:
+                        joined.append((dispatch, target))
+                    else:  # appended at once after all (another thread's loop): delivered
+                        self.outcomes[(target.kind, "delivered")] += 1
+        errors = await batch.wait()
+        for (dispatch, target), error in zip(joined, errors, strict=True):
+            if error is None:
+                self.outcomes[(target.kind, "delivered")] += 1
+            else:
+                self._failed(dispatch, target, error)
+
+    def _failed(self, dispatch: Dispatch, target: TargetConfig, error: Exception) -> None:
+        logger.error(
+            "gateway route %r could not send to %s %s: %s",
+            dispatch.route,
+            target.kind,
+            target.address,
+            error,
+        )
+        self.outcomes[(target.kind, "failed")] += 1
 
     async def _webhook(self, dispatch: Dispatch, target: TargetConfig) -> None:
         env = dispatch.envelope
