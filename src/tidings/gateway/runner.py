@@ -390,8 +390,9 @@ class Gateway:
         """Take the routing lease, then route the log until the lease is lost; again."""
         lease = self._lease
         while not self.store.closed:
-            await lease.acquire()
+            failed = False
             try:
+                await lease.acquire()
                 # Another replica may have routed past this one's checkpoint meanwhile.
                 committed = await self.store.load_checkpoint(self.consumer)
                 self._committed = max(self._committed, committed)
@@ -408,9 +409,14 @@ class Gateway:
                 if not lease.lost.is_set():
                     return  # the store closed
                 logger.error("gateway: the routing lease was lost; standing by to retake it")
+            except Exception:
+                logger.exception("gateway: taking up routing failed; retrying")
+                failed = True
             finally:
                 self._pending.clear()
                 await lease.release()
+            if failed:
+                await asyncio.sleep(_FOLLOW_RETRY_MAX)
 
     async def _follow_log(self) -> None:
         """Follow the log; when reading it fails, log, back off and resume where it was."""
