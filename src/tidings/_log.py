@@ -266,8 +266,13 @@ class Log:
     async def carry(self, env: Envelope[Any]) -> None:
         """Append ``env`` (for ``emit``) through the FIFO of deferred appends: after every
         event deferred before it, and in one transaction with the other emits that wait
-        meanwhile (group commit: concurrent emits cost one store call, not one each)."""
+        meanwhile (group commit: concurrent emits cost one store call, not one each). On a
+        loop other than the bus's, a synchronous store appends at once."""
         loop = asyncio.get_running_loop()
+        if self._append_sync is not None and loop is not self.bus.loop:
+            await self.store.append([env])
+            self.counted(appended=1)
+            return
         done = loop.create_future()
         self._defer(loop, None, env, done)
         await done

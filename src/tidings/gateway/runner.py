@@ -414,6 +414,9 @@ class Gateway:
                 failed = True
             finally:
                 self._pending.clear()
+                if lease.held and not lease.lost.is_set():  # the next holder starts there
+                    with contextlib.suppress(Exception):
+                        await self._commit()
                 await lease.release()
             if failed:
                 await asyncio.sleep(_FOLLOW_RETRY_MAX)
@@ -534,7 +537,9 @@ class Gateway:
     async def stop(self, timeout: float | None = None) -> bool:
         """Drain (route and deliver what was accepted) within ``timeout``, then stop.
 
-        Returns whether everything was drained. Commits the checkpoint.
+        Returns whether everything was drained. Commits the checkpoint up to what was fully
+        delivered (before deliveries still in flight are cancelled: those are routed again
+        at the next start), then releases the routing lease.
         """
         self._started = False
         limit = self._table.config.drain_timeout if timeout is None else timeout
@@ -550,8 +555,6 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self._commit()
         await self._client.aclose()
         return drained
 
