@@ -157,7 +157,7 @@ class Gateway:
         self._group: list[_Intake] = []  # accept calls waiting for the next grouped append
         self._appender: asyncio.Task[None] | None = None
         self._committed = 0
-        self._in_flight: dict[int, int] = {}
+        self._in_flight: dict[int, int] = {}  # position: dispatches left; in position order
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self._batch_topics = self.sender.batches_topics
@@ -507,8 +507,8 @@ class Gateway:
 
     def safe_position(self) -> int:
         """The last position whose record and every earlier one are fully delivered."""
-        if self._in_flight:
-            return min(self._in_flight) - 1
+        for first in self._in_flight:  # keys in routing order: the first is the lowest
+            return first - 1
         return self._routed_position
 
     async def _commit(self) -> None:
