@@ -1,6 +1,7 @@
 """The floor of the gateway's HTTP ingest benchmark: a minimal Starlette endpoint that only
 appends the request body to SQLite (one INSERT and commit per request, WAL, synchronous
-NORMAL), on the same uvicorn. Prints its URL, serves until SIGINT."""
+NORMAL), on the same uvicorn, HTTP parser and event loop as ``tidings serve`` (httptools and
+uvloop when installed). Prints its URL, serves until SIGINT."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tidings.server.serve import http_implementation, loop_factory
 
 
 def main() -> None:
@@ -37,7 +40,11 @@ def main() -> None:
             yield
 
     app = Starlette(routes=[Route("/events", append, methods=["POST"])])
-    server = Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    server = Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", http=http_implementation()
+        )
+    )
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
@@ -49,7 +56,8 @@ def main() -> None:
         print(f"floor serving http://{host}:{port}", flush=True)
         await task
 
-    asyncio.run(serve())
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(serve())
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -152,3 +153,19 @@ def test_invalid_extension_names_are_refused_naming_the_attribute() -> None:
 
 def test_published_envelopes_carry_no_attributes_and_share_the_empty_mapping() -> None:
     assert Envelope("a.b", 1, 0).attributes is NO_HEADERS
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2261, 12, 31)),
+    fractions=st.lists(st.text("0123456789", min_size=1, max_size=12), min_size=1, max_size=4),
+)
+def test_parse_time_reads_each_fraction_of_a_cached_second_exactly(
+    moment: datetime, fractions: list[str]
+) -> None:
+    # The second of a 'Z' time is cached: later texts of that second parse by a lookup,
+    # and must read exactly as the first (the oracle: whole seconds plus the fraction).
+    prefix = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    seconds = int(moment.replace(microsecond=0, tzinfo=UTC).timestamp())
+    for fraction in [*fractions, *fractions]:
+        expected = seconds * 1_000_000_000 + int(fraction[:9].ljust(9, "0"))
+        assert parse_time(f"{prefix}.{fraction}Z") == expected

@@ -112,6 +112,9 @@ class StoredAndSent:
     async def flush(self) -> None:
         await self.log.flush()
 
+    def together(self) -> None:
+        """No batches: each event is sent once its own append is done."""
+
     async def disconnect(self, timeout: float) -> None:
         await self.remote.disconnect(timeout)
 

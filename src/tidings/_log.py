@@ -5,6 +5,9 @@ sees it (write-ahead), so what a handler saw is always in the log:
 
 - stores that append synchronously (:class:`~tidings.store.MemoryStore`,
   :class:`~tidings.store.SQLiteStore`) append inside ``publish``;
+- ``emit`` appends through a FIFO that one task appends in batches (concurrent emits, e.g.
+  a gateway's topic targets for the events of one request, share one transaction; an
+  ``emit`` returns once its own event is stored);
 - an async-only store (:class:`~tidings.store.PostgresStore`) is awaited by ``emit``; a
   ``publish`` from another thread waits for the append on the bus's loop; a ``publish`` on
   the loop's own thread cannot wait, so the event joins a FIFO that one task appends (in
@@ -13,6 +16,14 @@ sees it (write-ahead), so what a handler saw is always in the log:
   :attr:`Log.append_failed` is told, if set). An
   ``emit`` on the loop's thread appends through the same FIFO, after what was published
   before it.
+
+Appending together (:meth:`Log.together`, ``Bus.appending_together``): while an
+:class:`AppendBatch` is open on the loop's thread, ``publish`` defers its append to that FIFO
+on every store, synchronous ones included, so the events published in it are appended in
+one transaction and dispatched after it, in publish order; ``await batch.wait()`` returns
+once they are, with each one's append error, if any (an event whose append failed is not
+dispatched). A gateway publishes the topic targets of the events one request brought in
+this way: one transaction for all of them rather than one each.
 
 Read your writes: :meth:`Log.flush` waits until that FIFO is empty, and the bus's reads
 (``replay``, ``project``) flush first, so they see every event published before them on any
@@ -67,7 +78,7 @@ if TYPE_CHECKING:
     from tidings.store.records import StoredEvent, Transaction
     from tidings.subscription import Subscription
 
-__all__ = ("Follower", "Log", "with_transaction")
+__all__ = ("AppendBatch", "Follower", "Log", "with_transaction")
 
 logger = logging.getLogger("tidings")
 
@@ -99,6 +110,44 @@ def with_transaction(handler: Callable[..., Any]) -> Callable[[Any], Any]:
     return call
 
 
+class AppendBatch:
+    """Publishes appended together (see the module docstring): a context manager, open on
+    the loop's thread; :meth:`wait` after closing it."""
+
+    def __init__(self, log: Log) -> None:
+        self._log = log
+        self._done: list[asyncio.Future[None]] = []
+
+    def __enter__(self) -> AppendBatch:
+        self._log.batch = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._log.batch = None
+
+    @property
+    def size(self) -> int:
+        """How many publishes joined the batch so far."""
+        return len(self._done)
+
+    def joined(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future for one more deferred publish of this batch."""
+        done = loop.create_future()
+        self._done.append(done)
+        return done
+
+    async def wait(self) -> list[Exception | None]:
+        """Wait until every event published in the batch is appended (and dispatched);
+        each one's append error, or None, in publish order."""
+        if self._done:
+            await asyncio.wait(self._done)
+        errors: list[Exception | None] = []
+        for done in self._done:
+            error = None if done.cancelled() else done.exception()
+            errors.append(error if error is None or isinstance(error, Exception) else None)
+        return errors
+
+
 class Log:
     """A bus's binding to its store; the :class:`~tidings._ports.Carrier` of a bus with a
     store and no transport."""
@@ -108,13 +157,20 @@ class Log:
         self.store = store
         self._append_sync = store.append_sync if isinstance(store, SupportsSyncAppend) else None
         self.followers: dict[Subscription[Any], Follower] = {}
-        # Deferred appends, in publish order: (route, envelope, future); a future marks an
-        # emit's append (settled, not dispatched), None a publish's (dispatched after).
+        # Deferred appends, in publish order: (route, envelope, future); no route marks an
+        # emit's append (settled, not dispatched), a route a publish's (dispatched after; its
+        # future, if any, settled too: a publish in an AppendBatch).
         self._fifo: list[tuple[Route | None, Envelope[Any], asyncio.Future[None] | None]] = []
         self._appender: asyncio.Task[None] | None = None
         # Told of each deferred publish whose append failed (set by a store-and-forward
         # carrier, which counts the event as pending until then).
         self.append_failed: Callable[[Envelope[Any], Exception], None] | None = None
+        self.batch: AppendBatch | None = None
+        """The :class:`AppendBatch` open on the loop's thread, if any."""
+
+    def together(self) -> AppendBatch:
+        """A new :class:`AppendBatch` (open it with ``with``, on the loop's thread)."""
+        return AppendBatch(self)
 
     # ------------------------------------------------------------------ write-ahead
 
@@ -126,7 +182,10 @@ class Log:
             EncodeError, StoreError: the append failed; nothing was dispatched.
             LoopNotRunningError: an async-only store, and no event loop to run it on.
         """
-        if self._append_sync is not None:
+        batch = self.batch
+        if self._append_sync is not None and (
+            batch is None or self.bus.loop_thread != threading.get_ident()
+        ):
             self._append_sync([env])
             self.counted(appended=1)
             return True
@@ -138,7 +197,7 @@ class Log:
                 "asyncio after 'async with Bus(store=...)', or use 'await bus.emit(...)'"
             )
         if bus.loop_thread == threading.get_ident():
-            self._defer(loop, route, env, None)
+            self._defer(loop, route, env, None if batch is None else batch.joined(loop))
             return False
         asyncio.run_coroutine_threadsafe(self.store.append([env]), loop).result()
         self.counted(appended=1)
@@ -156,13 +215,15 @@ class Log:
             self._appender = loop.create_task(self._append_deferred(), name="tidings:appender")
 
     async def _append_deferred(self) -> None:
-        """Append the FIFO in batches, in order; then dispatch each publish's event, or
-        settle each emit's future."""
+        """Append the FIFO in batches, in order; then dispatch each publish's event, and
+        settle each emit's (or batched publish's) future."""
         try:
             while self._fifo:
                 batch, self._fifo = self._fifo, []
                 errors = await self._append_batch([env for _, env, _ in batch])
                 for (route, env, done), error in zip(batch, errors, strict=True):
+                    if route is not None and error is None:
+                        self.bus.after_write_ahead(route, env)
                     if done is not None:
                         if done.done():  # the emit was cancelled
                             continue
@@ -170,10 +231,7 @@ class Log:
                             done.set_result(None)
                         else:
                             done.set_exception(error)
-                    elif error is None:
-                        assert route is not None
-                        self.bus.after_write_ahead(route, env)
-                    else:
+                    elif error is not None:
                         logger.error(
                             "could not append event %s (%s) to the log; it was not dispatched: %s",
                             env.id,
@@ -212,13 +270,15 @@ class Log:
         """Nothing to send after a deferred append: the log is not a transport."""
 
     async def carry(self, env: Envelope[Any]) -> None:
-        """Append ``env`` (for ``emit``); with an async-only store, through the FIFO of
-        deferred appends, so after every event published before it."""
-        if self._append_sync is not None:
+        """Append ``env`` (for ``emit``) through the FIFO of deferred appends: after every
+        event deferred before it, and in one transaction with the other emits that wait
+        meanwhile (group commit: concurrent emits cost one store call, not one each). On a
+        loop other than the bus's, a synchronous store appends at once."""
+        loop = asyncio.get_running_loop()
+        if self._append_sync is not None and loop is not self.bus.loop:
             await self.store.append([env])
             self.counted(appended=1)
             return
-        loop = asyncio.get_running_loop()
         done = loop.create_future()
         self._defer(loop, None, env, done)
         await done

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping
 
+    from tidings._log import AppendBatch
     from tidings.dispatch import FailureReporter
     from tidings.event import Envelope
     from tidings.observability._observer import Observer
@@ -98,6 +99,10 @@ class Carrier(Protocol):
 
     async def flush(self) -> None:
         """Wait until every event published so far is in the store (with one)."""
+
+    def together(self) -> AppendBatch | None:
+        """A batch in which publishes are appended together (a log without a transport:
+        see :mod:`tidings._log`), or None: this carrier publishes one by one."""
 
     async def disconnect(self, timeout: float) -> None:
         """Before the bus refuses events: stop taking them from the server, finish the

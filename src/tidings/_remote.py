@@ -207,6 +207,9 @@ class Remote:
     async def flush(self) -> None:
         """Nothing to flush: no store."""
 
+    def together(self) -> None:
+        """No batches: each publish is sent on its own."""
+
     # ------------------------------------------------------------------ subscribing
 
     def subscribe(

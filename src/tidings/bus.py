@@ -99,7 +99,7 @@ from tidings.subscription import (
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from tidings._log import Log
+    from tidings._log import AppendBatch, Log
     from tidings._ports import Carrier, ObservationPort
     from tidings._remote import Remote
     from tidings.forwarding import ForwardingStatistics, StoreAndForward
@@ -1712,6 +1712,13 @@ class Bus:
         """
         if self._carrier is not None:
             await self._carrier.flush()
+
+    def appending_together(self) -> AppendBatch | None:
+        """A context manager in which :meth:`publish` calls on the loop's thread are
+        appended to the log together, in one transaction, and dispatched after it (then
+        ``await batch.wait()``: each one's append error, or None); see :mod:`tidings._log`.
+        ``None`` when the bus has no log or has a transport (publish one by one then)."""
+        return None if self._carrier is None else self._carrier.together()
 
     async def __aenter__(self) -> Bus:
         return await self.start()

@@ -158,3 +158,28 @@ async def test_accept_returns_after_stop_cancels_the_appender(tmp_path: Path, ca
         )
         assert sorted(p for r in results for p in r) == list(range(1, calls + 1))
         assert await gateway.stop(5)
+
+
+async def test_the_topic_targets_of_one_accepted_batch_are_appended_together(
+    tmp_path: Path,
+) -> None:
+    store = CountingStore(tmp_path / "e.db")
+    async with tidings.Bus(store=store) as bus:
+        gateway = Gateway(bus, parse_config([("g.yaml", CONFIG)]))
+        await gateway.start()
+        seen: list[int] = []
+
+        @bus.on("audit.orders")
+        def audit(envelope: Envelope[Any]) -> None:  # dispatched after the shared append
+            seen.append(envelope.payload["n"])
+
+        positions = await gateway.accept([event(n) for n in range(100)])
+        before = store.appends
+        assert await gateway.wait_routed(max(positions), 10)
+        # 100 routed events, 100 topic targets: a few shared appends, not one each.
+        assert store.appends - before <= 3
+        targets = await store.read(after=0, topic="audit.orders", unknown="raw")
+        assert [r.envelope.payload["n"] for r in targets] == list(range(100))
+        assert seen == list(range(100))
+        assert gateway.sender.outcomes[("topic", "delivered")] == 100
+        await gateway.stop(5)

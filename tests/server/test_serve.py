@@ -191,3 +191,13 @@ async def test_every_event_answered_202_is_routed_after_a_sigkill_and_restart(
     assert {c.envelope.payload["n"] for c in copies} == accepted  # each routed at least once
     # the kill left work after the checkpoint, which the restart routed from the log
     assert routed_before < 1000 + len(copies)
+
+
+def test_serve_uses_httptools_and_uvloop_when_installed() -> None:
+    # Both come with the gateway extra; uvicorn's h11 and asyncio's loop are the fallback.
+    import uvloop
+
+    from tidings.server.serve import http_implementation, loop_factory
+
+    assert http_implementation() == "httptools"
+    assert loop_factory() is uvloop.new_event_loop

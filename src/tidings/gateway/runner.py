@@ -21,6 +21,11 @@ Guarantees:
   fails, each of its calls is appended alone (appends are idempotent; the failed
   transaction stored nothing), so a call fails only by its own append, and its error is
   exactly what the store raised.
+- **One router per log.** Replicas may share a store: each accepts into the shared log,
+  and only the holder of the store's routing lease (:mod:`tidings.gateway.lease`) follows
+  and routes it, so each accepted event is routed once by the group, wherever it was
+  accepted. A standby takes the lease over when the holder stops or dies and resumes from
+  the shared checkpoint.
 - **One routing path.** A single follower task reads the log in position order
   (:meth:`EventStore.subscribe`) and routes every record once; the consumer's checkpoint
   (``consumer`` name) is committed only up to the last position whose deliveries have all
@@ -46,11 +51,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
+import gc
 import logging
 import os
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +66,7 @@ import httpx
 from tidings.exceptions import TidingsError
 from tidings.gateway.config import ConfigError, GatewayConfig, load_config
 from tidings.gateway.dead_letters import REDRIVE_TOPIC, dead_letter_topics, redrive_dispatch
+from tidings.gateway.lease import routing_lease
 from tidings.gateway.stats import RouteStats
 from tidings.gateway.table import Dispatch, RouteTable
 from tidings.gateway.targets import Sender
@@ -82,6 +90,7 @@ RoutedHook = Callable[["StoredEvent", RouteTable, list[Dispatch]], None]
 _MAX_IN_FLIGHT = 256
 _FOLLOW_RETRY_FIRST = 0.05
 _FOLLOW_RETRY_MAX = 5.0
+_RELOAD_SWITCH_INTERVAL = 0.001  # seconds: the GIL switch interval while a reload runs
 _COMMIT_EVERY = 64  # records routed between checkpoint commits (re-routed after a crash)
 
 
@@ -156,15 +165,19 @@ class Gateway:
         self._group: list[_Intake] = []  # accept calls waiting for the next grouped append
         self._appender: asyncio.Task[None] | None = None
         self._committed = 0
-        self._in_flight: dict[int, int] = {}
+        self._in_flight: dict[int, int] = {}  # position: dispatches left; in position order
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        self._batch_topics = self.sender.batches_topics
+        self._lane: list[tuple[int, Dispatch]] = []  # topic dispatches to publish together
+        self._lane_task: asyncio.Task[None] | None = None
         self._progress = asyncio.Condition()
         self._progress_waiters = 0  # wait_routed calls waiting: progress is signalled only then
         self._follower: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stop_watching = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._lease = routing_lease(store, consumer)
         self._started = False
 
     @property
@@ -174,6 +187,12 @@ class Gateway:
         return self._started and follower is not None and not follower.done()
 
     # -- the table --------------------------------------------------------------------------
+
+    @property
+    def routing(self) -> bool:
+        """Whether this gateway holds the routing lease (routes the log; see
+        :mod:`tidings.gateway.lease`); a standby only accepts."""
+        return self._lease.held
 
     @property
     def table(self) -> RouteTable:
@@ -209,15 +228,26 @@ class Gateway:
 
         Reading, validating and compiling run in a worker thread, so intake goes on; the
         swap is one assignment on the event loop. An invalid config keeps the table in force
-        (see the module docstring).
+        (see the module docstring). Meanwhile, so that the worker never holds the GIL long
+        (the event loop waits for it): the cyclic garbage collector is paused (a full
+        collection triggered by the worker's allocations held it for tens of milliseconds;
+        what it would collect waits for the next collection), and the interpreter's switch
+        interval is 1 ms instead of 5 (how long the loop may wait for the GIL).
         """
         async with self._reload_lock:
             generation = self._table.generation + 1
+            collecting, interval = gc.isenabled(), sys.getswitchinterval()
+            gc.disable()
+            sys.setswitchinterval(min(interval, _RELOAD_SWITCH_INTERVAL))
             try:
                 table = await asyncio.to_thread(_load_table, self.paths, generation)
             except ConfigError as exc:
                 await self._reject(exc)
                 return False
+            finally:
+                sys.setswitchinterval(interval)
+                if collecting:
+                    gc.enable()
             self._swap(table)
             return True
 
@@ -280,7 +310,7 @@ class Gateway:
             StoreError: the log did not take the events (none of them is stored).
         """
         table = self._table
-        pending = self._pending
+        pending = self._pending if self._lease.held else {}  # a standby routes nothing
         for env in envelopes:
             pending[env.id] = table
         try:
@@ -368,6 +398,41 @@ class Gateway:
         self._started = True
 
     async def _follow(self) -> None:
+        """Take the routing lease, then route the log until the lease is lost; again."""
+        lease = self._lease
+        while not self.store.closed:
+            failed = False
+            try:
+                await lease.acquire()
+                # Another replica may have routed past this one's checkpoint meanwhile.
+                committed = await self.store.load_checkpoint(self.consumer)
+                self._committed = max(self._committed, committed)
+                self._routed_position = max(self._routed_position, committed)
+                following = asyncio.create_task(self._follow_log())
+                lost = asyncio.create_task(lease.lost.wait())
+                try:
+                    await asyncio.wait({following, lost}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (following, lost):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                if not lease.lost.is_set():
+                    return  # the store closed
+                logger.error("gateway: the routing lease was lost; standing by to retake it")
+            except Exception:
+                logger.exception("gateway: taking up routing failed; retrying")
+                failed = True
+            finally:
+                self._pending.clear()
+                if lease.held and not lease.lost.is_set():  # the next holder starts there
+                    with contextlib.suppress(Exception):
+                        await self._commit()
+                await lease.release()
+            if failed:
+                await asyncio.sleep(_FOLLOW_RETRY_MAX)
+
+    async def _follow_log(self) -> None:
         """Follow the log; when reading it fails, log, back off and resume where it was."""
         delay = _FOLLOW_RETRY_FIRST
         while not self.store.closed:
@@ -395,9 +460,12 @@ class Gateway:
                     self._in_flight[position] = len(dispatches)
                     for dispatch in dispatches:
                         await self._slots.acquire()
-                        task = asyncio.create_task(self._deliver(position, dispatch))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+                        if self._batch_topics and all(t.kind == "topic" for t in dispatch.targets):
+                            self._lane.append((position, dispatch))
+                            if self._lane_task is None:
+                                self._lane_task = self._start(self._send_lane())
+                            continue
+                        self._start(self._deliver(position, dispatch))
                 self.routed += 1
                 self._routed_position = position
                 if self._on_routed is not None:
@@ -417,6 +485,12 @@ class Gateway:
             return []
         return [dispatch]
 
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     async def _deliver(self, position: int, dispatch: Dispatch) -> None:
         started = time.perf_counter()
         try:
@@ -425,14 +499,38 @@ class Gateway:
                 dispatch.route, dispatch.variant, time.perf_counter() - started, outcomes
             )
         finally:
-            self._slots.release()
-            left = self._in_flight[position] - 1
-            if left:
-                self._in_flight[position] = left
-            else:
-                del self._in_flight[position]
+            self._delivered(position)
             if self._progress_waiters:
                 await self._signal_progress()
+
+    async def _send_lane(self) -> None:
+        """Publish the topic dispatches routed meanwhile together (one transaction for all
+        the events routed from one read of the log), until none waits."""
+        try:
+            while self._lane:
+                lane, self._lane = self._lane, []
+                started = time.perf_counter()
+                try:
+                    sent = await self.sender.send_topics([dispatch for _, dispatch in lane])
+                    latency = time.perf_counter() - started
+                    for (_, dispatch), outcomes in zip(lane, sent, strict=True):
+                        self.stats.record(dispatch.route, dispatch.variant, latency, outcomes)
+                finally:
+                    for position, _ in lane:
+                        self._delivered(position)
+                if self._progress_waiters:
+                    await self._signal_progress()
+        finally:
+            self._lane_task = None
+
+    def _delivered(self, position: int) -> None:
+        """One dispatch of the record at ``position`` is done."""
+        self._slots.release()
+        left = self._in_flight[position] - 1
+        if left:
+            self._in_flight[position] = left
+        else:
+            del self._in_flight[position]
 
     async def _signal_progress(self) -> None:
         async with self._progress:
@@ -440,8 +538,8 @@ class Gateway:
 
     def safe_position(self) -> int:
         """The last position whose record and every earlier one are fully delivered."""
-        if self._in_flight:
-            return min(self._in_flight) - 1
+        for first in self._in_flight:  # keys in routing order: the first is the lowest
+            return first - 1
         return self._routed_position
 
     async def _commit(self) -> None:
@@ -470,11 +568,15 @@ class Gateway:
     async def stop(self, timeout: float | None = None) -> bool:
         """Drain (route and deliver what was accepted) within ``timeout``, then stop.
 
-        Returns whether everything was drained. Commits the checkpoint.
+        Returns whether everything was drained. Commits the checkpoint up to what was fully
+        delivered (before deliveries still in flight are cancelled: those are routed again
+        at the next start), then releases the routing lease.
         """
         self._started = False
         limit = self._table.config.drain_timeout if timeout is None else timeout
-        drained = await self.wait_routed(await self.store.last_position(), limit)
+        drained = True  # a standby's accepted events are in the log, for the router
+        if self._lease.held:
+            drained = await self.wait_routed(await self.store.last_position(), limit)
         self._stop_watching.set()
         for task in (self._follower, self._watcher):
             if task is not None:
@@ -484,8 +586,6 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self._commit()
         await self._client.aclose()
         return drained
 

@@ -33,7 +33,7 @@ import msgspec
 
 from tidings.event import Envelope
 from tidings.gateway.config import GatewayConfig, RouteConfig, SplitConfig, TargetConfig
-from tidings.gateway.expressions import Condition, compile_condition
+from tidings.gateway.expressions import Condition, compile_condition, data_variable
 from tidings.topics import compile_pattern
 
 __all__ = ("VARIANT_HEADER", "Dispatch", "RouteTable", "choose_variant", "matches", "redact")
@@ -44,8 +44,7 @@ VARIANT_HEADER = "splitvariant"
 _CACHE_LIMIT = 4096
 
 
-@dataclass(frozen=True)
-class Dispatch:
+class Dispatch(msgspec.Struct, frozen=True):
     """One route's decision for one event: send ``envelope`` to ``targets``."""
 
     route: str
@@ -61,7 +60,7 @@ class _Route:
     matchers: tuple[Any, ...]
     system: bool
     condition: Condition | None
-    reads: tuple[tuple[str, Callable[[Envelope[Any]], Any]], ...]
+    context: Context | None
 
     def takes(self, topic: str) -> bool:
         if topic.startswith("tidings.") and not self.system:
@@ -151,10 +150,38 @@ _ATTRIBUTE: dict[str, Callable[[Envelope[Any]], Any]] = {
 """How each CEL variable is read off an envelope (see :mod:`tidings.gateway.expressions`)."""
 
 
+Context = Callable[[Envelope[Any]], dict[str, Any]]
+"""Builds a condition's variables from an envelope."""
+
+
+def _context_of(condition: Condition) -> Context:
+    """The variables ``condition`` reads, and only those (see
+    :mod:`tidings.gateway.expressions`: a flattened condition gets the ``data`` fields the
+    payload has, each as a variable of its own)."""
+    fields = condition.data_fields
+    reads = tuple(
+        (name, _ATTRIBUTE[name]) for name in condition.names if fields is None or name != "data"
+    )
+    if fields is None:
+        return lambda envelope: {name: read(envelope) for name, read in reads}
+    variables = tuple((field, data_variable(field)) for field in fields)
+
+    def context(envelope: Envelope[Any]) -> dict[str, Any]:
+        out = {name: read(envelope) for name, read in reads}
+        payload = envelope.payload
+        if type(payload) is dict:  # anything else has no fields: each read fails, as before
+            for field, variable in variables:
+                if field in payload:
+                    out[variable] = payload[field]
+        return out
+
+    return context
+
+
 def matches(condition: Condition, envelope: Envelope[Any]) -> bool | None:
     """Whether ``envelope`` satisfies ``condition`` as a route's ``when`` would judge it;
     ``None`` when the evaluation failed on it."""
-    return condition.evaluate({name: _ATTRIBUTE[name](envelope) for name in condition.names})
+    return condition.evaluate(_context_of(condition)(envelope))
 
 
 class RouteTable:
@@ -188,7 +215,7 @@ class RouteTable:
                     tuple(compile_pattern(p) for p in route.from_),
                     any(p.split(".", 1)[0] == "tidings" for p in route.from_),
                     condition,
-                    () if condition is None else tuple((n, _ATTRIBUTE[n]) for n in condition.names),
+                    None if condition is None else _context_of(condition),
                 )
             )
         return cls(config, tuple(compiled), generation)
@@ -210,11 +237,11 @@ class RouteTable:
         fired: list[_Route] = []
         defaults: list[_Route] = []
         for route in candidates:
-            condition = route.condition
-            if condition is None:
+            condition, context = route.condition, route.context
+            if condition is None or context is None:
                 defaults.append(route)
                 continue
-            verdict = condition.evaluate({name: read(envelope) for name, read in route.reads})
+            verdict = condition.evaluate(context(envelope))
             if verdict is None:
                 self.condition_errors += 1
             elif verdict:

@@ -3,6 +3,9 @@
 - ``{topic: NAME}`` and ``{nats: SUBJECT}``: ``bus.emit`` under that topic, so the event is
   appended to the bus's log (write-ahead) and, when the bus has a transport, published on
   it (a NATS subject is a tidings topic). Payload, key and headers are kept.
+  :meth:`Sender.send_topics` publishes the topic targets of many dispatches at once on a
+  bus with a log and no transport: appended together, in one transaction
+  (``Bus.appending_together``), then dispatched; delivered once appended.
 - ``{webhook: URL}``: one POST per attempt, CloudEvents HTTP binding in ``binary`` or
   ``structured`` mode, within ``timeout``. A 2xx answer delivers. A 4xx other than 408 and
   429 is dead-lettered at once (retrying cannot help). Anything else (connection refused,
@@ -21,6 +24,7 @@ import asyncio
 import logging
 import random
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -81,6 +85,61 @@ class Sender:
                     )
                 )
         return done
+
+    @property
+    def batches_topics(self) -> bool:
+        """Whether :meth:`send_topics` appends together (the bus has a log, no transport)."""
+        return self._bus.appending_together() is not None
+
+    async def send_topics(self, dispatches: Sequence[Dispatch]) -> list[list[TargetOutcome]]:
+        """Publish every target of ``dispatches`` (all ``topic`` targets) appended together
+        (one after another when :attr:`batches_topics` is false); what became of each target,
+        per dispatch in order. Never raises."""
+        batch = self._bus.appending_together()
+        if batch is None:
+            return [await self.send(dispatch) for dispatch in dispatches]
+        done: list[list[TargetOutcome]] = [[] for _ in dispatches]
+        joined: list[tuple[int, Dispatch, TargetConfig]] = []
+        with batch:
+            for index, dispatch in enumerate(dispatches):
+                env = dispatch.envelope
+                for target in dispatch.targets:
+                    before = batch.size
+                    try:
+                        self._bus.publish(
+                            env.payload, topic=target.address, key=env.key, headers=env.headers
+                        )
+                    except Exception as exc:
+                        done[index].append(self._failed(dispatch, target, exc))
+                        continue
+                    if batch.size > before:
+                        joined.append((index, dispatch, target))
+                    else:  # appended at once after all (another thread's loop): delivered
+                        done[index].append(self._delivered(target))
+        errors = await batch.wait()
+        for (index, dispatch, target), error in zip(joined, errors, strict=True):
+            if error is None:
+                done[index].append(self._delivered(target))
+            else:
+                done[index].append(self._failed(dispatch, target, error))
+        return done
+
+    def _delivered(self, target: TargetConfig) -> TargetOutcome:
+        self.outcomes[(target.kind, "delivered")] += 1
+        return TargetOutcome(target.kind, target.address, "delivered")
+
+    def _failed(self, dispatch: Dispatch, target: TargetConfig, error: Exception) -> TargetOutcome:
+        logger.error(
+            "gateway route %r could not send to %s %s: %s",
+            dispatch.route,
+            target.kind,
+            target.address,
+            error,
+        )
+        self.outcomes[(target.kind, "failed")] += 1
+        return TargetOutcome(
+            target.kind, target.address, "failed", f"{type(error).__name__}: {error}"
+        )
 
     async def _webhook(self, dispatch: Dispatch, target: TargetConfig) -> TargetOutcome:
         env = dispatch.envelope

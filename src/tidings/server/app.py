@@ -15,8 +15,8 @@ Endpoints:
   ``after`` (or ``Last-Event-ID``, which wins) the stream starts live, at the end of the log.
 - ``GET /config``: the live config, its generation, when it was loaded, the last error.
 - ``GET /``: the console for a browser (:mod:`tidings.server.console`), else a JSON index.
-- ``GET /metrics``, ``/healthz``, ``/readyz`` (503 until the gateway follows its log),
-  ``/openapi.json``.
+- ``GET /metrics``, ``/healthz``, ``/readyz`` (503 until the gateway follows its log;
+  ``routing`` says whether this replica holds the routing lease), ``/openapi.json``.
 
 Every error is ``application/problem+json`` (:mod:`tidings.server.problems`).
 """
@@ -182,7 +182,9 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
     async def readyz(request: Request) -> Response:
         if not gateway.ready or gateway.store.closed:
             return problem(503, "not ready: the gateway is starting or stopping")
-        return JSONResponse({"status": "ready", "generation": gateway.table.generation})
+        return JSONResponse(
+            {"status": "ready", "generation": gateway.table.generation, "routing": gateway.routing}
+        )
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi(str(request.base_url).rstrip("/")))

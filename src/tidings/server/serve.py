@@ -7,6 +7,10 @@ gateway (readiness follows), listen, print the URLs and a ready-to-paste ``curl`
 Stop (SIGINT or SIGTERM, once): intake stops (the listener closes, requests in progress
 finish), the gateway drains what was accepted within ``drain_timeout``, the bus closes, and
 the process exits 0. SIGHUP reloads the config from its files.
+
+The HTTP parser and event loop are the fastest installed: ``httptools`` and ``uvloop`` (both
+in the ``gateway`` extra) when importable, else uvicorn's pure-Python ``h11`` and asyncio's
+own loop; the behaviour is the same either way.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import importlib.util
 import os
 import shlex
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 import uvicorn
@@ -30,12 +35,30 @@ from tidings.gateway.runner import Gateway
 from tidings.server.access import Access
 from tidings.server.app import create_app
 
-__all__ = ("example_curl", "serve", "stream_curl")
+__all__ = ("example_curl", "http_implementation", "loop_factory", "serve", "stream_curl")
 
 _SAMPLE = (
     '{"specversion":"1.0","id":"hello-1","source":"curl","type":"orders.placed",'
     '"data":{"order_id":"A-1","amount":250,"card_number":"4111111111111111"}}'
 )
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def http_implementation() -> str:
+    """uvicorn's HTTP/1.1 implementation: ``httptools`` when installed, else ``h11``."""
+    return "httptools" if _installed("httptools") else "h11"
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``uvloop``'s loop when installed (not on Windows), else ``None`` (asyncio's)."""
+    if sys.platform == "win32" or not _installed("uvloop"):
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 class _Server(uvicorn.Server):
@@ -91,6 +114,7 @@ async def _run(paths: Sequence[str], config: GatewayConfig, out: TextIO) -> int:
             port=config.http.port,
             log_level="warning",
             lifespan="off",
+            http=http_implementation(),
             timeout_graceful_shutdown=2,
         )
     )
@@ -172,4 +196,5 @@ def serve(
     except ValueError as exc:
         print(f"tidings serve: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_run(paths, config, stream))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_run(paths, config, stream))
