@@ -157,12 +157,12 @@ def make_decoder(
     subjects: Subjects,
     payload_type: type | None,
     clock: HybridClock,
-    stream: str,
-    meta: Callable[[Any], tuple[int, int]],
+    message_id: Callable[[Any], str],
 ) -> Callable[[Any], Envelope[Any]]:
     """A function turning a raw message (``subject``, ``headers``, ``data``) into an envelope.
 
-    The payload class is ``payload_type``, else the class registered for the topic.
+    The payload class is ``payload_type``, else the class registered for the topic;
+    ``message_id(raw)`` is the id of a message that carries none (stable across redeliveries).
     """
     topic_of_subject = subjects.topic
     types: dict[str, type | None] = {}
@@ -182,7 +182,7 @@ def make_decoder(
             raw.data,
             target,
             subject=subject,
-            fallback_id=lambda: f"{stream}-{meta(raw)[1]}",
+            fallback_id=lambda: message_id(raw),
             fallback_time=clock.now,
         )
 
@@ -190,9 +190,10 @@ def make_decoder(
 
 
 def make_dead_decoder(
-    subjects: Subjects, clock: HybridClock, stream: str, meta: Callable[[Any], tuple[int, int]]
+    subjects: Subjects, clock: HybridClock, stream: str, message_id: Callable[[Any], str]
 ) -> Callable[[Any], Envelope[DeadLetterRecord]]:
-    """A function reading a dead-letter message into an envelope of :class:`DeadLetterRecord`."""
+    """A function reading a dead-letter message into an envelope of :class:`DeadLetterRecord`
+    (``message_id(raw)``: the dead letter's own stable id)."""
 
     def decode(raw: Any) -> Envelope[DeadLetterRecord]:
         headers: Mapping[str, str] = raw.headers or {}
@@ -235,7 +236,7 @@ def make_dead_decoder(
             clock.now(),
             None,
             "tidings",
-            _id=f"{stream}-dead-{meta(raw)[1]}",
+            _id=f"dead-{message_id(raw)}",
         )
 
     return decode
@@ -285,6 +286,10 @@ class SubjectTransport(Transport):
     @abc.abstractmethod
     def _meta(self, raw: Any) -> tuple[int, int]:
         """``(delivery attempt, stream sequence)`` of a raw message."""
+
+    def _message_id(self, raw: Any) -> str:
+        """The id of a raw message that carries none: ``<stream>-<stream sequence>``."""
+        return f"{self.stream_name}-{self._meta(raw)[1]}"
 
     @abc.abstractmethod
     def _open(self) -> None:
@@ -358,7 +363,7 @@ class SubjectTransport(Transport):
         self._open()
         policy = policy if policy is not None else self.policy
         subject_filter = self.subjects.filter(pattern)
-        decode = make_decoder(self.subjects, payload_type, self.clock, self.stream_name, self._meta)
+        decode = make_decoder(self.subjects, payload_type, self.clock, self._message_id)
         return await self._consume(
             pattern,
             subject_filter,
@@ -389,7 +394,7 @@ class SubjectTransport(Transport):
             backoff=self.policy.backoff,
             start=start,
         )
-        decode = make_dead_decoder(self.subjects, self.clock, self.stream_name, self._meta)
+        decode = make_dead_decoder(self.subjects, self.clock, self.stream_name, self._message_id)
         return await self._consume(
             DEAD_LETTER_TOPIC,
             self.subjects.dead_filter(pattern),
