@@ -76,7 +76,7 @@ def kafka_factory(kafka_broker: Any) -> Callable[..., Any]:
     def make(**options: Any) -> KafkaTransport:
         options.setdefault("prefix", f"k{n}")
         options.setdefault("metadata_refresh", 0.5)
-        options.setdefault("session_timeout", 6.0)
+        options.setdefault("session_timeout", 2.5)  # Tansu holds a join for half of it
         return KafkaTransport(kafka_broker.url, **options)
 
     return make

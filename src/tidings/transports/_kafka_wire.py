@@ -68,19 +68,22 @@ def record_of(
 
 
 def received_headers(
-    headers: Iterable[tuple[str, bytes]], key: bytes | None, topic: str
+    headers: Iterable[tuple[str, bytes]], key: bytes | None, topic: str, *, lenient: bool = False
 ) -> dict[str, str]:
     """The headers of a received record as :func:`~tidings.transports.wire.decode_envelope`
     reads them: ``ce-<name>`` (percent-encoded), ``content-type`` and the others as given;
     the record key as ``ce-partitionkey`` when no header names the partition key.
 
+    With ``lenient``, bytes that are not UTF-8 are read as ``\\xNN`` escapes instead.
+
     Raises:
         DecodeError: naming the header (and ``topic``) whose value is not UTF-8.
     """
     out: dict[str, str] = {}
+    errors = "backslashreplace" if lenient else "strict"
     for name, raw in headers:
         try:
-            value = raw.decode()
+            value = raw.decode("utf-8", errors)
         except UnicodeDecodeError:
             raise DecodeError(
                 f"the header {name!r} of a record on {topic} is not UTF-8 text: {raw[:64]!r}",
@@ -93,7 +96,7 @@ def received_headers(
             out[name] = value
     if key is not None and "ce-partitionkey" not in out:
         try:
-            out["ce-partitionkey"] = percent_encode(key.decode())
+            out["ce-partitionkey"] = percent_encode(key.decode("utf-8", errors))
         except UnicodeDecodeError:
             raise DecodeError(
                 f"the key of a record on {topic} is not UTF-8 text: {key[:64]!r}; tidings "

@@ -243,7 +243,9 @@ class _Record:
     def headers(self) -> dict[str, str]:
         """The headers as the wire decoder reads them (raises DecodeError if not UTF-8)."""
         if self._headers is None:
-            self._headers = received_headers(self.kafka_headers, self.key, self.subject)
+            self._headers = received_headers(
+                self.kafka_headers, self.key, self.subject, lenient=self.subscription.lenient
+            )
         return self._headers
 
     async def ack(self) -> None:
@@ -276,7 +278,8 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         self.grouped = grouped
         self.start = start
         self.name = name
-        self.started_ms = int(time.time() * 1000)
+        self.existing: set[str] = set()
+        """The Kafka topics that existed when the subscription started."""
         self.ledgers: dict[TopicPartition, _Ledger] = {}
         self.indexes: dict[TopicPartition, int] = {}
         self.retries: list[tuple[float, int, _Record]] = []
@@ -286,6 +289,8 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         self.dirty = False
         self.committer: asyncio.Task[None] | None = None
         self.stopping = False
+        self.lenient = False
+        """Read headers that are not UTF-8 escaped (dead letters keep them as they came)."""
 
     # ------------------------------------------------------------------ records
 
@@ -439,17 +444,18 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._start_at_subscription_time(new)
 
     async def _start_at_subscription_time(self, partitions: list[TopicPartition]) -> None:
-        """Position partitions the group has no offset for at the first record published
-        after the subscription started (``start="new"``)."""
+        """``start="new"``: position the partitions the group has no offset for at their end
+        if their topic existed when the subscription started; a topic created since is read
+        from its beginning (all of it was published after the subscription started)."""
         consumer = self.consumer
-        fresh = [tp for tp in partitions if not self.grouped or await consumer.committed(tp) is None]
-        if not fresh:
-            return
-        ends = await consumer.end_offsets(fresh)
-        found = await consumer.offsets_for_times({tp: self.started_ms for tp in fresh})
-        for tp in fresh:
-            at = found.get(tp)
-            consumer.seek(tp, at.offset if at is not None else ends[tp])
+        fresh = [
+            tp
+            for tp in partitions
+            if tp.topic in self.existing
+            and (not self.grouped or await consumer.committed(tp) is None)
+        ]
+        if fresh:
+            await consumer.seek_to_end(*fresh)
 
     async def stop(self) -> None:
         self.stopping = True
@@ -463,7 +469,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.commit()
         self.retries.clear()
         try:
-            await self.consumer.stop()
+            await asyncio.wait_for(self.consumer.stop(), self.transport.revoke_timeout + 5.0)
         except Exception as exc:
             logger.debug("stopping consumer %s: %r", self.name, exc, extra=log_fields())
 
@@ -647,10 +653,11 @@ class KafkaTransport(SubjectTransport):
             await sub.cancel(max(deadline - loop.time(), 0.1))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), max(deadline - loop.time(), 0.1))
+        # A broker gone for good must not hold the close: what is unsent fails.
         if self._producer is not None:
-            await _quietly(self._producer.stop())
+            await _quietly(asyncio.wait_for(self._producer.stop(), max(deadline - loop.time(), 1)))
         if self._admin is not None:
-            await _quietly(self._admin.close())
+            await _quietly(asyncio.wait_for(self._admin.close(), 5.0))
         self._state = "closed"
 
     @property
@@ -809,6 +816,10 @@ class KafkaTransport(SubjectTransport):
             return future
 
         def done(result: asyncio.Future[Any]) -> None:
+            if future.done():  # expired first
+                if not result.cancelled():
+                    result.exception()
+                return
             if result.cancelled():
                 error: BaseException | None = TimeoutError("cancelled")
                 metadata = None
@@ -817,7 +828,14 @@ class KafkaTransport(SubjectTransport):
                 metadata = None if error is not None else result.result()
             self._settle(future, metadata, error, event_id, topic, envelope, report, sent_out=True)
 
+        def expire() -> None:
+            if not future.done():
+                late = aiokafka.errors.KafkaTimeoutError("no acknowledgement")
+                self._settle(future, None, late, event_id, topic, envelope, report, sent_out=True)
+
+        timer = loop.call_later(self.publish_timeout, expire)
         sent.add_done_callback(done)
+        future.add_done_callback(lambda _: timer.cancel())
         return future
 
     def _settle(
@@ -915,10 +933,10 @@ class KafkaTransport(SubjectTransport):
                 "already has one reader in a group, and each key's events are in order across "
                 "the group without it; drop exclusive="
             )
-        digest = hashlib.blake2b(subject_filter.encode(), digest_size=5).hexdigest()
         if group is not None:
-            group_id = f"{self.subjects.prefix}.{group}.{digest}"
+            group_id = self.group_id(pattern, group, dead=dead)
         else:
+            digest = hashlib.blake2b(subject_filter.encode(), digest_size=5).hexdigest()
             group_id = f"{self.subjects.prefix}.tidings-{digest}-{_unique()}"
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap(),
@@ -936,6 +954,9 @@ class KafkaTransport(SubjectTransport):
         kafka = _Subscription(
             self, consumer, grouped=group is not None, start=policy.start, name=name
         )
+        if policy.start == "new":
+            assert self._admin is not None
+            kafka.existing = set(await self._admin.list_topics())
         if any(token in ("*", ">") for token in subject_filter.split(".")):
             consumer.subscribe(pattern=_pattern_regex(subject_filter), listener=kafka)
         else:
@@ -954,6 +975,7 @@ class KafkaTransport(SubjectTransport):
         kafka.committer = asyncio.create_task(
             kafka.commit_loop(self.commit_interval), name=f"tidings:kafka:commit:{name}"
         )
+        kafka.lenient = dead
         self._kafka_subs.add(kafka)
 
         async def dead_letter(raw: Any, reason: str, handler: str, attempts: int) -> None:
@@ -996,6 +1018,14 @@ class KafkaTransport(SubjectTransport):
             None if dead else dead_letter,
             release,
         )
+
+    def group_id(self, pattern: str, group: str, *, dead: bool = False) -> str:
+        """The Kafka consumer group of ``group``'s subscriptions to ``pattern`` (of its
+        dead letters with ``dead``): ``<prefix>.<group>.<digest of the pattern>``."""
+        subjects = self.subjects
+        subject_filter = subjects.dead_filter(pattern) if dead else subjects.filter(pattern)
+        digest = hashlib.blake2b(subject_filter.encode(), digest_size=5).hexdigest()
+        return f"{subjects.prefix}.{group}.{digest}"
 
     def __repr__(self) -> str:
         return f"<KafkaTransport {self._state} {', '.join(self.servers)} prefix={self.stream_name}>"
