@@ -20,6 +20,7 @@ import bench_burst
 import bench_bus
 import bench_emit
 import bench_gateway
+import bench_kafka
 import bench_nats
 import bench_observability
 import bench_queues
@@ -42,6 +43,7 @@ BASELINES = {
     "O1": "tidings",
     "OC": "tidings",
     **bench_gateway.BASELINES,
+    **bench_kafka.BASELINES,
 }
 """The row each scenario's *vs baseline* ratio divides by (default: the raw loop)."""
 
@@ -56,6 +58,7 @@ PEERS = (
     "msgspec",
     "nats-py",
     "faststream",
+    "aiokafka",
 )
 
 
@@ -134,6 +137,7 @@ def main() -> int:
         bench_routing,
         bench_burst,
         bench_nats,
+        bench_kafka,
         bench_store,
         bench_observability,
         bench_gateway,

@@ -234,10 +234,25 @@ async def test_malformed_records_are_dead_lettered_without_blocking_the_partitio
         try:
             for value, headers in (
                 (b"\xff not json", []),  # not a CloudEvent, not JSON
-                (b'{"order_id": "t", "amount": 1}', [("ce_specversion", b"1.0"), ("ce_id", b"t"),
-                 ("ce_source", b"x"), ("ce_type", b"t"), ("ce_time", b"yesterday")]),
-                (b'{"unknown": true}', [("ce_specversion", b"1.0"), ("ce_id", b"u"),
-                 ("ce_source", b"x"), ("ce_type", b"some.unknown.type")]),
+                (
+                    b'{"order_id": "t", "amount": 1}',
+                    [
+                        ("ce_specversion", b"1.0"),
+                        ("ce_id", b"t"),
+                        ("ce_source", b"x"),
+                        ("ce_type", b"t"),
+                        ("ce_time", b"yesterday"),
+                    ],
+                ),
+                (
+                    b'{"unknown": true}',
+                    [
+                        ("ce_specversion", b"1.0"),
+                        ("ce_id", b"u"),
+                        ("ce_source", b"x"),
+                        ("ce_type", b"some.unknown.type"),
+                    ],
+                ),
                 (b'{"order_id": "h", "amount": 1}', [("ce_id", b"\xff\xfe")]),
             ):
                 await producer.send_and_wait(topic, value, key=b"k", headers=headers)

@@ -584,6 +584,9 @@ class KafkaTransport(SubjectTransport):
         self._failed = 0
         self._subs: list[Consumer] = []
         self._kafka_subs: set[_Subscription] = set()
+        self._deadlines: deque[tuple[float, asyncio.Future[PublishAck], Callable[[], None]]]
+        self._deadlines = deque()
+        self._sweeper: asyncio.Task[None] | None = None
 
     def _meta(self, raw: Any) -> tuple[int, int]:
         return raw.attempt, raw.sequence
@@ -653,6 +656,9 @@ class KafkaTransport(SubjectTransport):
             await sub.cancel(max(deadline - loop.time(), 0.1))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), max(deadline - loop.time(), 0.1))
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         # A broker gone for good must not hold the close: what is unsent fails.
         if self._producer is not None:
             await _quietly(asyncio.wait_for(self._producer.stop(), max(deadline - loop.time(), 1)))
@@ -807,10 +813,8 @@ class KafkaTransport(SubjectTransport):
             else:
                 count = await self._topic(name)
             partition = None if key is not None else (murmur2(name.encode()) & 0x7FFFFFFF) % count
-            sent = await asyncio.wait_for(
-                producer.send(name, body, key=key, partition=partition, headers=headers),
-                self.publish_timeout,
-            )
+            # Waits only while the producer's buffer is full (or for a new topic's metadata).
+            sent = await producer.send(name, body, key=key, partition=partition, headers=headers)
         except Exception as exc:
             self._settle(future, None, exc, event_id, topic, envelope, report, sent_out=False)
             return future
@@ -833,10 +837,23 @@ class KafkaTransport(SubjectTransport):
                 late = aiokafka.errors.KafkaTimeoutError("no acknowledgement")
                 self._settle(future, None, late, event_id, topic, envelope, report, sent_out=True)
 
-        timer = loop.call_later(self.publish_timeout, expire)
         sent.add_done_callback(done)
-        future.add_done_callback(lambda _: timer.cancel())
+        self._deadlines.append((loop.time() + self.publish_timeout, future, expire))
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="tidings:kafka:publish-timeout")
         return future
+
+    async def _sweep(self) -> None:
+        """Fail publishes still unanswered after ``publish_timeout`` (in send order)."""
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        while True:
+            await asyncio.sleep(min(self.publish_timeout / 4, 0.5))
+            now = loop.time()
+            while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+                _, future, expire = deadlines.popleft()
+                if not future.done():
+                    expire()
 
     def _settle(
         self,
@@ -979,9 +996,7 @@ class KafkaTransport(SubjectTransport):
         self._kafka_subs.add(kafka)
 
         async def dead_letter(raw: Any, reason: str, handler: str, attempts: int) -> None:
-            headers = [
-                (n, v) for n, v in raw.kafka_headers if not n.startswith("tidings-dead-")
-            ]
+            headers = [(n, v) for n, v in raw.kafka_headers if not n.startswith("tidings-dead-")]
             headers += [
                 (DEAD_REASON, reason.encode()),
                 (DEAD_HANDLER, handler.encode()),
