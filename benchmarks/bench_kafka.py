@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -221,7 +222,9 @@ async def _fs_send(bootstrap: str, topic: str, n: int, done: Done | None) -> flo
 
     broker = KafkaBroker(bootstrap, logger=None, enable_idempotence=True, acks="all")
     await broker.connect()
-    bodies = [({"order_id": f"o-{i}", "amount": 12.5}, f"k{i % KEYS}".encode()) for i in range(n)]
+    bodies: list[tuple[Any, bytes]] = [
+        ({"order_id": f"o-{i}", "amount": 12.5}, f"k{i % KEYS}".encode()) for i in range(n)
+    ]
     start = time.perf_counter()
     for offset in range(0, n, 256):
         await asyncio.gather(
@@ -250,7 +253,7 @@ async def fs_e2e(bootstrap: str, n: int, consumers: int) -> float:
     for _ in range(consumers):
         broker = KafkaBroker(bootstrap, logger=None)
 
-        @broker.subscriber(  # type: ignore[misc]
+        @broker.subscriber(
             topic,
             group_id=f"{topic}.fs",
             auto_offset_reset="earliest",
@@ -296,15 +299,15 @@ async def measure(events: int, rounds: int) -> list[tuple[str, float, float, flo
             ("e2e, 4 consumers", tidings_e2e, raw_e2e, fs_e2e, (4,)),
         ]
         for label, ours, raw, fs, extra in cases:
-            t = await best(rounds, lambda ours=ours, extra=extra: ours(url, events, *extra))
-            r = await best(rounds, lambda raw=raw, extra=extra: raw(bootstrap, events, *extra))
-            f = await best(1, lambda fs=fs, extra=extra: fs(bootstrap, events, *extra))
+            t = await best(rounds, functools.partial(ours, url, events, *extra))
+            r = await best(rounds, functools.partial(raw, bootstrap, events, *extra))
+            f = await best(1, functools.partial(fs, bootstrap, events, *extra))
             rows.append((label, t, r, f))
     return rows
 
 
 SCENARIOS = {"publish (acked)": "K1", "e2e, 1 consumer": "K2", "e2e, 4 consumers": "K3"}
-BASELINES = {scenario: "raw aiokafka" for scenario in SCENARIOS.values()}
+BASELINES = dict.fromkeys(SCENARIOS.values(), "raw aiokafka")
 
 
 def run(quick: bool = False) -> list[Row]:

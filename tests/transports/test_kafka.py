@@ -89,7 +89,8 @@ async def test_a_published_event_is_a_binary_cloudevent_for_the_sdk(
         [record] = await _raw_records(kafka_broker, transport.destination(sent.topic), 1)
     assert record.key == b"customer-7"
     names = [name for name, _ in record.headers]
-    assert "ce_id" in names and "content-type" in names
+    assert "ce_id" in names
+    assert "content-type" in names
     assert "ce_partitionkey" not in names  # the key is the record key
     event = from_binary(KafkaMessage(dict(record.headers), record.key, record.value))
     assert event["id"] == sent.id
@@ -211,7 +212,8 @@ async def test_a_retrying_record_does_not_block_its_partition_then_is_dead_lette
         assert record.subject == transport.destination("conformance.order")
         assert record.headers[DEAD_PARTITION] == "0"
         assert record.sequence == 0  # the original offset
-        assert record.envelope is not None and record.envelope.key == "same"
+        assert record.envelope is not None
+        assert record.envelope.key == "same"
         await eventually(lambda: True)
         deadline = time.monotonic() + TIMEOUT
         while (await _committed(kafka_broker, transport, "retries")) != {0: 6}:
@@ -316,9 +318,12 @@ async def test_a_rebalance_commits_the_revoked_partitions_and_hands_over_cleanly
 
 
 async def test_the_producer_is_idempotent(kafka_factory: Callable[..., KafkaTransport]) -> None:
-    async with kafka_factory() as transport:
-        assert transport.producer_id is not None and transport.producer_id >= 0
-    async with kafka_factory(idempotent=False) as plain:
+    transport = kafka_factory()
+    async with transport:
+        assert transport.producer_id is not None
+        assert transport.producer_id >= 0
+    plain = kafka_factory(idempotent=False)
+    async with plain:
         assert plain.producer_id is None
 
 

@@ -62,7 +62,7 @@ class TansuBroker:
         self.url = f"kafka://127.0.0.1:{self.port}"
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the broker and wait until it accepts connections.

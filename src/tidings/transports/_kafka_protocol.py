@@ -23,7 +23,7 @@ from aiokafka.protocol.types import CompactString, Int16, Int32, Int64, Schema, 
 __all__ = ("InitProducerIdRequest", "install")
 
 
-class InitProducerIdResponse_v3(Response):  # noqa: N801 - the protocol's version naming
+class InitProducerIdResponse_v3(Response):  # type: ignore[misc]  # noqa: N801
     """The answer to :class:`InitProducerIdRequest_v3`."""
 
     API_KEY = 22
@@ -37,7 +37,7 @@ class InitProducerIdResponse_v3(Response):  # noqa: N801 - the protocol's versio
     )
 
 
-class InitProducerIdRequest_v3(RequestStruct):  # noqa: N801 - the protocol's version naming
+class InitProducerIdRequest_v3(RequestStruct):  # type: ignore[misc]  # noqa: N801
     """InitProducerId v3 (KIP-360): flexible, with the current producer id and epoch."""
 
     FLEXIBLE_VERSION = True
@@ -53,7 +53,7 @@ class InitProducerIdRequest_v3(RequestStruct):  # noqa: N801 - the protocol's ve
     )
 
 
-class InitProducerIdRequest(Request[InitProducerIdRequest_v0 | InitProducerIdRequest_v3]):
+class InitProducerIdRequest(Request[InitProducerIdRequest_v0 | InitProducerIdRequest_v3]):  # type: ignore[misc]
     """InitProducerId in version 0 or 3, whichever the broker offers (3 preferred)."""
 
     API_KEY = 22
@@ -72,4 +72,4 @@ class InitProducerIdRequest(Request[InitProducerIdRequest_v0 | InitProducerIdReq
 
 def install() -> None:
     """Make aiokafka's producers ask for a producer id with :class:`InitProducerIdRequest`."""
-    _sender.InitProducerIdRequest = InitProducerIdRequest  # type: ignore[misc]
+    _sender.InitProducerIdRequest = InitProducerIdRequest

@@ -404,9 +404,9 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             )
             return
         for tp, position in offsets.items():
-            ledger = self.ledgers.get(tp)
-            if ledger is not None:
-                ledger.committed = max(ledger.committed, position)
+            owned = self.ledgers.get(tp)
+            if owned is not None:
+                owned.committed = max(owned.committed, position)
 
     # ------------------------------------------------------------------ rebalances
 
