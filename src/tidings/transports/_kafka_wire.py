@@ -56,15 +56,23 @@ def record_of(
         headers, body = to_structured(envelope)
         return [(name, value.encode()) for name, value in headers.items()], body, key
     attributes, plain = binary_attributes(envelope)
+    names = _header_names
     out: KafkaHeaders = []
     for name, value in attributes.items():
-        if name == "datacontenttype":
-            out.append(("content-type", value.encode()))
-        elif name != "partitionkey":
-            out.append((f"ce_{name}", value.encode()))
+        header = names.get(name)
+        if header is None:
+            header = f"ce_{name}"
+            if len(names) < 4096:  # extension names repeat: remember them
+                names[name] = header
+        if header:
+            out.append((header, value.encode()))
     for name, value in plain.items():
         out.append((name, value.encode()))
     return out, encode_data(envelope), key
+
+
+_header_names: dict[str, str] = {"datacontenttype": "content-type", "partitionkey": ""}
+"""Attribute name -> record header name ("": not a header; the key carries it)."""
 
 
 def received_headers(

@@ -577,6 +577,8 @@ class KafkaTransport(SubjectTransport):
         self._admin: AIOKafkaAdminClient | None = None
         self._state: Literal["new", "started", "closing", "closed"] = "new"
         self._topics: dict[str, asyncio.Future[int]] = {}
+        self._partition_counts: dict[str, int] = {}
+        """Kafka topic -> partitions, of the topics known to exist (the fast path)."""
         self._slots: asyncio.Semaphore | None = None
         self._unacked = 0
         self._idle = asyncio.Event()
@@ -755,19 +757,18 @@ class KafkaTransport(SubjectTransport):
             )
 
     async def publish(self, envelope: Envelope[Any]) -> PublishAck:
-        future = await self.send_record(envelope, report=False)
+        self._client()
+        headers, body, key = record_of(envelope, structured=self.structured)
+        future = await self._send(
+            envelope.topic, headers, body, key, envelope.id, envelope, report=False
+        )
         return await future
 
     async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
-        return await self.send_record(envelope, report=True)
-
-    async def send_record(
-        self, envelope: Envelope[Any], *, report: bool
-    ) -> asyncio.Future[PublishAck]:
         self._client()
         headers, body, key = record_of(envelope, structured=self.structured)
         return await self._send(
-            envelope.topic, headers, body, key, envelope.id, envelope, report=report
+            envelope.topic, headers, body, key, envelope.id, envelope, report=True
         )
 
     async def publish_raw(
@@ -806,12 +807,10 @@ class KafkaTransport(SubjectTransport):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[PublishAck] = loop.create_future()
         try:
-            self._check_size(event_id, topic, headers, body, key)
-            partitions = self._topics.get(name)
-            if partitions is not None and partitions.done() and not partitions.exception():
-                count = partitions.result()
-            else:
-                count = await self._topic(name)
+            # aiokafka refuses a record above max_request_size before sending it.
+            count = self._partition_counts.get(name)
+            if count is None:
+                count = self._partition_counts[name] = await self._topic(name)
             partition = None if key is not None else (murmur2(name.encode()) & 0x7FFFFFFF) % count
             # Waits only while the producer's buffer is full (or for a new topic's metadata).
             sent = await producer.send(name, body, key=key, partition=partition, headers=headers)
@@ -904,6 +903,12 @@ class KafkaTransport(SubjectTransport):
         if isinstance(error, PublishError | TransportClosedError | TypeError | ValueError):
             return error
         detail = f"{type(error).__name__}: {error}"
+        if isinstance(error, aiokafka.errors.MessageSizeTooLargeError):
+            detail = (
+                f"it is larger than max_request_size={self.max_request_size:,} bytes; send "
+                "less (store large data elsewhere and publish a reference to it) or raise "
+                "max_request_size (and the broker's message.max.bytes)"
+            )
         unknown = sent_out and (
             isinstance(error, aiokafka.errors.KafkaTimeoutError | TimeoutError)
             or getattr(error, "retriable", False)
