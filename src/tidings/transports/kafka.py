@@ -579,7 +579,11 @@ class KafkaTransport(SubjectTransport):
         self._topics: dict[str, asyncio.Future[int]] = {}
         self._partition_counts: dict[str, int] = {}
         """Kafka topic -> partitions, of the topics known to exist (the fast path)."""
-        self._slots: asyncio.Semaphore | None = None
+        self._room = asyncio.Event()
+        """Set while fewer than ``window`` publishes await their acknowledgement."""
+        self._room.set()
+        self._stream_names: dict[tuple[str, int], str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._unacked = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -637,7 +641,7 @@ class KafkaTransport(SubjectTransport):
             ) from exc
         self._producer = producer
         self._admin = admin
-        self._slots = asyncio.Semaphore(self.window)
+        self._loop = asyncio.get_running_loop()
         self._state = "started"
 
     @staticmethod
@@ -799,12 +803,12 @@ class KafkaTransport(SubjectTransport):
     ) -> asyncio.Future[PublishAck]:
         producer = self._client()
         name = kafka_topic or self.subjects.subject(topic)
-        slots = self._slots
-        assert slots is not None
-        await slots.acquire()
+        while self._unacked >= self.window:
+            self._room.clear()
+            await self._room.wait()
         self._unacked += 1
         self._idle.clear()
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[PublishAck] = loop.create_future()
         try:
             # aiokafka refuses a record above max_request_size before sending it.
@@ -867,15 +871,16 @@ class KafkaTransport(SubjectTransport):
         sent_out: bool,
     ) -> None:
         """Resolve one publish's future with its ack or its typed error; free its slot."""
-        assert self._slots is not None
-        self._slots.release()
         self._unacked -= 1
         if self._unacked == 0:
             self._idle.set()
+        self._room.set()
         if error is None:
-            future.set_result(
-                PublishAck(f"{metadata.topic}:{metadata.partition}", metadata.offset + 1)
-            )
+            place = (metadata.topic, metadata.partition)
+            stream = self._stream_names.get(place)
+            if stream is None:
+                stream = self._stream_names[place] = f"{place[0]}:{place[1]}"
+            future.set_result(PublishAck(stream, metadata.offset + 1))
             return
         typed = self._typed(error, event_id, topic, envelope, sent_out=sent_out)
         self._failed += 1
