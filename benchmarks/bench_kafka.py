@@ -39,6 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 import tidings
 from _harness import Row
+from bench_nats import Done, best
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.testing.kafka_broker import TansuBroker
@@ -69,20 +70,6 @@ async def _make_topic(bootstrap: str, topic: str) -> None:
     await admin.start()
     await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     await admin.close()
-
-
-class Done:
-    """Counts handled events and fires when ``target`` were handled."""
-
-    def __init__(self, target: int) -> None:
-        self.count = 0
-        self.target = target
-        self.event = asyncio.Event()
-
-    def hit(self) -> None:
-        self.count += 1
-        if self.count >= self.target:
-            self.event.set()
 
 
 # ---------------------------------------------------------------------------- tidings
@@ -288,10 +275,6 @@ async def fs_e2e(bootstrap: str, n: int, consumers: int) -> float:
 
 
 # ---------------------------------------------------------------------------- driver
-
-
-async def best(rounds: int, run: Callable[[], Awaitable[float]]) -> float:
-    return max([await run() for _ in range(rounds)])
 
 
 async def measure(events: int, rounds: int) -> list[tuple[str, float, float, float]]:

@@ -4,6 +4,7 @@ the check of a group's shared consumer against a new member's policy."""
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from tidings.transports.base import (
     DeliveryPolicy,
     Message,
     MessageHandler,
+    PublishErrorHook,
     Transport,
     TransportSubscription,
 )
@@ -38,9 +40,12 @@ __all__ = (
     "SubjectTransport",
     "Subjects",
     "check_group_policy",
+    "consume_exception",
     "dead_letter_message",
     "make_dead_decoder",
     "make_decoder",
+    "quietly",
+    "report_publish_error",
 )
 
 
@@ -93,6 +98,46 @@ def check_group_policy(
         extra=log_fields(),
     )
     return True
+
+
+def report_publish_error(
+    hook: PublishErrorHook | None,
+    envelope: Envelope[Any] | None,
+    error: BaseException,
+    future: asyncio.Future[Any],
+    *,
+    event_id: str,
+    topic: str,
+    log: logging.Logger,
+) -> None:
+    """Tell ``hook`` of a failed pipelined publish (log it when there is no hook, or for a
+    raw publish), and mark ``future``'s exception as retrieved: it was reported, so a caller
+    that never awaits the future must not trigger asyncio's warning."""
+    fields = log_fields(envelope)
+    if envelope is None:
+        fields.update(event_id=event_id, topic=topic)
+    if hook is not None and envelope is not None:
+        try:
+            hook(envelope, error)
+        except Exception:
+            log.exception("on_publish_error hook failed for event %s", event_id, extra=fields)
+    else:
+        log.error("%s", error, extra=fields)
+    future.add_done_callback(consume_exception)
+
+
+def consume_exception(future: asyncio.Future[Any]) -> None:
+    """Mark a done future's exception as retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def quietly(awaitable: Awaitable[Any]) -> None:
+    """Await a clean-up step; its failure is logged at debug level and swallowed."""
+    try:
+        await awaitable
+    except Exception as exc:
+        logger.debug("ignored during cleanup: %r", exc, extra=log_fields())
 
 
 class Subjects:

@@ -59,7 +59,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -88,7 +88,12 @@ from tidings.exceptions import (
 from tidings.observability.logs import log_fields
 from tidings.topics import validate_topic
 from tidings.transports import _kafka_protocol
-from tidings.transports._common import Subjects, SubjectTransport
+from tidings.transports._common import (
+    Subjects,
+    SubjectTransport,
+    quietly,
+    report_publish_error,
+)
 from tidings.transports._consumer import Consumer
 from tidings.transports._kafka_wire import KafkaHeaders, received_headers, record_of
 from tidings.transports.base import (
@@ -630,8 +635,8 @@ class KafkaTransport(SubjectTransport):
         try:
             await asyncio.wait_for(self._connect(producer, admin), self.connect_timeout)
         except (TimeoutError, OSError, aiokafka.errors.KafkaError) as exc:
-            await _quietly(producer.stop())
-            await _quietly(admin.close())
+            await quietly(producer.stop())
+            await quietly(admin.close())
             raise TransportUnavailableError(
                 f"cannot reach Kafka at {', '.join(self.servers)} within "
                 f"{self.connect_timeout:g}s ({type(exc).__name__}: {exc}); check that the "
@@ -667,9 +672,9 @@ class KafkaTransport(SubjectTransport):
             await asyncio.gather(self._sweeper, return_exceptions=True)
         # A broker gone for good must not hold the close: what is unsent fails.
         if self._producer is not None:
-            await _quietly(asyncio.wait_for(self._producer.stop(), max(deadline - loop.time(), 1)))
+            await quietly(asyncio.wait_for(self._producer.stop(), max(deadline - loop.time(), 1)))
         if self._admin is not None:
-            await _quietly(asyncio.wait_for(self._admin.close(), 5.0))
+            await quietly(asyncio.wait_for(self._admin.close(), 5.0))
         self._state = "closed"
 
     @property
@@ -885,15 +890,15 @@ class KafkaTransport(SubjectTransport):
         typed = self._typed(error, event_id, topic, envelope, sent_out=sent_out)
         self._failed += 1
         if report:
-            hook = self.on_publish_error
-            if hook is not None and envelope is not None:
-                try:
-                    hook(envelope, typed)
-                except Exception:
-                    logger.exception("on_publish_error hook failed for event %s", event_id)
-            else:
-                logger.error("%s", typed, extra=log_fields(envelope))
-            future.add_done_callback(_consume_exception)
+            report_publish_error(
+                self.on_publish_error,
+                envelope,
+                typed,
+                future,
+                event_id=event_id,
+                topic=topic,
+                log=logger,
+            )
         future.set_exception(typed)
 
     def _typed(
@@ -992,7 +997,7 @@ class KafkaTransport(SubjectTransport):
         try:
             await asyncio.wait_for(consumer.start(), self.connect_timeout)
         except (TimeoutError, OSError, aiokafka.errors.KafkaError) as exc:
-            await _quietly(consumer.stop())
+            await quietly(consumer.stop())
             raise TransportUnavailableError(
                 f"cannot start a Kafka consumer for {pattern!r} at {', '.join(self.servers)} "
                 f"within {self.connect_timeout:g}s ({type(exc).__name__}: {exc})",
@@ -1061,15 +1066,3 @@ _unique_ids = itertools.count(1)
 
 def _unique() -> str:
     return f"{time.time_ns():x}{next(_unique_ids)}"
-
-
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-async def _quietly(awaitable: Awaitable[Any]) -> None:
-    try:
-        await awaitable
-    except Exception as exc:
-        logger.debug("ignored during cleanup: %r", exc, extra=log_fields())
