@@ -368,7 +368,10 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp, records in poll.result().items():
             ledger = self.ledgers.get(tp)
             if ledger is None:
-                continue  # revoked meanwhile
+                if tp not in self.consumer.assignment():
+                    continue  # revoked meanwhile: the new owner reads it from the commit
+                # Assigned, and fetched before the listener heard of it.
+                ledger = self.ledgers[tp] = _Ledger()
             for record in records:
                 ledger.take(record.offset)
                 out.append(_Record(self, ledger, record, self.sequence(tp, record.offset), 1))
