@@ -30,29 +30,19 @@ import functools
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-import tidings
 from _harness import Row
-from bench_nats import Done, best
+from bench_nats import BenchOrder, Done, best
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.testing.kafka_broker import TansuBroker
 from tidings.transports import DeliveryPolicy, Message
 from tidings.transports.kafka import KafkaTransport
-
-
-@tidings.event("bench.order")
-@dataclass(frozen=True)
-class BenchOrder:
-    order_id: str
-    amount: float
-
 
 _prefixes = itertools.count(1)
 PARTITIONS = 4

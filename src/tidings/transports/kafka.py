@@ -983,6 +983,7 @@ class KafkaTransport(SubjectTransport):
             session_timeout_ms=int(self.session_timeout * 1000),
             heartbeat_interval_ms=max(int(self.session_timeout * 1000 / 3), 100),
             max_poll_interval_ms=max(int(self.revoke_timeout * 1000), 300_000),
+            fetch_max_wait_ms=100,
             rebalance_timeout_ms=int(self.revoke_timeout * 1000) + 5_000,
             request_timeout_ms=max(int(self.session_timeout * 1000) + 5_000, 30_000),
         )
