@@ -462,8 +462,19 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             if tp.topic in self.existing
             and (not self.grouped or await consumer.committed(tp) is None)
         ]
-        if fresh:
-            await consumer.seek_to_end(*fresh)
+        if not fresh:
+            return
+        await consumer.seek_to_end(*fresh)
+        # Resolve the end now (aiokafka resolves it lazily, at the next fetch, which would
+        # skip what is published meanwhile) and, for a group, commit it: a later owner of
+        # the partition then resumes from there instead of from the end of that time.
+        positions = {tp: await consumer.position(tp) for tp in fresh}
+        if self.grouped:
+            await consumer.commit(positions)
+            for tp, position in positions.items():
+                ledger = self.ledgers.get(tp)
+                if ledger is not None:
+                    ledger.committed = position
 
     async def stop(self) -> None:
         self.stopping = True
