@@ -71,6 +71,9 @@ def record_of(
     return out, encode_data(envelope), key
 
 
+_received_names: dict[str, str] = {}
+"""Record header name -> the ``ce-<name>`` it stands for ("": not an attribute)."""
+
 _header_names: dict[str, str] = {"datacontenttype": "content-type", "partitionkey": ""}
 """Attribute name -> record header name ("": not a header; the key carries it)."""
 
@@ -89,6 +92,7 @@ def received_headers(
     """
     out: dict[str, str] = {}
     errors = "backslashreplace" if lenient else "strict"
+    names = _received_names
     for name, raw in headers:
         try:
             value = raw.decode("utf-8", errors)
@@ -97,9 +101,14 @@ def received_headers(
                 f"the header {name!r} of a record on {topic} is not UTF-8 text: {raw[:64]!r}",
                 subject=topic,
             ) from None
-        lowered = name.lower()
-        if lowered.startswith(("ce_", "ce-")):
-            out[f"ce-{lowered[3:]}"] = percent_encode(value)
+        attribute = names.get(name)
+        if attribute is None:
+            lowered = name.lower()
+            attribute = f"ce-{lowered[3:]}" if lowered.startswith(("ce_", "ce-")) else ""
+            if len(names) < 4096:  # names repeat on every record: remember them
+                names[name] = attribute
+        if attribute:
+            out[attribute] = percent_encode(value)
         else:
             out[name] = value
     if key is not None and "ce-partitionkey" not in out:
