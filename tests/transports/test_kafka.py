@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from cloudevents.v1.http import CloudEvent
 from cloudevents.v1.kafka import KafkaMessage, from_binary, to_binary, to_structured
@@ -88,6 +89,8 @@ async def test_a_published_event_is_a_binary_cloudevent_for_the_sdk(
         await transport.publish(sent)
         [record] = await _raw_records(kafka_broker, transport.destination(sent.topic), 1)
     assert record.key == b"customer-7"
+    # The partition Kafka's default (Java-compatible) partitioner picks for the key.
+    assert record.partition == DefaultPartitioner()(b"customer-7", [0, 1, 2], [0, 1, 2])
     names = [name for name, _ in record.headers]
     assert "ce_id" in names
     assert "content-type" in names

@@ -834,7 +834,9 @@ class KafkaTransport(SubjectTransport):
             count = self._partition_counts.get(name)
             if count is None:
                 count = self._partition_counts[name] = await self._topic(name)
-            partition = None if key is not None else (murmur2(name.encode()) & 0x7FFFFFFF) % count
+            # Kafka's default partitioner (murmur2 of the key over all partitions), computed
+            # here; a keyless record by its topic's name, so keyless events keep their order.
+            partition = (murmur2(key if key is not None else name.encode()) & 0x7FFFFFFF) % count
             # Waits only while the producer's buffer is full (or for a new topic's metadata).
             sent = await producer.send(name, body, key=key, partition=partition, headers=headers)
         except Exception as exc:
