@@ -25,7 +25,8 @@ event id).
 **Consuming.** A subscription is an aiokafka consumer. With ``group="name"`` the
 subscriptions of every process share a Kafka consumer group (``<prefix>.<name>.<digest of
 the pattern>``): each partition is read by one member. Without a group, a subscription is
-a group of its own (so it reads every partition), which commits nothing. Offsets are
+a group of its own (so it reads every partition); it commits too, so that a rebalance
+(a new topic matching its pattern) resumes where it was instead of reading again. Offsets are
 committed only up to the first record of each partition whose handling has not finished
 (acked, or dead-lettered): a crash redelivers from there, never skipping a failure, and
 redelivers at most what the process held uncommitted. On a rebalance the revoked
@@ -274,13 +275,11 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         transport: KafkaTransport,
         consumer: AIOKafkaConsumer,
         *,
-        grouped: bool,
         start: Literal["new", "all"],
         name: str,
     ) -> None:
         self.transport = transport
         self.consumer = consumer
-        self.grouped = grouped
         self.start = start
         self.name = name
         self.existing: set[str] = set()
@@ -388,8 +387,6 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
     async def commit(self, only: Any = None) -> None:
         """Commit each owned partition's position (of ``only``'s partitions, if given)."""
         self.dirty = False
-        if not self.grouped:
-            return
         offsets: dict[TopicPartition, int] = {}
         for tp, ledger in self.ledgers.items():
             if only is not None and tp not in only:
@@ -459,22 +456,20 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         fresh = [
             tp
             for tp in partitions
-            if tp.topic in self.existing
-            and (not self.grouped or await consumer.committed(tp) is None)
+            if tp.topic in self.existing and await consumer.committed(tp) is None
         ]
         if not fresh:
             return
         await consumer.seek_to_end(*fresh)
         # Resolve the end now (aiokafka resolves it lazily, at the next fetch, which would
-        # skip what is published meanwhile) and, for a group, commit it: a later owner of
+        # skip what is published meanwhile) and commit it: a later owner of
         # the partition then resumes from there instead of from the end of that time.
         positions = {tp: await consumer.position(tp) for tp in fresh}
-        if self.grouped:
-            await consumer.commit(positions)
-            for tp, position in positions.items():
-                ledger = self.ledgers.get(tp)
-                if ledger is not None:
-                    ledger.committed = position
+        await consumer.commit(positions)
+        for tp, position in positions.items():
+            ledger = self.ledgers.get(tp)
+            if ledger is not None:
+                ledger.committed = position
 
     async def stop(self) -> None:
         self.stopping = True
@@ -1000,9 +995,7 @@ class KafkaTransport(SubjectTransport):
             rebalance_timeout_ms=int(self.revoke_timeout * 1000) + 5_000,
             request_timeout_ms=max(int(self.session_timeout * 1000) + 5_000, 30_000),
         )
-        kafka = _Subscription(
-            self, consumer, grouped=group is not None, start=policy.start, name=name
-        )
+        kafka = _Subscription(self, consumer, start=policy.start, name=name)
         if policy.start == "new":
             assert self._admin is not None
             kafka.existing = set(await self._admin.list_topics())
