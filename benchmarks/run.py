@@ -22,6 +22,7 @@ import bench_chaos
 import bench_contracts
 import bench_emit
 import bench_gateway
+import bench_kafka
 import bench_nats
 import bench_observability
 import bench_queues
@@ -48,6 +49,7 @@ BASELINES = {
     **bench_gateway.BASELINES,
     "X1": "direct connection",
     "X2": "direct connection",
+    **bench_kafka.BASELINES,
 }
 """The row each scenario's *vs baseline* ratio divides by (default: the raw loop)."""
 
@@ -62,6 +64,7 @@ PEERS = (
     "msgspec",
     "nats-py",
     "faststream",
+    "aiokafka",
 )
 
 
@@ -140,6 +143,7 @@ def main() -> int:
         bench_routing,
         bench_burst,
         bench_nats,
+        bench_kafka,
         bench_store,
         bench_observability,
         bench_gateway,

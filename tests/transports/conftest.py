@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -47,3 +48,35 @@ def cluster() -> Iterator[NatsCluster]:
     """A 3-node JetStream cluster of the test's own (for failover tests)."""
     with NatsCluster(3) as started:
         yield started
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[Any]:
+    """One Tansu broker (Kafka-compatible, memory only) for the session; skips without it
+    (fails under CI=true)."""
+    from tidings.testing.kafka_broker import TansuBroker, find_tansu
+
+    try:
+        find_tansu()
+    except FileNotFoundError as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(str(exc))
+    with TansuBroker() as broker:
+        yield broker
+
+
+@pytest.fixture
+def kafka_factory(kafka_broker: Any) -> Callable[..., Any]:
+    """``kafka_factory(**options)``: Kafka transports under a prefix of this test's own."""
+    from tidings.transports.kafka import KafkaTransport
+
+    n = next(_streams)
+
+    def make(**options: Any) -> KafkaTransport:
+        options.setdefault("prefix", f"k{n}")
+        options.setdefault("metadata_refresh", 0.5)
+        options.setdefault("session_timeout", 2.5)  # Tansu holds a join for half of it
+        return KafkaTransport(kafka_broker.url, **options)
+
+    return make

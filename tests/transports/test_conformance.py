@@ -27,3 +27,9 @@ class TestNatsTransport(TransportConformance):
     @pytest.fixture
     def transport_factory(self, nats_factory: Callable[..., NatsTransport]) -> TransportFactory:
         return nats_factory
+
+
+class TestKafkaTransport(TransportConformance):
+    @pytest.fixture
+    def transport_factory(self, kafka_factory: Callable[..., Any]) -> TransportFactory:
+        return kafka_factory

@@ -8,7 +8,7 @@ column (1-based). Nothing half-valid is ever returned.
 Keys (a contract: operators rely on them; new keys may be added, none renamed)::
 
     store: sqlite:///.tidings/events.db   # store URL (default shown)
-    transport: nats://127.0.0.1:4222      # optional NATS URL
+    transport: nats://127.0.0.1:4222      # optional NATS URL, or kafka://host:9092
     drain_timeout: 10s                    # how long a stop waits for deliveries in flight
     http:
       listen: 127.0.0.1:8080              # host:port, port 0 = any free port

@@ -94,7 +94,11 @@ def stream_curl(url: str, config: GatewayConfig) -> str:
 
 async def _run(paths: Sequence[str], config: GatewayConfig, out: TextIO) -> int:
     transport: Any = None
-    if config.transport is not None:
+    if config.transport is not None and config.transport.startswith("kafka://"):
+        from tidings.transports.kafka import KafkaTransport
+
+        transport = KafkaTransport(config.transport)
+    elif config.transport is not None:
         from tidings.transports.nats import NatsTransport
 
         transport = NatsTransport(config.transport)

@@ -257,6 +257,7 @@ class TransportConformance:
         for topic in ("conformance.a.x", "conformance.b.x", "conformance.a.x.y"):
             await transport.publish(make_envelope(clock, topic, topic=topic))
         await tail.wait_count(3)
+        await star.wait_count(1)  # subscriptions run independently (Kafka: one consumer each)
         assert [m.envelope.topic for m in star.messages] == ["conformance.a.x"]
 
     async def test_pipelined_sends_are_all_acknowledged(

@@ -2,7 +2,8 @@
 
 :class:`Transport` is the contract (see :mod:`tidings.transports.base`);
 :class:`MemoryTransport` behaves like JetStream in memory, for tests;
-:class:`NatsTransport` (``pip install 'tidings[nats]'``) runs on NATS JetStream.
+:class:`NatsTransport` (``pip install 'tidings[nats]'``) runs on NATS JetStream;
+:class:`KafkaTransport` (``pip install 'tidings[kafka]'``) on Apache Kafka.
 The wire format is documented in :mod:`tidings.transports.wire`.
 """
 
@@ -24,11 +25,13 @@ from tidings.transports.base import (
 from tidings.transports.memory import MemoryBroker, MemoryTransport
 
 if TYPE_CHECKING:
+    from tidings.transports.kafka import KafkaTransport
     from tidings.transports.nats import NatsTransport, StreamSettings
 
 __all__ = (
     "DeadLetterRecord",
     "DeliveryPolicy",
+    "KafkaTransport",
     "MemoryBroker",
     "MemoryTransport",
     "Message",
@@ -49,4 +52,8 @@ def __getattr__(name: str) -> Any:
         from tidings.transports import nats
 
         return getattr(nats, name)
+    if name == "KafkaTransport":
+        from tidings.transports import kafka
+
+        return kafka.KafkaTransport
     raise AttributeError(f"module 'tidings.transports' has no attribute {name!r}")

@@ -4,6 +4,7 @@ the check of a group's shared consumer against a new member's policy."""
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from tidings.transports.base import (
     DeliveryPolicy,
     Message,
     MessageHandler,
+    PublishErrorHook,
     Transport,
     TransportSubscription,
 )
@@ -38,9 +40,12 @@ __all__ = (
     "SubjectTransport",
     "Subjects",
     "check_group_policy",
+    "consume_exception",
     "dead_letter_message",
     "make_dead_decoder",
     "make_decoder",
+    "quietly",
+    "report_publish_error",
 )
 
 
@@ -93,6 +98,46 @@ def check_group_policy(
         extra=log_fields(),
     )
     return True
+
+
+def report_publish_error(
+    hook: PublishErrorHook | None,
+    envelope: Envelope[Any] | None,
+    error: BaseException,
+    future: asyncio.Future[Any],
+    *,
+    event_id: str,
+    topic: str,
+    log: logging.Logger,
+) -> None:
+    """Tell ``hook`` of a failed pipelined publish (log it when there is no hook, or for a
+    raw publish), and mark ``future``'s exception as retrieved: it was reported, so a caller
+    that never awaits the future must not trigger asyncio's warning."""
+    fields = log_fields(envelope)
+    if envelope is None:
+        fields.update(event_id=event_id, topic=topic)
+    if hook is not None and envelope is not None:
+        try:
+            hook(envelope, error)
+        except Exception:
+            log.exception("on_publish_error hook failed for event %s", event_id, extra=fields)
+    else:
+        log.error("%s", error, extra=fields)
+    future.add_done_callback(consume_exception)
+
+
+def consume_exception(future: asyncio.Future[Any]) -> None:
+    """Mark a done future's exception as retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def quietly(awaitable: Awaitable[Any]) -> None:
+    """Await a clean-up step; its failure is logged at debug level and swallowed."""
+    try:
+        await awaitable
+    except Exception as exc:
+        logger.debug("ignored during cleanup: %r", exc, extra=log_fields())
 
 
 class Subjects:
@@ -157,12 +202,12 @@ def make_decoder(
     subjects: Subjects,
     payload_type: type | None,
     clock: HybridClock,
-    stream: str,
-    meta: Callable[[Any], tuple[int, int]],
+    message_id: Callable[[Any], str],
 ) -> Callable[[Any], Envelope[Any]]:
     """A function turning a raw message (``subject``, ``headers``, ``data``) into an envelope.
 
-    The payload class is ``payload_type``, else the class registered for the topic.
+    The payload class is ``payload_type``, else the class registered for the topic;
+    ``message_id(raw)`` is the id of a message that carries none (stable across redeliveries).
     """
     topic_of_subject = subjects.topic
     types: dict[str, type | None] = {}
@@ -182,7 +227,7 @@ def make_decoder(
             raw.data,
             target,
             subject=subject,
-            fallback_id=lambda: f"{stream}-{meta(raw)[1]}",
+            fallback_id=lambda: message_id(raw),
             fallback_time=clock.now,
         )
 
@@ -190,9 +235,10 @@ def make_decoder(
 
 
 def make_dead_decoder(
-    subjects: Subjects, clock: HybridClock, stream: str, meta: Callable[[Any], tuple[int, int]]
+    subjects: Subjects, clock: HybridClock, stream: str, message_id: Callable[[Any], str]
 ) -> Callable[[Any], Envelope[DeadLetterRecord]]:
-    """A function reading a dead-letter message into an envelope of :class:`DeadLetterRecord`."""
+    """A function reading a dead-letter message into an envelope of :class:`DeadLetterRecord`
+    (``message_id(raw)``: the dead letter's own stable id)."""
 
     def decode(raw: Any) -> Envelope[DeadLetterRecord]:
         headers: Mapping[str, str] = raw.headers or {}
@@ -235,7 +281,7 @@ def make_dead_decoder(
             clock.now(),
             None,
             "tidings",
-            _id=f"{stream}-dead-{meta(raw)[1]}",
+            _id=f"dead-{message_id(raw)}",
         )
 
     return decode
@@ -285,6 +331,10 @@ class SubjectTransport(Transport):
     @abc.abstractmethod
     def _meta(self, raw: Any) -> tuple[int, int]:
         """``(delivery attempt, stream sequence)`` of a raw message."""
+
+    def _message_id(self, raw: Any) -> str:
+        """The id of a raw message that carries none: ``<stream>-<stream sequence>``."""
+        return f"{self.stream_name}-{self._meta(raw)[1]}"
 
     @abc.abstractmethod
     def _open(self) -> None:
@@ -358,7 +408,7 @@ class SubjectTransport(Transport):
         self._open()
         policy = policy if policy is not None else self.policy
         subject_filter = self.subjects.filter(pattern)
-        decode = make_decoder(self.subjects, payload_type, self.clock, self.stream_name, self._meta)
+        decode = make_decoder(self.subjects, payload_type, self.clock, self._message_id)
         return await self._consume(
             pattern,
             subject_filter,
@@ -389,7 +439,7 @@ class SubjectTransport(Transport):
             backoff=self.policy.backoff,
             start=start,
         )
-        decode = make_dead_decoder(self.subjects, self.clock, self.stream_name, self._meta)
+        decode = make_dead_decoder(self.subjects, self.clock, self.stream_name, self._message_id)
         return await self._consume(
             DEAD_LETTER_TOPIC,
             self.subjects.dead_filter(pattern),

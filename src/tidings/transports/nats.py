@@ -96,6 +96,8 @@ from tidings.transports._common import (
     SubjectTransport,
     check_group_policy,
     dead_letter_message,
+    quietly,
+    report_publish_error,
 )
 from tidings.transports._consumer import Consumer
 from tidings.transports.base import (
@@ -394,10 +396,10 @@ class _Puller:
         """Unsubscribe and give back what was fetched but never handed over."""
         for sub in (self._sub, *self._stale):
             if sub is not None:
-                await _quietly(sub.unsubscribe())
+                await quietly(sub.unsubscribe())
         self._stale.clear()
         while self._buffer:
-            await _quietly(self._buffer.popleft().nak())
+            await quietly(self._buffer.popleft().nak())
 
     def held(self) -> list[_NatsMsg]:
         """The messages fetched but not handed over yet (they need heartbeats too)."""
@@ -425,13 +427,13 @@ class _Puller:
         if not _is_stream_message(msg):
             status = _status(msg)
             if status not in (None, "100") and self._stale.pop(sub, None) is not None:
-                await _quietly(sub.unsubscribe())  # the old request ended
+                await quietly(sub.unsubscribe())  # the old request ended
             return
         # Beyond this process's budget: the server redelivers it, after a delay, so that it
         # does not come straight back into the open request.
         if self.on_given_back is not None:
             self.on_given_back(msg)
-        await _quietly(msg.nak(delay=_STALE_NAK_DELAY))
+        await quietly(msg.nak(delay=_STALE_NAK_DELAY))
 
     async def _on_msg(self, msg: _NatsMsg) -> None:
         headers = msg.headers
@@ -495,7 +497,7 @@ class _Puller:
         for sub, deadline in list(self._stale.items()):
             if now >= deadline:
                 del self._stale[sub]
-                await _quietly(sub.unsubscribe())
+                await quietly(sub.unsubscribe())
         buffer = self._buffer
         if self._current is None and now < self._pause_until and not buffer:
             await asyncio.sleep(min(self._pause_until - now, timeout))
@@ -727,7 +729,7 @@ class NatsTransport(SubjectTransport):
                 self.connect_timeout,
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
-            await _quietly(nc.close())
+            await quietly(nc.close())
             raise TransportUnavailableError(
                 f"cannot reach NATS at {', '.join(self.servers)} within "
                 f"{self.connect_timeout:g}s ({type(exc).__name__}: {exc}); check that "
@@ -740,7 +742,7 @@ class NatsTransport(SubjectTransport):
         try:
             await self._ensure_stream(deadline)
         except BaseException:
-            await _quietly(nc.close())
+            await quietly(nc.close())
             self._nc = None
             raise
         self._inbox = nc.new_inbox()
@@ -875,8 +877,8 @@ class NatsTransport(SubjectTransport):
             self._fail(token, "the transport closed before the server acknowledged it")
         nc = self._nc
         if nc is not None:
-            await _quietly(asyncio.wait_for(nc.flush(), max(deadline - loop.time(), 0.1)))
-            await _quietly(nc.close())
+            await quietly(asyncio.wait_for(nc.flush(), max(deadline - loop.time(), 0.1)))
+            await quietly(nc.close())
         self._encoded.clear()
         self._state = "closed"
 
@@ -1165,21 +1167,15 @@ class NatsTransport(SubjectTransport):
         error.__cause__ = cause
         self._failed += 1
         if pending.report:
-            fields = log_fields(env)
-            if env is None:
-                fields.update(event_id=event_id, topic=topic)
-            hook = self.on_publish_error
-            if hook is not None and env is not None:
-                try:
-                    hook(env, error)
-                except Exception:
-                    logger.exception(
-                        "on_publish_error hook failed for event %s", event_id, extra=fields
-                    )
-            else:
-                logger.error("%s", error, extra=fields)
-            # Reported: a caller that never awaits the future must not trigger a warning.
-            pending.future.add_done_callback(_consume_exception)
+            report_publish_error(
+                self.on_publish_error,
+                env,
+                error,
+                pending.future,
+                event_id=event_id,
+                topic=topic,
+                log=logger,
+            )
         if not pending.future.done():
             pending.future.set_exception(error)
 
@@ -1376,9 +1372,9 @@ class NatsTransport(SubjectTransport):
             self._pullers.discard(puller)
             await puller.stop()
             if puller.pin is not None and self._nc is not None and self._nc.is_connected:
-                await _quietly(self._unpin(stream, consumer, puller.pin))
+                await quietly(self._unpin(stream, consumer, puller.pin))
             if group is None and self._nc is not None and self._nc.is_connected:
-                await _quietly(self._js.delete_consumer(stream, consumer))
+                await quietly(self._js.delete_consumer(stream, consumer))
 
         subscription = self._start_consumer(
             pattern,
@@ -1433,15 +1429,3 @@ def _detail(exc: BaseException) -> str:
     """``": <server's description>"`` of a JetStream API error, if it has one."""
     description = getattr(exc, "description", None)
     return f": {description}" if description else ""
-
-
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-async def _quietly(awaitable: Awaitable[Any]) -> None:
-    try:
-        await awaitable
-    except Exception as exc:
-        logger.debug("ignored during cleanup: %r", exc, extra=log_fields())

@@ -1,0 +1,1078 @@
+"""The Apache Kafka transport (``pip install 'tidings[kafka]'``, on aiokafka).
+
+**Topics.** Each tidings topic is a Kafka topic under a prefix (``orders.placed`` travels on
+``tidings.orders.placed``), created on first use with ``partitions`` partitions; dead
+letters go to ``<prefix>-dead.<topic>``. Patterns (``orders.*``, ``orders.>``) subscribe by
+regular expression, so topics created later join the subscription at the next metadata
+refresh (``metadata_refresh`` seconds). The wire format is the CloudEvents Kafka binding
+(:mod:`tidings.transports._kafka_wire`): ``ce_`` headers, the partition key as the record
+key, structured mode read on input.
+
+**Publishing.** The producer is idempotent (``enable_idempotence``, ``acks=all``): the
+broker drops the copies its own retries would make, and keeps one producer's records of a
+partition in send order. :meth:`~KafkaTransport.publish` returns only once the broker
+acknowledged the record; :meth:`~KafkaTransport.send` pipelines with at most ``window``
+unacknowledged. A keyed event goes to the partition of its key (Kafka's murmur2
+partitioner, as Java clients choose it), so each key's events stay in order; an event
+without a key goes to the partition its topic's name hashes to, so one publisher's keyless
+events keep publish order too (give events keys to spread them). Failures are typed and
+name the event: :class:`~tidings.PublishError` when the record cannot have been stored (too
+large, refused by the broker, never sent), :class:`~tidings.PublishOutcomeUnknownError`
+when it was sent and no answer came in time (Kafka has no duplicate window across
+producers: a second publish may store a second copy, which consumers see with the same
+event id).
+
+**Consuming.** A subscription is an aiokafka consumer. With ``group="name"`` the
+subscriptions of every process share a Kafka consumer group (``<prefix>.<name>.<digest of
+the pattern>``): each partition is read by one member. Without a group, a subscription is
+a group of its own (so it reads every partition); it commits too, so that a rebalance
+(a new topic matching its pattern) resumes where it was instead of reading again. Offsets are
+committed only up to the first record of each partition whose handling has not finished
+(acked, or dead-lettered): a crash redelivers from there, never skipping a failure, and
+redelivers at most what the process held uncommitted. On a rebalance the revoked
+partitions' running and queued handlers finish first (up to ``revoke_timeout``), then
+their offsets are committed, and only then does the group move on (commit on revoke).
+
+**Retries** are non-blocking and in-process: a handler that raises gets the record again
+after the policy's backoff while the partition's later records go on being handled; the
+partition's committed offset stays at the retrying record until it is settled, so a crash
+meanwhile redelivers it (and what followed it) rather than losing it. After
+``max_deliver`` attempts the record goes to the dead-letter topic with ``tidings-dead-*``
+headers: reason, handler, attempts, original topic (``tidings-dead-subject``), partition
+(``tidings-dead-partition``) and offset (``tidings-dead-sequence``). Why not retry topics:
+see ``docs/kafka.md``.
+
+**What Kafka does not offer** (:attr:`KafkaTransport.features`): no redelivery of a single
+unsettled record after ``ack_wait`` (Kafka redelivers a partition from its committed
+offset when its owner leaves the group), no duplicate window (``dedup``), no exclusive
+groups (a partition already has exactly one reader; each key's events are in order
+across the group without it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import heapq
+import itertools
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+try:
+    import aiokafka
+    import aiokafka.errors
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.partitioner import murmur2
+    from aiokafka.structs import TopicPartition
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "tidings.transports.kafka needs aiokafka: install it with pip install 'tidings[kafka]'"
+    ) from exc
+
+from tidings.clock import HybridClock
+from tidings.event import Envelope
+from tidings.exceptions import (
+    InvalidTransportURLError,
+    PublishError,
+    PublishOutcomeUnknownError,
+    TransportClosedError,
+    TransportError,
+    TransportUnavailableError,
+)
+from tidings.observability.logs import log_fields
+from tidings.topics import validate_topic
+from tidings.transports import _kafka_protocol
+from tidings.transports._common import (
+    Subjects,
+    SubjectTransport,
+    quietly,
+    report_publish_error,
+)
+from tidings.transports._consumer import Consumer
+from tidings.transports._kafka_wire import KafkaHeaders, received_headers, record_of
+from tidings.transports.base import (
+    DeliveryPolicy,
+    MessageHandler,
+    PublishAck,
+    PublishErrorHook,
+    TransportFeatures,
+)
+from tidings.transports.wire import (
+    DEAD_ATTEMPTS,
+    DEAD_HANDLER,
+    DEAD_REASON,
+    DEAD_SEQUENCE,
+    DEAD_SUBJECT,
+)
+
+__all__ = ("DEAD_PARTITION", "KafkaTransport", "kafka_servers")
+
+logger = logging.getLogger("tidings.transports.kafka")
+
+_kafka_protocol.install()
+
+DEAD_PARTITION = "tidings-dead-partition"
+"""The header of a dead letter naming the partition of the original record."""
+
+_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_OFFSET_BITS = 40
+"""A record's sequence here is ``(partition index << 40) | (offset + 1)``."""
+
+
+def kafka_servers(servers: str | Sequence[str]) -> tuple[str, ...]:
+    """``host:port`` bootstrap servers from ``kafka://host:port`` URLs (several separated by
+    commas, or a list); a bare ``host:port`` is accepted; the port defaults to 9092.
+
+    Raises:
+        InvalidTransportURLError: naming a URL that is not ``kafka://host[:port]``.
+    """
+    given = [servers] if isinstance(servers, str) else list(servers)
+    out: list[str] = []
+    for item in given:
+        for url in (part.strip() for part in item.split(",")):
+            text = url if "://" in url else f"kafka://{url}"
+            try:
+                parts = urlsplit(text)
+                port = parts.port or 9092
+            except ValueError as exc:
+                raise InvalidTransportURLError(
+                    f"{url!r} is not a Kafka URL ({exc}): use kafka://host:9092", url=url
+                ) from None
+            if parts.scheme != "kafka" or not parts.hostname or parts.path not in ("", "/"):
+                raise InvalidTransportURLError(
+                    f"{url!r} is not a Kafka URL: use kafka://host:9092 (several: "
+                    "kafka://a:9092,b:9092)",
+                    url=url,
+                )
+            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            out.append(f"{host}:{port}")
+    if not out:
+        raise InvalidTransportURLError("no Kafka server given: use kafka://host:9092", url="")
+    return tuple(out)
+
+
+def _pattern_regex(subject_filter: str) -> str:
+    """The regular expression of Kafka topic names matching a subject filter."""
+    parts = []
+    for token in subject_filter.split("."):
+        if token == "*":
+            parts.append(r"[^.]+")
+        elif token == ">":
+            parts.append(r".+")
+        else:
+            parts.append(re.escape(token))
+    return "^" + r"\.".join(parts) + "$"
+
+
+class _Ledger:
+    """The records of one partition taken in by one subscription and not yet committable.
+
+    Invariant: ``position()`` is the offset of the first record taken in whose handling has
+    not finished (else the offset after the last one taken in): everything before it is
+    finished, so committing it loses nothing.
+    """
+
+    __slots__ = ("busy", "changed", "committed", "done", "next", "open")
+
+    def __init__(self) -> None:
+        self.open: deque[int] = deque()
+        self.done: set[int] = set()
+        self.next = -1
+        self.committed = -1
+        self.busy = 0
+        """Records taken in and neither finished nor waiting for a retry."""
+        self.changed = asyncio.Event()
+
+    def take(self, offset: int) -> None:
+        if offset >= self.next:
+            self.open.append(offset)
+            self.next = offset + 1
+        self.busy += 1
+
+    def finish(self, offset: int) -> None:
+        self.busy -= 1
+        self.done.add(offset)
+        open_, done = self.open, self.done
+        while open_ and open_[0] in done:
+            done.discard(open_.popleft())
+        self.changed.set()
+
+    def position(self) -> int:
+        return self.open[0] if self.open else self.next
+
+
+class _Record:
+    """One delivery of a Kafka record to a :class:`Consumer` (its raw message)."""
+
+    __slots__ = (
+        "_headers",
+        "attempt",
+        "data",
+        "kafka_headers",
+        "key",
+        "ledger",
+        "offset",
+        "partition",
+        "sequence",
+        "subject",
+        "subscription",
+    )
+
+    def __init__(
+        self,
+        subscription: _Subscription,
+        ledger: _Ledger,
+        record: Any,
+        sequence: int,
+        attempt: int,
+    ) -> None:
+        self.subscription = subscription
+        self.ledger = ledger
+        self.subject: str = record.topic
+        self.partition: int = record.partition
+        self.offset: int = record.offset
+        self.key: bytes | None = record.key
+        self.data: bytes = record.value if record.value is not None else b""
+        self.kafka_headers: Sequence[tuple[str, bytes]] = record.headers
+        self.sequence = sequence
+        self.attempt = attempt
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers as the wire decoder reads them (raises DecodeError if not UTF-8)."""
+        if self._headers is None:
+            self._headers = received_headers(
+                self.kafka_headers, self.key, self.subject, lenient=self.subscription.lenient
+            )
+        return self._headers
+
+    async def ack(self) -> None:
+        self.subscription.finish(self)
+
+    async def term(self) -> None:
+        self.subscription.finish(self)
+
+    async def nak(self, delay: float | None = None) -> None:
+        self.subscription.retry(self, delay or 0.0)
+
+    async def in_progress(self) -> None:
+        return  # Kafka has no per-record lease: the group's heartbeats keep the partition
+
+
+class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The Kafka side of one subscription: the consumer, the ledgers, retries and commits."""
+
+    def __init__(
+        self,
+        transport: KafkaTransport,
+        consumer: AIOKafkaConsumer,
+        *,
+        start: Literal["new", "all"],
+        name: str,
+    ) -> None:
+        self.transport = transport
+        self.consumer = consumer
+        self.start = start
+        self.name = name
+        self.existing: set[str] = set()
+        """The Kafka topics that existed when the subscription started."""
+        self.ledgers: dict[TopicPartition, _Ledger] = {}
+        self.indexes: dict[TopicPartition, int] = {}
+        self.retries: list[tuple[float, int, _Record]] = []
+        self.counter = itertools.count()
+        self.wake: asyncio.Future[None] | None = None
+        self.poll: asyncio.Task[Any] | None = None
+        self.dirty = False
+        self.committer: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.lenient = False
+        """Read headers that are not UTF-8 escaped (dead letters keep them as they came)."""
+
+    # ------------------------------------------------------------------ records
+
+    def sequence(self, tp: TopicPartition, offset: int) -> int:
+        index = self.indexes.get(tp)
+        if index is None:
+            index = self.indexes[tp] = len(self.indexes) + 1
+        return (index << _OFFSET_BITS) | (offset + 1)
+
+    def finish(self, record: _Record) -> None:
+        ledger = record.ledger
+        if self.ledgers.get(TopicPartition(record.subject, record.partition)) is not ledger:
+            return  # revoked meanwhile: the partition's new owner has it from the commit
+        ledger.finish(record.offset)
+        self.dirty = True
+
+    def retry(self, record: _Record, delay: float) -> None:
+        if self.stopping:
+            return  # left uncommitted: read again from the committed offset
+        tp = TopicPartition(record.subject, record.partition)
+        ledger = record.ledger
+        if self.ledgers.get(tp) is not ledger:
+            return
+        ledger.busy -= 1
+        ledger.changed.set()
+        again = _Record.__new__(_Record)
+        for slot in _Record.__slots__:
+            setattr(again, slot, getattr(record, slot))
+        again.attempt = record.attempt + 1
+        due = time.monotonic() + delay
+        heapq.heappush(self.retries, (due, next(self.counter), again))
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
+
+    def _due(self, batch: int) -> list[_Record]:
+        out: list[_Record] = []
+        now = time.monotonic()
+        retries = self.retries
+        while retries and retries[0][0] <= now and len(out) < batch:
+            record = heapq.heappop(retries)[2]
+            tp = TopicPartition(record.subject, record.partition)
+            if self.ledgers.get(tp) is record.ledger:
+                record.ledger.busy += 1
+                out.append(record)
+        return out
+
+    async def fetch(self, batch: int, timeout: float) -> list[Any]:
+        due = self._due(batch)
+        if due:
+            return due
+        poll = self.poll
+        if poll is None:
+            poll = self.poll = asyncio.ensure_future(
+                self.consumer.getmany(timeout_ms=int(timeout * 1000), max_records=batch)
+            )
+        loop = asyncio.get_running_loop()
+        self.wake = wake = loop.create_future()
+        wait = None
+        if self.retries:
+            wait = max(self.retries[0][0] - time.monotonic(), 0.0)
+        try:
+            await asyncio.wait((poll, wake), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.wake = None
+            wake.cancel()
+        if not poll.done():
+            return self._due(batch)
+        self.poll = None
+        out: list[Any] = []
+        for tp, records in poll.result().items():
+            ledger = self.ledgers.get(tp)
+            if ledger is None:
+                if tp not in self.consumer.assignment():
+                    continue  # revoked meanwhile: the new owner reads it from the commit
+                # Assigned, and fetched before the listener heard of it.
+                ledger = self.ledgers[tp] = _Ledger()
+            for record in records:
+                ledger.take(record.offset)
+                out.append(_Record(self, ledger, record, self.sequence(tp, record.offset), 1))
+        return out or self._due(batch)
+
+    # ------------------------------------------------------------------ commits
+
+    async def commit_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self.dirty:
+                await self.commit()
+
+    async def commit(self, only: Any = None) -> None:
+        """Commit each owned partition's position (of ``only``'s partitions, if given)."""
+        self.dirty = False
+        offsets: dict[TopicPartition, int] = {}
+        for tp, ledger in self.ledgers.items():
+            if only is not None and tp not in only:
+                continue
+            position = ledger.position()
+            if position > ledger.committed and position >= 0:
+                offsets[tp] = position
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except Exception as exc:
+            self.dirty = True  # tried again at the next round, if the partitions are still ours
+            logger.warning(
+                "subscription %s could not commit offsets (%r); the records after the last "
+                "commit may be delivered again",
+                self.name,
+                exc,
+                extra=log_fields(None, self.name),
+            )
+            return
+        for tp, position in offsets.items():
+            owned = self.ledgers.get(tp)
+            if owned is not None:
+                owned.committed = max(owned.committed, position)
+
+    # ------------------------------------------------------------------ rebalances
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        """Let the handlers of the revoked partitions finish, then commit them (within
+        ``revoke_timeout``); what is still unfinished then is read again by the new owner."""
+        ledgers = [self.ledgers[tp] for tp in revoked if tp in self.ledgers]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.transport.revoke_timeout
+        for ledger in ledgers:
+            while ledger.busy > 0 and loop.time() < deadline:
+                ledger.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ledger.changed.wait(), deadline - loop.time())
+        await self.commit(set(revoked))
+        unfinished = sum(ledger.busy for ledger in ledgers)
+        if unfinished:
+            logger.warning(
+                "subscription %s gave up %d partition(s) with %d record(s) still being "
+                "handled after revoke_timeout=%gs; the new owner will handle them again",
+                self.name,
+                len(ledgers),
+                unfinished,
+                self.transport.revoke_timeout,
+                extra=log_fields(None, self.name),
+            )
+        for tp in revoked:
+            self.ledgers.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        new = [tp for tp in assigned if tp not in self.ledgers]
+        for tp in new:
+            self.ledgers[tp] = _Ledger()
+        if self.start == "new" and new:
+            await self._start_at_subscription_time(new)
+
+    async def _start_at_subscription_time(self, partitions: list[TopicPartition]) -> None:
+        """``start="new"``: position the partitions the group has no offset for at their end
+        if their topic existed when the subscription started; a topic created since is read
+        from its beginning (all of it was published after the subscription started)."""
+        consumer = self.consumer
+        fresh = [
+            tp
+            for tp in partitions
+            if tp.topic in self.existing and await consumer.committed(tp) is None
+        ]
+        if not fresh:
+            return
+        await consumer.seek_to_end(*fresh)
+        # Resolve the end now (aiokafka resolves it lazily, at the next fetch, which would
+        # skip what is published meanwhile) and commit it: a later owner of
+        # the partition then resumes from there instead of from the end of that time.
+        positions = {tp: await consumer.position(tp) for tp in fresh}
+        await consumer.commit(positions)
+        for tp, position in positions.items():
+            ledger = self.ledgers.get(tp)
+            if ledger is not None:
+                ledger.committed = position
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if self.poll is not None:
+            self.poll.cancel()
+            await asyncio.gather(self.poll, return_exceptions=True)
+        if self.committer is not None:
+            self.committer.cancel()
+            await asyncio.gather(self.committer, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.commit()
+        self.retries.clear()
+        try:
+            await asyncio.wait_for(self.consumer.stop(), self.transport.revoke_timeout + 5.0)
+        except Exception as exc:
+            logger.debug("stopping consumer %s: %r", self.name, exc, extra=log_fields())
+
+
+class KafkaTransport(SubjectTransport):
+    """Events over Apache Kafka. See the module docstring for the guarantees.
+
+    Args:
+        servers: ``"kafka://host:9092"``, several separated by commas, or a list (a bare
+            ``host:port`` too); a malformed one raises
+            :class:`~tidings.exceptions.InvalidTransportURLError` here.
+        prefix: Kafka topics are ``<prefix>.<topic>``.
+        dead_letter_prefix: dead letters go to ``<dead_letter_prefix>.<topic>`` (default
+            ``<prefix>-dead``).
+        partitions: the partitions of each topic tidings creates.
+        replication: the replication factor of each topic tidings creates.
+        policy: the default delivery policy of subscriptions.
+        clock: merges the times of received events; a new one by default.
+        structured: publish JSON CloudEvents values instead of binary mode.
+        window: the most pipelined publishes awaiting their acknowledgement.
+        connect_timeout: seconds :meth:`start` may take to reach a broker before it raises
+            :class:`~tidings.TransportUnavailableError`.
+        publish_timeout: seconds a publish may take, retries included, before it fails.
+        linger: seconds the producer waits to fill a batch (0: send at once).
+        max_request_size: the largest record, in bytes, the producer sends (larger
+            events raise :class:`~tidings.PublishError` before anything is sent).
+        idempotent: the idempotent producer (on by default).
+        metadata_refresh: seconds between metadata refreshes, so pattern subscriptions
+            find topics created after they started.
+        session_timeout: seconds without heartbeats after which the group gives a dead
+            member's partitions to the others.
+        revoke_timeout: seconds a rebalance waits for the revoked partitions' handlers.
+        commit_interval: seconds between offset commits.
+        on_publish_error: told of every failed :meth:`send`; failures are logged if unset.
+        name: the client id the brokers see.
+
+    Raises:
+        ValueError: if a prefix or number is invalid.
+    """
+
+    system = "kafka"
+    features = TransportFeatures(
+        persistent=True, redelivery=False, dedup=False, exclusive_groups=False
+    )
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] = "kafka://127.0.0.1:9092",
+        *,
+        prefix: str = "tidings",
+        dead_letter_prefix: str | None = None,
+        partitions: int = 3,
+        replication: int = 1,
+        policy: DeliveryPolicy | None = None,
+        clock: HybridClock | None = None,
+        structured: bool = False,
+        window: int = 4096,
+        connect_timeout: float = 10.0,
+        publish_timeout: float = 30.0,
+        linger: float = 0.0,
+        max_request_size: int = 1_048_576,
+        idempotent: bool = True,
+        metadata_refresh: float = 5.0,
+        session_timeout: float = 10.0,
+        revoke_timeout: float = 30.0,
+        commit_interval: float = 0.1,
+        on_publish_error: PublishErrorHook | None = None,
+        name: str | None = None,
+    ) -> None:
+        if window < 1 or partitions < 1 or replication < 1:
+            raise ValueError("window, partitions and replication must be at least 1")
+        for label, value in (
+            ("connect_timeout", connect_timeout),
+            ("publish_timeout", publish_timeout),
+            ("metadata_refresh", metadata_refresh),
+            ("session_timeout", session_timeout),
+            ("revoke_timeout", revoke_timeout),
+            ("commit_interval", commit_interval),
+        ):
+            if not value > 0:
+                raise ValueError(f"{label} must be a positive number of seconds, not {value!r}")
+        if linger < 0:
+            raise ValueError(f"linger must be >= 0 seconds, not {linger!r}")
+        self.servers = kafka_servers(servers)
+        self.subjects = Subjects(prefix, dead_letter_prefix)
+        self.stream_name = prefix
+        self.partitions = partitions
+        self.replication = replication
+        self.policy = policy if policy is not None else DeliveryPolicy()
+        self.clock = clock if clock is not None else HybridClock()
+        self.structured = structured
+        self.window = window
+        self.connect_timeout = connect_timeout
+        self.publish_timeout = publish_timeout
+        self.linger = linger
+        self.max_request_size = max_request_size
+        self.idempotent = idempotent
+        self.metadata_refresh = metadata_refresh
+        self.session_timeout = session_timeout
+        self.revoke_timeout = revoke_timeout
+        self.commit_interval = commit_interval
+        self.on_publish_error = on_publish_error
+        self.name = name
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._state: Literal["new", "started", "closing", "closed"] = "new"
+        self._topics: dict[str, asyncio.Future[int]] = {}
+        self._partition_counts: dict[str, int] = {}
+        """Kafka topic -> partitions, of the topics known to exist (the fast path)."""
+        self._room = asyncio.Event()
+        """Set while fewer than ``window`` publishes await their acknowledgement."""
+        self._room.set()
+        self._stream_names: dict[tuple[str, int], str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unacked = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._failed = 0
+        self._subs: list[Consumer] = []
+        self._kafka_subs: set[_Subscription] = set()
+        self._deadlines: deque[tuple[float, asyncio.Future[PublishAck], Callable[[], None]]]
+        self._deadlines = deque()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _meta(self, raw: Any) -> tuple[int, int]:
+        return raw.attempt, raw.sequence
+
+    def _message_id(self, raw: Any) -> str:
+        """``<kafka topic>-<partition>-<offset>``: the same in every process."""
+        return f"{raw.subject}-{raw.partition}-{raw.offset}"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _bootstrap(self) -> str:
+        return ",".join(self.servers)
+
+    async def start(self) -> None:
+        if self._state == "started":
+            return
+        if self._state != "new":
+            raise TransportClosedError("the transport is closed; create a new one")
+        timeout_ms = int(self.connect_timeout * 1000)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap(),
+            client_id=self.name or "tidings",
+            acks="all",
+            enable_idempotence=self.idempotent,
+            linger_ms=int(self.linger * 1000),
+            max_request_size=self.max_request_size,
+            request_timeout_ms=int(self.publish_timeout * 1000),
+            metadata_max_age_ms=int(self.metadata_refresh * 1000),
+        )
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap(),
+            client_id=self.name or "tidings",
+            request_timeout_ms=timeout_ms,
+        )
+        try:
+            await asyncio.wait_for(self._connect(producer, admin), self.connect_timeout)
+        except (TimeoutError, OSError, aiokafka.errors.KafkaError) as exc:
+            await quietly(producer.stop())
+            await quietly(admin.close())
+            raise TransportUnavailableError(
+                f"cannot reach Kafka at {', '.join(self.servers)} within "
+                f"{self.connect_timeout:g}s ({type(exc).__name__}: {exc}); check that the "
+                "broker runs and the URL, or raise connect_timeout",
+                servers=self.servers,
+                timeout=self.connect_timeout,
+            ) from exc
+        self._producer = producer
+        self._admin = admin
+        self._loop = asyncio.get_running_loop()
+        self._state = "started"
+
+    @staticmethod
+    async def _connect(producer: AIOKafkaProducer, admin: AIOKafkaAdminClient) -> None:
+        await admin.start()
+        await producer.start()
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        if self._state in ("closing", "closed"):
+            return
+        if self._state == "new":
+            self._state = "closed"
+            return
+        self._state = "closing"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for sub in list(self._subs):
+            await sub.cancel(max(deadline - loop.time(), 0.1))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), max(deadline - loop.time(), 0.1))
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        # A broker gone for good must not hold the close: what is unsent fails.
+        if self._producer is not None:
+            await quietly(asyncio.wait_for(self._producer.stop(), max(deadline - loop.time(), 1)))
+        if self._admin is not None:
+            await quietly(asyncio.wait_for(self._admin.close(), 5.0))
+        self._state = "closed"
+
+    @property
+    def server(self) -> tuple[str, int] | None:
+        """The first bootstrap server's host and port, while started."""
+        if self._state != "started":
+            return None
+        host, _, port = self.servers[0].rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def client_id(self) -> str | None:
+        """The producer's client id, while started."""
+        return (self.name or "tidings") if self._state == "started" else None
+
+    @property
+    def producer_id(self) -> int | None:
+        """The producer id the broker gave the idempotent producer (``None``: none)."""
+        producer = self._producer
+        manager = None if producer is None else getattr(producer, "_txn_manager", None)
+        if manager is None or manager.producer_id < 0:
+            return None
+        return int(manager.producer_id)
+
+    def _open(self) -> None:
+        if self._state != "started":
+            state = "not started" if self._state == "new" else "closed"
+            raise TransportClosedError(f"the transport is {state}; use 'async with transport:'")
+
+    def _client(self) -> AIOKafkaProducer:
+        if self._state not in ("started", "closing") or self._producer is None:
+            state = "not started" if self._state == "new" else "closed"
+            raise TransportClosedError(f"the transport is {state}; use 'async with transport:'")
+        return self._producer
+
+    # ------------------------------------------------------------------ topics
+
+    async def _topic(self, topic: str) -> int:
+        """Create the Kafka topic ``topic`` unless it exists; its number of partitions."""
+        known = self._topics.get(topic)
+        if known is None:
+            known = self._topics[topic] = asyncio.ensure_future(self._create(topic))
+            known.add_done_callback(self._forget_failure(topic))
+        return await asyncio.shield(known)
+
+    def _forget_failure(self, topic: str) -> Callable[[asyncio.Future[int]], None]:
+        def forget(future: asyncio.Future[int]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                self._topics.pop(topic, None)
+
+        return forget
+
+    async def _create(self, topic: str) -> int:
+        admin = self._admin
+        assert admin is not None
+        response = await admin.create_topics(
+            [NewTopic(topic, self.partitions, self.replication)],
+            timeout_ms=int(self.connect_timeout * 1000),
+        )
+        for _, code, *message in response.topic_errors:
+            if code not in (0, aiokafka.errors.TopicAlreadyExistsError.errno):
+                error = aiokafka.errors.for_code(code)
+                raise TransportError(
+                    f"cannot create the Kafka topic {topic!r}: {error.__name__} "
+                    f"{message[0] if message else ''}; create it by hand or check the "
+                    "broker's permissions",
+                )
+        partitions = await self._client().partitions_for(topic)
+        return len(partitions)
+
+    # ------------------------------------------------------------------ publishing
+
+    def check_envelope(self, envelope: Envelope[Any]) -> None:
+        headers, body, key = record_of(envelope, structured=self.structured)
+        self._check_size(envelope.id, envelope.topic, headers, body, key)
+
+    def _check_size(
+        self, event_id: str, topic: str, headers: KafkaHeaders, body: bytes, key: bytes | None
+    ) -> None:
+        size = len(body) + len(key or b"") + sum(len(n) + len(v) for n, v in headers)
+        if size > self.max_request_size:
+            raise PublishError(
+                f"event {event_id} on {topic!r} was not published: it is {size:,} bytes, "
+                f"above max_request_size={self.max_request_size:,}; send less (store large "
+                "data elsewhere and publish a reference to it) or raise max_request_size "
+                "(and the broker's message.max.bytes)",
+                event_id=event_id,
+                topic=topic,
+            )
+
+    async def publish(self, envelope: Envelope[Any]) -> PublishAck:
+        self._client()
+        headers, body, key = record_of(envelope, structured=self.structured)
+        future = await self._send(
+            envelope.topic, headers, body, key, envelope.id, envelope, report=False
+        )
+        return await future
+
+    async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
+        self._client()
+        headers, body, key = record_of(envelope, structured=self.structured)
+        return await self._send(
+            envelope.topic, headers, body, key, envelope.id, envelope, report=True
+        )
+
+    async def publish_raw(
+        self, topic: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> PublishAck:
+        validate_topic(topic)
+        kafka_headers = [(name, value.encode()) for name, value in (headers or {}).items()]
+        event_id = (headers or {}).get("ce-id") or (headers or {}).get("ce_id") or "?"
+        future = await self._send(topic, kafka_headers, body, None, event_id, None, report=False)
+        return await future
+
+    async def flush(self, timeout: float | None = None) -> int:
+        await asyncio.wait_for(self._idle.wait(), timeout)
+        failed, self._failed = self._failed, 0
+        return failed
+
+    async def _send(
+        self,
+        topic: str,
+        headers: KafkaHeaders,
+        body: bytes,
+        key: bytes | None,
+        event_id: str,
+        envelope: Envelope[Any] | None,
+        *,
+        report: bool,
+        kafka_topic: str | None = None,
+    ) -> asyncio.Future[PublishAck]:
+        producer = self._client()
+        name = kafka_topic or self.subjects.subject(topic)
+        while self._unacked >= self.window:
+            self._room.clear()
+            await self._room.wait()
+        self._unacked += 1
+        self._idle.clear()
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[PublishAck] = loop.create_future()
+        try:
+            # aiokafka refuses a record above max_request_size before sending it.
+            count = self._partition_counts.get(name)
+            if count is None:
+                count = self._partition_counts[name] = await self._topic(name)
+            # Kafka's default partitioner (murmur2 of the key over all partitions), computed
+            # here; a keyless record by its topic's name, so keyless events keep their order.
+            partition = (murmur2(key if key is not None else name.encode()) & 0x7FFFFFFF) % count
+            # Waits only while the producer's buffer is full (or for a new topic's metadata).
+            sent = await producer.send(name, body, key=key, partition=partition, headers=headers)
+        except Exception as exc:
+            self._settle(future, None, exc, event_id, topic, envelope, report, sent_out=False)
+            return future
+
+        def done(result: asyncio.Future[Any]) -> None:
+            if future.done():  # expired first
+                if not result.cancelled():
+                    result.exception()
+                return
+            if result.cancelled():
+                error: BaseException | None = TimeoutError("cancelled")
+                metadata = None
+            else:
+                error = result.exception()
+                metadata = None if error is not None else result.result()
+            self._settle(future, metadata, error, event_id, topic, envelope, report, sent_out=True)
+
+        def expire() -> None:
+            if not future.done():
+                late = aiokafka.errors.KafkaTimeoutError("no acknowledgement")
+                self._settle(future, None, late, event_id, topic, envelope, report, sent_out=True)
+
+        sent.add_done_callback(done)
+        self._deadlines.append((loop.time() + self.publish_timeout, future, expire))
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="tidings:kafka:publish-timeout")
+        return future
+
+    async def _sweep(self) -> None:
+        """Fail publishes still unanswered after ``publish_timeout`` (in send order)."""
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        while True:
+            await asyncio.sleep(min(self.publish_timeout / 4, 0.5))
+            now = loop.time()
+            while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+                _, future, expire = deadlines.popleft()
+                if not future.done():
+                    expire()
+
+    def _settle(
+        self,
+        future: asyncio.Future[PublishAck],
+        metadata: Any,
+        error: BaseException | None,
+        event_id: str,
+        topic: str,
+        envelope: Envelope[Any] | None,
+        report: bool,
+        *,
+        sent_out: bool,
+    ) -> None:
+        """Resolve one publish's future with its ack or its typed error; free its slot."""
+        self._unacked -= 1
+        if self._unacked == 0:
+            self._idle.set()
+        self._room.set()
+        if error is None:
+            place = (metadata.topic, metadata.partition)
+            stream = self._stream_names.get(place)
+            if stream is None:
+                stream = self._stream_names[place] = f"{place[0]}:{place[1]}"
+            future.set_result(PublishAck(stream, metadata.offset + 1))
+            return
+        typed = self._typed(error, event_id, topic, envelope, sent_out=sent_out)
+        self._failed += 1
+        if report:
+            report_publish_error(
+                self.on_publish_error,
+                envelope,
+                typed,
+                future,
+                event_id=event_id,
+                topic=topic,
+                log=logger,
+            )
+        future.set_exception(typed)
+
+    def _typed(
+        self,
+        error: BaseException,
+        event_id: str,
+        topic: str,
+        envelope: Envelope[Any] | None,
+        *,
+        sent_out: bool,
+    ) -> BaseException:
+        if isinstance(error, PublishError | TransportClosedError | TypeError | ValueError):
+            return error
+        detail = f"{type(error).__name__}: {error}"
+        if isinstance(error, aiokafka.errors.MessageSizeTooLargeError):
+            detail = (
+                f"it is larger than max_request_size={self.max_request_size:,} bytes; send "
+                "less (store large data elsewhere and publish a reference to it) or raise "
+                "max_request_size (and the broker's message.max.bytes)"
+            )
+        unknown = sent_out and (
+            isinstance(error, aiokafka.errors.KafkaTimeoutError | TimeoutError)
+            or getattr(error, "retriable", False)
+        )
+        typed: TransportError
+        if unknown:
+            typed = PublishOutcomeUnknownError(
+                f"event {event_id} on {topic!r} may or may not be stored: no acknowledgement "
+                f"within publish_timeout={self.publish_timeout:g}s ({detail}). Publishing it "
+                "again may store a second copy with the same event id (Kafka keeps no "
+                "duplicate window across producers): handle events idempotently",
+                event_id=event_id,
+                topic=topic,
+                envelope=envelope,
+            )
+        else:
+            typed = PublishError(
+                f"event {event_id} on {topic!r} was not stored and will not be: {detail}",
+                event_id=event_id,
+                topic=topic,
+            )
+        typed.__cause__ = error
+        return typed
+
+    # ------------------------------------------------------------------ consuming
+
+    async def _consume(
+        self,
+        pattern: str,
+        subject_filter: str,
+        handler: MessageHandler,
+        group: str | None,
+        policy: DeliveryPolicy,
+        decode: Callable[[Any], Envelope[Any]],
+        name: str,
+        *,
+        dead: bool,
+    ) -> Consumer:
+        if group is not None and _GROUP.fullmatch(group) is None:
+            raise ValueError(f"group {group!r} must be 1 to 64 ASCII letters, digits, '_' or '-'")
+        if group is not None and policy.exclusive:
+            raise TransportError(
+                "DeliveryPolicy(exclusive=True) is not available on Kafka: each partition "
+                "already has one reader in a group, and each key's events are in order across "
+                "the group without it; drop exclusive="
+            )
+        if group is not None:
+            group_id = self.group_id(pattern, group, dead=dead)
+        else:
+            digest = hashlib.blake2b(subject_filter.encode(), digest_size=5).hexdigest()
+            group_id = f"{self.subjects.prefix}.tidings-{digest}-{_unique()}"
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap(),
+            client_id=self.name or "tidings",
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            metadata_max_age_ms=int(self.metadata_refresh * 1000),
+            session_timeout_ms=int(self.session_timeout * 1000),
+            heartbeat_interval_ms=max(int(self.session_timeout * 1000 / 3), 100),
+            max_poll_interval_ms=max(int(self.revoke_timeout * 1000), 300_000),
+            fetch_max_wait_ms=100,
+            rebalance_timeout_ms=int(self.revoke_timeout * 1000) + 5_000,
+            request_timeout_ms=max(int(self.session_timeout * 1000) + 5_000, 30_000),
+        )
+        kafka = _Subscription(self, consumer, start=policy.start, name=name)
+        if policy.start == "new":
+            assert self._admin is not None
+            kafka.existing = set(await self._admin.list_topics())
+        if any(token in ("*", ">") for token in subject_filter.split(".")):
+            consumer.subscribe(pattern=_pattern_regex(subject_filter), listener=kafka)
+        else:
+            await self._topic(subject_filter)
+            consumer.subscribe(topics=[subject_filter], listener=kafka)
+        try:
+            await asyncio.wait_for(consumer.start(), self.connect_timeout)
+        except (TimeoutError, OSError, aiokafka.errors.KafkaError) as exc:
+            await quietly(consumer.stop())
+            raise TransportUnavailableError(
+                f"cannot start a Kafka consumer for {pattern!r} at {', '.join(self.servers)} "
+                f"within {self.connect_timeout:g}s ({type(exc).__name__}: {exc})",
+                servers=self.servers,
+                timeout=self.connect_timeout,
+            ) from exc
+        kafka.committer = asyncio.create_task(
+            kafka.commit_loop(self.commit_interval), name=f"tidings:kafka:commit:{name}"
+        )
+        kafka.lenient = dead
+        self._kafka_subs.add(kafka)
+
+        async def dead_letter(raw: Any, reason: str, handler: str, attempts: int) -> None:
+            headers = [(n, v) for n, v in raw.kafka_headers if not n.startswith("tidings-dead-")]
+            headers += [
+                (DEAD_REASON, reason.encode()),
+                (DEAD_HANDLER, handler.encode()),
+                (DEAD_ATTEMPTS, str(attempts).encode()),
+                (DEAD_SUBJECT, raw.subject.encode()),
+                (DEAD_PARTITION, str(raw.partition).encode()),
+                (DEAD_SEQUENCE, str(raw.offset).encode()),
+            ]
+            topic = self.subjects.topic(raw.subject)
+            future = await self._send(
+                topic,
+                headers,
+                raw.data,
+                raw.key,
+                f"{raw.subject}-{raw.partition}-{raw.offset}",
+                None,
+                report=False,
+                kafka_topic=self.subjects.dead_subject(raw.subject),
+            )
+            await future
+
+        async def release() -> None:
+            self._kafka_subs.discard(kafka)
+            await kafka.stop()
+
+        return self._start_consumer(
+            pattern,
+            group,
+            name,
+            policy,
+            handler,
+            kafka.fetch,
+            decode,
+            None if dead else dead_letter,
+            release,
+        )
+
+    def group_id(self, pattern: str, group: str, *, dead: bool = False) -> str:
+        """The Kafka consumer group of ``group``'s subscriptions to ``pattern`` (of its
+        dead letters with ``dead``): ``<prefix>.<group>.<digest of the pattern>``."""
+        subjects = self.subjects
+        subject_filter = subjects.dead_filter(pattern) if dead else subjects.filter(pattern)
+        digest = hashlib.blake2b(subject_filter.encode(), digest_size=5).hexdigest()
+        return f"{subjects.prefix}.{group}.{digest}"
+
+    def __repr__(self) -> str:
+        return f"<KafkaTransport {self._state} {', '.join(self.servers)} prefix={self.stream_name}>"
+
+
+_unique_ids = itertools.count(1)
+
+
+def _unique() -> str:
+    return f"{time.time_ns():x}{next(_unique_ids)}"

@@ -1,0 +1,379 @@
+"""KafkaTransport beyond the conformance suite: the CloudEvents Kafka binding (judged by the
+cloudevents SDK), commits, retries, dead letters, rebalances, publish errors, URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import TopicPartition
+from cloudevents.v1.http import CloudEvent
+from cloudevents.v1.kafka import KafkaMessage, from_binary, to_binary, to_structured
+
+from tidings.clock import HybridClock
+from tidings.exceptions import (
+    InvalidTransportURLError,
+    PublishError,
+    PublishOutcomeUnknownError,
+    TransportUnavailableError,
+)
+from tidings.testing.kafka_broker import TansuBroker
+from tidings.testing.nats_server import free_port
+from tidings.testing.transport_conformance import (
+    Collector,
+    ConformanceOrder,
+    DeadLetters,
+    eventually,
+    make_envelope,
+)
+from tidings.transports import DeliveryPolicy, Message
+from tidings.transports.kafka import DEAD_PARTITION, KafkaTransport, kafka_servers
+
+TIMEOUT = 30.0
+
+
+async def _committed(broker: Any, transport: KafkaTransport, group: str) -> dict[int, int]:
+    """The group's committed offset per partition of conformance.order, as the broker has
+    them (read by a consumer of the group that does not join it)."""
+    topic = transport.destination("conformance.order")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap,
+        group_id=transport.group_id("conformance.>", group),
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(transport.partitions)]
+        consumer.assign(partitions)
+        offsets = {tp.partition: await consumer.committed(tp) for tp in partitions}
+    finally:
+        await consumer.stop()
+    return {p: o for p, o in offsets.items() if o is not None}
+
+
+async def _raw_records(broker: Any, topic: str, count: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+# ---------------------------------------------------------------------- the binding
+
+
+async def test_a_published_event_is_a_binary_cloudevent_for_the_sdk(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
+) -> None:
+    async with kafka_factory() as transport:
+        sent = make_envelope(
+            HybridClock(),
+            "sdk-1",
+            key="customer-7",
+            headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        )
+        await transport.publish(sent)
+        [record] = await _raw_records(kafka_broker, transport.destination(sent.topic), 1)
+    assert record.key == b"customer-7"
+    # The partition Kafka's default (Java-compatible) partitioner picks for the key.
+    assert record.partition == DefaultPartitioner()(b"customer-7", [0, 1, 2], [0, 1, 2])
+    names = [name for name, _ in record.headers]
+    assert "ce_id" in names
+    assert "content-type" in names
+    assert "ce_partitionkey" not in names  # the key is the record key
+    event = from_binary(KafkaMessage(dict(record.headers), record.key, record.value))
+    assert event["id"] == sent.id
+    assert event["type"] == "conformance.order"
+    assert event["source"] == "conformance"
+    assert event["partitionkey"] == b"customer-7"
+    assert event["traceparent"] == sent.headers["traceparent"]
+    assert event.get_data() == {"order_id": "sdk-1", "amount": 5.0}
+
+
+async def test_sdk_records_in_binary_and_structured_mode_are_received(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
+) -> None:
+    async with kafka_factory() as transport:
+        got = Collector()
+        await transport.subscribe("conformance.order", got)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+        await producer.start()
+        try:
+            for mode, convert in (("binary", to_binary), ("structured", to_structured)):
+                event = CloudEvent.create(
+                    {
+                        "id": f"sdk-{mode}",
+                        "type": "conformance.order",
+                        "source": "sdk",
+                        "partitionkey": f"key-{mode}",
+                        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01",
+                        "datacontenttype": "application/json",
+                    },
+                    {"order_id": mode, "amount": 1.5},
+                )
+                message = convert(event)
+                headers = dict(message.headers)
+                if mode == "structured":
+                    # The binding's structured mode names the event format; the SDK (2.x) puts
+                    # the data's content type there, which reads as binary mode.
+                    headers["content-type"] = b"application/cloudevents+json"
+                await producer.send_and_wait(
+                    transport.destination("conformance.order"),
+                    message.value,
+                    key=message.key.encode() if isinstance(message.key, str) else message.key,
+                    headers=list(headers.items()),
+                )
+        finally:
+            await producer.stop()
+        await got.wait_count(2, TIMEOUT)
+    by_id = {m.envelope.id: m.envelope for m in got.messages}
+    for mode in ("binary", "structured"):
+        env = by_id[f"sdk-{mode}"]
+        assert env.key == f"key-{mode}"
+        assert env.source == "sdk"
+        assert env.payload == ConformanceOrder(mode, 1.5)
+        assert env.headers["traceparent"].startswith("00-0af7651916cd43dd")
+
+
+# ---------------------------------------------------------------------- commits and retries
+
+
+async def test_offsets_are_committed_only_after_every_earlier_record_finished(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
+) -> None:
+    transport = kafka_factory(partitions=1)
+    async with transport:
+        gate = asyncio.Event()
+        got = Collector()
+
+        async def handler(message: Message) -> None:
+            await got(message)
+            if message.envelope.payload.order_id == "slow":
+                await gate.wait()
+
+        # Keyless events go to the workers round robin: "slow" holds worker 0 only.
+        policy = DeliveryPolicy(workers=8, prefetch=16)
+        await transport.subscribe("conformance.>", handler, group="commits", policy=policy)
+        clock = HybridClock()
+        await transport.publish(make_envelope(clock, "slow"))
+        for i in range(6):
+            await transport.publish(make_envelope(clock, f"fast-{i}"))
+        await got.wait_count(7, TIMEOUT)
+        await asyncio.sleep(0.5)  # several commit rounds (commit_interval=0.1 s) go by
+        assert (await _committed(kafka_broker, transport, "commits")).get(0, 0) == 0
+        gate.set()
+
+        async def all_committed() -> bool:
+            return (await _committed(kafka_broker, transport, "commits")) == {0: 7}
+
+        deadline = time.monotonic() + TIMEOUT
+        while not await all_committed():
+            assert time.monotonic() < deadline, "offset 7 not committed"
+            await asyncio.sleep(0.1)
+
+
+async def test_a_retrying_record_does_not_block_its_partition_then_is_dead_lettered(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
+) -> None:
+    transport = kafka_factory(partitions=1)
+    async with transport:
+        got = Collector(fail=lambda m: m.envelope.payload.order_id == "poison")
+        policy = DeliveryPolicy(max_deliver=3, backoff=0.3, backoff_max=1.0)
+        await transport.subscribe(
+            "conformance.>", got, group="retries", policy=policy, name="orders.handler"
+        )
+        dead = DeadLetters()
+        await transport.subscribe_dead_letters(dead)
+        clock = HybridClock()
+        poison = make_envelope(clock, "poison", key="same")
+        await transport.publish(poison)
+        for i in range(5):
+            await transport.publish(make_envelope(clock, f"ok-{i}", key="same"))
+        await dead.wait_count(1, TIMEOUT)
+        order = [(m.envelope.payload.order_id, m.attempt) for m in got.messages]
+        # The later records of the partition (same key even) went on during the backoff.
+        assert order.index(("ok-4", 1)) < order.index(("poison", 2))
+        assert [a for name, a in order if name == "poison"] == [1, 2, 3]
+        [record] = dead.records
+        assert record.handler == "orders.handler"
+        assert record.reason == f"RuntimeError: refusing {poison.id}"
+        assert record.attempts == 3
+        assert record.subject == transport.destination("conformance.order")
+        assert record.headers[DEAD_PARTITION] == "0"
+        assert record.sequence == 0  # the original offset
+        assert record.envelope is not None
+        assert record.envelope.key == "same"
+        await eventually(lambda: True)
+        deadline = time.monotonic() + TIMEOUT
+        while (await _committed(kafka_broker, transport, "retries")) != {0: 6}:
+            assert time.monotonic() < deadline, "offsets not committed after the dead letter"
+            await asyncio.sleep(0.1)
+
+
+async def test_malformed_records_are_dead_lettered_without_blocking_the_partition(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
+) -> None:
+    transport = kafka_factory(partitions=1)
+    async with transport:
+        got = Collector()
+        await transport.subscribe("conformance.>", got, group="malformed")
+        dead = DeadLetters()
+        await transport.subscribe_dead_letters(dead)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+        await producer.start()
+        topic = transport.destination("conformance.order")
+        try:
+            for value, headers in (
+                (b"\xff not json", []),  # not a CloudEvent, not JSON
+                (
+                    b'{"order_id": "t", "amount": 1}',
+                    [
+                        ("ce_specversion", b"1.0"),
+                        ("ce_id", b"t"),
+                        ("ce_source", b"x"),
+                        ("ce_type", b"t"),
+                        ("ce_time", b"yesterday"),
+                    ],
+                ),
+                (
+                    b'{"unknown": true}',
+                    [
+                        ("ce_specversion", b"1.0"),
+                        ("ce_id", b"u"),
+                        ("ce_source", b"x"),
+                        ("ce_type", b"some.unknown.type"),
+                    ],
+                ),
+                (b'{"order_id": "h", "amount": 1}', [("ce_id", b"\xff\xfe")]),
+            ):
+                await producer.send_and_wait(topic, value, key=b"k", headers=headers)
+        finally:
+            await producer.stop()
+        await transport.publish(make_envelope(HybridClock(), "fine", key="k"))
+        await got.wait_count(1, TIMEOUT)
+        await dead.wait_count(4, TIMEOUT)
+    assert [m.envelope.payload.order_id for m in got.messages] == ["fine"]
+    reasons = [r.reason for r in dead.records]
+    assert reasons[0].startswith("DecodeError: cannot decode the body")
+    assert "time" in reasons[1]
+    assert "ConformanceOrder" in reasons[2]
+    assert "not UTF-8" in reasons[3]
+    assert {r.handler for r in dead.records} == {"tidings.decode"}
+    assert [r.sequence for r in dead.records] == [0, 1, 2, 3]
+
+
+async def test_a_rebalance_commits_the_revoked_partitions_and_hands_over_cleanly(
+    kafka_factory: Callable[..., KafkaTransport],
+) -> None:
+    # No periodic commits: only the commit on revoke can tell the new owner where to start.
+    one = kafka_factory(partitions=4, commit_interval=3600.0)
+    two = kafka_factory(partitions=4, commit_interval=3600.0)
+    async with one, two:
+        a, b = Collector(), Collector()
+        gate = asyncio.Event()
+
+        async def held(message: Message) -> None:
+            await a(message)
+            if message.envelope.payload.order_id == "held":
+                await gate.wait()
+
+        policy = DeliveryPolicy(workers=4)
+        await one.subscribe("conformance.>", held, group="handover", policy=policy)
+        clock = HybridClock()
+        sent = [make_envelope(clock, f"e-{i}", key=f"k{i % 8}") for i in range(40)]
+        for env in sent:
+            await one.send(env)
+        assert await one.flush(TIMEOUT) == 0
+        await a.wait_count(40, TIMEOUT)
+        # Last, alone: whatever shares its worker is not stuck behind it.
+        sent.append(make_envelope(clock, "held", key="k0"))
+        await one.publish(sent[-1])
+        await a.wait_count(41, TIMEOUT)
+        joining = asyncio.create_task(
+            two.subscribe("conformance.>", b, group="handover", policy=policy)
+        )
+        await asyncio.sleep(1.0)  # the rebalance waits for the held handler
+        gate.set()
+        await asyncio.wait_for(joining, TIMEOUT)
+        later = [make_envelope(clock, f"l-{i}", key=f"k{i % 8}") for i in range(40)]
+        for env in later:
+            await one.send(env)
+        assert await one.flush(TIMEOUT) == 0
+        await eventually(lambda: len(a.messages) + len(b.messages) >= 81, TIMEOUT)
+        await asyncio.sleep(0.5)  # nothing more arrives
+    handled = a.ids + b.ids
+    assert sorted(handled) == sorted(e.id for e in sent + later)  # once each
+    assert b.messages, "the new member got partitions"
+
+
+# ---------------------------------------------------------------------- publishing
+
+
+async def test_the_producer_is_idempotent(kafka_factory: Callable[..., KafkaTransport]) -> None:
+    transport = kafka_factory()
+    async with transport:
+        assert transport.producer_id is not None
+        assert transport.producer_id >= 0
+    plain = kafka_factory(idempotent=False)
+    async with plain:
+        assert plain.producer_id is None
+
+
+async def test_a_too_large_event_raises_a_publish_error_naming_it(
+    kafka_factory: Callable[..., KafkaTransport],
+) -> None:
+    async with kafka_factory(max_request_size=2_000) as transport:
+        big = make_envelope(HybridClock(), "x" * 5_000)
+        with pytest.raises(PublishError, match=f"event {big.id} on 'conformance.order'"):
+            transport.check_envelope(big)
+        with pytest.raises(PublishError, match=big.id):
+            await transport.publish(big)
+        future = await transport.send(big)
+        with pytest.raises(PublishError, match=big.id):
+            await future
+        assert await transport.flush(TIMEOUT) == 2  # publish's and send's
+
+
+async def test_a_broker_gone_mid_run_fails_publishes_with_typed_errors() -> None:
+    with TansuBroker() as broker:
+        transport = KafkaTransport(broker.url, prefix="gone", publish_timeout=3.0)
+        await transport.start()
+        await transport.publish(make_envelope(HybridClock(), "before"))
+        broker.stop()
+        lost = make_envelope(HybridClock(), "after")
+        started = time.monotonic()
+        with pytest.raises((PublishError, PublishOutcomeUnknownError), match=lost.id):
+            await transport.publish(lost)
+        assert time.monotonic() - started < 3.0 + 2.0  # publish_timeout, swept every 0.5 s
+        await transport.aclose(timeout=1.0)
+
+
+async def test_an_unreachable_broker_fails_start_within_the_connect_timeout() -> None:
+    transport = KafkaTransport(f"kafka://127.0.0.1:{free_port()}", connect_timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(TransportUnavailableError, match="cannot reach Kafka") as caught:
+        await transport.start()
+    assert time.monotonic() - started < 2.0 + 1.5
+    assert caught.value.timeout == 2.0
+
+
+def test_kafka_urls() -> None:
+    assert kafka_servers("kafka://a:1,b:2") == ("a:1", "b:2")
+    assert kafka_servers(["kafka://a", "b:3"]) == ("a:9092", "b:3")
+    for bad in ("nats://a:1", "kafka://", "kafka://a:x", "kafka://a/b"):
+        with pytest.raises(InvalidTransportURLError):
+            kafka_servers(bad)
