@@ -1,0 +1,521 @@
+"""The MQTT bridge: MQTT topic filters onto the bus, bus topics out to MQTT (``tidings[mqtt]``,
+on aiomqtt).
+
+**Topics.** An MQTT topic ``a/b/c`` is the bus topic ``a.b.c``; in filters and patterns
+``+`` is ``*`` and ``#`` is ``>`` (:func:`to_mqtt_filter`, :func:`from_mqtt_filter`). An
+MQTT topic that names no tidings topic (an empty level, a level holding ``.`` or a
+character outside ``[A-Za-z0-9_-]``) cannot be taken: its messages are dead-lettered.
+
+**CloudEvents MQTT binding.** Out, MQTT 5: binary mode by default (each context attribute
+and extension a user property of its own name, ``datacontenttype`` as the Content Type
+property, the data as the payload), structured mode with ``structured=True`` (Content Type
+``application/cloudevents+json``, the JSON event as the payload); MQTT 3.1.1 has no
+properties, so always structured mode. In: both modes on MQTT 5; on MQTT 3.1.1 a JSON
+object carrying ``specversion`` is a structured CloudEvent. Anything else is a plain
+payload, wrapped as an event of type ``wrap_type`` whose ``subject`` is the MQTT topic
+(JSON data when the payload is JSON, else its bytes).
+
+Guarantees:
+
+- **QoS 1 both ways, acknowledged after acceptance.** A received message is acknowledged
+  (PUBACK) only after the event is accepted (:class:`~tidings.bridges.Intake`: on the bus,
+  appended to its log first when it has a store), in the order received; a message that
+  cannot become an event is dead-lettered on ``dead_letter`` (a bus topic) with the reason,
+  then acknowledged. An event sent out counts as published only when the broker's PUBACK
+  came.
+- **Reconnects lose nothing accepted.** The bridge keeps a persistent session (MQTT 5:
+  ``clean_start`` off with a session expiry; 3.1.1: ``clean_session`` off), so messages the
+  broker holds for it while it is away, and messages it received but had not yet
+  acknowledged, are delivered again after it reconnects (with exponential backoff and
+  jitter). Delivery is at least once: a CloudEvent delivered twice keeps its id, so a
+  store (idempotent on id) keeps it once; a wrapped plain payload gets a new id each time.
+- **Out, at least once with a store.** On a bus with a store, the events of ``publish``
+  patterns are read from the log by a durable consumer (``<name>-out``) that commits an
+  event only after its PUBACK, retrying while the broker is away: a restart resumes there.
+  Without a store, a queued subscription (one worker, publish order kept) sends them while
+  the process lives.
+
+Manual acknowledgement needs paho-mqtt's ``manual_ack`` (paho 2.0+), which aiomqtt 2.5
+does not expose yet (aiomqtt issue #345): the bridge switches it on the paho client inside
+aiomqtt's (:func:`_paho`), the one reach into aiomqtt's internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import urllib.parse
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from tidings.bridges._common import (
+    DEAD_LETTER_TOPIC,
+    Backoff,
+    BridgeCounts,
+    Intake,
+    MalformedMessageError,
+    Sink,
+    dead_letter_data,
+    decode_message,
+    missing_extra,
+    translate_pattern,
+    type_filter,
+)
+from tidings.cloudevents import binary_attributes, encode_data, to_structured
+from tidings.exceptions import (
+    InvalidTopicError,
+    PublishError,
+    PublishOutcomeUnknownError,
+    TransportClosedError,
+    TransportUnavailableError,
+)
+from tidings.topics import validate_pattern, validate_topic
+
+try:
+    import aiomqtt
+    import paho.mqtt.client as paho
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+except ImportError as exc:  # pragma: no cover - the extra is missing
+    raise missing_extra("mqtt", "aiomqtt") from exc
+
+if TYPE_CHECKING:
+    from tidings.bus import Bus
+    from tidings.event import Envelope
+    from tidings.subscription import Subscription
+
+__all__ = (
+    "MqttBridge",
+    "from_mqtt_filter",
+    "from_mqtt_topic",
+    "to_mqtt_filter",
+    "to_mqtt_topic",
+)
+
+logger = logging.getLogger("tidings.bridges.mqtt")
+
+_LEVEL = re.compile(r"[A-Za-z0-9_-]+")
+_SESSION_EXPIRY: Final = 3600  # seconds the broker keeps the session of a bridge away
+
+
+def to_mqtt_topic(topic: str) -> str:
+    """The MQTT topic of bus topic ``topic``: ``a.b.c`` -> ``a/b/c``."""
+    return validate_topic(topic).replace(".", "/")
+
+
+def from_mqtt_topic(topic: str) -> str:
+    """The bus topic of MQTT topic ``topic``: ``a/b/c`` -> ``a.b.c``.
+
+    Raises:
+        InvalidTopicError: if a level is empty or holds a character a tidings token cannot
+            (``.`` included, so that the mapping goes both ways).
+    """
+    for level in topic.split("/"):
+        if _LEVEL.fullmatch(level) is None:
+            raise InvalidTopicError(
+                f"the MQTT topic {topic!r} names no tidings topic: its level {level!r} is "
+                "not one or more of A-Z a-z 0-9 _ -",
+                topic=topic,
+            )
+    return validate_topic(topic.replace("/", "."))
+
+
+def to_mqtt_filter(pattern: str) -> str:
+    """The MQTT topic filter of bus pattern ``pattern``: ``a.*.>`` -> ``a/+/#``."""
+    return translate_pattern(pattern, "/", "+", "#")
+
+
+def from_mqtt_filter(topic_filter: str) -> str:
+    """The bus pattern of MQTT topic filter ``topic_filter``: ``a/+/#`` -> ``a.*.>``.
+
+    Raises:
+        InvalidTopicError: if a level is neither a wildcard nor a tidings token.
+    """
+    levels = topic_filter.split("/")
+    out = []
+    for index, level in enumerate(levels):
+        if level == "+":
+            out.append("*")
+        elif level == "#" and index == len(levels) - 1:
+            out.append(">")
+        elif _LEVEL.fullmatch(level) is None:
+            raise InvalidTopicError(
+                f"the MQTT topic filter {topic_filter!r} has the level {level!r}, which is "
+                "neither + nor a final # nor one or more of A-Z a-z 0-9 _ -",
+                topic=topic_filter,
+            )
+        else:
+            out.append(level)
+    return validate_pattern(".".join(out))
+
+
+def _paho(client: aiomqtt.Client) -> paho.Client:
+    """The paho client inside ``client`` (for manual acknowledgement; see the module
+    docstring)."""
+    inner: paho.Client = client._client
+    return inner
+
+
+class MqttBridge:
+    """Bridges an MQTT broker and a bus (or a gateway).
+
+    Args:
+        bus: the bus events go onto and come from.
+        url: ``mqtt://[user:password@]host[:port]`` (port 1883 by default).
+        subscribe: MQTT topic filters whose messages go onto the bus (QoS 1).
+        publish: bus patterns whose events go out to MQTT (QoS 1).
+        sink: accept received events through this instead of ``bus`` (a gateway's
+            ``accept``); ``publish`` then needs a bus.
+        wrap_type: the CloudEvents type of plain (non-CloudEvents) payloads.
+        types: take only CloudEvents whose ``type`` matches one of these patterns
+            (others are dead-lettered as unknown); ``None`` takes any.
+        protocol: ``"5"`` (default) or ``"3.1.1"``.
+        structured: send structured-mode CloudEvents on MQTT 5 too.
+        client_id: the MQTT client id, which names the persistent session; give a stable
+            one so that a restarted bridge gets what the broker kept for it.
+        dead_letter: the bus topic of dead letters.
+        connect_timeout: how long :meth:`start` waits for the broker.
+        publish_timeout: how long one publish waits for its PUBACK before it is retried.
+        name: names the durable consumer of ``publish`` (``<name>-out``) and the logs.
+    """
+
+    def __init__(
+        self,
+        bus: Bus | None = None,
+        url: str = "mqtt://127.0.0.1:1883",
+        *,
+        subscribe: Sequence[str] = (),
+        publish: Sequence[str] = (),
+        sink: Sink | None = None,
+        wrap_type: str = "mqtt.message",
+        types: Sequence[str] | None = None,
+        protocol: Literal["5", "3.1.1"] = "5",
+        structured: bool = False,
+        client_id: str | None = None,
+        dead_letter: str = DEAD_LETTER_TOPIC,
+        connect_timeout: float = 10.0,
+        publish_timeout: float = 10.0,
+        backoff_limit: float = 5.0,
+        name: str = "mqtt",
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise ValueError(f"{url!r} is no MQTT URL; write it as mqtt://host:1883")
+        if protocol not in ("5", "3.1.1"):
+            raise ValueError(f"protocol is '5' or '3.1.1', not {protocol!r}")
+        if publish and bus is None:
+            raise TypeError("publishing bus topics to MQTT needs a bus")
+        self.host = parts.hostname
+        self.port = parts.port or 1883
+        self._username = urllib.parse.unquote(parts.username) if parts.username else None
+        self._password = urllib.parse.unquote(parts.password) if parts.password else None
+        self.url = f"mqtt://{self.host}:{self.port}"
+        self.filters = tuple(subscribe)
+        for topic_filter in self.filters:
+            from_mqtt_filter(topic_filter)
+        self.patterns = tuple(validate_pattern(p) for p in publish)
+        self.bus = bus
+        self.intake = Intake(bus, sink=sink, dead_letter=dead_letter, source=self.url)
+        self.wrap_type = wrap_type
+        self._types = type_filter(types)
+        self.protocol = protocol
+        self.structured = structured or protocol == "3.1.1"
+        self.client_id = client_id or f"tidings-{name}-{uuid.uuid4().hex[:12]}"
+        self.connect_timeout = connect_timeout
+        self.publish_timeout = publish_timeout
+        self.name = name
+        self.counts = BridgeCounts()
+        self._backoff = Backoff(limit=backoff_limit)
+        self._live: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._reader: asyncio.Task[None] | None = None
+        self._subscriptions: list[Subscription[Any]] = []
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> MqttBridge:
+        """Connect, subscribe to the filters and start bridging.
+
+        Raises:
+            TransportUnavailableError: the broker did not accept a connection within
+                ``connect_timeout``.
+        """
+        try:
+            client = await asyncio.wait_for(self._connect(), self.connect_timeout)
+        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            raise TransportUnavailableError(
+                f"the MQTT broker at {self.url} did not accept a connection within "
+                f"{self.connect_timeout:g}s ({type(exc).__name__}: {exc}); is it running?",
+                servers=(self.url,),
+                timeout=self.connect_timeout,
+            ) from None
+        self._reader = asyncio.create_task(self._run(client), name=f"tidings-{self.name}-in")
+        bus = self.bus
+        if bus is not None:
+            for pattern in self.patterns:
+                if bus.store is not None:
+                    sub = bus.subscribe(
+                        pattern, self._send, envelope=True, durable=f"{self.name}-out"
+                    )
+                else:
+                    sub = bus.subscribe(pattern, self._send, envelope=True, mode="queued")
+                self._subscriptions.append(sub)
+        return self
+
+    async def aclose(self) -> None:
+        """Stop bridging: end the subscriptions out, stop taking messages (those not yet
+        acknowledged stay with the broker) and disconnect."""
+        self._closing = True
+        for sub in self._subscriptions:
+            sub.cancel()
+        self._subscriptions.clear()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        await self._disconnect()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the bridge holds a live connection to the broker now."""
+        return self._live is not None
+
+    async def __aenter__(self) -> MqttBridge:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _connect(self) -> aiomqtt.Client:
+        """A connected client with a persistent session, subscribed to the filters."""
+        v5 = self.protocol == "5"
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = _SESSION_EXPIRY
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self._username,
+            password=self._password,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else False,
+            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+            timeout=self.connect_timeout,
+        )
+        _paho(client).manual_ack_set(True)
+        await client.__aenter__()
+        try:
+            for topic_filter in self.filters:
+                await client.subscribe(topic_filter, qos=1)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
+            raise
+        self._live = client
+        self._connected.set()
+        return client
+
+    async def _disconnect(self) -> None:
+        client, self._live = self._live, None
+        self._connected.clear()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
+
+    async def _run(self, client: aiomqtt.Client) -> None:
+        """Take messages until closed, reconnecting with backoff whenever the connection
+        drops."""
+        while not self._closing:
+            try:
+                async for message in client.messages:
+                    await self._take(client, message)
+            except aiomqtt.MqttError as exc:
+                logger.warning("MQTT bridge %s lost %s: %s", self.name, self.url, exc)
+            await self._disconnect()
+            while not self._closing:
+                await self._backoff.sleep()
+                try:
+                    client = await asyncio.wait_for(self._connect(), self.connect_timeout)
+                except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+                    logger.info("MQTT bridge %s: reconnecting to %s: %s", self.name, self.url, exc)
+                    continue
+                self.counts.reconnects += 1
+                self._backoff.reset()
+                logger.info("MQTT bridge %s reconnected to %s", self.name, self.url)
+                break
+
+    # -- in -----------------------------------------------------------------------------------
+
+    async def _take(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """Accept (or dead-letter) one message, then acknowledge it."""
+        self.counts.received += 1
+        payload = message.payload
+        body = payload if isinstance(payload, bytes) else str(payload or "").encode()
+        topic = message.topic.value
+        try:
+            envelope = self._decode(topic, body, message.properties)
+        except MalformedMessageError as exc:
+            reason: str | None = exc.reason
+        else:
+            reason = await self._until_done(lambda: self.intake.accept(envelope))
+        if reason is None:
+            self.counts.accepted += 1
+        else:
+            origin = {"mqtt_topic": topic, "retain": bool(message.retain)}
+            letter = dead_letter_data(self.name, reason, origin, body)
+            await self._until_done(lambda: self.intake.reject(letter))
+            self.counts.dead_lettered += 1
+        if message.qos > 0 and client is self._live:
+            _paho(client).ack(message.mid, message.qos)
+            self.counts.acknowledged += 1
+
+    async def _until_done(self, step: Any) -> str | None:
+        """Run ``step()`` until it succeeds (retrying refusals that may pass, with backoff);
+        return the reason when it refused the event as malformed."""
+        backoff = Backoff(limit=self._backoff.limit)
+        while True:
+            try:
+                await step()
+            except MalformedMessageError as exc:
+                return exc.reason
+            except Exception as exc:
+                if self._closing:
+                    raise
+                self.counts.retried += 1
+                logger.warning(
+                    "MQTT bridge %s: the intake refused an event (%s: %s); retrying",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                )
+                await backoff.sleep()
+            else:
+                return None
+
+    def _decode(self, topic: str, body: bytes, properties: Properties | None) -> Envelope[Any]:
+        try:
+            bus_topic = from_mqtt_topic(topic)
+        except InvalidTopicError as exc:
+            raise MalformedMessageError(str(exc)) from None
+        attributes: dict[str, str] = {}
+        content_type: str | None = None
+        if properties is not None:
+            content_type = getattr(properties, "ContentType", None)
+            attributes = dict(getattr(properties, "UserProperty", ()))
+        return decode_message(
+            topic=bus_topic,
+            subject=topic,
+            attributes=attributes,
+            content_type=content_type,
+            body=body,
+            wrap_type=self.wrap_type,
+            source=self.url,
+            types=self._types,
+            sniff_structured=True,
+        )
+
+    # -- out ----------------------------------------------------------------------------------
+
+    def encode(self, envelope: Envelope[Any]) -> tuple[bytes, Properties | None]:
+        """The payload and (MQTT 5) properties of ``envelope`` (see the module docstring).
+
+        Raises:
+            EncodeError, HeaderError: the event cannot travel.
+        """
+        if self.structured:
+            headers, body = to_structured(envelope)
+            if self.protocol == "3.1.1":
+                return body, None
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.ContentType = headers.pop("content-type")
+            if headers:
+                properties.UserProperty = list(headers.items())
+            return body, properties
+        attributes, plain = binary_attributes(envelope)
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.ContentType = attributes.pop("datacontenttype")
+        properties.UserProperty = [*attributes.items(), *plain.items()]
+        return encode_data(envelope), properties
+
+    async def _send(self, envelope: Envelope[Any]) -> None:
+        """Publish ``envelope`` at QoS 1 and wait for its PUBACK, retrying while the broker
+        is away (until the bridge closes: then raise, so a durable consumer resumes here)."""
+        topic = to_mqtt_topic(envelope.topic)
+        body, properties = self.encode(envelope)
+        backoff = Backoff(limit=self._backoff.limit)
+        while True:
+            if self._closing:
+                raise TransportClosedError(
+                    f"the MQTT bridge {self.name} closed before event {envelope.id} was sent"
+                )
+            client = self._live
+            try:
+                if client is None:
+                    await asyncio.wait_for(self._connected.wait(), self.publish_timeout)
+                    continue
+                await client.publish(
+                    topic, body, qos=1, properties=properties, timeout=self.publish_timeout
+                )
+            except (aiomqtt.MqttError, TimeoutError) as exc:
+                self.counts.publish_failed += 1
+                logger.warning(
+                    "MQTT bridge %s: publishing event %s to %s failed (%s); retrying",
+                    self.name,
+                    envelope.id,
+                    topic,
+                    exc,
+                )
+                await backoff.sleep()
+            else:
+                self.counts.published += 1
+                return
+
+    async def publish(self, envelope: Envelope[Any], topic: str | None = None) -> None:
+        """Publish ``envelope`` to MQTT (on ``topic``, else its own mapped) and wait for the
+        broker's PUBACK (a gateway's ``mqtt`` target calls this).
+
+        Raises:
+            PublishError: the broker was unreachable for ``publish_timeout``: not sent.
+            PublishOutcomeUnknownError: sent, but no PUBACK within ``publish_timeout``.
+            TransportClosedError: the bridge is closed.
+        """
+        if self._closing:
+            raise TransportClosedError(f"the MQTT bridge {self.name} is closed")
+        client = self._live
+        if client is None:
+            try:
+                await asyncio.wait_for(self._connected.wait(), self.publish_timeout)
+            except TimeoutError:
+                raise PublishError(
+                    f"the MQTT broker at {self.url} is unreachable: event {envelope.id} "
+                    "was not sent",
+                    event_id=envelope.id,
+                    topic=envelope.topic,
+                ) from None
+            client = self._live
+            assert client is not None
+        body, properties = self.encode(envelope)
+        try:
+            await client.publish(
+                topic or to_mqtt_topic(envelope.topic),
+                body,
+                qos=1,
+                properties=properties,
+                timeout=self.publish_timeout,
+            )
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            self.counts.publish_failed += 1
+            raise PublishOutcomeUnknownError(
+                f"publishing event {envelope.id} to the MQTT broker at {self.url} got no "
+                f"PUBACK ({type(exc).__name__}: {exc}); it may or may not be there",
+                event_id=envelope.id,
+                topic=envelope.topic,
+            ) from None
+        self.counts.published += 1
