@@ -35,9 +35,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import msgspec
 
 from tidings.cloudevents import (
+    CORE_ATTRIBUTES,
     STRUCTURED_CONTENT_TYPE,
     binary_data,
     envelope_from_attributes,
+    is_extension_name,
     media_type,
     structured_attributes,
     structured_data,
@@ -179,6 +181,7 @@ def decode_message(
     wrap_type: str,
     source: str,
     types: Callable[[str], bool] | None,
+    headers: Mapping[str, str] = NO_HEADERS,
     payload_type: type | None = None,
     sniff_structured: bool = False,
     now: Callable[[], int] = _time.time_ns,
@@ -196,6 +199,8 @@ def decode_message(
         wrap_type: the CloudEvents ``type`` of a plain payload.
         source: the ``source`` of a plain payload.
         types: takes a CloudEvent's ``type`` or refuses it (``None``: any type).
+        headers: the message's other headers, kept as envelope headers (binary mode and
+            plain payloads) when their names are extension names.
         payload_type: decode the data as this class; else the class registered for the
             topic, else plain JSON values.
         sniff_structured: read a JSON object carrying ``specversion`` as a structured
@@ -237,9 +242,12 @@ def decode_message(
                 binary_data(body, content_type),
                 topic=topic,
                 payload_type=payload_type,
+                protocol_headers=_kept(headers),
                 fallback_time=now,
             )
-        return _wrapped(topic, subject, content_type, body, wrap_type, source, payload_type, now)
+        return _wrapped(
+            topic, subject, content_type, body, wrap_type, source, payload_type, now, headers
+        )
     except MalformedMessageError:
         raise
     except (CodecError, msgspec.DecodeError, InvalidTopicError, ValueError) as exc:
@@ -263,6 +271,7 @@ def _wrapped(
     source: str,
     payload_type: type | None,
     now: Callable[[], int],
+    headers: Mapping[str, str],
 ) -> Envelope[Any]:
     """A plain payload as an event of ``wrap_type``: JSON data when it is JSON (or says it
     is), else the bytes (``application/octet-stream`` unless the message says otherwise)."""
@@ -286,11 +295,22 @@ def _wrapped(
         data,
         topic=topic,
         payload_type=payload_type,
+        protocol_headers=_kept(headers),
         fallback_id=uuid.uuid4().hex,
         fallback_source=source,
         fallback_type=wrap_type,
         fallback_time=now,
     )
+
+
+def _kept(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers that can travel on with the event: extension names (``[a-z0-9]+``) that
+    are no context attribute."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if is_extension_name(name) and name not in CORE_ATTRIBUTES
+    }
 
 
 def dead_letter_data(

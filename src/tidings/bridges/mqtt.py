@@ -413,6 +413,7 @@ class MqttBridge:
             topic=bus_topic,
             subject=topic,
             attributes=attributes,
+            headers=attributes,  # of a plain payload: its user properties
             content_type=content_type,
             body=body,
             wrap_type=self.wrap_type,
