@@ -67,7 +67,6 @@ __all__ = (
     "dead_letter_data",
     "decode_message",
     "missing_extra",
-    "translate_pattern",
     "type_filter",
 )
 
@@ -146,17 +145,6 @@ class Backoff:
 
     async def sleep(self) -> None:
         await asyncio.sleep(self.delay())
-
-
-def translate_pattern(pattern: str, separator: str, one: str, rest: str) -> str:
-    """A tidings pattern (``a.*.>``) in a broker's syntax: tokens joined by ``separator``,
-    ``*`` as ``one``, ``>`` as ``rest``.
-
-    Raises:
-        InvalidTopicError: if ``pattern`` is malformed.
-    """
-    tokens = validate_pattern(pattern).split(".")
-    return separator.join(one if t == "*" else rest if t == ">" else t for t in tokens)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -50,7 +50,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from tidings.bridges._common import (
-    DEAD_LETTER_TOPIC,
     Backoff,
     BridgeCounts,
     Intake,
@@ -58,9 +57,9 @@ from tidings.bridges._common import (
     Sink,
     decode_message,
     missing_extra,
-    translate_pattern,
     type_filter,
 )
+from tidings.bridges.names import to_binding_key
 from tidings.cloudevents import binary_attributes, encode_data, format_time, to_structured
 from tidings.exceptions import (
     InvalidTopicError,
@@ -102,11 +101,6 @@ DEAD_QUEUE: Final = "tidings-dead-queue"
 _PUBLISH_ERRORS: Final = (AMQPError, ConnectionError, OSError, RuntimeError, TimeoutError)
 
 
-def to_binding_key(pattern: str) -> str:
-    """The AMQP binding key of bus pattern ``pattern``: ``a.*.>`` -> ``a.*.#``."""
-    return translate_pattern(pattern, ".", "*", "#")
-
-
 def _text(value: object) -> str:
     """A header table value as attribute text."""
     if isinstance(value, str):
@@ -143,7 +137,6 @@ class AmqpBridge:
         prefetch: messages taken ahead per queue (unacknowledged at most).
         mandatory: publish with the ``mandatory`` flag: an event no queue is bound for is
             refused (and retried) instead of dropped by the broker.
-        dead_letter: the bus topic of dead letters when the bridge cannot use the broker's.
         connect_timeout: how long :meth:`start` waits for the broker.
         publish_timeout: how long one publish waits for its confirm.
         name: names the durable consumer of ``publish`` (``<name>-out``) and the logs.
@@ -166,7 +159,6 @@ class AmqpBridge:
         types: Sequence[str] | None = None,
         prefetch: int = 256,
         mandatory: bool = False,
-        dead_letter: str = DEAD_LETTER_TOPIC,
         connect_timeout: float = 10.0,
         publish_timeout: float = 10.0,
         backoff_limit: float = 5.0,
@@ -182,7 +174,11 @@ class AmqpBridge:
         self.queue_names = tuple(queues)
         self.binding_keys = tuple(to_binding_key(p) for p in bind)
         self.bus = bus
-        self.intake = Intake(bus, sink=sink, dead_letter=dead_letter, source=self._safe_url())
+        self.intake: Intake | None = None
+        if bus is not None or sink is not None:
+            self.intake = Intake(bus, sink=sink, source=self._safe_url())
+        elif self.queue_names:
+            raise TypeError("taking AMQP messages in needs a bus or a sink")
         self.declare = declare
         self.dead_letter_exchange = dead_letter_exchange
         self.structured = structured
@@ -335,12 +331,14 @@ class AmqpBridge:
     async def _take(self, queue: str, message: AbstractIncomingMessage) -> None:
         """Accept (or dead-letter) one message, then acknowledge it."""
         self.counts.received += 1
+        intake = self.intake
+        assert intake is not None  # there are filters or queues only with an intake
         try:
             envelope = self._decode(message)
         except MalformedMessageError as exc:
             reason: str | None = exc.reason
         else:
-            reason = await self._until_done(lambda: self.intake.accept(envelope))
+            reason = await self._until_done(lambda: intake.accept(envelope))
         if reason is None:
             self.counts.accepted += 1
         else:

@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import urllib.parse
 import uuid
 from collections.abc import Sequence
@@ -61,9 +60,9 @@ from tidings.bridges._common import (
     dead_letter_data,
     decode_message,
     missing_extra,
-    translate_pattern,
     type_filter,
 )
+from tidings.bridges.names import from_mqtt_filter, from_mqtt_topic, to_mqtt_filter, to_mqtt_topic
 from tidings.cloudevents import binary_attributes, encode_data, to_structured
 from tidings.exceptions import (
     InvalidTopicError,
@@ -72,7 +71,7 @@ from tidings.exceptions import (
     TransportClosedError,
     TransportUnavailableError,
 )
-from tidings.topics import validate_pattern, validate_topic
+from tidings.topics import validate_pattern
 
 try:
     import aiomqtt
@@ -97,59 +96,7 @@ __all__ = (
 
 logger = logging.getLogger("tidings.bridges.mqtt")
 
-_LEVEL = re.compile(r"[A-Za-z0-9_-]+")
 _SESSION_EXPIRY: Final = 3600  # seconds the broker keeps the session of a bridge away
-
-
-def to_mqtt_topic(topic: str) -> str:
-    """The MQTT topic of bus topic ``topic``: ``a.b.c`` -> ``a/b/c``."""
-    return validate_topic(topic).replace(".", "/")
-
-
-def from_mqtt_topic(topic: str) -> str:
-    """The bus topic of MQTT topic ``topic``: ``a/b/c`` -> ``a.b.c``.
-
-    Raises:
-        InvalidTopicError: if a level is empty or holds a character a tidings token cannot
-            (``.`` included, so that the mapping goes both ways).
-    """
-    for level in topic.split("/"):
-        if _LEVEL.fullmatch(level) is None:
-            raise InvalidTopicError(
-                f"the MQTT topic {topic!r} names no tidings topic: its level {level!r} is "
-                "not one or more of A-Z a-z 0-9 _ -",
-                topic=topic,
-            )
-    return validate_topic(topic.replace("/", "."))
-
-
-def to_mqtt_filter(pattern: str) -> str:
-    """The MQTT topic filter of bus pattern ``pattern``: ``a.*.>`` -> ``a/+/#``."""
-    return translate_pattern(pattern, "/", "+", "#")
-
-
-def from_mqtt_filter(topic_filter: str) -> str:
-    """The bus pattern of MQTT topic filter ``topic_filter``: ``a/+/#`` -> ``a.*.>``.
-
-    Raises:
-        InvalidTopicError: if a level is neither a wildcard nor a tidings token.
-    """
-    levels = topic_filter.split("/")
-    out = []
-    for index, level in enumerate(levels):
-        if level == "+":
-            out.append("*")
-        elif level == "#" and index == len(levels) - 1:
-            out.append(">")
-        elif _LEVEL.fullmatch(level) is None:
-            raise InvalidTopicError(
-                f"the MQTT topic filter {topic_filter!r} has the level {level!r}, which is "
-                "neither + nor a final # nor one or more of A-Z a-z 0-9 _ -",
-                topic=topic_filter,
-            )
-        else:
-            out.append(level)
-    return validate_pattern(".".join(out))
 
 
 def _paho(client: aiomqtt.Client) -> paho.Client:
@@ -218,7 +165,11 @@ class MqttBridge:
             from_mqtt_filter(topic_filter)
         self.patterns = tuple(validate_pattern(p) for p in publish)
         self.bus = bus
-        self.intake = Intake(bus, sink=sink, dead_letter=dead_letter, source=self.url)
+        self.intake: Intake | None = None
+        if bus is not None or sink is not None:
+            self.intake = Intake(bus, sink=sink, dead_letter=dead_letter, source=self.url)
+        elif self.filters:
+            raise TypeError("taking MQTT messages in needs a bus or a sink")
         self.wrap_type = wrap_type
         self._types = type_filter(types)
         self.protocol = protocol
@@ -293,10 +244,11 @@ class MqttBridge:
     async def _connect(self) -> aiomqtt.Client:
         """A connected client with a persistent session, subscribed to the filters."""
         v5 = self.protocol == "5"
+        persistent = bool(self.filters)  # a session only when there is something to keep
         properties = None
         if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = _SESSION_EXPIRY
+            properties.SessionExpiryInterval = _SESSION_EXPIRY if persistent else 0
         client = aiomqtt.Client(
             self.host,
             self.port,
@@ -304,8 +256,8 @@ class MqttBridge:
             password=self._password,
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else False,
-            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_session=None if v5 else not persistent,
+            clean_start=(not persistent) if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             timeout=self.connect_timeout,
         )
@@ -356,6 +308,8 @@ class MqttBridge:
     async def _take(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         """Accept (or dead-letter) one message, then acknowledge it."""
         self.counts.received += 1
+        intake = self.intake
+        assert intake is not None  # there are filters or queues only with an intake
         payload = message.payload
         body = payload if isinstance(payload, bytes) else str(payload or "").encode()
         topic = message.topic.value
@@ -364,13 +318,13 @@ class MqttBridge:
         except MalformedMessageError as exc:
             reason: str | None = exc.reason
         else:
-            reason = await self._until_done(lambda: self.intake.accept(envelope))
+            reason = await self._until_done(lambda: intake.accept(envelope))
         if reason is None:
             self.counts.accepted += 1
         else:
             origin = {"mqtt_topic": topic, "retain": bool(message.retain)}
             letter = dead_letter_data(self.name, reason, origin, body)
-            await self._until_done(lambda: self.intake.reject(letter))
+            await self._until_done(lambda: intake.reject(letter))
             self.counts.dead_lettered += 1
         if message.qos > 0 and client is self._live:
             _paho(client).ack(message.mid, message.qos)

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from tidings.exceptions import TidingsError
+from tidings.gateway.brokers import Brokers
 from tidings.gateway.config import ConfigError, GatewayConfig, load_config
 from tidings.gateway.table import Dispatch, RouteTable
 from tidings.gateway.targets import Sender
@@ -137,7 +138,8 @@ class Gateway:
         self._on_routed = on_routed
         self._pending: dict[str, RouteTable] = {}
         self._client = httpx.AsyncClient()
-        self.sender = Sender(bus, self._client)
+        self.brokers = Brokers(self.accept, EventIdConflictError)
+        self.sender = Sender(bus, self._client, self.brokers)
         self.last_error: str | None = None
         self.last_error_at: _dt.datetime | None = None
         self.reloads: Counter[str] = Counter()
@@ -182,10 +184,10 @@ class Gateway:
             before.http,
             before.store,
             before.transport,
-        ):
+        ) or table.config.broker_sources != before.broker_sources:
             logger.warning(
-                "the reloaded config changes http, store or transport: those take effect "
-                "when the gateway is restarted; routes and drain_timeout apply now"
+                "the reloaded config changes http, store, transport or sources: those take "
+                "effect when the gateway is restarted; routes and drain_timeout apply now"
             )
         self._table = table
         self.reloads["accepted"] += 1
@@ -354,6 +356,11 @@ class Gateway:
         self._follower = asyncio.create_task(self._follow(), name="tidings-gateway-follower")
         if self.paths:
             self._watcher = asyncio.create_task(self.watch(), name="tidings-gateway-watcher")
+        try:
+            await self.brokers.start(self._table.config.broker_sources)
+        except BaseException:
+            await self.stop(0)
+            raise
         self._started = True
 
     async def _follow(self) -> None:
@@ -446,6 +453,7 @@ class Gateway:
         Returns whether everything was drained. Commits the checkpoint.
         """
         self._started = False
+        await self.brokers.stop_sources()  # intake from brokers stops first, as HTTP's does
         limit = self._table.config.drain_timeout if timeout is None else timeout
         drained = await self.wait_routed(await self.store.last_position(), limit)
         self._stop_watching.set()
@@ -459,6 +467,7 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._commit()
+        await self.brokers.aclose()
         await self._client.aclose()
         return drained
 
