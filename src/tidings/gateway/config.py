@@ -528,7 +528,7 @@ def _source(check: _Checker, node: yaml.Node, what: str) -> SourceConfig | None:
         check.at(
             node.value[0][0],
             f"unknown source kind {kind!r} in {what}; a source is {{mqtt: URL, subscribe: "
-            "[FILTERS]}} or {{amqp: URL, queues: [NAMES]}}",
+            "[FILTERS]} or {amqp: URL, queues: [NAMES]}",
         )
         return None
     keys = check.mapping(node, what, _MQTT_SOURCE if kind == "mqtt" else _AMQP_SOURCE)
