@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import bench_bridges
 import bench_burst
 import bench_bus
 import bench_emit
@@ -42,6 +43,7 @@ BASELINES = {
     "O1": "tidings",
     "OC": "tidings",
     **bench_gateway.BASELINES,
+    **bench_bridges.BASELINES,
 }
 """The row each scenario's *vs baseline* ratio divides by (default: the raw loop)."""
 
@@ -56,6 +58,8 @@ PEERS = (
     "msgspec",
     "nats-py",
     "faststream",
+    "aiomqtt",
+    "aio-pika",
 )
 
 
@@ -137,6 +141,7 @@ def main() -> int:
         bench_store,
         bench_observability,
         bench_gateway,
+        bench_bridges,
     ):
         begun = time.perf_counter()
         rows.extend(module.run(quick=args.quick))

@@ -25,8 +25,9 @@ Guarantees:
   only after its confirm, and retries while the broker is away; without a store a queued
   subscription (one worker, order kept) sends them while the process lives.
 - **Manual acks after acceptance.** In, a message is acknowledged only once its event is
-  accepted (:class:`~tidings.bridges.Intake`), one at a time per queue in delivery order
-  (``prefetch`` messages are taken ahead). Refusals that may pass are retried while the
+  accepted (:class:`~tidings.bridges.Intake`); a queue's messages are taken one at a time in
+  delivery order (``prefetch`` messages are taken ahead), and those accepted are
+  acknowledged together (one ``multiple`` ack) when no other waits, or every 64. Refusals that may pass are retried while the
   message waits; if the connection drops first, the broker delivers it again (at least
   once: a CloudEvent keeps its id, so a store keeps it once).
 - **Dead letters through the broker's DLX.** A message that cannot become an event is
@@ -98,6 +99,7 @@ DEAD_REASON: Final = "tidings-dead-reason"
 """The header a dead-lettered message carries: why it could not become an event."""
 DEAD_QUEUE: Final = "tidings-dead-queue"
 """The header a dead-lettered message carries: the queue it was taken from."""
+_ACK_BURST: Final = 64  # accepted messages acknowledged together at most
 _PUBLISH_ERRORS: Final = (AMQPError, ConnectionError, OSError, RuntimeError, TimeoutError)
 
 
@@ -324,12 +326,35 @@ class AmqpBridge:
     # -- in -----------------------------------------------------------------------------------
 
     async def _work(self, queue: str, waiting: asyncio.Queue[AbstractIncomingMessage]) -> None:
+        """Take the queue's messages in delivery order; acknowledge the accepted ones in
+        bursts (one ``multiple`` ack for what is accepted when none waits, or every
+        :data:`_ACK_BURST`), not one frame and broker wake-up each."""
+        last: AbstractIncomingMessage | None = None
+        unacked = 0
         while True:
             message = await waiting.get()
-            await self._take(queue, message)
+            if last is not None and message.channel is not last.channel:
+                await self._acknowledge(last, unacked)  # acks belong to their channel
+                last, unacked = None, 0
+            if await self._take(queue, message):
+                last, unacked = message, unacked + 1
+            if last is not None and (unacked >= _ACK_BURST or waiting.empty()):
+                await self._acknowledge(last, unacked)
+                last, unacked = None, 0
 
-    async def _take(self, queue: str, message: AbstractIncomingMessage) -> None:
-        """Accept (or dead-letter) one message, then acknowledge it."""
+    async def _acknowledge(self, last: AbstractIncomingMessage, count: int) -> None:
+        """Ack ``last`` and every earlier unacknowledged message of its channel (``count``
+        of them)."""
+        try:
+            await last.ack(multiple=True)
+        except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
+            # The channel they came on is gone: the broker delivers them again.
+            logger.info("AMQP bridge %s: acks lost with their channel (%s)", self.name, exc)
+        else:
+            self.counts.acknowledged += count
+
+    async def _take(self, queue: str, message: AbstractIncomingMessage) -> bool:
+        """Accept (or dead-letter) one message; whether the caller is to acknowledge it."""
         self.counts.received += 1
         intake = self.intake
         assert intake is not None  # there are filters or queues only with an intake
@@ -341,18 +366,11 @@ class AmqpBridge:
             reason = await self._until_done(lambda: intake.accept(envelope))
         if reason is None:
             self.counts.accepted += 1
-        else:
-            await self._until_done(lambda: self._dead_letter(queue, message, reason))
-            self.counts.dead_lettered += 1
-            if self.dead_letter_exchange is None:
-                return  # rejected to the queue's own policy: nothing to acknowledge
-        try:
-            await message.ack()
-        except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
-            # The channel it came on is gone: the broker delivers it again.
-            logger.info("AMQP bridge %s: ack lost with its channel (%s)", self.name, exc)
-        else:
-            self.counts.acknowledged += 1
+            return True
+        await self._until_done(lambda: self._dead_letter(queue, message, reason))
+        self.counts.dead_lettered += 1
+        # Rejected to the queue's own policy (no dead-letter exchange): nothing to ack.
+        return self.dead_letter_exchange is not None
 
     async def _until_done(self, step: Any) -> str | None:
         """Run ``step()`` until it succeeds (retrying refusals that may pass, with backoff);

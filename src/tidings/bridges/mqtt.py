@@ -19,7 +19,8 @@ Guarantees:
 
 - **QoS 1 both ways, acknowledged after acceptance.** A received message is acknowledged
   (PUBACK) only after the event is accepted (:class:`~tidings.bridges.Intake`: on the bus,
-  appended to its log first when it has a store), in the order received; a message that
+  appended to its log first when it has a store), in the order received (in bursts: when
+  no other message waits, or every 64); a message that
   cannot become an event is dead-lettered on ``dead_letter`` (a bus topic) with the reason,
   then acknowledged. An event sent out counts as published only when the broker's PUBACK
   came.
@@ -97,6 +98,7 @@ __all__ = (
 logger = logging.getLogger("tidings.bridges.mqtt")
 
 _SESSION_EXPIRY: Final = 3600  # seconds the broker keeps the session of a bridge away
+_ACK_BURST: Final = 64  # accepted messages acknowledged together at most
 
 
 def _paho(client: aiomqtt.Client) -> paho.Client:
@@ -285,9 +287,16 @@ class MqttBridge:
         """Take messages until closed, reconnecting with backoff whenever the connection
         drops."""
         while not self._closing:
+            unacked: list[tuple[int, int]] = []
             try:
                 async for message in client.messages:
-                    await self._take(client, message)
+                    await self._take(message)
+                    if message.qos > 0:
+                        unacked.append((message.mid, message.qos))
+                    # Accepted: acknowledge now, or once what has arrived meanwhile is
+                    # accepted too (acks in one burst, not one wake-up of the broker each).
+                    if len(unacked) >= _ACK_BURST or not len(client.messages):
+                        self._acknowledge(client, unacked)
             except aiomqtt.MqttError as exc:
                 logger.warning("MQTT bridge %s lost %s: %s", self.name, self.url, exc)
             await self._disconnect()
@@ -305,8 +314,17 @@ class MqttBridge:
 
     # -- in -----------------------------------------------------------------------------------
 
-    async def _take(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        """Accept (or dead-letter) one message, then acknowledge it."""
+    def _acknowledge(self, client: aiomqtt.Client, unacked: list[tuple[int, int]]) -> None:
+        """PUBACK the accepted messages of ``unacked``, in the order received."""
+        if client is self._live:
+            paho_client = _paho(client)
+            for mid, qos in unacked:
+                paho_client.ack(mid, qos)
+            self.counts.acknowledged += len(unacked)
+        unacked.clear()
+
+    async def _take(self, message: aiomqtt.Message) -> None:
+        """Accept (or dead-letter) one message (the caller acknowledges it)."""
         self.counts.received += 1
         intake = self.intake
         assert intake is not None  # there are filters or queues only with an intake
@@ -326,9 +344,6 @@ class MqttBridge:
             letter = dead_letter_data(self.name, reason, origin, body)
             await self._until_done(lambda: intake.reject(letter))
             self.counts.dead_lettered += 1
-        if message.qos > 0 and client is self._live:
-            _paho(client).ack(message.mid, message.qos)
-            self.counts.acknowledged += 1
 
     async def _until_done(self, step: Any) -> str | None:
         """Run ``step()`` until it succeeds (retrying refusals that may pass, with backoff);
