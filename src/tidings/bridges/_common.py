@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import random
 import time as _time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, Self
 
 import msgspec
 
@@ -51,15 +52,20 @@ from tidings.exceptions import (
     InvalidTopicError,
     MissingExtraError,
     TidingsError,
+    TransportClosedError,
 )
 from tidings.topics import compile_pattern, validate_pattern, validate_topic
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from tidings.bus import Bus
+    from tidings.subscription import Subscription
 
 __all__ = (
     "DEAD_LETTER_TOPIC",
     "Backoff",
+    "Bridge",
     "BridgeCounts",
     "Intake",
     "MalformedMessageError",
@@ -386,3 +392,126 @@ def type_filter(patterns: Sequence[str] | None) -> Callable[[str], bool] | None:
         return None
     matchers = [compile_pattern(validate_pattern(p)) for p in patterns]
     return lambda type_: any(match(type_) for match in matchers)
+
+
+class Bridge:
+    """What every bridge does the same way: its counts, retrying a step of the intake,
+    publishing out with retries, the subscriptions out, and use as an async context manager.
+    A bridge class sets :attr:`protocol` and :attr:`send_errors` and implements
+    :meth:`start`, :meth:`aclose` and :meth:`publish_once`.
+    """
+
+    protocol: ClassVar[str] = ""
+    """The protocol's name, for messages (``MQTT``, ``AMQP``)."""
+    send_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """What :meth:`publish_once` raises when the broker is away or refused: retried."""
+
+    def __init__(self, bus: Bus | None, name: str, backoff_limit: float) -> None:
+        self.bus = bus
+        self.name = name
+        self.counts = BridgeCounts()
+        self.backoff_limit = backoff_limit
+        self.closing = False
+        self._subscriptions: list[Subscription[Any]] = []
+        self._log = logging.getLogger(f"tidings.bridges.{self.protocol.lower()}")
+
+    async def start(self) -> Self:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def until_done(self, step: Callable[[], Awaitable[object]]) -> str | None:
+        """Run ``step()`` until it succeeds, retrying refusals that may pass with backoff;
+        return the reason when it refused the event as malformed.
+
+        Raises:
+            Exception: a refusal while the bridge is closing.
+        """
+        backoff = Backoff(limit=self.backoff_limit)
+        while True:
+            try:
+                await step()
+            except MalformedMessageError as exc:
+                return exc.reason
+            except Exception as exc:
+                if self.closing:
+                    raise
+                self.counts.retried += 1
+                self._log.warning(
+                    "%s bridge %s: a step failed (%s: %s); retrying",
+                    self.protocol,
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                )
+                await backoff.sleep()
+            else:
+                return None
+
+    def subscribe_out(self, patterns: Sequence[str]) -> None:
+        """Send the bus's events of ``patterns`` out (:meth:`send`): from the log through
+        the durable consumer ``<name>-out`` when the bus has a store, else through a
+        queued subscription (one worker, order kept)."""
+        bus = self.bus
+        if bus is None:
+            return
+        for pattern in patterns:
+            if bus.store is not None:
+                sub = bus.subscribe(pattern, self.send, envelope=True, durable=f"{self.name}-out")
+            else:
+                sub = bus.subscribe(pattern, self.send, envelope=True, mode="queued")
+            self._subscriptions.append(sub)
+
+    def unsubscribe_out(self) -> None:
+        for sub in self._subscriptions:
+            sub.cancel()
+        self._subscriptions.clear()
+
+    async def publish_once(self, envelope: Envelope[Any], encoded: Any) -> None:
+        """Publish ``encoded`` (:meth:`encode` of ``envelope``) once and wait for the
+        broker's acknowledgement; raise one of :attr:`send_errors` if it did not come."""
+        raise NotImplementedError
+
+    def encode(self, envelope: Envelope[Any]) -> Any:
+        raise NotImplementedError
+
+    async def send(self, envelope: Envelope[Any]) -> None:
+        """Publish ``envelope`` and wait for the broker's acknowledgement, retrying while
+        the broker is away or refuses, until the bridge closes (then raise, so a durable
+        consumer resumes here after a restart)."""
+        encoded = self.encode(envelope)
+        backoff = Backoff(limit=self.backoff_limit)
+        while True:
+            if self.closing:
+                raise TransportClosedError(
+                    f"the {self.protocol} bridge {self.name} closed before event "
+                    f"{envelope.id} was sent"
+                )
+            try:
+                await self.publish_once(envelope, encoded)
+            except self.send_errors as exc:
+                self.counts.publish_failed += 1
+                self._log.warning(
+                    "%s bridge %s: publishing event %s failed (%s: %s); retrying",
+                    self.protocol,
+                    self.name,
+                    envelope.id,
+                    type(exc).__name__,
+                    exc,
+                )
+                await backoff.sleep()
+            else:
+                self.counts.published += 1
+                return

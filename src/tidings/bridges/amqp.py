@@ -51,8 +51,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from tidings.bridges._common import (
-    Backoff,
-    BridgeCounts,
+    Bridge,
     Intake,
     MalformedMessageError,
     Sink,
@@ -86,7 +85,6 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 if TYPE_CHECKING:
     from tidings.bus import Bus
     from tidings.event import Envelope
-    from tidings.subscription import Subscription
 
 __all__ = ("ATTRIBUTE_PREFIX", "DEAD_QUEUE", "DEAD_REASON", "AmqpBridge", "to_binding_key")
 
@@ -117,7 +115,7 @@ def _text(value: object) -> str:
     return str(value)
 
 
-class AmqpBridge:
+class AmqpBridge(Bridge):
     """Bridges a RabbitMQ (AMQP 0-9-1) broker and a bus (or a gateway).
 
     Args:
@@ -143,6 +141,9 @@ class AmqpBridge:
         publish_timeout: how long one publish waits for its confirm.
         name: names the durable consumer of ``publish`` (``<name>-out``) and the logs.
     """
+
+    protocol = "AMQP"
+    send_errors = _PUBLISH_ERRORS
 
     def __init__(
         self,
@@ -170,12 +171,12 @@ class AmqpBridge:
             raise ValueError(f"{url!r} is no AMQP URL; write it as amqp://user:pass@host:5672/")
         if publish and bus is None:
             raise TypeError("publishing bus topics to AMQP needs a bus")
+        super().__init__(bus, name, backoff_limit)
         self.url = url
         self.exchange_name = exchange
         self.patterns = tuple(validate_pattern(p) for p in publish)
         self.queue_names = tuple(queues)
         self.binding_keys = tuple(to_binding_key(p) for p in bind)
-        self.bus = bus
         self.intake: Intake | None = None
         if bus is not None or sink is not None:
             self.intake = Intake(bus, sink=sink, source=self._safe_url())
@@ -190,15 +191,10 @@ class AmqpBridge:
         self.mandatory = mandatory
         self.connect_timeout = connect_timeout
         self.publish_timeout = publish_timeout
-        self.name = name
-        self.counts = BridgeCounts()
-        self._backoff_limit = backoff_limit
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
         self._dead_exchange: AbstractExchange | None = None
-        self._closing = False
         self._workers: list[asyncio.Task[None]] = []
-        self._subscriptions: list[Subscription[Any]] = []
 
     def _safe_url(self) -> str:
         """The URL without its password (the ``source`` of wrapped messages)."""
@@ -232,16 +228,7 @@ class AmqpBridge:
         except BaseException:
             await connection.close()
             raise
-        bus = self.bus
-        if bus is not None:
-            for pattern in self.patterns:
-                if bus.store is not None:
-                    sub = bus.subscribe(
-                        pattern, self._send, envelope=True, durable=f"{self.name}-out"
-                    )
-                else:
-                    sub = bus.subscribe(pattern, self._send, envelope=True, mode="queued")
-                self._subscriptions.append(sub)
+        self.subscribe_out(self.patterns)
         return self
 
     async def _declare(self, connection: AbstractRobustConnection) -> None:
@@ -296,10 +283,8 @@ class AmqpBridge:
     async def aclose(self) -> None:
         """Stop bridging: end the subscriptions out, stop taking messages (those not yet
         acknowledged go back to their queues) and close the connection."""
-        self._closing = True
-        for sub in self._subscriptions:
-            sub.cancel()
-        self._subscriptions.clear()
+        self.closing = True
+        self.unsubscribe_out()
         for worker in self._workers:
             worker.cancel()
         for worker in self._workers:
@@ -310,12 +295,6 @@ class AmqpBridge:
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.close()
-
-    async def __aenter__(self) -> AmqpBridge:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     @property
     def connected(self) -> bool:
@@ -363,37 +342,14 @@ class AmqpBridge:
         except MalformedMessageError as exc:
             reason: str | None = exc.reason
         else:
-            reason = await self._until_done(lambda: intake.accept(envelope))
+            reason = await self.until_done(lambda: intake.accept(envelope))
         if reason is None:
             self.counts.accepted += 1
             return True
-        await self._until_done(lambda: self._dead_letter(queue, message, reason))
+        await self.until_done(lambda: self._dead_letter(queue, message, reason))
         self.counts.dead_lettered += 1
         # Rejected to the queue's own policy (no dead-letter exchange): nothing to ack.
         return self.dead_letter_exchange is not None
-
-    async def _until_done(self, step: Any) -> str | None:
-        """Run ``step()`` until it succeeds (retrying refusals that may pass, with backoff);
-        return the reason when it refused the event as malformed."""
-        backoff = Backoff(limit=self._backoff_limit)
-        while True:
-            try:
-                await step()
-            except MalformedMessageError as exc:
-                return exc.reason
-            except Exception as exc:
-                if self._closing:
-                    raise
-                self.counts.retried += 1
-                logger.warning(
-                    "AMQP bridge %s: a step failed (%s: %s); retrying",
-                    self.name,
-                    type(exc).__name__,
-                    exc,
-                )
-                await backoff.sleep()
-            else:
-                return None
 
     async def _dead_letter(self, queue: str, message: AbstractIncomingMessage, reason: str) -> None:
         """Dead-letter ``message`` through the broker (see the module docstring)."""
@@ -482,32 +438,12 @@ class AmqpBridge:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
 
-    async def _send(self, envelope: Envelope[Any]) -> None:
-        """Publish ``envelope`` and wait for its confirm, retrying while the broker is away
-        or refuses (until the bridge closes: then raise, so a durable consumer resumes
-        here)."""
-        message = self.encode(envelope)
-        backoff = Backoff(limit=self._backoff_limit)
-        while True:
-            if self._closing:
-                raise TransportClosedError(
-                    f"the AMQP bridge {self.name} closed before event {envelope.id} was sent"
-                )
-            try:
-                await self._publish(message, envelope.topic)
-            except _PUBLISH_ERRORS as exc:
-                self.counts.publish_failed += 1
-                logger.warning(
-                    "AMQP bridge %s: publishing event %s failed (%s: %s); retrying",
-                    self.name,
-                    envelope.id,
-                    type(exc).__name__,
-                    exc,
-                )
-                await backoff.sleep()
-            else:
-                self.counts.published += 1
-                return
+    async def publish_once(
+        self, envelope: Envelope[Any], encoded: aio_pika.Message, routing_key: str | None = None
+    ) -> None:
+        """Publish ``encoded`` with ``routing_key`` (else the event's topic) and wait for
+        the broker's confirm."""
+        await self._publish(encoded, routing_key or envelope.topic)
 
     async def _publish(self, message: aio_pika.Message, routing_key: str) -> None:
         exchange = self._exchange
@@ -527,11 +463,11 @@ class AmqpBridge:
             PublishOutcomeUnknownError: no confirm within ``publish_timeout``.
             TransportClosedError: the bridge is closed.
         """
-        if self._closing:
+        if self.closing:
             raise TransportClosedError(f"the AMQP bridge {self.name} is closed")
         message = self.encode(envelope)
         try:
-            await self._publish(message, routing_key or envelope.topic)
+            await self.publish_once(envelope, message, routing_key)
         except TimeoutError:
             self.counts.publish_failed += 1
             raise PublishOutcomeUnknownError(

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from tidings.bridges._common import (
     DEAD_LETTER_TOPIC,
     Backoff,
-    BridgeCounts,
+    Bridge,
     Intake,
     MalformedMessageError,
     Sink,
@@ -85,7 +85,6 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 if TYPE_CHECKING:
     from tidings.bus import Bus
     from tidings.event import Envelope
-    from tidings.subscription import Subscription
 
 __all__ = (
     "MqttBridge",
@@ -108,7 +107,7 @@ def _paho(client: aiomqtt.Client) -> paho.Client:
     return inner
 
 
-class MqttBridge:
+class MqttBridge(Bridge):
     """Bridges an MQTT broker and a bus (or a gateway).
 
     Args:
@@ -130,6 +129,9 @@ class MqttBridge:
         publish_timeout: how long one publish waits for its PUBACK before it is retried.
         name: names the durable consumer of ``publish`` (``<name>-out``) and the logs.
     """
+
+    protocol = "MQTT"
+    send_errors = (PublishError, PublishOutcomeUnknownError)
 
     def __init__(
         self,
@@ -155,6 +157,7 @@ class MqttBridge:
             raise ValueError(f"{url!r} is no MQTT URL; write it as mqtt://host:1883")
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f"protocol is '5' or '3.1.1', not {protocol!r}")
+        super().__init__(bus, name, backoff_limit)
         if publish and bus is None:
             raise TypeError("publishing bus topics to MQTT needs a bus")
         self.host = parts.hostname
@@ -166,7 +169,6 @@ class MqttBridge:
         for topic_filter in self.filters:
             from_mqtt_filter(topic_filter)
         self.patterns = tuple(validate_pattern(p) for p in publish)
-        self.bus = bus
         self.intake: Intake | None = None
         if bus is not None or sink is not None:
             self.intake = Intake(bus, sink=sink, dead_letter=dead_letter, source=self.url)
@@ -174,19 +176,15 @@ class MqttBridge:
             raise TypeError("taking MQTT messages in needs a bus or a sink")
         self.wrap_type = wrap_type
         self._types = type_filter(types)
-        self.protocol = protocol
+        self.version = protocol
         self.structured = structured or protocol == "3.1.1"
         self.client_id = client_id or f"tidings-{name}-{uuid.uuid4().hex[:12]}"
         self.connect_timeout = connect_timeout
         self.publish_timeout = publish_timeout
-        self.name = name
-        self.counts = BridgeCounts()
         self._backoff = Backoff(limit=backoff_limit)
         self._live: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
-        self._closing = False
         self._reader: asyncio.Task[None] | None = None
-        self._subscriptions: list[Subscription[Any]] = []
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -207,25 +205,14 @@ class MqttBridge:
                 timeout=self.connect_timeout,
             ) from None
         self._reader = asyncio.create_task(self._run(client), name=f"tidings-{self.name}-in")
-        bus = self.bus
-        if bus is not None:
-            for pattern in self.patterns:
-                if bus.store is not None:
-                    sub = bus.subscribe(
-                        pattern, self._send, envelope=True, durable=f"{self.name}-out"
-                    )
-                else:
-                    sub = bus.subscribe(pattern, self._send, envelope=True, mode="queued")
-                self._subscriptions.append(sub)
+        self.subscribe_out(self.patterns)
         return self
 
     async def aclose(self) -> None:
         """Stop bridging: end the subscriptions out, stop taking messages (those not yet
         acknowledged stay with the broker) and disconnect."""
-        self._closing = True
-        for sub in self._subscriptions:
-            sub.cancel()
-        self._subscriptions.clear()
+        self.closing = True
+        self.unsubscribe_out()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -237,15 +224,9 @@ class MqttBridge:
         """Whether the bridge holds a live connection to the broker now."""
         return self._live is not None
 
-    async def __aenter__(self) -> MqttBridge:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
     async def _connect(self) -> aiomqtt.Client:
         """A connected client with a persistent session, subscribed to the filters."""
-        v5 = self.protocol == "5"
+        v5 = self.version == "5"
         persistent = bool(self.filters)  # a session only when there is something to keep
         properties = None
         if v5:
@@ -286,7 +267,7 @@ class MqttBridge:
     async def _run(self, client: aiomqtt.Client) -> None:
         """Take messages until closed, reconnecting with backoff whenever the connection
         drops."""
-        while not self._closing:
+        while not self.closing:
             unacked: list[tuple[int, int]] = []
             try:
                 async for message in client.messages:
@@ -300,7 +281,7 @@ class MqttBridge:
             except aiomqtt.MqttError as exc:
                 logger.warning("MQTT bridge %s lost %s: %s", self.name, self.url, exc)
             await self._disconnect()
-            while not self._closing:
+            while not self.closing:
                 await self._backoff.sleep()
                 try:
                     client = await asyncio.wait_for(self._connect(), self.connect_timeout)
@@ -336,37 +317,14 @@ class MqttBridge:
         except MalformedMessageError as exc:
             reason: str | None = exc.reason
         else:
-            reason = await self._until_done(lambda: intake.accept(envelope))
+            reason = await self.until_done(lambda: intake.accept(envelope))
         if reason is None:
             self.counts.accepted += 1
         else:
             origin = {"mqtt_topic": topic, "retain": bool(message.retain)}
             letter = dead_letter_data(self.name, reason, origin, body)
-            await self._until_done(lambda: intake.reject(letter))
+            await self.until_done(lambda: intake.reject(letter))
             self.counts.dead_lettered += 1
-
-    async def _until_done(self, step: Any) -> str | None:
-        """Run ``step()`` until it succeeds (retrying refusals that may pass, with backoff);
-        return the reason when it refused the event as malformed."""
-        backoff = Backoff(limit=self._backoff.limit)
-        while True:
-            try:
-                await step()
-            except MalformedMessageError as exc:
-                return exc.reason
-            except Exception as exc:
-                if self._closing:
-                    raise
-                self.counts.retried += 1
-                logger.warning(
-                    "MQTT bridge %s: the intake refused an event (%s: %s); retrying",
-                    self.name,
-                    type(exc).__name__,
-                    exc,
-                )
-                await backoff.sleep()
-            else:
-                return None
 
     def _decode(self, topic: str, body: bytes, properties: Properties | None) -> Envelope[Any]:
         try:
@@ -401,7 +359,7 @@ class MqttBridge:
         """
         if self.structured:
             headers, body = to_structured(envelope)
-            if self.protocol == "3.1.1":
+            if self.version == "3.1.1":
                 return body, None
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.ContentType = headers.pop("content-type")
@@ -414,64 +372,41 @@ class MqttBridge:
         properties.UserProperty = [*attributes.items(), *plain.items()]
         return encode_data(envelope), properties
 
-    async def _send(self, envelope: Envelope[Any]) -> None:
-        """Publish ``envelope`` at QoS 1 and wait for its PUBACK, retrying while the broker
-        is away (until the bridge closes: then raise, so a durable consumer resumes here)."""
-        topic = to_mqtt_topic(envelope.topic)
-        body, properties = self.encode(envelope)
-        backoff = Backoff(limit=self._backoff.limit)
-        while True:
-            if self._closing:
-                raise TransportClosedError(
-                    f"the MQTT bridge {self.name} closed before event {envelope.id} was sent"
-                )
-            client = self._live
-            try:
-                if client is None:
-                    await asyncio.wait_for(self._connected.wait(), self.publish_timeout)
-                    continue
-                await client.publish(
-                    topic, body, qos=1, properties=properties, timeout=self.publish_timeout
-                )
-            except (aiomqtt.MqttError, TimeoutError) as exc:
-                self.counts.publish_failed += 1
-                logger.warning(
-                    "MQTT bridge %s: publishing event %s to %s failed (%s); retrying",
-                    self.name,
-                    envelope.id,
-                    topic,
-                    exc,
-                )
-                await backoff.sleep()
-            else:
-                self.counts.published += 1
-                return
-
-    async def publish(self, envelope: Envelope[Any], topic: str | None = None) -> None:
-        """Publish ``envelope`` to MQTT (on ``topic``, else its own mapped) and wait for the
-        broker's PUBACK (a gateway's ``mqtt`` target calls this).
+    async def _live_client(self, envelope: Envelope[Any]) -> aiomqtt.Client:
+        """The live client, waiting up to ``publish_timeout`` for a reconnection.
 
         Raises:
-            PublishError: the broker was unreachable for ``publish_timeout``: not sent.
-            PublishOutcomeUnknownError: sent, but no PUBACK within ``publish_timeout``.
-            TransportClosedError: the bridge is closed.
+            PublishError: no connection came: ``envelope`` was not sent.
         """
-        if self._closing:
-            raise TransportClosedError(f"the MQTT bridge {self.name} is closed")
         client = self._live
         if client is None:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._connected.wait(), self.publish_timeout)
-            except TimeoutError:
+            client = self._live
+            if client is None:
                 raise PublishError(
                     f"the MQTT broker at {self.url} is unreachable: event {envelope.id} "
                     "was not sent",
                     event_id=envelope.id,
                     topic=envelope.topic,
-                ) from None
-            client = self._live
-            assert client is not None
-        body, properties = self.encode(envelope)
+                )
+        return client
+
+    async def publish_once(
+        self,
+        envelope: Envelope[Any],
+        encoded: tuple[bytes, Properties | None],
+        topic: str | None = None,
+    ) -> None:
+        """Publish at QoS 1 (on ``topic``, else the event's MQTT topic) and wait for the
+        PUBACK.
+
+        Raises:
+            PublishError: no connection within ``publish_timeout``: not sent.
+            PublishOutcomeUnknownError: sent, but no PUBACK within ``publish_timeout``.
+        """
+        client = await self._live_client(envelope)
+        body, properties = encoded
         try:
             await client.publish(
                 topic or to_mqtt_topic(envelope.topic),
@@ -481,11 +416,27 @@ class MqttBridge:
                 timeout=self.publish_timeout,
             )
         except (aiomqtt.MqttError, TimeoutError) as exc:
-            self.counts.publish_failed += 1
             raise PublishOutcomeUnknownError(
                 f"publishing event {envelope.id} to the MQTT broker at {self.url} got no "
                 f"PUBACK ({type(exc).__name__}: {exc}); it may or may not be there",
                 event_id=envelope.id,
                 topic=envelope.topic,
             ) from None
+
+    async def publish(self, envelope: Envelope[Any], topic: str | None = None) -> None:
+        """Publish ``envelope`` to MQTT once (on ``topic``, else its own mapped) and wait for
+        the broker's PUBACK (a gateway's ``mqtt`` target calls this).
+
+        Raises:
+            PublishError: the broker was unreachable for ``publish_timeout``: not sent.
+            PublishOutcomeUnknownError: sent, but no PUBACK within ``publish_timeout``.
+            TransportClosedError: the bridge is closed.
+        """
+        if self.closing:
+            raise TransportClosedError(f"the MQTT bridge {self.name} is closed")
+        try:
+            await self.publish_once(envelope, self.encode(envelope), topic)
+        except (PublishError, PublishOutcomeUnknownError):
+            self.counts.publish_failed += 1
+            raise
         self.counts.published += 1
