@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +25,10 @@ from tidings.bridges.amqp import DEAD_QUEUE, DEAD_REASON, AmqpBridge, to_binding
 from tidings.cloudevents import to_cloudevent
 from tidings.event import Envelope
 from tidings.exceptions import TransportUnavailableError
-from tidings.testing.brokers import TcpProxy
+from tidings.testing.brokers import TcpProxy, wait_until
 from tidings.testing.nats_server import free_port
 
 WAIT = 30.0
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Wait until ``predicate()`` holds (checked every 10 ms), at most ``timeout`` s."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - counters have no event to await
-            await asyncio.sleep(0.01)
 
 
 def sdk_event(**changes: Any) -> CloudEvent:
@@ -162,8 +155,8 @@ async def test_bus_topics_go_out_with_confirms_as_cloudevents_the_sdk_reads(
     ):
         first = await bus.emit({"n": 1}, topic="billing.binary", key="k1", headers={"tenant": "a"})
         second = await bus.emit({"n": 2}, topic="billing.structured")
-        await wait_for(lambda: binary.counts.published == 1 and structured.counts.published == 1)
-        await wait_for(lambda: len(collected.messages) == 2)
+        await wait_until(lambda: binary.counts.published == 1 and structured.counts.published == 1)
+        await wait_until(lambda: len(collected.messages) == 2)
     by_key = {m.routing_key: m for m in collected.messages}
     out = by_key["billing.binary"]
     assert out.headers is not None
@@ -208,7 +201,7 @@ async def test_queues_onto_the_bus_in_every_mode(rabbit: Rabbit) -> None:
                     ("invoices.us", plain),
                 ]
             )
-            await wait_for(lambda: amqp.counts.acknowledged == 4)
+            await wait_until(lambda: amqp.counts.acknowledged == 4)
     by_id = {env.id: env for env in got}
     for event_id in ("bin-1", "colon-1", "str-1"):
         env = by_id.pop(event_id)
@@ -272,8 +265,8 @@ async def test_bad_input_is_dead_lettered_through_the_dlx_with_the_reason(rabbit
             queue = await channel.get_queue(rabbit.queue)
             await queue.bind(exchange, "in.a-b..c")  # so the bad routing key reaches it
             await rabbit.publish(messages)
-            await wait_for(lambda: amqp.counts.acknowledged == len(messages))
-            await wait_for(lambda: len(dead.messages) == 6)
+            await wait_until(lambda: amqp.counts.acknowledged == len(messages))
+            await wait_until(lambda: len(dead.messages) == 6)
     assert good == [2, Invoice(3.5)]
     assert (amqp.counts.received, amqp.counts.accepted, amqp.counts.dead_lettered) == (8, 2, 6)
     reasons = [str((m.headers or {})[DEAD_REASON]) for m in dead.messages]
@@ -300,7 +293,7 @@ async def test_without_a_dead_letter_exchange_malformed_messages_are_rejected(
         await rabbit.publish(
             [("in.x", aio_pika.Message(b"{", content_type="application/cloudevents+json"))]
         )
-        await wait_for(lambda: amqp.counts.dead_lettered == 1)
+        await wait_until(lambda: amqp.counts.dead_lettered == 1)
         channel = await rabbit.connection.channel()
         queue = await channel.declare_queue(rabbit.queue, passive=True)
         assert queue.declaration_result.message_count == 0
@@ -327,7 +320,7 @@ async def test_a_message_is_acknowledged_only_after_it_was_accepted(rabbit: Rabb
     assert first.counts.acknowledged == 0
     await first.aclose()  # unacknowledged: back to the queue
     async with bridge(rabbit, sink=works, queues=[rabbit.queue]) as second:
-        await wait_for(lambda: second.counts.acknowledged == 1)
+        await wait_until(lambda: second.counts.acknowledged == 1)
     assert accepted == ["held"]
 
 
@@ -343,7 +336,7 @@ async def test_refusals_that_may_pass_are_retried_while_the_message_waits(rabbit
     async with bridge(rabbit, sink=flaky, queues=[rabbit.queue], bind=["f.>"]) as amqp:
         message = to_aio_pika(sdk_amqp.to_binary(sdk_event(id="f1"), JSONFormat()))
         await rabbit.publish([("f.x", message)])
-        await wait_for(lambda: amqp.counts.acknowledged == 1)
+        await wait_until(lambda: amqp.counts.acknowledged == 1)
     assert accepted == ["f1"]
     assert (amqp.counts.retried, amqp.counts.accepted) == (3, 1)
 
@@ -398,10 +391,10 @@ async def test_broker_gone_mid_run_loses_no_accepted_message(
             for i in range(total)
         ]
         await rabbit.publish(messages[:150])
-        await wait_for(lambda: amqp.counts.accepted >= 60)
+        await wait_until(lambda: amqp.counts.accepted >= 60)
         await proxy.cut()
         await rabbit.publish(messages[150:])  # the broker holds them meanwhile
-        await wait_for(lambda: not amqp.connected, timeout=10)  # the bridge saw it go
+        await wait_until(lambda: not amqp.connected, timeout=10)  # the bridge saw it go
         await proxy.restore()
         store = bus.store
         assert store is not None
@@ -434,12 +427,12 @@ async def test_events_out_survive_the_broker_going_away(rabbit: Rabbit, tmp_path
     ):
         for i in range(total // 2):
             await bus.emit({"i": i}, topic="away.x")
-        await wait_for(lambda: amqp.counts.published >= 50)
+        await wait_until(lambda: amqp.counts.published >= 50)
         await proxy.cut()
         for i in range(total // 2, total):
             await bus.emit({"i": i}, topic="away.x")
         await proxy.restore()
-        await wait_for(lambda: amqp.counts.published >= total, timeout=60)
+        await wait_until(lambda: amqp.counts.published >= total, timeout=60)
 
         def seen() -> set[int]:
             out = set()
@@ -448,7 +441,7 @@ async def test_events_out_survive_the_broker_going_away(rabbit: Rabbit, tmp_path
                 out.add(data["i"])
             return out
 
-        await wait_for(lambda: len(seen()) == total, timeout=60)
+        await wait_until(lambda: len(seen()) == total, timeout=60)
     await proxy.cut()
     assert seen() == set(range(total))
     assert amqp.counts.reconnects >= 1

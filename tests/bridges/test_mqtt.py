@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,16 +32,9 @@ from tidings.bridges.mqtt import (
 from tidings.cloudevents import to_cloudevent
 from tidings.event import Envelope
 from tidings.exceptions import InvalidTopicError, TransportUnavailableError
-from tidings.testing.brokers import Mosquitto
+from tidings.testing.brokers import Mosquitto, wait_until
 
 WAIT = 30.0
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Wait until ``predicate()`` holds (checked every 10 ms), at most ``timeout`` s."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - counters have no event to await
-            await asyncio.sleep(0.01)
 
 
 def sdk_event(**changes: Any) -> CloudEvent:
@@ -193,7 +186,7 @@ async def test_plain_payloads_are_wrapped_with_the_topic_as_subject(mosquitto: M
                 mosquitto,
                 [("sensors/a/temp", b'{"c": 21.5}', None), ("sensors/b/raw", b"\x00\xff", None)],
             )
-            await wait_for(lambda: bridge.counts.acknowledged == 2)
+            await wait_until(lambda: bridge.counts.acknowledged == 2)
         first, second = got
         assert (first.topic, first.payload) == ("sensors.a.temp", {"c": 21.5})
         assert first.attributes == {"type": "com.example.raw", "subject": "sensors/a/temp"}
@@ -230,7 +223,7 @@ async def test_cloudevents_in_binary_and_structured_mode_keep_every_attribute(
             await publish_raw(
                 mosquitto, [("devices/t7/v311", JSONFormat().write(old), None)], v5=False
             )
-            await wait_for(lambda: v5.counts.acknowledged == 2 and v311.counts.acknowledged == 1)
+            await wait_until(lambda: v5.counts.acknowledged == 2 and v311.counts.acknowledged == 1)
     by_id = {env.id: env for env in got}
     assert set(by_id) == {"bin-1", "str-1", "v311-1"}
     for env in by_id.values():
@@ -284,7 +277,7 @@ async def test_bad_input_is_dead_lettered_with_the_reason_and_blocks_nothing(
             bus, mosquitto.url, subscribe=["in/#", "typed/#"], types=["com.example.reading"]
         ) as bridge:
             await publish_raw(mosquitto, messages)
-            await wait_for(lambda: bridge.counts.acknowledged == len(messages))
+            await wait_until(lambda: bridge.counts.acknowledged == len(messages))
         assert good == [2, Reading(3.5)]
         assert bridge.counts.received == 8
         assert bridge.counts.accepted == 2
@@ -334,7 +327,7 @@ async def test_a_message_is_acknowledged_only_after_it_was_accepted(
     async with MqttBridge(
         sink=works, url=mosquitto.url, subscribe=["acks/#"], client_id="acks"
     ) as second:
-        await wait_for(lambda: second.counts.acknowledged == 1)
+        await wait_until(lambda: second.counts.acknowledged == 1)
     assert [env.id for env in accepted] == ["held"]
 
 
@@ -351,7 +344,7 @@ async def test_refusals_that_may_pass_are_retried_while_the_message_waits(
 
     async with MqttBridge(sink=flaky, url=mosquitto.url, subscribe=["flaky/#"]) as bridge:
         await publish_raw(mosquitto, [("flaky/x", JSONFormat().write(sdk_event(id="f1")), None)])
-        await wait_for(lambda: bridge.counts.acknowledged == 1)
+        await wait_until(lambda: bridge.counts.acknowledged == 1)
     assert accepted == ["f1"]
     assert bridge.counts.retried == 3
     assert bridge.counts.accepted == 1
@@ -374,12 +367,14 @@ async def test_bus_topics_go_out_as_cloudevents_the_sdk_reads(mosquitto: Mosquit
             await bus.emit({"n": 2}, topic="out.structured", key="k2"),
             await bus.emit({"n": 3}, topic="out.old"),
         ]
-        await wait_for(
+        await wait_until(
             lambda: (
                 binary.counts.published + structured.counts.published + old.counts.published == 3
             )
         )
-        await wait_for(lambda: len(v5_receiver.messages) == 3 and len(v311_receiver.messages) == 3)
+        await wait_until(
+            lambda: len(v5_receiver.messages) == 3 and len(v311_receiver.messages) == 3
+        )
     messages = {m.topic.value: m for m in v5_receiver.messages}
     assert set(messages) == {"out/binary", "out/structured", "out/old"}
     first = messages["out/binary"]
@@ -451,9 +446,9 @@ async def test_broker_gone_mid_run_loses_no_accepted_message(
             bus, mosquitto.url, subscribe=["gone/#"], client_id="gone", backoff_limit=0.5
         ) as bridge:
             sender = asyncio.create_task(publisher())
-            await wait_for(lambda: bridge.counts.accepted >= 100)
+            await wait_until(lambda: bridge.counts.accepted >= 100)
             mosquitto.stop()
-            await wait_for(lambda: bridge.connected is False)  # the bridge saw it go
+            await wait_until(lambda: bridge.connected is False)  # the bridge saw it go
             mosquitto.start()
             async with asyncio.timeout(90):
                 await sent_all.wait()
@@ -491,12 +486,12 @@ async def test_events_out_survive_the_broker_going_away(
     ):
         for i in range(total // 2):
             await bus.emit({"i": i}, topic="away.x")
-        await wait_for(lambda: bridge.counts.published >= 50)
+        await wait_until(lambda: bridge.counts.published >= 50)
         mosquitto.stop()
         for i in range(total // 2, total):
             await bus.emit({"i": i}, topic="away.x")
         mosquitto.start()
-        await wait_for(lambda: bridge.counts.published >= total, timeout=60)
+        await wait_until(lambda: bridge.counts.published >= total, timeout=60)
 
         def seen() -> set[int]:
             out = set()
@@ -506,6 +501,6 @@ async def test_events_out_survive_the_broker_going_away(
                 out.add(data["i"])
             return out
 
-        await wait_for(lambda: len(seen()) == total, timeout=60)
+        await wait_until(lambda: len(seen()) == total, timeout=60)
     assert seen() == set(range(total))
     assert bridge.counts.publish_failed >= 1

@@ -9,7 +9,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,15 +24,9 @@ from cloudevents.core.v1.event import CloudEvent
 import tidings
 from tidings.gateway import ConfigError, Gateway, parse_config
 from tidings.gateway.config import SourceConfig, TargetConfig
-from tidings.testing.brokers import Mosquitto
+from tidings.testing.brokers import Mosquitto, wait_until
 
 WAIT = 30.0
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - counters have no event to await
-            await asyncio.sleep(0.01)
 
 
 # -- config -----------------------------------------------------------------------------------
@@ -235,7 +229,7 @@ routes:
                     ),
                     routing_key="legacy.in.x",
                 )
-                await wait_for(lambda: len(received) == 2 and len(from_gateway) == 1)
+                await wait_until(lambda: len(received) == 2 and len(from_gateway) == 1)
                 proc.send_signal(signal.SIGINT)
                 assert await asyncio.wait_for(proc.wait(), WAIT) == 0
             watching.cancel()

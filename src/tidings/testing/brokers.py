@@ -24,11 +24,12 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tidings.testing.nats_server import free_port
 
-__all__ = ("Mosquitto", "TcpProxy", "find_mosquitto")
+__all__ = ("Mosquitto", "TcpProxy", "find_mosquitto", "wait_until")
 
 
 def find_mosquitto() -> str:
@@ -152,3 +153,15 @@ class TcpProxy:
 
     async def restore(self) -> None:
         await self.start()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait until ``predicate()`` holds (checked every 10 ms: counters of a bridge, messages
+    a broker client collected), at most ``timeout`` seconds.
+
+    Raises:
+        TimeoutError: it did not hold in time.
+    """
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - counters have no event to await
+            await asyncio.sleep(0.01)
