@@ -24,7 +24,7 @@ import tidings
 from tidings.bridges.amqp import DEAD_QUEUE, DEAD_REASON, AmqpBridge, to_binding_key
 from tidings.cloudevents import to_cloudevent
 from tidings.event import Envelope
-from tidings.exceptions import TransportUnavailableError
+from tidings.exceptions import TransportError, TransportUnavailableError
 from tidings.testing.brokers import TcpProxy, wait_until
 from tidings.testing.nats_server import free_port
 
@@ -446,3 +446,15 @@ async def test_events_out_survive_the_broker_going_away(rabbit: Rabbit, tmp_path
     assert seen() == set(range(total))
     assert amqp.counts.reconnects >= 1
     assert amqp.counts.publish_failed >= 1
+
+
+async def test_a_queue_declared_otherwise_is_a_typed_error_that_says_what_to_do(
+    rabbit: Rabbit,
+) -> None:
+    channel = await rabbit.connection.channel()
+    await channel.declare_queue(rabbit.queue, durable=False)  # no dead-letter exchange
+    with pytest.raises(TransportError, match="declare=False"):
+        await bridge(rabbit, tidings.Bus(), queues=[rabbit.queue]).start()
+    missing = bridge(rabbit, exchange=f"{rabbit.exchange}.none", declare=False)
+    with pytest.raises(TransportError, match="must exist"):
+        await missing.start()

@@ -66,6 +66,7 @@ from tidings.exceptions import (
     PublishError,
     PublishOutcomeUnknownError,
     TransportClosedError,
+    TransportError,
     TransportUnavailableError,
 )
 from tidings.topics import validate_pattern, validate_topic
@@ -78,7 +79,7 @@ try:
         AbstractQueue,
         AbstractRobustConnection,
     )
-    from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+    from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise missing_extra("amqp", "aio-pika") from exc
 
@@ -211,6 +212,8 @@ class AmqpBridge(Bridge):
         Raises:
             TransportUnavailableError: the broker did not accept a connection within
                 ``connect_timeout``.
+            TransportError: the exchanges or queues could not be declared (or, with
+                ``declare=False``, do not exist).
         """
         try:
             connection = await aio_pika.connect_robust(self.url, timeout=self.connect_timeout)
@@ -225,6 +228,14 @@ class AmqpBridge(Bridge):
         connection.reconnect_callbacks.add(self._reconnected)
         try:
             await self._declare(connection)
+        except (AMQPError, ConnectionError, OSError, TimeoutError) as exc:
+            await connection.close()
+            raise TransportError(
+                f"the AMQP bridge {self.name} could not declare or find its exchanges and "
+                f"queues on {self._safe_url()} ({type(exc).__name__}: {exc}); an existing "
+                "queue with other arguments needs declare=False (or a new name), and with "
+                "declare=False the exchanges and queues must exist"
+            ) from None
         except BaseException:
             await connection.close()
             raise
@@ -315,7 +326,17 @@ class AmqpBridge(Bridge):
             if last is not None and message.channel is not last.channel:
                 await self._acknowledge(last, unacked)  # acks belong to their channel
                 last, unacked = None, 0
-            if await self._take(queue, message):
+            try:
+                taken = await self._take(queue, message)
+            except Exception:  # a defect: give the message back to the queue
+                logger.exception("AMQP bridge %s failed taking a message", self.name)
+                if last is not None:
+                    await self._acknowledge(last, unacked)
+                    last, unacked = None, 0
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+                continue
+            if taken:
                 last, unacked = message, unacked + 1
             if last is not None and (unacked >= _ACK_BURST or waiting.empty()):
                 await self._acknowledge(last, unacked)
@@ -454,13 +475,14 @@ class AmqpBridge(Bridge):
         )
 
     async def publish(self, envelope: Envelope[Any], routing_key: str | None = None) -> None:
-        """Publish ``envelope`` (with ``routing_key``, else its topic) and wait for the
+        """Publish ``envelope`` once (with ``routing_key``, else its topic) and wait for the
         broker's confirm (a gateway's ``amqp`` target calls this).
 
         Raises:
             PublishError: the broker refused it (a ``nack``, or unroutable with
-                ``mandatory``), or no connection: not stored.
-            PublishOutcomeUnknownError: no confirm within ``publish_timeout``.
+                ``mandatory``): not stored.
+            PublishOutcomeUnknownError: no confirm came (a timeout, the connection lost):
+                it may or may not be there.
             TransportClosedError: the bridge is closed.
         """
         if self.closing:
@@ -468,18 +490,18 @@ class AmqpBridge(Bridge):
         message = self.encode(envelope)
         try:
             await self.publish_once(envelope, message, routing_key)
-        except TimeoutError:
+        except DeliveryError as exc:
             self.counts.publish_failed += 1
-            raise PublishOutcomeUnknownError(
-                f"event {envelope.id} got no confirm from the AMQP broker within "
-                f"{self.publish_timeout:g}s; it may or may not be there",
+            raise PublishError(
+                f"the AMQP broker refused event {envelope.id} ({exc})",
                 event_id=envelope.id,
                 topic=envelope.topic,
             ) from None
         except _PUBLISH_ERRORS as exc:
             self.counts.publish_failed += 1
-            raise PublishError(
-                f"the AMQP broker did not take event {envelope.id} ({type(exc).__name__}: {exc})",
+            raise PublishOutcomeUnknownError(
+                f"event {envelope.id} got no confirm from the AMQP broker ({type(exc).__name__}: "
+                f"{exc}); it may or may not be there",
                 event_id=envelope.id,
                 topic=envelope.topic,
             ) from None

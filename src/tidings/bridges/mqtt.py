@@ -280,6 +280,8 @@ class MqttBridge(Bridge):
                         self._acknowledge(client, unacked)
             except aiomqtt.MqttError as exc:
                 logger.warning("MQTT bridge %s lost %s: %s", self.name, self.url, exc)
+            except Exception:  # a defect: reconnect, and the broker delivers it again
+                logger.exception("MQTT bridge %s failed taking a message", self.name)
             await self._disconnect()
             while not self.closing:
                 await self._backoff.sleep()
