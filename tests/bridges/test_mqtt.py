@@ -106,22 +106,26 @@ class Received:
 
     async def _run(self) -> None:
         while True:
+            client = aiomqtt.Client(
+                "127.0.0.1",
+                self.mosquitto.port,
+                identifier=f"receiver-{id(self)}",
+                protocol=aiomqtt.ProtocolVersion.V5 if self.v5 else aiomqtt.ProtocolVersion.V311,
+                clean_session=None if self.v5 else False,
+                clean_start=False if self.v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+                properties=_session(self.v5),
+            )
+            # Acknowledged once collected (as the bridge does): a message received but not
+            # yet collected when the connection drops comes again, so the test loses none.
+            inner = client._client
+            inner.manual_ack_set(True)
             try:
-                async with aiomqtt.Client(
-                    "127.0.0.1",
-                    self.mosquitto.port,
-                    identifier=f"receiver-{id(self)}",
-                    protocol=aiomqtt.ProtocolVersion.V5
-                    if self.v5
-                    else aiomqtt.ProtocolVersion.V311,
-                    clean_session=None if self.v5 else False,
-                    clean_start=False if self.v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
-                    properties=_session(self.v5),
-                ) as client:
+                async with client:
                     await client.subscribe(self.filter, qos=1)
                     self._ready.set()
                     async for message in client.messages:
                         self.messages.append(message)
+                        inner.ack(message.mid, message.qos)
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.1)
 

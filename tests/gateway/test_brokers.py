@@ -255,3 +255,40 @@ routes:
         await cleanup.exchange_delete(unique)
         await cleanup.exchange_delete(f"{unique}.dead")
         await connection.close()
+
+
+async def test_a_broker_target_that_fails_is_retried_then_dead_lettered(
+    tmp_path: Path, amqp_url: str, unique: str
+) -> None:
+    config = parse_config(
+        [
+            (
+                "g.yaml",
+                f"""\
+routes:
+  - name: legacy
+    from: orders.>
+    dead_letter: audit.dead
+    to:
+      - amqp: "{unique}.missing"
+        url: "{amqp_url}"
+        retry: {{max_attempts: 2, backoff: 10ms}}
+""",
+            )
+        ]
+    )
+    from tidings.event import Envelope
+
+    async with tidings.Bus(store=f"sqlite:///{tmp_path}/e.db") as bus:
+        letters: list[dict[str, Any]] = []
+        bus.subscribe("audit.dead", letters.append)
+        gateway = Gateway(bus, config)
+        await gateway.start()
+        await gateway.accept([Envelope("orders.placed", {"n": 1}, 1_000, source="t", _id="o1")])
+        await wait_until(lambda: len(letters) == 1)
+        await gateway.stop(5)
+    [letter] = letters
+    assert (letter["route"], letter["attempts"], letter["status"]) == ("legacy", 2, None)
+    assert "must exist" in letter["error"]
+    assert gateway.sender.outcomes[("amqp", "retried")] == 1
+    assert gateway.sender.outcomes[("amqp", "dead_lettered")] == 1

@@ -74,6 +74,7 @@ from tidings.topics import validate_pattern, validate_topic
 try:
     import aio_pika
     from aio_pika.abc import (
+        AbstractConnection,
         AbstractExchange,
         AbstractIncomingMessage,
         AbstractQueue,
@@ -215,8 +216,10 @@ class AmqpBridge(Bridge):
             TransportError: the exchanges or queues could not be declared (or, with
                 ``declare=False``, do not exist).
         """
+        # Declarations (or, with declare=False, checks) first on a plain connection: a
+        # failure there is an error now, not a robust connection retrying in the background.
         try:
-            connection = await aio_pika.connect_robust(self.url, timeout=self.connect_timeout)
+            probe = await aio_pika.connect(self.url, timeout=self.connect_timeout)
         except (AMQPError, ConnectionError, OSError, TimeoutError) as exc:
             raise TransportUnavailableError(
                 f"the AMQP broker at {self._safe_url()} did not accept a connection within "
@@ -224,62 +227,81 @@ class AmqpBridge(Bridge):
                 servers=(self._safe_url(),),
                 timeout=self.connect_timeout,
             ) from None
-        self._connection = connection
-        connection.reconnect_callbacks.add(self._reconnected)
         try:
-            await self._declare(connection)
+            await self._declare(probe, consume=False)
         except (AMQPError, ConnectionError, OSError, TimeoutError) as exc:
-            await connection.close()
             raise TransportError(
                 f"the AMQP bridge {self.name} could not declare or find its exchanges and "
                 f"queues on {self._safe_url()} ({type(exc).__name__}: {exc}); an existing "
                 "queue with other arguments needs declare=False (or a new name), and with "
                 "declare=False the exchanges and queues must exist"
             ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await probe.close()
+        try:
+            connection = await aio_pika.connect_robust(self.url, timeout=self.connect_timeout)
+        except (AMQPError, ConnectionError, OSError, TimeoutError) as exc:
+            raise TransportUnavailableError(
+                f"the AMQP broker at {self._safe_url()} went away during the start "
+                f"({type(exc).__name__}: {exc})",
+                servers=(self._safe_url(),),
+                timeout=self.connect_timeout,
+            ) from None
+        self._connection = connection
+        connection.reconnect_callbacks.add(self._reconnected)
+        try:
+            await self._declare(connection, consume=True)
         except BaseException:
+            self._connection = None
             await connection.close()
             raise
         self.subscribe_out(self.patterns)
         return self
 
-    async def _declare(self, connection: AbstractRobustConnection) -> None:
+    async def _declare(self, connection: AbstractConnection, *, consume: bool) -> None:
+        """Declare (or, with ``declare=False``, check) the exchanges and queues; with
+        ``consume``, keep the exchanges for publishing and start consuming the queues."""
         publishing = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange: AbstractExchange
+        dead: AbstractExchange | None = None
         if self.declare:
-            self._exchange = await publishing.declare_exchange(
+            exchange = await publishing.declare_exchange(
                 self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
             )
             if self.dead_letter_exchange is not None:
-                self._dead_exchange = await publishing.declare_exchange(
+                dead = await publishing.declare_exchange(
                     self.dead_letter_exchange, aio_pika.ExchangeType.TOPIC, durable=True
                 )
         else:
-            self._exchange = await publishing.get_exchange(self.exchange_name, ensure=True)
+            exchange = await publishing.get_exchange(self.exchange_name, ensure=not consume)
             if self.dead_letter_exchange is not None:
-                self._dead_exchange = await publishing.get_exchange(
-                    self.dead_letter_exchange, ensure=True
-                )
+                dead = await publishing.get_exchange(self.dead_letter_exchange, ensure=not consume)
         for queue_name in self.queue_names:
             channel = await connection.channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=self.prefetch)
             queue: AbstractQueue
             if self.declare:
-                arguments = (
+                arguments: Any = (
                     {"x-dead-letter-exchange": self.dead_letter_exchange}
                     if self.dead_letter_exchange is not None
                     else None
                 )
                 queue = await channel.declare_queue(queue_name, durable=True, arguments=arguments)
                 for key in self.binding_keys:
-                    await queue.bind(self._exchange, key)
+                    await queue.bind(exchange, key)
             else:
-                queue = await channel.get_queue(queue_name, ensure=True)
-            waiting: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-            await queue.consume(self._arrived(waiting), no_ack=False)
-            self._workers.append(
-                asyncio.create_task(
-                    self._work(queue_name, waiting), name=f"tidings-{self.name}-{queue_name}"
+                queue = await channel.get_queue(queue_name, ensure=not consume)
+            if consume:
+                waiting: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+                await queue.consume(self._arrived(waiting), no_ack=False)
+                self._workers.append(
+                    asyncio.create_task(
+                        self._work(queue_name, waiting), name=f"tidings-{self.name}-{queue_name}"
+                    )
                 )
-            )
+        if consume:
+            self._exchange, self._dead_exchange = exchange, dead
 
     def _reconnected(self, *_: object) -> None:
         self.counts.reconnects += 1

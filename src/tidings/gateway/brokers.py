@@ -115,13 +115,6 @@ class Brokers:
         for bridge in publishers:
             await bridge.aclose()
 
-    def describe(self) -> list[dict[str, Any]]:
-        """Each source's kind, broker and counts (for ``GET /config``)."""
-        return [
-            {"kind": type(bridge).__name__, "counts": vars(bridge.counts).copy()}
-            for bridge in self.sources
-        ]
-
 
 def _source_bridge(
     source: SourceConfig, sink: Callable[[Sequence[Envelope[Any]]], Awaitable[None]], name: str
