@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import bench_bridges
 import bench_burst
 import bench_bus
 import bench_chaos
@@ -50,6 +51,7 @@ BASELINES = {
     "X1": "direct connection",
     "X2": "direct connection",
     **bench_kafka.BASELINES,
+    **bench_bridges.BASELINES,
 }
 """The row each scenario's *vs baseline* ratio divides by (default: the raw loop)."""
 
@@ -65,6 +67,8 @@ PEERS = (
     "nats-py",
     "faststream",
     "aiokafka",
+    "aiomqtt",
+    "aio-pika",
 )
 
 
@@ -149,6 +153,7 @@ def main() -> int:
         bench_gateway,
         bench_chaos,
         bench_contracts,
+        bench_bridges,
     ):
         begun = time.perf_counter()
         rows.extend(module.run(quick=args.quick))

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 import tidings
+from tidings.testing.brokers import Mosquitto
 
 
 @pytest.fixture
@@ -49,9 +51,11 @@ NPM_PACKAGES = ("typescript@5.9.3", "@asyncapi/specs@6.11.1")
 _NPM_CACHE = Path(__file__).resolve().parents[1] / "build" / "npm"
 
 
-def _unavailable(reason: str) -> None:
+def unavailable(reason: str) -> None:
+    """Skip the test for ``reason`` (a tool or broker the machine lacks), or fail it under
+    ``CI=true``, where everything the suite needs must be there."""
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the contract tests need it)")
+        pytest.fail(f"{reason} (CI=true: a missing tool or broker fails the run)")
     pytest.skip(reason)
 
 
@@ -64,7 +68,7 @@ def node_modules() -> Path:
     if not marker.exists():
         npm = shutil.which("npm")
         if npm is None or shutil.which("node") is None:
-            _unavailable("node and npm are not installed (needed for tsc and @asyncapi/specs)")
+            unavailable("node and npm are not installed (needed for tsc and @asyncapi/specs)")
         _NPM_CACHE.mkdir(parents=True, exist_ok=True)
         try:
             subprocess.run(
@@ -73,7 +77,7 @@ def node_modules() -> Path:
                 check=True, capture_output=True, timeout=600,
             )  # fmt: skip
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            _unavailable(f"npm install {' '.join(NPM_PACKAGES)} failed: {exc}")
+            unavailable(f"npm install {' '.join(NPM_PACKAGES)} failed: {exc}")
         marker.write_text("ok\n")
     return _NPM_CACHE / "node_modules"
 
@@ -106,3 +110,41 @@ def tsc(node_modules: Path) -> Tsc:
         )  # fmt: skip
 
     return run
+
+
+# -- brokers (bridge and gateway tests): skipped with the reason when missing, failed under CI
+
+AMQP_URL = os.environ.get("TIDINGS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[Mosquitto]:
+    """A Mosquitto of this test's own, started; the test may stop and start it again."""
+    try:
+        broker = Mosquitto()
+    except FileNotFoundError as exc:
+        unavailable(str(exc))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+async def amqp_url() -> str:
+    """The shared RabbitMQ's URL, after checking it answers (else skip, or fail under CI)."""
+    import aio_pika
+
+    try:
+        connection = await aio_pika.connect(AMQP_URL, timeout=5)
+    except Exception as exc:
+        unavailable(f"no RabbitMQ at {AMQP_URL} ({type(exc).__name__}: {exc})")
+    await connection.close()
+    return AMQP_URL
+
+
+@pytest.fixture
+def unique() -> str:
+    """A name unique to this test, for queues and exchanges."""
+    return f"tidings-test-{uuid.uuid4().hex[:10]}"

@@ -1264,6 +1264,26 @@ class Bus:
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
+        return await self._emit(route, env)
+
+    async def emit_envelope(self, envelope: Envelope[T]) -> Delivery[T]:
+        """Emit an envelope made elsewhere (a bridge's decoded CloudEvent) as it is: its id,
+        source, time, key, headers and attributes are kept, so a store deduplicates a
+        redelivered copy by its id. The bus's clock merges its time (receive rule).
+
+        Raises:
+            ClockSkewError: the envelope's time leads this clock too far.
+            InvalidTopicError, BusClosedError, QueueFullError, WouldBlock: as :meth:`emit`.
+        """
+        self._bind_running_loop()
+        route = self._route(type(envelope.payload), envelope.topic)
+        if self._closed:
+            raise BusClosedError("the bus is closed; it accepts no more events")
+        self._clock.update(envelope.time)
+        return await self._emit(route, envelope)
+
+    async def _emit(self, route: Route, env: Envelope[T]) -> Delivery[T]:
+        """:meth:`emit` after the envelope is made: carry it, then call the handlers."""
         if self._carrier is not None:
             await self._carrier.carry(env)  # with a transport, handlers run where it delivers
         fast = route.fast_async

@@ -31,7 +31,18 @@ Keys (a contract: operators rely on them; new keys may be added, none renamed)::
         split: {by: header NAME | key | random, variants: [{match|percent, to, name}]}
 
 A target is ``{topic: NAME}``, ``{webhook: URL, mode: binary|structured, timeout: 2s,
-retry: {max_attempts: 5, backoff: 100ms}}`` or ``{nats: SUBJECT}`` (needs ``transport``).
+retry: {max_attempts: 5, backoff: 100ms}}``, ``{nats: SUBJECT}`` (needs ``transport``),
+``{mqtt: MQTT_TOPIC, url: mqtt://..., retry: ...}`` or ``{amqp: EXCHANGE, url: amqp://...,
+routing_key: KEY, retry: ...}`` (see :mod:`tidings.bridges`).
+
+Sources take events in from brokers (``tidings[mqtt]``, ``tidings[amqp]``), into the log
+like a POST::
+
+    sources:
+      - {mqtt: mqtt://host:1883, subscribe: [sensors/#], wrap_type: sensors.raw,
+         types: [PATTERNS], protocol: "5", client_id: NAME}
+      - {amqp: amqp://user:pass@host:5672/, queues: [NAME], exchange: tidings,
+         bind: [PATTERNS], dead_letter_exchange: NAME, wrap_type: ..., types: [...]}
 
 Checks: unknown keys, wrong types, duplicate keys and route names, malformed topics and
 patterns (:mod:`tidings.topics`), CEL that does not compile or names an unknown attribute
@@ -67,6 +78,7 @@ __all__ = (
     "RateLimitConfig",
     "RouteConfig",
     "SchemasConfig",
+    "SourceConfig",
     "SplitConfig",
     "TargetConfig",
     "TokenConfig",
@@ -115,14 +127,37 @@ class ConfigError(TidingsError, ValueError):
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """Where a route sends an event: ``kind`` is ``topic``, ``webhook`` or ``nats``."""
+    """Where a route sends an event: ``kind`` is ``topic``, ``webhook``, ``nats``, ``mqtt``
+    (``address`` the MQTT topic) or ``amqp`` (``address`` the exchange); the broker kinds
+    name their broker's ``url`` and, for AMQP, an optional ``routing_key``."""
 
-    kind: Literal["topic", "webhook", "nats"]
+    kind: Literal["topic", "webhook", "nats", "mqtt", "amqp"]
     address: str
     mode: Literal["binary", "structured"] = "binary"
     timeout: float = 5.0
     max_attempts: int = 5
     backoff: float = 0.1
+    url: str | None = None
+    routing_key: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """A broker the gateway takes events from (``sources:``): ``kind`` ``mqtt`` (MQTT topic
+    filters in ``subscribe``) or ``amqp`` (``queues``, bound to ``exchange`` with ``bind``
+    patterns). The options not set here take the bridges' defaults."""
+
+    kind: Literal["mqtt", "amqp"]
+    url: str
+    subscribe: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    exchange: str | None = None
+    bind: tuple[str, ...] = ()
+    dead_letter_exchange: str | None = None
+    wrap_type: str | None = None
+    types: tuple[str, ...] | None = None
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +257,8 @@ class GatewayConfig:
     schemas: SchemasConfig = field(default_factory=SchemasConfig)
     sources: tuple[str, ...] = ()
     text: tuple[str, ...] = ()
+    broker_sources: tuple[SourceConfig, ...] = ()
+    """The ``sources:`` key (``sources`` above names the files read)."""
 
 
 # -- scalars ----------------------------------------------------------------------------------
@@ -346,7 +383,7 @@ class _Checker:
         return tuple(out)
 
 
-_TOP = ("store", "transport", "http", "routes", "drain_timeout", "schemas")
+_TOP = ("store", "transport", "http", "routes", "drain_timeout", "schemas", "sources")
 _HTTP = ("listen", "max_body", "tokens", "rate_limit")
 _TOKEN = ("name", "token_env", "publish", "subscribe")
 _ROUTE = ("name", "from", "when", "priority", "to", "split", "redact", "mask", "dead_letter")
@@ -361,6 +398,24 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r} is not host:port (port 0-65535; 0 = any free port)")
     return host, int(port)
+
+
+def _retry(
+    check: _Checker, keys: dict[str, tuple[yaml.Node, yaml.Node]], what: str
+) -> tuple[int, float]:
+    """A target's ``retry: {max_attempts, backoff}``: (5, 0.1) unless given."""
+    attempts, backoff = 5, 0.1
+    if "retry" in keys:
+        retry = check.mapping(keys["retry"][1], f"{what}.retry", ("max_attempts", "backoff"))
+        if "max_attempts" in retry:
+            count = check.number(retry["max_attempts"][1], "max_attempts", integer=True)
+            if count is not None and count < 1:
+                check.at(retry["max_attempts"][1], "max_attempts must be at least 1")
+            attempts = max(1, int(count or 1))
+        if "backoff" in retry:
+            found = check.converted(retry["backoff"][1], "backoff", parse_duration)
+            backoff = 0.1 if found is None else found
+    return attempts, backoff
 
 
 def _target(check: _Checker, node: yaml.Node, what: str) -> TargetConfig | None:
@@ -397,26 +452,137 @@ def _target(check: _Checker, node: yaml.Node, what: str) -> TargetConfig | None:
         timeout = 5.0
         if "timeout" in keys:
             timeout = check.converted(keys["timeout"][1], f"{what}.timeout", parse_duration) or 5.0
-        attempts, backoff = 5, 0.1
-        if "retry" in keys:
-            retry = check.mapping(keys["retry"][1], f"{what}.retry", ("max_attempts", "backoff"))
-            if "max_attempts" in retry:
-                count = check.number(retry["max_attempts"][1], "max_attempts", integer=True)
-                if count is not None and count < 1:
-                    check.at(retry["max_attempts"][1], "max_attempts must be at least 1")
-                attempts = max(1, int(count or 1))
-            if "backoff" in retry:
-                found = check.converted(retry["backoff"][1], "backoff", parse_duration)
-                backoff = 0.1 if found is None else found
+        attempts, backoff = _retry(check, keys, what)
         if url is None:
             return None
         return TargetConfig("webhook", url, mode, timeout, attempts, backoff)  # type: ignore[arg-type]
+    if first in ("mqtt", "amqp"):
+        return _broker_target(check, node, what, first)
     check.at(
         node.value[0][0],
         f"unknown target kind {first!r} in {what}; a target is {{topic: NAME}}, "
-        "{webhook: URL, ...} or {nats: SUBJECT}",
+        "{webhook: URL, ...}, {nats: SUBJECT}, {mqtt: TOPIC, url: ...} or "
+        "{amqp: EXCHANGE, url: ...}",
     )
     return None
+
+
+# -- brokers (tidings.bridges): sources and targets of kind mqtt and amqp ----------------------
+
+_SCHEMES = {"mqtt": ("mqtt://",), "amqp": ("amqp://", "amqps://")}
+_EXTRAS = {"mqtt": "aiomqtt", "amqp": "aio_pika"}
+_MQTT_SOURCE = ("mqtt", "subscribe", "wrap_type", "types", "protocol", "client_id")
+_AMQP_SOURCE = ("amqp", "queues", "exchange", "bind", "dead_letter_exchange", "wrap_type", "types")
+
+
+def _broker_url(check: _Checker, node: yaml.Node, what: str, kind: str) -> str | None:
+    import importlib.util
+
+    url = check.text(node, what)
+    if url is not None and not url.startswith(_SCHEMES[kind]):
+        check.at(node, f"{what} must be a URL starting {' or '.join(_SCHEMES[kind])}")
+        return None
+    if url is not None and importlib.util.find_spec(_EXTRAS[kind]) is None:
+        check.at(node, f"{what}: {kind} needs the extra: pip install 'tidings[{kind}]'")
+        return None
+    return url
+
+
+def _mqtt_names(check: _Checker, node: yaml.Node, what: str, *, filters: bool) -> list[str]:
+    from tidings.bridges.names import from_mqtt_filter, from_mqtt_topic
+
+    items = [node] if isinstance(node, yaml.ScalarNode) else check.sequence(node, what)
+    out = []
+    for item in items:
+        name = check.text(item, what)
+        if name is None:
+            continue
+        try:
+            (from_mqtt_filter if filters else from_mqtt_topic)(name)
+        except InvalidTopicError as exc:
+            check.at(item, f"{what}: {exc}")
+            continue
+        out.append(name)
+    return out
+
+
+def _broker_target(check: _Checker, node: yaml.Node, what: str, kind: str) -> TargetConfig | None:
+    keys = check.mapping(node, what, (kind, "url", "routing_key", "retry", "timeout"))
+    address: str | None
+    if kind == "mqtt":
+        found = _mqtt_names(check, keys[kind][1], f"{what}.mqtt", filters=False)
+        address = found[0] if found else None
+    else:
+        address = check.text(keys[kind][1], f"{what}.amqp")
+    url = None
+    if "url" in keys:
+        url = _broker_url(check, keys["url"][1], f"{what}.url", kind)
+    else:
+        check.at(node, f"{what} needs 'url' (the {kind} broker)")
+    routing_key = None
+    if "routing_key" in keys:
+        if kind == "mqtt":
+            check.at(keys["routing_key"][0], f"{what}: routing_key is for amqp targets")
+        routing_key = check.text(keys["routing_key"][1], f"{what}.routing_key")
+    timeout = 5.0
+    if "timeout" in keys:
+        timeout = check.converted(keys["timeout"][1], f"{what}.timeout", parse_duration) or 5.0
+    attempts, backoff = _retry(check, keys, what)
+    if address is None or url is None:
+        return None
+    return TargetConfig(
+        kind,  # type: ignore[arg-type]
+        address,
+        timeout=timeout,
+        max_attempts=attempts,
+        backoff=backoff,
+        url=url,
+        routing_key=routing_key,
+    )
+
+
+def _source(check: _Checker, node: yaml.Node, what: str) -> SourceConfig | None:
+    if not isinstance(node, yaml.MappingNode) or not node.value:
+        check.at(node, f"{what} must be a mapping such as {{mqtt: URL, subscribe: [...]}}")
+        return None
+    kind = node.value[0][0].value
+    if kind not in ("mqtt", "amqp"):
+        check.at(
+            node.value[0][0],
+            f"unknown source kind {kind!r} in {what}; a source is {{mqtt: URL, subscribe: "
+            "[FILTERS]} or {amqp: URL, queues: [NAMES]}",
+        )
+        return None
+    keys = check.mapping(node, what, _MQTT_SOURCE if kind == "mqtt" else _AMQP_SOURCE)
+    url = _broker_url(check, keys[kind][1], f"{what}.{kind}", kind) if kind in keys else None
+    options: dict[str, Any] = {}
+    needed = "subscribe" if kind == "mqtt" else "queues"
+    if needed not in keys:
+        check.at(node, f"{what} needs '{needed}'")
+    elif kind == "mqtt":
+        options["subscribe"] = tuple(
+            _mqtt_names(check, keys["subscribe"][1], f"{what}.subscribe", filters=True)
+        )
+    else:
+        items = check.sequence(keys["queues"][1], f"{what}.queues")
+        options["queues"] = tuple(
+            q for q in (check.text(i, f"{what}.queues") for i in items) if q is not None
+        )
+    for name in ("bind", "types"):
+        if name in keys:
+            options[name] = check.patterns(keys[name][1], f"{what}.{name}")
+    for name in ("exchange", "dead_letter_exchange", "wrap_type", "client_id"):
+        if name in keys:
+            options[name] = check.text(keys[name][1], f"{what}.{name}")
+    if "protocol" in keys:
+        protocol = check.text(keys["protocol"][1], f"{what}.protocol")
+        if protocol not in ("5", "3.1.1"):
+            check.at(keys["protocol"][1], f'{what}.protocol is "5" or "3.1.1"')
+        else:
+            options["protocol"] = protocol
+    if url is None:
+        return None
+    return SourceConfig(kind, url, **options)
 
 
 def _targets(check: _Checker, node: yaml.Node, what: str) -> tuple[TargetConfig, ...]:
@@ -561,6 +727,12 @@ def _file_config(check: _Checker, root: yaml.Node | None) -> dict[str, Any]:
         out["http"] = _http(check, keys["http"][1])
     if "schemas" in keys:
         out["schemas"] = _schemas(check, keys["schemas"][1])
+    if "sources" in keys:
+        out["broker_sources"] = [
+            s
+            for i, item in enumerate(check.sequence(keys["sources"][1], "sources"))
+            if (s := _source(check, item, f"sources[{i}]")) is not None
+        ]
     if "routes" in keys:
         has_transport = "transport" in keys
         out["routes"] = [
@@ -712,6 +884,7 @@ def parse_config(sources: Sequence[tuple[str, str]]) -> GatewayConfig:
     merged: dict[str, Any] = {}
     owner: dict[str, str] = {}
     routes: list[RouteConfig] = []
+    broker_sources: list[SourceConfig] = []
     for file, text in sources:
         check = _Checker(file)
         try:
@@ -735,12 +908,13 @@ def parse_config(sources: Sequence[tuple[str, str]]) -> GatewayConfig:
             continue
         values = _file_config(check, root)
         for key, node in values.pop("_keys", {}).items():
-            if key == "routes":
+            if key in ("routes", "sources"):
                 continue
             if key in owner:
                 check.at(node, f"{key!r} is already set in {owner[key]}; set it in one file")
             owner[key] = file
         routes.extend(values.pop("routes", []))
+        broker_sources.extend(values.pop("broker_sources", []))
         merged.update({k: v for k, v in values.items() if v is not None})
         problems.extend(check.problems)
     names: dict[str, RouteConfig] = {}
@@ -770,6 +944,7 @@ def parse_config(sources: Sequence[tuple[str, str]]) -> GatewayConfig:
         schemas=merged.get("schemas", SchemasConfig()),
         sources=tuple(f for f, _ in sources),
         text=tuple(t for _, t in sources),
+        broker_sources=tuple(broker_sources),
     )
 
 

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from tidings.exceptions import TidingsError
+from tidings.gateway.brokers import Brokers
 from tidings.gateway.config import ConfigError, GatewayConfig, load_config
 from tidings.gateway.dead_letters import REDRIVE_TOPIC, dead_letter_topics, redrive_dispatch
 from tidings.gateway.lease import routing_lease
@@ -154,7 +155,8 @@ class Gateway:
         self._on_routed = on_routed
         self._pending: dict[str, RouteTable] = {}
         self._client = httpx.AsyncClient()
-        self.sender = Sender(bus, self._client)
+        self.brokers = Brokers(self.accept, EventIdConflictError)
+        self.sender = Sender(bus, self._client, self.brokers)
         self.last_error: str | None = None
         self.last_error_at: _dt.datetime | None = None
         self.reloads: Counter[str] = Counter()
@@ -209,10 +211,10 @@ class Gateway:
             before.http,
             before.store,
             before.transport,
-        ):
+        ) or table.config.broker_sources != before.broker_sources:
             logger.warning(
-                "the reloaded config changes http, store or transport: those take effect "
-                "when the gateway is restarted; routes and drain_timeout apply now"
+                "the reloaded config changes http, store, transport or sources: those take "
+                "effect when the gateway is restarted; routes and drain_timeout apply now"
             )
         if table.config != self._table.config:
             self.previous = self._table
@@ -395,6 +397,11 @@ class Gateway:
         self._follower = asyncio.create_task(self._follow(), name="tidings-gateway-follower")
         if self.paths:
             self._watcher = asyncio.create_task(self.watch(), name="tidings-gateway-watcher")
+        try:
+            await self.brokers.start(self._table.config.broker_sources)
+        except BaseException:
+            await self.stop(0)
+            raise
         self._started = True
 
     async def _follow(self) -> None:
@@ -573,6 +580,7 @@ class Gateway:
         at the next start), then releases the routing lease.
         """
         self._started = False
+        await self.brokers.stop_sources()  # intake from brokers stops first, as HTTP's does
         limit = self._table.config.drain_timeout if timeout is None else timeout
         drained = True  # a standby's accepted events are in the log, for the router
         if self._lease.held:
@@ -586,6 +594,7 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.brokers.aclose()
         await self._client.aclose()
         return drained
 

@@ -1,4 +1,4 @@
-"""Sending a routed event to its targets: topics, webhooks, NATS subjects.
+"""Sending a routed event to its targets: topics, webhooks, NATS subjects, MQTT and AMQP.
 
 - ``{topic: NAME}`` and ``{nats: SUBJECT}``: ``bus.emit`` under that topic, so the event is
   appended to the bus's log (write-ahead) and, when the bus has a transport, published on
@@ -12,6 +12,10 @@
   timeout, 408, 429, 5xx) is retried up to ``max_attempts`` attempts with exponential
   backoff (``backoff * 2**(attempt-1)``) and full jitter (a uniform draw in [0.5, 1.5) of
   that), then dead-lettered.
+- ``{mqtt: TOPIC, url: ...}``, ``{amqp: EXCHANGE, url: ..., routing_key: ...}``: published
+  through the gateway's :class:`~tidings.gateway.brokers.Brokers` and delivered when the
+  broker acknowledged it (PUBACK, publisher confirm); failures are retried and
+  dead-lettered as a webhook's (``status`` is ``null``).
 
 A dead letter is an event on the route's ``dead_letter`` topic whose data holds the route,
 the target, the attempts made, the last HTTP status (``null`` when none came) and the last
@@ -36,6 +40,7 @@ from tidings.transports.http import encode_binary, encode_structured
 
 if TYPE_CHECKING:
     from tidings.bus import Bus
+    from tidings.gateway.brokers import Brokers
     from tidings.gateway.table import Dispatch
 
 __all__ = ("Sender",)
@@ -51,9 +56,10 @@ class Sender:
             ``dead_lettered``.
     """
 
-    def __init__(self, bus: Bus, client: httpx.AsyncClient) -> None:
+    def __init__(self, bus: Bus, client: httpx.AsyncClient, brokers: Brokers | None = None) -> None:
         self._bus = bus
         self._client = client
+        self._brokers = brokers
         self.outcomes: Counter[tuple[str, str]] = Counter()
 
     async def send(self, dispatch: Dispatch) -> list[TargetOutcome]:
@@ -64,6 +70,8 @@ class Sender:
             try:
                 if target.kind == "webhook":
                     done.append(await self._webhook(dispatch, target))
+                elif target.kind in ("mqtt", "amqp") and self._brokers is not None:
+                    done.append(await self._broker(dispatch, target, self._brokers))
                 else:
                     env = dispatch.envelope
                     await self._bus.emit(
@@ -167,10 +175,27 @@ class Sender:
                 status, error = None, f"{type(exc).__name__}: {exc}"
             if attempt < target.max_attempts:
                 self.outcomes[("webhook", "retried")] += 1
-                delay = target.backoff * 2 ** (attempt - 1)
-                await asyncio.sleep(delay * (0.5 + random.random()))
+                await asyncio.sleep(_backoff(target, attempt))
         await self.dead_letter(dispatch, target, attempt, status, error)
         return TargetOutcome("webhook", target.address, "dead_lettered", error)
+
+    async def _broker(
+        self, dispatch: Dispatch, target: TargetConfig, brokers: Brokers
+    ) -> TargetOutcome:
+        error = ""
+        for attempt in range(1, target.max_attempts + 1):
+            try:
+                await brokers.send(target, dispatch.envelope)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                self.outcomes[(target.kind, "delivered")] += 1
+                return TargetOutcome(target.kind, target.address, "delivered")
+            if attempt < target.max_attempts:
+                self.outcomes[(target.kind, "retried")] += 1
+                await asyncio.sleep(_backoff(target, attempt))
+        await self.dead_letter(dispatch, target, attempt, None, error)
+        return TargetOutcome(target.kind, target.address, "dead_lettered", error)
 
     async def dead_letter(
         self,
@@ -199,3 +224,8 @@ class Sender:
             "event": to_cloudevent(dispatch.envelope),
         }
         await self._bus.emit(letter, topic=dispatch.dead_letter)
+
+
+def _backoff(target: TargetConfig, attempt: int) -> float:
+    """The pause after failed ``attempt``: exponential, with full jitter in [0.5, 1.5)."""
+    return float(target.backoff * 2 ** (attempt - 1) * (0.5 + random.random()))

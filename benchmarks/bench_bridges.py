@@ -1,0 +1,443 @@
+"""The MQTT and AMQP bridges against raw aiomqtt and raw aio-pika doing the same work.
+
+Run: ``.venv/bin/python benchmarks/bench_bridges.py [--messages 5000] [--rounds 2]``
+
+Starts its own Mosquitto (``/usr/sbin/mosquitto``, a free loopback port, in-flight window
+1,000) and uses the RabbitMQ at ``TIDINGS_TEST_AMQP_URL`` (default
+``amqp://guest:guest@127.0.0.1:5672/``; its rows are left out when none answers). Each
+figure is the best of ``--rounds`` runs, messages per second:
+
+- **Q1 MQTT in** (target >= 5,000/s): N messages (JSON, QoS 1) wait in the persistent
+  session of a client that is away; the clock runs from its connecting to the last message
+  handled. *raw aiomqtt*: iterate ``client.messages``, decode the JSON, count (paho
+  acknowledges on receipt). *tidings*: the bridge takes each message onto a bus with a
+  SQLite log (``emit_envelope``: appended, handlers run) and acknowledges it only then;
+  *tidings, no log*: the same onto a bus without a store.
+- **Q2 AMQP out** (target >= 0.8x raw): N events to a topic exchange (bound to a queue) with
+  publisher confirms. *raw aio-pika*: ``exchange.publish`` awaited per message (each
+  confirmed before the next). *tidings*: ``await bus.emit(...)`` per event on a bus
+  without a store; the bridge's queued subscription publishes each and awaits its confirm;
+  the clock stops at the last confirm. *raw aio-pika, 256 in flight* shows what pipelined
+  confirms reach (the bridge confirms one at a time, to keep order).
+- **Q3 AMQP in**: N messages waiting in a queue; consumed with manual acks (prefetch 256).
+  *raw aio-pika*: decode the JSON, ack each. *tidings*: the bridge onto a bus without a
+  store, ack after acceptance.
+
+The machine's cores are shared with other work: figures are indicative; compare rows of
+one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiomqtt
+import msgspec
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+import tidings
+from _harness import Row
+from tidings.bridges.amqp import AmqpBridge
+from tidings.bridges.mqtt import MqttBridge
+from tidings.testing.brokers import Mosquitto
+
+BASELINES = {
+    "Q1 MQTT in": "raw aiomqtt",
+    "Q2 AMQP out": "raw aio-pika",
+    "Q3 AMQP in": "raw aio-pika",
+}
+"""The row each scenario's *vs baseline* ratio divides by (for ``run.py``)."""
+
+AMQP_URL = os.environ.get("TIDINGS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+TIMEOUT = 300.0
+
+
+def _session() -> Any:
+    properties: Any = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = 3600
+    return properties
+
+
+async def _preload_mqtt(broker: Mosquitto, client_id: str, topic: str, n: int) -> None:
+    """Make ``client_id``'s persistent session (subscribed to ``topic``) hold ``n`` messages."""
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        broker.port,
+        identifier=client_id,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=False,
+        properties=_session(),
+    ) as client:
+        await client.subscribe(topic, qos=1)
+    async with aiomqtt.Client(
+        "127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=1000
+    ) as publisher:
+        publisher.pending_calls_threshold = n + 1  # no warning per 10 waiting PUBACKs
+        body = msgspec.json.encode({"device": "d1", "celsius": 21.5})
+        sends = [publisher.publish(topic, body, qos=1) for _ in range(n)]
+        for start in range(0, n, 500):
+            await asyncio.gather(*sends[start : start + 500])
+
+
+Rates = tuple[float, float]
+"""Messages per wall-clock second, and per second of this process's CPU time."""
+
+
+class _Clock:
+    """Wall-clock and process CPU time from creation to :meth:`rates`."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def rates(self, n: int) -> Rates:
+        wall = time.perf_counter() - self.wall
+        cpu = time.process_time() - self.cpu
+        return n / wall, n / cpu
+
+
+async def raw_mqtt_in(broker: Mosquitto, n: int) -> Rates:
+    client_id = f"raw-{uuid.uuid4().hex[:8]}"
+    await _preload_mqtt(broker, client_id, "bench/raw", n)
+    count = 0
+    clock = _Clock()
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        broker.port,
+        identifier=client_id,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=False,
+        properties=_session(),
+    ) as client:
+        async with asyncio.timeout(TIMEOUT):
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                msgspec.json.decode(message.payload)
+                count += 1
+                if count == n:
+                    break
+    return clock.rates(n)
+
+
+async def bridge_mqtt_in(broker: Mosquitto, n: int, store: str | None) -> Rates:
+    client_id = f"bridge-{uuid.uuid4().hex[:8]}"
+    await _preload_mqtt(broker, client_id, "bench/bridge", n)
+    done = asyncio.Event()
+    handled = 0
+
+    def handle(payload: object) -> None:
+        nonlocal handled
+        handled += 1
+        if handled == n:
+            done.set()
+
+    async with tidings.Bus(store=store) as bus:
+        bus.subscribe("bench.bridge", handle)
+        clock = _Clock()
+        async with MqttBridge(bus, broker.url, subscribe=["bench/bridge"], client_id=client_id):
+            async with asyncio.timeout(TIMEOUT):
+                await done.wait()
+            return clock.rates(n)
+
+
+async def _amqp_names(connection: aio_pika.abc.AbstractConnection) -> tuple[str, str]:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+    queue = await channel.declare_queue(f"{name}.q", durable=True)
+    await queue.bind(exchange, "bench.#")
+    await channel.close()
+    return name, f"{name}.q"
+
+
+async def _amqp_drop(connection: aio_pika.abc.AbstractConnection, exchange: str) -> None:
+    channel = await connection.channel()
+    await channel.queue_delete(f"{exchange}.q")
+    await channel.exchange_delete(exchange)
+    with contextlib.suppress(Exception):
+        await channel.exchange_delete(f"{exchange}.dead")
+    await channel.close()
+
+
+def _the_message() -> aio_pika.Message:
+    """The message the bridge sends for one event (CloudEvents headers, persistent)."""
+    sample = AmqpBridge(url=AMQP_URL)
+    with tidings.Bus() as bus:
+        envelope = bus.publish({"order_id": "o1", "amount": 12.5}, topic="bench.order")
+    return sample.encode(envelope)
+
+
+async def raw_amqp_out(n: int, window: int) -> Rates:
+    connection = await aio_pika.connect(AMQP_URL)
+    name, _ = await _amqp_names(connection)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(name)
+        sample = _the_message()
+
+        def message() -> aio_pika.Message:
+            return aio_pika.Message(
+                sample.body,
+                headers=sample.headers,
+                content_type=sample.content_type,
+                message_id=sample.message_id,
+                timestamp=sample.timestamp,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+
+        clock = _Clock()
+        if window == 1:
+            for _ in range(n):
+                await exchange.publish(message(), routing_key="bench.order")
+        else:
+            for start in range(0, n, window):
+                await asyncio.gather(
+                    *(
+                        exchange.publish(message(), routing_key="bench.order")
+                        for _ in range(start, min(n, start + window))
+                    )
+                )
+        return clock.rates(n)
+    finally:
+        await _amqp_drop(connection, name)
+        await connection.close()
+
+
+async def bridge_amqp_out(n: int) -> Rates:
+    connection = await aio_pika.connect(AMQP_URL)
+    name, _ = await _amqp_names(connection)
+    try:
+        async with (
+            tidings.Bus() as bus,
+            AmqpBridge(
+                bus,
+                AMQP_URL,
+                exchange=name,
+                publish=["bench.>"],
+                declare=False,
+                dead_letter_exchange=None,
+            ) as bridge,
+        ):
+            clock = _Clock()
+            for _ in range(n):
+                await bus.emit({"order_id": "o1", "amount": 12.5}, topic="bench.order")
+            async with asyncio.timeout(TIMEOUT):
+                while bridge.counts.published < n:  # noqa: ASYNC110 - a counter
+                    await asyncio.sleep(0.001)
+            return clock.rates(n)
+    finally:
+        await _amqp_drop(connection, name)
+        await connection.close()
+
+
+async def _preload_amqp(connection: aio_pika.abc.AbstractConnection, n: int) -> tuple[str, str]:
+    name, queue = await _amqp_names(connection)
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(name)
+    body = msgspec.json.encode({"order_id": "o1", "amount": 12.5})
+    for start in range(0, n, 500):
+        await asyncio.gather(
+            *(
+                exchange.publish(aio_pika.Message(body), routing_key="bench.order")
+                for _ in range(start, min(n, start + 500))
+            )
+        )
+    await channel.close()
+    return name, queue
+
+
+async def raw_amqp_in(n: int) -> Rates:
+    connection = await aio_pika.connect(AMQP_URL)
+    name, queue_name = await _preload_amqp(connection, n)
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=256)
+        queue = await channel.get_queue(queue_name)
+        done = asyncio.Event()
+        count = 0
+
+        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal count
+            msgspec.json.decode(message.body)
+            await message.ack()
+            count += 1
+            if count == n:
+                done.set()
+
+        clock = _Clock()
+        await queue.consume(take, no_ack=False)
+        async with asyncio.timeout(TIMEOUT):
+            await done.wait()
+        return clock.rates(n)
+    finally:
+        await _amqp_drop(connection, name)
+        await connection.close()
+
+
+async def bridge_amqp_in(n: int) -> Rates:
+    connection = await aio_pika.connect(AMQP_URL)
+    name, queue_name = await _preload_amqp(connection, n)
+    try:
+        done = asyncio.Event()
+        handled = 0
+
+        def handle(payload: object) -> None:
+            nonlocal handled
+            handled += 1
+            if handled == n:
+                done.set()
+
+        async with tidings.Bus() as bus:
+            bus.subscribe("bench.order", handle)
+            clock = _Clock()
+            async with AmqpBridge(
+                bus,
+                AMQP_URL,
+                exchange=name,
+                queues=[queue_name],
+                declare=False,
+                dead_letter_exchange=None,
+            ) as bridge:
+                async with asyncio.timeout(TIMEOUT):
+                    await done.wait()
+                rates = clock.rates(n)
+                async with asyncio.timeout(TIMEOUT):
+                    while bridge.counts.acknowledged < n:  # noqa: ASYNC110 - a counter
+                        await asyncio.sleep(0.001)
+        return rates
+    finally:
+        await _amqp_drop(connection, name)
+        await connection.close()
+
+
+async def interleaved(
+    rounds: int, runs: dict[str, Callable[[], Awaitable[Rates]]]
+) -> dict[str, Rates]:
+    """Each run ``rounds`` times, interleaved (a, b, c, a, b, c...); the best wall-clock
+    figure of each with the CPU figure of that same round."""
+    found: dict[str, Rates] = {}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            rates = await run()
+            if name not in found or rates[0] > found[name][0]:
+                found[name] = rates
+    return found
+
+
+def _row(scenario: str, library: str, rates: Rates, note: str) -> Row:
+    return Row(
+        scenario,
+        library,
+        "messages/s",
+        rates[0],
+        "/s",
+        note,
+        {"per CPU-second of the client": rates[1]},
+    )
+
+
+async def _amqp_reachable() -> bool:
+    try:
+        connection = await aio_pika.connect(AMQP_URL, timeout=5)
+    except Exception:
+        return False
+    await connection.close()
+    return True
+
+
+async def measure(messages: int, rounds: int, tmp: Path) -> list[Row]:
+    rows: list[Row] = []
+    broker = Mosquitto()
+    broker.start()
+    logs = iter(range(1_000_000))
+    try:
+        found = await interleaved(
+            rounds,
+            {
+                "raw": lambda: raw_mqtt_in(broker, messages),
+                "log": lambda: bridge_mqtt_in(
+                    broker, messages, f"sqlite:///{tmp}/q1-{next(logs)}.db"
+                ),
+                "bare": lambda: bridge_mqtt_in(broker, messages, None),
+            },
+        )
+    finally:
+        broker.close()
+    note = f"QoS 1, {messages:,} messages"
+    rows += [
+        _row("Q1 MQTT in", "tidings", found["log"], f"bridge -> bus -> SQLite log; {note}"),
+        _row("Q1 MQTT in", "tidings, no log", found["bare"], f"bridge -> bus; {note}"),
+        _row("Q1 MQTT in", "raw aiomqtt", found["raw"], f"receive, decode, auto-ack; {note}"),
+    ]
+    if not await _amqp_reachable():
+        print(f"Q2/Q3 left out: no RabbitMQ at {AMQP_URL}", file=sys.stderr)
+        return rows
+    note = f"{messages:,} messages"
+    found = await interleaved(
+        rounds,
+        {
+            "tidings": lambda: bridge_amqp_out(messages),
+            "raw": lambda: raw_amqp_out(messages, 1),
+            "piped": lambda: raw_amqp_out(messages, 256),
+        },
+    )
+    rows += [
+        _row("Q2 AMQP out", "tidings", found["tidings"], f"emit -> bridge -> confirm; {note}"),
+        _row("Q2 AMQP out", "raw aio-pika", found["raw"], f"same message, confirm each; {note}"),
+        _row("Q2 AMQP out", "raw aio-pika, 256 in flight", found["piped"], note),
+    ]
+    found = await interleaved(
+        rounds, {"tidings": lambda: bridge_amqp_in(messages), "raw": lambda: raw_amqp_in(messages)}
+    )
+    rows += [
+        _row("Q3 AMQP in", "tidings", found["tidings"], f"bridge -> bus, ack after; {note}"),
+        _row("Q3 AMQP in", "raw aio-pika", found["raw"], f"consume, decode, ack; {note}"),
+    ]
+    return rows
+
+
+def run(quick: bool = False) -> list[Row]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tidings-bench-bridges-") as tmp:
+        return asyncio.run(measure(1_000 if quick else 5_000, 1 if quick else 2, Path(tmp)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tidings-bench-bridges-") as tmp:
+        rows = asyncio.run(measure(args.messages, args.rounds, Path(tmp)))
+    raw_of = {"Q1 MQTT in": "raw aiomqtt"}
+    figures = {(row.scenario, row.library): row for row in rows}
+    cpu_key = "per CPU-second of the client"
+    for row in rows:
+        base = figures.get((row.scenario, raw_of.get(row.scenario, "raw aio-pika")))
+        cpu = row.extra[cpu_key]
+        ratio = cpu_ratio = ""
+        if base is not None:
+            ratio = f"{row.value / base.value:.2f}x"
+            cpu_ratio = f"{cpu / base.extra[cpu_key]:.2f}x"
+        print(
+            f"{row.scenario:12} {row.library:28} {row.value:7,.0f}/s {ratio:6} "
+            f"{cpu:7,.0f}/CPU-s {cpu_ratio:6} {row.note}"
+        )
+
+
+if __name__ == "__main__":
+    main()

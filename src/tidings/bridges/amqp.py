@@ -1,0 +1,530 @@
+"""The AMQP 0-9-1 bridge: bus topics out to a RabbitMQ exchange, queues onto the bus
+(``tidings[amqp]``, on aio-pika).
+
+**Names.** An event of topic ``orders.placed`` is published to ``exchange`` (a durable
+topic exchange) with the routing key ``orders.placed``; a queue bound with ``bind``
+patterns gets them by the same rule (``*`` and ``>`` become AMQP's ``*`` and ``#``). A
+message taken from a queue goes onto the bus under its routing key, which must be a tidings
+topic (else it is dead-lettered).
+
+**CloudEvents AMQP binding.** Binary mode by default: each context attribute and extension
+is a header ``cloudEvents:<name>`` (text), ``datacontenttype`` is the ``content_type``
+property, the data is the body; ``structured=True`` sends the JSON event with
+``content_type`` ``application/cloudevents+json``. Every message also carries
+``message_id`` (the event id), ``timestamp`` and ``delivery_mode`` 2 (persistent). On
+receipt both modes are read, and headers named ``cloudEvents_<name>`` (the binding's
+JMS-friendly spelling) too; a ``time`` given as an AMQP timestamp or integer milliseconds
+is read as such. A message that is no CloudEvent is wrapped as an event of type
+``wrap_type`` whose ``subject`` is ``<exchange>/<routing key>``.
+
+Guarantees:
+
+- **Publisher confirms.** Out, an event counts as published only when the broker confirmed
+  it (the channel is in confirm mode; a ``nack`` is retried). On a bus with a store the
+  events come from the log through a durable consumer (``<name>-out``) that commits one
+  only after its confirm, and retries while the broker is away; without a store a queued
+  subscription (one worker, order kept) sends them while the process lives.
+- **Manual acks after acceptance.** In, a message is acknowledged only once its event is
+  accepted (:class:`~tidings.bridges.Intake`); a queue's messages are taken one at a time in
+  delivery order (``prefetch`` messages are taken ahead), and those accepted are
+  acknowledged together (one ``multiple`` ack) when no other waits, or every 64. Refusals that may pass are retried while the
+  message waits; if the connection drops first, the broker delivers it again (at least
+  once: a CloudEvent keeps its id, so a store keeps it once).
+- **Dead letters through the broker's DLX.** A message that cannot become an event is
+  published, body and headers unchanged plus ``tidings-dead-reason`` and
+  ``tidings-dead-queue``, to ``dead_letter_exchange`` (the exchange the bridge declares as
+  its queues' ``x-dead-letter-exchange``) with its routing key, confirmed, and then
+  acknowledged. With ``dead_letter_exchange=None`` it is rejected without requeueing, so
+  the queue's own dead-letter policy (if any) takes it.
+- **Reconnects.** aio-pika's robust connection reconnects with its own backoff and restores
+  channels, declarations and consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import logging
+import urllib.parse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from tidings.bridges._common import (
+    Bridge,
+    Intake,
+    MalformedMessageError,
+    Sink,
+    decode_message,
+    missing_extra,
+    type_filter,
+)
+from tidings.bridges.names import to_binding_key
+from tidings.cloudevents import binary_attributes, encode_data, format_time, to_structured
+from tidings.exceptions import (
+    InvalidTopicError,
+    PublishError,
+    PublishOutcomeUnknownError,
+    TransportClosedError,
+    TransportError,
+    TransportUnavailableError,
+)
+from tidings.topics import validate_pattern, validate_topic
+
+try:
+    import aio_pika
+    from aio_pika.abc import (
+        AbstractConnection,
+        AbstractExchange,
+        AbstractIncomingMessage,
+        AbstractQueue,
+        AbstractRobustConnection,
+    )
+    from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
+except ImportError as exc:  # pragma: no cover - the extra is missing
+    raise missing_extra("amqp", "aio-pika") from exc
+
+if TYPE_CHECKING:
+    from tidings.bus import Bus
+    from tidings.event import Envelope
+
+__all__ = ("ATTRIBUTE_PREFIX", "DEAD_QUEUE", "DEAD_REASON", "AmqpBridge", "to_binding_key")
+
+logger = logging.getLogger("tidings.bridges.amqp")
+
+ATTRIBUTE_PREFIX: Final = "cloudEvents:"
+"""The prefix of a CloudEvents attribute's header (AMQP binding, binary mode)."""
+_PREFIXES: Final = (ATTRIBUTE_PREFIX, "cloudEvents_")
+DEAD_REASON: Final = "tidings-dead-reason"
+"""The header a dead-lettered message carries: why it could not become an event."""
+DEAD_QUEUE: Final = "tidings-dead-queue"
+"""The header a dead-lettered message carries: the queue it was taken from."""
+_ACK_BURST: Final = 64  # accepted messages acknowledged together at most
+_PUBLISH_ERRORS: Final = (AMQPError, ConnectionError, OSError, RuntimeError, TimeoutError)
+
+
+def _text(value: object) -> str:
+    """A header table value as attribute text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, _dt.datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=_dt.UTC)
+        return format_time(int(aware.timestamp() * 1_000_000) * 1000)
+    return str(value)
+
+
+class AmqpBridge(Bridge):
+    """Bridges a RabbitMQ (AMQP 0-9-1) broker and a bus (or a gateway).
+
+    Args:
+        bus: the bus events go onto and come from.
+        url: ``amqp://user:password@host:port/vhost``.
+        exchange: the topic exchange events are published to (and queues bound to).
+        publish: bus patterns whose events go out to ``exchange``.
+        queues: queues whose messages go onto the bus.
+        bind: with ``declare``, bind each of ``queues`` to ``exchange`` with these bus
+            patterns.
+        sink: accept received events through this instead of ``bus`` (a gateway's
+            ``accept``); ``publish`` then needs a bus.
+        declare: declare the exchange, the dead-letter exchange and the queues (durable;
+            each queue with ``x-dead-letter-exchange``); off, they must exist.
+        dead_letter_exchange: where malformed messages go (see the module docstring).
+        structured: send structured-mode CloudEvents.
+        wrap_type: the CloudEvents type of plain (non-CloudEvents) messages.
+        types: take only CloudEvents whose ``type`` matches one of these patterns.
+        prefetch: messages taken ahead per queue (unacknowledged at most).
+        mandatory: publish with the ``mandatory`` flag: an event no queue is bound for is
+            refused (and retried) instead of dropped by the broker.
+        connect_timeout: how long :meth:`start` waits for the broker.
+        publish_timeout: how long one publish waits for its confirm.
+        name: names the durable consumer of ``publish`` (``<name>-out``) and the logs.
+    """
+
+    protocol = "AMQP"
+    send_errors = _PUBLISH_ERRORS
+
+    def __init__(
+        self,
+        bus: Bus | None = None,
+        url: str = "amqp://guest:guest@127.0.0.1:5672/",
+        *,
+        exchange: str = "tidings",
+        publish: Sequence[str] = (),
+        queues: Sequence[str] = (),
+        bind: Sequence[str] = (),
+        sink: Sink | None = None,
+        declare: bool = True,
+        dead_letter_exchange: str | None = "tidings.dead_letter",
+        structured: bool = False,
+        wrap_type: str = "amqp.message",
+        types: Sequence[str] | None = None,
+        prefetch: int = 256,
+        mandatory: bool = False,
+        connect_timeout: float = 10.0,
+        publish_timeout: float = 10.0,
+        backoff_limit: float = 5.0,
+        name: str = "amqp",
+    ) -> None:
+        if not url.startswith(("amqp://", "amqps://")):
+            raise ValueError(f"{url!r} is no AMQP URL; write it as amqp://user:pass@host:5672/")
+        if publish and bus is None:
+            raise TypeError("publishing bus topics to AMQP needs a bus")
+        super().__init__(bus, name, backoff_limit)
+        self.url = url
+        self.exchange_name = exchange
+        self.patterns = tuple(validate_pattern(p) for p in publish)
+        self.queue_names = tuple(queues)
+        self.binding_keys = tuple(to_binding_key(p) for p in bind)
+        self.intake: Intake | None = None
+        if bus is not None or sink is not None:
+            self.intake = Intake(bus, sink=sink, source=self._safe_url())
+        elif self.queue_names:
+            raise TypeError("taking AMQP messages in needs a bus or a sink")
+        self.declare = declare
+        self.dead_letter_exchange = dead_letter_exchange
+        self.structured = structured
+        self.wrap_type = wrap_type
+        self._types = type_filter(types)
+        self.prefetch = prefetch
+        self.mandatory = mandatory
+        self.connect_timeout = connect_timeout
+        self.publish_timeout = publish_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._exchange: AbstractExchange | None = None
+        self._dead_exchange: AbstractExchange | None = None
+        self._workers: list[asyncio.Task[None]] = []
+
+    def _safe_url(self) -> str:
+        """The URL without its password (the ``source`` of wrapped messages)."""
+        parts = urllib.parse.urlsplit(self.url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> AmqpBridge:
+        """Connect, declare, start consuming the queues and publishing the patterns.
+
+        Raises:
+            TransportUnavailableError: the broker did not accept a connection within
+                ``connect_timeout``.
+            TransportError: the exchanges or queues could not be declared (or, with
+                ``declare=False``, do not exist).
+        """
+        # Declarations (or, with declare=False, checks) first on a plain connection: a
+        # failure there is an error now, not a robust connection retrying in the background.
+        try:
+            probe = await aio_pika.connect(self.url, timeout=self.connect_timeout)
+        except (AMQPError, ConnectionError, OSError, TimeoutError) as exc:
+            raise TransportUnavailableError(
+                f"the AMQP broker at {self._safe_url()} did not accept a connection within "
+                f"{self.connect_timeout:g}s ({type(exc).__name__}: {exc}); is it running?",
+                servers=(self._safe_url(),),
+                timeout=self.connect_timeout,
+            ) from None
+        try:
+            await self._declare(probe, consume=False)
+        except (AMQPError, ConnectionError, OSError, TimeoutError) as exc:
+            raise TransportError(
+                f"the AMQP bridge {self.name} could not declare or find its exchanges and "
+                f"queues on {self._safe_url()} ({type(exc).__name__}: {exc}); an existing "
+                "queue with other arguments needs declare=False (or a new name), and with "
+                "declare=False the exchanges and queues must exist"
+            ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await probe.close()
+        try:
+            connection = await aio_pika.connect_robust(self.url, timeout=self.connect_timeout)
+        except (AMQPError, ConnectionError, OSError, TimeoutError) as exc:
+            raise TransportUnavailableError(
+                f"the AMQP broker at {self._safe_url()} went away during the start "
+                f"({type(exc).__name__}: {exc})",
+                servers=(self._safe_url(),),
+                timeout=self.connect_timeout,
+            ) from None
+        self._connection = connection
+        connection.reconnect_callbacks.add(self._reconnected)
+        try:
+            await self._declare(connection, consume=True)
+        except BaseException:
+            self._connection = None
+            await connection.close()
+            raise
+        self.subscribe_out(self.patterns)
+        return self
+
+    async def _declare(self, connection: AbstractConnection, *, consume: bool) -> None:
+        """Declare (or, with ``declare=False``, check) the exchanges and queues; with
+        ``consume``, keep the exchanges for publishing and start consuming the queues."""
+        publishing = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange: AbstractExchange
+        dead: AbstractExchange | None = None
+        if self.declare:
+            exchange = await publishing.declare_exchange(
+                self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            if self.dead_letter_exchange is not None:
+                dead = await publishing.declare_exchange(
+                    self.dead_letter_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+                )
+        else:
+            exchange = await publishing.get_exchange(self.exchange_name, ensure=not consume)
+            if self.dead_letter_exchange is not None:
+                dead = await publishing.get_exchange(self.dead_letter_exchange, ensure=not consume)
+        for queue_name in self.queue_names:
+            channel = await connection.channel(publisher_confirms=False)
+            await channel.set_qos(prefetch_count=self.prefetch)
+            queue: AbstractQueue
+            if self.declare:
+                arguments: Any = (
+                    {"x-dead-letter-exchange": self.dead_letter_exchange}
+                    if self.dead_letter_exchange is not None
+                    else None
+                )
+                queue = await channel.declare_queue(queue_name, durable=True, arguments=arguments)
+                for key in self.binding_keys:
+                    await queue.bind(exchange, key)
+            else:
+                queue = await channel.get_queue(queue_name, ensure=not consume)
+            if consume:
+                waiting: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+                await queue.consume(self._arrived(waiting), no_ack=False)
+                self._workers.append(
+                    asyncio.create_task(
+                        self._work(queue_name, waiting), name=f"tidings-{self.name}-{queue_name}"
+                    )
+                )
+        if consume:
+            self._exchange, self._dead_exchange = exchange, dead
+
+    def _reconnected(self, *_: object) -> None:
+        self.counts.reconnects += 1
+        logger.info("AMQP bridge %s reconnected to %s", self.name, self._safe_url())
+
+    def _arrived(self, waiting: asyncio.Queue[AbstractIncomingMessage]) -> Any:
+        async def arrived(message: AbstractIncomingMessage) -> None:
+            waiting.put_nowait(message)  # at most ``prefetch`` unacknowledged ones
+
+        return arrived
+
+    async def aclose(self) -> None:
+        """Stop bridging: end the subscriptions out, stop taking messages (those not yet
+        acknowledged go back to their queues) and close the connection."""
+        self.closing = True
+        self.unsubscribe_out()
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker
+        self._workers.clear()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection to the broker is up now."""
+        connection = self._connection
+        return connection is not None and connection.connected.is_set()
+
+    # -- in -----------------------------------------------------------------------------------
+
+    async def _work(self, queue: str, waiting: asyncio.Queue[AbstractIncomingMessage]) -> None:
+        """Take the queue's messages in delivery order; acknowledge the accepted ones in
+        bursts (one ``multiple`` ack for what is accepted when none waits, or every
+        :data:`_ACK_BURST`), not one frame and broker wake-up each."""
+        last: AbstractIncomingMessage | None = None
+        unacked = 0
+        while True:
+            message = await waiting.get()
+            if last is not None and message.channel is not last.channel:
+                await self._acknowledge(last, unacked)  # acks belong to their channel
+                last, unacked = None, 0
+            try:
+                taken = await self._take(queue, message)
+            except Exception:  # a defect: give the message back to the queue
+                logger.exception("AMQP bridge %s failed taking a message", self.name)
+                if last is not None:
+                    await self._acknowledge(last, unacked)
+                    last, unacked = None, 0
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+                continue
+            if taken:
+                last, unacked = message, unacked + 1
+            if last is not None and (unacked >= _ACK_BURST or waiting.empty()):
+                await self._acknowledge(last, unacked)
+                last, unacked = None, 0
+
+    async def _acknowledge(self, last: AbstractIncomingMessage, count: int) -> None:
+        """Ack ``last`` and every earlier unacknowledged message of its channel (``count``
+        of them)."""
+        try:
+            await last.ack(multiple=True)
+        except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
+            # The channel they came on is gone: the broker delivers them again.
+            logger.info("AMQP bridge %s: acks lost with their channel (%s)", self.name, exc)
+        else:
+            self.counts.acknowledged += count
+
+    async def _take(self, queue: str, message: AbstractIncomingMessage) -> bool:
+        """Accept (or dead-letter) one message; whether the caller is to acknowledge it."""
+        self.counts.received += 1
+        intake = self.intake
+        assert intake is not None  # there are filters or queues only with an intake
+        try:
+            envelope = self._decode(message)
+        except MalformedMessageError as exc:
+            reason: str | None = exc.reason
+        else:
+            reason = await self.until_done(lambda: intake.accept(envelope))
+        if reason is None:
+            self.counts.accepted += 1
+            return True
+        await self.until_done(lambda: self._dead_letter(queue, message, reason))
+        self.counts.dead_lettered += 1
+        # Rejected to the queue's own policy (no dead-letter exchange): nothing to ack.
+        return self.dead_letter_exchange is not None
+
+    async def _dead_letter(self, queue: str, message: AbstractIncomingMessage, reason: str) -> None:
+        """Dead-letter ``message`` through the broker (see the module docstring)."""
+        exchange = self._dead_exchange
+        if exchange is None:
+            await message.reject(requeue=False)
+            return
+        headers = dict(message.headers or {})
+        headers[DEAD_REASON] = reason
+        headers[DEAD_QUEUE] = queue
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await exchange.publish(
+            copy, routing_key=message.routing_key or "", timeout=self.publish_timeout
+        )
+
+    def _decode(self, message: AbstractIncomingMessage) -> Envelope[Any]:
+        routing_key = message.routing_key or ""
+        subject = f"{message.exchange or ''}/{routing_key}"
+        try:
+            topic = validate_topic(routing_key)
+        except InvalidTopicError as exc:
+            raise MalformedMessageError(
+                f"the routing key {routing_key!r} names no tidings topic: {exc}"
+            ) from None
+        attributes: dict[str, str] = {}
+        others: dict[str, str] = {}
+        for name, value in (message.headers or {}).items():
+            for prefix in _PREFIXES:
+                if name.startswith(prefix):
+                    attribute = name[len(prefix) :]
+                    if (
+                        attribute == "time"
+                        and isinstance(value, int)
+                        and not isinstance(value, bool)
+                    ):
+                        attributes[attribute] = format_time(value * 1_000_000)  # AMQP ms
+                    else:
+                        attributes[attribute] = _text(value)
+                    break
+            else:
+                others[name] = _text(value)
+        return decode_message(
+            topic=topic,
+            subject=subject,
+            attributes=attributes,
+            headers=others,
+            content_type=message.content_type,
+            body=message.body,
+            wrap_type=self.wrap_type,
+            source=self._safe_url(),
+            types=self._types,
+        )
+
+    # -- out ----------------------------------------------------------------------------------
+
+    def encode(self, envelope: Envelope[Any]) -> aio_pika.Message:
+        """The AMQP message of ``envelope`` (see the module docstring).
+
+        Raises:
+            EncodeError, HeaderError: the event cannot travel.
+        """
+        headers: dict[str, Any]
+        if self.structured:
+            plain, body = to_structured(envelope)
+            content_type = plain.pop("content-type")
+            headers = dict(plain)
+        else:
+            attributes, plain_headers = binary_attributes(envelope)
+            content_type = attributes.pop("datacontenttype")
+            headers = {f"{ATTRIBUTE_PREFIX}{name}": value for name, value in attributes.items()}
+            headers.update(plain_headers)
+            body = encode_data(envelope)
+        return aio_pika.Message(
+            body,
+            headers=headers,
+            content_type=content_type,
+            message_id=envelope.id,
+            timestamp=envelope.datetime,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+
+    async def publish_once(
+        self, envelope: Envelope[Any], encoded: aio_pika.Message, routing_key: str | None = None
+    ) -> None:
+        """Publish ``encoded`` with ``routing_key`` (else the event's topic) and wait for
+        the broker's confirm."""
+        await self._publish(encoded, routing_key or envelope.topic)
+
+    async def _publish(self, message: aio_pika.Message, routing_key: str) -> None:
+        exchange = self._exchange
+        if exchange is None:
+            raise TransportClosedError(f"the AMQP bridge {self.name} is not started")
+        await exchange.publish(
+            message, routing_key=routing_key, mandatory=self.mandatory, timeout=self.publish_timeout
+        )
+
+    async def publish(self, envelope: Envelope[Any], routing_key: str | None = None) -> None:
+        """Publish ``envelope`` once (with ``routing_key``, else its topic) and wait for the
+        broker's confirm (a gateway's ``amqp`` target calls this).
+
+        Raises:
+            PublishError: the broker refused it (a ``nack``, or unroutable with
+                ``mandatory``): not stored.
+            PublishOutcomeUnknownError: no confirm came (a timeout, the connection lost):
+                it may or may not be there.
+            TransportClosedError: the bridge is closed.
+        """
+        if self.closing:
+            raise TransportClosedError(f"the AMQP bridge {self.name} is closed")
+        message = self.encode(envelope)
+        try:
+            await self.publish_once(envelope, message, routing_key)
+        except DeliveryError as exc:
+            self.counts.publish_failed += 1
+            raise PublishError(
+                f"the AMQP broker refused event {envelope.id} ({exc})",
+                event_id=envelope.id,
+                topic=envelope.topic,
+            ) from None
+        except _PUBLISH_ERRORS as exc:
+            self.counts.publish_failed += 1
+            raise PublishOutcomeUnknownError(
+                f"event {envelope.id} got no confirm from the AMQP broker ({type(exc).__name__}: "
+                f"{exc}); it may or may not be there",
+                event_id=envelope.id,
+                topic=envelope.topic,
+            ) from None
+        self.counts.published += 1

@@ -1,0 +1,444 @@
+"""The MQTT bridge: MQTT topic filters onto the bus, bus topics out to MQTT (``tidings[mqtt]``,
+on aiomqtt).
+
+**Topics.** An MQTT topic ``a/b/c`` is the bus topic ``a.b.c``; in filters and patterns
+``+`` is ``*`` and ``#`` is ``>`` (:func:`to_mqtt_filter`, :func:`from_mqtt_filter`). An
+MQTT topic that names no tidings topic (an empty level, a level holding ``.`` or a
+character outside ``[A-Za-z0-9_-]``) cannot be taken: its messages are dead-lettered.
+
+**CloudEvents MQTT binding.** Out, MQTT 5: binary mode by default (each context attribute
+and extension a user property of its own name, ``datacontenttype`` as the Content Type
+property, the data as the payload), structured mode with ``structured=True`` (Content Type
+``application/cloudevents+json``, the JSON event as the payload); MQTT 3.1.1 has no
+properties, so always structured mode. In: both modes on MQTT 5; on MQTT 3.1.1 a JSON
+object carrying ``specversion`` is a structured CloudEvent. Anything else is a plain
+payload, wrapped as an event of type ``wrap_type`` whose ``subject`` is the MQTT topic
+(JSON data when the payload is JSON, else its bytes).
+
+Guarantees:
+
+- **QoS 1 both ways, acknowledged after acceptance.** A received message is acknowledged
+  (PUBACK) only after the event is accepted (:class:`~tidings.bridges.Intake`: on the bus,
+  appended to its log first when it has a store), in the order received (in bursts: when
+  no other message waits, or every 64); a message that
+  cannot become an event is dead-lettered on ``dead_letter`` (a bus topic) with the reason,
+  then acknowledged. An event sent out counts as published only when the broker's PUBACK
+  came.
+- **Reconnects lose nothing accepted.** The bridge keeps a persistent session (MQTT 5:
+  ``clean_start`` off with a session expiry; 3.1.1: ``clean_session`` off), so messages the
+  broker holds for it while it is away, and messages it received but had not yet
+  acknowledged, are delivered again after it reconnects (with exponential backoff and
+  jitter). Delivery is at least once: a CloudEvent delivered twice keeps its id, so a
+  store (idempotent on id) keeps it once; a wrapped plain payload gets a new id each time.
+- **Out, at least once with a store.** On a bus with a store, the events of ``publish``
+  patterns are read from the log by a durable consumer (``<name>-out``) that commits an
+  event only after its PUBACK, retrying while the broker is away: a restart resumes there.
+  Without a store, a queued subscription (one worker, publish order kept) sends them while
+  the process lives.
+
+Manual acknowledgement needs paho-mqtt's ``manual_ack`` (paho 2.0+), which aiomqtt 2.5
+does not expose yet (aiomqtt issue #345): the bridge switches it on the paho client inside
+aiomqtt's (:func:`_paho`), the one reach into aiomqtt's internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import urllib.parse
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from tidings.bridges._common import (
+    DEAD_LETTER_TOPIC,
+    Backoff,
+    Bridge,
+    Intake,
+    MalformedMessageError,
+    Sink,
+    dead_letter_data,
+    decode_message,
+    missing_extra,
+    type_filter,
+)
+from tidings.bridges.names import from_mqtt_filter, from_mqtt_topic, to_mqtt_filter, to_mqtt_topic
+from tidings.cloudevents import binary_attributes, encode_data, to_structured
+from tidings.exceptions import (
+    InvalidTopicError,
+    PublishError,
+    PublishOutcomeUnknownError,
+    TransportClosedError,
+    TransportUnavailableError,
+)
+from tidings.topics import validate_pattern
+
+try:
+    import aiomqtt
+    import paho.mqtt.client as paho
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+except ImportError as exc:  # pragma: no cover - the extra is missing
+    raise missing_extra("mqtt", "aiomqtt") from exc
+
+if TYPE_CHECKING:
+    from tidings.bus import Bus
+    from tidings.event import Envelope
+
+__all__ = (
+    "MqttBridge",
+    "from_mqtt_filter",
+    "from_mqtt_topic",
+    "to_mqtt_filter",
+    "to_mqtt_topic",
+)
+
+logger = logging.getLogger("tidings.bridges.mqtt")
+
+_SESSION_EXPIRY: Final = 3600  # seconds the broker keeps the session of a bridge away
+_ACK_BURST: Final = 64  # accepted messages acknowledged together at most
+
+
+def _paho(client: aiomqtt.Client) -> paho.Client:
+    """The paho client inside ``client`` (for manual acknowledgement; see the module
+    docstring)."""
+    inner: paho.Client = client._client
+    return inner
+
+
+class MqttBridge(Bridge):
+    """Bridges an MQTT broker and a bus (or a gateway).
+
+    Args:
+        bus: the bus events go onto and come from.
+        url: ``mqtt://[user:password@]host[:port]`` (port 1883 by default).
+        subscribe: MQTT topic filters whose messages go onto the bus (QoS 1).
+        publish: bus patterns whose events go out to MQTT (QoS 1).
+        sink: accept received events through this instead of ``bus`` (a gateway's
+            ``accept``); ``publish`` then needs a bus.
+        wrap_type: the CloudEvents type of plain (non-CloudEvents) payloads.
+        types: take only CloudEvents whose ``type`` matches one of these patterns
+            (others are dead-lettered as unknown); ``None`` takes any.
+        protocol: ``"5"`` (default) or ``"3.1.1"``.
+        structured: send structured-mode CloudEvents on MQTT 5 too.
+        client_id: the MQTT client id, which names the persistent session; give a stable
+            one so that a restarted bridge gets what the broker kept for it.
+        dead_letter: the bus topic of dead letters.
+        connect_timeout: how long :meth:`start` waits for the broker.
+        publish_timeout: how long one publish waits for its PUBACK before it is retried.
+        name: names the durable consumer of ``publish`` (``<name>-out``) and the logs.
+    """
+
+    protocol = "MQTT"
+    send_errors = (PublishError, PublishOutcomeUnknownError)
+
+    def __init__(
+        self,
+        bus: Bus | None = None,
+        url: str = "mqtt://127.0.0.1:1883",
+        *,
+        subscribe: Sequence[str] = (),
+        publish: Sequence[str] = (),
+        sink: Sink | None = None,
+        wrap_type: str = "mqtt.message",
+        types: Sequence[str] | None = None,
+        protocol: Literal["5", "3.1.1"] = "5",
+        structured: bool = False,
+        client_id: str | None = None,
+        dead_letter: str = DEAD_LETTER_TOPIC,
+        connect_timeout: float = 10.0,
+        publish_timeout: float = 10.0,
+        backoff_limit: float = 5.0,
+        name: str = "mqtt",
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise ValueError(f"{url!r} is no MQTT URL; write it as mqtt://host:1883")
+        if protocol not in ("5", "3.1.1"):
+            raise ValueError(f"protocol is '5' or '3.1.1', not {protocol!r}")
+        super().__init__(bus, name, backoff_limit)
+        if publish and bus is None:
+            raise TypeError("publishing bus topics to MQTT needs a bus")
+        self.host = parts.hostname
+        self.port = parts.port or 1883
+        self._username = urllib.parse.unquote(parts.username) if parts.username else None
+        self._password = urllib.parse.unquote(parts.password) if parts.password else None
+        self.url = f"mqtt://{self.host}:{self.port}"
+        self.filters = tuple(subscribe)
+        for topic_filter in self.filters:
+            from_mqtt_filter(topic_filter)
+        self.patterns = tuple(validate_pattern(p) for p in publish)
+        self.intake: Intake | None = None
+        if bus is not None or sink is not None:
+            self.intake = Intake(bus, sink=sink, dead_letter=dead_letter, source=self.url)
+        elif self.filters:
+            raise TypeError("taking MQTT messages in needs a bus or a sink")
+        self.wrap_type = wrap_type
+        self._types = type_filter(types)
+        self.version = protocol
+        self.structured = structured or protocol == "3.1.1"
+        self.client_id = client_id or f"tidings-{name}-{uuid.uuid4().hex[:12]}"
+        self.connect_timeout = connect_timeout
+        self.publish_timeout = publish_timeout
+        self._backoff = Backoff(limit=backoff_limit)
+        self._live: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> MqttBridge:
+        """Connect, subscribe to the filters and start bridging.
+
+        Raises:
+            TransportUnavailableError: the broker did not accept a connection within
+                ``connect_timeout``.
+        """
+        try:
+            client = await asyncio.wait_for(self._connect(), self.connect_timeout)
+        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            raise TransportUnavailableError(
+                f"the MQTT broker at {self.url} did not accept a connection within "
+                f"{self.connect_timeout:g}s ({type(exc).__name__}: {exc}); is it running?",
+                servers=(self.url,),
+                timeout=self.connect_timeout,
+            ) from None
+        self._reader = asyncio.create_task(self._run(client), name=f"tidings-{self.name}-in")
+        self.subscribe_out(self.patterns)
+        return self
+
+    async def aclose(self) -> None:
+        """Stop bridging: end the subscriptions out, stop taking messages (those not yet
+        acknowledged stay with the broker) and disconnect."""
+        self.closing = True
+        self.unsubscribe_out()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        await self._disconnect()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the bridge holds a live connection to the broker now."""
+        return self._live is not None
+
+    async def _connect(self) -> aiomqtt.Client:
+        """A connected client with a persistent session, subscribed to the filters."""
+        v5 = self.version == "5"
+        persistent = bool(self.filters)  # a session only when there is something to keep
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = _SESSION_EXPIRY if persistent else 0
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self._username,
+            password=self._password,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else not persistent,
+            clean_start=(not persistent) if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+            timeout=self.connect_timeout,
+        )
+        _paho(client).manual_ack_set(True)
+        await client.__aenter__()
+        try:
+            for topic_filter in self.filters:
+                await client.subscribe(topic_filter, qos=1)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
+            raise
+        self._live = client
+        self._connected.set()
+        return client
+
+    async def _disconnect(self) -> None:
+        client, self._live = self._live, None
+        self._connected.clear()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
+
+    async def _run(self, client: aiomqtt.Client) -> None:
+        """Take messages until closed, reconnecting with backoff whenever the connection
+        drops."""
+        while not self.closing:
+            unacked: list[tuple[int, int]] = []
+            try:
+                async for message in client.messages:
+                    await self._take(message)
+                    if message.qos > 0:
+                        unacked.append((message.mid, message.qos))
+                    # Accepted: acknowledge now, or once what has arrived meanwhile is
+                    # accepted too (acks in one burst, not one wake-up of the broker each).
+                    if len(unacked) >= _ACK_BURST or not len(client.messages):
+                        self._acknowledge(client, unacked)
+            except aiomqtt.MqttError as exc:
+                logger.warning("MQTT bridge %s lost %s: %s", self.name, self.url, exc)
+            except Exception:  # a defect: reconnect, and the broker delivers it again
+                logger.exception("MQTT bridge %s failed taking a message", self.name)
+            await self._disconnect()
+            while not self.closing:
+                await self._backoff.sleep()
+                try:
+                    client = await asyncio.wait_for(self._connect(), self.connect_timeout)
+                except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+                    logger.info("MQTT bridge %s: reconnecting to %s: %s", self.name, self.url, exc)
+                    continue
+                self.counts.reconnects += 1
+                self._backoff.reset()
+                logger.info("MQTT bridge %s reconnected to %s", self.name, self.url)
+                break
+
+    # -- in -----------------------------------------------------------------------------------
+
+    def _acknowledge(self, client: aiomqtt.Client, unacked: list[tuple[int, int]]) -> None:
+        """PUBACK the accepted messages of ``unacked``, in the order received."""
+        if client is self._live:
+            paho_client = _paho(client)
+            for mid, qos in unacked:
+                paho_client.ack(mid, qos)
+            self.counts.acknowledged += len(unacked)
+        unacked.clear()
+
+    async def _take(self, message: aiomqtt.Message) -> None:
+        """Accept (or dead-letter) one message (the caller acknowledges it)."""
+        self.counts.received += 1
+        intake = self.intake
+        assert intake is not None  # there are filters or queues only with an intake
+        payload = message.payload
+        body = payload if isinstance(payload, bytes) else str(payload or "").encode()
+        topic = message.topic.value
+        try:
+            envelope = self._decode(topic, body, message.properties)
+        except MalformedMessageError as exc:
+            reason: str | None = exc.reason
+        else:
+            reason = await self.until_done(lambda: intake.accept(envelope))
+        if reason is None:
+            self.counts.accepted += 1
+        else:
+            origin = {"mqtt_topic": topic, "retain": bool(message.retain)}
+            letter = dead_letter_data(self.name, reason, origin, body)
+            await self.until_done(lambda: intake.reject(letter))
+            self.counts.dead_lettered += 1
+
+    def _decode(self, topic: str, body: bytes, properties: Properties | None) -> Envelope[Any]:
+        try:
+            bus_topic = from_mqtt_topic(topic)
+        except InvalidTopicError as exc:
+            raise MalformedMessageError(str(exc)) from None
+        attributes: dict[str, str] = {}
+        content_type: str | None = None
+        if properties is not None:
+            content_type = getattr(properties, "ContentType", None)
+            attributes = dict(getattr(properties, "UserProperty", ()))
+        return decode_message(
+            topic=bus_topic,
+            subject=topic,
+            attributes=attributes,
+            headers=attributes,  # of a plain payload: its user properties
+            content_type=content_type,
+            body=body,
+            wrap_type=self.wrap_type,
+            source=self.url,
+            types=self._types,
+            sniff_structured=True,
+        )
+
+    # -- out ----------------------------------------------------------------------------------
+
+    def encode(self, envelope: Envelope[Any]) -> tuple[bytes, Properties | None]:
+        """The payload and (MQTT 5) properties of ``envelope`` (see the module docstring).
+
+        Raises:
+            EncodeError, HeaderError: the event cannot travel.
+        """
+        if self.structured:
+            headers, body = to_structured(envelope)
+            if self.version == "3.1.1":
+                return body, None
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.ContentType = headers.pop("content-type")
+            if headers:
+                properties.UserProperty = list(headers.items())
+            return body, properties
+        attributes, plain = binary_attributes(envelope)
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.ContentType = attributes.pop("datacontenttype")
+        properties.UserProperty = [*attributes.items(), *plain.items()]
+        return encode_data(envelope), properties
+
+    async def _live_client(self, envelope: Envelope[Any]) -> aiomqtt.Client:
+        """The live client, waiting up to ``publish_timeout`` for a reconnection.
+
+        Raises:
+            PublishError: no connection came: ``envelope`` was not sent.
+        """
+        client = self._live
+        if client is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), self.publish_timeout)
+            client = self._live
+            if client is None:
+                raise PublishError(
+                    f"the MQTT broker at {self.url} is unreachable: event {envelope.id} "
+                    "was not sent",
+                    event_id=envelope.id,
+                    topic=envelope.topic,
+                )
+        return client
+
+    async def publish_once(
+        self,
+        envelope: Envelope[Any],
+        encoded: tuple[bytes, Properties | None],
+        topic: str | None = None,
+    ) -> None:
+        """Publish at QoS 1 (on ``topic``, else the event's MQTT topic) and wait for the
+        PUBACK.
+
+        Raises:
+            PublishError: no connection within ``publish_timeout``: not sent.
+            PublishOutcomeUnknownError: sent, but no PUBACK within ``publish_timeout``.
+        """
+        client = await self._live_client(envelope)
+        body, properties = encoded
+        try:
+            await client.publish(
+                topic or to_mqtt_topic(envelope.topic),
+                body,
+                qos=1,
+                properties=properties,
+                timeout=self.publish_timeout,
+            )
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            raise PublishOutcomeUnknownError(
+                f"publishing event {envelope.id} to the MQTT broker at {self.url} got no "
+                f"PUBACK ({type(exc).__name__}: {exc}); it may or may not be there",
+                event_id=envelope.id,
+                topic=envelope.topic,
+            ) from None
+
+    async def publish(self, envelope: Envelope[Any], topic: str | None = None) -> None:
+        """Publish ``envelope`` to MQTT once (on ``topic``, else its own mapped) and wait for
+        the broker's PUBACK (a gateway's ``mqtt`` target calls this).
+
+        Raises:
+            PublishError: the broker was unreachable for ``publish_timeout``: not sent.
+            PublishOutcomeUnknownError: sent, but no PUBACK within ``publish_timeout``.
+            TransportClosedError: the bridge is closed.
+        """
+        if self.closing:
+            raise TransportClosedError(f"the MQTT bridge {self.name} is closed")
+        try:
+            await self.publish_once(envelope, self.encode(envelope), topic)
+        except (PublishError, PublishOutcomeUnknownError):
+            self.counts.publish_failed += 1
+            raise
+        self.counts.published += 1

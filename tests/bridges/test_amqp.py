@@ -1,0 +1,460 @@
+"""The AMQP 0-9-1 bridge against the real RabbitMQ: exchanges and routing keys, the
+CloudEvents AMQP binding (made and read by the cloudevents SDK's AMQP binding), publisher
+confirms, manual acks after acceptance, dead letters through the broker's DLX, and the
+broker gone mid-run (a TCP proxy the test cuts: the shared RabbitMQ is not restarted)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+from cloudevents.core.bindings import amqp as sdk_amqp
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+
+import tidings
+from tidings.bridges.amqp import DEAD_QUEUE, DEAD_REASON, AmqpBridge, to_binding_key
+from tidings.cloudevents import to_cloudevent
+from tidings.event import Envelope
+from tidings.exceptions import TransportError, TransportUnavailableError
+from tidings.testing.brokers import TcpProxy, wait_until
+from tidings.testing.nats_server import free_port
+
+WAIT = 30.0
+
+
+def sdk_event(**changes: Any) -> CloudEvent:
+    attributes: dict[str, Any] = {
+        "id": "sdk-a1",
+        "source": "urn:legacy:billing",
+        "type": "com.example.invoice",
+        "specversion": "1.0",
+        "subject": "invoice 9",
+        "datacontenttype": "application/json",
+        "time": dt.datetime(2026, 1, 2, 12, 30, 45, 123000, tzinfo=dt.UTC),
+        "partitionkey": "customer-9",
+        "tenant": "acme",
+    }
+    data: Any = changes.pop("data", {"total": 99.5})
+    attributes.update(changes)
+    return CloudEvent(attributes=attributes, data=data)
+
+
+def to_aio_pika(message: sdk_amqp.AMQPMessage) -> aio_pika.Message:
+    """The SDK's AMQP message as an AMQP 0-9-1 message (application properties as
+    headers, content-type as the content_type property)."""
+    return aio_pika.Message(
+        message.application_data,
+        headers=dict(message.application_properties),
+        content_type=message.properties.get("content-type"),
+    )
+
+
+def from_aio_pika(message: AbstractIncomingMessage) -> CloudEvent:
+    """Read what the bridge sent with the SDK's AMQP binding."""
+    properties = {} if message.content_type is None else {"content-type": message.content_type}
+    parsed = sdk_amqp.from_amqp(
+        sdk_amqp.AMQPMessage(properties, dict(message.headers or {}), message.body), JSONFormat()
+    )
+    assert isinstance(parsed, CloudEvent)
+    return parsed
+
+
+@dataclass
+class Rabbit:
+    """The names of one test on the shared RabbitMQ, and a connection of its own."""
+
+    url: str
+    exchange: str
+    dead: str
+    queue: str
+    connection: aio_pika.abc.AbstractConnection
+    created_queues: list[str]
+
+    async def publish(self, messages: Sequence[tuple[str, aio_pika.Message]]) -> None:
+        """Publish to the test's exchange with confirms."""
+        channel = await self.connection.channel()
+        exchange = await channel.get_exchange(self.exchange)
+        for routing_key, message in messages:
+            await exchange.publish(message, routing_key=routing_key)
+        await channel.close()
+
+    async def collect(self, exchange: str, key: str = "#") -> Collected:
+        """A queue of the test's own bound to ``exchange`` with ``key``, collecting."""
+        channel = await self.connection.channel()
+        name = f"{self.queue}-c{len(self.created_queues)}"
+        self.created_queues.append(name)
+        queue = await channel.declare_queue(name, durable=False, auto_delete=True)
+        await queue.bind(exchange, key)
+        collected = Collected()
+        await queue.consume(collected.take, no_ack=True)
+        return collected
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.messages: list[AbstractIncomingMessage] = []
+
+    async def take(self, message: AbstractIncomingMessage) -> None:
+        self.messages.append(message)
+
+
+@pytest.fixture
+async def rabbit(amqp_url: str, unique: str) -> AsyncIterator[Rabbit]:
+    """Unique exchange, dead-letter exchange and queue names; deleted after the test."""
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(unique, aio_pika.ExchangeType.TOPIC, durable=True)
+    await channel.declare_exchange(
+        f"{unique}.dead", aio_pika.ExchangeType.TOPIC, durable=True, auto_delete=False
+    )
+    del exchange
+    rabbit = Rabbit(amqp_url, unique, f"{unique}.dead", f"{unique}.q", connection, [])
+    try:
+        yield rabbit
+    finally:
+        cleanup = await connection.channel()
+        for name in [rabbit.queue, *rabbit.created_queues]:
+            await cleanup.queue_delete(name)
+        await cleanup.exchange_delete(rabbit.exchange)
+        await cleanup.exchange_delete(rabbit.dead)
+        await connection.close()
+
+
+def bridge(rabbit: Rabbit, bus: tidings.Bus | None = None, **options: Any) -> AmqpBridge:
+    options.setdefault("exchange", rabbit.exchange)
+    options.setdefault("dead_letter_exchange", rabbit.dead)
+    options.setdefault("backoff_limit", 0.5)
+    return AmqpBridge(bus, options.pop("url", rabbit.url), **options)
+
+
+def test_binding_keys() -> None:
+    assert to_binding_key("orders.*.>") == "orders.*.#"
+    assert to_binding_key("orders.placed") == "orders.placed"
+
+
+# -- out --------------------------------------------------------------------------------------
+
+
+async def test_bus_topics_go_out_with_confirms_as_cloudevents_the_sdk_reads(
+    rabbit: Rabbit,
+) -> None:
+    collected = await rabbit.collect(rabbit.exchange, "billing.#")
+    async with (
+        tidings.Bus(source="shop") as bus,
+        bridge(rabbit, bus, publish=["billing.binary"]) as binary,
+        bridge(rabbit, bus, publish=["billing.structured"], structured=True) as structured,
+    ):
+        first = await bus.emit({"n": 1}, topic="billing.binary", key="k1", headers={"tenant": "a"})
+        second = await bus.emit({"n": 2}, topic="billing.structured")
+        await wait_until(lambda: binary.counts.published == 1 and structured.counts.published == 1)
+        await wait_until(lambda: len(collected.messages) == 2)
+    by_key = {m.routing_key: m for m in collected.messages}
+    out = by_key["billing.binary"]
+    assert out.headers is not None
+    assert out.headers["cloudEvents:id"] == first.envelope.id
+    assert out.message_id == first.envelope.id
+    assert out.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    event = from_aio_pika(out)
+    assert event.get_id() == first.envelope.id
+    assert (event.get_type(), event.get_source()) == ("billing.binary", "shop")
+    assert event.get_data() == {"n": 1}
+    assert event.get_extension("partitionkey") == "k1"
+    assert event.get_extension("tenant") == "a"
+    parsed = from_aio_pika(by_key["billing.structured"])
+    assert by_key["billing.structured"].content_type == "application/cloudevents+json"
+    assert (parsed.get_id(), parsed.get_data()) == (second.envelope.id, {"n": 2})
+
+
+# -- in ---------------------------------------------------------------------------------------
+
+
+async def test_queues_onto_the_bus_in_every_mode(rabbit: Rabbit) -> None:
+    format_ = JSONFormat()
+    sdk_binary = to_aio_pika(sdk_amqp.to_binary(sdk_event(id="bin-1"), format_))  # cloudEvents_
+    colon = to_aio_pika(sdk_amqp.to_binary(sdk_event(id="colon-1"), format_))
+    colon.headers = {
+        name.replace("cloudEvents_", "cloudEvents:"): value
+        for name, value in (colon.headers or {}).items()
+    }
+    sdk_structured = to_aio_pika(sdk_amqp.to_structured(sdk_event(id="str-1"), format_))
+    plain = aio_pika.Message(b'{"legacy": true}', headers={"origin": "mainframe"})
+    async with tidings.Bus() as bus:
+        got: list[Envelope[Any]] = []
+        bus.subscribe("invoices.>", got.append, envelope=True)
+        async with bridge(
+            rabbit, bus, queues=[rabbit.queue], bind=["invoices.>"], wrap_type="legacy.message"
+        ) as amqp:
+            await rabbit.publish(
+                [
+                    ("invoices.eu", sdk_binary),
+                    ("invoices.eu", colon),
+                    ("invoices.eu", sdk_structured),
+                    ("invoices.us", plain),
+                ]
+            )
+            await wait_until(lambda: amqp.counts.acknowledged == 4)
+    by_id = {env.id: env for env in got}
+    for event_id in ("bin-1", "colon-1", "str-1"):
+        env = by_id.pop(event_id)
+        assert env.topic == "invoices.eu"
+        assert env.source == "urn:legacy:billing"
+        assert env.key == "customer-9"
+        assert env.headers == {"tenant": "acme"}
+        assert env.payload == {"total": 99.5}
+        assert env.attributes["type"] == "com.example.invoice"
+        assert env.attributes["subject"] == "invoice 9"
+        assert to_cloudevent(env)["time"] == "2026-01-02T12:30:45.123000Z"
+    [wrapped] = by_id.values()
+    assert (wrapped.topic, wrapped.payload) == ("invoices.us", {"legacy": True})
+    assert wrapped.attributes == {
+        "type": "legacy.message",
+        "subject": f"{rabbit.exchange}/invoices.us",
+    }
+    assert wrapped.headers == {"origin": "mainframe"}
+    assert amqp.counts.accepted == 4
+
+
+@dataclass(frozen=True)
+class Invoice:
+    total: float
+
+
+async def test_bad_input_is_dead_lettered_through_the_dlx_with_the_reason(rabbit: Rabbit) -> None:
+    tidings.event("typed.invoice")(Invoice)
+    format_ = JSONFormat()
+    bad_time = to_aio_pika(sdk_amqp.to_binary(sdk_event(id="t"), format_))
+    assert bad_time.headers is not None
+    bad_time.headers = {**bad_time.headers, "cloudEvents_time": "yesterday"}
+    no_id = to_aio_pika(sdk_amqp.to_binary(sdk_event(), format_))
+    no_id.headers = {k: v for k, v in (no_id.headers or {}).items() if k != "cloudEvents_id"}
+    unknown = to_aio_pika(sdk_amqp.to_binary(sdk_event(id="u", type="com.example.other"), format_))
+    not_json = aio_pika.Message(b"{nope", content_type="application/cloudevents+json")
+    messages = [
+        ("in.bad", bad_time),
+        ("in.bad", no_id),
+        ("in.bad", unknown),
+        ("in.bad", not_json),
+        ("typed.invoice", aio_pika.Message(b'{"sum": "x"}')),  # not an Invoice
+        ("in.a-b..c", aio_pika.Message(b"1")),  # a routing key that is no tidings topic
+        ("in.good", aio_pika.Message(b"2")),
+        ("typed.invoice", aio_pika.Message(b'{"total": 3.5}')),
+    ]
+    dead = await rabbit.collect(rabbit.dead)
+    async with tidings.Bus() as bus:
+        good: list[Any] = []
+        bus.subscribe("in.good", good.append)
+        bus.subscribe(Invoice, good.append)
+        async with bridge(
+            rabbit,
+            bus,
+            queues=[rabbit.queue],
+            bind=["in.>", "typed.>"],
+            types=["com.example.invoice"],
+        ) as amqp:
+            channel = await rabbit.connection.channel()
+            exchange = await channel.get_exchange(rabbit.exchange)
+            queue = await channel.get_queue(rabbit.queue)
+            await queue.bind(exchange, "in.a-b..c")  # so the bad routing key reaches it
+            await rabbit.publish(messages)
+            await wait_until(lambda: amqp.counts.acknowledged == len(messages))
+            await wait_until(lambda: len(dead.messages) == 6)
+    assert good == [2, Invoice(3.5)]
+    assert (amqp.counts.received, amqp.counts.accepted, amqp.counts.dead_lettered) == (8, 2, 6)
+    reasons = [str((m.headers or {})[DEAD_REASON]) for m in dead.messages]
+    assert "yesterday" in reasons[0]
+    assert "'id'" in reasons[1]
+    assert "unknown CloudEvents type 'com.example.other'" in reasons[2]
+    assert "DecodeError" in reasons[3]
+    assert "Invoice" in reasons[4]
+    assert "'in.a-b..c'" in reasons[5]
+    assert {str((m.headers or {})[DEAD_QUEUE]) for m in dead.messages} == {rabbit.queue}
+    assert dead.messages[4].body == b'{"sum": "x"}'  # body unchanged
+    assert [m.routing_key for m in dead.messages][4:] == ["typed.invoice", "in.a-b..c"]
+
+
+async def test_without_a_dead_letter_exchange_malformed_messages_are_rejected(
+    rabbit: Rabbit,
+) -> None:
+    async with (
+        tidings.Bus() as bus,
+        bridge(
+            rabbit, bus, queues=[rabbit.queue], bind=["in.>"], dead_letter_exchange=None
+        ) as amqp,
+    ):
+        await rabbit.publish(
+            [("in.x", aio_pika.Message(b"{", content_type="application/cloudevents+json"))]
+        )
+        await wait_until(lambda: amqp.counts.dead_lettered == 1)
+        channel = await rabbit.connection.channel()
+        queue = await channel.declare_queue(rabbit.queue, passive=True)
+        assert queue.declaration_result.message_count == 0
+    assert amqp.counts.acknowledged == 0
+
+
+async def test_a_message_is_acknowledged_only_after_it_was_accepted(rabbit: Rabbit) -> None:
+    stuck = asyncio.Event()
+    accepted: list[str] = []
+
+    async def never(envelopes: Sequence[Envelope[Any]]) -> None:
+        stuck.set()
+        await asyncio.Event().wait()
+
+    async def works(envelopes: Sequence[Envelope[Any]]) -> None:
+        accepted.extend(env.id for env in envelopes)
+
+    first = bridge(rabbit, sink=never, queues=[rabbit.queue], bind=["held.>"])
+    await first.start()
+    message = to_aio_pika(sdk_amqp.to_binary(sdk_event(id="held"), JSONFormat()))
+    await rabbit.publish([("held.x", message)])
+    async with asyncio.timeout(WAIT):
+        await stuck.wait()
+    assert first.counts.acknowledged == 0
+    await first.aclose()  # unacknowledged: back to the queue
+    async with bridge(rabbit, sink=works, queues=[rabbit.queue]) as second:
+        await wait_until(lambda: second.counts.acknowledged == 1)
+    assert accepted == ["held"]
+
+
+async def test_refusals_that_may_pass_are_retried_while_the_message_waits(rabbit: Rabbit) -> None:
+    attempts = itertools.count(1)
+    accepted: list[str] = []
+
+    async def flaky(envelopes: Sequence[Envelope[Any]]) -> None:
+        if next(attempts) <= 3:
+            raise ConnectionError("the log is away")
+        accepted.extend(env.id for env in envelopes)
+
+    async with bridge(rabbit, sink=flaky, queues=[rabbit.queue], bind=["f.>"]) as amqp:
+        message = to_aio_pika(sdk_amqp.to_binary(sdk_event(id="f1"), JSONFormat()))
+        await rabbit.publish([("f.x", message)])
+        await wait_until(lambda: amqp.counts.acknowledged == 1)
+    assert accepted == ["f1"]
+    assert (amqp.counts.retried, amqp.counts.accepted) == (3, 1)
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+async def test_unreachable_broker_at_start_is_a_typed_error_within_the_timeout() -> None:
+    amqp = AmqpBridge(
+        tidings.Bus(), f"amqp://guest:guest@127.0.0.1:{free_port()}/", connect_timeout=2
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TransportUnavailableError, match="did not accept a connection"):
+        await amqp.start()
+    assert loop.time() - started < 5
+
+
+def _through(proxy: TcpProxy, url: str) -> str:
+    """``url`` pointed at ``proxy``, reconnecting every 0.3 s while cut."""
+    rest = url.split("@", 1)[1].split("/", 1)[1]
+    credentials = url.split("://", 1)[1].split("@", 1)[0]
+    return f"amqp://{credentials}@127.0.0.1:{proxy.port}/{rest}?reconnect_interval=0.3"
+
+
+async def test_broker_gone_mid_run_loses_no_accepted_message(
+    rabbit: Rabbit, tmp_path: Path
+) -> None:
+    """400 CloudEvents published (with confirms, straight to RabbitMQ) into the queue while
+    the bridge's connection is cut and restored mid-stream: every one is in the bus's log,
+    once."""
+    total = 400
+    proxy = TcpProxy("127.0.0.1", int(rabbit.url.rsplit(":", 1)[1].split("/")[0]))
+    await proxy.start()
+    async with (
+        tidings.Bus(store=f"sqlite:///{tmp_path}/log.db") as bus,
+        bridge(
+            rabbit,
+            bus,
+            url=_through(proxy, rabbit.url),
+            queues=[rabbit.queue],
+            bind=["gone.>"],
+            prefetch=32,
+        ) as amqp,
+    ):
+        format_ = JSONFormat()
+        messages = [
+            (
+                "gone.x",
+                to_aio_pika(sdk_amqp.to_binary(sdk_event(id=f"e-{i:04d}", data={"i": i}), format_)),
+            )
+            for i in range(total)
+        ]
+        await rabbit.publish(messages[:150])
+        await wait_until(lambda: amqp.counts.accepted >= 60)
+        await proxy.cut()
+        await rabbit.publish(messages[150:])  # the broker holds them meanwhile
+        await wait_until(lambda: not amqp.connected, timeout=10)  # the bridge saw it go
+        await proxy.restore()
+        store = bus.store
+        assert store is not None
+
+        async def stored() -> int:
+            return len(await store.read(topic="gone.x"))
+
+        async with asyncio.timeout(60):
+            while await stored() < total:  # noqa: ASYNC110 - the log has no event
+                await asyncio.sleep(0.05)
+        records = await store.read(topic="gone.x")
+    await proxy.cut()
+    assert sorted(r.envelope.id for r in records) == [f"e-{i:04d}" for i in range(total)]
+    assert amqp.counts.dead_lettered == 0
+    assert amqp.counts.reconnects >= 1
+    assert amqp.counts.accepted >= total  # redeliveries of what was unacknowledged at the cut
+    assert amqp.counts.acknowledged <= amqp.counts.accepted
+
+
+async def test_events_out_survive_the_broker_going_away(rabbit: Rabbit, tmp_path: Path) -> None:
+    """300 events on a bus with a store while the bridge's connection is cut and restored:
+    the durable consumer retries each until confirmed; the queue gets every one."""
+    total = 300
+    proxy = TcpProxy("127.0.0.1", int(rabbit.url.rsplit(":", 1)[1].split("/")[0]))
+    await proxy.start()
+    collected = await rabbit.collect(rabbit.exchange, "away.#")
+    async with (
+        tidings.Bus(store=f"sqlite:///{tmp_path}/log.db") as bus,
+        bridge(rabbit, bus, url=_through(proxy, rabbit.url), publish=["away.>"]) as amqp,
+    ):
+        for i in range(total // 2):
+            await bus.emit({"i": i}, topic="away.x")
+        await wait_until(lambda: amqp.counts.published >= 50)
+        await proxy.cut()
+        for i in range(total // 2, total):
+            await bus.emit({"i": i}, topic="away.x")
+        await proxy.restore()
+        await wait_until(lambda: amqp.counts.published >= total, timeout=60)
+
+        def seen() -> set[int]:
+            out = set()
+            for message in collected.messages:
+                data: Any = JSONFormat().read_data(message.body, None)
+                out.add(data["i"])
+            return out
+
+        await wait_until(lambda: len(seen()) == total, timeout=60)
+    await proxy.cut()
+    assert seen() == set(range(total))
+    assert amqp.counts.reconnects >= 1
+    assert amqp.counts.publish_failed >= 1
+
+
+async def test_a_queue_declared_otherwise_is_a_typed_error_that_says_what_to_do(
+    rabbit: Rabbit,
+) -> None:
+    channel = await rabbit.connection.channel()
+    await channel.declare_queue(rabbit.queue, durable=False)  # no dead-letter exchange
+    with pytest.raises(TransportError, match="declare=False"):
+        await bridge(rabbit, tidings.Bus(), queues=[rabbit.queue]).start()
+    missing = bridge(rabbit, exchange=f"{rabbit.exchange}.none", declare=False)
+    with pytest.raises(TransportError, match="must exist"):
+        await missing.start()
