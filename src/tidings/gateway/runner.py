@@ -58,6 +58,7 @@ import httpx
 
 from tidings.exceptions import TidingsError
 from tidings.gateway.config import ConfigError, GatewayConfig, load_config
+from tidings.gateway.dead_letter_index import DeadLetterIndex
 from tidings.gateway.dead_letters import REDRIVE_TOPIC, dead_letter_topics, redrive_dispatch
 from tidings.gateway.stats import RouteStats
 from tidings.gateway.table import Dispatch, RouteTable
@@ -142,6 +143,8 @@ class Gateway:
         # every dead-letter topic of every table since start (a reload may remove a route
         # whose dead letters are still to be redriven or discarded)
         self.dead_letter_topics = set(dead_letter_topics(self._table))
+        self.dead_letters = DeadLetterIndex(store)  # every dead letter in the log
+        self.started_at = _dt.datetime.now(_dt.UTC)  # when the figures (stats) count from
         self._on_routed = on_routed
         self._pending: dict[str, RouteTable] = {}
         self._client = httpx.AsyncClient()
@@ -363,6 +366,7 @@ class Gateway:
         self._routed_position = self._committed
         self._high_water = await self.store.last_position()
         self._follower = asyncio.create_task(self._follow(), name="tidings-gateway-follower")
+        self.dead_letters.start()
         if self.paths:
             self._watcher = asyncio.create_task(self.watch(), name="tidings-gateway-watcher")
         self._started = True
@@ -484,6 +488,7 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.dead_letters.stop()
         with contextlib.suppress(Exception):
             await self._commit()
         await self._client.aclose()

@@ -19,6 +19,7 @@ from tidings.transports.base import (
     SubscriptionStats,
     Transport,
     TransportFeatures,
+    TransportHealth,
     TransportSubscription,
 )
 from tidings.transports.memory import MemoryBroker, MemoryTransport
@@ -39,6 +40,7 @@ __all__ = (
     "SubscriptionStats",
     "Transport",
     "TransportFeatures",
+    "TransportHealth",
     "TransportSubscription",
 )
 
