@@ -5,6 +5,7 @@ a restart, still listed and settled."""
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from .conftest import Service, service, structured
 from .consoles import post
 
 pytestmark = pytest.mark.timeout(120)
+logger = logging.getLogger(__name__)
 
 LETTERS = 20_000
 DEAD = "orders.dead"
@@ -161,8 +163,8 @@ async def test_twenty_thousand_dead_letters_are_paged_newest_first_with_exact_st
             started = svc.gateway.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
             await expect(page.get_by_test_id("figures-since")).to_contain_text(started)
             assert browser.errors == []
-    print(
-        f"\n{LETTERS} dead letters: first listing (index built) {first_took * 1000:.0f} ms, "
+    logger.info(
+        f"{LETTERS} dead letters: first listing (index built) {first_took * 1000:.0f} ms, "
         f"a page {statistics.median(took) * 1000:.1f} ms median, "
         f"{max(took) * 1000:.1f} ms max over {len(took)} pages"
     )
@@ -204,7 +206,8 @@ async def test_dead_letters_of_a_route_removed_before_a_restart_are_listed_and_s
         )
         [result] = refused.json()["results"]
         assert not result["ok"]
-        assert "route 'gone'" in result["message"] and "not in the config" in result["message"]
+        assert "route 'gone'" in result["message"]
+        assert "not in the config" in result["message"]
         discarded = await svc.client.post(
             "/console/api/dead-letters/discard", json={"positions": [second]}
         )
