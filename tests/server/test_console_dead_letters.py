@@ -145,23 +145,23 @@ async def test_twenty_thousand_dead_letters_are_paged_newest_first_with_exact_st
         }
 
         async with browsing(tmp_path) as browser:
-            page = browser.page
-            await page.goto(f"{svc.url}/#dead-letters")
-            rows = page.locator("#dead tbody tr")
+            tab = browser.page
+            await tab.goto(f"{svc.url}/#dead-letters")
+            rows = tab.locator("#dead tbody tr")
             await expect(rows).to_have_count(200)
             await expect(rows.first).to_have_attribute("data-position", str(opened[1]))
-            await expect(page.get_by_test_id("dead-page")).to_contain_text(
+            await expect(tab.get_by_test_id("dead-page")).to_contain_text(
                 f"{counts['open'] - 1:,} open, {counts['redriven']:,} redriven, "
                 f"{counts['discarded'] + 1:,} discarded"
             )
-            await page.get_by_test_id("dead-older").click()
+            await tab.get_by_test_id("dead-older").click()
             await expect(rows.first).to_have_attribute("data-position", str(opened[201]))
             await expect(rows.last).to_have_attribute("data-position", str(opened[400]))
-            await page.get_by_test_id("dead-newest").click()
+            await tab.get_by_test_id("dead-newest").click()
             await expect(rows.first).to_have_attribute("data-position", str(opened[1]))
-            await page.goto(f"{svc.url}/#overview")
+            await tab.goto(f"{svc.url}/#overview")
             started = svc.gateway.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-            await expect(page.get_by_test_id("figures-since")).to_contain_text(started)
+            await expect(tab.get_by_test_id("figures-since")).to_contain_text(started)
             assert browser.errors == []
     logger.info(
         f"{LETTERS} dead letters: first listing (index built) {first_took * 1000:.0f} ms, "

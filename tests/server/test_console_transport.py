@@ -33,7 +33,11 @@ LAST_ERROR = re.compile(r"last error: (disconnected from nats://|ConnectionRefus
 async def connection(svc: Service, want: str, timeout: float = 30.0) -> None:
     """Wait until the bus reports the transport ``want`` (bounded by ``timeout``)."""
     async with asyncio.timeout(timeout):
-        while (health := svc.bus.statistics().transport) is None or health.state != want:
+        # the transport reports its state when asked (no event to await); bounded above
+        while True:
+            health = svc.bus.statistics().transport
+            if health is not None and health.state == want:
+                return
             await asyncio.sleep(0.05)
 
 

@@ -120,14 +120,12 @@ class DeadLetterIndex:
                         self._take(record)
                         delay = _RETRY_FIRST
             except Exception:
-                if self.store.closed:
-                    return
                 logger.exception(
                     "dead-letter index: reading the log after %d failed; resuming in %.2f s",
                     self.position,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay)  # the loop ends here if the store was closed
                 delay = min(delay * 2, _RETRY_MAX)
 
     def _take(self, record: StoredEvent) -> None:
