@@ -19,6 +19,8 @@ Invariants:
   ones do not change it. A settlement record always follows its dead letter in the log, so
   it is read after it. :meth:`catch_up` waits until the index has read up to the log's end,
   so a listing after a settlement shows it.
+- **Nothing read until asked.** The index starts reading the log the first time it is
+  asked for (:meth:`DeadLetterIndex.catch_up`); from then on it follows every record.
 - **Bounded work per listing.** After the first pass, a listing costs the records appended
   since the last one plus at most ``limit`` records read back by position; memory is a few
   dozen bytes per dead letter.
@@ -66,7 +68,9 @@ def is_dead_letter(payload: Any) -> bool:
 class DeadLetterIndex:
     """The dead letters of ``store``'s log and their states (see the module docstring).
 
-    :meth:`start` begins following the log from its start; :meth:`stop` ends it.
+    :meth:`start` begins following the log from its start (the first :meth:`catch_up`
+    does, if nobody did: a gateway whose dead letters nobody asks for reads nothing more of
+    its log); :meth:`stop` ends it for good.
     """
 
     def __init__(self, store: EventStore) -> None:
@@ -82,6 +86,7 @@ class DeadLetterIndex:
         """Dead letters by ``(topic, state)``."""
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     @property
     def topics(self) -> set[str]:
@@ -90,11 +95,12 @@ class DeadLetterIndex:
 
     def start(self) -> None:
         """Start following the log (a task of the running loop)."""
-        if self._task is None:
+        if self._task is None and not self._stopped:
             self._task = asyncio.create_task(self._follow(), name="tidings-dead-letter-index")
 
     async def stop(self) -> None:
         """Stop following the log."""
+        self._stopped = True
         task, self._task = self._task, None
         # a cancel that races with a wake-up inside the store's wait may be swallowed
         # (asyncio.wait_for before Python 3.12): cancel again until the task is done
@@ -173,7 +179,8 @@ class DeadLetterIndex:
 
     async def catch_up(self, timeout: float) -> bool:
         """Wait until the index has read the log up to its last position now; return
-        whether it did within ``timeout`` seconds."""
+        whether it did within ``timeout`` seconds (started if need be)."""
+        self.start()
         target = await self.store.last_position()
         if self.position >= target:
             return True

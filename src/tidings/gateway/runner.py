@@ -143,7 +143,8 @@ class Gateway:
         # every dead-letter topic of every table since start (a reload may remove a route
         # whose dead letters are still to be redriven or discarded)
         self.dead_letter_topics = set(dead_letter_topics(self._table))
-        self.dead_letters = DeadLetterIndex(store)  # every dead letter in the log
+        # every dead letter in the log, read when first asked for (the console)
+        self.dead_letters = DeadLetterIndex(store)
         self.started_at = _dt.datetime.now(_dt.UTC)  # when the figures (stats) count from
         self._on_routed = on_routed
         self._pending: dict[str, RouteTable] = {}
@@ -366,7 +367,6 @@ class Gateway:
         self._routed_position = self._committed
         self._high_water = await self.store.last_position()
         self._follower = asyncio.create_task(self._follow(), name="tidings-gateway-follower")
-        self.dead_letters.start()
         if self.paths:
             self._watcher = asyncio.create_task(self.watch(), name="tidings-gateway-watcher")
         self._started = True
