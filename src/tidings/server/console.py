@@ -87,6 +87,7 @@ _TAIL_EVERY = 0.5
 _OVERVIEW_EVERY = 1.0
 _LOG_LIMIT = 200
 _DEAD_LIMIT = 200
+_INDEX_WAIT = 10.0  # seconds a dead-letter request waits for the index to read the log
 
 _PAGE_HEADERS = {
     "cache-control": "no-store",
@@ -179,6 +180,17 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
             {"caller": caller.name, "open": guard.open, "generation": gateway.table.generation}
         )
 
+    async def indexed() -> None:
+        index = gateway.dead_letters
+        if not await index.catch_up(_INDEX_WAIT):
+            raise _RefusedError(
+                problem(
+                    503,
+                    "the dead-letter index is still reading the log (at position "
+                    f"{index.position}); try again in a moment",
+                )
+            )
+
     def filters(request: Request, caller: Caller) -> tuple[str, Condition | None]:
         pattern = request.query_params.get("topic") or ">"
         try:
@@ -255,6 +267,7 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
         if which not in ("all", "open"):
             return problem(400, "'state' is 'all' or 'open'", parameter="state")
         index = gateway.dead_letters
+        await indexed()  # the topics found in the log are known once the index read it
         topics = visible_dead_letter_topics(gateway, caller)
         try:
             letters = await list_dead_letters(
@@ -294,6 +307,7 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
         ):
             return problem(400, "'positions' is a list of log positions (ints > 0)")
         action = request.path_params["action"]
+        await indexed()
         topics = set(visible_dead_letter_topics(gateway, caller))
         async with settling:  # one at a time: a dead letter is settled once
             results = [
