@@ -18,7 +18,8 @@ Endpoints (all but the page and its static files need a token, as the API does):
 - ``GET /console/api/event/{position}``: one record in full.
 - ``GET /console/api/dead-letters?before=N&limit=&state=all|open``: a page of dead letters
   (newest first, below position ``before``; ``next_before`` for the next page) and the
-  counts by state, from the gateway's dead-letter index; ``POST /console/api/dead-letters/redrive`` and
+  counts by state, from the gateway's dead-letter index (503 while it is still reading
+  the log after 10 s: its first use reads the whole log); ``POST /console/api/dead-letters/redrive`` and
   ``.../discard`` with ``{"positions": [...]}`` (JSON only: a cross-site form cannot post it).
   Requests to settle are served one at a time, so two concurrent redrives of one dead
   letter record one redrive (within one gateway process).
