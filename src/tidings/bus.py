@@ -106,7 +106,7 @@ if TYPE_CHECKING:
     from tidings.observability._observer import Observer
     from tidings.store.base import EventStore
     from tidings.store.records import Transaction
-    from tidings.transports.base import Transport
+    from tidings.transports.base import Transport, TransportHealth
 
 __all__ = ("BatchHandles", "Bus", "BusStatistics", "ErrorHook", "Handles", "TransactionalHandles")
 
@@ -212,10 +212,12 @@ class BusStatistics:
     Attributes:
         subscriptions: one record per active subscription, in dispatch order.
         forwarding: store and forward's counters, on a bus made with ``forward=``.
+        transport: the transport's connection state, on a bus made with ``transport=``.
     """
 
     subscriptions: tuple[SubscriptionStatistics, ...]
     forwarding: ForwardingStatistics | None = None
+    transport: TransportHealth | None = None
 
     @property
     def delivered(self) -> int:
@@ -854,12 +856,14 @@ class Bus:
 
     def statistics(self) -> BusStatistics:
         """Every active subscription's counters: delivered, failed, dropped, queue depth and
-        high-water mark."""
+        high-water mark; store and forward's counters and the transport's health."""
         self._remove_gone()
         subs = sorted(self._table.subscriptions(), key=subscription_order)
         carrier = self._carrier
         forwarding = carrier.statistics() if isinstance(carrier, Forwarding) else None
-        return BusStatistics(tuple(s.statistics() for s in subs), forwarding)
+        remote = self._remote
+        health = None if remote is None else remote.transport.health()
+        return BusStatistics(tuple(s.statistics() for s in subs), forwarding, health)
 
     # ------------------------------------------------------------------ routing
 

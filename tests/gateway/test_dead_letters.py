@@ -59,12 +59,12 @@ async def test_a_redrive_goes_to_the_failed_target_only_and_a_removed_route_dead
         try:
             await gateway.accept([envelope(1), envelope(2)])
             await settle(bus, gateway)
-            letters = await list_dead_letters(store, ["orders.dead"])
+            letters = await list_dead_letters(gateway.dead_letters, ["orders.dead"])
             assert len(letters) == 2
             first, second = sorted(int(x["position"]) for x in letters)
             audited = len(await store.read(topic="audit.orders"))
 
-            await redrive(bus, gateway.table, first, "tester")
+            await redrive(bus, gateway.table, gateway.dead_letters, first, "tester")
             await settle(bus, gateway)
             # the webhook failed again: a new dead letter; the topic target was not repeated
             assert len(await store.read(topic="orders.dead")) == 3
@@ -73,7 +73,7 @@ async def test_a_redrive_goes_to_the_failed_target_only_and_a_removed_route_dead
             path.write_text(WITHOUT)
             assert await gateway.reload()
             with pytest.raises(RedriveError, match="a reload removed it"):
-                await redrive(bus, gateway.table, second, "tester")
+                await redrive(bus, gateway.table, gateway.dead_letters, second, "tester")
             # a redrive recorded while the route existed, routed after a reload removed it
             await bus.emit(
                 {"dead_letter": second, "route": "hooked", "target": "http://127.0.0.1:9/hook"},

@@ -22,6 +22,7 @@ from tidings.gateway import Dispatch, Gateway, RouteTable, load_config
 from tidings.server.access import Access
 from tidings.server.app import create_app
 from tidings.store.records import StoredEvent
+from tidings.transports.base import Transport
 
 
 class _Server(uvicorn.Server):
@@ -121,15 +122,21 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def service(
-    tmp_path: Path, config: str, port: int = 0, grace: int | None = None, **headers: str
+    tmp_path: Path,
+    config: str,
+    port: int = 0,
+    grace: int | None = None,
+    transport: Transport | None = None,
+    **headers: str,
 ) -> AsyncIterator[Service]:
     """The gateway service for ``config`` (YAML) over a SQLite log in ``tmp_path``, on
-    ``port`` (0: a free one; ``grace`` as for :func:`serving`)."""
+    ``port`` (0: a free one; ``grace`` as for :func:`serving`), its bus on ``transport``
+    if one is given."""
     path = tmp_path / "gateway.yaml"
     path.write_text(config)
     loaded = load_config([path])
     routed: list[tuple[StoredEvent, RouteTable, list[Dispatch]]] = []
-    async with tidings.Bus(store=f"sqlite:///{tmp_path}/events.db") as bus:
+    async with tidings.Bus(store=f"sqlite:///{tmp_path}/events.db", transport=transport) as bus:
         gateway = Gateway(
             bus, loaded, paths=[path], on_routed=lambda r, t, d: routed.append((r, t, d))
         )

@@ -9,7 +9,9 @@ Guarantees:
 - **Recorded, never deleted.** A redrive appends a :data:`REDRIVE_TOPIC` event and a discard a
   :data:`DISCARD_TOPIC` event to the log, each naming the dead letter (its position and id),
   the original event's id and who asked. The dead letter itself stays in the log; its state
-  (``open``, ``redriven``, ``discarded``) is read from those records.
+  (``open``, ``redriven``, ``discarded``) is read from those records, through the
+  :class:`~tidings.gateway.dead_letter_index.DeadLetterIndex` that follows the log (caught
+  up to the log's end before each listing and each settlement).
 - **One routing path.** A redrive is carried out by the gateway's follower when it reads the
   redrive record from the log (:func:`redrive_dispatch`), like every other routing: after a
   crash it is carried out again (at least once). The event goes, as it was dead-lettered
@@ -23,13 +25,18 @@ Guarantees:
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tidings.cloudevents import from_cloudevent
 from tidings.exceptions import TidingsError
 from tidings.gateway.config import DEFAULT_DEAD_LETTER, TargetConfig
+from tidings.gateway.dead_letter_index import (
+    DISCARD_TOPIC,
+    REDRIVE_TOPIC,
+    DeadLetterIndex,
+    is_dead_letter,
+)
 from tidings.gateway.table import Dispatch, RouteTable
 
 if TYPE_CHECKING:
@@ -49,11 +56,7 @@ __all__ = (
     "redrive_dispatch",
 )
 
-REDRIVE_TOPIC = "tidings.gateway.redrive"
-"""The topic of the record a redrive appends (the follower carries it out)."""
-
-DISCARD_TOPIC = "tidings.gateway.discard"
-"""The topic of the record a discard appends."""
+_CATCH_UP = 10.0  # seconds a listing or a settlement waits for the index to read the log
 
 
 class RedriveError(TidingsError, ValueError):
@@ -70,32 +73,10 @@ def dead_letter_topics(table: RouteTable) -> list[str]:
     return sorted({DEFAULT_DEAD_LETTER, *(r.dead_letter for r in table.config.routes)})
 
 
-def _is_letter(payload: Any) -> bool:
-    return isinstance(payload, Mapping) and {"route", "target", "event"} <= payload.keys()
-
-
-async def _settlements(store: EventStore) -> dict[int, dict[str, Any]]:
-    settled: dict[int, dict[str, Any]] = {}
-    for topic, state in ((REDRIVE_TOPIC, "redriven"), (DISCARD_TOPIC, "discarded")):
-        async for record in store.iter_read(topic=topic, unknown="raw"):
-            data = record.envelope.payload
-            if isinstance(data, Mapping) and isinstance(data.get("dead_letter"), int):
-                settled.setdefault(
-                    data["dead_letter"],
-                    {
-                        "state": state,
-                        "by": data.get("by"),
-                        "at": record.envelope.datetime.isoformat(),
-                        "record": record.position,
-                    },
-                )
-    return settled
-
-
-def _describe(record: StoredEvent, settled: Mapping[int, dict[str, Any]]) -> dict[str, Any]:
+def _describe(record: StoredEvent, index: DeadLetterIndex) -> dict[str, Any]:
     data = record.envelope.payload
     event = data["event"] if isinstance(data["event"], Mapping) else {}
-    settlement = settled.get(record.position)
+    settlement = index.settlement(record.position)
     return {
         "position": record.position,
         "id": record.envelope.id,
@@ -112,25 +93,53 @@ def _describe(record: StoredEvent, settled: Mapping[int, dict[str, Any]]) -> dic
     }
 
 
+async def _caught_up(index: DeadLetterIndex) -> None:
+    if not await index.catch_up(_CATCH_UP):
+        raise RedriveError(
+            f"the dead-letter index is still reading the log (at position {index.position}); "
+            "try again in a moment",
+            status=503,
+        )
+
+
 async def list_dead_letters(
-    store: EventStore, topics: Iterable[str], limit: int = 200
+    index: DeadLetterIndex,
+    topics: Collection[str],
+    *,
+    before: int | None = None,
+    limit: int = 200,
+    states: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The newest ``limit`` dead letters on ``topics`` (newest first), each with its state."""
-    settled = await _settlements(store)
-    newest: collections.deque[StoredEvent] = collections.deque(maxlen=limit)
-    for topic in topics:
-        async for record in store.iter_read(topic=topic, unknown="raw"):
-            if _is_letter(record.envelope.payload):
-                newest.append(record)
-    records = sorted(newest, key=lambda r: r.position, reverse=True)[:limit]
-    return [_describe(r, settled) for r in records]
+    """The newest ``limit`` dead letters on ``topics`` below log position ``before`` (from
+    the newest when ``None``) whose state is in ``states`` (any when ``None``), newest
+    first, each with its state. Reads at most ``limit`` records back from the log, one
+    ranged read per topic on the page.
+
+    Raises:
+        RedriveError: (503) the index did not catch up with the log in time.
+    """
+    await _caught_up(index)
+    page = index.page(topics, before=before, limit=limit, states=states)
+    by_topic: dict[str, list[int]] = {}
+    for position, topic in page:
+        by_topic.setdefault(topic, []).append(position)
+    found: dict[int, StoredEvent] = {}
+    for topic, positions in by_topic.items():
+        wanted = set(positions)
+        records = await index.store.read(
+            after=min(positions) - 1, upto=max(positions), topic=topic, unknown="raw"
+        )
+        found.update((r.position, r) for r in records if r.position in wanted)
+    return [_describe(found[p], index) for p, _ in page if p in found]
 
 
-async def _open_letter(store: EventStore, position: int) -> StoredEvent:
+async def _open_letter(index: DeadLetterIndex, position: int) -> StoredEvent:
+    store = index.store
     found = await store.read(after=position - 1, upto=position, unknown="raw")
-    if not found or not _is_letter(found[0].envelope.payload):
+    if not found or not is_dead_letter(found[0].envelope.payload):
         raise RedriveError(f"there is no dead letter at log position {position}", status=404)
-    settlement = (await _settlements(store)).get(position)
+    await _caught_up(index)
+    settlement = index.settlement(position)
     if settlement is not None:
         raise RedriveError(
             f"the dead letter at position {position} was already {settlement['state']} "
@@ -154,17 +163,18 @@ def _record(letter: StoredEvent, by: str, **more: Any) -> dict[str, Any]:
     }
 
 
-async def redrive(bus: Bus, table: RouteTable, position: int, by: str) -> dict[str, Any]:
+async def redrive(
+    bus: Bus, table: RouteTable, index: DeadLetterIndex, position: int, by: str
+) -> dict[str, Any]:
     """Ask for the dead letter at ``position`` to be sent again through its route; return
     the redrive record's data.
 
     Raises:
         RedriveError: no dead letter there, already settled, or its route is gone from
-            ``table`` (the table in force): the dead letter stays open.
+            ``table`` (the table in force): the dead letter stays open; or (503) ``index``
+            did not catch up with the log in time.
     """
-    store = bus.store
-    assert store is not None
-    letter = await _open_letter(store, position)
+    letter = await _open_letter(index, position)
     route = letter.envelope.payload["route"]
     if table.find(route) is None:
         raise RedriveError(
@@ -178,16 +188,16 @@ async def redrive(bus: Bus, table: RouteTable, position: int, by: str) -> dict[s
     return data
 
 
-async def discard(bus: Bus, position: int, by: str, reason: str = "") -> dict[str, Any]:
+async def discard(
+    bus: Bus, index: DeadLetterIndex, position: int, by: str, reason: str = ""
+) -> dict[str, Any]:
     """Mark the dead letter at ``position`` discarded (recorded in the log; the dead letter
     stays); return the discard record's data.
 
     Raises:
         RedriveError: no dead letter there, or already settled.
     """
-    store = bus.store
-    assert store is not None
-    letter = await _open_letter(store, position)
+    letter = await _open_letter(index, position)
     data = _record(letter, by, reason=reason)
     await bus.emit(data, topic=DISCARD_TOPIC)
     return data
@@ -195,7 +205,7 @@ async def discard(bus: Bus, position: int, by: str, reason: str = "") -> dict[st
 
 async def _letter_event(store: EventStore, position: int) -> Envelope[Any] | None:
     found = await store.read(after=position - 1, upto=position, unknown="raw")
-    if not found or not _is_letter(found[0].envelope.payload):
+    if not found or not is_dead_letter(found[0].envelope.payload):
         return None
     event = found[0].envelope.payload["event"]
     return from_cloudevent(event) if isinstance(event, Mapping) else None

@@ -66,6 +66,7 @@ import httpx
 from tidings.exceptions import TidingsError
 from tidings.gateway.brokers import Brokers
 from tidings.gateway.config import ConfigError, GatewayConfig, load_config
+from tidings.gateway.dead_letter_index import DeadLetterIndex
 from tidings.gateway.dead_letters import REDRIVE_TOPIC, dead_letter_topics, redrive_dispatch
 from tidings.gateway.lease import routing_lease
 from tidings.gateway.stats import RouteStats
@@ -152,6 +153,9 @@ class Gateway:
         # every dead-letter topic of every table since start (a reload may remove a route
         # whose dead letters are still to be redriven or discarded)
         self.dead_letter_topics = set(dead_letter_topics(self._table))
+        # every dead letter in the log, read when first asked for (the console)
+        self.dead_letters = DeadLetterIndex(store)
+        self.started_at = _dt.datetime.now(_dt.UTC)  # when the figures (stats) count from
         self._on_routed = on_routed
         self._pending: dict[str, RouteTable] = {}
         self._client = httpx.AsyncClient()
@@ -594,6 +598,7 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.dead_letters.stop()
         await self.brokers.aclose()
         await self._client.aclose()
         return drained

@@ -16,7 +16,10 @@ Endpoints (all but the page and its static files need a token, as the API does):
   events: ``overview`` and ``health`` every second, ``tail`` every half second.
 - ``GET /console/api/log?topic=&filter=&after=N|since=RFC3339&limit=``: the log browser.
 - ``GET /console/api/event/{position}``: one record in full.
-- ``GET /console/api/dead-letters``; ``POST /console/api/dead-letters/redrive`` and
+- ``GET /console/api/dead-letters?before=N&limit=&state=all|open``: a page of dead letters
+  (newest first, below position ``before``; ``next_before`` for the next page) and the
+  counts by state, from the gateway's dead-letter index (503 while it is still reading
+  the log after 10 s: its first use reads the whole log); ``POST /console/api/dead-letters/redrive`` and
   ``.../discard`` with ``{"positions": [...]}`` (JSON only: a cross-site form cannot post it).
   Requests to settle are served one at a time, so two concurrent redrives of one dead
   letter record one redrive (within one gateway process).
@@ -84,6 +87,8 @@ TAIL_SEND = 50
 _TAIL_EVERY = 0.5
 _OVERVIEW_EVERY = 1.0
 _LOG_LIMIT = 200
+_DEAD_LIMIT = 200
+_INDEX_WAIT = 10.0  # seconds a dead-letter request waits for the index to read the log
 
 _PAGE_HEADERS = {
     "cache-control": "no-store",
@@ -176,6 +181,17 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
             {"caller": caller.name, "open": guard.open, "generation": gateway.table.generation}
         )
 
+    async def indexed() -> None:
+        index = gateway.dead_letters
+        if not await index.catch_up(_INDEX_WAIT):
+            raise _RefusedError(
+                problem(
+                    503,
+                    "the dead-letter index is still reading the log (at position "
+                    f"{index.position}); try again in a moment",
+                )
+            )
+
     def filters(request: Request, caller: Caller) -> tuple[str, Condition | None]:
         pattern = request.query_params.get("topic") or ">"
         try:
@@ -241,8 +257,43 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
         return _json(event_view(found[0], full=True))
 
     async def dead_letters(request: Request, caller: Caller) -> Response:
+        params = request.query_params
+        raw_limit = params.get("limit", str(_DEAD_LIMIT))
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _DEAD_LIMIT:
+            return problem(400, f"'limit' is 1 to {_DEAD_LIMIT}", parameter="limit")
+        raw_before = params.get("before", "")
+        if raw_before and not raw_before.isdigit():
+            return problem(400, "'before' is a log position (int > 0)", parameter="before")
+        which = params.get("state", "all")
+        if which not in ("all", "open"):
+            return problem(400, "'state' is 'all' or 'open'", parameter="state")
+        index = gateway.dead_letters
+        await indexed()  # the topics found in the log are known once the index read it
         topics = visible_dead_letter_topics(gateway, caller)
-        return _json({"dead_letters": await list_dead_letters(gateway.store, topics)})
+        try:
+            letters = await list_dead_letters(
+                index,
+                topics,
+                before=int(raw_before) if raw_before else None,
+                limit=int(raw_limit),
+                states=None if which == "all" else ("open",),
+            )
+        except RedriveError as exc:
+            return problem(exc.status, str(exc))
+        counts = {"open": 0, "redriven": 0, "discarded": 0}
+        shown = set(topics)
+        for (topic, state), n in index.counts.items():
+            if topic in shown:
+                counts[state] += n
+        full = len(letters) == int(raw_limit)
+        return _json(
+            {
+                "dead_letters": letters,
+                "counts": counts,
+                "next_before": letters[-1]["position"] if letters and full else None,
+                "indexed_position": index.position,
+            }
+        )
 
     async def settle(request: Request, caller: Caller) -> Response:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
@@ -257,6 +308,7 @@ def console_routes(gateway: Gateway, guard: Access, index: Endpoint) -> list[Bas
         ):
             return problem(400, "'positions' is a list of log positions (ints > 0)")
         action = request.path_params["action"]
+        await indexed()
         topics = set(visible_dead_letter_topics(gateway, caller))
         async with settling:  # one at a time: a dead letter is settled once
             results = [
@@ -318,11 +370,11 @@ async def _settle_one(
         }
     try:
         if action == "redrive":
-            await redrive(gateway.bus, gateway.table, position, caller.name)
+            await redrive(gateway.bus, gateway.table, gateway.dead_letters, position, caller.name)
             message = "redrive recorded; the gateway sends it through its route now"
         elif action == "discard":
             reason = str(body.get("reason", ""))[:500]
-            await discard(gateway.bus, position, caller.name, reason)
+            await discard(gateway.bus, gateway.dead_letters, position, caller.name, reason)
             message = "discarded (recorded in the log; the dead letter stays there)"
         else:
             return {"position": position, "ok": False, "message": "action: redrive or discard"}

@@ -16,6 +16,7 @@ serves these). Invariants:
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import difflib
 import urllib.parse
 from collections.abc import Mapping
@@ -96,9 +97,10 @@ def visible_routes(table: RouteTable, caller: Caller) -> list[str]:
 
 
 def visible_dead_letter_topics(gateway: Gateway, caller: Caller) -> list[str]:
-    """The dead-letter topics of the gateway's tables since start that ``caller`` may
-    subscribe to."""
-    return sorted(t for t in gateway.dead_letter_topics if caller.may_subscribe(t))
+    """The dead-letter topics ``caller`` may subscribe to, of the gateway's tables since
+    start and of every dead letter found in the log (a route removed before a restart)."""
+    topics = gateway.dead_letter_topics | gateway.dead_letters.topics
+    return sorted(t for t in topics if caller.may_subscribe(t))
 
 
 def _route_shape(table: RouteTable, name: str) -> dict[str, Any]:
@@ -131,6 +133,7 @@ def overview_view(gateway: Gateway, caller: Caller) -> dict[str, Any]:
         routed=gateway.routed,
         ready=gateway.ready,
         last_error=gateway.last_error,
+        started_at=gateway.started_at.isoformat().replace("+00:00", "Z"),
     )
     return snapshot
 
@@ -145,10 +148,39 @@ def _without_secret(url: str | None) -> str | None:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def _transport_view(gateway: Gateway, url: str | None) -> dict[str, Any]:
+    """The transport's connection as the bus reports it (``none`` without a transport)."""
+    statistics = gateway.bus.statistics()
+    health = statistics.transport
+    if health is None:
+        return {"state": "none", "url": _without_secret(url)}
+    shown = "ok" if health.state == "connected" else health.state
+    at = health.last_error_at
+    view: dict[str, Any] = {
+        "state": "failing" if health.state in ("reconnecting", "disconnected") else shown,
+        "connection": health.state,
+        "url": _without_secret(url),
+        "server": _without_secret(health.server),
+        "last_error": health.last_error,
+        "last_error_at": None
+        if at is None
+        else _dt.datetime.fromtimestamp(at, _dt.UTC).isoformat().replace("+00:00", "Z"),
+        "pending": health.pending,
+        "disconnects": health.disconnects,
+    }
+    forwarding = statistics.forwarding
+    if forwarding is not None:
+        view["outbox"] = msgspec.to_builtins(forwarding)
+    return view
+
+
 async def health_view(gateway: Gateway) -> dict[str, Any]:
     """Store, transport, routing and webhook-target state at a glance.
 
-    ``state`` is ``ok``, ``failing`` or ``unknown`` (a target not used since start)."""
+    ``state`` is ``ok``, ``failing`` or ``unknown`` (a target not used since start, a
+    transport that does not report its connection); the transport also has its
+    ``connection`` (``connected``, ``reconnecting``, ``disconnected``), the server it uses
+    (no credentials), its last error and ``pending`` publishes awaiting the server's ack."""
     config = gateway.table.config
     store: dict[str, Any] = {"url": _without_secret(config.store)}
     try:
@@ -165,10 +197,7 @@ async def health_view(gateway: Gateway) -> dict[str, Any]:
         "routed_position": safe,
         "lag": None if last is None else max(0, last - safe),
     }
-    transport = {
-        "url": _without_secret(config.transport),
-        "state": "none" if config.transport is None else ("ok" if gateway.ready else "failing"),
-    }
+    transport = _transport_view(gateway, config.transport)
     seen = {(t["kind"], t["address"]): t for t in gateway.stats.snapshot(())["targets"]}
     targets = []
     for route in config.routes:

@@ -20,6 +20,7 @@ from tidings.transports.base import (
     SubscriptionStats,
     Transport,
     TransportFeatures,
+    TransportHealth,
     TransportSubscription,
 )
 from tidings.transports.memory import MemoryBroker, MemoryTransport
@@ -42,6 +43,7 @@ __all__ = (
     "SubscriptionStats",
     "Transport",
     "TransportFeatures",
+    "TransportHealth",
     "TransportSubscription",
 )
 

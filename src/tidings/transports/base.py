@@ -56,6 +56,7 @@ __all__ = (
     "SubscriptionStats",
     "Transport",
     "TransportFeatures",
+    "TransportHealth",
     "TransportSubscription",
 )
 
@@ -296,6 +297,30 @@ class SubscriptionStats:
     max_in_memory: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class TransportHealth:
+    """The state of a transport's connection (a snapshot, :meth:`Transport.health`).
+
+    Attributes:
+        state: ``connected``, ``reconnecting`` (connection lost, trying again),
+            ``disconnected`` (not started, or closed), or ``unknown`` (the transport does
+            not say).
+        server: the URL of the server connected to (or last connected to), with no
+            credentials in it.
+        last_error: the last connection problem, ``Type: message`` (kept after recovery).
+        last_error_at: when it happened (Unix seconds).
+        pending: publishes sent and not yet acknowledged by the server (the outbox).
+        disconnects: times the connection was lost since start.
+    """
+
+    state: Literal["connected", "reconnecting", "disconnected", "unknown"] = "unknown"
+    server: str | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    pending: int = 0
+    disconnects: int = 0
+
+
 class TransportSubscription(abc.ABC):
     """A handler's subscription on a transport. ``await sub.cancel()`` ends it.
 
@@ -357,6 +382,11 @@ class Transport(abc.ABC):
     def client_id(self) -> str | None:
         """This client's id as the server knows it, if it has one (connected)."""
         return None
+
+    def health(self) -> TransportHealth:
+        """The connection's state now (cheap, no I/O); ``unknown`` unless the transport
+        overrides it."""
+        return TransportHealth()
 
     @abc.abstractmethod
     async def start(self) -> None:

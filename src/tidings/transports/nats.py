@@ -56,6 +56,7 @@ import itertools
 import json
 import logging
 import re
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,6 +107,7 @@ from tidings.transports.base import (
     PublishAck,
     PublishErrorHook,
     TransportFeatures,
+    TransportHealth,
 )
 from tidings.transports.wire import encode_envelope
 
@@ -701,6 +703,10 @@ class NatsTransport(SubjectTransport):
         # publish); emptied on close (a checked envelope never sent: a failed append).
         self._encoded: dict[str, tuple[dict[str, str], bytes]] = {}
         self._pullers: set[_Puller] = set()
+        # what health() reports: the server last connected to, the last connection problem
+        self._last_server: str | None = None
+        self._last_error: tuple[str, float] | None = None
+        self._disconnects = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -738,6 +744,7 @@ class NatsTransport(SubjectTransport):
                 timeout=self.connect_timeout,
             ) from exc
         self._nc = nc
+        self._note_server()
         self._js = nc.jetstream(timeout=self._api_timeout)
         try:
             await self._ensure_stream(deadline)
@@ -903,15 +910,50 @@ class NatsTransport(SubjectTransport):
         client_id = nc.client_id if nc is not None and nc.is_connected else None
         return None if client_id is None else str(client_id)
 
+    def health(self) -> TransportHealth:
+        """Connected, reconnecting or disconnected; the server (no credentials); the last
+        connection error; publishes awaiting the server's ack (see :class:`TransportHealth`)."""
+        nc = self._nc
+        state: Literal["connected", "reconnecting", "disconnected"]
+        if self._state != "started" or nc is None or nc.is_closed:
+            state = "disconnected"
+        elif nc.is_connected:
+            state = "connected"
+        else:
+            state = "reconnecting"
+        error, at = self._last_error if self._last_error is not None else (None, None)
+        return TransportHealth(
+            state=state,
+            server=self._last_server,
+            last_error=error,
+            last_error_at=at,
+            pending=len(self._pending),
+            disconnects=self._disconnects,
+        )
+
+    def _note_server(self) -> None:
+        nc = self._nc
+        url = nc.connected_url if nc is not None else None
+        if url is not None and url.hostname is not None:
+            port = url.port if url.port is not None else 4222
+            self._last_server = f"{url.scheme}://{url.hostname}:{port}"
+
+    def _note_error(self, what: str) -> None:
+        self._last_error = (what, time.time())
+
     async def _on_error(self, exc: Exception) -> None:
         logger.debug("nats client error: %r", exc, extra=log_fields())
+        self._note_error(f"{type(exc).__name__}: {exc}".rstrip(": "))
 
     async def _on_disconnected(self) -> None:
         if self._state == "started":
             logger.warning("disconnected from NATS; reconnecting", extra=log_fields())
+            self._disconnects += 1
+            self._note_error(f"disconnected from {self._last_server or 'the server'}")
         self._halt("disconnected")
 
     async def _on_reconnected(self) -> None:
+        self._note_server()
         nc = self._nc
         url = nc.connected_url.netloc if nc is not None and nc.connected_url else "?"
         logger.warning("reconnected to NATS at %s", url, extra=log_fields())

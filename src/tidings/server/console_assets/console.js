@@ -34,7 +34,7 @@
   const state = {
     topic: ">", filter: "", paused: false, source: null, retryTimer: null, retryDelay: 1000,
     tail: [], received: 0, skipped: 0, sampledOut: 0, charts: new Map(), generation: null,
-    deadTotal: null, selected: null, logAfter: 0,
+    deadTotal: null, selected: null, logAfter: 0, deadBefore: null, deadNext: null,
   };
 
   async function api(path, options) {
@@ -163,6 +163,7 @@
       $("generation").textContent = "generation " + data.generation;
       refreshConfig();
     }
+    $("started-at").textContent = data.started_at.slice(0, 19).replace("T", " ") + " UTC";
     $("total-accepted").textContent = fmt.int(data.accepted);
     $("total-routed").textContent = fmt.int(data.routed);
     let rate = 0, dead = 0;
@@ -326,15 +327,22 @@
   }
 
   async function loadDeadLetters() {
-    const answer = await api("/console/api/dead-letters");
+    const showSettled = $("dead-settled").checked;
+    const query = new URLSearchParams({ state: showSettled ? "all" : "open" });
+    if (state.deadBefore !== null) query.set("before", String(state.deadBefore));
+    const answer = await api("/console/api/dead-letters?" + query);
     if (!answer.ok) return;
     const letters = answer.body.dead_letters;
-    const open = letters.filter((l) => l.state === "open").length;
-    $("dead-count").textContent = open ? String(open) : "";
-    const showSettled = $("dead-settled").checked;
+    const counts = answer.body.counts;
+    state.deadNext = answer.body.next_before;
+    $("dead-count").textContent = counts.open ? String(counts.open) : "";
+    $("dead-older").disabled = state.deadNext === null;
+    $("dead-newest").disabled = state.deadBefore === null;
+    const shown = letters.length ? `positions ${letters[letters.length - 1].position}–${letters[0].position}` : "none here";
+    $("dead-page").textContent = `${shown}; in the log: ${fmt.int(counts.open)} open, ${fmt.int(counts.redriven)} redriven, ${fmt.int(counts.discarded)} discarded`;
     const body = $("dead").tBodies[0];
     const checked = new Set([...body.querySelectorAll("input:checked")].map((box) => box.value));
-    body.replaceChildren(...letters.filter((l) => showSettled || l.state === "open").map((letter) => {
+    body.replaceChildren(...letters.map((letter) => {
       const box = el("input", { type: "checkbox", value: letter.position });
       if (letter.state !== "open") box.disabled = true;
       else box.checked = checked.has(String(letter.position));
@@ -370,7 +378,9 @@
   }
   $("redrive").addEventListener("click", () => settle("redrive"));
   $("discard").addEventListener("click", () => settle("discard"));
-  $("dead-settled").addEventListener("change", loadDeadLetters);
+  $("dead-settled").addEventListener("change", () => { state.deadBefore = null; loadDeadLetters(); });
+  $("dead-older").addEventListener("click", () => { if (state.deadNext !== null) { state.deadBefore = state.deadNext; loadDeadLetters(); } });
+  $("dead-newest").addEventListener("click", () => { state.deadBefore = null; loadDeadLetters(); });
   $("dead-all").addEventListener("change", (e) => {
     for (const box of $("dead").tBodies[0].querySelectorAll("input:not(:disabled)")) box.checked = e.target.checked;
   });
@@ -405,11 +415,17 @@
   function renderHealth(data) {
     card("h-store", data.store.state, [data.store.state, data.store.url, data.store.error,
       data.store.last_position !== undefined ? `last position ${fmt.int(data.store.last_position)}` : ""]);
-    card("h-transport", data.transport.state === "none" ? "" : data.transport.state,
-      [data.transport.state === "none" ? "none (one process)" : data.transport.state, data.transport.url]);
+    const tr = data.transport;
+    card("h-transport", tr.state === "none" ? "" : tr.state,
+      tr.state === "none" ? ["none (one process)", tr.url] : [
+        tr.connection || tr.state, tr.server ? `server ${tr.server}` : tr.url,
+        tr.pending !== undefined ? `awaiting ack ${fmt.int(tr.pending)}` : "",
+        tr.outbox ? `outbox ${fmt.int(tr.outbox.pending)} (forwarded ${fmt.int(tr.outbox.forwarded)})` : "",
+        tr.disconnects ? `disconnects ${fmt.int(tr.disconnects)}` : "",
+        tr.last_error ? `last error: ${tr.last_error} (at ${tr.last_error_at})` : ""]);
     card("h-routing", data.routing.state, [data.routing.ready ? "following the log" : "not ready",
       `routed up to ${fmt.int(data.routing.routed_position)}`, data.routing.lag === null ? "" : `lag ${fmt.int(data.routing.lag)}`]);
-    const failing = data.store.state !== "ok" || data.routing.state !== "ok" || data.targets.some((t) => t.state === "failing");
+    const failing = data.store.state !== "ok" || data.routing.state !== "ok" || tr.state === "failing" || data.targets.some((t) => t.state === "failing");
     $("health-dot").className = "dot " + (failing ? "bad" : "ok");
     $("targets").tBodies[0].replaceChildren(...data.targets.map((t) => el("tr", { "data-target": t.address },
       el("td", { class: "state " + t.state }, t.state),
