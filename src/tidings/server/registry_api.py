@@ -165,7 +165,7 @@ def openapi_paths() -> dict[str, Any]:
         },
     }
     level = answer("A compatibility level", {"type": "object"})
-    security = [{"bearer": []}]
+    security: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "/registry/subjects": {
             "get": {
