@@ -331,10 +331,6 @@ class Validator:
         """
         if envelope is self._last:
             return
-        self._check(envelope, boundary)
-        self._last = envelope
-
-    def _check(self, envelope: Envelope[Any], boundary: str) -> None:
         payload = envelope.payload
         attributes = envelope.attributes
         pin: tuple[str, type] | None = None
@@ -353,6 +349,7 @@ class Validator:
                     pinned_checker(data)
                 except Exception:
                     self._refuse(envelope, boundary, pinned, data)
+                self._last = envelope
                 return
             target = self._targets.get(key)
             if target is None:
@@ -377,6 +374,7 @@ class Validator:
             checker(data)
         except Exception:
             self._refuse(envelope, boundary, entry, data)
+        self._last = envelope
 
     def _checker(self, entry: RegisteredSchema) -> Callable[[bytes], object]:
         checker = self._compiled.get(entry.schema)
