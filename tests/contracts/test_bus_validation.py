@@ -16,10 +16,12 @@ import msgspec
 import psycopg
 import pytest
 import pytest_asyncio
+from prometheus_client import CollectorRegistry, generate_latest
 from psycopg import sql
 
 import tidings
 from tidings.contracts import SchemaRegistry, SchemaViolationError, Validator, validation
+from tidings.contracts.metrics import ViolationsCollector
 from tidings.contracts.transport import ValidatingTransport
 from tidings.store import MemoryStore
 from tidings.store.base import EventStore
@@ -112,7 +114,10 @@ async def test_memory_bus() -> None:
 
 
 def test_memory_bus_without_a_loop() -> None:
+    """Also: the refusals are exported as ``tidings_schema_violations_total``."""
     validator = Validator(_Fixed())
+    registry = CollectorRegistry()
+    registry.register(ViolationsCollector(validator))
     seen: list[Stocked] = []
     with tidings.Bus(validator=validator) as bus:
         bus.subscribe(Stocked, seen.append)
@@ -121,6 +126,8 @@ def test_memory_bus_without_a_loop() -> None:
         bus.publish(Stocked("s1", 3))
     assert seen == [Stocked("s1", 3)]
     assert validator.violations == {(TOPIC, "publish"): 1}
+    exported = generate_latest(registry).decode()
+    assert f'tidings_schema_violations_total{{boundary="publish",topic="{TOPIC}"}} 1.0' in exported
 
 
 async def test_sqlite_bus(tmp_path: Path) -> None:

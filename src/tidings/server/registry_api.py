@@ -36,11 +36,10 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib.util
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
-from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -53,6 +52,7 @@ from tidings.contracts.errors import (
     SchemaNotFoundError,
     SchemaViolationError,
 )
+from tidings.contracts.metrics import ViolationsCollector
 from tidings.contracts.registry import RegisteredSchema, SchemaRegistry
 from tidings.contracts.validation import Validator
 from tidings.event import Envelope
@@ -307,7 +307,7 @@ class Contracts:
 
     def collector(self) -> Collector:
         """``tidings_schema_violations_total{topic, boundary}``."""
-        return _ViolationsCollector(self)
+        return ViolationsCollector(self.validator)
 
     # -- the REST API ----------------------------------------------------------------------
 
@@ -476,23 +476,6 @@ class Contracts:
 
 def _version(raw: str) -> int | None:
     return int(raw) if raw.isdigit() and int(raw) > 0 else None
-
-
-class _ViolationsCollector(Collector):
-    def __init__(self, contracts: Contracts) -> None:
-        self._contracts = contracts
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "tidings_schema_violations",
-            "Events refused for breaking their topic's registered schema",
-            labels=["topic", "boundary"],
-        )
-        validator = self._contracts.validator
-        if validator is not None:
-            for (topic, boundary), count in sorted(validator.violations.items()):
-                family.add_metric([topic, boundary], count)
-        yield family
 
 
 def contracts_for(gateway: Gateway, guard: Access) -> Contracts | None:
