@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import typer
+
+try:
+    import typer
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "tidings asyncapi (tidings.contracts.cli) needs typer: install it with pip install 'tidings[cli]'"
+    ) from exc
 
 from tidings.contracts.asyncapi import application_document, event_classes, gateway_document
 from tidings.contracts.typescript import typescript_client

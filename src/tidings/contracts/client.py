@@ -18,7 +18,12 @@ import logging
 import time
 from typing import Any
 
-import httpx
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "tidings.contracts.client needs httpx: install it with pip install 'tidings[gateway]'"
+    ) from exc
 import msgspec
 
 from tidings.contracts.errors import RegistryUnavailableError

@@ -14,8 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
+try:
+    from prometheus_client.core import CounterMetricFamily, Metric
+    from prometheus_client.registry import Collector
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "tidings.contracts.metrics needs prometheus-client: install it with pip install 'tidings[prometheus]'"
+    ) from exc
 
 from tidings.contracts.validation import Validator
 
