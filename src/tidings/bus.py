@@ -873,6 +873,8 @@ class Bus:
             TypeError: if ``key`` is not a str (or None), or ``headers`` not a mapping of str
                 to str; nothing was published.
             BusClosedError: if the bus is closed.
+            SchemaViolationError: the bus's ``validator`` refused the event; nothing was
+                appended, sent or dispatched.
             QueueFullError: a queued subscription with ``overflow="error"`` was full (every
                 other handler still got the event).
             WouldBlock: a full ``block`` subscription whose consumers run on this thread's

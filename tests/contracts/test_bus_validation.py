@@ -130,6 +130,22 @@ def test_memory_bus_without_a_loop() -> None:
     assert f'tidings_schema_violations_total{{boundary="publish",topic="{TOPIC}"}} 1.0' in exported
 
 
+def test_observed_bus() -> None:
+    """An observed bus (its publish replaced by the observer's hook) checks too."""
+    from tidings.observability import Metrics
+
+    validator = Validator(_Fixed())
+    seen: list[Stocked] = []
+    with tidings.Bus(validator=validator) as bus:
+        Metrics(bus, registry=CollectorRegistry())
+        bus.subscribe(Stocked, seen.append)
+        with pytest.raises(SchemaViolationError):
+            bus.publish(Stocked("s1", 0))
+        bus.publish(Stocked("s1", 3))
+    assert seen == [Stocked("s1", 3)]
+    assert validator.violations == {(TOPIC, "publish"): 1}
+
+
 async def test_sqlite_bus(tmp_path: Path) -> None:
     await _in_store(SQLiteStore(tmp_path / "log.db"))
 
