@@ -6,11 +6,13 @@ Rows:
   an enum, a list, an optional): ``tidings publish`` is ``Bus.publish`` of the event to one
   handler with no validation (the cost validation adds to); ``tidings`` is
   ``Validator.check`` of its envelope against the registered JSON Schema, compiled to
-  msgspec (what validation adds per event); ``jsonschema`` is the reference
-  implementation validating the same event (as plain values) against the same schema.
-  Target: ``tidings`` <= 2 µs.
+  msgspec (what validation adds per event; two envelopes in turn, since a validator does
+  not check again the envelope it found valid last); ``tidings validated publish`` is
+  ``Bus(validator=...).publish`` of the event to one handler (the check inside the bus);
+  ``jsonschema`` is the reference implementation validating the same event (as plain
+  values) against the same schema. Target: ``tidings`` <= 2 µs.
 - CC (instructions per event, with valgrind's callgrind when installed and not
-  ``--quick``): the two tidings rows of C1 counted in instructions, which the machine's
+  ``--quick``): the three tidings rows of C1 counted in instructions, which the machine's
   load does not change (each variant's calls run inside one ``functools.reduce`` call,
   the only code callgrind collects, as in ``bench_observability``).
 - C2 (ms per check): a 100-field schema checked against 50 earlier versions under
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import re
 import shutil
 import subprocess
@@ -88,7 +91,9 @@ def _best_per_call(fn: Any, count: int) -> float:
 def _variants() -> tuple[dict[str, Any], list[int], tidings.Bus]:
     schema = json_schema(Order)
     validator = Validator(_Source(schema))
-    envelope = Envelope("bench.contracts.order", EVENT, 1)
+    envelopes = itertools.cycle(
+        [Envelope("bench.contracts.order", EVENT, 1), Envelope("bench.contracts.order", EVENT, 2)]
+    )
     reference = jsonschema.Draft202012Validator(schema)
     plain = msgspec.to_builtins(EVENT)
     calls = [0]
@@ -96,13 +101,21 @@ def _variants() -> tuple[dict[str, Any], list[int], tidings.Bus]:
     def handler(event: Order) -> None:
         calls[0] += 1
 
+    def validated_handler(event: Order) -> None:
+        calls[1] += 1
+
+    calls.append(0)
     bus = tidings.Bus()
     bus.subscribe(Order, handler)
+    validated = tidings.Bus(validator=Validator(_Source(schema)))
+    validated.subscribe(Order, validated_handler)
     validate = validator.check
     publish = bus.publish
+    validated_publish = validated.publish
     variants = {
         "tidings publish": lambda: publish(EVENT),
-        "tidings": lambda: validate(envelope),
+        "tidings": lambda: validate(next(envelopes)),
+        "tidings validated publish": lambda: validated_publish(EVENT),
         "jsonschema": lambda: reference.validate(plain),
     }
     return variants, calls, bus
@@ -116,10 +129,12 @@ def _validation(count: int) -> list[Row]:
             n = count if name != "jsonschema" else max(1, count // 20)
             best[name] = min(best[name], _best_per_call(fn, n))
     check("C1", "tidings publish", calls[0], count * ROUNDS)
+    check("C1", "tidings validated publish", calls[1], count * ROUNDS)
     bus.close()
     notes = {
         "tidings publish": "Bus.publish to 1 handler, no validation (the base cost)",
         "tidings": "added by Validator.check (msgspec-compiled); target <= 2 µs",
+        "tidings validated publish": "Bus(validator=...).publish to 1 handler",
         "jsonschema": "the reference implementation, same schema and event",
     }
     return [
@@ -197,7 +212,7 @@ def _compatibility() -> list[Row]:
 
 
 CALLGRIND_N = 20_000
-CALLGRIND_VARIANTS = ("tidings publish", "tidings")
+CALLGRIND_VARIANTS = ("tidings publish", "tidings", "tidings validated publish")
 
 
 def _callgrind_target(count: int) -> None:
@@ -228,7 +243,7 @@ def _callgrind() -> list[Row]:
             if found is None:
                 raise RuntimeError(f"callgrind wrote no totals in {out}.{part}")
             totals.append(int(found.group(1)) / CALLGRIND_N)
-    publish, validate = totals
+    publish, validate, validated = totals
     return [
         Row("CC", "tidings publish", "instructions/event", publish, "instr", "no validation"),
         Row(
@@ -238,6 +253,14 @@ def _callgrind() -> list[Row]:
             validate,
             "instr",
             f"added by validation: {validate / publish * 100:.0f}% of a publish",
+        ),
+        Row(
+            "CC",
+            "tidings validated publish",
+            "instructions/event",
+            validated,
+            "instr",
+            f"Bus(validator=...).publish: {validated - publish:,.0f} more than a publish",
         ),
     ]
 

@@ -22,6 +22,11 @@ broker acks it (or refuses it for good: then it is dead-lettered as before), and
 commits the log position up to which everything was acknowledged. On connect, the records
 after that checkpoint are queued for the broker ahead of anything new. Failures while the
 bus closes are kept (the records stay after the checkpoint), not reported.
+
+:class:`Checked` (``Bus(..., validator=...)``) checks each event before the carrier it wraps
+(or, on a bus with neither store nor transport, before the bus dispatches it): an event the
+check refuses raises to the publisher and is neither appended, sent nor dispatched. A bus
+without a check has no :class:`Checked` carrier, so its publish path is unchanged.
 """
 
 from __future__ import annotations
@@ -39,15 +44,15 @@ from tidings.forwarding import ForwardingStatistics
 from tidings.observability.logs import log_fields
 
 if TYPE_CHECKING:
-    from tidings._log import Log
-    from tidings._ports import Carrier
+    from tidings._log import AppendBatch, Log
+    from tidings._ports import Carrier, EventCheck
     from tidings._remote import Remote
     from tidings.event import Envelope
     from tidings.forwarding import StoreAndForward
     from tidings.routing import Route
     from tidings.transports.base import PublishAck
 
-__all__ = ("Forwarding", "StoredAndSent", "carrier_of")
+__all__ = ("Checked", "Forwarding", "StoredAndSent", "carrier_of")
 
 logger = logging.getLogger("tidings")
 
@@ -77,6 +82,61 @@ def carrier_of(
     if remote is None:
         return log
     return StoredAndSent(log, remote)
+
+
+class Checked:
+    """Runs ``check`` on each event before ``inner`` carries it (nothing more without one)."""
+
+    __slots__ = ("check", "inner")
+
+    def __init__(self, check: EventCheck, inner: Carrier | None) -> None:
+        self.check = check.check
+        self.inner = inner
+
+    def write_ahead(self, route: Route, env: Envelope[Any]) -> bool:
+        self.check(env)  # refuse before the append, the send and the dispatch
+        inner = self.inner
+        return True if inner is None else inner.write_ahead(route, env)
+
+    def send(self, env: Envelope[Any]) -> None:
+        if self.inner is not None:
+            self.inner.send(env)
+
+    async def carry(self, env: Envelope[Any]) -> None:
+        self.check(env)
+        if self.inner is not None:
+            await self.inner.carry(env)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.inner is not None:
+            self.inner.start(loop)
+
+    async def connect(self) -> None:
+        if self.inner is not None:
+            await self.inner.connect()
+
+    async def flush(self) -> None:
+        if self.inner is not None:
+            await self.inner.flush()
+
+    def together(self) -> AppendBatch | None:
+        # a batch's publishes pass write_ahead too: each is checked before it joins
+        return None if self.inner is None else self.inner.together()
+
+    async def disconnect(self, timeout: float) -> None:
+        if self.inner is not None:
+            await self.inner.disconnect(timeout)
+
+    async def settle(self, deadline: float) -> None:
+        if self.inner is not None:
+            await self.inner.settle(deadline)
+
+    async def aclose(self, deadline: float) -> list[str]:
+        return [] if self.inner is None else await self.inner.aclose(deadline)
+
+    def close_sync(self) -> None:
+        if self.inner is not None:
+            self.inner.close_sync()
 
 
 class StoredAndSent:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from tidings.subscription import Subscription
     from tidings.transports.base import Transport
 
-__all__ = ("BusPort", "Carrier", "ObservationPort")
+__all__ = ("BusPort", "Carrier", "EventCheck", "ObservationPort")
 
 
 class BusPort(Protocol):
@@ -118,6 +118,16 @@ class Carrier(Protocol):
 
     def close_sync(self) -> None:
         """From synchronous code: close the store if nothing still uses it."""
+
+
+class EventCheck(Protocol):
+    """What ``Bus(validator=...)`` checks each published or emitted event with, before its
+    carrier appends or sends it and before any handler runs (in every mode: memory, store,
+    transport). :class:`tidings.contracts.Validator` is one."""
+
+    def check(self, envelope: Envelope[Any], boundary: str = "publish") -> None:
+        """Return if ``envelope`` may be published; else raise (nothing is appended, sent
+        or dispatched), counting the refusal under ``boundary``."""
 
 
 class ObservationPort(Protocol):

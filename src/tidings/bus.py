@@ -59,7 +59,7 @@ from typing import (
     overload,
 )
 
-from tidings._carrier import Forwarding, carrier_of
+from tidings._carrier import Checked, Forwarding, carrier_of
 from tidings._coroutines import IDLE, next_job, resume
 from tidings._stream import EventStream, stream_subscription
 from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
@@ -100,7 +100,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from tidings._log import AppendBatch, Log
-    from tidings._ports import Carrier, ObservationPort
+    from tidings._ports import Carrier, EventCheck, ObservationPort
     from tidings._remote import Remote
     from tidings.forwarding import ForwardingStatistics, StoreAndForward
     from tidings.observability._observer import Observer
@@ -259,6 +259,12 @@ class Bus:
             (:class:`~tidings.forwarding.StoreAndForward`): publishes are accepted into the
             log while the broker is unreachable and forwarded in order, idempotently, once
             it is back.
+        validator: check every event published or emitted against its topic's contract
+            (for example a :class:`tidings.contracts.Validator`), in every mode (memory,
+            store, transport): an event it refuses raises
+            :class:`~tidings.contracts.SchemaViolationError` to the publisher before
+            anything is appended, sent or dispatched. Without one, publishing costs nothing
+            more.
 
     A bus needs no event loop for sync handlers. ``async with Bus() as bus`` (or
     ``await bus.start()``) binds it to the running loop for async handlers and async
@@ -280,6 +286,7 @@ class Bus:
         "_emit_alive",
         "_emit_driver",
         "_failures",
+        "_forwarding",
         "_gone",
         "_handoffs",
         "_hlc",
@@ -314,6 +321,7 @@ class Bus:
         store: EventStore | str | None = None,
         route_cache_size: int = DEFAULT_ROUTE_CACHE_SIZE,
         forward: StoreAndForward | None = None,
+        validator: EventCheck | None = None,
     ) -> None:
         self._table = RouteTable(route_cache_size)
         self._source = source
@@ -369,6 +377,9 @@ class Bus:
         # log, the remote side or both. The parts are reached directly only to follow the
         # log or subscribe remotely; publishing, starting and closing go through it.
         self._carrier: Carrier | None = carrier_of(self._log, self._remote, forward)
+        self._forwarding = self._carrier if isinstance(self._carrier, Forwarding) else None
+        if validator is not None:  # checked before the carrier (or the dispatch): Checked
+            self._carrier = Checked(validator, self._carrier)
         # Whether publish hands events to a store or a transport: one test on the hot path,
         # then one call, straight to the carrier's write_ahead (see _carry).
         self._carries = self._carrier is not None
@@ -859,8 +870,7 @@ class Bus:
         high-water mark; store and forward's counters and the transport's health."""
         self._remove_gone()
         subs = sorted(self._table.subscriptions(), key=subscription_order)
-        carrier = self._carrier
-        forwarding = carrier.statistics() if isinstance(carrier, Forwarding) else None
+        forwarding = self._forwarding.statistics() if self._forwarding is not None else None
         remote = self._remote
         health = None if remote is None else remote.transport.health()
         return BusStatistics(tuple(s.statistics() for s in subs), forwarding, health)
@@ -937,6 +947,8 @@ class Bus:
             TypeError: if ``key`` is not a str (or None), or ``headers`` not a mapping of str
                 to str; nothing was published.
             BusClosedError: if the bus is closed.
+            SchemaViolationError: the bus's ``validator`` refused the event; nothing was
+                appended, sent or dispatched.
             QueueFullError: a queued subscription with ``overflow="error"`` was full (every
                 other handler still got the event).
             WouldBlock: a full ``block`` subscription whose consumers run on this thread's

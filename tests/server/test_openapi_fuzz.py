@@ -1,7 +1,8 @@
 """schemathesis against ``/openapi.json`` of a live gateway (bounded examples): no 5xx.
 
 The server runs on its own event loop in a thread; schemathesis calls it over loopback.
-``GET /events`` (an endless event stream) is left out.
+``GET /events`` (an endless event stream) is left out. The schema registry is on, so its
+routes under ``/registry`` are listed and fuzzed too.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = folder / "g.yaml"
     config.write_text(
         "routes: [{name: all, from: 'orders.>', when: 'data.n > 1', to: [{topic: x.y}]}]\n"
+        "schemas: {registry: true, validate: true}\n"
     )
     ready = threading.Event()
     stop: list[asyncio.Event] = []
@@ -81,5 +83,17 @@ def test_no_server_error(live_url: str) -> None:
         "GET /healthz",
         "GET /metrics",
         "GET /readyz",
+        "GET /registry/config",
+        "GET /registry/config/{subject}",
+        "GET /registry/schemas/ids/{id}",
+        "GET /registry/subjects",
+        "GET /registry/subjects/{subject}/versions",
+        "GET /registry/subjects/{subject}/versions/{version}",
         "POST /events",
+        "POST /registry/compatibility/subjects/{subject}/versions",
+        "POST /registry/compatibility/subjects/{subject}/versions/{version}",
+        "POST /registry/subjects/{subject}",
+        "POST /registry/subjects/{subject}/versions",
+        "PUT /registry/config",
+        "PUT /registry/config/{subject}",
     ]

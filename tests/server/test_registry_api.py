@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from .conftest import service, structured
+from .conftest import receiver, service, structured
 
 CONFIG = """\
 http: {listen: 127.0.0.1:0}
@@ -223,3 +223,60 @@ async def test_malformed_requests_get_confluent_errors(tmp_path: Path) -> None:
                 response.text
             )
         assert (await svc.client.delete(base)).status_code == 405
+
+
+async def test_registrations_are_internal_events(tmp_path: Path) -> None:
+    """Registrations are kept on ``tidings.schemas.*``, internal topics: a route from ``>``
+    and an event stream of ``>`` do not see them; a stream of that topic does. The API is
+    listed in ``/openapi.json`` and the index."""
+    async with receiver() as (hook, got):
+        config = CONFIG.replace(
+            "routes: []", f"routes: [{{name: all, from: '>', to: [{{webhook: {hook}}}]}}]"
+        )
+        async with service(tmp_path, config) as svc:
+            registered = await svc.client.post(
+                "/registry/subjects/orders.placed-value/versions",
+                json={"schema": json.dumps(ORDER), "schemaType": "JSON"},
+            )
+            assert registered.status_code == 200, registered.text
+            mode = await svc.client.put("/registry/config", json={"compatibility": "FULL"})
+            assert mode.status_code == 200, mode.text
+            posted = await svc.client.post(
+                "/events",
+                json=structured(1, amount=5),
+                headers={"content-type": "application/cloudevents+json"},
+            )
+            assert posted.status_code == 202, posted.text
+            await svc.settle()
+            await got.wait_for(1)
+            internal = await svc.records("tidings.schemas.>")
+            assert sorted(r.envelope.topic for r in internal) == [
+                "tidings.schemas.compatibility",
+                "tidings.schemas.registered",
+            ]
+            assert [headers.get("ce-id") for headers, _ in got.requests] == ["ev-1"]
+            assert {r.envelope.topic for r, _, d in svc.routed if d} == {"orders.placed"}
+
+            async def stream(topic: str, until: str) -> list[str]:
+                seen: list[str] = []
+                async with (
+                    asyncio.timeout(15),
+                    svc.client.stream(
+                        "GET", "/events", params={"topic": topic, "after": 0}
+                    ) as answer,
+                ):
+                    async for line in answer.aiter_lines():
+                        if line.startswith("event: "):
+                            seen.append(line.removeprefix("event: "))
+                            if seen[-1] == until:
+                                return seen
+                return seen
+
+            assert await stream(">", "orders.placed") == ["orders.placed"]
+            assert await stream("tidings.schemas.registered", "tidings.schemas.registered") == [
+                "tidings.schemas.registered"
+            ]
+            index = (await svc.client.get("/", headers={"accept": "application/json"})).json()
+            assert "/registry" in index["endpoints"]
+            paths = (await svc.client.get("/openapi.json")).json()["paths"]
+            assert "/registry/subjects/{subject}/versions" in paths

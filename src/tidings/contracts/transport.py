@@ -12,6 +12,10 @@ schemas a :class:`~tidings.contracts.Validator` finds:
 
 Both are counted in :attr:`Validator.violations` (boundaries ``publish`` and
 ``transport``). Everything else is the wrapped transport's, unchanged.
+
+A bus validates what it publishes in every mode with ``Bus(..., validator=...)``; give it
+the validator this transport wraps and each published event is still checked once (a
+validator skips the envelope it found valid last).
 """
 
 from __future__ import annotations

@@ -283,6 +283,7 @@ class Validator:
             tuple[RegisteredSchema, Callable[[Any], bytes], Callable[[bytes], object]],
         ] = {}
         self._lock = threading.Lock()
+        self._last: Envelope[Any] | None = None  # the envelope last found valid
 
     def schema_for(self, envelope: Envelope[Any]) -> RegisteredSchema | None:
         """The registered schema ``envelope`` is checked against, or ``None``."""
@@ -321,9 +322,15 @@ class Validator:
 
         ``boundary`` labels the count: ``publish``, ``http``, ``transport``...
 
+        The envelope found valid last is not checked again: a bus's ``validator=`` and its
+        :class:`~tidings.contracts.transport.ValidatingTransport` sharing one validator check
+        each published event once.
+
         Raises:
             SchemaViolationError: naming the field's JSON path and the rule it breaks.
         """
+        if envelope is self._last:
+            return
         payload = envelope.payload
         attributes = envelope.attributes
         pin: tuple[str, type] | None = None
@@ -342,6 +349,7 @@ class Validator:
                     pinned_checker(data)
                 except Exception:
                     self._refuse(envelope, boundary, pinned, data)
+                self._last = envelope
                 return
             target = self._targets.get(key)
             if target is None:
@@ -366,6 +374,7 @@ class Validator:
             checker(data)
         except Exception:
             self._refuse(envelope, boundary, entry, data)
+        self._last = envelope
 
     def _checker(self, entry: RegisteredSchema) -> Callable[[bytes], object]:
         checker = self._compiled.get(entry.schema)

@@ -42,7 +42,7 @@ from tidings.server.access import Access, Caller
 from tidings.server.console import console_routes
 from tidings.server.openapi import openapi
 from tidings.server.problems import problem
-from tidings.server.registry_api import contracts_for
+from tidings.server.registry_api import contracts_for, openapi_paths
 from tidings.server.telemetry import registry_for
 from tidings.topics import validate_pattern
 from tidings.transports.http import decode_request
@@ -80,6 +80,8 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
     contracts = contracts_for(gateway, guard)
     if contracts is not None:
         registry.register(contracts.collector())
+    serves_registry = contracts is not None and contracts.serve
+    extra_paths = openapi_paths() if serves_registry else None
 
     def caller_of(request: Request) -> Caller | Response:
         caller = guard.identify(request.headers.get("authorization"))
@@ -187,7 +189,7 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
         )
 
     async def openapi_json(request: Request) -> Response:
-        return JSONResponse(openapi(str(request.base_url).rstrip("/")))
+        return JSONResponse(openapi(str(request.base_url).rstrip("/"), extra_paths))
 
     async def index(request: Request) -> Response:
         return JSONResponse(
@@ -200,6 +202,7 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
                     "/healthz",
                     "/readyz",
                     "/openapi.json",
+                    *(["/registry"] if serves_registry else []),
                 ],
             }
         )

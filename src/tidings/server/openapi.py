@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ("openapi",)
@@ -9,8 +10,9 @@ __all__ = ("openapi",)
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 
 
-def openapi(server_url: str) -> dict[str, Any]:
-    """The OpenAPI document, with ``server_url`` as its server."""
+def openapi(server_url: str, extra_paths: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The OpenAPI document, with ``server_url`` as its server and ``extra_paths`` (the
+    routes of optional parts, e.g. the schema registry under ``/registry``) listed too."""
     event = {
         "type": "object",
         "required": ["specversion", "id", "source", "type"],
@@ -90,5 +92,6 @@ def openapi(server_url: str) -> dict[str, Any]:
             "/healthz": {"get": {"responses": {"200": {"description": "Alive"}}}},
             "/readyz": {"get": {"responses": {"200": {"description": "Ready"}, "503": _PROBLEM}}},
             "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}},
+            **(extra_paths or {}),
         },
     }

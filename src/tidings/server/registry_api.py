@@ -36,11 +36,10 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib.util
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
-from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -53,6 +52,7 @@ from tidings.contracts.errors import (
     SchemaNotFoundError,
     SchemaViolationError,
 )
+from tidings.contracts.metrics import ViolationsCollector
 from tidings.contracts.registry import RegisteredSchema, SchemaRegistry
 from tidings.contracts.validation import Validator
 from tidings.event import Envelope
@@ -61,7 +61,7 @@ from tidings.gateway.runner import Gateway
 from tidings.server.access import Access, Caller
 from tidings.server.problems import problem
 
-__all__ = ("CONTENT_TYPE", "Contracts", "contracts_for")
+__all__ = ("CONTENT_TYPE", "Contracts", "contracts_for", "openapi_paths")
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
@@ -86,6 +86,178 @@ def _described(entry: RegisteredSchema) -> dict[str, Any]:
     if entry.schema_type != "AVRO":
         out["schemaType"] = entry.schema_type
     return out
+
+
+def openapi_paths() -> dict[str, Any]:
+    """The OpenAPI 3.1 ``paths`` of the API under ``/registry`` (merged into the gateway's
+    ``/openapi.json`` when it serves the registry)."""
+    from tidings.contracts.compatibility import MODES
+
+    error = {
+        "description": "Confluent error: {error_code, message}",
+        "content": {
+            CONTENT_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "error_code": {"type": "integer"},
+                        "message": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+    errors = {str(code): error for code in (401, 403, 404, 409, 422)}
+
+    def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"description": description, "content": {CONTENT_TYPE: {"schema": schema}}}
+
+    def body(schema: dict[str, Any]) -> dict[str, Any]:
+        content = {"schema": schema}
+        return {"required": True, "content": {CONTENT_TYPE: content, "application/json": content}}
+
+    described = {
+        "type": "object",
+        "properties": {
+            "subject": {"type": "string"},
+            "version": {"type": "integer"},
+            "id": {"type": "integer"},
+            "schema": {"type": "string"},
+            "schemaType": {"type": "string"},
+        },
+    }
+    schema_body = body(
+        {
+            "type": "object",
+            "required": ["schema"],
+            "properties": {
+                "schema": {"type": "string", "description": "the schema, as a JSON string"},
+                "schemaType": {"type": "string", "enum": ["AVRO", "JSON"]},
+            },
+        }
+    )
+    level_body = body(
+        {
+            "type": "object",
+            "required": ["compatibility"],
+            "properties": {"compatibility": {"type": "string", "enum": list(MODES)}},
+        }
+    )
+    subject = {"name": "subject", "in": "path", "required": True, "schema": {"type": "string"}}
+    version = {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "schema": {"anyOf": [{"type": "integer", "minimum": 1}, {"enum": ["latest"]}]},
+    }
+    compatible = {
+        "description": "Whether the schema may be registered",
+        "content": {
+            CONTENT_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "is_compatible": {"type": "boolean"},
+                        "messages": {"type": "array", "items": {"type": "string"}},
+                    },
+                }
+            }
+        },
+    }
+    level = answer("A compatibility level", {"type": "object"})
+    security: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "/registry/subjects": {
+            "get": {
+                "summary": "Subject names",
+                "security": security,
+                "responses": {
+                    "200": answer("Subjects", {"type": "array", "items": {"type": "string"}}),
+                    **errors,
+                },
+            }
+        },
+        "/registry/subjects/{subject}": {
+            "post": {
+                "summary": "Look a schema up in a subject",
+                "parameters": [subject],
+                "requestBody": schema_body,
+                "responses": {"200": answer("The registered version", described), **errors},
+            }
+        },
+        "/registry/subjects/{subject}/versions": {
+            "get": {
+                "summary": "A subject's versions",
+                "parameters": [subject],
+                "responses": {
+                    "200": answer("Versions", {"type": "array", "items": {"type": "integer"}}),
+                    **errors,
+                },
+            },
+            "post": {
+                "summary": "Register a schema (409 when incompatible)",
+                "parameters": [subject],
+                "requestBody": schema_body,
+                "responses": {"200": answer("Registered: its id", described), **errors},
+            },
+        },
+        "/registry/subjects/{subject}/versions/{version}": {
+            "get": {
+                "summary": "One version of a subject",
+                "parameters": [subject, version],
+                "responses": {"200": answer("The version", described), **errors},
+            }
+        },
+        "/registry/schemas/ids/{id}": {
+            "get": {
+                "summary": "A schema by its global id",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+                ],
+                "responses": {"200": answer("The schema", described), **errors},
+            }
+        },
+        "/registry/compatibility/subjects/{subject}/versions": {
+            "post": {
+                "summary": "Test a schema against the subject's mode",
+                "parameters": [subject],
+                "requestBody": schema_body,
+                "responses": {"200": compatible, **errors},
+            }
+        },
+        "/registry/compatibility/subjects/{subject}/versions/{version}": {
+            "post": {
+                "summary": "Test a schema against one version",
+                "parameters": [subject, version],
+                "requestBody": schema_body,
+                "responses": {"200": compatible, **errors},
+            }
+        },
+        "/registry/config": {
+            "get": {
+                "summary": "The default compatibility level",
+                "responses": {"200": level, **errors},
+            },
+            "put": {
+                "summary": "Set the default compatibility level",
+                "requestBody": level_body,
+                "responses": {"200": level, **errors},
+            },
+        },
+        "/registry/config/{subject}": {
+            "get": {
+                "summary": "A subject's compatibility level",
+                "parameters": [subject],
+                "responses": {"200": level, **errors},
+            },
+            "put": {
+                "summary": "Set a subject's compatibility level",
+                "parameters": [subject],
+                "requestBody": level_body,
+                "responses": {"200": level, **errors},
+            },
+        },
+    }
 
 
 def _topic_of(subject: str) -> str:
@@ -135,7 +307,7 @@ class Contracts:
 
     def collector(self) -> Collector:
         """``tidings_schema_violations_total{topic, boundary}``."""
-        return _ViolationsCollector(self)
+        return ViolationsCollector(self.validator)
 
     # -- the REST API ----------------------------------------------------------------------
 
@@ -304,23 +476,6 @@ class Contracts:
 
 def _version(raw: str) -> int | None:
     return int(raw) if raw.isdigit() and int(raw) > 0 else None
-
-
-class _ViolationsCollector(Collector):
-    def __init__(self, contracts: Contracts) -> None:
-        self._contracts = contracts
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "tidings_schema_violations",
-            "Events refused for breaking their topic's registered schema",
-            labels=["topic", "boundary"],
-        )
-        validator = self._contracts.validator
-        if validator is not None:
-            for (topic, boundary), count in sorted(validator.violations.items()):
-                family.add_metric([topic, boundary], count)
-        yield family
 
 
 def contracts_for(gateway: Gateway, guard: Access) -> Contracts | None:
