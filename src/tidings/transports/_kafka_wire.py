@@ -17,8 +17,16 @@ on Kafka too) is read like ``ce_<name>``. A record key becomes ``partitionkey`` 
 header gives it. A header value that is not UTF-8 makes the record undecodable (it is
 dead-lettered with the reason).
 
+**Cost.** Most events published here carry no given attributes: for those,
+:func:`record_of` writes the headers that depend only on the topic, source and payload class
+(``ce_specversion``, ``ce_type``, ``ce_source``, ``ce_dataschema``, ``content-type``) from
+a per-(topic, source, class) cache of encoded bytes, and encodes only what varies (``ce_id``,
+``ce_time``, ``ce_hlc``, extensions, the key). :func:`received_headers` reads the usual
+``ce_``/``content-type`` names through a cache of their decoded forms.
+
 Invariant: :func:`received_headers` of :func:`record_of` gives back exactly the headers
-:func:`tidings.transports.wire.decode_envelope` reads for the same envelope.
+:func:`tidings.transports.wire.decode_envelope` reads for the same envelope, on the fast path
+as on the general one.
 """
 
 from __future__ import annotations
@@ -27,11 +35,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from tidings.cloudevents import (
+    BINARY_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    SPEC_VERSION,
     binary_attributes,
     encode_data,
+    format_time,
     percent_encode,
+    split_headers,
     to_structured,
 )
+from tidings.dataschema import uri_of
 from tidings.event import Envelope
 from tidings.exceptions import DecodeError
 
@@ -52,6 +66,8 @@ def record_of(
             :func:`tidings.cloudevents.split_headers`).
     """
     key = None if envelope.key is None else envelope.key.encode()
+    if not structured and not envelope.attributes:
+        return _fast_record(envelope), encode_data(envelope), key
     if structured:
         headers, body = to_structured(envelope)
         return [(name, value.encode()) for name, value in headers.items()], body, key
@@ -71,8 +87,71 @@ def record_of(
     return out, encode_data(envelope), key
 
 
+_Constant = tuple[tuple[str, bytes], ...]
+_constants: dict[tuple[str, str, type], _Constant] = {}
+"""(topic, source, payload class) -> the encoded headers that depend on nothing else."""
+
+_BYTES_TYPES = (bytes, bytearray, memoryview)
+
+
+def _constant_headers(topic: str, source: str, cls: type) -> _Constant:
+    """The headers of an event without given attributes that follow from its topic, source
+    and payload class (the same values :func:`binary_attributes` gives such an event)."""
+    out = [
+        ("ce_specversion", SPEC_VERSION.encode()),
+        ("ce_type", topic.encode()),
+        ("ce_source", source.encode()),
+    ]
+    schema = uri_of(cls)
+    if schema is not None:
+        out.append(("ce_dataschema", schema.encode()))
+    binary = issubclass(cls, _BYTES_TYPES)
+    out.append(("content-type", (BINARY_CONTENT_TYPE if binary else JSON_CONTENT_TYPE).encode()))
+    return tuple(out)
+
+
+def _fast_record(envelope: Envelope[Any]) -> KafkaHeaders:
+    """The binary-mode headers of an envelope without given ``attributes``."""
+    topic, source, cls = envelope.topic, envelope.source, type(envelope.payload)
+    constant = _constants.get((topic, source, cls))
+    if constant is None:
+        constant = _constant_headers(topic, source, cls)
+        if len(_constants) >= 4096:
+            _constants.clear()
+        _constants[(topic, source, cls)] = constant
+    time = envelope.time
+    out: KafkaHeaders = [
+        ("ce_id", envelope.id.encode()),
+        ("ce_time", format_time(time).encode()),
+        ("ce_hlc", str(time).encode()),
+        *constant,
+    ]
+    if envelope.headers:
+        extensions, plain = split_headers(envelope.headers)
+        names = _header_names
+        for name, value in extensions.items():
+            header = names.get(name)
+            if header is None:
+                header = f"ce_{name}"
+                if len(names) < 4096:
+                    names[name] = header
+            out.append((header, value.encode()))
+        for name, value in plain.items():
+            out.append((name, value.encode()))
+    return out
+
+
 _received_names: dict[str, str] = {}
 """Record header name -> the ``ce-<name>`` it stands for ("": not an attribute)."""
+
+_VARYING = frozenset({"ce_id", "ce_time", "ce_hlc", "ce_traceparent", "ce_tracestate"})
+"""Header names whose values differ from record to record: not worth remembering."""
+
+_read_values: dict[tuple[str, bytes], tuple[str, str]] = {}
+"""(header name, value bytes) -> what :func:`received_headers` reads them as (bounded)."""
+
+_read_keys: dict[bytes, str] = {}
+"""Record key -> its ``ce-partitionkey`` header value (bounded)."""
 
 _header_names: dict[str, str] = {"datacontenttype": "content-type", "partitionkey": ""}
 """Attribute name -> record header name ("": not a header; the key carries it)."""
@@ -93,7 +172,12 @@ def received_headers(
     out: dict[str, str] = {}
     errors = "backslashreplace" if lenient else "strict"
     names = _received_names
+    read = _read_values
     for name, raw in headers:
+        known = read.get((name, raw))
+        if known is not None:
+            out[known[0]] = known[1]
+            continue
         try:
             value = raw.decode("utf-8", errors)
         except UnicodeDecodeError:
@@ -108,16 +192,30 @@ def received_headers(
             if len(names) < 4096:  # names repeat on every record: remember them
                 names[name] = attribute
         if attribute:
-            out[attribute] = percent_encode(value)
+            header, value = attribute, percent_encode(value)
         else:
-            out[name] = value
+            header = name
+        out[header] = value
+        # Values that repeat (type, source, schema, content type): read once. Only what
+        # decoded strictly, so that a lenient reading never stands in for a strict one.
+        if not lenient and name not in _VARYING and len(raw) <= 512:
+            if len(read) >= 4096:
+                read.clear()
+            read[(name, raw)] = (header, value)
     if key is not None and "ce-partitionkey" not in out:
-        try:
-            out["ce-partitionkey"] = percent_encode(key.decode("utf-8", errors))
-        except UnicodeDecodeError:
-            raise DecodeError(
-                f"the key of a record on {topic} is not UTF-8 text: {key[:64]!r}; tidings "
-                "reads record keys as partition keys",
-                subject=topic,
-            ) from None
+        partition_key = _read_keys.get(key)
+        if partition_key is None:
+            try:
+                partition_key = percent_encode(key.decode("utf-8", errors))
+            except UnicodeDecodeError:
+                raise DecodeError(
+                    f"the key of a record on {topic} is not UTF-8 text: {key[:64]!r}; tidings "
+                    "reads record keys as partition keys",
+                    subject=topic,
+                ) from None
+            if not lenient and len(key) <= 512:
+                if len(_read_keys) >= 4096:
+                    _read_keys.clear()
+                _read_keys[key] = partition_key
+        out["ce-partitionkey"] = partition_key
     return out

@@ -223,6 +223,7 @@ class _Record:
         "sequence",
         "subject",
         "subscription",
+        "tp",
     )
 
     def __init__(
@@ -232,9 +233,11 @@ class _Record:
         record: Any,
         sequence: int,
         attempt: int,
+        tp: TopicPartition,
     ) -> None:
         self.subscription = subscription
         self.ledger = ledger
+        self.tp = tp
         self.subject: str = record.topic
         self.partition: int = record.partition
         self.offset: int = record.offset
@@ -298,15 +301,16 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ records
 
-    def sequence(self, tp: TopicPartition, offset: int) -> int:
+    def sequence_base(self, tp: TopicPartition) -> int:
+        """The high bits of the sequences of ``tp``'s records (``| offset + 1`` completes one)."""
         index = self.indexes.get(tp)
         if index is None:
             index = self.indexes[tp] = len(self.indexes) + 1
-        return (index << _OFFSET_BITS) | (offset + 1)
+        return index << _OFFSET_BITS
 
     def finish(self, record: _Record) -> None:
         ledger = record.ledger
-        if self.ledgers.get(TopicPartition(record.subject, record.partition)) is not ledger:
+        if self.ledgers.get(record.tp) is not ledger:
             return  # revoked meanwhile: the partition's new owner has it from the commit
         ledger.finish(record.offset)
         self.dirty = True
@@ -314,9 +318,8 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
     def retry(self, record: _Record, delay: float) -> None:
         if self.stopping:
             return  # left uncommitted: read again from the committed offset
-        tp = TopicPartition(record.subject, record.partition)
         ledger = record.ledger
-        if self.ledgers.get(tp) is not ledger:
+        if self.ledgers.get(record.tp) is not ledger:
             return
         ledger.busy -= 1
         ledger.changed.set()
@@ -335,8 +338,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         retries = self.retries
         while retries and retries[0][0] <= now and len(out) < batch:
             record = heapq.heappop(retries)[2]
-            tp = TopicPartition(record.subject, record.partition)
-            if self.ledgers.get(tp) is record.ledger:
+            if self.ledgers.get(record.tp) is record.ledger:
                 record.ledger.busy += 1
                 out.append(record)
         return out
@@ -371,9 +373,12 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                     continue  # revoked meanwhile: the new owner reads it from the commit
                 # Assigned, and fetched before the listener heard of it.
                 ledger = self.ledgers[tp] = _Ledger()
+            base = self.sequence_base(tp)
+            take = ledger.take
             for record in records:
-                ledger.take(record.offset)
-                out.append(_Record(self, ledger, record, self.sequence(tp, record.offset), 1))
+                offset = record.offset
+                take(offset)
+                out.append(_Record(self, ledger, record, base | (offset + 1), 1, tp))
         return out or self._due(batch)
 
     # ------------------------------------------------------------------ commits
@@ -604,8 +609,10 @@ class KafkaTransport(SubjectTransport):
         self._failed = 0
         self._subs: list[Consumer] = []
         self._kafka_subs: set[_Subscription] = set()
-        self._deadlines: deque[tuple[float, asyncio.Future[PublishAck], Callable[[], None]]]
-        self._deadlines = deque()
+        self._deadlines: deque[
+            tuple[float, asyncio.Future[PublishAck], str, str, Envelope[Any] | None, bool]
+        ] = deque()
+        """Each publish awaiting its acknowledgement: its deadline and how to fail it."""
         self._sweeper: asyncio.Task[None] | None = None
 
     def _meta(self, raw: Any) -> tuple[int, int]:
@@ -851,13 +858,10 @@ class KafkaTransport(SubjectTransport):
                 metadata = None if error is not None else result.result()
             self._settle(future, metadata, error, event_id, topic, envelope, report, sent_out=True)
 
-        def expire() -> None:
-            if not future.done():
-                late = aiokafka.errors.KafkaTimeoutError("no acknowledgement")
-                self._settle(future, None, late, event_id, topic, envelope, report, sent_out=True)
-
         sent.add_done_callback(done)
-        self._deadlines.append((loop.time() + self.publish_timeout, future, expire))
+        self._deadlines.append(
+            (loop.time() + self.publish_timeout, future, event_id, topic, envelope, report)
+        )
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep(), name="tidings:kafka:publish-timeout")
         return future
@@ -870,9 +874,12 @@ class KafkaTransport(SubjectTransport):
             await asyncio.sleep(min(self.publish_timeout / 4, 0.5))
             now = loop.time()
             while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
-                _, future, expire = deadlines.popleft()
+                _, future, event_id, topic, envelope, report = deadlines.popleft()
                 if not future.done():
-                    expire()
+                    late = aiokafka.errors.KafkaTimeoutError("no acknowledgement")
+                    self._settle(
+                        future, None, late, event_id, topic, envelope, report, sent_out=True
+                    )
 
     def _settle(
         self,
