@@ -203,6 +203,33 @@ async def test_publishes_past_the_publish_timeout_fail_in_publish_order(
         assert "publish_timeout=1.5s" in str(error)
 
 
+async def test_a_resync_cancelled_as_its_probe_is_answered_ends(nats_server: NatsServer) -> None:
+    """A cancel that comes when the probe's answer has arrived but not yet been seen (a
+    busy loop) must end the resync: ``aclose`` waits for it. (Python 3.11's
+    ``asyncio.wait_for`` returns the result then, swallowing the cancel.)"""
+    async with FaultProxy(("127.0.0.1", nats_server.port)) as proxy:
+        transport = NatsTransport(
+            f"nats://{proxy.address}",
+            prefix="answered",
+            stream=StreamSettings(name="ANSWERED"),
+            connect_timeout=10.0,
+            ack_timeout=1.0,
+            publish_timeout=60.0,
+        )
+        async with transport:
+            proxy.stall()
+            future = await transport.send(make_envelope(HybridClock(), "probed"))
+            await eventually(lambda: transport._probe is not None)  # resent alone, unanswered
+            resync = transport._resyncer
+            assert resync is not None
+            transport._probe_answered.set()  # the answer and the cancel in one loop step
+            resync.cancel()
+            await asyncio.wait_for(asyncio.gather(resync, return_exceptions=True), 10)
+            assert resync.cancelled()
+            proxy.heal()
+            assert (await asyncio.wait_for(future, 30)).sequence == 1
+
+
 async def test_delivery_policy_validation() -> None:
     with pytest.raises(ValueError, match="max_deliver"):
         DeliveryPolicy(max_deliver=0)

@@ -1097,8 +1097,11 @@ class NatsTransport(SubjectTransport):
             self._probe = token
             self._probe_answered.clear()
             await self._write(nc, token, probe)
+            # Not wait_for: in Python 3.11 it swallows a cancel (aclose's) that comes when
+            # the answer has arrived, and this loop would never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._probe_answered.wait(), self.ack_timeout)
+                async with asyncio.timeout(self.ack_timeout):
+                    await self._probe_answered.wait()
             self._probe = None
             future = probe.future
             if not future.done() or future.cancelled() or future.exception() is not None:
