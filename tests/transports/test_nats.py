@@ -171,6 +171,17 @@ async def test_failed_sends_are_reported_never_dropped(nats_factory: Factory) ->
         assert isinstance(future.exception(), PublishError)
 
 
+def _through(proxy: FaultProxy, stream: str, **options: Any) -> NatsTransport:
+    """A transport to the session's server through ``proxy``, on a stream of its own."""
+    return NatsTransport(
+        f"nats://{proxy.address}",
+        prefix=stream.lower(),
+        stream=StreamSettings(name=stream),
+        connect_timeout=10.0,
+        **options,
+    )
+
+
 async def test_publishes_past_the_publish_timeout_fail_in_publish_order(
     nats_server: NatsServer,
 ) -> None:
@@ -180,11 +191,9 @@ async def test_publishes_past_the_publish_timeout_fail_in_publish_order(
     before an older one."""
     failures: list[tuple[Envelope[Any], BaseException]] = []
     async with FaultProxy(("127.0.0.1", nats_server.port)) as proxy:
-        transport = NatsTransport(
-            f"nats://{proxy.address}",
-            prefix="stall",
-            stream=StreamSettings(name="STALL"),
-            connect_timeout=10.0,
+        transport = _through(
+            proxy,
+            "STALL",
             # The probe goes out about ack_timeout after the sends and waits ack_timeout
             # for an answer: the publish timeout falls in that wait.
             ack_timeout=1.0,
@@ -208,14 +217,7 @@ async def test_a_resync_cancelled_as_its_probe_is_answered_ends(nats_server: Nat
     busy loop) must end the resync: ``aclose`` waits for it. (Python 3.11's
     ``asyncio.wait_for`` returns the result then, swallowing the cancel.)"""
     async with FaultProxy(("127.0.0.1", nats_server.port)) as proxy:
-        transport = NatsTransport(
-            f"nats://{proxy.address}",
-            prefix="answered",
-            stream=StreamSettings(name="ANSWERED"),
-            connect_timeout=10.0,
-            ack_timeout=1.0,
-            publish_timeout=60.0,
-        )
+        transport = _through(proxy, "ANSWERED", ack_timeout=1.0, publish_timeout=60.0)
         async with transport:
             proxy.stall()
             future = await transport.send(make_envelope(HybridClock(), "probed"))
