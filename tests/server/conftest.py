@@ -127,18 +127,24 @@ async def service(
     port: int = 0,
     grace: int | None = None,
     transport: Transport | None = None,
+    watch: bool = True,
     **headers: str,
 ) -> AsyncIterator[Service]:
     """The gateway service for ``config`` (YAML) over a SQLite log in ``tmp_path``, on
     ``port`` (0: a free one; ``grace`` as for :func:`serving`), its bus on ``transport``
-    if one is given."""
+    if one is given; ``watch``: whether the gateway reloads when ``tmp_path / "gateway.yaml"``
+    changes (else only when told)."""
     path = tmp_path / "gateway.yaml"
     path.write_text(config)
     loaded = load_config([path])
     routed: list[tuple[StoredEvent, RouteTable, list[Dispatch]]] = []
     async with tidings.Bus(store=f"sqlite:///{tmp_path}/events.db", transport=transport) as bus:
         gateway = Gateway(
-            bus, loaded, paths=[path], on_routed=lambda r, t, d: routed.append((r, t, d))
+            bus,
+            loaded,
+            paths=[path],
+            watch=watch,
+            on_routed=lambda r, t, d: routed.append((r, t, d)),
         )
         app = create_app(gateway, Access(loaded.http.tokens, loaded.http.rate_limit))
         await gateway.start()

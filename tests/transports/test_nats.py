@@ -12,11 +12,13 @@ from typing import Any
 import nats
 import pytest
 
+from tidings.chaos import FaultProxy
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.exceptions import (
     HeaderError,
     PublishError,
+    PublishOutcomeUnknownError,
     StreamConfigError,
     TransportClosedError,
     TransportUnavailableError,
@@ -168,6 +170,67 @@ async def test_failed_sends_are_reported_never_dropped(nats_factory: Factory) ->
     assert [env.payload.order_id for env, _ in failures] == ["lost-0", "lost-1", "lost-2"]
     for future in futures:
         assert isinstance(future.exception(), PublishError)
+
+
+def _through(proxy: FaultProxy, stream: str, **options: Any) -> NatsTransport:
+    """A transport to the session's server through ``proxy``, on a stream of its own."""
+    return NatsTransport(
+        f"nats://{proxy.address}",
+        prefix=stream.lower(),
+        stream=StreamSettings(name=stream),
+        connect_timeout=10.0,
+        **options,
+    )
+
+
+async def test_publishes_past_the_publish_timeout_fail_in_publish_order(
+    nats_server: NatsServer,
+) -> None:
+    """A stalled link: the oldest publish is resent alone (the probe) when its ack is late,
+    and every publish reaches ``publish_timeout`` while that probe waits for an answer.
+    Failures are reported in publish order all the same: a newer publish is not failed
+    before an older one."""
+    failures: list[tuple[Envelope[Any], BaseException]] = []
+    async with FaultProxy(("127.0.0.1", nats_server.port)) as proxy:
+        transport = _through(
+            proxy,
+            "STALL",
+            # The probe goes out about ack_timeout after the sends and waits ack_timeout
+            # for an answer: the publish timeout falls in that wait.
+            ack_timeout=1.0,
+            publish_timeout=1.5,
+            on_publish_error=lambda env, exc: failures.append((env, exc)),
+        )
+        async with transport:
+            clock = HybridClock()
+            proxy.stall()
+            futures = [await transport.send(make_envelope(clock, f"late-{i}")) for i in range(3)]
+            await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 30)
+            proxy.heal()
+    assert [env.payload.order_id for env, _ in failures] == ["late-0", "late-1", "late-2"]
+    for _, error in failures:
+        assert isinstance(error, PublishOutcomeUnknownError)  # each copy went unanswered
+        assert "publish_timeout=1.5s" in str(error)
+
+
+async def test_a_resync_cancelled_as_its_probe_is_answered_ends(nats_server: NatsServer) -> None:
+    """A cancel that comes when the probe's answer has arrived but not yet been seen (a
+    busy loop) must end the resync: ``aclose`` waits for it. (Python 3.11's
+    ``asyncio.wait_for`` returns the result then, swallowing the cancel.)"""
+    async with FaultProxy(("127.0.0.1", nats_server.port)) as proxy:
+        transport = _through(proxy, "ANSWERED", ack_timeout=1.0, publish_timeout=60.0)
+        async with transport:
+            proxy.stall()
+            future = await transport.send(make_envelope(HybridClock(), "probed"))
+            await eventually(lambda: transport._probe is not None)  # resent alone, unanswered
+            resync = transport._resyncer
+            assert resync is not None
+            transport._probe_answered.set()  # the answer and the cancel in one loop step
+            resync.cancel()
+            await asyncio.wait_for(asyncio.gather(resync, return_exceptions=True), 10)
+            assert resync.cancelled()
+            proxy.heal()
+            assert (await asyncio.wait_for(future, 30)).sequence == 1
 
 
 async def test_delivery_policy_validation() -> None:

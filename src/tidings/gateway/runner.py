@@ -127,6 +127,8 @@ class Gateway:
         config: the config to start with.
         paths: the files or directories it was loaded from (what :meth:`reload` and
             :meth:`watch` read).
+        watch: whether :meth:`start` also starts :meth:`watch` (reload on every change of
+            ``paths``); ``False``: only calls to :meth:`reload` reload.
         consumer: the checkpoint name in the store.
         on_routed: called for every routed record (tests, audit).
     """
@@ -137,6 +139,7 @@ class Gateway:
         config: GatewayConfig,
         *,
         paths: Sequence[str | os.PathLike[str]] = (),
+        watch: bool = True,
         consumer: str = "tidings-gateway",
         on_routed: RoutedHook | None = None,
     ) -> None:
@@ -146,6 +149,7 @@ class Gateway:
         self.bus = bus
         self.store: EventStore = store
         self.paths = tuple(Path(p) for p in paths)
+        self._watches = watch
         self.consumer = consumer
         self._table = RouteTable.build(config, 1)
         self.previous: RouteTable | None = None  # the last table whose config differed
@@ -394,12 +398,13 @@ class Gateway:
     # -- routing ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start following the log after the consumer's checkpoint (and watching files)."""
+        """Start following the log after the consumer's checkpoint (and watching files, unless
+        created with ``watch=False``)."""
         self._committed = await self.store.load_checkpoint(self.consumer)
         self._routed_position = self._committed
         self._high_water = await self.store.last_position()
         self._follower = asyncio.create_task(self._follow(), name="tidings-gateway-follower")
-        if self.paths:
+        if self.paths and self._watches:
             self._watcher = asyncio.create_task(self.watch(), name="tidings-gateway-watcher")
         try:
             await self.brokers.start(self._table.config.broker_sources)

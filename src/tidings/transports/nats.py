@@ -10,7 +10,8 @@ duplicate within the stream's duplicate window (``StreamSettings.duplicate_windo
 retrying is safe. :meth:`publish` waits for the server's ack; :meth:`send` pipelines, with at
 most ``window`` publishes unacknowledged, held in publish order by the transport until
 acked. After ``publish_timeout`` a publish is reported as failed: raised by :meth:`publish`,
-or given to ``on_publish_error`` (logged by default) and set on the future by :meth:`send`.
+or given to ``on_publish_error`` (logged by default) and set on the future by :meth:`send`;
+publishes that time out are reported in publish order.
 
 Publish order: publishes are written to the connection in publish order, and only while it
 is up; nats-py's reconnect buffer never holds one (what it has not written yet is taken
@@ -1119,8 +1120,9 @@ class NatsTransport(SubjectTransport):
         The oldest goes alone first (a probe) until the server stores it (or says it had),
         so that nothing newer is stored while the stream cannot take the older ones; then
         the rest follow, in order, on the same connection. A halt meanwhile starts over.
-        Publishes past ``publish_timeout`` are failed by the sweeper meanwhile (the probe
-        once its answer came, or ``ack_timeout`` passed).
+        Publishes past ``publish_timeout`` are failed meanwhile, in publish order (the probe
+        once its answer came, or ``ack_timeout`` passed; the newer ones after it), and are
+        never sent again.
         """
         loop = asyncio.get_running_loop()
         while True:
@@ -1133,11 +1135,17 @@ class NatsTransport(SubjectTransport):
                 continue
             breaks = self._breaks
             token, probe = next(iter(self._pending.items()))
+            if probe.deadline <= loop.time():
+                self._expire(token)  # never sent again; failed before any newer one
+                continue
             self._probe = token
             self._probe_answered.clear()
             await self._write(nc, token, probe)
+            # Not wait_for: in Python 3.11 it swallows a cancel (aclose's) that comes when
+            # the answer has arrived, and this loop would never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._probe_answered.wait(), self.ack_timeout)
+                async with asyncio.timeout(self.ack_timeout):
+                    await self._probe_answered.wait()
             self._probe = None
             future = probe.future
             if not future.done() or future.cancelled() or future.exception() is not None:
@@ -1221,6 +1229,10 @@ class NatsTransport(SubjectTransport):
         if not pending.future.done():
             pending.future.set_exception(error)
 
+    def _expire(self, token: str) -> None:
+        """Fail the publish ``token``: it reached ``publish_timeout``."""
+        self._fail(token, f"no acknowledgement within publish_timeout={self.publish_timeout:g}s")
+
     async def _on_ack(self, msg: _NatsMsg) -> None:
         token = msg.subject[self._cut :]
         pending = self._pending.get(token)
@@ -1267,11 +1279,12 @@ class NatsTransport(SubjectTransport):
             now = loop.time()
             late = False
             for token, pending in list(self._pending.items()):
-                if pending.deadline <= now and token != self._probe:
-                    self._fail(
-                        token,
-                        f"no acknowledgement within publish_timeout={self.publish_timeout:g}s",
-                    )
+                if token == self._probe:
+                    # Failed once its answer came (or ack_timeout passed); the newer ones
+                    # after it, so that failures are reported in publish order.
+                    break
+                if pending.deadline <= now:
+                    self._expire(token)
                 elif pending.resend_at <= now:
                     late = True
             nc = self._nc
