@@ -29,10 +29,11 @@ from tidings.bridges.mqtt import (
     to_mqtt_filter,
     to_mqtt_topic,
 )
+from tidings.chaos.proxy import FaultProxy
 from tidings.cloudevents import to_cloudevent
 from tidings.event import Envelope
 from tidings.exceptions import InvalidTopicError, TransportUnavailableError
-from tidings.testing.brokers import Mosquitto, TcpProxy, wait_until
+from tidings.testing.brokers import Mosquitto, wait_until
 
 WAIT = 30.0
 
@@ -481,15 +482,15 @@ async def test_events_out_survive_the_broker_going_away(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     """300 events published on a bus with a store while the bridge's connection to the
-    broker is cut and restored (a TCP proxy): the durable consumer retries until each got
+    broker is cut (the chaos toolkit's fault proxy partitions and resets it) and healed:
+    the durable consumer retries until each got
     its PUBACK; the receiver (straight on the broker) sees every one.
 
     A proxy, not a broker restart: Mosquitto 2.0 loses QoS 1 messages it had acknowledged
     to their publisher but not yet delivered when it is stopped (reproduced with a plain
     aiomqtt publisher, without tidings), which no publisher can make up for."""
     total = 300
-    proxy = TcpProxy("127.0.0.1", mosquitto.port)
-    await proxy.start()
+    proxy = await FaultProxy(("127.0.0.1", mosquitto.port)).start()
     async with (
         Received(mosquitto, "away/#") as receiver,
         tidings.Bus(store=f"sqlite:///{tmp_path}/log.db") as bus,
@@ -500,11 +501,12 @@ async def test_events_out_survive_the_broker_going_away(
         for i in range(total // 2):
             await bus.emit({"i": i}, topic="away.x")
         await wait_until(lambda: bridge.counts.published >= 50)
-        await proxy.cut()
+        proxy.partition("both")  # reconnections are held until the heal
+        proxy.reset()
         for i in range(total // 2, total):
             await bus.emit({"i": i}, topic="away.x")
         await wait_until(lambda: not bridge.connected)
-        await proxy.restore()
+        proxy.heal()
         await wait_until(lambda: bridge.counts.published >= total, timeout=60)
 
         def seen() -> set[int]:
@@ -520,7 +522,7 @@ async def test_events_out_survive_the_broker_going_away(
         except TimeoutError:
             missing = sorted(set(range(total)) - seen())
             raise AssertionError(f"missing {missing}, counts {bridge.counts}") from None
-    await proxy.cut()
+    await proxy.aclose()
     assert seen() == set(range(total))
     assert bridge.counts.publish_failed >= 1
     assert bridge.counts.reconnects >= 1
