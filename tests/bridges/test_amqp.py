@@ -30,6 +30,8 @@ from tidings.exceptions import TransportError, TransportUnavailableError
 from tidings.testing.brokers import wait_until
 from tidings.testing.nats_server import free_port
 
+from .counting import CountingStore
+
 WAIT = 30.0
 
 
@@ -324,6 +326,44 @@ async def test_a_message_is_acknowledged_only_after_it_was_accepted(rabbit: Rabb
     async with bridge(rabbit, sink=works, queues=[rabbit.queue]) as second:
         await wait_until(lambda: second.counts.acknowledged == 1)
     assert accepted == ["held"]
+
+
+async def test_a_burst_is_appended_together_in_order_then_acknowledged(
+    rabbit: Rabbit, tmp_path: Path
+) -> None:
+    """300 CloudEvents wait in the queue (every 50th a structured event that is not JSON):
+    the bridge appends them in far fewer transactions than messages, in delivery order,
+    dead-letters the 6 bad ones through the DLX and acknowledges every one."""
+    total = 300
+    async with bridge(rabbit, tidings.Bus(), queues=[rabbit.queue], bind=["burst.>"]):
+        pass  # the queue and its binding now exist
+    format_ = JSONFormat()
+    messages = [
+        (
+            "burst.x",
+            aio_pika.Message(b"{nope", content_type="application/cloudevents+json")
+            if i % 50 == 49
+            else to_aio_pika(
+                sdk_amqp.to_binary(sdk_event(id=f"e-{i:03d}", data={"i": i}), format_)
+            ),
+        )
+        for i in range(total)
+    ]
+    await rabbit.publish(messages)
+    dead = await rabbit.collect(rabbit.dead)
+    store = CountingStore(tmp_path / "log.db")
+    async with (
+        tidings.Bus(store=store) as bus,
+        bridge(rabbit, bus, queues=[rabbit.queue], bind=["burst.>"]) as amqp,
+    ):
+        await wait_until(lambda: amqp.counts.acknowledged == total)
+        await wait_until(lambda: len(dead.messages) == 6)
+        records = await store.read(topic="burst.x")
+    assert [r.envelope.id for r in records] == [f"e-{i:03d}" for i in range(total) if i % 50 != 49]
+    counts = amqp.counts
+    assert (counts.received, counts.accepted, counts.dead_lettered) == (total, 294, 6)
+    assert max(store.batches) > 1
+    assert len(store.batches) < total // 4  # together, not one transaction each
 
 
 async def test_refusals_that_may_pass_are_retried_while_the_message_waits(rabbit: Rabbit) -> None:

@@ -35,6 +35,8 @@ from tidings.event import Envelope
 from tidings.exceptions import InvalidTopicError, TransportUnavailableError
 from tidings.testing.brokers import Mosquitto, wait_until
 
+from .counting import CountingStore
+
 WAIT = 30.0
 
 
@@ -334,6 +336,47 @@ async def test_a_message_is_acknowledged_only_after_it_was_accepted(
     ) as second:
         await wait_until(lambda: second.counts.acknowledged == 1)
     assert [env.id for env in accepted] == ["held"]
+
+
+async def test_a_burst_is_appended_together_in_order_then_acknowledged(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """300 CloudEvents wait in the bridge's session (every 50th on an MQTT topic that names
+    no tidings topic): the bridge appends them in far fewer transactions than messages,
+    in publish order, dead-letters the 6 bad ones with their reason and acknowledges all
+    300, each after its event was stored."""
+    total = 300
+    async with MqttBridge(sink=_ignore, url=mosquitto.url, subscribe=["burst/#"], client_id="b"):
+        pass  # the session now holds what is published for it
+    messages = [
+        (
+            "burst/bad name" if i % 50 == 49 else "burst/x",
+            JSONFormat().write(sdk_event(id=f"e-{i:03d}", data={"i": i})),
+            None,
+        )
+        for i in range(total)
+    ]
+    await publish_raw(mosquitto, messages)
+    store = CountingStore(tmp_path / "log.db")
+    async with (
+        tidings.Bus(store=store) as bus,
+        MqttBridge(bus, mosquitto.url, subscribe=["burst/#"], client_id="b") as bridge,
+    ):
+        await wait_until(lambda: bridge.counts.acknowledged == total)
+        records = await store.read()
+    good = [f"e-{i:03d}" for i in range(total) if i % 50 != 49]
+    assert [r.envelope.id for r in records if r.envelope.topic == "burst.x"] == good
+    letters = [r.envelope.payload for r in records if r.envelope.topic == DEAD_LETTER_TOPIC]
+    assert len(letters) == 6
+    assert all("burst/bad name" in letter["reason"] for letter in letters)
+    counts = bridge.counts
+    assert (counts.received, counts.accepted, counts.dead_lettered) == (total, 294, 6)
+    assert max(store.batches) > 1
+    assert len(store.batches) < total // 4  # together, not one transaction each
+
+
+async def _ignore(envelopes: Sequence[Envelope[Any]]) -> None:
+    return None
 
 
 async def test_refusals_that_may_pass_are_retried_while_the_message_waits(
