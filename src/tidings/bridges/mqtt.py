@@ -39,9 +39,7 @@ Guarantees:
 
 Manual acknowledgement needs paho-mqtt's ``manual_ack`` (paho 2.0+), which aiomqtt 2.5
 does not expose yet (aiomqtt issue #345): the bridge switches it on the paho client inside
-aiomqtt's (:func:`_paho`); and it takes the burst of messages waiting in aiomqtt's queue
-without a task per message (:func:`_waiting`). These are its two reaches into aiomqtt's
-internals.
+aiomqtt's (:func:`_paho`), the one reach into aiomqtt's internals.
 """
 
 from __future__ import annotations
@@ -108,18 +106,6 @@ def _paho(client: aiomqtt.Client) -> paho.Client:
     docstring)."""
     inner: paho.Client = client._client
     return inner
-
-
-def _waiting(client: aiomqtt.Client, limit: int) -> list[aiomqtt.Message]:
-    """Up to ``limit`` messages that wait in ``client``'s queue now, without waiting.
-    aiomqtt's iterator spends a task and an ``asyncio.wait`` on every message; its queue
-    (``client._queue``, an ``asyncio.Queue`` whose size ``len(client.messages)`` reports)
-    hands a burst over at once (see the module docstring)."""
-    queue: asyncio.Queue[aiomqtt.Message] = client._queue
-    taken: list[aiomqtt.Message] = []
-    while len(taken) < limit and not queue.empty():
-        taken.append(queue.get_nowait())
-    return taken
 
 
 class MqttBridge(Bridge):
@@ -288,8 +274,11 @@ class MqttBridge(Bridge):
         :data:`_BATCH`), reconnecting with backoff whenever the connection drops."""
         while not self.closing:
             try:
-                async for message in client.messages:
-                    batch = [message, *_waiting(client, _BATCH - 1)]
+                messages = client.messages
+                async for message in messages:
+                    batch = [message]
+                    while len(batch) < _BATCH and len(messages):  # those waiting now
+                        batch.append(await anext(messages))
                     await self._take(batch)
                     # Accepted: acknowledge them, in the order received.
                     self._acknowledge(client, [(m.mid, m.qos) for m in batch if m.qos > 0])
