@@ -1,7 +1,8 @@
 """The AMQP 0-9-1 bridge against the real RabbitMQ: exchanges and routing keys, the
 CloudEvents AMQP binding (made and read by the cloudevents SDK's AMQP binding), publisher
 confirms, manual acks after acceptance, dead letters through the broker's DLX, and the
-broker gone mid-run (a TCP proxy the test cuts: the shared RabbitMQ is not restarted)."""
+broker gone mid-run (the chaos toolkit's FaultProxy resets and partitions the connection: the
+shared RabbitMQ is not restarted)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,14 @@ from cloudevents.core.v1.event import CloudEvent
 
 import tidings
 from tidings.bridges.amqp import DEAD_QUEUE, DEAD_REASON, AmqpBridge, to_binding_key
+from tidings.chaos.proxy import FaultProxy
 from tidings.cloudevents import to_cloudevent
 from tidings.event import Envelope
 from tidings.exceptions import TransportError, TransportUnavailableError
-from tidings.testing.brokers import TcpProxy, wait_until
+from tidings.testing.brokers import wait_until
 from tidings.testing.nats_server import free_port
+
+from .counting import CountingStore
 
 WAIT = 30.0
 
@@ -324,6 +328,44 @@ async def test_a_message_is_acknowledged_only_after_it_was_accepted(rabbit: Rabb
     assert accepted == ["held"]
 
 
+async def test_a_burst_is_appended_together_in_order_then_acknowledged(
+    rabbit: Rabbit, tmp_path: Path
+) -> None:
+    """300 CloudEvents wait in the queue (every 50th a structured event that is not JSON):
+    the bridge appends them in far fewer transactions than messages, in delivery order,
+    dead-letters the 6 bad ones through the DLX and acknowledges every one."""
+    total = 300
+    async with bridge(rabbit, tidings.Bus(), queues=[rabbit.queue], bind=["burst.>"]):
+        pass  # the queue and its binding now exist
+    format_ = JSONFormat()
+    messages = [
+        (
+            "burst.x",
+            aio_pika.Message(b"{nope", content_type="application/cloudevents+json")
+            if i % 50 == 49
+            else to_aio_pika(
+                sdk_amqp.to_binary(sdk_event(id=f"e-{i:03d}", data={"i": i}), format_)
+            ),
+        )
+        for i in range(total)
+    ]
+    await rabbit.publish(messages)
+    dead = await rabbit.collect(rabbit.dead)
+    store = CountingStore(tmp_path / "log.db")
+    async with (
+        tidings.Bus(store=store) as bus,
+        bridge(rabbit, bus, queues=[rabbit.queue], bind=["burst.>"]) as amqp,
+    ):
+        await wait_until(lambda: amqp.counts.acknowledged == total)
+        await wait_until(lambda: len(dead.messages) == 6)
+        records = await store.read(topic="burst.x")
+    assert [r.envelope.id for r in records] == [f"e-{i:03d}" for i in range(total) if i % 50 != 49]
+    counts = amqp.counts
+    assert (counts.received, counts.accepted, counts.dead_lettered) == (total, 294, 6)
+    assert max(store.batches) > 1
+    assert len(store.batches) < total // 4  # together, not one transaction each
+
+
 async def test_refusals_that_may_pass_are_retried_while_the_message_waits(rabbit: Rabbit) -> None:
     attempts = itertools.count(1)
     accepted: list[str] = []
@@ -355,7 +397,18 @@ async def test_unreachable_broker_at_start_is_a_typed_error_within_the_timeout()
     assert loop.time() - started < 5
 
 
-def _through(proxy: TcpProxy, url: str) -> str:
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+def _cut(proxy: FaultProxy) -> None:
+    """The broker "goes away" for the bridge: its connections are reset, new ones held
+    (a partition) until ``proxy.heal()``."""
+    proxy.partition("both")
+    proxy.reset()
+
+
+def _through(proxy: FaultProxy, url: str) -> str:
     """``url`` pointed at ``proxy``, reconnecting every 0.3 s while cut."""
     rest = url.split("@", 1)[1].split("/", 1)[1]
     credentials = url.split("://", 1)[1].split("@", 1)[0]
@@ -369,8 +422,7 @@ async def test_broker_gone_mid_run_loses_no_accepted_message(
     the bridge's connection is cut and restored mid-stream: every one is in the bus's log,
     once."""
     total = 400
-    proxy = TcpProxy("127.0.0.1", int(rabbit.url.rsplit(":", 1)[1].split("/")[0]))
-    await proxy.start()
+    proxy = await FaultProxy(("127.0.0.1", _port(rabbit.url))).start()
     async with (
         tidings.Bus(store=f"sqlite:///{tmp_path}/log.db") as bus,
         bridge(
@@ -392,10 +444,10 @@ async def test_broker_gone_mid_run_loses_no_accepted_message(
         ]
         await rabbit.publish(messages[:150])
         await wait_until(lambda: amqp.counts.accepted >= 60)
-        await proxy.cut()
+        _cut(proxy)
         await rabbit.publish(messages[150:])  # the broker holds them meanwhile
         await wait_until(lambda: not amqp.connected, timeout=10)  # the bridge saw it go
-        await proxy.restore()
+        proxy.heal()
         store = bus.store
         assert store is not None
 
@@ -406,7 +458,7 @@ async def test_broker_gone_mid_run_loses_no_accepted_message(
             while await stored() < total:  # noqa: ASYNC110 - the log has no event
                 await asyncio.sleep(0.05)
         records = await store.read(topic="gone.x")
-    await proxy.cut()
+    await proxy.aclose()
     assert sorted(r.envelope.id for r in records) == [f"e-{i:04d}" for i in range(total)]
     assert amqp.counts.dead_lettered == 0
     assert amqp.counts.reconnects >= 1
@@ -418,8 +470,7 @@ async def test_events_out_survive_the_broker_going_away(rabbit: Rabbit, tmp_path
     """300 events on a bus with a store while the bridge's connection is cut and restored:
     the durable consumer retries each until confirmed; the queue gets every one."""
     total = 300
-    proxy = TcpProxy("127.0.0.1", int(rabbit.url.rsplit(":", 1)[1].split("/")[0]))
-    await proxy.start()
+    proxy = await FaultProxy(("127.0.0.1", _port(rabbit.url))).start()
     collected = await rabbit.collect(rabbit.exchange, "away.#")
     async with (
         tidings.Bus(store=f"sqlite:///{tmp_path}/log.db") as bus,
@@ -428,10 +479,10 @@ async def test_events_out_survive_the_broker_going_away(rabbit: Rabbit, tmp_path
         for i in range(total // 2):
             await bus.emit({"i": i}, topic="away.x")
         await wait_until(lambda: amqp.counts.published >= 50)
-        await proxy.cut()
+        _cut(proxy)
         for i in range(total // 2, total):
             await bus.emit({"i": i}, topic="away.x")
-        await proxy.restore()
+        proxy.heal()
         await wait_until(lambda: amqp.counts.published >= total, timeout=60)
 
         def seen() -> set[int]:
@@ -442,7 +493,7 @@ async def test_events_out_survive_the_broker_going_away(rabbit: Rabbit, tmp_path
             return out
 
         await wait_until(lambda: len(seen()) == total, timeout=60)
-    await proxy.cut()
+    await proxy.aclose()
     assert seen() == set(range(total))
     assert amqp.counts.reconnects >= 1
     assert amqp.counts.publish_failed >= 1

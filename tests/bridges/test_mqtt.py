@@ -29,10 +29,13 @@ from tidings.bridges.mqtt import (
     to_mqtt_filter,
     to_mqtt_topic,
 )
+from tidings.chaos.proxy import FaultProxy
 from tidings.cloudevents import to_cloudevent
 from tidings.event import Envelope
 from tidings.exceptions import InvalidTopicError, TransportUnavailableError
-from tidings.testing.brokers import Mosquitto, TcpProxy, wait_until
+from tidings.testing.brokers import Mosquitto, wait_until
+
+from .counting import CountingStore
 
 WAIT = 30.0
 
@@ -335,6 +338,47 @@ async def test_a_message_is_acknowledged_only_after_it_was_accepted(
     assert [env.id for env in accepted] == ["held"]
 
 
+async def test_a_burst_is_appended_together_in_order_then_acknowledged(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """300 CloudEvents wait in the bridge's session (every 50th on an MQTT topic that names
+    no tidings topic): the bridge appends them in far fewer transactions than messages,
+    in publish order, dead-letters the 6 bad ones with their reason and acknowledges all
+    300, each after its event was stored."""
+    total = 300
+    async with MqttBridge(sink=_ignore, url=mosquitto.url, subscribe=["burst/#"], client_id="b"):
+        pass  # the session now holds what is published for it
+    messages = [
+        (
+            "burst/bad name" if i % 50 == 49 else "burst/x",
+            JSONFormat().write(sdk_event(id=f"e-{i:03d}", data={"i": i})),
+            None,
+        )
+        for i in range(total)
+    ]
+    await publish_raw(mosquitto, messages)
+    store = CountingStore(tmp_path / "log.db")
+    async with (
+        tidings.Bus(store=store) as bus,
+        MqttBridge(bus, mosquitto.url, subscribe=["burst/#"], client_id="b") as bridge,
+    ):
+        await wait_until(lambda: bridge.counts.acknowledged == total)
+        records = await store.read()
+    good = [f"e-{i:03d}" for i in range(total) if i % 50 != 49]
+    assert [r.envelope.id for r in records if r.envelope.topic == "burst.x"] == good
+    letters = [r.envelope.payload for r in records if r.envelope.topic == DEAD_LETTER_TOPIC]
+    assert len(letters) == 6
+    assert all("burst/bad name" in letter["reason"] for letter in letters)
+    counts = bridge.counts
+    assert (counts.received, counts.accepted, counts.dead_lettered) == (total, 294, 6)
+    assert max(store.batches) > 1
+    assert len(store.batches) < total // 4  # together, not one transaction each
+
+
+async def _ignore(envelopes: Sequence[Envelope[Any]]) -> None:
+    return None
+
+
 async def test_refusals_that_may_pass_are_retried_while_the_message_waits(
     mosquitto: Mosquitto,
 ) -> None:
@@ -481,15 +525,15 @@ async def test_events_out_survive_the_broker_going_away(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     """300 events published on a bus with a store while the bridge's connection to the
-    broker is cut and restored (a TCP proxy): the durable consumer retries until each got
+    broker is cut (the chaos toolkit's fault proxy partitions and resets it) and healed:
+    the durable consumer retries until each got
     its PUBACK; the receiver (straight on the broker) sees every one.
 
     A proxy, not a broker restart: Mosquitto 2.0 loses QoS 1 messages it had acknowledged
     to their publisher but not yet delivered when it is stopped (reproduced with a plain
     aiomqtt publisher, without tidings), which no publisher can make up for."""
     total = 300
-    proxy = TcpProxy("127.0.0.1", mosquitto.port)
-    await proxy.start()
+    proxy = await FaultProxy(("127.0.0.1", mosquitto.port)).start()
     async with (
         Received(mosquitto, "away/#") as receiver,
         tidings.Bus(store=f"sqlite:///{tmp_path}/log.db") as bus,
@@ -500,11 +544,12 @@ async def test_events_out_survive_the_broker_going_away(
         for i in range(total // 2):
             await bus.emit({"i": i}, topic="away.x")
         await wait_until(lambda: bridge.counts.published >= 50)
-        await proxy.cut()
+        proxy.partition("both")  # reconnections are held until the heal
+        proxy.reset()
         for i in range(total // 2, total):
             await bus.emit({"i": i}, topic="away.x")
         await wait_until(lambda: not bridge.connected)
-        await proxy.restore()
+        proxy.heal()
         await wait_until(lambda: bridge.counts.published >= total, timeout=60)
 
         def seen() -> set[int]:
@@ -520,7 +565,7 @@ async def test_events_out_survive_the_broker_going_away(
         except TimeoutError:
             missing = sorted(set(range(total)) - seen())
             raise AssertionError(f"missing {missing}, counts {bridge.counts}") from None
-    await proxy.cut()
+    await proxy.aclose()
     assert seen() == set(range(total))
     assert bridge.counts.publish_failed >= 1
     assert bridge.counts.reconnects >= 1

@@ -10,6 +10,12 @@ Invariants (each written once, here):
   log. An intake that fails for a reason that may pass (the store is down, the bus refused)
   is retried with :class:`Backoff` while the message stays unacknowledged, so a message the
   broker handed over is never dropped.
+- **Taken in batches, in order.** A bridge takes the messages waiting at once (up to a
+  burst) together: their events are accepted in one call (:meth:`Intake.accept_all`: on a
+  bus with a log, appended in one transaction, in the order received), then the accepted
+  ones are acknowledged, in that order. An event refused for a reason that may pass is
+  retried alone after the others of its batch (its messages stay unacknowledged
+  meanwhile), so only then can it land in the log after later ones.
 - **MalformedMessageError is not retried.** A message that cannot become an event (not decodable, a
   broken CloudEvent, a type the bridge does not take, a topic tidings cannot name) is
   dead-lettered with the reason (:class:`MalformedMessageError`), then acknowledged: it never blocks
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import random
 import time as _time
@@ -363,6 +370,44 @@ class Intake:
             assert self.sink is not None
             await self.sink([envelope])
 
+    async def accept_all(self, envelopes: Sequence[Envelope[Any]]) -> list[Exception | None]:
+        """Accept ``envelopes`` together; each one's refusal (as :meth:`accept` raises it),
+        or ``None``, in order. Never raises for a refusal.
+
+        On a bus with a log and no transport they are emitted at once, so the log appends
+        them in one transaction (the group commit of concurrent emits, :mod:`tidings._log`),
+        in this order; a sink gets them in one call (a refusal refuses all of them, but a
+        :class:`MalformedMessageError` sends each alone again, to tell which); a bus
+        with a transport, or none, takes them one after another.
+        """
+        if len(envelopes) == 1 or (self.bus is not None and self.bus.appending_together() is None):
+            return [await self._outcome(envelope) for envelope in envelopes]
+        if self.bus is None:
+            assert self.sink is not None
+            try:
+                await self.sink(envelopes)
+            except MalformedMessageError:  # one of them is: which, each alone tells
+                return [await self._outcome(envelope) for envelope in envelopes]
+            except Exception as exc:
+                return [exc] * len(envelopes)
+            return [None] * len(envelopes)
+        outcomes = await asyncio.gather(
+            *(self.accept(envelope) for envelope in envelopes), return_exceptions=True
+        )
+        errors: list[Exception | None] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # cancelled: the messages stay unacknowledged
+            errors.append(outcome)
+        return errors
+
+    async def _outcome(self, envelope: Envelope[Any]) -> Exception | None:
+        try:
+            await self.accept(envelope)
+        except Exception as exc:
+            return exc
+        return None
+
     async def reject(self, data: Mapping[str, Any]) -> None:
         """Accept a dead letter with ``data`` (:func:`dead_letter_data`) on the dead-letter
         topic.
@@ -418,6 +463,27 @@ class Bridge:
     async def start(self) -> Self:
         raise NotImplementedError
 
+    @property
+    def connected(self) -> bool:
+        """Whether the bridge holds a live connection to the broker now."""
+        raise NotImplementedError
+
+    @property
+    def address(self) -> str:
+        """The broker's URL without credentials (for logs, status and metrics)."""
+        raise NotImplementedError
+
+    def status(self) -> dict[str, Any]:
+        """The bridge's name, protocol, broker, connection and :class:`BridgeCounts` (a
+        gateway's ``GET /config`` lists its sources so)."""
+        return {
+            "name": self.name,
+            "protocol": self.protocol.lower(),
+            "url": self.address,
+            "connected": self.connected,
+            **dataclasses.asdict(self.counts),
+        }
+
     async def aclose(self) -> None:
         raise NotImplementedError
 
@@ -459,6 +525,45 @@ class Bridge:
                 await backoff.sleep()
             else:
                 return None
+
+    async def accept_batch(
+        self, intake: Intake, decoded: Sequence[Envelope[Any] | MalformedMessageError]
+    ) -> list[str | None]:
+        """Accept the events of messages received together (:meth:`Intake.accept_all`: one
+        transaction on a bus with a log); for each message, in order, ``None`` once its
+        event is accepted, else why it is to be dead-lettered (its decoding failed, given as
+        the :class:`MalformedMessageError`, or the bus refused the event as malformed).
+        A refusal that may pass is retried for that event alone (:meth:`until_done`), after
+        the others of the batch. Counts :attr:`BridgeCounts.accepted`.
+
+        Raises:
+            Exception: a refusal while the bridge is closing.
+        """
+        reasons: list[str | None] = []
+        taken: list[tuple[int, Envelope[Any]]] = []
+        for index, item in enumerate(decoded):
+            if isinstance(item, MalformedMessageError):
+                reasons.append(item.reason)
+            else:
+                reasons.append(None)
+                taken.append((index, item))
+        if taken:
+            errors = await intake.accept_all([envelope for _, envelope in taken])
+            for (index, envelope), error in zip(taken, errors, strict=True):
+                if error is None:
+                    continue
+                if isinstance(error, MalformedMessageError):
+                    reasons[index] = error.reason
+                    continue
+                if self.closing:
+                    raise error
+                self.counts.retried += 1
+                reasons[index] = await self._accept_alone(intake, envelope)
+        self.counts.accepted += sum(reason is None for reason in reasons)
+        return reasons
+
+    async def _accept_alone(self, intake: Intake, envelope: Envelope[Any]) -> str | None:
+        return await self.until_done(lambda: intake.accept(envelope))
 
     def subscribe_out(self, patterns: Sequence[str]) -> None:
         """Send the bus's events of ``patterns`` out (:meth:`send`): from the log through

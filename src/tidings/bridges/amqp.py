@@ -25,9 +25,10 @@ Guarantees:
   only after its confirm, and retries while the broker is away; without a store a queued
   subscription (one worker, order kept) sends them while the process lives.
 - **Manual acks after acceptance.** In, a message is acknowledged only once its event is
-  accepted (:class:`~tidings.bridges.Intake`); a queue's messages are taken one at a time in
-  delivery order (``prefetch`` messages are taken ahead), and those accepted are
-  acknowledged together (one ``multiple`` ack) when no other waits, or every 64. Refusals that may pass are retried while the
+  accepted (:class:`~tidings.bridges.Intake`); a queue's messages are taken in delivery
+  order (``prefetch`` messages are taken ahead), those waiting at once (up to 256) together:
+  on a bus with a log their events are appended in one transaction, then the accepted ones
+  are acknowledged with one ``multiple`` ack. Refusals that may pass are retried while the
   message waits; if the connection drops first, the broker delivers it again (at least
   once: a CloudEvent keeps its id, so a store keeps it once).
 - **Dead letters through the broker's DLX.** A message that cannot become an event is
@@ -99,7 +100,7 @@ DEAD_REASON: Final = "tidings-dead-reason"
 """The header a dead-lettered message carries: why it could not become an event."""
 DEAD_QUEUE: Final = "tidings-dead-queue"
 """The header a dead-lettered message carries: the queue it was taken from."""
-_ACK_BURST: Final = 64  # accepted messages acknowledged together at most
+_BATCH: Final = 256  # messages taken (accepted, then acknowledged) together at most
 _PUBLISH_ERRORS: Final = (AMQPError, ConnectionError, OSError, RuntimeError, TimeoutError)
 
 
@@ -197,6 +198,10 @@ class AmqpBridge(Bridge):
         self._exchange: AbstractExchange | None = None
         self._dead_exchange: AbstractExchange | None = None
         self._workers: list[asyncio.Task[None]] = []
+
+    @property
+    def address(self) -> str:
+        return self._safe_url()
 
     def _safe_url(self) -> str:
         """The URL without its password (the ``source`` of wrapped messages)."""
@@ -338,61 +343,73 @@ class AmqpBridge(Bridge):
     # -- in -----------------------------------------------------------------------------------
 
     async def _work(self, queue: str, waiting: asyncio.Queue[AbstractIncomingMessage]) -> None:
-        """Take the queue's messages in delivery order; acknowledge the accepted ones in
-        bursts (one ``multiple`` ack for what is accepted when none waits, or every
-        :data:`_ACK_BURST`), not one frame and broker wake-up each."""
-        last: AbstractIncomingMessage | None = None
-        unacked = 0
+        """Take the queue's messages in delivery order, in batches (those waiting at once,
+        up to :data:`_BATCH`, of one channel): accept them together, then acknowledge the
+        accepted ones with one ``multiple`` ack, not one frame and broker wake-up each."""
+        held: AbstractIncomingMessage | None = None
         while True:
-            message = await waiting.get()
-            if last is not None and message.channel is not last.channel:
-                await self._acknowledge(last, unacked)  # acks belong to their channel
-                last, unacked = None, 0
+            message = held if held is not None else await waiting.get()
+            held = None
+            batch = [message]
+            while len(batch) < _BATCH and not waiting.empty():
+                more = waiting.get_nowait()
+                if more.channel is not message.channel:  # acks belong to their channel
+                    held = more
+                    break
+                batch.append(more)
             try:
-                taken = await self._take(queue, message)
-            except Exception:  # a defect: give the message back to the queue
-                logger.exception("AMQP bridge %s failed taking a message", self.name)
-                if last is not None:
-                    await self._acknowledge(last, unacked)
-                    last, unacked = None, 0
-                with contextlib.suppress(Exception):
-                    await message.nack(requeue=True)
+                taken = await self._take(queue, batch)
+            except Exception:  # a defect: give the messages back to the queue
+                logger.exception("AMQP bridge %s failed taking messages", self.name)
+                for each in batch:
+                    with contextlib.suppress(Exception):
+                        await each.nack(requeue=True)
                 continue
-            if taken:
-                last, unacked = message, unacked + 1
-            if last is not None and (unacked >= _ACK_BURST or waiting.empty()):
-                await self._acknowledge(last, unacked)
-                last, unacked = None, 0
+            await self._acknowledge(batch, taken)
 
-    async def _acknowledge(self, last: AbstractIncomingMessage, count: int) -> None:
-        """Ack ``last`` and every earlier unacknowledged message of its channel (``count``
-        of them)."""
+    async def _acknowledge(self, batch: list[AbstractIncomingMessage], taken: list[bool]) -> None:
+        """Ack the messages of ``batch`` (of one channel) that ``taken`` marks: one
+        ``multiple`` ack when every one is (a rejected one, with no dead-letter exchange,
+        is settled already), else one each."""
+        count = sum(taken)
+        if not count:
+            return
         try:
-            await last.ack(multiple=True)
+            if all(taken):
+                await batch[-1].ack(multiple=True)
+            else:
+                for message, ack in zip(batch, taken, strict=True):
+                    if ack:
+                        await message.ack()
         except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
             # The channel they came on is gone: the broker delivers them again.
             logger.info("AMQP bridge %s: acks lost with their channel (%s)", self.name, exc)
         else:
             self.counts.acknowledged += count
 
-    async def _take(self, queue: str, message: AbstractIncomingMessage) -> bool:
-        """Accept (or dead-letter) one message; whether the caller is to acknowledge it."""
-        self.counts.received += 1
+    async def _take(self, queue: str, batch: list[AbstractIncomingMessage]) -> list[bool]:
+        """Accept (or dead-letter) the messages of ``batch`` together; for each, whether
+        the caller is to acknowledge it."""
+        self.counts.received += len(batch)
         intake = self.intake
         assert intake is not None  # there are filters or queues only with an intake
-        try:
-            envelope = self._decode(message)
-        except MalformedMessageError as exc:
-            reason: str | None = exc.reason
-        else:
-            reason = await self.until_done(lambda: intake.accept(envelope))
-        if reason is None:
-            self.counts.accepted += 1
-            return True
-        await self.until_done(lambda: self._dead_letter(queue, message, reason))
-        self.counts.dead_lettered += 1
-        # Rejected to the queue's own policy (no dead-letter exchange): nothing to ack.
-        return self.dead_letter_exchange is not None
+        decoded: list[Envelope[Any] | MalformedMessageError] = []
+        for message in batch:
+            try:
+                decoded.append(self._decode(message))
+            except MalformedMessageError as exc:
+                decoded.append(exc)
+        reasons = await self.accept_batch(intake, decoded)
+        taken: list[bool] = []
+        for message, reason in zip(batch, reasons, strict=True):
+            if reason is None:
+                taken.append(True)
+                continue
+            await self.until_done(lambda: self._dead_letter(queue, message, reason))  # noqa: B023
+            self.counts.dead_lettered += 1
+            # Rejected to the queue's own policy (no dead-letter exchange): nothing to ack.
+            taken.append(self.dead_letter_exchange is not None)
+        return taken
 
     async def _dead_letter(self, queue: str, message: AbstractIncomingMessage, reason: str) -> None:
         """Dead-letter ``message`` through the broker (see the module docstring)."""

@@ -19,8 +19,9 @@ Guarantees:
 
 - **QoS 1 both ways, acknowledged after acceptance.** A received message is acknowledged
   (PUBACK) only after the event is accepted (:class:`~tidings.bridges.Intake`: on the bus,
-  appended to its log first when it has a store), in the order received (in bursts: when
-  no other message waits, or every 64); a message that
+  appended to its log first when it has a store), in the order received. The messages
+  waiting at once (up to 256) are taken together: on a bus with a log their events are
+  appended in one transaction, then each is acknowledged. A message that
   cannot become an event is dead-lettered on ``dead_letter`` (a bus topic) with the reason,
   then acknowledged. An event sent out counts as published only when the broker's PUBACK
   came.
@@ -97,7 +98,7 @@ __all__ = (
 logger = logging.getLogger("tidings.bridges.mqtt")
 
 _SESSION_EXPIRY: Final = 3600  # seconds the broker keeps the session of a bridge away
-_ACK_BURST: Final = 64  # accepted messages acknowledged together at most
+_BATCH: Final = 256  # messages taken (accepted, then acknowledged) together at most
 
 
 def _paho(client: aiomqtt.Client) -> paho.Client:
@@ -224,6 +225,10 @@ class MqttBridge(Bridge):
         """Whether the bridge holds a live connection to the broker now."""
         return self._live is not None
 
+    @property
+    def address(self) -> str:
+        return self.url
+
     async def _connect(self) -> aiomqtt.Client:
         """A connected client with a persistent session, subscribed to the filters."""
         v5 = self.version == "5"
@@ -265,19 +270,18 @@ class MqttBridge(Bridge):
                 await client.__aexit__(None, None, None)
 
     async def _run(self, client: aiomqtt.Client) -> None:
-        """Take messages until closed, reconnecting with backoff whenever the connection
-        drops."""
+        """Take messages until closed, in batches (the messages waiting at once, up to
+        :data:`_BATCH`), reconnecting with backoff whenever the connection drops."""
         while not self.closing:
-            unacked: list[tuple[int, int]] = []
             try:
-                async for message in client.messages:
-                    await self._take(message)
-                    if message.qos > 0:
-                        unacked.append((message.mid, message.qos))
-                    # Accepted: acknowledge now, or once what has arrived meanwhile is
-                    # accepted too (acks in one burst, not one wake-up of the broker each).
-                    if len(unacked) >= _ACK_BURST or not len(client.messages):
-                        self._acknowledge(client, unacked)
+                messages = client.messages
+                async for message in messages:
+                    batch = [message]
+                    while len(batch) < _BATCH and len(messages):  # those waiting now
+                        batch.append(await anext(messages))
+                    await self._take(batch)
+                    # Accepted: acknowledge them, in the order received.
+                    self._acknowledge(client, [(m.mid, m.qos) for m in batch if m.qos > 0])
             except aiomqtt.MqttError as exc:
                 logger.warning("MQTT bridge %s lost %s: %s", self.name, self.url, exc)
             except Exception:  # a defect: reconnect, and the broker delivers it again
@@ -304,29 +308,30 @@ class MqttBridge(Bridge):
             for mid, qos in unacked:
                 paho_client.ack(mid, qos)
             self.counts.acknowledged += len(unacked)
-        unacked.clear()
 
-    async def _take(self, message: aiomqtt.Message) -> None:
-        """Accept (or dead-letter) one message (the caller acknowledges it)."""
-        self.counts.received += 1
+    async def _take(self, batch: list[aiomqtt.Message]) -> None:
+        """Accept (or dead-letter) the messages of ``batch`` together (the caller
+        acknowledges them)."""
+        self.counts.received += len(batch)
         intake = self.intake
         assert intake is not None  # there are filters or queues only with an intake
-        payload = message.payload
-        body = payload if isinstance(payload, bytes) else str(payload or "").encode()
-        topic = message.topic.value
-        try:
-            envelope = self._decode(topic, body, message.properties)
-        except MalformedMessageError as exc:
-            reason: str | None = exc.reason
-        else:
-            reason = await self.until_done(lambda: intake.accept(envelope))
-        if reason is None:
-            self.counts.accepted += 1
-        else:
-            origin = {"mqtt_topic": topic, "retain": bool(message.retain)}
-            letter = dead_letter_data(self.name, reason, origin, body)
-            await self.until_done(lambda: intake.reject(letter))
-            self.counts.dead_lettered += 1
+        bodies: list[bytes] = []
+        decoded: list[Envelope[Any] | MalformedMessageError] = []
+        for message in batch:
+            payload = message.payload
+            body = payload if isinstance(payload, bytes) else str(payload or "").encode()
+            bodies.append(body)
+            try:
+                decoded.append(self._decode(message.topic.value, body, message.properties))
+            except MalformedMessageError as exc:
+                decoded.append(exc)
+        reasons = await self.accept_batch(intake, decoded)
+        for message, body, reason in zip(batch, bodies, reasons, strict=True):
+            if reason is not None:
+                origin = {"mqtt_topic": message.topic.value, "retain": bool(message.retain)}
+                letter = dead_letter_data(self.name, reason, origin, body)
+                await self.until_done(lambda: intake.reject(letter))  # noqa: B023 - awaited here
+                self.counts.dead_lettered += 1
 
     def _decode(self, topic: str, body: bytes, properties: Properties | None) -> Envelope[Any]:
         try:

@@ -12,6 +12,8 @@ and the publishers of its ``mqtt`` and ``amqp`` targets.
   its failures as to a webhook's.
 
 Sources are read at start: a reload that changes them is logged as needing a restart.
+Their counts are in ``GET /config`` (``sources``, :meth:`Brokers.describe_sources`) and
+``/metrics`` (``tidings_gateway_source_*``, :mod:`tidings.server.telemetry`).
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ class Brokers:
         except BaseException:
             await self.stop_sources()
             raise
+
+    def describe_sources(self) -> list[dict[str, Any]]:
+        """Each source's status and counts, in config order (:meth:`Bridge.status
+        <tidings.bridges.Bridge.status>`: ``received``, ``accepted``, ``dead_lettered``,
+        ``acknowledged``, ``retried``, ``reconnects``, ``connected``...)."""
+        return [bridge.status() for bridge in self.sources]
 
     async def stop_sources(self) -> None:
         """Stop taking events in (what is not acknowledged stays with the brokers)."""

@@ -616,6 +616,7 @@ class Gateway:
             None if self.last_error_at is None else self.last_error_at.isoformat()
         )
         out["reloads"] = dict(self.reloads)
+        out["sources"] = self.brokers.describe_sources()
         return out
 
 

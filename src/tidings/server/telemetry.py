@@ -16,6 +16,13 @@
 ``tidings_gateway_route_variants_total``  counter    ``{route, variant}``: split choices
 ``tidings_gateway_route_latency_seconds`` histogram  ``{route}``: dispatch to last target
                                                      (:mod:`tidings.gateway.stats`)
+``tidings_gateway_source_messages_total`` counter    ``{source, kind, outcome}``: messages a
+                                                     broker source ``received``, ``accepted``,
+                                                     ``dead_lettered``, ``acknowledged``,
+                                                     ``retried``
+``tidings_gateway_source_reconnects_total`` counter  ``{source, kind}``: connections after the
+                                                     first
+``tidings_gateway_source_connected``      gauge      ``{source, kind}``: 1 while connected
 ========================================  =========  =========================================
 
 Values are read from the gateway's counters when Prometheus scrapes (nothing per event).
@@ -76,6 +83,35 @@ class GatewayCollector(Collector):
             value=gateway.table.condition_errors,
         )
         yield from _route_metrics(gateway)
+        yield from _source_metrics(gateway)
+
+
+_SOURCE_OUTCOMES = ("received", "accepted", "dead_lettered", "acknowledged", "retried")
+
+
+def _source_metrics(gateway: Gateway) -> Iterator[Metric]:
+    messages = CounterMetricFamily(
+        "tidings_gateway_source_messages",
+        "Messages of broker sources by outcome",
+        labels=["source", "kind", "outcome"],
+    )
+    reconnects = CounterMetricFamily(
+        "tidings_gateway_source_reconnects",
+        "Reconnections of broker sources",
+        labels=["source", "kind"],
+    )
+    connected = GaugeMetricFamily(
+        "tidings_gateway_source_connected",
+        "Whether a broker source is connected",
+        labels=["source", "kind"],
+    )
+    for source in gateway.brokers.describe_sources():
+        labels = [source["name"], source["protocol"]]
+        for outcome in _SOURCE_OUTCOMES:
+            messages.add_metric([*labels, outcome], source[outcome])
+        reconnects.add_metric(labels, source["reconnects"])
+        connected.add_metric(labels, 1 if source["connected"] else 0)
+    yield from (messages, reconnects, connected)
 
 
 def _route_metrics(gateway: Gateway) -> Iterator[Metric]:

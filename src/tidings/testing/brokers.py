@@ -1,7 +1,7 @@
 """Real brokers for bridge tests, on loopback only: :class:`Mosquitto` (a broker of the
-caller's own on a free port, with a generated config, which it may stop and start again)
-and :class:`TcpProxy` (forwards a free port to a broker; cutting it makes a shared broker,
-such as the machine's RabbitMQ, "go away" for the clients behind it without restarting it).
+caller's own on a free port, with a generated config, which it may stop and start again).
+To make a shared broker (the machine's RabbitMQ) "go away" for the clients behind it
+without restarting it, put the chaos toolkit's :class:`tidings.chaos.FaultProxy` between.
 
 ::
 
@@ -17,7 +17,6 @@ Every wait is bounded (:class:`TimeoutError`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import socket
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from tidings.testing.nats_server import free_port
 
-__all__ = ("Mosquitto", "TcpProxy", "find_mosquitto", "wait_until")
+__all__ = ("Mosquitto", "find_mosquitto", "wait_until")
 
 
 def find_mosquitto() -> str:
@@ -108,51 +107,6 @@ class Mosquitto:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:``port`` to ``target``; :meth:`cut` closes every connection and
-    stops listening (the broker is "gone"), :meth:`restore` listens again."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            with contextlib.suppress(Exception):
-                dst.close()
-
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-        self._writers -= {writer, up_writer}
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def restore(self) -> None:
-        await self.start()
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:

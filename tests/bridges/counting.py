@@ -1,0 +1,27 @@
+"""A SQLite log that records the size of each append (one transaction each), for the tests
+that bridges append a burst of messages together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tidings.event import Envelope
+from tidings.store import SQLiteStore
+
+__all__ = ("CountingStore",)
+
+
+class CountingStore(SQLiteStore):
+    """A SQLite log that records how many events each append call (one transaction)
+    carried, in :attr:`batches`."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[int] = []
+
+    async def append(self, envelopes: Iterable[Envelope[Any]], **options: Any) -> list[int]:
+        envelopes = list(envelopes)
+        self.batches.append(len(envelopes))
+        return await super().append(envelopes, **options)
