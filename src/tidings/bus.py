@@ -66,7 +66,7 @@ from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.delivery import Batch, Queued
-from tidings.dispatch import ErrorHook, FailureReporter, call_counted
+from tidings.dispatch import ErrorHook, FailureReporter, call_chained, call_counted
 from tidings.event import NO_HEADERS, Envelope
 from tidings.exceptions import (
     BusClosedError,
@@ -997,6 +997,8 @@ class Bus:
                 elif route.fast_async is not None and me == self._loop_thread:
                     next(route.count)
                     self._run_async(route, route.fast_async, env)
+                elif route.chained is not None:  # inline handlers behind middleware
+                    call_chained(route.chained, env, self._failures.report)
                 else:
                     self._dispatch(route, env)
                 if self._pending:
@@ -1068,6 +1070,10 @@ class Bus:
                     handler(payload)
                 except Exception as exc:
                     self._failures.report_plain(route, handler, env, exc)
+            return
+        chained = route.chained
+        if chained is not None:
+            call_chained(chained, env, self._failures.report)
             return
         on_loop = self._loop_thread == _get_ident() or self._bind_running_loop()
         fast_async = route.fast_async

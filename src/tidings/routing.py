@@ -85,11 +85,23 @@ class Route:
     through either are counted once in ``count`` rather than once per handler: the
     subscription's own delivery counter when the route has one subscription, else a route
     counter shared by its subscriptions (:class:`~tidings.subscription.RouteCounters`).
-    ``fast=False`` builds neither: every handler is then called through
-    :meth:`Subscription.call`.
+    ``chained`` holds, when every subscription is an inline one with middleware and nothing
+    else in the way (:attr:`Subscription.chained <tidings.Subscription.chained>`), each
+    subscription with its chain and its own delivery counter, for
+    :func:`tidings.dispatch.call_chained`. ``fast=False`` builds none of the three: every
+    handler is then called through :meth:`Subscription.call`.
     """
 
-    __slots__ = ("_counter_key", "_slow", "count", "fast", "fast_async", "subs", "topic")
+    __slots__ = (
+        "_counter_key",
+        "_slow",
+        "chained",
+        "count",
+        "fast",
+        "fast_async",
+        "subs",
+        "topic",
+    )
 
     def __init__(self, topic: str, subs: tuple[Subscription[Any], ...], fast: bool = True) -> None:
         self.topic = topic
@@ -97,12 +109,14 @@ class Route:
         self._slow: Route | None = None if fast else self
         self.fast: tuple[Callable[[Any], Any], ...] | None = None
         self.fast_async: tuple[Callable[[Any], Any], ...] | None = None
+        self.chained: tuple[tuple[Subscription[Any], Any, itertools.count[int]], ...] | None = None
         self.count = _UNCOUNTED
         if not fast or not subs:
             return
         kind = subs[0].kind
         for sub in subs:
             if not sub.plain or sub.kind != kind:
+                self._chain(subs)
                 return
         if len(subs) == 1:
             handlers: tuple[Any, ...] = (subs[0].handler,)
@@ -122,6 +136,17 @@ class Route:
             self.count = itertools.count()
             self._counter_key = route_counters.open(subs, self.count)
             self.__class__ = _SharedCountRoute
+
+    def _chain(self, subs: tuple[Subscription[Any], ...]) -> None:
+        """Set ``chained`` when every subscription has a middleware chain the route may
+        call straight (:attr:`Subscription.chained <tidings.Subscription.chained>`)."""
+        calls = []
+        for sub in subs:
+            chain = sub.chained
+            if chain is None:
+                return
+            calls.append((sub, chain, sub.delivery_counter()))
+        self.chained = tuple(calls)
 
     def slow(self) -> Route:
         """This route without its fast paths (built once)."""
