@@ -106,36 +106,44 @@ class Route:
     def __init__(self, topic: str, subs: tuple[Subscription[Any], ...], fast: bool = True) -> None:
         self.topic = topic
         self.subs = subs
-        self._slow: Route | None = None if fast else self
         self.fast: tuple[Callable[[Any], Any], ...] | None = None
         self.fast_async: tuple[Callable[[Any], Any], ...] | None = None
         self.chained: tuple[tuple[Subscription[Any], Any, itertools.count[int]], ...] | None = None
         self.count = _UNCOUNTED
-        if not fast or not subs:
+        if not fast:
+            self._slow: Route | None = self
+            return
+        self._slow = None
+        if len(subs) == 1:  # the commonest route of a new topic: built in one step
+            sub = subs[0]
+            if not sub.plain:
+                self._chain(subs)
+            elif sub.kind == INLINE:
+                self.fast = (sub.handler,)
+                self.count = sub.delivery_counter()
+            elif sub.kind == TASK:
+                self.fast_async = (sub.handler,)
+                self.count = sub.delivery_counter()
+            return
+        if not subs:
             return
         kind = subs[0].kind
         for sub in subs:
             if not sub.plain or sub.kind != kind:
                 self._chain(subs)
                 return
-        if len(subs) == 1:
-            handlers: tuple[Any, ...] = (subs[0].handler,)
-        else:
-            handlers = tuple([s.handler for s in subs])
-            if len({id(h) for h in handlers}) != len(handlers):
-                return
+        handlers = tuple([s.handler for s in subs])
+        if len({id(h) for h in handlers}) != len(handlers):
+            return
         if kind == INLINE:
             self.fast = handlers
         elif kind == TASK:
             self.fast_async = handlers
         else:  # pragma: no cover - a plain subscription is never queued
             return
-        if len(subs) == 1:
-            self.count = subs[0].delivery_counter()
-        else:
-            self.count = itertools.count()
-            self._counter_key = route_counters.open(subs, self.count)
-            self.__class__ = _SharedCountRoute
+        self.count = itertools.count()
+        self._counter_key = route_counters.open(subs, self.count)
+        self.__class__ = _SharedCountRoute
 
     def _chain(self, subs: tuple[Subscription[Any], ...]) -> None:
         """Set ``chained`` when every subscription has a middleware chain the route may
@@ -382,20 +390,48 @@ class RouteTable:
         then not cached.
         """
         found: list[Subscription[Any]] = []
-        frontier = [self._root]
+        node = self._root
         if tokens[0] == INTERNAL_TOKEN:  # an internal topic: no leading wildcard matches it
-            child = self._root[_CHILDREN].get(INTERNAL_TOKEN)
+            child = node[_CHILDREN].get(INTERNAL_TOKEN)
             if child is None:
                 return found
-            frontier = [child]
+            node = child
             tokens = tokens[1:]
-        for token in tokens:
+        # One node matches so far (the common case: no list per token), until a token
+        # matches both a literal and a ``*`` child; then every node of the frontier.
+        for depth, token in enumerate(tokens):
+            children = node[_CHILDREN]
+            if not children:
+                return found
+            # Most nodes have no wildcard child: a containment test says so without a
+            # call; the read itself is still one dict operation (get), as above.
+            if ">" in children:
+                tail = children.get(">")
+                if tail is not None:
+                    found.extend(tail[_SUBS])
+            child = children.get(token)
+            star = children.get("*") if "*" in children else None
+            if star is None:
+                if child is None:
+                    return found
+                node = child
+            elif child is None:
+                node = star
+            else:
+                return self._match_from([child, star], tokens, depth + 1, found)
+        found.extend(node[_SUBS])
+        return found
+
+    @staticmethod
+    def _match_from(
+        frontier: list[_Node], tokens: list[str], start: int, found: list[Subscription[Any]]
+    ) -> list[Subscription[Any]]:
+        """:meth:`_match` from the nodes ``frontier`` matching ``tokens[:start]``."""
+        for token in tokens[start:]:
             following: list[_Node] = []
             for children, _ in frontier:
                 if not children:
                     continue
-                # Most nodes have no wildcard child: a containment test says so without a
-                # call; the read itself is still one dict operation (get), as above.
                 if ">" in children:
                     tail = children.get(">")
                     if tail is not None:
@@ -431,5 +467,9 @@ class RouteTable:
                 else:
                     self.by_type.pop(old, None)
             order[key] = topic
-            self._topics.setdefault(topic, []).append(key)
+            keys = self._topics.get(topic)
+            if keys is None:
+                self._topics[topic] = [key]
+            else:
+                keys.append(key)
         cache[key] = route
