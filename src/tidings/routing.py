@@ -119,10 +119,10 @@ class Route:
             if not sub.plain:
                 self._chain(subs)
             elif sub.kind == INLINE:
-                self.fast = (sub.handler,)
+                self.fast = (sub.handler,)  # type: ignore[assignment] # plain: held strongly
                 self.count = sub.delivery_counter()
             elif sub.kind == TASK:
-                self.fast_async = (sub.handler,)
+                self.fast_async = (sub.handler,)  # type: ignore[assignment] # as above
                 self.count = sub.delivery_counter()
             return
         if not subs:
@@ -132,7 +132,7 @@ class Route:
             if not sub.plain or sub.kind != kind:
                 self._chain(subs)
                 return
-        handlers = tuple([s.handler for s in subs])
+        handlers: tuple[Any, ...] = tuple([s.handler for s in subs])
         if len({id(h) for h in handlers}) != len(handlers):
             return
         if kind == INLINE:
@@ -467,9 +467,9 @@ class RouteTable:
                 else:
                     self.by_type.pop(old, None)
             order[key] = topic
-            keys = self._topics.get(topic)
-            if keys is None:
+            listed = self._topics.get(topic)
+            if listed is None:
                 self._topics[topic] = [key]
             else:
-                keys.append(key)
+                listed.append(key)
         cache[key] = route
