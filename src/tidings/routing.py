@@ -57,6 +57,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, Final
 
 from tidings.event import topic_of
@@ -75,6 +76,10 @@ _generations = itertools.count(1)
 def subscription_order(sub: Subscription[Any]) -> tuple[float, int]:
     """Dispatch order: priority, higher first; ties in subscription order."""
     return (-sub.priority, sub.id)
+
+
+_by_id = attrgetter("id")
+_by_priority = attrgetter("priority")
 
 
 class Route:
@@ -365,8 +370,9 @@ class RouteTable:
         for sub in self._match(topic.split(".")):  # a loop: cheaper than a comprehension here
             if sub.active and (sub.event_type is None or issubclass(event_type, sub.event_type)):
                 subs.append(sub)  # noqa: PERF401 - see above
-        if len(subs) > 1:
-            subs.sort(key=subscription_order)
+        if len(subs) > 1:  # subscription_order, as two sorts keyed in C (both stable)
+            subs.sort(key=_by_id)
+            subs.sort(key=_by_priority, reverse=True)
         route = Route(topic, tuple(subs))
         cache: dict[Any, Route] = self.by_topic if type(key) is tuple else self.by_type
         with self._lock:
