@@ -62,7 +62,7 @@ from typing import (
 from tidings._carrier import Forwarding, carrier_of
 from tidings._coroutines import IDLE, next_job, resume
 from tidings._stream import EventStream, stream_subscription
-from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
+from tidings.clock import WALL_MASK as _WALL_MASK
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.delivery import Batch, Queued
@@ -959,7 +959,7 @@ class Bus:
         hlc = self._hlc
         t = hlc[0] + 1
         wall = self._wall  # an instance attribute: a plain load, then a call
-        pt = wall() & _PHYSICAL_MASK
+        pt = wall() & _WALL_MASK
         if pt > t:
             t = pt
         if _heappushpop(hlc, t) is t:
