@@ -110,23 +110,10 @@ def _not_a_str(text: object, kind: str) -> InvalidTopicError:
     return InvalidTopicError(f"a {kind} must be a str, not {type(text).__name__}", topic=repr(text))
 
 
-_VALID_PATTERNS: dict[str, str] = {}
-"""Patterns validated lately, each mapped to itself (so one string serves every subscription
-to it): a subscribe to a pattern seen before costs one dict read. Emptied when it reaches
-:data:`_VALID_PATTERNS_KEPT`: cheaper, on a miss (a subscribe to a new topic, the common case
-with many topics), than a least-recently-used cache's bookkeeping."""
-_VALID_PATTERNS_KEPT = 4096
-
-
+@lru_cache(maxsize=4096)
 def _valid_pattern(pattern: str) -> str:
-    valid = _VALID_PATTERNS.get(pattern)
-    if valid is not None:
-        return valid
     if len(pattern) > MAX_TOPIC_LENGTH or _VALID_PATTERN.fullmatch(pattern) is None:
         _check(pattern, allow_wildcards=True)  # raises, naming what is wrong
-    if len(_VALID_PATTERNS) >= _VALID_PATTERNS_KEPT:
-        _VALID_PATTERNS.clear()
-    _VALID_PATTERNS[pattern] = pattern  # a race with another thread stores an equal str
     return pattern
 
 
