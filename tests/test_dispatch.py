@@ -119,3 +119,36 @@ def test_on_errors_own_failure_is_logged_never_raised(
             bus.publish(Work(1))  # neither the handler's error nor on_error's is raised
     assert sub.failed == 1
     assert any("on_error hook failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_route_of_inline_middleware_subscriptions_counts_delivered_dropped_and_failed() -> None:
+    from tidings.middleware import DROPPED
+
+    def drop_odd(handler: Any) -> Any:
+        def dropping(env: Envelope[Any]) -> Any:
+            return DROPPED if env.payload.n % 2 else handler(env)
+
+        return dropping
+
+    def passing(handler: Any) -> Any:
+        def through(env: Envelope[Any]) -> Any:
+            return handler(env)
+
+        return through
+
+    seen: list[tuple[str, int]] = []
+    letters: list[DeadLetter] = []
+    bus = tidings.Bus()
+    bus.subscribe(DeadLetter, letters.append)
+    dropping = bus.subscribe(Work, lambda w: seen.append(("d", w.n)), middleware=[drop_odd])
+    failing = bus.subscribe(Work, _boom, middleware=[passing], priority=-1)
+    whole = bus.subscribe(
+        Work, lambda e: seen.append(("e", e.payload.n)), middleware=[passing], envelope=True
+    )
+    for n in range(4):
+        bus.publish(Work(n))
+    assert seen == [("d", 0), ("e", 0), ("e", 1), ("d", 2), ("e", 2), ("e", 3)]
+    assert (dropping.delivered, dropping.dropped, dropping.failed) == (2, 2, 0)
+    assert (whole.delivered, whole.dropped, whole.failed) == (4, 0, 0)
+    assert (failing.delivered, failing.dropped, failing.failed) == (0, 0, 4)
+    assert [letter.envelope.payload.n for letter in letters] == [0, 1, 2, 3]

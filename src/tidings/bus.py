@@ -62,11 +62,11 @@ from typing import (
 from tidings._carrier import Checked, Forwarding, carrier_of
 from tidings._coroutines import IDLE, next_job, resume
 from tidings._stream import EventStream, stream_subscription
-from tidings.clock import PHYSICAL_MASK as _PHYSICAL_MASK
+from tidings.clock import WALL_MASK as _WALL_MASK
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.delivery import Batch, Queued
-from tidings.dispatch import ErrorHook, FailureReporter, call_counted
+from tidings.dispatch import ErrorHook, FailureReporter, call_chained, call_counted
 from tidings.event import NO_HEADERS, Envelope
 from tidings.exceptions import (
     BusClosedError,
@@ -975,7 +975,7 @@ class Bus:
         hlc = self._hlc
         t = hlc[0] + 1
         wall = self._wall  # an instance attribute: a plain load, then a call
-        pt = wall() & _PHYSICAL_MASK
+        pt = wall() & _WALL_MASK
         if pt > t:
             t = pt
         if _heappushpop(hlc, t) is t:
@@ -1013,6 +1013,8 @@ class Bus:
                 elif route.fast_async is not None and me == self._loop_thread:
                     next(route.count)
                     self._run_async(route, route.fast_async, env)
+                elif route.chained is not None:  # inline handlers behind middleware
+                    call_chained(route.chained, env, self._failures.report)
                 else:
                     self._dispatch(route, env)
                 if self._pending:
@@ -1084,6 +1086,10 @@ class Bus:
                     handler(payload)
                 except Exception as exc:
                     self._failures.report_plain(route, handler, env, exc)
+            return
+        chained = route.chained
+        if chained is not None:
+            call_chained(chained, env, self._failures.report)
             return
         on_loop = self._loop_thread == _get_ident() or self._bind_running_loop()
         fast_async = route.fast_async

@@ -48,6 +48,7 @@ __all__ = (
     "DEFAULT_MAX_OFFSET",
     "LOGICAL_BITS",
     "PHYSICAL_MASK",
+    "WALL_MASK",
     "HybridClock",
     "format_event_id",
     "logical",
@@ -61,6 +62,11 @@ LOGICAL_BITS = 16
 _LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
 PHYSICAL_MASK = ~_LOGICAL_MASK
 """ANDed with nanoseconds since the epoch, gives the physical part of a packed time."""
+
+WALL_MASK = (1 << 120) - 1 - _LOGICAL_MASK
+""":data:`PHYSICAL_MASK` for a physical clock reading (non-negative, below ``2**120``): the
+same result, as a non-negative int, which CPython ANDs with another one without first
+copying either (the stamp of every publish reads the clock)."""
 
 DEFAULT_MAX_OFFSET = 0.5
 """Default largest lead, in seconds, accepted from a remote clock."""
@@ -127,7 +133,7 @@ class HybridClock:
     def now(self) -> int:
         """Advance the clock for a local or send event and return the new packed time."""
         state = self._state
-        pt = self._wall() & PHYSICAL_MASK
+        pt = self._wall() & WALL_MASK
         while True:
             t = state[0] + 1
             if pt > t:
@@ -150,7 +156,7 @@ class HybridClock:
         if remote < 0:
             raise ValueError(f"an HLC time is a non-negative integer, not {remote!r}")
         state = self._state
-        pt = self._wall() & PHYSICAL_MASK
+        pt = self._wall() & WALL_MASK
         remote_pt = remote & PHYSICAL_MASK
         if remote_pt - pt > self.max_offset_ns:
             raise ClockSkewError(remote_ns=remote_pt, local_ns=pt, max_offset_ns=self.max_offset_ns)

@@ -31,6 +31,7 @@ observer, logged, passed to ``on_error`` and dead-lettered. Guarantees:
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.event import Envelope
 from tidings.exceptions import QueueFullError, WouldBlock
-from tidings.middleware.base import attempts_of
+from tidings.middleware.base import DROPPED, Handler, attempts_of
 from tidings.observability.logs import log_fields
 from tidings.subscription import SKIP, Subscription
 
@@ -46,7 +47,14 @@ if TYPE_CHECKING:
     from tidings.observability._observer import Observer
     from tidings.routing import Route
 
-__all__ = ("ErrorHook", "FailureReporter", "acall_counted", "call_counted")
+__all__ = (
+    "ChainedCall",
+    "ErrorHook",
+    "FailureReporter",
+    "acall_counted",
+    "call_chained",
+    "call_counted",
+)
 
 logger = logging.getLogger("tidings")
 
@@ -63,6 +71,35 @@ def call_counted(sub: Subscription[Any], arg: Any, n: int = 1) -> Any:
     if result is not SKIP:
         sub.record_delivered(n)
     return result
+
+
+ChainedCall = tuple[Subscription[Any], Handler, "itertools.count[int]"]
+"""One subscription of a route called straight through its middleware chain: the
+subscription, its :attr:`~tidings.Subscription.chained` chain and its own delivery counter."""
+
+
+def call_chained(
+    calls: tuple[ChainedCall, ...],
+    env: Envelope[Any],
+    report: Callable[[Subscription[Any], Envelope[Any], BaseException], None],
+) -> None:
+    """Steps 1-3 for each of a route's subscriptions whose middleware chain it calls
+    straight (an inline route whose every subscription has
+    :attr:`~tidings.Subscription.chained` set): call the chain with the envelope; a
+    :data:`~tidings.middleware.DROPPED` result counts one dropped call, any other one
+    delivery; an exception goes to ``report`` (the bus's :meth:`FailureReporter.report`),
+    counted once as a failure. Exactly what :func:`call_counted` does for each through
+    :meth:`Subscription.call <tidings.Subscription.call>`, without its per-call lookups."""
+    for sub, chain, delivered in calls:
+        try:
+            result = chain(env)
+        except Exception as exc:
+            report(sub, env, exc)
+            continue
+        if result is DROPPED:
+            sub.record_dropped()
+        else:
+            next(delivered)
 
 
 async def acall_counted(sub: Subscription[Any], arg: Any, n: int = 1) -> Any:

@@ -57,6 +57,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, Final
 
 from tidings.event import topic_of
@@ -77,6 +78,10 @@ def subscription_order(sub: Subscription[Any]) -> tuple[float, int]:
     return (-sub.priority, sub.id)
 
 
+_by_id = attrgetter("id")
+_by_priority = attrgetter("priority")
+
+
 class Route:
     """The precomputed handler table of one (topic, event class): replaced, never mutated.
 
@@ -85,43 +90,76 @@ class Route:
     through either are counted once in ``count`` rather than once per handler: the
     subscription's own delivery counter when the route has one subscription, else a route
     counter shared by its subscriptions (:class:`~tidings.subscription.RouteCounters`).
-    ``fast=False`` builds neither: every handler is then called through
-    :meth:`Subscription.call`.
+    ``chained`` holds, when every subscription is an inline one with middleware and nothing
+    else in the way (:attr:`Subscription.chained <tidings.Subscription.chained>`), each
+    subscription with its chain and its own delivery counter, for
+    :func:`tidings.dispatch.call_chained`. ``fast=False`` builds none of the three: every
+    handler is then called through :meth:`Subscription.call`.
     """
 
-    __slots__ = ("_counter_key", "_slow", "count", "fast", "fast_async", "subs", "topic")
+    __slots__ = (
+        "_counter_key",
+        "_slow",
+        "chained",
+        "count",
+        "fast",
+        "fast_async",
+        "subs",
+        "topic",
+    )
 
     def __init__(self, topic: str, subs: tuple[Subscription[Any], ...], fast: bool = True) -> None:
         self.topic = topic
         self.subs = subs
-        self._slow: Route | None = None if fast else self
         self.fast: tuple[Callable[[Any], Any], ...] | None = None
         self.fast_async: tuple[Callable[[Any], Any], ...] | None = None
+        self.chained: tuple[tuple[Subscription[Any], Any, itertools.count[int]], ...] | None = None
         self.count = _UNCOUNTED
-        if not fast or not subs:
+        if not fast:
+            self._slow: Route | None = self
+            return
+        self._slow = None
+        if len(subs) == 1:  # the commonest route of a new topic: built in one step
+            sub = subs[0]
+            if not sub.plain:
+                self._chain(subs)
+            elif sub.kind == INLINE:
+                self.fast = (sub.handler,)  # type: ignore[assignment] # plain: held strongly
+                self.count = sub.delivery_counter()
+            elif sub.kind == TASK:
+                self.fast_async = (sub.handler,)  # type: ignore[assignment] # as above
+                self.count = sub.delivery_counter()
+            return
+        if not subs:
             return
         kind = subs[0].kind
         for sub in subs:
             if not sub.plain or sub.kind != kind:
+                self._chain(subs)
                 return
-        if len(subs) == 1:
-            handlers: tuple[Any, ...] = (subs[0].handler,)
-        else:
-            handlers = tuple([s.handler for s in subs])
-            if len({id(h) for h in handlers}) != len(handlers):
-                return
+        handlers: tuple[Any, ...] = tuple([s.handler for s in subs])
+        if len({id(h) for h in handlers}) != len(handlers):
+            return
         if kind == INLINE:
             self.fast = handlers
         elif kind == TASK:
             self.fast_async = handlers
         else:  # pragma: no cover - a plain subscription is never queued
             return
-        if len(subs) == 1:
-            self.count = subs[0].delivery_counter()
-        else:
-            self.count = itertools.count()
-            self._counter_key = route_counters.open(subs, self.count)
-            self.__class__ = _SharedCountRoute
+        self.count = itertools.count()
+        self._counter_key = route_counters.open(subs, self.count)
+        self.__class__ = _SharedCountRoute
+
+    def _chain(self, subs: tuple[Subscription[Any], ...]) -> None:
+        """Set ``chained`` when every subscription has a middleware chain the route may
+        call straight (:attr:`Subscription.chained <tidings.Subscription.chained>`)."""
+        calls = []
+        for sub in subs:
+            chain = sub.chained
+            if chain is None:
+                return
+            calls.append((sub, chain, sub.delivery_counter()))
+        self.chained = tuple(calls)
 
     def slow(self) -> Route:
         """This route without its fast paths (built once)."""
@@ -332,8 +370,9 @@ class RouteTable:
         for sub in self._match(topic.split(".")):  # a loop: cheaper than a comprehension here
             if sub.active and (sub.event_type is None or issubclass(event_type, sub.event_type)):
                 subs.append(sub)  # noqa: PERF401 - see above
-        if len(subs) > 1:
-            subs.sort(key=subscription_order)
+        if len(subs) > 1:  # subscription_order, as two sorts keyed in C (both stable)
+            subs.sort(key=_by_id)
+            subs.sort(key=_by_priority, reverse=True)
         route = Route(topic, tuple(subs))
         cache: dict[Any, Route] = self.by_topic if type(key) is tuple else self.by_type
         with self._lock:
@@ -357,20 +396,48 @@ class RouteTable:
         then not cached.
         """
         found: list[Subscription[Any]] = []
-        frontier = [self._root]
+        node = self._root
         if tokens[0] == INTERNAL_TOKEN:  # an internal topic: no leading wildcard matches it
-            child = self._root[_CHILDREN].get(INTERNAL_TOKEN)
+            child = node[_CHILDREN].get(INTERNAL_TOKEN)
             if child is None:
                 return found
-            frontier = [child]
+            node = child
             tokens = tokens[1:]
-        for token in tokens:
+        # One node matches so far (the common case: no list per token), until a token
+        # matches both a literal and a ``*`` child; then every node of the frontier.
+        for depth, token in enumerate(tokens):
+            children = node[_CHILDREN]
+            if not children:
+                return found
+            # Most nodes have no wildcard child: a containment test says so without a
+            # call; the read itself is still one dict operation (get), as above.
+            if ">" in children:
+                tail = children.get(">")
+                if tail is not None:
+                    found.extend(tail[_SUBS])
+            child = children.get(token)
+            star = children.get("*") if "*" in children else None
+            if star is None:
+                if child is None:
+                    return found
+                node = child
+            elif child is None:
+                node = star
+            else:
+                return self._match_from([child, star], tokens, depth + 1, found)
+        found.extend(node[_SUBS])
+        return found
+
+    @staticmethod
+    def _match_from(
+        frontier: list[_Node], tokens: list[str], start: int, found: list[Subscription[Any]]
+    ) -> list[Subscription[Any]]:
+        """:meth:`_match` from the nodes ``frontier`` matching ``tokens[:start]``."""
+        for token in tokens[start:]:
             following: list[_Node] = []
             for children, _ in frontier:
                 if not children:
                     continue
-                # Most nodes have no wildcard child: a containment test says so without a
-                # call; the read itself is still one dict operation (get), as above.
                 if ">" in children:
                     tail = children.get(">")
                     if tail is not None:
@@ -406,5 +473,9 @@ class RouteTable:
                 else:
                     self.by_type.pop(old, None)
             order[key] = topic
-            self._topics.setdefault(topic, []).append(key)
+            listed = self._topics.get(topic)
+            if listed is None:
+                self._topics[topic] = [key]
+            else:
+                listed.append(key)
         cache[key] = route

@@ -659,6 +659,16 @@ class Subscription(Generic[T]):
         """Whether the handler is called through middleware (see :mod:`tidings.middleware`)."""
         return self._chain is not None
 
+    @property
+    def chained(self) -> Handler | None:
+        """The middleware chain a route may call straight with the envelope, in place of
+        :meth:`call`, or ``None``: set only for an inline, unobserved subscription with
+        middleware and nothing else between the bus and the chain (no filter, no once, no
+        weak reference). Calling it is exactly what :meth:`call` would do: its result is
+        :data:`~tidings.middleware.DROPPED` when a middleware dropped the call (then counted
+        with :meth:`record_dropped`, not as delivered)."""
+        return None
+
     def call_handler(self, envelopes: Any) -> Any:
         """Call the handler for an envelope or a list of envelopes, unobserved: with what
         it asked for (envelopes or payloads); :data:`SKIP` if its object was collected."""
@@ -818,6 +828,10 @@ class _ObservedSubscription(Subscription[T]):
     def argument(self, env: Envelope[Any]) -> Any:
         return env
 
+    @property
+    def chained(self) -> Handler | None:
+        return None  # every call goes through the observer
+
     def call(self, arg: Any) -> Any:
         bus = self._bus
         observer = None if bus is None else bus.observer
@@ -850,6 +864,17 @@ class _ComposedSubscription(Subscription[T]):
             self.record_dropped()
             return SKIP
         return result
+
+    @property
+    def chained(self) -> Handler | None:
+        if (
+            self.kind != INLINE
+            or self._weak is not None
+            or self._where is not None
+            or self._once is not None
+        ):
+            return None
+        return self._chain
 
     def call_handler(self, envelopes: Any) -> Any:
         if type(envelopes) is list:  # pragma: no cover - batch handlers take no middleware
