@@ -12,7 +12,7 @@ import signal
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,10 +109,10 @@ def _pending(bus: Bus) -> int:
     return _statistics(bus).pending
 
 
-async def _until(predicate: object, timeout: float = 30.0) -> None:
+async def _until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if loop.time() > deadline:
             raise TimeoutError(f"not within {timeout}s")
         await asyncio.sleep(0.05)
@@ -261,7 +261,7 @@ async def test_closing_during_a_partition_keeps_the_backlog_for_the_next_start(
             for n in range(20):
                 bus.publish(Tick(n))
             await _until(lambda: _pending(bus) == 0)
-            await asyncio.sleep(0.3)  # the checkpoint passes them
+            await _until(lambda: _statistics(bus).checkpoint == 20)  # the checkpoint passes them
             proxy.partition("both")
             for n in range(20, 50):
                 bus.publish(Tick(n))

@@ -61,9 +61,8 @@ async def _wait_routing(client: httpx.AsyncClient, replica: Process) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_two_gateways_sharing_a_postgres_log_route_each_event_once(
-    tmp_path: Path, shared_log: str
-) -> None:
+def _replica_folders(tmp_path: Path, shared_log: str) -> list[Path]:
+    """Two replicas' folders, each with ``g.yaml``: the shared log, one topic route."""
     config = (
         f"store: {json.dumps(shared_log)}\n"
         "routes: [{name: r, from: load.>, to: [{topic: routed.load}]}]\n"
@@ -72,6 +71,13 @@ async def test_two_gateways_sharing_a_postgres_log_route_each_event_once(
     for folder in folders:
         folder.mkdir()
         (folder / "g.yaml").write_text(config)
+    return folders
+
+
+async def test_two_gateways_sharing_a_postgres_log_route_each_event_once(
+    tmp_path: Path, shared_log: str
+) -> None:
+    folders = _replica_folders(tmp_path, shared_log)
     async with (
         httpx.AsyncClient(timeout=10) as client,
         gateway_process(folders[0], "g.yaml") as first,
@@ -98,14 +104,7 @@ async def test_two_gateways_sharing_a_postgres_log_route_each_event_once(
 async def test_a_standby_takes_over_when_the_routing_replica_is_killed(
     tmp_path: Path, shared_log: str
 ) -> None:
-    config = (
-        f"store: {json.dumps(shared_log)}\n"
-        "routes: [{name: r, from: load.>, to: [{topic: routed.load}]}]\n"
-    )
-    folders = [tmp_path / "a", tmp_path / "b"]
-    for folder in folders:
-        folder.mkdir()
-        (folder / "g.yaml").write_text(config)
+    folders = _replica_folders(tmp_path, shared_log)
     async with (
         httpx.AsyncClient(timeout=10) as client,
         gateway_process(folders[0], "g.yaml") as first,
