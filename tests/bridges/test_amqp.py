@@ -457,6 +457,8 @@ async def test_broker_gone_mid_run_loses_no_accepted_message(
         async with asyncio.timeout(60):
             while await stored() < total:  # noqa: ASYNC110 - the log has no event
                 await asyncio.sleep(0.05)
+        # a batch is counted accepted once its append returns, just after the log shows it
+        await wait_until(lambda: amqp.counts.accepted >= total, timeout=10)
         records = await store.read(topic="gone.x")
     await proxy.aclose()
     assert sorted(r.envelope.id for r in records) == [f"e-{i:04d}" for i in range(total)]

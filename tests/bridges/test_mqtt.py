@@ -512,6 +512,8 @@ async def test_broker_gone_mid_run_loses_no_accepted_message(
                 while len(await stored_ids()) < total:  # noqa: ASYNC110 - the log has no event
                     await asyncio.sleep(0.05)
             ids = await stored_ids()
+            # a batch is counted accepted once its append returns, just after the log shows it
+            await wait_until(lambda: bridge.counts.accepted >= total, timeout=10)
         records = await store.read(topic="gone.x")
     assert ids == acked  # nothing the broker acknowledged was lost
     assert len(records) == total  # each stored once
