@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import tidings
-from tidings.testing.brokers import Mosquitto
+from tidings.testing.brokers import Mosquitto, RabbitNode
 
 
 @pytest.fixture
@@ -142,6 +142,20 @@ async def amqp_url() -> str:
         unavailable(f"no RabbitMQ at {AMQP_URL} ({type(exc).__name__}: {exc})")
     await connection.close()
     return AMQP_URL
+
+
+@pytest.fixture
+def rabbit_node() -> Iterator[RabbitNode]:
+    """A RabbitMQ node of this test's own, started; the test may stop and start it again."""
+    try:
+        node = RabbitNode()
+    except FileNotFoundError as exc:
+        unavailable(str(exc))
+    node.start()
+    try:
+        yield node
+    finally:
+        node.close()
 
 
 @pytest.fixture

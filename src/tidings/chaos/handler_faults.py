@@ -27,14 +27,15 @@ import time
 from typing import Any
 
 from tidings.event import Envelope
-from tidings.exceptions import InvalidHandlerError
+from tidings.exceptions import InvalidHandlerError, TidingsError
 from tidings.middleware.base import Handler, is_async, name_of, wraps
 
 __all__ = ("Drop", "Duplicate", "ErrorRate", "Hang", "InjectedFaultError", "Latency", "Reorder")
 
 
-class InjectedFaultError(RuntimeError):
-    """The error :class:`ErrorRate` raises in place of the handler."""
+class InjectedFaultError(TidingsError, RuntimeError):
+    """The error :class:`ErrorRate` raises in place of the handler (a ``RuntimeError``, and a
+    :class:`~tidings.TidingsError` as every error tidings exports)."""
 
 
 def _fraction(rate: float) -> float:

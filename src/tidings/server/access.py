@@ -51,6 +51,10 @@ class TokenBucket:
             return (min(count, self.burst) - self._tokens) / self.rate
 
 
+_PROBE = "\x00"
+"""A token no topic has: it stands for any token in :meth:`Caller.may_subscribe`."""
+
+
 @dataclass(frozen=True)
 class Caller:
     """An authenticated caller: its token name and what it may publish and subscribe to."""
@@ -64,7 +68,13 @@ class Caller:
 
     def may_subscribe(self, pattern: str) -> bool:
         # a subscription pattern is covered when a scope pattern matches it as a topic
-        # (wildcards included: '>' covers 'orders.*'), or is it exactly
+        # (wildcards included: '>' covers 'orders.*'), or is it exactly. A final '>' of the
+        # pattern (one token or more) is covered only by a scope that takes both one and two
+        # tokens in its place: 'orders.*' (one token) does not cover 'orders.>'.
+        if pattern == ">" or pattern.endswith(".>"):
+            head = pattern[:-1]
+            probes = (head + _PROBE, f"{head}{_PROBE}.{_PROBE}")
+            return any(all(match(p) for p in probes) for match in self.subscribe)
         return any(match(pattern) for match in self.subscribe)
 
 

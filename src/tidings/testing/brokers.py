@@ -1,7 +1,8 @@
 """Real brokers for bridge tests, on loopback only: :class:`Mosquitto` (a broker of the
-caller's own on a free port, with a generated config, which it may stop and start again).
-To make a shared broker (the machine's RabbitMQ) "go away" for the clients behind it
-without restarting it, put the chaos toolkit's :class:`tidings.chaos.FaultProxy` between.
+caller's own on a free port, with a generated config, which it may stop and start again)
+and :class:`RabbitNode` (a RabbitMQ node of the caller's own, likewise). To make a shared
+broker (the machine's RabbitMQ) "go away" for the clients behind it without restarting it,
+put the chaos toolkit's :class:`tidings.chaos.FaultProxy` between.
 
 ::
 
@@ -10,6 +11,10 @@ without restarting it, put the chaos toolkit's :class:`tidings.chaos.FaultProxy`
     ...  MqttBridge(bus, broker.url, ...)
     broker.stop(); broker.start()  # same port, sessions kept (persistence on)
     broker.close()
+    node = RabbitNode()           # FileNotFoundError without rabbitmq-server
+    node.start()                  # about 8 s; node.url is amqp://guest:guest@127.0.0.1:PORT/
+    node.stop(); node.start()     # same port and data: durable queues, persistent messages
+    node.close()
 
 Every wait is bounded (:class:`TimeoutError`).
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -28,7 +34,7 @@ from pathlib import Path
 
 from tidings.testing.nats_server import free_port
 
-__all__ = ("Mosquitto", "find_mosquitto", "wait_until")
+__all__ = ("Mosquitto", "RabbitNode", "find_mosquitto", "find_rabbitmq_server", "wait_until")
 
 
 def find_mosquitto() -> str:
@@ -38,12 +44,17 @@ def find_mosquitto() -> str:
     Raises:
         FileNotFoundError: naming the package to install.
     """
-    given = os.environ.get("TIDINGS_TEST_MOSQUITTO", "/usr/sbin/mosquitto")
+    return _find_binary("TIDINGS_TEST_MOSQUITTO", "/usr/sbin/mosquitto", "mosquitto")
+
+
+def _find_binary(variable: str, default: str, name: str) -> str:
+    """``$variable`` if set, else ``default`` if it is a file, else ``name`` on ``PATH``."""
+    given = os.environ.get(variable, default)
     if Path(given).is_file():
         return given
-    found = shutil.which("mosquitto")
+    found = shutil.which(name)
     if found is None:
-        raise FileNotFoundError(f"no Mosquitto binary at {given} (apt-get install mosquitto)")
+        raise FileNotFoundError(f"no {name} binary at {given} (apt-get install {name})")
     return found
 
 
@@ -103,6 +114,83 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def find_rabbitmq_server() -> str:
+    """The path of ``rabbitmq-server`` (``TIDINGS_TEST_RABBITMQ_SERVER``, else
+    ``/usr/lib/rabbitmq/bin/rabbitmq-server``, else ``PATH``).
+
+    Raises:
+        FileNotFoundError: naming the package to install.
+    """
+    return _find_binary(
+        "TIDINGS_TEST_RABBITMQ_SERVER", "/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server"
+    )
+
+
+class RabbitNode:
+    """A RabbitMQ node of the caller's own, for tests that stop and restart their broker (a
+    machine's shared RabbitMQ cannot be restarted under other tests): the installed
+    ``rabbitmq-server`` on free loopback ports, with its own data directory (durable queues
+    and persistent messages survive :meth:`stop` and :meth:`start`, which keep its port and
+    name), its own Erlang cookie, no plugins and no config file. ``guest``/``guest``, which
+    RabbitMQ allows from loopback."""
+
+    def __init__(self) -> None:
+        self.binary = find_rabbitmq_server()
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="tidings-rabbit-"))
+        self.name = f"tidings-test-{self.port}@localhost"
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        self.env = {
+            **os.environ,
+            "HOME": str(self.dir),  # its own Erlang cookie
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "none"),
+            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the node; return once it listens (about 8 s on a 2-core machine)."""
+        self.process = subprocess.Popen(
+            [self.binary],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a process group of its own: stop() ends the whole node
+        )
+        try:
+            _wait_port(self.port, timeout, self.process)
+        except (TimeoutError, RuntimeError):
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the node cleanly (SIGTERM to its process group), waiting for the exit."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
 
     def close(self) -> None:
         self.stop()
