@@ -15,8 +15,9 @@ Endpoints:
   ``after`` (or ``Last-Event-ID``, which wins) the stream starts live, at the end of the log.
 - ``GET /config``: the live config, its generation, when it was loaded, the last error.
 - ``GET /``: the console for a browser (:mod:`tidings.server.console`), else a JSON index.
-- ``GET /metrics``, ``/healthz``, ``/readyz`` (503 until the gateway follows its log;
-  ``routing`` says whether this replica holds the routing lease), ``/openapi.json``.
+- ``GET /metrics``, ``/healthz``, ``/readyz`` (503 until the gateway follows its log, and
+  while its transport, if it has one, is reconnecting or disconnected; ``routing`` says
+  whether this replica holds the routing lease), ``/openapi.json``.
 
 Every error is ``application/problem+json`` (:mod:`tidings.server.problems`).
 """
@@ -184,6 +185,10 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
     async def readyz(request: Request) -> Response:
         if not gateway.ready or gateway.store.closed:
             return problem(503, "not ready: the gateway is starting or stopping")
+        health = gateway.bus.statistics().transport
+        if health is not None and health.state in ("reconnecting", "disconnected"):
+            why = f" ({health.last_error})" if health.last_error else ""
+            return problem(503, f"not ready: the transport is {health.state}{why}")
         return JSONResponse(
             {"status": "ready", "generation": gateway.table.generation, "routing": gateway.routing}
         )

@@ -1,8 +1,9 @@
 """Running the gateway service: :func:`serve` (what ``tidings serve`` calls).
 
 Start-up: load and validate the config (a :class:`~tidings.gateway.ConfigError` is printed
-with every problem and the exit status is 2), open the store (and the transport), start the
-gateway (readiness follows), listen, print the URLs and a ready-to-paste ``curl``.
+with every problem and the exit status is 2), open the store (and the transport: one that
+cannot be reached within its connect timeout is one line on stderr and exit status 1), start
+the gateway (readiness follows), listen, print the URLs and a ready-to-paste ``curl``.
 
 Stop (SIGINT or SIGTERM, once): intake stops (the listener closes, requests in progress
 finish), the gateway drains what was accepted within ``drain_timeout``, the bus closes, and
@@ -30,6 +31,7 @@ from typing import Any, TextIO
 import uvicorn
 
 from tidings.bus import Bus
+from tidings.exceptions import TidingsError
 from tidings.gateway.config import ConfigError, GatewayConfig, load_config, parse_listen
 from tidings.gateway.runner import Gateway
 from tidings.server.access import Access
@@ -108,7 +110,12 @@ async def _run(paths: Sequence[str], config: GatewayConfig, out: TextIO) -> int:
         if folder:
             os.makedirs(folder, exist_ok=True)
     bus = Bus(source="tidings-gateway", store=store_url, transport=transport)
-    await bus.start()
+    try:
+        await bus.start()
+    except TidingsError as exc:  # the store or the transport cannot be reached: say so, once
+        await bus.aclose()
+        print(f"tidings serve: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     gateway = Gateway(bus, config, paths=paths)
     app = create_app(gateway, Access(config.http.tokens, config.http.rate_limit))
     server = _Server(
