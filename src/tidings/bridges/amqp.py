@@ -56,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
+import inspect
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Sequence
@@ -96,6 +97,7 @@ from tidings.topics import validate_pattern, validate_topic
 
 try:
     import aio_pika
+    import aiormq
     from aio_pika.abc import (
         AbstractChannel,
         AbstractConnection,
@@ -132,6 +134,11 @@ DEAD_QUEUE: Final = "tidings-dead-queue"
 _BATCH: Final = 256  # messages taken (accepted, then acknowledged) together at most
 _PUBLISH_ERRORS: Final = (AMQPError, ConnectionError, OSError, RuntimeError, TimeoutError)
 Properties = Basic.Properties
+_NO_DRAIN: Final[dict[str, bool]] = (
+    {"wait": False} if "wait" in inspect.signature(aiormq.Channel.basic_publish).parameters else {}
+)
+"""Publish without waiting until the frame is written (aiormq's ``wait=False``, where it
+has it): a window's publishes are queued in one pass, each then awaits only its confirm."""
 
 
 class _Outgoing(NamedTuple):
@@ -596,6 +603,8 @@ class AmqpBridge(Bridge):
         channel = self._publishing
         if channel is None:
             raise TransportClosedError(f"the AMQP bridge {self.name} is not started")
+        if self.connected:  # no wait for a reconnect: no timer to set
+            return await channel.get_underlay_channel()
         async with asyncio.timeout(self.publish_timeout):
             return await channel.get_underlay_channel()
 
@@ -603,13 +612,18 @@ class AmqpBridge(Bridge):
         self, channel: UnderlayChannel, body: bytes, properties: Properties, routing_key: str
     ) -> Awaitable[object]:
         """Publish once and wait for the broker's confirm: the one publishing step."""
-        return channel.basic_publish(
-            body,
-            exchange=self.exchange_name,
-            routing_key=routing_key,
-            properties=properties,
-            mandatory=self.mandatory,
-            timeout=self.publish_timeout,
+        publish: Any = channel.basic_publish  # ``wait`` is the concrete channel's
+        return cast(
+            "Awaitable[object]",
+            publish(
+                body,
+                exchange=self.exchange_name,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=self.mandatory,
+                timeout=self.publish_timeout,
+                **_NO_DRAIN,
+            ),
         )
 
     async def send_window(self, envelopes: Sequence[Envelope[Any]]) -> None:
@@ -665,10 +679,18 @@ class AmqpBridge(Bridge):
         except _PUBLISH_ERRORS as exc:
             return [(item, exc) for item in items]
         publish = self._publish
-        outcomes = await asyncio.gather(
-            *(publish(channel, item.body, item.properties, item.routing_key) for item in items),
-            return_exceptions=True,
-        )
+        outcomes: list[object]
+        if len(items) == 1:  # no task to run it beside others
+            item = items[0]
+            try:
+                outcomes = [await publish(channel, item.body, item.properties, item.routing_key)]
+            except _PUBLISH_ERRORS as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(
+                *(publish(channel, item.body, item.properties, item.routing_key) for item in items),
+                return_exceptions=True,
+            )
         failed: list[tuple[_Outgoing, BaseException]] = []
         for item, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, BaseException):
