@@ -658,14 +658,16 @@ class AmqpBridge(Bridge):
             if not failed:
                 return
             self.counts.publish_failed += len(failed)
-            for item, error in failed:
-                self._log.warning(
-                    "AMQP bridge %s: publishing event %s failed (%s: %s); retrying",
-                    self.name,
-                    item.envelope.id,
-                    type(error).__name__,
-                    error,
-                )
+            first, error = failed[0]
+            self._log.warning(
+                "AMQP bridge %s: %d of %d events not confirmed (event %s: %s: %s); retrying",
+                self.name,
+                len(failed),
+                len(pending),
+                first.envelope.id,
+                type(error).__name__,
+                error,
+            )
             pending = [item for item, _ in failed]
             if backoff is None:
                 backoff = Backoff(limit=self.backoff_limit)
