@@ -1,6 +1,7 @@
 """The MQTT and AMQP bridges against raw aiomqtt and raw aio-pika doing the same work.
 
-Run: ``.venv/bin/python benchmarks/bench_bridges.py [--messages 5000] [--rounds 2]``
+Run: ``.venv/bin/python benchmarks/bench_bridges.py [--messages 5000] [--rounds 2]
+[--only q1 q2 q3]``
 
 Starts its own Mosquitto (``/usr/sbin/mosquitto``, a free loopback port, in-flight window
 1,000) and uses the RabbitMQ at ``TIDINGS_TEST_AMQP_URL`` (default
@@ -43,7 +44,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -399,11 +400,30 @@ async def _amqp_reachable() -> bool:
     return True
 
 
-async def measure(messages: int, rounds: int, tmp: Path) -> list[Row]:
+SCENARIOS = ("q1", "q2", "q3")
+
+
+async def measure(
+    messages: int, rounds: int, tmp: Path, only: Sequence[str] = SCENARIOS
+) -> list[Row]:
+    """The rows of the scenarios ``only`` names (``q1``, ``q2``, ``q3``)."""
     rows: list[Row] = []
+    logs = iter(range(1_000_000))
+    if "q1" in only:
+        rows += await _mqtt_in(messages, rounds, tmp, logs)
+    if {"q2", "q3"} & set(only) and not await _amqp_reachable():
+        print(f"Q2/Q3 left out: no RabbitMQ at {AMQP_URL}", file=sys.stderr)
+        return rows
+    if "q2" in only:
+        rows += await _amqp_out(messages, rounds)
+    if "q3" in only:
+        rows += await _amqp_in(messages, rounds, tmp, logs)
+    return rows
+
+
+async def _mqtt_in(messages: int, rounds: int, tmp: Path, logs: Iterator[int]) -> list[Row]:
     broker = Mosquitto()
     broker.start()
-    logs = iter(range(1_000_000))
     try:
         found = await interleaved(
             rounds,
@@ -418,14 +438,14 @@ async def measure(messages: int, rounds: int, tmp: Path) -> list[Row]:
     finally:
         broker.close()
     note = f"QoS 1, {messages:,} messages"
-    rows += [
+    return [
         _row("Q1 MQTT in", "tidings", found["log"], f"bridge -> bus -> SQLite log; {note}"),
         _row("Q1 MQTT in", "tidings, no log", found["bare"], f"bridge -> bus; {note}"),
         _row("Q1 MQTT in", "raw aiomqtt", found["raw"], f"receive, decode, auto-ack; {note}"),
     ]
-    if not await _amqp_reachable():
-        print(f"Q2/Q3 left out: no RabbitMQ at {AMQP_URL}", file=sys.stderr)
-        return rows
+
+
+async def _amqp_out(messages: int, rounds: int) -> list[Row]:
     note = f"{messages:,} messages"
     q2 = await _rounds(
         rounds,
@@ -437,7 +457,7 @@ async def measure(messages: int, rounds: int, tmp: Path) -> list[Row]:
         },
     )
     found = _best(q2)
-    rows += [
+    return [
         _row(
             Q2_EACH,
             "tidings",
@@ -460,6 +480,10 @@ async def measure(messages: int, rounds: int, tmp: Path) -> list[Row]:
             f"same message, gather 256 publishes at a time; {note}",
         ),
     ]
+
+
+async def _amqp_in(messages: int, rounds: int, tmp: Path, logs: Iterator[int]) -> list[Row]:
+    note = f"{messages:,} messages"
     found = await interleaved(
         rounds,
         {
@@ -468,14 +492,13 @@ async def measure(messages: int, rounds: int, tmp: Path) -> list[Row]:
             "raw": lambda: raw_amqp_in(messages),
         },
     )
-    rows += [
+    return [
         _row("Q3 AMQP in", "tidings", found["log"], f"bridge -> bus -> SQLite log; {note}"),
         _row(
             "Q3 AMQP in", "tidings, no log", found["tidings"], f"bridge -> bus, ack after; {note}"
         ),
         _row("Q3 AMQP in", "raw aio-pika", found["raw"], f"consume, decode, ack; {note}"),
     ]
-    return rows
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -489,11 +512,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=5_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--only", nargs="+", choices=SCENARIOS, default=SCENARIOS, help="run these scenarios"
+    )
     args = parser.parse_args()
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="tidings-bench-bridges-") as tmp:
-        rows = asyncio.run(measure(args.messages, args.rounds, Path(tmp)))
+        rows = asyncio.run(measure(args.messages, args.rounds, Path(tmp), args.only))
     raw_of = {"Q1 MQTT in": "raw aiomqtt"}
     figures = {(row.scenario, row.library): row for row in rows}
     cpu_key = "per CPU-second of the client"
