@@ -641,3 +641,25 @@ async def test_a_window_in_flight_survives_the_broker_going_away(rabbit: Rabbit)
     assert amqp.counts.reconnects >= 1
     assert amqp.counts.publish_failed >= 1
     assert len(numbers) - total <= 64  # duplicates: confirms lost with the connection
+
+
+async def test_one_event_twice_in_a_window_with_mandatory_is_returned_and_sent_twice(
+    rabbit: Rabbit,
+) -> None:
+    """A broker's return names its message by ``message_id`` only: the same event twice in
+    one window (emitted twice) is returned twice and published twice, neither copy counted
+    published before it was routed."""
+    async with (
+        tidings.Bus() as bus,
+        bridge(rabbit, bus, publish=["twice.>"], mandatory=True) as amqp,
+    ):
+        first = await bus.emit({"i": 0}, topic="twice.x")
+        await bus.emit_envelope(first.envelope)
+        await bus.emit({"i": 1}, topic="twice.x")
+        await wait_until(lambda: amqp.counts.publish_failed >= 3)  # no queue: all returned
+        assert amqp.counts.published == 0
+        collected = await rabbit.collect(rabbit.exchange, "twice.#")
+        await wait_until(lambda: amqp.counts.published == 3)
+        await wait_until(lambda: len(collected.messages) >= 3)
+    assert sorted(_numbers(collected)) == [0, 0, 1]
+    assert amqp.counts.published == 3

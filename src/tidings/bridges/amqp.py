@@ -164,6 +164,19 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _unique_runs(items: list[_Outgoing]) -> list[list[_Outgoing]]:
+    """``items`` in order, cut before each event id that its run already holds."""
+    runs: list[list[_Outgoing]] = [[]]
+    seen: set[str] = set()
+    for item in items:
+        if item.envelope.id in seen:
+            runs.append([])
+            seen.clear()
+        runs[-1].append(item)
+        seen.add(item.envelope.id)
+    return runs
+
+
 class AmqpBridge(Bridge):
     """Bridges a RabbitMQ (AMQP 0-9-1) broker and a bus (or a gateway).
 
@@ -675,7 +688,20 @@ class AmqpBridge(Bridge):
 
     async def _publish_all(self, items: list[_Outgoing]) -> list[tuple[_Outgoing, BaseException]]:
         """Publish ``items`` on one channel in order, all in flight; those that failed (in
-        order) with why."""
+        order) with why. With ``mandatory``, an event id met again starts a new flight:
+        the broker's return names its message only by ``message_id``, so the ids in flight
+        at once must differ."""
+        if self.mandatory and len(items) > 1:
+            failed: list[tuple[_Outgoing, BaseException]] = []
+            for flight in _unique_runs(items):
+                failed += await self._publish_flight(flight)
+            return failed
+        return await self._publish_flight(items)
+
+    async def _publish_flight(
+        self, items: list[_Outgoing]
+    ) -> list[tuple[_Outgoing, BaseException]]:
+        """:meth:`_publish_all` for ``items`` of distinct event ids."""
         try:
             channel = await self._channel()
         except _PUBLISH_ERRORS as exc:
