@@ -616,6 +616,8 @@ class AmqpBridge(Bridge):
         channel = self._publishing
         if channel is None:
             raise TransportClosedError(f"the AMQP bridge {self.name} is not started")
+        if channel.is_closed:  # lost with the connection: fail now, as aio-pika's publish
+            raise ChannelInvalidStateError(f"the AMQP bridge {self.name}'s channel is closed")
         if self.connected:  # no wait for a reconnect: no timer to set
             return await channel.get_underlay_channel()
         async with asyncio.timeout(self.publish_timeout):
