@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import msgspec
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from cloudevents.core.bindings import amqp as sdk_amqp
@@ -26,7 +27,7 @@ from tidings.bridges.amqp import DEAD_QUEUE, DEAD_REASON, AmqpBridge, to_binding
 from tidings.chaos.proxy import FaultProxy
 from tidings.cloudevents import to_cloudevent
 from tidings.event import Envelope
-from tidings.exceptions import TransportError, TransportUnavailableError
+from tidings.exceptions import EncodeError, TransportError, TransportUnavailableError
 from tidings.testing.brokers import wait_until
 from tidings.testing.nats_server import free_port
 
@@ -468,6 +469,21 @@ async def test_broker_gone_mid_run_loses_no_accepted_message(
     assert amqp.counts.acknowledged <= amqp.counts.accepted
 
 
+async def _emit_across_a_cut(
+    bus: tidings.Bus, amqp: AmqpBridge, proxy: FaultProxy, topic: str, total: int
+) -> None:
+    """Emit ``total`` events (data ``{"i": i}``) on ``topic``: half, then (once 50 are
+    published) the bridge's connection is cut, the other half, and it heals."""
+    for i in range(total // 2):
+        await bus.emit({"i": i}, topic=topic)
+    await wait_until(lambda: amqp.counts.published >= 50)
+    _cut(proxy)
+    for i in range(total // 2, total):
+        await bus.emit({"i": i}, topic=topic)
+    await wait_until(lambda: not amqp.connected, timeout=10)  # the bridge saw it go
+    proxy.heal()
+
+
 async def test_events_out_survive_the_broker_going_away(rabbit: Rabbit, tmp_path: Path) -> None:
     """300 events on a bus with a store while the bridge's connection is cut and restored:
     the durable consumer retries each until confirmed; the queue gets every one."""
@@ -478,13 +494,7 @@ async def test_events_out_survive_the_broker_going_away(rabbit: Rabbit, tmp_path
         tidings.Bus(store=f"sqlite:///{tmp_path}/log.db") as bus,
         bridge(rabbit, bus, url=_through(proxy, rabbit.url), publish=["away.>"]) as amqp,
     ):
-        for i in range(total // 2):
-            await bus.emit({"i": i}, topic="away.x")
-        await wait_until(lambda: amqp.counts.published >= 50)
-        _cut(proxy)
-        for i in range(total // 2, total):
-            await bus.emit({"i": i}, topic="away.x")
-        proxy.heal()
+        await _emit_across_a_cut(bus, amqp, proxy, "away.x", total)
         await wait_until(lambda: amqp.counts.published >= total, timeout=60)
 
         def seen() -> set[int]:
@@ -511,3 +521,145 @@ async def test_a_queue_declared_otherwise_is_a_typed_error_that_says_what_to_do(
     missing = bridge(rabbit, exchange=f"{rabbit.exchange}.none", declare=False)
     with pytest.raises(TransportError, match="must exist"):
         await missing.start()
+
+
+# -- out, pipelined confirms (a bus without a store) --------------------------------------------
+
+
+def _numbers(collected: Collected) -> list[int]:
+    """The ``i`` of each message ``collected`` took, in arrival order."""
+    return [msgspec.json.decode(message.body)["i"] for message in collected.messages]
+
+
+async def test_pipelined_confirms_keep_the_order_of_each_routing_key(rabbit: Rabbit) -> None:
+    """1,000 events over 4 routing keys, up to 64 in flight: each arrives once, in emit
+    order per routing key; every one counted published, none failed or dead-lettered."""
+    keys = [f"seq.k{j}" for j in range(4)]
+    collected = {key: await rabbit.collect(rabbit.exchange, key) for key in keys}
+    dead: list[tidings.DeadLetter] = []
+    async with tidings.Bus() as bus, bridge(rabbit, bus, publish=["seq.>"], window=64) as amqp:
+        bus.subscribe(tidings.DeadLetter, dead.append)
+        for i in range(1_000):
+            await bus.emit({"i": i}, topic=keys[i % 4])
+        await wait_until(lambda: amqp.counts.published == 1_000, timeout=60)
+        await wait_until(lambda: sum(len(c.messages) for c in collected.values()) >= 1_000)
+    for j, key in enumerate(keys):
+        assert _numbers(collected[key]) == list(range(j, 1_000, 4))  # once each, in order
+    assert (amqp.counts.published, amqp.counts.publish_failed) == (1_000, 0)
+    assert dead == []
+
+
+async def test_a_nack_in_the_middle_of_a_window_is_published_again(rabbit: Rabbit) -> None:
+    """40 events in one window, alternating between a queue that takes 10 and then refuses
+    (``x-overflow: reject-publish``: the broker nacks) and one that takes all: the nacked
+    ones are published again until confirmed; each event arrives once, the other routing
+    key in order."""
+    channel = await rabbit.connection.channel()
+    full = await channel.declare_queue(
+        rabbit.queue,
+        durable=False,
+        arguments={"x-max-length": 10, "x-overflow": "reject-publish"},
+    )
+    await full.bind(rabbit.exchange, "mixed.full")
+    free = await rabbit.collect(rabbit.exchange, "mixed.free")
+    taken = Collected()
+    async with tidings.Bus() as bus, bridge(rabbit, bus, publish=["mixed.>"]) as amqp:
+        for i in range(40):
+            await bus.emit({"i": i}, topic="mixed.full" if i % 2 == 0 else "mixed.free")
+        await wait_until(lambda: amqp.counts.publish_failed >= 10)  # the queue is full
+        assert amqp.counts.published == 30  # the window's other events are confirmed
+        await full.consume(taken.take, no_ack=True)
+        await wait_until(lambda: amqp.counts.published == 40)
+        await wait_until(lambda: len(taken.messages) + len(free.messages) >= 40)
+    numbers = _numbers(taken)
+    assert numbers[:10] == list(range(0, 20, 2))  # the ones the queue took first, in order
+    assert sorted(numbers) == list(range(0, 40, 2))  # each once: a nacked one is not there
+    assert _numbers(free) == list(range(1, 40, 2))
+    assert amqp.counts.published == 40
+    assert amqp.counts.publish_failed >= 10
+
+
+async def test_a_return_in_the_middle_of_a_window_is_published_again(rabbit: Rabbit) -> None:
+    """With ``mandatory``, events of a routing key no queue is bound for yet are returned
+    in the middle of their window and published again until a queue is bound; the others
+    are confirmed meanwhile. Each arrives once; the bound key's events in order."""
+    bound = await rabbit.collect(rabbit.exchange, "ret.bound")
+    async with (
+        tidings.Bus() as bus,
+        bridge(rabbit, bus, publish=["ret.>"], mandatory=True) as amqp,
+    ):
+        for i in range(30):
+            await bus.emit({"i": i}, topic="ret.later" if i % 3 == 1 else "ret.bound")
+        await wait_until(lambda: amqp.counts.publish_failed >= 10)  # returned: no queue
+        assert amqp.counts.published == 20
+        later = await rabbit.collect(rabbit.exchange, "ret.later")
+        await wait_until(lambda: amqp.counts.published == 30)
+        await wait_until(lambda: len(bound.messages) + len(later.messages) >= 30)
+    assert _numbers(bound) == [i for i in range(30) if i % 3 != 1]
+    assert sorted(_numbers(later)) == list(range(1, 30, 3))  # each once
+    assert amqp.counts.published == 30
+    assert amqp.counts.publish_failed >= 10
+
+
+async def test_an_event_that_cannot_be_encoded_is_dead_lettered_and_its_window_goes(
+    rabbit: Rabbit,
+) -> None:
+    collected = await rabbit.collect(rabbit.exchange, "enc.#")
+    dead: list[tidings.DeadLetter] = []
+    async with tidings.Bus() as bus, bridge(rabbit, bus, publish=["enc.>"]) as amqp:
+        bus.subscribe(tidings.DeadLetter, dead.append)
+        await bus.emit({"i": 0}, topic="enc.x")
+        bad = await bus.emit({"i": object()}, topic="enc.x")
+        await bus.emit({"i": 2}, topic="enc.x")
+        await wait_until(lambda: amqp.counts.published == 2 and len(dead) == 1)
+        await wait_until(lambda: len(collected.messages) == 2)
+    assert _numbers(collected) == [0, 2]
+    assert dead[0].envelope.id == bad.envelope.id
+    assert isinstance(dead[0].error, EncodeError)
+    assert amqp.counts.publish_failed == 0
+
+
+async def test_a_window_in_flight_survives_the_broker_going_away(rabbit: Rabbit) -> None:
+    """300 events on a bus without a store, up to 64 in flight, while the bridge's
+    connection is cut and restored: every event arrives; the only duplicates are events
+    that were in flight at the cut (at most a window's)."""
+    total = 300
+    proxy = await FaultProxy(("127.0.0.1", _port(rabbit.url))).start()
+    collected = await rabbit.collect(rabbit.exchange, "flight.#")
+    async with (
+        tidings.Bus() as bus,
+        bridge(
+            rabbit, bus, url=_through(proxy, rabbit.url), publish=["flight.>"], window=64
+        ) as amqp,
+    ):
+        await _emit_across_a_cut(bus, amqp, proxy, "flight.x", total)
+        await wait_until(lambda: amqp.counts.published == total, timeout=60)
+        await wait_until(lambda: set(_numbers(collected)) == set(range(total)), timeout=60)
+    await proxy.aclose()
+    numbers = _numbers(collected)
+    assert amqp.counts.published == total  # each counted once, when confirmed
+    assert amqp.counts.reconnects >= 1
+    assert amqp.counts.publish_failed >= 1
+    assert len(numbers) - total <= 64  # duplicates: confirms lost with the connection
+
+
+async def test_one_event_twice_in_a_window_with_mandatory_is_returned_and_sent_twice(
+    rabbit: Rabbit,
+) -> None:
+    """A broker's return names its message by ``message_id`` only: the same event twice in
+    one window (emitted twice) is returned twice and published twice, neither copy counted
+    published before it was routed."""
+    async with (
+        tidings.Bus() as bus,
+        bridge(rabbit, bus, publish=["twice.>"], mandatory=True) as amqp,
+    ):
+        first = await bus.emit({"i": 0}, topic="twice.x")
+        await bus.emit_envelope(first.envelope)
+        await bus.emit({"i": 1}, topic="twice.x")
+        await wait_until(lambda: amqp.counts.publish_failed >= 3)  # no queue: all returned
+        assert amqp.counts.published == 0
+        collected = await rabbit.collect(rabbit.exchange, "twice.#")
+        await wait_until(lambda: amqp.counts.published == 3)
+        await wait_until(lambda: len(collected.messages) >= 3)
+    assert sorted(_numbers(collected)) == [0, 0, 1]
+    assert amqp.counts.published == 3

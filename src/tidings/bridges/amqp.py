@@ -23,7 +23,17 @@ Guarantees:
   it (the channel is in confirm mode; a ``nack`` is retried). On a bus with a store the
   events come from the log through a durable consumer (``<name>-out``) that commits one
   only after its confirm, and retries while the broker is away; without a store a queued
-  subscription (one worker, order kept) sends them while the process lives.
+  subscription (one worker) sends them while the process lives.
+- **Pipelined confirms (a bus without a store).** The worker takes the events waiting at
+  once, up to ``window`` (256), and publishes them all on the one channel, in order, before
+  awaiting their confirms; the subscription's call (so the event's delivery) ends only
+  when the broker confirmed every one. RabbitMQ keeps a channel's publish order, so the
+  events of a routing key arrive in the order emitted. Those the broker refused (a
+  ``nack``, a return with ``mandatory``) or did not confirm (the connection dropped, a
+  timeout) are counted in ``publish_failed`` and published again, in their order, after
+  the rest of their window, with backoff, until confirmed: none is lost, one whose confirm
+  was lost may arrive twice, and one nacked alone can land after later events of its
+  routing key (``window=1`` never reorders).
 - **Manual acks after acceptance.** In, a message is acknowledged only once its event is
   accepted (:class:`~tidings.bridges.Intake`); a queue's messages are taken in delivery
   order (``prefetch`` messages are taken ahead), those waiting at once (up to 256) together:
@@ -46,12 +56,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
+import inspect
 import logging
 import urllib.parse
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
 from tidings.bridges._common import (
+    Backoff,
     Bridge,
     Intake,
     MalformedMessageError,
@@ -61,8 +73,19 @@ from tidings.bridges._common import (
     type_filter,
 )
 from tidings.bridges.names import to_binding_key
-from tidings.cloudevents import binary_attributes, encode_data, format_time, to_structured
+from tidings.cloudevents import (
+    CORE_ATTRIBUTES,
+    binary_attributes,
+    encode_data,
+    format_time,
+    to_structured,
+)
+from tidings.dead_letter import DeadLetter
+from tidings.delivery import Batch
 from tidings.exceptions import (
+    BusClosedError,
+    EncodeError,
+    HeaderError,
     InvalidTopicError,
     PublishError,
     PublishOutcomeUnknownError,
@@ -74,7 +97,9 @@ from tidings.topics import validate_pattern, validate_topic
 
 try:
     import aio_pika
+    import aiormq
     from aio_pika.abc import (
+        AbstractChannel,
         AbstractConnection,
         AbstractExchange,
         AbstractIncomingMessage,
@@ -82,6 +107,9 @@ try:
         AbstractRobustConnection,
     )
     from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
+    from aiormq.abc import AbstractChannel as UnderlayChannel
+    from pamqp.commands import Basic
+    from pamqp.common import FieldTable
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise missing_extra("amqp", "aio-pika") from exc
 
@@ -96,12 +124,30 @@ logger = logging.getLogger("tidings.bridges.amqp")
 ATTRIBUTE_PREFIX: Final = "cloudEvents:"
 """The prefix of a CloudEvents attribute's header (AMQP binding, binary mode)."""
 _PREFIXES: Final = (ATTRIBUTE_PREFIX, "cloudEvents_")
+_PREFIXED: Final = {name: f"{ATTRIBUTE_PREFIX}{name}" for name in CORE_ATTRIBUTES}
+"""The header names of the context attributes, made once (not per message)."""
+_PERSISTENT: Final = 2  # delivery_mode
 DEAD_REASON: Final = "tidings-dead-reason"
 """The header a dead-lettered message carries: why it could not become an event."""
 DEAD_QUEUE: Final = "tidings-dead-queue"
 """The header a dead-lettered message carries: the queue it was taken from."""
 _BATCH: Final = 256  # messages taken (accepted, then acknowledged) together at most
 _PUBLISH_ERRORS: Final = (AMQPError, ConnectionError, OSError, RuntimeError, TimeoutError)
+Properties = Basic.Properties
+_NO_DRAIN: Final[dict[str, bool]] = (
+    {"wait": False} if "wait" in inspect.signature(aiormq.Channel.basic_publish).parameters else {}
+)
+"""Publish without waiting until the frame is written (aiormq's ``wait=False``, where it
+has it): a window's publishes are queued in one pass, each then awaits only its confirm."""
+
+
+class _Outgoing(NamedTuple):
+    """One event's publish, encoded once: the event, its routing key, body, properties."""
+
+    envelope: Envelope[Any]
+    routing_key: str
+    body: bytes
+    properties: Properties
 
 
 def _text(value: object) -> str:
@@ -116,6 +162,19 @@ def _text(value: object) -> str:
         aware = value if value.tzinfo is not None else value.replace(tzinfo=_dt.UTC)
         return format_time(int(aware.timestamp() * 1_000_000) * 1000)
     return str(value)
+
+
+def _unique_runs(items: list[_Outgoing]) -> list[list[_Outgoing]]:
+    """``items`` in order, cut before each event id that its run already holds."""
+    runs: list[list[_Outgoing]] = [[]]
+    seen: set[str] = set()
+    for item in items:
+        if item.envelope.id in seen:
+            runs.append([])
+            seen.clear()
+        runs[-1].append(item)
+        seen.add(item.envelope.id)
+    return runs
 
 
 class AmqpBridge(Bridge):
@@ -142,6 +201,8 @@ class AmqpBridge(Bridge):
             refused (and retried) instead of dropped by the broker.
         connect_timeout: how long :meth:`start` waits for the broker.
         publish_timeout: how long one publish waits for its confirm.
+        window: on a bus without a store, how many events are published at once with
+            their confirms outstanding (the publisher-confirm window; 1: one at a time).
         name: names the durable consumer of ``publish`` (``<name>-out``) and the logs.
     """
 
@@ -167,6 +228,7 @@ class AmqpBridge(Bridge):
         mandatory: bool = False,
         connect_timeout: float = 10.0,
         publish_timeout: float = 10.0,
+        window: int = 256,
         backoff_limit: float = 5.0,
         name: str = "amqp",
     ) -> None:
@@ -174,6 +236,10 @@ class AmqpBridge(Bridge):
             raise ValueError(f"{url!r} is no AMQP URL; write it as amqp://user:pass@host:5672/")
         if publish and bus is None:
             raise TypeError("publishing bus topics to AMQP needs a bus")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(
+                f"window is how many publishes may await a confirm, >= 1, not {window!r}"
+            )
         super().__init__(bus, name, backoff_limit)
         self.url = url
         self.exchange_name = exchange
@@ -194,8 +260,9 @@ class AmqpBridge(Bridge):
         self.mandatory = mandatory
         self.connect_timeout = connect_timeout
         self.publish_timeout = publish_timeout
+        self.window = window
         self._connection: AbstractRobustConnection | None = None
-        self._exchange: AbstractExchange | None = None
+        self._publishing: AbstractChannel | None = None
         self._dead_exchange: AbstractExchange | None = None
         self._workers: list[asyncio.Task[None]] = []
 
@@ -306,7 +373,8 @@ class AmqpBridge(Bridge):
                     )
                 )
         if consume:
-            self._exchange, self._dead_exchange = exchange, dead
+            self._publishing = publishing
+            self._dead_exchange = dead
 
     def _reconnected(self, *_: object) -> None:
         self.counts.reconnects += 1
@@ -330,6 +398,7 @@ class AmqpBridge(Bridge):
                 await worker
         self._workers.clear()
         connection, self._connection = self._connection, None
+        self._publishing = self._dead_exchange = None
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.close()
@@ -472,29 +541,63 @@ class AmqpBridge(Bridge):
 
     # -- out ----------------------------------------------------------------------------------
 
-    def encode(self, envelope: Envelope[Any]) -> aio_pika.Message:
-        """The AMQP message of ``envelope`` (see the module docstring).
+    def subscribe_out(self, patterns: Sequence[str]) -> None:
+        """Send the bus's events of ``patterns`` out: on a bus with a store as every bridge
+        does (:meth:`Bridge.subscribe_out`: the durable consumer, one event at a time);
+        without one through a queued subscription whose worker takes the events waiting at
+        once, up to ``window``, and publishes them together (:meth:`send_window`)."""
+        bus = self.bus
+        if bus is None or bus.store is not None:
+            super().subscribe_out(patterns)
+            return
+        batch = Batch(max_size=self.window, max_wait=0.0, adaptive=False)
+        for pattern in patterns:
+            sub = bus.subscribe(pattern, self.send_window, envelope=True, batch=batch)
+            self._subscriptions.append(sub)
+
+    def _wire(self, envelope: Envelope[Any]) -> tuple[bytes, Properties]:
+        """The body and AMQP properties of ``envelope`` (see the module docstring): the one
+        encoding every publish uses.
 
         Raises:
             EncodeError, HeaderError: the event cannot travel.
         """
         headers: dict[str, Any]
         if self.structured:
-            plain, body = to_structured(envelope)
-            content_type = plain.pop("content-type")
-            headers = dict(plain)
+            headers, body = to_structured(envelope)
+            content_type = headers.pop("content-type")
         else:
-            attributes, plain_headers = binary_attributes(envelope)
+            attributes, plain = binary_attributes(envelope)
             content_type = attributes.pop("datacontenttype")
-            headers = {f"{ATTRIBUTE_PREFIX}{name}": value for name, value in attributes.items()}
-            headers.update(plain_headers)
+            headers = {
+                _PREFIXED.get(name) or ATTRIBUTE_PREFIX + name: value
+                for name, value in attributes.items()
+            }
+            if plain:
+                headers.update(plain)
             body = encode_data(envelope)
-        return aio_pika.Message(
-            body,
-            headers=headers,
+        return body, Properties(
             content_type=content_type,
+            headers=cast("FieldTable", headers),
+            delivery_mode=_PERSISTENT,
+            priority=0,
             message_id=envelope.id,
             timestamp=envelope.datetime,
+        )
+
+    def encode(self, envelope: Envelope[Any]) -> aio_pika.Message:
+        """The AMQP message of ``envelope`` (see the module docstring).
+
+        Raises:
+            EncodeError, HeaderError: the event cannot travel.
+        """
+        body, properties = self._wire(envelope)
+        return aio_pika.Message(
+            body,
+            headers=properties.headers,
+            content_type=properties.content_type,
+            message_id=properties.message_id,
+            timestamp=properties.timestamp,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
 
@@ -503,15 +606,147 @@ class AmqpBridge(Bridge):
     ) -> None:
         """Publish ``encoded`` with ``routing_key`` (else the event's topic) and wait for
         the broker's confirm."""
-        await self._publish(encoded, routing_key or envelope.topic)
-
-    async def _publish(self, message: aio_pika.Message, routing_key: str) -> None:
-        exchange = self._exchange
-        if exchange is None:
-            raise TransportClosedError(f"the AMQP bridge {self.name} is not started")
-        await exchange.publish(
-            message, routing_key=routing_key, mandatory=self.mandatory, timeout=self.publish_timeout
+        channel = await self._channel()
+        await self._publish(
+            channel, encoded.body, encoded.properties, routing_key or envelope.topic
         )
+
+    async def _channel(self) -> UnderlayChannel:
+        """The publishing channel as it is now (after a reconnect, the new one)."""
+        channel = self._publishing
+        if channel is None:
+            raise TransportClosedError(f"the AMQP bridge {self.name} is not started")
+        if channel.is_closed:  # lost with the connection: fail now, as aio-pika's publish
+            raise ChannelInvalidStateError(f"the AMQP bridge {self.name}'s channel is closed")
+        if self.connected:  # no wait for a reconnect: no timer to set
+            return await channel.get_underlay_channel()
+        async with asyncio.timeout(self.publish_timeout):
+            return await channel.get_underlay_channel()
+
+    def _publish(
+        self, channel: UnderlayChannel, body: bytes, properties: Properties, routing_key: str
+    ) -> Awaitable[object]:
+        """Publish once and wait for the broker's confirm: the one publishing step."""
+        publish: Any = channel.basic_publish  # ``wait`` is the concrete channel's
+        return cast(
+            "Awaitable[object]",
+            publish(
+                body,
+                exchange=self.exchange_name,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=self.mandatory,
+                timeout=self.publish_timeout,
+                **_NO_DRAIN,
+            ),
+        )
+
+    async def send_window(self, envelopes: Sequence[Envelope[Any]]) -> None:
+        """Publish ``envelopes`` in order, all in flight at once (publisher confirms
+        pipelined), and return when the broker confirmed every one. One the broker refused
+        (a ``nack``, a return with ``mandatory``) or did not confirm (the connection
+        dropped) is published again, with the others of its window that failed, in their
+        order, with backoff, until confirmed. An event that cannot be encoded, or is not
+        confirmed when the bridge closes, is dead-lettered on the bus (a
+        :class:`~tidings.DeadLetter`, as a failing handler's event); the others go.
+        """
+        pending: list[_Outgoing] = []
+        for envelope in envelopes:
+            try:
+                body, properties = self._wire(envelope)
+            except (EncodeError, HeaderError) as exc:
+                await self._not_sent(envelope, exc)
+                continue
+            pending.append(_Outgoing(envelope, envelope.topic, body, properties))
+        backoff: Backoff | None = None
+        while pending:
+            if self.closing:
+                for item in pending:
+                    closed = TransportClosedError(
+                        f"the AMQP bridge {self.name} closed before event {item.envelope.id} "
+                        "was sent"
+                    )
+                    await self._not_sent(item.envelope, closed)
+                return
+            failed = await self._publish_all(pending)
+            self.counts.published += len(pending) - len(failed)
+            if not failed:
+                return
+            self.counts.publish_failed += len(failed)
+            first, error = failed[0]
+            self._log.warning(
+                "AMQP bridge %s: %d of %d events not confirmed (event %s: %s: %s); retrying",
+                self.name,
+                len(failed),
+                len(pending),
+                first.envelope.id,
+                type(error).__name__,
+                error,
+            )
+            pending = [item for item, _ in failed]
+            if backoff is None:
+                backoff = Backoff(limit=self.backoff_limit)
+            await backoff.sleep()
+
+    async def _publish_all(self, items: list[_Outgoing]) -> list[tuple[_Outgoing, BaseException]]:
+        """Publish ``items`` on one channel in order, all in flight; those that failed (in
+        order) with why. With ``mandatory``, an event id met again starts a new flight:
+        the broker's return names its message only by ``message_id``, so the ids in flight
+        at once must differ."""
+        if self.mandatory and len(items) > 1:
+            failed: list[tuple[_Outgoing, BaseException]] = []
+            for flight in _unique_runs(items):
+                failed += await self._publish_flight(flight)
+            return failed
+        return await self._publish_flight(items)
+
+    async def _publish_flight(
+        self, items: list[_Outgoing]
+    ) -> list[tuple[_Outgoing, BaseException]]:
+        """:meth:`_publish_all` for ``items`` of distinct event ids."""
+        try:
+            channel = await self._channel()
+        except _PUBLISH_ERRORS as exc:
+            return [(item, exc) for item in items]
+        publish = self._publish
+        outcomes: list[object]
+        if len(items) == 1:  # no task to run it beside others
+            item = items[0]
+            try:
+                outcomes = [await publish(channel, item.body, item.properties, item.routing_key)]
+            except _PUBLISH_ERRORS as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(
+                *(publish(channel, item.body, item.properties, item.routing_key) for item in items),
+                return_exceptions=True,
+            )
+        failed: list[tuple[_Outgoing, BaseException]] = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, _PUBLISH_ERRORS):
+                    raise outcome
+                failed.append((item, outcome))
+        return failed
+
+    async def _not_sent(self, envelope: Envelope[Any], exc: Exception) -> None:
+        """Dead-letter an event :meth:`send_window` cannot send, as a failing handler's
+        event is (the subscription's other events were sent: its call does not fail)."""
+        self._log.error(
+            "AMQP bridge %s: event %s was not sent (%s: %s); dead-lettered",
+            self.name,
+            envelope.id,
+            type(exc).__name__,
+            exc,
+        )
+        bus = self.bus
+        assert bus is not None  # only a bus's events go out
+        try:
+            await bus.emit(DeadLetter(envelope, f"{__name__}.AmqpBridge.send_window", exc))
+        except BusClosedError:
+            self._log.error(
+                "AMQP bridge %s: the bus closed; event %s is lost", self.name, envelope.id
+            )
 
     async def publish(self, envelope: Envelope[Any], routing_key: str | None = None) -> None:
         """Publish ``envelope`` once (with ``routing_key``, else its topic) and wait for the
