@@ -127,6 +127,10 @@ DEAD_PARTITION = "tidings-dead-partition"
 _record_size = DefaultRecordBatchBuilder.estimate_size_in_bytes
 """The bytes a record takes in a batch (aiokafka checks it against max_request_size)."""
 
+_Origin = tuple[str | None, str, Envelope[Any] | None, bool]
+"""What a failed publish reports: (event id, None: the envelope's; topic; envelope; report)."""
+
+
 _GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _OFFSET_BITS = 40
 """A record's sequence here is ``(partition index << 40) | (offset + 1)``."""
@@ -612,6 +616,9 @@ class KafkaTransport(SubjectTransport):
         self._idle.set()
         self._failed = 0
         self._subs: list[Consumer] = []
+        self._encoded: dict[str, tuple[KafkaHeaders, bytes, bytes | None]] = {}
+        """Records :meth:`check_envelope` encoded, by event id: :meth:`send` and
+        :meth:`publish` take them (one encoding per event); emptied on close."""
         self._kafka_subs: set[_Subscription] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -693,6 +700,7 @@ class KafkaTransport(SubjectTransport):
             await quietly(asyncio.wait_for(self._producer.stop(), max(deadline - loop.time(), 1)))
         if self._admin is not None:
             await quietly(asyncio.wait_for(self._admin.close(), 5.0))
+        self._encoded.clear()
         self._state = "closed"
 
     @property
@@ -766,13 +774,24 @@ class KafkaTransport(SubjectTransport):
     # ------------------------------------------------------------------ publishing
 
     def check_envelope(self, envelope: Envelope[Any]) -> None:
-        headers, body, key = record_of(envelope, structured=self.structured)
-        self._check_size(envelope.id, envelope.topic, headers, body, key)
+        record = record_of(envelope, structured=self.structured)
+        event_id = envelope.id
+        self._check_size(event_id, envelope.topic, *record)
+        self._encoded[event_id] = record
+
+    def _record(self, envelope: Envelope[Any]) -> tuple[KafkaHeaders, bytes, bytes | None]:
+        """``envelope``'s record: as :meth:`check_envelope` encoded it, else now."""
+        if self._encoded:
+            record = self._encoded.pop(envelope.id, None)
+            if record is not None:
+                return record
+        return record_of(envelope, structured=self.structured)
 
     def _check_size(
         self, event_id: str, topic: str, headers: KafkaHeaders, body: bytes, key: bytes | None
     ) -> None:
-        size = len(body) + len(key or b"") + sum(len(n) + len(v) for n, v in headers)
+        """Refuse a record above ``max_request_size`` (as aiokafka would: it never sends it)."""
+        size = _record_size(key, body, headers)
         if size > self.max_request_size:
             raise PublishError(
                 f"event {event_id} on {topic!r} was not published: it is {size:,} bytes, "
@@ -785,13 +804,13 @@ class KafkaTransport(SubjectTransport):
 
     async def publish(self, envelope: Envelope[Any]) -> PublishAck:
         self._client()
-        headers, body, key = record_of(envelope, structured=self.structured)
+        headers, body, key = self._record(envelope)
         future = await self._send(envelope.topic, headers, body, key, None, envelope, report=False)
         return await future
 
     async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
         self._client()
-        headers, body, key = record_of(envelope, structured=self.structured)
+        headers, body, key = self._record(envelope)
         return await self._send(envelope.topic, headers, body, key, None, envelope, report=True)
 
     async def publish_raw(
@@ -831,19 +850,16 @@ class KafkaTransport(SubjectTransport):
             self._room.clear()
             await self._room.wait()
         self._unacked += 1
-        self._idle.clear()
+        if self._unacked == 1:
+            self._idle.clear()
         future: asyncio.Future[PublishAck] = batcher.loop.create_future()
-        origin = (event_id, topic, envelope, report)
+        origin: _Origin = (event_id, topic, envelope, report)
         try:
             partitions = batcher.topics.get(name)
             if partitions is None:
                 partitions = batcher.partitions(name, await self._topic(name))
-            # Refused here, as aiokafka's send refuses it, before anything is sent.
-            size = _record_size(key, body, headers)
-            if size > self.max_request_size:
-                raise aiokafka.errors.MessageSizeTooLargeError(
-                    f"the record is {size:,} bytes, above max_request_size"
-                )
+            if _record_size(key, body, headers) > self.max_request_size:
+                self._check_size(_event_id(origin), topic, headers, body, key)  # raises
             batcher.add(partitions.lane(key), key, body, headers, future, origin)
         except Exception as exc:
             self._unacked -= 1
@@ -887,15 +903,13 @@ class KafkaTransport(SubjectTransport):
         self,
         future: asyncio.Future[PublishAck],
         error: BaseException,
-        origin: tuple[str | None, str, Envelope[Any] | None, bool],
+        origin: _Origin,
         *,
         sent_out: bool,
     ) -> None:
         """Fail one publish's future with its typed error (reported, for a :meth:`send`)."""
-        event_id, topic, envelope, report = origin
-        if event_id is None:
-            assert envelope is not None
-            event_id = envelope.id
+        _, topic, envelope, report = origin
+        event_id = _event_id(origin)
         typed = self._typed(error, event_id, topic, envelope, sent_out=sent_out)
         self._failed += 1
         if report:
@@ -1067,6 +1081,14 @@ class KafkaTransport(SubjectTransport):
 
     def __repr__(self) -> str:
         return f"<KafkaTransport {self._state} {', '.join(self.servers)} prefix={self.stream_name}>"
+
+
+def _event_id(origin: _Origin) -> str:
+    event_id, _, envelope, _ = origin
+    if event_id is None:
+        assert envelope is not None
+        return envelope.id
+    return event_id
 
 
 _unique_ids = itertools.count(1)
