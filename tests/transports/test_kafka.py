@@ -333,14 +333,15 @@ async def test_the_producer_is_idempotent(kafka_factory: Callable[..., KafkaTran
         assert plain.producer_id is None
 
 
+@pytest.mark.parametrize("linger", [0.0, 0.05])
 async def test_pipelined_publishes_are_acked_each_with_its_own_offset_in_key_order(
-    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport], linger: float
 ) -> None:
     # Records of ~1 kB, so that each partition's records span several batches of the
     # producer; publish and send mixed, a window smaller than a batch.
     clock = HybridClock()
     sent = [make_envelope(clock, f"{i:04d}-" + "x" * 1_000, key=f"k{i % 16}") for i in range(600)]
-    async with kafka_factory(partitions=4, window=40) as transport:
+    async with kafka_factory(partitions=4, window=40, linger=linger) as transport:
         acks: dict[str, Any] = {}
         futures = []
         for i, env in enumerate(sent):

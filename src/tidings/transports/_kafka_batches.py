@@ -21,7 +21,9 @@ Invariants:
   producer refused the batch before taking it, as sent out when the producer failed it after
   taking it or when it outlived its deadline;
 - a batch that outlived its deadline before it was handed over is never handed over;
-- a batch takes no record once it was handed over, settled, or refused one for size.
+- a batch takes no record once it was handed over, settled, or refused one for size;
+- with ``linger``, a batch not yet full is handed over no sooner than ``linger`` seconds
+  after its first record.
 """
 
 from __future__ import annotations
@@ -106,11 +108,16 @@ Settled = Callable[[Batch, BaseException | None, bool], None]
 class Batcher:
     """The batches of one producer; ``settled`` is told the outcome of each."""
 
-    def __init__(self, producer: AIOKafkaProducer, settled: Settled, timeout: float) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, settled: Settled, timeout: float, linger: float = 0.0
+    ) -> None:
         self.producer = producer
         self.settled = settled
         self.timeout = timeout
         """Seconds from a batch's first record until it fails unanswered."""
+        self.linger = linger
+        """Seconds a batch waits for more records before it is handed over (0: at once);
+        the producer itself must not linger too."""
         self.topics: dict[str, Partitions] = {}
         self.pending: deque[Batch] = deque()
         """Every batch not yet settled (and some settled), in the order they were opened."""
@@ -169,6 +176,11 @@ class Batcher:
                     batch.closed = True
                     batches.popleft()
                     continue
+                if self.linger and not batch.closed:
+                    wait = batch.deadline - self.timeout + self.linger - self.loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                        continue
                 try:
                     # Waits only while the partition's previous batch is not taken yet; the
                     # records added meanwhile join this batch (it is still open).

@@ -645,7 +645,7 @@ class KafkaTransport(SubjectTransport):
             client_id=self.name or "tidings",
             acks="all",
             enable_idempotence=self.idempotent,
-            linger_ms=int(self.linger * 1000),
+            linger_ms=0,  # the transport's batches linger (see _kafka_batches)
             max_request_size=self.max_request_size,
             request_timeout_ms=int(self.publish_timeout * 1000),
             metadata_max_age_ms=int(self.metadata_refresh * 1000),
@@ -669,7 +669,7 @@ class KafkaTransport(SubjectTransport):
             ) from exc
         self._producer = producer
         self._admin = admin
-        self._batcher = Batcher(producer, self._settled, self.publish_timeout)
+        self._batcher = Batcher(producer, self._settled, self.publish_timeout, self.linger)
         self._state = "started"
 
     @staticmethod
