@@ -222,10 +222,11 @@ class Batcher:
         batch.settled = True
         self.settled(batch, error, sent_out)
 
-    def expire(self) -> None:
-        """Fail the batches unanswered past their deadline (as sent out: they may be)."""
+    def expire(self, *, everything: bool = False) -> None:
+        """Fail the batches unanswered past their deadline (with ``everything``: all that are
+        unanswered) as sent out: they may have been stored."""
         pending, now = self.pending, self.loop.time()
-        while pending and (pending[0].settled or pending[0].deadline <= now):
+        while pending and (everything or pending[0].settled or pending[0].deadline <= now):
             batch = pending.popleft()
             if not batch.settled:
                 batch.closed = True

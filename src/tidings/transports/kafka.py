@@ -14,15 +14,15 @@ partition in send order. :meth:`~KafkaTransport.publish` returns only once the b
 acknowledged the record; :meth:`~KafkaTransport.send` pipelines with at most ``window``
 unacknowledged. Records go out in batches of the transport's own, one filling per partition
 while the broker is busy, each record acknowledged with its own offset
-(:mod:`tidings.transports._kafka_batches`). A keyed event goes to the partition of its key (Kafka's murmur2
-partitioner, as Java clients choose it), so each key's events stay in order; an event
-without a key goes to the partition its topic's name hashes to, so one publisher's keyless
-events keep publish order too (give events keys to spread them). Failures are typed and
-name the event: :class:`~tidings.PublishError` when the record cannot have been stored (too
-large, refused by the broker, never sent), :class:`~tidings.PublishOutcomeUnknownError`
-when it was sent and no answer came in time (Kafka has no duplicate window across
-producers: a second publish may store a second copy, which consumers see with the same
-event id).
+(:mod:`tidings.transports._kafka_batches`). A keyed event goes to the partition of its key
+(Kafka's murmur2 partitioner, as Java clients choose it), so each key's events stay in
+order; an event without a key goes to the partition its topic's name hashes to, so one
+publisher's keyless events keep publish order too (give events keys to spread them).
+Failures are typed and name the event: :class:`~tidings.PublishError` when the record
+cannot have been stored (too large, refused by the broker, never sent),
+:class:`~tidings.PublishOutcomeUnknownError` when it was sent and no answer came in time
+(Kafka has no duplicate window across producers: a second publish may store a second copy,
+which consumers see with the same event id).
 
 **Consuming.** A subscription is an aiokafka consumer. With ``group="name"`` the
 subscriptions of every process share a Kafka consumer group (``<prefix>.<name>.<digest of
@@ -700,6 +700,8 @@ class KafkaTransport(SubjectTransport):
             await quietly(asyncio.wait_for(self._producer.stop(), max(deadline - loop.time(), 1)))
         if self._admin is not None:
             await quietly(asyncio.wait_for(self._admin.close(), 5.0))
+        if self._batcher is not None:
+            self._batcher.expire(everything=True)  # no answer will come now
         self._encoded.clear()
         self._state = "closed"
 
