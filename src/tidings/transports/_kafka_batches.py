@@ -4,12 +4,12 @@ acknowledgement tracked exactly.
 aiokafka's ``producer.send`` costs, per record, a metadata check, a partitioner call, an
 accumulator look-up and a future resolved by the sender. Here the records of each partition
 go into a batch (``producer.create_batch``) and each batch is handed to the producer whole
-(``producer.send_batch``): aiokafka holds one batch per partition that its sender has not
-taken yet, and hands the next one over only once the sender took it; meanwhile the records
-that come in fill the next batch, so batches grow while the broker is busy, as aiokafka's own
-accumulator makes them grow. The broker's answer for a batch (the offset it stored the
-batch's first record at, ``base``) settles each record of it: the ``i``-th record added to a
-batch stored at ``base`` has the offset ``base + i``.
+(``producer.send_batch``) once the partition's previous batch was answered (aiokafka's sender
+has one batch of a partition out at a time anyway): meanwhile the records that come in fill
+the next batch, which then goes out with all of them, so batches grow while the broker is
+busy, as aiokafka's own accumulator makes them grow. The broker's answer for a batch (the
+offset it stored the batch's first record at, ``base``) settles each record of it: the
+``i``-th record added to a batch stored at ``base`` has the offset ``base + i``.
 
 Invariants:
 
@@ -20,6 +20,7 @@ Invariants:
   offset only after the broker acknowledged the batch; or failed, as not sent out when the
   producer refused the batch before taking it, as sent out when the producer failed it after
   taking it or when it outlived its deadline;
+- a partition's next batch is handed over only once its previous one was settled;
 - a batch that outlived its deadline before it was handed over is never handed over;
 - a batch takes no record once it was handed over, settled, or refused one for size;
 - with ``linger``, a batch not yet full is handed over no sooner than ``linger`` seconds
@@ -63,7 +64,7 @@ class Batch:
 class Lane:
     """One partition of a Kafka topic: its batches not yet handed to the producer."""
 
-    __slots__ = ("batches", "partition", "pump", "stream", "topic")
+    __slots__ = ("batches", "partition", "pump", "stream", "topic", "wake")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
@@ -72,6 +73,8 @@ class Lane:
         """The stream name acknowledgements of this partition carry."""
         self.batches: deque[Batch] = deque()
         self.pump: asyncio.Task[None] | None = None
+        self.wake: asyncio.Future[None] | None = None
+        """Set when a batch of the lane is settled (the pump waits for it)."""
 
 
 class Partitions:
@@ -197,6 +200,11 @@ class Batcher:
                 batch.builder.close()
                 batches.popleft()
                 answer.add_done_callback(functools.partial(self._answered, batch))
+                if not batch.settled:
+                    # aiokafka sends one batch of a partition at a time: until this one is
+                    # answered, the next one fills, then goes out with all that came meanwhile.
+                    lane.wake = wake = self.loop.create_future()
+                    await wake
         except asyncio.CancelledError:
             closed = aiokafka.errors.ProducerClosed()
             while batches:
@@ -206,6 +214,7 @@ class Batcher:
             raise
         finally:
             lane.pump = None
+            lane.wake = None
 
     def _answered(self, batch: Batch, answer: asyncio.Future[Any]) -> None:
         if answer.cancelled():
@@ -221,6 +230,9 @@ class Batcher:
             return
         batch.settled = True
         self.settled(batch, error, sent_out)
+        wake = batch.lane.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def expire(self, *, everything: bool = False) -> None:
         """Fail the batches unanswered past their deadline (with ``everything``: all that are
