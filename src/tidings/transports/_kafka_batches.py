@@ -7,7 +7,8 @@ go into a batch (``producer.create_batch``) and each batch is handed to the prod
 (``producer.send_batch``) once the partition's previous batch was answered (aiokafka's sender
 has one batch of a partition out at a time anyway): meanwhile the records that come in fill
 the next batch, which then goes out with all of them, so batches grow while the broker is
-busy, as aiokafka's own accumulator makes them grow. The broker's answer for a batch (the
+busy, as aiokafka's own accumulator makes them grow; a batch that is full is handed over at
+once, to wait in the producer for its turn. The broker's answer for a batch (the
 offset it stored the batch's first record at, ``base``) settles each record of it: the
 ``i``-th record added to a batch stored at ``base`` has the offset ``base + i``.
 
@@ -20,7 +21,8 @@ Invariants:
   offset only after the broker acknowledged the batch; or failed, as not sent out when the
   producer refused the batch before taking it, as sent out when the producer failed it after
   taking it or when it outlived its deadline;
-- a partition's next batch is handed over only once its previous one was settled;
+- a partition's next batch is handed over once its previous one was settled, or at once
+  if it is full;
 - a batch that outlived its deadline before it was handed over is never handed over;
 - a batch takes no record once it was handed over, settled, or refused one for size;
 - with ``linger``, a batch not yet full is handed over no sooner than ``linger`` seconds
@@ -74,7 +76,7 @@ class Lane:
         self.batches: deque[Batch] = deque()
         self.pump: asyncio.Task[None] | None = None
         self.wake: asyncio.Future[None] | None = None
-        """Set when a batch of the lane is settled (the pump waits for it)."""
+        """Set when a batch of the lane is settled or fills up (the pump waits for it)."""
 
 
 class Partitions:
@@ -152,8 +154,11 @@ class Batcher:
             or batch.closed
             or batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None
         ):
-            if batch is not None:
-                batch.closed = True
+            if batch is not None and not batch.closed:
+                batch.closed = True  # full: nothing to wait for before it goes
+                wake = lane.wake
+                if wake is not None and not wake.done():
+                    wake.set_result(None)
             batch = Batch(lane, self.producer.create_batch(), self.loop.time() + self.timeout)
             # The first record of a batch always fits (a record larger than the batch size
             # gets a batch of its own; the transport refuses records above the request size).
@@ -169,8 +174,8 @@ class Batcher:
             pump.add_done_callback(self._pumps.discard)
 
     async def _pump(self, lane: Lane) -> None:
-        """Hand ``lane``'s batches to the producer in order, each once the producer took the
-        one before."""
+        """Hand ``lane``'s batches to the producer in order (each when, see the module
+        docstring)."""
         producer, batches = self.producer, lane.batches
         try:
             while batches:
@@ -200,9 +205,10 @@ class Batcher:
                 batch.builder.close()
                 batches.popleft()
                 answer.add_done_callback(functools.partial(self._answered, batch))
-                if not batch.settled:
+                if not batch.settled and not (batches and batches[0].closed):
                     # aiokafka sends one batch of a partition at a time: until this one is
-                    # answered, the next one fills, then goes out with all that came meanwhile.
+                    # answered, the next one fills, then goes out with all that came meanwhile
+                    # (a full one goes at once: it waits in the producer for its turn).
                     lane.wake = wake = self.loop.create_future()
                     await wake
         except asyncio.CancelledError:
