@@ -8,9 +8,10 @@ topic, events keyed over 64 keys, idempotent producers with ``acks=all``:
 
 - **publish**: N events published, every one acknowledged by the broker (events/s).
   tidings: ``transport.send`` (window 4096) then ``flush``; raw aiokafka: ``producer.send``
-  for each, with the same CloudEvents binary-mode headers tidings writes (``ce_id``,
-  ``ce_type``, ``ce_source``, ``ce_specversion``, ``ce_time``, ``content-type``), then every
-  delivery future awaited; FastStream: ``broker.publish``, 256
+  for each, with the same CloudEvents binary-mode headers tidings writes, of the same sizes
+  (``ce_id`` of 32 hex digits, ``ce_time``, ``ce_hlc`` of 19 digits, ``ce_specversion``,
+  ``ce_type``, ``ce_source``, ``ce_dataschema``, ``content-type``), so that both put the same
+  bytes on the wire, then every delivery future awaited; FastStream: ``broker.publish``, 256
   concurrent.
 - **e2e xK**: N events from publish to handler, with K consumers (separate clients) in one
   consumer group, offsets committed: the clock runs from the first publish to the last event
@@ -129,6 +130,8 @@ async def tidings_e2e(url: str, n: int, consumers: int) -> float:
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 _TIME = b"2026-12-06T07:00:00.000000Z"
+_HLC = 1796544000000000000  # 19 digits, as tidings' ce_hlc
+_SCHEMA = b"tidings:schemas/bench.order/versions/1"  # BenchOrder's ce_dataschema
 
 
 async def _raw_send(bootstrap: str, topic: str, n: int, done: Done | None) -> float:
@@ -140,13 +143,16 @@ async def _raw_send(bootstrap: str, topic: str, n: int, done: Done | None) -> fl
     start = time.perf_counter()
     futures = []
     for i, (body, key) in enumerate(records):
-        # The same CloudEvents binary-mode headers tidings writes, built as cheaply as can be.
+        # The same CloudEvents binary-mode headers tidings writes (the same names, values of
+        # the same sizes), built as cheaply as can be.
         headers = [
+            ("ce_id", f"{i:032x}".encode()),
+            ("ce_time", _TIME),
+            ("ce_hlc", str(_HLC + i).encode()),
             ("ce_specversion", b"1.0"),
-            ("ce_id", f"{topic}-{i}".encode()),
             ("ce_type", b"bench.order"),
             ("ce_source", b"bench"),
-            ("ce_time", _TIME),
+            ("ce_dataschema", _SCHEMA),
             ("content-type", b"application/json"),
         ]
         futures.append(await producer.send(topic, body, key=key, headers=headers))

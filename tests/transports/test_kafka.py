@@ -333,6 +333,40 @@ async def test_the_producer_is_idempotent(kafka_factory: Callable[..., KafkaTran
         assert plain.producer_id is None
 
 
+@pytest.mark.parametrize("linger", [0.0, 0.05])
+async def test_pipelined_publishes_are_acked_each_with_its_own_offset_in_key_order(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport], linger: float
+) -> None:
+    # Records of ~1 kB, so that each partition's records span several batches of the
+    # producer; publish and send mixed, a window smaller than a batch.
+    clock = HybridClock()
+    sent = [make_envelope(clock, f"{i:04d}-" + "x" * 1_000, key=f"k{i % 16}") for i in range(600)]
+    async with kafka_factory(partitions=4, window=40, linger=linger) as transport:
+        acks: dict[str, Any] = {}
+        futures = []
+        for i, env in enumerate(sent):
+            if i % 100 == 99:
+                acks[env.id] = await transport.publish(env)
+            else:
+                futures.append((env.id, await transport.send(env)))
+        assert await transport.flush(TIMEOUT) == 0
+        for event_id, future in futures:
+            acks[event_id] = future.result()
+        topic = transport.destination("conformance.order")
+        records = await _raw_records(kafka_broker, topic, len(sent))
+    assert len(records) == len(sent)
+    stored = {dict(r.headers)["ce_id"].decode(): r for r in records}
+    assert len(stored) == len(acks) == len(sent)  # once each
+    for event_id, ack in acks.items():
+        record = stored[event_id]
+        assert (ack.stream, ack.sequence) == (f"{topic}:{record.partition}", record.offset + 1)
+    by_key: dict[bytes, list[int]] = {}
+    for env in sent:  # publish order per key is offset order in the key's partition
+        by_key.setdefault(env.key.encode() if env.key else b"", []).append(stored[env.id].offset)
+    for offsets in by_key.values():
+        assert offsets == sorted(offsets)
+
+
 async def test_a_too_large_event_raises_a_publish_error_naming_it(
     kafka_factory: Callable[..., KafkaTransport],
 ) -> None:
@@ -359,6 +393,22 @@ async def test_a_broker_gone_mid_run_fails_publishes_with_typed_errors() -> None
         with pytest.raises((PublishError, PublishOutcomeUnknownError), match=lost.id):
             await transport.publish(lost)
         assert time.monotonic() - started < 3.0 + 2.0  # publish_timeout, swept every 0.5 s
+        await transport.aclose(timeout=1.0)
+
+
+async def test_pipelined_publishes_to_a_gone_broker_each_fail_naming_their_event() -> None:
+    with TansuBroker() as broker:
+        transport = KafkaTransport(broker.url, prefix="gone2", publish_timeout=3.0)
+        await transport.start()
+        clock = HybridClock()
+        await transport.publish(make_envelope(clock, "before", key="k0"))
+        broker.stop()
+        lost = [make_envelope(clock, f"after-{i}", key=f"k{i % 4}") for i in range(50)]
+        futures = [await transport.send(env) for env in lost]
+        assert await transport.flush(3.0 + 2.0) == len(lost)
+        for env, future in zip(lost, futures, strict=True):
+            with pytest.raises((PublishError, PublishOutcomeUnknownError), match=env.id):
+                future.result()
         await transport.aclose(timeout=1.0)
 
 

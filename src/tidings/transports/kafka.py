@@ -12,15 +12,17 @@ key, structured mode read on input.
 broker drops the copies its own retries would make, and keeps one producer's records of a
 partition in send order. :meth:`~KafkaTransport.publish` returns only once the broker
 acknowledged the record; :meth:`~KafkaTransport.send` pipelines with at most ``window``
-unacknowledged. A keyed event goes to the partition of its key (Kafka's murmur2
-partitioner, as Java clients choose it), so each key's events stay in order; an event
-without a key goes to the partition its topic's name hashes to, so one publisher's keyless
-events keep publish order too (give events keys to spread them). Failures are typed and
-name the event: :class:`~tidings.PublishError` when the record cannot have been stored (too
-large, refused by the broker, never sent), :class:`~tidings.PublishOutcomeUnknownError`
-when it was sent and no answer came in time (Kafka has no duplicate window across
-producers: a second publish may store a second copy, which consumers see with the same
-event id).
+unacknowledged. Records go out in batches of the transport's own, one filling per partition
+while the broker is busy, each record acknowledged with its own offset
+(:mod:`tidings.transports._kafka_batches`). A keyed event goes to the partition of its key
+(Kafka's murmur2 partitioner, as Java clients choose it), so each key's events stay in
+order; an event without a key goes to the partition its topic's name hashes to, so one
+publisher's keyless events keep publish order too (give events keys to spread them).
+Failures are typed and name the event: :class:`~tidings.PublishError` when the record
+cannot have been stored (too large, refused by the broker, never sent),
+:class:`~tidings.PublishOutcomeUnknownError` when it was sent and no answer came in time
+(Kafka has no duplicate window across producers: a second publish may store a second copy,
+which consumers see with the same event id).
 
 **Consuming.** A subscription is an aiokafka consumer. With ``group="name"`` the
 subscriptions of every process share a Kafka consumer group (``<prefix>.<name>.<digest of
@@ -69,7 +71,7 @@ try:
     import aiokafka.errors
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.partitioner import murmur2
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
     from aiokafka.structs import TopicPartition
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -96,6 +98,7 @@ from tidings.transports._common import (
     report_publish_error,
 )
 from tidings.transports._consumer import Consumer
+from tidings.transports._kafka_batches import Batch, Batcher
 from tidings.transports._kafka_wire import KafkaHeaders, received_headers, record_of
 from tidings.transports.base import (
     DeliveryPolicy,
@@ -120,6 +123,13 @@ _kafka_protocol.install()
 
 DEAD_PARTITION = "tidings-dead-partition"
 """The header of a dead letter naming the partition of the original record."""
+
+_record_size = DefaultRecordBatchBuilder.estimate_size_in_bytes
+"""The bytes a record takes in a batch (aiokafka checks it against max_request_size)."""
+
+_Origin = tuple[str | None, str, Envelope[Any] | None, bool]
+"""What a failed publish reports: (event id, None: the envelope's; topic; envelope; report)."""
+
 
 _GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _OFFSET_BITS = 40
@@ -596,23 +606,20 @@ class KafkaTransport(SubjectTransport):
         self._admin: AIOKafkaAdminClient | None = None
         self._state: Literal["new", "started", "closing", "closed"] = "new"
         self._topics: dict[str, asyncio.Future[int]] = {}
-        self._partition_counts: dict[str, int] = {}
-        """Kafka topic -> partitions, of the topics known to exist (the fast path)."""
         self._room = asyncio.Event()
         """Set while fewer than ``window`` publishes await their acknowledgement."""
         self._room.set()
-        self._stream_names: dict[tuple[str, int], str] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._batcher: Batcher | None = None
+        """The producer's batches (while started): each publish goes into one."""
         self._unacked = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._failed = 0
         self._subs: list[Consumer] = []
+        self._encoded: dict[str, tuple[KafkaHeaders, bytes, bytes | None]] = {}
+        """Records :meth:`check_envelope` encoded, by event id: :meth:`send` and
+        :meth:`publish` take them (one encoding per event); emptied on close."""
         self._kafka_subs: set[_Subscription] = set()
-        self._deadlines: deque[
-            tuple[float, asyncio.Future[PublishAck], str, str, Envelope[Any] | None, bool]
-        ] = deque()
-        """Each publish awaiting its acknowledgement: its deadline and how to fail it."""
         self._sweeper: asyncio.Task[None] | None = None
 
     def _meta(self, raw: Any) -> tuple[int, int]:
@@ -638,7 +645,7 @@ class KafkaTransport(SubjectTransport):
             client_id=self.name or "tidings",
             acks="all",
             enable_idempotence=self.idempotent,
-            linger_ms=int(self.linger * 1000),
+            linger_ms=0,  # the transport's batches linger (see _kafka_batches)
             max_request_size=self.max_request_size,
             request_timeout_ms=int(self.publish_timeout * 1000),
             metadata_max_age_ms=int(self.metadata_refresh * 1000),
@@ -662,7 +669,7 @@ class KafkaTransport(SubjectTransport):
             ) from exc
         self._producer = producer
         self._admin = admin
-        self._loop = asyncio.get_running_loop()
+        self._batcher = Batcher(producer, self._settled, self.publish_timeout, self.linger)
         self._state = "started"
 
     @staticmethod
@@ -686,11 +693,16 @@ class KafkaTransport(SubjectTransport):
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self._batcher is not None:
+            await self._batcher.cancel()  # what was not handed to the producer fails
         # A broker gone for good must not hold the close: what is unsent fails.
         if self._producer is not None:
             await quietly(asyncio.wait_for(self._producer.stop(), max(deadline - loop.time(), 1)))
         if self._admin is not None:
             await quietly(asyncio.wait_for(self._admin.close(), 5.0))
+        if self._batcher is not None:
+            self._batcher.expire(everything=True)  # no answer will come now
+        self._encoded.clear()
         self._state = "closed"
 
     @property
@@ -764,13 +776,24 @@ class KafkaTransport(SubjectTransport):
     # ------------------------------------------------------------------ publishing
 
     def check_envelope(self, envelope: Envelope[Any]) -> None:
-        headers, body, key = record_of(envelope, structured=self.structured)
-        self._check_size(envelope.id, envelope.topic, headers, body, key)
+        record = record_of(envelope, structured=self.structured)
+        event_id = envelope.id
+        self._check_size(event_id, envelope.topic, *record)
+        self._encoded[event_id] = record
+
+    def _record(self, envelope: Envelope[Any]) -> tuple[KafkaHeaders, bytes, bytes | None]:
+        """``envelope``'s record: as :meth:`check_envelope` encoded it, else now."""
+        if self._encoded:
+            record = self._encoded.pop(envelope.id, None)
+            if record is not None:
+                return record
+        return record_of(envelope, structured=self.structured)
 
     def _check_size(
         self, event_id: str, topic: str, headers: KafkaHeaders, body: bytes, key: bytes | None
     ) -> None:
-        size = len(body) + len(key or b"") + sum(len(n) + len(v) for n, v in headers)
+        """Refuse a record above ``max_request_size`` (as aiokafka would: it never sends it)."""
+        size = _record_size(key, body, headers)
         if size > self.max_request_size:
             raise PublishError(
                 f"event {event_id} on {topic!r} was not published: it is {size:,} bytes, "
@@ -783,18 +806,14 @@ class KafkaTransport(SubjectTransport):
 
     async def publish(self, envelope: Envelope[Any]) -> PublishAck:
         self._client()
-        headers, body, key = record_of(envelope, structured=self.structured)
-        future = await self._send(
-            envelope.topic, headers, body, key, envelope.id, envelope, report=False
-        )
+        headers, body, key = self._record(envelope)
+        future = await self._send(envelope.topic, headers, body, key, None, envelope, report=False)
         return await future
 
     async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
         self._client()
-        headers, body, key = record_of(envelope, structured=self.structured)
-        return await self._send(
-            envelope.topic, headers, body, key, envelope.id, envelope, report=True
-        )
+        headers, body, key = self._record(envelope)
+        return await self._send(envelope.topic, headers, body, key, None, envelope, report=True)
 
     async def publish_raw(
         self, topic: str, body: bytes, headers: Mapping[str, str] | None = None
@@ -816,95 +835,83 @@ class KafkaTransport(SubjectTransport):
         headers: KafkaHeaders,
         body: bytes,
         key: bytes | None,
-        event_id: str,
+        event_id: str | None,
         envelope: Envelope[Any] | None,
         *,
         report: bool,
         kafka_topic: str | None = None,
     ) -> asyncio.Future[PublishAck]:
-        producer = self._client()
+        """Add one record to its partition's batch (see :mod:`._kafka_batches`); its future
+        resolves with its acknowledgement or its typed error (``event_id``: ``None`` for
+        ``envelope.id``)."""
+        self._client()
+        batcher = self._batcher
+        assert batcher is not None
         name = kafka_topic or self.subjects.subject(topic)
         while self._unacked >= self.window:
             self._room.clear()
             await self._room.wait()
         self._unacked += 1
-        self._idle.clear()
-        loop = self._loop or asyncio.get_running_loop()
-        future: asyncio.Future[PublishAck] = loop.create_future()
+        if self._unacked == 1:
+            self._idle.clear()
+        future: asyncio.Future[PublishAck] = batcher.loop.create_future()
+        origin: _Origin = (event_id, topic, envelope, report)
         try:
-            # aiokafka refuses a record above max_request_size before sending it.
-            count = self._partition_counts.get(name)
-            if count is None:
-                count = self._partition_counts[name] = await self._topic(name)
-            # Kafka's default partitioner (murmur2 of the key over all partitions), computed
-            # here; a keyless record by its topic's name, so keyless events keep their order.
-            partition = (murmur2(key if key is not None else name.encode()) & 0x7FFFFFFF) % count
-            # Waits only while the producer's buffer is full (or for a new topic's metadata).
-            sent = await producer.send(name, body, key=key, partition=partition, headers=headers)
+            partitions = batcher.topics.get(name)
+            if partitions is None:
+                partitions = batcher.partitions(name, await self._topic(name))
+            if _record_size(key, body, headers) > self.max_request_size:
+                self._check_size(_event_id(origin), topic, headers, body, key)  # raises
+            batcher.add(partitions.lane(key), key, body, headers, future, origin)
         except Exception as exc:
-            self._settle(future, None, exc, event_id, topic, envelope, report, sent_out=False)
-            return future
-
-        def done(result: asyncio.Future[Any]) -> None:
-            if future.done():  # expired first
-                if not result.cancelled():
-                    result.exception()
-                return
-            if result.cancelled():
-                error: BaseException | None = TimeoutError("cancelled")
-                metadata = None
-            else:
-                error = result.exception()
-                metadata = None if error is not None else result.result()
-            self._settle(future, metadata, error, event_id, topic, envelope, report, sent_out=True)
-
-        sent.add_done_callback(done)
-        self._deadlines.append(
-            (loop.time() + self.publish_timeout, future, event_id, topic, envelope, report)
-        )
+            self._unacked -= 1
+            self._freed()
+            self._fail(future, exc, origin, sent_out=False)
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep(), name="tidings:kafka:publish-timeout")
         return future
 
     async def _sweep(self) -> None:
         """Fail publishes still unanswered after ``publish_timeout`` (in send order)."""
-        loop = asyncio.get_running_loop()
-        deadlines = self._deadlines
+        batcher = self._batcher
+        assert batcher is not None
         while True:
             await asyncio.sleep(min(self.publish_timeout / 4, 0.5))
-            now = loop.time()
-            while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
-                _, future, event_id, topic, envelope, report = deadlines.popleft()
-                if not future.done():
-                    late = aiokafka.errors.KafkaTimeoutError("no acknowledgement")
-                    self._settle(
-                        future, None, late, event_id, topic, envelope, report, sent_out=True
-                    )
+            batcher.expire()
 
-    def _settle(
-        self,
-        future: asyncio.Future[PublishAck],
-        metadata: Any,
-        error: BaseException | None,
-        event_id: str,
-        topic: str,
-        envelope: Envelope[Any] | None,
-        report: bool,
-        *,
-        sent_out: bool,
-    ) -> None:
-        """Resolve one publish's future with its ack or its typed error; free its slot."""
-        self._unacked -= 1
+    def _freed(self) -> None:
         if self._unacked == 0:
             self._idle.set()
         self._room.set()
+
+    def _settled(self, batch: Batch, error: BaseException | None, sent_out: bool) -> None:
+        """Resolve the futures of ``batch``'s records with their acks or typed errors; free
+        their window slots."""
+        futures = batch.futures
+        self._unacked -= len(futures)
+        self._freed()
         if error is None:
-            place = (metadata.topic, metadata.partition)
-            stream = self._stream_names.get(place)
-            if stream is None:
-                stream = self._stream_names[place] = f"{place[0]}:{place[1]}"
-            future.set_result(PublishAck(stream, metadata.offset + 1))
+            stream, sequence = batch.lane.stream, batch.base + 1
+            for future in futures:
+                if not future.done():  # cancelled by its caller
+                    future.set_result(PublishAck(stream, sequence))
+                sequence += 1
             return
+        for future, origin in zip(futures, batch.origins, strict=True):
+            if not future.done():
+                self._fail(future, error, origin, sent_out=sent_out)
+
+    def _fail(
+        self,
+        future: asyncio.Future[PublishAck],
+        error: BaseException,
+        origin: _Origin,
+        *,
+        sent_out: bool,
+    ) -> None:
+        """Fail one publish's future with its typed error (reported, for a :meth:`send`)."""
+        _, topic, envelope, report = origin
+        event_id = _event_id(origin)
         typed = self._typed(error, event_id, topic, envelope, sent_out=sent_out)
         self._failed += 1
         if report:
@@ -1076,6 +1083,14 @@ class KafkaTransport(SubjectTransport):
 
     def __repr__(self) -> str:
         return f"<KafkaTransport {self._state} {', '.join(self.servers)} prefix={self.stream_name}>"
+
+
+def _event_id(origin: _Origin) -> str:
+    event_id, _, envelope, _ = origin
+    if event_id is None:
+        assert envelope is not None
+        return envelope.id
+    return event_id
 
 
 _unique_ids = itertools.count(1)
