@@ -402,23 +402,24 @@ class RouteTable:
             TopicRequiredError: if ``topic`` is ``None`` and the class names no topic.
             InvalidTopicError: if ``topic`` is malformed.
         """
+        key: Any
+        cache: dict[Any, Route]
         if topic is None:
             route = self.by_type.get(event_type)
             if route is not None:
                 return route
-            return self._build(event_type, event_type, topic_of(event_type), self.by_type)
-        # validate_topic, inlined (its call would cost as much as its one regex match)
-        if type(topic) is not str or len(topic) > MAX_TOPIC_LENGTH or _topic(topic) is None:
-            topic = validate_topic(topic)  # raises, naming what is wrong (or a str subclass)
-        key = (topic, event_type)
-        route = self.by_topic.get(key)
-        if route is not None:
-            return route
-        return self._build(key, event_type, topic, self.by_topic)
-
-    def _build(self, key: Any, event_type: type, topic: str, cache: dict[Any, Route]) -> Route:
-        """Build the route of ``key`` (``event_type`` on ``topic``) and cache it in
-        ``cache`` (:attr:`by_topic` or :attr:`by_type`) unless the table changed meanwhile."""
+            key, cache, topic = event_type, self.by_type, topic_of(event_type)
+        else:
+            # validate_topic, inlined (its call would cost as much as its one regex match)
+            if type(topic) is not str or len(topic) > MAX_TOPIC_LENGTH or _topic(topic) is None:
+                topic = validate_topic(topic)  # raises, naming what is wrong (a str subclass)
+            key = (topic, event_type)
+            route = self.by_topic.get(key)
+            if route is not None:
+                return route
+            cache = self.by_topic
+        # A miss: build the route of ``key`` and cache it unless the table changed meanwhile
+        # (one function with the lookup: a call fewer on every cache miss).
         generation = self._generation
         nodes = self._match(topic.split("."))
         if len(nodes) == 1:  # the common case: the route of one node's subscriptions
@@ -430,12 +431,13 @@ class RouteTable:
         else:
             compiled = _NO_ROUTE
         # A Route from its compiled parts, slot by slot: no __init__ to call.
-        route: Route = _new_route(Route)
-        route.topic = topic
-        _, route.subs, route.fast, route.fast_async, route.chained, route.count, route._counter = (
+        built: Route = _new_route(Route)
+        built.topic = topic
+        _, built.subs, built.fast, built.fast_async, built.chained, built.count, built._counter = (
             compiled
         )
-        route._slow = None
+        built._slow = None
+        route = built
         lock = self._lock
         lock.acquire()  # not ``with``: two calls fewer on every cache miss
         try:
