@@ -327,23 +327,20 @@ def test_a_route_built_across_a_subscribe_is_not_cached() -> None:
 
 def test_a_route_inserted_while_its_subscription_is_released_is_dropped() -> None:
     """The check after the insert: the owner of a routed subscription is collected (release,
-    lock-free) between a build's generation check and its insert (here: inside the cache's
-    second read, the one the build makes under the lock)."""
+    lock-free) between a build's generation check and its insert (here: as the build inserts
+    into the cache, under the lock)."""
     table = RouteTable()
     gone = _subscription("rtq.a")
     table.add(gone)
 
-    class ReleasingOnItsSecondRead(dict[Any, Route]):
-        reads = 0
-
-        def get(self, key: Any, default: Any = None) -> Any:
-            self.reads += 1
-            if self.reads == 2:  # the build's, under the lock, after the generation check
+    class ReleasingAsItInserts(dict[Any, Route]):
+        def setdefault(self, key: Any, default: Any = None) -> Any:
+            if gone.active:  # once, after the build's generation check
                 gone.active = False
                 table.release(gone)
-            return super().get(key, default)
+            return super().setdefault(key, default)
 
-    table.by_topic = ReleasingOnItsSecondRead()
+    table.by_topic = ReleasingAsItInserts()
     assert table.route(Other, "rtq.a").subs == (gone,)  # built before the release
     assert table.cached == 0
     assert table.route(Other, "rtq.a").subs == ()

@@ -275,14 +275,13 @@ class RouteTable:
         self._subs: dict[Subscription[Any], None] = {}  # insertion-ordered
         self._root: _Node = ({}, {}, {})
         self._generation = next(_generations)
-        # The cached keys in insertion order, as a ring of ``size`` slots (with their
-        # topics): inserting a key evicts the one inserted ``size`` insertions before it.
+        # The cached keys in insertion order, as a ring of ``size`` slots: inserting a key
+        # evicts the one inserted ``size`` insertions before it.
         # And the keys cached per topic: a key, or a list of them. Both may also hold keys no
         # longer cached (harmless: dropping or evicting a key no longer cached does
         # nothing), never fewer: every cached key is in both.
         self._ring: list[Any] = [None] * size
-        self._ring_topics: list[str] = [""] * size
-        self._next = 0
+        self._slots = itertools.cycle(range(size))
         self._topics: dict[str, Any] = {}
 
     def __len__(self) -> int:
@@ -333,7 +332,9 @@ class RouteTable:
             for token in tokens:
                 path.append(path[-1][_CHILDREN][token])
             del path[-1][_SUBS][sub]
-            path[-1][_COMPILED].clear()  # no longer holds ``sub`` (nor its handler) alive
+            compiled = path[-1][_COMPILED]
+            if compiled:  # no longer holding ``sub`` (nor its handler) alive
+                compiled.clear()
             for depth in range(len(tokens), 0, -1):  # prune the nodes left empty
                 node = path[depth]
                 if node[_SUBS] or node[_CHILDREN]:
@@ -442,36 +443,34 @@ class RouteTable:
         lock.acquire()  # not ``with``: two calls fewer on every cache miss
         try:
             if self._generation == generation:
-                cached = cache.get(key)
-                if cached is not None:  # another thread built it meanwhile
+                # Take the next slot of the ring, evicting the key inserted there ``size``
+                # inserts ago (nothing to do if it was dropped meanwhile), then insert.
+                at = next(self._slots)
+                ring = self._ring
+                old = ring[at]
+                topics = self._topics
+                if old is not None:
+                    if type(old) is tuple:  # _forget, inlined
+                        self.by_topic.pop(old, None)
+                        old_topic = old[0]
+                    else:
+                        self.by_type.pop(old, None)
+                        old_topic = topic_of(old)
+                    listed = topics.pop(old_topic, None)
+                    if listed is not None and listed != old:  # the topic has others
+                        self._unlist(old, old_topic, listed)
+                ring[at] = key
+                listed = topics.setdefault(topic, key)
+                if listed is not key:  # the topic's second key (another class), or more
+                    if type(listed) is list:
+                        listed.append(key)
+                    else:
+                        topics[topic] = [listed, key]
+                cached = cache.setdefault(key, route)
+                if cached is not route:  # another thread built it meanwhile
                     route = cached
-                else:  # insert, evicting the key inserted ``size`` insertions before
-                    at = self._next
-                    ring = self._ring
-                    old = ring[at]
-                    topics = self._topics
-                    if old is not None:  # evicted (nothing to do if dropped meanwhile)
-                        if type(old) is tuple:  # _forget, inlined
-                            self.by_topic.pop(old, None)
-                        else:
-                            self.by_type.pop(old, None)
-                        old_topic = self._ring_topics[at]
-                        listed = topics.pop(old_topic, None)
-                        if listed is not None and listed != old:  # the topic has others
-                            self._unlist(old, old_topic, listed)
-                    ring[at] = key
-                    self._ring_topics[at] = topic
-                    at += 1
-                    self._next = 0 if at == self.size else at
-                    listed = topics.setdefault(topic, key)
-                    if listed is not key:  # the topic's second key (another class), or more
-                        if type(listed) is list:
-                            listed.append(key)
-                        else:
-                            topics[topic] = [listed, key]
-                    cache[key] = route
-                    if self._generation != generation:  # released while inserting
-                        cache.pop(key, None)
+                elif self._generation != generation:  # released while inserting
+                    cache.pop(key, None)
         finally:
             lock.release()
         if _retired:
