@@ -25,7 +25,7 @@ from typing import Any
 import tidings
 from _harness import Row, check
 
-__all__ = ("run",)
+__all__ = ("run", "subscribe_mix")
 
 SUBSCRIPTIONS = 10_000
 R1_BUDGET = 3.0
@@ -38,7 +38,7 @@ class Reading:
     n: int
 
 
-def _subscribe_mix(bus: tidings.Bus, count: int, handler: Any) -> None:
+def subscribe_mix(bus: tidings.Bus, count: int, handler: Any) -> None:
     """``count`` subscriptions: literal, ``*``, ``>`` and class ones, over many prefixes."""
     for i in range(count):
         kind = i % 4
@@ -60,7 +60,7 @@ def r1(samples: int) -> list[Row]:
         hits[0] += 1
 
     bus = tidings.Bus()
-    _subscribe_mix(bus, SUBSCRIPTIONS, handler)
+    subscribe_mix(bus, SUBSCRIPTIONS, handler)
     reading = Reading(0)
     # Topic i matches the '*' and '>' subscriptions of its site: 1 or 2 handlers each.
     sites = [i for i in range(SUBSCRIPTIONS) if i % 4 in (1, 2)]

@@ -14,11 +14,18 @@ bounded *route cache* in front of it:
   :meth:`Subscription.matches <tidings.Subscription.matches>` says.
 - **Order.** A route lists its subscriptions by priority, higher first, ties in
   subscription order (the subscription's id, a process-wide sequence number).
+- **Compiled nodes.** What a route holds besides its topic (its subscriptions in order,
+  fast paths, counter) is compiled once per trie node and event class, kept in the node
+  and valid for the table's generation it was compiled at; so a route of one node's
+  subscriptions (the common case: a new topic matched by one pattern) is a trie walk and
+  a copy of the node's compiled parts into a new :class:`Route`. Routes matched by
+  several nodes are compiled from their merged subscriptions each time.
 - **Cache.** Built routes are kept in two dicts that the bus reads without a lock:
   :attr:`RouteTable.by_type` (events published on their class's topic) and
   :attr:`RouteTable.by_topic` (``(topic, event class)``). Together they hold at most
-  ``size`` routes; inserting past that evicts the oldest. Publishing to millions of
-  distinct topics therefore keeps memory flat.
+  ``size`` routes: each insert takes the next slot of a ring of ``size`` keys and evicts
+  the key inserted there ``size`` inserts before, if it is still cached (first in, first
+  out). Publishing to millions of distinct topics therefore keeps memory flat.
 - **Cheap changes.** Subscribing and cancelling touch the subscription's trie path and
   the cached routes it matches: a literal pattern drops exactly its topic's routes, a
   wildcard the cached topics it matches. No other route is rebuilt.
@@ -29,7 +36,8 @@ Guarantees and invariants:
   on the subscriptions its route had when it started. A cache hit is one ``dict.get``.
 - **No stale route.** Every change (add, remove, :meth:`RouteTable.drop_all`) is made
   under the table's lock: the trie first, then the cached routes it affects, then a new
-  *generation* (a unique number from an atomic counter) is published. A route is built
+  *generation* (a unique number from an atomic counter) is published; a compiled node is
+  used only at the generation it was compiled at. A route is built
   from a lock-free trie walk that starts by reading the generation; it is cached, under
   the lock, only if the generation is still the one it started from, and it is dropped
   again if the generation moved while it was being inserted. So a route that missed a
@@ -43,10 +51,11 @@ Guarantees and invariants:
   in the trie until the owner of the table removes it in ordinary code.
 - **Exact statistics.** A route whose subscriptions are all plain counts its dispatches
   once: a route of one subscription in that subscription's own delivery counter, a route
-  of several in a route counter that each subscription adds to its ``delivered``. When the route
-  is freed (evicted, dropped, or no longer held by any dispatch) it hands its counter to a
-  queue; the table folds queued counters into the subscriptions' own counts at its next
-  change or build, in ordinary code. Until folded a counter is still summed by the
+  of several in a route counter (shared by the routes compiled from one node) that each
+  subscription adds to its ``delivered``. When the last route and compiled node holding a
+  route counter are freed (evicted, dropped, recompiled, or no longer held by any
+  dispatch) the counter goes to a queue; the table folds queued counters into the
+  subscriptions' own counts at its next change or build, in ordinary code. Until folded a counter is still summed by the
   subscriptions, so no dispatch is lost or counted twice, and freeing a route anywhere
   (even from the garbage collector inside a locked section) takes no lock.
 """
@@ -55,14 +64,19 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 from typing import Any, Final
 
 from tidings.event import topic_of
 from tidings.subscription import INLINE, TASK, Subscription, route_counters
-from tidings.topics import INTERNAL_TOKEN, compile_pattern, validate_topic
+from tidings.topics import (
+    INTERNAL_TOKEN,
+    MAX_TOPIC_LENGTH,
+    TOPIC_SYNTAX,
+    compile_pattern,
+    validate_topic,
+)
 
 __all__ = ("DEFAULT_ROUTE_CACHE_SIZE", "Route", "RouteTable", "subscription_order")
 
@@ -98,7 +112,7 @@ class Route:
     """
 
     __slots__ = (
-        "_counter_key",
+        "_counter",
         "_slow",
         "chained",
         "count",
@@ -111,55 +125,16 @@ class Route:
     def __init__(self, topic: str, subs: tuple[Subscription[Any], ...], fast: bool = True) -> None:
         self.topic = topic
         self.subs = subs
-        self.fast: tuple[Callable[[Any], Any], ...] | None = None
-        self.fast_async: tuple[Callable[[Any], Any], ...] | None = None
-        self.chained: tuple[tuple[Subscription[Any], Any, itertools.count[int]], ...] | None = None
-        self.count = _UNCOUNTED
-        if not fast:
-            self._slow: Route | None = self
-            return
-        self._slow = None
-        if len(subs) == 1:  # the commonest route of a new topic: built in one step
-            sub = subs[0]
-            if not sub.plain:
-                self._chain(subs)
-            elif sub.kind == INLINE:
-                self.fast = (sub.handler,)  # type: ignore[assignment] # plain: held strongly
-                self.count = sub.delivery_counter()
-            elif sub.kind == TASK:
-                self.fast_async = (sub.handler,)  # type: ignore[assignment] # as above
-                self.count = sub.delivery_counter()
-            return
-        if not subs:
-            return
-        kind = subs[0].kind
-        for sub in subs:
-            if not sub.plain or sub.kind != kind:
-                self._chain(subs)
-                return
-        handlers: tuple[Any, ...] = tuple([s.handler for s in subs])
-        if len({id(h) for h in handlers}) != len(handlers):
-            return
-        if kind == INLINE:
-            self.fast = handlers
-        elif kind == TASK:
-            self.fast_async = handlers
-        else:  # pragma: no cover - a plain subscription is never queued
-            return
-        self.count = itertools.count()
-        self._counter_key = route_counters.open(subs, self.count)
-        self.__class__ = _SharedCountRoute
-
-    def _chain(self, subs: tuple[Subscription[Any], ...]) -> None:
-        """Set ``chained`` when every subscription has a middleware chain the route may
-        call straight (:attr:`Subscription.chained <tidings.Subscription.chained>`)."""
-        calls = []
-        for sub in subs:
-            chain = sub.chained
-            if chain is None:
-                return
-            calls.append((sub, chain, sub.delivery_counter()))
-        self.chained = tuple(calls)
+        if fast:
+            self._slow: Route | None = None
+            _, _, self.fast, self.fast_async, self.chained, self.count, self._counter = _compile(
+                0, subs
+            )
+        else:
+            self._slow = self
+            self.fast = self.fast_async = self.chained = None
+            self.count = _UNCOUNTED
+            self._counter = None
 
     def slow(self) -> Route:
         """This route without its fast paths (built once)."""
@@ -169,33 +144,104 @@ class Route:
         return slow
 
 
-class _SharedCountRoute(Route):
-    """A route whose fast-path dispatches are counted in a route counter shared by its
-    subscriptions, which it retires when it is freed."""
+class _RouteCounter:
+    """Holds a route counter open (:meth:`RouteCounters.open
+    <tidings.subscription.RouteCounters.open>`) while a route or a compiled node (see
+    :class:`RouteTable`) that counts in it lives, and retires it when freed."""
 
-    __slots__ = ()
+    __slots__ = ("key",)
+
+    def __init__(self, key: int) -> None:
+        self.key = key
 
     def __del__(self) -> None:
         # Takes no lock: this may run anywhere, even inside a locked section (cyclic GC).
-        route_counters.retire(self._counter_key)
+        route_counters.retire(self.key)
 
 
 _UNCOUNTED: itertools.count[int] = itertools.count()
 """The ``count`` of a route without fast paths (never advanced: only fast paths count)."""
 
+_Handlers = tuple[Callable[[Any], Any], ...]
+_Chained = tuple[tuple[Subscription[Any], Any, "itertools.count[int]"], ...]
+_Compiled = tuple[
+    int,
+    tuple[Subscription[Any], ...],
+    _Handlers | None,
+    _Handlers | None,
+    _Chained | None,
+    "itertools.count[int]",
+    _RouteCounter | None,
+]
+"""Everything a :class:`Route` holds but its topic, as built for ``subs`` at a generation
+of a route table: (generation, subs, fast, fast_async, chained, count, route counter)."""
+
+
+def _compile(generation: int, subs: tuple[Subscription[Any], ...]) -> _Compiled:
+    """The fast paths of a route to ``subs`` (in dispatch order); see :class:`Route`."""
+    if len(subs) == 1:  # the commonest route of a new topic: built in one step
+        sub = subs[0]
+        if not sub.plain:
+            return (generation, subs, None, None, _chain(subs), _UNCOUNTED, None)
+        handler: Any = sub.handler  # plain: held strongly, never None
+        if sub.kind == INLINE:
+            return (generation, subs, (handler,), None, None, sub.delivery_counter(), None)
+        if sub.kind == TASK:
+            return (generation, subs, None, (handler,), None, sub.delivery_counter(), None)
+        return (generation, subs, None, None, None, _UNCOUNTED, None)  # pragma: no cover
+    if not subs:
+        return (generation, subs, None, None, None, _UNCOUNTED, None)
+    kind = subs[0].kind
+    for sub in subs:
+        if not sub.plain or sub.kind != kind:
+            return (generation, subs, None, None, _chain(subs), _UNCOUNTED, None)
+    handlers: tuple[Any, ...] = tuple([s.handler for s in subs])
+    if len({id(h) for h in handlers}) != len(handlers) or kind not in (INLINE, TASK):
+        return (generation, subs, None, None, None, _UNCOUNTED, None)
+    count = itertools.count()
+    counter = _RouteCounter(route_counters.open(subs, count))
+    if kind == INLINE:
+        return (generation, subs, handlers, None, None, count, counter)
+    return (generation, subs, None, handlers, None, count, counter)
+
+
+def _chain(subs: tuple[Subscription[Any], ...]) -> _Chained | None:
+    """Each subscription with its middleware chain and delivery counter, when every one has
+    a chain a route may call straight (:attr:`Subscription.chained
+    <tidings.Subscription.chained>`); else ``None``."""
+    calls = []
+    for sub in subs:
+        chain = sub.chained
+        if chain is None:
+            return None
+        calls.append((sub, chain, sub.delivery_counter()))
+    return tuple(calls)
+
+
+_NO_ROUTE: Final[_Compiled] = (0, (), None, None, None, _UNCOUNTED, None)
+"""What a route to no subscription holds (whatever the generation)."""
 
 fold_retired = route_counters.fold
 """Fold the counters of freed routes into their subscriptions' own counts."""
 _retired = route_counters.retired
 """The keys :func:`fold_retired` has to fold (tested first: most changes retire none)."""
 
+_topic = TOPIC_SYNTAX.fullmatch
+"""Matches a valid topic (of at most ``MAX_TOPIC_LENGTH`` characters) in full."""
 
-_Node = tuple[dict[str, "_Node"], dict[Subscription[Any], None]]
-"""One token of the trie: the next tokens (literal tokens, ``*`` and ``>``) and the
-subscriptions whose pattern ends here (insertion-ordered). A tuple of two dicts: a trie
-grows by one per new token subscribed, so nodes are as cheap to make as can be."""
+_new_route = object.__new__
+"""Allocates a :class:`Route` whose slots the table then fills from a compiled node."""
+
+
+_Node = tuple[dict[str, "_Node"], dict[Subscription[Any], None], dict[type, _Compiled]]
+"""One token of the trie: the next tokens (literal tokens, ``*`` and ``>``), the
+subscriptions whose pattern ends here (insertion-ordered), and what a route to those of
+them an event class matches holds, by event class (compiled when first needed, valid for
+the generation it names). A tuple of three dicts: a trie grows by one per new token
+subscribed, so nodes are as cheap to make as can be."""
 _CHILDREN: Final = 0
 _SUBS: Final = 1
+_COMPILED: Final = 2
 
 
 class RouteTable:
@@ -227,13 +273,16 @@ class RouteTable:
         lock."""
         self._lock = threading.Lock()
         self._subs: dict[Subscription[Any], None] = {}  # insertion-ordered
-        self._root: _Node = ({}, {})
+        self._root: _Node = ({}, {}, {})
         self._generation = next(_generations)
-        # Cached keys, oldest first, with their topics; and the keys cached per topic. Both
-        # may also hold keys that release() emptied from the dicts (harmless: dropping or
-        # evicting a key no longer cached does nothing), never fewer.
-        self._order: OrderedDict[Any, str] = OrderedDict()
-        self._topics: dict[str, list[Any]] = {}
+        # The cached keys in insertion order, as a ring of ``size`` slots: inserting a key
+        # evicts the one inserted ``size`` insertions before it.
+        # And the keys cached per topic: a key, or a list of them. Both may also hold keys no
+        # longer cached (harmless: dropping or evicting a key no longer cached does
+        # nothing), never fewer: every cached key is in both.
+        self._ring: list[Any] = [None] * size
+        self._slots = itertools.cycle(range(size))
+        self._topics: dict[str, Any] = {}
 
     def __len__(self) -> int:
         return len(self._subs)
@@ -259,9 +308,11 @@ class RouteTable:
                 children = node[_CHILDREN]
                 child = children.get(token)
                 if child is None:
-                    child = children[token] = ({}, {})
+                    child = children[token] = ({}, {}, {})
                 node = child
             node[_SUBS][sub] = None
+            if node[_COMPILED]:
+                node[_COMPILED].clear()
             if "*" in pattern or ">" in pattern:
                 self._drop_matching(pattern)
             elif pattern in self._topics:  # a topic: its routes, if any is cached
@@ -281,6 +332,9 @@ class RouteTable:
             for token in tokens:
                 path.append(path[-1][_CHILDREN][token])
             del path[-1][_SUBS][sub]
+            compiled = path[-1][_COMPILED]
+            if compiled:  # no longer holding ``sub`` (nor its handler) alive
+                compiled.clear()
             for depth in range(len(tokens), 0, -1):  # prune the nodes left empty
                 node = path[depth]
                 if node[_SUBS] or node[_CHILDREN]:
@@ -311,7 +365,6 @@ class RouteTable:
     def _drop_all_locked(self) -> None:
         self.by_type.clear()
         self.by_topic.clear()
-        self._order.clear()
         self._topics.clear()
         self._generation = next(_generations)
 
@@ -328,13 +381,11 @@ class RouteTable:
         keys = self._topics.pop(topic, None)
         if keys is None:
             return
-        order, by_topic, by_type = self._order, self.by_topic, self.by_type
-        for key in keys:
-            del order[key]
-            if type(key) is tuple:  # _forget, inlined
-                by_topic.pop(key, None)
-            else:
-                by_type.pop(key, None)
+        if type(keys) is list:
+            for key in keys:
+                self._forget(key)
+        else:
+            self._forget(keys)
 
     def _forget(self, key: Any) -> None:
         if type(key) is tuple:
@@ -352,50 +403,108 @@ class RouteTable:
             TopicRequiredError: if ``topic`` is ``None`` and the class names no topic.
             InvalidTopicError: if ``topic`` is malformed.
         """
+        key: Any
+        cache: dict[Any, Route]
         if topic is None:
             route = self.by_type.get(event_type)
             if route is not None:
                 return route
-            return self._build(event_type, event_type, topic_of(event_type))
-        topic = validate_topic(topic)
-        key = (topic, event_type)
-        route = self.by_topic.get(key)
-        if route is not None:
-            return route
-        return self._build(key, event_type, topic)
-
-    def _build(self, key: Any, event_type: type, topic: str) -> Route:
+            key, cache, topic = event_type, self.by_type, topic_of(event_type)
+        else:
+            # validate_topic, inlined (its call would cost as much as its one regex match)
+            if type(topic) is not str or len(topic) > MAX_TOPIC_LENGTH or _topic(topic) is None:
+                topic = validate_topic(topic)  # raises, naming what is wrong (a str subclass)
+            key = (topic, event_type)
+            route = self.by_topic.get(key)
+            if route is not None:
+                return route
+            cache = self.by_topic
+        # A miss: build the route of ``key`` and cache it unless the table changed meanwhile
+        # (one function with the lookup: a call fewer on every cache miss).
         generation = self._generation
-        subs: list[Subscription[Any]] = []
-        for sub in self._match(topic.split(".")):  # a loop: cheaper than a comprehension here
-            if sub.active and (sub.event_type is None or issubclass(event_type, sub.event_type)):
-                subs.append(sub)  # noqa: PERF401 - see above
-        if len(subs) > 1:  # subscription_order, as two sorts keyed in C (both stable)
-            subs.sort(key=_by_id)
-            subs.sort(key=_by_priority, reverse=True)
-        route = Route(topic, tuple(subs))
-        cache: dict[Any, Route] = self.by_topic if type(key) is tuple else self.by_type
-        with self._lock:
+        nodes = self._match(topic.split("."))
+        if len(nodes) == 1:  # the common case: the route of one node's subscriptions
+            compiled = nodes[0][_COMPILED].get(event_type)
+            if compiled is None or compiled[0] != generation:
+                compiled = self._compile_node(nodes[0], event_type, generation)
+        elif nodes:
+            compiled = _compile(generation, _matching(nodes, event_type))
+        else:
+            compiled = _NO_ROUTE
+        # A Route from its compiled parts, slot by slot: no __init__ to call.
+        built: Route = _new_route(Route)
+        built.topic = topic
+        _, built.subs, built.fast, built.fast_async, built.chained, built.count, built._counter = (
+            compiled
+        )
+        built._slow = None
+        route = built
+        lock = self._lock
+        lock.acquire()  # not ``with``: two calls fewer on every cache miss
+        try:
             if self._generation == generation:
-                cached = cache.get(key)
-                if cached is not None:  # another thread built it meanwhile
+                # Take the next slot of the ring, evicting the key inserted there ``size``
+                # inserts ago (nothing to do if it was dropped meanwhile), then insert.
+                at = next(self._slots)
+                ring = self._ring
+                old = ring[at]
+                topics = self._topics
+                if old is not None:
+                    if type(old) is tuple:  # _forget, inlined
+                        self.by_topic.pop(old, None)
+                        old_topic = old[0]
+                    else:
+                        self.by_type.pop(old, None)
+                        old_topic = topic_of(old)
+                    listed = topics.pop(old_topic, None)
+                    if listed is not None and listed != old:  # the topic has others
+                        self._unlist(old, old_topic, listed)
+                ring[at] = key
+                listed = topics.setdefault(topic, key)
+                if listed is not key:  # the topic's second key (another class), or more
+                    if type(listed) is list:
+                        listed.append(key)
+                    else:
+                        topics[topic] = [listed, key]
+                cached = cache.setdefault(key, route)
+                if cached is not route:  # another thread built it meanwhile
                     route = cached
-                else:
-                    self._insert(key, topic, route, cache)
-                    if self._generation != generation:  # released while inserting
-                        cache.pop(key, None)
+                elif self._generation != generation:  # released while inserting
+                    cache.pop(key, None)
+        finally:
+            lock.release()
         if _retired:
             fold_retired()
         return route
 
-    def _match(self, tokens: list[str]) -> list[Subscription[Any]]:
-        """The subscriptions whose patterns match ``tokens``, unordered.
+    @staticmethod
+    def _compile_node(node: _Node, event_type: type, generation: int) -> _Compiled:
+        """What a route to the subscriptions at ``node`` that match ``event_type`` holds, at
+        ``generation``: compiled once per node, class and generation, and kept in the node.
+
+        Takes no lock: a change made meanwhile moves the generation, so what this keeps is
+        then never used.
+        """
+        subs = tuple(node[_SUBS])  # one C call: a copy another thread cannot change midway
+        if len(subs) == 1:  # the common case, without a list to sort
+            sub = subs[0]
+            if sub.active and (sub.event_type is None or issubclass(event_type, sub.event_type)):
+                compiled = _compile(generation, subs)
+            else:
+                compiled = _compile(generation, ())
+        else:
+            compiled = _compile(generation, _matching((node,), event_type))
+        node[_COMPILED][event_type] = compiled
+        return compiled
+
+    def _match(self, tokens: list[str]) -> list[_Node]:
+        """The nodes whose subscriptions' patterns match ``tokens`` (each node once).
 
         Takes no lock: each step reads the trie with one dict operation (atomic under the
         GIL), and a change made meanwhile moves the generation, so the caller's route is
         then not cached.
         """
-        found: list[Subscription[Any]] = []
+        found: list[_Node] = []
         node = self._root
         if tokens[0] == INTERNAL_TOKEN:  # an internal topic: no leading wildcard matches it
             child = node[_CHILDREN].get(INTERNAL_TOKEN)
@@ -404,44 +513,44 @@ class RouteTable:
             node = child
             tokens = tokens[1:]
         # One node matches so far (the common case: no list per token), until a token
-        # matches both a literal and a ``*`` child; then every node of the frontier.
-        for depth, token in enumerate(tokens):
+        # matches both a literal and a ``*`` child; then every node of the frontier. Most
+        # nodes have no wildcard child: a containment test says so without a call; each
+        # read itself is still one dict operation (get), as above.
+        rest = iter(tokens)
+        for token in rest:
             children = node[_CHILDREN]
-            if not children:
-                return found
-            # Most nodes have no wildcard child: a containment test says so without a
-            # call; the read itself is still one dict operation (get), as above.
             if ">" in children:
                 tail = children.get(">")
                 if tail is not None:
-                    found.extend(tail[_SUBS])
+                    found.append(tail)
             child = children.get(token)
-            star = children.get("*") if "*" in children else None
-            if star is None:
-                if child is None:
-                    return found
-                node = child
-            elif child is None:
-                node = star
-            else:
-                return self._match_from([child, star], tokens, depth + 1, found)
-        found.extend(node[_SUBS])
+            if "*" in children:
+                star = children.get("*")
+                if star is not None:
+                    if child is None:
+                        node = star
+                        continue
+                    return self._match_from([child, star], rest, found)
+            if child is None:
+                return found
+            node = child
+        if node[_SUBS]:
+            found.append(node)
         return found
 
     @staticmethod
-    def _match_from(
-        frontier: list[_Node], tokens: list[str], start: int, found: list[Subscription[Any]]
-    ) -> list[Subscription[Any]]:
-        """:meth:`_match` from the nodes ``frontier`` matching ``tokens[:start]``."""
-        for token in tokens[start:]:
+    def _match_from(frontier: list[_Node], rest: Iterator[str], found: list[_Node]) -> list[_Node]:
+        """:meth:`_match` from the nodes ``frontier`` onwards, for the tokens ``rest``."""
+        for token in rest:
             following: list[_Node] = []
-            for children, _ in frontier:
+            for node in frontier:
+                children = node[_CHILDREN]
                 if not children:
                     continue
                 if ">" in children:
                     tail = children.get(">")
                     if tail is not None:
-                        found.extend(tail[_SUBS])
+                        found.append(tail)
                 child = children.get(token)
                 if child is not None:
                     following.append(child)
@@ -452,30 +561,32 @@ class RouteTable:
             if not following:
                 return found
             frontier = following
-        for node in frontier:
-            found.extend(node[_SUBS])
+        found.extend(node for node in frontier if node[_SUBS])
         return found
 
-    def _insert(self, key: Any, topic: str, route: Route, cache: dict[Any, Route]) -> None:
-        """Cache ``route`` under ``key`` (lock held), evicting the oldest past the size."""
-        order = self._order
-        if key in order:  # emptied by release(): still indexed, take its place again
-            order.move_to_end(key)
+    def _unlist(self, key: Any, topic: str, listed: Any) -> None:
+        """Put back what the index listed for ``topic`` (just popped), without ``key``: the
+        keys of other event classes, or the topic's key since a drop (lock held)."""
+        if type(listed) is list:
+            if key in listed:
+                listed.remove(key)
+            if listed:
+                self._topics[topic] = listed
         else:
-            if len(order) >= self.size:  # full: evict the oldest (order never holds more)
-                old, old_topic = order.popitem(False)
-                keys = self._topics[old_topic]
-                keys.remove(old)
-                if not keys:
-                    del self._topics[old_topic]
-                if type(old) is tuple:  # _forget, inlined
-                    self.by_topic.pop(old, None)
-                else:
-                    self.by_type.pop(old, None)
-            order[key] = topic
-            listed = self._topics.get(topic)
-            if listed is None:
-                self._topics[topic] = [key]
-            else:
-                listed.append(key)
-        cache[key] = route
+            self._topics[topic] = listed
+
+
+def _matching(nodes: Iterable[_Node], event_type: type) -> tuple[Subscription[Any], ...]:
+    """The active subscriptions at ``nodes`` that take events of ``event_type``, in dispatch
+    order (:func:`subscription_order`, as two sorts keyed in C, both stable)."""
+    candidates: list[Subscription[Any]] = []
+    for node in nodes:  # extend: one C call each, which another thread cannot change midway
+        candidates.extend(node[_SUBS])
+    subs: list[Subscription[Any]] = []
+    for sub in candidates:  # a loop: cheaper than a comprehension here
+        if sub.active and (sub.event_type is None or issubclass(event_type, sub.event_type)):
+            subs.append(sub)  # noqa: PERF401 - see above
+    if len(subs) > 1:
+        subs.sort(key=_by_id)
+        subs.sort(key=_by_priority, reverse=True)
+    return tuple(subs)

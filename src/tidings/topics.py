@@ -29,12 +29,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Final
 
 from tidings.exceptions import InvalidTopicError
 
 __all__ = (
     "INTERNAL_TOKEN",
     "MAX_TOPIC_LENGTH",
+    "TOPIC_SYNTAX",
     "compile_pattern",
     "is_pattern",
     "matches",
@@ -52,7 +54,10 @@ _TOKEN = re.compile(r"[A-Za-z0-9_\-]+")
 _RULE = "tokens are separated by single dots and made of ASCII letters, digits, '_' or '-'"
 # A whole valid topic (pattern) in one match: the common case, checked before the token by
 # token walk that names what is wrong.
-_VALID_TOPIC = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*")
+TOPIC_SYNTAX: Final = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*")
+"""What a valid topic of at most :data:`MAX_TOPIC_LENGTH` characters matches in full: for a
+caller that checks topics inline (:func:`validate_topic` says what is wrong with one)."""
+_VALID_TOPIC = TOPIC_SYNTAX
 _VALID_PATTERN = re.compile(r"(?:[A-Za-z0-9_\-]+|\*)(?:\.(?:[A-Za-z0-9_\-]+|\*))*(?:\.>)?|>")
 
 
