@@ -77,7 +77,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from tidings.clock import HybridClock
-from tidings.event import Envelope
+from tidings.event import Envelope, event_type_for
 from tidings.exceptions import (
     InvalidTransportURLError,
     PublishError,
@@ -96,7 +96,13 @@ from tidings.transports._common import (
     report_publish_error,
 )
 from tidings.transports._consumer import Consumer
-from tidings.transports._kafka_wire import KafkaHeaders, received_headers, record_of
+from tidings.transports._kafka_wire import (
+    KafkaHeaders,
+    Templates,
+    fast_envelope,
+    received_headers,
+    record_of,
+)
 from tidings.transports.base import (
     DeliveryPolicy,
     MessageHandler,
@@ -614,6 +620,24 @@ class KafkaTransport(SubjectTransport):
         ] = deque()
         """Each publish awaiting its acknowledgement: its deadline and how to fail it."""
         self._sweeper: asyncio.Task[None] | None = None
+
+    def _decoder(self, payload_type: type | None) -> Callable[[Any], Envelope[Any]]:
+        """The general decoder behind :func:`fast_envelope`, which reads the records laid
+        out as this transport writes them (the usual ones) without building header maps."""
+        general = super()._decoder(payload_type)
+        topic_of = self.subjects.topic
+        topics: dict[str, tuple[str, type | None, Templates]] = {}
+
+        def decode(raw: _Record) -> Envelope[Any]:
+            known = topics.get(raw.subject)
+            if known is None:
+                topic = topic_of(raw.subject)
+                target = payload_type if payload_type is not None else event_type_for(topic)
+                known = topics[raw.subject] = (topic, target, {})
+            envelope = fast_envelope(raw.kafka_headers, raw.key, raw.data, *known)
+            return envelope if envelope is not None else general(raw)
+
+        return decode
 
     def _meta(self, raw: Any) -> tuple[int, int]:
         return raw.attempt, raw.sequence
