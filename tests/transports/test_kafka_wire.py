@@ -97,7 +97,7 @@ def _general_envelope(
 def _fast(
     headers: list[tuple[str, bytes]], key: bytes | None, body: bytes, target: type | None
 ) -> Envelope[Any] | None:
-    templates: Templates = {}
+    templates = Templates()
     first = fast_envelope(headers, key, body, "orders.placed", target, templates)
     again = fast_envelope(headers, key, body, "orders.placed", target, templates)  # cached
     assert again == first
@@ -139,6 +139,18 @@ def _variants() -> list[Any]:
     return [
         pytest.param(replaced("ce_time", b"2026-01-01T00:00:00+01:00"), key, body, id="own-time"),
         pytest.param(replaced("ce_time", b"not a time"), key, body, id="bad-time"),
+        pytest.param(
+            replaced(
+                "ce_time", named["ce_time"][:-2] + (b"2Z" if named["ce_time"][-2] == 49 else b"1Z")
+            ),
+            key,
+            body,
+            id="time-off",
+        ),
+        pytest.param(replaced("ce_time", named["ce_time"] + b" "), key, body, id="time-longer"),
+        pytest.param(
+            replaced("ce_time", named["ce_time"][:-1] + b"+00:00"), key, body, id="time-offset"
+        ),
         pytest.param(replaced("ce_hlc", b"-5"), key, body, id="negative-hlc"),
         pytest.param(replaced("ce_hlc", b"x"), key, body, id="bad-hlc"),
         pytest.param(replaced("ce_id", b"\xff"), key, body, id="id-not-utf8"),

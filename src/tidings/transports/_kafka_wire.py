@@ -231,9 +231,38 @@ def received_headers(
 Template = tuple[str, Mapping[str, str]] | None
 """What a set of constant headers stands for: the source and the kept attributes
 (``None``: records with these headers take the general path)."""
-Templates = dict[tuple[tuple[str, bytes], ...], Template]
-"""The constant headers (as received) -> their :data:`Template`, for one topic and payload
-class (bounded)."""
+
+
+class Templates:
+    """The constant headers (as received) -> their :data:`Template`, for one topic and
+    payload class (bounded); the last ones read are compared first (no hashing)."""
+
+    __slots__ = ("known", "last", "last_template", "second", "second_text")
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[tuple[str, bytes], ...], Template] = {}
+        self.last: Sequence[tuple[str, bytes]] | None = None
+        self.last_template: Template = None
+        self.second = -1
+        self.second_text = b""
+        """``YYYY-MM-DDTHH:MM:SS.`` of ``second`` (the last second of an event time read)."""
+
+    def get(
+        self, constant: Sequence[tuple[str, bytes]], topic: str, target: type | None
+    ) -> Template:
+        """The template of ``constant`` (read the first time it is seen)."""
+        key = tuple(constant)
+        known = self.known
+        try:
+            template = known[key]
+        except KeyError:
+            template = _template(key, topic, target)
+            if len(known) >= 4096:
+                known.clear()
+            known[key] = template
+        self.last, self.last_template = constant, template
+        return template
+
 
 _CONSTANT_NAMES = frozenset(
     {"ce_specversion", "ce_type", "ce_source", "ce_dataschema", "content-type"}
@@ -267,6 +296,10 @@ def _template(constant: tuple[tuple[str, bytes], ...], topic: str, target: type 
     return source, MappingProxyType(kept) if kept else NO_HEADERS
 
 
+_DIGITS = tuple(b"%03d" % n for n in range(1000))
+"""Three decimal digits of 0-999, as :func:`format_time` writes microseconds (twice)."""
+
+
 def fast_envelope(
     headers: Sequence[tuple[str, bytes]],
     key: bytes | None,
@@ -285,22 +318,33 @@ def fast_envelope(
     id_header, time_header, hlc_header = headers[0], headers[1], headers[2]
     if id_header[0] != "ce_id" or time_header[0] != "ce_time" or hlc_header[0] != "ce_hlc":
         return None
-    constant = tuple(headers[3:])
-    try:
-        template = templates[constant]
-    except KeyError:
-        template = _template(constant, topic, target)
-        if len(templates) >= 4096:
-            templates.clear()
-        templates[constant] = template
+    constant = headers[3:]
+    if constant == templates.last:
+        template = templates.last_template
+    else:
+        template = templates.get(constant, topic, target)
     if template is None:
         return None
     try:
         event_id = id_header[1].decode()
         time = int(hlc_header[1])
         partition_key = None if key is None else key.decode()
-        if not event_id or time < 0 or time_header[1] != format_time(time).encode():
-            return None  # missing, malformed, or a producer's own time text (kept)
+        if not event_id or time < 0:
+            return None  # missing or malformed
+        # The time text must be format_time(time) (else it is kept): compared by parts.
+        seconds, nanos = divmod(time, 1_000_000_000)
+        if seconds != templates.second:
+            templates.second_text = format_time(seconds * 1_000_000_000)[:20].encode()
+            templates.second = seconds
+        high, low = divmod(nanos // 1000, 1000)
+        text = time_header[1]
+        if (
+            text[20:23] != _DIGITS[high]
+            or text[23:26] != _DIGITS[low]
+            or text[26:] != b"Z"
+            or text[:20] != templates.second_text
+        ):
+            return None  # a producer's own time text (kept)
         payload = codec.decode(value, target)
     except (ValueError, OverflowError, OSError, DecodeError):  # UnicodeDecodeError: a ValueError
         return None
