@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -171,44 +172,59 @@ async def raw_publish(bootstrap: str, n: int) -> float:
     return await _raw_send(bootstrap, topic, n, None)
 
 
-async def raw_e2e(bootstrap: str, n: int, consumers: int) -> float:
-    topic = f"{_fresh()}.bench.order"
-    await _make_topic(bootstrap, topic)
-    done = Done(n)
-    members = [
+def raw_consumers(bootstrap: str, topic: str, group: str, count: int) -> list[AIOKafkaConsumer]:
+    """``count`` raw consumers of ``topic`` in ``group``, committing by hand."""
+    return [
         AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
-            group_id=f"{topic}.raw",
+            group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=int(SESSION * 1000),
             heartbeat_interval_ms=1000,
         )
-        for _ in range(consumers)
+        for _ in range(count)
     ]
+
+
+async def raw_consume(consumer: AIOKafkaConsumer, done: Done) -> None:
+    """The raw consuming loop: getmany batches, msgspec decode, commit after each batch."""
+    while not done.event.is_set():
+        batches = await consumer.getmany(timeout_ms=500, max_records=256)
+        for records in batches.values():
+            for record in records:
+                _decode(record.value)
+                done.hit()
+        if batches:
+            await consumer.commit()
+
+
+@contextlib.asynccontextmanager
+async def raw_group(
+    bootstrap: str, topic: str, group: str, count: int, done: Done
+) -> AsyncIterator[None]:
+    """``count`` raw consumers in ``group`` running :func:`raw_consume`; stopped on exit."""
+    members = raw_consumers(bootstrap, topic, group, count)
     await asyncio.gather(*(c.start() for c in members))
-
-    async def consume(consumer: AIOKafkaConsumer) -> None:
-        while not done.event.is_set():
-            batches = await consumer.getmany(timeout_ms=500, max_records=256)
-            for records in batches.values():
-                for record in records:
-                    _decode(record.value)
-                    done.hit()
-            if batches:
-                await consumer.commit()
-
-    tasks = [asyncio.create_task(consume(c)) for c in members]
-    await asyncio.sleep(SETTLE)
+    tasks = [asyncio.create_task(raw_consume(c, done)) for c in members]
     try:
-        return await _raw_send(bootstrap, topic, n, done)
+        yield
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for c in members:
             await c.stop()
+
+
+async def raw_e2e(bootstrap: str, n: int, consumers: int) -> float:
+    topic = f"{_fresh()}.bench.order"
+    await _make_topic(bootstrap, topic)
+    done = Done(n)
+    async with raw_group(bootstrap, topic, f"{topic}.raw", consumers, done):
+        await asyncio.sleep(SETTLE)
+        return await _raw_send(bootstrap, topic, n, done)
 
 
 # ---------------------------------------------------------------------------- FastStream

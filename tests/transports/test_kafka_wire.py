@@ -1,6 +1,7 @@
-"""The CloudEvents Kafka binding's encoder without a broker: the fast path (events without
+"""The CloudEvents Kafka binding without a broker: the encoder's fast path (events without
 given attributes, headers from a per-topic cache) writes exactly what the general path and
-the cloudevents SDK read."""
+the cloudevents SDK read; the decoder's fast path (:func:`fast_envelope`) reads exactly
+what the general path reads, or leaves the record to it."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from cloudevents.v1.kafka import KafkaMessage, from_binary
 from tidings.clock import HybridClock
 from tidings.cloudevents import binary_attributes, encode_data
 from tidings.event import Envelope
+from tidings.exceptions import DecodeError
 from tidings.testing.transport_conformance import ConformanceOrder
-from tidings.transports._kafka_wire import received_headers, record_of
+from tidings.transports._kafka_wire import Templates, fast_envelope, received_headers, record_of
+from tidings.transports.wire import decode_envelope
 
 _clock = HybridClock()
 
@@ -72,3 +75,119 @@ def test_fast_path_records_read_back_by_the_cloudevents_sdk(envelope: Envelope[A
     read = received_headers(headers, key, "tidings.orders.placed")
     assert read["ce-id"] == envelope.id
     assert read["ce-hlc"] == str(envelope.time)
+
+
+_SUBJECT = "tidings.orders.placed"
+
+
+def _general_envelope(
+    headers: list[tuple[str, bytes]], key: bytes | None, body: bytes, target: type | None
+) -> Envelope[Any]:
+    return decode_envelope(
+        "orders.placed",
+        received_headers(headers, key, _SUBJECT),
+        body,
+        target,
+        subject=_SUBJECT,
+        fallback_id="fallback",
+        fallback_time=1,
+    )
+
+
+def _fast(
+    headers: list[tuple[str, bytes]], key: bytes | None, body: bytes, target: type | None
+) -> Envelope[Any] | None:
+    templates = Templates()
+    first = fast_envelope(headers, key, body, "orders.placed", target, templates)
+    again = fast_envelope(headers, key, body, "orders.placed", target, templates)  # cached
+    assert again == first
+    return first
+
+
+@pytest.mark.parametrize(
+    ("envelope", "target"),
+    [
+        (_envelope(ConformanceOrder("o-1", 2.5), key="k1"), ConformanceOrder),
+        (_envelope({"a": 1}, source="svc", key="ключ 1"), None),
+        (_envelope({"a": 1}, _id="given id %"), None),
+        (_envelope(ConformanceOrder("o-2", 1.0)), None),  # its dataschema is kept
+    ],
+)
+def test_fast_envelope_reads_what_the_general_path_reads(
+    envelope: Envelope[Any], target: type | None
+) -> None:
+    headers, body, key = record_of(envelope)
+    general = _general_envelope(headers, key, body, target)
+    fast = _fast(headers, key, body, target)
+    if target is not None or type(envelope.payload) is dict:
+        assert fast is not None  # the usual records take the fast path
+        assert fast == general
+        assert fast.id == envelope.id
+        assert fast.time == envelope.time
+    else:
+        assert fast is None or fast == general
+
+
+def _variants() -> list[Any]:
+    headers, body, key = record_of(_envelope(ConformanceOrder("o-1", 2.5), key="k1"))
+    named = dict(headers)
+
+    def replaced(name: str, value: bytes) -> list[tuple[str, bytes]]:
+        return [(n, value if n == name else v) for n, v in headers]
+
+    traced = record_of(_envelope({"a": 1}, headers={"traceparent": "00-" + "a" * 32 + "-01"}))
+    return [
+        pytest.param(replaced("ce_time", b"2026-01-01T00:00:00+01:00"), key, body, id="own-time"),
+        pytest.param(replaced("ce_time", b"not a time"), key, body, id="bad-time"),
+        pytest.param(
+            replaced(
+                "ce_time", named["ce_time"][:-2] + (b"2Z" if named["ce_time"][-2] == 49 else b"1Z")
+            ),
+            key,
+            body,
+            id="time-off",
+        ),
+        pytest.param(replaced("ce_time", named["ce_time"] + b" "), key, body, id="time-longer"),
+        pytest.param(
+            replaced("ce_time", named["ce_time"][:-1] + b"+00:00"), key, body, id="time-offset"
+        ),
+        pytest.param(replaced("ce_hlc", b"-5"), key, body, id="negative-hlc"),
+        pytest.param(replaced("ce_hlc", b"x"), key, body, id="bad-hlc"),
+        pytest.param(replaced("ce_id", b"\xff"), key, body, id="id-not-utf8"),
+        pytest.param(replaced("ce_id", b""), key, body, id="empty-id"),
+        pytest.param(replaced("ce_type", b"other.type"), key, body, id="foreign-type"),
+        pytest.param(replaced("ce_specversion", b"0.3"), key, body, id="old-specversion"),
+        pytest.param(
+            replaced("ce_dataschema", b"tidings:schemas/orders.placed/versions/0"),
+            key,
+            body,
+            id="older-schema",
+        ),
+        pytest.param(replaced("content-type", b"text/plain"), key, body, id="text"),
+        pytest.param([h for h in headers if h[0] != "ce_source"], key, body, id="no-source"),
+        pytest.param(headers, b"\xff", body, id="key-not-utf8"),
+        pytest.param(headers, None, body, id="no-key"),
+        pytest.param(headers, key, b"{not json", id="bad-json"),
+        pytest.param(headers, key, b'{"order_id": 5}', id="wrong-shape"),
+        pytest.param([*headers, ("x-extra", b"1")], key, body, id="plain-header"),
+        pytest.param(traced[0], traced[2], traced[1], id="extension"),
+        pytest.param([(n.replace("_", "-"), v) for n, v in headers], key, body, id="dash-spelling"),
+        pytest.param(list(reversed(headers)), key, body, id="other-order"),
+        pytest.param(headers[:3] + [("ce_type", named["ce_type"])] * 2, key, body, id="twice"),
+    ]
+
+
+@pytest.mark.parametrize(("headers", "key", "body"), _variants())
+def test_fast_envelope_is_none_or_what_the_general_path_reads(
+    headers: list[tuple[str, bytes]], key: bytes | None, body: bytes
+) -> None:
+    """Whatever a record holds, the fast path reads it as the general path does, or leaves
+    it to the general path (which raises the error naming the fault)."""
+    for target in (ConformanceOrder, None):
+        fast = _fast(headers, key, body, target)
+        try:
+            general = _general_envelope(headers, key, body, target)
+        except DecodeError:
+            assert fast is None
+            continue
+        assert fast is None or fast == general

@@ -408,7 +408,7 @@ class SubjectTransport(Transport):
         self._open()
         policy = policy if policy is not None else self.policy
         subject_filter = self.subjects.filter(pattern)
-        decode = make_decoder(self.subjects, payload_type, self.clock, self._message_id)
+        decode = self._decoder(payload_type)
         return await self._consume(
             pattern,
             subject_filter,
@@ -419,6 +419,11 @@ class SubjectTransport(Transport):
             name or handler_name(handler),
             dead=False,
         )
+
+    def _decoder(self, payload_type: type | None) -> Callable[[Any], Envelope[Any]]:
+        """The decoder of a subscription's raw messages (see :func:`make_decoder`); a
+        transport may put a fast path for its own wire layout in front of it."""
+        return make_decoder(self.subjects, payload_type, self.clock, self._message_id)
 
     async def subscribe_dead_letters(
         self,

@@ -148,6 +148,8 @@ class Consumer(TransportSubscription):
         self._running: list[tuple[Message, float] | None] = [None] * policy.workers
         self._round_robin = itertools.cycle(range(policy.workers))
         self._room = asyncio.Event()
+        self._starved = False
+        """Whether the fetch loop waits for ``_room`` (set by releases only then)."""
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._beats: set[asyncio.Task[None]] = set()
@@ -252,6 +254,7 @@ class Consumer(TransportSubscription):
             free = prefetch - self._in_memory
             if free < self._min_batch:
                 self._room.clear()
+                self._starved = True
                 await self._room.wait()
                 continue
             try:
@@ -272,9 +275,17 @@ class Consumer(TransportSubscription):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 continue
             failures = 0
+            meta, held, settled = self._meta, self._held, self._settled
             for raw in raws:
                 try:
-                    await self._accept(raw)
+                    attempt, sequence = meta(raw)
+                    if (
+                        sequence
+                        and (sequence in held or sequence in settled)
+                        and await self._duplicate(raw, sequence)
+                    ):
+                        continue
+                    self._accept(raw, attempt, sequence)
                 except Exception:
                     # Not taken in: the server redelivers it after ack_wait.
                     logger.exception(
@@ -283,17 +294,21 @@ class Consumer(TransportSubscription):
                         getattr(raw, "subject", "?"),
                         extra=log_fields(None, self.name),
                     )
+            for queue, wake in zip(self._queues, self._wakes, strict=True):
+                if queue:
+                    wake.set()
 
-    async def _accept(self, raw: Any) -> None:
-        attempt, sequence = self._meta(raw)
-        if sequence and await self._duplicate(raw, sequence):
-            return
+    def _accept(self, raw: Any, attempt: int, sequence: int) -> None:
+        """Queue ``raw`` for a worker (woken once the fetched batch is taken in)."""
         self._delivered += 1
         env: Envelope[Any] | None
         error: Exception | None = None
         try:
             env = self._decode(raw)
-            self._merge_time(env, raw.subject)
+            try:
+                self._clock.update(env.time)
+            except ClockSkewError as exc:
+                self._skewed(env, raw.subject, exc)
         except Exception as exc:  # undecodable, whatever the reason: dead-lettered
             env, error = None, exc
         workers = self.policy.workers
@@ -309,16 +324,11 @@ class Consumer(TransportSubscription):
         if self._in_memory > self._max_in_memory:
             self._max_in_memory = self._in_memory
         self._queues[index].append((raw, attempt, sequence, env, error))
-        self._wakes[index].set()
 
-    def _merge_time(self, env: Envelope[Any], subject: str) -> None:
-        try:
-            self._clock.update(env.time)
-        except ClockSkewError as exc:
-            self._skew += 1
-            logger.warning(
-                "event %s on %s: %s", env.id, subject, exc, extra=log_fields(env, self.name)
-            )
+    def _skewed(self, env: Envelope[Any], subject: str, exc: ClockSkewError) -> None:
+        """Count and log an event whose time the clock refused to merge (it is handled)."""
+        self._skew += 1
+        logger.warning("event %s on %s: %s", env.id, subject, exc, extra=log_fields(env, self.name))
 
     async def _duplicate(self, raw: Any, sequence: int) -> bool:
         """Whether ``raw`` is a copy of a message still held, acked or terminated here (a
@@ -356,7 +366,8 @@ class Consumer(TransportSubscription):
                 settled[sequence] = outcome
                 if len(settled) > self._remember:
                     settled.popitem(last=False)
-        if self._in_memory <= self.policy.prefetch - self._min_batch:
+        if self._starved and self._in_memory <= self.policy.prefetch - self._min_batch:
+            self._starved = False
             self._room.set()
 
     # ------------------------------------------------------------------ handling
@@ -433,7 +444,10 @@ class Consumer(TransportSubscription):
         if msg.settled is None:
             msg.settled = "ack"
             self._acked += 1
-            await self._settle(raw.ack)
+            try:  # as _settle does, without a coroutine of its own on this hot path
+                await raw.ack()
+            except Exception as exc:
+                self._unsettled(exc)
         elif msg.settled == "ack":
             self._acked += 1
         elif msg.settled == "nak":
@@ -485,13 +499,16 @@ class Consumer(TransportSubscription):
         try:
             await settle(*args)
         except Exception as exc:
-            # The server redelivers what it did not hear about: nothing is lost.
-            logger.warning(
-                "could not settle a message for %s: %r",
-                self.name,
-                exc,
-                extra=log_fields(None, self.name),
-            )
+            self._unsettled(exc)
+
+    def _unsettled(self, exc: Exception) -> None:
+        # The server redelivers what it did not hear about: nothing is lost.
+        logger.warning(
+            "could not settle a message for %s: %r",
+            self.name,
+            exc,
+            extra=log_fields(None, self.name),
+        )
 
     # ------------------------------------------------------------------ heartbeats
 

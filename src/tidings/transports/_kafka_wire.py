@@ -23,17 +23,24 @@ dead-lettered with the reason).
 a per-(topic, source, class) cache of encoded bytes, and encodes only what varies (``ce_id``,
 ``ce_time``, ``ce_hlc``, extensions, the key). :func:`received_headers` reads the usual
 ``ce_``/``content-type`` names through a cache of their decoded forms.
+:func:`fast_envelope` reads a record laid out as :func:`record_of` writes such an event
+(``ce_id``, ``ce_time``, ``ce_hlc``, then only headers that depend on the topic, source and
+payload class) straight into its envelope: the constant headers are read once per
+distinct set (a :data:`Templates` cache), so a record costs its id, time, key and payload.
 
 Invariant: :func:`received_headers` of :func:`record_of` gives back exactly the headers
 :func:`tidings.transports.wire.decode_envelope` reads for the same envelope, on the fast path
-as on the general one.
+as on the general one; :func:`fast_envelope` gives either ``None`` or exactly the envelope
+that :func:`~tidings.transports.wire.decode_envelope` of :func:`received_headers` gives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
+from tidings import codec
 from tidings.cloudevents import (
     BINARY_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -46,10 +53,10 @@ from tidings.cloudevents import (
     to_structured,
 )
 from tidings.dataschema import uri_of
-from tidings.event import Envelope
+from tidings.event import NO_HEADERS, Envelope
 from tidings.exceptions import DecodeError
 
-__all__ = ("KafkaHeaders", "received_headers", "record_of")
+__all__ = ("KafkaHeaders", "Templates", "fast_envelope", "received_headers", "record_of")
 
 KafkaHeaders = list[tuple[str, bytes]]
 """Record headers as aiokafka sends and receives them."""
@@ -219,3 +226,127 @@ def received_headers(
                 _read_keys[key] = partition_key
         out["ce-partitionkey"] = partition_key
     return out
+
+
+Template = tuple[str, Mapping[str, str]] | None
+"""What a set of constant headers stands for: the source and the kept attributes
+(``None``: records with these headers take the general path)."""
+
+
+class Templates:
+    """The constant headers (as received) -> their :data:`Template`, for one topic and
+    payload class (bounded); the last ones read are compared first (no hashing)."""
+
+    __slots__ = ("known", "last", "last_template", "second", "second_text")
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[tuple[str, bytes], ...], Template] = {}
+        self.last: Sequence[tuple[str, bytes]] | None = None
+        self.last_template: Template = None
+        self.second = -1
+        self.second_text = b""
+        """``YYYY-MM-DDTHH:MM:SS.`` of ``second`` (the last second of an event time read)."""
+
+    def get(
+        self, constant: Sequence[tuple[str, bytes]], topic: str, target: type | None
+    ) -> Template:
+        """The template of ``constant`` (read the first time it is seen)."""
+        key = tuple(constant)
+        known = self.known
+        try:
+            template = known[key]
+        except KeyError:
+            template = _template(key, topic, target)
+            if len(known) >= 4096:
+                known.clear()
+            known[key] = template
+        self.last, self.last_template = constant, template
+        return template
+
+
+_CONSTANT_NAMES = frozenset(
+    {"ce_specversion", "ce_type", "ce_source", "ce_dataschema", "content-type"}
+)
+
+
+def _template(constant: tuple[tuple[str, bytes], ...], topic: str, target: type | None) -> Template:
+    """The source and kept attributes of records on ``topic`` with these constant headers,
+    when the general path would read them as they are here: CloudEvents 1.0, JSON data, a
+    source, a type, and no ``dataschema`` other than the one tidings writes for ``target``."""
+    values: dict[str, str] = {}
+    for name, raw in constant:
+        if name not in _CONSTANT_NAMES or name in values:
+            return None
+        try:
+            values[name] = raw.decode()
+        except UnicodeDecodeError:
+            return None
+    source, type_ = values.get("ce_source"), values.get("ce_type")
+    if (
+        values.get("ce_specversion") != SPEC_VERSION
+        or values.get("content-type") != JSON_CONTENT_TYPE
+        or not source
+        or not type_
+    ):
+        return None
+    schema = values.get("ce_dataschema")
+    if schema is not None and (target is None or uri_of(target) != schema):
+        return None  # kept, or an older version to upcast: the general path
+    kept = {"type": type_} if type_ != topic else {}
+    return source, MappingProxyType(kept) if kept else NO_HEADERS
+
+
+_DIGITS = tuple(b"%03d" % n for n in range(1000))
+"""Three decimal digits of 0-999, as :func:`format_time` writes microseconds (twice)."""
+
+
+def fast_envelope(
+    headers: Sequence[tuple[str, bytes]],
+    key: bytes | None,
+    value: bytes,
+    topic: str,
+    target: type | None,
+    templates: Templates,
+) -> Envelope[Any] | None:
+    """The envelope of a record of ``topic`` laid out as :func:`record_of` writes an event
+    without given attributes or headers, its payload decoded as ``target``; ``None`` for
+    any other record, and for one the general path might read otherwise or refuse (the
+    caller decodes those with :func:`~tidings.transports.wire.decode_envelope`, which
+    raises the error that names the fault)."""
+    if len(headers) < 4:
+        return None
+    id_header, time_header, hlc_header = headers[0], headers[1], headers[2]
+    if id_header[0] != "ce_id" or time_header[0] != "ce_time" or hlc_header[0] != "ce_hlc":
+        return None
+    constant = headers[3:]
+    if constant == templates.last:
+        template = templates.last_template
+    else:
+        template = templates.get(constant, topic, target)
+    if template is None:
+        return None
+    try:
+        event_id = id_header[1].decode()
+        time = int(hlc_header[1])
+        partition_key = None if key is None else key.decode()
+        if not event_id or time < 0:
+            return None  # missing or malformed
+        # The time text must be format_time(time) (else it is kept): compared by parts.
+        seconds, nanos = divmod(time, 1_000_000_000)
+        if seconds != templates.second:
+            templates.second_text = format_time(seconds * 1_000_000_000)[:20].encode()
+            templates.second = seconds
+        high, low = divmod(nanos // 1000, 1000)
+        text = time_header[1]
+        if (
+            text[20:23] != _DIGITS[high]
+            or text[23:26] != _DIGITS[low]
+            or text[26:] != b"Z"
+            or text[:20] != templates.second_text
+        ):
+            return None  # a producer's own time text (kept)
+        payload = codec.decode(value, target)
+    except (ValueError, OverflowError, OSError, DecodeError):  # UnicodeDecodeError: a ValueError
+        return None
+    source, kept = template
+    return Envelope(topic, payload, time, partition_key, source, NO_HEADERS, event_id, "", kept)

@@ -79,7 +79,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from tidings.clock import HybridClock
-from tidings.event import Envelope
+from tidings.event import Envelope, event_type_for
 from tidings.exceptions import (
     InvalidTransportURLError,
     PublishError,
@@ -99,7 +99,13 @@ from tidings.transports._common import (
 )
 from tidings.transports._consumer import Consumer
 from tidings.transports._kafka_batches import Batch, Batcher
-from tidings.transports._kafka_wire import KafkaHeaders, received_headers, record_of
+from tidings.transports._kafka_wire import (
+    KafkaHeaders,
+    Templates,
+    fast_envelope,
+    received_headers,
+    record_of,
+)
 from tidings.transports.base import (
     DeliveryPolicy,
     MessageHandler,
@@ -186,7 +192,9 @@ class _Ledger:
 
     Invariant: ``position()`` is the offset of the first record taken in whose handling has
     not finished (else the offset after the last one taken in): everything before it is
-    finished, so committing it loses nothing.
+    finished, so committing it loses nothing. ``open`` holds the unfinished offsets in
+    order, ``done`` the finished ones behind the first unfinished (records mostly finish in
+    order: then ``done`` stays empty and a finish is one ``popleft``).
     """
 
     __slots__ = ("busy", "changed", "committed", "done", "next", "open")
@@ -198,21 +206,31 @@ class _Ledger:
         self.committed = -1
         self.busy = 0
         """Records taken in and neither finished nor waiting for a retry."""
-        self.changed = asyncio.Event()
+        self.changed: asyncio.Event | None = None
+        """Set when ``busy`` drops, while a rebalance waits for it (else ``None``)."""
 
-    def take(self, offset: int) -> None:
-        if offset >= self.next:
-            self.open.append(offset)
-            self.next = offset + 1
-        self.busy += 1
+    def take(self, records: Sequence[Any]) -> None:
+        """Take in a fetched batch of this partition's records (in offset order)."""
+        open_, next_ = self.open, self.next
+        for record in records:
+            offset = record.offset
+            if offset >= next_:
+                open_.append(offset)
+                next_ = offset + 1
+        self.next = next_
+        self.busy += len(records)
 
     def finish(self, offset: int) -> None:
         self.busy -= 1
-        self.done.add(offset)
         open_, done = self.open, self.done
-        while open_ and open_[0] in done:
-            done.discard(open_.popleft())
-        self.changed.set()
+        if open_ and open_[0] == offset:
+            open_.popleft()
+            while done and open_ and open_[0] in done:
+                done.discard(open_.popleft())
+        else:
+            done.add(offset)
+        if self.changed is not None:
+            self.changed.set()
 
     def position(self) -> int:
         return self.open[0] if self.open else self.next
@@ -268,10 +286,14 @@ class _Record:
         return self._headers
 
     async def ack(self) -> None:
-        self.subscription.finish(self)
+        """Finished: committable once every earlier record of the partition is."""
+        subscription, ledger = self.subscription, self.ledger
+        if subscription.ledgers.get(self.tp) is not ledger:
+            return  # revoked meanwhile: the partition's new owner has it from the commit
+        ledger.finish(self.offset)
+        subscription.dirty = True
 
-    async def term(self) -> None:
-        self.subscription.finish(self)
+    term = ack
 
     async def nak(self, delay: float | None = None) -> None:
         self.subscription.retry(self, delay or 0.0)
@@ -318,13 +340,6 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             index = self.indexes[tp] = len(self.indexes) + 1
         return index << _OFFSET_BITS
 
-    def finish(self, record: _Record) -> None:
-        ledger = record.ledger
-        if self.ledgers.get(record.tp) is not ledger:
-            return  # revoked meanwhile: the partition's new owner has it from the commit
-        ledger.finish(record.offset)
-        self.dirty = True
-
     def retry(self, record: _Record, delay: float) -> None:
         if self.stopping:
             return  # left uncommitted: read again from the committed offset
@@ -332,7 +347,8 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         if self.ledgers.get(record.tp) is not ledger:
             return
         ledger.busy -= 1
-        ledger.changed.set()
+        if ledger.changed is not None:
+            ledger.changed.set()
         again = _Record.__new__(_Record)
         for slot in _Record.__slots__:
             setattr(again, slot, getattr(record, slot))
@@ -384,11 +400,11 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 # Assigned, and fetched before the listener heard of it.
                 ledger = self.ledgers[tp] = _Ledger()
             base = self.sequence_base(tp)
-            take = ledger.take
-            for record in records:
-                offset = record.offset
-                take(offset)
-                out.append(_Record(self, ledger, record, base | (offset + 1), 1, tp))
+            ledger.take(records)
+            out += [
+                _Record(self, ledger, record, base | (record.offset + 1), 1, tp)
+                for record in records
+            ]
         return out or self._due(batch)
 
     # ------------------------------------------------------------------ commits
@@ -438,9 +454,10 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         deadline = loop.time() + self.transport.revoke_timeout
         for ledger in ledgers:
             while ledger.busy > 0 and loop.time() < deadline:
-                ledger.changed.clear()
+                ledger.changed = changed = asyncio.Event()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ledger.changed.wait(), deadline - loop.time())
+                    await asyncio.wait_for(changed.wait(), deadline - loop.time())
+                ledger.changed = None
         await self.commit(set(revoked))
         unfinished = sum(ledger.busy for ledger in ledgers)
         if unfinished:
@@ -621,6 +638,24 @@ class KafkaTransport(SubjectTransport):
         :meth:`publish` take them (one encoding per event); emptied on close."""
         self._kafka_subs: set[_Subscription] = set()
         self._sweeper: asyncio.Task[None] | None = None
+
+    def _decoder(self, payload_type: type | None) -> Callable[[Any], Envelope[Any]]:
+        """The general decoder behind :func:`fast_envelope`, which reads the records laid
+        out as this transport writes them (the usual ones) without building header maps."""
+        general = super()._decoder(payload_type)
+        topic_of = self.subjects.topic
+        topics: dict[str, tuple[str, type | None, Templates]] = {}
+
+        def decode(raw: _Record) -> Envelope[Any]:
+            known = topics.get(raw.subject)
+            if known is None:
+                topic = topic_of(raw.subject)
+                target = payload_type if payload_type is not None else event_type_for(topic)
+                known = topics[raw.subject] = (topic, target, Templates())
+            envelope = fast_envelope(raw.kafka_headers, raw.key, raw.data, *known)
+            return envelope if envelope is not None else general(raw)
+
+        return decode
 
     def _meta(self, raw: Any) -> tuple[int, int]:
         return raw.attempt, raw.sequence
