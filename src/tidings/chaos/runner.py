@@ -513,7 +513,12 @@ def _proxy_fault(proxy: FaultProxy, fault: FaultSpec) -> None:
 
 
 def _target_worker(topology: _Topology, target: str) -> _Worker:
-    if target.endswith(":active"):  # the group's process that delivered last
+    """The process ``target`` names, its latest incarnation first and a running one before
+    one that ended. ``consumer:GROUP:active`` is the group's process that delivered last;
+    when that one is down (an earlier fault killed it and its restart has not begun yet),
+    the group's latest running process instead."""
+    group = None
+    if target.endswith(":active"):
         group = target.split(":")[1]
         latest = max(
             (d for d in _read(topology.out).delivered if d.handler == group),
@@ -521,9 +526,17 @@ def _target_worker(topology: _Topology, target: str) -> _Worker:
             default=None,
         )
         target = latest.process if latest is not None else f"consumer:{group}:0"
-    for worker in reversed(topology.workers):
-        if worker.name == target:
-            return worker
+    named = [worker for worker in reversed(topology.workers) if worker.name == target]
+    running = [worker for worker in named if worker.running]
+    if running:
+        return running[0]
+    if group is not None:
+        members = f"consumer:{group}:"
+        for worker in reversed(topology.workers):
+            if worker.running and worker.name.startswith(members):
+                return worker
+    if named:
+        return named[0]
     raise FaultError(f"no process {target!r} in this run")
 
 
