@@ -955,8 +955,9 @@ class Bus:
                 this is a queued handler's worker publishing to its own full subscription.
         """
         if topic is None:
-            route = self._routes.get(type(event))
-            if route is None:
+            try:  # a subscript, not .get(): no method call on a hit
+                route = self._routes[type(event)]
+            except KeyError:
                 route = self._route(type(event), None)
         else:
             try:
