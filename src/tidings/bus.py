@@ -954,6 +954,7 @@ class Bus:
                 event loop could not be waited for here (use ``await bus.emit(...)``), or
                 this is a queued handler's worker publishing to its own full subscription.
         """
+        route: Route | None
         if topic is None:
             try:  # a subscript, not .get(): no method call on a hit
                 route = self._routes[type(event)]
