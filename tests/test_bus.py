@@ -375,6 +375,56 @@ def test_deeply_nested_publishing_has_no_recursion(bus: tidings.Bus) -> None:
     assert depths == list(range(1, 10_001))
 
 
+def test_a_dispatch_defers_only_its_own_threads_publishes(bus: tidings.Bus) -> None:
+    """While one thread dispatches (its handler waits), what another thread publishes is
+    dispatched at once on that thread; the waiting handler's own publish waits for it."""
+    log: list[str] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def on_placed(event: OrderPlaced) -> None:
+        if event.order_id == "a":
+            log.append("a in")
+            bus.publish(OrderShipped("from a"))
+            entered.set()
+            assert release.wait(10)
+            log.append("a out")
+        else:
+            log.append(event.order_id)
+            bus.publish(OrderShipped(f"from {event.order_id}"))
+
+    bus.subscribe(OrderPlaced, on_placed)
+    bus.subscribe(OrderShipped, lambda e: log.append(f"shipped {e.order_id}"))
+    worker = threading.Thread(target=bus.publish, args=(OrderPlaced("a"),))
+    worker.start()
+    try:
+        assert entered.wait(10)
+        bus.publish(OrderPlaced("b"))
+        assert log == ["a in", "b", "shipped from b"]
+    finally:
+        release.set()
+        worker.join(10)
+    assert not worker.is_alive()
+    assert log == ["a in", "b", "shipped from b", "a out", "shipped from a"]
+
+
+def test_a_handler_publishing_on_another_bus_dispatches_there_at_once(bus: tidings.Bus) -> None:
+    """Re-entrancy is per bus: only a publish on the bus that is dispatching waits."""
+    other = tidings.Bus()
+    log: list[str] = []
+
+    def on_placed(event: OrderPlaced) -> None:
+        other.publish(OrderShipped(event.order_id))
+        bus.publish(OrderShipped(event.order_id))
+        log.append("placed")
+
+    bus.subscribe(OrderPlaced, on_placed)
+    bus.subscribe(OrderShipped, lambda e: log.append("shipped here"))
+    other.subscribe(OrderShipped, lambda e: log.append("shipped on the other bus"))
+    bus.publish(OrderPlaced("o"))
+    assert log == ["shipped on the other bus", "placed", "shipped here"]
+    other.close()
+
+
 @pytest.mark.parametrize("failing", [[0], [2], [4], [0, 2, 4]])
 def test_error_isolation(bus: tidings.Bus, failing: list[int]) -> None:
     """The first, middle and last handler failing stops neither others nor the publisher."""

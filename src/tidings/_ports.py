@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping
 
     from tidings._log import AppendBatch
+    from tidings._reentry import ThreadDispatch
     from tidings.dispatch import FailureReporter
     from tidings.event import Envelope
     from tidings.observability._observer import Observer
@@ -174,9 +175,9 @@ class ObservationPort(Protocol):
         """The route of ``event_type`` published on ``topic`` (its class's when ``None``)."""
 
     @property
-    def dispatching(self) -> set[int]:
-        """The ids of the threads dispatching right now (read, never changed): a publish
-        from one of them is queued behind the current dispatch."""
+    def dispatching(self) -> ThreadDispatch:
+        """Each thread's dispatch state (read, never changed): a publish from a thread whose
+        ``dispatching.state.busy`` is true is queued behind the current dispatch."""
 
     @property
     def transport_system(self) -> str | None:

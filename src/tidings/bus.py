@@ -61,6 +61,7 @@ from typing import (
 
 from tidings._carrier import Checked, Forwarding, carrier_of
 from tidings._coroutines import IDLE, next_job, resume
+from tidings._reentry import DispatchState, ThreadDispatch
 from tidings._stream import EventStream, stream_subscription
 from tidings.clock import WALL_MASK as _WALL_MASK
 from tidings.clock import HybridClock
@@ -275,7 +276,6 @@ class Bus:
     # is the cheapest attribute read there is (an instance dict of this many keys is not).
     __slots__ = (
         "__weakref__",
-        "_busy",
         "_carrier",
         "_carries",
         "_carry",
@@ -297,7 +297,6 @@ class Bus:
         "_middleware",
         "_node",
         "_observer",
-        "_pending",
         "_pools",
         "_port",
         "_queued",
@@ -306,6 +305,7 @@ class Bus:
         "_source",
         "_table",
         "_tasks",
+        "_threads",
         "_tick",
         "_topic_routes",
         "_wall",
@@ -338,9 +338,8 @@ class Bus:
         # Subscriptions whose owner was collected: their removal waits for ordinary code
         # (see _release).
         self._gone: deque[Subscription[Any]] = deque()
-        # Threads dispatching right now, and the events their handlers published meanwhile.
-        self._busy: set[int] = set()
-        self._pending: dict[int, deque[tuple[Route, Envelope[Any]]]] = {}
+        # Whether each thread is dispatching, and the events its handlers published meanwhile.
+        self._threads = ThreadDispatch()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -917,10 +916,23 @@ class Bus:
             self._deliver(slow, env)
         return env
 
-    def publish(
+    if TYPE_CHECKING:  # the options are keyword-only for type checkers only; see below
+
+        def publish(
+            self,
+            event: T,
+            *,
+            topic: str | None = None,
+            key: str | None = None,
+            headers: Mapping[str, str] | None = None,
+        ) -> Envelope[T]: ...
+
+    # Not keyword-only in the function itself: CPython 3.11 specialises the call of a
+    # function without keyword-only parameters (``bus.publish(event)`` costs ~440 fewer
+    # instructions).
+    def publish(  # type: ignore[no-redef]
         self,
         event: T,
-        *,
         topic: str | None = None,
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
@@ -931,6 +943,8 @@ class Bus:
         handler: then the event is queued behind the current one); async handlers have run
         up to their first suspension when called on the bus's loop; queued subscriptions
         hold the event in their buffers. Thread-safe; takes no lock.
+
+        ``topic``, ``key`` and ``headers`` are keyword-only (as type checkers see them).
 
         Args:
             event: the event; its class names its topic unless ``topic`` is given.
@@ -955,9 +969,11 @@ class Bus:
                 event loop could not be waited for here (use ``await bus.emit(...)``), or
                 this is a queued handler's worker publishing to its own full subscription.
         """
+        route: Route | None
         if topic is None:
-            route = self._routes.get(type(event))
-            if route is None:
+            try:  # a subscript, not .get(): no method call on a hit
+                route = self._routes[type(event)]
+            except KeyError:
                 route = self._route(type(event), None)
         else:
             try:
@@ -995,12 +1011,11 @@ class Bus:
         if self._carries and not self._carry(route, env):
             return env  # appended, then dispatched, by a task on the loop
         if route.subs:
-            me = _get_ident()
-            busy = self._busy
-            if me in busy:
-                self._defer(me, route, env)
+            state = self._threads.state  # this thread's (tidings._reentry)
+            if state.busy:  # published by a handler: dispatched after the current event
+                state.queue.append((route, env))
                 return env
-            busy.add(me)
+            state.busy = True
             try:
                 fast = route.fast
                 if fast is not None:  # the hot path, inlined: plain sync handlers
@@ -1010,17 +1025,17 @@ class Bus:
                             handler(event)
                         except Exception as exc:
                             self._failures.report_plain(route, handler, env, exc)
-                elif route.fast_async is not None and me == self._loop_thread:
+                elif route.fast_async is not None and _get_ident() == self._loop_thread:
                     next(route.count)
                     self._run_async(route, route.fast_async, env)
                 elif route.chained is not None:  # inline handlers behind middleware
                     call_chained(route.chained, env, self._failures.report)
                 else:
                     self._dispatch(route, env)
-                if self._pending:
-                    self._drain(me)
+                if state.queue:
+                    self._drain(state.queue)
             finally:
-                busy.discard(me)
+                state.busy = False
         return env
 
     _carry: Callable[[Route, Envelope[Any]], bool]
@@ -1040,30 +1055,22 @@ class Bus:
 
     def _deliver(self, route: Route, env: Envelope[Any]) -> None:
         """Dispatch now, or after the current dispatch when called from inside one."""
-        me = _get_ident()
-        if me in self._busy:
-            self._defer(me, route, env)
+        state = self._threads.state
+        if state.busy:
+            state.queue.append((route, env))
             return
-        self._busy.add(me)
+        state.busy = True
         try:
             self._dispatch(route, env)
-            if self._pending:
-                self._drain(me)
+            if state.queue:
+                self._drain(state.queue)
         finally:
-            self._busy.discard(me)
+            state.busy = False
 
-    def _defer(self, me: int, route: Route, env: Envelope[Any]) -> None:
-        """Queue an event published by a handler on thread ``me`` behind the current one."""
-        queue = self._pending.get(me)
-        if queue is None:
-            queue = self._pending[me] = deque()
-        queue.append((route, env))
-
-    def _drain(self, me: int) -> None:
-        """Dispatch what thread ``me``'s handlers published, breadth first, until none is left."""
-        queue = self._pending.get(me)
-        if queue is None:
-            return
+    def _drain(self, queue: deque[tuple[Route, Envelope[Any]]]) -> None:
+        """Dispatch what this thread's handlers published (its :class:`DispatchState`'s
+        ``queue``), breadth first, until none is left; what an escaping exception leaves is
+        dropped."""
         refusals: list[Exception] = []
         try:
             while queue:
@@ -1072,7 +1079,7 @@ class Bus:
                 except (QueueFullError, WouldBlock) as exc:
                     refusals.append(exc)  # a nested publish's refusal goes to the outer caller
         finally:
-            del self._pending[me]
+            queue.clear()
         if refusals:
             raise refusals[0]
 
@@ -1197,17 +1204,17 @@ class Bus:
     ) -> None:
         with self._lock:
             self._handoffs -= 1
-        me = _get_ident()
-        was_busy = me in self._busy
-        self._busy.add(me)
+        state = self._threads.state
+        was_busy = state.busy
+        state.busy = True
         try:
             for sub, coro in items:
                 self._step(sub, env, coro)
-            if not was_busy and self._pending:
-                self._drain(me)
+            if not was_busy and state.queue:
+                self._drain(state.queue)
         finally:
             if not was_busy:
-                self._busy.discard(me)
+                state.busy = False
 
     def _track(
         self,
@@ -1326,10 +1333,10 @@ class Bus:
         refusals: list[Exception] = []
         # While emit calls handlers, this thread is dispatching: what they publish (and their
         # dead letters) is dispatched after them, breadth first, as in publish.
-        me = _get_ident()
-        dispatching = me not in self._busy  # else the dispatch around this call drains
+        state = self._threads.state
+        dispatching = not state.busy  # else the dispatch around this call drains
         if dispatching:
-            self._busy.add(me)
+            state.busy = True
         try:
             for sub in route.subs:
                 try:
@@ -1338,7 +1345,7 @@ class Bus:
                     if sub.kind == QUEUED:
                         assert sub.queued is not None
                         if dispatching:
-                            dispatching = await self._aoffer_aside(sub.queued, env, me)
+                            dispatching = await self._aoffer_aside(sub.queued, env, state)
                         else:
                             await sub.queued.aoffer(env)
                         outcomes.append(HandlerOutcome(sub.name, queued=True))
@@ -1367,14 +1374,14 @@ class Bus:
                     else:
                         sub.record_delivered()
                         outcomes.append(HandlerOutcome(sub.name, result))
-            if dispatching and self._pending:
+            if dispatching and state.queue:
                 try:
-                    self._drain(me)
+                    self._drain(state.queue)
                 except (QueueFullError, WouldBlock) as exc:
                     refusals.append(exc)
         finally:
             if dispatching:
-                self._busy.discard(me)
+                state.busy = False
         tasks = [o[1] for o in outcomes if isinstance(o, tuple)]
         if tasks:
             await asyncio.wait(tasks)
@@ -1424,11 +1431,10 @@ class Bus:
         the first refusal (:class:`~tidings.QueueFullError`, :class:`~tidings.WouldBlock`)
         of what the handlers published, for the caller to raise after awaiting them.
         """
-        me = _get_ident()
-        busy = self._busy
-        dispatching = me not in busy  # else the dispatch around this call drains
+        state = self._threads.state
+        dispatching = not state.busy  # else the dispatch around this call drains
         if dispatching:
-            busy.add(me)
+            state.busy = True
         suspended: list[tuple[int, asyncio.Task[Any]]] | None = None
         refusal: Exception | None = None
         try:
@@ -1456,17 +1462,17 @@ class Bus:
                 start = index + 1
                 if start == len(handlers):
                     break
-            if dispatching and self._pending:
+            if dispatching and state.queue:
                 try:
-                    self._drain(me)
+                    self._drain(state.queue)
                 except (QueueFullError, WouldBlock) as exc:
                     refusal = exc
         finally:
             if dispatching:
-                busy.discard(me)
+                state.busy = False
         return suspended, refusal
 
-    async def _aoffer_aside(self, queued: Queued, env: Envelope[Any], me: int) -> bool:
+    async def _aoffer_aside(self, queued: Queued, env: Envelope[Any], state: DispatchState) -> bool:
         """Await room in a queued subscription's buffer from inside emit's dispatch.
 
         The thread stops counting as dispatching while it awaits (other tasks on the loop
@@ -1474,15 +1480,15 @@ class Bus:
         they are queued again. Returns whether this emit still dispatches them: not when
         another dispatch runs on the thread by then (they join that one's).
         """
-        held = self._pending.pop(me, None)
-        self._busy.discard(me)
+        held = list(state.queue)
+        state.queue.clear()
+        state.busy = False
         try:
             await queued.aoffer(env)
         finally:
-            dispatching = me not in self._busy
-            self._busy.add(me)
-            for item in held or ():
-                self._defer(me, *item)
+            dispatching = not state.busy
+            state.busy = True
+            state.queue.extend(held)
         return dispatching
 
     # ------------------------------------------------------------------ errors
@@ -1885,8 +1891,8 @@ class _BusPort:
         return self._bus._route(event_type, topic)
 
     @property
-    def dispatching(self) -> set[int]:
-        return self._bus._busy
+    def dispatching(self) -> ThreadDispatch:
+        return self._bus._threads
 
     @property
     def transport_system(self) -> str | None:

@@ -72,7 +72,6 @@ BUCKETS: tuple[float, ...] = (
 
 _BOUNDS_NS = tuple(round(b * 1e9) for b in BUCKETS)
 _CELL = len(_BOUNDS_NS) + 2  # one count per bound, one above them all, then the sum in ns
-_get_ident = threading.get_ident
 _now_ns = time.time_ns
 
 DeliveryMark = tuple[int, str | None, bool, int | None]
@@ -483,7 +482,7 @@ def _timed_publish(
     port: ObservationPort, metrics: MetricsState, inner: Callable[..., Envelope[Any]]
 ) -> Callable[..., Envelope[Any]]:
     """``inner`` (the bus's publish, maybe traced), timed: one observation per dispatch."""
-    busy, clock = port.dispatching, time.perf_counter_ns
+    threads, clock = port.dispatching, time.perf_counter_ns
     dispatched, deferred = metrics.dispatched, metrics.deferred
     buffers, fold, full = dispatched.buffers, dispatched.fold, dispatched.FOLD
 
@@ -494,7 +493,7 @@ def _timed_publish(
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Envelope[Any]:
-        if busy and _get_ident() in busy:  # queued behind the current dispatch: not timed
+        if threads.state.busy:  # queued behind the current dispatch: not timed
             t0 = clock()
             env = inner(event, topic=topic, key=key, headers=headers)
             deferred.observe(env.topic, clock() - t0)

@@ -1,0 +1,46 @@
+"""The bus's re-entrancy guard: which threads are dispatching, and what their handlers published.
+
+An event published from inside a handler, on the thread that is dispatching, is queued and
+dispatched after the current event's handlers have all run (breadth first); another thread's
+publish dispatches at once. The guard is one :class:`DispatchState` per thread and bus, held
+by the bus's :class:`ThreadDispatch` (a :class:`threading.local`), so it takes no lock and
+a publish reads it with one attribute lookup (no thread id, no shared set to update).
+
+Invariants:
+
+- ``state.busy`` is true exactly while its thread runs one of its bus's dispatches (a
+  publish, an emit, a drained event, handed-off async steps); only that thread reads or
+  writes its state;
+- ``state.queue`` holds, in publish order, the ``(route, envelope)`` pairs its thread's
+  handlers published during the current dispatch; the dispatch that set ``busy`` drains it
+  before clearing ``busy`` (what an escaping exception leaves is dropped by the drain).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tidings.event import Envelope
+    from tidings.routing import Route
+
+__all__ = ("DispatchState", "ThreadDispatch")
+
+
+class DispatchState:
+    """One thread's dispatch state on one bus (see the module docstring)."""
+
+    __slots__ = ("busy", "queue")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.queue: deque[tuple[Route, Envelope[Any]]] = deque()
+
+
+class ThreadDispatch(threading.local):
+    """Each thread's :class:`DispatchState` on one bus, made on the thread's first look."""
+
+    def __init__(self) -> None:
+        self.state = DispatchState()
