@@ -205,14 +205,16 @@ class TopicHistograms:
 
 def _count_into(cell: list[int], values: list[float]) -> None:
     """Add ``values`` (seconds) to a cell's bucket counts and sum (ns): sort once, then
-    bisect each bound."""
+    bisect the bounds between the least and the greatest value (latencies cluster: a few)."""
+    if not values:
+        return
     values.sort()
-    below = 0
-    for i, bound in enumerate(BUCKETS):
-        upto = bisect_right(values, bound, below)
+    below, last = 0, bisect_left(BUCKETS, values[-1])  # the greatest value's bucket
+    for i in range(bisect_left(BUCKETS, values[0]), last):
+        upto = bisect_right(values, BUCKETS[i], below)
         cell[i] += upto - below
         below = upto
-    cell[len(BUCKETS)] += len(values) - below
+    cell[last] += len(values) - below
     cell[-1] += round(sum(values) * 1e9)
 
 
