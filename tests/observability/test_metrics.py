@@ -326,3 +326,41 @@ def test_dispatch_latencies_fold_exactly_across_threads() -> None:
     assert value(samples, "tidings_event_latency_seconds_bucket", le="+Inf", **labels) == total
     assert value(samples, "tidings_publish_duration_seconds_count", topic="obs.order") == total
     assert value(samples, "tidings_events_total", status="success", **labels) == total
+
+
+async def test_publish_durations_are_bucketed_consistently_per_topic() -> None:
+    """Publishes on two topics, more than one fold each, one of them re-entrant (queued behind
+    the current dispatch), and emits: each topic's duration histogram counts every one once,
+    its buckets are cumulative up to ``+Inf`` = ``_count``, and its sum is positive seconds."""
+    registry = CollectorRegistry()
+    publishes = 600  # more than two folds (the buffer holds 256 values)
+    with tidings.Bus() as bus:
+        Metrics(bus, registry=registry)
+        seen: list[str] = []
+
+        def record(env: tidings.Envelope[Any]) -> None:
+            seen.append(env.topic)
+            if env.topic == "obs.order" and env.payload.n == 0:
+                bus.publish(Order(-1), topic="obs.nested")  # from inside a handler
+
+        bus.subscribe("obs.>", record, envelope=True)
+        for n in range(publishes):
+            bus.publish(Order(n))
+            bus.publish(Order(n), topic="obs.other")
+        for n in range(3):
+            await bus.emit(Order(n), topic="obs.emitted")
+        samples = parse(registry_text(registry))
+    expected = {"obs.order": publishes, "obs.other": publishes, "obs.nested": 1, "obs.emitted": 3}
+    assert collections.Counter(seen) == expected
+    for topic, count in expected.items():
+        assert value(samples, "tidings_publish_duration_seconds_count", topic=topic) == count
+        buckets = [
+            (float(dict(labels)["le"]), v)
+            for (name, labels), v in samples.items()
+            if name == "tidings_publish_duration_seconds_bucket" and ("topic", topic) in labels
+        ]
+        counts = [v for _, v in sorted(buckets)]
+        assert counts == sorted(counts)
+        assert counts[-1] == count
+        total = value(samples, "tidings_publish_duration_seconds_sum", topic=topic)
+        assert 1e-8 * count < total < 60 * count  # seconds: a publish takes over 10 ns

@@ -325,3 +325,37 @@ def test_attribute_names_are_the_semantic_conventions() -> None:
     for name in names:
         assert getattr(tracing_module, name) == conventions[name], name
     assert tracing_module.ERROR_TYPE == error_attributes.ERROR_TYPE
+
+
+def test_without_sampling_only_a_sampled_parent_or_traceparent_traces() -> None:
+    """ParentBased(ALWAYS_OFF): a publish outside any span, with baggage only, or inside an
+    unsampled span is not traced; one inside a sampled span, or given a sampled traceparent,
+    is (a child of it); and after the sampled span ends, publishing is untraced again."""
+    unsampled = Spans(sampler=ParentBased(ALWAYS_OFF))
+    other = Spans()
+    off = Spans(sampler=ALWAYS_OFF)
+    given = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with tidings.Bus() as bus:
+        Tracing(bus, tracer_provider=unsampled.provider)
+        bus.subscribe(Order, lambda order: None)
+        with bus.record() as recorded:
+            bus.publish(Order(1))
+            token = otel_context.attach(baggage.set_baggage("tenant", "t1"))
+            try:
+                bus.publish(Order(2))
+            finally:
+                otel_context.detach(token)
+            with off.provider.get_tracer("test").start_as_current_span("unsampled"):
+                bus.publish(Order(3))
+            with other.provider.get_tracer("test").start_as_current_span("request") as request:
+                bus.publish(Order(4))
+            bus.publish(Order(5), headers={"traceparent": given})
+            bus.publish(Order(6))
+    traced = ["traceparent" in env.headers for env in recorded.envelopes]
+    assert traced == [False, False, False, True, True, False]
+    sends = unsampled.named("send trace.order")
+    assert len(sends) == 2
+    assert len(unsampled.named("process trace.order")) == 2
+    assert parent_of(sends[0]) == request.get_span_context().span_id
+    assert sends[1].context.trace_id == int("0af7651916cd43dd8448eb211c80319c", 16)
+    assert parent_of(sends[1]) == int("b7ad6b7169203331", 16)

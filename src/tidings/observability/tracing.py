@@ -59,8 +59,9 @@ deliveries inside :func:`replaying`).
 **Cost.** Whether a publish is traced is decided before anything else, from the sampler:
 a tracer provider that samples new traces traces every publish (a span costs microseconds);
 one that samples no new trace (``ALWAYS_OFF``, ``TraceIdRatioBased(0)``, or ``ParentBased``
-with either as root) traces a publish only inside a sampled span, and otherwise costs a
-context lookup; with no SDK configured nothing is traced. An untraced event's inline
+with either as root) traces a publish only inside a sampled span (or with a ``traceparent``
+in its headers), and otherwise costs a look at the current context (whether it is empty,
+then whether it holds a sampled span); with no SDK configured nothing is traced. An untraced event's inline
 handlers take the bus's fast path untouched.
 """
 
@@ -321,7 +322,7 @@ class _BusTracing:
                 return original(event, topic=topic, key=key, headers=headers)
 
             return unset
-        current, span_key = _current_context, _SPAN_KEY
+        current = _current_context
 
         def parent(
             event: Any,
@@ -330,7 +331,9 @@ class _BusTracing:
             key: str | None = None,
             headers: Mapping[str, str] | None = None,
         ) -> Envelope[Any]:
-            if headers is None and current().get(span_key) is None:
+            # No headers and an empty current context (no span, no baggage: the usual case
+            # outside any span) cannot be traced: one call and a truth test, before a lookup.
+            if headers is None and not current():
                 return original(event, topic=topic, key=key, headers=headers)
             if gate(headers):
                 return traced(event, topic, key, headers)
