@@ -916,23 +916,10 @@ class Bus:
             self._deliver(slow, env)
         return env
 
-    if TYPE_CHECKING:  # the options are keyword-only for type checkers only; see below
-
-        def publish(
-            self,
-            event: T,
-            *,
-            topic: str | None = None,
-            key: str | None = None,
-            headers: Mapping[str, str] | None = None,
-        ) -> Envelope[T]: ...
-
-    # Not keyword-only in the function itself: CPython 3.11 specialises the call of a
-    # function without keyword-only parameters (``bus.publish(event)`` costs ~440 fewer
-    # instructions).
-    def publish(  # type: ignore[no-redef]
+    def publish(
         self,
         event: T,
+        *,
         topic: str | None = None,
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
@@ -943,8 +930,6 @@ class Bus:
         handler: then the event is queued behind the current one); async handlers have run
         up to their first suspension when called on the bus's loop; queued subscriptions
         hold the event in their buffers. Thread-safe; takes no lock.
-
-        ``topic``, ``key`` and ``headers`` are keyword-only (as type checkers see them).
 
         Args:
             event: the event; its class names its topic unless ``topic`` is given.
