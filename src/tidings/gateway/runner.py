@@ -69,7 +69,7 @@ from tidings.gateway.config import ConfigError, GatewayConfig, load_config
 from tidings.gateway.dead_letter_index import DeadLetterIndex
 from tidings.gateway.dead_letters import REDRIVE_TOPIC, dead_letter_topics, redrive_dispatch
 from tidings.gateway.lease import routing_lease
-from tidings.gateway.stats import RouteStats
+from tidings.gateway.stats import RouteStats, TargetOutcome
 from tidings.gateway.table import Dispatch, RouteTable
 from tidings.gateway.targets import Sender
 
@@ -476,7 +476,7 @@ class Gateway:
                     self._in_flight[position] = len(dispatches)
                     for dispatch in dispatches:
                         await self._slots.acquire()
-                        if self._batch_topics and all(t.kind == "topic" for t in dispatch.targets):
+                        if self._batch_topics and dispatch.topics_only:
                             self._lane.append((position, dispatch))
                             if self._lane_task is None:
                                 self._lane_task = self._start(self._send_lane())
@@ -528,9 +528,7 @@ class Gateway:
                 started = time.perf_counter()
                 try:
                     sent = await self.sender.send_topics([dispatch for _, dispatch in lane])
-                    latency = time.perf_counter() - started
-                    for (_, dispatch), outcomes in zip(lane, sent, strict=True):
-                        self.stats.record(dispatch.route, dispatch.variant, latency, outcomes)
+                    self._record_lane(lane, sent, time.perf_counter() - started)
                 finally:
                     for position, _ in lane:
                         self._delivered(position)
@@ -538,6 +536,29 @@ class Gateway:
                     await self._signal_progress()
         finally:
             self._lane_task = None
+
+    def _record_lane(
+        self,
+        lane: list[tuple[int, Dispatch]],
+        sent: list[list[TargetOutcome]],
+        latency: float,
+    ) -> None:
+        """Count the lane's dispatches in the route statistics: a run of dispatches of one
+        route and variant with the same outcomes is counted at once."""
+        record = self.stats.record
+        run_key: tuple[str, str | None] | None = None
+        run_outcomes: list[TargetOutcome] = []
+        run = 0
+        for (_, dispatch), outcomes in zip(lane, sent, strict=True):
+            key = (dispatch.route, dispatch.variant)
+            if key == run_key and outcomes == run_outcomes:
+                run += 1
+                continue
+            if run_key is not None:
+                record(*run_key, latency, run_outcomes, run)
+            run_key, run_outcomes, run = key, outcomes, 1
+        if run_key is not None:
+            record(*run_key, latency, run_outcomes, run)
 
     def _delivered(self, position: int) -> None:
         """One dispatch of the record at ``position`` is done."""
