@@ -269,10 +269,15 @@ FLOOR = "Starlette+SQLite"
 
 def run(quick: bool = False) -> list[Row]:
     """Rows for ``benchmarks/run.py``."""
+    return [*in_process_rows(quick), *ingest_rows(quick)]
+
+
+def in_process_rows(quick: bool) -> list[Row]:
+    """G1 and G2."""
     rate, cpu_rate = route_evaluation(20_000 if quick else 200_000, 50)
     rate5, cpu_rate5 = route_evaluation(20_000 if quick else 100_000, 10)
     reload_ms, pause_ms, idle_ms, busy_ms = asyncio.run(reload_500(3 if quick else 10))
-    rows = [
+    return [
         Row(
             "G1 route eval",
             "tidings",
@@ -305,6 +310,11 @@ def run(quick: bool = False) -> list[Row]:
             },
         ),
     ]
+
+
+def ingest_rows(quick: bool) -> list[Row]:
+    """G3."""
+    rows = []
     ingest = http_ingest(quick)
     for library, figures in ingest.items():
         floor = ingest[FLOOR]
@@ -336,9 +346,12 @@ BASELINES = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--ingest-only", action="store_true", help="only G3 (HTTP ingest against the floor)"
+    )
     args = parser.parse_args()
     before = os.getloadavg()
-    rows = run(args.quick)
+    rows = ingest_rows(args.quick) if args.ingest_only else run(args.quick)
     after = os.getloadavg()
     for row in rows:
         extra = ", ".join(f"{k} {v:.2f}" for k, v in row.extra.items())
