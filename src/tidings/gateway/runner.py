@@ -177,7 +177,10 @@ class Gateway:
         self._committed = 0
         self._in_flight: dict[int, int] = {}  # position: dispatches left; in position order
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        # dispatches that may still start (of _MAX_IN_FLIGHT); only the follower takes one,
+        # waiting on _room when none is free (a counter: asyncio.Semaphore costs more)
+        self._free_slots = _MAX_IN_FLIGHT
+        self._room: asyncio.Future[None] | None = None
         self._batch_topics = self.sender.batches_topics
         self._lane: list[tuple[int, Dispatch]] = []  # topic dispatches to publish together
         self._lane_task: asyncio.Task[None] | None = None
@@ -475,7 +478,10 @@ class Gateway:
                 if dispatches:
                     self._in_flight[position] = len(dispatches)
                     for dispatch in dispatches:
-                        await self._slots.acquire()
+                        if self._free_slots:
+                            self._free_slots -= 1
+                        else:
+                            await self._take_slot()
                         if self._batch_topics and dispatch.topics_only:
                             self._lane.append((position, dispatch))
                             if self._lane_task is None:
@@ -560,9 +566,23 @@ class Gateway:
         if run_key is not None:
             record(*run_key, latency, run_outcomes, run)
 
+    async def _take_slot(self) -> None:
+        """Wait until a dispatch in flight finishes, then take its slot."""
+        while not self._free_slots:
+            room = self._room
+            if room is None or room.done():  # done: cancelled with a follower that waited
+                room = self._room = asyncio.get_running_loop().create_future()
+            await room
+        self._free_slots -= 1
+
     def _delivered(self, position: int) -> None:
         """One dispatch of the record at ``position`` is done."""
-        self._slots.release()
+        self._free_slots += 1
+        room = self._room
+        if room is not None:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
         left = self._in_flight[position] - 1
         if left:
             self._in_flight[position] = left
