@@ -244,16 +244,17 @@ class _WriteTransaction:
     state of its own (the lock is reentrant), so one per store serves every transaction
     (a class rather than a generator context manager: no objects made per transaction)."""
 
-    __slots__ = ("_store",)
+    __slots__ = ("_check_open", "_store")
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLiteStore, check_open: Callable[[], None]) -> None:
         self._store = store
+        self._check_open = check_open
 
     def __enter__(self) -> sqlite3.Connection:
         store = self._store
         store._lock.acquire()
         try:
-            store._check_open()
+            self._check_open()
             conn = store._conn
             conn.execute("BEGIN IMMEDIATE")
         except BaseException:
@@ -351,7 +352,7 @@ class SQLiteStore(SyncStore):
         self.busy_timeout = busy_timeout
         self._poll_interval = poll_interval
         self._lock = threading.RLock()
-        self._write_transaction = _WriteTransaction(self)
+        self._write_transaction = _WriteTransaction(self, self._check_open)
         self._insert_sql: dict[tuple[tuple[int, ...], int], str] = {}
         if not create and (str(path) == ":memory:" or not self.path.is_file()):
             raise StoreNotFoundError(
