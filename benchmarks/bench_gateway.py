@@ -157,7 +157,7 @@ def _start(args: list[str], cwd: str) -> tuple[subprocess.Popen[str], str]:
 _LOAD = str(Path(__file__).with_name("_gateway_load.py"))
 
 
-def _generate(
+def generate_load(
     url: str, mode: str, count: int, connections: int, first: int, rate: float = 0
 ) -> Any:
     """Run the load generator (a second process) once; its JSON result."""
@@ -185,7 +185,7 @@ def _cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def _settled_cpu(pid: int) -> float:
+def settled_cpu(pid: int) -> float:
     """The CPU time of ``pid`` once it is idle (under 3 ms of CPU in 0.2 s: an idle gateway
     polls its log, about 1.5 ms in 0.2 s; at most 10 s)."""
     used = _cpu_seconds(pid)
@@ -207,19 +207,19 @@ def _serve_and_load(command: list[str], folder: str, quick: bool) -> dict[str, f
     best |= {"cpu single": float("inf"), "cpu batch": float("inf")}
     try:
         for _ in range(rounds):
-            before = _settled_cpu(proc.pid)
-            single = _generate(url, "single", singles, 16, first)
+            before = settled_cpu(proc.pid)
+            single = generate_load(url, "single", singles, 16, first)
             first += singles
-            between = _settled_cpu(proc.pid)
-            batch = _generate(url, "batch", batches, 4, first)
+            between = settled_cpu(proc.pid)
+            batch = generate_load(url, "batch", batches, 4, first)
             first += batches * 100
-            after = _settled_cpu(proc.pid)
+            after = settled_cpu(proc.pid)
             best["single"] = max(best["single"], single["events"] / single["seconds"])
             best["batch"] = max(best["batch"], batch["events"] / batch["seconds"])
             best["cpu single"] = min(best["cpu single"], (between - before) / singles * 1e6)
             best["cpu batch"] = min(best["cpu batch"], (after - between) / (batches * 100) * 1e6)
         for _ in range(rounds):
-            paced = _generate(url, "paced", 3000, 64, first, 1000)
+            paced = generate_load(url, "paced", 3000, 64, first, 1000)
             first += 3000
             best["p99"] = min(best["p99"], paced["latencies_ms"][1])
     finally:
@@ -269,10 +269,15 @@ FLOOR = "Starlette+SQLite"
 
 def run(quick: bool = False) -> list[Row]:
     """Rows for ``benchmarks/run.py``."""
+    return [*in_process_rows(quick), *ingest_rows(quick)]
+
+
+def in_process_rows(quick: bool) -> list[Row]:
+    """G1 and G2."""
     rate, cpu_rate = route_evaluation(20_000 if quick else 200_000, 50)
     rate5, cpu_rate5 = route_evaluation(20_000 if quick else 100_000, 10)
     reload_ms, pause_ms, idle_ms, busy_ms = asyncio.run(reload_500(3 if quick else 10))
-    rows = [
+    return [
         Row(
             "G1 route eval",
             "tidings",
@@ -305,6 +310,11 @@ def run(quick: bool = False) -> list[Row]:
             },
         ),
     ]
+
+
+def ingest_rows(quick: bool) -> list[Row]:
+    """G3."""
+    rows = []
     ingest = http_ingest(quick)
     for library, figures in ingest.items():
         floor = ingest[FLOOR]
@@ -336,9 +346,12 @@ BASELINES = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--ingest-only", action="store_true", help="only G3 (HTTP ingest against the floor)"
+    )
     args = parser.parse_args()
     before = os.getloadavg()
-    rows = run(args.quick)
+    rows = ingest_rows(args.quick) if args.ingest_only else run(args.quick)
     after = os.getloadavg()
     for row in rows:
         extra = ", ".join(f"{k} {v:.2f}" for k, v in row.extra.items())

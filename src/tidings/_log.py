@@ -112,11 +112,17 @@ def with_transaction(handler: Callable[..., Any]) -> Callable[[Any], Any]:
 
 class AppendBatch:
     """Publishes appended together (see the module docstring): a context manager, open on
-    the loop's thread; :meth:`wait` after closing it."""
+    the loop's thread; :meth:`wait` after closing it.
+
+    One future for the whole batch (made by :meth:`wait`), not one per publish: the
+    appender settles the batch's publishes in publish order (the FIFO is appended in order),
+    recording each one's error, and resolves the future when the last one is settled."""
 
     def __init__(self, log: Log) -> None:
         self._log = log
-        self._done: list[asyncio.Future[None]] = []
+        self._size = 0
+        self._errors: list[Exception | None] = []
+        self._done: asyncio.Future[None] | None = None
 
     def __enter__(self) -> AppendBatch:
         self._log.batch = self
@@ -128,24 +134,30 @@ class AppendBatch:
     @property
     def size(self) -> int:
         """How many publishes joined the batch so far."""
-        return len(self._done)
+        return self._size
 
-    def joined(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
-        """A future for one more deferred publish of this batch."""
-        done = loop.create_future()
-        self._done.append(done)
-        return done
+    def joined(self) -> None:
+        """Count one more deferred publish of this batch (settled by :meth:`settled`)."""
+        self._size += 1
+
+    def settled(self, error: Exception | None) -> None:
+        """The next of the batch's publishes, in publish order, is appended (and
+        dispatched) or failed with ``error``."""
+        errors = self._errors
+        errors.append(error)
+        done = self._done
+        if len(errors) == self._size and done is not None and not done.done():
+            done.set_result(None)
 
     async def wait(self) -> list[Exception | None]:
         """Wait until every event published in the batch is appended (and dispatched);
         each one's append error, or None, in publish order."""
-        if self._done:
-            await asyncio.wait(self._done)
-        errors: list[Exception | None] = []
-        for done in self._done:
-            error = None if done.cancelled() else done.exception()
-            errors.append(error if error is None or isinstance(error, Exception) else None)
-        return errors
+        while len(self._errors) < self._size:
+            done = self._done
+            if done is None or done.done():  # none yet, or a cancelled wait cancelled it
+                done = self._done = asyncio.get_running_loop().create_future()
+            await done
+        return list(self._errors)
 
 
 class Log:
@@ -157,10 +169,12 @@ class Log:
         self.store = store
         self._append_sync = store.append_sync if isinstance(store, SupportsSyncAppend) else None
         self.followers: dict[Subscription[Any], Follower] = {}
-        # Deferred appends, in publish order: (route, envelope, future); no route marks an
-        # emit's append (settled, not dispatched), a route a publish's (dispatched after; its
-        # future, if any, settled too: a publish in an AppendBatch).
-        self._fifo: list[tuple[Route | None, Envelope[Any], asyncio.Future[None] | None]] = []
+        # Deferred appends, in publish order: (route, envelope, future, batch); no route marks
+        # an emit's append (its future settled, not dispatched), a route a publish's
+        # (dispatched after; its batch, if any, told: a publish in an AppendBatch).
+        self._fifo: list[
+            tuple[Route | None, Envelope[Any], asyncio.Future[None] | None, AppendBatch | None]
+        ] = []
         self._appender: asyncio.Task[None] | None = None
         # Told of each deferred publish whose append failed (set by a store-and-forward
         # carrier, which counts the event as pending until then).
@@ -197,7 +211,9 @@ class Log:
                 "asyncio after 'async with Bus(store=...)', or use 'await bus.emit(...)'"
             )
         if bus.loop_thread == threading.get_ident():
-            self._defer(loop, route, env, None if batch is None else batch.joined(loop))
+            if batch is not None:
+                batch.joined()
+            self._defer(loop, route, env, None, batch)
             return False
         asyncio.run_coroutine_threadsafe(self.store.append([env]), loop).result()
         self.counted(appended=1)
@@ -209,8 +225,9 @@ class Log:
         route: Route | None,
         env: Envelope[Any],
         done: asyncio.Future[None] | None,
+        batch: AppendBatch | None = None,
     ) -> None:
-        self._fifo.append((route, env, done))
+        self._fifo.append((route, env, done, batch))
         if self._appender is None:
             self._appender = loop.create_task(self._append_deferred(), name="tidings:appender")
 
@@ -220,11 +237,13 @@ class Log:
         try:
             while self._fifo:
                 batch, self._fifo = self._fifo, []
-                errors = await self._append_batch([env for _, env, _ in batch])
-                for (route, env, done), error in zip(batch, errors, strict=True):
+                errors = await self._append_batch([item[1] for item in batch])
+                for (route, env, done, together), error in zip(batch, errors, strict=True):
                     if route is not None and error is None:
                         self.bus.after_write_ahead(route, env)
-                    if done is not None:
+                    if together is not None:
+                        together.settled(error)
+                    elif done is not None:
                         if done.done():  # the emit was cancelled
                             continue
                         if error is None:

@@ -183,3 +183,23 @@ async def test_the_topic_targets_of_one_accepted_batch_are_appended_together(
         assert seen == list(range(100))
         assert gateway.sender.outcomes[("topic", "delivered")] == 100
         await gateway.stop(5)
+
+
+async def test_more_dispatches_than_may_be_in_flight_wait_for_room_and_each_is_sent_once(
+    tmp_path: Path,
+) -> None:
+    store = CountingStore(tmp_path / "e.db")
+    async with tidings.Bus(store=store) as bus:
+        gateway = Gateway(bus, parse_config([("g.yaml", CONFIG)]))
+        await gateway.start()
+        positions = await gateway.accept([event(n) for n in range(600)])
+        before = store.appends
+        assert await gateway.wait_routed(max(positions), 20)
+        # at most 256 dispatches in flight: the follower waited for room twice at least
+        assert store.appends - before >= 3
+        targets = await store.read(after=0, topic="audit.orders", unknown="raw")
+        assert [r.envelope.payload["n"] for r in targets] == list(range(600))
+        assert gateway.sender.outcomes[("topic", "delivered")] == 600
+        figures = gateway.stats.snapshot(["all"])["routes"][0]
+        assert (figures["events"], figures["errors"]) == (600, 0)
+        await gateway.stop(5)

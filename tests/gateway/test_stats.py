@@ -86,3 +86,16 @@ def test_split_variants_and_target_health() -> None:
     recovered = {t["address"]: t for t in stats.snapshot([])["targets"]}["http://h/bad"]
     assert recovered["state"] == "ok"
     assert recovered["failing_since"] is None
+
+
+def test_a_count_records_that_many_dispatches_as_one_call_each_would() -> None:
+    clock = Clock()
+    one_by_one, at_once = RouteStats(clock), RouteStats(clock)
+    for _ in range(7):
+        one_by_one.record("r", "canary", 0.002, [OK, DEAD])
+    at_once.record("r", "canary", 0.002, [OK, DEAD], 7)
+    assert one_by_one.snapshot(["r"]) == at_once.snapshot(["r"])
+    assert one_by_one.totals() == at_once.totals()
+    figures = route(at_once)
+    assert (figures["events"], figures["errors"], figures["dead_letters"]) == (7, 7, 7)
+    assert figures["variants"] == {"canary": 7}

@@ -100,6 +100,27 @@ def test_splits_are_sticky_per_value_and_follow_the_percentages() -> None:
     )
 
 
+def test_a_dispatch_says_whether_every_target_is_a_topic_split_variants_included() -> None:
+    routes = table(
+        "routes:\n"
+        "  - {name: t, from: a, to: [{topic: x}, {topic: y}]}\n"
+        "  - {name: w, from: b, to: [{topic: x}, {webhook: 'http://h/'}]}\n"
+        "  - name: s\n"
+        "    from: c\n"
+        "    to: [{topic: x}]\n"
+        "    split:\n"
+        "      by: header v\n"
+        "      variants:\n"
+        "        - {match: one, to: [{topic: y}]}\n"
+        "        - {match: two, to: [{webhook: 'http://h/'}]}\n"
+    )
+    assert routes.route(env("a", {}))[0].topics_only
+    assert not routes.route(env("b", {}))[0].topics_only
+    assert routes.route(env("c", {}, v="one"))[0].topics_only
+    assert not routes.route(env("c", {}, v="two"))[0].topics_only
+    assert routes.route(env("c", {}, v="other"))[0].topics_only  # no variant: its own targets
+
+
 def test_redaction_removes_or_masks_nested_fields_and_leaves_the_original() -> None:
     data = {"card": "4111", "customer": {"email": "a@b", "name": "A"}, "n": 1}
     assert redact(data, (("card",), ("customer", "email"), ("missing", "x")), False) == {

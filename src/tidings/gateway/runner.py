@@ -69,7 +69,7 @@ from tidings.gateway.config import ConfigError, GatewayConfig, load_config
 from tidings.gateway.dead_letter_index import DeadLetterIndex
 from tidings.gateway.dead_letters import REDRIVE_TOPIC, dead_letter_topics, redrive_dispatch
 from tidings.gateway.lease import routing_lease
-from tidings.gateway.stats import RouteStats
+from tidings.gateway.stats import RouteStats, TargetOutcome
 from tidings.gateway.table import Dispatch, RouteTable
 from tidings.gateway.targets import Sender
 
@@ -177,7 +177,10 @@ class Gateway:
         self._committed = 0
         self._in_flight: dict[int, int] = {}  # position: dispatches left; in position order
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        # dispatches that may still start (of _MAX_IN_FLIGHT); only the follower takes one,
+        # waiting on _room when none is free (a counter: asyncio.Semaphore costs more)
+        self._free_slots = _MAX_IN_FLIGHT
+        self._room: asyncio.Future[None] | None = None
         self._batch_topics = self.sender.batches_topics
         self._lane: list[tuple[int, Dispatch]] = []  # topic dispatches to publish together
         self._lane_task: asyncio.Task[None] | None = None
@@ -475,8 +478,11 @@ class Gateway:
                 if dispatches:
                     self._in_flight[position] = len(dispatches)
                     for dispatch in dispatches:
-                        await self._slots.acquire()
-                        if self._batch_topics and all(t.kind == "topic" for t in dispatch.targets):
+                        if self._free_slots:
+                            self._free_slots -= 1
+                        else:
+                            await self._take_slot()
+                        if self._batch_topics and dispatch.topics_only:
                             self._lane.append((position, dispatch))
                             if self._lane_task is None:
                                 self._lane_task = self._start(self._send_lane())
@@ -528,9 +534,7 @@ class Gateway:
                 started = time.perf_counter()
                 try:
                     sent = await self.sender.send_topics([dispatch for _, dispatch in lane])
-                    latency = time.perf_counter() - started
-                    for (_, dispatch), outcomes in zip(lane, sent, strict=True):
-                        self.stats.record(dispatch.route, dispatch.variant, latency, outcomes)
+                    self._record_lane(lane, sent, time.perf_counter() - started)
                 finally:
                     for position, _ in lane:
                         self._delivered(position)
@@ -539,9 +543,46 @@ class Gateway:
         finally:
             self._lane_task = None
 
+    def _record_lane(
+        self,
+        lane: list[tuple[int, Dispatch]],
+        sent: list[list[TargetOutcome]],
+        latency: float,
+    ) -> None:
+        """Count the lane's dispatches in the route statistics: a run of dispatches of one
+        route and variant with the same outcomes is counted at once."""
+        record = self.stats.record
+        run_key: tuple[str, str | None] | None = None
+        run_outcomes: list[TargetOutcome] = []
+        run = 0
+        for (_, dispatch), outcomes in zip(lane, sent, strict=True):
+            key = (dispatch.route, dispatch.variant)
+            if key == run_key and outcomes == run_outcomes:
+                run += 1
+                continue
+            if run_key is not None:
+                record(*run_key, latency, run_outcomes, run)
+            run_key, run_outcomes, run = key, outcomes, 1
+        if run_key is not None:
+            record(*run_key, latency, run_outcomes, run)
+
+    async def _take_slot(self) -> None:
+        """Wait until a dispatch in flight finishes, then take its slot."""
+        while not self._free_slots:
+            room = self._room
+            if room is None or room.done():  # done: cancelled with a follower that waited
+                room = self._room = asyncio.get_running_loop().create_future()
+            await room
+        self._free_slots -= 1
+
     def _delivered(self, position: int) -> None:
         """One dispatch of the record at ``position`` is done."""
-        self._slots.release()
+        self._free_slots += 1
+        room = self._room
+        if room is not None:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
         left = self._in_flight[position] - 1
         if left:
             self._in_flight[position] = left

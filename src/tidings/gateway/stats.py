@@ -147,8 +147,10 @@ class RouteStats:
         variant: str | None,
         latency: float,
         outcomes: Iterable[TargetOutcome],
+        count: int = 1,
     ) -> None:
-        """Count one finished dispatch of ``route`` (an error when a target was not delivered)."""
+        """Count one finished dispatch of ``route`` (an error when a target was not delivered);
+        ``count`` such dispatches, each with this latency and these outcomes, at once."""
         now = self._clock()
         stats = self._routes.get(route)
         if stats is None:
@@ -166,29 +168,29 @@ class RouteStats:
             target.last_result = outcome.result
             target.last_at = now
             if outcome.result == "delivered":
-                target.delivered += 1
+                target.delivered += count
                 target.failing_since = None
             else:
                 failed = True
                 dead = dead or outcome.result == "dead_lettered"
-                target.failed += 1
+                target.failed += count
                 target.last_error = outcome.error
                 if target.failing_since is None:
                     target.failing_since = now
-        stats.events += 1
-        slot.finished += 1
+        stats.events += count
+        slot.finished += count
         if failed:
-            stats.errors += 1
-            slot.errors += 1
+            stats.errors += count
+            slot.errors += count
         if dead:
-            stats.dead_lettered += 1
-            slot.dead_lettered += 1
+            stats.dead_lettered += count
+            slot.dead_lettered += count
         if variant is not None:
-            stats.variants[variant] += 1
+            stats.variants[variant] += count
         bucket = _bucket_of(latency)
-        slot.latency[bucket] += 1
-        stats.latency[bucket] += 1
-        stats.latency_sum += latency
+        slot.latency[bucket] += count
+        stats.latency[bucket] += count
+        stats.latency_sum += latency * count
 
     def snapshot(self, routes: Iterable[str]) -> dict[str, Any]:
         """Plain data for ``routes`` (in that order; routes never seen read as zero) and every

@@ -45,13 +45,17 @@ _CACHE_LIMIT = 4096
 
 
 class Dispatch(msgspec.Struct, frozen=True):
-    """One route's decision for one event: send ``envelope`` to ``targets``."""
+    """One route's decision for one event: send ``envelope`` to ``targets``.
+
+    ``topics_only``: every target is known to be a ``topic`` (the runner publishes those of
+    many events together); ``False`` when not known."""
 
     route: str
     targets: tuple[TargetConfig, ...]
     envelope: Envelope[Any]
     dead_letter: str
     variant: str | None = None
+    topics_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,11 +65,16 @@ class _Route:
     system: bool
     condition: Condition | None
     context: Context | None
+    topics_only: bool  # every target of ``to`` is a topic
 
     def takes(self, topic: str) -> bool:
         if topic.startswith("tidings.") and not self.system:
             return False
         return any(match(topic) for match in self.matchers)
+
+
+def _topics_only(targets: tuple[TargetConfig, ...]) -> bool:
+    return all(target.kind == "topic" for target in targets)
 
 
 def _stable_fraction(route: str, value: str) -> float:
@@ -216,6 +225,7 @@ class RouteTable:
                     any(p.split(".", 1)[0] == "tidings" for p in route.from_),
                     condition,
                     None if condition is None else _context_of(condition),
+                    _topics_only(route.to),
                 )
             )
         return cls(config, tuple(compiled), generation)
@@ -251,6 +261,7 @@ class RouteTable:
     def _dispatch(self, route: _Route, envelope: Envelope[Any]) -> Dispatch:
         config = route.config
         targets = config.to
+        topics_only = route.topics_only
         out = envelope
         variant = None
         if config.split is not None:
@@ -259,12 +270,13 @@ class RouteTable:
                 name, extra = chosen
                 variant = name
                 targets = targets + extra
+                topics_only = topics_only and _topics_only(extra)
                 headers: Mapping[str, str] = {**envelope.headers, VARIANT_HEADER: name}
                 out = msgspec.structs.replace(out, headers=headers)
         if config.redact:
             paths = tuple(tuple(p.split(".")[1:]) for p in config.redact)
             out = msgspec.structs.replace(out, payload=redact(out.payload, paths, config.mask))
-        return Dispatch(config.name, targets, out, config.dead_letter, variant)
+        return Dispatch(config.name, targets, out, config.dead_letter, variant, topics_only)
 
     def find(self, name: str) -> RouteConfig | None:
         """The route named ``name`` in this table, if there is one."""

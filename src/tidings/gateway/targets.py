@@ -47,6 +47,8 @@ __all__ = ("Sender",)
 
 logger = logging.getLogger("tidings.gateway")
 
+_OUTCOMES_KEPT = 4096  # shared "delivered" outcomes kept (targets seen; cleared past it)
+
 
 class Sender:
     """Sends dispatches to their targets on ``bus`` with ``client`` for webhooks.
@@ -61,6 +63,8 @@ class Sender:
         self._client = client
         self._brokers = brokers
         self.outcomes: Counter[tuple[str, str]] = Counter()
+        # one "delivered" outcome per target, shared (immutable): no allocation per event
+        self._delivered_outcomes: dict[tuple[str, str], TargetOutcome] = {}
 
     async def send(self, dispatch: Dispatch) -> list[TargetOutcome]:
         """Deliver ``dispatch`` to each of its targets, in order; what became of each.
@@ -75,7 +79,7 @@ class Sender:
                 else:
                     env = dispatch.envelope
                     await self._bus.emit(
-                        env.payload, topic=target.address, key=env.key, headers=env.headers
+                        env.payload, topic=target.address, key=env.key, headers=env.headers or None
                     )
                     self.outcomes[(target.kind, "delivered")] += 1
                     done.append(TargetOutcome(target.kind, target.address, "delivered"))
@@ -108,14 +112,18 @@ class Sender:
             return [await self.send(dispatch) for dispatch in dispatches]
         done: list[list[TargetOutcome]] = [[] for _ in dispatches]
         joined: list[tuple[int, Dispatch, TargetConfig]] = []
+        publish = self._bus.publish
         with batch:
             for index, dispatch in enumerate(dispatches):
                 env = dispatch.envelope
                 for target in dispatch.targets:
                     before = batch.size
                     try:
-                        self._bus.publish(
-                            env.payload, topic=target.address, key=env.key, headers=env.headers
+                        publish(
+                            env.payload,
+                            topic=target.address,
+                            key=env.key,
+                            headers=env.headers or None,  # none: the bus copies nothing
                         )
                     except Exception as exc:
                         done[index].append(self._failed(dispatch, target, exc))
@@ -133,8 +141,14 @@ class Sender:
         return done
 
     def _delivered(self, target: TargetConfig) -> TargetOutcome:
+        key = (target.kind, target.address)
         self.outcomes[(target.kind, "delivered")] += 1
-        return TargetOutcome(target.kind, target.address, "delivered")
+        outcome = self._delivered_outcomes.get(key)
+        if outcome is None:
+            if len(self._delivered_outcomes) >= _OUTCOMES_KEPT:
+                self._delivered_outcomes.clear()
+            outcome = self._delivered_outcomes[key] = TargetOutcome(*key, "delivered")
+        return outcome
 
     def _failed(self, dispatch: Dispatch, target: TargetConfig, error: Exception) -> TargetOutcome:
         logger.error(

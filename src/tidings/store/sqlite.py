@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
+import operator
 import os
 import sqlite3
 import threading
@@ -94,6 +96,11 @@ _ID_CHUNK = 500
 _INSERT_CHUNK = 200  # rows per INSERT statement: 2,600 parameters, well under SQLite's limit
 _NAMES = tuple(COLUMNS.split(", "))
 _OPTIONAL = (2, 3, 4, 8, 10)  # stream, stream_version, type_name, key, headers: often NULL
+_optional_values = operator.itemgetter(*_OPTIONAL)
+_OPTIONAL_COLUMN = tuple(operator.itemgetter(index) for index in _OPTIONAL)
+_NONES = itertools.repeat(None)
+# Which optional columns have a value in some row -> the columns to bind (at most 32 keys).
+_columns_by_presence: dict[tuple[bool, ...], tuple[int, ...]] = {}
 
 
 def _store_error(exc: sqlite3.Error, path: str, busy_timeout: float) -> StoreError:
@@ -184,10 +191,22 @@ def _columns_of(rows: Sequence[Row]) -> tuple[int, ...]:
     """The columns to bind: all but the optional ones that are NULL in every row.
 
     Leaving NULL columns to their default skips CPython's per-value adapter lookup, which
-    sqlite3 does for every ``None`` it binds.
+    sqlite3 does for every ``None`` it binds. (Looked up by which optional columns have a
+    value, found with C-level iteration: this runs for every append.)
     """
-    nulls = {index for index in _OPTIONAL if all(row[index] is None for row in rows)}
-    return tuple(index for index in range(len(_NAMES)) if index not in nulls)
+    if len(rows) == 1:
+        present = tuple(map(operator.is_not, _optional_values(rows[0]), _NONES))
+    else:
+        present = tuple(
+            [any(map(operator.is_not, map(column, rows), _NONES)) for column in _OPTIONAL_COLUMN]
+        )
+    columns = _columns_by_presence.get(present)
+    if columns is None:
+        wanted = {index for index, has in zip(_OPTIONAL, present, strict=True) if has}
+        columns = _columns_by_presence[present] = tuple(
+            index for index in range(len(_NAMES)) if index not in _OPTIONAL or index in wanted
+        )
+    return columns
 
 
 def _write_checkpoint(
@@ -217,6 +236,42 @@ def _changes_for(path: str) -> Changes:
         if changes is None:
             changes = _changes_by_file[path] = Changes()
         return changes
+
+
+class _WriteTransaction:
+    """``with``: a write transaction on a store's connection, under the store's lock
+    (``BEGIN IMMEDIATE``; ``COMMIT`` on leaving, ``ROLLBACK`` on an exception). Holds no
+    state of its own (the lock is reentrant), so one per store serves every transaction
+    (a class rather than a generator context manager: no objects made per transaction)."""
+
+    __slots__ = ("_check_open", "_store")
+
+    def __init__(self, store: SQLiteStore, check_open: Callable[[], None]) -> None:
+        self._store = store
+        self._check_open = check_open
+
+    def __enter__(self) -> sqlite3.Connection:
+        store = self._store
+        store._lock.acquire()
+        try:
+            self._check_open()
+            conn = store._conn
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            store._lock.release()
+            raise
+        return conn
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        store = self._store
+        try:
+            conn = store._conn
+            if kind is None:
+                conn.execute("COMMIT")
+            elif conn.in_transaction:
+                conn.execute("ROLLBACK")
+        finally:
+            store._lock.release()
 
 
 class SQLiteStore(SyncStore):
@@ -297,6 +352,7 @@ class SQLiteStore(SyncStore):
         self.busy_timeout = busy_timeout
         self._poll_interval = poll_interval
         self._lock = threading.RLock()
+        self._write_transaction = _WriteTransaction(self, self._check_open)
         self._insert_sql: dict[tuple[tuple[int, ...], int], str] = {}
         if not create and (str(path) == ":memory:" or not self.path.is_file()):
             raise StoreNotFoundError(
@@ -376,20 +432,9 @@ class SQLiteStore(SyncStore):
         if mode.lower() != "wal" and str(self.path) != ":memory:":
             raise StoreError(f"{str(self.path)!r} could not be switched to WAL mode ({mode})")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> _WriteTransaction:
         """A write transaction holding SQLite's write lock (``BEGIN IMMEDIATE``)."""
-        with self._lock:
-            self._check_open()
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        return self._write_transaction
 
     @_translated
     def _append_now(
