@@ -141,9 +141,8 @@ async def raw_mqtt_in(broker: Mosquitto, n: int) -> Rates:
     return clock.rates(n)
 
 
-async def bridge_mqtt_in(broker: Mosquitto, n: int, store: str | None) -> Rates:
-    client_id = f"bridge-{uuid.uuid4().hex[:8]}"
-    await _preload_mqtt(broker, client_id, "bench/bridge", n)
+def _count_to(n: int) -> tuple[Callable[[object], None], asyncio.Event]:
+    """A handler that counts what it is given, and the event it sets at the ``n``-th."""
     done = asyncio.Event()
     handled = 0
 
@@ -153,6 +152,13 @@ async def bridge_mqtt_in(broker: Mosquitto, n: int, store: str | None) -> Rates:
         if handled == n:
             done.set()
 
+    return handle, done
+
+
+async def bridge_mqtt_in(broker: Mosquitto, n: int, store: str | None) -> Rates:
+    client_id = f"bridge-{uuid.uuid4().hex[:8]}"
+    await _preload_mqtt(broker, client_id, "bench/bridge", n)
+    handle, done = _count_to(n)
     async with tidings.Bus(store=store) as bus:
         bus.subscribe("bench.bridge", handle)
         clock = _Clock()
@@ -313,15 +319,7 @@ async def bridge_amqp_in(n: int, store: str | None = None) -> Rates:
     connection = await aio_pika.connect(AMQP_URL)
     name, queue_name = await _preload_amqp(connection, n)
     try:
-        done = asyncio.Event()
-        handled = 0
-
-        def handle(payload: object) -> None:
-            nonlocal handled
-            handled += 1
-            if handled == n:
-                done.set()
-
+        handle, done = _count_to(n)
         async with tidings.Bus(store=store) as bus:
             bus.subscribe("bench.order", handle)
             clock = _Clock()
