@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,19 +113,27 @@ async def test_memory_bus() -> None:
         await _refuses_then_publishes(bus, validator, seen, arrived)
 
 
-def test_memory_bus_without_a_loop() -> None:
-    """Also: the refusals are exported as ``tidings_schema_violations_total``."""
-    validator = Validator(_Fixed())
-    registry = CollectorRegistry()
-    registry.register(ViolationsCollector(validator))
+def _refuses_then_publishes_without_a_loop(
+    validator: Validator, prepare: Callable[[tidings.Bus], object] = lambda bus: None
+) -> None:
+    """On a bus without a loop (``prepare``d first): a bad event refused, a good one handled."""
     seen: list[Stocked] = []
     with tidings.Bus(validator=validator) as bus:
+        prepare(bus)
         bus.subscribe(Stocked, seen.append)
         with pytest.raises(SchemaViolationError):
             bus.publish(Stocked("s1", 0))
         bus.publish(Stocked("s1", 3))
     assert seen == [Stocked("s1", 3)]
     assert validator.violations == {(TOPIC, "publish"): 1}
+
+
+def test_memory_bus_without_a_loop() -> None:
+    """Also: the refusals are exported as ``tidings_schema_violations_total``."""
+    validator = Validator(_Fixed())
+    registry = CollectorRegistry()
+    registry.register(ViolationsCollector(validator))
+    _refuses_then_publishes_without_a_loop(validator)
     exported = generate_latest(registry).decode()
     assert f'tidings_schema_violations_total{{boundary="publish",topic="{TOPIC}"}} 1.0' in exported
 
@@ -134,16 +142,9 @@ def test_observed_bus() -> None:
     """An observed bus (its publish replaced by the observer's hook) checks too."""
     from tidings.observability import Metrics
 
-    validator = Validator(_Fixed())
-    seen: list[Stocked] = []
-    with tidings.Bus(validator=validator) as bus:
-        Metrics(bus, registry=CollectorRegistry())
-        bus.subscribe(Stocked, seen.append)
-        with pytest.raises(SchemaViolationError):
-            bus.publish(Stocked("s1", 0))
-        bus.publish(Stocked("s1", 3))
-    assert seen == [Stocked("s1", 3)]
-    assert validator.violations == {(TOPIC, "publish"): 1}
+    _refuses_then_publishes_without_a_loop(
+        Validator(_Fixed()), lambda bus: Metrics(bus, registry=CollectorRegistry())
+    )
 
 
 async def test_sqlite_bus(tmp_path: Path) -> None:
