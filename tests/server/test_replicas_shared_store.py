@@ -5,6 +5,7 @@ holder stops the other takes the lease over and routes the rest, again exactly o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import uuid
@@ -74,9 +75,12 @@ def _replica_folders(tmp_path: Path, shared_log: str) -> list[Path]:
     return folders
 
 
-async def test_two_gateways_sharing_a_postgres_log_route_each_event_once(
+@contextlib.asynccontextmanager
+async def _replicas(
     tmp_path: Path, shared_log: str
-) -> None:
+) -> AsyncIterator[tuple[httpx.AsyncClient, Process, Process]]:
+    """An HTTP client and two replicas on the shared log: the first routing, then the second
+    started (a standby)."""
     folders = _replica_folders(tmp_path, shared_log)
     async with (
         httpx.AsyncClient(timeout=10) as client,
@@ -84,14 +88,21 @@ async def test_two_gateways_sharing_a_postgres_log_route_each_event_once(
     ):
         await _wait_routing(client, first)
         async with gateway_process(folders[1], "g.yaml") as second:
-            assert not await _routing(client, second)  # a standby while the first routes
-            for n in range(EVENTS):
-                await _post(client, (first, second)[n % 2].url, n)
-            assert await first.stop(signal.SIGINT) == 0  # drained: routed, checkpointed
-            await _wait_routing(client, second)  # took the lease over
-            for n in range(EVENTS, 2 * EVENTS):
-                await _post(client, second.url, n)
-            assert await second.stop(signal.SIGINT) == 0
+            yield client, first, second
+
+
+async def test_two_gateways_sharing_a_postgres_log_route_each_event_once(
+    tmp_path: Path, shared_log: str
+) -> None:
+    async with _replicas(tmp_path, shared_log) as (client, first, second):
+        assert not await _routing(client, second)  # a standby while the first routes
+        for n in range(EVENTS):
+            await _post(client, (first, second)[n % 2].url, n)
+        assert await first.stop(signal.SIGINT) == 0  # drained: routed, checkpointed
+        await _wait_routing(client, second)  # took the lease over
+        for n in range(EVENTS, 2 * EVENTS):
+            await _post(client, second.url, n)
+        assert await second.stop(signal.SIGINT) == 0
     async with open_store(shared_log) as store:
         records = await store.read(topic="routed.load")
         accepted = await store.read(topic="load.>")
@@ -104,21 +115,15 @@ async def test_two_gateways_sharing_a_postgres_log_route_each_event_once(
 async def test_a_standby_takes_over_when_the_routing_replica_is_killed(
     tmp_path: Path, shared_log: str
 ) -> None:
-    folders = _replica_folders(tmp_path, shared_log)
-    async with (
-        httpx.AsyncClient(timeout=10) as client,
-        gateway_process(folders[0], "g.yaml") as first,
-    ):
-        await _wait_routing(client, first)
-        async with gateway_process(folders[1], "g.yaml") as second:
-            for n in range(EVENTS // 2):  # accepted by the standby: in the log, not routed by it
-                await _post(client, second.url, n)
-            first.proc.kill()  # its session ends, and with it the lease
-            await first.proc.wait()
-            await _wait_routing(client, second)
-            for n in range(EVENTS // 2, EVENTS):
-                await _post(client, second.url, n)
-            assert await second.stop(signal.SIGINT) == 0
+    async with _replicas(tmp_path, shared_log) as (client, first, second):
+        for n in range(EVENTS // 2):  # accepted by the standby: in the log, not routed by it
+            await _post(client, second.url, n)
+        first.proc.kill()  # its session ends, and with it the lease
+        await first.proc.wait()
+        await _wait_routing(client, second)
+        for n in range(EVENTS // 2, EVENTS):
+            await _post(client, second.url, n)
+        assert await second.stop(signal.SIGINT) == 0
     async with open_store(shared_log) as store:
         records = await store.read(topic="routed.load")
     routed = Counter(r.envelope.payload["n"] for r in records)
