@@ -11,7 +11,6 @@ import math
 import signal
 import sys
 import textwrap
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,16 +316,10 @@ async def test_records_another_writer_appended_are_forwarded_within_max_pending(
 
 
 @pytest.fixture
-async def postgres_store(postgres_url: str) -> AsyncIterator[tuple[PostgresStore, sql.Identifier]]:
+def postgres_store(postgres_url: str, postgres_schema: str) -> tuple[PostgresStore, sql.Identifier]:
     """A PostgreSQL store in a schema of its own (dropped afterwards), and its events table."""
-    schema = f"tidings_fwd_{uuid.uuid4().hex[:12]}"
-    try:
-        yield PostgresStore(postgres_url, schema=schema), sql.Identifier(schema, "tidings_events")
-    finally:
-        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-            await conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-            )
+    store = PostgresStore(postgres_url, schema=postgres_schema)
+    return store, sql.Identifier(postgres_schema, "tidings_events")
 
 
 async def test_a_deferred_append_that_fails_is_released_and_dead_lettered(

@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import psycopg
 import pytest
-import pytest_asyncio
 from prometheus_client import CollectorRegistry, generate_latest
-from psycopg import sql
 
 import tidings
 from tidings.contracts import SchemaRegistry, SchemaViolationError, Validator, validation
@@ -151,16 +147,9 @@ async def test_sqlite_bus(tmp_path: Path) -> None:
     await _in_store(SQLiteStore(tmp_path / "log.db"))
 
 
-@pytest_asyncio.fixture
-async def postgres_store(postgres_url: str) -> AsyncIterator[EventStore]:
-    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield PostgresStore(postgres_url, schema=schema, pool_size=2)
-    finally:
-        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-            await conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-            )
+@pytest.fixture
+def postgres_store(postgres_url: str, postgres_schema: str) -> EventStore:
+    return PostgresStore(postgres_url, schema=postgres_schema, pool_size=2)
 
 
 async def test_postgres_bus(postgres_store: EventStore) -> None:
