@@ -1,4 +1,4 @@
-"""Shared fixtures: a bus; a PostgreSQL server; Node tools from npm (TypeScript, the AsyncAPI JSON Schema)."""
+"""Shared fixtures: a bus; a PostgreSQL server and schemas of a test's own on it; Node tools from npm (TypeScript, the AsyncAPI JSON Schema)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import shutil
 import subprocess
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
@@ -43,6 +44,31 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+async def postgres_schema(postgres_url: str) -> AsyncIterator[str]:
+    """The name of a PostgreSQL schema of the test's own on :func:`postgres_url` (what the
+    test opens there creates it), dropped with everything in it afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"tidings_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            await conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_url: str, postgres_schema: str) -> str:
+    """The store URL of an empty PostgreSQL log in :func:`postgres_schema`."""
+    parts = urlsplit(postgres_url)
+    query = urlencode([*parse_qsl(parts.query), ("schema", postgres_schema)])
+    return urlunsplit(parts._replace(query=query))
 
 
 NPM_PACKAGES = ("typescript@5.9.3", "@asyncapi/specs@6.11.1")

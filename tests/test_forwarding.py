@@ -11,7 +11,6 @@ import math
 import signal
 import sys
 import textwrap
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,16 +316,10 @@ async def test_records_another_writer_appended_are_forwarded_within_max_pending(
 
 
 @pytest.fixture
-async def postgres_store(postgres_url: str) -> AsyncIterator[tuple[PostgresStore, sql.Identifier]]:
+def postgres_store(postgres_url: str, postgres_schema: str) -> tuple[PostgresStore, sql.Identifier]:
     """A PostgreSQL store in a schema of its own (dropped afterwards), and its events table."""
-    schema = f"tidings_fwd_{uuid.uuid4().hex[:12]}"
-    try:
-        yield PostgresStore(postgres_url, schema=schema), sql.Identifier(schema, "tidings_events")
-    finally:
-        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-            await conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-            )
+    store = PostgresStore(postgres_url, schema=postgres_schema)
+    return store, sql.Identifier(postgres_schema, "tidings_events")
 
 
 async def test_a_deferred_append_that_fails_is_released_and_dead_lettered(
@@ -363,26 +356,35 @@ async def test_a_deferred_append_that_fails_is_released_and_dead_lettered(
     assert await _stored(server.url) == [0, 1, 2, 3]
 
 
-async def test_a_record_the_broker_cannot_take_is_settled_and_passed(
-    server: NatsServer, tmp_path: Path
+async def _refused_between_two_ticks(
+    db: Path, transport: NatsTransport, topic: str, payload: dict[str, str]
 ) -> None:
-    db = tmp_path / "outbox.db"
+    """Forward ``Tick(0)``, another writer's ``payload`` on ``topic`` (which ``transport``
+    or its broker refuses) and ``Tick(1)`` from the log ``db``: the refused record is
+    settled (counted, dead-lettered) and passed; both ticks are forwarded."""
     letters: list[tidings.DeadLetter] = []
     bus = Bus(
-        store=SQLiteStore(db),
-        transport=_transport(server.url),
-        forward=StoreAndForward(checkpoint_interval=0.1),
+        store=SQLiteStore(db), transport=transport, forward=StoreAndForward(checkpoint_interval=0.1)
     )
     bus.subscribe(tidings.DeadLetter, letters.append)
     async with bus:
         bus.publish(Tick(0))
-        with Bus(store=SQLiteStore(db)) as writer:  # another writer: above max_payload
-            writer.publish({"blob": "x" * 2_000_000}, topic="fwd.big")
+        with Bus(store=SQLiteStore(db)) as writer:  # another writer of the same log
+            writer.publish(payload, topic=topic)
         bus.publish(Tick(1))
         await _until(lambda: _statistics(bus).checkpoint == 3)
         stats = _statistics(bus)
         assert (stats.pending, stats.forwarded, stats.refused, stats.found) == (0, 2, 1, 1)
-        assert [letter.envelope.topic for letter in letters] == ["fwd.big"]
+        assert [letter.envelope.topic for letter in letters] == [topic]
+
+
+async def test_a_record_the_broker_cannot_take_is_settled_and_passed(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    # another writer's event above max_payload
+    await _refused_between_two_ticks(
+        tmp_path / "outbox.db", _transport(server.url), "fwd.big", {"blob": "x" * 2_000_000}
+    )
     assert await _stored(server.url) == [0, 1]
 
 
@@ -399,22 +401,10 @@ class _RefusingTransport(NatsTransport):
 async def test_a_record_the_transport_cannot_send_is_settled_and_passed(
     server: NatsServer, tmp_path: Path
 ) -> None:
-    db = tmp_path / "outbox.db"
-    letters: list[tidings.DeadLetter] = []
     transport = _RefusingTransport(
         server.url, prefix="fwd", stream=StreamSettings(name="FWD"), publish_timeout=math.inf
     )
-    bus = Bus(
-        store=SQLiteStore(db), transport=transport, forward=StoreAndForward(checkpoint_interval=0.1)
+    await _refused_between_two_ticks(
+        tmp_path / "outbox.db", transport, "fwd.unsendable", {"any": "thing"}
     )
-    bus.subscribe(tidings.DeadLetter, letters.append)
-    async with bus:
-        bus.publish(Tick(0))
-        with Bus(store=SQLiteStore(db)) as writer:  # another writer of the same log
-            writer.publish({"any": "thing"}, topic="fwd.unsendable")
-        bus.publish(Tick(1))
-        await _until(lambda: _statistics(bus).checkpoint == 3)
-        stats = _statistics(bus)
-        assert (stats.pending, stats.forwarded, stats.refused, stats.found) == (0, 2, 1, 1)
-        assert [letter.envelope.topic for letter in letters] == ["fwd.unsendable"]
     assert await _stored(server.url) == [0, 1]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,32 +24,29 @@ from cloudevents.core.v1.event import CloudEvent
 import tidings
 from tidings.bridges.amqp import DEAD_QUEUE, DEAD_REASON, AmqpBridge, to_binding_key
 from tidings.chaos.proxy import FaultProxy
-from tidings.cloudevents import to_cloudevent
 from tidings.event import Envelope
 from tidings.exceptions import EncodeError, TransportError, TransportUnavailableError
 from tidings.testing.brokers import wait_until
 from tidings.testing.nats_server import free_port
 
 from .counting import CountingStore
+from .flaky_sink import FlakySink
+from .sdk_events import SdkSample
 
 WAIT = 30.0
 
 
-def sdk_event(**changes: Any) -> CloudEvent:
-    attributes: dict[str, Any] = {
-        "id": "sdk-a1",
-        "source": "urn:legacy:billing",
-        "type": "com.example.invoice",
-        "specversion": "1.0",
-        "subject": "invoice 9",
-        "datacontenttype": "application/json",
-        "time": dt.datetime(2026, 1, 2, 12, 30, 45, 123000, tzinfo=dt.UTC),
-        "partitionkey": "customer-9",
-        "tenant": "acme",
-    }
-    data: Any = changes.pop("data", {"total": 99.5})
-    attributes.update(changes)
-    return CloudEvent(attributes=attributes, data=data)
+INVOICE = SdkSample(
+    id="sdk-a1",
+    source="urn:legacy:billing",
+    type="com.example.invoice",
+    subject="invoice 9",
+    time=dt.datetime(2026, 1, 2, 12, 30, 45, 123000, tzinfo=dt.UTC),
+    partitionkey="customer-9",
+    extensions={"tenant": "acme"},
+    data={"total": 99.5},
+)
+sdk_event = INVOICE.event
 
 
 def to_aio_pika(message: sdk_amqp.AMQPMessage) -> aio_pika.Message:
@@ -211,13 +207,7 @@ async def test_queues_onto_the_bus_in_every_mode(rabbit: Rabbit) -> None:
     for event_id in ("bin-1", "colon-1", "str-1"):
         env = by_id.pop(event_id)
         assert env.topic == "invoices.eu"
-        assert env.source == "urn:legacy:billing"
-        assert env.key == "customer-9"
-        assert env.headers == {"tenant": "acme"}
-        assert env.payload == {"total": 99.5}
-        assert env.attributes["type"] == "com.example.invoice"
-        assert env.attributes["subject"] == "invoice 9"
-        assert to_cloudevent(env)["time"] == "2026-01-02T12:30:45.123000Z"
+        INVOICE.assert_taken_in(env, time="2026-01-02T12:30:45.123000Z")
     [wrapped] = by_id.values()
     assert (wrapped.topic, wrapped.payload) == ("invoices.us", {"legacy": True})
     assert wrapped.attributes == {
@@ -368,19 +358,12 @@ async def test_a_burst_is_appended_together_in_order_then_acknowledged(
 
 
 async def test_refusals_that_may_pass_are_retried_while_the_message_waits(rabbit: Rabbit) -> None:
-    attempts = itertools.count(1)
-    accepted: list[str] = []
-
-    async def flaky(envelopes: Sequence[Envelope[Any]]) -> None:
-        if next(attempts) <= 3:
-            raise ConnectionError("the log is away")
-        accepted.extend(env.id for env in envelopes)
-
+    flaky = FlakySink(refusals=3)
     async with bridge(rabbit, sink=flaky, queues=[rabbit.queue], bind=["f.>"]) as amqp:
         message = to_aio_pika(sdk_amqp.to_binary(sdk_event(id="f1"), JSONFormat()))
         await rabbit.publish([("f.x", message)])
         await wait_until(lambda: amqp.counts.acknowledged == 1)
-    assert accepted == ["f1"]
+    assert flaky.accepted == ["f1"]
     assert (amqp.counts.retried, amqp.counts.accepted) == (3, 1)
 
 

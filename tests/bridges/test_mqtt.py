@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,31 +29,28 @@ from tidings.bridges.mqtt import (
     to_mqtt_topic,
 )
 from tidings.chaos.proxy import FaultProxy
-from tidings.cloudevents import to_cloudevent
 from tidings.event import Envelope
 from tidings.exceptions import InvalidTopicError, TransportUnavailableError
 from tidings.testing.brokers import Mosquitto, wait_until
 
 from .counting import CountingStore
+from .flaky_sink import FlakySink
+from .sdk_events import SdkSample
 
 WAIT = 30.0
 
 
-def sdk_event(**changes: Any) -> CloudEvent:
-    attributes: dict[str, Any] = {
-        "id": "sdk-m1",
-        "source": "https://devices.example.com/thermo 7",
-        "type": "com.example.reading",
-        "specversion": "1.0",
-        "subject": "room 7",
-        "datacontenttype": "application/json",
-        "time": dt.datetime(2026, 1, 2, 12, 30, 45, 123456, tzinfo=dt.UTC),
-        "partitionkey": "thermo-7",
-        "site": "berlin",
-    }
-    data: Any = changes.pop("data", {"celsius": 21.5})
-    attributes.update(changes)
-    return CloudEvent(attributes=attributes, data=data)
+READING = SdkSample(
+    id="sdk-m1",
+    source="https://devices.example.com/thermo 7",
+    type="com.example.reading",
+    subject="room 7",
+    time=dt.datetime(2026, 1, 2, 12, 30, 45, 123456, tzinfo=dt.UTC),
+    partitionkey="thermo-7",
+    extensions={"site": "berlin"},
+    data={"celsius": 21.5},
+)
+sdk_event = READING.event
 
 
 def sdk_binary_v5(event: CloudEvent) -> tuple[bytes, Any]:
@@ -234,13 +230,7 @@ async def test_cloudevents_in_binary_and_structured_mode_keep_every_attribute(
     by_id = {env.id: env for env in got}
     assert set(by_id) == {"bin-1", "str-1", "v311-1"}
     for env in by_id.values():
-        assert env.source == "https://devices.example.com/thermo 7"
-        assert env.key == "thermo-7"
-        assert env.headers == {"site": "berlin"}
-        assert env.payload == {"celsius": 21.5}
-        assert env.attributes["type"] == "com.example.reading"
-        assert env.attributes["subject"] == "room 7"
-        assert to_cloudevent(env)["time"] == "2026-01-02T12:30:45.123456Z"
+        READING.assert_taken_in(env, time="2026-01-02T12:30:45.123456Z")
 
 
 @dataclass(frozen=True)
@@ -382,18 +372,11 @@ async def _ignore(envelopes: Sequence[Envelope[Any]]) -> None:
 async def test_refusals_that_may_pass_are_retried_while_the_message_waits(
     mosquitto: Mosquitto,
 ) -> None:
-    attempts = itertools.count(1)
-    accepted: list[str] = []
-
-    async def flaky(envelopes: Sequence[Envelope[Any]]) -> None:
-        if next(attempts) <= 3:
-            raise ConnectionError("the log is away")
-        accepted.extend(env.id for env in envelopes)
-
+    flaky = FlakySink(refusals=3)
     async with MqttBridge(sink=flaky, url=mosquitto.url, subscribe=["flaky/#"]) as bridge:
         await publish_raw(mosquitto, [("flaky/x", JSONFormat().write(sdk_event(id="f1")), None)])
         await wait_until(lambda: bridge.counts.acknowledged == 1)
-    assert accepted == ["f1"]
+    assert flaky.accepted == ["f1"]
     assert bridge.counts.retried == 3
     assert bridge.counts.accepted == 1
 

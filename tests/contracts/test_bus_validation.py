@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import psycopg
 import pytest
-import pytest_asyncio
 from prometheus_client import CollectorRegistry, generate_latest
-from psycopg import sql
 
 import tidings
 from tidings.contracts import SchemaRegistry, SchemaViolationError, Validator, validation
@@ -113,19 +109,27 @@ async def test_memory_bus() -> None:
         await _refuses_then_publishes(bus, validator, seen, arrived)
 
 
-def test_memory_bus_without_a_loop() -> None:
-    """Also: the refusals are exported as ``tidings_schema_violations_total``."""
-    validator = Validator(_Fixed())
-    registry = CollectorRegistry()
-    registry.register(ViolationsCollector(validator))
+def _refuses_then_publishes_without_a_loop(
+    validator: Validator, prepare: Callable[[tidings.Bus], object] = lambda bus: None
+) -> None:
+    """On a bus without a loop (``prepare``d first): a bad event refused, a good one handled."""
     seen: list[Stocked] = []
     with tidings.Bus(validator=validator) as bus:
+        prepare(bus)
         bus.subscribe(Stocked, seen.append)
         with pytest.raises(SchemaViolationError):
             bus.publish(Stocked("s1", 0))
         bus.publish(Stocked("s1", 3))
     assert seen == [Stocked("s1", 3)]
     assert validator.violations == {(TOPIC, "publish"): 1}
+
+
+def test_memory_bus_without_a_loop() -> None:
+    """Also: the refusals are exported as ``tidings_schema_violations_total``."""
+    validator = Validator(_Fixed())
+    registry = CollectorRegistry()
+    registry.register(ViolationsCollector(validator))
+    _refuses_then_publishes_without_a_loop(validator)
     exported = generate_latest(registry).decode()
     assert f'tidings_schema_violations_total{{boundary="publish",topic="{TOPIC}"}} 1.0' in exported
 
@@ -134,32 +138,18 @@ def test_observed_bus() -> None:
     """An observed bus (its publish replaced by the observer's hook) checks too."""
     from tidings.observability import Metrics
 
-    validator = Validator(_Fixed())
-    seen: list[Stocked] = []
-    with tidings.Bus(validator=validator) as bus:
-        Metrics(bus, registry=CollectorRegistry())
-        bus.subscribe(Stocked, seen.append)
-        with pytest.raises(SchemaViolationError):
-            bus.publish(Stocked("s1", 0))
-        bus.publish(Stocked("s1", 3))
-    assert seen == [Stocked("s1", 3)]
-    assert validator.violations == {(TOPIC, "publish"): 1}
+    _refuses_then_publishes_without_a_loop(
+        Validator(_Fixed()), lambda bus: Metrics(bus, registry=CollectorRegistry())
+    )
 
 
 async def test_sqlite_bus(tmp_path: Path) -> None:
     await _in_store(SQLiteStore(tmp_path / "log.db"))
 
 
-@pytest_asyncio.fixture
-async def postgres_store(postgres_url: str) -> AsyncIterator[EventStore]:
-    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield PostgresStore(postgres_url, schema=schema, pool_size=2)
-    finally:
-        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-            await conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-            )
+@pytest.fixture
+def postgres_store(postgres_url: str, postgres_schema: str) -> EventStore:
+    return PostgresStore(postgres_url, schema=postgres_schema, pool_size=2)
 
 
 async def test_postgres_bus(postgres_store: EventStore) -> None:

@@ -4,8 +4,9 @@ once its own events are durable, and a failure is exactly each call's own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,22 @@ async def stored_ids(store: EventStore) -> list[str]:
     return [r.envelope.id for r in await store.read(after=0, topic="orders.>", unknown="raw")]
 
 
+@contextlib.asynccontextmanager
+async def running_gateway(store: EventStore | str, config: str = CONFIG) -> AsyncIterator[Gateway]:
+    """A started gateway with ``config`` on a bus over ``store``, stopped at the end (5 s to
+    drain) unless the block raised."""
+    async with tidings.Bus(store=store) as bus:
+        gateway = Gateway(bus, parse_config([("g.yaml", config)]))
+        await gateway.start()
+        yield gateway
+        await gateway.stop(5)
+
+
 async def test_concurrent_accepts_share_one_append_and_each_gets_its_own_durable_positions(
     tmp_path: Path,
 ) -> None:
     store = CountingStore(tmp_path / "e.db")
-    async with tidings.Bus(store=store) as bus:
-        gateway = Gateway(bus, parse_config([("g.yaml", QUIET)]))
-        await gateway.start()
+    async with running_gateway(store, QUIET) as gateway:
         before = store.appends
 
         async def call(c: int) -> None:
@@ -66,15 +76,12 @@ async def test_concurrent_accepts_share_one_append_and_each_gets_its_own_durable
         assert gateway.accepted == 60
         assert await gateway.wait_routed(await store.last_position(), 10)
         assert gateway.routed == 60
-        await gateway.stop(5)
 
 
 async def test_an_id_in_two_concurrent_calls_is_stored_once_and_a_foreign_source_refused(
     tmp_path: Path,
 ) -> None:
-    async with tidings.Bus(store=f"sqlite:///{tmp_path}/e.db") as bus:
-        gateway = Gateway(bus, parse_config([("g.yaml", CONFIG)]))
-        await gateway.start()
+    async with running_gateway(f"sqlite:///{tmp_path}/e.db") as gateway:
         first, retry, foreign = await asyncio.wait_for(
             asyncio.gather(
                 gateway.accept([event(1), event(2)]),
@@ -89,17 +96,14 @@ async def test_an_id_in_two_concurrent_calls_is_stored_once_and_a_foreign_source
         assert isinstance(foreign, EventIdConflictError)
         assert foreign.conflicts == [("e1", "other", "test")]
         assert foreign.accepted == []
-        assert bus.store is not None
-        assert await stored_ids(bus.store) == ["e1", "e2"]
+        assert gateway.bus.store is not None
+        assert await stored_ids(gateway.bus.store) == ["e1", "e2"]
         assert gateway.accepted == 3  # e1, e2, and the retried e2
-        await gateway.stop(5)
 
 
 async def test_a_call_whose_events_the_store_refuses_fails_alone(tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "e.db")
-    async with tidings.Bus(store=store) as bus:
-        gateway = Gateway(bus, parse_config([("g.yaml", CONFIG)]))
-        await gateway.start()
+    async with running_gateway(store) as gateway:
         outcomes = await asyncio.wait_for(
             asyncio.gather(
                 gateway.accept([event(1)]),
@@ -114,7 +118,6 @@ async def test_a_call_whose_events_the_store_refuses_fails_alone(tmp_path: Path)
         assert outcomes[2] == [2, 3]
         assert await stored_ids(store) == ["e1", "e3", "e4"]
         assert gateway.accepted == 3
-        await gateway.stop(5)
 
 
 async def test_a_failed_shared_append_fails_every_call_of_the_group_and_stores_none(
@@ -122,9 +125,7 @@ async def test_a_failed_shared_append_fails_every_call_of_the_group_and_stores_n
 ) -> None:
     path = tmp_path / "e.db"
     store = SQLiteStore(path, busy_timeout=0.2)
-    async with tidings.Bus(store=store) as bus:
-        gateway = Gateway(bus, parse_config([("g.yaml", CONFIG)]))
-        await gateway.start()
+    async with running_gateway(store) as gateway:
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
         try:
@@ -145,7 +146,6 @@ async def test_a_failed_shared_append_fails_every_call_of_the_group_and_stores_n
         # The lock released, the same calls (retried) are taken.
         retried = await gateway.accept([event(1), event(2)])
         assert retried == [1, 2]
-        await gateway.stop(5)
 
 
 @pytest.mark.parametrize("calls", [1, 7])
@@ -164,12 +164,10 @@ async def test_the_topic_targets_of_one_accepted_batch_are_appended_together(
     tmp_path: Path,
 ) -> None:
     store = CountingStore(tmp_path / "e.db")
-    async with tidings.Bus(store=store) as bus:
-        gateway = Gateway(bus, parse_config([("g.yaml", CONFIG)]))
-        await gateway.start()
+    async with running_gateway(store) as gateway:
         seen: list[int] = []
 
-        @bus.on("audit.orders")
+        @gateway.bus.on("audit.orders")
         def audit(envelope: Envelope[Any]) -> None:  # dispatched after the shared append
             seen.append(envelope.payload["n"])
 
@@ -182,16 +180,13 @@ async def test_the_topic_targets_of_one_accepted_batch_are_appended_together(
         assert [r.envelope.payload["n"] for r in targets] == list(range(100))
         assert seen == list(range(100))
         assert gateway.sender.outcomes[("topic", "delivered")] == 100
-        await gateway.stop(5)
 
 
 async def test_more_dispatches_than_may_be_in_flight_wait_for_room_and_each_is_sent_once(
     tmp_path: Path,
 ) -> None:
     store = CountingStore(tmp_path / "e.db")
-    async with tidings.Bus(store=store) as bus:
-        gateway = Gateway(bus, parse_config([("g.yaml", CONFIG)]))
-        await gateway.start()
+    async with running_gateway(store) as gateway:
         positions = await gateway.accept([event(n) for n in range(600)])
         before = store.appends
         assert await gateway.wait_routed(max(positions), 20)
@@ -202,4 +197,3 @@ async def test_more_dispatches_than_may_be_in_flight_wait_for_room_and_each_is_s
         assert gateway.sender.outcomes[("topic", "delivered")] == 600
         figures = gateway.stats.snapshot(["all"])["routes"][0]
         assert (figures["events"], figures["errors"]) == (600, 0)
-        await gateway.stop(5)

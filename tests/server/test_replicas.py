@@ -5,7 +5,6 @@ the shared JetStream stream, where an observer counts them)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import tidings
 from tidings.testing.nats_server import NatsServer
 from tidings.transports.nats import NatsTransport
 
+from .replicas import post_load_event, replica_folders
 from .test_serve import gateway_process
 
 EVENTS = 200
@@ -37,10 +37,7 @@ async def test_two_gateways_on_one_nats_server_route_each_event_once(tmp_path: P
             f"store: sqlite:///events.db\ntransport: {server.url}\n"
             "routes: [{name: r, from: load.>, to: [{nats: routed.load}]}]\n"
         )
-        folders = [tmp_path / "a", tmp_path / "b"]
-        for folder in folders:
-            folder.mkdir()
-            (folder / "g.yaml").write_text(config)
+        folders = replica_folders(tmp_path, config)
         try:
             async with (
                 gateway_process(folders[0], "g.yaml") as first,
@@ -48,14 +45,7 @@ async def test_two_gateways_on_one_nats_server_route_each_event_once(tmp_path: P
                 httpx.AsyncClient(timeout=10) as client,
             ):
                 for n in range(EVENTS):
-                    target = (first, second)[n % 2]
-                    event = {"specversion": "1.0", "id": f"e{n}", "source": "t", "type": "load.x"}
-                    answer = await client.post(
-                        f"{target.url}/events",
-                        content=json.dumps({**event, "data": {"n": n}}),
-                        headers={"content-type": "application/cloudevents+json"},
-                    )
-                    assert answer.status_code == 202, answer.text
+                    await post_load_event(client, (first, second)[n % 2].url, n)
                 assert await first.stop(signal.SIGINT) == 0  # drained: all published
                 assert await second.stop(signal.SIGINT) == 0
             async with asyncio.timeout(30):

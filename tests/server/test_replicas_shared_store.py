@@ -5,49 +5,28 @@ holder stops the other takes the lease over and routes the rest, again exactly o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
-import psycopg
-import pytest_asyncio
-from psycopg import sql
+import pytest
 
 from tidings.store import open_store
 
+from .replicas import post_load_event, replica_folders
 from .test_serve import Process, gateway_process
 
 EVENTS = 120  # per phase
 
 
-@pytest_asyncio.fixture
-async def shared_log(postgres_url: str) -> AsyncIterator[str]:
-    """A store URL on a fresh PostgreSQL schema, dropped afterwards."""
-    schema = f"tidings_gw_{uuid.uuid4().hex[:12]}"
-    parts = urlsplit(postgres_url)
-    query = urlencode([*parse_qsl(parts.query), ("schema", schema)])
-    try:
-        yield urlunsplit(parts._replace(query=query))
-    finally:
-        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-            await conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-            )
-
-
-async def _post(client: httpx.AsyncClient, url: str, n: int) -> None:
-    event = {"specversion": "1.0", "id": f"e{n}", "source": "t", "type": "load.x"}
-    answer = await client.post(
-        f"{url}/events",
-        content=json.dumps({**event, "data": {"n": n}}),
-        headers={"content-type": "application/cloudevents+json"},
-    )
-    assert answer.status_code == 202, answer.text
+@pytest.fixture
+def shared_log(postgres_schema_url: str) -> str:
+    """The store URL of the log both replicas share: a fresh PostgreSQL schema."""
+    return postgres_schema_url
 
 
 async def _routing(client: httpx.AsyncClient, replica: Process) -> bool:
@@ -67,16 +46,15 @@ def _replica_folders(tmp_path: Path, shared_log: str) -> list[Path]:
         f"store: {json.dumps(shared_log)}\n"
         "routes: [{name: r, from: load.>, to: [{topic: routed.load}]}]\n"
     )
-    folders = [tmp_path / "a", tmp_path / "b"]
-    for folder in folders:
-        folder.mkdir()
-        (folder / "g.yaml").write_text(config)
-    return folders
+    return replica_folders(tmp_path, config)
 
 
-async def test_two_gateways_sharing_a_postgres_log_route_each_event_once(
+@contextlib.asynccontextmanager
+async def _replicas(
     tmp_path: Path, shared_log: str
-) -> None:
+) -> AsyncIterator[tuple[httpx.AsyncClient, Process, Process]]:
+    """An HTTP client and two replicas on the shared log: the first routing, then the second
+    started (a standby)."""
     folders = _replica_folders(tmp_path, shared_log)
     async with (
         httpx.AsyncClient(timeout=10) as client,
@@ -84,14 +62,21 @@ async def test_two_gateways_sharing_a_postgres_log_route_each_event_once(
     ):
         await _wait_routing(client, first)
         async with gateway_process(folders[1], "g.yaml") as second:
-            assert not await _routing(client, second)  # a standby while the first routes
-            for n in range(EVENTS):
-                await _post(client, (first, second)[n % 2].url, n)
-            assert await first.stop(signal.SIGINT) == 0  # drained: routed, checkpointed
-            await _wait_routing(client, second)  # took the lease over
-            for n in range(EVENTS, 2 * EVENTS):
-                await _post(client, second.url, n)
-            assert await second.stop(signal.SIGINT) == 0
+            yield client, first, second
+
+
+async def test_two_gateways_sharing_a_postgres_log_route_each_event_once(
+    tmp_path: Path, shared_log: str
+) -> None:
+    async with _replicas(tmp_path, shared_log) as (client, first, second):
+        assert not await _routing(client, second)  # a standby while the first routes
+        for n in range(EVENTS):
+            await post_load_event(client, (first, second)[n % 2].url, n)
+        assert await first.stop(signal.SIGINT) == 0  # drained: routed, checkpointed
+        await _wait_routing(client, second)  # took the lease over
+        for n in range(EVENTS, 2 * EVENTS):
+            await post_load_event(client, second.url, n)
+        assert await second.stop(signal.SIGINT) == 0
     async with open_store(shared_log) as store:
         records = await store.read(topic="routed.load")
         accepted = await store.read(topic="load.>")
@@ -104,21 +89,15 @@ async def test_two_gateways_sharing_a_postgres_log_route_each_event_once(
 async def test_a_standby_takes_over_when_the_routing_replica_is_killed(
     tmp_path: Path, shared_log: str
 ) -> None:
-    folders = _replica_folders(tmp_path, shared_log)
-    async with (
-        httpx.AsyncClient(timeout=10) as client,
-        gateway_process(folders[0], "g.yaml") as first,
-    ):
-        await _wait_routing(client, first)
-        async with gateway_process(folders[1], "g.yaml") as second:
-            for n in range(EVENTS // 2):  # accepted by the standby: in the log, not routed by it
-                await _post(client, second.url, n)
-            first.proc.kill()  # its session ends, and with it the lease
-            await first.proc.wait()
-            await _wait_routing(client, second)
-            for n in range(EVENTS // 2, EVENTS):
-                await _post(client, second.url, n)
-            assert await second.stop(signal.SIGINT) == 0
+    async with _replicas(tmp_path, shared_log) as (client, first, second):
+        for n in range(EVENTS // 2):  # accepted by the standby: in the log, not routed by it
+            await post_load_event(client, second.url, n)
+        first.proc.kill()  # its session ends, and with it the lease
+        await first.proc.wait()
+        await _wait_routing(client, second)
+        for n in range(EVENTS // 2, EVENTS):
+            await post_load_event(client, second.url, n)
+        assert await second.stop(signal.SIGINT) == 0
     async with open_store(shared_log) as store:
         records = await store.read(topic="routed.load")
     routed = Counter(r.envelope.payload["n"] for r in records)

@@ -13,7 +13,6 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -170,23 +169,13 @@ class PostgresHarness(StoreHarness):
             )
 
 
-@pytest_asyncio.fixture(params=["sqlite", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty durable log: a SQLite file, or a fresh PostgreSQL schema."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/crash.db"
-        return
-    server: str = request.getfixturevalue("postgres_url")
-    schema = f"tidings_test_{uuid.uuid4().hex[:12]}"
-    parts = urlsplit(server)
-    query = urlencode([*parse_qsl(parts.query), ("schema", schema)])
-    try:
-        yield urlunsplit(parts._replace(query=query))
-    finally:
-        async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
-            await conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-            )
+        return f"sqlite:///{tmp_path}/crash.db"
+    url: str = request.getfixturevalue("postgres_schema_url")
+    return url
 
 
 @pytest.fixture

@@ -3,37 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 import pytest
-import pytest_asyncio
-from psycopg import sql
 
 from tidings.exceptions import StoreError
-from tidings.store import PostgresStore, StoredEvent
+from tidings.store import PostgresStore
 from tidings.store._rows import plan_append
 from tidings.testing.store_conformance import WAIT, envelope, placed
+
+from .concurrent_appends import assert_one_interleaved_log, follow
 
 CONNECTIONS = 8
 PER_CONNECTION = 10_000
 
 
-@pytest_asyncio.fixture
-async def schema(postgres_url: str) -> AsyncIterator[str]:
+@pytest.fixture
+def schema(postgres_schema: str) -> str:
     """A schema of the test's own, dropped afterwards."""
-    name = f"tidings_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield name
-    finally:
-        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-            await conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
-            )
+    return postgres_schema
 
 
 async def _lock_waiters(url: str) -> int:
@@ -107,14 +97,6 @@ async def test_eight_connections_append_while_a_follower_reads(
         PostgresStore(postgres_url, schema=schema, pool_size=2) as store,
         PostgresStore(postgres_url, schema=schema, pool_size=2) as follower_store,
     ):
-        followed: list[StoredEvent] = []
-
-        async def follow() -> None:
-            async with follower_store.subscribe(unknown="raw") as events:
-                async for record in events:
-                    followed.append(record)
-                    if len(followed) == total:
-                        return
 
         async def write(worker: int) -> dict[str, int]:
             reports: dict[str, int] = {}
@@ -132,7 +114,7 @@ async def test_eight_connections_append_while_a_follower_reads(
                 reports.update(zip((e.id for e in batch), positions, strict=True))
             return reports
 
-        follower = asyncio.create_task(follow())
+        follower = asyncio.create_task(follow(follower_store, total))
         await asyncio.sleep(0)
         try:
             reports = await asyncio.wait_for(
@@ -141,21 +123,11 @@ async def test_eight_connections_append_while_a_follower_reads(
         finally:
             for writer in writers:
                 await writer.aclose()
-        await asyncio.wait_for(follower, 60)
+        followed = await asyncio.wait_for(follower, 60)
 
         records = [r async for r in store.iter_read(unknown="raw")]
-        assert [r.position for r in records] == list(range(1, total + 1))
-        ids = [r.id for r in records]
-        assert set(ids) == {f"w{n}-{i}" for n in range(CONNECTIONS) for i in range(PER_CONNECTION)}
-        for report in reports:
-            for event_id, position in report.items():
-                assert records[position - 1].id == event_id
-        switches = sum(
-            a.envelope.source != b.envelope.source for a, b in itertools.pairwise(records)
-        )
-        assert switches > CONNECTIONS, "the writers did not run concurrently"
-        assert [r.position for r in followed] == list(range(1, total + 1))
-        assert [r.id for r in followed] == ids
+        ids = {f"w{n}-{i}" for n in range(CONNECTIONS) for i in range(PER_CONNECTION)}
+        assert_one_interleaved_log(records, followed, reports, ids, CONNECTIONS)
         assert await store.verify() is None
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -11,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from tidings.exceptions import StoreError
-from tidings.store import SQLiteStore, StoredEvent
+from tidings.store import SQLiteStore
 from tidings.testing.store_conformance import placed
+
+from .concurrent_appends import assert_one_interleaved_log, follow
 
 StartWriter = Callable[[str, str, int, int, float], Awaitable[asyncio.subprocess.Process]]
 
@@ -39,37 +40,18 @@ async def test_four_processes_append_while_a_follower_reads(
     url = f"sqlite:///{path}"
     total = WORKERS * PER_WORKER
     async with SQLiteStore(path, poll_interval=0.02) as store:
-        followed: list[StoredEvent] = []
-
-        async def follow() -> None:
-            async with store.subscribe(unknown="raw") as events:
-                async for record in events:
-                    followed.append(record)
-                    if len(followed) == total:
-                        return
-
-        follower = asyncio.create_task(follow())
+        follower = asyncio.create_task(follow(store, total))
         writers = [await start_writer(url, f"w{n}", PER_WORKER, 50, 120) for n in range(WORKERS)]
         reports = await asyncio.gather(*(read_reports(w, 150) for w in writers))
-        await asyncio.wait_for(follower, 60)
+        followed = await asyncio.wait_for(follower, 60)
 
         records = await store.read(unknown="raw")
-        assert [r.position for r in records] == list(range(1, total + 1))
-        ids = [r.id for r in records]
-        assert len(set(ids)) == total
-        assert set(ids) == {f"w{n}-{i}" for n in range(WORKERS) for i in range(PER_WORKER)}
-        for report in reports:
-            for event_id, position in report.items():
-                assert records[position - 1].id == event_id
+        ids = {f"w{n}-{i}" for n in range(WORKERS) for i in range(PER_WORKER)}
+        assert_one_interleaved_log(records, followed, reports, ids, WORKERS)
+        assert len({r.id for r in records}) == total
         for n in range(WORKERS):
             mine = [r.payload["i"] for r in records if r.payload["w"] == f"w{n}"]
             assert mine == list(range(PER_WORKER))
-        switches = sum(
-            a.envelope.source != b.envelope.source for a, b in itertools.pairwise(records)
-        )
-        assert switches > WORKERS, "the writers did not run concurrently"
-        assert [r.position for r in followed] == list(range(1, total + 1))
-        assert [r.id for r in followed] == ids
         assert await store.verify() is None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +12,8 @@ import pytest
 
 from tidings.testing.nats_server import NatsCluster, NatsServer
 from tidings.transports.nats import NatsTransport, StreamSettings
+
+from .group_processes import stop
 
 _streams = itertools.count(1)
 
@@ -80,3 +83,12 @@ def kafka_factory(kafka_broker: Any) -> Callable[..., Any]:
         return KafkaTransport(kafka_broker.url, **options)
 
     return make
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[str]]]:
+    """The worker processes a multi-process test starts (``group_processes.spawn``): the
+    test appends them; those still running at its end are killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    stop(started)

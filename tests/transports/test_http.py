@@ -24,7 +24,7 @@ from tidings.transports.http import (
     encode_structured,
 )
 
-TIME = dt.datetime(2026, 1, 2, 12, 30, 45, 123456, tzinfo=dt.UTC)
+from .sdk_events import TIME, sdk_order
 
 
 @tidings.event("http.order")
@@ -35,24 +35,9 @@ class HttpOrder:
 
 
 def sdk_event(**changes: Any) -> CloudEvent:
-    """A foreign event using every attribute kind: a type that is not the topic, a source
-    needing percent-encoding, subject, dataschema, an exact microsecond time, extensions."""
-    attributes: dict[str, Any] = {
-        "id": "sdk-1",
-        "source": "billing service/ü",
-        "type": "com.example.order.placed",
-        "specversion": "1.0",
-        "subject": "order 7",
-        "dataschema": "https://example.com/schemas/order.json",
-        "datacontenttype": "application/json",
-        "time": TIME,
-        "partitionkey": "customer-42",
-        "requestid": "r 1/ü",
-        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-    }
-    data: Any = changes.pop("data", {"order_id": "o1", "amount": 12.5})
-    attributes.update(changes)
-    return CloudEvent(attributes={k: v for k, v in attributes.items() if v is not None}, data=data)
+    """The SDK's order event (``sdk_events.sdk_order``) with a W3C trace context too."""
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    return sdk_order(**{"traceparent": traceparent, **changes})
 
 
 def _recased(headers: dict[str, str]) -> dict[str, str]:

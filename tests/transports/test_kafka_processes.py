@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import select
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +14,8 @@ from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.transports.kafka import KafkaTransport
 
+from .group_processes import assert_in_key_order, lines, spawn, wait_until
+
 pytestmark = pytest.mark.slow
 
 WORKER = Path(__file__).with_name("kafka_group_worker.py")
@@ -27,44 +24,11 @@ KEYS = 20
 
 
 def _spawn(url: str, prefix: str, out: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, str(WORKER), url, prefix, "g", str(out)], stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 60)
-    assert ready, "worker did not start within 60 s"
-    assert process.stdout.readline().strip() == "ready"
-    return process
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
+    return spawn(WORKER, [url, prefix, "g", str(out)], 60)
 
 
 def _lines(path: Path) -> list[tuple[str, str, int]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        event_id, key, n = line.split()
-        out.append((event_id, key, int(n)))
-    return out
-
-
-async def _wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.1)  # polling other processes' output files
+    return [(event_id, key, int(n)) for event_id, key, n in lines(path)]
 
 
 async def test_a_killed_member_of_a_two_process_group_loses_nothing(
@@ -90,11 +54,11 @@ async def test_a_killed_member_of_a_two_process_group_loses_nothing(
             if n % 500 == 0:
                 assert await publisher.flush(30) == 0
         assert await publisher.flush(30) == 0
-        await _wait_until(lambda: len(_lines(paths[0])) >= 600, 60, "600 events in worker a")
+        await wait_until(lambda: len(_lines(paths[0])) >= 600, 60, "600 events in worker a")
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(timeout=10)
         killed_with = len(_lines(paths[0]))
-        await _wait_until(
+        await wait_until(
             lambda: {line[0] for p in paths for line in _lines(p)} >= sent, 120, "every event"
         )
     dead, alive = _lines(paths[0]), _lines(paths[1])
@@ -102,10 +66,7 @@ async def test_a_killed_member_of_a_two_process_group_loses_nothing(
     assert {line[0] for line in dead + alive} == sent  # every event handled
     # Per-key order: each process saw each key's events in publish order.
     for handled in (dead, alive):
-        last: dict[str, int] = {}
-        for _, key, n in handled:
-            assert n > last.get(key, -1), f"key {key}: {n} after {last[key]}"
-            last[key] = n
+        assert_in_key_order((key, n) for _, key, n in handled)
     # Redelivered: only the dead worker's uncommitted tail of each key (its partition's
     # records after the last commit), never an event it had committed.
     counts = collections.Counter(line[0] for line in dead + alive)

@@ -11,6 +11,7 @@ from typing import Any
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from tidings.chaos import FaultProxy
 from tidings.clock import HybridClock
@@ -31,7 +32,7 @@ from tidings.testing.transport_conformance import (
     eventually,
     make_envelope,
 )
-from tidings.transports import DeliveryPolicy, Message
+from tidings.transports import DeliveryPolicy, Message, Transport
 from tidings.transports.nats import NatsTransport, StreamSettings
 
 Factory = Callable[..., NatsTransport]
@@ -71,19 +72,27 @@ async def test_existing_stream_with_other_settings_is_reported(nats_factory: Fac
         await missing.start()
 
 
+async def _published(
+    server: NatsServer, transport: Transport, env: Envelope[Any], subject: str, stream: str
+) -> Msg:
+    """What ``transport`` publishes for ``env``, as a plain JetStream subscriber to
+    ``subject`` on ``stream`` receives it."""
+    nc = await nats.connect(server.url)
+    try:
+        sub = await nc.jetstream().subscribe(subject, stream=stream)
+        await transport.publish(env)
+        return await sub.next_msg(timeout=5)
+    finally:
+        await nc.close()
+
+
 async def test_wire_format_is_cloudevents_binary_mode(
     nats_factory: Factory, nats_server: NatsServer
 ) -> None:
     async with nats_factory(prefix="wire", stream=StreamSettings(name="WIRE")) as transport:
         clock = HybridClock()
         env = make_envelope(clock, "o-9", key="cust-1", headers={"traceparent": "00-aa-bb-01"})
-        nc = await nats.connect(nats_server.url)
-        try:
-            sub = await nc.jetstream().subscribe("wire.conformance.order", stream="WIRE")
-            await transport.publish(env)
-            msg = await sub.next_msg(timeout=5)
-        finally:
-            await nc.close()
+        msg = await _published(nats_server, transport, env, "wire.conformance.order", "WIRE")
     assert msg.headers == {
         "ce-specversion": "1.0",
         "ce-id": env.id,
@@ -106,13 +115,7 @@ async def test_structured_mode_body_is_a_json_cloudevent(
     options: dict[str, Any] = {"prefix": "wires", "stream": StreamSettings(name="WIRES")}
     async with nats_factory(structured=True, **options) as transport:
         env = make_envelope(HybridClock(), "o-1")
-        nc = await nats.connect(nats_server.url)
-        try:
-            sub = await nc.jetstream().subscribe("wires.conformance.order", stream="WIRES")
-            await transport.publish(env)
-            msg = await sub.next_msg(timeout=5)
-        finally:
-            await nc.close()
+        msg = await _published(nats_server, transport, env, "wires.conformance.order", "WIRES")
     assert msg.headers == {"content-type": "application/cloudevents+json", "Nats-Msg-Id": env.id}
     body = json.loads(msg.data)
     assert body["specversion"] == "1.0"

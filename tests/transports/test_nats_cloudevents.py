@@ -8,7 +8,6 @@ read them."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,26 +32,14 @@ from tidings.testing.transport_conformance import (
 )
 from tidings.transports.nats import NatsTransport, StreamSettings
 
+from .sdk_events import sdk_order
+
 Factory = Callable[..., NatsTransport]
 WAIT = 10.0
 
 
 def sdk_event(**changes: Any) -> CloudEvent:
-    attributes: dict[str, Any] = {
-        "id": "sdk-n1",
-        "source": "billing service/ü",
-        "type": "com.example.order.placed",
-        "specversion": "1.0",
-        "subject": "order 7",
-        "dataschema": "https://example.com/schemas/order.json",
-        "datacontenttype": "application/json",
-        "time": dt.datetime(2026, 1, 2, 12, 30, 45, 123456, tzinfo=dt.UTC),
-        "partitionkey": "customer-42",
-        "requestid": "r 1/ü",
-    }
-    data: Any = changes.pop("data", {"order_id": "o1", "amount": 12.5})
-    attributes.update(changes)
-    return CloudEvent(attributes=attributes, data=data)
+    return sdk_order(**{"id": "sdk-n1", **changes})
 
 
 def _other(nats_factory: Factory, **options: Any) -> NatsTransport:

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import select
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,6 +14,8 @@ from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.testing.nats_server import NatsServer
 from tidings.transports.nats import NatsTransport, StreamSettings
+
+from .group_processes import assert_in_key_order, lines, spawn, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,50 +26,12 @@ EVENTS = 20_000
 def _spawn(
     server: NatsServer, stream: str, out: Path, ack_wait: float, store: Path | str | None = None
 ) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(WORKER),
-            server.url,
-            stream.lower(),
-            stream,
-            "g",
-            str(out),
-            str(ack_wait),
-            *([] if store is None else [str(store)]),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 30)
-    assert ready, "worker did not start within 30 s"
-    assert process.stdout.readline().strip() == "ready"
-    return process
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
+    args = [server.url, stream.lower(), stream, "g", str(out), str(ack_wait)]
+    return spawn(WORKER, [*args, *([] if store is None else [str(store)])], 30)
 
 
 def _handled(paths: list[Path]) -> list[list[str]]:
     return [p.read_text().split() if p.exists() else [] for p in paths]
-
-
-async def _wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.1)  # polling other processes' output files
 
 
 async def _publish(
@@ -101,7 +60,7 @@ async def test_two_processes_in_a_group_share_20000_events_exactly_once(
     paths = [tmp_path / "a.txt", tmp_path / "b.txt"]
     workers.extend(_spawn(nats_server, "PROCS", path, 30.0) for path in paths)
     sent = await _publish(nats_server.url, "PROCS", EVENTS, [0])
-    await _wait_until(lambda: sum(map(len, _handled(paths))) >= EVENTS, 90, "all events handled")
+    await wait_until(lambda: sum(map(len, _handled(paths))) >= EVENTS, 90, "all events handled")
     for process in workers:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
@@ -119,12 +78,12 @@ async def test_a_killed_group_member_loses_nothing(
     workers.extend(_spawn(nats_server, "KILLED", path, 2.0) for path in paths)
     progress = [0]
     publishing = asyncio.create_task(_publish(nats_server.url, "KILLED", EVENTS, progress))
-    await _wait_until(lambda: len(_handled(paths)[0]) >= 3_000, 60, "3,000 events in worker a")
+    await wait_until(lambda: len(_handled(paths)[0]) >= 3_000, 60, "3,000 events in worker a")
     workers[0].send_signal(signal.SIGKILL)
     workers[0].wait(timeout=10)
     killed_at = progress[0]
     sent = await asyncio.wait_for(publishing, 120)
-    await _wait_until(lambda: set().union(*map(set, _handled(paths))) >= sent, 90, "every event")
+    await wait_until(lambda: set().union(*map(set, _handled(paths))) >= sent, 90, "every event")
     a, b = _handled(paths)
     assert killed_at < EVENTS, "the worker was killed mid-run"
     # At least once: every event handled; the duplicates are events worker a handled but
@@ -146,11 +105,11 @@ async def test_idempotent_bus_consumers_keep_a_killed_member_from_causing_duplic
     workers.extend(_spawn(nats_server, "IDEM", path, 2.0, store) for path in paths)
     progress = [0]
     publishing = asyncio.create_task(_publish(nats_server.url, "IDEM", EVENTS, progress))
-    await _wait_until(lambda: len(_handled(paths)[0]) >= 3_000, 60, "3,000 events in worker a")
+    await wait_until(lambda: len(_handled(paths)[0]) >= 3_000, 60, "3,000 events in worker a")
     workers[0].send_signal(signal.SIGKILL)
     workers[0].wait(timeout=10)
     sent = await asyncio.wait_for(publishing, 120)
-    await _wait_until(lambda: set().union(*map(set, _handled(paths))) >= sent, 90, "every event")
+    await wait_until(lambda: set().union(*map(set, _handled(paths))) >= sent, 90, "every event")
     a, b = _handled(paths)
     duplicates = sum(c - 1 for c in collections.Counter(a + b).values() if c > 1)
     # Only an event caught between its handler and its record can run twice.
@@ -168,28 +127,21 @@ async def test_an_exclusive_group_keeps_key_order_across_processes_through_a_kil
     workers.extend(_spawn(nats_server, "PINNED", path, 2.0, "exclusive") for path in paths)
     progress = [0]
     publishing = asyncio.create_task(_publish(nats_server.url, "PINNED", EVENTS, progress, 10))
-
-    def lines(path: Path) -> list[list[str]]:
-        return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
-
-    await _wait_until(lambda: any(len(lines(p)) >= 3_000 for p in paths), 60, "3,000 handled")
+    await wait_until(lambda: any(len(lines(p)) >= 3_000 for p in paths), 60, "3,000 handled")
     active = 0 if len(lines(paths[0])) >= 3_000 else 1
     assert not lines(paths[1 - active]), "the standby handled nothing while the other was active"
     workers[active].send_signal(signal.SIGKILL)
     workers[active].wait(timeout=10)
     killed_at = progress[0]
     sent = await asyncio.wait_for(publishing, 120)
-    await _wait_until(
+    await wait_until(
         lambda: {line[0] for p in paths for line in lines(p)} >= sent, 90, "every event"
     )
     assert killed_at < EVENTS, "the active process was killed mid-run"
     dead, alive = lines(paths[active]), lines(paths[1 - active])
     assert all(attempt == "1" for *_, attempt in dead)
     for handled in (dead, [line for line in alive if line[3] == "1"]):
-        last: dict[str, int] = {}
-        for _, key, n, _ in handled:
-            assert int(n) > last.get(key, -1), f"key {key}: {n} after {last[key]}"
-            last[key] = int(n)
+        assert_in_key_order((key, int(n)) for _, key, n, _ in handled)
     # Redelivered: only what the killed process held (its prefetch) or had not acked.
     redelivered = [line for line in alive if line[3] != "1"]
     assert len(redelivered) <= 128 + 64
