@@ -302,10 +302,10 @@ def registry_text(registry: CollectorRegistry) -> str:
     return generate_latest(registry).decode()
 
 
-def test_dispatch_latencies_fold_exactly_across_threads() -> None:
-    """More values than one buffer holds, from two threads: every one is counted once."""
+def test_dispatch_latencies_are_counted_exactly_across_threads() -> None:
+    """Many dispatches (most of them untimed), from two threads: every one is counted once."""
     registry = CollectorRegistry()
-    per_thread = 2_500  # more than two folds each (TopicHistograms.FOLD)
+    per_thread = 2_500  # many times SAMPLE_EVERY each
     with tidings.Bus() as bus:
         Metrics(bus, registry=registry)
         sub = bus.subscribe(Order, lambda order: None)
@@ -329,11 +329,11 @@ def test_dispatch_latencies_fold_exactly_across_threads() -> None:
 
 
 async def test_publish_durations_are_bucketed_consistently_per_topic() -> None:
-    """Publishes on two topics, more than one fold each, one of them re-entrant (queued behind
+    """Publishes on two topics, many untimed each, one of them re-entrant (queued behind
     the current dispatch), and emits: each topic's duration histogram counts every one once,
     its buckets are cumulative up to ``+Inf`` = ``_count``, and its sum is positive seconds."""
     registry = CollectorRegistry()
-    publishes = 600  # more than two folds (the buffer holds 256 values)
+    publishes = 600  # many times SAMPLE_EVERY
     with tidings.Bus() as bus:
         Metrics(bus, registry=registry)
         seen: list[str] = []
@@ -364,3 +364,34 @@ async def test_publish_durations_are_bucketed_consistently_per_topic() -> None:
         assert counts[-1] == count
         total = value(samples, "tidings_publish_duration_seconds_sum", topic=topic)
         assert 1e-8 * count < total < 60 * count  # seconds: a publish takes over 10 ns
+
+
+def test_dispatches_timed_now_and_then_are_counted_every_time() -> None:
+    """A publish's dispatch is counted every time but timed only about one time in
+    SAMPLE_EVERY: a topic published once, after another topic's first (timed) publish, still
+    reports its one dispatch, in one bucket, with a positive sum; the other topic's thousand
+    are counted exactly, in buckets that add up to them."""
+    registry = CollectorRegistry()
+    with tidings.Bus() as bus:
+        Metrics(bus, registry=registry)
+        sub = bus.subscribe(Order, lambda order: None)
+        bus.subscribe("obs.once", lambda event: None)
+        for n in range(1000):
+            bus.publish(Order(n))
+            if n == 0:
+                bus.publish({"n": n}, topic="obs.once")
+        samples = parse(registry_text(registry))
+    for topic, count in (("obs.order", 1000), ("obs.once", 1)):
+        assert value(samples, "tidings_publish_duration_seconds_count", topic=topic) == count
+        buckets = sorted(
+            (float(dict(labels)["le"]), v)
+            for (name, labels), v in samples.items()
+            if name == "tidings_publish_duration_seconds_bucket" and ("topic", topic) in labels
+        )
+        counts = [v for _, v in buckets]
+        assert counts == sorted(counts)
+        assert counts[-1] == count
+        assert 0 < value(samples, "tidings_publish_duration_seconds_sum", topic=topic) < 60 * count
+    labels = {"topic": sub.pattern, "subscription": sub.name}
+    assert value(samples, "tidings_event_latency_seconds_count", **labels) == 1000
+    assert value(samples, "tidings_event_latency_seconds_bucket", le="+Inf", **labels) == 1000

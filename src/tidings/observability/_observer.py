@@ -28,7 +28,10 @@ one observation seam, :class:`~tidings._ports.ObservationPort` (``tidings.bus.ob
   :func:`replaying`, so their spans link to the events' original traces.
 
 Latency is observed once per dispatch for inline handlers (publish to the end of the
-dispatch, ``perf_counter``: sub-microsecond), and once per handler call for queued, async
+dispatch, ``perf_counter``: sub-microsecond): every dispatch of ``publish`` is counted
+exactly, but only about one in :data:`SAMPLE_EVERY`, at random, is timed, standing for the
+dispatches since the last timed one (see :class:`TopicHistograms`); every ``emit`` and every
+publish from inside a handler is timed. It is observed once per handler call for queued, async
 and remote handlers, from the event's hybrid-clock time (``time_ns() - envelope.time``: the
 clock's physical granule makes that up to 65.5 µs long, and across machines it includes
 their clock offset). Events delivered from the durable log (catch-up and durable
@@ -39,15 +42,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
+import random
 import threading
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tidings.event import Envelope
-from tidings.subscription import INLINE, SKIP, TASK, Subscription
+from tidings.subscription import INLINE, SKIP, TASK, Subscription, count_value
 
 if TYPE_CHECKING:
     from tidings._ports import ObservationPort
@@ -56,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = (
     "BUCKETS",
     "DELIVERY",
+    "SAMPLE_EVERY",
     "DeliveryMark",
     "Histogram",
     "MetricsState",
@@ -73,9 +79,10 @@ BUCKETS: tuple[float, ...] = (
 
 _BOUNDS_NS = tuple(round(b * 1e9) for b in BUCKETS)
 _CELL = len(_BOUNDS_NS) + 2  # one count per bound, one above them all, then the sum in ns
-_FOLD = 256
-"""Values a topic's dispatch-time buffer holds before it is folded: at most 256, so that its
-length is one of CPython's cached small ints (the hot path reads it after every append)."""
+SAMPLE_EVERY = 64
+"""How often, on average, a dispatch of ``publish`` is timed: each is counted, and the gaps
+between timed ones are drawn at random from 1 to ``2 * SAMPLE_EVERY - 1`` (so no periodic
+traffic is always timed on the same topic); each timed dispatch stands for its gap."""
 _now_ns = time.time_ns
 
 DeliveryMark = tuple[int, str | None, bool, int | None]
@@ -139,82 +146,88 @@ def add_snapshots(a: list[int], b: list[int]) -> list[int]:
 
 
 class TopicHistograms:
-    """One latency histogram per topic, for the publish hot path: an observation appends its
-    value (in seconds, a float: the difference of two ``time.perf_counter()`` readings, which
-    cost less than ``perf_counter_ns()``'s ints to read, subtract, keep and sort) to the
-    topic's buffer, and every :data:`FOLD` values the buffer is folded into the topic's
-    bucket counts (sorted and bisected, in C), so an observation costs one ``append``.
-    ``list.append`` is atomic, and a fold takes exactly the values it copied, so no lock is
-    taken until a fold. At most ``max_topics`` topics; the others count under ``"other"``.
-    :meth:`snapshot` reports like :meth:`Histogram.snapshot` (the sum in whole ns).
+    """One latency histogram per topic, for the publish hot path, whose counts are exact but
+    whose values may be a sample.
 
-    The hot path reads ``buffers[topic]`` itself and calls :meth:`buffer` on a miss and
-    :meth:`fold` when the buffer is full.
+    Each topic has an exact count of its observations, an ``itertools.count`` the hot path
+    advances itself (``next(counters[topic])``: atomic, no lock), and weighted bucket counts
+    of the values it was given with :meth:`sample`, each standing for ``weight`` of the
+    counted observations. :meth:`snapshot` spreads each topic's exact count over its buckets
+    in the proportions of its weighted values (largest remainders, so the buckets add up to
+    the count exactly; a topic with no value yet takes the proportions of all topics'), and
+    gives the sum as the count times their weighted mean. When every value is given with
+    weight 1 (:meth:`observe`), that is exactly the values' histogram. At most
+    ``max_topics`` topics; the others count under ``"other"``.
+
+    The hot path reads ``counters[topic]`` itself and calls :meth:`counter` on a miss.
     """
 
-    __slots__ = ("_folded", "_lock", "buffers", "max_topics")
+    __slots__ = ("_cells", "_lock", "counters", "max_topics")
 
     OTHER = "other"
-    FOLD = _FOLD
 
     def __init__(self, max_topics: int) -> None:
-        self.buffers: dict[str, list[float]] = {}
+        self.counters: dict[str, itertools.count[int]] = {}
         self.max_topics = max_topics
-        self._folded: dict[str, list[int]] = {}
+        self._cells: dict[str, list[int]] = {}
         self._lock = threading.Lock()
 
-    def buffer(self, topic: str) -> list[float]:
-        """The buffer of ``topic`` (or of ``"other"`` past the cap)."""
+    def counter(self, topic: str) -> itertools.count[int]:
+        """The observation count of ``topic`` (or of ``"other"`` past the cap)."""
         with self._lock:
-            buffer = self.buffers.get(topic)
-            if buffer is not None:
-                return buffer
-            name = self.OTHER if len(self._folded) >= self.max_topics else topic
-            self._folded.setdefault(name, [0] * _CELL)
-            # A folded topic is not cached under its name: it comes back here each time.
-            return self.buffers.setdefault(name, [])
+            return self._counter(topic)
 
-    def fold(self, buffer: list[float]) -> None:
-        """Move ``buffer``'s values into its topic's bucket counts."""
+    def _counter(self, topic: str) -> itertools.count[int]:
+        counter = self.counters.get(topic)
+        if counter is not None:
+            return counter
+        name = self.OTHER if len(self._cells) >= self.max_topics else topic
+        self._cells.setdefault(name, [0] * _CELL)
+        # A folded topic is not cached under its name: it comes back here each time.
+        return self.counters.setdefault(name, itertools.count())
+
+    def sample(self, topic: str, seconds: float, weight: int) -> None:
+        """Count one value for ``topic``, in seconds, standing for ``weight`` observations
+        (counted apart: this does not count any)."""
         with self._lock:
-            values = buffer[:]
-            del buffer[: len(values)]  # appends made meanwhile stay, for the next fold
-            name = next(t for t, b in self.buffers.items() if b is buffer)
-            _count_into(self._folded[name], values)
+            counter = self._counter(topic)
+            name = topic if self.counters.get(topic) is counter else self.OTHER
+            cell = self._cells[name]
+            cell[bisect_left(BUCKETS, seconds)] += weight
+            cell[-1] += round(seconds * 1e9) * weight
 
     def observe(self, topic: str, seconds: float) -> None:
-        """Count one value for ``topic``, in seconds."""
-        buffer = self.buffers.get(topic)
-        if buffer is None:
-            buffer = self.buffer(topic)
-        buffer.append(seconds)
-        if len(buffer) >= self.FOLD:
-            self.fold(buffer)
+        """Count one observation for ``topic``, of ``seconds``."""
+        counter = self.counters.get(topic)
+        next(self.counter(topic) if counter is None else counter)
+        self.sample(topic, seconds, 1)
 
     def snapshot(self) -> dict[str, list[int]]:
         """Per topic, as :meth:`Histogram.snapshot`."""
-        out = {}
         with self._lock:
-            for topic, folded in self._folded.items():
-                total = list(folded)
-                _count_into(total, self.buffers[topic][:])
-                out[topic] = total
-        return out
+            cells = {name: list(cell) for name, cell in self._cells.items()}
+            counts = {name: count_value(self.counters[name]) for name in cells}
+        pooled = _add_up(list(cells.values()))
+        return {
+            name: _apportioned(cell if any(cell[:-1]) else pooled, counts[name])
+            for name, cell in cells.items()
+        }
 
 
-def _count_into(cell: list[int], values: list[float]) -> None:
-    """Add ``values`` (seconds) to a cell's bucket counts and sum (ns): sort once, then
-    bisect the bounds between the least and the greatest value (latencies cluster: a few)."""
-    if not values:
-        return
-    values.sort()
-    below, last = 0, bisect_left(BUCKETS, values[-1])  # the greatest value's bucket
-    for i in range(bisect_left(BUCKETS, values[0]), last):
-        upto = bisect_right(values, BUCKETS[i], below)
-        cell[i] += upto - below
-        below = upto
-    cell[last] += len(values) - below
-    cell[-1] += round(sum(values) * 1e9)
+def _apportioned(cell: list[int], count: int) -> list[int]:
+    """``count`` observations spread over ``cell``'s buckets in the proportions of its
+    (weighted) bucket counts, by largest remainders; the sum scaled to match."""
+    weights = cell[:-1]
+    total = sum(weights)
+    if total == 0:  # no value at all yet: nothing to say where they fall
+        return [0] * (len(weights) - 1) + [count, 0]
+    shares = [divmod(count * w, total) for w in weights]
+    out = [share for share, _ in shares]
+    left = count - sum(out)
+    for i in sorted(range(len(shares)), key=lambda i: -shares[i][1])[:left]:
+        out[i] += 1
+    out.append(cell[-1] * count // total)
+    return out
 
 
 def _add_up(cells: list[list[int]]) -> list[int]:
@@ -489,13 +502,16 @@ class Observer:
 def _timed_publish(
     port: ObservationPort, metrics: MetricsState, inner: Callable[..., Envelope[Any]]
 ) -> Callable[..., Envelope[Any]]:
-    """``inner`` (the bus's publish, maybe traced), timed: one observation per dispatch.
+    """``inner`` (the bus's publish, maybe traced), counted and sampled: every dispatch is
+    counted in its topic's exact count, about one in :data:`SAMPLE_EVERY` is timed (two
+    clock reads) and stands for the dispatches since the last timed one.
 
-    The closure holds only what the hot path reads (each of its variables costs every call);
-    the fold size is a module constant."""
+    The closure holds only what the hot path reads (each of its variables costs every call).
+    Threads racing on ``countdown`` change which dispatches are timed, never the counts."""
     threads, clock, dispatched = port.dispatching, time.perf_counter, metrics.dispatched
-    buffers = dispatched.buffers
+    counters = dispatched.counters
     deferred = functools.partial(_time_into, metrics.deferred, inner)
+    gap = countdown = 1  # the first dispatch is timed
 
     def publish(
         event: Any,
@@ -504,21 +520,31 @@ def _timed_publish(
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Envelope[Any]:
+        nonlocal countdown, gap
         if threads.state.busy:  # queued behind the current dispatch
             return deferred(event, topic, key, headers)
+        countdown -= 1
+        if countdown > 0:
+            env = inner(event, topic=topic, key=key, headers=headers)
+            try:
+                next(counters[env.topic])
+            except KeyError:
+                next(dispatched.counter(env.topic))
+            return env
         t0 = clock()
         env = inner(event, topic=topic, key=key, headers=headers)
         seconds = clock() - t0
-        try:
-            buffer = buffers[env.topic]
-        except KeyError:
-            buffer = dispatched.buffer(env.topic)
-        buffer.append(seconds)
-        if len(buffer) >= _FOLD:
-            dispatched.fold(buffer)
+        next(counters.get(env.topic) or dispatched.counter(env.topic))
+        dispatched.sample(env.topic, seconds, gap)
+        gap = countdown = _gap()
         return env
 
     return publish
+
+
+def _gap() -> int:
+    """Dispatches until the next timed one: 1 to ``2 * SAMPLE_EVERY - 1``, at random."""
+    return 1 + int(random.random() * (2 * SAMPLE_EVERY - 1))
 
 
 def _time_into(

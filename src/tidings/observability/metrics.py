@@ -40,10 +40,19 @@ or pattern a subscription subscribed to and ``subscription`` its handler's quali
 **Cost.** The counters and gauges are read from the bus's own exact per-subscription
 counters (:meth:`Bus.statistics <tidings.Bus.statistics>`) when Prometheus scrapes, so they
 cost nothing per event. Latency is the only per-event work: one observation per dispatch for
-inline handlers, taken around ``publish`` into lock-free per-thread bucket counters, and one
-per call for queued, async and remote handlers (see :mod:`tidings.observability._observer`
-for how each is timed). Each inline subscription of a topic reports that topic's dispatch
-latencies.
+inline handlers, taken around ``publish``, and one per call for queued, async and remote
+handlers (see :mod:`tidings.observability._observer` for how each is timed). Each inline
+subscription of a topic reports that topic's dispatch latencies.
+
+**Sampled dispatch timing.** ``publish`` counts every dispatch exactly but times only about
+one in 64 (``SAMPLE_EVERY``; the gaps between timed ones are random, so periodic traffic is
+not always timed on the same topic), each timed one standing for the dispatches since the
+last. So in ``tidings_publish_duration_seconds`` and in the inline handlers'
+``tidings_event_latency_seconds``, ``_count`` (and the ``+Inf`` bucket) is exact, while the
+buckets spread it in the proportions of the timed dispatches (a topic none of whose
+dispatches was timed yet takes those of all topics) and ``_sum`` is ``_count`` times their
+weighted mean. ``emit``, publishes from inside a handler and every other handler call are
+each timed.
 
 **Cardinality guard.** Labels come from subscriptions, not from events, so a topic that
 varies per event (``users.4711.updated``) never makes a series of its own under a pattern
