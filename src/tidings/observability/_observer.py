@@ -40,9 +40,9 @@ subscriptions) are counted but not timed: their publish may be long past.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
-import itertools
 import random
 import threading
 import time
@@ -52,7 +52,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tidings.event import Envelope
-from tidings.subscription import INLINE, SKIP, TASK, Subscription, count_value
+from tidings.subscription import INLINE, SKIP, TASK, Subscription
 
 if TYPE_CHECKING:
     from tidings._ports import ObservationPort
@@ -149,64 +149,70 @@ class TopicHistograms:
     """One latency histogram per topic, for the publish hot path, whose counts are exact but
     whose values may be a sample.
 
-    Each topic has an exact count of its observations, an ``itertools.count`` the hot path
-    advances itself (``next(counters[topic])``: atomic, no lock), and weighted bucket counts
-    of the values it was given with :meth:`sample`, each standing for ``weight`` of the
-    counted observations. :meth:`snapshot` spreads each topic's exact count over its buckets
-    in the proportions of its weighted values (largest remainders, so the buckets add up to
-    the count exactly; a topic with no value yet takes the proportions of all topics'), and
-    gives the sum as the count times their weighted mean. When every value is given with
-    weight 1 (:meth:`observe`), that is exactly the values' histogram. At most
+    The hot path marks each observation by appending its topic to :attr:`marks` (one list
+    for every topic: ``list.append`` is atomic, takes no lock and looks nothing up); the
+    marks are counted into each topic's exact count when a value is given with
+    :meth:`observe` and when scraped. Each value is counted in its topic's weighted bucket
+    counts, standing for ``weight`` observations. :meth:`snapshot` spreads each topic's
+    exact count over its buckets in the proportions of its weighted values (largest
+    remainders, so the buckets add up to the count exactly; a topic with no value yet takes
+    the proportions of all topics'), and gives the sum as the count times their weighted
+    mean. When every value has weight 1, that is exactly the values' histogram. At most
     ``max_topics`` topics; the others count under ``"other"``.
-
-    The hot path reads ``counters[topic]`` itself and calls :meth:`counter` on a miss.
     """
 
-    __slots__ = ("_cells", "_lock", "counters", "max_topics")
+    __slots__ = ("_cells", "_counts", "_lock", "marks", "max_topics")
 
     OTHER = "other"
 
     def __init__(self, max_topics: int) -> None:
-        self.counters: dict[str, itertools.count[int]] = {}
+        self.marks: list[str] = []
         self.max_topics = max_topics
+        self._counts: dict[str, int] = {}
         self._cells: dict[str, list[int]] = {}
         self._lock = threading.Lock()
 
-    def counter(self, topic: str) -> itertools.count[int]:
-        """The observation count of ``topic`` (or of ``"other"`` past the cap)."""
-        with self._lock:
-            return self._counter(topic)
-
-    def _counter(self, topic: str) -> itertools.count[int]:
-        counter = self.counters.get(topic)
-        if counter is not None:
-            return counter
+    def _name(self, topic: str) -> str:
+        """The series ``topic`` is counted in (under the lock): its own, made on first use,
+        or ``"other"`` past the cap."""
+        if topic in self._cells:
+            return topic
         name = self.OTHER if len(self._cells) >= self.max_topics else topic
-        self._cells.setdefault(name, [0] * _CELL)
-        # A folded topic is not cached under its name: it comes back here each time.
-        return self.counters.setdefault(name, itertools.count())
+        if name not in self._cells:
+            self._cells[name] = [0] * _CELL
+            self._counts[name] = 0
+        return name
 
-    def sample(self, topic: str, seconds: float, weight: int) -> None:
-        """Count one value for ``topic``, in seconds, standing for ``weight`` observations
-        (counted apart: this does not count any)."""
+    def _count_marks(self) -> None:
+        """Count the marks made so far into their topics (under the lock)."""
+        marks = self.marks
+        taken = marks[:]
+        del marks[: len(taken)]  # marks appended meanwhile stay, for the next count
+        if not taken:
+            return
+        first = taken[0]
+        same = taken.count(first)  # one topic, usually: a scan in C
+        tallies = {first: same} if same == len(taken) else collections.Counter(taken)
+        for topic, tally in tallies.items():
+            self._counts[self._name(topic)] += tally
+
+    def observe(self, topic: str, seconds: float, weight: int = 1) -> None:
+        """Count one observation for ``topic``, of ``seconds``, a value standing for
+        ``weight`` observations (this one and ``weight - 1`` marked without a value)."""
         with self._lock:
-            counter = self._counter(topic)
-            name = topic if self.counters.get(topic) is counter else self.OTHER
+            self._count_marks()
+            name = self._name(topic)
+            self._counts[name] += 1
             cell = self._cells[name]
             cell[bisect_left(BUCKETS, seconds)] += weight
             cell[-1] += round(seconds * 1e9) * weight
 
-    def observe(self, topic: str, seconds: float) -> None:
-        """Count one observation for ``topic``, of ``seconds``."""
-        counter = self.counters.get(topic)
-        next(self.counter(topic) if counter is None else counter)
-        self.sample(topic, seconds, 1)
-
     def snapshot(self) -> dict[str, list[int]]:
         """Per topic, as :meth:`Histogram.snapshot`."""
         with self._lock:
+            self._count_marks()
             cells = {name: list(cell) for name, cell in self._cells.items()}
-            counts = {name: count_value(self.counters[name]) for name in cells}
+            counts = dict(self._counts)
         pooled = _add_up(list(cells.values()))
         return {
             name: _apportioned(cell if any(cell[:-1]) else pooled, counts[name])
@@ -509,7 +515,7 @@ def _timed_publish(
     The closure holds only what the hot path reads (each of its variables costs every call).
     Threads racing on ``countdown`` change which dispatches are timed, never the counts."""
     threads, clock, dispatched = port.dispatching, time.perf_counter, metrics.dispatched
-    counters = dispatched.counters
+    mark = dispatched.marks.append
     deferred = functools.partial(_time_into, metrics.deferred, inner)
     gap = countdown = 1  # the first dispatch is timed
 
@@ -526,16 +532,11 @@ def _timed_publish(
         countdown -= 1
         if countdown > 0:
             env = inner(event, topic=topic, key=key, headers=headers)
-            try:
-                next(counters[env.topic])
-            except KeyError:
-                next(dispatched.counter(env.topic))
+            mark(env.topic)
             return env
         t0 = clock()
         env = inner(event, topic=topic, key=key, headers=headers)
-        seconds = clock() - t0
-        next(counters.get(env.topic) or dispatched.counter(env.topic))
-        dispatched.sample(env.topic, seconds, gap)
+        dispatched.observe(env.topic, clock() - t0, gap)
         gap = countdown = _gap()
         return env
 
