@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -395,3 +396,32 @@ def test_dispatches_timed_now_and_then_are_counted_every_time() -> None:
     labels = {"topic": sub.pattern, "subscription": sub.name}
     assert value(samples, "tidings_event_latency_seconds_count", **labels) == 1000
     assert value(samples, "tidings_event_latency_seconds_bucket", le="+Inf", **labels) == 1000
+
+
+def test_time_every_one_times_every_dispatch_exactly() -> None:
+    """With ``time_every=1`` each dispatch is timed: 3 slow ones (over 50 ms) among 10 land
+    above the 50 ms bound and the 7 fast ones below it, exactly."""
+    registry = CollectorRegistry()
+    with tidings.Bus() as bus:
+        Metrics(bus, registry=registry, time_every=1)
+
+        def handle(order: Order) -> None:
+            if order.n % 3 == 0 and order.n:
+                time.sleep(0.06)  # latency to be measured, not a synchronisation
+
+        sub = bus.subscribe(Order, handle)
+        for n in range(10):
+            bus.publish(Order(n))
+        samples = parse(registry_text(registry))
+    labels = {"topic": sub.pattern, "subscription": sub.name}
+    assert value(samples, "tidings_event_latency_seconds_bucket", le="0.05", **labels) == 7
+    assert value(samples, "tidings_event_latency_seconds_bucket", le="+Inf", **labels) == 10
+    assert (
+        value(samples, "tidings_publish_duration_seconds_bucket", le="0.05", topic=sub.pattern) == 7
+    )
+    assert value(samples, "tidings_event_latency_seconds_sum", **labels) > 0.18
+
+
+def test_time_every_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="time_every"):
+        Metrics(registry=False, time_every=0)

@@ -29,7 +29,7 @@ one observation seam, :class:`~tidings._ports.ObservationPort` (``tidings.bus.ob
 
 Latency is observed once per dispatch for inline handlers (publish to the end of the
 dispatch, ``perf_counter``: sub-microsecond): every dispatch of ``publish`` is counted
-exactly, but only about one in :data:`SAMPLE_EVERY`, at random, is timed, standing for the
+exactly, but only about one in :data:`SAMPLE_EVERY` (or as told), at random, is timed, standing for the
 dispatches since the last timed one (see :class:`TopicHistograms`); every ``emit`` and every
 publish from inside a handler is timed. It is observed once per handler call for queued, async
 and remote handlers, from the event's hybrid-clock time (``time_ns() - envelope.time``: the
@@ -80,9 +80,10 @@ BUCKETS: tuple[float, ...] = (
 _BOUNDS_NS = tuple(round(b * 1e9) for b in BUCKETS)
 _CELL = len(_BOUNDS_NS) + 2  # one count per bound, one above them all, then the sum in ns
 SAMPLE_EVERY = 64
-"""How often, on average, a dispatch of ``publish`` is timed: each is counted, and the gaps
-between timed ones are drawn at random from 1 to ``2 * SAMPLE_EVERY - 1`` (so no periodic
-traffic is always timed on the same topic); each timed dispatch stands for its gap."""
+"""How often, on average, a dispatch of ``publish`` is timed unless told otherwise
+(:class:`MetricsState`'s ``time_every``): each is counted, and the gaps between timed ones
+are drawn at random from 1 to ``2 * time_every - 1`` (so no periodic traffic is always timed
+on the same topic); each timed dispatch stands for its gap. 1 times every dispatch."""
 _now_ns = time.time_ns
 
 DeliveryMark = tuple[int, str | None, bool, int | None]
@@ -259,6 +260,8 @@ class MetricsState:
             subscription that already succeeded, or does not match, is not called again).
         appended, read: store records appended and read (the store's hook).
         publish_failed: events a transport did not publish after ``publish`` returned.
+        time_every: a dispatch of ``publish`` is timed about once in this many (see
+            :data:`SAMPLE_EVERY`).
     """
 
     __slots__ = (
@@ -271,9 +274,10 @@ class MetricsState:
         "publish_failed",
         "read",
         "redelivered",
+        "time_every",
     )
 
-    def __init__(self, max_topics: int) -> None:
+    def __init__(self, max_topics: int, time_every: int = SAMPLE_EVERY) -> None:
         self.dispatched = TopicHistograms(max_topics)
         self.deferred = TopicHistograms(max_topics)
         self.handled: dict[int, Histogram] = {}
@@ -282,6 +286,7 @@ class MetricsState:
         self.appended = 0
         self.read = 0
         self.publish_failed = 0
+        self.time_every = time_every
         self._lock = threading.Lock()
 
     def histogram(self, sub: Subscription[Any]) -> Histogram:
@@ -509,7 +514,7 @@ def _timed_publish(
     port: ObservationPort, metrics: MetricsState, inner: Callable[..., Envelope[Any]]
 ) -> Callable[..., Envelope[Any]]:
     """``inner`` (the bus's publish, maybe traced), counted and sampled: every dispatch is
-    counted in its topic's exact count, about one in :data:`SAMPLE_EVERY` is timed (two
+    counted in its topic's exact count, about one in ``metrics.time_every`` is timed (two
     clock reads) and stands for the dispatches since the last timed one.
 
     The closure holds only what the hot path reads (each of its variables costs every call).
@@ -517,6 +522,7 @@ def _timed_publish(
     threads, clock, dispatched = port.dispatching, time.perf_counter, metrics.dispatched
     mark = dispatched.marks.append
     deferred = functools.partial(_time_into, metrics.deferred, inner)
+    next_gap = functools.partial(_gap, 2 * metrics.time_every - 1)
     gap = countdown = 1  # the first dispatch is timed
 
     def publish(
@@ -537,15 +543,15 @@ def _timed_publish(
         t0 = clock()
         env = inner(event, topic=topic, key=key, headers=headers)
         dispatched.observe(env.topic, clock() - t0, gap)
-        gap = countdown = _gap()
+        gap = countdown = next_gap()
         return env
 
     return publish
 
 
-def _gap() -> int:
-    """Dispatches until the next timed one: 1 to ``2 * SAMPLE_EVERY - 1``, at random."""
-    return 1 + int(random.random() * (2 * SAMPLE_EVERY - 1))
+def _gap(most: int) -> int:
+    """Dispatches until the next timed one: 1 to ``most``, at random."""
+    return 1 + int(random.random() * most)
 
 
 def _time_into(
