@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 import tidings
@@ -303,6 +305,16 @@ def registry_text(registry: CollectorRegistry) -> str:
     return generate_latest(registry).decode()
 
 
+def duration_buckets(samples: dict[Any, float], topic: str) -> list[float]:
+    """The cumulative bucket counts of ``topic``'s publish durations, lowest bound first."""
+    buckets = sorted(
+        (float(dict(labels)["le"]), v)
+        for (name, labels), v in samples.items()
+        if name == "tidings_publish_duration_seconds_bucket" and ("topic", topic) in labels
+    )
+    return [v for _, v in buckets]
+
+
 def test_dispatch_latencies_are_counted_exactly_across_threads() -> None:
     """Many dispatches (most of them untimed), from two threads: every one is counted once."""
     registry = CollectorRegistry()
@@ -355,12 +367,7 @@ async def test_publish_durations_are_bucketed_consistently_per_topic() -> None:
     assert collections.Counter(seen) == expected
     for topic, count in expected.items():
         assert value(samples, "tidings_publish_duration_seconds_count", topic=topic) == count
-        buckets = [
-            (float(dict(labels)["le"]), v)
-            for (name, labels), v in samples.items()
-            if name == "tidings_publish_duration_seconds_bucket" and ("topic", topic) in labels
-        ]
-        counts = [v for _, v in sorted(buckets)]
+        counts = duration_buckets(samples, topic)
         assert counts == sorted(counts)
         assert counts[-1] == count
         total = value(samples, "tidings_publish_duration_seconds_sum", topic=topic)
@@ -384,12 +391,7 @@ def test_dispatches_timed_now_and_then_are_counted_every_time() -> None:
         samples = parse(registry_text(registry))
     for topic, count in (("obs.order", 1000), ("obs.once", 1)):
         assert value(samples, "tidings_publish_duration_seconds_count", topic=topic) == count
-        buckets = sorted(
-            (float(dict(labels)["le"]), v)
-            for (name, labels), v in samples.items()
-            if name == "tidings_publish_duration_seconds_bucket" and ("topic", topic) in labels
-        )
-        counts = [v for _, v in buckets]
+        counts = duration_buckets(samples, topic)
         assert counts == sorted(counts)
         assert counts[-1] == count
         assert 0 < value(samples, "tidings_publish_duration_seconds_sum", topic=topic) < 60 * count
@@ -425,3 +427,31 @@ def test_time_every_one_times_every_dispatch_exactly() -> None:
 def test_time_every_must_be_positive() -> None:
     with pytest.raises(ValueError, match="time_every"):
         Metrics(registry=False, time_every=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    topics=st.lists(st.integers(0, 3), max_size=400),
+    time_every=st.sampled_from([1, 2, 7, 64]),
+)
+def test_counts_are_exact_however_dispatches_are_timed(topics: list[int], time_every: int) -> None:
+    """Any sequence of publishes over a few topics, any timing rate: each topic's publish
+    durations and its subscription's latencies count its publishes exactly, in buckets that
+    rise to that count."""
+    registry = CollectorRegistry()
+    with tidings.Bus() as bus:
+        Metrics(bus, registry=registry, time_every=time_every)
+        subs = [bus.subscribe(f"obs.t{i}", lambda event: None) for i in range(4)]
+        for i in topics:
+            bus.publish({"i": i}, topic=f"obs.t{i}")
+        samples = parse(registry_text(registry))
+    for i, sub in enumerate(subs):
+        published = topics.count(i)
+        if not published:
+            continue
+        counts = duration_buckets(samples, sub.pattern)
+        assert counts == sorted(counts)
+        assert counts[-1] == published
+        labels = {"topic": sub.pattern, "subscription": sub.name}
+        assert value(samples, "tidings_event_latency_seconds_count", **labels) == published
+        assert value(samples, "tidings_publish_duration_seconds_sum", topic=sub.pattern) > 0
