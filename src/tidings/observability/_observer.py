@@ -29,12 +29,12 @@ one observation seam, :class:`~tidings._ports.ObservationPort` (``tidings.bus.ob
 
 Latency is observed once per dispatch for inline handlers (publish to the end of the
 dispatch, ``perf_counter``: sub-microsecond): every dispatch of ``publish`` is counted
-exactly, but only about one in :data:`SAMPLE_EVERY` (or as told), at random, is timed, standing for the
-dispatches since the last timed one (see :class:`TopicHistograms`); every ``emit`` and every
-publish from inside a handler is timed. It is observed once per handler call for queued, async
-and remote handlers, from the event's hybrid-clock time (``time_ns() - envelope.time``: the
-clock's physical granule makes that up to 65.5 µs long, and across machines it includes
-their clock offset). Events delivered from the durable log (catch-up and durable
+exactly, but only about one in :data:`SAMPLE_EVERY` (or in ``time_every``), at random, is
+timed, standing for the dispatches since the last timed one (see :class:`TopicHistograms`);
+every ``emit`` and every publish from inside a handler is timed. It is observed once per
+handler call for queued, async and remote handlers, from the event's hybrid-clock time
+(``time_ns() - envelope.time``: the clock's physical granule makes that up to 65.5 µs long,
+and across machines it includes their clock offset). Events delivered from the durable log (catch-up and durable
 subscriptions) are counted but not timed: their publish may be long past.
 """
 
