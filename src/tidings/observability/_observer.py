@@ -34,8 +34,9 @@ timed, standing for the dispatches since the last timed one (see :class:`TopicHi
 every ``emit`` and every publish from inside a handler is timed. It is observed once per
 handler call for queued, async and remote handlers, from the event's hybrid-clock time
 (``time_ns() - envelope.time``: the clock's physical granule makes that up to 65.5 µs long,
-and across machines it includes their clock offset). Events delivered from the durable log (catch-up and durable
-subscriptions) are counted but not timed: their publish may be long past.
+and across machines it includes their clock offset). Events delivered from the durable log
+(catch-up and durable subscriptions) are counted but not timed: their publish may be long
+past.
 """
 
 from __future__ import annotations
