@@ -9,12 +9,19 @@ and drives each one's N publishes through one ``functools.reduce`` call, so that
 collecting only inside ``functools_reduce`` and dumping after each call
 (``--collect-atstart=no --toggle-collect=functools_reduce --dump-after=functools_reduce``),
 writes one profile per variant holding exactly its publishes and the loop driving them.
+
+``python _callgrind_target.py --interleaved N ROUNDS`` builds every variant but
+``+ tracing, sampling all`` in one process, then runs N publishes of each in turn, ROUNDS
+times (the order reversed every other round), and prints as JSON each variant's CPU seconds
+per publish (``time.process_time``) in each round: an A/B that a loaded machine disturbs
+alike for every variant of a round.
 """
 
 from __future__ import annotations
 
 import functools
 import gc
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -88,8 +95,30 @@ def counted(counts: dict[str, int]) -> None:
         assert hits[0] == 10 * n, (variant, hits[0])
 
 
+def interleaved(variants: tuple[str, ...], n: int, rounds: int) -> dict[str, list[float]]:
+    """CPU seconds per publish of each variant in each round, every variant built in this
+    process and run in turn, the order reversed every other round."""
+    hits = {variant: [0] for variant in variants}
+    built = {variant: build(variant, hits[variant]) for variant in variants}
+    times: dict[str, list[float]] = {variant: [] for variant in variants}
+    gc.disable()
+    for r in range(rounds):
+        for variant in variants if r % 2 else variants[::-1]:
+            publish, tick = built[variant]
+            start = time.process_time()
+            for _ in range(n):
+                publish(tick)
+            times[variant].append((time.process_time() - start) / n)
+    for variant in variants:
+        assert hits[variant][0] == 10 * n * rounds, (variant, hits[variant][0])
+    return times
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "--callgrind":
+    if sys.argv[1] == "--interleaved":
+        variants = tuple(v for v in VARIANTS if "sampling all" not in v)
+        print(json.dumps(interleaved(variants, int(sys.argv[2]), int(sys.argv[3]))))
+    elif sys.argv[1] == "--callgrind":
         counted({variant: int(n) for variant, n in zip(VARIANTS, sys.argv[2:], strict=True)})
     else:
         print(timed(sys.argv[1], int(sys.argv[2])))

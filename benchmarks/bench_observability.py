@@ -18,13 +18,18 @@ valgrind's callgrind (when valgrind is installed, not in ``--quick``): one proce
 each variant in turn and runs its publishes inside one ``functools.reduce`` call; callgrind
 collects only inside that call and dumps a profile after each, so each profile's total
 divided by N is the exact cost of one publish (and of the one-line lambda driving it, the
-same for every variant), independent of the machine's load.
+same for every variant), independent of the machine's load. Scenario OA is an A/B in one
+process: every variant but sampling all is built in one fresh process and run in turn,
+round after round, timed in CPU time; each row gives the median over rounds of its time per
+publish over plain tidings' in the same round, which a loaded machine disturbs alike.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,6 +75,26 @@ def _wall(count: int) -> list[Row]:
         )
         for name, seconds in best.items()
     ]
+
+
+def _interleaved(count: int, rounds: int) -> list[Row]:
+    """OA: every variant but sampling all in one process, in turn, ``rounds`` times; per
+    variant, its best CPU time per publish and the median of its per-round ratios."""
+    result = subprocess.run(
+        [sys.executable, str(TARGET), "--interleaved", str(count), str(rounds)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    times: dict[str, list[float]] = json.loads(result.stdout)
+    base = times["tidings"]
+    rows = []
+    for name, series in times.items():
+        ratio = statistics.median(t / b for t, b in zip(series, base, strict=True))
+        note = "" if name == "tidings" else f"{(ratio - 1) * 100:+.1f}% CPU time per publish"
+        rows.append(Row("OA", name, "publishes/s (CPU)", 1 / min(series), "/s", note))
+    return rows
 
 
 def _instructions(counts: dict[str, int]) -> dict[str, float]:
@@ -122,8 +147,10 @@ def _callgrind() -> list[Row]:
 
 
 def run(quick: bool = False) -> list[Row]:
-    """O1 (wall clock) and, with valgrind and not ``quick``, OC (instruction counts)."""
+    """O1 (wall clock), OA (CPU time, interleaved in one process) and, with valgrind and not
+    ``quick``, OC (instruction counts)."""
     rows = _wall(20_000 if quick else 100_000)
+    rows += _interleaved(5_000 if quick else 20_000, 7 if quick else 15)
     if not quick and shutil.which("valgrind"):
         rows += _callgrind()
     return rows

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 import tidings
@@ -302,10 +305,20 @@ def registry_text(registry: CollectorRegistry) -> str:
     return generate_latest(registry).decode()
 
 
-def test_dispatch_latencies_fold_exactly_across_threads() -> None:
-    """More values than one buffer holds, from two threads: every one is counted once."""
+def duration_buckets(samples: dict[Any, float], topic: str) -> list[float]:
+    """The cumulative bucket counts of ``topic``'s publish durations, lowest bound first."""
+    buckets = sorted(
+        (float(dict(labels)["le"]), v)
+        for (name, labels), v in samples.items()
+        if name == "tidings_publish_duration_seconds_bucket" and ("topic", topic) in labels
+    )
+    return [v for _, v in buckets]
+
+
+def test_dispatch_latencies_are_counted_exactly_across_threads() -> None:
+    """Many dispatches (most of them untimed), from two threads: every one is counted once."""
     registry = CollectorRegistry()
-    per_thread = 2_500  # more than two folds each (TopicHistograms.FOLD)
+    per_thread = 2_500  # many times SAMPLE_EVERY each
     with tidings.Bus() as bus:
         Metrics(bus, registry=registry)
         sub = bus.subscribe(Order, lambda order: None)
@@ -329,11 +342,11 @@ def test_dispatch_latencies_fold_exactly_across_threads() -> None:
 
 
 async def test_publish_durations_are_bucketed_consistently_per_topic() -> None:
-    """Publishes on two topics, more than one fold each, one of them re-entrant (queued behind
+    """Publishes on two topics, many untimed each, one of them re-entrant (queued behind
     the current dispatch), and emits: each topic's duration histogram counts every one once,
     its buckets are cumulative up to ``+Inf`` = ``_count``, and its sum is positive seconds."""
     registry = CollectorRegistry()
-    publishes = 600  # more than two folds (the buffer holds 256 values)
+    publishes = 600  # many times SAMPLE_EVERY
     with tidings.Bus() as bus:
         Metrics(bus, registry=registry)
         seen: list[str] = []
@@ -354,13 +367,91 @@ async def test_publish_durations_are_bucketed_consistently_per_topic() -> None:
     assert collections.Counter(seen) == expected
     for topic, count in expected.items():
         assert value(samples, "tidings_publish_duration_seconds_count", topic=topic) == count
-        buckets = [
-            (float(dict(labels)["le"]), v)
-            for (name, labels), v in samples.items()
-            if name == "tidings_publish_duration_seconds_bucket" and ("topic", topic) in labels
-        ]
-        counts = [v for _, v in sorted(buckets)]
+        counts = duration_buckets(samples, topic)
         assert counts == sorted(counts)
         assert counts[-1] == count
         total = value(samples, "tidings_publish_duration_seconds_sum", topic=topic)
         assert 1e-8 * count < total < 60 * count  # seconds: a publish takes over 10 ns
+
+
+def test_dispatches_timed_now_and_then_are_counted_every_time() -> None:
+    """A publish's dispatch is counted every time but timed only about one time in
+    SAMPLE_EVERY: a topic published once, after another topic's first (timed) publish, still
+    reports its one dispatch, in one bucket, with a positive sum; the other topic's thousand
+    are counted exactly, in buckets that add up to them."""
+    registry = CollectorRegistry()
+    with tidings.Bus() as bus:
+        Metrics(bus, registry=registry)
+        sub = bus.subscribe(Order, lambda order: None)
+        bus.subscribe("obs.once", lambda event: None)
+        for n in range(1000):
+            bus.publish(Order(n))
+            if n == 0:
+                bus.publish({"n": n}, topic="obs.once")
+        samples = parse(registry_text(registry))
+    for topic, count in (("obs.order", 1000), ("obs.once", 1)):
+        assert value(samples, "tidings_publish_duration_seconds_count", topic=topic) == count
+        counts = duration_buckets(samples, topic)
+        assert counts == sorted(counts)
+        assert counts[-1] == count
+        assert 0 < value(samples, "tidings_publish_duration_seconds_sum", topic=topic) < 60 * count
+    labels = {"topic": sub.pattern, "subscription": sub.name}
+    assert value(samples, "tidings_event_latency_seconds_count", **labels) == 1000
+    assert value(samples, "tidings_event_latency_seconds_bucket", le="+Inf", **labels) == 1000
+
+
+def test_time_every_one_times_every_dispatch_exactly() -> None:
+    """With ``time_every=1`` each dispatch is timed: 3 slow ones (over 50 ms) among 10 land
+    above the 50 ms bound and the 7 fast ones below it, exactly."""
+    registry = CollectorRegistry()
+    with tidings.Bus() as bus:
+        Metrics(bus, registry=registry, time_every=1)
+
+        def handle(order: Order) -> None:
+            if order.n % 3 == 0 and order.n:
+                time.sleep(0.06)  # latency to be measured, not a synchronisation
+
+        sub = bus.subscribe(Order, handle)
+        for n in range(10):
+            bus.publish(Order(n))
+        samples = parse(registry_text(registry))
+    labels = {"topic": sub.pattern, "subscription": sub.name}
+    assert value(samples, "tidings_event_latency_seconds_bucket", le="0.05", **labels) == 7
+    assert value(samples, "tidings_event_latency_seconds_bucket", le="+Inf", **labels) == 10
+    assert (
+        value(samples, "tidings_publish_duration_seconds_bucket", le="0.05", topic=sub.pattern) == 7
+    )
+    assert value(samples, "tidings_event_latency_seconds_sum", **labels) > 0.18
+
+
+def test_time_every_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="time_every"):
+        Metrics(registry=False, time_every=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    topics=st.lists(st.integers(0, 3), max_size=400),
+    time_every=st.sampled_from([1, 2, 7, 64]),
+)
+def test_counts_are_exact_however_dispatches_are_timed(topics: list[int], time_every: int) -> None:
+    """Any sequence of publishes over a few topics, any timing rate: each topic's publish
+    durations and its subscription's latencies count its publishes exactly, in buckets that
+    rise to that count."""
+    registry = CollectorRegistry()
+    with tidings.Bus() as bus:
+        Metrics(bus, registry=registry, time_every=time_every)
+        subs = [bus.subscribe(f"obs.t{i}", lambda event: None) for i in range(4)]
+        for i in topics:
+            bus.publish({"i": i}, topic=f"obs.t{i}")
+        samples = parse(registry_text(registry))
+    for i, sub in enumerate(subs):
+        published = topics.count(i)
+        if not published:
+            continue
+        counts = duration_buckets(samples, sub.pattern)
+        assert counts == sorted(counts)
+        assert counts[-1] == published
+        labels = {"topic": sub.pattern, "subscription": sub.name}
+        assert value(samples, "tidings_event_latency_seconds_count", **labels) == published
+        assert value(samples, "tidings_publish_duration_seconds_sum", topic=sub.pattern) > 0

@@ -28,20 +28,26 @@ one observation seam, :class:`~tidings._ports.ObservationPort` (``tidings.bus.ob
   :func:`replaying`, so their spans link to the events' original traces.
 
 Latency is observed once per dispatch for inline handlers (publish to the end of the
-dispatch, ``perf_counter``: sub-microsecond), and once per handler call for queued, async
-and remote handlers, from the event's hybrid-clock time (``time_ns() - envelope.time``: the
-clock's physical granule makes that up to 65.5 µs long, and across machines it includes
-their clock offset). Events delivered from the durable log (catch-up and durable
-subscriptions) are counted but not timed: their publish may be long past.
+dispatch, ``perf_counter``: sub-microsecond): every dispatch of ``publish`` is counted
+exactly, but only about one in :data:`SAMPLE_EVERY` (or in ``time_every``), at random, is
+timed, standing for the dispatches since the last timed one (see :class:`TopicHistograms`);
+every ``emit`` and every publish from inside a handler is timed. It is observed once per
+handler call for queued, async and remote handlers, from the event's hybrid-clock time
+(``time_ns() - envelope.time``: the clock's physical granule makes that up to 65.5 µs long,
+and across machines it includes their clock offset). Events delivered from the durable log
+(catch-up and durable subscriptions) are counted but not timed: their publish may be long
+past.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import random
 import threading
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
@@ -56,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = (
     "BUCKETS",
     "DELIVERY",
+    "SAMPLE_EVERY",
     "DeliveryMark",
     "Histogram",
     "MetricsState",
@@ -73,9 +80,11 @@ BUCKETS: tuple[float, ...] = (
 
 _BOUNDS_NS = tuple(round(b * 1e9) for b in BUCKETS)
 _CELL = len(_BOUNDS_NS) + 2  # one count per bound, one above them all, then the sum in ns
-_FOLD = 256
-"""Values a topic's dispatch-time buffer holds before it is folded: at most 256, so that its
-length is one of CPython's cached small ints (the hot path reads it after every append)."""
+SAMPLE_EVERY = 64
+"""How often, on average, a dispatch of ``publish`` is timed unless told otherwise
+(:class:`MetricsState`'s ``time_every``): each is counted, and the gaps between timed ones
+are drawn at random from 1 to ``2 * time_every - 1`` (so no periodic traffic is always timed
+on the same topic); each timed dispatch stands for its gap. 1 times every dispatch."""
 _now_ns = time.time_ns
 
 DeliveryMark = tuple[int, str | None, bool, int | None]
@@ -139,82 +148,94 @@ def add_snapshots(a: list[int], b: list[int]) -> list[int]:
 
 
 class TopicHistograms:
-    """One latency histogram per topic, for the publish hot path: an observation appends its
-    value (in seconds, a float: the difference of two ``time.perf_counter()`` readings, which
-    cost less than ``perf_counter_ns()``'s ints to read, subtract, keep and sort) to the
-    topic's buffer, and every :data:`FOLD` values the buffer is folded into the topic's
-    bucket counts (sorted and bisected, in C), so an observation costs one ``append``.
-    ``list.append`` is atomic, and a fold takes exactly the values it copied, so no lock is
-    taken until a fold. At most ``max_topics`` topics; the others count under ``"other"``.
-    :meth:`snapshot` reports like :meth:`Histogram.snapshot` (the sum in whole ns).
+    """One latency histogram per topic, for the publish hot path, whose counts are exact but
+    whose values may be a sample.
 
-    The hot path reads ``buffers[topic]`` itself and calls :meth:`buffer` on a miss and
-    :meth:`fold` when the buffer is full.
+    The hot path marks each observation by appending its topic to :attr:`marks` (one list
+    for every topic: ``list.append`` is atomic, takes no lock and looks nothing up); the
+    marks are counted into each topic's exact count when a value is given with
+    :meth:`observe` and when scraped. Each value is counted in its topic's weighted bucket
+    counts, standing for ``weight`` observations. :meth:`snapshot` spreads each topic's
+    exact count over its buckets in the proportions of its weighted values (largest
+    remainders, so the buckets add up to the count exactly; a topic with no value yet takes
+    the proportions of all topics'), and gives the sum as the count times their weighted
+    mean. When every value has weight 1, that is exactly the values' histogram. At most
+    ``max_topics`` topics; the others count under ``"other"``.
     """
 
-    __slots__ = ("_folded", "_lock", "buffers", "max_topics")
+    __slots__ = ("_cells", "_counts", "_lock", "marks", "max_topics")
 
     OTHER = "other"
-    FOLD = _FOLD
 
     def __init__(self, max_topics: int) -> None:
-        self.buffers: dict[str, list[float]] = {}
+        self.marks: list[str] = []
         self.max_topics = max_topics
-        self._folded: dict[str, list[int]] = {}
+        self._counts: dict[str, int] = {}
+        self._cells: dict[str, list[int]] = {}
         self._lock = threading.Lock()
 
-    def buffer(self, topic: str) -> list[float]:
-        """The buffer of ``topic`` (or of ``"other"`` past the cap)."""
-        with self._lock:
-            buffer = self.buffers.get(topic)
-            if buffer is not None:
-                return buffer
-            name = self.OTHER if len(self._folded) >= self.max_topics else topic
-            self._folded.setdefault(name, [0] * _CELL)
-            # A folded topic is not cached under its name: it comes back here each time.
-            return self.buffers.setdefault(name, [])
+    def _name(self, topic: str) -> str:
+        """The series ``topic`` is counted in (under the lock): its own, made on first use,
+        or ``"other"`` past the cap."""
+        if topic in self._cells:
+            return topic
+        name = self.OTHER if len(self._cells) >= self.max_topics else topic
+        if name not in self._cells:
+            self._cells[name] = [0] * _CELL
+            self._counts[name] = 0
+        return name
 
-    def fold(self, buffer: list[float]) -> None:
-        """Move ``buffer``'s values into its topic's bucket counts."""
-        with self._lock:
-            values = buffer[:]
-            del buffer[: len(values)]  # appends made meanwhile stay, for the next fold
-            name = next(t for t, b in self.buffers.items() if b is buffer)
-            _count_into(self._folded[name], values)
+    def _count_marks(self) -> None:
+        """Count the marks made so far into their topics (under the lock)."""
+        marks = self.marks
+        taken = marks[:]
+        del marks[: len(taken)]  # marks appended meanwhile stay, for the next count
+        if not taken:
+            return
+        first = taken[0]
+        same = taken.count(first)  # one topic, usually: a scan in C
+        tallies = {first: same} if same == len(taken) else collections.Counter(taken)
+        for topic, tally in tallies.items():
+            self._counts[self._name(topic)] += tally
 
-    def observe(self, topic: str, seconds: float) -> None:
-        """Count one value for ``topic``, in seconds."""
-        buffer = self.buffers.get(topic)
-        if buffer is None:
-            buffer = self.buffer(topic)
-        buffer.append(seconds)
-        if len(buffer) >= self.FOLD:
-            self.fold(buffer)
+    def observe(self, topic: str, seconds: float, weight: int = 1) -> None:
+        """Count one observation for ``topic``, of ``seconds``, a value standing for
+        ``weight`` observations (this one and ``weight - 1`` marked without a value)."""
+        with self._lock:
+            self._count_marks()
+            name = self._name(topic)
+            self._counts[name] += 1
+            cell = self._cells[name]
+            cell[bisect_left(BUCKETS, seconds)] += weight
+            cell[-1] += round(seconds * 1e9) * weight
 
     def snapshot(self) -> dict[str, list[int]]:
         """Per topic, as :meth:`Histogram.snapshot`."""
-        out = {}
         with self._lock:
-            for topic, folded in self._folded.items():
-                total = list(folded)
-                _count_into(total, self.buffers[topic][:])
-                out[topic] = total
-        return out
+            self._count_marks()
+            cells = {name: list(cell) for name, cell in self._cells.items()}
+            counts = dict(self._counts)
+        pooled = _add_up(list(cells.values()))
+        return {
+            name: _apportioned(cell if any(cell[:-1]) else pooled, counts[name])
+            for name, cell in cells.items()
+        }
 
 
-def _count_into(cell: list[int], values: list[float]) -> None:
-    """Add ``values`` (seconds) to a cell's bucket counts and sum (ns): sort once, then
-    bisect the bounds between the least and the greatest value (latencies cluster: a few)."""
-    if not values:
-        return
-    values.sort()
-    below, last = 0, bisect_left(BUCKETS, values[-1])  # the greatest value's bucket
-    for i in range(bisect_left(BUCKETS, values[0]), last):
-        upto = bisect_right(values, BUCKETS[i], below)
-        cell[i] += upto - below
-        below = upto
-    cell[last] += len(values) - below
-    cell[-1] += round(sum(values) * 1e9)
+def _apportioned(cell: list[int], count: int) -> list[int]:
+    """``count`` observations spread over ``cell``'s buckets in the proportions of its
+    (weighted) bucket counts, by largest remainders; the sum scaled to match."""
+    weights = cell[:-1]
+    total = sum(weights)
+    if total == 0:  # no value at all yet: nothing to say where they fall
+        return [0] * (len(weights) - 1) + [count, 0]
+    shares = [divmod(count * w, total) for w in weights]
+    out = [share for share, _ in shares]
+    left = count - sum(out)
+    for i in sorted(range(len(shares)), key=lambda i: -shares[i][1])[:left]:
+        out[i] += 1
+    out.append(cell[-1] * count // total)
+    return out
 
 
 def _add_up(cells: list[list[int]]) -> list[int]:
@@ -240,6 +261,8 @@ class MetricsState:
             subscription that already succeeded, or does not match, is not called again).
         appended, read: store records appended and read (the store's hook).
         publish_failed: events a transport did not publish after ``publish`` returned.
+        time_every: a dispatch of ``publish`` is timed about once in this many (see
+            :data:`SAMPLE_EVERY`).
     """
 
     __slots__ = (
@@ -252,9 +275,10 @@ class MetricsState:
         "publish_failed",
         "read",
         "redelivered",
+        "time_every",
     )
 
-    def __init__(self, max_topics: int) -> None:
+    def __init__(self, max_topics: int, time_every: int = SAMPLE_EVERY) -> None:
         self.dispatched = TopicHistograms(max_topics)
         self.deferred = TopicHistograms(max_topics)
         self.handled: dict[int, Histogram] = {}
@@ -263,6 +287,7 @@ class MetricsState:
         self.appended = 0
         self.read = 0
         self.publish_failed = 0
+        self.time_every = time_every
         self._lock = threading.Lock()
 
     def histogram(self, sub: Subscription[Any]) -> Histogram:
@@ -489,13 +514,17 @@ class Observer:
 def _timed_publish(
     port: ObservationPort, metrics: MetricsState, inner: Callable[..., Envelope[Any]]
 ) -> Callable[..., Envelope[Any]]:
-    """``inner`` (the bus's publish, maybe traced), timed: one observation per dispatch.
+    """``inner`` (the bus's publish, maybe traced), counted and sampled: every dispatch is
+    counted in its topic's exact count, about one in ``metrics.time_every`` is timed (two
+    clock reads) and stands for the dispatches since the last timed one.
 
-    The closure holds only what the hot path reads (each of its variables costs every call);
-    the fold size is a module constant."""
+    The closure holds only what the hot path reads (each of its variables costs every call).
+    Threads racing on ``countdown`` change which dispatches are timed, never the counts."""
     threads, clock, dispatched = port.dispatching, time.perf_counter, metrics.dispatched
-    buffers = dispatched.buffers
+    mark = dispatched.marks.append
     deferred = functools.partial(_time_into, metrics.deferred, inner)
+    next_gap = functools.partial(_gap, 2 * metrics.time_every - 1)
+    gap = countdown = 1  # the first dispatch is timed
 
     def publish(
         event: Any,
@@ -504,21 +533,26 @@ def _timed_publish(
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Envelope[Any]:
+        nonlocal countdown, gap
         if threads.state.busy:  # queued behind the current dispatch
             return deferred(event, topic, key, headers)
+        countdown -= 1
+        if countdown > 0:
+            env = inner(event, topic=topic, key=key, headers=headers)
+            mark(env.topic)
+            return env
         t0 = clock()
         env = inner(event, topic=topic, key=key, headers=headers)
-        seconds = clock() - t0
-        try:
-            buffer = buffers[env.topic]
-        except KeyError:
-            buffer = dispatched.buffer(env.topic)
-        buffer.append(seconds)
-        if len(buffer) >= _FOLD:
-            dispatched.fold(buffer)
+        dispatched.observe(env.topic, clock() - t0, gap)
+        gap = countdown = next_gap()
         return env
 
     return publish
+
+
+def _gap(most: int) -> int:
+    """Dispatches until the next timed one: 1 to ``most``, at random."""
+    return 1 + int(random.random() * most)
 
 
 def _time_into(

@@ -40,10 +40,20 @@ or pattern a subscription subscribed to and ``subscription`` its handler's quali
 **Cost.** The counters and gauges are read from the bus's own exact per-subscription
 counters (:meth:`Bus.statistics <tidings.Bus.statistics>`) when Prometheus scrapes, so they
 cost nothing per event. Latency is the only per-event work: one observation per dispatch for
-inline handlers, taken around ``publish`` into lock-free per-thread bucket counters, and one
-per call for queued, async and remote handlers (see :mod:`tidings.observability._observer`
-for how each is timed). Each inline subscription of a topic reports that topic's dispatch
-latencies.
+inline handlers, taken around ``publish``, and one per call for queued, async and remote
+handlers (see :mod:`tidings.observability._observer` for how each is timed). Each inline
+subscription of a topic reports that topic's dispatch latencies.
+
+**Sampled dispatch timing.** ``publish`` counts every dispatch exactly but times only about
+one in ``time_every`` (64 by default; the gaps between timed ones are random, so periodic
+traffic is not always timed on the same topic), each timed one standing for the dispatches
+since the last. So in ``tidings_publish_duration_seconds`` and in the inline handlers'
+``tidings_event_latency_seconds``, ``_count`` (and the ``+Inf`` bucket) is exact, while the
+buckets spread it in the proportions of the timed dispatches (a topic none of whose
+dispatches was timed yet takes those of all topics) and ``_sum`` is ``_count`` times their
+weighted mean. ``emit``, publishes from inside a handler and every other handler call are
+each timed. ``time_every=1`` times every dispatch (exact histograms, two clock reads more
+per publish).
 
 **Cardinality guard.** Labels come from subscriptions, not from events, so a topic that
 varies per event (``users.4711.updated``) never makes a series of its own under a pattern
@@ -84,6 +94,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from tidings.bus import Bus, observation_port
 from tidings.observability._observer import (
     BUCKETS,
+    SAMPLE_EVERY,
     MetricsState,
     Observer,
     TopicHistograms,
@@ -134,6 +145,8 @@ class Metrics(Collector):
         max_topics: at most this many published topics per bus for the publish duration;
             the rest are counted under ``other``.
         loss_window: the seconds ``tidings_event_loss_ratio`` looks back over.
+        time_every: time about one ``publish`` dispatch in this many, each counted (see
+            *Sampled dispatch timing* above); 1 times every one.
 
     Raises:
         ValueError: if a limit is not positive, or the registry already has these metrics
@@ -147,12 +160,14 @@ class Metrics(Collector):
         max_series: int = 1000,
         max_topics: int = 200,
         loss_window: float = 60.0,
+        time_every: int = SAMPLE_EVERY,
     ) -> None:
-        if max_series < 1 or max_topics < 1 or not loss_window > 0:
-            raise ValueError("max_series, max_topics and loss_window must be positive")
+        if max_series < 1 or max_topics < 1 or not loss_window > 0 or time_every < 1:
+            raise ValueError("max_series, max_topics, loss_window and time_every must be positive")
         self.max_series = max_series
         self.max_topics = max_topics
         self.loss_window = loss_window
+        self.time_every = time_every
         self._buses: weakref.WeakSet[Bus] = weakref.WeakSet()
         self._labels: dict[tuple[str, str], tuple[str, str]] = {}
         # Counts seen at each scrape, oldest first; the first entry stands for "no events yet".
@@ -172,7 +187,7 @@ class Metrics(Collector):
         """Count ``bus``'s events from now on. Idempotent."""
         observer = Observer.of(observation_port(bus))
         if observer.metrics is None:
-            observer.metrics = MetricsState(self.max_topics)
+            observer.metrics = MetricsState(self.max_topics, self.time_every)
             observer.install()
         self._buses.add(bus)
 
