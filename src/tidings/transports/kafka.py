@@ -883,6 +883,11 @@ class KafkaTransport(SubjectTransport):
         batcher = self._batcher
         assert batcher is not None
         name = kafka_topic or self.subjects.subject(topic)
+        partitions = batcher.topics.get(name)
+        lane = None if partitions is None else partitions.lane(key)
+        if lane is not None and lane.backed_up:
+            # Before the record counts, so that a cancelled wait adds nothing.
+            await batcher.room(lane)
         while self._unacked >= self.window:
             self._room.clear()
             await self._room.wait()
@@ -892,12 +897,11 @@ class KafkaTransport(SubjectTransport):
         future: asyncio.Future[PublishAck] = batcher.loop.create_future()
         origin: _Origin = (event_id, topic, envelope, report)
         try:
-            partitions = batcher.topics.get(name)
-            if partitions is None:
-                partitions = batcher.partitions(name, await self._topic(name))
+            if lane is None:
+                lane = batcher.partitions(name, await self._topic(name)).lane(key)
             if _record_size(key, body, headers) > self.max_request_size:
                 self._check_size(_event_id(origin), topic, headers, body, key)  # raises
-            batcher.add(partitions.lane(key), key, body, headers, future, origin)
+            batcher.add(lane, key, body, headers, future, origin)
         except Exception as exc:
             self._unacked -= 1
             self._freed()
