@@ -14,7 +14,9 @@ partition in send order. :meth:`~KafkaTransport.publish` returns only once the b
 acknowledged the record; :meth:`~KafkaTransport.send` pipelines with at most ``window``
 unacknowledged. Records go out in batches of the transport's own, one filling per partition
 while the broker is busy, each record acknowledged with its own offset
-(:mod:`tidings.transports._kafka_batches`). A keyed event goes to the partition of its key
+(:mod:`tidings.transports._kafka_batches`); a publisher waits while its partition holds a
+full batch behind the one being handed to the producer (as aiokafka's ``send`` waits for a
+full batch to be taken), so it does not crowd the producer's I/O off the loop. A keyed event goes to the partition of its key
 (Kafka's murmur2 partitioner, as Java clients choose it), so each key's events stay in
 order; an event without a key goes to the partition its topic's name hashes to, so one
 publisher's keyless events keep publish order too (give events keys to spread them).
