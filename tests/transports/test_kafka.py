@@ -433,7 +433,8 @@ async def test_a_publisher_ahead_of_the_producer_waits_and_a_cancelled_wait_adds
     # stays free for the producer's I/O). That wait cancelled, its event was never added;
     # the broker back, everything sent before is acknowledged, once each, in order.
     with TansuBroker() as broker:
-        async with KafkaTransport(broker.url, prefix="held", partitions=1) as transport:
+        transport = KafkaTransport(broker.url, prefix="held", partitions=1)
+        async with transport:
             clock = HybridClock()
             await transport.publish(make_envelope(clock, "first", key="k"))
             envelopes = [
