@@ -25,10 +25,10 @@ Invariants:
   if it is full;
 - a batch that outlived its deadline before it was handed over is never handed over;
 - a batch takes no record once it was handed over, settled, or refused one for size;
-- a lane holds at most one full batch behind the one being handed over: a publisher adding
-  to a lane that holds more waits (:meth:`Batcher.room`) until the pump takes one off, as
-  aiokafka's ``send`` waits for a full batch to be taken by its sender, so the publisher
-  does not run ahead of the producer's I/O on the one event loop they share;
+- a publisher about to add to a lane that holds a full batch behind the one being handed
+  over (:attr:`Lane.backed_up`) first waits (:meth:`Batcher.room`) until the pump takes one
+  off, as aiokafka's ``send`` waits for a full batch to be taken by its sender, so the
+  publisher does not run ahead of the producer's I/O on the one event loop they share;
 - with ``linger``, a batch not yet full is handed over no sooner than ``linger`` seconds
   after its first record.
 """
