@@ -412,6 +412,73 @@ async def test_pipelined_publishes_to_a_gone_broker_each_fail_naming_their_event
         await transport.aclose(timeout=1.0)
 
 
+async def _send_until_held(
+    transport: KafkaTransport, envelopes: list[Any]
+) -> tuple[list[tuple[str, asyncio.Future[Any]]], int]:
+    """Send ``envelopes`` (to a paused broker) until one send is held (its partition has
+    a full batch behind one the producer has not taken): the futures of those sent, and
+    the index of the held one, whose wait is cancelled."""
+    futures = []
+    for i, env in enumerate(envelopes):
+        try:
+            futures.append((env.id, await asyncio.wait_for(transport.send(env), 1.0)))
+        except TimeoutError:
+            return futures, i
+    raise AssertionError(f"no send was held in {len(envelopes)} events")
+
+
+async def test_a_publisher_ahead_of_the_producer_waits_and_a_cancelled_wait_adds_nothing() -> None:
+    # The broker frozen, a publisher fills batches the producer cannot hand on; once a
+    # full batch waits behind the one being handed over, the next send waits (the loop
+    # stays free for the producer's I/O). That wait cancelled, its event was never added;
+    # the broker back, everything sent before is acknowledged, once each, in order.
+    with TansuBroker() as broker:
+        transport = KafkaTransport(broker.url, prefix="held", partitions=1)
+        async with transport:
+            clock = HybridClock()
+            await transport.publish(make_envelope(clock, "first", key="k"))
+            envelopes = [
+                make_envelope(clock, f"{i:04d}-" + "x" * 1_000, key="k") for i in range(300)
+            ]
+            broker.pause()
+            try:
+                futures, held = await _send_until_held(transport, envelopes)
+            finally:
+                broker.resume()
+            assert await transport.flush(TIMEOUT) == 0
+            offsets = [(await future).sequence for _, future in futures]
+            assert offsets == sorted(offsets)
+            records = await _raw_records(
+                broker, transport.destination("conformance.order"), held + 1
+            )
+    stored = [dict(r.headers)["ce_id"].decode() for r in records]
+    assert stored[1:] == [event_id for event_id, _ in futures]  # once each, in order
+    assert envelopes[held].id not in stored
+
+
+async def test_a_held_publisher_to_a_silent_broker_gets_typed_errors_naming_each_event() -> None:
+    # The broker frozen for good: the held publisher is let go as the producer gives up
+    # on each batch (within publish_timeout), and every publish fails naming its event.
+    with TansuBroker() as broker:
+        transport = KafkaTransport(broker.url, prefix="silent", partitions=1, publish_timeout=2.0)
+        await transport.start()
+        clock = HybridClock()
+        await transport.publish(make_envelope(clock, "first", key="k"))
+        envelopes = [make_envelope(clock, f"{i:04d}-" + "x" * 4_000, key="k") for i in range(24)]
+        broker.pause()
+        try:
+            started = time.monotonic()
+            futures = [await transport.send(env) for env in envelopes]
+            assert await transport.flush(TIMEOUT) == len(envelopes)
+            assert time.monotonic() - started < TIMEOUT
+            for env, future in zip(envelopes, futures, strict=True):
+                with pytest.raises((PublishError, PublishOutcomeUnknownError), match=env.id):
+                    future.result()
+        finally:
+            broker.resume()
+            await transport.aclose(timeout=1.0)
+
+
 async def test_an_unreachable_broker_fails_start_within_the_connect_timeout() -> None:
     transport = KafkaTransport(f"kafka://127.0.0.1:{free_port()}", connect_timeout=2.0)
     started = time.monotonic()

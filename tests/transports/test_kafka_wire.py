@@ -11,7 +11,7 @@ import pytest
 from cloudevents.v1.kafka import KafkaMessage, from_binary
 
 from tidings.clock import HybridClock
-from tidings.cloudevents import binary_attributes, encode_data
+from tidings.cloudevents import binary_attributes, encode_data, format_time
 from tidings.event import Envelope
 from tidings.exceptions import DecodeError
 from tidings.testing.transport_conformance import ConformanceOrder
@@ -61,6 +61,28 @@ def test_fast_path_writes_what_the_general_path_writes(envelope: Envelope[Any]) 
         assert len(headers) == len(dict(headers))  # no header twice
         assert body == encode_data(envelope)
         assert key == (None if envelope.key is None else envelope.key.encode())
+
+
+def test_fast_path_time_headers_across_seconds_and_microsecond_edges() -> None:
+    # ce_time is written from a per-second cache: every time, in whatever order, gets
+    # exactly the text (and ce_hlc the digits) the general path writes.
+    second = 1_796_544_000 * 1_000_000_000
+    times = [
+        second,
+        second + 999_999_999,
+        second + 1_000_000_000,
+        second + 1_000,
+        second + 999_999_000,
+        second - 1,
+        second + 123_456_789,
+        0,
+        second,
+    ]
+    for time in times:
+        envelope = Envelope("orders.placed", {"a": 1}, time, _node=_clock.node)
+        headers = dict(record_of(envelope)[0])
+        assert headers["ce_time"] == format_time(time).encode()
+        assert headers["ce_hlc"] == str(time).encode()
 
 
 @pytest.mark.parametrize("envelope", CASES)

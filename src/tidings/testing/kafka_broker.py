@@ -15,6 +15,7 @@ broker does not accept connections in time.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import tempfile
@@ -113,6 +114,16 @@ class TansuBroker:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
         self._process = None
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing is answered."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused broker run again (SIGCONT)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def close(self) -> None:
         self.stop()

@@ -25,6 +25,10 @@ Invariants:
   if it is full;
 - a batch that outlived its deadline before it was handed over is never handed over;
 - a batch takes no record once it was handed over, settled, or refused one for size;
+- a publisher about to add to a lane that holds a full batch behind the one being handed
+  over (:attr:`Lane.backed_up`) first waits (:meth:`Batcher.room`) until the pump takes one
+  off, as aiokafka's ``send`` waits for a full batch to be taken by its sender, so the
+  publisher does not run ahead of the producer's I/O on the one event loop they share;
 - with ``linger``, a batch not yet full is handed over no sooner than ``linger`` seconds
   after its first record.
 """
@@ -66,7 +70,7 @@ class Batch:
 class Lane:
     """One partition of a Kafka topic: its batches not yet handed to the producer."""
 
-    __slots__ = ("batches", "partition", "pump", "stream", "topic", "wake")
+    __slots__ = ("batches", "partition", "pump", "stream", "topic", "waiting", "wake")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
@@ -77,6 +81,26 @@ class Lane:
         self.pump: asyncio.Task[None] | None = None
         self.wake: asyncio.Future[None] | None = None
         """Set when a batch of the lane is settled or fills up (the pump waits for it)."""
+        self.waiting: list[asyncio.Future[None]] = []
+        """Publishers waiting for the pump to take a batch off the lane (one future each)."""
+
+    @property
+    def backed_up(self) -> bool:
+        """Whether a full batch waits behind the one being handed over (publishers wait)."""
+        return len(self.batches) > 2
+
+    def popleft(self) -> Batch:
+        """Take the first batch off the lane; wake the publishers waiting for room."""
+        if self.waiting:
+            self.release()
+        return self.batches.popleft()
+
+    def release(self) -> None:
+        """Wake every publisher waiting for room in the lane."""
+        waiting, self.waiting = self.waiting, []
+        for waiter in waiting:
+            if not waiter.done():  # else cancelled by its publisher
+                waiter.set_result(None)
 
 
 class Partitions:
@@ -136,6 +160,14 @@ class Batcher:
             known = self.topics[name] = Partitions(name, count)
         return known
 
+    async def room(self, lane: Lane) -> None:
+        """Wait until ``lane`` is not :attr:`~Lane.backed_up` (the pump takes batches off
+        it: handed over, refused or expired, each within the batch's deadline)."""
+        while lane.backed_up:
+            waiter = self.loop.create_future()
+            lane.waiting.append(waiter)
+            await waiter
+
     def add(
         self,
         lane: Lane,
@@ -182,7 +214,7 @@ class Batcher:
                 batch = batches[0]
                 if batch.settled:  # outlived its deadline before it could be handed over
                     batch.closed = True
-                    batches.popleft()
+                    lane.popleft()
                     continue
                 if self.linger and not batch.closed:
                     wait = batch.deadline - self.timeout + self.linger - self.loop.time()
@@ -197,13 +229,13 @@ class Batcher:
                     )
                 except Exception as exc:
                     batch.closed = True
-                    batches.popleft()
+                    lane.popleft()
                     self._settle(batch, exc, sent_out=False)
                     continue
                 # The producer holds the batch: no record may join it from here on.
                 batch.closed = True
                 batch.builder.close()
-                batches.popleft()
+                lane.popleft()
                 answer.add_done_callback(functools.partial(self._answered, batch))
                 if not batch.settled and not (batches and batches[0].closed):
                     # aiokafka sends one batch of a partition at a time: until this one is
@@ -214,13 +246,14 @@ class Batcher:
         except asyncio.CancelledError:
             closed = aiokafka.errors.ProducerClosed()
             while batches:
-                batch = batches.popleft()
+                batch = lane.popleft()
                 batch.closed = True
                 self._settle(batch, closed, sent_out=False)
             raise
         finally:
             lane.pump = None
             lane.wake = None
+            lane.release()
 
     def _answered(self, batch: Batch, answer: asyncio.Future[Any]) -> None:
         if answer.cancelled():

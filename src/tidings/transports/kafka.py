@@ -14,7 +14,9 @@ partition in send order. :meth:`~KafkaTransport.publish` returns only once the b
 acknowledged the record; :meth:`~KafkaTransport.send` pipelines with at most ``window``
 unacknowledged. Records go out in batches of the transport's own, one filling per partition
 while the broker is busy, each record acknowledged with its own offset
-(:mod:`tidings.transports._kafka_batches`). A keyed event goes to the partition of its key
+(:mod:`tidings.transports._kafka_batches`); a publisher waits while its partition holds a
+full batch behind the one being handed to the producer (as aiokafka's ``send`` waits for a
+full batch to be taken), so it does not crowd the producer's I/O off the loop. A keyed event goes to the partition of its key
 (Kafka's murmur2 partitioner, as Java clients choose it), so each key's events stay in
 order; an event without a key goes to the partition its topic's name hashes to, so one
 publisher's keyless events keep publish order too (give events keys to spread them).
@@ -883,6 +885,11 @@ class KafkaTransport(SubjectTransport):
         batcher = self._batcher
         assert batcher is not None
         name = kafka_topic or self.subjects.subject(topic)
+        partitions = batcher.topics.get(name)
+        lane = None if partitions is None else partitions.lane(key)
+        if lane is not None and lane.backed_up:
+            # Before the record counts, so that a cancelled wait adds nothing.
+            await batcher.room(lane)
         while self._unacked >= self.window:
             self._room.clear()
             await self._room.wait()
@@ -892,12 +899,11 @@ class KafkaTransport(SubjectTransport):
         future: asyncio.Future[PublishAck] = batcher.loop.create_future()
         origin: _Origin = (event_id, topic, envelope, report)
         try:
-            partitions = batcher.topics.get(name)
-            if partitions is None:
-                partitions = batcher.partitions(name, await self._topic(name))
+            if lane is None:
+                lane = batcher.partitions(name, await self._topic(name)).lane(key)
             if _record_size(key, body, headers) > self.max_request_size:
                 self._check_size(_event_id(origin), topic, headers, body, key)  # raises
-            batcher.add(partitions.lane(key), key, body, headers, future, origin)
+            batcher.add(lane, key, body, headers, future, origin)
         except Exception as exc:
             self._unacked -= 1
             self._freed()
