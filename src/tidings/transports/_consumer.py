@@ -13,9 +13,10 @@ import itertools
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol
 
+from tidings._coroutines import IDLE, next_job, resume
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.exceptions import ClockSkewError
@@ -146,6 +147,12 @@ class Consumer(TransportSubscription):
         self._unhandled: OrderedDict[int, int] = OrderedDict()
         self._wakes = [asyncio.Event() for _ in range(policy.workers)]
         self._running: list[tuple[Message, float] | None] = [None] * policy.workers
+        # Whether a worker has messages: one whose handler suspended (``_resumed``) or queued.
+        # While it has none, the fetch loop handles that worker's messages itself.
+        self._busy = [False] * policy.workers
+        self._resumed: list[tuple[Any, Any] | None] = [None] * policy.workers
+        self._driver: Coroutine[Any, Any, None] | None = None
+        """The coroutine the fetch loop steps to handle messages (see :meth:`_handle_now`)."""
         self._round_robin = itertools.cycle(range(policy.workers))
         self._room = asyncio.Event()
         self._starved = False
@@ -185,6 +192,9 @@ class Consumer(TransportSubscription):
         fetcher = self._tasks.pop()
         fetcher.cancel()
         await asyncio.gather(fetcher, return_exceptions=True)
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
         # Give back what no worker has started: another consumer of the group takes it.
         for queue in self._queues:
             while queue:
@@ -275,55 +285,130 @@ class Consumer(TransportSubscription):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 continue
             failures = 0
-            meta, held, settled = self._meta, self._held, self._settled
-            for raw in raws:
+            taken = await self._take_in(raws)
+            held, queues, busy = self._held, self._queues, self._busy
+            for index, queued in taken:
                 try:
-                    attempt, sequence = meta(raw)
-                    if (
-                        sequence
-                        and (sequence in held or sequence in settled)
-                        and await self._duplicate(raw, sequence)
-                    ):
-                        continue
-                    self._accept(raw, attempt, sequence)
+                    if busy[index]:
+                        sequence = queued[2]
+                        if sequence:
+                            held[sequence] = queued[0]
+                        queues[index].append(queued)
+                    else:
+                        self._handle_now(index, queued)
                 except Exception:
-                    # Not taken in: the server redelivers it after ack_wait.
-                    logger.exception(
-                        "subscription %s could not take in a message on %s",
-                        self.name,
-                        getattr(raw, "subject", "?"),
-                        extra=log_fields(None, self.name),
-                    )
+                    self._not_taken_in(queued[0])
             for queue, wake in zip(self._queues, self._wakes, strict=True):
                 if queue:
                     wake.set()
 
-    def _accept(self, raw: Any, attempt: int, sequence: int) -> None:
-        """Queue ``raw`` for a worker (woken once the fetched batch is taken in)."""
-        self._delivered += 1
-        env: Envelope[Any] | None
-        error: Exception | None = None
-        try:
-            env = self._decode(raw)
-            try:
-                self._clock.update(env.time)
-            except ClockSkewError as exc:
-                self._skewed(env, raw.subject, exc)
-        except Exception as exc:  # undecodable, whatever the reason: dead-lettered
-            env, error = None, exc
+    async def _take_in(self, raws: list[Any]) -> list[tuple[int, _Queued]]:
+        """Decode a fetched batch, leaving out redelivered copies (see :meth:`_duplicate`),
+        and merge its times into the clock (once, with the latest, when none is refused):
+        each message with the index of the worker it belongs to (by key, else in turn)."""
+        meta, held, settled, decode = self._meta, self._held, self._settled, self._decode
         workers = self.policy.workers
-        if workers == 1:
-            index = 0
-        elif env is not None and env.key is not None:
-            index = hash(env.key) % workers
-        else:
-            index = next(self._round_robin)
-        if sequence:
-            self._held[sequence] = raw
-        self._in_memory += 1
+        taken: list[tuple[int, _Queued]] = []
+        latest, negative = -1, False
+        for raw in raws:
+            try:
+                attempt, sequence = meta(raw)
+                if (
+                    sequence
+                    and (sequence in held or sequence in settled)
+                    and await self._duplicate(raw, sequence)
+                ):
+                    continue
+            except Exception:
+                self._not_taken_in(raw)
+                continue
+            env: Envelope[Any] | None
+            error: Exception | None = None
+            try:
+                env = decode(raw)
+            except Exception as exc:  # undecodable, whatever the reason: dead-lettered
+                env, error = None, exc
+            if env is not None:
+                if env.time > latest:
+                    latest = env.time
+                elif env.time < 0:
+                    negative = True
+            if workers == 1:
+                index = 0
+            elif env is not None and env.key is not None:
+                index = hash(env.key) % workers
+            else:
+                index = next(self._round_robin)
+            taken.append((index, (raw, attempt, sequence, env, error)))
+        count = len(taken)
+        self._delivered += count
+        self._in_memory += count
         if self._in_memory > self._max_in_memory:
             self._max_in_memory = self._in_memory
-        self._queues[index].append((raw, attempt, sequence, env, error))
+        if latest >= 0 and not negative:
+            with contextlib.suppress(Exception):  # refused: merged one by one below
+                self._clock.update(latest)
+                return taken
+        # Merge each, to learn which the clock refuses (as _merge_time tells).
+        return [(index, self._merge_time(queued)) for index, queued in taken]
+
+    def _merge_time(self, queued: _Queued) -> _Queued:
+        """Merge one message's time into the clock: a time the clock refuses as skewed is
+        counted and logged (the event is handled); one it cannot merge at all makes the
+        message undecodable (dead-lettered)."""
+        raw, attempt, sequence, env, _ = queued
+        if env is None:
+            return queued
+        try:
+            self._clock.update(env.time)
+        except ClockSkewError as exc:
+            self._skewed(env, raw.subject, exc)
+        except Exception as exc:
+            return raw, attempt, sequence, None, exc
+        return queued
+
+    def _not_taken_in(self, raw: Any) -> None:
+        # Not taken in: the server redelivers it after ack_wait.
+        logger.exception(
+            "subscription %s could not take in a message on %s",
+            self.name,
+            getattr(raw, "subject", "?"),
+            extra=log_fields(None, self.name),
+        )
+
+    def _handle_now(self, index: int, queued: _Queued) -> None:
+        """Handle a message of an idle worker right here, as far as it goes without
+        suspending: no task, no queue, and (stepping the long-lived :meth:`_drive`) no
+        ``StopIteration``. If it suspends, the worker finishes it and then handles what
+        queues up behind it meanwhile, so the worker's order holds."""
+        driver = self._driver
+        if driver is None:
+            driver = self._driver = self._drive()
+            driver.send(None)  # to its first next_job()
+        try:
+            awaited = driver.send((index, queued))
+        except BaseException:
+            self._driver = None
+            raise
+        if awaited is IDLE:
+            return
+        sequence = queued[2]
+        if sequence:
+            self._held[sequence] = None
+        self._driver = None  # retired once this message is handled (see resume)
+        self._busy[index] = True
+        self._resumed[index] = (driver, awaited)
+        self._wakes[index].set()
+
+    async def _drive(self) -> None:
+        """Handle each message :meth:`_handle_now` sends in, then wait for the next."""
+        while True:
+            index, (raw, attempt, sequence, env, error) = await next_job()
+            outcome = None
+            try:
+                outcome = await self._process(index, raw, attempt, sequence, env, error)
+            finally:
+                self._release(sequence, outcome)
 
     def _skewed(self, env: Envelope[Any], subject: str, exc: ClockSkewError) -> None:
         """Count and log an event whose time the clock refused to merge (it is handled)."""
@@ -357,12 +442,15 @@ class Consumer(TransportSubscription):
     def _release(self, sequence: int, outcome: str | None) -> None:
         self._in_memory -= 1
         if sequence:
-            self._held.pop(sequence, None)
-            if outcome in ("ack", "term"):
-                self._unhandled.pop(sequence, None)
+            held = self._held
+            if held:
+                held.pop(sequence, None)
             if outcome is not None:
+                if self._unhandled and outcome != "nak":
+                    self._unhandled.pop(sequence, None)
                 settled = self._settled
-                settled.pop(sequence, None)
+                if sequence in settled:
+                    del settled[sequence]  # settled again: now the most recent
                 settled[sequence] = outcome
                 if len(settled) > self._remember:
                     settled.popitem(last=False)
@@ -376,7 +464,12 @@ class Consumer(TransportSubscription):
         queue = self._queues[index]
         wake = self._wakes[index]
         stop = self._stop
+        resumed = self._resumed
         while True:
+            suspended = resumed[index]
+            if suspended is not None:  # handled by the fetch loop until it suspended
+                resumed[index] = None
+                await resume(*suspended)  # the driver settles and releases it
             while queue:
                 raw, attempt, sequence, env, error = queue.popleft()
                 if sequence:
@@ -386,6 +479,7 @@ class Consumer(TransportSubscription):
                     outcome = await self._process(index, raw, attempt, sequence, env, error)
                 finally:
                     self._release(sequence, outcome)
+            self._busy[index] = False
             if stop.is_set():
                 return
             wake.clear()
@@ -407,7 +501,7 @@ class Consumer(TransportSubscription):
             return await self._give_up(raw, None, error_reason(error), DECODE_HANDLER, attempt)
         policy = self.policy
         # Deliveries that may have reached a handler (this process gave none of them back).
-        handled = attempt - self._unhandled.get(sequence, 0)
+        handled = attempt - self._unhandled.get(sequence, 0) if self._unhandled else attempt
         if handled > policy.max_deliver:
             reason = (
                 f"DeliveriesExhausted: delivered {handled} times, more than max_deliver="
