@@ -75,6 +75,11 @@ def error_reason(exc: BaseException) -> str:
 class Consumer(TransportSubscription):
     """Runs one subscription: a fetch loop, ``policy.workers`` workers, heartbeats.
 
+    Messages are partitioned to workers by key. While a worker has nothing pending, the
+    fetch loop handles its messages itself, up to the first one whose handling suspends:
+    that worker's task finishes it, and the worker's later messages queue behind it, so
+    each worker still handles its messages one at a time in order.
+
     Every message held in memory unsettled gets in-progress heartbeats (with
     ``policy.heartbeats``): the ones running, the ones queued for a worker and the ones the
     transport buffered (``held``), so the server does not redeliver what is waiting here. A
@@ -152,7 +157,9 @@ class Consumer(TransportSubscription):
         self._busy = [False] * policy.workers
         self._resumed: list[tuple[Any, Any] | None] = [None] * policy.workers
         self._driver: Coroutine[Any, Any, None] | None = None
-        """The coroutine the fetch loop steps to handle messages (see :meth:`_handle_now`)."""
+        """The coroutine the fetch loop steps to handle a batch (see :meth:`_handle_now`)."""
+        self._position = 0
+        """The index in the batch of the next message for :meth:`_drive`."""
         self._round_robin = itertools.cycle(range(policy.workers))
         self._room = asyncio.Event()
         self._starved = False
@@ -286,18 +293,8 @@ class Consumer(TransportSubscription):
                 continue
             failures = 0
             taken = await self._take_in(raws)
-            held, queues, busy = self._held, self._queues, self._busy
-            for index, queued in taken:
-                try:
-                    if busy[index]:
-                        sequence = queued[2]
-                        if sequence:
-                            held[sequence] = queued[0]
-                        queues[index].append(queued)
-                    else:
-                        self._handle_now(index, queued)
-                except Exception:
-                    self._not_taken_in(queued[0])
+            if taken:
+                self._handle_now(taken)
             for queue, wake in zip(self._queues, self._wakes, strict=True):
                 if queue:
                     wake.set()
@@ -376,39 +373,69 @@ class Consumer(TransportSubscription):
             extra=log_fields(None, self.name),
         )
 
-    def _handle_now(self, index: int, queued: _Queued) -> None:
-        """Handle a message of an idle worker right here, as far as it goes without
-        suspending: no task, no queue, and (stepping the long-lived :meth:`_drive`) no
-        ``StopIteration``. If it suspends, the worker finishes it and then handles what
-        queues up behind it meanwhile, so the worker's order holds."""
-        driver = self._driver
-        if driver is None:
-            driver = self._driver = self._drive()
-            driver.send(None)  # to its first next_job()
-        try:
-            awaited = driver.send((index, queued))
-        except BaseException:
-            self._driver = None
-            raise
-        if awaited is IDLE:
-            return
-        sequence = queued[2]
-        if sequence:
-            self._held[sequence] = None
-        self._driver = None  # retired once this message is handled (see resume)
-        self._busy[index] = True
-        self._resumed[index] = (driver, awaited)
-        self._wakes[index].set()
+    def _handle_now(self, taken: list[tuple[int, _Queued]]) -> None:
+        """Handle a decoded batch right here, each message of a worker with nothing pending
+        as far as it goes without suspending: no task, no queue, and (stepping the
+        long-lived :meth:`_drive`) no ``StopIteration``. When one suspends, its worker
+        finishes it and then what queues up for that worker behind it meanwhile, so each
+        worker's order holds; a fresh driver goes on with the rest of the batch."""
+        position, count = 0, len(taken)
+        while position < count:
+            driver = self._driver
+            if driver is None:
+                driver = self._driver = self._drive()
+                driver.send(None)  # to its first next_job()
+            self._position = position
+            try:
+                awaited = driver.send(taken)
+            except Exception:
+                self._driver = None
+                position = self._position  # past the message that raised
+                self._not_taken_in(taken[position - 1][1][0])
+                continue
+            except BaseException:
+                self._driver = None
+                raise
+            if awaited is IDLE:
+                return
+            # Suspended in the message before _position: its worker takes over the driver.
+            position = self._position
+            index, queued = taken[position - 1]
+            sequence = queued[2]
+            if sequence:
+                self._held[sequence] = None
+            self._driver = None  # retired once that message is handled (see _drive)
+            self._busy[index] = True
+            self._resumed[index] = (driver, awaited)
+            self._wakes[index].set()
 
     async def _drive(self) -> None:
-        """Handle each message :meth:`_handle_now` sends in, then wait for the next."""
+        """Handle the batches :meth:`_handle_now` sends in, from ``_position`` on: queue the
+        messages of busy workers, handle the others in turn; stop after a message whose
+        handling suspended (the fetch loop retired this driver meanwhile)."""
+        busy, queues, held = self._busy, self._queues, self._held
         while True:
-            index, (raw, attempt, sequence, env, error) = await next_job()
-            outcome = None
-            try:
-                outcome = await self._process(index, raw, attempt, sequence, env, error)
-            finally:
-                self._release(sequence, outcome)
+            taken: list[tuple[int, _Queued]] = await next_job()
+            position = self._position
+            me = self._driver
+            while position < len(taken):
+                index, queued = taken[position]
+                position += 1
+                self._position = position
+                if busy[index]:
+                    sequence = queued[2]
+                    if sequence:
+                        held[sequence] = queued[0]
+                    queues[index].append(queued)
+                    continue
+                raw, attempt, sequence, env, error = queued
+                outcome = None
+                try:
+                    outcome = await self._process(index, raw, attempt, sequence, env, error)
+                finally:
+                    self._release(sequence, outcome)
+                if self._driver is not me:  # retired: the fetch loop has the rest
+                    break
 
     def _skewed(self, env: Envelope[Any], subject: str, exc: ClockSkewError) -> None:
         """Count and log an event whose time the clock refused to merge (it is handled)."""
