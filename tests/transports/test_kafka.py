@@ -186,6 +186,48 @@ async def test_offsets_are_committed_only_after_every_earlier_record_finished(
             await asyncio.sleep(0.1)
 
 
+async def test_handlers_that_suspend_now_and_then_keep_the_partition_order_and_commit_it_all(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
+) -> None:
+    """Handlers that finish without suspending run in the fetch loop; one that suspends is
+    finished by the worker, and the records fetched with it wait for it (order kept)."""
+    transport = kafka_factory(partitions=1)
+    async with transport:
+        clock = HybridClock()
+        ids = [f"o-{i}" for i in range(60)]
+        for order_id in ids:  # stored before the subscription: fetched in large batches
+            await transport.send(make_envelope(clock, order_id, key="k"))
+        assert await transport.flush(TIMEOUT) == 0
+        seen: list[str] = []
+        done = asyncio.Event()
+
+        async def handler(message: Message) -> None:
+            order_id = message.envelope.payload.order_id
+            if int(order_id[2:]) % 7 == 3:
+                await asyncio.sleep(0.01)
+            seen.append(order_id)
+            if len(seen) == len(ids):
+                done.set()
+
+        policy = DeliveryPolicy(workers=1, prefetch=32, start="all")
+        sub = await transport.subscribe("conformance.>", handler, group="inline", policy=policy)
+        await asyncio.wait_for(done.wait(), TIMEOUT)
+        assert seen == ids
+        await eventually(
+            lambda: sub.stats().acked == len(ids) and sub.stats().in_memory == 0, TIMEOUT
+        )
+        stats = sub.stats()
+        assert (stats.delivered, stats.retried, stats.duplicates) == (len(ids), 0, 0)
+
+        async def all_committed() -> bool:
+            return (await _committed(kafka_broker, transport, "inline")) == {0: len(ids)}
+
+        deadline = time.monotonic() + TIMEOUT
+        while not await all_committed():
+            assert time.monotonic() < deadline, "not every offset committed"
+            await asyncio.sleep(0.1)
+
+
 async def test_a_retrying_record_does_not_block_its_partition_then_is_dead_lettered(
     kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
 ) -> None:

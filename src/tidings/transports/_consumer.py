@@ -13,9 +13,10 @@ import itertools
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol
 
+from tidings._coroutines import IDLE, next_job, resume
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.exceptions import ClockSkewError
@@ -73,6 +74,11 @@ def error_reason(exc: BaseException) -> str:
 
 class Consumer(TransportSubscription):
     """Runs one subscription: a fetch loop, ``policy.workers`` workers, heartbeats.
+
+    Messages are partitioned to workers by key. While a worker has nothing pending, the
+    fetch loop handles its messages itself, up to the first one whose handling suspends:
+    that worker's task finishes it, and the worker's later messages queue behind it, so
+    each worker still handles its messages one at a time in order.
 
     Every message held in memory unsettled gets in-progress heartbeats (with
     ``policy.heartbeats``): the ones running, the ones queued for a worker and the ones the
@@ -146,6 +152,14 @@ class Consumer(TransportSubscription):
         self._unhandled: OrderedDict[int, int] = OrderedDict()
         self._wakes = [asyncio.Event() for _ in range(policy.workers)]
         self._running: list[tuple[Message, float] | None] = [None] * policy.workers
+        # Whether a worker has messages: one whose handler suspended (``_resumed``) or queued.
+        # While it has none, the fetch loop handles that worker's messages itself.
+        self._busy = [False] * policy.workers
+        self._resumed: list[tuple[Any, Any] | None] = [None] * policy.workers
+        self._driver: Coroutine[Any, Any, None] | None = None
+        """The coroutine the fetch loop steps to handle a batch (see :meth:`_handle_now`)."""
+        self._position = 0
+        """The index in the batch of the next message for :meth:`_drive`."""
         self._round_robin = itertools.cycle(range(policy.workers))
         self._room = asyncio.Event()
         self._starved = False
@@ -185,6 +199,9 @@ class Consumer(TransportSubscription):
         fetcher = self._tasks.pop()
         fetcher.cancel()
         await asyncio.gather(fetcher, return_exceptions=True)
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
         # Give back what no worker has started: another consumer of the group takes it.
         for queue in self._queues:
             while queue:
@@ -275,55 +292,150 @@ class Consumer(TransportSubscription):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 continue
             failures = 0
-            meta, held, settled = self._meta, self._held, self._settled
-            for raw in raws:
-                try:
-                    attempt, sequence = meta(raw)
-                    if (
-                        sequence
-                        and (sequence in held or sequence in settled)
-                        and await self._duplicate(raw, sequence)
-                    ):
-                        continue
-                    self._accept(raw, attempt, sequence)
-                except Exception:
-                    # Not taken in: the server redelivers it after ack_wait.
-                    logger.exception(
-                        "subscription %s could not take in a message on %s",
-                        self.name,
-                        getattr(raw, "subject", "?"),
-                        extra=log_fields(None, self.name),
-                    )
+            taken = await self._take_in(raws)
+            if taken:
+                self._handle_now(taken)
             for queue, wake in zip(self._queues, self._wakes, strict=True):
                 if queue:
                     wake.set()
 
-    def _accept(self, raw: Any, attempt: int, sequence: int) -> None:
-        """Queue ``raw`` for a worker (woken once the fetched batch is taken in)."""
-        self._delivered += 1
-        env: Envelope[Any] | None
-        error: Exception | None = None
-        try:
-            env = self._decode(raw)
-            try:
-                self._clock.update(env.time)
-            except ClockSkewError as exc:
-                self._skewed(env, raw.subject, exc)
-        except Exception as exc:  # undecodable, whatever the reason: dead-lettered
-            env, error = None, exc
+    async def _take_in(self, raws: list[Any]) -> list[tuple[int, _Queued]]:
+        """Decode a fetched batch, leaving out redelivered copies (see :meth:`_duplicate`),
+        and merge its times into the clock (once, with the latest, when none is refused):
+        each message with the index of the worker it belongs to (by key, else in turn)."""
+        meta, held, settled, decode = self._meta, self._held, self._settled, self._decode
         workers = self.policy.workers
-        if workers == 1:
-            index = 0
-        elif env is not None and env.key is not None:
-            index = hash(env.key) % workers
-        else:
-            index = next(self._round_robin)
-        if sequence:
-            self._held[sequence] = raw
-        self._in_memory += 1
+        taken: list[tuple[int, _Queued]] = []
+        latest, negative = -1, False
+        for raw in raws:
+            try:
+                attempt, sequence = meta(raw)
+                if (
+                    sequence
+                    and (sequence in held or sequence in settled)
+                    and await self._duplicate(raw, sequence)
+                ):
+                    continue
+            except Exception:
+                self._not_taken_in(raw)
+                continue
+            env: Envelope[Any] | None
+            error: Exception | None = None
+            try:
+                env = decode(raw)
+            except Exception as exc:  # undecodable, whatever the reason: dead-lettered
+                env, error = None, exc
+            if env is not None:
+                if env.time > latest:
+                    latest = env.time
+                elif env.time < 0:
+                    negative = True
+            if workers == 1:
+                index = 0
+            elif env is not None and env.key is not None:
+                index = hash(env.key) % workers
+            else:
+                index = next(self._round_robin)
+            taken.append((index, (raw, attempt, sequence, env, error)))
+        count = len(taken)
+        self._delivered += count
+        self._in_memory += count
         if self._in_memory > self._max_in_memory:
             self._max_in_memory = self._in_memory
-        self._queues[index].append((raw, attempt, sequence, env, error))
+        if latest >= 0 and not negative:
+            with contextlib.suppress(Exception):  # refused: merged one by one below
+                self._clock.update(latest)
+                return taken
+        # Merge each, to learn which the clock refuses (as _merge_time tells).
+        return [(index, self._merge_time(queued)) for index, queued in taken]
+
+    def _merge_time(self, queued: _Queued) -> _Queued:
+        """Merge one message's time into the clock: a time the clock refuses as skewed is
+        counted and logged (the event is handled); one it cannot merge at all makes the
+        message undecodable (dead-lettered)."""
+        raw, attempt, sequence, env, _ = queued
+        if env is None:
+            return queued
+        try:
+            self._clock.update(env.time)
+        except ClockSkewError as exc:
+            self._skewed(env, raw.subject, exc)
+        except Exception as exc:
+            return raw, attempt, sequence, None, exc
+        return queued
+
+    def _not_taken_in(self, raw: Any) -> None:
+        # Not taken in: the server redelivers it after ack_wait.
+        logger.exception(
+            "subscription %s could not take in a message on %s",
+            self.name,
+            getattr(raw, "subject", "?"),
+            extra=log_fields(None, self.name),
+        )
+
+    def _handle_now(self, taken: list[tuple[int, _Queued]]) -> None:
+        """Handle a decoded batch right here, each message of a worker with nothing pending
+        as far as it goes without suspending: no task, no queue, and (stepping the
+        long-lived :meth:`_drive`) no ``StopIteration``. When one suspends, its worker
+        finishes it and then what queues up for that worker behind it meanwhile, so each
+        worker's order holds; a fresh driver goes on with the rest of the batch."""
+        position, count = 0, len(taken)
+        while position < count:
+            driver = self._driver
+            if driver is None:
+                driver = self._driver = self._drive()
+                driver.send(None)  # to its first next_job()
+            self._position = position
+            try:
+                awaited = driver.send(taken)
+            except Exception:
+                self._driver = None
+                position = self._position  # past the message that raised
+                self._not_taken_in(taken[position - 1][1][0])
+                continue
+            except BaseException:
+                self._driver = None
+                raise
+            if awaited is IDLE:
+                return
+            # Suspended in the message before _position: its worker takes over the driver.
+            position = self._position
+            index, queued = taken[position - 1]
+            sequence = queued[2]
+            if sequence:
+                self._held[sequence] = None
+            self._driver = None  # retired once that message is handled (see _drive)
+            self._busy[index] = True
+            self._resumed[index] = (driver, awaited)
+            self._wakes[index].set()
+
+    async def _drive(self) -> None:
+        """Handle the batches :meth:`_handle_now` sends in, from ``_position`` on: queue the
+        messages of busy workers, handle the others in turn; stop after a message whose
+        handling suspended (the fetch loop retired this driver meanwhile)."""
+        busy, queues, held = self._busy, self._queues, self._held
+        while True:
+            taken: list[tuple[int, _Queued]] = await next_job()
+            position = self._position
+            me = self._driver
+            while position < len(taken):
+                index, queued = taken[position]
+                position += 1
+                self._position = position
+                if busy[index]:
+                    sequence = queued[2]
+                    if sequence:
+                        held[sequence] = queued[0]
+                    queues[index].append(queued)
+                    continue
+                raw, attempt, sequence, env, error = queued
+                outcome = None
+                try:
+                    outcome = await self._process(index, raw, attempt, sequence, env, error)
+                finally:
+                    self._release(sequence, outcome)
+                if self._driver is not me:  # retired: the fetch loop has the rest
+                    break
 
     def _skewed(self, env: Envelope[Any], subject: str, exc: ClockSkewError) -> None:
         """Count and log an event whose time the clock refused to merge (it is handled)."""
@@ -357,12 +469,15 @@ class Consumer(TransportSubscription):
     def _release(self, sequence: int, outcome: str | None) -> None:
         self._in_memory -= 1
         if sequence:
-            self._held.pop(sequence, None)
-            if outcome in ("ack", "term"):
-                self._unhandled.pop(sequence, None)
+            held = self._held
+            if held:
+                held.pop(sequence, None)
             if outcome is not None:
+                if self._unhandled and outcome != "nak":
+                    self._unhandled.pop(sequence, None)
                 settled = self._settled
-                settled.pop(sequence, None)
+                if sequence in settled:
+                    del settled[sequence]  # settled again: now the most recent
                 settled[sequence] = outcome
                 if len(settled) > self._remember:
                     settled.popitem(last=False)
@@ -376,7 +491,12 @@ class Consumer(TransportSubscription):
         queue = self._queues[index]
         wake = self._wakes[index]
         stop = self._stop
+        resumed = self._resumed
         while True:
+            suspended = resumed[index]
+            if suspended is not None:  # handled by the fetch loop until it suspended
+                resumed[index] = None
+                await resume(*suspended)  # the driver settles and releases it
             while queue:
                 raw, attempt, sequence, env, error = queue.popleft()
                 if sequence:
@@ -386,6 +506,7 @@ class Consumer(TransportSubscription):
                     outcome = await self._process(index, raw, attempt, sequence, env, error)
                 finally:
                     self._release(sequence, outcome)
+            self._busy[index] = False
             if stop.is_set():
                 return
             wake.clear()
@@ -407,7 +528,7 @@ class Consumer(TransportSubscription):
             return await self._give_up(raw, None, error_reason(error), DECODE_HANDLER, attempt)
         policy = self.policy
         # Deliveries that may have reached a handler (this process gave none of them back).
-        handled = attempt - self._unhandled.get(sequence, 0)
+        handled = attempt - self._unhandled.get(sequence, 0) if self._unhandled else attempt
         if handled > policy.max_deliver:
             reason = (
                 f"DeliveriesExhausted: delivered {handled} times, more than max_deliver="

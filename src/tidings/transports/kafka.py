@@ -199,7 +199,7 @@ class _Ledger:
     order: then ``done`` stays empty and a finish is one ``popleft``).
     """
 
-    __slots__ = ("busy", "changed", "committed", "done", "next", "open")
+    __slots__ = ("busy", "changed", "committed", "done", "next", "open", "owned")
 
     def __init__(self) -> None:
         self.open: deque[int] = deque()
@@ -210,6 +210,8 @@ class _Ledger:
         """Records taken in and neither finished nor waiting for a retry."""
         self.changed: asyncio.Event | None = None
         """Set when ``busy`` drops, while a rebalance waits for it (else ``None``)."""
+        self.owned = True
+        """Whether the partition is still assigned here (``False`` once revoked)."""
 
     def take(self, records: Sequence[Any]) -> None:
         """Take in a fetched batch of this partition's records (in offset order)."""
@@ -289,11 +291,11 @@ class _Record:
 
     async def ack(self) -> None:
         """Finished: committable once every earlier record of the partition is."""
-        subscription, ledger = self.subscription, self.ledger
-        if subscription.ledgers.get(self.tp) is not ledger:
+        ledger = self.ledger
+        if not ledger.owned:
             return  # revoked meanwhile: the partition's new owner has it from the commit
         ledger.finish(self.offset)
-        subscription.dirty = True
+        self.subscription.dirty = True
 
     term = ack
 
@@ -346,7 +348,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         if self.stopping:
             return  # left uncommitted: read again from the committed offset
         ledger = record.ledger
-        if self.ledgers.get(record.tp) is not ledger:
+        if not ledger.owned:
             return
         ledger.busy -= 1
         if ledger.changed is not None:
@@ -366,7 +368,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         retries = self.retries
         while retries and retries[0][0] <= now and len(out) < batch:
             record = heapq.heappop(retries)[2]
-            if self.ledgers.get(record.tp) is record.ledger:
+            if record.ledger.owned:
                 record.ledger.busy += 1
                 out.append(record)
         return out
@@ -473,7 +475,9 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 extra=log_fields(None, self.name),
             )
         for tp in revoked:
-            self.ledgers.pop(tp, None)
+            gone = self.ledgers.pop(tp, None)
+            if gone is not None:
+                gone.owned = False
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         new = [tp for tp in assigned if tp not in self.ledgers]
