@@ -65,19 +65,23 @@ async def _read_body(headers: Mapping[str, str], receive: Receive, limit: int) -
         raise _BodyTooLargeError
     # The ASGI messages read straight (as Request.stream does, without an async generator
     # per request): the body usually comes whole in the first one.
+    message = await receive()
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
         if message["type"] != "http.request":  # http.disconnect
             raise ClientDisconnect
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _BodyTooLargeError
-        chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
+        message = await receive()
 
 
 def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
