@@ -20,6 +20,9 @@ Endpoints:
   whether this replica holds the routing lease), ``/openapi.json``.
 
 Every error is ``application/problem+json`` (:mod:`tidings.server.problems`).
+
+``POST /events`` is served straight from the ASGI scope (the hot path of intake), by the same
+handler as its Starlette route, which serves it instead once middleware was added.
 """
 
 from __future__ import annotations
