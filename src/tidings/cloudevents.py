@@ -601,17 +601,26 @@ def envelope_from_attributes(
         CloudEventError: naming a missing or malformed attribute.
         DecodeError: if the data does not decode.
     """
-    version = attributes.get("specversion")
-    if version is None and fallback_id is None:
-        raise _missing("specversion")
-    if version is not None and version != SPEC_VERSION:
-        raise CloudEventError(
-            f"the CloudEvents attribute 'specversion' is {version!r}; tidings reads '1.0'",
-            attribute="specversion",
-        )
-    event_id = _required(attributes, "id", fallback_id)
-    source = _required(attributes, "source", fallback_source)
-    type_ = _required(attributes, "type", fallback_type)
+    get = attributes.get
+    version = get("specversion")
+    if version != SPEC_VERSION:
+        if version is not None:
+            raise CloudEventError(
+                f"the CloudEvents attribute 'specversion' is {version!r}; tidings reads '1.0'",
+                attribute="specversion",
+            )
+        if fallback_id is None:
+            raise _missing("specversion")
+    # the usual case (non-empty strings) tested inline; _required does the rest
+    event_id = get("id")
+    if type(event_id) is not str or not event_id:
+        event_id = _required(attributes, "id", fallback_id)
+    source = get("source")
+    if type(source) is not str or not source:
+        source = _required(attributes, "source", fallback_source)
+    type_ = get("type")
+    if type(type_) is not str or not type_:
+        type_ = _required(attributes, "type", fallback_type)
     if topic is None:
         try:
             topic = validate_topic(type_)
@@ -622,12 +631,12 @@ def envelope_from_attributes(
                 attribute="type",
             ) from None
     target = payload_type if payload_type is not None else event_type_for(topic)
-    payload = decode_versioned(data, target, attributes.get("dataschema"))
+    payload = decode_versioned(data, target, get("dataschema"))
     kept: dict[str, str] = {}
     if type_ != topic:
         kept["type"] = type_
-    hlc = attributes.get("hlc")
-    time_text = attributes.get("time")
+    hlc = get("hlc")
+    time_text = get("time")
     if hlc is not None:
         time = _parse_hlc(hlc)
         if time_text is not None:
@@ -642,20 +651,25 @@ def envelope_from_attributes(
             kept["time"] = time_text
     else:
         time = fallback_time() if callable(fallback_time) else fallback_time
-    headers: dict[str, str] = dict(protocol_headers)
-    for name, value in attributes.items():
-        if name in CORE_ATTRIBUTES:
-            if name == "dataschema" and names_class(value, target):
-                continue  # implied by the payload's class (re-rendered on the way out)
-            if name in ("subject", "dataschema") or (
-                name == "datacontenttype" and value != JSON_CONTENT_TYPE
-            ):
-                kept[name] = _text(value)
-            continue
-        if name not in _extension_names:
-            _check_extension_name(name)
-        headers[name] = _text(value)
-    key = attributes.get("partitionkey")
+    headers: dict[str, str] | None = dict(protocol_headers) if protocol_headers else None
+    if not attributes.keys() <= _SETTLED_ATTRIBUTES:  # extensions, or attributes to keep
+        if headers is None:
+            headers = {}
+        for name, value in attributes.items():
+            if name in _SETTLED_ATTRIBUTES:
+                continue
+            if name in CORE_ATTRIBUTES:
+                if name == "dataschema" and names_class(value, target):
+                    continue  # implied by the payload's class (re-rendered on the way out)
+                if name in ("subject", "dataschema") or (
+                    name == "datacontenttype" and value != JSON_CONTENT_TYPE
+                ):
+                    kept[name] = _text(value)
+                continue
+            if name not in _extension_names:
+                _check_extension_name(name)
+            headers[name] = _text(value)
+    key = get("partitionkey")
     return Envelope(
         topic,
         payload,
@@ -667,6 +681,11 @@ def envelope_from_attributes(
         "",
         MappingProxyType(kept) if kept else NO_HEADERS,
     )
+
+
+_SETTLED_ATTRIBUTES: Final = CORE_ATTRIBUTES - {"subject", "dataschema", "datacontenttype"}
+"""Attributes :func:`envelope_from_attributes` has read in full before its loop over the
+rest (extensions, and the attributes an envelope keeps as given)."""
 
 
 def _check_extension_name(name: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -355,3 +356,61 @@ async def test_not_ready_before_start(tmp_path: Path) -> None:
         await gateway.stop(1)
     assert ready.status_code == 503
     assert post.status_code == 503
+
+
+class _Seen:
+    """A pass-through ASGI middleware noting the paths it saw."""
+
+    def __init__(self, app: Any, paths: list[str]) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.paths.append(scope.get("path", ""))
+        await self.app(scope, receive, send)
+
+
+async def test_post_events_answers_alike_with_and_without_the_middleware_stack() -> None:
+    """``POST /events`` is served straight from the ASGI scope unless middleware was added;
+    both ways give the same answers, an unexpected failure included (a 500 problem)."""
+    import tidings
+    from tidings.gateway import Gateway, load_config
+    from tidings.server.app import create_app
+
+    good = json.dumps(structured(1))
+    bad = json.dumps({"specversion": "1.0", "source": "s", "type": "orders.placed"})
+    kind = {"content-type": "application/cloudevents+json"}
+    answers: dict[str, list[tuple[int, str, Any]]] = {}
+    seen: list[str] = []
+    async with tidings.Bus(store="memory://") as bus:
+        gateway = Gateway(bus, load_config(), watch=False)
+        await gateway.start()
+        plain, wrapped = create_app(gateway), create_app(gateway)
+        wrapped.add_middleware(_Seen, paths=seen)
+        for name, app in (("plain", plain), ("wrapped", wrapped)):
+            async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+                replies = [
+                    await client.post("/events", content=good, headers=kind),
+                    await client.post("/events", content=bad, headers=kind),
+                ]
+                accept = gateway.accept
+
+                async def broken(envelopes: Any) -> list[int]:
+                    raise RuntimeError("the log went away")
+
+                gateway.accept = broken  # type: ignore[method-assign]
+                try:
+                    replies.append(await client.post("/events", content=good, headers=kind))
+                finally:
+                    gateway.accept = accept  # type: ignore[method-assign]
+            answers[name] = [(r.status_code, r.headers["content-type"], r.json()) for r in replies]
+        await gateway.stop(1)
+    assert answers["plain"] == answers["wrapped"]
+    statuses = [status for status, _, _ in answers["plain"]]
+    assert statuses == [202, 400, 500]
+    assert answers["plain"][0][2]["ids"] == [structured(1)["id"]]
+    assert answers["plain"][1][1] == "application/problem+json"
+    assert answers["plain"][1][2]["attribute"] == "id"
+    assert answers["plain"][2][1] == "application/problem+json"
+    assert answers["plain"][2][2]["detail"] == "internal error: RuntimeError"
+    assert seen.count("/events") == 3  # the wrapped app's requests went through Starlette

@@ -334,6 +334,9 @@ class Gateway:
             raise
         routed = self._routed_position
         conflicts: list[tuple[str, str, str]] = []
+        if positions and min(positions) > max(known, routed):  # all new: the usual case
+            self.accepted += len(envelopes)
+            return positions
         for env, position in zip(envelopes, positions, strict=True):
             if position <= routed:  # a duplicate of an event already routed
                 pending.pop(env.id, None)
@@ -363,7 +366,16 @@ class Gateway:
                 group, later = [], []
                 ids: set[str] = set()
                 for intake in self._group:
-                    mine = {e.id for e in intake.envelopes}
+                    envelopes = intake.envelopes
+                    if len(envelopes) == 1:  # a single event's POST: no set to build
+                        event_id = envelopes[0].id
+                        if event_id in ids:
+                            later.append(intake)
+                        else:
+                            group.append(intake)
+                            ids.add(event_id)
+                        continue
+                    mine = {e.id for e in envelopes}
                     if ids.isdisjoint(mine):
                         group.append(intake)
                         ids |= mine

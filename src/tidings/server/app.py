@@ -20,12 +20,15 @@ Endpoints:
   whether this replica holds the routing lease), ``/openapi.json``.
 
 Every error is ``application/problem+json`` (:mod:`tidings.server.problems`).
+
+``POST /events`` is served straight from the ASGI scope (the hot path of intake), by the same
+handler as its Starlette route, which serves it instead once middleware was added.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -35,6 +38,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from tidings.cloudevents import to_cloudevent
 from tidings.exceptions import CloudEventError, DecodeError, InvalidTopicError, StoreError
@@ -58,26 +62,29 @@ class _BodyTooLargeError(Exception):
     pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def _read_body(headers: Mapping[str, str], receive: Receive, limit: int) -> bytes:
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _BodyTooLargeError
     # The ASGI messages read straight (as Request.stream does, without an async generator
     # per request): the body usually comes whole in the first one.
+    message = await receive()
     chunks: list[bytes] = []
     size = 0
-    receive = request.receive
     while True:
-        message = await receive()
         if message["type"] != "http.request":  # http.disconnect
             raise ClientDisconnect
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _BodyTooLargeError
-        chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
+        message = await receive()
 
 
 def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
@@ -96,11 +103,14 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
     extra_paths = openapi_paths() if serves_registry else None
 
     def caller_of(request: Request) -> Caller | Response:
+        return caller_from(request.headers)
+
+    def caller_from(headers: Mapping[str, str]) -> Caller | Response:
         if guard.open:  # no token to look for
             return ANONYMOUS
-        caller = guard.identify(request.headers.get("authorization"))
+        caller = guard.identify(headers.get("authorization"))
         if caller is None:
-            given = "authorization" in request.headers
+            given = "authorization" in headers
             return problem(
                 401,
                 "the bearer token is not valid" if given else "send 'Authorization: Bearer TOKEN'",
@@ -108,18 +118,20 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
             )
         return caller
 
-    async def post_events(request: Request) -> Response:
-        caller = caller_of(request)
+    async def take_events(headers: Mapping[str, str], receive: Receive) -> Response | bytes:
+        """``POST /events``: an error response, or the body of the 202 (the events are
+        durable in the log)."""
+        caller = caller_from(headers)
         if isinstance(caller, Response):
             return caller
         try:
-            body = await _read_body(request, max_body)
+            body = await _read_body(headers, receive, max_body)
         except _BodyTooLargeError:
             return problem(
                 413, f"the body is larger than max_body ({max_body} bytes)", limit=max_body
             )
         try:
-            envelopes = decode_request(request.headers, body)
+            envelopes = decode_request(headers, body)
         except CloudEventError as exc:
             return problem(400, str(exc), attribute=exc.attribute)
         except DecodeError as exc:
@@ -153,11 +165,13 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
             )
         except StoreError as exc:
             return problem(503, f"the log did not take the events: {exc}")
-        return Response(
-            _encode({"ids": [e.id for e in envelopes], "positions": positions}),
-            status_code=202,
-            media_type="application/json",
-        )
+        return _encode({"ids": [e.id for e in envelopes], "positions": positions})
+
+    async def post_events(request: Request) -> Response:
+        taken = await take_events(request.headers, request.receive)
+        if isinstance(taken, Response):
+            return taken
+        return Response(taken, status_code=202, media_type="application/json")
 
     async def get_events(request: Request) -> Response:
         caller = caller_of(request)
@@ -232,9 +246,10 @@ def create_app(gateway: Gateway, access: Access | None = None) -> Starlette:
         return problem(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        return problem(500, f"internal error: {type(exc).__name__}")
+        return _internal_error(exc)
 
-    return Starlette(
+    return _GatewayApp(
+        take_events,
         routes=[
             Route("/events", post_events, methods=["POST"]),
             Route("/events", get_events, methods=["GET"]),
@@ -261,3 +276,67 @@ async def _sse(gateway: Gateway, after: int, pattern: str) -> AsyncIterator[byte
                 + encode(data)
                 + b"\n\n"
             )
+
+
+class _GatewayApp(Starlette):
+    """The gateway's Starlette application, with ``POST /events`` served straight from the
+    ASGI scope: the same handler (``take_events``) as its route, without the middleware
+    stack, routing, ``Request`` and ``Response`` objects per request (the hot path of
+    intake). Errors still answer as the route's would: a problem response, and an
+    unexpected exception a 500 problem, then raised for the server to log. Every other
+    request, and every request once middleware was added, goes through Starlette."""
+
+    def __init__(self, take_events: _TakeEvents, **options: Any) -> None:
+        super().__init__(**options)
+        self._take_events = take_events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == "/events"
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+            and not self.user_middleware
+        ):
+            await self._post_events(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def _post_events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        # ASGI header names are lower case; the first of repeated names wins (as in
+        # Starlette's ``Headers.get``)
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in reversed(scope["headers"])
+        }
+        started = False
+        try:
+            taken = await self._take_events(headers, receive)
+            if isinstance(taken, Response):
+                started = True
+                await taken(scope, receive, send)
+                return
+            started = True
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 202,
+                    "headers": [
+                        (b"content-length", str(len(taken)).encode()),
+                        (b"content-type", b"application/json"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": taken})
+        except Exception as exc:
+            if not started:
+                await _internal_error(exc)(scope, receive, send)
+            raise
+
+
+def _internal_error(exc: Exception) -> Response:
+    return problem(500, f"internal error: {type(exc).__name__}")
+
+
+_TakeEvents = Callable[[Mapping[str, str], Receive], Awaitable[Response | bytes]]
