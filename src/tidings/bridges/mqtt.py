@@ -101,6 +101,39 @@ _SESSION_EXPIRY: Final = 3600  # seconds the broker keeps the session of a bridg
 _BATCH: Final = 256  # messages taken (accepted, then acknowledged) together at most
 
 
+class _Inbox(asyncio.Queue[aiomqtt.Message]):
+    """The queue aiomqtt puts received messages in (its public ``queue_type`` option), made
+    through :func:`_inbox_type` so that the bridge holds it and takes a burst from it
+    (:func:`_burst`) without the task and ``asyncio.wait`` aiomqtt's iterator spends on
+    each message."""
+
+
+def _inbox_type(made: list[_Inbox]) -> type[_Inbox]:
+    """An :class:`_Inbox` class whose instances are appended to ``made`` as they are made."""
+
+    class Inbox(_Inbox):
+        def __init__(self, maxsize: int = 0) -> None:
+            super().__init__(maxsize)
+            made.append(self)
+
+    return Inbox
+
+
+async def _burst(first: aiomqtt.Message, inbox: _Inbox) -> list[aiomqtt.Message]:
+    """``first`` and the messages that wait behind it, up to :data:`_BATCH`. When the
+    inbox is empty the loop runs once (aiomqtt's reader takes one more message from the
+    socket each time it runs), so a burst grows as long as messages keep coming and ends
+    when the socket holds none."""
+    batch = [first]
+    while len(batch) < _BATCH:
+        if inbox.empty():
+            await asyncio.sleep(0)
+            if inbox.empty():
+                break
+        batch.append(inbox.get_nowait())
+    return batch
+
+
 def _paho(client: aiomqtt.Client) -> paho.Client:
     """The paho client inside ``client`` (for manual acknowledgement; see the module
     docstring)."""
@@ -184,6 +217,7 @@ class MqttBridge(Bridge):
         self.publish_timeout = publish_timeout
         self._backoff = Backoff(limit=backoff_limit)
         self._live: aiomqtt.Client | None = None
+        self._inbox: _Inbox | None = None  # the live client's queue of received messages
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
@@ -237,6 +271,7 @@ class MqttBridge(Bridge):
         if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = _SESSION_EXPIRY if persistent else 0
+        made: list[_Inbox] = []
         client = aiomqtt.Client(
             self.host,
             self.port,
@@ -248,7 +283,9 @@ class MqttBridge(Bridge):
             clean_start=(not persistent) if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             timeout=self.connect_timeout,
+            queue_type=_inbox_type(made),
         )
+        (inbox,) = made
         _paho(client).manual_ack_set(True)
         await client.__aenter__()
         try:
@@ -259,6 +296,7 @@ class MqttBridge(Bridge):
                 await client.__aexit__(None, None, None)
             raise
         self._live = client
+        self._inbox = inbox
         self._connected.set()
         return client
 
@@ -274,11 +312,10 @@ class MqttBridge(Bridge):
         :data:`_BATCH`), reconnecting with backoff whenever the connection drops."""
         while not self.closing:
             try:
-                messages = client.messages
-                async for message in messages:
-                    batch = [message]
-                    while len(batch) < _BATCH and len(messages):  # those waiting now
-                        batch.append(await anext(messages))
+                inbox = self._inbox
+                assert inbox is not None  # set with the live client
+                async for message in client.messages:
+                    batch = await _burst(message, inbox)
                     await self._take(batch)
                     # Accepted: acknowledge them, in the order received.
                     self._acknowledge(client, [(m.mid, m.qos) for m in batch if m.qos > 0])
