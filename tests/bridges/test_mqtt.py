@@ -379,6 +379,43 @@ async def _ignore(envelopes: Sequence[Envelope[Any]]) -> None:
     return None
 
 
+async def test_a_burst_whose_append_fails_is_acknowledged_not_at_all_and_comes_again(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """120 CloudEvents wait in the bridge's session; the log refuses every append (a refusal
+    that may pass), so the burst the bridge took is retried and none of it acknowledged.
+    The bridge stops; another on the same session gets all 120 again and the log holds
+    each once, in publish order."""
+    total = 120
+    async with MqttBridge(sink=_ignore, url=mosquitto.url, subscribe=["held/#"], client_id="h"):
+        pass  # the session now holds what is published for it
+    messages = [
+        ("held/x", JSONFormat().write(sdk_event(id=f"e-{i:03d}", data={"i": i})), None)
+        for i in range(total)
+    ]
+    await publish_raw(mosquitto, messages)
+    store = CountingStore(tmp_path / "log.db")
+    store.refusing = True
+    async with tidings.Bus(store=store) as bus:
+        bridge = MqttBridge(bus, mosquitto.url, subscribe=["held/#"], client_id="h")
+        async with bridge:
+            await wait_until(lambda: bridge.counts.retried >= 2)
+            taken = bridge.counts.received
+            assert taken > 1  # a burst, appended together first
+            assert max(store.refused) == taken
+        counts = bridge.counts
+        assert (counts.received, counts.accepted, counts.acknowledged) == (taken, 0, 0)
+        assert counts.dead_lettered == 0
+        assert store.batches == []
+        store.refusing = False
+        async with MqttBridge(bus, mosquitto.url, subscribe=["held/#"], client_id="h") as again:
+            await wait_until(lambda: again.counts.acknowledged == total)
+        records = await store.read()
+    assert [r.envelope.id for r in records] == [f"e-{i:03d}" for i in range(total)]
+    counts = again.counts
+    assert (counts.received, counts.accepted, counts.dead_lettered) == (total, total, 0)
+
+
 async def test_refusals_that_may_pass_are_retried_while_the_message_waits(
     mosquitto: Mosquitto,
 ) -> None:
