@@ -99,6 +99,7 @@ logger = logging.getLogger("tidings.bridges.mqtt")
 
 _SESSION_EXPIRY: Final = 3600  # seconds the broker keeps the session of a bridge away
 _BATCH: Final = 256  # messages taken (accepted, then acknowledged) together at most
+_TOPICS_KEPT: Final = 1024  # MQTT topics whose bus topic is kept, mapped once (then cleared)
 
 
 class _Inbox(asyncio.Queue[aiomqtt.Message]):
@@ -218,6 +219,7 @@ class MqttBridge(Bridge):
         self._backoff = Backoff(limit=backoff_limit)
         self._live: aiomqtt.Client | None = None
         self._inbox: _Inbox | None = None  # the live client's queue of received messages
+        self._bus_topics: dict[str, str] = {}  # MQTT topic -> bus topic, of those received
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
@@ -371,10 +373,15 @@ class MqttBridge(Bridge):
                 self.counts.dead_lettered += 1
 
     def _decode(self, topic: str, body: bytes, properties: Properties | None) -> Envelope[Any]:
-        try:
-            bus_topic = from_mqtt_topic(topic)
-        except InvalidTopicError as exc:
-            raise MalformedMessageError(str(exc)) from None
+        bus_topic = self._bus_topics.get(topic)
+        if bus_topic is None:
+            try:
+                bus_topic = from_mqtt_topic(topic)
+            except InvalidTopicError as exc:
+                raise MalformedMessageError(str(exc)) from None
+            if len(self._bus_topics) >= _TOPICS_KEPT:
+                self._bus_topics.clear()
+            self._bus_topics[topic] = bus_topic
         attributes: dict[str, str] = {}
         content_type: str | None = None
         if properties is not None:
