@@ -39,7 +39,9 @@ Guarantees:
 
 Manual acknowledgement needs paho-mqtt's ``manual_ack`` (paho 2.0+), which aiomqtt 2.5
 does not expose yet (aiomqtt issue #345): the bridge switches it on the paho client inside
-aiomqtt's (:func:`_paho`), the one reach into aiomqtt's internals.
+aiomqtt's (:func:`_paho`), the one reach into aiomqtt's internals. Through it the bridge
+also reads the rest of a burst itself (paho's ``loop_read``, :func:`_burst`) rather than
+waiting a turn of the event loop for each message.
 """
 
 from __future__ import annotations
@@ -120,17 +122,17 @@ def _inbox_type(made: list[_Inbox]) -> type[_Inbox]:
     return Inbox
 
 
-async def _burst(first: aiomqtt.Message, inbox: _Inbox) -> list[aiomqtt.Message]:
+def _burst(first: aiomqtt.Message, inbox: _Inbox, reader: paho.Client) -> list[aiomqtt.Message]:
     """``first`` and the messages that wait behind it, up to :data:`_BATCH`. When the
-    inbox is empty the loop runs once (aiomqtt's reader takes one more message from the
-    socket each time it runs), so a burst grows as long as messages keep coming and ends
-    when the socket holds none."""
+    inbox is empty, ``reader`` (the paho client) reads the socket once (paho's public
+    ``loop_read``, which aiomqtt's reader calls when the socket is readable; its messages
+    land in the inbox), so the burst grows while the socket holds messages, without a turn
+    of the event loop each, and ends when it holds none (or the connection failed: paho
+    then tells aiomqtt, whose iterator raises next)."""
     batch = [first]
     while len(batch) < _BATCH:
-        if inbox.empty():
-            await asyncio.sleep(0)
-            if inbox.empty():
-                break
+        if inbox.empty() and (reader.loop_read() != paho.MQTT_ERR_SUCCESS or inbox.empty()):
+            break  # no whole message in the socket now, or the connection failed
         batch.append(inbox.get_nowait())
     return batch
 
@@ -317,7 +319,7 @@ class MqttBridge(Bridge):
                 inbox = self._inbox
                 assert inbox is not None  # set with the live client
                 async for message in client.messages:
-                    batch = await _burst(message, inbox)
+                    batch = _burst(message, inbox, _paho(client))
                     await self._take(batch)
                     # Accepted: acknowledge them, in the order received.
                     self._acknowledge(client, [(m.mid, m.qos) for m in batch if m.qos > 0])
