@@ -379,6 +379,41 @@ async def _ignore(envelopes: Sequence[Envelope[Any]]) -> None:
     return None
 
 
+async def test_an_event_of_a_burst_the_bus_refuses_as_too_far_ahead_is_dead_lettered(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Of a burst of three CloudEvents, the bus refuses the one whose time leads its clock
+    by decades (ClockSkewError): it is dead-lettered with that reason, never retried, the
+    other two are appended in order, all three acknowledged."""
+    async with MqttBridge(sink=_ignore, url=mosquitto.url, subscribe=["skew/#"], client_id="s"):
+        pass  # the session now holds what is published for it
+    ahead = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+    messages = [
+        (
+            "skew/x",
+            JSONFormat().write(sdk_event(id=f"e-{i}", **({"time": ahead} if i == 1 else {}))),
+            None,
+        )
+        for i in range(3)
+    ]
+    await publish_raw(mosquitto, messages)
+    async with (
+        tidings.Bus(store=f"sqlite:///{tmp_path}/log.db") as bus,
+        MqttBridge(bus, mosquitto.url, subscribe=["skew/#"], client_id="s") as bridge,
+    ):
+        await wait_until(lambda: bridge.counts.acknowledged == 3)
+        store = bus.store
+        assert store is not None
+        records = await store.read()
+    assert [r.envelope.id for r in records if r.envelope.topic == "skew.x"] == ["e-0", "e-2"]
+    letters = [r.envelope.payload for r in records if r.envelope.topic == DEAD_LETTER_TOPIC]
+    assert len(letters) == 1
+    assert letters[0]["reason"].startswith("ClockSkewError")
+    counts = bridge.counts
+    assert (counts.received, counts.accepted, counts.dead_lettered) == (3, 2, 1)
+    assert counts.retried == 0
+
+
 async def test_a_burst_whose_append_fails_is_acknowledged_not_at_all_and_comes_again(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
