@@ -369,6 +369,78 @@ async def _ignore(envelopes: Sequence[Envelope[Any]]) -> None:
     return None
 
 
+async def test_an_event_of_a_burst_the_bus_refuses_as_too_far_ahead_is_dead_lettered(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Of a burst of three CloudEvents, the bus refuses the one whose time leads its clock
+    by decades (ClockSkewError): it is dead-lettered with that reason, never retried, the
+    other two are appended in order, all three acknowledged."""
+    async with MqttBridge(sink=_ignore, url=mosquitto.url, subscribe=["skew/#"], client_id="s"):
+        pass  # the session now holds what is published for it
+    ahead = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+    messages = [
+        (
+            "skew/x",
+            JSONFormat().write(sdk_event(id=f"e-{i}", **({"time": ahead} if i == 1 else {}))),
+            None,
+        )
+        for i in range(3)
+    ]
+    await publish_raw(mosquitto, messages)
+    async with (
+        tidings.Bus(store=f"sqlite:///{tmp_path}/log.db") as bus,
+        MqttBridge(bus, mosquitto.url, subscribe=["skew/#"], client_id="s") as bridge,
+    ):
+        await wait_until(lambda: bridge.counts.acknowledged == 3)
+        store = bus.store
+        assert store is not None
+        records = await store.read()
+    assert [r.envelope.id for r in records if r.envelope.topic == "skew.x"] == ["e-0", "e-2"]
+    letters = [r.envelope.payload for r in records if r.envelope.topic == DEAD_LETTER_TOPIC]
+    assert len(letters) == 1
+    assert letters[0]["reason"].startswith("ClockSkewError")
+    counts = bridge.counts
+    assert (counts.received, counts.accepted, counts.dead_lettered) == (3, 2, 1)
+    assert counts.retried == 0
+
+
+async def test_a_burst_whose_append_fails_is_acknowledged_not_at_all_and_comes_again(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """120 CloudEvents wait in the bridge's session; the log refuses every append (a refusal
+    that may pass), so the burst the bridge took is retried and none of it acknowledged.
+    The bridge stops; another on the same session gets all 120 again and the log holds
+    each once, in publish order."""
+    total = 120
+    async with MqttBridge(sink=_ignore, url=mosquitto.url, subscribe=["held/#"], client_id="h"):
+        pass  # the session now holds what is published for it
+    messages = [
+        ("held/x", JSONFormat().write(sdk_event(id=f"e-{i:03d}", data={"i": i})), None)
+        for i in range(total)
+    ]
+    await publish_raw(mosquitto, messages)
+    store = CountingStore(tmp_path / "log.db")
+    store.refusing = True
+    async with tidings.Bus(store=store) as bus:
+        bridge = MqttBridge(bus, mosquitto.url, subscribe=["held/#"], client_id="h")
+        async with bridge:
+            await wait_until(lambda: bridge.counts.retried >= 2)
+            taken = bridge.counts.received
+            assert taken > 1  # a burst, appended together first
+            assert max(store.refused) == taken
+        counts = bridge.counts
+        assert (counts.received, counts.accepted, counts.acknowledged) == (taken, 0, 0)
+        assert counts.dead_lettered == 0
+        assert store.batches == []
+        store.refusing = False
+        async with MqttBridge(bus, mosquitto.url, subscribe=["held/#"], client_id="h") as again:
+            await wait_until(lambda: again.counts.acknowledged == total)
+        records = await store.read()
+    assert [r.envelope.id for r in records] == [f"e-{i:03d}" for i in range(total)]
+    counts = again.counts
+    assert (counts.received, counts.accepted, counts.dead_lettered) == (total, total, 0)
+
+
 async def test_refusals_that_may_pass_are_retried_while_the_message_waits(
     mosquitto: Mosquitto,
 ) -> None:

@@ -365,7 +365,7 @@ class Intake:
             try:
                 await self.bus.emit_envelope(envelope)
             except ClockSkewError as exc:
-                raise MalformedMessageError(f"ClockSkewError: {exc}") from None
+                raise _refusal(exc) from None
         else:
             assert self.sink is not None
             await self.sink([envelope])
@@ -391,14 +391,16 @@ class Intake:
             except Exception as exc:
                 return [exc] * len(envelopes)
             return [None] * len(envelopes)
-        outcomes = await asyncio.gather(
-            *(self.accept(envelope) for envelope in envelopes), return_exceptions=True
-        )
+        emit = self.bus.emit_envelope
+        outcomes = await asyncio.gather(*map(emit, envelopes), return_exceptions=True)
         errors: list[Exception | None] = []
         for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+            if not isinstance(outcome, BaseException):
+                errors.append(None)
+            elif not isinstance(outcome, Exception):
                 raise outcome  # cancelled: the messages stay unacknowledged
-            errors.append(outcome)
+            else:
+                errors.append(_refusal(outcome))
         return errors
 
     async def _outcome(self, envelope: Envelope[Any]) -> Exception | None:
@@ -429,6 +431,15 @@ class Intake:
         else:
             assert self.sink is not None
             await self.sink([envelope])
+
+
+def _refusal(exc: Exception) -> Exception:
+    """How a bridge takes the bus's refusal ``exc``: a :class:`ClockSkewError` (the event's
+    time leads the clock too far) as :class:`MalformedMessageError`, which is not retried;
+    any other as it is."""
+    if isinstance(exc, ClockSkewError):
+        return MalformedMessageError(f"ClockSkewError: {exc}")
+    return exc
 
 
 def type_filter(patterns: Sequence[str] | None) -> Callable[[str], bool] | None:

@@ -39,7 +39,9 @@ Guarantees:
 
 Manual acknowledgement needs paho-mqtt's ``manual_ack`` (paho 2.0+), which aiomqtt 2.5
 does not expose yet (aiomqtt issue #345): the bridge switches it on the paho client inside
-aiomqtt's (:func:`_paho`), the one reach into aiomqtt's internals.
+aiomqtt's (:func:`_paho`), the one reach into aiomqtt's internals. Through it the bridge
+also reads the rest of a burst itself (paho's ``loop_read``, :func:`_burst`) rather than
+waiting a turn of the event loop for each message.
 """
 
 from __future__ import annotations
@@ -99,6 +101,40 @@ logger = logging.getLogger("tidings.bridges.mqtt")
 
 _SESSION_EXPIRY: Final = 3600  # seconds the broker keeps the session of a bridge away
 _BATCH: Final = 256  # messages taken (accepted, then acknowledged) together at most
+_TOPICS_KEPT: Final = 1024  # MQTT topics whose bus topic is kept, mapped once (then cleared)
+
+
+class _Inbox(asyncio.Queue[aiomqtt.Message]):
+    """The queue aiomqtt puts received messages in (its public ``queue_type`` option), made
+    through :func:`_inbox_type` so that the bridge holds it and takes a burst from it
+    (:func:`_burst`) without the task and ``asyncio.wait`` aiomqtt's iterator spends on
+    each message."""
+
+
+def _inbox_type(made: list[_Inbox]) -> type[_Inbox]:
+    """An :class:`_Inbox` class whose instances are appended to ``made`` as they are made."""
+
+    class Inbox(_Inbox):
+        def __init__(self, maxsize: int = 0) -> None:
+            super().__init__(maxsize)
+            made.append(self)
+
+    return Inbox
+
+
+def _burst(first: aiomqtt.Message, inbox: _Inbox, reader: paho.Client) -> list[aiomqtt.Message]:
+    """``first`` and the messages that wait behind it, up to :data:`_BATCH`. When the
+    inbox is empty, ``reader`` (the paho client) reads the socket once (paho's public
+    ``loop_read``, which aiomqtt's reader calls when the socket is readable; its messages
+    land in the inbox), so the burst grows while the socket holds messages, without a turn
+    of the event loop each, and ends when it holds none (or the connection failed: paho
+    then tells aiomqtt, whose iterator raises next)."""
+    batch = [first]
+    while len(batch) < _BATCH:
+        if inbox.empty() and (reader.loop_read() != paho.MQTT_ERR_SUCCESS or inbox.empty()):
+            break  # no whole message in the socket now, or the connection failed
+        batch.append(inbox.get_nowait())
+    return batch
 
 
 def _paho(client: aiomqtt.Client) -> paho.Client:
@@ -184,6 +220,8 @@ class MqttBridge(Bridge):
         self.publish_timeout = publish_timeout
         self._backoff = Backoff(limit=backoff_limit)
         self._live: aiomqtt.Client | None = None
+        self._inbox: _Inbox | None = None  # the live client's queue of received messages
+        self._bus_topics: dict[str, str] = {}  # MQTT topic -> bus topic, of those received
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
@@ -237,6 +275,7 @@ class MqttBridge(Bridge):
         if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = _SESSION_EXPIRY if persistent else 0
+        made: list[_Inbox] = []
         client = aiomqtt.Client(
             self.host,
             self.port,
@@ -248,7 +287,9 @@ class MqttBridge(Bridge):
             clean_start=(not persistent) if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             timeout=self.connect_timeout,
+            queue_type=_inbox_type(made),
         )
+        (inbox,) = made
         _paho(client).manual_ack_set(True)
         await client.__aenter__()
         try:
@@ -259,6 +300,7 @@ class MqttBridge(Bridge):
                 await client.__aexit__(None, None, None)
             raise
         self._live = client
+        self._inbox = inbox
         self._connected.set()
         return client
 
@@ -274,11 +316,10 @@ class MqttBridge(Bridge):
         :data:`_BATCH`), reconnecting with backoff whenever the connection drops."""
         while not self.closing:
             try:
-                messages = client.messages
-                async for message in messages:
-                    batch = [message]
-                    while len(batch) < _BATCH and len(messages):  # those waiting now
-                        batch.append(await anext(messages))
+                inbox = self._inbox
+                assert inbox is not None  # set with the live client
+                async for message in client.messages:
+                    batch = _burst(message, inbox, _paho(client))
                     await self._take(batch)
                     # Accepted: acknowledge them, in the order received.
                     self._acknowledge(client, [(m.mid, m.qos) for m in batch if m.qos > 0])
@@ -334,10 +375,15 @@ class MqttBridge(Bridge):
                 self.counts.dead_lettered += 1
 
     def _decode(self, topic: str, body: bytes, properties: Properties | None) -> Envelope[Any]:
-        try:
-            bus_topic = from_mqtt_topic(topic)
-        except InvalidTopicError as exc:
-            raise MalformedMessageError(str(exc)) from None
+        bus_topic = self._bus_topics.get(topic)
+        if bus_topic is None:
+            try:
+                bus_topic = from_mqtt_topic(topic)
+            except InvalidTopicError as exc:
+                raise MalformedMessageError(str(exc)) from None
+            if len(self._bus_topics) >= _TOPICS_KEPT:
+                self._bus_topics.clear()
+            self._bus_topics[topic] = bus_topic
         attributes: dict[str, str] = {}
         content_type: str | None = None
         if properties is not None:
