@@ -498,6 +498,28 @@ async def test_a_publisher_ahead_of_the_producer_waits_and_a_cancelled_wait_adds
     assert envelopes[held].id not in stored
 
 
+async def test_a_send_cancelled_while_its_topic_is_created_leaves_nothing_pending() -> None:
+    # Regression: a send cancelled while it waited for its new Kafka topic to be created
+    # stayed counted as unacknowledged, so flush() never found the transport idle.
+    with TansuBroker() as broker:
+        transport = KafkaTransport(broker.url, prefix="cancelled", partitions=1)
+        async with transport:
+            clock = HybridClock()
+            await transport.publish(make_envelope(clock, "first"))
+            broker.pause()
+            try:
+                fresh = make_envelope(clock, "fresh", topic="conformance.fresh")
+                send = asyncio.ensure_future(transport.send(fresh))
+                done, _ = await asyncio.wait({send}, timeout=0.5)
+                assert not done  # held: the frozen broker cannot create the topic
+                send.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await send
+            finally:
+                broker.resume()
+            assert await transport.flush(5.0) == 0
+
+
 async def test_a_held_publisher_to_a_silent_broker_gets_typed_errors_naming_each_event() -> None:
     # The broker frozen for good: the held publisher is let go as the producer gives up
     # on each batch (within publish_timeout), and every publish fails naming its event.

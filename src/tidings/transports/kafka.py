@@ -908,9 +908,13 @@ class KafkaTransport(SubjectTransport):
             if _record_size(key, body, headers) > self.max_request_size:
                 self._check_size(_event_id(origin), topic, headers, body, key)  # raises
             batcher.add(lane, key, body, headers, future, origin)
-        except Exception as exc:
+        except BaseException as exc:
+            # Nothing was added: the record no longer counts (a send cancelled while its
+            # topic is created included, or flush() would wait for it for ever).
             self._unacked -= 1
             self._freed()
+            if not isinstance(exc, Exception):
+                raise
             self._fail(future, exc, origin, sent_out=False)
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep(), name="tidings:kafka:publish-timeout")
