@@ -238,15 +238,21 @@ _new_route = object.__new__
 """Allocates a :class:`Route` whose slots the table then fills from a compiled node."""
 
 
-_Node = tuple[dict[str, "_Node"], dict[Subscription[Any], None], dict[type, _Compiled]]
-"""One token of the trie: the next tokens (literal tokens, ``*`` and ``>``), the
-subscriptions whose pattern ends here (insertion-ordered), and what a route to those of
-them an event class matches holds, by event class (compiled when first needed, valid for
-the generation it names). A tuple of three dicts: a trie grows by one per new token
-subscribed, so nodes are as cheap to make as can be."""
+_Node = list[Any]
+"""One token of the trie, a list of three dicts: the next tokens (``dict[str, _Node]``:
+literal tokens, ``*`` and ``>``), the subscriptions whose pattern ends here
+(``dict[Subscription, None]``, insertion-ordered), and what a route to those of them an
+event class matches holds (``dict[type, _Compiled]``, compiled when first needed, valid for
+the generation it names). A trie grows by one node per new token subscribed, so a node
+starts with the shared empty dict :data:`_EMPTY` in each place and gets its own dict when
+it first needs one there (a node on the way to a pattern needs no subscriptions, a node
+where one ends no children): nodes are as cheap to make as can be."""
 _CHILDREN: Final = 0
 _SUBS: Final = 1
 _COMPILED: Final = 2
+_EMPTY: Final[dict[Any, Any]] = {}
+"""The empty dict a node holds where it has nothing yet: read, never written (the table
+replaces it in the node before adding to it)."""
 
 
 class RouteTable:
@@ -278,7 +284,7 @@ class RouteTable:
         lock."""
         self._lock = threading.Lock()
         self._subs: dict[Subscription[Any], None] = {}  # insertion-ordered
-        self._root: _Node = ({}, {}, {})
+        self._root: _Node = [{}, _EMPTY, _EMPTY]
         self._generation = next(_generations)
         # The cached keys in insertion order, as a ring of ``size`` slots: inserting a key
         # evicts the one inserted ``size`` insertions before it (if it is still cached).
@@ -286,11 +292,12 @@ class RouteTable:
         self._slots = itertools.cycle(range(size))
         # What a change needs to find the cached routes of a topic: the event classes ever
         # cached in ``by_topic`` (its keys of a topic are (topic, class) for these), and the
-        # classes ever cached in ``by_type`` by their topic. Both may list classes no longer
+        # classes ever cached in ``by_type``, by their topic. Both may list classes no longer
         # cached (dropping a key not cached does nothing), never fewer; both grow only with
-        # the program's event classes, not with topics.
-        self._topic_classes: dict[type, None] = {}
-        self._type_topics: dict[str, list[type]] = {}
+        # the program's event classes, not with topics. Tuples, replaced under the lock
+        # (once per class), never changed: read without a copy.
+        self._topic_classes: tuple[type, ...] = ()
+        self._type_topics: dict[str, tuple[type, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._subs)
@@ -309,20 +316,30 @@ class RouteTable:
     def add(self, sub: Subscription[Any]) -> None:
         """Route events to ``sub`` from now on."""
         pattern = sub.pattern
-        with self._lock:
+        tokens = pattern.split(".")
+        lock = self._lock
+        lock.acquire()  # not ``with``: two calls fewer
+        try:
             self._subs[sub] = None
             node = self._root
-            for token in pattern.split("."):
+            for token in tokens:
                 children = node[_CHILDREN]
+                if children is _EMPTY:
+                    children = node[_CHILDREN] = {}
                 child = children.get(token)
                 if child is None:
-                    child = children[token] = ({}, {}, {})
+                    child = children[token] = [_EMPTY, _EMPTY, _EMPTY]
                 node = child
-            node[_SUBS][sub] = None
-            if node[_COMPILED]:
-                node[_COMPILED].clear()
+            subs = node[_SUBS]
+            if subs is _EMPTY:
+                node[_SUBS] = {sub: None}
+            else:
+                subs[sub] = None
+            node[_COMPILED] = _EMPTY  # holds no compiled parts without ``sub``
             self._generation = next(_generations)  # before the drop: see build()
             self._drop_matching(pattern)
+        finally:
+            lock.release()
         if _retired:
             fold_retired()
 
@@ -337,9 +354,7 @@ class RouteTable:
             for token in tokens:
                 path.append(path[-1][_CHILDREN][token])
             del path[-1][_SUBS][sub]
-            compiled = path[-1][_COMPILED]
-            if compiled:  # no longer holding ``sub`` (nor its handler) alive
-                compiled.clear()
+            path[-1][_COMPILED] = _EMPTY  # no longer holding ``sub`` (nor its handler) alive
             for depth in range(len(tokens), 0, -1):  # prune the nodes left empty
                 node = path[depth]
                 if node[_SUBS] or node[_CHILDREN]:
@@ -355,7 +370,7 @@ class RouteTable:
         """Drop every cached route, so each is rebuilt when next used (for example after
         subscriptions' plainness changed)."""
         with self._lock:
-            self._drop_all_locked()
+            self._drop_everything()
         if _retired:
             fold_retired()
 
@@ -363,43 +378,47 @@ class RouteTable:
         """Stop using ``sub`` (already inactive) without taking a lock: drop every cached
         route. Safe from a weakref callback inside this thread's locked code; ``sub`` stays
         in the trie, skipped, until :meth:`remove`."""
-        self._generation = next(_generations)
-        self.by_type.clear()
-        self.by_topic.clear()
+        self._drop_everything()
 
-    def _drop_all_locked(self) -> None:
+    def _drop_everything(self) -> None:
+        """A new generation, then both cache dicts emptied in place (takes no lock)."""
         self._generation = next(_generations)
         self.by_type.clear()
         self.by_topic.clear()
 
     def _drop_matching(self, pattern: str) -> None:
-        """Drop the cached routes of the topics ``pattern`` matches (lock held).
-
-        Reads each index through a copy made in one C call: a build adds to them without
-        the lock.
-        """
+        """Drop the cached routes of the topics ``pattern`` matches (lock held): for a topic,
+        one lookup per event class ever cached with ``topic=``; for a wildcard, a test of
+        each cached topic."""
+        by_topic = self.by_topic
         if "*" not in pattern and ">" not in pattern:  # validated: no wildcard token
-            self._drop_topic(pattern)
+            for event_type in self._topic_classes:
+                by_topic.pop((pattern, event_type), None)
+            classes = self._type_topics.get(pattern)
+            if classes is not None:
+                for event_type in classes:
+                    self.by_type.pop(event_type, None)
             return
         match = compile_pattern(pattern)
-        by_topic = self.by_topic
+        # A copy of the keys in one C call: builds insert without the lock.
         for key in [k for k in tuple(by_topic) if match(k[0])]:
             by_topic.pop(key, None)
         for topic, classes in tuple(self._type_topics.items()):
             if match(topic):
-                for event_type in tuple(classes):
+                for event_type in classes:
                     self.by_type.pop(event_type, None)
 
-    def _drop_topic(self, topic: str) -> None:
-        """Drop the cached routes of ``topic`` (lock held): one lookup per event class ever
-        cached with ``topic=``, one for the classes published on it."""
-        by_topic = self.by_topic
-        for event_type in tuple(self._topic_classes):
-            by_topic.pop((topic, event_type), None)
-        classes = self._type_topics.get(topic)
-        if classes is not None:
-            for event_type in tuple(classes):
-                self.by_type.pop(event_type, None)
+    def _list_class(self, event_type: type, topic: str | None) -> None:
+        """List ``event_type`` as cached in ``by_topic`` (``topic`` None) or in ``by_type`` on
+        ``topic``, so that changes find its routes: under the lock, once per class."""
+        with self._lock:
+            if topic is None:
+                if event_type not in self._topic_classes:
+                    self._topic_classes = (*self._topic_classes, event_type)
+            else:
+                listed = self._type_topics.get(topic, ())
+                if event_type not in listed:
+                    self._type_topics[topic] = (*listed, event_type)
 
     # ------------------------------------------------------------------ routes
 
@@ -437,11 +456,8 @@ class RouteTable:
             topic = topic_of(event_type)
             tokens = topic.split(".")
             key, cache = event_type, self.by_type
-            listed = self._type_topics.get(topic)
-            if listed is None:
-                self._type_topics[topic] = [event_type]
-            elif event_type not in listed:
-                listed.append(event_type)
+            if event_type not in self._type_topics.get(topic, ()):
+                self._list_class(event_type, topic)
         else:
             # validate_topic's rule, inlined (a call would cost as much as the check): no
             # character outside a topic's, no empty token, at most MAX_TOPIC_LENGTH characters.
@@ -454,7 +470,7 @@ class RouteTable:
                 tokens = topic.split(".")
             key, cache = (topic, event_type), self.by_topic
             if event_type not in self._topic_classes:
-                self._topic_classes[event_type] = None
+                self._list_class(event_type, None)
         # Build the route, then cache it unless the table changed meanwhile. Takes no lock:
         # a change moves the generation after changing the trie and before dropping the
         # cached routes it affects, and this inserts before checking the generation again.
@@ -545,7 +561,11 @@ class RouteTable:
                 compiled = _compile(generation, ())
         else:
             compiled = _compile(generation, _matching((node,), event_type))
-        node[_COMPILED][event_type] = compiled
+        held = node[_COMPILED]
+        if held is _EMPTY:
+            node[_COMPILED] = {event_type: compiled}
+        else:
+            held[event_type] = compiled
         return compiled
 
 
