@@ -533,10 +533,13 @@ class RouteTable:
             old = ring[at]
             ring[at] = key
             if old is not None:
-                if type(old) is tuple:
-                    self.by_topic.pop(old, None)
-                else:
-                    self.by_type.pop(old, None)
+                try:  # a del: no method call (the key may have been dropped meanwhile)
+                    if type(old) is tuple:
+                        del self.by_topic[old]
+                    else:
+                        del self.by_type[old]
+                except KeyError:
+                    pass
             cache[key] = route  # another thread's build of the same key meanwhile: replaced
             if self._generation != generation:  # changed (or released) while inserting
                 cache.pop(key, None)

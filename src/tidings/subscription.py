@@ -700,11 +700,14 @@ class Subscription(Generic[T]):
 
     def _stats(self) -> _Counts:
         counts = self._counts
-        if counts is None:
-            with _counts_lock:
+        if counts is None:  # the first time: made once, under the lock
+            _counts_lock.acquire()  # not ``with``: two calls fewer on a subscription's first route
+            try:
                 counts = self._counts
                 if counts is None:
                     counts = self._counts = _Counts()
+            finally:
+                _counts_lock.release()
         return counts
 
     def delivery_counter(self) -> itertools.count[int]:
