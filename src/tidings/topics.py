@@ -152,16 +152,26 @@ def validate_topic(topic: str) -> str:
     return topic
 
 
+_last_topic: object = None
+"""The last topic :func:`validate_pattern` found valid (a str): the same object again (a
+literal subscribed to many times) needs no check."""
+
+
 def validate_pattern(pattern: str) -> str:
     """Return ``pattern`` unchanged if it is a valid topic or wildcard pattern.
 
-    A topic is checked as :func:`validate_topic` checks it; a pattern with a wildcard
-    through a cache (a program subscribes to few distinct wildcard patterns).
+    A topic is checked as :func:`validate_topic` checks it (the last one found valid is
+    remembered); a pattern with a wildcard through a cache (a program subscribes to few
+    distinct wildcard patterns).
 
     Raises:
         InvalidTopicError: naming the first bad token, or saying that ``pattern`` is no str.
     """
+    global _last_topic
+    if pattern is _last_topic:
+        return pattern
     if _is_topic(pattern):
+        _last_topic = pattern
         return pattern
     if not isinstance(pattern, str):
         raise _not_a_str(pattern, "pattern")
