@@ -253,6 +253,9 @@ _COMPILED: Final = 2
 _EMPTY: Final[dict[Any, Any]] = {}
 """The empty dict a node holds where it has nothing yet: read, never written (the table
 replaces it in the node before adding to it)."""
+_NOWHERE: Final[_Node] = [_EMPTY, _EMPTY, _EMPTY]
+"""A node outside the trie, with nothing: where a walk whose first step found no node goes
+on (read, never written)."""
 
 
 class RouteTable:
@@ -484,13 +487,11 @@ class RouteTable:
         # (_match_from). Most nodes have no wildcard child: a containment test says so
         # without a call.
         found: list[_Node] = []
-        node: _Node | None = self._root
+        node: _Node = self._root
         rest = iter(tokens)
         if tokens[0] == INTERNAL_TOKEN:  # an internal topic: no leading wildcard matches it
-            node = node[_CHILDREN].get(next(rest))  # type: ignore[index]
+            node = node[_CHILDREN].get(next(rest)) or _NOWHERE
         for token in rest:
-            if node is None:
-                break
             children = node[_CHILDREN]
             if ">" in children:
                 tail = children.get(">")
@@ -503,12 +504,13 @@ class RouteTable:
                     if child is None:
                         node = star
                         continue
-                    node = None
                     _match_from([child, star], rest, found)
                     break
+            if child is None:
+                break
             node = child
         else:
-            if node is not None and node[_SUBS]:
+            if node[_SUBS]:
                 found.append(node)
         if len(found) == 1:  # the common case: the route of one node's subscriptions
             compiled = found[0][_COMPILED].get(event_type)
