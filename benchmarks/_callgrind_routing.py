@@ -1,10 +1,12 @@
-"""R1 under callgrind: instructions per first publish to a new topic, as ``bench_routing``
-measures it (10,000 mixed subscriptions, new topics from a fresh bus, garbage collection on).
+"""R1 and R4 under callgrind: instructions per first publish to a new topic, and per
+subscribe and cancel at 100,000 subscriptions on as many topics, as ``bench_routing``
+measures them.
 
-``python _callgrind_routing.py N`` subscribes as R1 does, then publishes to N new topics
-inside one ``functools.reduce`` call and N times to one cached topic inside another, so
-that callgrind, collecting only inside ``functools_reduce`` and dumping after each call,
-writes one profile per phase::
+``python _callgrind_routing.py N`` subscribes as R1 does (10,000 mixed subscriptions, new
+topics from a fresh bus, garbage collection on), then publishes to N new topics inside one
+``functools.reduce`` call and N times to one cached topic inside another, so that callgrind,
+collecting only inside ``functools_reduce`` and dumping after each call, writes one profile
+per phase::
 
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \\
         --dump-after=functools_reduce --callgrind-out-file=cg.out \\
@@ -12,6 +14,11 @@ writes one profile per phase::
 
 Instructions per first publish: the ``totals:`` of ``cg.out.1`` divided by N (``cg.out.2``:
 per cached publish, for comparison).
+
+``python _callgrind_routing.py N subscribe`` (N at most 100,000) fills a bus as R4 does
+(100,000 - N subscriptions, one per topic, the probed topics' routes cached, garbage
+collection off), then makes N subscriptions inside one ``functools.reduce`` call and cancels
+them inside another: ``cg.out.1`` / N per subscribe, ``cg.out.2`` / N per cancel.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import sys
 import tidings
 from bench_routing import SUBSCRIPTIONS, Reading, subscribe_mix
 
+R4_TOTAL = 100_000
 
-def main(n: int) -> None:
+
+def first_publish(n: int) -> None:
     hits = [0]
 
     def handler(event: object) -> None:
@@ -43,5 +52,29 @@ def main(n: int) -> None:
     assert hits[0] == 2 * n, hits
 
 
+def subscribe_cancel(n: int) -> None:
+    bus = tidings.Bus()
+    reading = Reading(0)
+
+    def handler(event: object) -> None:
+        pass
+
+    for i in range(R4_TOTAL - n):
+        bus.subscribe(f"bench.t{i}.x", handler)
+    topics = [f"bench.t{i}.x" for i in range(R4_TOTAL - n, R4_TOTAL)]
+    for topic in topics:
+        bus.publish(reading, topic=topic)
+    subs: list[tidings.Subscription[object]] = []
+    gc.collect()
+    gc.disable()
+    functools.reduce(lambda _, topic: subs.append(bus.subscribe(topic, handler)), topics, None)
+    functools.reduce(lambda _, sub: sub.cancel(), subs, None)
+    gc.enable()
+    assert len(bus.subscriptions()) == R4_TOTAL - n
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    if sys.argv[2:] == ["subscribe"]:
+        subscribe_cancel(int(sys.argv[1]))
+    else:
+        first_publish(int(sys.argv[1]))

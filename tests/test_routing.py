@@ -309,38 +309,116 @@ def test_no_stale_route_while_threads_publish_and_another_subscribes_and_cancels
 
 def test_a_route_built_across_a_subscribe_is_not_cached() -> None:
     """The generation check, made deterministic: another thread's subscribe lands between
-    a build's trie walk and its insert."""
+    a build's trie walk and its insert (here: while the build compiles the node it found)."""
     table = RouteTable()
+    first = _subscription("rtq.a")
+    table.add(first)
     late = _subscription("rtq.*")
-    walk = table._match
+    compile_node = table._compile_node
 
-    def walk_then_subscribe(tokens: list[str]) -> list[Any]:
-        found = walk(tokens)
-        del table._match  # once
+    def compile_then_subscribe(node: Any, event_type: type, generation: int) -> Any:
+        del table._compile_node  # once
         table.add(late)
-        return found
+        return compile_node(node, event_type, generation)
 
-    table._match = walk_then_subscribe  # type: ignore[method-assign]
-    assert table.route(Other, "rtq.a").subs == ()  # its publish started before the change
-    assert table.route(Other, "rtq.a").subs == (late,)  # not cached: rebuilt with it
+    table._compile_node = compile_then_subscribe  # type: ignore[method-assign]
+    assert table.route(Other, "rtq.a").subs == (first,)  # its publish started before
+    assert table.cached == 0
+    assert table.route(Other, "rtq.a").subs == (first, late)  # not cached: rebuilt
+
+
+class _ChangingAsItInserts(dict[Any, Route]):
+    """A route cache that runs ``change`` once, as a build inserts its route (the build
+    takes no lock: a change may land between its generation check and its insert)."""
+
+    def __init__(self, change: Any) -> None:
+        super().__init__()
+        self.change = change
+
+    def __setitem__(self, key: Any, route: Route) -> None:
+        change, self.change = self.change, None
+        if change is not None:
+            change()
+        super().__setitem__(key, route)
 
 
 def test_a_route_inserted_while_its_subscription_is_released_is_dropped() -> None:
     """The check after the insert: the owner of a routed subscription is collected (release,
-    lock-free) between a build's generation check and its insert (here: as the build inserts
-    into the cache, under the lock)."""
+    lock-free) between a build's generation check and its insert."""
     table = RouteTable()
     gone = _subscription("rtq.a")
     table.add(gone)
 
-    class ReleasingAsItInserts(dict[Any, Route]):
-        def setdefault(self, key: Any, default: Any = None) -> Any:
-            if gone.active:  # once, after the build's generation check
-                gone.active = False
-                table.release(gone)
-            return super().setdefault(key, default)
+    def release() -> None:
+        gone.active = False
+        table.release(gone)
 
-    table.by_topic = ReleasingAsItInserts()
+    table.by_topic = _ChangingAsItInserts(release)
     assert table.route(Other, "rtq.a").subs == (gone,)  # built before the release
     assert table.cached == 0
     assert table.route(Other, "rtq.a").subs == ()
+
+
+@pytest.mark.parametrize("late", ["rtq.a", "rtq.*", "rtq.>", ">"])
+def test_a_route_inserted_while_a_subscribe_lands_is_dropped(late: str) -> None:
+    """A subscribe (literal or wildcard) made entirely between a build's generation check
+    and its insert: the build's check after the insert sees it, so the route that missed
+    the new subscription is not left cached."""
+    table = RouteTable()
+    first = _subscription("rtq.a")
+    table.add(first)
+    added = _subscription(late)
+    table.by_topic = _ChangingAsItInserts(lambda: table.add(added))
+    assert table.route(Other, "rtq.a").subs == (first,)  # built before the subscribe
+    assert table.cached == 0
+    assert table.route(Other, "rtq.a").subs == (first, added)
+
+
+def test_a_change_drops_the_routes_of_every_event_class_on_its_topic() -> None:
+    """The routes of one topic for several event classes (``topic=``) and of a class on its
+    own topic are all dropped by a literal and by a wildcard change, none other."""
+    table = RouteTable()
+    on_a = {cls: table.route(cls, "rtq.a") for cls in TYPES}
+    typed = table.route(Base, None)  # Base's own topic: rtq.a
+    other = table.route(Other, None)  # rtq.b
+    elsewhere = table.route(Other, "rtq.b.c")
+    table.add(_subscription("rtq.a"))
+    assert all(table.route(cls, "rtq.a") is not on_a[cls] for cls in TYPES)
+    assert all(len(table.route(cls, "rtq.a").subs) == 1 for cls in TYPES)
+    assert table.route(Base, None) is not typed
+    assert table.route(Other, None) is other
+    assert table.route(Other, "rtq.b.c") is elsewhere
+    kept = {cls: table.route(cls, "rtq.a") for cls in TYPES}
+    typed = table.route(Base, None)
+    table.add(_subscription("*.a"))
+    assert all(len(table.route(cls, "rtq.a").subs) == 2 for cls in TYPES)
+    assert all(table.route(cls, "rtq.a") is not kept[cls] for cls in TYPES)
+    assert table.route(Base, None) is not typed
+    assert len(table.route(Base, None).subs) == 2
+    assert table.route(Other, None) is other
+    assert table.route(Other, "rtq.b.c") is elsewhere
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["", "a..b", ".a", "a.", "a.*", "a.>", "*", "a b", "a.é", "x" * 256, 7, None.__class__],
+)
+def test_an_invalid_topic_raises_on_every_path_and_is_never_cached(topic: Any) -> None:
+    """route() and build() (the bus's path after a cache miss) both refuse a bad topic with
+    the typed error, whether or not the trie has nodes its tokens would reach, and cache
+    nothing; a bus refuses it on every publish."""
+    table = RouteTable()
+    for pattern in ("a.*", "a.>", "*", ">", "a.b"):
+        table.add(_subscription(pattern))
+    for _ in range(2):
+        with pytest.raises(tidings.InvalidTopicError):
+            table.route(Other, topic)
+        with pytest.raises(tidings.InvalidTopicError):
+            table.build(Other, topic)
+    assert table.cached == 0
+    bus = tidings.Bus()
+    bus.subscribe(">", _handler)
+    bus.publish(Other(), topic="a.b")  # a valid topic: cached
+    for _ in range(2):
+        with pytest.raises(tidings.InvalidTopicError):
+            bus.publish(Other(), topic=topic)

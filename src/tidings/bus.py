@@ -963,10 +963,12 @@ class Bus:
         else:
             try:
                 route = self._topic_routes.get((topic, type(event)))
-            except TypeError:  # an unhashable topic: _route says what is wrong with it
+            except TypeError:  # an unhashable topic: build() says what is wrong with it
                 route = None
-            if route is None:
-                route = self._route(type(event), topic)
+            if route is None:  # a new topic: built without looking it up again
+                if self._gone:
+                    self._remove_gone()
+                route = self._table.build(type(event), topic)
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
         # HybridClock.now()'s send rule, inlined (a call costs as much as the rule itself):

@@ -17,17 +17,20 @@ bounded *route cache* in front of it:
 - **Compiled nodes.** What a route holds besides its topic (its subscriptions in order,
   fast paths, counter) is compiled once per trie node and event class, kept in the node
   and valid for the table's generation it was compiled at; so a route of one node's
-  subscriptions (the common case: a new topic matched by one pattern) is a trie walk and
-  a copy of the node's compiled parts into a new :class:`Route`. Routes matched by
-  several nodes are compiled from their merged subscriptions each time.
+  subscriptions (the common case: a new topic matched by one pattern) is a check of the
+  topic, a trie walk and a copy of the node's compiled parts into a new :class:`Route`,
+  cached without a lock. Routes matched by several nodes are compiled from their merged
+  subscriptions each time.
 - **Cache.** Built routes are kept in two dicts that the bus reads without a lock:
   :attr:`RouteTable.by_type` (events published on their class's topic) and
   :attr:`RouteTable.by_topic` (``(topic, event class)``). Together they hold at most
-  ``size`` routes: each insert takes the next slot of a ring of ``size`` keys and evicts
-  the key inserted there ``size`` inserts before, if it is still cached (first in, first
-  out). Publishing to millions of distinct topics therefore keeps memory flat.
+  ``size`` routes (plus, for a moment, one per build still inserting on another thread):
+  each insert takes the next slot of a ring of ``size`` keys and evicts the key inserted
+  there ``size`` inserts before, if it is still cached (first in, first out). Publishing
+  to millions of distinct topics therefore keeps memory flat.
 - **Cheap changes.** Subscribing and cancelling touch the subscription's trie path and
-  the cached routes it matches: a literal pattern drops exactly its topic's routes, a
+  the cached routes it matches: a literal pattern drops exactly its topic's routes (one
+  lookup per event class ever published with ``topic=``, as the table lists them), a
   wildcard the cached topics it matches. No other route is rebuilt.
 
 Guarantees and invariants:
@@ -35,15 +38,17 @@ Guarantees and invariants:
 - **Replaced, never mutated.** A route is immutable once built: a dispatch keeps working
   on the subscriptions its route had when it started. A cache hit is one ``dict.get``.
 - **No stale route.** Every change (add, remove, :meth:`RouteTable.drop_all`) is made
-  under the table's lock: the trie first, then the cached routes it affects, then a new
-  *generation* (a unique number from an atomic counter) is published; a compiled node is
-  used only at the generation it was compiled at. A route is built
-  from a lock-free trie walk that starts by reading the generation; it is cached, under
-  the lock, only if the generation is still the one it started from, and it is dropped
-  again if the generation moved while it was being inserted. So a route that missed a
-  change (or saw half of one) is never cached after that change returned, even while other
-  threads build routes. A route built from a moved generation still serves the publish
-  that built it: that publish started before the change returned.
+  under the table's lock: the trie first, then a new *generation* (a unique number from an
+  atomic counter) is published, then the cached routes it affects are dropped; a compiled
+  node is used only at the generation it was compiled at. A route is built without a lock,
+  from a trie walk that starts by reading the generation; it is inserted only if the
+  generation is still the one it started from, and dropped again if the generation moved
+  by the time the insert is done. A change that landed before that last check is seen by
+  it; one that did not drops the route itself (its drop follows its new generation). So
+  a route that missed a change (or saw half of one) is never cached after that change
+  returned, even while other threads build routes. A route built from a moved generation
+  still serves the publish that built it: that publish started before the change
+  returned.
 - **Lock-free release.** :meth:`RouteTable.release` (a subscription's owner was collected:
   called from a weakref callback, possibly inside this thread's locked code) takes no lock:
   the subscription is already inactive, so routes built from now on skip it; release
@@ -73,7 +78,7 @@ from tidings.subscription import INLINE, TASK, Subscription, route_counters
 from tidings.topics import (
     INTERNAL_TOKEN,
     MAX_TOPIC_LENGTH,
-    TOPIC_SYNTAX,
+    NOT_IN_TOPIC,
     compile_pattern,
     validate_topic,
 )
@@ -226,22 +231,31 @@ fold_retired = route_counters.fold
 _retired = route_counters.retired
 """The keys :func:`fold_retired` has to fold (tested first: most changes retire none)."""
 
-_topic = TOPIC_SYNTAX.fullmatch
-"""Matches a valid topic (of at most ``MAX_TOPIC_LENGTH`` characters) in full."""
+_stray = NOT_IN_TOPIC.search
+"""Finds a character no topic has (in a valid topic: nothing, so no match is allocated)."""
 
 _new_route = object.__new__
 """Allocates a :class:`Route` whose slots the table then fills from a compiled node."""
 
 
-_Node = tuple[dict[str, "_Node"], dict[Subscription[Any], None], dict[type, _Compiled]]
-"""One token of the trie: the next tokens (literal tokens, ``*`` and ``>``), the
-subscriptions whose pattern ends here (insertion-ordered), and what a route to those of
-them an event class matches holds, by event class (compiled when first needed, valid for
-the generation it names). A tuple of three dicts: a trie grows by one per new token
-subscribed, so nodes are as cheap to make as can be."""
+_Node = list[Any]
+"""One token of the trie, a list of three dicts: the next tokens (``dict[str, _Node]``:
+literal tokens, ``*`` and ``>``), the subscriptions whose pattern ends here
+(``dict[Subscription, None]``, insertion-ordered), and what a route to those of them an
+event class matches holds (``dict[type, _Compiled]``, compiled when first needed, valid for
+the generation it names). A trie grows by one node per new token subscribed, so a node
+starts with the shared empty dict :data:`_EMPTY` in each place and gets its own dict when
+it first needs one there (a node on the way to a pattern needs no subscriptions, a node
+where one ends no children): nodes are as cheap to make as can be."""
 _CHILDREN: Final = 0
 _SUBS: Final = 1
 _COMPILED: Final = 2
+_EMPTY: Final[dict[Any, Any]] = {}
+"""The empty dict a node holds where it has nothing yet: read, never written (the table
+replaces it in the node before adding to it)."""
+_NOWHERE: Final[_Node] = [_EMPTY, _EMPTY, _EMPTY]
+"""A node outside the trie, with nothing: where a walk whose first step found no node goes
+on (read, never written)."""
 
 
 class RouteTable:
@@ -273,16 +287,20 @@ class RouteTable:
         lock."""
         self._lock = threading.Lock()
         self._subs: dict[Subscription[Any], None] = {}  # insertion-ordered
-        self._root: _Node = ({}, {}, {})
+        self._root: _Node = [{}, _EMPTY, _EMPTY]
         self._generation = next(_generations)
         # The cached keys in insertion order, as a ring of ``size`` slots: inserting a key
-        # evicts the one inserted ``size`` insertions before it.
-        # And the keys cached per topic: a key, or a list of them. Both may also hold keys no
-        # longer cached (harmless: dropping or evicting a key no longer cached does
-        # nothing), never fewer: every cached key is in both.
+        # evicts the one inserted ``size`` insertions before it (if it is still cached).
         self._ring: list[Any] = [None] * size
         self._slots = itertools.cycle(range(size))
-        self._topics: dict[str, Any] = {}
+        # What a change needs to find the cached routes of a topic: the event classes ever
+        # cached in ``by_topic`` (its keys of a topic are (topic, class) for these), and the
+        # classes ever cached in ``by_type``, by their topic. Both may list classes no longer
+        # cached (dropping a key not cached does nothing), never fewer; both grow only with
+        # the program's event classes, not with topics. Tuples, replaced under the lock
+        # (once per class), never changed: read without a copy.
+        self._topic_classes: tuple[type, ...] = ()
+        self._type_topics: dict[str, tuple[type, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._subs)
@@ -301,23 +319,30 @@ class RouteTable:
     def add(self, sub: Subscription[Any]) -> None:
         """Route events to ``sub`` from now on."""
         pattern = sub.pattern
-        with self._lock:
+        tokens = pattern.split(".")
+        lock = self._lock
+        lock.acquire()  # not ``with``: two calls fewer
+        try:
             self._subs[sub] = None
             node = self._root
-            for token in pattern.split("."):
+            for token in tokens:
                 children = node[_CHILDREN]
+                if children is _EMPTY:
+                    children = node[_CHILDREN] = {}
                 child = children.get(token)
                 if child is None:
-                    child = children[token] = ({}, {}, {})
+                    child = children[token] = [_EMPTY, _EMPTY, _EMPTY]
                 node = child
-            node[_SUBS][sub] = None
-            if node[_COMPILED]:
-                node[_COMPILED].clear()
-            if "*" in pattern or ">" in pattern:
-                self._drop_matching(pattern)
-            elif pattern in self._topics:  # a topic: its routes, if any is cached
-                self._drop_topic(pattern)
-            self._generation = next(_generations)
+            subs = node[_SUBS]
+            if subs is _EMPTY:
+                node[_SUBS] = {sub: None}
+            else:
+                subs[sub] = None
+            node[_COMPILED] = _EMPTY  # holds no compiled parts without ``sub``
+            self._generation = next(_generations)  # before the drop: see build()
+            self._drop_matching(pattern)
+        finally:
+            lock.release()
         if _retired:
             fold_retired()
 
@@ -332,16 +357,14 @@ class RouteTable:
             for token in tokens:
                 path.append(path[-1][_CHILDREN][token])
             del path[-1][_SUBS][sub]
-            compiled = path[-1][_COMPILED]
-            if compiled:  # no longer holding ``sub`` (nor its handler) alive
-                compiled.clear()
+            path[-1][_COMPILED] = _EMPTY  # no longer holding ``sub`` (nor its handler) alive
             for depth in range(len(tokens), 0, -1):  # prune the nodes left empty
                 node = path[depth]
                 if node[_SUBS] or node[_CHILDREN]:
                     break
                 del path[depth - 1][_CHILDREN][tokens[depth - 1]]
+            self._generation = next(_generations)  # before the drop: see build()
             self._drop_matching(pattern)
-            self._generation = next(_generations)
         if _retired:
             fold_retired()
         return True
@@ -350,7 +373,7 @@ class RouteTable:
         """Drop every cached route, so each is rebuilt when next used (for example after
         subscriptions' plainness changed)."""
         with self._lock:
-            self._drop_all_locked()
+            self._drop_everything()
         if _retired:
             fold_retired()
 
@@ -358,46 +381,73 @@ class RouteTable:
         """Stop using ``sub`` (already inactive) without taking a lock: drop every cached
         route. Safe from a weakref callback inside this thread's locked code; ``sub`` stays
         in the trie, skipped, until :meth:`remove`."""
-        self._generation = next(_generations)
-        self.by_type.clear()
-        self.by_topic.clear()
+        self._drop_everything()
 
-    def _drop_all_locked(self) -> None:
+    def _drop_everything(self) -> None:
+        """A new generation, then both cache dicts emptied in place (takes no lock)."""
+        self._generation = next(_generations)
         self.by_type.clear()
         self.by_topic.clear()
-        self._topics.clear()
-        self._generation = next(_generations)
 
     def _drop_matching(self, pattern: str) -> None:
-        """Drop the cached routes of the topics ``pattern`` matches (lock held)."""
+        """Drop the cached routes of the topics ``pattern`` matches (lock held): for a topic,
+        one lookup per event class ever cached with ``topic=``; for a wildcard, a test of
+        each cached topic."""
+        by_topic = self.by_topic
         if "*" not in pattern and ">" not in pattern:  # validated: no wildcard token
-            self._drop_topic(pattern)
+            for event_type in self._topic_classes:
+                by_topic.pop((pattern, event_type), None)
+            classes = self._type_topics.get(pattern)
+            if classes is not None:
+                for event_type in classes:
+                    self.by_type.pop(event_type, None)
             return
         match = compile_pattern(pattern)
-        for topic in [t for t in self._topics if match(t)]:
-            self._drop_topic(topic)
+        # A copy of the keys in one C call: builds insert without the lock.
+        for key in [k for k in tuple(by_topic) if match(k[0])]:
+            by_topic.pop(key, None)
+        for topic, classes in tuple(self._type_topics.items()):
+            if match(topic):
+                for event_type in classes:
+                    self.by_type.pop(event_type, None)
 
-    def _drop_topic(self, topic: str) -> None:
-        keys = self._topics.pop(topic, None)
-        if keys is None:
-            return
-        if type(keys) is list:
-            for key in keys:
-                self._forget(key)
-        else:
-            self._forget(keys)
-
-    def _forget(self, key: Any) -> None:
-        if type(key) is tuple:
-            self.by_topic.pop(key, None)
-        else:
-            self.by_type.pop(key, None)
+    def _list_class(self, event_type: type, topic: str | None) -> None:
+        """List ``event_type`` as cached in ``by_topic`` (``topic`` None) or in ``by_type`` on
+        ``topic``, so that changes find its routes: under the lock, once per class."""
+        with self._lock:
+            if topic is None:
+                if event_type not in self._topic_classes:
+                    self._topic_classes = (*self._topic_classes, event_type)
+            else:
+                listed = self._type_topics.get(topic, ())
+                if event_type not in listed:
+                    self._type_topics[topic] = (*listed, event_type)
 
     # ------------------------------------------------------------------ routes
 
     def route(self, event_type: type, topic: str | None) -> Route:
         """The route of an event of ``event_type`` published on ``topic`` (``None``: its
-        class's topic): from the cache, else built and cached.
+        class's topic): from the cache, else built and cached (:meth:`build`).
+
+        Raises:
+            TopicRequiredError: if ``topic`` is ``None`` and the class names no topic.
+            InvalidTopicError: if ``topic`` is malformed.
+        """
+        if topic is None:
+            route = self.by_type.get(event_type)
+        else:
+            try:
+                route = self.by_topic.get((topic, event_type))
+            except TypeError:  # an unhashable topic: build() says what is wrong with it
+                route = None
+        if route is None:
+            return self.build(event_type, topic)
+        return route
+
+    def build(self, event_type: type, topic: str | None) -> Route:
+        """:meth:`route` for a caller that has just looked in the cache and missed: build the
+        route and cache it, without a second lookup. Only a topic that is not cached is
+        validated (an invalid one is never cached).
 
         Raises:
             TopicRequiredError: if ``topic`` is ``None`` and the class names no topic.
@@ -406,73 +456,95 @@ class RouteTable:
         key: Any
         cache: dict[Any, Route]
         if topic is None:
-            route = self.by_type.get(event_type)
-            if route is not None:
-                return route
-            key, cache, topic = event_type, self.by_type, topic_of(event_type)
+            topic = topic_of(event_type)
+            tokens = topic.split(".")
+            key, cache = event_type, self.by_type
+            if event_type not in self._type_topics.get(topic, ()):
+                self._list_class(event_type, topic)
         else:
-            # validate_topic, inlined (its call would cost as much as its one regex match)
-            if type(topic) is not str or len(topic) > MAX_TOPIC_LENGTH or _topic(topic) is None:
+            # validate_topic's rule, inlined (a call would cost as much as the check): no
+            # character outside a topic's, no empty token, at most MAX_TOPIC_LENGTH characters.
+            if type(topic) is str and len(topic) <= MAX_TOPIC_LENGTH and _stray(topic) is None:
+                tokens = topic.split(".")
+                if "" in tokens:
+                    validate_topic(topic)  # raises, naming the empty token
+            else:
                 topic = validate_topic(topic)  # raises, naming what is wrong (a str subclass)
-            key = (topic, event_type)
-            route = self.by_topic.get(key)
-            if route is not None:
-                return route
-            cache = self.by_topic
-        # A miss: build the route of ``key`` and cache it unless the table changed meanwhile
-        # (one function with the lookup: a call fewer on every cache miss).
+                tokens = topic.split(".")
+            key, cache = (topic, event_type), self.by_topic
+            if event_type not in self._topic_classes:
+                self._list_class(event_type, None)
+        # Build the route, then cache it unless the table changed meanwhile. Takes no lock:
+        # a change moves the generation after changing the trie and before dropping the
+        # cached routes it affects, and this inserts before checking the generation again.
+        # So either that check sees the change (the route is dropped here), or the change's
+        # drop comes after this insert (and drops it): a route that missed a change is
+        # never left cached after the change returned.
         generation = self._generation
-        nodes = self._match(topic.split("."))
-        if len(nodes) == 1:  # the common case: the route of one node's subscriptions
-            compiled = nodes[0][_COMPILED].get(event_type)
+        # The trie walk, lock-free: each step reads the trie with one dict operation (atomic
+        # under the GIL). One node matches so far (the common case: no list per token), until
+        # a token matches both a literal and a ``*`` child; then every node of the frontier
+        # (_match_from). Most nodes have no wildcard child: a containment test says so
+        # without a call.
+        found: list[_Node] = []
+        node: _Node = self._root
+        rest = iter(tokens)
+        if tokens[0] == INTERNAL_TOKEN:  # an internal topic: no leading wildcard matches it
+            node = node[_CHILDREN].get(next(rest)) or _NOWHERE
+        for token in rest:
+            children = node[_CHILDREN]
+            if ">" in children:
+                tail = children.get(">")
+                if tail is not None:
+                    found.append(tail)
+            child = children.get(token)
+            if "*" in children:
+                star = children.get("*")
+                if star is not None:
+                    if child is None:
+                        node = star
+                        continue
+                    _match_from([child, star], rest, found)
+                    break
+            if child is None:
+                break
+            node = child
+        else:
+            if node[_SUBS]:
+                found.append(node)
+        if len(found) == 1:  # the common case: the route of one node's subscriptions
+            compiled = found[0][_COMPILED].get(event_type)
             if compiled is None or compiled[0] != generation:
-                compiled = self._compile_node(nodes[0], event_type, generation)
-        elif nodes:
-            compiled = _compile(generation, _matching(nodes, event_type))
+                compiled = self._compile_node(found[0], event_type, generation)
+        elif found:
+            compiled = _compile(generation, _matching(found, event_type))
         else:
             compiled = _NO_ROUTE
         # A Route from its compiled parts, slot by slot: no __init__ to call.
-        built: Route = _new_route(Route)
-        built.topic = topic
-        _, built.subs, built.fast, built.fast_async, built.chained, built.count, built._counter = (
+        route: Route = _new_route(Route)
+        route.topic = topic
+        _, route.subs, route.fast, route.fast_async, route.chained, route.count, route._counter = (
             compiled
         )
-        built._slow = None
-        route = built
-        lock = self._lock
-        lock.acquire()  # not ``with``: two calls fewer on every cache miss
-        try:
-            if self._generation == generation:
-                # Take the next slot of the ring, evicting the key inserted there ``size``
-                # inserts ago (nothing to do if it was dropped meanwhile), then insert.
-                at = next(self._slots)
-                ring = self._ring
-                old = ring[at]
-                topics = self._topics
-                if old is not None:
-                    if type(old) is tuple:  # _forget, inlined
-                        self.by_topic.pop(old, None)
-                        old_topic = old[0]
+        route._slow = None
+        if self._generation == generation:
+            # Take the next slot of the ring, evicting the key inserted there ``size``
+            # inserts ago (if it is still cached), then insert.
+            at = next(self._slots)
+            ring = self._ring
+            old = ring[at]
+            ring[at] = key
+            if old is not None:
+                try:  # a del: no method call (the key may have been dropped meanwhile)
+                    if type(old) is tuple:
+                        del self.by_topic[old]
                     else:
-                        self.by_type.pop(old, None)
-                        old_topic = topic_of(old)
-                    listed = topics.pop(old_topic, None)
-                    if listed is not None and listed != old:  # the topic has others
-                        self._unlist(old, old_topic, listed)
-                ring[at] = key
-                listed = topics.setdefault(topic, key)
-                if listed is not key:  # the topic's second key (another class), or more
-                    if type(listed) is list:
-                        listed.append(key)
-                    else:
-                        topics[topic] = [listed, key]
-                cached = cache.setdefault(key, route)
-                if cached is not route:  # another thread built it meanwhile
-                    route = cached
-                elif self._generation != generation:  # released while inserting
-                    cache.pop(key, None)
-        finally:
-            lock.release()
+                        del self.by_type[old]
+                except KeyError:
+                    pass
+            cache[key] = route  # another thread's build of the same key meanwhile: replaced
+            if self._generation != generation:  # changed (or released) while inserting
+                cache.pop(key, None)
         if _retired:
             fold_retired()
         return route
@@ -494,86 +566,38 @@ class RouteTable:
                 compiled = _compile(generation, ())
         else:
             compiled = _compile(generation, _matching((node,), event_type))
-        node[_COMPILED][event_type] = compiled
+        held = node[_COMPILED]
+        if held is _EMPTY:
+            node[_COMPILED] = {event_type: compiled}
+        else:
+            held[event_type] = compiled
         return compiled
 
-    def _match(self, tokens: list[str]) -> list[_Node]:
-        """The nodes whose subscriptions' patterns match ``tokens`` (each node once).
 
-        Takes no lock: each step reads the trie with one dict operation (atomic under the
-        GIL), and a change made meanwhile moves the generation, so the caller's route is
-        then not cached.
-        """
-        found: list[_Node] = []
-        node = self._root
-        if tokens[0] == INTERNAL_TOKEN:  # an internal topic: no leading wildcard matches it
-            child = node[_CHILDREN].get(INTERNAL_TOKEN)
-            if child is None:
-                return found
-            node = child
-            tokens = tokens[1:]
-        # One node matches so far (the common case: no list per token), until a token
-        # matches both a literal and a ``*`` child; then every node of the frontier. Most
-        # nodes have no wildcard child: a containment test says so without a call; each
-        # read itself is still one dict operation (get), as above.
-        rest = iter(tokens)
-        for token in rest:
+def _match_from(frontier: list[_Node], rest: Iterator[str], found: list[_Node]) -> None:
+    """The trie walk of :meth:`RouteTable.build` from the nodes ``frontier`` onwards, for the
+    tokens ``rest``: adds the nodes whose patterns match to ``found``."""
+    for token in rest:
+        following: list[_Node] = []
+        for node in frontier:
             children = node[_CHILDREN]
+            if not children:
+                continue
             if ">" in children:
                 tail = children.get(">")
                 if tail is not None:
                     found.append(tail)
             child = children.get(token)
+            if child is not None:
+                following.append(child)
             if "*" in children:
-                star = children.get("*")
-                if star is not None:
-                    if child is None:
-                        node = star
-                        continue
-                    return self._match_from([child, star], rest, found)
-            if child is None:
-                return found
-            node = child
-        if node[_SUBS]:
-            found.append(node)
-        return found
-
-    @staticmethod
-    def _match_from(frontier: list[_Node], rest: Iterator[str], found: list[_Node]) -> list[_Node]:
-        """:meth:`_match` from the nodes ``frontier`` onwards, for the tokens ``rest``."""
-        for token in rest:
-            following: list[_Node] = []
-            for node in frontier:
-                children = node[_CHILDREN]
-                if not children:
-                    continue
-                if ">" in children:
-                    tail = children.get(">")
-                    if tail is not None:
-                        found.append(tail)
-                child = children.get(token)
+                child = children.get("*")
                 if child is not None:
                     following.append(child)
-                if "*" in children:
-                    child = children.get("*")
-                    if child is not None:
-                        following.append(child)
-            if not following:
-                return found
-            frontier = following
-        found.extend(node for node in frontier if node[_SUBS])
-        return found
-
-    def _unlist(self, key: Any, topic: str, listed: Any) -> None:
-        """Put back what the index listed for ``topic`` (just popped), without ``key``: the
-        keys of other event classes, or the topic's key since a drop (lock held)."""
-        if type(listed) is list:
-            if key in listed:
-                listed.remove(key)
-            if listed:
-                self._topics[topic] = listed
-        else:
-            self._topics[topic] = listed
+        if not following:
+            return
+        frontier = following
+    found.extend(node for node in frontier if node[_SUBS])
 
 
 def _matching(nodes: Iterable[_Node], event_type: type) -> tuple[Subscription[Any], ...]:

@@ -700,11 +700,14 @@ class Subscription(Generic[T]):
 
     def _stats(self) -> _Counts:
         counts = self._counts
-        if counts is None:
-            with _counts_lock:
+        if counts is None:  # the first time: made once, under the lock
+            _counts_lock.acquire()  # not ``with``: two calls fewer on a subscription's first route
+            try:
                 counts = self._counts
                 if counts is None:
                     counts = self._counts = _Counts()
+            finally:
+                _counts_lock.release()
         return counts
 
     def delivery_counter(self) -> itertools.count[int]:
@@ -724,7 +727,9 @@ class Subscription(Generic[T]):
 
     def record_failure(self) -> None:
         """Count one failed handler call (thread-safe)."""
-        next(self._stats().failed)
+        counts = self._stats()
+        with _counts_lock:
+            counts.failed += 1
 
     @property
     def delivered(self) -> int:
@@ -738,36 +743,41 @@ class Subscription(Generic[T]):
                 count_value(counts.delivered)
                 + counts.extra_delivered
                 + routed
-                - count_value(counts.routed_failed)
+                - counts.routed_failed
             )
 
     @property
     def failed(self) -> int:
         """How many times the handler raised."""
         counts = self._counts
-        return 0 if counts is None else count_value(counts.failed)
+        return 0 if counts is None else counts.failed
 
     def record_dropped(self) -> None:
         """Count one call a middleware dropped instead of calling the handler (thread-safe)."""
-        next(self._stats().dropped)
+        counts = self._stats()
+        with _counts_lock:
+            counts.dropped += 1
 
     def take_back_delivered(self) -> None:
         """Uncount one call counted as delivered when it started (an async handler) and
         dropped by a middleware after it suspended (thread-safe)."""
-        next(self._stats().routed_failed)
+        counts = self._stats()
+        with _counts_lock:
+            counts.routed_failed += 1
 
     @property
     def dropped(self) -> int:
         """Calls a middleware dropped (a rate limit, a duplicate), not counting events a
         queued subscription's overflow policy discarded (see :meth:`statistics`)."""
         counts = self._counts
-        return 0 if counts is None else count_value(counts.dropped)
+        return 0 if counts is None else counts.dropped
 
     def record_routed_failure(self) -> None:
         """Count a failure of a call that a route counter had counted as delivered."""
         counts = self._stats()
-        next(counts.failed)
-        next(counts.routed_failed)
+        with _counts_lock:
+            counts.failed += 1
+            counts.routed_failed += 1
 
     def statistics(self) -> SubscriptionStatistics:
         """A snapshot of this subscription's counters."""
@@ -889,17 +899,20 @@ class _ObservedComposedSubscription(_ObservedSubscription[T], _ComposedSubscript
 
 
 class _Counts:
-    """A subscription's counters, allocated on first use to keep idle subscriptions small."""
+    """A subscription's counters, allocated on first use to keep idle subscriptions small
+    (its first route allocates them: the commonest count, ``delivered``, is an
+    ``itertools.count`` that ``next()`` advances without a lock; the others are ints changed
+    under ``_counts_lock``, as failures and drops are rare)."""
 
     __slots__ = ("delivered", "dropped", "extra_delivered", "failed", "routed_failed")
 
     def __init__(self) -> None:
         self.delivered = itertools.count()
-        self.failed = itertools.count()
+        self.failed = 0
         # Calls counted as delivered (by a route counter, or when an async handler started)
         # that then failed or were dropped: subtracted from delivered.
-        self.routed_failed = itertools.count()
-        self.dropped = itertools.count()  # calls a middleware dropped (DROPPED)
+        self.routed_failed = 0
+        self.dropped = 0  # calls a middleware dropped (DROPPED)
         self.extra_delivered = 0
 
 
