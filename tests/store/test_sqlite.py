@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -100,3 +101,47 @@ async def test_full_synchronous_mode_works(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "full.db", synchronous="full") as store:
         assert await store.append(placed(3)) == [1, 2, 3]
         assert await store.verify() is None
+
+
+async def test_reads_of_what_it_appended_match_the_database(tmp_path: Path) -> None:
+    """Rows the store appended last are read from memory: the very rows a new connection
+    reads from the file, including with ``upto`` and ``limit``."""
+    path = tmp_path / "tail.db"
+    async with SQLiteStore(path) as store, SQLiteStore(path) as other:
+        assert await store.append(placed(5)) == [1, 2, 3, 4, 5]
+        assert await store.append(placed(3, start=5)) == [6, 7, 8]
+        assert await store.read() == await other.read()
+        assert await store.read(after=2, upto=6) == await other.read(after=2, upto=6)
+        assert await store.read(after=3, limit=2) == await other.read(after=3, limit=2)
+        assert await store.read(after=6, upto=5) == []
+        assert await store.verify() is None
+
+
+async def test_a_change_by_another_connection_is_read_from_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "changed.db"
+    async with SQLiteStore(path) as store:
+        await store.append(placed(3))
+        assert [r.position for r in await store.read(after=1)] == [2, 3]
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute(
+                "UPDATE events SET payload = ? WHERE position = 2",
+                ('{"order_id": "changed", "amount": 1.0}',),
+            )
+            conn.commit()
+        records = await store.read(after=1)
+        assert records[0].payload.order_id == "changed"
+        assert await store.verify() == 2
+
+
+async def test_appends_by_two_stores_on_one_file_are_read_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "two.db"
+    async with SQLiteStore(path) as first, SQLiteStore(path) as second:
+        for round_ in range(3):
+            await first.append(placed(2, start=4 * round_))
+            assert len(await first.read(after=4 * round_)) == 2
+            await second.append(placed(2, start=4 * round_ + 2))
+        for store in (first, second):
+            records = await store.read()
+            assert [r.position for r in records] == list(range(1, 13))
+            assert [r.payload.order_id for r in records] == [f"o{i}" for i in range(12)]
+            assert await store.verify() is None
