@@ -12,7 +12,7 @@ import pytest
 
 from tidings.exceptions import StoreError
 from tidings.store import SQLiteStore
-from tidings.testing.store_conformance import placed
+from tidings.testing.store_conformance import envelope, placed
 
 from .concurrent_appends import assert_one_interleaved_log, follow
 
@@ -145,3 +145,20 @@ async def test_appends_by_two_stores_on_one_file_are_read_in_order(tmp_path: Pat
             assert [r.position for r in records] == list(range(1, 13))
             assert [r.payload.order_id for r in records] == [f"o{i}" for i in range(12)]
             assert await store.verify() is None
+
+
+async def test_reads_past_what_it_keeps_in_memory_come_from_the_database(tmp_path: Path) -> None:
+    """More rows than the store keeps (by count, then by payload size): every read is still
+    the whole log, in order."""
+    async with SQLiteStore(tmp_path / "long.db") as store:
+        for start in range(0, 10_000, 1_000):
+            await store.append(placed(1_000, start=start))
+        records = await store.read()
+        assert [r.position for r in records] == list(range(1, 10_001))
+        big = [envelope({"text": "x" * 1_000_000}, topic="big.text") for _ in range(12)]
+        for item in big:
+            await store.append([item])
+        records = await store.read(after=9_990, unknown="raw")
+        assert [r.position for r in records] == list(range(9_991, 10_013))
+        assert [r.id for r in records[10:]] == [item.id for item in big]
+        assert await store.verify() is None

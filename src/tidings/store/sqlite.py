@@ -96,6 +96,8 @@ _ID_CHUNK = 500
 _INSERT_CHUNK = 200  # rows per INSERT statement: 2,600 parameters, well under SQLite's limit
 _NAMES = tuple(COLUMNS.split(", "))
 _TAIL_KEPT = 4096  # rows this connection appended last, kept to serve reads of them
+_TAIL_TEXT = 1 << 23  # at most this many characters of payload in those rows (~8 MB)
+_payload_of = operator.itemgetter(11)
 _OPTIONAL = (2, 3, 4, 8, 10)  # stream, stream_version, type_name, key, headers: often NULL
 _optional_values = operator.itemgetter(*_OPTIONAL)
 _NO_FILTERS = (None,) * 5  # a Query's stream, topic, prefix, since and until, all unset
@@ -294,11 +296,11 @@ class SQLiteStore(SyncStore):
     which yields to the loop between pages. :meth:`append_sync` is safe from any thread;
     one lock serialises the store's use of its connection.
 
-    Reads of what this store appended last (up to 4,096 rows: a log follower reading what
-    was just appended, such as a gateway routing its intake) are served from memory, as
-    long as no other connection has committed since (``PRAGMA data_version`` is unchanged:
-    another connection's append or change sends the read to the database); the rows kept
-    are the very rows committed.
+    Reads of the rows this store appended last (at most 8,192 rows and about 8 million
+    characters of payload: what a log follower of the same process, such as a gateway
+    routing its intake, reads next) are served from memory, as long as no other connection
+    has committed since (``PRAGMA data_version`` is unchanged: another connection's append
+    or change sends the read to the database); the rows kept are the very rows committed.
 
     Live subscriptions are woken at once by appends made through any store on the same
     file in this process, and notice appends by other processes by polling
@@ -365,6 +367,7 @@ class SQLiteStore(SyncStore):
         # the rows this connection committed last, at consecutive positions, and the
         # data_version since which no other connection committed (see _fetch_now)
         self._tail: list[Row] = []
+        self._tail_text = 0  # characters of payload in the tail
         self._tail_version = -1
         if not create and (str(path) == ":memory:" or not self.path.is_file()):
             raise StoreNotFoundError(
@@ -518,9 +521,12 @@ class SQLiteStore(SyncStore):
             tail = self._tail
             if tail and tail[-1][0] + 1 != rows[0][0]:
                 tail.clear()
+                self._tail_text = 0
             tail.extend(rows)
-            if len(tail) > 2 * _TAIL_KEPT:
-                del tail[:-_TAIL_KEPT]
+            self._tail_text += sum(map(len, map(_payload_of, rows)))
+            if len(tail) > 2 * _TAIL_KEPT or self._tail_text > _TAIL_TEXT:
+                del tail[: len(tail) // 2]  # the older half: O(1) a row, amortised
+                self._tail_text = sum(map(len, map(_payload_of, tail)))
 
     def _tail_rows(self, query: Query, limit: int) -> list[Row] | None:
         """The rows ``query`` reads, from the tail, when it holds them all and no other
@@ -535,6 +541,7 @@ class SQLiteStore(SyncStore):
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._tail_version:  # another connection wrote: the tail may be stale
             tail.clear()
+            self._tail_text = 0
             self._tail_version = version
             return None
         start = after + 1 - first
