@@ -11,6 +11,10 @@ until the 16 events are accepted (202) and routed. The ASGI app is called direct
         .venv/bin/python benchmarks/_callgrind_gateway.py 50
 
 Divide the profile's total by 16 N for instructions per event.
+
+``python _callgrind_gateway.py N batch`` runs N steps of 4 concurrent POSTs of 100 events
+each (batch mode, as G3's batch row) instead: divide by 400 N. A further ``unrouted``
+argument raises the route's threshold so that it fires for none (G3's "no route fires").
 """
 
 from __future__ import annotations
@@ -30,20 +34,21 @@ from tidings.gateway import Gateway, load_config
 from tidings.server.app import create_app
 
 CONFIG = (
-    "routes: [{name: audit, from: orders.>, when: 'data.amount > 100', "
-    "to: [{topic: audit.orders}]}]\n"
+    "routes: [{{name: audit, from: orders.>, when: 'data.amount > {}', "
+    "to: [{{topic: audit.orders}}]}}]\n"
 )
-CONCURRENCY = 16
 
 
-def main(folder: Path, steps: int) -> None:
+def main(folder: Path, steps: int, batch: bool, fires: bool = True) -> None:
+    concurrency, size = (4, 100) if batch else (16, 1)
+    kind = b"application/cloudevents-batch+json" if batch else b"application/cloudevents+json"
     path = folder / "gateway.yaml"
-    path.write_text(CONFIG)
+    path.write_text(CONFIG.format(100 if fires else 1000))
     loop = asyncio.new_event_loop()
     bus = tidings.Bus(store=f"sqlite:///{folder}/events.db")
     loop.run_until_complete(bus.__aenter__())
     routed = [0]
-    target = [0]  # the routed count the step waits for
+    target = [0]  # the routed count the step waits for (events and the audit events fired)
     waiting: list[asyncio.Future[None]] = []
 
     def on_routed(*_: Any) -> None:
@@ -69,7 +74,7 @@ def main(folder: Path, steps: int) -> None:
             "root_path": "",
             "headers": [
                 (b"host", b"bench"),
-                (b"content-type", b"application/cloudevents+json"),
+                (b"content-type", kind),
                 (b"content-length", str(len(body)).encode()),
             ],
             "client": ("127.0.0.1", 1),
@@ -90,29 +95,34 @@ def main(folder: Path, steps: int) -> None:
         await app(scope, receive, send)
         return status[0]
 
+    def event(n: int) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": f"ev-{n}",
+            "source": "/bench",
+            "type": "orders.created",
+            "data": {"n": n, "amount": 50 if n % 5 == 0 else 150},
+        }
+
     def bodies(step: int) -> list[bytes]:
-        events = []
-        for n in range(step * CONCURRENCY, (step + 1) * CONCURRENCY):
-            event = {
-                "specversion": "1.0",
-                "id": f"ev-{n}",
-                "source": "/bench",
-                "type": "orders.created",
-                "data": {"n": n, "amount": 50 if n % 5 == 0 else 150},
-            }
-            events.append(json.dumps(event).encode())
-        return events
+        bodies = []
+        for post in range(step * concurrency, (step + 1) * concurrency):
+            events = [event(n) for n in range(post * size, (post + 1) * size)]
+            bodies.append(json.dumps(events if batch else events[0]).encode())
+        return bodies
 
     prepared = [bodies(step) for step in range(steps + 1)]  # made outside the counted calls
+    per_step = concurrency * size
+    fired = [sum(fires and n % 5 != 0 for n in range(step * per_step)) for step in range(steps + 2)]
 
     async def step() -> None:
-        posts = prepared[sent[0] // CONCURRENCY]
-        sent[0] += CONCURRENCY
+        posts = prepared[sent[0] // (concurrency * size)]
+        sent[0] += concurrency * size
         done = loop.create_future()
         waiting[:] = [done]
-        target[0] = sent[0]
+        target[0] = sent[0] + fired[sent[0] // (concurrency * size)]
         statuses = await asyncio.gather(*(post(body) for body in posts))
-        assert statuses == [202] * CONCURRENCY, statuses
+        assert statuses == [202] * concurrency, statuses
         await asyncio.wait_for(done, 30)
 
     loop.run_until_complete(step())  # warm
@@ -125,4 +135,4 @@ def main(folder: Path, steps: int) -> None:
 if __name__ == "__main__":
     gc.disable()
     with tempfile.TemporaryDirectory() as tmp:
-        main(Path(tmp), int(sys.argv[1]))
+        main(Path(tmp), int(sys.argv[1]), "batch" in sys.argv[2:], "unrouted" not in sys.argv[2:])

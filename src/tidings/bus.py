@@ -1035,6 +1035,8 @@ class Bus:
         """Send and dispatch an envelope whose append was deferred to a task."""
         assert self._carrier is not None
         self._carrier.send(env)
+        if not route.subs:  # as publish: no subscriber, nothing to dispatch
+            return
         try:
             self._deliver(route, env)
         except (QueueFullError, WouldBlock):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from tidings.exceptions import StoreError
 from tidings.store import SQLiteStore
-from tidings.testing.store_conformance import placed
+from tidings.testing.store_conformance import envelope, placed
 
 from .concurrent_appends import assert_one_interleaved_log, follow
 
@@ -99,4 +100,65 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
 async def test_full_synchronous_mode_works(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "full.db", synchronous="full") as store:
         assert await store.append(placed(3)) == [1, 2, 3]
+        assert await store.verify() is None
+
+
+async def test_reads_of_what_it_appended_match_the_database(tmp_path: Path) -> None:
+    """Rows the store appended last are read from memory: the very rows a new connection
+    reads from the file, including with ``upto`` and ``limit``."""
+    path = tmp_path / "tail.db"
+    async with SQLiteStore(path) as store, SQLiteStore(path) as other:
+        assert await store.append(placed(5)) == [1, 2, 3, 4, 5]
+        assert await store.append(placed(3, start=5)) == [6, 7, 8]
+        assert await store.read() == await other.read()
+        assert await store.read(after=2, upto=6) == await other.read(after=2, upto=6)
+        assert await store.read(after=3, limit=2) == await other.read(after=3, limit=2)
+        assert await store.read(after=6, upto=5) == []
+        assert await store.verify() is None
+
+
+async def test_a_change_by_another_connection_is_read_from_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "changed.db"
+    async with SQLiteStore(path) as store:
+        await store.append(placed(3))
+        assert [r.position for r in await store.read(after=1)] == [2, 3]
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute(
+                "UPDATE events SET payload = ? WHERE position = 2",
+                ('{"order_id": "changed", "amount": 1.0}',),
+            )
+            conn.commit()
+        records = await store.read(after=1)
+        assert records[0].payload.order_id == "changed"
+        assert await store.verify() == 2
+
+
+async def test_appends_by_two_stores_on_one_file_are_read_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "two.db"
+    async with SQLiteStore(path) as first, SQLiteStore(path) as second:
+        for round_ in range(3):
+            await first.append(placed(2, start=4 * round_))
+            assert len(await first.read(after=4 * round_)) == 2
+            await second.append(placed(2, start=4 * round_ + 2))
+        for store in (first, second):
+            records = await store.read()
+            assert [r.position for r in records] == list(range(1, 13))
+            assert [r.payload.order_id for r in records] == [f"o{i}" for i in range(12)]
+            assert await store.verify() is None
+
+
+async def test_reads_past_what_it_keeps_in_memory_come_from_the_database(tmp_path: Path) -> None:
+    """More rows than the store keeps (by count, then by payload size): every read is still
+    the whole log, in order."""
+    async with SQLiteStore(tmp_path / "long.db") as store:
+        for start in range(0, 10_000, 1_000):
+            await store.append(placed(1_000, start=start))
+        records = await store.read()
+        assert [r.position for r in records] == list(range(1, 10_001))
+        big = [envelope({"text": "x" * 1_000_000}, topic="big.text") for _ in range(12)]
+        for item in big:
+            await store.append([item])
+        records = await store.read(after=9_990, unknown="raw")
+        assert [r.position for r in records] == list(range(9_991, 10_013))
+        assert [r.id for r in records[10:]] == [item.id for item in big]
         assert await store.verify() is None

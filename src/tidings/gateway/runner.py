@@ -506,7 +506,9 @@ class Gateway:
                     self._on_routed(record, table, dispatches)
                 if self._progress_waiters:
                     await self._signal_progress()
-                if position - self._committed >= _COMMIT_EVERY:
+                # (while deliveries lag behind, the safe position may not have moved)
+                committed = self._committed
+                if position - committed >= _COMMIT_EVERY and self.safe_position() > committed:
                     await self._commit()
 
     async def _redrive(self, env: Envelope[Any], table: RouteTable) -> list[Dispatch]:
