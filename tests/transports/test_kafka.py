@@ -189,8 +189,8 @@ async def test_offsets_are_committed_only_after_every_earlier_record_finished(
 async def test_handlers_that_suspend_now_and_then_keep_the_partition_order_and_commit_it_all(
     kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
 ) -> None:
-    """Handlers that finish without suspending run in the fetch loop; one that suspends is
-    finished by the worker, and the records fetched with it wait for it (order kept)."""
+    """Records fetched in large batches, some of whose handlers suspend: the records behind
+    one that suspends wait for it (order kept), and every offset is committed."""
     transport = kafka_factory(partitions=1)
     async with transport:
         clock = HybridClock()

@@ -34,6 +34,7 @@ from typing import Any
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -304,12 +305,14 @@ class _GatewayApp(Starlette):
 
     async def _post_events(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
-        # ASGI header names are lower case; the first of repeated names wins (as in
-        # Starlette's ``Headers.get``)
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in reversed(scope["headers"])
+        # ASGI header names are lower case. A repeated name is read as the route reads it,
+        # through Starlette's ``Headers`` (``get`` the first value, ``items`` every one).
+        raw = scope["headers"]
+        headers: Mapping[str, str] = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in raw
         }
+        if len(headers) != len(raw):
+            headers = Headers(scope=scope)
         started = False
         try:
             taken = await self._take_events(headers, receive)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -757,3 +758,36 @@ class TransportConformance:
         await other.publish(marker)
         await got.wait_count(1)
         assert got.ids == [marker.id]
+
+    async def test_a_handler_runs_in_a_task_of_its_own(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        """A handler's ``asyncio.timeout`` cancels that handler, not the subscription's
+        fetching, and a context variable it sets holds across its suspensions."""
+        transport: Transport = await open_transport()
+        got = Collector()
+        outcomes: list[tuple[str, str, str]] = []
+        mark: contextvars.ContextVar[str] = contextvars.ContextVar("conformance_mark")
+
+        async def bounded(message: Message) -> None:
+            order_id = message.envelope.payload.order_id
+            mark.set(order_id)
+            try:
+                async with asyncio.timeout(0.05):
+                    await asyncio.sleep(TIMEOUT)  # the handler's slow work, cut short
+                outcome = "not cut short"
+            except TimeoutError:
+                outcome = "timed out"
+            outcomes.append((order_id, outcome, mark.get("unset")))
+            await got(message)
+
+        await transport.subscribe("conformance.>", bounded, policy=FAST)
+        clock = HybridClock()
+        await transport.publish(make_envelope(clock, "first"))
+        await got.wait_count(1)
+        await transport.publish(make_envelope(clock, "second"))  # fetched after the first
+        await got.wait_count(2)
+        assert outcomes == [
+            ("first", "timed out", "first"),
+            ("second", "timed out", "second"),
+        ]

@@ -13,10 +13,9 @@ import itertools
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from tidings._coroutines import IDLE, next_job, resume
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.exceptions import ClockSkewError
@@ -75,10 +74,9 @@ def error_reason(exc: BaseException) -> str:
 class Consumer(TransportSubscription):
     """Runs one subscription: a fetch loop, ``policy.workers`` workers, heartbeats.
 
-    Messages are partitioned to workers by key. While a worker has nothing pending, the
-    fetch loop handles its messages itself, up to the first one whose handling suspends:
-    that worker's task finishes it, and the worker's later messages queue behind it, so
-    each worker still handles its messages one at a time in order.
+    Messages are partitioned to workers by key; each worker is a task of its own that
+    handles its messages one at a time in order (a handler runs in that task, so
+    ``asyncio.timeout``, task groups and context variables work in it as in any task).
 
     Every message held in memory unsettled gets in-progress heartbeats (with
     ``policy.heartbeats``): the ones running, the ones queued for a worker and the ones the
@@ -152,14 +150,6 @@ class Consumer(TransportSubscription):
         self._unhandled: OrderedDict[int, int] = OrderedDict()
         self._wakes = [asyncio.Event() for _ in range(policy.workers)]
         self._running: list[tuple[Message, float] | None] = [None] * policy.workers
-        # Whether a worker has messages: one whose handler suspended (``_resumed``) or queued.
-        # While it has none, the fetch loop handles that worker's messages itself.
-        self._busy = [False] * policy.workers
-        self._resumed: list[tuple[Any, Any] | None] = [None] * policy.workers
-        self._driver: Coroutine[Any, Any, None] | None = None
-        """The coroutine the fetch loop steps to handle a batch (see :meth:`_handle_now`)."""
-        self._position = 0
-        """The index in the batch of the next message for :meth:`_drive`."""
         self._round_robin = itertools.cycle(range(policy.workers))
         self._room = asyncio.Event()
         self._starved = False
@@ -199,9 +189,6 @@ class Consumer(TransportSubscription):
         fetcher = self._tasks.pop()
         fetcher.cancel()
         await asyncio.gather(fetcher, return_exceptions=True)
-        if self._driver is not None:
-            self._driver.close()
-            self._driver = None
         # Give back what no worker has started: another consumer of the group takes it.
         for queue in self._queues:
             while queue:
@@ -294,7 +281,7 @@ class Consumer(TransportSubscription):
             failures = 0
             taken = await self._take_in(raws)
             if taken:
-                self._handle_now(taken)
+                self._queue(taken)
             for queue, wake in zip(self._queues, self._wakes, strict=True):
                 if queue:
                     wake.set()
@@ -336,6 +323,8 @@ class Consumer(TransportSubscription):
                 index = hash(env.key) % workers
             else:
                 index = next(self._round_robin)
+            if sequence:
+                held[sequence] = raw  # queued: heartbeated, and a copy of it is a duplicate
             taken.append((index, (raw, attempt, sequence, env, error)))
         count = len(taken)
         self._delivered += count
@@ -373,69 +362,11 @@ class Consumer(TransportSubscription):
             extra=log_fields(None, self.name),
         )
 
-    def _handle_now(self, taken: list[tuple[int, _Queued]]) -> None:
-        """Handle a decoded batch right here, each message of a worker with nothing pending
-        as far as it goes without suspending: no task, no queue, and (stepping the
-        long-lived :meth:`_drive`) no ``StopIteration``. When one suspends, its worker
-        finishes it and then what queues up for that worker behind it meanwhile, so each
-        worker's order holds; a fresh driver goes on with the rest of the batch."""
-        position, count = 0, len(taken)
-        while position < count:
-            driver = self._driver
-            if driver is None:
-                driver = self._driver = self._drive()
-                driver.send(None)  # to its first next_job()
-            self._position = position
-            try:
-                awaited = driver.send(taken)
-            except Exception:
-                self._driver = None
-                position = self._position  # past the message that raised
-                self._not_taken_in(taken[position - 1][1][0])
-                continue
-            except BaseException:
-                self._driver = None
-                raise
-            if awaited is IDLE:
-                return
-            # Suspended in the message before _position: its worker takes over the driver.
-            position = self._position
-            index, queued = taken[position - 1]
-            sequence = queued[2]
-            if sequence:
-                self._held[sequence] = None
-            self._driver = None  # retired once that message is handled (see _drive)
-            self._busy[index] = True
-            self._resumed[index] = (driver, awaited)
-            self._wakes[index].set()
-
-    async def _drive(self) -> None:
-        """Handle the batches :meth:`_handle_now` sends in, from ``_position`` on: queue the
-        messages of busy workers, handle the others in turn; stop after a message whose
-        handling suspended (the fetch loop retired this driver meanwhile)."""
-        busy, queues, held = self._busy, self._queues, self._held
-        while True:
-            taken: list[tuple[int, _Queued]] = await next_job()
-            position = self._position
-            me = self._driver
-            while position < len(taken):
-                index, queued = taken[position]
-                position += 1
-                self._position = position
-                if busy[index]:
-                    sequence = queued[2]
-                    if sequence:
-                        held[sequence] = queued[0]
-                    queues[index].append(queued)
-                    continue
-                raw, attempt, sequence, env, error = queued
-                outcome = None
-                try:
-                    outcome = await self._process(index, raw, attempt, sequence, env, error)
-                finally:
-                    self._release(sequence, outcome)
-                if self._driver is not me:  # retired: the fetch loop has the rest
-                    break
+    def _queue(self, taken: list[tuple[int, _Queued]]) -> None:
+        """Queue a decoded batch for the workers (woken by the fetch loop)."""
+        queues = self._queues
+        for index, queued in taken:
+            queues[index].append(queued)
 
     def _skewed(self, env: Envelope[Any], subject: str, exc: ClockSkewError) -> None:
         """Count and log an event whose time the clock refused to merge (it is handled)."""
@@ -491,12 +422,7 @@ class Consumer(TransportSubscription):
         queue = self._queues[index]
         wake = self._wakes[index]
         stop = self._stop
-        resumed = self._resumed
         while True:
-            suspended = resumed[index]
-            if suspended is not None:  # handled by the fetch loop until it suspended
-                resumed[index] = None
-                await resume(*suspended)  # the driver settles and releases it
             while queue:
                 raw, attempt, sequence, env, error = queue.popleft()
                 if sequence:
@@ -506,7 +432,6 @@ class Consumer(TransportSubscription):
                     outcome = await self._process(index, raw, attempt, sequence, env, error)
                 finally:
                     self._release(sequence, outcome)
-            self._busy[index] = False
             if stop.is_set():
                 return
             wake.clear()
