@@ -1,17 +1,26 @@
 """Run every benchmark, print one table and write benchmarks/RESULTS.md.
 
 Usage: ``python benchmarks/run.py [--quick]`` (``make bench`` runs the full set).
+
+Each benchmark module runs in a fresh process of its own (spawned, one after another), so
+what an earlier module left behind (a large heap the collector walks, threads, open
+files) does not weigh on a later one; the libraries compared within a scenario still run
+side by side in one process.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import importlib.metadata
+import multiprocessing
 import os
 import platform
 import sys
 import time
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -133,6 +142,28 @@ def _num(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _run_module(name: str, quick: bool, sender: Connection) -> None:
+    """Send the rows of benchmark module ``name`` through ``sender`` (in a spawned process;
+    not a pool's: those are daemonic, and some benchmarks start processes of their own)."""
+    sender.send(importlib.import_module(name).run(quick=quick))
+    sender.close()
+
+
+def _rows_of(spawn: SpawnContext, name: str, quick: bool) -> list[Row]:
+    receiver, sender = spawn.Pipe(duplex=False)
+    process = spawn.Process(target=_run_module, args=(name, quick, sender), name=name)
+    process.start()
+    sender.close()
+    try:
+        rows: list[Row] = receiver.recv()
+    except EOFError:
+        rows = []
+    process.join()
+    if process.exitcode != 0:
+        raise SystemExit(f"{name} failed (exit code {process.exitcode}); see its output above")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
@@ -141,6 +172,7 @@ def main() -> int:
     rows: list[Row] = []
     took: list[str] = []
     started = time.perf_counter()
+    spawn = multiprocessing.get_context("spawn")
     for module in (
         bench_bus,
         bench_emit,
@@ -157,7 +189,7 @@ def main() -> int:
         bench_bridges,
     ):
         begun = time.perf_counter()
-        rows.extend(module.run(quick=args.quick))
+        rows.extend(_rows_of(spawn, module.__name__, args.quick))
         took.append(f"{module.__name__} {time.perf_counter() - begun:.0f} s")
         print(f"{took[-1]}", file=sys.stderr, flush=True)
     total = time.perf_counter() - started
