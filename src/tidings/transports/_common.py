@@ -8,6 +8,7 @@ import abc
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
@@ -47,6 +48,7 @@ __all__ = (
     "ClientTransport",
     "SubjectTransport",
     "Subjects",
+    "check_group_name",
     "check_group_policy",
     "consume_exception",
     "dead_letter_message",
@@ -58,6 +60,19 @@ __all__ = (
 
 
 logger = logging.getLogger("tidings.transports")
+
+_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_group_name(group: str | None) -> None:
+    """Check a subscription's group name (``None``: no group), as the broker transports
+    name their server-side consumers after it.
+
+    Raises:
+        ValueError: unless it is 1 to 64 ASCII letters, digits, ``_`` or ``-``.
+    """
+    if group is not None and _GROUP.fullmatch(group) is None:
+        raise ValueError(f"group {group!r} must be 1 to 64 ASCII letters, digits, '_' or '-'")
 
 
 def check_group_policy(

@@ -96,6 +96,7 @@ from tidings.transports import _kafka_protocol
 from tidings.transports._common import (
     ClientTransport,
     Subjects,
+    check_group_name,
     quietly,
     report_publish_error,
 )
@@ -139,7 +140,6 @@ _Origin = tuple[str | None, str, Envelope[Any] | None, bool]
 """What a failed publish reports: (event id, None: the envelope's; topic; envelope; report)."""
 
 
-_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _OFFSET_BITS = 40
 """A record's sequence here is ``(partition index << 40) | (offset + 1)``."""
 
@@ -1010,8 +1010,7 @@ class KafkaTransport(ClientTransport):
         *,
         dead: bool,
     ) -> Consumer:
-        if group is not None and _GROUP.fullmatch(group) is None:
-            raise ValueError(f"group {group!r} must be 1 to 64 ASCII letters, digits, '_' or '-'")
+        check_group_name(group)
         if group is not None and policy.exclusive:
             raise TransportError(
                 "DeliveryPolicy(exclusive=True) is not available on Kafka: each partition "

@@ -95,6 +95,7 @@ from tidings.topics import validate_topic
 from tidings.transports._common import (
     ClientTransport,
     Subjects,
+    check_group_name,
     check_group_policy,
     dead_letter_message,
     quietly,
@@ -116,7 +117,6 @@ __all__ = ("NatsTransport", "StreamSettings")
 logger = logging.getLogger("tidings.transports.nats")
 _T = TypeVar("_T")
 
-_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PRIORITY_GROUP = "tidings"
 """The priority group of exclusive consumers' pull requests (NATS 2.11 pinned clients)."""
 _PIN_ID = "Nats-Pin-Id"
@@ -1283,8 +1283,7 @@ class NatsTransport(ClientTransport):
         *,
         dead: bool,
     ) -> Consumer:
-        if group is not None and _GROUP.fullmatch(group) is None:
-            raise ValueError(f"group {group!r} must be 1 to 64 ASCII letters, digits, '_' or '-'")
+        check_group_name(group)
         stream = self.stream.name
         if group is not None:
             digest = hashlib.blake2b(subject_filter.encode(), digest_size=5).hexdigest()
