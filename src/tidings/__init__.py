@@ -6,6 +6,7 @@ submodule (:mod:`tidings.topics`, :mod:`tidings.clock`, :mod:`tidings.testing`).
 
 import typing as _typing
 
+from tidings._lazy import lazy_attributes as _lazy_attributes
 from tidings._stream import EventStream
 from tidings.bus import BatchHandles, Bus, BusStatistics, Handles, TransactionalHandles
 from tidings.clock import HybridClock
@@ -77,18 +78,12 @@ if _typing.TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> _typing.Any:
-    # NatsTransport needs the optional nats-py ('tidings[nats]'), PostgresStore psycopg
-    # ('tidings[postgres]'): imported when first used.
-    if name == "NatsTransport":
-        from tidings.transports.nats import NatsTransport
-
-        return NatsTransport
-    if name == "PostgresStore":
-        from tidings.store.postgres import PostgresStore
-
-        return PostgresStore
-    raise AttributeError(f"module 'tidings' has no attribute {name!r}")
+# NatsTransport needs the optional nats-py ('tidings[nats]'), PostgresStore psycopg
+# ('tidings[postgres]'): imported when first used.
+__getattr__ = _lazy_attributes(
+    __name__,
+    {"NatsTransport": "tidings.transports.nats", "PostgresStore": "tidings.store.postgres"},
+)
 
 
 __all__ = (

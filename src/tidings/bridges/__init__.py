@@ -17,8 +17,9 @@ tidings.bridges`` works without either extra.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tidings._lazy import lazy_attributes as _lazy_attributes
 from tidings.bridges._common import (
     DEAD_LETTER_TOPIC,
     BridgeCounts,
@@ -42,13 +43,6 @@ __all__ = (
 )
 
 
-def __getattr__(name: str) -> Any:
-    if name == "MqttBridge":
-        from tidings.bridges.mqtt import MqttBridge
-
-        return MqttBridge
-    if name == "AmqpBridge":
-        from tidings.bridges.amqp import AmqpBridge
-
-        return AmqpBridge
-    raise AttributeError(f"module 'tidings.bridges' has no attribute {name!r}")
+__getattr__ = _lazy_attributes(
+    __name__, {"AmqpBridge": "tidings.bridges.amqp", "MqttBridge": "tidings.bridges.mqtt"}
+)

@@ -11,8 +11,9 @@ reuse; ``tidings log read|tail|stats|verify --store URL`` inspects a log from th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tidings._lazy import lazy_attributes as _lazy_attributes
 from tidings.store.base import EventStore, LogSubscription, SupportsSyncAppend
 from tidings.store.memory import MemoryStore
 from tidings.store.records import (
@@ -52,9 +53,4 @@ __all__ = (
 )
 
 
-def __getattr__(name: str) -> Any:
-    if name == "PostgresStore":
-        from tidings.store.postgres import PostgresStore
-
-        return PostgresStore
-    raise AttributeError(f"module 'tidings.store' has no attribute {name!r}")
+__getattr__ = _lazy_attributes(__name__, {"PostgresStore": "tidings.store.postgres"})

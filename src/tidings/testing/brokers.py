@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tidings.testing._processes import stop_process
 from tidings.testing.nats_server import free_port
 
 __all__ = ("Mosquitto", "RabbitNode", "find_mosquitto", "find_rabbitmq_server", "wait_until")
@@ -107,13 +108,7 @@ class Mosquitto:
     def stop(self) -> None:
         """Stop the broker cleanly (SIGTERM: it saves its sessions), waiting for the exit."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_process(process, 10)
 
     def close(self) -> None:
         self.stop()

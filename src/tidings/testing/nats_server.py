@@ -32,6 +32,8 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tidings.testing._processes import stop_process
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -211,14 +213,7 @@ class NatsServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server cleanly (SIGTERM), killing it after ``timeout`` seconds."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(self._process, timeout)
         self._process = None
 
     def restart(self, timeout: float = 20.0) -> None:

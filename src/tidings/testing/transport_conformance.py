@@ -87,21 +87,39 @@ class Collector:
         Raises:
             TimeoutError: if it does not hold within ``timeout`` seconds.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"condition not met within {timeout}s ({len(self.messages)} messages)"
-                )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+        await _wait_until(
+            predicate,
+            self._changed,
+            timeout,
+            lambda: f"condition not met within {timeout}s ({len(self.messages)} messages)",
+        )
 
     async def wait_count(self, count: int, timeout: float = TIMEOUT) -> None:
         """Wait until at least ``count`` messages arrived."""
         await self.wait_for(lambda: len(self.messages) >= count, timeout)
+
+
+async def _wait_until(
+    predicate: Callable[[], bool],
+    changed: asyncio.Event,
+    timeout: float,
+    failure: Callable[[], str],
+) -> None:
+    """Wait until ``predicate()`` holds, re-checking it each time ``changed`` is set.
+
+    Raises:
+        TimeoutError: with the message ``failure()``, if it does not hold within ``timeout``
+            seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise TimeoutError(failure())
+        changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), remaining)
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
@@ -138,15 +156,17 @@ class DeadLetters:
         self.changed.set()
 
     async def wait_count(self, count: int, timeout: float = TIMEOUT) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(self.records) < count:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"{len(self.records)} dead letters, expected {count}")
-            self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), remaining)
+        """Wait until at least ``count`` dead letters arrived.
+
+        Raises:
+            TimeoutError: if they do not within ``timeout`` seconds.
+        """
+        await _wait_until(
+            lambda: len(self.records) >= count,
+            self.changed,
+            timeout,
+            lambda: f"{len(self.records)} dead letters, expected {count}",
+        )
 
 
 def make_envelope(
@@ -170,14 +190,21 @@ def make_envelope(
     )
 
 
+async def _member(open_transport: Callable[..., Any], *features: str) -> Transport:
+    """A started transport on the test's backend (one process); skip the test unless it
+    has every one of ``features`` (names of :class:`~tidings.transports.base.TransportFeatures` fields)."""
+    transport: Transport = await open_transport()
+    lacking = [f for f in features if not getattr(transport.features, f)]
+    if lacking:
+        pytest.skip(f"transport lacks {', '.join(lacking)}")
+    return transport
+
+
 async def _members(
     open_transport: Callable[..., Any], *features: str
 ) -> tuple[Transport, Transport]:
     """Two started transports on one backend (two processes); skip without ``features``."""
-    one: Transport = await open_transport()
-    lacking = [f for f in features if not getattr(one.features, f)]
-    if lacking:
-        pytest.skip(f"transport lacks {', '.join(lacking)}")
+    one = await _member(open_transport, *features)
     two: Transport = await open_transport()
     return one, two
 
@@ -278,9 +305,7 @@ class TransportConformance:
         assert got.ids == [env.id for env in sent]
 
     async def test_duplicate_publish_is_dropped(self, open_transport: Callable[..., Any]) -> None:
-        transport: Transport = await open_transport()
-        if not transport.features.dedup:
-            pytest.skip("transport does not deduplicate")
+        transport = await _member(open_transport, "dedup")
         got = Collector()
         await transport.subscribe("conformance.>", got)
         clock = HybridClock()
@@ -362,9 +387,7 @@ class TransportConformance:
     async def test_undecodable_message_is_dead_lettered_and_consumer_goes_on(
         self, open_transport: Callable[..., Any]
     ) -> None:
-        transport: Transport = await open_transport()
-        if not transport.features.raw_publish:
-            pytest.skip("transport cannot publish raw bytes")
+        transport = await _member(open_transport, "raw_publish")
         got = Collector()
         await transport.subscribe("conformance.>", got, policy=FAST)
         dead = DeadLetters()
@@ -416,9 +439,7 @@ class TransportConformance:
     async def test_plain_json_from_a_foreign_client_is_accepted(
         self, open_transport: Callable[..., Any]
     ) -> None:
-        transport: Transport = await open_transport()
-        if not transport.features.raw_publish:
-            pytest.skip("transport cannot publish raw bytes")
+        transport = await _member(open_transport, "raw_publish")
         got = Collector()
         await transport.subscribe("conformance.>", got)
         await transport.publish_raw(
@@ -528,9 +549,7 @@ class TransportConformance:
     async def test_redelivered_copy_of_a_held_message_is_not_handled_again(
         self, open_transport: Callable[..., Any]
     ) -> None:
-        transport: Transport = await open_transport()
-        if not transport.features.redelivery:
-            pytest.skip("transport has no redelivery")
+        transport = await _member(open_transport, "redelivery")
         release = asyncio.Event()
         got = Collector()
 
@@ -583,9 +602,7 @@ class TransportConformance:
     async def test_order_per_key_with_several_workers(
         self, open_transport: Callable[..., Any]
     ) -> None:
-        transport: Transport = await open_transport()
-        if not transport.features.ordered_per_key:
-            pytest.skip("transport does not order per key")
+        transport = await _member(open_transport, "ordered_per_key")
         got = Collector()
 
         async def jittery(message: Message) -> None:

@@ -9,8 +9,9 @@ The wire format is documented in :mod:`tidings.transports.wire`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tidings._lazy import lazy_attributes as _lazy_attributes
 from tidings.transports.base import (
     DeadLetterRecord,
     DeliveryPolicy,
@@ -48,14 +49,12 @@ __all__ = (
 )
 
 
-def __getattr__(name: str) -> Any:
-    # NatsTransport needs the optional nats-py: import it only when asked for.
-    if name in ("NatsTransport", "StreamSettings"):
-        from tidings.transports import nats
-
-        return getattr(nats, name)
-    if name == "KafkaTransport":
-        from tidings.transports import kafka
-
-        return kafka.KafkaTransport
-    raise AttributeError(f"module 'tidings.transports' has no attribute {name!r}")
+# NatsTransport needs the optional nats-py, KafkaTransport aiokafka: imported when asked for.
+__getattr__ = _lazy_attributes(
+    __name__,
+    {
+        "KafkaTransport": "tidings.transports.kafka",
+        "NatsTransport": "tidings.transports.nats",
+        "StreamSettings": "tidings.transports.nats",
+    },
+)

@@ -1,18 +1,26 @@
 """What the subject-based transports share: subject names, decoding, dead-letter messages,
-the check of a group's shared consumer against a new member's policy."""
+the check of a group's shared consumer against a new member's policy, and the lifecycle
+and flush of the transports over a network client (:class:`ClientTransport`)."""
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC
 from tidings.event import Envelope, event_type_for
-from tidings.exceptions import ConsumerConfigError, DecodeError, InvalidTopicError
+from tidings.exceptions import (
+    ConsumerConfigError,
+    DecodeError,
+    InvalidTopicError,
+    TransportClosedError,
+)
 from tidings.observability.logs import log_fields
 from tidings.subscription import handler_name
 from tidings.topics import validate_pattern, validate_topic
@@ -37,8 +45,10 @@ from tidings.transports.wire import (
 )
 
 __all__ = (
+    "ClientTransport",
     "SubjectTransport",
     "Subjects",
+    "check_group_name",
     "check_group_policy",
     "consume_exception",
     "dead_letter_message",
@@ -50,6 +60,19 @@ __all__ = (
 
 
 logger = logging.getLogger("tidings.transports")
+
+_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_group_name(group: str | None) -> None:
+    """Check a subscription's group name (``None``: no group), as the broker transports
+    name their server-side consumers after it.
+
+    Raises:
+        ValueError: unless it is 1 to 64 ASCII letters, digits, ``_`` or ``-``.
+    """
+    if group is not None and _GROUP.fullmatch(group) is None:
+        raise ValueError(f"group {group!r} must be 1 to 64 ASCII letters, digits, '_' or '-'")
 
 
 def check_group_policy(
@@ -455,3 +478,66 @@ class SubjectTransport(Transport):
             handler_name(handler),
             dead=True,
         )
+
+
+class ClientTransport(SubjectTransport):
+    """A :class:`SubjectTransport` over a network client that pipelines its publishes
+    (NATS, Kafka): the lifecycle's checks and first closing steps, and :meth:`flush`.
+
+    Invariants, kept by subclasses, which set the three attributes in ``__init__``:
+    ``_state`` only moves forward, ``new`` -> ``started`` -> ``closing`` -> ``closed`` (or
+    ``new`` -> ``closed``); ``_idle`` is set exactly when no publish awaits its
+    acknowledgement; ``_failed`` counts the pipelined publishes that failed since the last
+    :meth:`flush`.
+    """
+
+    _state: Literal["new", "started", "closing", "closed"]
+    _idle: asyncio.Event
+    _failed: int
+
+    def _closed_error(self) -> TransportClosedError:
+        """The error of a call that needs the transport started (it is not, or no longer)."""
+        state = "not started" if self._state == "new" else "closed"
+        return TransportClosedError(f"the transport is {state}; use 'async with transport:'")
+
+    def _open(self) -> None:
+        if self._state != "started":
+            raise self._closed_error()
+
+    def _needs_start(self) -> bool:
+        """Whether :meth:`start` has to connect: ``False`` once started.
+
+        Raises:
+            TransportClosedError: if the transport is closing or closed.
+        """
+        if self._state == "started":
+            return False
+        if self._state != "new":
+            raise TransportClosedError("the transport is closed; create a new one")
+        return True
+
+    async def flush(self, timeout: float | None = None) -> int:
+        await asyncio.wait_for(self._idle.wait(), timeout)
+        failed, self._failed = self._failed, 0
+        return failed
+
+    async def _begin_close(self, timeout: float) -> float | None:
+        """The first steps of ``aclose(timeout)``: the transport is closing; each
+        subscription is cancelled (its running handlers finish), then the publishes awaiting
+        their acknowledgement are waited for, each step given what is left of ``timeout``
+        (at least 0.1 s). Returns the event loop time by which closing should be done, or
+        ``None`` when there is nothing to close (never started: now closed; or closing or
+        closed already)."""
+        if self._state in ("closing", "closed"):
+            return None
+        if self._state == "new":
+            self._state = "closed"
+            return None
+        self._state = "closing"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for sub in list(self._subs):
+            await sub.cancel(max(deadline - loop.time(), 0.1))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), max(deadline - loop.time(), 0.1))
+        return deadline

@@ -94,8 +94,9 @@ from tidings.observability.logs import log_fields
 from tidings.topics import validate_topic
 from tidings.transports import _kafka_protocol
 from tidings.transports._common import (
+    ClientTransport,
     Subjects,
-    SubjectTransport,
+    check_group_name,
     quietly,
     report_publish_error,
 )
@@ -139,7 +140,6 @@ _Origin = tuple[str | None, str, Envelope[Any] | None, bool]
 """What a failed publish reports: (event id, None: the envelope's; topic; envelope; report)."""
 
 
-_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _OFFSET_BITS = 40
 """A record's sequence here is ``(partition index << 40) | (offset + 1)``."""
 
@@ -526,7 +526,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             logger.debug("stopping consumer %s: %r", self.name, exc, extra=log_fields())
 
 
-class KafkaTransport(SubjectTransport):
+class KafkaTransport(ClientTransport):
     """Events over Apache Kafka. See the module docstring for the guarantees.
 
     Args:
@@ -676,10 +676,8 @@ class KafkaTransport(SubjectTransport):
         return ",".join(self.servers)
 
     async def start(self) -> None:
-        if self._state == "started":
+        if not self._needs_start():
             return
-        if self._state != "new":
-            raise TransportClosedError("the transport is closed; create a new one")
         timeout_ms = int(self.connect_timeout * 1000)
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap(),
@@ -719,18 +717,10 @@ class KafkaTransport(SubjectTransport):
         await producer.start()
 
     async def aclose(self, timeout: float = 10.0) -> None:
-        if self._state in ("closing", "closed"):
+        deadline = await self._begin_close(timeout)
+        if deadline is None:
             return
-        if self._state == "new":
-            self._state = "closed"
-            return
-        self._state = "closing"
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        for sub in list(self._subs):
-            await sub.cancel(max(deadline - loop.time(), 0.1))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), max(deadline - loop.time(), 0.1))
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
@@ -768,15 +758,9 @@ class KafkaTransport(SubjectTransport):
             return None
         return int(manager.producer_id)
 
-    def _open(self) -> None:
-        if self._state != "started":
-            state = "not started" if self._state == "new" else "closed"
-            raise TransportClosedError(f"the transport is {state}; use 'async with transport:'")
-
     def _client(self) -> AIOKafkaProducer:
         if self._state not in ("started", "closing") or self._producer is None:
-            state = "not started" if self._state == "new" else "closed"
-            raise TransportClosedError(f"the transport is {state}; use 'async with transport:'")
+            raise self._closed_error()
         return self._producer
 
     # ------------------------------------------------------------------ topics
@@ -864,11 +848,6 @@ class KafkaTransport(SubjectTransport):
         event_id = (headers or {}).get("ce-id") or (headers or {}).get("ce_id") or "?"
         future = await self._send(topic, kafka_headers, body, None, event_id, None, report=False)
         return await future
-
-    async def flush(self, timeout: float | None = None) -> int:
-        await asyncio.wait_for(self._idle.wait(), timeout)
-        failed, self._failed = self._failed, 0
-        return failed
 
     async def _send(
         self,
@@ -1031,8 +1010,7 @@ class KafkaTransport(SubjectTransport):
         *,
         dead: bool,
     ) -> Consumer:
-        if group is not None and _GROUP.fullmatch(group) is None:
-            raise ValueError(f"group {group!r} must be 1 to 64 ASCII letters, digits, '_' or '-'")
+        check_group_name(group)
         if group is not None and policy.exclusive:
             raise TransportError(
                 "DeliveryPolicy(exclusive=True) is not available on Kafka: each partition "

@@ -87,15 +87,15 @@ from tidings.exceptions import (
     PublishError,
     PublishOutcomeUnknownError,
     StreamConfigError,
-    TransportClosedError,
     TransportError,
     TransportUnavailableError,
 )
 from tidings.observability.logs import log_fields
 from tidings.topics import validate_topic
 from tidings.transports._common import (
+    ClientTransport,
     Subjects,
-    SubjectTransport,
+    check_group_name,
     check_group_policy,
     dead_letter_message,
     quietly,
@@ -117,7 +117,6 @@ __all__ = ("NatsTransport", "StreamSettings")
 logger = logging.getLogger("tidings.transports.nats")
 _T = TypeVar("_T")
 
-_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PRIORITY_GROUP = "tidings"
 """The priority group of exclusive consumers' pull requests (NATS 2.11 pinned clients)."""
 _PIN_ID = "Nats-Pin-Id"
@@ -597,7 +596,7 @@ def _checked_servers(servers: str | Sequence[str]) -> tuple[str, ...]:
     return urls
 
 
-class NatsTransport(SubjectTransport):
+class NatsTransport(ClientTransport):
     """Events over NATS JetStream. See the module docstring for the guarantees.
 
     Args:
@@ -712,10 +711,8 @@ class NatsTransport(SubjectTransport):
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        if self._state == "started":
+        if not self._needs_start():
             return
-        if self._state != "new":
-            raise TransportClosedError("the transport is closed; create a new one")
         nc = _Client()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
@@ -865,18 +862,10 @@ class NatsTransport(SubjectTransport):
             )
 
     async def aclose(self, timeout: float = 10.0) -> None:
-        if self._state in ("closing", "closed"):
+        deadline = await self._begin_close(timeout)
+        if deadline is None:
             return
-        if self._state == "new":
-            self._state = "closed"
-            return
-        self._state = "closing"
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        for sub in list(self._subs):
-            await sub.cancel(max(deadline - loop.time(), 0.1))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), max(deadline - loop.time(), 0.1))
         for task in (self._sweeper, self._resyncer):
             if task is not None:
                 task.cancel()
@@ -963,14 +952,8 @@ class NatsTransport(SubjectTransport):
 
     def _client(self) -> _NatsClient:
         if self._state not in ("started", "closing") or self._nc is None:
-            state = "not started" if self._state == "new" else "closed"
-            raise TransportClosedError(f"the transport is {state}; use 'async with transport:'")
+            raise self._closed_error()
         return self._nc
-
-    def _open(self) -> None:
-        if self._state != "started":
-            state = "not started" if self._state == "new" else "closed"
-            raise TransportClosedError(f"the transport is {state}; use 'async with transport:'")
 
     # ------------------------------------------------------------------ publishing
 
@@ -1018,11 +1001,6 @@ class NatsTransport(SubjectTransport):
         subject = self.subjects.subject(validate_topic(topic))
         future = await self._send(subject, dict(headers or {}), body, None, report=False)
         return await future
-
-    async def flush(self, timeout: float | None = None) -> int:
-        await asyncio.wait_for(self._idle.wait(), timeout)
-        failed, self._failed = self._failed, 0
-        return failed
 
     async def _send(
         self,
@@ -1305,8 +1283,7 @@ class NatsTransport(SubjectTransport):
         *,
         dead: bool,
     ) -> Consumer:
-        if group is not None and _GROUP.fullmatch(group) is None:
-            raise ValueError(f"group {group!r} must be 1 to 64 ASCII letters, digits, '_' or '-'")
+        check_group_name(group)
         stream = self.stream.name
         if group is not None:
             digest = hashlib.blake2b(subject_filter.encode(), digest_size=5).hexdigest()
