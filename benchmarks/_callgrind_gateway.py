@@ -113,7 +113,12 @@ def main(folder: Path, steps: int, batch: bool, fires: bool = True) -> None:
 
     prepared = [bodies(step) for step in range(steps + 1)]  # made outside the counted calls
     per_step = concurrency * size
-    fired = [sum(fires and n % 5 != 0 for n in range(step * per_step)) for step in range(steps + 2)]
+    # the audit events fired by the events of the steps before each step (a running sum)
+    fired = [0]
+    for step_first in range(0, (steps + 1) * per_step, per_step):
+        fired.append(
+            fired[-1] + sum(fires and n % 5 != 0 for n in range(step_first, step_first + per_step))
+        )
 
     async def step() -> None:
         posts = prepared[sent[0] // (concurrency * size)]
