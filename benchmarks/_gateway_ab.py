@@ -30,7 +30,10 @@ ROUTE = (
 )
 
 
-def _command(spec: str, index: int, folder: str) -> tuple[str, list[str], dict[str, str]]:
+def _command(spec: str, index: int, folder: str) -> tuple[str, list[str], dict[str, str], str]:
+    """The label, command, environment and working folder of one variant; each gateway in
+    a folder of its own, its config in ``config/`` and its log in ``data/`` (as in G3: no
+    variant's config watcher sees another's, or its own, log being written)."""
     label, _, rest = spec.partition("=")
     source, *options = rest.split(",")
     threshold = 100
@@ -41,15 +44,17 @@ def _command(spec: str, index: int, folder: str) -> tuple[str, list[str], dict[s
         threshold = int(value)
     env = dict(os.environ)
     if source == "floor":
-        return label, [sys.executable, str(Path(__file__).with_name("_gateway_floor.py"))], env
+        floor = [sys.executable, str(Path(__file__).with_name("_gateway_floor.py"))]
+        return label, floor, env, folder
     env["PYTHONPATH"] = source
-    config = Path(folder) / f"g{index}.yaml"
-    config.write_text(  # the log outside the watched config folder, as in G3
-        f"store: sqlite:///data/events{index}.db\nhttp: {{max_body: 4MiB}}\n"
-        + ROUTE.format(threshold)
+    home = Path(folder) / f"v{index}"
+    (home / "config").mkdir(parents=True)
+    config = home / "config" / "gateway.yaml"
+    config.write_text(
+        "store: sqlite:///data/events.db\nhttp: {max_body: 4MiB}\n" + ROUTE.format(threshold)
     )
     serve = ["-m", "tidings.cli", "serve", str(config), "--listen", "127.0.0.1:0"]
-    return label, [sys.executable, *serve], env
+    return label, [sys.executable, *serve], env, str(home)
 
 
 def main() -> None:
@@ -59,8 +64,8 @@ def main() -> None:
     servers: dict[str, tuple[subprocess.Popen[str], str]] = {}
     try:
         for index, spec in enumerate(specs):
-            label, command, env = _command(spec, index, folder)
-            servers[label] = start_server(command, folder, env)
+            label, command, env, home = _command(spec, index, folder)
+            servers[label] = start_server(command, home, env)
         figures = load_rounds(servers, mode, count, rounds)
     finally:
         for proc, _ in servers.values():

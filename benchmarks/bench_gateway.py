@@ -13,7 +13,7 @@
   thread while it holds the GIL, and the loop waits for it). Targets: <= 200 ms, pause
   <= 10 ms.
 - **G3 HTTP ingest**: ``tidings serve`` in a second process on loopback (SQLite log, in a
-  folder of its own: the config's folder is watched for reloads), loaded by a raw asyncio
+  folder other than the config's, which is watched for reloads), loaded by a raw asyncio
   HTTP/1.1 keep-alive client in a third process (``_gateway_load.py``, cheaper per request
   than the servers, so it is not the limit): single-event POSTs on 16 connections, batches of
   100 on 4, and the p99 accept latency of single events started at a paced 1,000/s (open
@@ -247,11 +247,13 @@ def http_ingest(quick: bool) -> dict[str, dict[str, float]]:
     servers: dict[str, tuple[subprocess.Popen[str], str]] = {}
     with tempfile.TemporaryDirectory() as folder:
         try:
+            configs = Path(folder) / "config"
+            configs.mkdir()
             for name, threshold in {"tidings": 100, "tidings, no route fires": 1000}.items():
-                config = Path(folder) / f"g{threshold}.yaml"
-                # The log in a folder of its own (as ``make run`` keeps it, in .tidings/), not
-                # beside the config: the config's folder is watched for reloads, and a log
-                # there would wake the watcher on every write.
+                config = configs / f"g{threshold}.yaml"
+                # The logs in data/, outside the config folder (as ``make run`` keeps its log
+                # in .tidings/, its config in examples/): the config folder is watched for
+                # reloads, and a log there would wake the watcher on every write.
                 config.write_text(
                     f"store: sqlite:///data/events{threshold}.db\nhttp: {{max_body: 4MiB}}\n"
                     + route.format(threshold)
