@@ -25,13 +25,13 @@ import gc
 import json
 import sys
 import tempfile
-from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 import tidings
 from tidings.gateway import Gateway, load_config
 from tidings.server.app import create_app
+from tidings.testing.asgi import call_asgi
 
 CONFIG = (
     "routes: [{{name: audit, from: orders.>, when: 'data.amount > {}', "
@@ -62,38 +62,13 @@ def main(folder: Path, steps: int, batch: bool, fires: bool = True) -> None:
     sent = [0]
 
     async def post(body: bytes) -> int:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/events",
-            "raw_path": b"/events",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [
-                (b"host", b"bench"),
-                (b"content-type", kind),
-                (b"content-length", str(len(body)).encode()),
-            ],
-            "client": ("127.0.0.1", 1),
-            "server": ("bench", 80),
-        }
-        messages: list[MutableMapping[str, Any]] = [
-            {"type": "http.request", "body": body, "more_body": False}
+        headers = [
+            (b"host", b"bench"),
+            (b"content-type", kind),
+            (b"content-length", str(len(body)).encode()),
         ]
-        status = [0]
-
-        async def receive() -> MutableMapping[str, Any]:
-            return messages.pop() if messages else {"type": "http.disconnect"}
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-
-        await app(scope, receive, send)
-        return status[0]
+        status, _ = await call_asgi(app, "POST", "/events", body, headers)
+        return status
 
     def event(n: int) -> dict[str, Any]:
         return {
@@ -113,7 +88,12 @@ def main(folder: Path, steps: int, batch: bool, fires: bool = True) -> None:
 
     prepared = [bodies(step) for step in range(steps + 1)]  # made outside the counted calls
     per_step = concurrency * size
-    fired = [sum(fires and n % 5 != 0 for n in range(step * per_step)) for step in range(steps + 2)]
+    # the audit events fired by the events of the steps before each step (a running sum)
+    fired = [0]
+    for step_first in range(0, (steps + 1) * per_step, per_step):
+        fired.append(
+            fired[-1] + sum(fires and n % 5 != 0 for n in range(step_first, step_first + per_step))
+        )
 
     async def step() -> None:
         posts = prepared[sent[0] // (concurrency * size)]

@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
+from tidings.testing.asgi import call_asgi
 from tidings.testing.nats_server import NatsServer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -18,30 +19,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 async def asgi_get(app: Any, path: str = "/metrics") -> tuple[int, bytes]:
     """GET ``path`` from an ASGI app, as a server would call it; ``(status, body)``."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 80),
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+    return await call_asgi(app, "GET", path)
 
 
 def parse(text: str) -> Samples:

@@ -305,6 +305,9 @@ class Gateway:
             debounce=50,
             step=20,
             rust_timeout=200,
+            # the files of the config's folders only: a log (or anything busy) in a
+            # subfolder would otherwise wake the watcher on every write
+            recursive=False,
         ):
             await self.reload()
 

@@ -90,7 +90,9 @@ GENESIS = "0" * 64
 _meta = msgspec.json.Encoder().encode
 _headers_encode = msgspec.json.Encoder(order="sorted").encode
 _json_decode = msgspec.json.Decoder().decode
-_sha256 = hashlib.sha256
+# A digest of nothing, copied per record: cheaper than ``hashlib.sha256(data)``, which looks
+# the algorithm up by name in OpenSSL each time (never updated, so copies share no state).
+_SHA256_START = hashlib.sha256()
 _plain_types: set[type] = {dict, list, tuple, str, int, float, bool, type(None)}
 _binary_types = (bytes, bytearray, memoryview)
 
@@ -120,9 +122,12 @@ def record_hash(prev: bytes, row: Sequence[Any]) -> bytes:
     )
     # One update of the concatenation (the same bytes, so the same digest as updating with
     # each part): fewer calls into OpenSSL per record.
+    digest = _SHA256_START.copy()
     if headers:
-        return _sha256(b"".join((prev, meta, headers.encode(), payload.encode()))).digest()
-    return _sha256(b"".join((prev, meta, payload.encode()))).digest()
+        digest.update(b"".join((prev, meta, headers.encode(), payload.encode())))
+    else:
+        digest.update(b"".join((prev, meta, payload.encode())))
+    return digest.digest()
 
 
 def draft(envelope: Envelope[Any], decoder: RowDecoder) -> Draft:
