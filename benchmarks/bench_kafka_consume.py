@@ -66,7 +66,7 @@ async def produce(bootstrap: str, topic: str, n: int) -> None:
     await producer.start()
     try:
         futures = []
-        for env in bench._envelopes(n):
+        for env in bench.envelopes(n):
             headers, body, key = record_of(env)
             futures.append(await producer.send(topic, body, key=key, headers=headers))
         await asyncio.gather(*futures)
@@ -80,7 +80,7 @@ async def tidings_drain(url: str, prefix: str, n: int, consumers: int, group: st
     async def handle(message: Message) -> None:
         span.hit()
 
-    transports = [bench._transport(url, prefix) for _ in range(consumers)]
+    transports = [bench.transport_for(url, prefix) for _ in range(consumers)]
     policy = DeliveryPolicy(prefetch=256, workers=1, start="all")
     try:
         for t in transports:
@@ -107,9 +107,9 @@ async def measure(events: int, rounds: int, consumers: int) -> dict[str, list[tu
     results: dict[str, list[tuple[float, float]]] = {"tidings": [], "raw aiokafka": []}
     with TansuBroker() as broker:
         for round_ in range(rounds):
-            prefix = bench._fresh()
+            prefix = bench.fresh_prefix()
             topic = f"{prefix}.bench.order"
-            await bench._make_topic(broker.bootstrap, topic)
+            await bench.make_topic(broker.bootstrap, topic)
             await produce(broker.bootstrap, topic, events)
             runs: list[tuple[str, Callable[[], Awaitable[Span]]]] = [
                 (
