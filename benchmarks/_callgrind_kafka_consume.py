@@ -7,8 +7,8 @@ or the broker), then drains them in this process with one consumer, through publ
 
 - **tidings**: ``subscribe("bench.order", handler, policy=DeliveryPolicy(prefetch=256,
   workers=1, start="all"))``, a handler that counts (commits as the transport does);
-- **raw**: an ``AIOKafkaConsumer`` in a group of its own, ``getmany(max_records=256)``,
-  msgspec decode of each value, a commit after each batch (``bench_kafka.py``'s peer).
+- **raw**: an ``AIOKafkaConsumer`` in a group of its own running ``bench_kafka.py``'s raw
+  loop (``getmany(max_records=256)``, msgspec decode of each value, a commit every 0.1 s).
 
 It prints the client CPU µs per event of the drain. Run it under ``valgrind
 --tool=callgrind`` for two sizes and take ``(I(N2) - I(N1)) / (N2 - N1)``: the instructions
@@ -26,22 +26,10 @@ import subprocess
 import sys
 import time
 
-import msgspec
-from aiokafka import AIOKafkaConsumer
-
 import bench_kafka as bench
+from bench_nats import Done
 from tidings.testing.kafka_broker import TansuBroker
 from tidings.transports import DeliveryPolicy, Message
-
-_decode = msgspec.json.decode
-
-
-async def produce(url: str, prefix: str, n: int) -> None:
-    """Publish ``n`` bench events with tidings (every one acknowledged)."""
-    async with bench.transport_for(url, prefix) as transport:
-        for env in bench.envelopes(n):
-            await transport.send(env)
-        assert await transport.flush(120) == 0
 
 
 async def drain_tidings(url: str, prefix: str, n: int) -> float:
@@ -65,32 +53,15 @@ async def drain_tidings(url: str, prefix: str, n: int) -> float:
 
 
 async def drain_raw(bootstrap: str, prefix: str, n: int) -> float:
-    """CPU µs per event to drain ``n`` events with a raw aiokafka consumer."""
+    """CPU µs per event to drain ``n`` events with a raw aiokafka consumer
+    (:func:`bench_kafka.raw_consume`)."""
     topic = f"{prefix}.{bench.TOPIC}"
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"{topic}.raw",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    done = Done(n)
     start = time.process_time()
-    await consumer.start()
-    try:
-        handled = 0
-        deadline = time.monotonic() + 600
-        while handled < n and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500, max_records=256)
-            for records in batches.values():
-                for record in records:
-                    _decode(record.value)
-                    handled += 1
-            if batches:
-                await consumer.commit()
-        assert handled == n, f"{handled} of {n} drained"
+    async with bench.raw_group(bootstrap, topic, f"{topic}.raw", 1, done):
+        await asyncio.wait_for(done.event.wait(), 600)
         cpu = time.process_time() - start
-    finally:
-        await consumer.stop()
+    assert done.count == n, f"{done.count} of {n} drained"
     return cpu / n * 1e6
 
 
@@ -110,7 +81,7 @@ def main(side: str, n: int) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "produce":
-        asyncio.run(produce(sys.argv[2], sys.argv[3], int(sys.argv[4])))
+        asyncio.run(bench.publish_events(sys.argv[2], sys.argv[3], int(sys.argv[4])))
     elif sys.argv[1] in ("tidings", "raw"):
         main(sys.argv[1], int(sys.argv[2]))
     else:
