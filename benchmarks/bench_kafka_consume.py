@@ -3,16 +3,15 @@
 Run: ``.venv/bin/python benchmarks/bench_kafka_consume.py [--events 20000] [--rounds 3]
 [--consumers 1]``
 
-Each round pre-produces N events (64 keys) on a fresh 4-partition topic with a raw aiokafka
-producer, writing exactly the records tidings' producer writes (the CloudEvents binary-mode
-headers of :func:`tidings.transports._kafka_wire.record_of`, the key as record key), then
-lets each contender drain that topic with K consumers (separate clients) in a consumer group
+Each round pre-produces N events (64 keys) on a fresh 4-partition topic with tidings'
+``KafkaTransport`` (``bench_kafka.publish_events``: the CloudEvents binary-mode records
+tidings writes, the key as record key), then lets each contender drain that topic with K consumers (separate clients) in a consumer group
 of its own, one contender after the other (the order alternates by round):
 
 - **tidings**: ``transport.subscribe(..., group=..., policy=DeliveryPolicy(prefetch=256,
   workers=1, start="all"))`` on K transports; the handler counts.
 - **raw aiokafka**: ``getmany(max_records=256)`` batches, msgspec decode of each value, a
-  commit after each batch (as ``bench_kafka.py``'s e2e peer).
+  commit every 0.1 s (``bench_kafka.raw_consume``, the e2e peer).
 
 The clock runs from the first event handled to the last; the client CPU time
 (``time.process_time``, the broker runs in its own process) over the same span is reported
@@ -30,13 +29,10 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaProducer
-
 import bench_kafka as bench
 from bench_nats import Done
 from tidings.testing.kafka_broker import TansuBroker
 from tidings.transports import DeliveryPolicy, Message
-from tidings.transports._kafka_wire import record_of
 
 
 class Span(Done):
@@ -60,27 +56,13 @@ class Span(Done):
         return n / (self.last - self.first), (self.last_cpu - self.first_cpu) / n * 1e6
 
 
-async def produce(bootstrap: str, topic: str, n: int) -> None:
-    """N events as tidings writes them, every one acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        futures = []
-        for env in bench._envelopes(n):
-            headers, body, key = record_of(env)
-            futures.append(await producer.send(topic, body, key=key, headers=headers))
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
 async def tidings_drain(url: str, prefix: str, n: int, consumers: int, group: str) -> Span:
     span = Span(n)
 
     async def handle(message: Message) -> None:
         span.hit()
 
-    transports = [bench._transport(url, prefix) for _ in range(consumers)]
+    transports = [bench.transport_for(url, prefix) for _ in range(consumers)]
     policy = DeliveryPolicy(prefetch=256, workers=1, start="all")
     try:
         for t in transports:
@@ -107,10 +89,10 @@ async def measure(events: int, rounds: int, consumers: int) -> dict[str, list[tu
     results: dict[str, list[tuple[float, float]]] = {"tidings": [], "raw aiokafka": []}
     with TansuBroker() as broker:
         for round_ in range(rounds):
-            prefix = bench._fresh()
+            prefix = bench.fresh_prefix()
             topic = f"{prefix}.bench.order"
-            await bench._make_topic(broker.bootstrap, topic)
-            await produce(broker.bootstrap, topic, events)
+            await bench.make_topic(broker.bootstrap, topic)
+            await bench.publish_events(broker.url, prefix, events)
             runs: list[tuple[str, Callable[[], Awaitable[Span]]]] = [
                 (
                     "tidings",

@@ -28,7 +28,7 @@ import msgspec
 
 from tidings.exceptions import DecodeError, EncodeError
 
-__all__ = ("convert", "decode", "encode", "is_pydantic_model")
+__all__ = ("convert", "decode", "decoder", "encode", "is_pydantic_model")
 
 T = TypeVar("T")
 
@@ -130,6 +130,22 @@ def decode(data: bytes | str, type_: type[Any] | None = None) -> Any:
     except (msgspec.DecodeError, ValueError, TypeError) as exc:
         name = "JSON" if type_ is None else _type_name(type_)
         raise DecodeError(f"cannot decode {name}: {exc}", type_name=name) from exc
+
+
+def decoder(type_: type[Any] | None = None) -> Callable[[bytes | str], Any]:
+    """The function :func:`decode` calls for ``type_`` (built once, then cached), for hot
+    paths that turn a failure into their own outcome: it raises the decoding library's
+    error (``msgspec.DecodeError``, ``ValueError`` or ``TypeError``) instead of
+    :class:`~tidings.exceptions.DecodeError`.
+
+    Raises:
+        DecodeError: if ``type_`` cannot be decoded into at all.
+    """
+    try:
+        return _decoders[type_]
+    except KeyError:
+        built = _decoders[type_] = _build_decoder(type_)
+        return built
 
 
 @overload

@@ -4,7 +4,9 @@ cloudevents SDK), commits, retries, dead letters, rebalances, publish errors, UR
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -184,6 +186,33 @@ async def test_offsets_are_committed_only_after_every_earlier_record_finished(
         while not await all_committed():
             assert time.monotonic() < deadline, "offset 7 not committed"
             await asyncio.sleep(0.1)
+
+
+async def test_held_records_are_left_to_reference_counting_and_a_closed_transport_is_freed(
+    kafka_factory: Callable[..., KafkaTransport],
+) -> None:
+    # Records are untracked by the garbage collector (see kafka._Record): that is only safe
+    # while none can be part of a reference cycle. Close with records still queued and one
+    # still running, then drop the transport: nothing may keep it alive.
+    transport = kafka_factory(partitions=1)
+    gate = asyncio.Event()
+    got = Collector()
+
+    async def handler(message: Message) -> None:
+        await got(message)
+        await gate.wait()
+
+    async with transport:
+        await transport.subscribe("conformance.>", handler, policy=DeliveryPolicy(prefetch=16))
+        clock = HybridClock()
+        for i in range(5):
+            await transport.publish(make_envelope(clock, f"o-{i}"))
+        await got.wait_count(1, TIMEOUT)
+        await transport.aclose(timeout=0.5)  # the running handler is cancelled
+    freed = weakref.ref(transport)
+    del transport, handler
+    gc.collect()
+    assert freed() is None
 
 
 async def test_handlers_that_suspend_now_and_then_keep_the_partition_order_and_commit_it_all(

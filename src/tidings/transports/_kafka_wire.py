@@ -36,9 +36,11 @@ that :func:`~tidings.transports.wire.decode_envelope` of :func:`received_headers
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
+
+import msgspec
 
 from tidings import codec
 from tidings.cloudevents import (
@@ -247,7 +249,7 @@ class Templates:
     """The constant headers (as received) -> their :data:`Template`, for one topic and
     payload class (bounded); the last ones read are compared first (no hashing)."""
 
-    __slots__ = ("known", "last", "last_template", "second", "second_text")
+    __slots__ = ("decode", "known", "last", "last_template", "second", "second_text")
 
     def __init__(self) -> None:
         self.known: dict[tuple[tuple[str, bytes], ...], Template] = {}
@@ -256,6 +258,8 @@ class Templates:
         self.second = -1
         self.second_text = b""
         """``YYYY-MM-DDTHH:MM:SS.`` of ``second`` (the last second of an event time read)."""
+        self.decode: Callable[[bytes], Any] | None = None
+        """The payload decoder of the target class (see :func:`tidings.codec.decoder`)."""
 
     def get(
         self, constant: Sequence[tuple[str, bytes]], topic: str, target: type | None
@@ -325,8 +329,12 @@ def fast_envelope(
     raises the error that names the fault)."""
     if len(headers) < 4:
         return None
-    id_header, time_header, hlc_header = headers[0], headers[1], headers[2]
-    if id_header[0] != "ce_id" or time_header[0] != "ce_time" or hlc_header[0] != "ce_hlc":
+    (id_name, id_value), (time_name, text), (hlc_name, hlc_value) = (
+        headers[0],
+        headers[1],
+        headers[2],
+    )
+    if id_name != "ce_id" or time_name != "ce_time" or hlc_name != "ce_hlc":
         return None
     constant = headers[3:]
     if constant == templates.last:
@@ -336,27 +344,24 @@ def fast_envelope(
     if template is None:
         return None
     try:
-        event_id = id_header[1].decode()
-        time = int(hlc_header[1])
-        partition_key = None if key is None else key.decode()
+        time = int(hlc_value)
+        event_id = id_value.decode()
         if not event_id or time < 0:
             return None  # missing or malformed
-        # The time text must be format_time(time) (else it is kept): compared by parts.
+        # The time text must be format_time(time) (else it is kept).
         seconds, nanos = divmod(time, 1_000_000_000)
         if seconds != templates.second:
             templates.second_text = format_time(seconds * 1_000_000_000)[:20].encode()
             templates.second = seconds
-        high, low = divmod(nanos // 1000, 1000)
-        text = time_header[1]
-        if (
-            text[20:23] != _DIGITS[high]
-            or text[23:26] != _DIGITS[low]
-            or text[26:] != b"Z"
-            or text[:20] != templates.second_text
-        ):
+        if text != b"%s%06dZ" % (templates.second_text, nanos // 1000):
             return None  # a producer's own time text (kept)
-        payload = codec.decode(value, target)
-    except (ValueError, OverflowError, OSError, DecodeError):  # UnicodeDecodeError: a ValueError
+        decode = templates.decode
+        if decode is None:
+            decode = templates.decode = codec.decoder(target)
+        payload = decode(value)
+        partition_key = None if key is None else key.decode()
+    # UnicodeDecodeError and pydantic's ValidationError are ValueErrors.
+    except (ValueError, TypeError, OverflowError, OSError, DecodeError, msgspec.DecodeError):
         return None
     source, kept = template
     return Envelope(topic, payload, time, partition_key, source, NO_HEADERS, event_id, "", kept)

@@ -63,10 +63,13 @@ import itertools
 import logging
 import re
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+import msgspec
 
 try:
     import aiokafka
@@ -199,9 +202,11 @@ class _Ledger:
     order: then ``done`` stays empty and a finish is one ``popleft``).
     """
 
-    __slots__ = ("busy", "changed", "committed", "done", "next", "open", "owned")
+    __slots__ = ("busy", "changed", "committed", "done", "next", "open", "owned", "subscription")
 
-    def __init__(self) -> None:
+    def __init__(self, subscription: _Subscription) -> None:
+        self.subscription = weakref.ref(subscription)
+        """The subscription reading the partition (weak: see :class:`_Record`)."""
         self.open: deque[int] = deque()
         self.done: set[int] = set()
         self.next = -1
@@ -240,67 +245,53 @@ class _Ledger:
         return self.open[0] if self.open else self.next
 
 
-class _Record:
-    """One delivery of a Kafka record to a :class:`Consumer` (its raw message)."""
+class _Record(msgspec.Struct, gc=False):
+    """One delivery of a Kafka record to a :class:`Consumer` (its raw message).
 
-    __slots__ = (
-        "_headers",
-        "attempt",
-        "data",
-        "kafka_headers",
-        "key",
-        "ledger",
-        "offset",
-        "partition",
-        "sequence",
-        "subject",
-        "subscription",
-        "tp",
-    )
+    Untracked by the garbage collector (``gc=False``): a subscription holds up to its
+    prefetch of these at once, and tracked ones made the collector walk (and promote) every
+    held record again and again. That is safe because a record can never be part of a
+    reference cycle: it refers only to its ledger (which refers to no record and reaches
+    its subscription through a weak reference) and to values (bytes, text, numbers, the
+    header tuples); what refers to records (the consumer's queues, messages, the retry
+    heap) is never reachable from one.
+    """
 
-    def __init__(
-        self,
-        subscription: _Subscription,
-        ledger: _Ledger,
-        record: Any,
-        sequence: int,
-        attempt: int,
-        tp: TopicPartition,
-    ) -> None:
-        self.subscription = subscription
-        self.ledger = ledger
-        self.tp = tp
-        self.subject: str = record.topic
-        self.partition: int = record.partition
-        self.offset: int = record.offset
-        self.key: bytes | None = record.key
-        self.data: bytes = record.value if record.value is not None else b""
-        self.kafka_headers: Sequence[tuple[str, bytes]] = record.headers
-        self.sequence = sequence
-        self.attempt = attempt
-        self._headers: dict[str, str] | None = None
+    subject: str
+    partition: int
+    offset: int
+    key: bytes | None
+    data: bytes
+    kafka_headers: Sequence[tuple[str, bytes]]
+    sequence: int
+    attempt: int
+    ledger: _Ledger
+    tp: TopicPartition
+    lenient: bool
+    """Read headers that are not UTF-8 escaped (dead letters keep them as they came)."""
+    _headers: dict[str, str] | None = None
 
     @property
     def headers(self) -> dict[str, str]:
         """The headers as the wire decoder reads them (raises DecodeError if not UTF-8)."""
         if self._headers is None:
             self._headers = received_headers(
-                self.kafka_headers, self.key, self.subject, lenient=self.subscription.lenient
+                self.kafka_headers, self.key, self.subject, lenient=self.lenient
             )
         return self._headers
 
     async def ack(self) -> None:
         """Finished: committable once every earlier record of the partition is."""
         ledger = self.ledger
-        if not ledger.owned:
-            return  # revoked meanwhile: the partition's new owner has it from the commit
-        ledger.finish(self.offset)
-        self.subscription.dirty = True
+        if ledger.owned:  # else revoked meanwhile: the new owner has it from the commit
+            ledger.finish(self.offset)
 
     term = ack
 
     async def nak(self, delay: float | None = None) -> None:
-        self.subscription.retry(self, delay or 0.0)
+        subscription = self.ledger.subscription()
+        if subscription is not None:
+            subscription.retry(self, delay or 0.0)
 
     async def in_progress(self) -> None:
         return  # Kafka has no per-record lease: the group's heartbeats keep the partition
@@ -329,7 +320,6 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         self.counter = itertools.count()
         self.wake: asyncio.Future[None] | None = None
         self.poll: asyncio.Task[Any] | None = None
-        self.dirty = False
         self.committer: asyncio.Task[None] | None = None
         self.stopping = False
         self.lenient = False
@@ -353,10 +343,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         ledger.busy -= 1
         if ledger.changed is not None:
             ledger.changed.set()
-        again = _Record.__new__(_Record)
-        for slot in _Record.__slots__:
-            setattr(again, slot, getattr(record, slot))
-        again.attempt = record.attempt + 1
+        again = msgspec.structs.replace(record, attempt=record.attempt + 1)
         due = time.monotonic() + delay
         heapq.heappush(self.retries, (due, next(self.counter), again))
         if self.wake is not None and not self.wake.done():
@@ -402,11 +389,24 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 if tp not in self.consumer.assignment():
                     continue  # revoked meanwhile: the new owner reads it from the commit
                 # Assigned, and fetched before the listener heard of it.
-                ledger = self.ledgers[tp] = _Ledger()
+                ledger = self.ledgers[tp] = _Ledger(self)
             base = self.sequence_base(tp)
             ledger.take(records)
+            lenient = self.lenient
             out += [
-                _Record(self, ledger, record, base | (record.offset + 1), 1, tp)
+                _Record(
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.key,
+                    b"" if record.value is None else record.value,
+                    record.headers,
+                    base | (record.offset + 1),
+                    1,
+                    ledger,
+                    tp,
+                    lenient,
+                )
                 for record in records
             ]
         return out or self._due(batch)
@@ -416,12 +416,10 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
     async def commit_loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            if self.dirty:
-                await self.commit()
+            await self.commit()  # nothing is sent unless a position moved
 
     async def commit(self, only: Any = None) -> None:
         """Commit each owned partition's position (of ``only``'s partitions, if given)."""
-        self.dirty = False
         offsets: dict[TopicPartition, int] = {}
         for tp, ledger in self.ledgers.items():
             if only is not None and tp not in only:
@@ -434,7 +432,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             await self.consumer.commit(offsets)
         except Exception as exc:
-            self.dirty = True  # tried again at the next round, if the partitions are still ours
+            # tried again at the next round (the positions stay ahead of ``committed``)
             logger.warning(
                 "subscription %s could not commit offsets (%r); the records after the last "
                 "commit may be delivered again",
@@ -482,7 +480,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Any) -> None:
         new = [tp for tp in assigned if tp not in self.ledgers]
         for tp in new:
-            self.ledgers[tp] = _Ledger()
+            self.ledgers[tp] = _Ledger(self)
         if self.start == "new" and new:
             await self._start_at_subscription_time(new)
 
