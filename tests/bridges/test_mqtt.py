@@ -328,6 +328,40 @@ async def test_a_message_is_acknowledged_only_after_it_was_accepted(
     assert [env.id for env in accepted] == ["held"]
 
 
+async def test_acks_whose_connection_went_first_are_counted_failed_not_acknowledged(
+    mosquitto: Mosquitto,
+) -> None:
+    """The bridge's connection is reset (the chaos toolkit's fault proxy) while it accepts a
+    message, and the sink returns once the bridge saw it go: the PUBACK cannot be sent, so
+    it counts in ``ack_failed``, not in ``acknowledged``. The bridge reconnects, the broker
+    delivers the message again (the session is persistent), and that PUBACK is sent and
+    counted."""
+    accepted: list[str] = []
+    proxy = await FaultProxy(("127.0.0.1", mosquitto.port)).start()
+
+    async def cut_first(envelopes: Sequence[Envelope[Any]]) -> None:
+        accepted.extend(env.id for env in envelopes)
+        if len(accepted) == 1:
+            proxy.reset()
+            await wait_until(lambda: not bridge.connected)
+
+    bridge = MqttBridge(
+        sink=cut_first,
+        url=f"mqtt://127.0.0.1:{proxy.port}",
+        subscribe=["cut/#"],
+        client_id="cut",
+        backoff_limit=0.2,
+    )
+    async with bridge:
+        await publish_raw(mosquitto, [("cut/x", JSONFormat().write(sdk_event(id="cut-1")), None)])
+        await wait_until(lambda: bridge.counts.ack_failed + bridge.counts.acknowledged == 2)
+    await proxy.aclose()
+    assert accepted == ["cut-1", "cut-1"]  # delivered again: at least once
+    counts = bridge.counts
+    assert (counts.received, counts.acknowledged, counts.ack_failed) == (2, 1, 1)
+    assert counts.reconnects == 1
+
+
 async def test_a_burst_is_appended_together_in_order_then_acknowledged(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
