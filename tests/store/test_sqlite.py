@@ -175,8 +175,7 @@ def _query_with_second(name: str) -> type[tuple[Any, ...]]:
     defaults = [Query._field_defaults[n] for n in names]
     # Made from Query's own fields (names mypy cannot see), so through a plain callable.
     make_class: Callable[..., type[tuple[Any, ...]]] = collections.namedtuple
-    reordered = make_class("ReorderedQuery", names, defaults=defaults)
-    return reordered
+    return make_class("ReorderedQuery", names, defaults=defaults)
 
 
 @pytest.mark.parametrize("second", [name for name in Query._fields if name != "after"])
