@@ -63,6 +63,7 @@ from paho.mqtt.properties import Properties
 
 import tidings
 from _harness import Row
+from _samples import order_data
 from tidings.bridges.amqp import AmqpBridge
 from tidings.bridges.mqtt import MqttBridge
 from tidings.testing.brokers import Mosquitto
@@ -89,14 +90,7 @@ def _session() -> Any:
 
 async def _preload_mqtt(broker: Mosquitto, client_id: str, topic: str, n: int) -> None:
     """Make ``client_id``'s persistent session (subscribed to ``topic``) hold ``n`` messages."""
-    async with aiomqtt.Client(
-        "127.0.0.1",
-        broker.port,
-        identifier=client_id,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        clean_start=False,
-        properties=_session(),
-    ) as client:
+    async with _connect_session(broker, client_id) as client:
         await client.subscribe(topic, qos=1)
     async with aiomqtt.Client(
         "127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=1000
@@ -271,7 +265,7 @@ def _the_message() -> aio_pika.Message:
     """The message the bridge sends for one event (CloudEvents headers, persistent)."""
     sample = AmqpBridge(url=AMQP_URL)
     with tidings.Bus() as bus:
-        envelope = bus.publish({"order_id": "o1", "amount": 12.5}, topic="bench.order")
+        envelope = bus.publish(order_data("o1"), topic="bench.order")
     return sample.encode(envelope)
 
 
@@ -327,9 +321,10 @@ async def bridge_amqp_out(n: int, window: int) -> Rates:
                 window=window,
             ) as bridge,
         ):
+            order = order_data("o1")
             clock = _Clock()
             for _ in range(n):
-                await bus.emit({"order_id": "o1", "amount": 12.5}, topic="bench.order")
+                await bus.emit(order, topic="bench.order")
             await _until_published(bridge, n)
             return clock.rates(n)
     finally:
@@ -355,7 +350,7 @@ async def _preload_amqp(connection: aio_pika.abc.AbstractConnection, n: int) -> 
     name, queue = await _amqp_names(connection)
     channel = await connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(name)
-    body = msgspec.json.encode({"order_id": "o1", "amount": 12.5})
+    body = msgspec.json.encode(order_data("o1"))
     for start in range(0, n, 500):
         await asyncio.gather(
             *(

@@ -34,6 +34,7 @@ from nats.js import api
 
 import tidings
 from _harness import Row
+from _samples import AMOUNT, order_data
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.testing.nats_server import NatsServer
@@ -80,6 +81,14 @@ class Done:
             self.event.set()
 
 
+async def _rate(start: float, n: int, done: Done | None) -> float:
+    """Events per wall-clock second from ``start`` until now, or until ``done`` (when
+    given) saw every event handled (up to 120 s)."""
+    if done is not None:
+        await asyncio.wait_for(done.event.wait(), 120)
+    return n / (time.perf_counter() - start)
+
+
 # ---------------------------------------------------------------------------- tidings
 
 
@@ -88,7 +97,7 @@ def _envelopes(n: int) -> list[Envelope[BenchOrder]]:
     return [
         Envelope(
             "bench.order",
-            BenchOrder(f"o-{i}", 12.5),
+            BenchOrder(f"o-{i}", AMOUNT),
             clock.now(),
             None,
             "bench",
@@ -110,11 +119,9 @@ async def tidings_publish(url: str, n: int, done: Done | None = None) -> float:
         for env in envelopes:
             await t.send(env)
         failed = await t.flush(120)
-        if done is not None:
-            await asyncio.wait_for(done.event.wait(), 120)
-        elapsed = time.perf_counter() - start
+        rate = await _rate(start, n, done)
     assert failed == 0
-    return n / elapsed
+    return rate
 
 
 _current = ("", "")
@@ -152,20 +159,16 @@ _decode = msgspec.json.decode
 async def _raw_send(url: str, subject: str, n: int, done: Done | None) -> float:
     nc = await nats.connect(url)
     js = nc.jetstream(publish_async_max_pending=WINDOW)
-    payloads = [
-        (_encode({"order_id": f"o-{i}", "amount": 12.5}), f"raw-{subject}-{i}") for i in range(n)
-    ]
+    payloads = [(_encode(order_data(f"o-{i}")), f"raw-{subject}-{i}") for i in range(n)]
     start = time.perf_counter()
     futures = []
     for body, msg_id in payloads:
         futures.append(await js.publish_async(subject, body, headers={"Nats-Msg-Id": msg_id}))
     for future in futures:
         await future  # checks every ack
-    if done is not None:
-        await asyncio.wait_for(done.event.wait(), 120)
-    elapsed = time.perf_counter() - start
+    rate = await _rate(start, n, done)
     await nc.close()
-    return n / elapsed
+    return rate
 
 
 async def raw_publish(url: str, n: int) -> float:
@@ -223,7 +226,7 @@ async def _fs_send(url: str, subject: str, stream: str, n: int, done: Done | Non
 
     broker = NatsBroker(url, logger=None)
     await broker.connect()
-    bodies = [{"order_id": f"o-{i}", "amount": 12.5} for i in range(n)]
+    bodies = [order_data(f"o-{i}") for i in range(n)]
     start = time.perf_counter()
     for offset in range(0, n, 256):
         await asyncio.gather(
@@ -232,11 +235,9 @@ async def _fs_send(url: str, subject: str, stream: str, n: int, done: Done | Non
                 for body in bodies[offset : offset + 256]
             )
         )
-    if done is not None:
-        await asyncio.wait_for(done.event.wait(), 120)
-    elapsed = time.perf_counter() - start
+    rate = await _rate(start, n, done)
     await broker.stop()
-    return n / elapsed
+    return rate
 
 
 async def fs_publish(url: str, n: int) -> float:

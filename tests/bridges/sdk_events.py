@@ -1,5 +1,6 @@
-"""A foreign CloudEvent as the cloudevents SDK makes it, for the bridges' tests to send in,
-and the check of what the bus holds of it once a bridge took it in."""
+"""A foreign CloudEvent as the cloudevents SDK makes it, for the bridges' tests to send in
+(:data:`SAMPLE`, the one both bridges' tests use), and the check of what the bus holds of it
+once a bridge took it in."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from cloudevents.core.v1.event import CloudEvent
 from tidings.cloudevents import to_cloudevent
 from tidings.event import Envelope
 
-__all__ = ("SdkSample",)
+__all__ = ("SAMPLE", "SdkSample", "assert_bad_input_reasons")
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,30 @@ class SdkSample:
         assert env.attributes["type"] == self.type
         assert env.attributes["subject"] == self.subject
         assert to_cloudevent(env)["time"] == time
+
+
+SAMPLE = SdkSample(
+    id="sdk-1",
+    source="https://devices.example.com/thermo 7",
+    type="com.example.reading",
+    subject="room 7",
+    time=dt.datetime(2026, 1, 2, 12, 30, 45, 123456, tzinfo=dt.UTC),
+    partitionkey="thermo-7",
+    extensions={"site": "berlin"},
+    data={"celsius": 21.5},
+)
+"""The foreign event of the bridges' tests: a source needing percent-encoding, a time exact
+to the microsecond, an extension, JSON data."""
+
+
+def assert_bad_input_reasons(reasons: list[str], *, wrong_type: str, bad_name: str) -> None:
+    """``reasons`` are the dead-letter reasons of the bad input both bridges' tests send, in
+    order: the sample with the time ``yesterday``, the sample without its id, the sample of
+    type ``com.example.other``, a structured event that is not JSON, data that is no
+    ``wrong_type``, and a message on a broker topic naming no tidings topic (``bad_name``)."""
+    assert "yesterday" in reasons[0]
+    assert "'id'" in reasons[1]
+    assert "unknown CloudEvents type 'com.example.other'" in reasons[2]
+    assert "DecodeError" in reasons[3]
+    assert wrong_type in reasons[4]
+    assert f"'{bad_name}'" in reasons[5]

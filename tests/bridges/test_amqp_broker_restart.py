@@ -19,6 +19,8 @@ import tidings
 from tidings.bridges.amqp import AmqpBridge
 from tidings.testing.brokers import RabbitNode, wait_until
 
+from .stored import until_stored
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 TOTAL = 400
@@ -84,13 +86,7 @@ async def test_a_broker_stopped_and_restarted_loses_no_accepted_message(
         await publish(rabbit_node.url, range(150, TOTAL))
         store = bus.store
         assert store is not None
-
-        async def stored() -> int:
-            return len(await store.read(topic="gone.x"))
-
-        async with asyncio.timeout(90):
-            while await stored() < TOTAL:  # noqa: ASYNC110 - the log has no event to await
-                await asyncio.sleep(0.05)
+        await until_stored(store, "gone.x", TOTAL, 90)
         # a batch is counted accepted once its append returns, just after the log shows it
         await wait_until(lambda: amqp.counts.accepted >= TOTAL, timeout=10)
         records = await store.read(topic="gone.x")

@@ -129,7 +129,7 @@ routes:
         for s in family.samples
     }
     labels = {"source": "source-0-mqtt", "kind": "mqtt"}
-    for outcome, count in {**expected, "retried": 0}.items():
+    for outcome, count in {**expected, "ack_failed": 0, "retried": 0}.items():
         key = tuple(sorted({**labels, "outcome": outcome}.items()))
         assert samples[("tidings_gateway_source_messages_total", key)] == count
     assert samples[("tidings_gateway_source_reconnects_total", tuple(sorted(labels.items())))] == 1

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tidings.exceptions import StoreError
 from tidings.store import SQLiteStore
-from tidings.testing.store_conformance import envelope, placed
+from tidings.store import base as store_base
+from tidings.store.base import Query
+from tidings.testing.store_conformance import Shipped, envelope, placed
 
 from .concurrent_appends import assert_one_interleaved_log, follow
 
@@ -162,3 +166,44 @@ async def test_reads_past_what_it_keeps_in_memory_come_from_the_database(tmp_pat
         assert [r.position for r in records] == list(range(9_991, 10_013))
         assert [r.id for r in records[10:]] == [item.id for item in big]
         assert await store.verify() is None
+
+
+def _query_with_second(name: str) -> type[tuple[Any, ...]]:
+    """A stand-in for :class:`~tidings.store.base.Query`: the same fields and defaults
+    (a field added to Query is in it too), ``after`` first and ``name`` second."""
+    names = ("after", name, *(n for n in Query._fields if n not in ("after", name)))
+    defaults = [Query._field_defaults[n] for n in names]
+    # Made from Query's own fields (names mypy cannot see), so through a plain callable.
+    make_class: Callable[..., type[tuple[Any, ...]]] = collections.namedtuple
+    return make_class("ReorderedQuery", names, defaults=defaults)
+
+
+@pytest.mark.parametrize("second", [name for name in Query._fields if name != "after"])
+async def test_reads_of_the_tail_filter_by_field_name_whatever_the_field_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second: str
+) -> None:
+    """Reads of the rows a store just appended (served from memory) apply every filter,
+    with the store's queries built with their fields in another order (each field in turn
+    moved to the front): the tail tells a position-only read by field name, not by place.
+    Each filtered read is what another connection (reading the file) returns, and fewer
+    records than all."""
+    monkeypatch.setattr(store_base, "Query", _query_with_second(second))
+    path = tmp_path / "order.db"
+    async with SQLiteStore(path) as store, SQLiteStore(path) as other:
+        await store.append(placed(3), stream="a")
+        middle = envelope(Shipped("o9"), topic="conformance.shipped.eu")
+        await store.append([middle], stream="b")
+        await store.append(placed(2, start=3), stream="a")
+        everything = await other.read()
+        assert len(everything) == 6
+        for filters in (
+            {"stream": "b"},
+            {"topic": "conformance.shipped.eu"},
+            {"topic": "conformance.shipped.>"},
+            {"since": middle.time},
+            {"until": middle.time},
+            {"after": 1, "upto": 3},
+        ):
+            mine = await store.read(**filters)
+            assert mine == await other.read(**filters), filters
+            assert 0 < len(mine) < len(everything), filters

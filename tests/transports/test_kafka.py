@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from cloudevents.v1.http import CloudEvent
@@ -39,10 +40,18 @@ from tidings.transports.kafka import DEAD_PARTITION, KafkaTransport, kafka_serve
 TIMEOUT = 30.0
 
 
-async def _committed(broker: Any, transport: KafkaTransport, group: str) -> dict[int, int]:
-    """The group's committed offset per partition of conformance.order, as the broker has
-    them (read by a consumer of the group that does not join it)."""
-    topic = transport.destination("conformance.order")
+HELD_WINDOW = 0.5
+"""Seconds a send must stay unfinished to count as held by a frozen broker. That nothing
+happens cannot be awaited: the transport has no signal for "waiting on the broker", so
+these few tests observe the absence for this window, stated where they do it."""
+
+
+async def _committed(
+    broker: Any, transport: KafkaTransport, group: str, topic: str = "conformance.order"
+) -> dict[int, int]:
+    """The group's committed offset per partition of ``topic``'s Kafka topic, as the
+    broker has them (read by a consumer of the group that does not join it)."""
+    topic = transport.destination(topic)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker.bootstrap,
         group_id=transport.group_id("conformance.>", group),
@@ -56,6 +65,34 @@ async def _committed(broker: Any, transport: KafkaTransport, group: str) -> dict
     finally:
         await consumer.stop()
     return {p: o for p, o in offsets.items() if o is not None}
+
+
+async def _until_committed(
+    broker: Any,
+    transport: KafkaTransport,
+    group: str,
+    offsets: dict[int, int],
+    topic: str = "conformance.order",
+) -> None:
+    """Wait (up to TIMEOUT) until the broker has exactly ``offsets`` committed for
+    ``group`` on ``topic`` (the broker has no event to await: polled every 0.1 s)."""
+    deadline = time.monotonic() + TIMEOUT
+    while (committed := await _committed(broker, transport, group, topic)) != offsets:
+        assert time.monotonic() < deadline, f"committed {committed}, not {offsets}"
+        await asyncio.sleep(0.1)
+
+
+async def _group_state(broker: Any, group_id: str) -> str:
+    """The consumer group's state as the broker tells it (``Stable``, ``PreparingRebalance``,
+    ...)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group_id])
+    finally:
+        await admin.close()
+    [(_error, _group, state, *_rest)] = response.groups
+    return str(state)
 
 
 async def _raw_records(broker: Any, topic: str, count: int) -> list[Any]:
@@ -157,35 +194,42 @@ async def test_sdk_records_in_binary_and_structured_mode_are_received(
 async def test_offsets_are_committed_only_after_every_earlier_record_finished(
     kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
 ) -> None:
+    """ "slow" holds the first offset while the six records behind it finish: the offset
+    stays uncommitted through a commit round that came after they all finished. That round
+    is seen on the broker: it also committed a marker on another topic (one commit request
+    covers every partition of the subscription), handled after the six."""
     transport = kafka_factory(partitions=1)
     async with transport:
         gate = asyncio.Event()
         got = Collector()
+        clock = HybridClock()
+        slow = make_envelope(clock, "slow")
 
         async def handler(message: Message) -> None:
             await got(message)
-            if message.envelope.payload.order_id == "slow":
+            if message.envelope.id == slow.id:
                 await gate.wait()
 
-        # Keyless events go to the workers round robin: "slow" holds worker 0 only.
+        # Both topics exist before the subscription, which starts at their end (offset 1)
+        # once the group is assigned them: it commits that position then.
+        topics = ("conformance.order", "conformance.marker")
+        for topic in topics:
+            await transport.publish(make_envelope(clock, "before", topic=topic))
+        # Keyless events go to the workers round robin: "slow" holds one worker only.
         policy = DeliveryPolicy(workers=8, prefetch=16)
-        await transport.subscribe("conformance.>", handler, group="commits", policy=policy)
-        clock = HybridClock()
-        await transport.publish(make_envelope(clock, "slow"))
+        sub = await transport.subscribe("conformance.>", handler, group="commits", policy=policy)
+        for topic in topics:
+            await _until_committed(kafka_broker, transport, "commits", {0: 1}, topic)
+        await transport.publish(slow)
         for i in range(6):
             await transport.publish(make_envelope(clock, f"fast-{i}"))
         await got.wait_count(7, TIMEOUT)
-        await asyncio.sleep(0.5)  # several commit rounds (commit_interval=0.1 s) go by
-        assert (await _committed(kafka_broker, transport, "commits")).get(0, 0) == 0
+        await eventually(lambda: sub.stats().acked == 6, TIMEOUT)  # the six finished
+        await transport.publish(make_envelope(clock, "marker", topic="conformance.marker"))
+        await _until_committed(kafka_broker, transport, "commits", {0: 2}, "conformance.marker")
+        assert await _committed(kafka_broker, transport, "commits") == {0: 1}  # "slow"'s
         gate.set()
-
-        async def all_committed() -> bool:
-            return (await _committed(kafka_broker, transport, "commits")) == {0: 7}
-
-        deadline = time.monotonic() + TIMEOUT
-        while not await all_committed():
-            assert time.monotonic() < deadline, "offset 7 not committed"
-            await asyncio.sleep(0.1)
+        await _until_committed(kafka_broker, transport, "commits", {0: 8})
 
 
 async def test_held_records_are_left_to_reference_counting_and_a_closed_transport_is_freed(
@@ -248,13 +292,7 @@ async def test_handlers_that_suspend_now_and_then_keep_the_partition_order_and_c
         stats = sub.stats()
         assert (stats.delivered, stats.retried, stats.duplicates) == (len(ids), 0, 0)
 
-        async def all_committed() -> bool:
-            return (await _committed(kafka_broker, transport, "inline")) == {0: len(ids)}
-
-        deadline = time.monotonic() + TIMEOUT
-        while not await all_committed():
-            assert time.monotonic() < deadline, "not every offset committed"
-            await asyncio.sleep(0.1)
+        await _until_committed(kafka_broker, transport, "inline", {0: len(ids)})
 
 
 async def test_a_retrying_record_does_not_block_its_partition_then_is_dead_lettered(
@@ -288,11 +326,7 @@ async def test_a_retrying_record_does_not_block_its_partition_then_is_dead_lette
         assert record.sequence == 0  # the original offset
         assert record.envelope is not None
         assert record.envelope.key == "same"
-        await eventually(lambda: True)
-        deadline = time.monotonic() + TIMEOUT
-        while (await _committed(kafka_broker, transport, "retries")) != {0: 6}:
-            assert time.monotonic() < deadline, "offsets not committed after the dead letter"
-            await asyncio.sleep(0.1)
+        await _until_committed(kafka_broker, transport, "retries", {0: 6})
 
 
 async def test_malformed_records_are_dead_lettered_without_blocking_the_partition(
@@ -348,8 +382,13 @@ async def test_malformed_records_are_dead_lettered_without_blocking_the_partitio
 
 
 async def test_a_rebalance_commits_the_revoked_partitions_and_hands_over_cleanly(
-    kafka_factory: Callable[..., KafkaTransport],
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
 ) -> None:
+    """A second member joins while a handler of the first is held: the rebalance (seen
+    begun on the broker) waits for it, the revoked partitions are committed, and every
+    event is handled once. Once both members hold nothing and are closed (which commits),
+    every partition is committed to its end: a copy read again from a stale commit would
+    have been handled, and counted, before that."""
     # No periodic commits: only the commit on revoke can tell the new owner where to start.
     one = kafka_factory(partitions=4, commit_interval=3600.0)
     two = kafka_factory(partitions=4, commit_interval=3600.0)
@@ -363,7 +402,7 @@ async def test_a_rebalance_commits_the_revoked_partitions_and_hands_over_cleanly
                 await gate.wait()
 
         policy = DeliveryPolicy(workers=4)
-        await one.subscribe("conformance.>", held, group="handover", policy=policy)
+        first = await one.subscribe("conformance.>", held, group="handover", policy=policy)
         clock = HybridClock()
         sent = [make_envelope(clock, f"e-{i}", key=f"k{i % 8}") for i in range(40)]
         for env in sent:
@@ -377,15 +416,24 @@ async def test_a_rebalance_commits_the_revoked_partitions_and_hands_over_cleanly
         joining = asyncio.create_task(
             two.subscribe("conformance.>", b, group="handover", policy=policy)
         )
-        await asyncio.sleep(1.0)  # the rebalance waits for the held handler
+        group_id = one.group_id("conformance.>", "handover")
+        deadline = time.monotonic() + TIMEOUT
+        while await _group_state(kafka_broker, group_id) == "Stable":
+            assert time.monotonic() < deadline, "no rebalance began"
+            await asyncio.sleep(0.05)
+        assert not joining.done()  # the rebalance waits for the held handler
         gate.set()
-        await asyncio.wait_for(joining, TIMEOUT)
+        second = await asyncio.wait_for(joining, TIMEOUT)
         later = [make_envelope(clock, f"l-{i}", key=f"k{i % 8}") for i in range(40)]
         for env in later:
             await one.send(env)
         assert await one.flush(TIMEOUT) == 0
         await eventually(lambda: len(a.messages) + len(b.messages) >= 81, TIMEOUT)
-        await asyncio.sleep(0.5)  # nothing more arrives
+        await eventually(
+            lambda: first.stats().in_memory == 0 and second.stats().in_memory == 0, TIMEOUT
+        )
+    committed = await _committed(kafka_broker, one, "handover")
+    assert sum(committed.values()) == len(sent + later)  # every partition to its end
     handled = a.ids + b.ids
     assert sorted(handled) == sorted(e.id for e in sent + later)  # once each
     assert b.messages, "the new member got partitions"
@@ -488,11 +536,12 @@ async def _send_until_held(
 ) -> tuple[list[tuple[str, asyncio.Future[Any]]], int]:
     """Send ``envelopes`` (to a paused broker) until one send is held (its partition has
     a full batch behind one the producer has not taken): the futures of those sent, and
-    the index of the held one, whose wait is cancelled."""
+    the index of the held one, whose wait is cancelled. A send is held when it has not
+    returned within HELD_WINDOW (an explicit window: nothing signals the wait)."""
     futures = []
     for i, env in enumerate(envelopes):
         try:
-            futures.append((env.id, await asyncio.wait_for(transport.send(env), 1.0)))
+            futures.append((env.id, await asyncio.wait_for(transport.send(env), HELD_WINDOW)))
         except TimeoutError:
             return futures, i
     raise AssertionError(f"no send was held in {len(envelopes)} events")
@@ -539,8 +588,10 @@ async def test_a_send_cancelled_while_its_topic_is_created_leaves_nothing_pendin
             try:
                 fresh = make_envelope(clock, "fresh", topic="conformance.fresh")
                 send = asyncio.ensure_future(transport.send(fresh))
-                done, _ = await asyncio.wait({send}, timeout=0.5)
-                assert not done  # held: the frozen broker cannot create the topic
+                # Held (an explicit window: nothing signals the wait): the frozen broker
+                # cannot create the topic.
+                done, _ = await asyncio.wait({send}, timeout=HELD_WINDOW)
+                assert not done
                 send.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await send

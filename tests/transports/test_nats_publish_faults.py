@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import nats
 import nats.errors
@@ -20,7 +20,9 @@ from tidings.exceptions import PublishError, PublishOutcomeUnknownError
 from tidings.testing.nats_server import NatsCluster, NatsServer
 from tidings.testing.transport_conformance import Collector, ConformanceOrder, make_envelope
 from tidings.transports import DeliveryPolicy, PublishAck
-from tidings.transports.nats import NatsTransport, StreamSettings
+from tidings.transports.nats import NatsTransport
+
+from .outage_transports import outage_transport
 
 pytestmark = pytest.mark.slow
 
@@ -83,14 +85,8 @@ async def test_publish_order_per_key_holds_through_a_server_kill(own_server: Nat
     """SIGKILL mid-stream with publishes pipelined, restart: every event stored once, in
     publish order per key, and first delivered in that order."""
     count, kill_at = 3_000, 1_000
-    options: dict[str, Any] = {
-        "prefix": "ordered",
-        "stream": StreamSettings(name="ORDERED"),
-        "ack_timeout": 0.5,
-        "publish_timeout": 60.0,
-    }
-    publisher = NatsTransport(own_server.url, **options)
-    consumer = NatsTransport(own_server.url, **options)
+    publisher = outage_transport(own_server.url, "ORDERED")
+    consumer = outage_transport(own_server.url, "ORDERED")
     async with publisher, consumer:
         got = Collector()
         await consumer.subscribe("conformance.>", got, policy=DeliveryPolicy(ack_wait=10.0))
@@ -130,14 +126,7 @@ async def test_publish_order_per_key_holds_through_a_stream_leader_failover(
     """The stream leader SIGKILLed mid-stream (replicas=3), publishes pipelined: every event
     stored once, in publish order per key."""
     count, kill_at = 2_000, 700
-    options: dict[str, Any] = {
-        "prefix": "failover",
-        "stream": StreamSettings(name="FAILOVER", replicas=3),
-        "connect_timeout": 30.0,
-        "ack_timeout": 1.0,
-        "publish_timeout": 60.0,
-    }
-    publisher = NatsTransport(cluster.urls, **options)
+    publisher = outage_transport(cluster.urls, "FAILOVER", replicas=3)
     async with publisher:
         clock = HybridClock()
         number: dict[str, int] = {}
@@ -166,14 +155,9 @@ async def test_publish_errors_mean_what_they_say_across_a_server_outage(
     """Server down longer than publish_timeout: a PublishError is never stored, even after
     the server comes back; a PublishOutcomeUnknownError, published again with the same
     envelope, is stored exactly once."""
-    options: dict[str, Any] = {
-        "prefix": "outage",
-        "stream": StreamSettings(name="OUTAGE"),
-        "ack_timeout": 0.5,
-        "publish_timeout": 2.0,
-        "on_publish_error": lambda env, exc: None,
-    }
-    publisher = NatsTransport(own_server.url, **options)
+    publisher = outage_transport(
+        own_server.url, "OUTAGE", publish_timeout=2.0, on_publish_error=lambda env, exc: None
+    )
     async with publisher:
         clock = HybridClock()
         envelopes: list[Envelope[ConformanceOrder]] = []

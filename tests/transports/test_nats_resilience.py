@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -11,7 +10,9 @@ from tidings.clock import HybridClock
 from tidings.testing.nats_server import NatsCluster, NatsServer
 from tidings.testing.transport_conformance import Collector, make_envelope
 from tidings.transports import DeliveryPolicy, PublishAck
-from tidings.transports.nats import NatsTransport, StreamSettings
+from tidings.transports.nats import NatsTransport
+
+from .outage_transports import outage_transport
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +38,8 @@ async def _publish_all(
 async def test_server_restart_mid_stream_loses_nothing_acknowledged(
     own_server: NatsServer,
 ) -> None:
-    options: dict[str, Any] = {
-        "prefix": "restart",
-        "stream": StreamSettings(name="RESTART"),
-        "ack_timeout": 0.5,
-        "publish_timeout": 60.0,
-    }
-    publisher = NatsTransport(own_server.url, **options)
-    consumer = NatsTransport(own_server.url, **options)
+    publisher = outage_transport(own_server.url, "RESTART")
+    consumer = outage_transport(own_server.url, "RESTART")
     async with publisher, consumer:
         grouped, everyone = Collector(), Collector()
         policy = DeliveryPolicy(ack_wait=5.0, workers=2)
@@ -66,14 +61,8 @@ async def test_server_restart_mid_stream_loses_nothing_acknowledged(
 
 
 async def test_cluster_survives_losing_the_stream_leader(cluster: NatsCluster) -> None:
-    options: dict[str, Any] = {
-        "stream": StreamSettings(name="HA", replicas=3),
-        "connect_timeout": 30.0,
-        "ack_timeout": 1.0,
-        "publish_timeout": 60.0,
-    }
-    publisher = NatsTransport(cluster.urls, **options)
-    consumer = NatsTransport(cluster.urls, **options)
+    publisher = outage_transport(cluster.urls, "HA", replicas=3)
+    consumer = outage_transport(cluster.urls, "HA", replicas=3)
     async with publisher, consumer:
         got = Collector()
         await consumer.subscribe(

@@ -120,7 +120,10 @@ class BridgeCounts:
         received: messages taken from the broker (redeliveries included).
         accepted: of those, events accepted (on the bus or in the gateway's log).
         dead_lettered: of those, messages dead-lettered as malformed.
-        acknowledged: messages acknowledged to the broker.
+        acknowledged: messages acknowledged to the broker (the acknowledgement sent on an
+            open connection).
+        ack_failed: acknowledgements not sent, the connection gone first (the broker
+            delivers those messages again).
         retried: intakes retried after a refusal that may pass.
         published: events published to the broker and confirmed by it.
         publish_failed: publishes the broker refused or did not confirm (retried by the
@@ -132,6 +135,7 @@ class BridgeCounts:
     accepted: int = 0
     dead_lettered: int = 0
     acknowledged: int = 0
+    ack_failed: int = 0
     retried: int = 0
     published: int = 0
     publish_failed: int = 0

@@ -452,6 +452,7 @@ class AmqpBridge(Bridge):
                         await message.ack()
         except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
             # The channel they came on is gone: the broker delivers them again.
+            self.counts.ack_failed += count
             logger.info("AMQP bridge %s: acks lost with their channel (%s)", self.name, exc)
         else:
             self.counts.acknowledged += count

@@ -23,7 +23,9 @@ Guarantees:
   waiting at once (up to 256) are taken together: on a bus with a log their events are
   appended in one transaction, then each is acknowledged. A message that
   cannot become an event is dead-lettered on ``dead_letter`` (a bus topic) with the reason,
-  then acknowledged. An event sent out counts as published only when the broker's PUBACK
+  then acknowledged. ``counts.acknowledged`` counts the PUBACKs handed to an open
+  connection, ``counts.ack_failed`` those not sent because the connection went first (their
+  messages come again). An event sent out counts as published only when the broker's PUBACK
   came.
 - **Reconnects lose nothing accepted.** The bridge keeps a persistent session (MQTT 5:
   ``clean_start`` off with a session expiry; 3.1.1: ``clean_session`` off), so messages the
@@ -260,8 +262,10 @@ class MqttBridge(Bridge):
 
     @property
     def connected(self) -> bool:
-        """Whether the bridge holds a live connection to the broker now."""
-        return self._live is not None
+        """Whether the bridge holds a live connection to the broker now (``False`` as soon
+        as the client saw it go, before the bridge reconnects)."""
+        client = self._live
+        return client is not None and _paho(client).is_connected()
 
     @property
     def address(self) -> str:
@@ -343,12 +347,31 @@ class MqttBridge(Bridge):
     # -- in -----------------------------------------------------------------------------------
 
     def _acknowledge(self, client: aiomqtt.Client, unacked: list[tuple[int, int]]) -> None:
-        """PUBACK the accepted messages of ``unacked``, in the order received."""
-        if client is self._live:
+        """PUBACK the accepted messages of ``unacked``, in the order received, on ``client``
+        while it is the live client and connected. Each PUBACK paho took for the open
+        connection counts in ``acknowledged``; each one not sent (the connection went, or
+        paho refused it) counts in ``ack_failed``: the broker delivers its message again
+        after the bridge reconnects."""
+        sent = 0
+        try:
             paho_client = _paho(client)
-            for mid, qos in unacked:
-                paho_client.ack(mid, qos)
-            self.counts.acknowledged += len(unacked)
+            if client is self._live and paho_client.is_connected():
+                for mid, qos in unacked:
+                    if paho_client.ack(mid, qos) != paho.MQTT_ERR_SUCCESS:
+                        break
+                    sent += 1
+        finally:
+            self.counts.acknowledged += sent
+            failed = len(unacked) - sent
+            if failed:
+                self.counts.ack_failed += failed
+                logger.info(
+                    "MQTT bridge %s: %d acknowledgement(s) not sent, the connection to %s "
+                    "is gone; the broker delivers those messages again",
+                    self.name,
+                    failed,
+                    self.url,
+                )
 
     async def _take(self, batch: list[aiomqtt.Message]) -> None:
         """Accept (or dead-letter) the messages of ``batch`` together (the caller

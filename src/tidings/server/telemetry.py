@@ -19,7 +19,7 @@
 ``tidings_gateway_source_messages_total`` counter    ``{source, kind, outcome}``: messages a
                                                      broker source ``received``, ``accepted``,
                                                      ``dead_lettered``, ``acknowledged``,
-                                                     ``retried``
+                                                     ``ack_failed``, ``retried``
 ``tidings_gateway_source_reconnects_total`` counter  ``{source, kind}``: connections after the
                                                      first
 ``tidings_gateway_source_connected``      gauge      ``{source, kind}``: 1 while connected
@@ -86,7 +86,14 @@ class GatewayCollector(Collector):
         yield from _source_metrics(gateway)
 
 
-_SOURCE_OUTCOMES = ("received", "accepted", "dead_lettered", "acknowledged", "retried")
+_SOURCE_OUTCOMES = (
+    "received",
+    "accepted",
+    "dead_lettered",
+    "acknowledged",
+    "ack_failed",
+    "retried",
+)
 
 
 def _source_metrics(gateway: Gateway) -> Iterator[Metric]:

@@ -226,17 +226,19 @@ def build_query(
     if stream is not None and not isinstance(stream, str):
         raise TypeError(f"stream is a str, not {type(stream).__name__}")
     if topic is None:
-        return Query(after, upto, stream, None, None, since, until), None
+        return Query(after=after, upto=upto, stream=stream, since=since, until=until), None
     validate_pattern(topic)
     if not is_pattern(topic):
-        return Query(after, upto, stream, topic, None, since, until), None
+        query = Query(after=after, upto=upto, stream=stream, topic=topic, since=since, until=until)
+        return query, None
     literal: list[str] = []
     for token in topic.split("."):
         if token in ("*", ">"):
             break
         literal.append(token)
     prefix = ".".join(literal) + "." if literal else None
-    return Query(after, upto, stream, None, prefix, since, until), compile_pattern(topic)
+    query = Query(after=after, upto=upto, stream=stream, prefix=prefix, since=since, until=until)
+    return query, compile_pattern(topic)
 
 
 def where_sql(query: Query, *, mark: str, prefix_test: str) -> tuple[str, list[Any]]:
@@ -245,16 +247,15 @@ def where_sql(query: Query, *, mark: str, prefix_test: str) -> tuple[str, list[A
     ``mark`` is the driver's placeholder (``?`` or ``%s``); ``prefix_test`` the condition
     testing that ``topic`` starts with the prefix (one placeholder).
     """
-    after, upto, stream, topic, prefix, since, until = query
     where = [f"position > {mark}"]
-    params: list[Any] = [after]
+    params: list[Any] = [query.after]
     for value, test in (
-        (upto, f"position <= {mark}"),
-        (stream, f"stream = {mark}"),
-        (topic, f"topic = {mark}"),
-        (prefix, prefix_test),
-        (since, f"time >= {mark}"),
-        (until, f"time < {mark}"),
+        (query.upto, f"position <= {mark}"),
+        (query.stream, f"stream = {mark}"),
+        (query.topic, f"topic = {mark}"),
+        (query.prefix, prefix_test),
+        (query.since, f"time >= {mark}"),
+        (query.until, f"time < {mark}"),
     ):
         if value is not None:
             where.append(test)

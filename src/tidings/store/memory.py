@@ -71,7 +71,8 @@ class MemoryStore(SyncStore):
 
     def _fetch_now(self, query: Query, limit: int) -> list[Row]:
         rows = self._rows
-        after, upto, stream, topic, prefix, since, until = query
+        after, upto, stream, topic = query.after, query.upto, query.stream, query.topic
+        prefix, since, until = query.prefix, query.since, query.until
         end = len(rows) if upto is None else min(upto, len(rows))
         if stream is None and topic is None and prefix is None and since is None and until is None:
             return rows[after : min(after + limit, end)]

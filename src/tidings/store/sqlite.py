@@ -100,11 +100,22 @@ _TAIL_TEXT = 1 << 23  # at most this many characters of payload in those rows (~
 _payload_of = operator.itemgetter(11)
 _OPTIONAL = (2, 3, 4, 8, 10)  # stream, stream_version, type_name, key, headers: often NULL
 _optional_values = operator.itemgetter(*_OPTIONAL)
-_NO_FILTERS = (None,) * 5  # a Query's stream, topic, prefix, since and until, all unset
 _OPTIONAL_COLUMN = tuple(operator.itemgetter(index) for index in _OPTIONAL)
 _NONES = itertools.repeat(None)
 # Which optional columns have a value in some row -> the columns to bind (at most 32 keys).
 _columns_by_presence: dict[tuple[bool, ...], tuple[int, ...]] = {}
+
+
+def _positions_only(query: Query) -> bool:
+    """Whether ``query`` selects by position alone (``after``, ``upto``), as the tail of
+    rows kept in memory can answer: every other field, read by name, is unset."""
+    return (
+        query.stream is None
+        and query.topic is None
+        and query.prefix is None
+        and query.since is None
+        and query.until is None
+    )
 
 
 def _store_error(exc: sqlite3.Error, path: str, busy_timeout: float) -> StoreError:
@@ -532,7 +543,7 @@ class SQLiteStore(SyncStore):
         """The rows ``query`` reads, from the tail, when it holds them all and no other
         connection committed since it was kept; ``None``: read the database. Under the lock."""
         tail = self._tail
-        if not tail or query[2:] != _NO_FILTERS:
+        if not tail or not _positions_only(query):
             return None
         first = tail[0][0]
         after = query.after
