@@ -309,19 +309,19 @@ def test_no_stale_route_while_threads_publish_and_another_subscribes_and_cancels
 
 def test_a_route_built_across_a_subscribe_is_not_cached() -> None:
     """The generation check, made deterministic: another thread's subscribe lands between
-    a build's trie walk and its insert (here: while the build compiles the node it found)."""
+    a build's trie walk and its insert (here: while the build compiles the leaf it found)."""
     table = RouteTable()
     first = _subscription("rtq.a")
     table.add(first)
     late = _subscription("rtq.*")
-    compile_node = table._compile_node
+    compile_leaf = table._compile_leaf
 
-    def compile_then_subscribe(node: Any, event_type: type, generation: int) -> Any:
-        del table._compile_node  # once
+    def compile_then_subscribe(leaf: Any, event_type: type, generation: int) -> Any:
+        del table._compile_leaf  # once
         table.add(late)
-        return compile_node(node, event_type, generation)
+        return compile_leaf(leaf, event_type, generation)
 
-    table._compile_node = compile_then_subscribe  # type: ignore[method-assign]
+    table._compile_leaf = compile_then_subscribe  # type: ignore[method-assign]
     assert table.route(Other, "rtq.a").subs == (first,)  # its publish started before
     assert table.cached == 0
     assert table.route(Other, "rtq.a").subs == (first, late)  # not cached: rebuilt
@@ -401,14 +401,19 @@ def test_a_change_drops_the_routes_of_every_event_class_on_its_topic() -> None:
 
 @pytest.mark.parametrize(
     "topic",
-    ["", "a..b", ".a", "a.", "a.*", "a.>", "*", "a b", "a.é", "x" * 256, 7, None.__class__],
+    [
+        *("", "a..b", ".a", "a.", "a.*", "a.>", "*", "a b", "a.é", "x" * 256, 7, None.__class__),
+        # tokens reached through literal, ``*`` and ``>`` nodes before and after the bad one
+        *("a.b.", "a.b..c", "a.*.c", "a.b.*", "a.b.>", "a.x y.c", "a.b.c d", "a.é.c", "b.."),
+        *("tidings.*", "tidings..x", "tidings.x.", "a.b.c.", ".", "a.b\n", "a.\x00.c"),
+    ],
 )
 def test_an_invalid_topic_raises_on_every_path_and_is_never_cached(topic: Any) -> None:
     """route() and build() (the bus's path after a cache miss) both refuse a bad topic with
     the typed error, whether or not the trie has nodes its tokens would reach, and cache
     nothing; a bus refuses it on every publish."""
     table = RouteTable()
-    for pattern in ("a.*", "a.>", "*", ">", "a.b"):
+    for pattern in ("a.*", "a.>", "*", ">", "a.b", "a.*.c", "a.b.c", "tidings.x", "tidings.*"):
         table.add(_subscription(pattern))
     for _ in range(2):
         with pytest.raises(tidings.InvalidTopicError):

@@ -4,23 +4,30 @@ A :class:`Route` is the precomputed handler table of one (topic, event class). T
 :class:`RouteTable` finds routes through a *subject trie* and keeps the ones in use in a
 bounded *route cache* in front of it:
 
-- **Trie.** Each subscription sits at the node its pattern spells, one node per token:
-  literal tokens, ``*`` and ``>`` nodes; a class subscription at its class's topic. Matching
-  a topic walks its tokens (the literal child, the ``*`` child, and the subscriptions of a
-  ``>`` child at each level), so it costs O(topic depth), not O(subscriptions). An
+- **Trie.** Each subscription sits at the leaf its pattern spells, one node per token:
+  literal tokens, ``*`` and ``>``; a class subscription at its class's topic. A node is one
+  dict (its next tokens, its leaves under keys no topic token can be: see :data:`_Node`).
+  Matching a topic walks its tokens (the literal child, the ``*`` child, and the leaf of
+  a ``>`` child at each level), so it costs O(topic depth), not O(subscriptions). An
   internal topic (first token ``tidings``, see :mod:`tidings.topics`) is walked from the
   root's literal child only: no leading wildcard matches it. Class
   subscriptions are then kept only for subclasses of their class, as
   :meth:`Subscription.matches <tidings.Subscription.matches>` says.
+- **Topic check on the walk.** A topic not cached is checked as
+  :func:`~tidings.topics.validate_topic` checks it, but a token the walk finds as a
+  literal child needs no check (it is a token of a validated pattern): only the tokens
+  matched by ``*`` are checked one by one, and the whole topic where the walk leaves the
+  trie or forks. An invalid topic raises :class:`~tidings.InvalidTopicError` on every
+  path and is never cached.
 - **Order.** A route lists its subscriptions by priority, higher first, ties in
   subscription order (the subscription's id, a process-wide sequence number).
-- **Compiled nodes.** What a route holds besides its topic (its subscriptions in order,
-  fast paths, counter) is compiled once per trie node and event class, kept in the node
-  and valid for the table's generation it was compiled at; so a route of one node's
-  subscriptions (the common case: a new topic matched by one pattern) is a check of the
-  topic, a trie walk and a copy of the node's compiled parts into a new :class:`Route`,
-  cached without a lock. Routes matched by several nodes are compiled from their merged
-  subscriptions each time.
+- **Compiled leaves.** What a route holds besides its topic (its subscriptions in order,
+  fast paths, counter) is compiled once per leaf and event class, kept in the leaf
+  and valid for the table's generation it was compiled at; so a route of one leaf's
+  subscriptions (the common case: a new topic matched by one pattern) is a trie walk
+  (checking the tokens no literal node matched) and a copy of the leaf's compiled parts
+  into a new :class:`Route`, cached without a lock. Routes matched by several leaves are
+  compiled from their merged subscriptions each time.
 - **Cache.** Built routes are kept in two dicts that the bus reads without a lock:
   :attr:`RouteTable.by_type` (events published on their class's topic) and
   :attr:`RouteTable.by_topic` (``(topic, event class)``). Together they hold at most
@@ -40,10 +47,10 @@ Guarantees and invariants:
 - **No stale route.** Every change (add, remove, :meth:`RouteTable.drop_all`) is made
   under the table's lock: the trie first, then a new *generation* (a unique number from an
   atomic counter) is published, then the cached routes it affects are dropped; a compiled
-  node is used only at the generation it was compiled at. A route is built without a lock,
+  leaf is used only at the generation it was compiled at. A route is built without a lock,
   from a trie walk that starts by reading the generation; it is inserted only if the
-  generation is still the one it started from, and dropped again if the generation moved
-  by the time the insert is done. A change that landed before that last check is seen by
+  generation is still the one it started from (the very object: compared with ``is``),
+  and dropped again if the generation moved by the time the insert is done. A change that landed before that last check is seen by
   it; one that did not drops the route itself (its drop follows its new generation). So
   a route that missed a change (or saw half of one) is never cached after that change
   returned, even while other threads build routes. A route built from a moved generation
@@ -56,8 +63,8 @@ Guarantees and invariants:
   in the trie until the owner of the table removes it in ordinary code.
 - **Exact statistics.** A route whose subscriptions are all plain counts its dispatches
   once: a route of one subscription in that subscription's own delivery counter, a route
-  of several in a route counter (shared by the routes compiled from one node) that each
-  subscription adds to its ``delivered``. When the last route and compiled node holding a
+  of several in a route counter (shared by the routes compiled from one leaf) that each
+  subscription adds to its ``delivered``. When the last route and compiled leaf holding a
   route counter are freed (evicted, dropped, recompiled, or no longer held by any
   dispatch) the counter goes to a queue; the table folds queued counters into the
   subscriptions' own counts at its next change or build, in ordinary code. Until folded a counter is still summed by the
@@ -151,7 +158,7 @@ class Route:
 
 class _RouteCounter:
     """Holds a route counter open (:meth:`RouteCounters.open
-    <tidings.subscription.RouteCounters.open>`) while a route or a compiled node (see
+    <tidings.subscription.RouteCounters.open>`) while a route or a compiled leaf (see
     :class:`RouteTable`) that counts in it lives, and retires it when freed."""
 
     __slots__ = ("key",)
@@ -225,6 +232,8 @@ def _chain(subs: tuple[Subscription[Any], ...]) -> _Chained | None:
 
 _NO_ROUTE: Final[_Compiled] = (0, (), None, None, None, _UNCOUNTED, None)
 """What a route to no subscription holds (whatever the generation)."""
+_NOTHING_COMPILED: Final[tuple[None, _Compiled]] = (None, _NO_ROUTE)
+"""A leaf's ``last`` before it compiles a route (no class is ``None``)."""
 
 fold_retired = route_counters.fold
 """Fold the counters of freed routes into their subscriptions' own counts."""
@@ -235,25 +244,43 @@ _stray = NOT_IN_TOPIC.search
 """Finds a character no topic has (in a valid topic: nothing, so no match is allocated)."""
 
 _new_route = object.__new__
-"""Allocates a :class:`Route` whose slots the table then fills from a compiled node."""
+"""Allocates a :class:`Route` whose slots the table then fills from a compiled leaf."""
 
 
-_Node = list[Any]
-"""One token of the trie, a list of three dicts: the next tokens (``dict[str, _Node]``:
-literal tokens, ``*`` and ``>``), the subscriptions whose pattern ends here
-(``dict[Subscription, None]``, insertion-ordered), and what a route to those of them an
-event class matches holds (``dict[type, _Compiled]``, compiled when first needed, valid for
-the generation it names). A trie grows by one node per new token subscribed, so a node
-starts with the shared empty dict :data:`_EMPTY` in each place and gets its own dict when
-it first needs one there (a node on the way to a pattern needs no subscriptions, a node
-where one ends no children): nodes are as cheap to make as can be."""
-_CHILDREN: Final = 0
-_SUBS: Final = 1
-_COMPILED: Final = 2
+class _Leaf:
+    """Where patterns end in the trie: the subscriptions whose pattern ends here
+    (insertion-ordered) and, by event class, what a route to those of them the class
+    matches holds (compiled when first needed, valid for the generation it names); the
+    class compiled last, with its parts, also in ``last`` (one tuple, replaced whole: read
+    without a lock), where a build looks first.
+
+    A node's leaf is under the key ``"."`` in its dict; a ``>`` pattern's leaf under the key
+    ``".>"`` of the node before it (``>`` is always the last token, so nothing comes after
+    it). A leaf is in the trie only while it has subscriptions."""
+
+    __slots__ = ("compiled", "last", "subs")
+    # No __init__ (a call fewer): the table fills the slots of a new leaf.
+
+    subs: dict[Subscription[Any], None]
+    compiled: dict[type, _Compiled]
+    last: tuple[type | None, _Compiled]
+
+
+_Node = dict[str, Any]
+"""One token of the trie: a dict of the next tokens, each to its node (a ``*`` token under
+the key ``".*"``), with ``".>"`` to the leaf of the ``>`` pattern ending here and ``"."`` to
+the leaf of the patterns ending at this token (:class:`_Leaf`). No token of a topic, valid
+or not, contains a dot (a topic is split at dots), so a topic's token found in a node is a
+literal token of a subscribed pattern: a valid token. One dict per node: a walk reads one
+object per token, and a trie grows by one dict per new token subscribed."""
+_HERE: Final = "."
+"""A node's key for its leaf."""
+_KEYS: Final = {"*": ".*", ">": ".>"}
+"""The keys of the wildcard tokens in a node."""
 _EMPTY: Final[dict[Any, Any]] = {}
-"""The empty dict a node holds where it has nothing yet: read, never written (the table
-replaces it in the node before adding to it)."""
-_NOWHERE: Final[_Node] = [_EMPTY, _EMPTY, _EMPTY]
+"""The empty dict a leaf holds until it compiles its first route: read, never written (the
+table replaces it in the leaf before adding to it)."""
+_NOWHERE: Final[_Node] = {}
 """A node outside the trie, with nothing: where a walk whose first step found no node goes
 on (read, never written)."""
 
@@ -287,7 +314,7 @@ class RouteTable:
         lock."""
         self._lock = threading.Lock()
         self._subs: dict[Subscription[Any], None] = {}  # insertion-ordered
-        self._root: _Node = [{}, _EMPTY, _EMPTY]
+        self._root: _Node = {}
         self._generation = next(_generations)
         # The cached keys in insertion order, as a ring of ``size`` slots: inserting a key
         # evicts the one inserted ``size`` insertions before it (if it is still cached).
@@ -320,25 +347,35 @@ class RouteTable:
         """Route events to ``sub`` from now on."""
         pattern = sub.pattern
         tokens = pattern.split(".")
+        if "*" in pattern or ">" in pattern:  # validated: a wildcard is a whole token
+            tokens = [_KEYS.get(token, token) for token in tokens]
         lock = self._lock
         lock.acquire()  # not ``with``: two calls fewer
         try:
             self._subs[sub] = None
             node = self._root
+            last = tokens.pop()
             for token in tokens:
-                children = node[_CHILDREN]
-                if children is _EMPTY:
-                    children = node[_CHILDREN] = {}
-                child = children.get(token)
+                child = node.get(token)
                 if child is None:
-                    child = children[token] = [_EMPTY, _EMPTY, _EMPTY]
+                    child = node[token] = {}
                 node = child
-            subs = node[_SUBS]
-            if subs is _EMPTY:
-                node[_SUBS] = {sub: None}
+            if last != ".>":  # the leaf is in the last token's node; a ``>`` leaf in this one
+                child = node.get(last)
+                if child is None:
+                    child = node[last] = {}
+                node, last = child, _HERE
+            leaf = node.get(last)
+            if leaf is None:
+                leaf = _Leaf()
+                leaf.subs = {sub: None}
+                leaf.compiled = _EMPTY
+                leaf.last = _NOTHING_COMPILED
+                node[last] = leaf
             else:
-                subs[sub] = None
-            node[_COMPILED] = _EMPTY  # holds no compiled parts without ``sub``
+                leaf.subs[sub] = None
+                leaf.compiled = _EMPTY  # compiled without ``sub``
+                leaf.last = _NOTHING_COMPILED
             self._generation = next(_generations)  # before the drop: see build()
             self._drop_matching(pattern)
         finally:
@@ -350,19 +387,33 @@ class RouteTable:
         """Stop routing events to ``sub``; whether it was in the table."""
         pattern = sub.pattern
         tokens = pattern.split(".")
+        if "*" in pattern or ">" in pattern:
+            tokens = [_KEYS.get(token, token) for token in tokens]
         with self._lock:
             if self._subs.pop(sub, False) is False:
                 return False
-            path = [self._root]
+            node = self._root
+            path = [node]
+            last = tokens.pop()
             for token in tokens:
-                path.append(path[-1][_CHILDREN][token])
-            del path[-1][_SUBS][sub]
-            path[-1][_COMPILED] = _EMPTY  # no longer holding ``sub`` (nor its handler) alive
-            for depth in range(len(tokens), 0, -1):  # prune the nodes left empty
-                node = path[depth]
-                if node[_SUBS] or node[_CHILDREN]:
-                    break
-                del path[depth - 1][_CHILDREN][tokens[depth - 1]]
+                node = node[token]
+                path.append(node)
+            if last != ".>":  # the leaf is in the last token's node; a ``>`` leaf in this one
+                node = node[last]
+                path.append(node)
+                tokens.append(last)
+                last = _HERE
+            leaf = node[last]
+            subs = leaf.subs
+            del subs[sub]
+            leaf.compiled = _EMPTY  # no longer holding ``sub`` (nor its handler) alive
+            leaf.last = _NOTHING_COMPILED
+            if not subs:
+                del node[last]
+                depth = len(tokens)
+                while depth and not path[depth]:  # prune the nodes left empty
+                    depth -= 1
+                    del path[depth][tokens[depth]]
             self._generation = next(_generations)  # before the drop: see build()
             self._drop_matching(pattern)
         if _retired:
@@ -457,23 +508,24 @@ class RouteTable:
         cache: dict[Any, Route]
         if topic is None:
             topic = topic_of(event_type)
-            tokens = topic.split(".")
             key, cache = event_type, self.by_type
             if event_type not in self._type_topics.get(topic, ()):
                 self._list_class(event_type, topic)
+            checked = True
         else:
-            # validate_topic's rule, inlined (a call would cost as much as the check): no
-            # character outside a topic's, no empty token, at most MAX_TOPIC_LENGTH characters.
-            if type(topic) is str and len(topic) <= MAX_TOPIC_LENGTH and _stray(topic) is None:
-                tokens = topic.split(".")
-                if "" in tokens:
-                    validate_topic(topic)  # raises, naming the empty token
+            # Checked as it is walked (validate_topic's rule: no character outside a
+            # topic's, no empty token, at most MAX_TOPIC_LENGTH characters): a token that
+            # matches a literal child of the trie is a valid token (patterns are validated),
+            # so only the others are checked, below.
+            if type(topic) is str and len(topic) <= MAX_TOPIC_LENGTH:
+                checked = False
             else:
                 topic = validate_topic(topic)  # raises, naming what is wrong (a str subclass)
-                tokens = topic.split(".")
+                checked = True
             key, cache = (topic, event_type), self.by_topic
             if event_type not in self._topic_classes:
                 self._list_class(event_type, None)
+        tokens = topic.split(".")
         # Build the route, then cache it unless the table changed meanwhile. Takes no lock:
         # a change moves the generation after changing the trie and before dropping the
         # cached routes it affects, and this inserts before checking the generation again.
@@ -485,39 +537,62 @@ class RouteTable:
         # under the GIL). One node matches so far (the common case: no list per token), until
         # a token matches both a literal and a ``*`` child; then every node of the frontier
         # (_match_from). Most nodes have no wildcard child: a containment test says so
-        # without a call.
-        found: list[_Node] = []
+        # without a call. ``first`` is the first leaf found, ``found`` every leaf once there
+        # are two (the common case, one, allocates no list).
+        first: _Leaf | None = None
+        found: list[_Leaf] | None = None
         node: _Node = self._root
         rest = iter(tokens)
         if tokens[0] == INTERNAL_TOKEN:  # an internal topic: no leading wildcard matches it
-            node = node[_CHILDREN].get(next(rest)) or _NOWHERE
+            node = node.get(next(rest)) or _NOWHERE
         for token in rest:
-            children = node[_CHILDREN]
-            if ">" in children:
-                tail = children.get(">")
+            if ".>" in node:
+                tail = node.get(".>")
                 if tail is not None:
-                    found.append(tail)
-            child = children.get(token)
-            if "*" in children:
-                star = children.get("*")
+                    if first is None:
+                        first = tail
+                    else:
+                        found = [first, tail] if found is None else [*found, tail]
+            child = node.get(token)
+            if ".*" in node:
+                star = node.get(".*")
                 if star is not None:
                     if child is None:
+                        if not checked and (not token or _stray(token) is not None):
+                            validate_topic(topic)  # raises, naming what is wrong
                         node = star
                         continue
+                    if not checked and (_stray(topic) is not None or "" in tokens):
+                        validate_topic(topic)  # raises, naming what is wrong
+                    if found is None:
+                        found = [] if first is None else [first]
                     _match_from([child, star], rest, found)
                     break
             if child is None:
+                # The tokens from here on matched no literal child: check the whole topic.
+                if not checked and (_stray(topic) is not None or "" in tokens):
+                    validate_topic(topic)  # raises, naming what is wrong
                 break
             node = child
         else:
-            if node[_SUBS]:
-                found.append(node)
-        if len(found) == 1:  # the common case: the route of one node's subscriptions
-            compiled = found[0][_COMPILED].get(event_type)
-            if compiled is None or compiled[0] != generation:
-                compiled = self._compile_node(found[0], event_type, generation)
-        elif found:
+            here = node.get(_HERE)
+            if here is not None:
+                if first is None:
+                    first = here
+                else:
+                    found = [first, here] if found is None else [*found, here]
+        if found is not None and len(found) < 2:
+            first = found[0] if found else None
+            found = None
+        compiled: _Compiled | None
+        if found is not None:
             compiled = _compile(generation, _matching(found, event_type))
+        elif first is not None:  # the common case: the route of one leaf's subscriptions
+            last = first.last
+            compiled = last[1] if last[0] is event_type else first.compiled.get(event_type)
+            # ``is``: the generation read above is the very object a compile stored
+            if compiled is None or compiled[0] is not generation:
+                compiled = self._compile_leaf(first, event_type, generation)
         else:
             compiled = _NO_ROUTE
         # A Route from its compiled parts, slot by slot: no __init__ to call.
@@ -527,7 +602,7 @@ class RouteTable:
             compiled
         )
         route._slow = None
-        if self._generation == generation:
+        if self._generation is generation:
             # Take the next slot of the ring, evicting the key inserted there ``size``
             # inserts ago (if it is still cached), then insert.
             at = next(self._slots)
@@ -543,21 +618,21 @@ class RouteTable:
                 except KeyError:
                     pass
             cache[key] = route  # another thread's build of the same key meanwhile: replaced
-            if self._generation != generation:  # changed (or released) while inserting
+            if self._generation is not generation:  # changed (or released) while inserting
                 cache.pop(key, None)
         if _retired:
             fold_retired()
         return route
 
     @staticmethod
-    def _compile_node(node: _Node, event_type: type, generation: int) -> _Compiled:
-        """What a route to the subscriptions at ``node`` that match ``event_type`` holds, at
-        ``generation``: compiled once per node, class and generation, and kept in the node.
+    def _compile_leaf(leaf: _Leaf, event_type: type, generation: int) -> _Compiled:
+        """What a route to the subscriptions at ``leaf`` that match ``event_type`` holds, at
+        ``generation``: compiled once per leaf, class and generation, and kept in the leaf.
 
         Takes no lock: a change made meanwhile moves the generation, so what this keeps is
         then never used.
         """
-        subs = tuple(node[_SUBS])  # one C call: a copy another thread cannot change midway
+        subs = tuple(leaf.subs)  # one C call: a copy another thread cannot change midway
         if len(subs) == 1:  # the common case, without a list to sort
             sub = subs[0]
             if sub.active and (sub.event_type is None or issubclass(event_type, sub.event_type)):
@@ -565,47 +640,48 @@ class RouteTable:
             else:
                 compiled = _compile(generation, ())
         else:
-            compiled = _compile(generation, _matching((node,), event_type))
-        held = node[_COMPILED]
+            compiled = _compile(generation, _matching((leaf,), event_type))
+        held = leaf.compiled
         if held is _EMPTY:
-            node[_COMPILED] = {event_type: compiled}
+            leaf.compiled = {event_type: compiled}
         else:
             held[event_type] = compiled
+        leaf.last = (event_type, compiled)
         return compiled
 
 
-def _match_from(frontier: list[_Node], rest: Iterator[str], found: list[_Node]) -> None:
+def _match_from(frontier: list[_Node], rest: Iterator[str], found: list[_Leaf]) -> None:
     """The trie walk of :meth:`RouteTable.build` from the nodes ``frontier`` onwards, for the
-    tokens ``rest``: adds the nodes whose patterns match to ``found``."""
+    tokens ``rest``: adds the leaves whose patterns match to ``found``."""
     for token in rest:
         following: list[_Node] = []
         for node in frontier:
-            children = node[_CHILDREN]
-            if not children:
-                continue
-            if ">" in children:
-                tail = children.get(">")
+            if ".>" in node:
+                tail = node.get(".>")
                 if tail is not None:
                     found.append(tail)
-            child = children.get(token)
+            child = node.get(token)
             if child is not None:
                 following.append(child)
-            if "*" in children:
-                child = children.get("*")
+            if ".*" in node:
+                child = node.get(".*")
                 if child is not None:
                     following.append(child)
         if not following:
             return
         frontier = following
-    found.extend(node for node in frontier if node[_SUBS])
+    for node in frontier:
+        leaf = node.get(_HERE)
+        if leaf is not None:
+            found.append(leaf)
 
 
-def _matching(nodes: Iterable[_Node], event_type: type) -> tuple[Subscription[Any], ...]:
-    """The active subscriptions at ``nodes`` that take events of ``event_type``, in dispatch
+def _matching(leaves: Iterable[_Leaf], event_type: type) -> tuple[Subscription[Any], ...]:
+    """The active subscriptions at ``leaves`` that take events of ``event_type``, in dispatch
     order (:func:`subscription_order`, as two sorts keyed in C, both stable)."""
     candidates: list[Subscription[Any]] = []
-    for node in nodes:  # extend: one C call each, which another thread cannot change midway
-        candidates.extend(node[_SUBS])
+    for leaf in leaves:  # extend: one C call each, which another thread cannot change midway
+        candidates.extend(leaf.subs)
     subs: list[Subscription[Any]] = []
     for sub in candidates:  # a loop: cheaper than a comprehension here
         if sub.active and (sub.event_type is None or issubclass(event_type, sub.event_type)):
