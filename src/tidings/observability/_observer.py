@@ -50,6 +50,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import itertools
 import random
 import threading
 import time
@@ -158,25 +159,31 @@ class TopicHistograms:
     """Latency histograms per topic, for the publish hot path, whose counts are exact but
     whose values may be a sample.
 
-    The hot path marks each unsampled observation by appending its topic to :attr:`marks`
-    (one list for every topic: ``list.append`` is atomic, takes no lock and looks nothing
-    up); the marks are counted into each topic's exact count when a value is given with
-    :meth:`observe` and when scraped. Each value is counted in its topic's weighted bucket
-    counts, standing for ``weight`` observations; values that time a dispatch (not a publish
-    queued behind the current one) are also counted in its dispatch bucket counts.
-    :meth:`snapshot` spreads each topic's exact count over its buckets in the proportions of
-    its weighted values (largest remainders, so the buckets add up to the count exactly; a
-    topic with no value yet takes the proportions of all topics'), and gives the sum as the
-    count times their weighted mean. When every value has weight 1, that is exactly the
-    values' histogram. At most ``max_topics`` topics; the others count under ``"other"``.
+    The hot path takes no lock: it marks each unsampled observation by appending its topic
+    to :attr:`marks`, and each sampled one by appending ``(topic, seconds, weight,
+    dispatch)`` to :attr:`values` (one list each for every topic: ``list.append`` is atomic
+    and looks nothing up). :meth:`fold` counts both into the topics' exact counts and bucket
+    counts, under the lock: when scraped, and when the hot path finds :meth:`due`. Each
+    value is counted in its topic's weighted bucket counts, standing for ``weight``
+    observations; values that time a dispatch (not a publish queued behind the current
+    one) are also counted in its dispatch bucket counts. :meth:`snapshot` spreads each
+    topic's exact count over its buckets in the proportions of its weighted values (largest
+    remainders, so the buckets add up to the count exactly; a topic with no value yet takes
+    the proportions of all topics'), and gives the sum as the count times their weighted
+    mean. When every value has weight 1, that is exactly the values' histogram. At most
+    ``max_topics`` topics; the others count under ``"other"``.
     """
 
-    __slots__ = ("_cells", "_counts", "_dispatch_cells", "_lock", "marks", "max_topics")
+    __slots__ = ("_cells", "_counts", "_dispatch_cells", "_lock", "marks", "max_topics", "values")
 
     OTHER = "other"
+    FOLD_MARKS = 4096
+    """:meth:`due` once this many marks wait (or :attr:`FOLD_VALUES` values)."""
+    FOLD_VALUES = 64
 
     def __init__(self, max_topics: int) -> None:
         self.marks: list[str] = []
+        self.values: list[tuple[str, float, int, bool]] = []
         self.max_topics = max_topics
         self._counts: dict[str, int] = {}
         self._cells: dict[str, list[int]] = {}
@@ -195,42 +202,60 @@ class TopicHistograms:
             self._counts[name] = 0
         return name
 
-    def _count_marks(self) -> None:
-        """Count the marks made so far into their topics (under the lock)."""
-        marks = self.marks
+    def due(self) -> bool:
+        """Whether enough marks or values wait to :meth:`fold` them now (which bounds
+        their lists' length)."""
+        return len(self.marks) >= self.FOLD_MARKS or len(self.values) >= self.FOLD_VALUES
+
+    def fold(self) -> None:
+        """Count the marks and values made so far into their topics."""
+        with self._lock:
+            self._fold()
+
+    def _fold(self) -> None:
+        """:meth:`fold`, under the lock: values first, then marks (the order in which new
+        topics take the ``max_topics`` series). What is appended meanwhile stays, for the
+        next."""
+        marks, values = self.marks, self.values
+        sampled = values[:]
+        del values[: len(sampled)]
+        for topic, seconds, weight, dispatch in sampled:
+            self._count(topic, seconds, weight, dispatch)
         taken = marks[:]
-        del marks[: len(taken)]  # marks appended meanwhile stay, for the next count
-        if not taken:
-            return
-        first = taken[0]
-        same = taken.count(first)  # one topic, usually: a scan in C
-        tallies = {first: same} if same == len(taken) else collections.Counter(taken)
-        for topic, tally in tallies.items():
-            self._counts[self._name(topic)] += tally
+        del marks[: len(taken)]
+        if taken:
+            first = taken[0]
+            same = taken.count(first)  # one topic, usually: a scan in C
+            tallies = {first: same} if same == len(taken) else collections.Counter(taken)
+            for topic, tally in tallies.items():
+                self._counts[self._name(topic)] += tally
+
+    def _count(self, topic: str, seconds: float, weight: int, dispatch: bool) -> None:
+        """Count one value (under the lock)."""
+        name = self._name(topic)
+        self._counts[name] += 1
+        bucket, ns = bisect_left(BUCKETS, seconds), round(seconds * 1e9) * weight
+        cell = self._cells[name]
+        cell[bucket] += weight
+        cell[-1] += ns
+        if dispatch:
+            cell = self._dispatch_cells[name]
+            cell[bucket] += weight
+            cell[-1] += ns
 
     def observe(self, topic: str, seconds: float, weight: int = 1, dispatch: bool = True) -> None:
         """Count one observation for ``topic``, of ``seconds``, a value standing for
         ``weight`` observations (this one and ``weight - 1`` marked without a value);
         ``dispatch``: it times a dispatch (not a publish queued behind another's)."""
         with self._lock:
-            self._count_marks()
-            name = topic if topic in self._cells else self._name(topic)
-            self._counts[name] += 1
-            bucket, ns = bisect_left(BUCKETS, seconds), round(seconds * 1e9) * weight
-            cell = self._cells[name]
-            cell[bucket] += weight
-            cell[-1] += ns
-            if dispatch:
-                cell = self._dispatch_cells[name]
-                cell[bucket] += weight
-                cell[-1] += ns
+            self._count(topic, seconds, weight, dispatch)
 
     def snapshot(self, dispatches: bool = False) -> dict[str, list[int]]:
         """Per topic, as :meth:`Histogram.snapshot`; ``dispatches``: in the proportions of
         the values that timed dispatches only (a topic with none takes those of all
         topics' dispatches)."""
         with self._lock:
-            self._count_marks()
+            self._fold()
             source = self._dispatch_cells if dispatches else self._cells
             cells = {name: list(cell) for name, cell in source.items()}
             counts = dict(self._counts)
@@ -532,6 +557,9 @@ class Observer:
                 metrics.read += read
 
 
+_GAPS = 1024
+"""How many gaps between timed publishes each hook draws at random, then takes in turn,
+over and over (a period of about ``1024 * time_every`` publishes)."""
 _NOT_GIVEN: Any = object()
 """The default of the publish hooks' ``_positional`` parameter (see :func:`_traced_publish`)."""
 
@@ -591,7 +619,9 @@ def _counted_publish(
 
     Threads racing on ``countdown`` change which publishes are timed, never the counts."""
     threads, clock, published = port.dispatching, time.perf_counter, metrics.published
-    mark, draw, most = published.marks.append, random.random, 2 * metrics.time_every - 1
+    mark, sample = published.marks.append, published.values.append
+    most = 2 * metrics.time_every - 1
+    gaps = itertools.cycle([1 + int(random.random() * most) for _ in range(_GAPS)])
     quick, decide = gate if gate is not None else (None, _untraced)
     gap = countdown = 1  # the first publish is timed
 
@@ -603,7 +633,7 @@ def _counted_publish(
         key: str | None,
         headers: Mapping[str, str] | None,
     ) -> Envelope[Any]:
-        """Publish through ``send`` (``None``: ``original``), timed; draw the next gap."""
+        """Publish through ``send`` (``None``: ``original``), timed; take the next gap."""
         nonlocal countdown, gap
         dispatch = not threads.state.busy  # else queued behind the current dispatch
         t0 = clock()
@@ -611,8 +641,10 @@ def _counted_publish(
             env = original(event, topic=topic, key=key, headers=headers)
         else:
             env = send(event, topic, key, headers)
-        published.observe(env.topic, clock() - t0, gap, dispatch)
-        gap = countdown = 1 + int(draw() * most)  # 1 to most, at random
+        sample((env.topic, clock() - t0, gap, dispatch))
+        gap = countdown = next(gaps)
+        if published.due():
+            published.fold()
         return env
 
     def publish(  # Bus.publish's parameters, as _traced_publish's (see above)
