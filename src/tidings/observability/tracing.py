@@ -284,9 +284,9 @@ class _BusTracing:
     def publish_gate(self, reinstall: Callable[[], None]) -> PublishGate | None:
         """The ``publish`` hook's test for the sampler's mode, each as cheap as it can be:
         none when nothing is ever sampled; a look at the current context (is it empty)
-        when only children of sampled spans are; one module attribute read while no SDK is
-        configured (the first publish that finds one resolves the mode and ``reinstall``
-        rebuilds the hook for it)."""
+        when only children of sampled spans are; one dictionary read (in C) while no SDK
+        is configured (the first publish that finds one resolves the mode and
+        ``reinstall`` rebuilds the hook for it)."""
         tracing = self._tracing
         mode = tracing._mode
         if mode == _NEVER:
