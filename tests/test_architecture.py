@@ -34,9 +34,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("tidings.observability.tracing", "_RUNTIME_CONTEXT._current_context"): (
         "OpenTelemetry's context variable, read without a function call on the hot path"
     ),
-    ("tidings.observability.tracing", "trace._TRACER_PROVIDER"): (
-        "whether an OpenTelemetry SDK is configured yet: one module attribute read"
-    ),
     ("tidings.transports.nats", "self._client()._nuid"): (
         "nats-py's unique-id generator, for inbox names it does not make itself"
     ),

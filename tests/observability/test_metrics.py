@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import threading
 import time
 import urllib.request
@@ -400,16 +401,26 @@ def test_dispatches_timed_now_and_then_are_counted_every_time() -> None:
     assert value(samples, "tidings_event_latency_seconds_bucket", le="+Inf", **labels) == 1000
 
 
-def test_time_every_one_times_every_dispatch_exactly() -> None:
-    """With ``time_every=1`` each dispatch is timed: 3 slow ones (over 50 ms) among 10 land
-    above the 50 ms bound and the 7 fast ones below it, exactly."""
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The test's clock, read by the hooks installed after this (``time.perf_counter``):
+    ``clock[0]`` seconds, moved only by the test."""
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    return now
+
+
+def test_time_every_one_times_every_publish_exactly(clock: list[float]) -> None:
+    """With ``time_every=1`` each publish is timed: on a clock that the handler moves by
+    62.5 ms for 3 events of 10 and by under 1 ms for the 7 others (binary fractions: exact
+    sums), exactly 7 land at or below the 1 ms bound, 3 above 50 ms, and the sum is theirs
+    (no real time is measured: the clock is the test's)."""
     registry = CollectorRegistry()
     with tidings.Bus() as bus:
         Metrics(bus, registry=registry, time_every=1)
 
         def handle(order: Order) -> None:
-            if order.n % 3 == 0 and order.n:
-                time.sleep(0.06)  # latency to be measured, not a synchronisation
+            clock[0] += 2**-4 if order.n % 3 == 0 and order.n else 2**-10
 
         sub = bus.subscribe(Order, handle)
         for n in range(10):
@@ -417,11 +428,68 @@ def test_time_every_one_times_every_dispatch_exactly() -> None:
         samples = parse(registry_text(registry))
     labels = {"topic": sub.pattern, "subscription": sub.name}
     assert value(samples, "tidings_event_latency_seconds_bucket", le="0.05", **labels) == 7
+    assert value(samples, "tidings_event_latency_seconds_bucket", le="0.001", **labels) == 7
     assert value(samples, "tidings_event_latency_seconds_bucket", le="+Inf", **labels) == 10
     assert (
         value(samples, "tidings_publish_duration_seconds_bucket", le="0.05", topic=sub.pattern) == 7
     )
-    assert value(samples, "tidings_event_latency_seconds_sum", **labels) > 0.18
+    assert value(samples, "tidings_event_latency_seconds_sum", **labels) == pytest.approx(
+        3 * 2**-4 + 7 * 2**-10
+    )
+
+
+def test_a_publish_from_a_handler_is_counted_and_its_queueing_is_not_its_latency(
+    clock: list[float],
+) -> None:
+    """A publish from inside a handler is queued behind the current dispatch: it is counted
+    in its topic's publish durations and in its inline handler's latency, and when timed,
+    its time in ``publish`` (the queueing: 0 on the test's clock) is its publish duration,
+    while its handler's latency takes the proportions of the publishes that dispatched."""
+    registry = CollectorRegistry()
+    with tidings.Bus() as bus:
+        Metrics(bus, registry=registry, time_every=1)
+
+        def place(order: Order) -> None:
+            clock[0] += 2**-9  # about 2 ms
+            bus.publish(Order(-order.n), topic="obs.nested")
+
+        def nested(event: Order) -> None:
+            clock[0] += 2**-9
+
+        bus.subscribe(Order, place)
+        sub = bus.subscribe("obs.nested", nested)
+        for n in range(3):
+            bus.publish(Order(n))
+        samples = parse(registry_text(registry))
+    labels = {"topic": sub.pattern, "subscription": sub.name}
+    assert value(samples, "tidings_publish_duration_seconds_count", topic="obs.nested") == 3
+    assert (
+        value(samples, "tidings_publish_duration_seconds_bucket", le="1e-06", topic="obs.nested")
+        == 3
+    )
+    assert value(samples, "tidings_publish_duration_seconds_count", topic="obs.order") == 3
+    assert value(samples, "tidings_event_latency_seconds_count", **labels) == 3
+    assert value(samples, "tidings_event_latency_seconds_bucket", le="0.0025", **labels) == 0
+    assert value(samples, "tidings_event_latency_seconds_bucket", le="0.005", **labels) == 3
+
+
+@pytest.mark.parametrize("time_every", [1, 64])
+def test_an_observed_bus_refuses_options_by_position(time_every: int) -> None:
+    """The hooks take Bus.publish's arguments and refuse, as it does, a topic (or key, or
+    headers) passed by position; their signature is Bus.publish's."""
+    with tidings.Bus() as bus:
+        plain = inspect.signature(bus.publish)
+        Metrics(bus, registry=CollectorRegistry(), time_every=time_every)
+        calls: list[int] = []
+        bus.subscribe("obs.>", lambda event: calls.append(1))
+        assert type(bus) is not tidings.Bus
+        assert inspect.signature(bus.publish) == plain
+        with pytest.raises(TypeError, match="by name"):
+            bus.publish(Order(1), "obs.elsewhere")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="by name"):
+            bus.publish(Order(1), None, "obs.elsewhere")  # type: ignore[call-arg]
+        bus.publish(event=Order(2), topic="obs.named", key="k", headers={"h": "v"})
+    assert calls == [1]
 
 
 def test_time_every_must_be_positive() -> None:

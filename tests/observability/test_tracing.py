@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -359,3 +361,65 @@ def test_without_sampling_only_a_sampled_parent_or_traceparent_traces() -> None:
     assert parent_of(sends[0]) == request.get_span_context().span_id
     assert sends[1].context.trace_id == int("0af7651916cd43dd8448eb211c80319c", 16)
     assert parent_of(sends[1]) == int("b7ad6b7169203331", 16)
+
+
+LATE_PROVIDER = """
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import tidings
+from tidings.observability import Tracing
+
+
+@tidings.event("late.order")
+@dataclass(frozen=True)
+class Order:
+    n: int
+
+
+exporter = InMemorySpanExporter()
+with tidings.Bus() as bus:
+    Tracing(bus)  # no tracer provider set yet
+    bus.subscribe(Order, lambda order: None)
+    with bus.record() as recorded:
+        bus.publish(Order(1))
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        before = type(bus).publish
+        bus.publish(Order(2))
+        rebuilt = type(bus).publish is not before
+        bus.publish(Order(3))
+print(*("traceparent" in env.headers for env in recorded.envelopes), rebuilt)
+print(*sorted(span.name for span in exporter.get_finished_spans()))
+"""
+
+
+def test_a_tracer_provider_set_later_traces_from_its_first_publish() -> None:
+    """``Tracing(bus)`` before any tracer provider is set traces nothing; the first publish
+    after one (sampling every trace) is set is traced and rebuilds the hook for its sampler,
+    and the next is traced by that hook. In a process of its own: the global provider can
+    be set once."""
+    command = [sys.executable, "-c", LATE_PROVIDER]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    flags, names = result.stdout.splitlines()
+    assert flags.split() == ["False", "True", "True", "True"]
+    assert names.split() == ["process", "late.order"] * 2 + ["send", "late.order"] * 2
+
+
+@pytest.mark.parametrize("with_metrics", [False, True])
+def test_a_traced_bus_refuses_options_by_position(spans: Spans, with_metrics: bool) -> None:
+    """Traced (and counted), ``publish`` takes Bus.publish's arguments, by name only."""
+    with tidings.Bus() as bus:
+        Tracing(bus, tracer_provider=spans.provider)
+        if with_metrics:
+            Metrics(bus, registry=CollectorRegistry())
+        with pytest.raises(TypeError, match="by name"):
+            bus.publish(Order(1), "trace.elsewhere")  # type: ignore[call-arg]
+        bus.publish(Order(2), topic="trace.named")
+    assert [s.name for s in spans.named("send trace.named")] == ["send trace.named"]

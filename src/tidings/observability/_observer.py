@@ -9,8 +9,10 @@ one observation seam, :class:`~tidings._ports.ObservationPort` (``tidings.bus.ob
 - **publish and emit**: :meth:`Observer.install` gives the port the hooks that become the
   bus's ``publish`` and ``emit`` (:meth:`ObservationPort.attach
   <tidings._ports.ObservationPort.attach>` swaps the bus's class for a subclass whose two
-  methods are the hooks), so :meth:`Bus.publish` itself carries no check. The hook times
-  the dispatch (metrics) and, when :meth:`TracingHook.gate` says the event is traced,
+  methods are the hooks), so :meth:`Bus.publish` itself carries no check. One ``publish``
+  hook serves metrics, tracing or both (never one wrapped in the other: each Python call
+  between the caller and :meth:`Bus.publish` costs the hot path). It counts and samples
+  the publish (metrics) and, when :class:`TracingHook`'s gate says the event is traced,
   publishes it through ``ObservationPort.publish_each`` with trace headers, so that every
   handler is called through :meth:`Subscription.call`.
 - **subscriptions** are observed (:meth:`Subscription.observe`), those that are
@@ -27,16 +29,20 @@ one observation seam, :class:`~tidings._ports.ObservationPort` (``tidings.bus.ob
   :meth:`Observer.store_counted`, and runs its followers' handler calls inside
   :func:`replaying`, so their spans link to the events' original traces.
 
-Latency is observed once per dispatch for inline handlers (publish to the end of the
-dispatch, ``perf_counter``: sub-microsecond): every dispatch of ``publish`` is counted
-exactly, but only about one in :data:`SAMPLE_EVERY` (or in ``time_every``), at random, is
-timed, standing for the dispatches since the last timed one (see :class:`TopicHistograms`);
-every ``emit`` and every publish from inside a handler is timed. It is observed once per
-handler call for queued, async and remote handlers, from the event's hybrid-clock time
-(``time_ns() - envelope.time``: the clock's physical granule makes that up to 65.5 µs long,
-and across machines it includes their clock offset). Events delivered from the durable log
-(catch-up and durable subscriptions) are counted but not timed: their publish may be long
-past.
+Latency is observed once per publish for inline handlers (publish to the end of the
+dispatch, ``perf_counter``: sub-microsecond): every ``publish`` is counted exactly in its
+topic's series, but only about one in :data:`SAMPLE_EVERY` (or in ``time_every``), at
+random, is timed, standing for the publishes since the last timed one (see
+:class:`TopicHistograms`); every ``emit`` is timed. A publish from inside a handler (queued
+behind the current dispatch) is counted like any other, and when its turn to be timed
+comes, its time spent in ``publish`` (the queueing) counts towards the topic's publish
+durations but not towards its handlers' latency: whether a publish is queued is looked up
+(one thread-local read) only for the timed ones, since the bus looks it up again itself
+and two look-ups were a third of the hook's cost. It is observed once per handler call for
+queued, async and remote handlers, from the event's hybrid-clock time (``time_ns() -
+envelope.time``: the clock's physical granule makes that up to 65.5 µs long, and across
+machines it includes their clock offset). Events delivered from the durable log (catch-up
+and durable subscriptions) are counted but not timed: their publish may be long past.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import itertools
 import random
 import threading
 import time
@@ -67,6 +74,7 @@ __all__ = (
     "Histogram",
     "MetricsState",
     "Observer",
+    "PublishGate",
     "TopicHistograms",
     "TracingHook",
     "replaying",
@@ -81,10 +89,10 @@ BUCKETS: tuple[float, ...] = (
 _BOUNDS_NS = tuple(round(b * 1e9) for b in BUCKETS)
 _CELL = len(_BOUNDS_NS) + 2  # one count per bound, one above them all, then the sum in ns
 SAMPLE_EVERY = 64
-"""How often, on average, a dispatch of ``publish`` is timed unless told otherwise
+"""How often, on average, a ``publish`` is timed unless told otherwise
 (:class:`MetricsState`'s ``time_every``): each is counted, and the gaps between timed ones
 are drawn at random from 1 to ``2 * time_every - 1`` (so no periodic traffic is always timed
-on the same topic); each timed dispatch stands for its gap. 1 times every dispatch."""
+on the same topic); each timed publish stands for its gap. 1 times every publish."""
 _now_ns = time.time_ns
 
 DeliveryMark = tuple[int, str | None, bool, int | None]
@@ -148,30 +156,38 @@ def add_snapshots(a: list[int], b: list[int]) -> list[int]:
 
 
 class TopicHistograms:
-    """One latency histogram per topic, for the publish hot path, whose counts are exact but
+    """Latency histograms per topic, for the publish hot path, whose counts are exact but
     whose values may be a sample.
 
-    The hot path marks each observation by appending its topic to :attr:`marks` (one list
-    for every topic: ``list.append`` is atomic, takes no lock and looks nothing up); the
-    marks are counted into each topic's exact count when a value is given with
-    :meth:`observe` and when scraped. Each value is counted in its topic's weighted bucket
-    counts, standing for ``weight`` observations. :meth:`snapshot` spreads each topic's
-    exact count over its buckets in the proportions of its weighted values (largest
+    The hot path takes no lock: it marks each unsampled observation by appending its topic
+    to :attr:`marks`, and each sampled one by appending ``(topic, seconds, weight,
+    dispatch)`` to :attr:`values` (one list each for every topic: ``list.append`` is atomic
+    and looks nothing up). :meth:`fold` counts both into the topics' exact counts and bucket
+    counts, under the lock: when scraped, and when the hot path finds :meth:`due`. Each
+    value is counted in its topic's weighted bucket counts, standing for ``weight``
+    observations; values that time a dispatch (not a publish queued behind the current
+    one) are also counted in its dispatch bucket counts. :meth:`snapshot` spreads each
+    topic's exact count over its buckets in the proportions of its weighted values (largest
     remainders, so the buckets add up to the count exactly; a topic with no value yet takes
     the proportions of all topics'), and gives the sum as the count times their weighted
     mean. When every value has weight 1, that is exactly the values' histogram. At most
     ``max_topics`` topics; the others count under ``"other"``.
     """
 
-    __slots__ = ("_cells", "_counts", "_lock", "marks", "max_topics")
+    __slots__ = ("_cells", "_counts", "_dispatch_cells", "_lock", "marks", "max_topics", "values")
 
     OTHER = "other"
+    FOLD_MARKS = 4096
+    """:meth:`due` once this many marks wait (or :attr:`FOLD_VALUES` values)."""
+    FOLD_VALUES = 64
 
     def __init__(self, max_topics: int) -> None:
         self.marks: list[str] = []
+        self.values: list[tuple[str, float, int, bool]] = []
         self.max_topics = max_topics
         self._counts: dict[str, int] = {}
         self._cells: dict[str, list[int]] = {}
+        self._dispatch_cells: dict[str, list[int]] = {}
         self._lock = threading.Lock()
 
     def _name(self, topic: str) -> str:
@@ -182,38 +198,66 @@ class TopicHistograms:
         name = self.OTHER if len(self._cells) >= self.max_topics else topic
         if name not in self._cells:
             self._cells[name] = [0] * _CELL
+            self._dispatch_cells[name] = [0] * _CELL
             self._counts[name] = 0
         return name
 
-    def _count_marks(self) -> None:
-        """Count the marks made so far into their topics (under the lock)."""
-        marks = self.marks
+    def due(self) -> bool:
+        """Whether enough marks or values wait to :meth:`fold` them now (which bounds
+        their lists' length)."""
+        return len(self.marks) >= self.FOLD_MARKS or len(self.values) >= self.FOLD_VALUES
+
+    def fold(self) -> None:
+        """Count the marks and values made so far into their topics."""
+        with self._lock:
+            self._fold()
+
+    def _fold(self) -> None:
+        """:meth:`fold`, under the lock: values first, then marks (the order in which new
+        topics take the ``max_topics`` series). What is appended meanwhile stays, for the
+        next."""
+        marks, values = self.marks, self.values
+        sampled = values[:]
+        del values[: len(sampled)]
+        for topic, seconds, weight, dispatch in sampled:
+            self._count(topic, seconds, weight, dispatch)
         taken = marks[:]
-        del marks[: len(taken)]  # marks appended meanwhile stay, for the next count
-        if not taken:
-            return
-        first = taken[0]
-        same = taken.count(first)  # one topic, usually: a scan in C
-        tallies = {first: same} if same == len(taken) else collections.Counter(taken)
-        for topic, tally in tallies.items():
-            self._counts[self._name(topic)] += tally
+        del marks[: len(taken)]
+        if taken:
+            first = taken[0]
+            same = taken.count(first)  # one topic, usually: a scan in C
+            tallies = {first: same} if same == len(taken) else collections.Counter(taken)
+            for topic, tally in tallies.items():
+                self._counts[self._name(topic)] += tally
 
-    def observe(self, topic: str, seconds: float, weight: int = 1) -> None:
+    def _count(self, topic: str, seconds: float, weight: int, dispatch: bool) -> None:
+        """Count one value (under the lock)."""
+        name = self._name(topic)
+        self._counts[name] += 1
+        bucket, ns = bisect_left(BUCKETS, seconds), round(seconds * 1e9) * weight
+        cell = self._cells[name]
+        cell[bucket] += weight
+        cell[-1] += ns
+        if dispatch:
+            cell = self._dispatch_cells[name]
+            cell[bucket] += weight
+            cell[-1] += ns
+
+    def observe(self, topic: str, seconds: float, weight: int = 1, dispatch: bool = True) -> None:
         """Count one observation for ``topic``, of ``seconds``, a value standing for
-        ``weight`` observations (this one and ``weight - 1`` marked without a value)."""
+        ``weight`` observations (this one and ``weight - 1`` marked without a value);
+        ``dispatch``: it times a dispatch (not a publish queued behind another's)."""
         with self._lock:
-            self._count_marks()
-            name = self._name(topic)
-            self._counts[name] += 1
-            cell = self._cells[name]
-            cell[bisect_left(BUCKETS, seconds)] += weight
-            cell[-1] += round(seconds * 1e9) * weight
+            self._count(topic, seconds, weight, dispatch)
 
-    def snapshot(self) -> dict[str, list[int]]:
-        """Per topic, as :meth:`Histogram.snapshot`."""
+    def snapshot(self, dispatches: bool = False) -> dict[str, list[int]]:
+        """Per topic, as :meth:`Histogram.snapshot`; ``dispatches``: in the proportions of
+        the values that timed dispatches only (a topic with none takes those of all
+        topics' dispatches)."""
         with self._lock:
-            self._count_marks()
-            cells = {name: list(cell) for name, cell in self._cells.items()}
+            self._fold()
+            source = self._dispatch_cells if dispatches else self._cells
+            cells = {name: list(cell) for name, cell in source.items()}
             counts = dict(self._counts)
         pooled = _add_up(list(cells.values()))
         return {
@@ -251,17 +295,16 @@ class MetricsState:
     everything else is read from the bus's own counters when scraped.
 
     Attributes:
-        dispatched: per topic, publish (or emit) to the end of its dispatch: the latency of
-            the inline handlers and the publish duration.
-        deferred: per topic, publishes from inside a handler (queued behind the current
-            dispatch): publish duration only.
+        published: per topic, each publish and emit: time spent in it (the publish
+            duration); for those that dispatched (not queued behind the current dispatch),
+            publish to the end of the dispatch: the latency of the inline handlers.
         handled: per subscription id, latency of queued, async and remote handler calls.
         dead_lettered: per subscription id, events given up on and dead-lettered.
         redelivered: per subscription id, handler calls for a transport's redelivery (a
             subscription that already succeeded, or does not match, is not called again).
         appended, read: store records appended and read (the store's hook).
         publish_failed: events a transport did not publish after ``publish`` returned.
-        time_every: a dispatch of ``publish`` is timed about once in this many (see
+        time_every: a ``publish`` is timed about once in this many (see
             :data:`SAMPLE_EVERY`).
     """
 
@@ -269,18 +312,16 @@ class MetricsState:
         "_lock",
         "appended",
         "dead_lettered",
-        "deferred",
-        "dispatched",
         "handled",
         "publish_failed",
+        "published",
         "read",
         "redelivered",
         "time_every",
     )
 
     def __init__(self, max_topics: int, time_every: int = SAMPLE_EVERY) -> None:
-        self.dispatched = TopicHistograms(max_topics)
-        self.deferred = TopicHistograms(max_topics)
+        self.published = TopicHistograms(max_topics)
         self.handled: dict[int, Histogram] = {}
         self.dead_lettered: dict[int, int] = {}
         self.redelivered: dict[int, int] = {}
@@ -308,21 +349,21 @@ class MetricsState:
             table[sub.id] = table.get(sub.id, 0) + 1
 
 
+PublishGate = tuple[Callable[[], object], Callable[[Mapping[str, str] | None], bool]]
+"""``(quick, gate)``: when ``quick()`` (a call into C, no Python frame) is false, a publish
+without headers made now is not traced; otherwise ``gate(headers)`` says whether it is."""
+
+
 class TracingHook(Protocol):
     """What :class:`Observer` needs of :class:`~tidings.observability.Tracing`."""
 
     def gate(self, headers: Mapping[str, str] | None) -> bool:
         """Whether a publish with ``headers``, made now, is traced."""
 
-    def wrap_publish(
-        self,
-        original: Callable[..., Envelope[Any]],
-        traced: Callable[[Any, str | None, str | None, Mapping[str, str] | None], Envelope[Any]],
-        reinstall: Callable[[], None],
-    ) -> Callable[..., Envelope[Any]]:
-        """A ``publish`` that calls ``traced`` for the events to trace and ``original`` for
-        the others, deciding as cheaply as the sampler allows (``original`` itself when
-        nothing can be traced). ``reinstall`` rebuilds it when that changes."""
+    def publish_gate(self, reinstall: Callable[[], None]) -> PublishGate | None:
+        """How the ``publish`` hook decides, as cheaply as the sampler allows, whether a
+        publish made now is traced; ``None`` when nothing can be traced. ``reinstall``
+        rebuilds the hook when that changes (a tracer provider set after the fact)."""
 
     def traces(self, env: Envelope[Any]) -> bool:
         """Whether a handler call for ``env`` gets a span."""
@@ -395,22 +436,27 @@ class Observer:
     def _publish(self) -> Callable[..., Envelope[Any]] | None:
         """The bus's ``publish`` with the hooks of the parts set, or ``None`` for none."""
         port, tracing, metrics = self.port, self.tracing, self.metrics
+        gate = tracing.publish_gate(self.install) if tracing is not None else None
+        if gate is None and metrics is None:
+            return None
         original: Callable[..., Envelope[Any]] = port.publish_unhooked
-        publish = original
-        if tracing is not None:
-            route_of, each = port.route, port.publish_each
-            send = tracing.send
+        route_of, each = port.route, port.publish_each
+        send = tracing.send if tracing is not None else None
 
-            def traced(
-                event: Any, topic: str | None, key: str | None, headers: Mapping[str, str] | None
-            ) -> Envelope[Any]:
-                route = route_of(type(event), topic)
-                return send(route.topic, headers, lambda h: each(route, event, key, h))
+        def traced(
+            event: Any, topic: str | None, key: str | None, headers: Mapping[str, str] | None
+        ) -> Envelope[Any]:
+            assert send is not None
+            route = route_of(type(event), topic)
+            return send(route.topic, headers, lambda h: each(route, event, key, h))
 
-            publish = tracing.wrap_publish(original, traced, self.install)
-        if metrics is not None:
-            publish = _timed_publish(port, metrics, publish)
-        return None if publish is original else publish
+        if metrics is None:
+            assert gate is not None
+            hook = _traced_publish(original, traced, gate)
+        else:
+            hook = _counted_publish(port, metrics, original, traced, gate)
+        functools.update_wrapper(hook, original)  # its name, doc and signature: Bus.publish's
+        return hook
 
     def _emit(self) -> Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None:
         port, tracing, metrics = self.port, self.tracing, self.metrics
@@ -434,7 +480,7 @@ class Observer:
             else:
                 delivery = await original(event, topic=topic, key=key, headers=headers)
             if metrics is not None:
-                metrics.dispatched.observe(delivery.envelope.topic, time.perf_counter() - t0)
+                metrics.published.observe(delivery.envelope.topic, time.perf_counter() - t0)
             return delivery
 
         return emit
@@ -511,63 +557,124 @@ class Observer:
                 metrics.read += read
 
 
-def _timed_publish(
-    port: ObservationPort, metrics: MetricsState, inner: Callable[..., Envelope[Any]]
-) -> Callable[..., Envelope[Any]]:
-    """``inner`` (the bus's publish, maybe traced), counted and sampled: every dispatch is
-    counted in its topic's exact count, about one in ``metrics.time_every`` is timed (two
-    clock reads) and stands for the dispatches since the last timed one.
+_GAPS = 1024
+"""How many gaps between timed publishes each hook draws at random, then takes in turn,
+over and over (a period of about ``1024 * time_every`` publishes)."""
+_NOT_GIVEN: Any = object()
+"""The default of the publish hooks' ``_positional`` parameter (see :func:`_traced_publish`)."""
 
-    The closure holds only what the hot path reads (each of its variables costs every call).
-    Threads racing on ``countdown`` change which dispatches are timed, never the counts."""
-    threads, clock, dispatched = port.dispatching, time.perf_counter, metrics.dispatched
-    mark = dispatched.marks.append
-    deferred = functools.partial(_time_into, metrics.deferred, inner)
-    next_gap = functools.partial(_gap, 2 * metrics.time_every - 1)
-    gap = countdown = 1  # the first dispatch is timed
+
+def _positional_options(given: object) -> TypeError:
+    return TypeError(
+        f"publish() takes 1 positional argument (the event); topic, key and headers are "
+        f"passed by name (got {given!r} positionally)"
+    )
+
+
+# The publish hooks: what ``bus.publish`` calls on an observed bus. Their parameters are
+# Bus.publish's (event, topic, key, headers), but positional-or-keyword: CPython 3.11
+# specialises a call to a function without keyword-only parameters, while filling three
+# keyword-only defaults costs a call about 460 machine instructions (callgrind; a third of
+# the metrics hook's own cost). ``_positional`` comes second and refuses what Bus.publish
+# refuses: options passed by position. Each closure holds only what its hot path reads.
+
+
+def _traced_publish(
+    original: Callable[..., Envelope[Any]],
+    traced: Callable[[Any, str | None, str | None, Mapping[str, str] | None], Envelope[Any]],
+    gate: PublishGate,
+) -> Callable[..., Envelope[Any]]:
+    """``original`` (the bus's publish), or ``traced`` for the events the gate traces: the
+    hook without metrics (:func:`_counted_publish` with them; kept apart, since every test
+    on the hot path costs it ~25 instructions)."""
+    quick, decide = gate
 
     def publish(
         event: Any,
-        *,
+        _positional: Any = _NOT_GIVEN,
         topic: str | None = None,
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Envelope[Any]:
-        nonlocal countdown, gap
-        if threads.state.busy:  # queued behind the current dispatch
-            return deferred(event, topic, key, headers)
-        countdown -= 1
-        if countdown > 0:
-            env = inner(event, topic=topic, key=key, headers=headers)
-            mark(env.topic)
-            return env
-        t0 = clock()
-        env = inner(event, topic=topic, key=key, headers=headers)
-        dispatched.observe(env.topic, clock() - t0, gap)
-        gap = countdown = next_gap()
-        return env
+        if _positional is not _NOT_GIVEN:
+            raise _positional_options(_positional)
+        if (headers is None and not quick()) or not decide(headers):
+            return original(event, topic=topic, key=key, headers=headers)
+        return traced(event, topic, key, headers)
 
     return publish
 
 
-def _gap(most: int) -> int:
-    """Dispatches until the next timed one: 1 to ``most``, at random."""
-    return 1 + int(random.random() * most)
+def _counted_publish(
+    port: ObservationPort,
+    metrics: MetricsState,
+    original: Callable[..., Envelope[Any]],
+    traced: Callable[[Any, str | None, str | None, Mapping[str, str] | None], Envelope[Any]],
+    gate: PublishGate | None,
+) -> Callable[..., Envelope[Any]]:
+    """``original`` (the bus's publish), or ``traced`` for the events ``gate`` traces (with
+    tracing), counted and sampled: every publish is counted in its topic's exact count,
+    about one in ``metrics.time_every`` is timed (two clock reads) and stands for the
+    publishes since the last timed one.
+
+    Threads racing on ``countdown`` change which publishes are timed, never the counts."""
+    threads, clock, published = port.dispatching, time.perf_counter, metrics.published
+    mark, sample = published.marks.append, published.values.append
+    most = 2 * metrics.time_every - 1
+    gaps = itertools.cycle([1 + int(random.random() * most) for _ in range(_GAPS)])
+    quick, decide = gate if gate is not None else (None, _untraced)
+    gap = countdown = 1  # the first publish is timed
+
+    def timed(
+        send: Callable[[Any, str | None, str | None, Mapping[str, str] | None], Envelope[Any]]
+        | None,
+        event: Any,
+        topic: str | None,
+        key: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> Envelope[Any]:
+        """Publish through ``send`` (``None``: ``original``), timed; take the next gap."""
+        nonlocal countdown, gap
+        dispatch = not threads.state.busy  # else queued behind the current dispatch
+        t0 = clock()
+        if send is None:
+            env = original(event, topic=topic, key=key, headers=headers)
+        else:
+            env = send(event, topic, key, headers)
+        sample((env.topic, clock() - t0, gap, dispatch))
+        gap = countdown = next(gaps)
+        if published.due():
+            published.fold()
+        return env
+
+    def publish(  # Bus.publish's parameters, as _traced_publish's (see above)
+        event: Any,
+        _positional: Any = _NOT_GIVEN,
+        topic: str | None = None,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Envelope[Any]:
+        nonlocal countdown
+        if _positional is not _NOT_GIVEN:
+            raise _positional_options(_positional)
+        countdown -= 1
+        if quick is None or (headers is None and not quick()) or not decide(headers):
+            if countdown > 0:
+                env = original(event, topic=topic, key=key, headers=headers)
+                mark(env.topic)
+                return env
+            return timed(None, event, topic, key, headers)
+        if countdown > 0:
+            env = traced(event, topic, key, headers)
+            mark(env.topic)
+            return env
+        return timed(traced, event, topic, key, headers)
+
+    return publish
 
 
-def _time_into(
-    histograms: TopicHistograms,
-    publish: Callable[..., Envelope[Any]],
-    event: Any,
-    topic: str | None,
-    key: str | None,
-    headers: Mapping[str, str] | None,
-) -> Envelope[Any]:
-    """``publish`` the event, its duration counted in ``histograms``."""
-    t0 = time.perf_counter()
-    env = publish(event, topic=topic, key=key, headers=headers)
-    histograms.observe(env.topic, time.perf_counter() - t0)
-    return env
+def _untraced(headers: Mapping[str, str] | None) -> bool:
+    return False
 
 
 async def _timed(metrics: MetricsState, sub: Subscription[Any], arg: Any, coro: Any) -> Any:

@@ -44,16 +44,20 @@ inline handlers, taken around ``publish``, and one per call for queued, async an
 handlers (see :mod:`tidings.observability._observer` for how each is timed). Each inline
 subscription of a topic reports that topic's dispatch latencies.
 
-**Sampled dispatch timing.** ``publish`` counts every dispatch exactly but times only about
+**Sampled publish timing.** ``publish`` counts every publish exactly but times only about
 one in ``time_every`` (64 by default; the gaps between timed ones are random, so periodic
-traffic is not always timed on the same topic), each timed one standing for the dispatches
+traffic is not always timed on the same topic), each timed one standing for the publishes
 since the last. So in ``tidings_publish_duration_seconds`` and in the inline handlers'
 ``tidings_event_latency_seconds``, ``_count`` (and the ``+Inf`` bucket) is exact, while the
-buckets spread it in the proportions of the timed dispatches (a topic none of whose
-dispatches was timed yet takes those of all topics) and ``_sum`` is ``_count`` times their
-weighted mean. ``emit``, publishes from inside a handler and every other handler call are
-each timed. ``time_every=1`` times every dispatch (exact histograms, two clock reads more
-per publish).
+buckets spread it in the proportions of the timed publishes (a topic none of whose
+publishes was timed yet takes those of all topics) and ``_sum`` is ``_count`` times their
+weighted mean. A publish from inside a handler is queued behind the current dispatch: it
+is counted like any other (its handlers run when the queue is drained), and when timed, its
+time in ``publish`` counts towards ``tidings_publish_duration_seconds`` only, so the inline
+handlers' latency takes the proportions of the publishes that dispatched. ``emit`` and
+every other handler call are each timed. ``time_every=1`` times every publish (exact
+histograms, but for the latency of what handlers publish; two clock reads more per
+publish).
 
 **Cardinality guard.** Labels come from subscriptions, not from events, so a topic that
 varies per event (``users.4711.updated``) never makes a series of its own under a pattern
@@ -240,12 +244,11 @@ class Metrics(Collector):
             totals[1] += state.appended
             totals[2] += state.read
             totals[3] += state.publish_failed
-            dispatched = state.dispatched.snapshot()
-            for table in (dispatched, state.deferred.snapshot()):
-                for topic, snap in table.items():
-                    durations[topic] = (
-                        add_snapshots(durations[topic], snap) if topic in durations else snap
-                    )
+            for topic, snap in state.published.snapshot().items():
+                durations[topic] = (
+                    add_snapshots(durations[topic], snap) if topic in durations else snap
+                )
+            dispatched = state.published.snapshot(dispatches=True)
             local = {id(s) for s in port.local_subscriptions()}
             for sub in observer.subscriptions():
                 if not sub.observed:

@@ -68,6 +68,7 @@ handlers take the bus's fast path untouched.
 from __future__ import annotations
 
 import contextvars
+import functools
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
@@ -87,7 +88,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 import tidings
 from tidings.bus import observation_port
-from tidings.observability._observer import DeliveryMark, Observer, replaying
+from tidings.observability._observer import DeliveryMark, Observer, PublishGate, replaying
 from tidings.observability.logs import log_fields
 from tidings.subscription import SKIP, Subscription, count_value
 
@@ -110,7 +111,10 @@ try:  # the current context in one C call; the public function costs three Pytho
     _current_context()
 except Exception:  # pragma: no cover - another OpenTelemetry version
     _current_context = otel_context.get_current
-_WATCHED = hasattr(trace, "_TRACER_PROVIDER")  # is a provider set yet: one attribute read
+# Is a global tracer provider set yet: OpenTelemetry's private module attribute, read by
+# name in C, no Python frame (true when this API keeps it elsewhere: then the gate decides).
+_provider: Callable[[], object] = functools.partial(dict.get, vars(trace), "_TRACER_PROVIDER", True)
+_TRUE: Callable[[], object] = itertools.repeat(True).__next__
 
 # Attribute names of the messaging semantic conventions (the values of the constants of the
 # same names in opentelemetry-semantic-conventions, which the API does not depend on: a test
@@ -277,69 +281,31 @@ class _BusTracing:
             self._last = (env.id, ctx)
         return ctx
 
-    def wrap_publish(
-        self,
-        original: Callable[..., Envelope[Any]],
-        traced: Callable[[Any, str | None, str | None, Mapping[str, str] | None], Envelope[Any]],
-        reinstall: Callable[[], None],
-    ) -> Callable[..., Envelope[Any]]:
-        """The bus's ``publish`` for the sampler's mode, each deciding as cheaply as it can:
-        no wrapper when nothing is ever sampled, one context lookup when only children of
-        sampled spans are, one module attribute read while no SDK is configured."""
+    def publish_gate(self, reinstall: Callable[[], None]) -> PublishGate | None:
+        """The ``publish`` hook's test for the sampler's mode, each as cheap as it can be:
+        none when nothing is ever sampled; a look at the current context (is it empty)
+        when only children of sampled spans are; one dictionary read (in C) while no SDK
+        is configured (the first publish that finds one resolves the mode and
+        ``reinstall`` rebuilds the hook for it)."""
         tracing = self._tracing
         mode = tracing._mode
         if mode == _NEVER:
-            return original
-        if mode == _ALWAYS:
-
-            def always(
-                event: Any,
-                *,
-                topic: str | None = None,
-                key: str | None = None,
-                headers: Mapping[str, str] | None = None,
-            ) -> Envelope[Any]:
-                return traced(event, topic, key, headers)
-
-            return always
+            return None
         gate = tracing.gate
-        if mode == _UNSET:
-
-            def unset(
-                event: Any,
-                *,
-                topic: str | None = None,
-                key: str | None = None,
-                headers: Mapping[str, str] | None = None,
-            ) -> Envelope[Any]:
-                if _WATCHED and trace._TRACER_PROVIDER is None:
-                    return original(event, topic=topic, key=key, headers=headers)
-                if gate(headers):  # an SDK now: this resolves the mode...
-                    reinstall()  # ...and the next publish takes the wrapper made for it
-                    return traced(event, topic, key, headers)
-                if tracing._mode != _UNSET:
-                    reinstall()
-                return original(event, topic=topic, key=key, headers=headers)
-
-            return unset
-        current = _current_context
-
-        def parent(
-            event: Any,
-            *,
-            topic: str | None = None,
-            key: str | None = None,
-            headers: Mapping[str, str] | None = None,
-        ) -> Envelope[Any]:
+        if mode == _ALWAYS:
+            return _TRUE, gate
+        if mode == _PARENT:
             # No headers and an empty current context (no span, no baggage: the usual case
-            # outside any span) cannot be traced: one call and a truth test, before a lookup.
-            if headers is None and not current():
-                return original(event, topic=topic, key=key, headers=headers)
-            if gate(headers):
-                return traced(event, topic, key, headers)
-            return original(event, topic=topic, key=key, headers=headers)
+            # outside any span) cannot be traced: one call into C and a truth test.
+            return _current_context, gate
 
-        return parent
+        def resolving(headers: Mapping[str, str] | None) -> bool:
+            traced = gate(headers)  # an SDK now: this resolves the mode...
+            if tracing._mode != _UNSET:
+                reinstall()  # ...and the next publish takes the hook made for it
+            return traced
+
+        return _provider, resolving
 
     def traces(self, env: Envelope[Any]) -> bool:
         """Whether a handler call for ``env`` gets a span."""
