@@ -121,6 +121,34 @@ async def test_reads_of_what_it_appended_match_the_database(tmp_path: Path) -> N
         assert await store.verify() is None
 
 
+async def test_columns_alike_in_a_batch_are_stored_as_in_every_row(tmp_path: Path) -> None:
+    """A batch whose rows share some columns (bound once) and differ in others is stored
+    row for row as appended: read back through another connection, chain intact."""
+    path = tmp_path / "alike.db"
+    batches = [
+        [envelope({"n": n}, topic="a.b", source="s") for n in range(5)],  # topic, source alike
+        [
+            envelope({"n": n}, topic="a.b" if n % 2 else "a.c", source="s", key=f"k{n % 3}")
+            for n in range(7)
+        ],
+        [envelope({"n": 1}, topic="a.b", source="t", headers={"h": "1"})],
+        [envelope({"n": n}, topic="a.b", source="s", headers={"h": "1"}) for n in range(3)],
+    ]
+    async with SQLiteStore(path) as store:
+        for batch in batches:
+            await store.append(batch)
+        assert await store.verify() is None
+    appended = [e for batch in batches for e in batch]
+    async with SQLiteStore(path) as other:
+        records = await other.read(unknown="raw")
+    assert [(r.envelope.id, r.topic, r.envelope.source) for r in records] == [
+        (e.id, e.topic, e.source) for e in appended
+    ]
+    assert [(r.envelope.key, dict(r.envelope.headers), r.payload) for r in records] == [
+        (e.key, dict(e.headers), e.payload) for e in appended
+    ]
+
+
 async def test_a_change_by_another_connection_is_read_from_the_database(tmp_path: Path) -> None:
     path = tmp_path / "changed.db"
     async with SQLiteStore(path) as store:

@@ -102,24 +102,12 @@ def record_hash(prev: bytes, row: Sequence[Any]) -> bytes:
 
     ``prev`` is the previous record's raw 32-byte digest (``bytes.fromhex`` of its hash).
     """
-    headers: str | None = row[10]
-    payload: str = row[11]
-    meta = _meta(
-        (
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            row[4],
-            row[5],
-            row[6],
-            row[7],
-            row[8],
-            row[9],
-            None if headers is None else len(headers),
-            len(payload),
-        )
-    )
+    return _digest(prev, row[:10], row[10], row[11])
+
+
+def _digest(prev: bytes, scalars: Sequence[Any], headers: str | None, payload: str) -> bytes:
+    """:func:`record_hash` of a row given as its ten scalar columns, headers and payload."""
+    meta = _meta((*scalars, None if headers is None else len(headers), len(payload)))
     # One update of the concatenation (the same bytes, so the same digest as updating with
     # each part): fewer calls into OpenSSL per record.
     digest = _SHA256_START.copy()
@@ -208,18 +196,24 @@ def plan_append(
             ``stream_version``. When every id is already stored nothing is written and the
             check is skipped, so retrying a committed append succeeds.
     """
-    positions: list[int] = []
-    fresh: list[Draft] = []
-    assigned: dict[str, int] = {}
-    next_position = last_position
-    for item in drafts:
-        event_id = item[0]
-        position = known.get(event_id) or assigned.get(event_id)
-        if position is None:
-            next_position += 1
-            assigned[event_id] = position = next_position
-            fresh.append(item)
-        positions.append(position)
+    positions: list[int]
+    fresh: Sequence[Draft]
+    ids = [item[0] for item in drafts]
+    if not known and len(set(ids)) == len(ids):  # every id new and once: the usual case
+        fresh = drafts
+        positions = list(range(last_position + 1, last_position + 1 + len(drafts)))
+    else:
+        positions, kept = [], []
+        assigned: dict[str, int] = {}
+        next_position = last_position
+        for item, event_id in zip(drafts, ids, strict=True):
+            position = known.get(event_id) or assigned.get(event_id)
+            if position is None:
+                next_position += 1
+                assigned[event_id] = position = next_position
+                kept.append(item)
+            positions.append(position)
+        fresh = kept
     if not fresh:
         return [], positions
     if expected_version is not StreamState.ANY and stream is not None:
@@ -232,24 +226,24 @@ def plan_append(
     version = stream_version
     for event_id, type_name, type_version, topic, time, key, source, headers, payload in fresh:
         position += 1
+        row_version = None
         if stream is not None:
             version += 1
-        content = (
+            row_version = version
+        scalars = (
             position,
             event_id,
             stream,
-            None if stream is None else version,
+            row_version,
             type_name,
             type_version,
             topic,
             time,
             key,
             source,
-            headers,
-            payload,
         )
-        prev = record_hash(prev, content)
-        rows.append((*content, prev.hex()))
+        prev = _digest(prev, scalars, headers, payload)
+        rows.append((*scalars, headers, payload, prev.hex()))
     return rows, positions
 
 

@@ -95,12 +95,16 @@ _STREAM_VERSION = "SELECT max(stream_version) FROM events WHERE stream = ?"
 _ID_CHUNK = 500
 _INSERT_CHUNK = 200  # rows per INSERT statement: 2,600 parameters, well under SQLite's limit
 _NAMES = tuple(COLUMNS.split(", "))
+_STATEMENTS_KEPT = 256  # INSERT statements kept by shape (cleared past it: shapes can vary)
 _TAIL_KEPT = 4096  # rows this connection appended last, kept to serve reads of them
 _TAIL_TEXT = 1 << 23  # at most this many characters of payload in those rows (~8 MB)
 _payload_of = operator.itemgetter(11)
 _OPTIONAL = (2, 3, 4, 8, 10)  # stream, stream_version, type_name, key, headers: often NULL
 _optional_values = operator.itemgetter(*_OPTIONAL)
 _OPTIONAL_COLUMN = tuple(operator.itemgetter(index) for index in _OPTIONAL)
+_COLUMN = tuple(operator.itemgetter(index) for index in range(len(_NAMES)))
+# stream, type_name, type_version, topic, key, source, headers: often alike in a batch
+_SHAREABLE = frozenset((2, 4, 5, 6, 8, 9, 10))
 _NONES = itertools.repeat(None)
 # Which optional columns have a value in some row -> the columns to bind (at most 32 keys).
 _columns_by_presence: dict[tuple[bool, ...], tuple[int, ...]] = {}
@@ -196,10 +200,37 @@ def _finish_without_suspending(result: object) -> None:
     )
 
 
-def _insert_sql(columns: tuple[int, ...], count: int) -> str:
+def _insert_sql(
+    columns: tuple[int, ...], shared: tuple[int, ...], count: int
+) -> tuple[str, tuple[int, ...]]:
+    """An INSERT of ``count`` rows of ``columns``, where the ``shared`` columns (the same
+    value in every row) are bound once, as parameters ``?1`` to ``?k``; and the columns
+    bound per row, in order (their values follow the shared ones)."""
     names = ", ".join(_NAMES[index] for index in columns)
-    marks = "(" + ", ".join("?" * len(columns)) + ")"
-    return f"INSERT INTO events ({names}) VALUES " + ", ".join([marks] * count)
+    own = tuple(index for index in columns if index not in shared)
+    if not shared:
+        marks = "(" + ", ".join("?" * len(columns)) + ")"
+        return f"INSERT INTO events ({names}) VALUES " + ", ".join([marks] * count), own
+    number = {index: n for n, index in enumerate(shared, 1)}
+    counter = itertools.count(len(shared) + 1)
+    rows = [
+        "(" + ", ".join(f"?{number.get(index) or next(counter)}" for index in columns) + ")"
+        for _ in range(count)
+    ]
+    return f"INSERT INTO events ({names}) VALUES " + ", ".join(rows), own
+
+
+def _shared_of(columns: tuple[int, ...], rows: Sequence[Row]) -> tuple[int, ...]:
+    """The columns among ``columns`` that hold the same value in every row of ``rows``
+    (several rows): bound once rather than per row, as each bound value costs sqlite3 a
+    call and a lock of the connection's mutex. (Sets built by C-level iteration.)"""
+    if len(rows) == 1:
+        return ()
+    return tuple(
+        index
+        for index in columns
+        if index in _SHAREABLE and len(set(map(_COLUMN[index], rows))) == 1
+    )
 
 
 def _columns_of(rows: Sequence[Row]) -> tuple[int, ...]:
@@ -374,7 +405,9 @@ class SQLiteStore(SyncStore):
         self._poll_interval = poll_interval
         self._lock = threading.RLock()
         self._write_transaction = _WriteTransaction(self, self._check_open)
-        self._insert_sql: dict[tuple[tuple[int, ...], int], str] = {}
+        self._insert_sql: dict[
+            tuple[tuple[int, ...], tuple[int, ...], int], tuple[str, tuple[int, ...]]
+        ] = {}
         # the rows this connection committed last, at consecutive positions, and the
         # data_version since which no other connection committed (see _fetch_now)
         self._tail: list[Row] = []
@@ -512,14 +545,20 @@ class SQLiteStore(SyncStore):
             for start in range(0, len(rows), _INSERT_CHUNK):
                 part = rows[start : start + _INSERT_CHUNK]
                 columns = _columns_of(part)
-                key = (columns, len(part))
-                sql = self._insert_sql.get(key)
-                if sql is None:
-                    sql = self._insert_sql[key] = _insert_sql(columns, len(part))
-                if len(columns) == len(_NAMES):
+                shared = _shared_of(columns, part)
+                key = (columns, shared, len(part))
+                statement = self._insert_sql.get(key)
+                if statement is None:
+                    if len(self._insert_sql) >= _STATEMENTS_KEPT:
+                        self._insert_sql.clear()
+                    statement = self._insert_sql[key] = _insert_sql(columns, shared, len(part))
+                sql, own = statement
+                if len(own) == len(_NAMES):
                     values = [value for row in part for value in row]
                 else:
-                    values = [row[index] for row in part for index in columns]
+                    first = part[0]
+                    values = [first[index] for index in shared]
+                    values += [row[index] for row in part for index in own]
                 conn.execute(sql, values)
         if rows:
             self._keep_tail(rows)
