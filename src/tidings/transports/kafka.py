@@ -368,6 +368,9 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         if poll is None:
             # What the consumer has buffered already, without a task of its own and a
             # wait (the usual case while records stream in): only an empty buffer waits.
+            # One pass of the event loop first, as the wait gave: the workers start on
+            # what was queued, and the responses that arrived meanwhile are read.
+            await asyncio.sleep(0)
             ready = self._records(await self.consumer.getmany(timeout_ms=0, max_records=batch))
             if ready:
                 return ready
