@@ -10,7 +10,8 @@ or the broker), then drains them in this process with one consumer, through publ
 - **raw**: an ``AIOKafkaConsumer`` in a group of its own running ``bench_kafka.py``'s raw
   loop (``getmany(max_records=256)``, msgspec decode of each value, a commit every 0.1 s).
 
-It prints the client CPU µs per event of the drain. Run it under ``valgrind
+It prints the client CPU µs per event of the drain and the garbage collections it ran
+(``gc.get_stats()`` differences: generations 0, 1 and 2). Run it under ``valgrind
 --tool=callgrind`` for two sizes and take ``(I(N2) - I(N1)) / (N2 - N1)``: the instructions
 each side spends per consumed event (aiokafka's record parsing included on both), which
 set-up and start-up cancel out of, repeatable on a loaded machine where wall and CPU time
@@ -22,6 +23,7 @@ are not::
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 import time
@@ -72,11 +74,14 @@ def main(side: str, n: int) -> None:
         subprocess.run(  # untraced: only the drain counts
             [sys.executable, __file__, "produce", broker.url, prefix, str(n)], check=True
         )
+        before = [stats["collections"] for stats in gc.get_stats()]
         if side == "tidings":
             cpu = asyncio.run(drain_tidings(broker.url, prefix, n))
         else:
             cpu = asyncio.run(drain_raw(broker.bootstrap, prefix, n))
-    print(f"{side}: {cpu:.2f} CPU µs/event")
+        after = [stats["collections"] for stats in gc.get_stats()]
+    runs = "/".join(str(b - a) for a, b in zip(before, after, strict=True))
+    print(f"{side}: {cpu:.2f} CPU µs/event, gc collections (gen 0/1/2) {runs}")
 
 
 if __name__ == "__main__":

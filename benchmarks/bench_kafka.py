@@ -501,6 +501,8 @@ def summary(figures: Figures, n: int) -> dict[str, dict[str, float]]:
     ours = figures.rounds["tidings"]
     out: dict[str, dict[str, float]] = {}
     for name, values in figures.rounds.items():
+        if not values:  # not run (--fs-rounds 0)
+            continue
         figure = {
             "rate": statistics.median(n / wall for wall, _ in values),
             "cpu": statistics.median(cpu / n * 1e6 for _, cpu in values),
@@ -537,6 +539,8 @@ def main(events: int, rounds: int, fs_rounds: int) -> None:
         print(f"{label} (rounds run again after a rebalance: {figures.repeated})")
         figure = summary(figures, events)
         for name, values in figures.rounds.items():
+            if not values:
+                continue
             rates = ", ".join(f"{events / wall:,.0f}" for wall, _ in values)
             cpus = ", ".join(f"{cpu / events * 1e6:.1f}" for _, cpu in values)
             ratio = figure[name].get("ratio")

@@ -381,6 +381,37 @@ async def test_malformed_records_are_dead_lettered_without_blocking_the_partitio
     assert [r.sequence for r in dead.records] == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_received_times_are_merged_before_the_handler_and_a_skewed_one_is_counted(
+    kafka_factory: Callable[..., KafkaTransport], workers: int
+) -> None:
+    """One worker decodes each record right before its handler, several decode a batch
+    as it is taken in: either way the clock has merged an event's time when its handler
+    runs, and an event too far ahead is handled and counted as skewed."""
+    transport = kafka_factory(partitions=1)
+    ahead = HybridClock(wall=lambda: time.time_ns() + 200_000_000)  # within max_offset
+    too_far = HybridClock(wall=lambda: time.time_ns() + 3_600_000_000_000)
+    merged: list[bool] = []
+    got = Collector()
+
+    async def record(message: Message) -> None:
+        merged.append(transport.clock.peek() >= message.envelope.time)
+        await got(message)
+
+    async with transport:
+        sub = await transport.subscribe(
+            "conformance.order", record, group="merge", policy=DeliveryPolicy(workers=workers)
+        )
+        await transport.publish(make_envelope(too_far, "far", key="k"))
+        await transport.publish(make_envelope(ahead, "near", key="k"))
+        await got.wait_count(2, TIMEOUT)
+        stats = sub.stats()
+    assert [m.envelope.payload.order_id for m in got.messages] == ["far", "near"]
+    assert merged == [False, True]  # the skewed time is not merged; the other one is
+    assert stats.clock_skew == 1
+    assert stats.dead_lettered == 0
+
+
 async def test_a_rebalance_commits_the_revoked_partitions_and_hands_over_cleanly(
     kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
 ) -> None:

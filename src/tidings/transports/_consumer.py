@@ -60,7 +60,8 @@ GiveUpHook = Callable[[Envelope[Any] | None, str, str, int], None]
 Held = Callable[[], Iterable[Any]]
 """``held()``: the raw messages a transport fetched but has not handed over yet."""
 _Queued = tuple[Any, int, int, Envelope[Any] | None, Exception | None]
-"""A message waiting for a worker: ``(raw, attempt, sequence, envelope, error)``."""
+"""A message waiting for a worker: ``(raw, attempt, sequence, envelope, error)``; envelope
+and error both ``None`` while it is not decoded yet."""
 
 _ABSENT: Any = object()
 
@@ -287,9 +288,16 @@ class Consumer(TransportSubscription):
                     wake.set()
 
     async def _take_in(self, raws: list[Any]) -> list[tuple[int, _Queued]]:
-        """Decode a fetched batch, leaving out redelivered copies (see :meth:`_duplicate`),
-        and merge its times into the clock (once, with the latest, when none is refused):
-        each message with the index of the worker it belongs to (by key, else in turn)."""
+        """Take in a fetched batch, leaving out redelivered copies (see :meth:`_duplicate`):
+        each message with the index of the worker it belongs to (by key, else in turn).
+
+        With one worker, messages are queued undecoded (envelope and error ``None``): the
+        worker decodes each right before its handler (:meth:`_decoded`), so that what a
+        decoding makes (the envelope, the payload) lives only while it is handled, not
+        while it waits, and the garbage collector does not promote a queue's worth of
+        payloads to its older generations. With several, the key that picks the worker is
+        needed now: the batch is decoded here and its times merged into the clock (once,
+        with the latest, when none is refused)."""
         meta, held, settled, decode = self._meta, self._held, self._settled, self._decode
         workers = self.policy.workers
         taken: list[tuple[int, _Queued]] = []
@@ -305,6 +313,11 @@ class Consumer(TransportSubscription):
                     continue
             except Exception:
                 self._not_taken_in(raw)
+                continue
+            if workers == 1:
+                if sequence:
+                    held[sequence] = raw
+                taken.append((0, (raw, attempt, sequence, None, None)))
                 continue
             env: Envelope[Any] | None
             error: Exception | None = None
@@ -331,6 +344,8 @@ class Consumer(TransportSubscription):
         self._in_memory += count
         if self._in_memory > self._max_in_memory:
             self._max_in_memory = self._in_memory
+        if workers == 1:
+            return taken
         if latest >= 0 and not negative:
             with contextlib.suppress(Exception):  # refused: merged one by one below
                 self._clock.update(latest)
@@ -345,13 +360,29 @@ class Consumer(TransportSubscription):
         raw, attempt, sequence, env, _ = queued
         if env is None:
             return queued
+        error = self._merged(raw, env)
+        return queued if error is None else (raw, attempt, sequence, None, error)
+
+    def _merged(self, raw: Any, env: Envelope[Any]) -> Exception | None:
+        """Merge ``env``'s time into the clock (see :meth:`_merge_time`): the error that
+        makes the message undecodable, else ``None``."""
         try:
             self._clock.update(env.time)
         except ClockSkewError as exc:
             self._skewed(env, raw.subject, exc)
         except Exception as exc:
-            return raw, attempt, sequence, None, exc
-        return queued
+            return exc
+        return None
+
+    def _decoded(self, raw: Any) -> tuple[Envelope[Any] | None, Exception | None]:
+        """Decode a message queued undecoded and merge its time into the clock: its
+        envelope, or ``None`` and why it cannot be taken in."""
+        try:
+            env = self._decode(raw)
+        except Exception as exc:  # undecodable, whatever the reason: dead-lettered
+            return None, exc
+        error = self._merged(raw, env)
+        return (env, None) if error is None else (None, error)
 
     def _not_taken_in(self, raw: Any) -> None:
         # Not taken in: the server redelivers it after ack_wait.
@@ -446,7 +477,10 @@ class Consumer(TransportSubscription):
         env: Envelope[Any] | None,
         error: Exception | None,
     ) -> str | None:
-        """Handle one message; how it was settled ("ack", "nak", "term"; None: it was not)."""
+        """Handle one message; how it was settled ("ack", "nak", "term"; None: it was not).
+        ``env`` and ``error`` both ``None``: it is decoded now (see :meth:`_take_in`)."""
+        if env is None and error is None:
+            env, error = self._decoded(raw)
         if env is None:
             assert error is not None
             self._decode_errors += 1

@@ -366,6 +366,14 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             return due
         poll = self.poll
         if poll is None:
+            # What the consumer has buffered already, without a task of its own and a
+            # wait (the usual case while records stream in): only an empty buffer waits.
+            # One pass of the event loop first, as the wait gave: the workers start on
+            # what was queued, and the responses that arrived meanwhile are read.
+            await asyncio.sleep(0)
+            ready = self._records(await self.consumer.getmany(timeout_ms=0, max_records=batch))
+            if ready:
+                return ready
             poll = self.poll = asyncio.ensure_future(
                 self.consumer.getmany(timeout_ms=int(timeout * 1000), max_records=batch)
             )
@@ -382,8 +390,13 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         if not poll.done():
             return self._due(batch)
         self.poll = None
-        out: list[Any] = []
-        for tp, records in poll.result().items():
+        return self._records(poll.result()) or self._due(batch)
+
+    def _records(self, fetched: Mapping[TopicPartition, Sequence[Any]]) -> list[_Record]:
+        """The records of a ``getmany`` result, taken into their partitions' ledgers (none
+        of a partition revoked meanwhile)."""
+        out: list[_Record] = []
+        for tp, records in fetched.items():
             ledger = self.ledgers.get(tp)
             if ledger is None:
                 if tp not in self.consumer.assignment():
@@ -409,7 +422,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
                 for record in records
             ]
-        return out or self._due(batch)
+        return out
 
     # ------------------------------------------------------------------ commits
 
