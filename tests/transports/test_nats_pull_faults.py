@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import nats
+import pytest
 
 from tidings.clock import HybridClock
 from tidings.testing.nats_server import NatsServer
@@ -141,3 +142,33 @@ async def test_deliveries_given_back_unseen_after_a_reconnect_do_not_exhaust_an_
             stats = sub.stats()
     assert Counter(got.ids[1:]) == Counter(e.id for e in sent)
     assert (stats.acked, stats.dead_lettered) == (21, 0)
+
+
+@pytest.mark.slow
+async def test_a_pull_request_made_while_the_server_is_down_is_not_taken_for_a_stale_one(
+    own_server: NatsServer,
+) -> None:
+    """The server SIGKILLed and down longer than a pull request lives, so the consumer asks
+    again while disconnected, then restarted: each key's events are first delivered in
+    publish order, none given back unseen (as if from a request of the old connection)."""
+    transport = NatsTransport(own_server.url, prefix="down", stream=StreamSettings(name="DOWN"))
+    clock = HybridClock()
+    got = Collector()
+    async with transport:
+        await transport.subscribe("conformance.>", got, policy=DeliveryPolicy(ack_wait=10.0))
+        await transport.publish(make_envelope(clock, "before"))
+        await got.wait_count(1, timeout=10)
+        own_server.kill()
+        await _wait_until(lambda: not transport.connected, 10)
+        # The fault lasts longer than a pull request (5 s expiry, 2 s grace): no event to
+        # await, the subscription's next request is made while the server is down.
+        await asyncio.sleep(8)
+        await asyncio.to_thread(own_server.restart)
+        await _wait_until(lambda: transport.connected, 30)
+        sent = [make_envelope(clock, f"after-{n}", key="k") for n in range(40)]
+        for env in sent:
+            await transport.send(env)
+        assert await transport.flush(30) == 0
+        await got.wait_for(lambda: set(got.ids) >= {e.id for e in sent}, timeout=30)
+    assert list(dict.fromkeys(got.ids[1:])) == [e.id for e in sent]
+    assert [m.attempt for m in got.messages[1:]] == [1] * len(sent)

@@ -339,11 +339,16 @@ class _Puller:
     free prefetch slots. The request lingers on the server until filled or expired, so
     events flow as soon as they are published.
 
-    After a reconnect (:meth:`reset`) the outstanding request may live on (the same server
-    came back) or be gone (another server): requests go out from a new inbox at once, and
-    the messages the old inbox still receives are nak'd as they come (redelivered after
-    ``_STALE_NAK_DELAY``, not into the open request at once), so this process never holds
-    more than ``batch`` messages.
+    A request is written only while the client is connected, and one still in the client's
+    outgoing buffer when the connection breaks is taken back (:meth:`disconnected`): so a
+    request outstanding at a reconnect went out either on the new connection (it is live:
+    it stays the current one) or on the old one. After a reconnect (:meth:`reconnected`)
+    a request of the old connection may live on (the same server came back) or be gone:
+    requests go out from a new inbox at once (:meth:`reset`), and the messages the old
+    inbox still receives are nak'd as they come (redelivered after ``_STALE_NAK_DELAY``,
+    not into the open request at once), so this process never holds more than ``batch``
+    messages. A request written in the reconnect window must never be taken for such an
+    old one: its messages would be nak'd and come back after later events of their keys.
 
     A stream message is told from a status reply by its reply subject (``$JS.ACK....``),
     never by its headers or body: anyone allowed to publish on a tidings subject can store
@@ -364,6 +369,7 @@ class _Puller:
         self._cut = 0
         self._ids = itertools.count(1)
         self._current: str | None = None
+        self._sent_on = -1  # the client's reconnect count when the current request went out
         self._remaining = 0
         self._deadline = 0.0
         self._buffer: deque[_NatsMsg] = deque()
@@ -406,6 +412,24 @@ class _Puller:
     def held(self) -> list[_NatsMsg]:
         """The messages fetched but not handed over yet (they need heartbeats too)."""
         return list(self._buffer)
+
+    def disconnected(self) -> None:
+        """The connection broke: take the current request back if the client has not
+        written it yet (it would reach the next server after the reconnect, live, while
+        :meth:`reconnected` could not tell it from one written to the broken connection)."""
+        nc = self._nc
+        current = self._current
+        if current is not None and isinstance(nc, _Client) and nc.take_back(self._inbox, current):
+            self._current = None
+
+    async def reconnected(self) -> None:
+        """The client reconnected: a request written on this connection is live and stays
+        the current one; one written on the previous connection is left behind
+        (:meth:`reset`)."""
+        if self._current is not None and self._sent_on == self._nc.stats["reconnects"]:
+            self._arrived.set()
+            return
+        await self.reset()
 
     async def reset(self) -> None:
         """Start requesting afresh (after a reconnect, or with a recreated consumer).
@@ -504,11 +528,18 @@ class _Puller:
         if self._current is None and now < self._pause_until and not buffer:
             await asyncio.sleep(min(self._pause_until - now, timeout))
             return []
-        if self._current is None and now >= self._pause_until:
+        if self._current is None and not self._nc.is_connected and not buffer:
+            # Not into the reconnect buffer (see the class docstring); reconnected() wakes.
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+            return []
+        if self._current is None and now >= self._pause_until and self._nc.is_connected:
             want = min(batch, self._max_batch) - len(buffer)
             if want > 0:
                 rid = str(next(self._ids))
                 self._current, self._remaining, self._deadline = rid, want, now + self._grace
+                self._sent_on = self._nc.stats["reconnects"]
                 body = b'{"batch":%d,"expires":%d' % (want, self._expires_ns)
                 if self._pinned:
                     body += b',"group":"%s"' % _PRIORITY_GROUP.encode()
@@ -940,6 +971,8 @@ class NatsTransport(ClientTransport):
             logger.warning("disconnected from NATS; reconnecting", extra=log_fields())
             self._disconnects += 1
             self._note_error(f"disconnected from {self._last_server or 'the server'}")
+        for puller in list(self._pullers):
+            puller.disconnected()
         self._halt("disconnected")
 
     async def _on_reconnected(self) -> None:
@@ -948,7 +981,7 @@ class NatsTransport(ClientTransport):
         url = nc.connected_url.netloc if nc is not None and nc.connected_url else "?"
         logger.warning("reconnected to NATS at %s", url, extra=log_fields())
         for puller in list(self._pullers):
-            await puller.reset()  # a pull request may live on, or have died with the server
+            await puller.reconnected()  # an older request may live on, or have died
 
     def _client(self) -> _NatsClient:
         if self._state not in ("started", "closing") or self._nc is None:
