@@ -1,0 +1,155 @@
+"""The publish hot path of :class:`~tidings.Bus`: stamp an event with the hybrid clock, wrap it
+in its :class:`~tidings.Envelope` and call a route of plain sync handlers, in one step.
+
+This module is the one source of that step. ``hatch_build.py`` compiles a copy of it with
+mypyc, as ``tidings._fastpath_c``, when the installing machine has a C compiler; the bus uses
+whichever :mod:`tidings._speedups` loads, and both run this same code. So it is written for
+both: it imports nothing from tidings (the compile sees this file alone), its hot values are
+typed for mypyc (tagged ints, native classes, ``Final`` aliases that compile to C statics) and
+nothing in it depends on which one runs.
+
+Invariants:
+
+- :meth:`Publisher.stamp` keeps every guarantee of :meth:`HybridClock.now
+  <tidings.HybridClock.now>` on the clock whose state it shares: its first attempt is the
+  clock's send rule, claimed with the same atomic :func:`heapq.heappushpop` step, and a lost
+  race is retried by the clock itself.
+- A :class:`DispatchState`'s ``busy`` is true exactly while its thread runs one of its bus's
+  dispatches; ``queue`` holds, in publish order, what that thread's handlers published
+  meanwhile (see :mod:`tidings._reentry`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Protocol
+
+__all__ = ("DispatchState", "Publisher")
+
+_LOGICAL_MASK: Final = 0xFFFF
+"""The logical counter's bits of a packed time (:data:`tidings.clock.LOGICAL_BITS`)."""
+
+_heappushpop: Final = heapq.heappushpop
+_next: Final = next
+"""Aliases that mypyc keeps in C statics: no module dictionary lookup per call."""
+
+
+class DispatchState:
+    """One thread's dispatch state on one bus (see :mod:`tidings._reentry`)."""
+
+    __slots__ = ("busy", "queue")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.queue: deque[tuple[Any, Any]] = deque()
+
+
+class _Threads(Protocol):
+    """Each thread's :class:`DispatchState` (:class:`tidings._reentry.ThreadDispatch`)."""
+
+    state: DispatchState
+
+
+class Publisher:
+    """One bus's hot path: its clock, envelope fields, dispatch states and failure reporter.
+
+    Args:
+        clock_state: the :class:`~tidings.HybridClock`'s one-element state heap, shared.
+        wall: the clock's physical clock (nanoseconds since the epoch).
+        now: the clock's :meth:`~tidings.HybridClock.now`, for a lost race.
+        envelope: the :class:`~tidings.Envelope` class.
+        source: the bus's CloudEvents ``source``.
+        node: the clock's node id.
+        threads: the bus's per-thread dispatch states.
+        report: reports a plain handler's failure ``(route, handler, envelope, exception)``.
+        drain: dispatches the events a thread's handlers published meanwhile.
+    """
+
+    __slots__ = (
+        "_clock_state",
+        "_drain",
+        "_envelope",
+        "_node",
+        "_now",
+        "_report",
+        "_source",
+        "_threads",
+        "_wall",
+    )
+
+    def __init__(
+        self,
+        clock_state: list[int],
+        wall: Callable[[], int],
+        now: Callable[[], int],
+        envelope: Callable[..., Any],
+        source: str,
+        node: str,
+        threads: _Threads,
+        report: Callable[[Any, Any, Any, Exception], object],
+        drain: Callable[[deque[tuple[Any, Any]]], object],
+    ) -> None:
+        self._clock_state = clock_state
+        self._wall = wall
+        self._now = now
+        self._envelope = envelope
+        self._source = source
+        self._node = node
+        self._threads = threads
+        self._report = report
+        self._drain = drain
+
+    def stamp(self, topic: str, event: object, key: str | None, headers: object) -> Any:
+        """A new envelope of ``event`` on ``topic``, at the clock's next time.
+
+        ``key`` and ``headers`` are the caller's, already checked (and copied).
+        """
+        # HybridClock.now's send rule: t = max(last + 1, physical), claimed atomically by
+        # heappushpop, which hands back a smaller value than ``t`` exactly when ``t`` won.
+        state = self._clock_state
+        t = state[0] + 1
+        pt = self._wall()
+        pt -= pt & _LOGICAL_MASK
+        if pt > t:
+            t = pt
+        if _heappushpop(state, t) >= t:  # another thread took ``t``: the clock retries
+            t = self._now()
+        return self._envelope(topic, event, t, key, self._source, headers, None, self._node)
+
+    def publish_plain(
+        self,
+        route: object,
+        handlers: tuple[Callable[[Any], object], ...],
+        count: Iterator[int],
+        topic: str,
+        event: object,
+        key: str | None,
+        headers: object,
+    ) -> Any:
+        """:meth:`stamp` the event and call each of ``handlers`` with it, in order (``route``'s
+        plain sync handlers, counted once in ``count``); return the envelope.
+
+        A handler's exception goes to ``report`` and the next handler runs. Called inside a
+        dispatch of this thread, the event is queued behind it instead; a dispatch drains
+        what its handlers published before it returns.
+        """
+        env = self.stamp(topic, event, key, headers)
+        state = self._threads.state
+        if state.busy:  # published by a handler: dispatched after the current event
+            state.queue.append((route, env))
+            return env
+        state.busy = True
+        try:
+            _next(count)
+            for handler in handlers:
+                try:
+                    handler(event)
+                except Exception as exc:
+                    self._report(route, handler, env, exc)
+            if state.queue:
+                self._drain(state.queue)
+        finally:
+            state.busy = False
+        return env
