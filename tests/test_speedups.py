@@ -5,12 +5,14 @@ when a C compiler was there, or pure Python. Both must behave the same, so:
   and unique times, also across threads racing for the clock; never behind the physical
   clock), in whichever build this process runs;
 - when this process runs the compiled build, the bus, clock and event tests (and these) run
-  again in a subprocess forced to pure Python (``TIDINGS_PURE_PYTHON=1``).
+  again in a subprocess forced to pure Python (``TIDINGS_PURE_PYTHON=1``), and a build whose
+  source was edited after it was compiled is left unused.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -117,6 +119,27 @@ def test_a_compiled_build_records_the_source_it_was_built_from() -> None:
         pytest.skip("this process runs the pure-Python build")
     compiled = sys.modules[_speedups.COMPILED_MODULE]
     assert _speedups.source_digest() == compiled.SOURCE_SHA256
+
+
+def test_a_build_from_another_source_is_left_unused(tmp_path: Path) -> None:
+    if not _speedups.COMPILED:
+        pytest.skip("this process runs the pure-Python build")
+    package = Path(tidings.__file__).parent
+    copy = tmp_path / "tidings"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    with (copy / "_fastpath.py").open("a") as source:
+        source.write("# edited after the build\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "import tidings; print(tidings.__speedups__)"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "False"
+    assert "was built from another version" in done.stderr
 
 
 def test_the_pure_python_build_passes_the_bus_clock_and_event_tests(tmp_path: Path) -> None:
