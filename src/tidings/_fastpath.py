@@ -33,7 +33,8 @@ _LOGICAL_MASK: Final = 0xFFFF
 
 _heappushpop: Final = heapq.heappushpop
 _next: Final = next
-"""Aliases that mypyc keeps in C statics: no module dictionary lookup per call."""
+"""Aliases that mypyc keeps in C statics: no module dictionary lookup per call (mypyc
+compiles a plain ``next(...)`` to a lookup of ``builtins.next``)."""
 
 
 class DispatchState:
@@ -47,7 +48,8 @@ class DispatchState:
 
 
 class _Threads(Protocol):
-    """Each thread's :class:`DispatchState` (:class:`tidings._reentry.ThreadDispatch`)."""
+    """Each thread's :class:`DispatchState` (:class:`tidings._reentry.ThreadDispatch`, a
+    :class:`threading.local`): its ``state``, which its per-thread ``__dict__`` holds."""
 
     state: DispatchState
 
@@ -101,46 +103,54 @@ class Publisher:
         self._report = report
         self._drain = drain
 
-    def stamp(self, topic: str, event: object, key: str | None, headers: object) -> Any:
-        """A new envelope of ``event`` on ``topic``, at the clock's next time.
-
-        ``key`` and ``headers`` are the caller's, already checked (and copied).
-        """
-        # HybridClock.now's send rule: t = max(last + 1, physical), claimed atomically by
-        # heappushpop, which hands back a smaller value than ``t`` exactly when ``t`` won.
-        state = self._clock_state
-        t = state[0] + 1
-        pt = self._wall()
-        pt -= pt & _LOGICAL_MASK
-        if pt > t:
-            t = pt
-        if _heappushpop(state, t) >= t:  # another thread took ``t``: the clock retries
-            t = self._now()
-        return self._envelope(topic, event, t, key, self._source, headers, None, self._node)
-
     def publish_plain(
         self,
         route: object,
-        handlers: tuple[Callable[[Any], object], ...],
+        handlers: tuple[Callable[[Any], object], ...] | None,
         count: Iterator[int],
         topic: str,
         event: object,
         key: str | None,
         headers: object,
     ) -> Any:
-        """:meth:`stamp` the event and call each of ``handlers`` with it, in order (``route``'s
-        plain sync handlers, counted once in ``count``); return the envelope.
+        """A new envelope of ``event`` on ``topic``, at the clock's next time; then, unless
+        ``handlers`` is None (the caller dispatches it), each of ``handlers`` called with the
+        event, in order (``route``'s plain sync handlers, counted once in ``count``).
 
-        A handler's exception goes to ``report`` and the next handler runs. Called inside a
-        dispatch of this thread, the event is queued behind it instead; a dispatch drains
-        what its handlers published before it returns.
+        ``key`` and ``headers`` are the caller's, already checked (and copied). A handler's
+        exception goes to ``report`` and the next handler runs. Called inside a dispatch of
+        this thread, the event is queued behind it instead; a dispatch drains what its
+        handlers published before it returns. Returns the envelope.
+
+        One method for both (no ``stamp`` of its own): pure Python pays for each call.
         """
-        env = self.stamp(topic, event, key, headers)
-        state = self._threads.state
-        if state.busy:  # published by a handler: dispatched after the current event
-            state.queue.append((route, env))
+        # HybridClock.now's send rule: t = max(last + 1, physical), claimed atomically by
+        # heappushpop, which hands back ``t`` itself exactly when ``t`` lost (the old state,
+        # a smaller value, so another object, when it won): ``is`` tells, without comparing.
+        # Callable attributes are read into locals first: pure Python calls ``self.x()``
+        # through a method lookup that it cannot specialise for an instance attribute.
+        state = self._clock_state
+        t = state[0] + 1
+        wall = self._wall
+        pt = wall()
+        pt -= pt & _LOGICAL_MASK
+        if pt > t:
+            t = pt
+        time: Any = t  # one object (boxed once by mypyc) for the claim and the envelope
+        if _heappushpop(state, time) is time:  # another thread took ``t``: the clock retries
+            now = self._now
+            time = now()
+        envelope = self._envelope
+        env = envelope(topic, event, time, key, self._source, headers, None, self._node)
+        if handlers is None:
             return env
-        state.busy = True
+        # This thread's state: the thread-local's own dict (made, with the state, on the
+        # thread's first look), read without the generic attribute lookup of ``.state``.
+        dispatch: DispatchState = self._threads.__dict__["state"]
+        if dispatch.busy:  # published by a handler: dispatched after the current event
+            dispatch.queue.append((route, env))
+            return env
+        dispatch.busy = True
         try:
             _next(count)
             for handler in handlers:
@@ -148,8 +158,8 @@ class Publisher:
                     handler(event)
                 except Exception as exc:
                     self._report(route, handler, env, exc)
-            if state.queue:
-                self._drain(state.queue)
+            if dispatch.queue:
+                self._drain(dispatch.queue)
         finally:
-            state.busy = False
+            dispatch.busy = False
         return env

@@ -892,8 +892,14 @@ class Bus:
     ) -> Envelope[T]:
         if key is not None and not isinstance(key, str):
             raise _bad_key(key)
-        env: Envelope[T] = self._publisher.stamp(
-            route.topic, event, key, NO_HEADERS if headers is None else _copy_headers(headers)
+        env: Envelope[T] = self._publisher.publish_plain(  # stamped only: no handlers
+            route,
+            None,
+            route.count,
+            route.topic,
+            event,
+            key,
+            NO_HEADERS if headers is None else _copy_headers(headers),
         )
         return env
 
