@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from dataclasses import dataclass
@@ -60,6 +61,29 @@ def test_the_build_in_use_is_reported() -> None:
     assert tidings.__speedups__ is _speedups.COMPILED
     assert _speedups.Publisher.__module__ == (
         _speedups.COMPILED_MODULE if _speedups.COMPILED else "tidings._fastpath"
+    )
+
+
+def _can_compile() -> bool:
+    """Whether this interpreter has what the install's mypyc build needs: the C compiler it
+    was built with, on PATH, and its headers."""
+    compiler = (sysconfig.get_config_var("CC") or "").split()
+    headers = Path(sysconfig.get_paths()["include"], "Python.h")
+    return bool(compiler) and shutil.which(compiler[0]) is not None and headers.exists()
+
+
+def test_ci_runs_the_compiled_build() -> None:
+    if os.environ.get("CI") != "true":
+        pytest.skip("not on CI: an install without the compiled build is allowed")
+    if os.environ.get(_speedups.PURE_PYTHON_ENV, "") not in ("", "0"):
+        pytest.skip(f"{_speedups.PURE_PYTHON_ENV} forces the pure-Python build")
+    if not _can_compile():
+        pytest.skip("no C compiler or Python headers: the install cannot compile")
+    assert tidings.__speedups__, (
+        "this CI machine can compile, yet tidings runs its pure-Python fast path: the install "
+        "did not build tidings._fastpath_c (see 'tidings._fastpath not compiled' in the pip "
+        "log) or left a stale build unused (a 'was built from another version' warning at "
+        "import); publish would silently run about a quarter slower"
     )
 
 
