@@ -28,8 +28,8 @@ from typing import Any, Final, Protocol
 
 __all__ = ("DispatchState", "Publisher")
 
-_LOGICAL_MASK: Final = 0xFFFF
-"""The logical counter's bits of a packed time (:data:`tidings.clock.LOGICAL_BITS`)."""
+_PHYSICAL_MASK: Final = -0x10000
+"""A packed time's physical bits (:data:`tidings.clock.PHYSICAL_MASK`)."""
 
 _heappushpop: Final = heapq.heappushpop
 _next: Final = next
@@ -132,8 +132,7 @@ class Publisher:
         state = self._clock_state
         t = state[0] + 1
         wall = self._wall
-        pt = wall()
-        pt -= pt & _LOGICAL_MASK
+        pt = wall() & _PHYSICAL_MASK
         if pt > t:
             t = pt
         time: Any = t  # one object (boxed once by mypyc) for the claim and the envelope
