@@ -10,7 +10,7 @@ nothing in it depends on which one runs.
 
 Invariants:
 
-- :meth:`Publisher.stamp` keeps every guarantee of :meth:`HybridClock.now
+- :meth:`Publisher.publish_plain` stamps with every guarantee of :meth:`HybridClock.now
   <tidings.HybridClock.now>` on the clock whose state it shares: its first attempt is the
   clock's send rule, claimed with the same atomic :func:`heapq.heappushpop` step, and a lost
   race is retried by the clock itself.
@@ -122,7 +122,7 @@ class Publisher:
         this thread, the event is queued behind it instead; a dispatch drains what its
         handlers published before it returns. Returns the envelope.
 
-        One method for both (no ``stamp`` of its own): pure Python pays for each call.
+        One method for both (no separate ``stamp``): pure Python pays for every call.
         """
         # HybridClock.now's send rule: t = max(last + 1, physical), claimed atomically by
         # heappushpop, which hands back ``t`` itself exactly when ``t`` lost (the old state,
