@@ -2,7 +2,7 @@
 
 An install on a machine with a C compiler also builds ``tidings._fastpath_c``: the same source
 compiled by mypyc (``hatch_build.py``), which makes a publish to plain sync handlers about a
-sixth cheaper. Without a compiler the install still succeeds and the pure-Python module runs.
+fifth cheaper. Without a compiler the install still succeeds and the pure-Python module runs.
 
 Guarantees:
 
