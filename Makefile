@@ -11,12 +11,13 @@ BENCH  := $(VENV)/.installed-bench
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall whenever the project's metadata changes.
-$(STAMP): pyproject.toml | $(BIN)/python
+# Reinstall whenever the project's metadata changes, or the module the install compiles with
+# mypyc when a C compiler is there (hatch_build.py; a stale build is left unused).
+$(STAMP): pyproject.toml hatch_build.py src/tidings/_fastpath.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-$(BENCH): pyproject.toml | $(STAMP)
+$(BENCH): pyproject.toml hatch_build.py src/tidings/_fastpath.py | $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	touch $(BENCH)
 
@@ -62,4 +63,4 @@ dist: $(STAMP)
 test: lint typecheck docs unit
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist src/tidings/_fastpath_c*

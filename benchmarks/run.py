@@ -92,6 +92,12 @@ def _versions() -> str:
     return ", ".join(found)
 
 
+def _speedups() -> str:
+    import tidings
+
+    return "compiled (mypyc)" if tidings.__speedups__ else "pure Python (no compiled build)"
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -204,6 +210,7 @@ def main() -> int:
             f"- machine: {_machine()}",
             f"- python: {platform.python_version()} ({platform.python_implementation()})",
             f"- versions: {_versions()}",
+            f"- tidings' publish hot path: {_speedups()}",
             (
                 f"- command: `make bench`{' (quick)' if args.quick else ''}, "
                 f"{total:.0f} s ({', '.join(took)})"

@@ -7,6 +7,7 @@ submodule (:mod:`tidings.topics`, :mod:`tidings.clock`, :mod:`tidings.testing`).
 import typing as _typing
 
 from tidings._lazy import lazy_attributes as _lazy_attributes
+from tidings._speedups import COMPILED as _COMPILED
 from tidings._stream import EventStream
 from tidings.bus import BatchHandles, Bus, BusStatistics, Handles, TransactionalHandles
 from tidings.clock import HybridClock
@@ -76,6 +77,10 @@ if _typing.TYPE_CHECKING:
     from tidings.transports.nats import NatsTransport
 
 __version__ = "0.1.0"
+
+__speedups__: bool = _COMPILED
+"""Whether the publish hot path runs compiled (mypyc, built at install when a C compiler was
+there) or as pure Python; ``TIDINGS_PURE_PYTHON=1`` before the import forces pure Python."""
 
 
 # NatsTransport needs the optional nats-py ('tidings[nats]'), PostgresStore psycopg
@@ -160,6 +165,7 @@ __all__ = (
     "UnknownEventTypeError",
     "WorkerPool",
     "WouldBlock",
+    "__speedups__",
     "__version__",
     "event",
     "from_cloudevent",

@@ -4,7 +4,11 @@ An event published from inside a handler, on the thread that is dispatching, is 
 dispatched after the current event's handlers have all run (breadth first); another thread's
 publish dispatches at once. The guard is one :class:`DispatchState` per thread and bus, held
 by the bus's :class:`ThreadDispatch` (a :class:`threading.local`), so it takes no lock and
-a publish reads it with one attribute lookup (no thread id, no shared set to update).
+a publish reads it with one lookup (no thread id, no shared set to update): the hot path
+(:mod:`tidings._fastpath`) reads the thread-local's per-thread ``__dict__`` and takes
+``state`` from it, which makes the state on the thread's first look just as ``.state`` does.
+:class:`DispatchState` itself is defined with the publish hot path in :mod:`tidings._fastpath`
+(compiled there when tidings' install could: :mod:`tidings._speedups`).
 
 Invariants:
 
@@ -19,24 +23,10 @@ Invariants:
 from __future__ import annotations
 
 import threading
-from collections import deque
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from tidings.event import Envelope
-    from tidings.routing import Route
+from tidings._speedups import DispatchState
 
-__all__ = ("DispatchState", "ThreadDispatch")
-
-
-class DispatchState:
-    """One thread's dispatch state on one bus (see the module docstring)."""
-
-    __slots__ = ("busy", "queue")
-
-    def __init__(self) -> None:
-        self.busy = False
-        self.queue: deque[tuple[Route, Envelope[Any]]] = deque()
+__all__ = ("ThreadDispatch",)
 
 
 class ThreadDispatch(threading.local):

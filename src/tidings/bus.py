@@ -45,7 +45,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from heapq import heappushpop as _heappushpop
 from types import MappingProxyType, MethodType
 from typing import (
     TYPE_CHECKING,
@@ -61,9 +60,9 @@ from typing import (
 
 from tidings._carrier import Checked, Forwarding, carrier_of
 from tidings._coroutines import IDLE, next_job, resume
-from tidings._reentry import DispatchState, ThreadDispatch
+from tidings._reentry import ThreadDispatch
+from tidings._speedups import Publisher
 from tidings._stream import EventStream, stream_subscription
-from tidings.clock import WALL_MASK as _WALL_MASK
 from tidings.clock import HybridClock
 from tidings.dead_letter import DEAD_LETTER_TOPIC, DeadLetter
 from tidings.delivery import Batch, Queued
@@ -100,6 +99,7 @@ from tidings.subscription import (
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from tidings._fastpath import DispatchState
     from tidings._log import AppendBatch, Log
     from tidings._ports import Carrier, EventCheck, ObservationPort
     from tidings._remote import Remote
@@ -289,16 +289,15 @@ class Bus:
         "_forwarding",
         "_gone",
         "_handoffs",
-        "_hlc",
         "_lock",
         "_log",
         "_loop",
         "_loop_thread",
         "_middleware",
-        "_node",
         "_observer",
         "_pools",
         "_port",
+        "_publisher",
         "_queued",
         "_remote",
         "_routes",
@@ -306,9 +305,7 @@ class Bus:
         "_table",
         "_tasks",
         "_threads",
-        "_tick",
         "_topic_routes",
-        "_wall",
     )
 
     def __init__(
@@ -326,10 +323,6 @@ class Bus:
         self._table = RouteTable(route_cache_size)
         self._source = source
         self._clock = clock if clock is not None else HybridClock()
-        self._tick = self._clock.now
-        self._hlc = self._clock._state
-        self._wall = self._clock._wall
-        self._node = self._clock.node
         self._lock = threading.Lock()
         # The route cache, read by publish without a lock: the table's own dicts (mutated by
         # the table only, never replaced).
@@ -379,6 +372,19 @@ class Bus:
         self._forwarding = self._carrier if isinstance(self._carrier, Forwarding) else None
         if validator is not None:  # checked before the carrier (or the dispatch): Checked
             self._carrier = Checked(validator, self._carrier)
+        # The hot path: stamp, envelope and plain sync handlers in one call (tidings._fastpath,
+        # compiled by mypyc when the install could: tidings._speedups).
+        self._publisher = Publisher(
+            self._clock._state,
+            self._clock._wall,
+            self._clock.now,
+            Envelope,
+            source,
+            self._clock.node,
+            self._threads,
+            self._failures.report_plain,
+            self._drain,
+        )
         # Whether publish hands events to a store or a transport: one test on the hot path,
         # then one call, straight to the carrier's write_ahead (see _carry).
         self._carries = self._carrier is not None
@@ -886,16 +892,16 @@ class Bus:
     ) -> Envelope[T]:
         if key is not None and not isinstance(key, str):
             raise _bad_key(key)
-        return Envelope(
+        env: Envelope[T] = self._publisher.publish_plain(  # stamped only: no handlers
+            route,
+            None,
+            route.count,
             route.topic,
             event,
-            self._tick(),
             key,
-            self._source,
             NO_HEADERS if headers is None else _copy_headers(headers),
-            None,
-            self._node,
         )
+        return env
 
     # ------------------------------------------------------------------ publishing
 
@@ -971,30 +977,21 @@ class Bus:
                 route = self._table.build(type(event), topic)
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
-        # HybridClock.now()'s send rule, inlined (a call costs as much as the rule itself):
-        # t = max(last + 1, physical), claimed atomically; on a lost race, ask the clock.
-        # heappushpop hands back ``t`` itself exactly when it lost (see tidings.clock), so
-        # ``is`` tells, without comparing two multi-digit ints again.
-        hlc = self._hlc
-        t = hlc[0] + 1
-        wall = self._wall  # an instance attribute: a plain load, then a call
-        pt = wall() & _WALL_MASK
-        if pt > t:
-            t = pt
-        if _heappushpop(hlc, t) is t:
-            t = self._tick()
         if key is not None and not isinstance(key, str):
             raise _bad_key(key)
-        env = Envelope(
-            route.topic,
-            event,
-            t,
-            key,
-            self._source,
-            NO_HEADERS if headers is None else _copy_headers(headers),
-            None,
-            self._node,
-        )
+        fast = route.fast
+        if fast is not None and not self._carries:  # the hot path (tidings._fastpath)
+            env: Envelope[T] = self._publisher.publish_plain(
+                route,
+                fast,
+                route.count,
+                route.topic,
+                event,
+                key,
+                NO_HEADERS if headers is None else _copy_headers(headers),
+            )
+            return env
+        env = self._envelope(route, event, key, headers)
         if self._carries and not self._carry(route, env):
             return env  # appended, then dispatched, by a task on the loop
         if route.subs:
@@ -1004,15 +1001,7 @@ class Bus:
                 return env
             state.busy = True
             try:
-                fast = route.fast
-                if fast is not None:  # the hot path, inlined: plain sync handlers
-                    next(route.count)
-                    for handler in fast:
-                        try:
-                            handler(event)
-                        except Exception as exc:
-                            self._failures.report_plain(route, handler, env, exc)
-                elif route.fast_async is not None and _get_ident() == self._loop_thread:
+                if route.fast_async is not None and _get_ident() == self._loop_thread:
                     next(route.count)
                     self._run_async(route, route.fast_async, env)
                 elif route.chained is not None:  # inline handlers behind middleware
@@ -1896,7 +1885,7 @@ class _BusPort:
     @property
     def client_id(self) -> str:
         bus = self._bus
-        return f"{bus._source}/{bus._node}"
+        return f"{bus._source}/{bus._clock.node}"
 
     def local_subscriptions(self) -> tuple[Subscription[Any], ...]:
         return self._bus._table.subscriptions()

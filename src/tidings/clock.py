@@ -30,8 +30,8 @@ Guarantees of :class:`HybridClock`, which is safe to share between threads:
 
 The clock takes no lock: its state is a one-element heap advanced with
 :func:`heapq.heappushpop`, a single atomic step, in a compare-and-swap loop.
-:meth:`Bus.publish <tidings.Bus.publish>` inlines the first attempt of :meth:`HybridClock.now`
-(a Python call costs as much as the rule) and falls back to it when it loses a race.
+The bus's publish hot path (``tidings._fastpath``) makes the first attempt of
+:meth:`HybridClock.now` on the clock's state itself, and falls back to it when it loses a race.
 """
 
 from __future__ import annotations

@@ -137,6 +137,19 @@ def test_the_wheel_ships_its_types_and_no_tests(dist: Path) -> None:
     assert not [n for n in names if n.startswith(("tests/", "docs/", "examples/"))]
 
 
+def test_a_wheel_with_the_compiled_fast_path_runs_it(dist: Path, bare: Path) -> None:
+    # hatch_build.py compiles tidings/_fastpath.py when the build machine has a C compiler;
+    # without one the wheel is pure Python (py3-none-any) and runs the module as it is.
+    import zipfile
+
+    names = zipfile.ZipFile(dist).namelist()
+    compiled = any(n.startswith("tidings/_fastpath_c.") for n in names)
+    assert compiled == (not dist.name.endswith("-py3-none-any.whl"))
+    assert "tidings/_fastpath.py" in names
+    used = run([bare, "-c", "import tidings; print(tidings.__speedups__)"], bare.parent)
+    assert used.strip() == str(compiled)
+
+
 def test_without_extras_each_module_imports_or_names_its_extra(
     without_extras: dict[str, str | None],
 ) -> None:

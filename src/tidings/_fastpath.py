@@ -1,0 +1,164 @@
+"""The publish hot path of :class:`~tidings.Bus`: stamp an event with the hybrid clock, wrap it
+in its :class:`~tidings.Envelope` and call a route of plain sync handlers, in one step.
+
+This module is the one source of that step. ``hatch_build.py`` compiles a copy of it with
+mypyc, as ``tidings._fastpath_c``, when the installing machine has a C compiler; the bus uses
+whichever :mod:`tidings._speedups` loads, and both run this same code. So it is written for
+both: it imports nothing from tidings (the compile sees this file alone), its hot values are
+typed for mypyc (tagged ints, native classes, ``Final`` aliases that compile to C statics) and
+nothing in it depends on which one runs.
+
+Invariants:
+
+- :meth:`Publisher.publish_plain` stamps with every guarantee of :meth:`HybridClock.now
+  <tidings.HybridClock.now>` on the clock whose state it shares: its first attempt is the
+  clock's send rule, claimed with the same atomic :func:`heapq.heappushpop` step, and a lost
+  race is retried by the clock itself.
+- A :class:`DispatchState`'s ``busy`` is true exactly while its thread runs one of its bus's
+  dispatches; ``queue`` holds, in publish order, what that thread's handlers published
+  meanwhile (see :mod:`tidings._reentry`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Protocol
+
+__all__ = ("DispatchState", "Publisher")
+
+_PHYSICAL_MASK: Final = -0x10000
+"""A packed time's physical bits (:data:`tidings.clock.PHYSICAL_MASK`)."""
+
+_heappushpop: Final = heapq.heappushpop
+_next: Final = next
+"""Aliases that mypyc keeps in C statics: no module dictionary lookup per call (mypyc
+compiles a plain ``next(...)`` to a lookup of ``builtins.next``)."""
+
+
+class DispatchState:
+    """One thread's dispatch state on one bus (see :mod:`tidings._reentry`)."""
+
+    __slots__ = ("busy", "queue")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.queue: deque[tuple[Any, Any]] = deque()
+
+
+class _Threads(Protocol):
+    """Each thread's :class:`DispatchState` (:class:`tidings._reentry.ThreadDispatch`, a
+    :class:`threading.local`): its ``state``, which its per-thread ``__dict__`` holds."""
+
+    state: DispatchState
+
+
+class Publisher:
+    """One bus's hot path: its clock, envelope fields, dispatch states and failure reporter.
+
+    Args:
+        clock_state: the :class:`~tidings.HybridClock`'s one-element state heap, shared.
+        wall: the clock's physical clock (nanoseconds since the epoch).
+        now: the clock's :meth:`~tidings.HybridClock.now`, for a lost race.
+        envelope: the :class:`~tidings.Envelope` class.
+        source: the bus's CloudEvents ``source``.
+        node: the clock's node id.
+        threads: the bus's per-thread dispatch states.
+        report: reports a plain handler's failure ``(route, handler, envelope, exception)``.
+        drain: dispatches the events a thread's handlers published meanwhile.
+    """
+
+    __slots__ = (
+        "_clock_state",
+        "_drain",
+        "_envelope",
+        "_node",
+        "_now",
+        "_report",
+        "_source",
+        "_threads",
+        "_wall",
+    )
+
+    def __init__(
+        self,
+        clock_state: list[int],
+        wall: Callable[[], int],
+        now: Callable[[], int],
+        envelope: Callable[..., Any],
+        source: str,
+        node: str,
+        threads: _Threads,
+        report: Callable[[Any, Any, Any, Exception], object],
+        drain: Callable[[deque[tuple[Any, Any]]], object],
+    ) -> None:
+        self._clock_state = clock_state
+        self._wall = wall
+        self._now = now
+        self._envelope = envelope
+        self._source = source
+        self._node = node
+        self._threads = threads
+        self._report = report
+        self._drain = drain
+
+    def publish_plain(
+        self,
+        route: object,
+        handlers: tuple[Callable[[Any], object], ...] | None,
+        count: Iterator[int],
+        topic: str,
+        event: object,
+        key: str | None,
+        headers: object,
+    ) -> Any:
+        """A new envelope of ``event`` on ``topic``, at the clock's next time; then, unless
+        ``handlers`` is None (the caller dispatches it), each of ``handlers`` called with the
+        event, in order (``route``'s plain sync handlers, counted once in ``count``).
+
+        ``key`` and ``headers`` are the caller's, already checked (and copied). A handler's
+        exception goes to ``report`` and the next handler runs. Called inside a dispatch of
+        this thread, the event is queued behind it instead; a dispatch drains what its
+        handlers published before it returns. Returns the envelope.
+
+        One method for both (no separate ``stamp``): pure Python pays for every call.
+        """
+        # HybridClock.now's send rule: t = max(last + 1, physical), claimed atomically by
+        # heappushpop, which hands back ``t`` itself exactly when ``t`` lost (the old state,
+        # a smaller value, so another object, when it won): ``is`` tells, without comparing.
+        # Callable attributes are read into locals first: pure Python calls ``self.x()``
+        # through a method lookup that it cannot specialise for an instance attribute.
+        state = self._clock_state
+        t = state[0] + 1
+        wall = self._wall
+        pt = wall() & _PHYSICAL_MASK
+        if pt > t:
+            t = pt
+        time: Any = t  # one object (boxed once by mypyc) for the claim and the envelope
+        if _heappushpop(state, time) is time:  # another thread took ``t``: the clock retries
+            now = self._now
+            time = now()
+        envelope = self._envelope
+        env = envelope(topic, event, time, key, self._source, headers, None, self._node)
+        if handlers is None:
+            return env
+        # This thread's state: the thread-local's own dict (made, with the state, on the
+        # thread's first look), read without the generic attribute lookup of ``.state``.
+        dispatch: DispatchState = self._threads.__dict__["state"]
+        if dispatch.busy:  # published by a handler: dispatched after the current event
+            dispatch.queue.append((route, env))
+            return env
+        dispatch.busy = True
+        try:
+            _next(count)
+            for handler in handlers:
+                try:
+                    handler(event)
+                except Exception as exc:
+                    self._report(route, handler, env, exc)
+            if dispatch.queue:
+                self._drain(dispatch.queue)
+        finally:
+            dispatch.busy = False
+        return env
