@@ -362,6 +362,41 @@ async def test_a_rebalance_commits_the_revoked_partitions_and_hands_over_cleanly
     assert b.messages, "the new member got partitions"
 
 
+async def test_start_new_positions_a_partition_whose_assignment_changed_meanwhile(
+    kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A topic matching the pattern appears while the first assignment is being positioned
+    (that assignment is gone before it could be): the partition is positioned at the next
+    assignment, at its end, so what it held before is not delivered and what follows is."""
+    transport = kafka_factory(partitions=1)
+    async with transport:
+        clock = HybridClock()
+        await transport.publish(make_envelope(clock, "before"))
+        other = transport.destination("conformance.other")
+        looked_up = AIOKafkaConsumer.committed
+        changed: list[bool] = []
+        new = make_envelope(clock, "new", topic="conformance.other")
+
+        async def committed_after_a_new_topic(consumer: AIOKafkaConsumer, tp: Any) -> Any:
+            if not changed:  # the first lookup: a new topic joins the subscription first
+                changed.append(True)
+                await transport.publish(new)
+                deadline = time.monotonic() + TIMEOUT
+                while other not in consumer.subscription():
+                    assert time.monotonic() < deadline, "the new topic was never subscribed"
+                    await asyncio.sleep(0.05)  # the consumer's metadata refresh, in its own time
+            return await looked_up(consumer, tp)
+
+        monkeypatch.setattr(AIOKafkaConsumer, "committed", committed_after_a_new_topic)
+        got = Collector()
+        await transport.subscribe("conformance.>", got, policy=DeliveryPolicy(start="new"))
+        after = make_envelope(clock, "after")
+        await transport.publish(after)
+        await got.wait_count(2, TIMEOUT)
+        assert changed
+        assert sorted(got.ids) == sorted([after.id, new.id])
+
+
 # ---------------------------------------------------------------------- publishing
 
 

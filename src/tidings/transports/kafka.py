@@ -36,6 +36,10 @@ committed only up to the first record of each partition whose handling has not f
 redelivers at most what the process held uncommitted. On a rebalance the revoked
 partitions' running and queued handlers finish first (up to ``revoke_timeout``), then
 their offsets are committed, and only then does the group move on (commit on revoke).
+With ``start="new"``, :meth:`~KafkaTransport.subscribe` returns once the consumer holds its
+partitions, each positioned (at the group's committed offset, else at the end of a topic
+that existed when it subscribed, else at the beginning), so every event published after it
+returned is read; it waits at most :attr:`~KafkaTransport.join_timeout`.
 
 **Retries** are non-blocking and in-process: a handler that raises gets the record again
 after the policy's backoff while the partition's later records go on being handled; the
@@ -323,6 +327,11 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         self.name = name
         self.existing: set[str] = set()
         """The Kafka topics that existed when the subscription started."""
+        self.pending: set[TopicPartition] = set()
+        """``start="new"``: assigned partitions of :attr:`existing` topics not yet positioned
+        (no ledger yet: their records are not taken in until they are)."""
+        self.ready = asyncio.Event()
+        """Set once every partition of an assignment is positioned (``subscribe`` waits)."""
         self.ledgers: dict[TopicPartition, _Ledger] = {}
         self.indexes: dict[TopicPartition, int] = {}
         self.retries: list[tuple[float, int, _Record]] = []
@@ -399,10 +408,14 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp, records in poll.result().items():
             ledger = self.ledgers.get(tp)
             if ledger is None:
-                if tp not in self.consumer.assignment():
-                    continue  # revoked meanwhile: the new owner reads it from the commit
+                if tp not in self.consumer.assignment() or tp in self.pending:
+                    # Revoked meanwhile (the new owner reads it from the commit), or not
+                    # positioned yet (it is read from its start once it is).
+                    continue
                 # Assigned, and fetched before the listener heard of it.
                 ledger = self.ledgers[tp] = _Ledger()
+            if records[0].offset < ledger.next:  # fetched before it was positioned
+                records = [record for record in records if record.offset >= ledger.next]
             base = self.sequence_base(tp)
             ledger.take(records)
             out += [
@@ -474,40 +487,81 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.transport.revoke_timeout,
                 extra=log_fields(None, self.name),
             )
+        self.pending.difference_update(revoked)
         for tp in revoked:
             gone = self.ledgers.pop(tp, None)
             if gone is not None:
                 gone.owned = False
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        new = [tp for tp in assigned if tp not in self.ledgers]
-        for tp in new:
-            self.ledgers[tp] = _Ledger()
-        if self.start == "new" and new:
-            await self._start_at_subscription_time(new)
+        """Take the newly assigned partitions in. ``start="new"``: those of topics that existed
+        when the subscription started are positioned first (:meth:`_position`); once every
+        partition held is, :attr:`ready` is set."""
+        pending = self.pending
+        pending.intersection_update(assigned)
+        for tp in assigned:
+            if tp in self.ledgers or tp in pending:
+                continue
+            if self.start == "new" and tp.topic in self.existing:
+                pending.add(tp)
+            else:
+                self.ledgers[tp] = _Ledger()
+        if pending:
+            await self._position()
+        if not pending:
+            self.ready.set()
 
-    async def _start_at_subscription_time(self, partitions: list[TopicPartition]) -> None:
-        """``start="new"``: position the partitions the group has no offset for at their end
-        if their topic existed when the subscription started; a topic created since is read
-        from its beginning (all of it was published after the subscription started)."""
-        consumer = self.consumer
-        fresh = [
-            tp
-            for tp in partitions
-            if tp.topic in self.existing and await consumer.committed(tp) is None
-        ]
-        if not fresh:
-            return
-        await consumer.seek_to_end(*fresh)
-        # Resolve the end now (aiokafka resolves it lazily, at the next fetch, which would
-        # skip what is published meanwhile) and commit it: a later owner of
-        # the partition then resumes from there instead of from the end of that time.
-        positions = {tp: await consumer.position(tp) for tp in fresh}
-        await consumer.commit(positions)
-        for tp, position in positions.items():
-            ledger = self.ledgers.get(tp)
-            if ledger is not None:
-                ledger.committed = position
+    async def _position(self) -> None:
+        """Position the pending partitions still assigned: at the group's committed offset,
+        else at their end (recorded as the partition's position, so it is committed: a later
+        owner resumes from there). A topic created since the subscription started is not
+        pending: all of it was published after, so it is read from its beginning.
+
+        The offsets are looked up first; then, with no suspension point in between, each
+        partition still assigned is positioned (so a change of assignment meanwhile cannot
+        make a seek fail). Partitions no longer assigned stay pending: the next assignment,
+        which a change always brings, positions them. Failed lookups are tried again for up
+        to ``connect_timeout``.
+        """
+        consumer, pending = self.consumer, self.pending
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.transport.connect_timeout
+        while pending:
+            partitions = sorted(pending & consumer.assignment())
+            if not partitions:
+                return
+            try:
+                committed = await asyncio.gather(*(consumer.committed(tp) for tp in partitions))
+                fresh = [
+                    tp for tp, offset in zip(partitions, committed, strict=True) if offset is None
+                ]
+                ends = await consumer.end_offsets(fresh) if fresh else {}
+            except aiokafka.errors.KafkaError as exc:
+                if loop.time() >= deadline:
+                    logger.warning(
+                        "subscription %s could not look up where to start reading %s (%r); "
+                        "they are positioned at the next assignment",
+                        self.name,
+                        partitions,
+                        exc,
+                        extra=log_fields(None, self.name),
+                    )
+                    return
+                await asyncio.sleep(0.1)  # a back-off before looking them up again
+                continue
+            assignment = consumer.assignment()
+            positioned: set[TopicPartition] = set()
+            for tp, offset in zip(partitions, committed, strict=True):
+                if tp not in assignment or tp not in pending:
+                    continue  # reassigned meanwhile: positioned at the next assignment
+                ledger = self.ledgers[tp] = _Ledger()
+                if offset is None:
+                    offset = ledger.next = ends[tp]
+                    positioned.add(tp)
+                consumer.seek(tp, offset)
+                pending.discard(tp)
+            if positioned:
+                await self.commit(positioned)
 
     async def stop(self) -> None:
         self.stopping = True
@@ -1077,6 +1131,8 @@ class KafkaTransport(SubjectTransport):
                 servers=self.servers,
                 timeout=self.connect_timeout,
             ) from exc
+        if policy.start == "new":
+            await self._joined(kafka, pattern)
         kafka.committer = asyncio.create_task(
             kafka.commit_loop(self.commit_interval), name=f"tidings:kafka:commit:{name}"
         )
@@ -1121,6 +1177,36 @@ class KafkaTransport(SubjectTransport):
             None if dead else dead_letter,
             release,
         )
+
+    async def _joined(self, kafka: _Subscription, pattern: str) -> None:
+        """Wait until ``kafka``'s consumer holds its partitions, each positioned (so every
+        event published once ``subscribe`` returns is read); the wait is bounded by
+        :attr:`join_timeout`.
+
+        Raises:
+            TransportUnavailableError: when it is not within that time (the consumer is
+                stopped).
+        """
+        timeout = self.join_timeout
+        try:
+            await asyncio.wait_for(kafka.ready.wait(), timeout)
+        except TimeoutError:
+            await quietly(kafka.stop())
+            raise TransportUnavailableError(
+                f"the Kafka consumer for {pattern!r} did not get its partitions from its "
+                f"group at {', '.join(self.servers)} within {timeout:g}s (connect_timeout + "
+                "session_timeout + revoke_timeout + 5 s); check the broker, or raise "
+                "revoke_timeout if the group's members take long to give partitions up",
+                servers=self.servers,
+                timeout=timeout,
+            ) from None
+
+    @property
+    def join_timeout(self) -> float:
+        """Seconds a ``start="new"`` subscription may take to join its group and position
+        its partitions: ``connect_timeout + session_timeout + revoke_timeout + 5`` (a join
+        waits up to ``revoke_timeout + 5`` for the other members to give partitions up)."""
+        return self.connect_timeout + self.session_timeout + self.revoke_timeout + 5.0
 
     def group_id(self, pattern: str, group: str, *, dead: bool = False) -> str:
         """The Kafka consumer group of ``group``'s subscriptions to ``pattern`` (of its
