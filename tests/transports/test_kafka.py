@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from cloudevents.v1.http import CloudEvent
@@ -395,6 +396,26 @@ async def test_start_new_positions_a_partition_whose_assignment_changed_meanwhil
         await got.wait_count(2, TIMEOUT)
         assert changed
         assert sorted(got.ids) == sorted([after.id, new.id])
+
+
+async def test_start_new_that_cannot_position_its_partitions_fails_subscribe_typed(
+    kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ends of the partitions cannot be looked up: ``subscribe`` raises
+    TransportUnavailableError after ``join_timeout`` instead of reading from a guess."""
+    transport = kafka_factory(partitions=1, join_timeout=3.0)
+    async with transport:
+        await transport.publish(make_envelope(HybridClock(), "before"))
+
+        async def no_end_offsets(consumer: AIOKafkaConsumer, partitions: Any) -> Any:
+            raise KafkaConnectionError("the ends are out of reach")
+
+        monkeypatch.setattr(AIOKafkaConsumer, "end_offsets", no_end_offsets)
+        got = Collector()
+        with pytest.raises(TransportUnavailableError, match="did not get its partitions") as info:
+            await transport.subscribe("conformance.order", got, policy=DeliveryPolicy(start="new"))
+        assert info.value.timeout == 3.0
+        assert got.messages == []
 
 
 # ---------------------------------------------------------------------- publishing

@@ -39,7 +39,7 @@ their offsets are committed, and only then does the group move on (commit on rev
 With ``start="new"``, :meth:`~KafkaTransport.subscribe` returns once the consumer holds its
 partitions, each positioned (at the group's committed offset, else at the end of a topic
 that existed when it subscribed, else at the beginning), so every event published after it
-returned is read; it waits at most :attr:`~KafkaTransport.join_timeout`.
+returned is read; it waits at most ``join_timeout`` seconds.
 
 **Retries** are non-blocking and in-process: a handler that raises gets the record again
 after the policy's backoff while the partition's later records go on being handled; the
@@ -608,6 +608,11 @@ class KafkaTransport(SubjectTransport):
         session_timeout: seconds without heartbeats after which the group gives a dead
             member's partitions to the others.
         revoke_timeout: seconds a rebalance waits for the revoked partitions' handlers.
+        join_timeout: seconds a ``start="new"`` :meth:`subscribe` waits for its partitions
+            to be assigned and positioned before it raises
+            :class:`~tidings.TransportUnavailableError` (default: ``connect_timeout +
+            session_timeout + revoke_timeout + 5``, as a join waits up to
+            ``revoke_timeout + 5`` for the other members to give partitions up).
         commit_interval: seconds between offset commits.
         on_publish_error: told of every failed :meth:`send`; failures are logged if unset.
         name: the client id the brokers see.
@@ -641,6 +646,7 @@ class KafkaTransport(SubjectTransport):
         metadata_refresh: float = 5.0,
         session_timeout: float = 10.0,
         revoke_timeout: float = 30.0,
+        join_timeout: float | None = None,
         commit_interval: float = 0.1,
         on_publish_error: PublishErrorHook | None = None,
         name: str | None = None,
@@ -653,6 +659,7 @@ class KafkaTransport(SubjectTransport):
             ("metadata_refresh", metadata_refresh),
             ("session_timeout", session_timeout),
             ("revoke_timeout", revoke_timeout),
+            ("join_timeout", join_timeout if join_timeout is not None else 1.0),
             ("commit_interval", commit_interval),
         ):
             if not value > 0:
@@ -676,6 +683,11 @@ class KafkaTransport(SubjectTransport):
         self.metadata_refresh = metadata_refresh
         self.session_timeout = session_timeout
         self.revoke_timeout = revoke_timeout
+        self.join_timeout = (
+            join_timeout
+            if join_timeout is not None
+            else connect_timeout + session_timeout + revoke_timeout + 5.0
+        )
         self.commit_interval = commit_interval
         self.on_publish_error = on_publish_error
         self.name = name
@@ -1181,7 +1193,7 @@ class KafkaTransport(SubjectTransport):
     async def _joined(self, kafka: _Subscription, pattern: str) -> None:
         """Wait until ``kafka``'s consumer holds its partitions, each positioned (so every
         event published once ``subscribe`` returns is read); the wait is bounded by
-        :attr:`join_timeout`.
+        ``join_timeout``.
 
         Raises:
             TransportUnavailableError: when it is not within that time (the consumer is
@@ -1194,19 +1206,12 @@ class KafkaTransport(SubjectTransport):
             await quietly(kafka.stop())
             raise TransportUnavailableError(
                 f"the Kafka consumer for {pattern!r} did not get its partitions from its "
-                f"group at {', '.join(self.servers)} within {timeout:g}s (connect_timeout + "
-                "session_timeout + revoke_timeout + 5 s); check the broker, or raise "
-                "revoke_timeout if the group's members take long to give partitions up",
+                f"group at {', '.join(self.servers)} within join_timeout={timeout:g}s; check "
+                "the broker, or raise join_timeout if the group's members take long to give "
+                "partitions up (up to revoke_timeout)",
                 servers=self.servers,
                 timeout=timeout,
             ) from None
-
-    @property
-    def join_timeout(self) -> float:
-        """Seconds a ``start="new"`` subscription may take to join its group and position
-        its partitions: ``connect_timeout + session_timeout + revoke_timeout + 5`` (a join
-        waits up to ``revoke_timeout + 5`` for the other members to give partitions up)."""
-        return self.connect_timeout + self.session_timeout + self.revoke_timeout + 5.0
 
     def group_id(self, pattern: str, group: str, *, dead: bool = False) -> str:
         """The Kafka consumer group of ``group``'s subscriptions to ``pattern`` (of its
