@@ -418,6 +418,35 @@ async def test_start_new_that_cannot_position_its_partitions_fails_subscribe_typ
         assert got.messages == []
 
 
+async def test_a_partition_whose_start_cannot_be_looked_up_later_is_read_from_its_beginning(
+    kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ``subscribe`` returned, a rebalance hands over partitions whose committed
+    offsets cannot be looked up: they are read from their beginning (again, rather than
+    not at all)."""
+    one = kafka_factory(partitions=2, connect_timeout=4.0)
+    two = kafka_factory(partitions=2, connect_timeout=4.0)
+    async with one, two:
+        clock = HybridClock()
+        before = make_envelope(clock, "before")
+        await one.publish(before)
+        a, b = Collector(), Collector()
+        await one.subscribe("conformance.order", a, group="fallback")
+        leaving = await two.subscribe("conformance.order", b, group="fallback")
+
+        async def unreachable(consumer: AIOKafkaConsumer, tp: Any) -> Any:
+            raise KafkaConnectionError("the group's offsets are out of reach")
+
+        monkeypatch.setattr(AIOKafkaConsumer, "committed", unreachable)
+        await leaving.cancel()  # the first member is given both partitions again
+        await a.wait_count(1, TIMEOUT)
+        after = make_envelope(clock, "after")
+        await one.publish(after)
+        await a.wait_count(2, TIMEOUT)
+        assert a.ids == [before.id, after.id]
+        assert b.messages == []
+
+
 # ---------------------------------------------------------------------- publishing
 
 

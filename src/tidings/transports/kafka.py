@@ -521,7 +521,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         partition still assigned is positioned (so a change of assignment meanwhile cannot
         make a seek fail). Partitions no longer assigned stay pending: the next assignment,
         which a change always brings, positions them. Failed lookups are tried again for up
-        to ``connect_timeout``.
+        to ``connect_timeout`` (then see :meth:`_give_up_positioning`).
         """
         consumer, pending = self.consumer, self.pending
         loop = asyncio.get_running_loop()
@@ -538,14 +538,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 ends = await consumer.end_offsets(fresh) if fresh else {}
             except aiokafka.errors.KafkaError as exc:
                 if loop.time() >= deadline:
-                    logger.warning(
-                        "subscription %s could not look up where to start reading %s (%r); "
-                        "they are positioned at the next assignment",
-                        self.name,
-                        partitions,
-                        exc,
-                        extra=log_fields(None, self.name),
-                    )
+                    await self._give_up_positioning(partitions, exc)
                     return
                 await asyncio.sleep(0.1)  # a back-off before looking them up again
                 continue
@@ -562,6 +555,33 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 pending.discard(tp)
             if positioned:
                 await self.commit(positioned)
+
+    async def _give_up_positioning(
+        self, partitions: list[TopicPartition], error: BaseException
+    ) -> None:
+        """The start of ``partitions`` could not be looked up within ``connect_timeout``.
+        Before :attr:`ready` they stay pending (``subscribe`` then fails, typed); after it,
+        they are read from their beginning: what the group already handled again rather
+        than nothing."""
+        if not self.ready.is_set():
+            return
+        assignment = self.consumer.assignment()
+        still = [tp for tp in partitions if tp in assignment and tp in self.pending]
+        logger.warning(
+            "subscription %s could not look up where to start reading %s (%r); it reads them "
+            "from their beginning",
+            self.name,
+            still,
+            error,
+            extra=log_fields(None, self.name),
+        )
+        for tp in still:
+            self.ledgers[tp] = _Ledger()
+            self.pending.discard(tp)
+        if still:
+            # The reset is asked for at once (still assigned: no suspension point since).
+            with contextlib.suppress(aiokafka.errors.KafkaError):
+                await self.consumer.seek_to_beginning(*still)
 
     async def stop(self) -> None:
         self.stopping = True
