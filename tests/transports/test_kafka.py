@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from cloudevents.v1.http import CloudEvent
@@ -468,6 +469,90 @@ async def test_a_rebalance_commits_the_revoked_partitions_and_hands_over_cleanly
     handled = a.ids + b.ids
     assert sorted(handled) == sorted(e.id for e in sent + later)  # once each
     assert b.messages, "the new member got partitions"
+
+
+async def test_start_new_positions_a_partition_whose_assignment_changed_meanwhile(
+    kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A topic matching the pattern appears while the first assignment is being positioned
+    (that assignment is gone before it could be): the partition is positioned at the next
+    assignment, at its end, so what it held before is not delivered and what follows is."""
+    transport = kafka_factory(partitions=1)
+    async with transport:
+        clock = HybridClock()
+        await transport.publish(make_envelope(clock, "before"))
+        other = transport.destination("conformance.other")
+        looked_up = AIOKafkaConsumer.committed
+        changed: list[bool] = []
+        new = make_envelope(clock, "new", topic="conformance.other")
+
+        async def committed_after_a_new_topic(consumer: AIOKafkaConsumer, tp: Any) -> Any:
+            if not changed:  # the first lookup: a new topic joins the subscription first
+                changed.append(True)
+                await transport.publish(new)
+                deadline = time.monotonic() + TIMEOUT
+                while other not in consumer.subscription():
+                    assert time.monotonic() < deadline, "the new topic was never subscribed"
+                    await asyncio.sleep(0.05)  # the consumer's metadata refresh, in its own time
+            return await looked_up(consumer, tp)
+
+        monkeypatch.setattr(AIOKafkaConsumer, "committed", committed_after_a_new_topic)
+        got = Collector()
+        await transport.subscribe("conformance.>", got, policy=DeliveryPolicy(start="new"))
+        after = make_envelope(clock, "after")
+        await transport.publish(after)
+        await got.wait_count(2, TIMEOUT)
+        assert changed
+        assert sorted(got.ids) == sorted([after.id, new.id])
+
+
+async def test_start_new_that_cannot_position_its_partitions_fails_subscribe_typed(
+    kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ends of the partitions cannot be looked up: ``subscribe`` raises
+    TransportUnavailableError after ``join_timeout`` instead of reading from a guess."""
+    transport = kafka_factory(partitions=1, join_timeout=3.0)
+    async with transport:
+        await transport.publish(make_envelope(HybridClock(), "before"))
+
+        async def no_end_offsets(consumer: AIOKafkaConsumer, partitions: Any) -> Any:
+            raise KafkaConnectionError("the ends are out of reach")
+
+        monkeypatch.setattr(AIOKafkaConsumer, "end_offsets", no_end_offsets)
+        got = Collector()
+        with pytest.raises(TransportUnavailableError, match="did not get its partitions") as info:
+            await transport.subscribe("conformance.order", got, policy=DeliveryPolicy(start="new"))
+        assert info.value.timeout == 3.0
+        assert got.messages == []
+
+
+async def test_a_partition_whose_start_cannot_be_looked_up_later_is_read_from_its_beginning(
+    kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ``subscribe`` returned, a rebalance hands over partitions whose committed
+    offsets cannot be looked up: they are read from their beginning (again, rather than
+    not at all)."""
+    one = kafka_factory(partitions=2, connect_timeout=4.0)
+    two = kafka_factory(partitions=2, connect_timeout=4.0)
+    async with one, two:
+        clock = HybridClock()
+        before = make_envelope(clock, "before")
+        await one.publish(before)
+        a, b = Collector(), Collector()
+        await one.subscribe("conformance.order", a, group="fallback")
+        leaving = await two.subscribe("conformance.order", b, group="fallback")
+
+        async def unreachable(consumer: AIOKafkaConsumer, tp: Any) -> Any:
+            raise KafkaConnectionError("the group's offsets are out of reach")
+
+        monkeypatch.setattr(AIOKafkaConsumer, "committed", unreachable)
+        await leaving.cancel()  # the first member is given both partitions again
+        await a.wait_count(1, TIMEOUT)
+        after = make_envelope(clock, "after")
+        await one.publish(after)
+        await a.wait_count(2, TIMEOUT)
+        assert a.ids == [before.id, after.id]
+        assert b.messages == []
 
 
 # ---------------------------------------------------------------------- publishing

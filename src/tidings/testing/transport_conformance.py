@@ -317,6 +317,24 @@ class TransportConformance:
         await got.wait_count(2)
         assert [m.envelope.payload.order_id for m in got.messages] == ["dup", "after"]
 
+    @pytest.mark.parametrize("group", [None, "late"])
+    async def test_start_new_delivers_what_is_published_once_subscribe_returned(
+        self, open_transport: Callable[..., Any], group: str | None
+    ) -> None:
+        """``start="new"`` on a topic that already holds events: none of those, and every
+        event published after ``subscribe`` returned (however soon)."""
+        transport: Transport = await open_transport()
+        clock = HybridClock()
+        await transport.publish(make_envelope(clock, "before", key="k0"))
+        got = Collector()
+        policy = DeliveryPolicy(start="new")
+        await transport.subscribe("conformance.order", got, group=group, policy=policy)
+        sent = [make_envelope(clock, f"after-{i}", key=f"k{i}") for i in range(3)]
+        for env in sent:
+            await transport.publish(env)
+        await got.wait_count(3)
+        assert sorted(got.ids) == sorted(env.id for env in sent)
+
     # ------------------------------------------------------------------ fan-out and groups
 
     async def test_every_ungrouped_subscription_gets_every_event(

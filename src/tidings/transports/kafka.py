@@ -36,6 +36,10 @@ committed only up to the first record of each partition whose handling has not f
 redelivers at most what the process held uncommitted. On a rebalance the revoked
 partitions' running and queued handlers finish first (up to ``revoke_timeout``), then
 their offsets are committed, and only then does the group move on (commit on revoke).
+With ``start="new"``, :meth:`~KafkaTransport.subscribe` returns once the consumer holds its
+partitions, each positioned (at the group's committed offset, else at the end of a topic
+that existed when it subscribed, else at the beginning), so every event published after it
+returned is read; it waits at most ``join_timeout`` seconds.
 
 **Retries** are non-blocking and in-process: a handler that raises gets the record again
 after the policy's backoff while the partition's later records go on being handled; the
@@ -314,6 +318,11 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         self.name = name
         self.existing: set[str] = set()
         """The Kafka topics that existed when the subscription started."""
+        self.pending: set[TopicPartition] = set()
+        """``start="new"``: assigned partitions of :attr:`existing` topics not yet positioned
+        (no ledger yet: their records are not taken in until they are)."""
+        self.ready = asyncio.Event()
+        """Set once every partition of an assignment is positioned (``subscribe`` waits)."""
         self.ledgers: dict[TopicPartition, _Ledger] = {}
         self.indexes: dict[TopicPartition, int] = {}
         self.retries: list[tuple[float, int, _Record]] = []
@@ -399,10 +408,14 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp, records in fetched.items():
             ledger = self.ledgers.get(tp)
             if ledger is None:
-                if tp not in self.consumer.assignment():
-                    continue  # revoked meanwhile: the new owner reads it from the commit
+                if tp not in self.consumer.assignment() or tp in self.pending:
+                    # Revoked meanwhile (the new owner reads it from the commit), or not
+                    # positioned yet (it is read from its start once it is).
+                    continue
                 # Assigned, and fetched before the listener heard of it.
                 ledger = self.ledgers[tp] = _Ledger(self)
+            if records[0].offset < ledger.next:  # fetched before it was positioned
+                records = [record for record in records if record.offset >= ledger.next]
             base = self.sequence_base(tp)
             ledger.take(records)
             lenient = self.lenient
@@ -485,40 +498,101 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.transport.revoke_timeout,
                 extra=log_fields(None, self.name),
             )
+        self.pending.difference_update(revoked)
         for tp in revoked:
             gone = self.ledgers.pop(tp, None)
             if gone is not None:
                 gone.owned = False
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        new = [tp for tp in assigned if tp not in self.ledgers]
-        for tp in new:
-            self.ledgers[tp] = _Ledger(self)
-        if self.start == "new" and new:
-            await self._start_at_subscription_time(new)
+        """Take the newly assigned partitions in. ``start="new"``: those of topics that existed
+        when the subscription started are positioned first (:meth:`_position`); once every
+        partition held is, :attr:`ready` is set."""
+        pending = self.pending
+        pending.intersection_update(assigned)
+        for tp in assigned:
+            if tp in self.ledgers or tp in pending:
+                continue
+            if self.start == "new" and tp.topic in self.existing:
+                pending.add(tp)
+            else:
+                self.ledgers[tp] = _Ledger(self)
+        if pending:
+            await self._position()
+        if not pending:
+            self.ready.set()
 
-    async def _start_at_subscription_time(self, partitions: list[TopicPartition]) -> None:
-        """``start="new"``: position the partitions the group has no offset for at their end
-        if their topic existed when the subscription started; a topic created since is read
-        from its beginning (all of it was published after the subscription started)."""
-        consumer = self.consumer
-        fresh = [
-            tp
-            for tp in partitions
-            if tp.topic in self.existing and await consumer.committed(tp) is None
-        ]
-        if not fresh:
+    async def _position(self) -> None:
+        """Position the pending partitions still assigned: at the group's committed offset,
+        else at their end (recorded as the partition's position, so it is committed: a later
+        owner resumes from there). A topic created since the subscription started is not
+        pending: all of it was published after, so it is read from its beginning.
+
+        The offsets are looked up first; then, with no suspension point in between, each
+        partition still assigned is positioned (so a change of assignment meanwhile cannot
+        make a seek fail). Partitions no longer assigned stay pending: the next assignment,
+        which a change always brings, positions them. Failed lookups are tried again for up
+        to ``connect_timeout`` (then see :meth:`_give_up_positioning`).
+        """
+        consumer, pending = self.consumer, self.pending
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.transport.connect_timeout
+        while pending:
+            partitions = sorted(pending & consumer.assignment())
+            if not partitions:
+                return
+            try:
+                committed = await asyncio.gather(*(consumer.committed(tp) for tp in partitions))
+                fresh = [
+                    tp for tp, offset in zip(partitions, committed, strict=True) if offset is None
+                ]
+                ends = await consumer.end_offsets(fresh) if fresh else {}
+            except aiokafka.errors.KafkaError as exc:
+                if loop.time() >= deadline:
+                    await self._give_up_positioning(partitions, exc)
+                    return
+                await asyncio.sleep(0.1)  # a back-off before looking them up again
+                continue
+            assignment = consumer.assignment()
+            positioned: set[TopicPartition] = set()
+            for tp, offset in zip(partitions, committed, strict=True):
+                if tp not in assignment or tp not in pending:
+                    continue  # reassigned meanwhile: positioned at the next assignment
+                ledger = self.ledgers[tp] = _Ledger(self)
+                if offset is None:
+                    offset = ledger.next = ends[tp]
+                    positioned.add(tp)
+                consumer.seek(tp, offset)
+                pending.discard(tp)
+            if positioned:
+                await self.commit(positioned)
+
+    async def _give_up_positioning(
+        self, partitions: list[TopicPartition], error: BaseException
+    ) -> None:
+        """The start of ``partitions`` could not be looked up within ``connect_timeout``.
+        Before :attr:`ready` they stay pending (``subscribe`` then fails, typed); after it,
+        they are read from their beginning: what the group already handled again rather
+        than nothing."""
+        if not self.ready.is_set():
             return
-        await consumer.seek_to_end(*fresh)
-        # Resolve the end now (aiokafka resolves it lazily, at the next fetch, which would
-        # skip what is published meanwhile) and commit it: a later owner of
-        # the partition then resumes from there instead of from the end of that time.
-        positions = {tp: await consumer.position(tp) for tp in fresh}
-        await consumer.commit(positions)
-        for tp, position in positions.items():
-            ledger = self.ledgers.get(tp)
-            if ledger is not None:
-                ledger.committed = position
+        assignment = self.consumer.assignment()
+        still = [tp for tp in partitions if tp in assignment and tp in self.pending]
+        logger.warning(
+            "subscription %s could not look up where to start reading %s (%r); it reads them "
+            "from their beginning",
+            self.name,
+            still,
+            error,
+            extra=log_fields(None, self.name),
+        )
+        for tp in still:
+            self.ledgers[tp] = _Ledger(self)
+            self.pending.discard(tp)
+        if still:
+            # The reset is asked for at once (still assigned: no suspension point since).
+            with contextlib.suppress(aiokafka.errors.KafkaError):
+                await self.consumer.seek_to_beginning(*still)
 
     async def stop(self) -> None:
         self.stopping = True
@@ -565,6 +639,11 @@ class KafkaTransport(ClientTransport):
         session_timeout: seconds without heartbeats after which the group gives a dead
             member's partitions to the others.
         revoke_timeout: seconds a rebalance waits for the revoked partitions' handlers.
+        join_timeout: seconds a ``start="new"`` :meth:`subscribe` waits for its partitions
+            to be assigned and positioned before it raises
+            :class:`~tidings.TransportUnavailableError` (default: ``connect_timeout +
+            session_timeout + revoke_timeout + 5``, as a join waits up to
+            ``revoke_timeout + 5`` for the other members to give partitions up).
         commit_interval: seconds between offset commits.
         on_publish_error: told of every failed :meth:`send`; failures are logged if unset.
         name: the client id the brokers see.
@@ -598,6 +677,7 @@ class KafkaTransport(ClientTransport):
         metadata_refresh: float = 5.0,
         session_timeout: float = 10.0,
         revoke_timeout: float = 30.0,
+        join_timeout: float | None = None,
         commit_interval: float = 0.1,
         on_publish_error: PublishErrorHook | None = None,
         name: str | None = None,
@@ -610,6 +690,7 @@ class KafkaTransport(ClientTransport):
             ("metadata_refresh", metadata_refresh),
             ("session_timeout", session_timeout),
             ("revoke_timeout", revoke_timeout),
+            ("join_timeout", join_timeout if join_timeout is not None else 1.0),
             ("commit_interval", commit_interval),
         ):
             if not value > 0:
@@ -633,6 +714,11 @@ class KafkaTransport(ClientTransport):
         self.metadata_refresh = metadata_refresh
         self.session_timeout = session_timeout
         self.revoke_timeout = revoke_timeout
+        self.join_timeout = (
+            join_timeout
+            if join_timeout is not None
+            else connect_timeout + session_timeout + revoke_timeout + 5.0
+        )
         self.commit_interval = commit_interval
         self.on_publish_error = on_publish_error
         self.name = name
@@ -1066,6 +1152,8 @@ class KafkaTransport(ClientTransport):
                 servers=self.servers,
                 timeout=self.connect_timeout,
             ) from exc
+        if policy.start == "new":
+            await self._joined(kafka, pattern)
         kafka.committer = asyncio.create_task(
             kafka.commit_loop(self.commit_interval), name=f"tidings:kafka:commit:{name}"
         )
@@ -1110,6 +1198,29 @@ class KafkaTransport(ClientTransport):
             None if dead else dead_letter,
             release,
         )
+
+    async def _joined(self, kafka: _Subscription, pattern: str) -> None:
+        """Wait until ``kafka``'s consumer holds its partitions, each positioned (so every
+        event published once ``subscribe`` returns is read); the wait is bounded by
+        ``join_timeout``.
+
+        Raises:
+            TransportUnavailableError: when it is not within that time (the consumer is
+                stopped).
+        """
+        timeout = self.join_timeout
+        try:
+            await asyncio.wait_for(kafka.ready.wait(), timeout)
+        except TimeoutError:
+            await quietly(kafka.stop())
+            raise TransportUnavailableError(
+                f"the Kafka consumer for {pattern!r} did not get its partitions from its "
+                f"group at {', '.join(self.servers)} within join_timeout={timeout:g}s; check "
+                "the broker, or raise join_timeout if the group's members take long to give "
+                "partitions up (up to revoke_timeout)",
+                servers=self.servers,
+                timeout=timeout,
+            ) from None
 
     def group_id(self, pattern: str, group: str, *, dead: bool = False) -> str:
         """The Kafka consumer group of ``group``'s subscriptions to ``pattern`` (of its
