@@ -5,7 +5,10 @@
   the same module (assigned on ``self``/``cls``, or a method, class attribute or slot of
   one of its classes), or when it is on :data:`ALLOWED`, each entry saying why. The check
   goes by name, not type: a module that defines ``_x`` itself may read another's ``_x``
-  unnoticed;
+  unnoticed. A name given as a string is a reach too: ``getattr(obj, "_name")`` (and
+  ``hasattr``/``setattr``/``delattr``) and a call passing ``vars(obj)`` with ``"_name"``
+  (``dict.get(vars(obj), "_name")``, or the same in ``functools.partial``) count as
+  ``obj._name``;
 - the tidings modules import each other without cycles (imports run at import time and
   imports inside functions alike; those under ``if TYPE_CHECKING:`` are not imports).
   ``from tidings import codec`` imports the module ``tidings.codec``, not the package;
@@ -33,6 +36,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     ),
     ("tidings.observability.tracing", "_RUNTIME_CONTEXT._current_context"): (
         "OpenTelemetry's context variable, read without a function call on the hot path"
+    ),
+    ("tidings.observability.tracing", "trace._TRACER_PROVIDER"): (
+        "whether an OpenTelemetry SDK is configured yet: one module attribute read"
+    ),
+    ("tidings.transports.kafka", "producer._txn_manager"): (
+        "aiokafka's producer id (no public accessor): read only for diagnostics"
     ),
     ("tidings.transports.nats", "self._client()._nuid"): (
         "nats-py's unique-id generator, for inbox names it does not make itself"
@@ -104,12 +113,54 @@ def _private_defined(tree: ast.Module) -> set[str]:
     return {n for n in names if n.startswith("_")}
 
 
+_BY_STRING = ("getattr", "hasattr", "setattr", "delattr")
+
+
+def _private_string(node: ast.expr) -> str | None:
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.isidentifier()
+        and node.value.startswith("_")
+        and not node.value.startswith("__")
+    ):
+        return node.value
+    return None
+
+
+def _string_reaches(call: ast.Call) -> Iterator[tuple[ast.expr, str]]:
+    """The ``(object, private name)`` pairs ``call`` reaches by a string."""
+    args = call.args
+    if isinstance(call.func, ast.Name) and call.func.id in _BY_STRING and len(args) >= 2:
+        attr = _private_string(args[1])
+        if attr is not None:
+            yield args[0], attr
+    namespaces = [
+        a.args[0]
+        for a in args
+        if isinstance(a, ast.Call)
+        and isinstance(a.func, ast.Name)
+        and a.func.id == "vars"
+        and len(a.args) == 1
+    ]
+    for namespace in namespaces:
+        for arg in args:
+            attr = _private_string(arg)
+            if attr is not None:
+                yield namespace, attr
+
+
 def _foreign_private_reaches() -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for name, path in MODULES.items():
         tree = ast.parse(path.read_text())
         own = _private_defined(tree)
         for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                for obj, attr in _string_reaches(node):
+                    if attr not in own:
+                        found.add((name, f"{ast.unparse(obj)}.{attr}"))
+                continue
             if not isinstance(node, ast.Attribute):
                 continue
             attr = node.attr
@@ -278,3 +329,16 @@ def test_the_checks_see_what_they_check() -> None:
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     assert _imports("tidings.bus", MODULES["tidings.bus"]) >= {"tidings.routing"}
     assert "tidings._log" in _imports("tidings.bus", MODULES["tidings.bus"])  # in a function
+
+
+def test_a_private_name_given_as_a_string_is_a_reach() -> None:
+    source = (
+        "getattr(trace, '_PROVIDER', None)\n"
+        "functools.partial(dict.get, vars(trace), '_PROVIDER', True)\n"
+        "getattr(o, '__name__')\n"
+        "getattr(o, 'public')\n"
+    )
+    calls = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)]
+    found = {(ast.unparse(obj), attr) for call in calls for obj, attr in _string_reaches(call)}
+    assert found == {("trace", "_PROVIDER")}
+    assert ("tidings.observability.tracing", "trace._TRACER_PROVIDER") in _foreign_private_reaches()
