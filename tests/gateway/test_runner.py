@@ -15,6 +15,7 @@ from tidings.gateway import (
     Gateway,
     RouteTable,
     load_config,
+    parse_config,
 )
 from tidings.store.records import StoredEvent
 
@@ -133,4 +134,26 @@ async def test_the_watcher_reloads_when_a_file_is_added_to_a_directory(tmp_path:
         (tmp_path / "b.yaml").unlink()
         await generation(4)
         assert [r.name for r in gateway.table.config.routes] == ["a"]
+        await gateway.stop(5)
+
+
+async def test_the_checkpoint_follows_the_routing_while_the_gateway_runs(tmp_path: Path) -> None:
+    # The follower commits its checkpoint every 64 records routed, at most once per 5 ms:
+    # a crash re-routes at most those. Rounds of 64 records, each routed before a pause of
+    # more than 5 ms (the pause is the rate limit's own: no event marks it), leave the
+    # checkpoint at or past the end of the round before the last.
+    config = "routes: [{name: r, from: orders.>, to: [{topic: audit.orders}]}]"
+    async with tidings.Bus(store=f"sqlite:///{tmp_path}/e.db") as bus:
+        gateway = Gateway(bus, parse_config([("g.yaml", config)]))
+        await gateway.start()
+        ends: list[int] = []
+        for round_ in range(3):
+            events = [envelope(round_ * 64 + n, "notes.added", {"n": n}) for n in range(1, 65)]
+            positions = await gateway.accept(events)
+            assert await gateway.wait_routed(positions[-1], 10)
+            ends.append(positions[-1])
+            if round_:
+                checkpoint = await gateway.store.load_checkpoint(gateway.consumer)
+                assert checkpoint >= ends[-2], (round_, checkpoint, ends)
+            await asyncio.sleep(0.01)
         await gateway.stop(5)

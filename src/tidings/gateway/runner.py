@@ -30,8 +30,10 @@ Guarantees:
   (:meth:`EventStore.subscribe`) and routes every record once; the consumer's checkpoint
   (``consumer`` name) is committed only up to the last position whose deliveries have all
   finished (every 64 records, at most once per 5 ms: under load, few write transactions),
-  so after a crash every accepted event is routed again from the log: at least once. Events the gateway itself publishes (topic targets, dead letters, rejected
-  configs) go through the log too, and are routed like the rest.
+  so after a crash every accepted event is routed again from the log: at least once; those
+  routed since the last commit (64 records, or what 5 ms of routing covered, more under
+  load) are routed twice. Events the gateway itself publishes (topic targets, dead
+  letters, rejected configs) go through the log too, and are routed like the rest.
 - **The table in force when accepted.** :meth:`accept` notes the table current at that
   moment for each event, and the follower routes the event by that table, even if a reload
   swapped tables since. Events found in the log with no such note (after a restart, or
