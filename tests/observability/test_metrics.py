@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry
 import tidings
 from tidings import DeadLetter
 from tidings.bus import observation_port
-from tidings.observability import Metrics, metrics_app, serve_metrics
+from tidings.observability import Metrics, Tracing, metrics_app, serve_metrics
 from tidings.transports import DeliveryPolicy, MemoryBroker, MemoryTransport
 
-from .conftest import asgi_get, parse, value
+from .conftest import Spans, asgi_get, parse, value
 
 TIMEOUT = 10.0
 
@@ -523,3 +523,28 @@ def test_counts_are_exact_however_dispatches_are_timed(topics: list[int], time_e
         labels = {"topic": sub.pattern, "subscription": sub.name}
         assert value(samples, "tidings_event_latency_seconds_count", **labels) == published
         assert value(samples, "tidings_publish_duration_seconds_sum", topic=sub.pattern) > 0
+
+
+@pytest.mark.parametrize("hooks", ["metrics", "tracing", "both"])
+def test_an_observed_publish_refuses_options_by_position_and_counts_what_it_published(
+    hooks: str, spans: Spans
+) -> None:
+    # The hooks take Bus.publish's options positionally for speed, but must refuse them as
+    # Bus.publish does; a refused call publishes (and counts) nothing.
+    registry = CollectorRegistry()
+    bus = tidings.Bus()
+    if hooks in ("metrics", "both"):
+        Metrics(bus, registry=registry, time_every=1)
+    if hooks in ("tracing", "both"):
+        Tracing(bus, tracer_provider=spans.provider)
+    seen: list[Order] = []
+    bus.subscribe("orders", seen.append)
+    with pytest.raises(TypeError):
+        bus.publish(Order(1), "orders")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        bus.publish(Order(2), None, topic="orders")  # type: ignore[misc]
+    bus.publish(Order(3), topic="orders")
+    assert seen == [Order(3)]
+    if hooks != "tracing":
+        samples = parse(registry_text(registry))
+        assert value(samples, "tidings_publish_duration_seconds_count", topic="orders") == 1
