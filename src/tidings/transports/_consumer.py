@@ -330,9 +330,7 @@ class Consumer(TransportSubscription):
                     latest = env.time
                 elif env.time < 0:
                     negative = True
-            if workers == 1:
-                index = 0
-            elif env is not None and env.key is not None:
+            if env is not None and env.key is not None:
                 index = hash(env.key) % workers
             else:
                 index = next(self._round_robin)
