@@ -138,6 +138,43 @@ def test_threads_racing_for_the_clock_never_get_the_same_time() -> None:
     assert delivered[0] == THREADS * PER_THREAD
 
 
+def test_the_hot_path_reports_failures_and_lets_a_base_exception_through() -> None:
+    # Plain sync handlers only: the route takes Publisher.publish_plain's loop.
+    bus = tidings.Bus()
+    failed: list[str] = []
+    bus.subscribe(tidings.DeadLetter, lambda letter: failed.append(letter.handler))
+    calls: list[tuple[str, int]] = []
+
+    def first(ping: Ping) -> None:
+        calls.append(("first", ping.n))
+        if ping.n == 1:
+            raise ValueError("reported, and the next handler runs")
+        if ping.n == 2:
+            raise KeyboardInterrupt
+        if ping.n == 3:
+            bus.publish(Ping(30), topic="ping")  # queued behind this dispatch
+            later.cancel()  # takes effect for what is published after it returns
+            bus.publish(Ping(31), topic="ping")
+
+    def second(ping: Ping) -> None:
+        calls.append(("second", ping.n))
+
+    bus.subscribe("ping", first)
+    later = bus.subscribe("ping", second)
+    bus.publish(Ping(1), topic="ping")
+    assert calls == [("first", 1), ("second", 1)]
+    assert len(failed) == 1
+    assert failed[0].endswith("first")
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        bus.publish(Ping(2), topic="ping")
+    assert calls == [("first", 2)]
+    calls.clear()
+    bus.publish(Ping(3), topic="ping")  # the thread is no longer taken for dispatching
+    assert calls == [("first", 3), ("second", 3), ("first", 30), ("second", 30), ("first", 31)]
+    assert len(failed) == 1
+
+
 def test_a_compiled_build_records_the_source_it_was_built_from() -> None:
     if not _speedups.COMPILED:
         pytest.skip("this process runs the pure-Python build")
