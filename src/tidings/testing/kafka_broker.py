@@ -9,12 +9,14 @@ rebalances, redelivery and dead letters instead)::
         transport = KafkaTransport(broker.url)
 
 Every wait is bounded: :meth:`TansuBroker.start` raises :class:`TimeoutError` when the
-broker does not accept connections in time.
+broker does not accept connections in time, :meth:`TansuBroker.pause` when it is not stopped
+in time (it returns only once the broker is stopped, so nothing sent after it is answered).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -115,10 +117,35 @@ class TansuBroker:
                 process.wait(timeout=10)
         self._process = None
 
-    def pause(self) -> None:
-        """Freeze the broker (SIGSTOP): connections stay open, nothing is answered."""
-        if self._process is not None:
-            self._process.send_signal(signal.SIGSTOP)
+    def pause(self, timeout: float = 10.0) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing is answered.
+
+        Returns once every thread of the broker is stopped, so nothing sent after the call
+        is answered: ``kill`` only queues the signal, and a thread running (or runnable) on
+        another core goes on until it next enters the kernel, long enough on a loaded
+        machine to answer a produce request sent just after.
+
+        Raises:
+            TimeoutError: if the broker is not stopped within ``timeout`` seconds.
+        """
+        process = self._process
+        if process is None:
+            return
+        process.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while True:
+            # The kernel reports a stopped child once its whole thread group has stopped
+            # (WNOWAIT leaves the report, and the exit status, for later waits).
+            stopped = os.waitid(
+                os.P_PID, process.pid, os.WSTOPPED | os.WEXITED | os.WNOHANG | os.WNOWAIT
+            )
+            if stopped is not None:
+                if stopped.si_code != os.CLD_STOPPED:
+                    raise TimeoutError(f"tansu exited instead of stopping: {self.log()}")
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"tansu did not stop within {timeout}s")
+            time.sleep(0.001)  # polling another process's state: no wait has a timeout
 
     def resume(self) -> None:
         """Let a paused broker run again (SIGCONT)."""
