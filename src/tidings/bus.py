@@ -979,19 +979,20 @@ class Bus:
             raise BusClosedError("the bus is closed; it accepts no more events")
         if key is not None and not isinstance(key, str):
             raise _bad_key(key)
-        fast = route.fast
-        if fast is not None and not self._carries:  # the hot path (tidings._fastpath)
-            env: Envelope[T] = self._publisher.publish_plain(
-                route,
-                fast,
-                route.count,
-                route.topic,
-                event,
-                key,
-                NO_HEADERS if headers is None else _copy_headers(headers),
-            )
+        # The hot path (tidings._fastpath): given a route's plain handlers, publish_plain also
+        # dispatches; given None (a carrier, or handlers that are not all plain), it stamps.
+        fast = None if self._carries else route.fast
+        env: Envelope[T] = self._publisher.publish_plain(
+            route,
+            fast,
+            route.count,
+            route.topic,
+            event,
+            key,
+            NO_HEADERS if headers is None else _copy_headers(headers),
+        )
+        if fast is not None:
             return env
-        env = self._envelope(route, event, key, headers)
         if self._carries and not self._carry(route, env):
             return env  # appended, then dispatched, by a task on the loop
         if route.subs:
