@@ -16,9 +16,8 @@ Each checks first that it can act (the process exists and may be signalled) and 
 ``kill`` returns before the target's threads have taken it, and a thread running on another
 core goes on meanwhile. So each signal is followed by a bounded wait until the kernel
 reports it taken (``tidings.testing._processes.wait_for_process``, which
-``TansuBroker.pause`` uses too): past ``timeout`` (10 s by
-default) :class:`~tidings.chaos.FaultTimeoutError` is raised (a :class:`Stop` is undone
-first).
+``TansuBroker.pause`` uses too): past ``timeout`` (10 s by default)
+:class:`~tidings.chaos.FaultTimeoutError` is raised (a :class:`Stop` is undone first).
 """
 
 from __future__ import annotations
