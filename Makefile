@@ -43,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src tests
+	$(BIN)/mypy src tests hatch_build.py
 	$(BIN)/mypy examples
 
 unit: $(STAMP)

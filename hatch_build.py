@@ -24,14 +24,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hatchling.builders.config import BuilderConfig
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 SOURCE = Path("src/tidings/_fastpath.py")
 MODULE = "_fastpath_c"
 
 
-class MypycBuildHook(BuildHookInterface):
+class MypycBuildHook(BuildHookInterface[BuilderConfig]):
     PLUGIN_NAME = "custom"
+
+    _scratch: Path | None = None
+    """The compile's scratch directory, removed in :meth:`finalize`."""
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel":
@@ -61,9 +65,9 @@ class MypycBuildHook(BuildHookInterface):
         self._scratch = scratch  # removed in finalize, after the wheel took the file
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
-        scratch = getattr(self, "_scratch", None)
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
 
 def _compile(source: Path, scratch: Path) -> dict[Path, str]:

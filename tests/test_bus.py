@@ -375,6 +375,35 @@ def test_deeply_nested_publishing_has_no_recursion(bus: tidings.Bus) -> None:
     assert depths == list(range(1, 10_001))
 
 
+def test_an_interrupted_dispatch_drops_what_its_handlers_queued(
+    bus: tidings.Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``KeyboardInterrupt`` goes on at once; the events the interrupted dispatch's
+    handlers published are counted as dropped and logged, never dispatched by the thread's
+    next publish. Through the general path (a filtered subscription)."""
+    log: list[str] = []
+
+    def on_placed(event: OrderPlaced) -> None:
+        log.append(f"placed {event.order_id}")
+        if event.order_id == "stop":
+            bus.publish(OrderShipped("s1"))
+            bus.publish(OrderShipped("s2"))
+            raise KeyboardInterrupt
+
+    bus.subscribe(OrderPlaced, on_placed, where=lambda e: True)
+    shipped = bus.subscribe(OrderShipped, lambda e: log.append(f"shipped {e.order_id}"))
+    with caplog.at_level(logging.ERROR, logger="tidings"), pytest.raises(KeyboardInterrupt):
+        bus.publish(OrderPlaced("stop"))
+    assert log == ["placed stop"]
+    bus.publish(OrderPlaced("next"))
+    assert log == ["placed stop", "placed next"]
+    assert (shipped.delivered, shipped.statistics().dropped) == (0, 2)
+    (record,) = caplog.records
+    assert record.getMessage().startswith(
+        "a dispatch was interrupted by KeyboardInterrupt: 2 event(s)"
+    )
+
+
 def test_a_dispatch_defers_only_its_own_threads_publishes(bus: tidings.Bus) -> None:
     """While one thread dispatches (its handler waits), what another thread publishes is
     dispatched at once on that thread; the waiting handler's own publish waits for it."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import pytest
+
 import tidings
 from tidings import HandlerOutcome
 
@@ -151,6 +153,42 @@ async def test_what_handlers_publish_is_dispatched_after_every_handler_started()
         delivery = await bus.emit(Order(1))
         assert log == ["publishes", "after", "from a handler"]
     assert delivery.ok
+
+
+class Interrupt(BaseException):
+    """Not an Exception: as a KeyboardInterrupt, it ends a dispatch instead of failing it
+    (one of its own, so that it cannot stop the test run's event loop)."""
+
+
+async def test_an_interrupted_emit_drops_what_its_handlers_queued() -> None:
+    log: list[str] = []
+
+    async def eager(order: Order) -> None:  # every handler a coroutine: the eager path
+        log.append(f"eager {order.n}")
+        bus.publish(Note(f"from eager {order.n}"))
+        if order.n == 1:
+            raise Interrupt
+
+    def general(order: Order) -> None:  # a sync handler: the general path
+        log.append(f"general {order.n}")
+        bus.publish(Note(f"from general {order.n}"))
+        if order.n == 2:
+            raise Interrupt
+
+    async with tidings.Bus() as bus:
+        notes = bus.subscribe(Note, lambda note: log.append(note.text))
+        with bus.subscribe(Order, eager):
+            with pytest.raises(Interrupt):
+                await bus.emit(Order(1))
+            await bus.emit(Note("unrelated"))
+            assert log == ["eager 1", "unrelated"]
+        log.clear()
+        bus.subscribe(Order, general)
+        with pytest.raises(Interrupt):
+            await bus.emit(Order(2))
+        bus.publish(Note("unrelated"))
+        assert log == ["general 2", "unrelated"]
+        assert (notes.delivered, notes.statistics().dropped) == (2, 2)
 
 
 async def test_emit_from_inside_a_handler_dispatches_at_once_with_its_own_driver() -> None:

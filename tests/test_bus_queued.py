@@ -149,6 +149,28 @@ def test_error_policy_raises_a_typed_error_naming_the_subscription() -> None:
     bus.close()
 
 
+def test_a_refused_event_still_dispatches_what_its_other_handlers_published() -> None:
+    """A full ``error`` subscription refuses the event after every other handler ran; what
+    those published is dispatched before the refusal is raised, not left for (or dropped
+    by) the thread's next publish."""
+    bus, gate, handled = _blocked_bus("error", maxsize=1)
+    bus.publish(Job("k", 1))  # fills the buffer
+    log: list[str] = []
+    bus.subscribe(Job, lambda job: bus.publish(job.seq, topic="test.queued.note"))
+    bus.subscribe("test.queued.note", lambda seq: log.append(f"note {seq}"))
+    with pytest.raises(tidings.QueueFullError):
+        bus.publish(Job("k", 2))
+    assert log == ["note 2"]
+    with pytest.raises(tidings.QueueFullError):
+        bus.publish(Job("k", 3))
+    assert log == ["note 2", "note 3"]
+    assert bus.statistics().subscriptions[0].dropped == 2
+    gate.set()
+    _wait_until(lambda: len(handled) == 2)
+    assert handled == [0, 1]
+    bus.close()
+
+
 def test_block_policy_makes_a_thread_publisher_wait_and_loses_nothing() -> None:
     bus, gate, handled = _blocked_bus("block", maxsize=2)
     bus.publish(Job("k", 1))

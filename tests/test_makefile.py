@@ -36,3 +36,10 @@ def test_make_run_serves_the_example_config_with_its_demo_token() -> None:
     assert "SHOP_TOKEN=${SHOP_TOKEN:-demo-shop-token}" in serve
     example = (ROOT / "examples" / "gateway.yaml").read_text()
     assert "token_env: SHOP_TOKEN" in example
+
+
+def test_make_typecheck_checks_the_build_hook_with_the_package() -> None:
+    # hatch_build.py compiles the hot path at install: strict mypy covers it (pyproject's
+    # [tool.mypy] is strict), against hatchling's and setuptools' types (the dev extra).
+    [mypy] = [line for line in recipe("typecheck") if "/mypy src " in line]
+    assert mypy.split()[1:] == ["src", "tests", "hatch_build.py"]

@@ -11,6 +11,7 @@ when a C compiler was there, or pure Python. Both must behave the same, so:
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -173,6 +174,49 @@ def test_the_hot_path_reports_failures_and_lets_a_base_exception_through() -> No
     bus.publish(Ping(3), topic="ping")  # the thread is no longer taken for dispatching
     assert calls == [("first", 3), ("second", 3), ("first", 30), ("second", 30), ("first", 31)]
     assert len(failed) == 1
+
+
+def test_an_interrupted_dispatch_drops_what_its_handlers_queued(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Plain sync handlers: Publisher.publish_plain's loop, then the bus's drain.
+    bus = tidings.Bus()
+    calls: list[tuple[str, int]] = []
+
+    def first(ping: Ping) -> None:
+        calls.append(("first", ping.n))
+        if ping.n in (1, 4):  # queues two events, then is interrupted (4: while drained)
+            bus.publish(Ping(ping.n * 10), topic="ping")
+            bus.publish(Ping(ping.n * 10 + 1), topic="ping")
+            if ping.n == 1:
+                raise KeyboardInterrupt
+        if ping.n == 40:
+            raise KeyboardInterrupt
+
+    def second(ping: Ping) -> None:
+        calls.append(("second", ping.n))
+
+    subs = [bus.subscribe("ping", first), bus.subscribe("ping", second)]
+    with caplog.at_level(logging.ERROR, logger="tidings"), pytest.raises(KeyboardInterrupt):
+        bus.publish(Ping(1), topic="ping")
+    assert calls == [("first", 1)]
+    calls.clear()
+    bus.publish(Ping(2), topic="ping")  # an unrelated publish: nothing stale before or after
+    assert calls == [("first", 2), ("second", 2)]
+    assert [s.statistics().dropped for s in subs] == [2, 2]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "a dispatch was interrupted by KeyboardInterrupt"
+    ]
+    assert "2 event(s)" in caplog.records[0].getMessage()
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        bus.publish(Ping(4), topic="ping")  # interrupted in the drain: 41 was still queued
+    assert calls == [("first", 4), ("second", 4), ("first", 40)]
+    calls.clear()
+    bus.publish(Ping(5), topic="ping")
+    assert calls == [("first", 5), ("second", 5)]
+    assert [s.statistics().dropped for s in subs] == [3, 3]
+    assert len(caplog.records) == 2
 
 
 def test_a_compiled_build_records_the_source_it_was_built_from() -> None:

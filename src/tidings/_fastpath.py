@@ -67,11 +67,14 @@ class Publisher:
         threads: the bus's per-thread dispatch states.
         report: reports a plain handler's failure ``(route, handler, envelope, exception)``.
         drain: dispatches the events a thread's handlers published meanwhile.
+        drop: empties and reports that queue when an exception (an interrupt) ends the
+            dispatch before it is drained.
     """
 
     __slots__ = (
         "_clock_state",
         "_drain",
+        "_drop",
         "_envelope",
         "_node",
         "_now",
@@ -92,6 +95,7 @@ class Publisher:
         threads: _Threads,
         report: Callable[[Any, Any, Any, Exception], object],
         drain: Callable[[deque[tuple[Any, Any]]], object],
+        drop: Callable[[deque[tuple[Any, Any]], BaseException], object],
     ) -> None:
         self._clock_state = clock_state
         self._wall = wall
@@ -102,6 +106,7 @@ class Publisher:
         self._threads = threads
         self._report = report
         self._drain = drain
+        self._drop = drop
 
     def publish_plain(
         self,
@@ -120,7 +125,9 @@ class Publisher:
         ``key`` and ``headers`` are the caller's, already checked (and copied). A handler's
         exception goes to ``report`` and the next handler runs. Called inside a dispatch of
         this thread, the event is queued behind it instead; a dispatch drains what its
-        handlers published before it returns. Returns the envelope.
+        handlers published before it returns, or, when a handler's ``BaseException`` (a
+        ``KeyboardInterrupt``) ends it, hands that queue to ``drop`` and lets the exception
+        through. Returns the envelope.
 
         One method for both (no separate ``stamp``): pure Python pays for every call.
         """
@@ -159,6 +166,10 @@ class Publisher:
                     self._report(route, handler, env, exc)
             if dispatch.queue:
                 self._drain(dispatch.queue)
+        except BaseException as exc:  # an interrupt (KeyboardInterrupt...) goes on at once
+            if dispatch.queue:  # never dispatched later as if nothing happened: dropped
+                self._drop(dispatch.queue, exc)
+            raise
         finally:
             dispatch.busy = False
         return env

@@ -17,7 +17,11 @@ Invariants:
   writes its state;
 - ``state.queue`` holds, in publish order, the ``(route, envelope)`` pairs its thread's
   handlers published during the current dispatch; the dispatch that set ``busy`` drains it
-  before clearing ``busy`` (what an escaping exception leaves is dropped by the drain).
+  before clearing ``busy``. When an exception that is not a reported handler failure (a
+  ``KeyboardInterrupt``, a cancelled ``emit``) ends that dispatch first, it empties the
+  queue through the bus's ``_drop`` (counted as dropped, logged) before the exception goes
+  on: the queue is empty whenever ``busy`` is false, so a thread's next publish never
+  dispatches what an interrupted one left.
 """
 
 from __future__ import annotations

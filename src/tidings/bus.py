@@ -384,6 +384,7 @@ class Bus:
             self._threads,
             self._failures.report_plain,
             self._drain,
+            self._drop,
         )
         # Whether publish hands events to a store or a transport: one test on the hot path,
         # then one call, straight to the carrier's write_ahead (see _carry).
@@ -995,24 +996,33 @@ class Bus:
             return env
         if self._carries and not self._carry(route, env):
             return env  # appended, then dispatched, by a task on the loop
-        if route.subs:
-            state = self._threads.state  # this thread's (tidings._reentry)
-            if state.busy:  # published by a handler: dispatched after the current event
-                state.queue.append((route, env))
-                return env
-            state.busy = True
-            try:
-                if route.fast_async is not None and _get_ident() == self._loop_thread:
-                    next(route.count)
-                    self._run_async(route, route.fast_async, env)
-                elif route.chained is not None:  # inline handlers behind middleware
-                    call_chained(route.chained, env, self._failures.report)
-                else:
-                    self._dispatch(route, env)
-                if state.queue:
-                    self._drain(state.queue)
-            finally:
-                state.busy = False
+        if not route.subs:
+            return env
+        chained, fast_async = route.chained, route.fast_async
+        if chained is None and (fast_async is None or _get_ident() != self._loop_thread):
+            self._deliver(route, env)  # the general walk, and its queues' refusals
+            return env
+        # Plain coroutine handlers on the loop's thread, or inline ones behind middleware:
+        # _deliver's steps, inlined (neither offers to a buffer, so neither is refused).
+        state = self._threads.state  # this thread's (tidings._reentry)
+        if state.busy:  # published by a handler: dispatched after the current event
+            state.queue.append((route, env))
+            return env
+        state.busy = True
+        try:
+            if chained is not None:
+                call_chained(chained, env, self._failures.report)
+            else:
+                assert fast_async is not None
+                next(route.count)
+                self._run_async(route, fast_async, env)
+            if state.queue:
+                self._drain(state.queue)
+        except BaseException as exc:  # an interrupt: what was queued is dropped
+            self._drop(state.queue, exc)
+            raise
+        finally:
+            state.busy = False
         return env
 
     _carry: Callable[[Route, Envelope[Any]], bool]
@@ -1033,23 +1043,31 @@ class Bus:
             logger.exception("event %s was refused by a full queue after its append", env.id)
 
     def _deliver(self, route: Route, env: Envelope[Any]) -> None:
-        """Dispatch now, or after the current dispatch when called from inside one."""
+        """Dispatch now, then what the handlers published (breadth first), or, when called
+        from inside a dispatch of this thread, queue it behind that one."""
         state = self._threads.state
         if state.busy:
             state.queue.append((route, env))
             return
         state.busy = True
+        refusal: Exception | None = None
         try:
-            self._dispatch(route, env)
-            if state.queue:
-                self._drain(state.queue)
+            try:
+                self._dispatch(route, env)
+            except (QueueFullError, WouldBlock) as exc:
+                refusal = exc  # every other handler ran: raised after the drain
+            if state.queue or refusal is not None:
+                self._drain_then_raise(state.queue, refusal)
+        except BaseException as exc:  # an interrupt: what was queued is dropped
+            self._drop(state.queue, exc)
+            raise
         finally:
             state.busy = False
 
     def _drain(self, queue: deque[tuple[Route, Envelope[Any]]]) -> None:
         """Dispatch what this thread's handlers published (its :class:`DispatchState`'s
-        ``queue``), breadth first, until none is left; what an escaping exception leaves is
-        dropped."""
+        ``queue``), breadth first, until none is left; what an escaping exception (an
+        interrupt) leaves is dropped and reported (:meth:`_drop`)."""
         refusals: list[Exception] = []
         try:
             while queue:
@@ -1057,10 +1075,38 @@ class Bus:
                     self._dispatch(*queue.popleft())
                 except (QueueFullError, WouldBlock) as exc:
                     refusals.append(exc)  # a nested publish's refusal goes to the outer caller
-        finally:
-            queue.clear()
+        except BaseException as exc:
+            self._drop(queue, exc)
+            raise
         if refusals:
             raise refusals[0]
+
+    def _drain_then_raise(
+        self, queue: deque[tuple[Route, Envelope[Any]]], refusal: Exception | None
+    ) -> None:
+        """:meth:`_drain`, then raise ``refusal`` (a queued subscription's refusal of the
+        dispatched event itself, which comes before any of the drain's) if there is one:
+        what the event's other handlers published is dispatched as when none refused."""
+        try:
+            self._drain(queue)
+        except (QueueFullError, WouldBlock):
+            if refusal is None:
+                raise
+        if refusal is not None:
+            raise refusal
+
+    def _drop(self, queue: deque[tuple[Route, Envelope[Any]]], exc: BaseException) -> None:
+        """Empty this thread's queue when ``exc`` (a ``KeyboardInterrupt``, a cancellation,
+        any exception that is not a handler's reported failure) ends the dispatch that owns
+        it: what its handlers published is never dispatched later, by an unrelated publish
+        on this thread, as if nothing had happened; it is counted as dropped and logged
+        (:meth:`FailureReporter.interrupted`) while ``exc`` goes on. Nothing to do when the
+        queue is empty."""
+        if not queue:
+            return
+        entries = list(queue)
+        queue.clear()
+        self._failures.interrupted(entries, exc)
 
     def _dispatch(self, route: Route, env: Envelope[Any]) -> None:
         fast = route.fast
@@ -1191,6 +1237,10 @@ class Bus:
                 self._step(sub, env, coro)
             if not was_busy and state.queue:
                 self._drain(state.queue)
+        except BaseException as exc:  # an interrupt: what was queued is dropped
+            if not was_busy:
+                self._drop(state.queue, exc)
+            raise
         finally:
             if not was_busy:
                 state.busy = False
@@ -1358,6 +1408,10 @@ class Bus:
                     self._drain(state.queue)
                 except (QueueFullError, WouldBlock) as exc:
                     refusals.append(exc)
+        except BaseException as exc:  # an interrupt or a cancellation: queued is dropped
+            if dispatching:
+                self._drop(state.queue, exc)
+            raise
         finally:
             if dispatching:
                 state.busy = False
@@ -1446,6 +1500,10 @@ class Bus:
                     self._drain(state.queue)
                 except (QueueFullError, WouldBlock) as exc:
                     refusal = exc
+        except BaseException as exc:  # an interrupt: what was queued is dropped
+            if dispatching:
+                self._drop(state.queue, exc)
+            raise
         finally:
             if dispatching:
                 state.busy = False

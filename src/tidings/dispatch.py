@@ -25,7 +25,9 @@ observer, logged, passed to ``on_error`` and dead-lettered. Guarantees:
 - a final failure nobody hears of (no dead-letter subscription, no ``on_error``, no
   transport storing dead letters) is logged at ERROR, else at DEBUG;
 - ``on_error``'s own exceptions are logged, never raised;
-- a dead letter refused by a full queue is logged, never raised to the failing path.
+- a dead letter refused by a full queue is logged, never raised to the failing path;
+- the events an interrupted dispatch leaves queued (:meth:`FailureReporter.interrupted`)
+  are counted as dropped on their subscriptions and logged at ERROR, never dispatched.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ __all__ = (
 )
 
 logger = logging.getLogger("tidings")
+
+_SHOWN = 10
+"""How many dropped events :meth:`FailureReporter.interrupted` names in its log line."""
 
 ErrorHook = Callable[[Envelope[Any], Subscription[Any], BaseException], None]
 """``on_error(envelope, subscription, exception)``: called for every handler failure."""
@@ -217,6 +222,26 @@ class FailureReporter:
                 )
         if final:
             self.dead_letter(DeadLetter(env, sub.name, exc, attempts), sub, route)
+
+    def interrupted(self, entries: list[tuple[Route, Envelope[Any]]], exc: BaseException) -> None:
+        """Count and log the events an interrupted dispatch leaves undelivered: those its
+        handlers published (queued behind it) when an exception that is not a handler
+        failure, such as ``KeyboardInterrupt``, ended it. Each subscription of each event's
+        route counts it as dropped; one ERROR line names the interrupt and the events. No
+        handler runs (the interrupt goes on at once), so nothing is dead-lettered."""
+        for route, _ in entries:
+            for sub in route.subs:
+                sub.record_dropped()
+        shown = ", ".join(f"{env.id} ({env.topic})" for _, env in entries[:_SHOWN])
+        more = f" and {len(entries) - _SHOWN} more" if len(entries) > _SHOWN else ""
+        logger.error(
+            "a dispatch was interrupted by %s: %d event(s) its handlers published were "
+            "dropped, not dispatched: %s%s",
+            type(exc).__name__,
+            len(entries),
+            shown,
+            more,
+        )
 
     def dead_letter(
         self,

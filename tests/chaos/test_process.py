@@ -4,6 +4,7 @@ when the block raises), CPU burners that end on their own and are killed on undo
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,8 +12,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from tidings.chaos import CpuBurn, FaultError, Stop, kill
+from tidings.chaos import CpuBurn, FaultError, FaultTimeoutError, Stop, kill
 from tidings.chaos.process import check_signallable
+
+SPINNER = (  # four threads spinning: each must be scheduled to take a signal
+    "import threading, time\n"
+    "def spin():\n"
+    "    while True: pass\n"
+    "for _ in range(4): threading.Thread(target=spin, daemon=True).start()\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(60)\n"
+)
 
 
 def _state(pid: int) -> str:
@@ -20,11 +30,89 @@ def _state(pid: int) -> str:
         return stat.read().rsplit(")", 1)[1].split()[0]
 
 
+def _states(pid: int) -> list[str]:
+    """Each thread's state letter."""
+    states = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+            states.append(stat.read().rsplit(")", 1)[1].split()[0])
+    return states
+
+
 def _until(predicate: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, "not within the timeout"
         time.sleep(0.01)
+
+
+def _reported(pid: int, options: int) -> bool:
+    """Whether the kernel reports child ``pid`` stopped (WSTOPPED) or ended (WEXITED) now:
+    one look, no wait (WNOHANG), the report left for later waits (WNOWAIT)."""
+    return os.waitid(os.P_PID, pid, options | os.WNOHANG | os.WNOWAIT) is not None
+
+
+@pytest.fixture
+def spinner() -> Iterator[subprocess.Popen[bytes]]:
+    child = subprocess.Popen([sys.executable, "-c", SPINNER], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"ready\n"  # its threads are spinning
+        yield child
+    finally:
+        child.kill()
+        child.wait(10)
+        assert child.stdout is not None
+        child.stdout.close()
+
+
+def test_stop_returns_once_every_thread_is_stopped_and_undo_once_none_is(
+    spinner: subprocess.Popen[bytes],
+) -> None:
+    stop = Stop(spinner.pid, timeout=10.0)
+    for _ in range(5):  # before the wait, a spinning thread was still running 5 in 5 times
+        stop.apply()
+        assert _reported(spinner.pid, os.WSTOPPED)
+        assert set(_states(spinner.pid)) == {"T"}
+        stop.undo()
+        assert "T" not in _states(spinner.pid)
+
+
+def test_kill_returns_once_the_process_ended(spinner: subprocess.Popen[bytes]) -> None:
+    kill(spinner.pid, timeout=10.0)
+    assert _reported(spinner.pid, os.WEXITED)
+    assert spinner.wait(10) == -9
+
+
+def test_a_process_that_does_not_stop_in_time_is_a_fault_timeout_and_is_continued(
+    sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[int] = []
+    real_kill = os.kill
+
+    def losing_sigstop(pid: int, signum: int) -> None:  # as if the signal were never taken
+        sent.append(signum)
+        if signum != signal.SIGSTOP:
+            real_kill(pid, signum)
+
+    monkeypatch.setattr(os, "kill", losing_sigstop)
+    stop = Stop(sleeper.pid, timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(FaultTimeoutError, match=f"process {sleeper.pid} not stopped within"):
+        stop.apply()
+    assert 0.2 <= time.monotonic() - started < 10.0
+    assert isinstance(FaultTimeoutError("x"), TimeoutError)
+    assert sent == [0, signal.SIGSTOP, signal.SIGCONT]  # checked, stopped, undone
+    assert not stop.stopped
+
+
+def test_stopping_a_process_that_ended_is_a_fault_error(
+    sleeper: subprocess.Popen[bytes],
+) -> None:
+    kill(sleeper.pid)
+    assert _reported(sleeper.pid, os.WEXITED)  # not reaped: a zombie, still signallable
+    with pytest.raises(FaultError, match="ended instead of stopping"):
+        Stop(sleeper.pid).apply()
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@
   or one way), latency with jitter, a bandwidth limit, resets, stalls and heal.
 - Handler faults (:mod:`tidings.chaos.handler_faults`): middleware adding latency,
   errors, hangs, drops, duplicate deliveries and reordering.
-- Process faults (:mod:`tidings.chaos.process`): SIGKILL, SIGSTOP/SIGCONT, CPU saturation.
+- Process faults (:mod:`tidings.chaos.process`): SIGKILL, SIGSTOP/SIGCONT, CPU saturation;
+  each returns once the kernel reports it taken.
 - :func:`check` (:mod:`tidings.chaos.checker`): lost acknowledged events, phantoms,
   duplicates, order violations, delays and convergence, from a :class:`History`.
 - Scenarios (:mod:`tidings.chaos.scenario`, :mod:`tidings.chaos.runner`):
@@ -14,7 +15,7 @@
 from __future__ import annotations
 
 from tidings.chaos.checker import MODES, Mode, Verdict, check
-from tidings.chaos.errors import ChaosError, FaultError, ScenarioError
+from tidings.chaos.errors import ChaosError, FaultError, FaultTimeoutError, ScenarioError
 from tidings.chaos.handler_faults import (
     Drop,
     Duplicate,
@@ -45,6 +46,7 @@ __all__ = (
     "ErrorRate",
     "FaultError",
     "FaultProxy",
+    "FaultTimeoutError",
     "FaultWindow",
     "Hang",
     "History",

@@ -1,16 +1,23 @@
 """Process faults: SIGKILL, SIGSTOP/SIGCONT (a stalled process, like a long GC pause) and CPU
 saturation, each bounded in time and undone on exit.
 
-- :func:`kill` sends SIGKILL now (nothing to undo: the caller restarts what it needs).
+- :func:`kill` sends SIGKILL now and returns once the process has ended (nothing to undo:
+  the caller restarts what it needs).
 - :class:`Stop` stops a process (SIGSTOP) and continues it (SIGCONT) on :meth:`~Stop.undo`,
   on exit of its ``with`` block, or after ``seconds`` at the latest when used through
-  :meth:`~Stop.for_seconds`.
+  :meth:`~Stop.for_seconds`; :meth:`~Stop.apply` returns once every thread of the process
+  is stopped, :meth:`~Stop.undo` once none is.
 - :class:`CpuBurn` saturates ``cores`` cores with busy processes that also end on their own
   after ``seconds`` (so even a SIGKILLed caller leaves nothing spinning for long);
   :meth:`~CpuBurn.undo` kills them now.
 
 Each checks first that it can act (the process exists and may be signalled) and raises
-:class:`~tidings.chaos.FaultError` before doing anything otherwise.
+:class:`~tidings.chaos.FaultError` before doing anything otherwise. A signal only queues:
+``kill`` returns before the target's threads have taken it, and a thread running on another
+core goes on meanwhile. So each signal is followed by a bounded wait until the kernel
+reports it taken (``tidings.testing._processes.wait_for_process``, which
+``TansuBroker.pause`` uses too): past ``timeout`` (10 s by default)
+:class:`~tidings.chaos.FaultTimeoutError` is raised (a :class:`Stop` is undone first).
 """
 
 from __future__ import annotations
@@ -24,9 +31,13 @@ import sys
 from types import TracebackType
 from typing import Self
 
-from tidings.chaos.errors import FaultError
+from tidings.chaos.errors import FaultError, FaultTimeoutError
+from tidings.testing._processes import ProcessState, wait_for_process
 
 __all__ = ("CpuBurn", "Stop", "check_signallable", "kill")
+
+TIMEOUT = 10.0
+"""How long, by default, a signalled process may take to stop, continue or end (seconds)."""
 
 
 def check_signallable(pid: int) -> None:
@@ -43,11 +54,28 @@ def check_signallable(pid: int) -> None:
         ) from exc
 
 
-def kill(pid: int) -> None:
-    """SIGKILL ``pid`` now. Raises :class:`FaultError` if it cannot be signalled."""
+def _taken(pid: int, state: ProcessState, timeout: float) -> None:
+    """Wait until process ``pid`` is ``state``; :class:`FaultTimeoutError` past ``timeout``,
+    :class:`FaultError` if it ended instead of stopping."""
+    try:
+        wait_for_process(pid, state, timeout)
+    except TimeoutError as exc:
+        raise FaultTimeoutError(str(exc)) from None
+    except ProcessLookupError as exc:
+        raise FaultError(str(exc)) from None
+
+
+def kill(pid: int, timeout: float = TIMEOUT) -> None:
+    """SIGKILL ``pid`` now; return once it has ended (a zombie until its parent reaps it).
+
+    Raises:
+        FaultError: it cannot be signalled.
+        FaultTimeoutError: it has not ended within ``timeout`` seconds.
+    """
     check_signallable(pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+    _taken(pid, "exited", timeout)
 
 
 class _Fault:
@@ -71,22 +99,43 @@ class _Fault:
 
 
 class Stop(_Fault):
-    """SIGSTOP ``pid`` on :meth:`apply`, SIGCONT on :meth:`undo` (idempotent; also on exit)."""
+    """SIGSTOP ``pid`` on :meth:`apply`, SIGCONT on :meth:`undo` (idempotent; also on exit),
+    each returning once the kernel reports it taken (within ``timeout`` seconds, else
+    :class:`FaultTimeoutError`)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, timeout: float = TIMEOUT) -> None:
         self.pid = pid
+        self.timeout = timeout
         self.stopped = False
 
     def apply(self) -> None:
+        """Stop the process; return once every thread of it is stopped.
+
+        Raises:
+            FaultError: it cannot be signalled, or it ended instead of stopping.
+            FaultTimeoutError: it is not stopped within ``timeout`` (it is continued again).
+        """
         check_signallable(self.pid)
         os.kill(self.pid, signal.SIGSTOP)
         self.stopped = True
+        try:
+            _taken(self.pid, "stopped", self.timeout)
+        except FaultError:
+            with contextlib.suppress(FaultError):
+                self.undo()
+            raise
 
     def undo(self) -> None:
+        """Continue the process; return once no thread of it is stopped (or it ended).
+
+        Raises:
+            FaultTimeoutError: it is still stopped after ``timeout``.
+        """
         if self.stopped:
             self.stopped = False
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGCONT)
+            _taken(self.pid, "continued", self.timeout)
 
     async def for_seconds(self, seconds: float) -> None:
         """Stop the process for ``seconds``, then continue it (also if cancelled)."""

@@ -165,7 +165,10 @@ class _Topology:
         for proxy in self.proxies:
             proxy.heal()
         for stop in self.stops:
-            stop.undo()
+            # still stopped after its SIGCONT (only if stopped again meanwhile): the worker's
+            # stop below continues it again and then ends it
+            with contextlib.suppress(FaultError):
+                stop.undo()
         for burn in self.burns:
             burn.undo()
         await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)

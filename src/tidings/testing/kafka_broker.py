@@ -16,7 +16,6 @@ in time (it returns only once the broker is stopped, so nothing sent after it is
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tidings.testing._processes import wait_for_process
 from tidings.testing.nats_server import free_port
 
 if TYPE_CHECKING:
@@ -132,25 +132,21 @@ class TansuBroker:
         if process is None:
             return
         process.send_signal(signal.SIGSTOP)
-        deadline = time.monotonic() + timeout
-        while True:
-            # The kernel reports a stopped child once its whole thread group has stopped
-            # (WNOWAIT leaves the report, and the exit status, for later waits).
-            stopped = os.waitid(
-                os.P_PID, process.pid, os.WSTOPPED | os.WEXITED | os.WNOHANG | os.WNOWAIT
-            )
-            if stopped is not None:
-                if stopped.si_code != os.CLD_STOPPED:
-                    raise TimeoutError(f"tansu exited instead of stopping: {self.log()}")
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"tansu did not stop within {timeout}s")
-            time.sleep(0.001)  # polling another process's state: no wait has a timeout
+        try:
+            wait_for_process(process.pid, "stopped", timeout)
+        except ProcessLookupError:
+            raise TimeoutError(f"tansu exited instead of stopping: {self.log()}") from None
 
-    def resume(self) -> None:
-        """Let a paused broker run again (SIGCONT)."""
-        if self._process is not None:
-            self._process.send_signal(signal.SIGCONT)
+    def resume(self, timeout: float = 10.0) -> None:
+        """Let a paused broker run again (SIGCONT); returns once no thread of it is stopped.
+
+        Raises:
+            TimeoutError: if it is still stopped after ``timeout`` seconds.
+        """
+        process = self._process
+        if process is not None:
+            process.send_signal(signal.SIGCONT)
+            wait_for_process(process.pid, "continued", timeout)
 
     def close(self) -> None:
         self.stop()
