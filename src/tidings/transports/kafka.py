@@ -314,9 +314,11 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         *,
         start: Literal["new", "all"],
         name: str,
+        group_id: str,
     ) -> None:
         self.transport = transport
         self.consumer = consumer
+        self.group_id = group_id
         self.start = start
         self.name = name
         self.existing: set[str] = set()
@@ -586,18 +588,23 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         positions a partition): whichever member holds a partition then, now or after a
         rebalance, starts there, so nothing published from now on is skipped. A lookup
         that fails counts as not yet."""
-        consumer = self.consumer
+        consumer, admin = self.consumer, self.transport._admin
+        assert admin is not None
         partitions: list[TopicPartition] = []
         for topic in sorted(consumer.subscription() & self.existing):
             numbers = consumer.partitions_for_topic(topic)
             if not numbers:
                 return False  # not in the consumer's metadata yet
             partitions += [TopicPartition(topic, number) for number in sorted(numbers)]
-        try:
-            committed = await asyncio.gather(*(consumer.committed(tp) for tp in partitions))
+        if not partitions:
+            return True
+        try:  # one request for them all (a consumer asks per partition)
+            committed = await admin.list_consumer_group_offsets(
+                self.group_id, partitions=partitions
+            )
         except aiokafka.errors.KafkaError:
             return False
-        return all(offset is not None for offset in committed)
+        return all(tp in committed and committed[tp].offset >= 0 for tp in partitions)
 
     async def _give_up_positioning(
         self, partitions: list[TopicPartition], error: BaseException
@@ -1165,7 +1172,7 @@ class KafkaTransport(ClientTransport):
             rebalance_timeout_ms=int(self.revoke_timeout * 1000) + 5_000,
             request_timeout_ms=max(int(self.session_timeout * 1000) + 5_000, 30_000),
         )
-        kafka = _Subscription(self, consumer, start=policy.start, name=name)
+        kafka = _Subscription(self, consumer, start=policy.start, name=name, group_id=group_id)
         if policy.start == "new":
             assert self._admin is not None
             kafka.existing = set(await self._admin.list_topics())
@@ -1254,7 +1261,7 @@ class KafkaTransport(ClientTransport):
                 await kafka.commit()
                 if await kafka.positioned_in_group():
                     return
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.1)
 
         try:
             await asyncio.wait_for(positioned(), timeout)
