@@ -235,7 +235,10 @@ def test_label_cardinality_is_capped_and_folded_into_other() -> None:
         for (name, labels) in samples
         if name == "tidings_publish_duration_seconds_count"
     }
-    assert topics == {"g.a", "g.b", "other"}
+    # The first publish is always timed, so g.a takes a series; which of the others takes the
+    # second depends on which publish is timed next (timed ones are folded first).
+    assert len(topics) == 3
+    assert {"g.a", "other"} <= topics
     assert value(samples, "tidings_publish_duration_seconds_count", topic="other") == 3
 
 
