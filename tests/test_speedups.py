@@ -4,9 +4,10 @@ when a C compiler was there, or pure Python. Both must behave the same, so:
 - the hybrid clock's guarantees are checked here through ``Bus.publish`` (strictly increasing
   and unique times, also across threads racing for the clock; never behind the physical
   clock), in whichever build this process runs;
-- when this process runs the compiled build, the bus, clock and event tests (and these) run
-  again in a subprocess forced to pure Python (``TIDINGS_PURE_PYTHON=1``), and a build whose
-  source was edited after it was compiled is left unused.
+- when this process runs the compiled build, the bus, clock and event tests, the metrics
+  and tracing tests (an observed bus's :class:`~tidings._fastpath.ObservedPublisher`) and
+  these run again in a subprocess forced to pure Python (``TIDINGS_PURE_PYTHON=1``), and a
+  build whose source was edited after it was compiled is left unused.
 """
 
 from __future__ import annotations
@@ -247,7 +248,9 @@ def test_a_build_from_another_source_is_left_unused(tmp_path: Path) -> None:
     assert "was built from another version" in done.stderr
 
 
-def test_the_pure_python_build_passes_the_bus_clock_and_event_tests(tmp_path: Path) -> None:
+def test_the_pure_python_build_passes_the_bus_clock_event_and_observed_bus_tests(
+    tmp_path: Path,
+) -> None:
     if not _speedups.COMPILED:
         pytest.skip("this process already runs the pure-Python build (no compiled one)")
     done = subprocess.run(
@@ -263,6 +266,8 @@ def test_the_pure_python_build_passes_the_bus_clock_and_event_tests(tmp_path: Pa
             "tests/test_clock.py",
             "tests/test_event.py",
             "tests/test_speedups.py",
+            "tests/observability/test_metrics.py",
+            "tests/observability/test_tracing.py",
         ],
         cwd=ROOT,
         env={**os.environ, _speedups.PURE_PYTHON_ENV: "1"},

@@ -14,6 +14,9 @@ Invariants:
   <tidings.HybridClock.now>` on the clock whose state it shares: its first attempt is the
   clock's send rule, claimed with the same atomic :func:`heapq.heappushpop` step, and a lost
   race is retried by the clock itself.
+- An :class:`ObservedPublisher` hands its observer's hook every publish that its fast path
+  does not finish itself, and counts (in ``marks``) each one it finishes; it never stamps,
+  dispatches or counts a publish twice.
 - A :class:`DispatchState`'s ``busy`` is true exactly while its thread runs one of its bus's
   dispatches; ``queue`` holds, in publish order, what that thread's handlers published
   meanwhile (see :mod:`tidings._reentry`).
@@ -26,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final, Protocol
 
-__all__ = ("DispatchState", "Publisher")
+__all__ = ("DispatchState", "ObservedPublisher", "Publisher")
 
 _PHYSICAL_MASK: Final = -0x10000
 """A packed time's physical bits (:data:`tidings.clock.PHYSICAL_MASK`)."""
@@ -172,4 +175,79 @@ class Publisher:
             raise
         finally:
             dispatch.busy = False
+        return env
+
+
+class ObservedPublisher:
+    """An observed bus's hot path (:mod:`tidings.observability`): its :class:`Publisher`,
+    with the observer's two per-publish tests carried here, so that a publish neither traced
+    nor timed costs the observer no Python frame.
+
+    The bus calls :meth:`publish_plain` as it calls :class:`Publisher`'s. A publish to a
+    route of plain sync handlers (``handlers`` given) that ``quick`` says cannot be traced
+    and that the metrics countdown does not time is published by ``plain`` and its topic
+    appended to ``marks``: the observer counts it there. Every other publish, those the bus
+    does not dispatch here (``handlers`` None: a carrier, handlers that are not all plain)
+    included, goes whole to ``hook``, which publishes it (traced, timed or neither), counts
+    it and, when it timed it, sets :attr:`countdown` anew; the bus returns what it returns.
+
+    Args:
+        plain: the bus's own publisher, which publishes the events this one lets through.
+        hook: ``hook(route, handlers, count, topic, event, key, headers)`` publishes,
+            observed, what the fast path leaves it, and returns the envelope.
+        quick: when it returns false, a publish without headers made now is not traced (a
+            call into C: :data:`tidings.observability._observer.PublishGate`); ``None``
+            without tracing.
+        marks: where the topic of each publish finished here is appended; ``None`` without
+            metrics (then nothing is counted down).
+        no_headers: what the bus passes as ``headers`` when the publisher gave none.
+
+    Attributes:
+        countdown: publishes until the next timed one, that one included (with ``marks``):
+            each publish takes one; the one that takes the last (the first publish, at
+            first) goes to ``hook``, which sets the next gap. Threads racing on it change
+            which publishes are timed, never the counts.
+    """
+
+    __slots__ = ("_hook", "_marks", "_no_headers", "_plain", "_quick", "countdown")
+
+    def __init__(
+        self,
+        plain: Publisher,
+        hook: Callable[..., Any],
+        quick: Callable[[], object] | None,
+        marks: list[str] | None,
+        no_headers: object,
+    ) -> None:
+        self._plain = plain
+        self._hook = hook
+        self._quick = quick
+        self._marks = marks
+        self._no_headers = no_headers
+        self.countdown = 1
+
+    def publish_plain(
+        self,
+        route: object,
+        handlers: tuple[Callable[[Any], object], ...] | None,
+        count: Iterator[int],
+        topic: str,
+        event: object,
+        key: str | None,
+        headers: object,
+    ) -> Any:
+        """:meth:`Publisher.publish_plain`, observed (see the class)."""
+        marks = self._marks
+        if marks is not None:
+            countdown = self.countdown - 1
+            self.countdown = countdown
+            if countdown <= 0:
+                return self._hook(route, handlers, count, topic, event, key, headers)
+        quick = self._quick
+        if handlers is None or (quick is not None and (headers is not self._no_headers or quick())):
+            return self._hook(route, handlers, count, topic, event, key, headers)
+        plain = self._plain
+        env = plain.publish_plain(route, handlers, count, topic, event, key, headers)
+        if marks is not None:
+            marks.append(topic)
         return env

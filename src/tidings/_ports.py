@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping
 
+    from tidings._fastpath import ObservedPublisher, Publisher
     from tidings._log import AppendBatch
     from tidings._reentry import ThreadDispatch
     from tidings.dispatch import FailureReporter
@@ -135,11 +136,13 @@ class ObservationPort(Protocol):
     """The seam :mod:`tidings.observability` observes a bus through (get it with
     ``tidings.bus.observation_port(bus)``); nothing else of the bus is reached.
 
-    :meth:`attach` gives the bus an observer and the hooks that become its ``publish`` and
-    ``emit`` (an observed bus's class is swapped for a subclass of :class:`~tidings.Bus`
-    whose two methods are the hooks, called straight; an unobserved one pays nothing for
-    the seam). The hooks call
-    :attr:`publish_unhooked` / :attr:`emit_unhooked` (or :meth:`publish_each`) to publish.
+    :meth:`attach` gives the bus an observer, the publisher its ``publish`` calls (an
+    :class:`~tidings._speedups.ObservedPublisher` wrapping :attr:`publisher`, which carries
+    the observer's per-publish tests and hands it, through its hook, what it must trace or
+    time) and the hook that becomes its ``emit`` (an observed bus's class is swapped for a
+    subclass of :class:`~tidings.Bus` whose ``emit`` is the hook, called straight). An
+    unobserved bus pays nothing for the seam. The hooks publish with :attr:`publisher`,
+    :meth:`publish_routed` or :meth:`publish_each`, and emit with :attr:`emit_unhooked`.
     """
 
     @property
@@ -149,17 +152,18 @@ class ObservationPort(Protocol):
     def attach(
         self,
         observer: Observer | None,
-        publish: Callable[..., Envelope[Any]] | None,
+        publisher: ObservedPublisher | None,
         emit: Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None,
     ) -> None:
-        """Attach ``observer`` and the hooks ``bus.publish`` and ``bus.emit`` call from now
-        on (``None``: the bus's own); ``attach(None, None, None)`` takes them all off. The
-        routes are rebuilt, since subscriptions' fast paths may have changed."""
+        """Attach ``observer``, the publisher ``bus.publish`` calls from now on and the hook
+        ``bus.emit`` is (``None``: the bus's own); ``attach(None, None, None)`` takes them
+        all off. The routes are rebuilt, since subscriptions' fast paths may have changed."""
 
     @property
-    def publish_unhooked(self) -> Callable[..., Envelope[Any]]:
-        """:meth:`Bus.publish <tidings.Bus.publish>` itself, bound to the bus, without the
-        hook (same arguments)."""
+    def publisher(self) -> Publisher:
+        """The bus's own hot path (:class:`~tidings._speedups.Publisher`), unobserved: what an
+        :class:`~tidings._speedups.ObservedPublisher` wraps, and what its hook publishes a
+        timed publish to plain sync handlers with (same arguments)."""
 
     @property
     def emit_unhooked(self) -> Callable[..., Coroutine[Any, Any, Delivery[Any]]]:
@@ -170,6 +174,13 @@ class ObservationPort(Protocol):
     ) -> Envelope[Any]:
         """Publish through ``route`` without its fast paths, so that every handler is called
         through :meth:`Subscription.call <tidings.Subscription.call>` (traced events)."""
+
+    def publish_routed(
+        self, route: Route, event: Any, key: str | None, headers: Mapping[str, str] | None
+    ) -> Envelope[Any]:
+        """Publish through ``route`` as :meth:`Bus.publish <tidings.Bus.publish>` does once it
+        has looked ``route`` up, without the observed publisher (so without its hook):
+        what that hook does with a publish the bus does not dispatch on its hot path."""
 
     def route(self, event_type: type, topic: str | None) -> Route:
         """The route of ``event_type`` published on ``topic`` (its class's when ``None``)."""

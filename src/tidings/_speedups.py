@@ -25,7 +25,7 @@ from typing import Final
 
 from tidings import _fastpath
 
-__all__ = ("COMPILED", "PURE_PYTHON_ENV", "DispatchState", "Publisher")
+__all__ = ("COMPILED", "PURE_PYTHON_ENV", "DispatchState", "ObservedPublisher", "Publisher")
 
 PURE_PYTHON_ENV: Final = "TIDINGS_PURE_PYTHON"
 """The environment variable that, set (not ``"0"``), forces the pure-Python fast path."""
@@ -69,3 +69,4 @@ COMPILED: Final = _module is not _fastpath
 
 DispatchState: Final[type[_fastpath.DispatchState]] = _module.DispatchState
 Publisher: Final[type[_fastpath.Publisher]] = _module.Publisher
+ObservedPublisher: Final[type[_fastpath.ObservedPublisher]] = _module.ObservedPublisher

@@ -99,6 +99,7 @@ from tidings.subscription import (
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from tidings import _fastpath
     from tidings._fastpath import DispatchState
     from tidings._log import AppendBatch, Log
     from tidings._ports import Carrier, EventCheck, ObservationPort
@@ -302,6 +303,7 @@ class Bus:
         "_remote",
         "_routes",
         "_source",
+        "_stamper",
         "_table",
         "_tasks",
         "_threads",
@@ -373,8 +375,10 @@ class Bus:
         if validator is not None:  # checked before the carrier (or the dispatch): Checked
             self._carrier = Checked(validator, self._carrier)
         # The hot path: stamp, envelope and plain sync handlers in one call (tidings._fastpath,
-        # compiled by mypyc when the install could: tidings._speedups).
-        self._publisher = Publisher(
+        # compiled by mypyc when the install could: tidings._speedups). An observed bus
+        # publishes through an ObservedPublisher wrapping it (ObservationPort.attach); the
+        # bus's own stamps (_envelope) always take this one.
+        self._stamper = Publisher(
             self._clock._state,
             self._clock._wall,
             self._clock.now,
@@ -386,6 +390,7 @@ class Bus:
             self._drain,
             self._drop,
         )
+        self._publisher: _fastpath.Publisher | _fastpath.ObservedPublisher = self._stamper
         # Whether publish hands events to a store or a transport: one test on the hot path,
         # then one call, straight to the carrier's write_ahead (see _carry).
         self._carries = self._carrier is not None
@@ -893,7 +898,7 @@ class Bus:
     ) -> Envelope[T]:
         if key is not None and not isinstance(key, str):
             raise _bad_key(key)
-        env: Envelope[T] = self._publisher.publish_plain(  # stamped only: no handlers
+        env: Envelope[T] = self._stamper.publish_plain(  # stamped only: no handlers
             route,
             None,
             route.count,
@@ -906,21 +911,21 @@ class Bus:
 
     # ------------------------------------------------------------------ publishing
 
-    def _publish_slow(
+    def _publish_on(
         self, route: Route, event: T, key: str | None, headers: Mapping[str, str] | None
     ) -> Envelope[T]:
-        """:meth:`publish` through ``route`` without its fast paths, so that every handler is
-        called through :meth:`Subscription.call`: how :mod:`tidings.observability` publishes
-        the events it traces (``ObservationPort.publish_each``; the inlined fast path stays
-        free of any hook)."""
+        """:meth:`publish` through ``route``, already looked up, not through the observed
+        hot path: how :mod:`tidings.observability` publishes what an observed bus's
+        :class:`~tidings._speedups.ObservedPublisher` hands it
+        (``ObservationPort.publish_routed``; with ``route.slow()``, ``publish_each``: every
+        handler called through :meth:`Subscription.call`, for the events it traces)."""
         if self._closed:
             raise BusClosedError("the bus is closed; it accepts no more events")
         env = self._envelope(route, event, key, headers)
-        slow = route.slow()
-        if self._carries and not self._carry(slow, env):
+        if self._carries and not self._carry(route, env):
             return env  # appended, then dispatched, by a task on the loop
         if route.subs:
-            self._deliver(slow, env)
+            self._deliver(route, env)
         return env
 
     def publish(
@@ -982,6 +987,7 @@ class Bus:
             raise _bad_key(key)
         # The hot path (tidings._fastpath): given a route's plain handlers, publish_plain also
         # dispatches; given None (a carrier, or handlers that are not all plain), it stamps.
+        # An observed bus's (ObservedPublisher) hands what it does not finish to its observer.
         fast = None if self._carries else route.fast
         env: Envelope[T] = self._publisher.publish_plain(
             route,
@@ -994,6 +1000,8 @@ class Bus:
         )
         if fast is not None:
             return env
+        if self._publisher is not self._stamper:
+            return env  # observed: published, whole, by the observer's hook
         if self._carries and not self._carry(route, env):
             return env  # appended, then dispatched, by a task on the loop
         if not route.subs:
@@ -1902,18 +1910,18 @@ class _BusPort:
     def attach(
         self,
         observer: Observer | None,
-        publish: Callable[..., Envelope[Any]] | None,
+        publisher: _fastpath.ObservedPublisher | None,
         emit: Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None,
     ) -> None:
         bus = self._bus
         bus._observer = observer
-        hooked = publish is not None or emit is not None
-        bus.__class__ = _observed_class(publish, emit) if hooked else Bus
+        bus._publisher = bus._stamper if publisher is None else publisher
+        bus.__class__ = Bus if emit is None else _observed_class(emit)
         bus._table.drop_all()  # rebuilt when next used: subscriptions' fast paths changed
 
     @property
-    def publish_unhooked(self) -> Callable[..., Envelope[Any]]:
-        return MethodType(Bus.publish, self._bus)  # bound: a hook calls it with no step between
+    def publisher(self) -> _fastpath.Publisher:
+        return self._bus._stamper
 
     @property
     def emit_unhooked(self) -> Callable[..., Coroutine[Any, Any, Delivery[Any]]]:
@@ -1922,7 +1930,12 @@ class _BusPort:
     def publish_each(
         self, route: Route, event: Any, key: str | None, headers: Mapping[str, str] | None
     ) -> Envelope[Any]:
-        return self._bus._publish_slow(route, event, key, headers)
+        return self._bus._publish_on(route.slow(), event, key, headers)
+
+    def publish_routed(
+        self, route: Route, event: Any, key: str | None, headers: Mapping[str, str] | None
+    ) -> Envelope[Any]:
+        return self._bus._publish_on(route, event, key, headers)
 
     def route(self, event_type: type, topic: str | None) -> Route:
         return self._bus._route(event_type, topic)
@@ -1955,24 +1968,19 @@ class _BusPort:
         return (*bus.subscriptions(), *followers)
 
 
-def _observed_class(
-    publish: Callable[..., Envelope[Any]] | None,
-    emit: Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None,
-) -> type[Bus]:
-    """The class of one observed bus: :class:`Bus` with ``publish`` and ``emit`` replaced by
-    its observer's hooks (those given). The bus's class is swapped for it (see
-    :func:`observation_port`), as :meth:`Subscription.observe` swaps a subscription's: the
-    hooks are called straight, with no call in between, and :class:`Bus` itself carries no
-    check, so an unobserved bus pays nothing."""
+def _observed_class(emit: Callable[..., Coroutine[Any, Any, Delivery[Any]]]) -> type[Bus]:
+    """The class of one observed bus: :class:`Bus` with ``emit`` replaced by its observer's
+    hook. The bus's class is swapped for it (see :func:`observation_port`), as
+    :meth:`Subscription.observe` swaps a subscription's: the hook is called straight, with
+    no call in between, and :meth:`Bus.emit` itself carries no check, so an unobserved bus
+    pays nothing. (``publish`` stays :meth:`Bus.publish`: an observed bus's publisher, an
+    :class:`~tidings._speedups.ObservedPublisher`, carries its observer's tests.)"""
     namespace: dict[str, Any] = {
         "__module__": __name__,
         "__doc__": _observed_class.__doc__,
         "__slots__": (),  # the same layout as Bus, so that the class can be swapped
+        "emit": staticmethod(emit),
     }
-    if publish is not None:
-        namespace["publish"] = staticmethod(publish)
-    if emit is not None:
-        namespace["emit"] = staticmethod(emit)
     return type("ObservedBus", (Bus,), namespace)
 
 

@@ -235,7 +235,10 @@ def test_label_cardinality_is_capped_and_folded_into_other() -> None:
         for (name, labels) in samples
         if name == "tidings_publish_duration_seconds_count"
     }
-    assert topics == {"g.a", "g.b", "other"}
+    # The first publish is always timed, so g.a takes a series; which of the others takes the
+    # second depends on which publish is timed next (timed ones are folded first).
+    assert len(topics) == 3
+    assert {"g.a", "other"} <= topics
     assert value(samples, "tidings_publish_duration_seconds_count", topic="other") == 3
 
 
@@ -475,8 +478,8 @@ def test_a_publish_from_a_handler_is_counted_and_its_queueing_is_not_its_latency
 
 @pytest.mark.parametrize("time_every", [1, 64])
 def test_an_observed_bus_refuses_options_by_position(time_every: int) -> None:
-    """The hooks take Bus.publish's arguments and refuse, as it does, a topic (or key, or
-    headers) passed by position; their signature is Bus.publish's."""
+    """An observed bus's ``publish`` is Bus.publish (its publisher carries the observer's
+    tests), which refuses a topic (or key, or headers) passed by position."""
     with tidings.Bus() as bus:
         plain = inspect.signature(bus.publish)
         Metrics(bus, registry=CollectorRegistry(), time_every=time_every)
@@ -484,9 +487,9 @@ def test_an_observed_bus_refuses_options_by_position(time_every: int) -> None:
         bus.subscribe("obs.>", lambda event: calls.append(1))
         assert type(bus) is not tidings.Bus
         assert inspect.signature(bus.publish) == plain
-        with pytest.raises(TypeError, match="by name"):
+        with pytest.raises(TypeError, match="positional"):
             bus.publish(Order(1), "obs.elsewhere")  # type: ignore[call-arg]
-        with pytest.raises(TypeError, match="by name"):
+        with pytest.raises(TypeError, match="positional"):
             bus.publish(Order(1), None, "obs.elsewhere")  # type: ignore[call-arg]
         bus.publish(event=Order(2), topic="obs.named", key="k", headers={"h": "v"})
     assert calls == [1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import subprocess
 import sys
 import threading
@@ -18,14 +19,15 @@ from opentelemetry.semconv._incubating.attributes import messaging_attributes as
 from opentelemetry.semconv._incubating.attributes import server_attributes as server
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 import tidings
+from tidings.bus import observation_port
 from tidings.observability import Metrics, Tracing, replaying
 from tidings.observability import tracing as tracing_module
 from tidings.transports import DeliveryPolicy, MemoryBroker, MemoryTransport
 
-from .conftest import Spans
+from .conftest import Spans, parse, value
 
 TIMEOUT = 10.0
 
@@ -334,33 +336,75 @@ def test_without_sampling_only_a_sampled_parent_or_traceparent_traces() -> None:
     unsampled span is not traced; one inside a sampled span, or given a sampled traceparent,
     is (a child of it); and after the sampled span ends, publishing is untraced again."""
     unsampled = Spans(sampler=ParentBased(ALWAYS_OFF))
-    other = Spans()
-    off = Spans(sampler=ALWAYS_OFF)
-    given = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     with tidings.Bus() as bus:
         Tracing(bus, tracer_provider=unsampled.provider)
         bus.subscribe(Order, lambda order: None)
         with bus.record() as recorded:
-            bus.publish(Order(1))
-            token = otel_context.attach(baggage.set_baggage("tenant", "t1"))
-            try:
-                bus.publish(Order(2))
-            finally:
-                otel_context.detach(token)
-            with off.provider.get_tracer("test").start_as_current_span("unsampled"):
-                bus.publish(Order(3))
-            with other.provider.get_tracer("test").start_as_current_span("request") as request:
-                bus.publish(Order(4))
-            bus.publish(Order(5), headers={"traceparent": given})
+            request = publish_in_contexts(bus)
             bus.publish(Order(6))
     traced = ["traceparent" in env.headers for env in recorded.envelopes]
     assert traced == [False, False, False, True, True, False]
     sends = unsampled.named("send trace.order")
     assert len(sends) == 2
     assert len(unsampled.named("process trace.order")) == 2
-    assert parent_of(sends[0]) == request.get_span_context().span_id
-    assert sends[1].context.trace_id == int("0af7651916cd43dd8448eb211c80319c", 16)
-    assert parent_of(sends[1]) == int("b7ad6b7169203331", 16)
+    assert parent_of(sends[0]) == request
+    assert sends[1].context.trace_id == int(GIVEN_TRACE, 16)
+    assert parent_of(sends[1]) == int(GIVEN_PARENT, 16)
+
+
+GIVEN_TRACE, GIVEN_PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+
+
+def publish_in_contexts(bus: tidings.Bus) -> int:
+    """Publish ``Order(1)`` to ``Order(5)``: outside any span, with baggage only, inside an
+    unsampled span, inside a sampled span (whose span id it returns), given a sampled
+    traceparent (:data:`GIVEN_TRACE`, :data:`GIVEN_PARENT`)."""
+    bus.publish(Order(1))
+    token = otel_context.attach(baggage.set_baggage("tenant", "t1"))
+    try:
+        bus.publish(Order(2))
+    finally:
+        otel_context.detach(token)
+    with Spans(sampler=ALWAYS_OFF).provider.get_tracer("test").start_as_current_span("off"):
+        bus.publish(Order(3))
+    with Spans().provider.get_tracer("test").start_as_current_span("request") as request:
+        bus.publish(Order(4))
+    bus.publish(Order(5), headers={"traceparent": f"00-{GIVEN_TRACE}-{GIVEN_PARENT}-01"})
+    span_id: int = request.get_span_context().span_id
+    return span_id
+
+
+@pytest.mark.parametrize("with_metrics", [False, True])
+def test_on_the_hot_path_only_a_sampled_parent_or_traceparent_traces(with_metrics: bool) -> None:
+    """ParentBased(ALWAYS_OFF), a route of plain sync handlers only (the bus's hot path,
+    which carries the gate): a publish outside any span, with baggage only or inside an
+    unsampled span is not traced; one inside a sampled span, or given a sampled
+    traceparent, is, with each handler's call in a span of its trace; every one is
+    delivered to both handlers and, with metrics, counted once."""
+    unsampled = Spans(sampler=ParentBased(ALWAYS_OFF))
+    registry = CollectorRegistry()
+    seen: list[int] = []
+    with tidings.Bus() as bus:
+        Tracing(bus, tracer_provider=unsampled.provider)
+        if with_metrics:
+            Metrics(bus, registry=registry, time_every=3)
+        bus.subscribe(Order, lambda order: seen.append(order.n))
+        bus.subscribe(Order, lambda order: seen.append(-order.n))
+        assert observation_port(bus).route(Order, None).fast is not None  # the hot path
+        request = publish_in_contexts(bus)
+        for n in range(6, 16):
+            bus.publish(Order(n))
+    assert seen == [m for n in range(1, 16) for m in (n, -n)]
+    sends = unsampled.named("send trace.order")
+    assert len(sends) == 2
+    assert parent_of(sends[0]) == request
+    assert sends[1].context.trace_id == int(GIVEN_TRACE, 16)
+    processes = unsampled.named("process trace.order")
+    parents = collections.Counter(parent_of(p) for p in processes)
+    assert parents == {sends[0].context.span_id: 2, sends[1].context.span_id: 2}
+    if with_metrics:
+        samples = parse(generate_latest(registry).decode())
+        assert value(samples, "tidings_publish_duration_seconds_count", topic="trace.order") == 15
 
 
 LATE_PROVIDER = """
@@ -390,9 +434,9 @@ with tidings.Bus() as bus:
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
-        before = type(bus).publish
+        before = type(bus)  # each install swaps in a class of its own, with the publisher
         bus.publish(Order(2))
-        rebuilt = type(bus).publish is not before
+        rebuilt = type(bus) is not before
         bus.publish(Order(3))
 print(*("traceparent" in env.headers for env in recorded.envelopes), rebuilt)
 print(*sorted(span.name for span in exporter.get_finished_spans()))
@@ -414,12 +458,12 @@ def test_a_tracer_provider_set_later_traces_from_its_first_publish() -> None:
 
 @pytest.mark.parametrize("with_metrics", [False, True])
 def test_a_traced_bus_refuses_options_by_position(spans: Spans, with_metrics: bool) -> None:
-    """Traced (and counted), ``publish`` takes Bus.publish's arguments, by name only."""
+    """Traced (and counted), ``publish`` is Bus.publish: its options by name only."""
     with tidings.Bus() as bus:
         Tracing(bus, tracer_provider=spans.provider)
         if with_metrics:
             Metrics(bus, registry=CollectorRegistry())
-        with pytest.raises(TypeError, match="by name"):
+        with pytest.raises(TypeError, match="positional"):
             bus.publish(Order(1), "trace.elsewhere")  # type: ignore[call-arg]
         bus.publish(Order(2), topic="trace.named")
     assert [s.name for s in spans.named("send trace.named")] == ["send trace.named"]

@@ -6,15 +6,22 @@ event, which must stay cheap, and the hooks the bus calls.
 How an observer reaches a bus, costing an unobserved bus nothing: only through the bus's
 one observation seam, :class:`~tidings._ports.ObservationPort` (``tidings.bus.observation_port``):
 
-- **publish and emit**: :meth:`Observer.install` gives the port the hooks that become the
-  bus's ``publish`` and ``emit`` (:meth:`ObservationPort.attach
-  <tidings._ports.ObservationPort.attach>` swaps the bus's class for a subclass whose two
-  methods are the hooks), so :meth:`Bus.publish` itself carries no check. One ``publish``
-  hook serves metrics, tracing or both (never one wrapped in the other: each Python call
-  between the caller and :meth:`Bus.publish` costs the hot path). It counts and samples
-  the publish (metrics) and, when :class:`TracingHook`'s gate says the event is traced,
-  publishes it through ``ObservationPort.publish_each`` with trace headers, so that every
-  handler is called through :meth:`Subscription.call`.
+- **publish**: :meth:`Observer.install` gives the port (:meth:`ObservationPort.attach
+  <tidings._ports.ObservationPort.attach>`) an :class:`~tidings._speedups.ObservedPublisher`
+  for the bus's ``publish`` to call in place of its own publisher: the bus's hot path
+  (compiled with it when the install could) with this observer's two per-publish tests
+  first, :class:`TracingHook`'s quick gate (a call into C: an empty current context cannot
+  be sampled) and the metrics countdown. A publish to plain sync handlers that neither
+  stops is published there and, with metrics, counted by appending its topic to the
+  topic histograms' ``marks``: :meth:`Bus.publish` stays the bus's ``publish``, and no
+  Python frame of the observer runs. Every other publish (traced, timed, or not on the hot
+  path: a carrier, handlers not all plain) goes whole to the publisher's one hook (metrics,
+  tracing or both), which counts it, times it when the countdown ran out, and publishes it
+  through ``ObservationPort.publish_each`` with trace headers when the full gate says it is
+  traced (every handler called through :meth:`Subscription.call`), else on the bus's own
+  publisher or through ``ObservationPort.publish_routed``.
+- **emit**: the port swaps the bus's class for a subclass whose ``emit`` is the emit hook
+  (timed, traced when the gate says so), so :meth:`Bus.emit` itself carries no check.
 - **subscriptions** are observed (:meth:`Subscription.observe`), those that are
   :attr:`~tidings.Subscription.observable` (not streams, not :meth:`Bus.record`'s
   recorder): calls the bus makes through :meth:`Subscription.call` come to
@@ -49,7 +56,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import itertools
 import random
 import threading
@@ -59,12 +65,15 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tidings.event import Envelope
+from tidings._speedups import ObservedPublisher
+from tidings.event import NO_HEADERS, Envelope
 from tidings.subscription import INLINE, SKIP, TASK, Subscription
 
 if TYPE_CHECKING:
+    from tidings import _fastpath
     from tidings._ports import ObservationPort
     from tidings.results import Delivery
+    from tidings.routing import Route
 
 __all__ = (
     "BUCKETS",
@@ -361,9 +370,10 @@ class TracingHook(Protocol):
         """Whether a publish with ``headers``, made now, is traced."""
 
     def publish_gate(self, reinstall: Callable[[], None]) -> PublishGate | None:
-        """How the ``publish`` hook decides, as cheaply as the sampler allows, whether a
-        publish made now is traced; ``None`` when nothing can be traced. ``reinstall``
-        rebuilds the hook when that changes (a tracer provider set after the fact)."""
+        """How an observed bus's publisher (``quick``, on its hot path) and its hook decide,
+        as cheaply as the sampler allows, whether a publish made now is traced; ``None``
+        when nothing can be traced. ``reinstall`` rebuilds the publisher when that changes
+        (a tracer provider set after the fact)."""
 
     def traces(self, env: Envelope[Any]) -> bool:
         """Whether a handler call for ``env`` gets a span."""
@@ -433,30 +443,23 @@ class Observer:
         """The bus's subscriptions, its durable log's followers included."""
         return self.port.all_subscriptions()
 
-    def _publish(self) -> Callable[..., Envelope[Any]] | None:
-        """The bus's ``publish`` with the hooks of the parts set, or ``None`` for none."""
+    def _publish(self) -> _fastpath.ObservedPublisher | None:
+        """The publisher of the bus with the tests of the parts set, or ``None`` for none."""
         port, tracing, metrics = self.port, self.tracing, self.metrics
         gate = tracing.publish_gate(self.install) if tracing is not None else None
         if gate is None and metrics is None:
             return None
-        original: Callable[..., Envelope[Any]] = port.publish_unhooked
-        route_of, each = port.route, port.publish_each
+        each = port.publish_each
         send = tracing.send if tracing is not None else None
 
         def traced(
-            event: Any, topic: str | None, key: str | None, headers: Mapping[str, str] | None
+            route: Route, event: Any, key: str | None, headers: Mapping[str, str] | None
         ) -> Envelope[Any]:
             assert send is not None
-            route = route_of(type(event), topic)
             return send(route.topic, headers, lambda h: each(route, event, key, h))
 
-        if metrics is None:
-            assert gate is not None
-            hook = _traced_publish(original, traced, gate)
-        else:
-            hook = _counted_publish(port, metrics, original, traced, gate)
-        functools.update_wrapper(hook, original)  # its name, doc and signature: Bus.publish's
-        return hook
+        quick, decide = gate if gate is not None else (None, _untraced)
+        return _observed_publisher(port, metrics, traced, quick, decide)
 
     def _emit(self) -> Callable[..., Coroutine[Any, Any, Delivery[Any]]] | None:
         port, tracing, metrics = self.port, self.tracing, self.metrics
@@ -558,119 +561,77 @@ class Observer:
 
 
 _GAPS = 1024
-"""How many gaps between timed publishes each hook draws at random, then takes in turn,
+"""How many gaps between timed publishes each publish hook draws at random, then takes in turn,
 over and over (a period of about ``1024 * time_every`` publishes)."""
-_NOT_GIVEN: Any = object()
-"""The default of the publish hooks' ``_positional`` parameter (see :func:`_traced_publish`)."""
+
+_Traced = Callable[["Route", Any, str | None, Mapping[str, str] | None], Envelope[Any]]
 
 
-def _positional_options(given: object) -> TypeError:
-    return TypeError(
-        f"publish() takes 1 positional argument (the event); topic, key and headers are "
-        f"passed by name (got {given!r} positionally)"
-    )
-
-
-# The publish hooks: what ``bus.publish`` calls on an observed bus. Their parameters are
-# Bus.publish's (event, topic, key, headers), but positional-or-keyword: CPython 3.11
-# specialises a call to a function without keyword-only parameters, while filling three
-# keyword-only defaults costs a call about 460 machine instructions (callgrind; a third of
-# the metrics hook's own cost). ``_positional`` comes second and refuses what Bus.publish
-# refuses: options passed by position. Each closure holds only what its hot path reads.
-
-
-def _traced_publish(
-    original: Callable[..., Envelope[Any]],
-    traced: Callable[[Any, str | None, str | None, Mapping[str, str] | None], Envelope[Any]],
-    gate: PublishGate,
-) -> Callable[..., Envelope[Any]]:
-    """``original`` (the bus's publish), or ``traced`` for the events the gate traces: the
-    hook without metrics (:func:`_counted_publish` with them; kept apart, since every test
-    on the hot path costs it ~25 instructions)."""
-    quick, decide = gate
+def _observed_publisher(
+    port: ObservationPort,
+    metrics: MetricsState | None,
+    traced: _Traced,
+    quick: Callable[[], object] | None,
+    decide: Callable[[Mapping[str, str] | None], bool],
+) -> _fastpath.ObservedPublisher:
+    """The bus's :class:`~tidings._speedups.ObservedPublisher` and its hook, which publishes,
+    observed, each event the fast path leaves it: traced through ``traced`` when the gate
+    (``quick``, then ``decide``) says so, else on the bus's own hot path (plain sync
+    handlers) or through ``ObservationPort.publish_routed``; with ``metrics``, counted in its
+    topic's exact count, and timed (two clock reads) when the countdown ran out, standing for
+    the publishes since the last timed one (then the next gap is set)."""
+    plain, routed = port.publisher.publish_plain, port.publish_routed
 
     def publish(
+        route: Route,
+        handlers: tuple[Callable[[Any], object], ...] | None,
+        count: Iterator[int],
+        topic: str,
         event: Any,
-        _positional: Any = _NOT_GIVEN,
-        topic: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
+        key: str | None,
+        headers: Mapping[str, str],
     ) -> Envelope[Any]:
-        if _positional is not _NOT_GIVEN:
-            raise _positional_options(_positional)
-        if (headers is None and not quick()) or not decide(headers):
-            return original(event, topic=topic, key=key, headers=headers)
-        return traced(event, topic, key, headers)
+        given = None if headers is NO_HEADERS else headers  # checked (and copied) by the bus
+        if quick is not None and (given is not None or quick()) and decide(given):
+            return traced(route, event, key, given)
+        if handlers is None:  # not the bus's hot path: a carrier, or handlers not all plain
+            return routed(route, event, key, given)
+        env: Envelope[Any] = plain(route, handlers, count, topic, event, key, headers)
+        return env
 
-    return publish
-
-
-def _counted_publish(
-    port: ObservationPort,
-    metrics: MetricsState,
-    original: Callable[..., Envelope[Any]],
-    traced: Callable[[Any, str | None, str | None, Mapping[str, str] | None], Envelope[Any]],
-    gate: PublishGate | None,
-) -> Callable[..., Envelope[Any]]:
-    """``original`` (the bus's publish), or ``traced`` for the events ``gate`` traces (with
-    tracing), counted and sampled: every publish is counted in its topic's exact count,
-    about one in ``metrics.time_every`` is timed (two clock reads) and stands for the
-    publishes since the last timed one.
-
-    Threads racing on ``countdown`` change which publishes are timed, never the counts."""
+    if metrics is None:
+        return ObservedPublisher(port.publisher, publish, quick, None, NO_HEADERS)
     threads, clock, published = port.dispatching, time.perf_counter, metrics.published
     mark, sample = published.marks.append, published.values.append
     most = 2 * metrics.time_every - 1
     gaps = itertools.cycle([1 + int(random.random() * most) for _ in range(_GAPS)])
-    quick, decide = gate if gate is not None else (None, _untraced)
-    gap = countdown = 1  # the first publish is timed
+    gap = 1  # the first publish is timed
 
-    def timed(
-        send: Callable[[Any, str | None, str | None, Mapping[str, str] | None], Envelope[Any]]
-        | None,
+    def counted(
+        route: Route,
+        handlers: tuple[Callable[[Any], object], ...] | None,
+        count: Iterator[int],
+        topic: str,
         event: Any,
-        topic: str | None,
         key: str | None,
-        headers: Mapping[str, str] | None,
+        headers: Mapping[str, str],
     ) -> Envelope[Any]:
-        """Publish through ``send`` (``None``: ``original``), timed; take the next gap."""
-        nonlocal countdown, gap
+        nonlocal gap
+        if publisher.countdown > 0:  # traced, or not on the hot path: counted, not timed
+            env = publish(route, handlers, count, topic, event, key, headers)
+            mark(env.topic)
+            return env
         dispatch = not threads.state.busy  # else queued behind the current dispatch
         t0 = clock()
-        if send is None:
-            env = original(event, topic=topic, key=key, headers=headers)
-        else:
-            env = send(event, topic, key, headers)
+        env = publish(route, handlers, count, topic, event, key, headers)
         sample((env.topic, clock() - t0, gap, dispatch))
-        gap = countdown = next(gaps)
+        gap = publisher.countdown = next(gaps)
         if published.due():
             published.fold()
         return env
 
-    def publish(  # Bus.publish's parameters, as _traced_publish's (see above)
-        event: Any,
-        _positional: Any = _NOT_GIVEN,
-        topic: str | None = None,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Envelope[Any]:
-        nonlocal countdown
-        if _positional is not _NOT_GIVEN:
-            raise _positional_options(_positional)
-        countdown -= 1
-        if quick is None or (headers is None and not quick()) or not decide(headers):
-            if countdown > 0:
-                env = original(event, topic=topic, key=key, headers=headers)
-                mark(env.topic)
-                return env
-            return timed(None, event, topic, key, headers)
-        if countdown > 0:
-            env = traced(event, topic, key, headers)
-            mark(env.topic)
-            return env
-        return timed(traced, event, topic, key, headers)
-
-    return publish
+    publisher = ObservedPublisher(port.publisher, counted, quick, published.marks, NO_HEADERS)
+    return publisher
 
 
 def _untraced(headers: Mapping[str, str] | None) -> bool:
