@@ -367,6 +367,34 @@ class TransportConformance:
         assert sorted(a.ids + b.ids) == sorted(e.id for e in sent)
         assert not set(a.ids) & set(b.ids)
 
+    @pytest.mark.parametrize("same_transport", [False, True])
+    async def test_group_members_subscribing_together_get_what_is_published_after(
+        self, open_transport: Callable[..., Any], same_transport: bool
+    ) -> None:
+        """Two members of a new group subscribe with ``start="new"`` at once (two processes,
+        or two subscriptions of one): every event published once both ``subscribe`` calls
+        returned is handled by the group (at least once), none published before."""
+        one = await _member(open_transport, "groups")
+        two: Transport = one if same_transport else await open_transport()
+        clock = HybridClock()
+        await one.publish(make_envelope(clock, "before", key="k0"))
+        a, b = Collector(), Collector()
+        policy = DeliveryPolicy(start="new")
+        await asyncio.wait_for(
+            asyncio.gather(
+                one.subscribe("conformance.order", a, group="together", policy=policy),
+                two.subscribe("conformance.order", b, group="together", policy=policy),
+            ),
+            TIMEOUT,
+        )
+        sent = [make_envelope(clock, f"t-{i}", key=f"k{i}") for i in range(30)]
+        for env in sent:
+            await one.send(env)
+        assert await one.flush(TIMEOUT) == 0
+        wanted = {env.id for env in sent}
+        await eventually(lambda: wanted <= set(a.ids + b.ids))
+        assert set(a.ids + b.ids) == wanted
+
     # ------------------------------------------------------------------ failures
 
     async def test_failing_event_is_retried_with_backoff_then_dead_lettered(

@@ -38,8 +38,11 @@ partitions' running and queued handlers finish first (up to ``revoke_timeout``),
 their offsets are committed, and only then does the group move on (commit on revoke).
 With ``start="new"``, :meth:`~KafkaTransport.subscribe` returns once the consumer holds its
 partitions, each positioned (at the group's committed offset, else at the end of a topic
-that existed when it subscribed, else at the beginning), so every event published after it
-returned is read; it waits at most ``join_timeout`` seconds.
+that existed when it subscribed, else at the beginning; that start is committed for the
+group), and the group has committed a start for every partition of the topics that existed,
+whichever member holds it (a rebalance that beat a member's commit would otherwise let the
+next holder position at the end again), so every event published after it returned is
+read; it waits at most ``join_timeout`` seconds. A group's members should share ``start``.
 
 **Retries** are non-blocking and in-process: a handler that raises gets the record again
 after the policy's backoff while the partition's later records go on being handled; the
@@ -311,18 +314,24 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         *,
         start: Literal["new", "all"],
         name: str,
+        group_id: str,
     ) -> None:
         self.transport = transport
         self.consumer = consumer
+        self.group_id = group_id
         self.start = start
         self.name = name
         self.existing: set[str] = set()
         """The Kafka topics that existed when the subscription started."""
         self.pending: set[TopicPartition] = set()
-        """``start="new"``: assigned partitions of :attr:`existing` topics not yet positioned
-        (no ledger yet: their records are not taken in until they are)."""
+        """``start="new"``: assigned partitions not yet positioned (no ledger yet: their
+        records are not taken in until they are)."""
         self.ready = asyncio.Event()
-        """Set once every partition of an assignment is positioned (``subscribe`` waits)."""
+        """Set once every partition of an assignment is positioned (``subscribe`` waits for
+        it, then for :meth:`positioned_in_group`)."""
+        self.starts: dict[TopicPartition, int] = {}
+        """``start="new"``: where each partition started when it was first positioned here
+        without a committed offset (where it starts again if that commit was lost)."""
         self.ledgers: dict[TopicPartition, _Ledger] = {}
         self.indexes: dict[TopicPartition, int] = {}
         self.retries: list[tuple[float, int, _Record]] = []
@@ -505,15 +514,14 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 gone.owned = False
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        """Take the newly assigned partitions in. ``start="new"``: those of topics that existed
-        when the subscription started are positioned first (:meth:`_position`); once every
-        partition held is, :attr:`ready` is set."""
+        """Take the newly assigned partitions in. ``start="new"``: they are positioned first
+        (:meth:`_position`); once every partition held is, :attr:`ready` is set."""
         pending = self.pending
         pending.intersection_update(assigned)
         for tp in assigned:
             if tp in self.ledgers or tp in pending:
                 continue
-            if self.start == "new" and tp.topic in self.existing:
+            if self.start == "new":
                 pending.add(tp)
             else:
                 self.ledgers[tp] = _Ledger(self)
@@ -524,9 +532,10 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _position(self) -> None:
         """Position the pending partitions still assigned: at the group's committed offset,
-        else at their end (recorded as the partition's position, so it is committed: a later
-        owner resumes from there). A topic created since the subscription started is not
-        pending: all of it was published after, so it is read from its beginning.
+        else at their end, or at their beginning for a topic created since the subscription
+        started (all of it was published after); that start is recorded as the partition's
+        position, so it is committed: whichever member holds the partition later resumes
+        there, instead of starting at the end it then has.
 
         The offsets are looked up first; then, with no suspension point in between, each
         partition still assigned is positioned (so a change of assignment meanwhile cannot
@@ -546,7 +555,11 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 fresh = [
                     tp for tp, offset in zip(partitions, committed, strict=True) if offset is None
                 ]
-                ends = await consumer.end_offsets(fresh) if fresh else {}
+                at_end = [tp for tp in fresh if tp.topic in self.existing]
+                at_beginning = [tp for tp in fresh if tp.topic not in self.existing]
+                found = await consumer.end_offsets(at_end) if at_end else {}
+                if at_beginning:
+                    found.update(await consumer.beginning_offsets(at_beginning))
             except aiokafka.errors.KafkaError as exc:
                 if loop.time() >= deadline:
                     await self._give_up_positioning(partitions, exc)
@@ -560,12 +573,38 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                     continue  # reassigned meanwhile: positioned at the next assignment
                 ledger = self.ledgers[tp] = _Ledger(self)
                 if offset is None:
-                    offset = ledger.next = ends[tp]
+                    # The start as of the first positioning here: a commit of it lost to a
+                    # rebalance (the group moved on first) is made again, not moved on.
+                    offset = ledger.next = self.starts.setdefault(tp, found[tp])
                     positioned.add(tp)
                 consumer.seek(tp, offset)
                 pending.discard(tp)
             if positioned:
                 await self.commit(positioned)
+
+    async def positioned_in_group(self) -> bool:
+        """Whether the group has committed an offset for every partition of the subscribed
+        topics that existed when the subscription started (each member commits where it
+        positions a partition): whichever member holds a partition then, now or after a
+        rebalance, starts there, so nothing published from now on is skipped. A lookup
+        that fails counts as not yet."""
+        consumer, admin = self.consumer, self.transport._admin
+        assert admin is not None
+        partitions: list[TopicPartition] = []
+        for topic in sorted(consumer.subscription() & self.existing):
+            numbers = consumer.partitions_for_topic(topic)
+            if not numbers:
+                return False  # not in the consumer's metadata yet
+            partitions += [TopicPartition(topic, number) for number in sorted(numbers)]
+        if not partitions:
+            return True
+        try:  # one request for them all (a consumer asks per partition)
+            committed = await admin.list_consumer_group_offsets(
+                self.group_id, partitions=partitions
+            )
+        except aiokafka.errors.KafkaError:
+            return False
+        return all(tp in committed and committed[tp].offset >= 0 for tp in partitions)
 
     async def _give_up_positioning(
         self, partitions: list[TopicPartition], error: BaseException
@@ -1133,7 +1172,7 @@ class KafkaTransport(ClientTransport):
             rebalance_timeout_ms=int(self.revoke_timeout * 1000) + 5_000,
             request_timeout_ms=max(int(self.session_timeout * 1000) + 5_000, 30_000),
         )
-        kafka = _Subscription(self, consumer, start=policy.start, name=name)
+        kafka = _Subscription(self, consumer, start=policy.start, name=name, group_id=group_id)
         if policy.start == "new":
             assert self._admin is not None
             kafka.existing = set(await self._admin.list_topics())
@@ -1200,8 +1239,11 @@ class KafkaTransport(ClientTransport):
         )
 
     async def _joined(self, kafka: _Subscription, pattern: str) -> None:
-        """Wait until ``kafka``'s consumer holds its partitions, each positioned (so every
-        event published once ``subscribe`` returns is read); the wait is bounded by
+        """Wait until ``kafka``'s consumer holds its partitions, each positioned, and the
+        group has committed where every partition starts (:meth:`_Subscription.positioned_in_group`:
+        a partition positioned by a member whose commit a rebalance beat would otherwise be
+        positioned at its end again by its next holder, after ``subscribe`` returned), so
+        every event published once ``subscribe`` returns is read; the wait is bounded by
         ``join_timeout``.
 
         Raises:
@@ -1209,13 +1251,26 @@ class KafkaTransport(ClientTransport):
                 stopped).
         """
         timeout = self.join_timeout
+
+        async def positioned() -> None:
+            await kafka.ready.wait()
+            # Its own starts are committed again here (a commit refused meanwhile: the
+            # periodic commits begin only once subscribe returns); the other members commit
+            # theirs in their own time, and the broker tells nothing when they do.
+            while True:
+                await kafka.commit()
+                if await kafka.positioned_in_group():
+                    return
+                await asyncio.sleep(0.1)
+
         try:
-            await asyncio.wait_for(kafka.ready.wait(), timeout)
+            await asyncio.wait_for(positioned(), timeout)
         except TimeoutError:
             await quietly(kafka.stop())
             raise TransportUnavailableError(
                 f"the Kafka consumer for {pattern!r} did not get its partitions from its "
-                f"group at {', '.join(self.servers)} within join_timeout={timeout:g}s; check "
+                f"group at {', '.join(self.servers)}, each positioned and its start committed, "
+                f"within join_timeout={timeout:g}s; check "
                 "the broker, or raise join_timeout if the group's members take long to give "
                 "partitions up (up to revoke_timeout)",
                 servers=self.servers,
