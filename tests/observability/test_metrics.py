@@ -551,3 +551,22 @@ def test_an_observed_publish_refuses_options_by_position_and_counts_what_it_publ
     if hooks != "tracing":
         samples = parse(registry_text(registry))
         assert value(samples, "tidings_publish_duration_seconds_count", topic="orders") == 1
+
+
+def test_a_handler_that_forgets_the_bus_gets_its_event_once() -> None:
+    """A handler that takes metrics off the bus while the observed publisher's hook
+    publishes its event (a route off the hot path: a queued subscription) gets it once: the
+    bus does not dispatch it again once its own publisher is back."""
+    with tidings.Bus() as bus:
+        metrics = Metrics(bus, registry=False)
+        calls: list[int] = []
+
+        def forgets(order: Order) -> None:
+            calls.append(order.n)
+            metrics.forget(bus)
+
+        bus.subscribe(Order, forgets)
+        bus.subscribe(Order, lambda order: None, mode="queued")
+        bus.publish(Order(1))
+        bus.publish(Order(2))
+    assert calls == [1, 2]
