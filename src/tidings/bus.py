@@ -989,7 +989,8 @@ class Bus:
         # dispatches; given None (a carrier, or handlers that are not all plain), it stamps.
         # An observed bus's (ObservedPublisher) hands what it does not finish to its observer.
         fast = None if self._carries else route.fast
-        env: Envelope[T] = self._publisher.publish_plain(
+        publisher = self._publisher  # read once: an observer may come or go meanwhile
+        env: Envelope[T] = publisher.publish_plain(
             route,
             fast,
             route.count,
@@ -1000,7 +1001,7 @@ class Bus:
         )
         if fast is not None:
             return env
-        if self._publisher is not self._stamper:
+        if publisher is not self._stamper:
             return env  # observed: published, whole, by the observer's hook
         if self._carries and not self._carry(route, env):
             return env  # appended, then dispatched, by a task on the loop

@@ -551,3 +551,43 @@ def test_an_observed_publish_refuses_options_by_position_and_counts_what_it_publ
     if hooks != "tracing":
         samples = parse(registry_text(registry))
         assert value(samples, "tidings_publish_duration_seconds_count", topic="orders") == 1
+
+
+def test_a_handler_that_forgets_the_bus_gets_its_event_once() -> None:
+    """A handler that takes metrics off the bus while the observed publisher's hook
+    publishes its event (a route off the hot path: a queued subscription) gets it once: the
+    bus does not dispatch it again once its own publisher is back."""
+    with tidings.Bus() as bus:
+        metrics = Metrics(bus, registry=False)
+        calls: list[int] = []
+
+        def forgets(order: Order) -> None:
+            calls.append(order.n)
+            metrics.forget(bus)
+
+        bus.subscribe(Order, forgets)
+        bus.subscribe(Order, lambda order: None, mode="queued")
+        bus.publish(Order(1))
+        bus.publish(Order(2))
+    assert calls == [1, 2]
+
+
+def test_an_event_published_as_metrics_are_installed_is_delivered() -> None:
+    """Metrics installed (as by another thread) while an unobserved bus stamps an event for
+    a route off the hot path (a queued subscription): the bus still dispatches it, once."""
+    install: list[tidings.Bus] = []
+
+    def wall() -> int:
+        if install:
+            Metrics(install.pop(), registry=False)  # the bus is observed from this instant
+        return time.time_ns()
+
+    with tidings.Bus(clock=tidings.HybridClock(wall=wall)) as bus:
+        calls: list[int] = []
+        bus.subscribe(Order, lambda order: calls.append(order.n))
+        bus.subscribe(Order, lambda order: None, mode="queued")
+        install.append(bus)
+        bus.publish(Order(1))
+        assert not install
+        bus.publish(Order(2))
+    assert calls == [1, 2]

@@ -456,6 +456,46 @@ def test_a_tracer_provider_set_later_traces_from_its_first_publish() -> None:
     assert names.split() == ["process", "late.order"] * 2 + ["send", "late.order"] * 2
 
 
+LATE_NEVER = """
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+import tidings
+from tidings.observability import Tracing
+
+
+@tidings.event("late.order")
+@dataclass(frozen=True)
+class Order:
+    n: int
+
+
+calls = []
+with tidings.Bus() as bus:
+    Tracing(bus)  # no tracer provider set yet
+    bus.subscribe(Order, lambda order: calls.append(order.n))
+    bus.subscribe(Order, lambda order: None, mode="queued")  # off the hot path
+    bus.publish(Order(1))
+    trace.set_tracer_provider(TracerProvider(sampler=ALWAYS_OFF))
+    bus.publish(Order(2))  # resolves the mode (never traced): the publisher is taken off
+    bus.publish(Order(3))
+print(*calls)
+"""
+
+
+def test_a_tracer_provider_that_never_samples_set_later_delivers_each_event_once() -> None:
+    """The publish that finds a provider never sampling takes the observed publisher off
+    while its hook publishes; the bus does not dispatch that event a second time. In a
+    process of its own: the global provider can be set once."""
+    command = [sys.executable, "-c", LATE_NEVER]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "2", "3"]
+
+
 @pytest.mark.parametrize("with_metrics", [False, True])
 def test_a_traced_bus_refuses_options_by_position(spans: Spans, with_metrics: bool) -> None:
     """Traced (and counted), ``publish`` is Bus.publish: its options by name only."""

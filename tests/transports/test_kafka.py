@@ -527,6 +527,28 @@ async def test_start_new_that_cannot_position_its_partitions_fails_subscribe_typ
         assert got.messages == []
 
 
+async def test_start_new_beside_a_start_all_member_that_commits_nothing_fails_naming_why(
+    kafka_factory: Callable[..., KafkaTransport],
+) -> None:
+    """A member with ``start="all"`` holds an empty partition of the group's topic and
+    never commits a start for it: a ``start="new"`` member's ``subscribe`` cannot return
+    (the group has no start for that partition); it raises TransportUnavailableError after
+    ``join_timeout``, naming the partition without a start and the likely causes."""
+    one = kafka_factory(partitions=2)
+    two = kafka_factory(partitions=2, join_timeout=4.0)
+    async with one, two:
+        a, b = Collector(), Collector()
+        await one.subscribe(
+            "conformance.order", a, group="mixed", policy=DeliveryPolicy(start="all")
+        )
+        with pytest.raises(TransportUnavailableError, match="no start committed for") as info:
+            await two.subscribe(
+                "conformance.order", b, group="mixed", policy=DeliveryPolicy(start="new")
+            )
+        assert info.value.timeout == 4.0
+        assert 'start="all"' in str(info.value)
+
+
 async def test_a_partition_whose_start_cannot_be_looked_up_later_is_read_from_its_beginning(
     kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -330,6 +330,9 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         """Set once every partition of an assignment is positioned (``subscribe`` waits for
         it, then for :meth:`positioned_in_group`)."""
         self.starts: dict[TopicPartition, int] = {}
+        self.unstarted: list[TopicPartition] = []
+        """What :meth:`positioned_in_group` last found the group had no start for (named by
+        ``subscribe``'s error when it gives up)."""
         """``start="new"``: where each partition started when it was first positioned here
         without a committed offset (where it starts again if that commit was lost)."""
         self.ledgers: dict[TopicPartition, _Ledger] = {}
@@ -594,7 +597,8 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         for topic in sorted(consumer.subscription() & self.existing):
             numbers = consumer.partitions_for_topic(topic)
             if not numbers:
-                return False  # not in the consumer's metadata yet
+                self.unstarted = [TopicPartition(topic, -1)]
+                return False  # not in the consumer's metadata yet (or deleted)
             partitions += [TopicPartition(topic, number) for number in sorted(numbers)]
         if not partitions:
             return True
@@ -604,7 +608,10 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             )
         except aiokafka.errors.KafkaError:
             return False
-        return all(tp in committed and committed[tp].offset >= 0 for tp in partitions)
+        self.unstarted = [
+            tp for tp in partitions if tp not in committed or committed[tp].offset < 0
+        ]
+        return not self.unstarted
 
     async def _give_up_positioning(
         self, partitions: list[TopicPartition], error: BaseException
@@ -679,7 +686,8 @@ class KafkaTransport(ClientTransport):
             member's partitions to the others.
         revoke_timeout: seconds a rebalance waits for the revoked partitions' handlers.
         join_timeout: seconds a ``start="new"`` :meth:`subscribe` waits for its partitions
-            to be assigned and positioned before it raises
+            to be assigned and positioned, and for the group to have committed a start for
+            every partition of the topics that existed, before it raises
             :class:`~tidings.TransportUnavailableError` (default: ``connect_timeout +
             session_timeout + revoke_timeout + 5``, as a join waits up to
             ``revoke_timeout + 5`` for the other members to give partitions up).
@@ -1267,10 +1275,21 @@ class KafkaTransport(ClientTransport):
             await asyncio.wait_for(positioned(), timeout)
         except TimeoutError:
             await quietly(kafka.stop())
+            unstarted = ", ".join(
+                tp.topic if tp.partition < 0 else f"{tp.topic}[{tp.partition}]"
+                for tp in kafka.unstarted
+            )
+            why = (
+                f"; the group {kafka.group_id!r} has no start committed for {unstarted} (held "
+                'by a member subscribed with start="all", or by one that stopped before '
+                "committing, or a topic deleted meanwhile)"
+                if unstarted
+                else ""
+            )
             raise TransportUnavailableError(
                 f"the Kafka consumer for {pattern!r} did not get its partitions from its "
                 f"group at {', '.join(self.servers)}, each positioned and its start committed, "
-                f"within join_timeout={timeout:g}s; check "
+                f"within join_timeout={timeout:g}s{why}; check "
                 "the broker, or raise join_timeout if the group's members take long to give "
                 "partitions up (up to revoke_timeout)",
                 servers=self.servers,
