@@ -4,6 +4,7 @@ any process the command leaves behind becomes its child and is found)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -22,8 +23,9 @@ from tidings.cli import app
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def _children() -> set[int]:
-    """Live (not zombie) processes whose parent is this process."""
+def _children(*, zombies: bool = False) -> set[int]:
+    """Processes whose parent is this process: the live ones, or with ``zombies`` the
+    zombies only."""
     found = set()
     me = str(os.getpid())
     for entry in os.listdir("/proc"):
@@ -34,41 +36,44 @@ def _children() -> set[int]:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[1] == me and fields[0] != "Z":
+        if fields[1] == me and (fields[0] == "Z") == zombies:
             found.add(int(entry))
     return found
 
 
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+def _reap(spared: set[int]) -> None:
+    """Reap the zombie children, except ``spared`` (another fixture's processes, whose
+    ``Popen`` waits for them itself)."""
+    for pid in _children(zombies=True) - spared:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 @pytest.fixture
-def subreaper() -> Iterator[None]:
+def subreaper() -> Iterator[set[int]]:
+    """This process made a child subreaper for the test; yields the children it had
+    before (the servers of session fixtures started by earlier tests), which the test
+    leaves alone: only processes started during the test are its to find and kill."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         pytest.skip("prctl(PR_SET_CHILD_SUBREAPER) is not available")
+    spared = _children()
     try:
-        yield
+        yield spared
     finally:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-        for pid in _children():  # never leave anything behind, even on failure
+        for pid in _children() - spared:  # never leave anything behind, even on failure
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
-        _reap()
+        _reap(spared)
 
 
-def _no_children_within(seconds: float) -> set[int]:
+def _no_children_within(seconds: float, spared: set[int]) -> set[int]:
+    """The test's children (not ``spared``) still running after at most ``seconds``."""
     deadline = time.monotonic() + seconds
-    while (left := _children()) and time.monotonic() < deadline:
+    while (left := _children() - spared) and time.monotonic() < deadline:
         time.sleep(0.1)
-    _reap()
+    _reap(spared)
     return left
 
 
@@ -88,7 +93,7 @@ def test_list_shows_the_shipped_scenarios() -> None:
 
 
 def test_a_proxy_port_in_use_exits_2_before_anything_starts(
-    tmp_path: Path, subreaper: None
+    tmp_path: Path, subreaper: set[int]
 ) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -109,7 +114,7 @@ def test_a_proxy_port_in_use_exits_2_before_anything_starts(
     assert process.returncode == 2, process.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in process.stderr
     assert not (out / "processes.log").exists()  # no process was started
-    assert _no_children_within(5.0) == set()
+    assert _no_children_within(5.0, subreaper) == set()
 
 
 def test_a_violation_exits_1(tmp_path: Path) -> None:
@@ -129,7 +134,7 @@ def test_a_violation_exits_1(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_keyboard_interrupt_mid_scenario_heals_and_stops_everything(
-    tmp_path: Path, subreaper: None
+    tmp_path: Path, subreaper: set[int]
 ) -> None:
     path = tmp_path / "long.yaml"
     path.write_text(
@@ -155,17 +160,17 @@ def test_keyboard_interrupt_mid_scenario_heals_and_stops_everything(
             assert line, "the command ended before its faults were applied"
             applied += line.startswith("chaos: fault:")
         assert applied == 3
-        assert len(_children()) > 0  # the run's processes, still going
+        assert _children() - subreaper  # the run's processes, still going
         command.send_signal(signal.SIGINT)
         # read stderr while waiting: a child blocked on a full pipe would never exit
         _, rest = command.communicate(timeout=60)
         assert command.returncode == 130
     assert "interrupted; every fault healed, every process stopped" in rest
-    assert _no_children_within(10.0) == set()
+    assert _no_children_within(10.0, subreaper) == set()
 
 
 def test_a_fault_that_fails_mid_run_exits_2_and_stops_everything(
-    tmp_path: Path, subreaper: None
+    tmp_path: Path, subreaper: set[int]
 ) -> None:
     path = tmp_path / "gone.yaml"
     path.write_text(  # the consumer is killed for good, then stopped: it no longer exists
@@ -193,4 +198,4 @@ def test_a_fault_that_fails_mid_run_exits_2_and_stops_everything(
     assert process.returncode == 2, process.stderr
     assert "stop consumer:c:0 (line 6): process" in process.stderr
     assert "does not exist" in process.stderr
-    assert _no_children_within(10.0) == set()
+    assert _no_children_within(10.0, subreaper) == set()

@@ -35,14 +35,23 @@ def _handled(paths: list[Path]) -> list[list[str]]:
 
 
 async def _publish(
-    url: str, stream: str, count: int, progress: list[int], keys: int = 0
+    url: str,
+    stream: str,
+    count: int,
+    progress: list[int],
+    keys: int = 0,
+    killed: asyncio.Event | None = None,
 ) -> set[str]:
-    """Publish ``count`` events ``{"n": n}``, with ``keys`` keys round robin (0: no key)."""
+    """Publish ``count`` events ``{"n": n}``, with ``keys`` keys round robin (0: no key).
+    With ``killed``, the last quarter waits until it is set: the kill comes mid-stream
+    however slowly the workers go."""
     clock = HybridClock()
     transport = NatsTransport(url, prefix=stream.lower(), stream=StreamSettings(name=stream))
     ids: set[str] = set()
     async with transport:
         for n in range(count):
+            if killed is not None and n == count * 3 // 4:
+                await asyncio.wait_for(killed.wait(), 90)
             key = f"k{n % keys}" if keys else None
             env = Envelope("bench.tick", {"n": n}, clock.now(), key, "test", {}, None, clock.node)
             ids.add(env.id)
@@ -52,6 +61,19 @@ async def _publish(
                 await asyncio.sleep(0)
         assert await transport.flush(60) == 0
     return ids
+
+
+async def _kill_the_first_to_handle(
+    count: int, paths: list[Path], workers: list[subprocess.Popen[str]]
+) -> None:
+    """SIGKILL the first worker to handle ``count`` events (not a given one: a worker slowed
+    by a loaded machine may see far fewer, the other takes what it does not ask for)."""
+    await wait_until(
+        lambda: any(len(h) >= count for h in _handled(paths)), 60, f"{count:,} in a worker"
+    )
+    victim = workers[0 if len(_handled(paths)[0]) >= count else 1]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
 
 
 async def test_two_processes_in_a_group_share_20000_events_exactly_once(
@@ -76,12 +98,13 @@ async def test_a_killed_group_member_loses_nothing(
 ) -> None:
     paths = [tmp_path / "a.txt", tmp_path / "b.txt"]
     workers.extend(_spawn(nats_server, "KILLED", path, 2.0) for path in paths)
-    progress = [0]
-    publishing = asyncio.create_task(_publish(nats_server.url, "KILLED", EVENTS, progress))
-    await wait_until(lambda: len(_handled(paths)[0]) >= 3_000, 60, "3,000 events in worker a")
-    workers[0].send_signal(signal.SIGKILL)
-    workers[0].wait(timeout=10)
+    progress, killed = [0], asyncio.Event()
+    publishing = asyncio.create_task(
+        _publish(nats_server.url, "KILLED", EVENTS, progress, killed=killed)
+    )
+    await _kill_the_first_to_handle(3_000, paths, workers)
     killed_at = progress[0]
+    killed.set()
     sent = await asyncio.wait_for(publishing, 120)
     await wait_until(lambda: set().union(*map(set, _handled(paths))) >= sent, 90, "every event")
     a, b = _handled(paths)
@@ -103,11 +126,12 @@ async def test_idempotent_bus_consumers_keep_a_killed_member_from_causing_duplic
     store = tmp_path / "shared.db"
     paths = [tmp_path / "a.txt", tmp_path / "b.txt"]
     workers.extend(_spawn(nats_server, "IDEM", path, 2.0, store) for path in paths)
-    progress = [0]
-    publishing = asyncio.create_task(_publish(nats_server.url, "IDEM", EVENTS, progress))
-    await wait_until(lambda: len(_handled(paths)[0]) >= 3_000, 60, "3,000 events in worker a")
-    workers[0].send_signal(signal.SIGKILL)
-    workers[0].wait(timeout=10)
+    progress, killed = [0], asyncio.Event()
+    publishing = asyncio.create_task(
+        _publish(nats_server.url, "IDEM", EVENTS, progress, killed=killed)
+    )
+    await _kill_the_first_to_handle(3_000, paths, workers)
+    killed.set()
     sent = await asyncio.wait_for(publishing, 120)
     await wait_until(lambda: set().union(*map(set, _handled(paths))) >= sent, 90, "every event")
     a, b = _handled(paths)
@@ -125,14 +149,17 @@ async def test_an_exclusive_group_keeps_key_order_across_processes_through_a_kil
     key order for every first delivery; only what the dead one held comes back again."""
     paths = [tmp_path / "a.txt", tmp_path / "b.txt"]
     workers.extend(_spawn(nats_server, "PINNED", path, 2.0, "exclusive") for path in paths)
-    progress = [0]
-    publishing = asyncio.create_task(_publish(nats_server.url, "PINNED", EVENTS, progress, 10))
+    progress, killed = [0], asyncio.Event()
+    publishing = asyncio.create_task(
+        _publish(nats_server.url, "PINNED", EVENTS, progress, 10, killed)
+    )
     await wait_until(lambda: any(len(lines(p)) >= 3_000 for p in paths), 60, "3,000 handled")
     active = 0 if len(lines(paths[0])) >= 3_000 else 1
     assert not lines(paths[1 - active]), "the standby handled nothing while the other was active"
     workers[active].send_signal(signal.SIGKILL)
     workers[active].wait(timeout=10)
     killed_at = progress[0]
+    killed.set()
     sent = await asyncio.wait_for(publishing, 120)
     await wait_until(
         lambda: {line[0] for p in paths for line in lines(p)} >= sent, 90, "every event"

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -61,14 +62,24 @@ def find_nats_server() -> str:
     return found
 
 
+_handed_out: set[int] = set()
+"""The ports :func:`free_port` gave this process: each is meant for a server that is about
+to listen on it, listens, or was stopped to be restarted on it."""
+_handing_out = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (never NATS's default 4222)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in (4222, 6222, 8222):
-            return port
+    """A TCP port free on 127.0.0.1 right now (never NATS's default 4222), and never one it
+    gave this process before: the kernel hands a port just closed out again, so a server's
+    client and monitoring ports, or a cluster's nine, could otherwise be the same."""
+    with _handing_out:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port: int = sock.getsockname()[1]
+            if port not in (4222, 6222, 8222) and port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 class NatsServer:
