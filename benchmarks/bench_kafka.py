@@ -56,10 +56,11 @@ shared with other jobs (load average 4-5), whole rounds of 20,000 gave per-round
 from 0.47x to 2.59x (tidings / raw aiokafka, 15 rounds), so the median of 5 swung between
 runs (0.76x and 1.12x in two runs). Slices interleave the contenders at a tenth of that
 time scale, so a load change hits both: the ratios of rounds of ten 2,000-event slices
-stayed within 1.04x-1.30x (one 1.61x) in the same conditions, with the same median (1.11x
-against 1.09x for whole rounds: the slices do not move the central figure, only its
-spread). Figures from ``_kafka_publish_ab.py``, which runs such rounds with tidings from
-two source trees. Both sides do the same work per event, which the module checks after
+stayed within 1.04x-1.30x (one 1.61x) in the same conditions, with a median of 1.15x
+against 1.09x for whole rounds (runs minutes apart; the slices hardly move the central
+figure, they narrow its spread); three runs of this module's K1 then gave 1.04x, 1.10x
+and 1.13x. Figures from ``_kafka_publish_ab.py``, which runs such rounds with tidings
+from two source trees. Both sides do the same work per event, which the module checks after
 the warm-up (:func:`check_same_records`: the same value bytes, key, header names and
 header value sizes on the wire), with the same idempotent ``acks=all`` producer settings
 (``linger_ms=0``, the default 16 KiB batches); each slice ends when every record's
@@ -609,6 +610,8 @@ def run(quick: bool = False) -> list[Row]:
                 extra["CPU peer/tidings, median of rounds"] = figure["cpu_ratio"]
             count = len(figures.rounds[library])
             note = f"{label}, {events:,}, median of {count} interleaved rounds"
+            if SCENARIOS[label] == "K1":
+                note += f" of {min(K1_SLICES, events)} slices"
             rows.append(
                 Row(SCENARIOS[label], library, "events/s", figure["rate"], "/s", note, extra)
             )
