@@ -404,6 +404,29 @@ def test_an_interrupted_dispatch_drops_what_its_handlers_queued(
     )
 
 
+def test_an_interrupted_dispatch_counts_a_drop_only_on_subscriptions_still_active(
+    bus: tidings.Bus,
+) -> None:
+    """A ``once`` subscription that already took its event would never get the dropped one:
+    it does not count it as dropped."""
+
+    def on_placed(event: OrderPlaced) -> None:
+        bus.publish(OrderShipped("s1"))
+        bus.publish(OrderShipped("s2"))
+
+    def on_shipped(event: OrderShipped) -> None:
+        if event.order_id == "s1":
+            raise KeyboardInterrupt  # s2 is still queued
+
+    once = bus.subscribe(OrderShipped, lambda e: None, once=True)
+    every = bus.subscribe(OrderShipped, on_shipped)
+    bus.subscribe(OrderPlaced, on_placed)
+    with pytest.raises(KeyboardInterrupt):
+        bus.publish(OrderPlaced("o1"))
+    assert (once.delivered, once.statistics().dropped) == (1, 0)
+    assert every.statistics().dropped == 1
+
+
 def test_a_dispatch_defers_only_its_own_threads_publishes(bus: tidings.Bus) -> None:
     """While one thread dispatches (its handler waits), what another thread publishes is
     dispatched at once on that thread; the waiting handler's own publish waits for it."""

@@ -227,11 +227,14 @@ class FailureReporter:
         """Count and log the events an interrupted dispatch leaves undelivered: those its
         handlers published (queued behind it) when an exception that is not a handler
         failure, such as ``KeyboardInterrupt``, ended it. Each subscription of each event's
-        route counts it as dropped; one ERROR line names the interrupt and the events. No
-        handler runs (the interrupt goes on at once), so nothing is dead-lettered."""
+        route that is still active counts it as dropped (not one cancelled meanwhile, such
+        as a ``once`` one that took its event: it would not have had it); one ERROR line
+        names the interrupt and the events. No handler runs (the interrupt goes on at
+        once), so nothing is dead-lettered."""
         for route, _ in entries:
             for sub in route.subs:
-                sub.record_dropped()
+                if sub.active:
+                    sub.record_dropped()
         shown = ", ".join(f"{env.id} ({env.topic})" for _, env in entries[:_SHOWN])
         more = f" and {len(entries) - _SHOWN} more" if len(entries) > _SHOWN else ""
         logger.error(
