@@ -404,6 +404,54 @@ def test_an_interrupted_dispatch_drops_what_its_handlers_queued(
     )
 
 
+def test_an_interrupted_dispatch_counts_a_drop_only_on_subscriptions_still_active(
+    bus: tidings.Bus,
+) -> None:
+    """A ``once`` subscription that already took its event would never get the dropped one:
+    it does not count it as dropped."""
+
+    def on_placed(event: OrderPlaced) -> None:
+        bus.publish(OrderShipped("s1"))
+        bus.publish(OrderShipped("s2"))
+
+    def on_shipped(event: OrderShipped) -> None:
+        if event.order_id == "s1":
+            raise KeyboardInterrupt  # s2 is still queued
+
+    once = bus.subscribe(OrderShipped, lambda e: None, once=True)
+    every = bus.subscribe(OrderShipped, on_shipped)
+    bus.subscribe(OrderPlaced, on_placed)
+    with pytest.raises(KeyboardInterrupt):
+        bus.publish(OrderPlaced("o1"))
+    assert (once.delivered, once.statistics().dropped) == (1, 0)
+    assert every.statistics().dropped == 1
+
+
+def test_an_interrupt_while_draining_names_the_event_it_was_dispatching(
+    bus: tidings.Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Interrupted in the first handler of an event a handler published, the dispatch logs
+    that event: its other handler never had it, and its publisher has returned."""
+    published: list[tidings.Envelope[OrderShipped]] = []
+    later: list[str] = []
+
+    def on_shipped(event: OrderShipped) -> None:
+        raise KeyboardInterrupt
+
+    bus.subscribe(OrderPlaced, lambda e: published.append(bus.publish(OrderShipped("s1"))))
+    bus.subscribe(OrderShipped, on_shipped)
+    bus.subscribe(OrderShipped, lambda e: later.append(e.order_id))
+    with caplog.at_level(logging.ERROR, logger="tidings"), pytest.raises(KeyboardInterrupt):
+        bus.publish(OrderPlaced("o1"))
+    assert later == []
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "a dispatch was interrupted by KeyboardInterrupt: 0 event(s) its handlers published "
+        f"were dropped, not dispatched; {published[0].id} (test.orders.shipped), which its "
+        "handlers published, was being dispatched: not every handler of it may have had it"
+    )
+
+
 def test_a_dispatch_defers_only_its_own_threads_publishes(bus: tidings.Bus) -> None:
     """While one thread dispatches (its handler waits), what another thread publishes is
     dispatched at once on that thread; the waiting handler's own publish waits for it."""

@@ -191,6 +191,40 @@ async def test_an_interrupted_emit_drops_what_its_handlers_queued() -> None:
         assert (notes.delivered, notes.statistics().dropped) == (2, 2)
 
 
+async def test_an_emit_cancelled_while_waiting_for_room_drops_what_its_handlers_queued() -> None:
+    """Cancelled while it waits for room in a full ``block`` subscription, emit drops what
+    its handlers published so far (counted, never dispatched by the thread's next publish)."""
+    log: list[str] = []
+    gate, taken, waiting = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow(order: Order) -> None:
+        taken.set()
+        await asyncio.wait_for(gate.wait(), 10)
+
+    def first(order: Order) -> None:
+        bus.publish(Note(f"from {order.n}"))
+        if order.n == 3:
+            waiting.set()  # emit offers to the full buffer next, in this same step
+
+    async with tidings.Bus() as bus:
+        notes = bus.subscribe(Note, lambda note: log.append(note.text))
+        bus.subscribe(Order, first)
+        bus.subscribe(Order, slow, mode="queued", maxsize=1, overflow="block")
+        await bus.emit(Order(1))  # taken by the worker, which waits at the gate
+        await asyncio.wait_for(taken.wait(), 10)
+        await bus.emit(Order(2))  # fills the buffer
+        emitting = asyncio.ensure_future(bus.emit(Order(3)))
+        await asyncio.wait_for(waiting.wait(), 10)
+        assert not emitting.done()
+        emitting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(emitting, 10)
+        bus.publish(Note("unrelated"))
+        assert log == ["from 1", "from 2", "unrelated"]
+        assert (notes.delivered, notes.statistics().dropped) == (3, 1)
+        gate.set()
+
+
 async def test_emit_from_inside_a_handler_dispatches_at_once_with_its_own_driver() -> None:
     log: list[str] = []
 

@@ -1078,14 +1078,17 @@ class Bus:
         ``queue``), breadth first, until none is left; what an escaping exception (an
         interrupt) leaves is dropped and reported (:meth:`_drop`)."""
         refusals: list[Exception] = []
+        env: Envelope[Any] | None = None  # the one being dispatched
         try:
             while queue:
+                route, env = queue.popleft()
                 try:
-                    self._dispatch(*queue.popleft())
+                    self._dispatch(route, env)
                 except (QueueFullError, WouldBlock) as exc:
                     refusals.append(exc)  # a nested publish's refusal goes to the outer caller
+                env = None
         except BaseException as exc:
-            self._drop(queue, exc)
+            self._drop(queue, exc, env)
             raise
         if refusals:
             raise refusals[0]
@@ -1104,18 +1107,24 @@ class Bus:
         if refusal is not None:
             raise refusal
 
-    def _drop(self, queue: deque[tuple[Route, Envelope[Any]]], exc: BaseException) -> None:
+    def _drop(
+        self,
+        queue: deque[tuple[Route, Envelope[Any]]],
+        exc: BaseException,
+        during: Envelope[Any] | None = None,
+    ) -> None:
         """Empty this thread's queue when ``exc`` (a ``KeyboardInterrupt``, a cancellation,
         any exception that is not a handler's reported failure) ends the dispatch that owns
         it: what its handlers published is never dispatched later, by an unrelated publish
         on this thread, as if nothing had happened; it is counted as dropped and logged
-        (:meth:`FailureReporter.interrupted`) while ``exc`` goes on. Nothing to do when the
-        queue is empty."""
-        if not queue:
+        (:meth:`FailureReporter.interrupted`, which also names ``during``, a queued event
+        whose dispatch ``exc`` interrupted) while ``exc`` goes on. Nothing to do when the
+        queue is empty and ``during`` is None."""
+        if not queue and during is None:
             return
         entries = list(queue)
         queue.clear()
-        self._failures.interrupted(entries, exc)
+        self._failures.interrupted(entries, exc, during)
 
     def _dispatch(self, route: Route, env: Envelope[Any]) -> None:
         fast = route.fast

@@ -223,24 +223,41 @@ class FailureReporter:
         if final:
             self.dead_letter(DeadLetter(env, sub.name, exc, attempts), sub, route)
 
-    def interrupted(self, entries: list[tuple[Route, Envelope[Any]]], exc: BaseException) -> None:
+    def interrupted(
+        self,
+        entries: list[tuple[Route, Envelope[Any]]],
+        exc: BaseException,
+        during: Envelope[Any] | None = None,
+    ) -> None:
         """Count and log the events an interrupted dispatch leaves undelivered: those its
         handlers published (queued behind it) when an exception that is not a handler
         failure, such as ``KeyboardInterrupt``, ended it. Each subscription of each event's
-        route counts it as dropped; one ERROR line names the interrupt and the events. No
+        route that is still active counts it as dropped (not one cancelled meanwhile, such
+        as a ``once`` one that took its event: it would not have had it); one ERROR line
+        names the interrupt and the events, and ``during``, the event its handlers
+        published that was being dispatched when the interrupt came (some of its handlers
+        may not have had it; its publisher, a handler, has returned and cannot tell). No
         handler runs (the interrupt goes on at once), so nothing is dead-lettered."""
         for route, _ in entries:
             for sub in route.subs:
-                sub.record_dropped()
+                if sub.active:
+                    sub.record_dropped()
         shown = ", ".join(f"{env.id} ({env.topic})" for _, env in entries[:_SHOWN])
         more = f" and {len(entries) - _SHOWN} more" if len(entries) > _SHOWN else ""
+        current = (
+            ""
+            if during is None
+            else f"; {during.id} ({during.topic}), which its handlers published, was being "
+            "dispatched: not every handler of it may have had it"
+        )
         logger.error(
             "a dispatch was interrupted by %s: %d event(s) its handlers published were "
-            "dropped, not dispatched: %s%s",
+            "dropped, not dispatched%s%s%s",
             type(exc).__name__,
             len(entries),
-            shown,
+            f": {shown}" if entries else "",
             more,
+            current,
         )
 
     def dead_letter(

@@ -304,9 +304,10 @@ class SubscriptionStatistics:
         delivered: handler calls that returned without raising (an event in a batch counts
             once; an async handler counts when it is started and stops counting if it fails).
         failed: handler calls that raised.
-        dropped: events the overflow policy discarded, and calls a middleware dropped
+        dropped: events the overflow policy discarded, calls a middleware dropped
             (:class:`~tidings.middleware.RateLimit` ``policy="drop"``,
-            :class:`~tidings.middleware.Dedupe`).
+            :class:`~tidings.middleware.Dedupe`), and events an interrupted dispatch left
+            undelivered (:meth:`~tidings.dispatch.FailureReporter.interrupted`).
         queue_depth: events waiting in the subscription's buffer (queued mode).
         high_water: the most events its buffer ever held at once (every partition together,
             with ``workers > 1``).
@@ -753,7 +754,8 @@ class Subscription(Generic[T]):
         return 0 if counts is None else counts.failed
 
     def record_dropped(self) -> None:
-        """Count one call a middleware dropped instead of calling the handler (thread-safe)."""
+        """Count one call a middleware dropped instead of calling the handler, or one event
+        an interrupted dispatch dropped before it reached the handler (thread-safe)."""
         counts = self._stats()
         with _counts_lock:
             counts.dropped += 1
@@ -767,8 +769,9 @@ class Subscription(Generic[T]):
 
     @property
     def dropped(self) -> int:
-        """Calls a middleware dropped (a rate limit, a duplicate), not counting events a
-        queued subscription's overflow policy discarded (see :meth:`statistics`)."""
+        """Calls a middleware dropped (a rate limit, a duplicate) and events an interrupted
+        dispatch dropped, not counting events a queued subscription's overflow policy
+        discarded (see :meth:`statistics`)."""
         counts = self._counts
         return 0 if counts is None else counts.dropped
 
@@ -912,7 +915,7 @@ class _Counts:
         # Calls counted as delivered (by a route counter, or when an async handler started)
         # that then failed or were dropped: subtracted from delivered.
         self.routed_failed = 0
-        self.dropped = 0  # calls a middleware dropped (DROPPED)
+        self.dropped = 0  # calls a middleware dropped (DROPPED), events an interrupt dropped
         self.extra_delivered = 0
 
 
