@@ -21,6 +21,10 @@ the ``tidings_publish_failures_total`` metric), and published in the process as 
 ``on_publish_error``, which then gets it instead. :meth:`Bus.emit` returns when the server has stored
 the event and raises :class:`~tidings.PublishError` if it did not (or
 :class:`~tidings.PublishOutcomeUnknownError` if the transport cannot tell).
+:meth:`Bus.flush` (:meth:`Remote.acknowledged`) waits until the server acknowledged every
+event published so far and raises the typed error of the first that failed since the last
+call that returned (each failure is also reported as above): ``publish`` many, then
+``flush``, is the pipelined way to publish with acknowledgement.
 """
 
 from __future__ import annotations
@@ -415,8 +419,11 @@ class Remote:
         Raises:
             LoopNotRunningError, PublishError: as :meth:`check_send`; nothing was sent.
         """
-        self.check_send(env)
-        self.send(env)
+        loop = self.check_send(env)
+        if self.bus.loop_thread == threading.get_ident():
+            self._enqueue(env)  # as send(), without checking the loop again
+        else:
+            loop.call_soon_threadsafe(self._enqueue, env)
         return True
 
     async def carry(self, env: Envelope[Any]) -> None:
@@ -445,9 +452,11 @@ class Remote:
             self._wake.set()
 
     def _enqueue(self, env: Envelope[Any]) -> None:
-        self._outbox.append(env)
-        self._drained.clear()
-        self._wake.set()
+        outbox = self._outbox
+        outbox.append(env)
+        if len(outbox) == 1:  # else the pump has yet to take the others: it takes this too
+            self._drained.clear()
+            self._wake.set()
 
     async def publish(self, env: Envelope[Any]) -> PublishAck:
         """Send ``env`` and wait until the server stored it.
