@@ -419,7 +419,10 @@ class Remote:
         Raises:
             LoopNotRunningError, PublishError: as :meth:`check_send`; nothing was sent.
         """
-        loop = self.check_send(env)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self.check_send()  # raises LoopNotRunningError
+        self.transport.check_envelope(env)
         if self.bus.loop_thread == threading.get_ident():
             self._enqueue(env)  # as send(), without checking the loop again
         else:

@@ -943,7 +943,13 @@ class KafkaTransport(ClientTransport):
         batcher = self._batcher
         if batcher is None or self._state == "closed":
             raise self._closed_error()
-        record = self._record(envelope)
+        # As check_envelope encoded it (the bus checks every event first), else now (as
+        # _record, written out: once per event).
+        checked = self._encoded.pop(id(envelope), None) if self._encoded else None
+        if checked is None:
+            record = publish_record(envelope, structured=self.structured)
+        else:
+            record = checked[1], checked[2], checked[3], 0  # 0: it fits
         topic = envelope.topic
         partitions = self._partitions.get(topic)
         if partitions is not None and self._unacked < self.window:
