@@ -1,10 +1,12 @@
 """Acked publishing to Kafka, tidings against raw aiokafka, for callgrind: instructions per
 event.
 
-``python _callgrind_kafka_publish.py tidings|raw N`` starts a Tansu broker (its own
+``python _callgrind_kafka_publish.py bus|tidings|raw N`` starts a Tansu broker (its own
 process: valgrind does not trace it), sets up ``bench_kafka.py``'s K1 contender of that
-side (tidings: ``KafkaTransport.send`` then ``flush``; raw: ``AIOKafkaProducer.send`` of
-the same records, every delivery future awaited), runs its warm-up round, then one round
+side (bus: ``Bus(transport=...)``, ``bus.publish`` of each event then ``bus.flush()``;
+tidings: ``KafkaTransport.send`` of pre-built envelopes then ``flush``; raw:
+``AIOKafkaProducer.send`` of the same records, every delivery future awaited), runs its
+warm-up round, then one round
 of N events, and prints the client CPU µs per event of that round. Run it under ``valgrind
 --tool=callgrind`` for two sizes and take ``(I(N2) - I(N1)) / (N2 - N1)``: the
 instructions each side spends per published event (aiokafka's record building and
@@ -25,14 +27,20 @@ import bench_kafka as bench
 from tidings.testing.kafka_broker import TansuBroker
 
 
+def contender_of(
+    side: str, url: str, bootstrap: str
+) -> contextlib.AbstractAsyncContextManager[bench.Contender]:
+    """The K1 contender of ``side``: ``bus``, ``tidings`` (the transport alone) or ``raw``."""
+    if side == "bus":
+        return bench.bus_contender(url, bootstrap)
+    if side == "tidings":
+        return bench.tidings_contender(url, bootstrap, 0)
+    return bench.raw_contender(bootstrap, 0)
+
+
 async def publish(side: str, url: str, bootstrap: str, n: int) -> float:
     """CPU µs per event of one K1 round of ``n`` events, after the warm-up round."""
-    setup: contextlib.AbstractAsyncContextManager[bench.Contender] = (
-        bench.tidings_contender(url, bootstrap, 0)
-        if side == "tidings"
-        else bench.raw_contender(bootstrap, 0)
-    )
-    async with setup as contender:
+    async with contender_of(side, url, bootstrap) as contender:
         await contender.prepare(bench.WARMUP)()
         run_round = contender.prepare(n)
         start = time.process_time()
@@ -47,6 +55,6 @@ def main(side: str, n: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("tidings", "raw"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("bus", "tidings", "raw"):
         raise SystemExit(__doc__)
     main(sys.argv[1], int(sys.argv[2]))

@@ -1,9 +1,10 @@
 """K1 (acked publish) A/B across source trees in one run: tidings from two trees and raw
 aiokafka, each in a worker process of its own, rounds interleaved on one Tansu broker.
 
-``python _kafka_publish_ab.py ROUNDS EVENTS SRC_A SRC_B``: starts a Tansu broker, then
-three workers (``bench_kafka.py``'s K1 contenders: tidings with ``PYTHONPATH=SRC_A``,
-tidings with ``PYTHONPATH=SRC_B``, raw aiokafka), each set up once and warmed up; then
+``python _kafka_publish_ab.py ROUNDS EVENTS SRC_A SRC_B [bus|tidings]``: starts a Tansu
+broker, then three workers (``bench_kafka.py``'s K1 contenders: tidings with
+``PYTHONPATH=SRC_A``, tidings with ``PYTHONPATH=SRC_B``, raw aiokafka; tidings through the
+bus, ``bus``, or the transport alone, ``tidings``, the default), each set up once and warmed up; then
 ROUNDS rounds of EVENTS events, each in ``bench_kafka.K1_SLICES`` slices interleaved
 slice by slice as ``bench_kafka.py`` runs K1 (the order rotating), one worker publishing at
 a time (the others wait on their pipe). Each worker times its own slices (wall clock and
@@ -16,7 +17,6 @@ and CPU per event), so that A and B are compared under the same load at the same
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import statistics
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import bench_kafka
+from _callgrind_kafka_publish import contender_of
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,13 +34,8 @@ HERE = Path(__file__).resolve().parent
 async def worker(side: str, url: str, bootstrap: str) -> None:
     """Serve slices: for each ``round N`` line on stdin, N events timed; ``wall cpu`` out."""
     bench = bench_kafka
-    setup: contextlib.AbstractAsyncContextManager[bench.Contender] = (
-        bench.tidings_contender(url, bootstrap, 0)
-        if side == "tidings"
-        else bench.raw_contender(bootstrap, 0)
-    )
     loop = asyncio.get_running_loop()
-    async with setup as contender:
+    async with contender_of(side, url, bootstrap) as contender:
         await contender.prepare(bench.WARMUP)()
         print("ready", flush=True)
         while (line := await loop.run_in_executor(None, sys.stdin.readline)).startswith("round"):
@@ -51,10 +47,10 @@ async def worker(side: str, url: str, bootstrap: str) -> None:
             print(f"{wall} {cpu}", flush=True)
 
 
-def main(rounds: int, n: int, src_a: str, src_b: str) -> None:
+def main(rounds: int, n: int, src_a: str, src_b: str, side: str = "tidings") -> None:
     from tidings.testing.kafka_broker import TansuBroker
 
-    sides = {"A": ("tidings", src_a), "B": ("tidings", src_b), "raw": ("raw", src_b)}
+    sides = {"A": (side, src_a), "B": (side, src_b), "raw": ("raw", src_b)}
     with TansuBroker() as broker:
         workers = {}
         for name, (side, src) in sides.items():
@@ -120,7 +116,7 @@ def main(rounds: int, n: int, src_a: str, src_b: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["worker"]:
         asyncio.run(worker(sys.argv[2], sys.argv[3], sys.argv[4]))
-    elif len(sys.argv) == 5:
-        main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    elif len(sys.argv) in (5, 6):
+        main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], *sys.argv[5:])
     else:
         raise SystemExit(__doc__)

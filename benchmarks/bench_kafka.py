@@ -8,7 +8,11 @@ free loopback port. Each library does the same work on a 4-partition topic of it
 events keyed over 64 keys, idempotent producers with ``acks=all``:
 
 - **publish** (K1): N events published, every one acknowledged by the broker (events/s).
-  tidings: ``transport.send`` (window 4096) then ``flush``; raw aiokafka: ``producer.send``
+  tidings: as a user publishes with acknowledgement, ``Bus(transport=KafkaTransport(...))``,
+  ``bus.publish(event, key=...)`` for each event then ``await bus.flush()`` (which returns
+  once every one is acknowledged, and raises if one was not stored); beside it, the row
+  ``tidings (transport.send)``: ``KafkaTransport.send`` of pre-built envelopes (window
+  4096) then ``flush``, the transport alone; raw aiokafka: ``producer.send``
   for each, with the same CloudEvents binary-mode headers tidings writes, of the same sizes
   (``ce_id`` of 32 hex digits, ``ce_time``, ``ce_hlc`` of 19 digits, ``ce_specversion``,
   ``ce_type``, ``ce_source``, ``ce_dataschema``, ``content-type``), so that both put the same
@@ -89,6 +93,7 @@ from aiokafka.structs import TopicPartition
 
 from _harness import Row
 from bench_nats import BenchOrder, Done
+from tidings import Bus
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.testing.kafka_broker import TansuBroker
@@ -98,6 +103,7 @@ from tidings.transports.kafka import KafkaTransport
 __all__ = (
     "KEYS",
     "PARTITIONS",
+    "bus_contender",
     "envelopes",
     "fresh_prefix",
     "make_topic",
@@ -242,6 +248,29 @@ async def tidings_contender(url: str, bootstrap: str, consumers: int) -> AsyncIt
 
         group = publisher.group_id(TOPIC, "bench") if consumers else None
         yield Contender(prepare, group, f"{prefix}.{TOPIC}")
+
+
+@contextlib.asynccontextmanager
+async def bus_contender(url: str, bootstrap: str) -> AsyncIterator[Contender]:
+    """tidings as a user publishes with acknowledgement (K1): ``Bus(transport=...)``,
+    ``bus.publish(event, key=...)`` for each event, then ``await bus.flush()``, which
+    returns once the broker acknowledged every one (and raises if one was not stored)."""
+    prefix = fresh_prefix()
+    await make_topic(bootstrap, f"{prefix}.{TOPIC}")
+    async with Bus(source="bench", transport=transport_for(url, prefix)) as bus:
+
+        def prepare(n: int) -> RunRound:
+            orders = [(BenchOrder(f"o-{i}", 12.5), f"k{i % KEYS}") for i in range(n)]
+
+            async def run_round() -> None:
+                publish = bus.publish
+                for order, key in orders:
+                    publish(order, key=key)
+                await bus.flush()
+
+            return run_round
+
+        yield Contender(prepare, None, f"{prefix}.{TOPIC}")
 
 
 # ---------------------------------------------------------------------------- raw aiokafka
@@ -544,6 +573,9 @@ K1_SLICES = 10
 SCENARIOS = {label: scenario for label, (scenario, _) in CASES.items()}
 BASELINES = dict.fromkeys(SCENARIOS.values(), "raw aiokafka")
 PEERS = ("raw aiokafka", "FastStream")
+TRANSPORT_ROW = "tidings (transport.send)"
+"""K1's second tidings row: ``KafkaTransport.send`` of pre-built envelopes, then ``flush``
+(the transport alone, below the bus)."""
 
 
 async def measure(
@@ -564,6 +596,12 @@ async def measure(
                 "raw aiokafka": raw_contender(broker.bootstrap, consumers),
                 "FastStream": fs_contender(broker.bootstrap, consumers),
             }
+            if scenario == "K1":  # tidings as users publish; the transport's send beside it
+                setups = {
+                    "tidings": bus_contender(broker.url, broker.bootstrap),
+                    TRANSPORT_ROW: setups["tidings"],
+                    **{name: setups[name] for name in PEERS},
+                }
             if scenario == "K1":
                 count, slices = k1_rounds, min(K1_SLICES, events)
             else:

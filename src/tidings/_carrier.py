@@ -119,6 +119,10 @@ class Checked:
         if self.inner is not None:
             await self.inner.flush()
 
+    async def acknowledged(self) -> None:
+        if self.inner is not None:
+            await self.inner.acknowledged()
+
     def together(self) -> AppendBatch | None:
         # a batch's publishes pass write_ahead too: each is checked before it joins
         return None if self.inner is None else self.inner.together()
@@ -171,6 +175,9 @@ class StoredAndSent:
 
     async def flush(self) -> None:
         await self.log.flush()
+
+    async def acknowledged(self) -> None:
+        await self.remote.acknowledged()
 
     def together(self) -> None:
         """No batches: each event is sent once its own append is done."""

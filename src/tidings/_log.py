@@ -308,6 +308,9 @@ class Log:
         while (task := self._appender) is not None:
             await asyncio.wait({task})
 
+    async def acknowledged(self) -> None:
+        """Nothing to wait for: no transport."""
+
     def counted(self, *, appended: int = 0, read: int = 0) -> None:
         """Tell the bus's observer (metrics) of records appended or read."""
         observer = self.bus.observer

@@ -74,8 +74,9 @@ class Carrier(Protocol):
     most one and calls it through these methods only, in this order over its life:
     :meth:`start` (sync, when bound to a loop) and :meth:`connect`; :meth:`write_ahead`
     (and :meth:`send`) for each ``publish``, :meth:`carry` for each ``emit``,
-    :meth:`flush` before reads; on ``aclose``, :meth:`disconnect`, :meth:`settle`, then
-    :meth:`aclose`; on ``close``, :meth:`close_sync`.
+    :meth:`flush` before reads (then :meth:`acknowledged` for ``Bus.flush``); on
+    ``aclose``, :meth:`disconnect`, :meth:`settle`, then :meth:`aclose`; on ``close``,
+    :meth:`close_sync`.
 
     A refusal known before the event is handed over (the transport's size limit) raises
     before the append, so a refused event is neither logged nor sent."""
@@ -101,6 +102,11 @@ class Carrier(Protocol):
 
     async def flush(self) -> None:
         """Wait until every event published so far is in the store (with one)."""
+
+    async def acknowledged(self) -> None:
+        """Wait until the server acknowledged every event published so far (with a
+        transport; after :meth:`flush`); raise the typed error of one that failed since
+        the last call that returned."""
 
     def together(self) -> AppendBatch | None:
         """A batch in which publishes are appended together (a log without a transport:

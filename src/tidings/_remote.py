@@ -21,6 +21,10 @@ the ``tidings_publish_failures_total`` metric), and published in the process as 
 ``on_publish_error``, which then gets it instead. :meth:`Bus.emit` returns when the server has stored
 the event and raises :class:`~tidings.PublishError` if it did not (or
 :class:`~tidings.PublishOutcomeUnknownError` if the transport cannot tell).
+:meth:`Bus.flush` (:meth:`Remote.acknowledged`) waits until the server acknowledged every
+event published so far and raises the typed error of the first that failed since the last
+call that returned (each failure is also reported as above): ``publish`` many, then
+``flush``, is the pipelined way to publish with acknowledgement.
 """
 
 from __future__ import annotations
@@ -32,11 +36,22 @@ import threading
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tidings.exceptions import LoopNotRunningError, PublishError
+from tidings.exceptions import (
+    LoopNotRunningError,
+    PublishError,
+    PublishOutcomeUnknownError,
+    TransportError,
+)
 from tidings.observability.logs import log_fields
 from tidings.subscription import SKIP, TASK, Subscription
 from tidings.transports._consumer import error_reason
-from tidings.transports.base import Message, PublishAck, Transport, TransportSubscription
+from tidings.transports.base import (
+    Message,
+    PublishAck,
+    PublishErrorHook,
+    Transport,
+    TransportSubscription,
+)
 
 if TYPE_CHECKING:
     from tidings._ports import BusPort
@@ -51,6 +66,10 @@ PUBLISH_FAILED = "tidings.publish"
 """The ``handler`` of the :class:`~tidings.DeadLetter` of an event that was not published."""
 
 _REMEMBERED = 10_000
+"""How many partly handled events remember which handlers already succeeded."""
+
+_NAMED = 256
+"""How many of the latest publish failures :meth:`Remote.acknowledged` can name."""
 """How many partly handled events remember which handlers already succeeded."""
 
 
@@ -96,8 +115,11 @@ class Remote:
         self.bus = bus
         self.transport = transport
         transport.clock = clock  # received times merge into the bus's clock
-        if transport.on_publish_error is None:
+        hook = transport.on_publish_error
+        if hook is None:
             transport.on_publish_error = self._publish_failed
+        else:  # the transport's own hook gets the failure; acknowledged() counts it too
+            transport.on_publish_error = self._counting(hook)
         self._entries: dict[tuple[str, str | None], _Entry] = {}
         self._lock = threading.Lock()
         # (pattern, group, event id) -> ids of the subscriptions that handled it: one event
@@ -113,6 +135,12 @@ class Remote:
         self._started = False
         self._closing: asyncio.Future[None] | None = None
         self.publish_failures = 0
+        self._failures = 0
+        """Publishes that failed (every one: also those a hook of the transport's own got)."""
+        self._first_failures: deque[tuple[int, Envelope[Any], BaseException]] = deque(maxlen=_NAMED)
+        """The latest failures, numbered (for the error :meth:`acknowledged` raises)."""
+        self._checked = 0
+        """Failures up to which an :meth:`acknowledged` call that returned has checked."""
         self.forwarding: ForwardHook | None = None  # set by a store-and-forward carrier
 
     # ------------------------------------------------------------------ lifecycle
@@ -391,8 +419,14 @@ class Remote:
         Raises:
             LoopNotRunningError, PublishError: as :meth:`check_send`; nothing was sent.
         """
-        self.check_send(env)
-        self.send(env)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self.check_send()  # raises LoopNotRunningError
+        self.transport.check_envelope(env)
+        if self.bus.loop_thread == threading.get_ident():
+            self._enqueue(env)  # as send(), without checking the loop again
+        else:
+            loop.call_soon_threadsafe(self._enqueue, env)
         return True
 
     async def carry(self, env: Envelope[Any]) -> None:
@@ -421,9 +455,11 @@ class Remote:
             self._wake.set()
 
     def _enqueue(self, env: Envelope[Any]) -> None:
-        self._outbox.append(env)
-        self._drained.clear()
-        self._wake.set()
+        outbox = self._outbox
+        outbox.append(env)
+        if len(outbox) == 1:  # else the pump has yet to take the others: it takes this too
+            self._drained.clear()
+            self._wake.set()
 
     async def publish(self, env: Envelope[Any]) -> PublishAck:
         """Send ``env`` and wait until the server stored it.
@@ -458,12 +494,84 @@ class Remote:
             wake.clear()
             await wake.wait()
 
+    async def acknowledged(self) -> None:
+        """Wait until every event published so far was handed to the transport and the
+        server acknowledged it; raise if any failed since the last call that returned.
+
+        Raises:
+            PublishError: an event was not stored (the first one that failed, named; how
+                many failed in all).
+            PublishOutcomeUnknownError: no :class:`~tidings.PublishError`, but an event's
+                outcome is unknown (named).
+        """
+        if not self._started:
+            return
+        base = self._checked  # what the calls that returned before this one checked
+        if self._outbox:
+            self._wake.set()
+            await self._drained.wait()
+        await self.transport.flush()
+        end = self._failures
+        self._checked = max(self._checked, end)
+        if end > base:
+            raise _failed(end - base, [f for f in self._first_failures if f[0] >= base])
+
+    def _counting(self, hook: PublishErrorHook) -> PublishErrorHook:
+        """``hook``, after counting the failure for :meth:`acknowledged`."""
+
+        def told(env: Envelope[Any], exc: BaseException) -> None:
+            self._count_failure(env, exc)
+            hook(env, exc)
+
+        return told
+
+    def _count_failure(self, env: Envelope[Any], exc: BaseException) -> None:
+        self._first_failures.append((self._failures, env, exc))
+        self._failures += 1
+
     def _publish_failed(self, env: Envelope[Any], exc: BaseException) -> None:
         """Report a publish that failed after ``publish`` returned: logged once (the error
         names the event and its topic), counted, and dead-lettered with its envelope; unless
         a store-and-forward carrier keeps it in the log to forward later."""
         if self.forwarding is not None and self.forwarding.keeps(env, exc):
             return
+        self._count_failure(env, exc)
         self.publish_failures += 1
         logger.error("%s", exc, extra=log_fields(env))
         self.bus.publish_failed(env, PUBLISH_FAILED, exc)
+
+
+def _failed(count: int, named: list[tuple[int, Envelope[Any], BaseException]]) -> TransportError:
+    """The error :meth:`Remote.acknowledged` raises for ``count`` failures, of which
+    ``named`` are the latest (numbered, oldest first): a :class:`PublishError` naming the
+    first event not stored, else a :class:`PublishOutcomeUnknownError` naming the first
+    whose outcome is unknown."""
+    refused = [
+        (env, exc) for _, env, exc in named if not isinstance(exc, PublishOutcomeUnknownError)
+    ]
+    unknown = [(env, exc) for _, env, exc in named if isinstance(exc, PublishOutcomeUnknownError)]
+    more = f" ({count} publishes failed in all)" if count > 1 else ""
+    error: TransportError
+    if refused or not unknown:
+        if refused:
+            env, exc = refused[0]
+            error = PublishError(
+                f"not every event published was stored: {exc}{more}",
+                event_id=env.id,
+                topic=env.topic,
+            )
+        else:  # older than the failures remembered
+            error = PublishError(
+                f"{count} publishes failed (each reported as it failed)", event_id="?", topic="?"
+            )
+            return error
+    else:
+        env, exc = unknown[0]
+        error = PublishOutcomeUnknownError(
+            f"not every event published is known to be stored: {exc}{more}",
+            event_id=env.id,
+            topic=env.topic,
+            envelope=env,
+        )
+    error.__cause__ = exc
+    return error

@@ -1777,7 +1777,8 @@ class Bus:
             UnknownEventTypeError, DecodeError: for unreadable records.
         """
         store = self._require_store()
-        await self.flush()  # read your writes: publishes deferred to the appender first
+        if self._carrier is not None:  # read your writes: deferred appends first
+            await self._carrier.flush()
         state = initial
         read = 0
         async for record in store.iter_read(
@@ -1802,19 +1803,33 @@ class Bus:
             InvalidHandlerError: if the bus has no store.
         """
         store = self._require_store()
-        await self.flush()  # read your writes: publishes deferred to the appender first
+        if self._carrier is not None:  # read your writes: deferred appends first
+            await self._carrier.flush()
         return await projection.catch_up(store)
 
     async def flush(self) -> None:
-        """Wait until every event published so far is in the store.
+        """Wait until every event published so far is in the store and, with a transport,
+        stored by the server (acknowledged).
 
         A store that appends synchronously (SQLite, memory) has them already. An async-only
         store (PostgreSQL) appends what is published on the loop's own thread behind the
         publisher, in publish order: await this before reading the store directly.
-        :meth:`replay` and :meth:`project` do it themselves. A no-op without a store.
+        :meth:`replay` and :meth:`project` do it themselves. With a transport, ``publish``
+        many events then ``await bus.flush()`` is how to publish with acknowledgement
+        without waiting for each event (as :meth:`emit` does): it returns once the server
+        acknowledged every event published before it (and any published while it waits).
+        A no-op without a store or transport.
+
+        Raises:
+            PublishError: with a transport, an event published since the last ``flush``
+                that returned was not stored (the first such event named; each failure
+                was also reported as it happened: logged, counted, dead-lettered).
+            PublishOutcomeUnknownError: no event refused, but one's outcome is unknown.
         """
-        if self._carrier is not None:
-            await self._carrier.flush()
+        carrier = self._carrier
+        if carrier is not None:
+            await carrier.flush()
+            await carrier.acknowledged()
 
     def appending_together(self) -> AppendBatch | None:
         """A context manager in which :meth:`publish` calls on the loop's thread are

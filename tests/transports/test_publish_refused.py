@@ -17,11 +17,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import tidings
-from tidings import DeadLetter, PublishError
+from tidings import DeadLetter, PublishError, PublishOutcomeUnknownError
 from tidings.observability import Metrics
 from tidings.store import MemoryStore
+from tidings.testing.kafka_broker import TansuBroker, find_tansu
 from tidings.testing.nats_server import NatsServer
 from tidings.testing.transport_conformance import TIMEOUT
+from tidings.transports.kafka import KafkaTransport
 from tidings.transports.nats import NatsTransport
 
 
@@ -29,6 +31,20 @@ from tidings.transports.nats import NatsTransport
 @dataclass(frozen=True)
 class Blob:
     data: str
+
+
+async def _small_messages_only(server: NatsServer, transport: NatsTransport) -> None:
+    """Make ``transport``'s stream take messages of at most 1 KiB: the server answers "not
+    stored" for larger ones (under ``max_payload``), after ``publish`` returned."""
+    nc = await nats.connect(server.url)
+    try:
+        await nc.jetstream().add_stream(
+            name=transport.stream.name,
+            subjects=[f"{transport.subjects.prefix}.>", f"{transport.subjects.dead_prefix}.>"],
+            max_msg_size=1024,
+        )
+    finally:
+        await nc.close()
 
 
 async def test_an_event_above_max_payload_raises_in_publish_and_nothing_is_sent(
@@ -64,15 +80,7 @@ async def test_a_later_refusal_is_dead_lettered_with_the_envelope_counted_and_lo
 ) -> None:
     transport = nats_factory()
     # The stream takes messages of at most 1 KiB: the server answers "not stored" later.
-    nc = await nats.connect(nats_server.url)
-    try:
-        await nc.jetstream().add_stream(
-            name=transport.stream.name,
-            subjects=[f"{transport.subjects.prefix}.>", f"{transport.subjects.dead_prefix}.>"],
-            max_msg_size=1024,
-        )
-    finally:
-        await nc.close()
+    await _small_messages_only(nats_server, transport)
     registry = CollectorRegistry()
     letters: list[DeadLetter] = []
     dead = asyncio.Event()
@@ -96,6 +104,71 @@ async def test_a_later_refusal_is_dead_lettered_with_the_envelope_counted_and_lo
     assert len(errors) == 1
     message = errors[0].getMessage()
     assert message.count(env.id) == 1  # the prefix is not repeated
+
+
+async def test_flush_raises_for_later_refusals_naming_the_first_and_then_forgets_them(
+    nats_server: NatsServer, nats_factory: Callable[..., NatsTransport]
+) -> None:
+    # Regression: with a transport, bus.flush() returned at once (a no-op without a store),
+    # so publish + flush could not tell whether the server stored the events.
+    transport = nats_factory()
+    await _small_messages_only(nats_server, transport)
+    letters: list[DeadLetter] = []
+    async with tidings.Bus(transport=transport) as bus:
+        bus.subscribe(DeadLetter, letters.append)
+        await bus.start()
+        bus.publish(Blob("small 1"))
+        big = [bus.publish(Blob(f"{i}" + "z" * 4096)) for i in range(2)]
+        bus.publish(Blob("small 2"))
+        with pytest.raises(PublishError, match="2 publishes failed in all") as refused:
+            await asyncio.wait_for(bus.flush(), TIMEOUT)
+        assert refused.value.event_id == big[0].id
+        assert [letter.envelope for letter in letters] == big  # reported as they failed too
+        bus.publish(Blob("small 3"))
+        await asyncio.wait_for(bus.flush(), TIMEOUT)  # checked once: nothing new failed
+    assert len(letters) == 2
+
+
+@pytest.mark.parametrize("own_hook", [False, True])
+async def test_kafka_flush_waits_for_acks_and_raises_naming_an_event_not_acknowledged(
+    own_hook: bool,
+) -> None:
+    # Publish + flush through the bus, the broker frozen: flush raises, typed, naming one
+    # of the events (also when the transport has its own on_publish_error hook).
+    try:
+        find_tansu()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    told: list[str] = []
+    with TansuBroker() as broker:
+        transport = KafkaTransport(
+            broker.url,
+            prefix="flush",
+            partitions=1,
+            publish_timeout=2.0,
+            on_publish_error=(lambda env, exc: told.append(env.id)) if own_hook else None,
+        )
+        async with tidings.Bus(transport=transport) as bus:
+            await bus.start()
+            for i in range(50):
+                bus.publish(Blob(f"acked {i}"), key="k")
+            await asyncio.wait_for(bus.flush(), TIMEOUT)
+            assert await transport.flush(0.001) == 0  # every one acknowledged already
+            broker.pause()
+            try:
+                lost = [bus.publish(Blob(f"lost {i}"), key="k") for i in range(3)]
+                with pytest.raises(
+                    (PublishError, PublishOutcomeUnknownError), match="3 publishes failed in all"
+                ) as failed:
+                    await asyncio.wait_for(bus.flush(), TIMEOUT)
+            finally:
+                broker.resume()
+            error = failed.value
+            assert isinstance(error, PublishError | PublishOutcomeUnknownError)
+            assert error.event_id in {env.id for env in lost}
+            bus.publish(Blob("after"), key="k")
+            await asyncio.wait_for(bus.flush(), TIMEOUT)
+    assert told == ([env.id for env in lost] if own_hook else [])
 
 
 async def test_a_refused_event_is_not_appended_to_the_bus_s_store(

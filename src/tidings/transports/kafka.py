@@ -783,9 +783,10 @@ class KafkaTransport(ClientTransport):
         self._idle.set()
         self._failed = 0
         self._subs: list[Consumer] = []
-        self._encoded: dict[str, tuple[KafkaHeaders, bytes, bytes | None, int]] = {}
-        """Records :meth:`check_envelope` encoded, by event id: :meth:`send` and
-        :meth:`publish` take them (one encoding per event); emptied on close."""
+        self._encoded: dict[int, tuple[Envelope[Any], KafkaHeaders, bytes, bytes | None]] = {}
+        """Records :meth:`check_envelope` encoded (and found to fit), by the envelope's
+        identity: :meth:`send` and :meth:`publish` take them (one encoding per event);
+        emptied on close."""
         self._partitions: dict[str, Partitions] = {}
         """The lanes of each tidings topic published to (its Kafka topic's, of the
         batcher)."""
@@ -949,10 +950,11 @@ class KafkaTransport(ClientTransport):
 
     def check_envelope(self, envelope: Envelope[Any]) -> None:
         headers, body, key, size = publish_record(envelope, structured=self.structured)
-        event_id = envelope.id
         if size < 0 or size > self.max_request_size:  # else it fits
-            self._check_size(event_id, envelope.topic, headers, body, key)
-        self._encoded[event_id] = headers, body, key, 0  # 0: it fits
+            self._check_size(envelope.id, envelope.topic, headers, body, key)
+        # By the envelope's identity, not its id (whose text is formatted when read): the
+        # entry holds the envelope, so no other object takes its identity while it is here.
+        self._encoded[id(envelope)] = envelope, headers, body, key
 
     def _check_size(
         self, event_id: str, topic: str, headers: KafkaHeaders, body: bytes, key: bytes | None
@@ -969,13 +971,18 @@ class KafkaTransport(ClientTransport):
                 topic=topic,
             )
 
+    def _record(self, envelope: Envelope[Any]) -> tuple[KafkaHeaders, bytes, bytes | None, int]:
+        """``envelope``'s record as :meth:`check_envelope` encoded it (the bus checks every
+        event first; size 0: it fits), else encoded now."""
+        checked = self._encoded.pop(id(envelope), None) if self._encoded else None
+        if checked is None:
+            return publish_record(envelope, structured=self.structured)
+        return checked[1], checked[2], checked[3], 0
+
     async def publish(self, envelope: Envelope[Any]) -> PublishAck:
         if self._batcher is None or self._state == "closed":
             raise self._closed_error()
-        encoded = self._encoded
-        record = encoded.pop(envelope.id, None) if encoded else None
-        if record is None:
-            record = publish_record(envelope, structured=self.structured)
+        record = self._record(envelope)
         future = await self._send(envelope.topic, *record, None, envelope, report=False)
         return await future
 
@@ -983,11 +990,13 @@ class KafkaTransport(ClientTransport):
         batcher = self._batcher
         if batcher is None or self._state == "closed":
             raise self._closed_error()
-        # As check_envelope encoded it (the bus checks every event first), else now.
-        encoded = self._encoded
-        record = encoded.pop(envelope.id, None) if encoded else None
-        if record is None:
+        # As check_envelope encoded it (the bus checks every event first), else now (as
+        # _record, written out: once per event).
+        checked = self._encoded.pop(id(envelope), None) if self._encoded else None
+        if checked is None:
             record = publish_record(envelope, structured=self.structured)
+        else:
+            record = checked[1], checked[2], checked[3], 0  # 0: it fits
         topic = envelope.topic
         partitions = self._partitions.get(topic)
         if partitions is not None and self._unacked < self.window:
