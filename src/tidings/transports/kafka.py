@@ -284,11 +284,16 @@ class _Record(msgspec.Struct, gc=False):
             )
         return self._headers
 
-    async def ack(self) -> None:
-        """Finished: committable once every earlier record of the partition is."""
+    def finish(self) -> None:
+        """Finished (acked or dead-lettered): committable once every earlier record of the
+        partition is. No suspension point: the :class:`Consumer` acks with it directly."""
         ledger = self.ledger
         if ledger.owned:  # else revoked meanwhile: the new owner has it from the commit
             ledger.finish(self.offset)
+
+    async def ack(self) -> None:
+        """Finished (see :meth:`finish`)."""
+        self.finish()
 
     term = ack
 
@@ -355,8 +360,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         again = msgspec.structs.replace(record, attempt=record.attempt + 1)
         due = time.monotonic() + delay
         heapq.heappush(self.retries, (due, next(self.counter), again))
-        if self.wake is not None and not self.wake.done():
-            self.wake.set_result(None)
+        self._woken()
 
     def _due(self, batch: int) -> list[_Record]:
         out: list[_Record] = []
@@ -386,20 +390,31 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             poll = self.poll = asyncio.ensure_future(
                 self.consumer.getmany(timeout_ms=int(timeout * 1000), max_records=batch)
             )
+        # Woken by the poll's end, a retry scheduled meanwhile (see :meth:`retry`) or the
+        # first retry falling due: one future, lighter than asyncio.wait.
         loop = asyncio.get_running_loop()
         self.wake = wake = loop.create_future()
-        wait = None
+        poll.add_done_callback(self._woken)
+        timer = None
         if self.retries:
-            wait = max(self.retries[0][0] - time.monotonic(), 0.0)
+            timer = loop.call_later(max(self.retries[0][0] - time.monotonic(), 0.0), self._woken)
         try:
-            await asyncio.wait((poll, wake), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            await wake
         finally:
             self.wake = None
             wake.cancel()
+            poll.remove_done_callback(self._woken)
+            if timer is not None:
+                timer.cancel()
         if not poll.done():
             return self._due(batch)
         self.poll = None
         return self._records(poll.result()) or self._due(batch)
+
+    def _woken(self, _: object = None) -> None:
+        wake = self.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def _records(self, fetched: Mapping[TopicPartition, Sequence[Any]]) -> list[_Record]:
         """The records of a ``getmany`` result, taken into their partitions' ledgers (none
@@ -755,7 +770,8 @@ class KafkaTransport(ClientTransport):
                 topic = topic_of(raw.subject)
                 target = payload_type if payload_type is not None else event_type_for(topic)
                 known = topics[raw.subject] = (topic, target, Templates())
-            envelope = fast_envelope(raw.kafka_headers, raw.key, raw.data, *known)
+            topic, target, templates = known
+            envelope = fast_envelope(raw.kafka_headers, raw.key, raw.data, topic, target, templates)
             return envelope if envelope is not None else general(raw)
 
         return decode
@@ -1197,6 +1213,8 @@ class KafkaTransport(ClientTransport):
             decode,
             None if dead else dead_letter,
             release,
+            ack_now=_Record.finish,
+            leases=False,  # in_progress does nothing: the group's heartbeats keep partitions
         )
 
     async def _joined(self, kafka: _Subscription, pattern: str) -> None:
