@@ -255,10 +255,9 @@ class Templates:
         self.known: dict[tuple[tuple[str, bytes], ...], Template] = {}
         self.last: Sequence[tuple[str, bytes]] | None = None
         self.last_template: Template = None
-        self.second = b""
-        """The seconds digits of the last ``ce_hlc`` read (all but its last nine)."""
+        self.second = -1
         self.second_text = b""
-        """``YYYY-MM-DDTHH:MM:SS.`` of :attr:`second`."""
+        """``YYYY-MM-DDTHH:MM:SS.`` of ``second`` (the last second of an event time read)."""
         self.decode: Callable[[bytes], Any] | None = None
         """The payload decoder of the target class (see :func:`tidings.codec.decoder`)."""
 
@@ -330,8 +329,12 @@ def fast_envelope(
     raises the error that names the fault)."""
     if len(headers) < 4:
         return None
-    id_header, time_header, hlc_header = headers[0], headers[1], headers[2]
-    if id_header[0] != "ce_id" or time_header[0] != "ce_time" or hlc_header[0] != "ce_hlc":
+    (id_name, id_value), (time_name, text), (hlc_name, hlc_value) = (
+        headers[0],
+        headers[1],
+        headers[2],
+    )
+    if id_name != "ce_id" or time_name != "ce_time" or hlc_name != "ce_hlc":
         return None
     constant = headers[3:]
     if constant == templates.last:
@@ -340,29 +343,18 @@ def fast_envelope(
         template = templates.get(constant, topic, target)
     if template is None:
         return None
-    # ``ce_hlc`` as record_of writes it (``%d`` of a time of 10 digits or more): its last
-    # nine digits are the nanoseconds, the ones before the seconds. The time text must be
-    # format_time(time) (else it is kept): the text of those seconds, then the first six
-    # of the nine digits (the microseconds), then "Z".
-    hlc = hlc_header[1]
-    if len(hlc) < 10 or not hlc.isdigit() or hlc[0] == 48:  # 48: b"0"
-        return None
-    seconds = hlc[:-9]
-    second_text = templates.second_text
-    if seconds != templates.second:
-        try:
-            formatted = format_time(int(seconds) * 1_000_000_000)
-        except (ValueError, OverflowError, OSError):
-            return None
-        if len(formatted) != 27:  # years of four digits only
-            return None
-        second_text = formatted[:20].encode()
-        templates.second, templates.second_text = seconds, second_text
-    text = time_header[1]
-    if len(text) != 27 or text[20:26] != hlc[-9:-3] or text[:20] != second_text or text[26] != 90:
-        return None  # 90: b"Z"; a producer's own time text (kept)
     try:
-        event_id = id_header[1].decode()
+        time = int(hlc_value)
+        event_id = id_value.decode()
+        if not event_id or time < 0:
+            return None  # missing or malformed
+        # The time text must be format_time(time) (else it is kept).
+        seconds, nanos = divmod(time, 1_000_000_000)
+        if seconds != templates.second:
+            templates.second_text = format_time(seconds * 1_000_000_000)[:20].encode()
+            templates.second = seconds
+        if text != b"%s%06dZ" % (templates.second_text, nanos // 1000):
+            return None  # a producer's own time text (kept)
         decode = templates.decode
         if decode is None:
             decode = templates.decode = codec.decoder(target)
@@ -371,7 +363,5 @@ def fast_envelope(
     # UnicodeDecodeError and pydantic's ValidationError are ValueErrors.
     except (ValueError, TypeError, OverflowError, OSError, DecodeError, msgspec.DecodeError):
         return None
-    if not event_id:
-        return None  # missing
     source, kept = template
-    return Envelope(topic, payload, int(hlc), partition_key, source, NO_HEADERS, event_id, "", kept)
+    return Envelope(topic, payload, time, partition_key, source, NO_HEADERS, event_id, "", kept)

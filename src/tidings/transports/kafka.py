@@ -233,18 +233,6 @@ class _Ledger:
         self.next = next_
         self.busy += len(records)
 
-    def finish(self, offset: int) -> None:
-        self.busy -= 1
-        open_, done = self.open, self.done
-        if open_ and open_[0] == offset:
-            open_.popleft()
-            while done and open_ and open_[0] in done:
-                done.discard(open_.popleft())
-        else:
-            done.add(offset)
-        if self.changed is not None:
-            self.changed.set()
-
     def position(self) -> int:
         return self.open[0] if self.open else self.next
 
@@ -286,10 +274,22 @@ class _Record(msgspec.Struct, gc=False):
 
     def finish(self) -> None:
         """Finished (acked or dead-lettered): committable once every earlier record of the
-        partition is. No suspension point: the :class:`Consumer` acks with it directly."""
+        partition is (see :class:`_Ledger`). No suspension point: the :class:`Consumer` acks
+        with it directly, once per event, so the ledger's side is written out here."""
         ledger = self.ledger
-        if ledger.owned:  # else revoked meanwhile: the new owner has it from the commit
-            ledger.finish(self.offset)
+        if not ledger.owned:  # revoked meanwhile: the new owner has it from the commit
+            return
+        ledger.busy -= 1
+        open_, offset = ledger.open, self.offset
+        if open_ and open_[0] == offset:
+            open_.popleft()
+            done = ledger.done
+            while done and open_ and open_[0] in done:
+                done.discard(open_.popleft())
+        else:
+            ledger.done.add(offset)
+        if ledger.changed is not None:
+            ledger.changed.set()
 
     async def ack(self) -> None:
         """Finished (see :meth:`finish`)."""
