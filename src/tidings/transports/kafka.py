@@ -36,6 +36,9 @@ committed only up to the first record of each partition whose handling has not f
 redelivers at most what the process held uncommitted. On a rebalance the revoked
 partitions' running and queued handlers finish first (up to ``revoke_timeout``), then
 their offsets are committed, and only then does the group move on (commit on revoke).
+Records still being handled after ``revoke_timeout`` are handled again by the partition's
+next owner, even when that is the same subscription (the copy read again is not taken for a
+duplicate of the one still held); what it finished already is not.
 With ``start="new"``, :meth:`~KafkaTransport.subscribe` returns once the consumer holds its
 partitions, each positioned (at the group's committed offset, else at the end of a topic
 that existed when it subscribed, else at the beginning), so every event published after it
@@ -204,9 +207,25 @@ class _Ledger:
     finished, so committing it loses nothing. ``open`` holds the unfinished offsets in
     order, ``done`` the finished ones behind the first unfinished (records mostly finish in
     order: then ``done`` stays empty and a finish is one ``popleft``).
+
+    A revoked ledger goes on recording finishes (nothing commits it any more): when the
+    partition is assigned to the same subscription again, its successor (see
+    :meth:`_Subscription.refetched`) leaves out what it tells finished and delivers the rest
+    again.
     """
 
-    __slots__ = ("busy", "changed", "committed", "done", "next", "open", "owned", "subscription")
+    __slots__ = (
+        "busy",
+        "changed",
+        "committed",
+        "done",
+        "first",
+        "next",
+        "open",
+        "owned",
+        "previous",
+        "subscription",
+    )
 
     def __init__(self, subscription: _Subscription) -> None:
         self.subscription = weakref.ref(subscription)
@@ -214,6 +233,8 @@ class _Ledger:
         self.open: deque[int] = deque()
         self.done: set[int] = set()
         self.next = -1
+        self.first = -1
+        """The offset of the first record taken in (-1 before any)."""
         self.committed = -1
         self.busy = 0
         """Records taken in and neither finished nor waiting for a retry."""
@@ -221,10 +242,15 @@ class _Ledger:
         """Set when ``busy`` drops, while a rebalance waits for it (else ``None``)."""
         self.owned = True
         """Whether the partition is still assigned here (``False`` once revoked)."""
+        self.previous: _Ledger | None = None
+        """The partition's ledger under its previous assignment to this subscription,
+        until the records read again reach past what it took in."""
 
     def take(self, records: Sequence[Any]) -> None:
         """Take in a fetched batch of this partition's records (in offset order)."""
         open_, next_ = self.open, self.next
+        if self.first < 0 and records:
+            self.first = records[0].offset
         for record in records:
             offset = record.offset
             if offset >= next_:
@@ -235,6 +261,14 @@ class _Ledger:
 
     def position(self) -> int:
         return self.open[0] if self.open else self.next
+
+    def finished(self, offsets: Sequence[int]) -> set[int]:
+        """Which of ``offsets`` are of records taken in here whose handling finished."""
+        first, end = self.first, self.next
+        if first < 0:  # none taken in (only positioned)
+            return set()
+        unfinished = set(self.open).difference(self.done)
+        return {o for o in offsets if first <= o < end and o not in unfinished}
 
 
 class _Record(msgspec.Struct, gc=False):
@@ -276,9 +310,7 @@ class _Record(msgspec.Struct, gc=False):
         """Finished (acked or dead-lettered): committable once every earlier record of the
         partition is (see :class:`_Ledger`). No suspension point: the :class:`Consumer` acks
         with it directly, once per event, so the ledger's side is written out here."""
-        ledger = self.ledger
-        if not ledger.owned:  # revoked meanwhile: the new owner has it from the commit
-            return
+        ledger = self.ledger  # revoked meanwhile or not: see _Ledger
         ledger.busy -= 1
         open_, offset = ledger.open, self.offset
         if open_ and open_[0] == offset:
@@ -329,7 +361,10 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         self.ready = asyncio.Event()
         """Set once every partition of an assignment is positioned (``subscribe`` waits)."""
         self.ledgers: dict[TopicPartition, _Ledger] = {}
+        self.revoked: dict[TopicPartition, _Ledger] = {}
+        """The ledger of each partition revoked here (see :meth:`refetched`)."""
         self.indexes: dict[TopicPartition, int] = {}
+        self.index_counter = itertools.count(1)
         self.retries: list[tuple[float, int, _Record]] = []
         self.counter = itertools.count()
         self.wake: asyncio.Future[None] | None = None
@@ -345,7 +380,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         """The high bits of the sequences of ``tp``'s records (``| offset + 1`` completes one)."""
         index = self.indexes.get(tp)
         if index is None:
-            index = self.indexes[tp] = len(self.indexes) + 1
+            index = self.indexes[tp] = next(self.index_counter)
         return index << _OFFSET_BITS
 
     def retry(self, record: _Record, delay: float) -> None:
@@ -428,11 +463,14 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                     # positioned yet (it is read from its start once it is).
                     continue
                 # Assigned, and fetched before the listener heard of it.
-                ledger = self.ledgers[tp] = _Ledger(self)
+                ledger = self.ledger(tp)
             if records[0].offset < ledger.next:  # fetched before it was positioned
                 records = [record for record in records if record.offset >= ledger.next]
             base = self.sequence_base(tp)
-            ledger.take(records)
+            if ledger.previous is None or not records:
+                ledger.take(records)
+            else:
+                records = self.refetched(ledger, records)
             lenient = self.lenient
             out += [
                 _Record(
@@ -451,6 +489,36 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 for record in records
             ]
         return out
+
+    def ledger(self, tp: TopicPartition) -> _Ledger:
+        """A new ledger for ``tp``, just assigned; the one it had when it was last revoked
+        here becomes its :attr:`~_Ledger.previous`."""
+        ledger = self.ledgers[tp] = _Ledger(self)
+        previous = self.revoked.pop(tp, None)
+        if previous is not None:
+            previous.previous = None  # only the last assignment's finishes are looked at
+            ledger.previous = previous
+        return ledger
+
+    def refetched(self, ledger: _Ledger, records: Sequence[Any]) -> list[Any]:
+        """Take in ``records`` of a partition assigned here again after a revoke: the ones
+        whose handling finished here under the previous assignment count as finished at
+        once and are not delivered again; the others are (those still being handled when
+        the partition was revoked too: their old copies settle nothing any more, and carry
+        other sequences, see :meth:`on_partitions_revoked`)."""
+        previous = ledger.previous
+        assert previous is not None
+        if records[0].offset >= previous.next:
+            ledger.previous = None  # read past everything the previous assignment took in
+            ledger.take(records)
+            return list(records)
+        finished = previous.finished([record.offset for record in records])
+        kept = [record for record in records if record.offset not in finished]
+        if ledger.first < 0:
+            ledger.first = records[0].offset  # the ones left out count as taken in, finished
+        ledger.take(kept)
+        ledger.next = max(ledger.next, records[-1].offset + 1)
+        return kept
 
     # ------------------------------------------------------------------ commits
 
@@ -518,6 +586,12 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             gone = self.ledgers.pop(tp, None)
             if gone is not None:
                 gone.owned = False
+                self.revoked[tp] = gone
+            # The partition's records get other sequences if it is assigned here again: a
+            # copy read again is then never dropped as a duplicate of its old copy, which
+            # settles only the revoked ledger (an old copy that finished leaves its offset
+            # out of the new assignment instead, see :meth:`refetched`).
+            self.indexes.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         """Take the newly assigned partitions in. ``start="new"``: those of topics that existed
@@ -531,7 +605,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             if self.start == "new" and tp.topic in self.existing:
                 pending.add(tp)
             else:
-                self.ledgers[tp] = _Ledger(self)
+                self.ledger(tp)
         if pending:
             await self._position()
         if not pending:
@@ -573,7 +647,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp, offset in zip(partitions, committed, strict=True):
                 if tp not in assignment or tp not in pending:
                     continue  # reassigned meanwhile: positioned at the next assignment
-                ledger = self.ledgers[tp] = _Ledger(self)
+                ledger = self.ledger(tp)
                 if offset is None:
                     offset = ledger.next = ends[tp]
                     positioned.add(tp)
@@ -602,7 +676,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             extra=log_fields(None, self.name),
         )
         for tp in still:
-            self.ledgers[tp] = _Ledger(self)
+            self.ledger(tp)
             self.pending.discard(tp)
         if still:
             # The reset is asked for at once (still assigned: no suspension point since).
