@@ -324,15 +324,20 @@ COMMIT_INTERVAL = 0.1
 """Seconds between the raw loop's commits: tidings' default ``commit_interval``."""
 
 
-async def raw_consume(consumer: AIOKafkaConsumer, handled: Any) -> None:
+async def raw_consume(
+    consumer: AIOKafkaConsumer, handled: Any, gate: asyncio.Event | None = None
+) -> None:
     """The raw consuming loop (until cancelled): getmany batches, msgspec decode of each
     value, ``handled.hit()`` per record; after a batch, a commit of what was handled if
     :data:`COMMIT_INTERVAL` went by since the last one (as often as tidings commits: a
-    commit after every batch made the loop's cost swing with the batch sizes)."""
+    commit after every batch made the loop's cost swing with the batch sizes). With
+    ``gate``, a fetched batch waits until it is set (``bench_kafka_consume.py``)."""
     last = time.monotonic()
     pending = False
     while True:
         batches = await consumer.getmany(timeout_ms=100, max_records=256)
+        if gate is not None and not gate.is_set():
+            await gate.wait()
         for records in batches.values():
             for record in records:
                 _decode(record.value)
@@ -345,12 +350,17 @@ async def raw_consume(consumer: AIOKafkaConsumer, handled: Any) -> None:
 
 @contextlib.asynccontextmanager
 async def raw_group(
-    bootstrap: str, topic: str, group: str, count: int, handled: Any
+    bootstrap: str,
+    topic: str,
+    group: str,
+    count: int,
+    handled: Any,
+    gate: asyncio.Event | None = None,
 ) -> AsyncIterator[None]:
     """``count`` raw consumers in ``group`` running :func:`raw_consume`; stopped on exit."""
     members = raw_consumers(bootstrap, topic, group, count)
     await asyncio.gather(*(c.start() for c in members))
-    tasks = [asyncio.create_task(raw_consume(c, handled)) for c in members]
+    tasks = [asyncio.create_task(raw_consume(c, handled, gate)) for c in members]
     try:
         yield
     finally:

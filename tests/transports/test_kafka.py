@@ -472,6 +472,114 @@ async def test_a_rebalance_commits_the_revoked_partitions_and_hands_over_cleanly
     assert b.messages, "the new member got partitions"
 
 
+async def _slow_and_six(transport: KafkaTransport) -> tuple[HybridClock, Any, list[Any]]:
+    """Create the topic with one record ("before", offset 0, which ``start="new"`` does not
+    read); the clock, and "slow" and six more to publish."""
+    clock = HybridClock()
+    await transport.publish(make_envelope(clock, "before"))
+    return clock, make_envelope(clock, "slow"), [make_envelope(clock, f"f-{i}") for i in range(6)]
+
+
+async def _held_then_six(
+    broker: Any,
+    transport: KafkaTransport,
+    sub: Any,
+    got: Collector,
+    events: list[Any],
+    group: str,
+) -> None:
+    """Once ``group`` is positioned (committed at offset 1), publish ``events``: the first,
+    which its handler holds, then six that finish behind it (keyless events go to the
+    workers round robin: with eight, none waits behind the held one)."""
+    await _until_committed(broker, transport, group, {0: 1})
+    await transport.publish(events[0])
+    await got.wait_count(1, TIMEOUT)
+    for env in events[1:]:
+        await transport.publish(env)
+    await eventually(lambda: sub.stats().acked == 6, TIMEOUT)
+
+
+@pytest.mark.parametrize("outcome", ["acked", "failed", "dead_lettered"])
+async def test_a_partition_assigned_back_after_revoke_timeout_commits_past_its_held_record(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport], outcome: str
+) -> None:
+    """A handler holds "slow" past ``revoke_timeout`` while six records behind it finish; a
+    new topic matching the pattern makes the group rebalance, and the partition comes back
+    to the same (only) member, which reads it again from "slow". Once the held handler
+    returns ("acked"), raises into a retry ("failed") or into a dead letter
+    ("dead_lettered"), the partition is committed to its end: "slow" handled twice (as a
+    new owner would handle it again), every other event once."""
+    transport = kafka_factory(partitions=1, revoke_timeout=0.5, commit_interval=0.1)
+    async with transport:
+        clock, slow, fast = await _slow_and_six(transport)
+        gate = asyncio.Event()
+        got = Collector()
+
+        async def handler(message: Message) -> None:
+            await got(message)
+            if message.envelope.id == slow.id and got.ids.count(slow.id) == 1:
+                await gate.wait()
+                if outcome != "acked":
+                    raise RuntimeError("the held copy fails")
+
+        policy = DeliveryPolicy(
+            workers=8, prefetch=16, backoff=0.05, max_deliver=1 if outcome == "dead_lettered" else 5
+        )
+        sub = await transport.subscribe("conformance.>", handler, group="back", policy=policy)
+        await _held_then_six(kafka_broker, transport, sub, got, [slow, *fast], "back")
+        # The group rebalances for the new topic: "slow" outlives revoke_timeout.
+        other = make_envelope(clock, "other", topic="conformance.other")
+        await transport.publish(other)
+        # Taken in (or dropped as copies) while "slow" is still held: "other", and "slow"'s
+        # partition read again ("other" may wait behind "slow" in its worker).
+        await eventually(lambda: sub.stats().delivered + sub.stats().duplicates > 8, TIMEOUT)
+        gate.set()
+        after = make_envelope(clock, "after")
+        await transport.publish(after)
+        await _until_committed(kafka_broker, transport, "back", {0: 9})
+        await eventually(lambda: sub.stats().in_memory == 0, TIMEOUT)
+        assert sorted(got.ids) == sorted(e.id for e in [slow, slow, *fast, other, after])
+        assert sub.stats().dead_lettered == (1 if outcome == "dead_lettered" else 0)
+        assert sub.stats().duplicates == 0
+
+
+async def test_a_partition_handed_to_another_member_and_back_skips_nothing_and_commits(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
+) -> None:
+    """One member holds "slow" past ``revoke_timeout`` when a second joins and takes the
+    partition (range assignment: the member whose id sorts first, by client name), handles
+    "slow" and what follows, then leaves: the partition comes back to the first member,
+    which reads on from the second's commit. The held copy finishing later changes nothing
+    there; a record published then is handled once and committed."""
+    one = kafka_factory(partitions=1, revoke_timeout=0.5, commit_interval=0.1, name="z-one")
+    two = kafka_factory(partitions=1, revoke_timeout=0.5, commit_interval=0.1, name="a-two")
+    async with one:
+        clock, slow, fast = await _slow_and_six(one)
+        gate = asyncio.Event()
+        a, b = Collector(), Collector()
+
+        async def held(message: Message) -> None:
+            await a(message)
+            if message.envelope.id == slow.id:
+                await gate.wait()
+
+        policy = DeliveryPolicy(workers=8, prefetch=16)
+        first = await one.subscribe("conformance.>", held, group="away", policy=policy)
+        await _held_then_six(kafka_broker, one, first, a, [slow, *fast], "away")
+        async with two:
+            await two.subscribe("conformance.>", b, group="away", policy=policy)
+            await b.wait_count(7, TIMEOUT)  # "slow" and the six, from the commit on revoke
+            await _until_committed(kafka_broker, one, "away", {0: 8})
+        gate.set()  # "two" left: the partition is back with "one"
+        after = make_envelope(clock, "after")
+        await one.publish(after)
+        await _until_committed(kafka_broker, one, "away", {0: 9})
+        await eventually(lambda: first.stats().in_memory == 0, TIMEOUT)
+        assert sorted(a.ids) == sorted(e.id for e in [slow, *fast, after])
+        assert sorted(b.ids) == sorted(e.id for e in [slow, *fast])
+        assert first.stats().duplicates == 0
+
+
 async def test_start_new_positions_a_partition_whose_assignment_changed_meanwhile(
     kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -157,6 +157,24 @@ def test_fast_envelope_reads_what_the_general_path_reads(
         assert fast is None or fast == general
 
 
+@pytest.mark.parametrize(
+    "time",
+    [
+        1_796_582_918_000_001_234,  # microseconds with leading zeros
+        1_796_582_918_999_999_999,  # the last nanosecond of a second
+        1_796_582_919_000_000_000,  # the first of the next
+        1_000_000_000,  # the shortest ce_hlc of the fast path (10 digits)
+    ],
+)
+def test_fast_envelope_reads_the_time_text_of_any_time(time: int) -> None:
+    envelope = Envelope("orders.placed", ConformanceOrder("o-1", 2.5), time, "k1", _node="n")
+    headers, body, key = record_of(envelope)
+    fast = _fast(headers, key, body, ConformanceOrder)
+    assert fast is not None
+    assert fast == _general_envelope(headers, key, body, ConformanceOrder)
+    assert fast.time == time
+
+
 def _variants() -> list[Any]:
     headers, body, key = record_of(_envelope(ConformanceOrder("o-1", 2.5), key="k1"))
     named = dict(headers)
@@ -182,6 +200,22 @@ def _variants() -> list[Any]:
         ),
         pytest.param(replaced("ce_hlc", b"-5"), key, body, id="negative-hlc"),
         pytest.param(replaced("ce_hlc", b"x"), key, body, id="bad-hlc"),
+        pytest.param(replaced("ce_hlc", b"0" + named["ce_hlc"]), key, body, id="hlc-zero-led"),
+        pytest.param(replaced("ce_hlc", b"+" + named["ce_hlc"]), key, body, id="hlc-plus"),
+        pytest.param(replaced("ce_hlc", b" " + named["ce_hlc"]), key, body, id="hlc-space"),
+        pytest.param(
+            replaced("ce_hlc", named["ce_hlc"][:4] + b"_" + named["ce_hlc"][4:]),
+            key,
+            body,
+            id="hlc-underscore",
+        ),
+        pytest.param(replaced("ce_hlc", named["ce_hlc"][:9]), key, body, id="hlc-short"),
+        pytest.param(
+            replaced("ce_hlc", str(int(named["ce_hlc"]) + 1000).encode()),
+            key,
+            body,
+            id="hlc-next-microsecond",
+        ),
         pytest.param(replaced("ce_id", b"\xff"), key, body, id="id-not-utf8"),
         pytest.param(replaced("ce_id", b""), key, body, id="empty-id"),
         pytest.param(replaced("ce_type", b"other.type"), key, body, id="foreign-type"),

@@ -375,10 +375,14 @@ class SubjectTransport(Transport):
         dead_letter: Callable[[Any, str, str, int], Awaitable[None]] | None,
         release: Callable[[], Awaitable[None]],
         held: Held | None = None,
+        *,
+        ack_now: Callable[[Any], None] | None = None,
+        leases: bool = True,
     ) -> Consumer:
         """Start a :class:`Consumer` on a server-side consumer made by :meth:`_consume`;
         ``release`` (which deletes the server-side consumer) runs when it is cancelled;
-        ``held`` lists what the transport buffered, for heartbeats."""
+        ``held`` lists what the transport buffered, for heartbeats; ``ack_now`` and
+        ``leases`` as on :class:`Consumer`."""
 
         async def on_cancel() -> None:
             if consumer in self._subs:
@@ -398,6 +402,8 @@ class SubjectTransport(Transport):
             clock=self.clock,
             on_cancel=on_cancel,
             held=held,
+            ack_now=ack_now,
+            leases=leases,
         )
         self._subs.append(consumer)
         consumer.start()

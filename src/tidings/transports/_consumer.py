@@ -101,6 +101,11 @@ class Consumer(TransportSubscription):
         on_cancel: called once the subscription has stopped (to release server state).
         held: the messages the transport buffered but has not handed over (see
             :data:`Held`), heartbeated with the rest; ``None`` when it buffers none.
+        ack_now: acks a raw message at once, in place of ``await raw.ack()``, for a
+            transport whose ack is bookkeeping of its own (no I/O, never raises).
+        leases: ``False`` when messages hold no lease that in-progress heartbeats renew
+            (their ``in_progress`` does nothing): no heartbeats are sent, whatever
+            ``policy.heartbeats`` says.
     """
 
     def __init__(
@@ -120,6 +125,8 @@ class Consumer(TransportSubscription):
         on_cancel: Callable[[], Awaitable[None]] | None = None,
         fetch_timeout: float = 1.0,
         held: Held | None = None,
+        ack_now: Callable[[Any], None] | None = None,
+        leases: bool = True,
     ) -> None:
         self.pattern = pattern
         self.group = group
@@ -135,6 +142,9 @@ class Consumer(TransportSubscription):
         self._on_cancel = on_cancel
         self._fetch_timeout = fetch_timeout
         self._transport_held = held
+        self._ack_now = ack_now
+        self._heartbeats = policy.heartbeats and leases
+        """Whether in-progress heartbeats are sent (not when messages hold no lease)."""
         # Fetch once a quarter of the prefetch is free; an exclusive group's member as soon
         # as one slot is: each of its pulls renews its pin, so a busy member keeps the group
         # as long as no single handler call outlasts ``takeover``.
@@ -179,7 +189,7 @@ class Consumer(TransportSubscription):
                 asyncio.create_task(self._work(index), name=f"tidings:{self.name}:worker{index}")
             )
         self._tasks.append(asyncio.create_task(self._fetch_loop(), name=f"tidings:{self.name}"))
-        if self.policy.heartbeats:
+        if self._heartbeats:
             self._schedule_heartbeat()
 
     async def cancel(self, timeout: float = 10.0) -> None:
@@ -280,19 +290,17 @@ class Consumer(TransportSubscription):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 continue
             failures = 0
-            taken = await self._take_in(raws)
-            if taken:
-                self._queue(taken)
+            await self._take_in(raws)
             for queue, wake in zip(self._queues, self._wakes, strict=True):
                 if queue:
                     wake.set()
 
-    async def _take_in(self, raws: list[Any]) -> list[tuple[int, _Queued]]:
+    async def _take_in(self, raws: list[Any]) -> None:
         """Take in a fetched batch, leaving out redelivered copies (see :meth:`_duplicate`):
-        each message with the index of the worker it belongs to (by key, else in turn).
+        queue each message for the worker it belongs to (by key, else in turn).
 
         With one worker, messages are queued undecoded (envelope and error ``None``): the
-        worker decodes each right before its handler (:meth:`_decoded`), so that what a
+        worker decodes each right before its handler (:meth:`_work`), so that what a
         decoding makes (the envelope, the payload) lives only while it is handled, not
         while it waits, and the garbage collector does not promote a queue's worth of
         payloads to its older generations. With several, the key that picks the worker is
@@ -300,6 +308,7 @@ class Consumer(TransportSubscription):
         with the latest, when none is refused)."""
         meta, held, settled, decode = self._meta, self._held, self._settled, self._decode
         workers = self.policy.workers
+        lazy: list[_Queued] = []
         taken: list[tuple[int, _Queued]] = []
         latest, negative = -1, False
         for raw in raws:
@@ -317,7 +326,7 @@ class Consumer(TransportSubscription):
             if workers == 1:
                 if sequence:
                     held[sequence] = raw
-                taken.append((0, (raw, attempt, sequence, None, None)))
+                lazy.append((raw, attempt, sequence, None, None))
                 continue
             env: Envelope[Any] | None
             error: Exception | None = None
@@ -337,19 +346,24 @@ class Consumer(TransportSubscription):
             if sequence:
                 held[sequence] = raw  # queued: heartbeated, and a copy of it is a duplicate
             taken.append((index, (raw, attempt, sequence, env, error)))
-        count = len(taken)
+        count = len(lazy) + len(taken)
         self._delivered += count
         self._in_memory += count
         if self._in_memory > self._max_in_memory:
             self._max_in_memory = self._in_memory
-        if workers == 1:
-            return taken
+        if lazy:
+            self._queues[0].extend(lazy)
+            return
+        merged = False
         if latest >= 0 and not negative:
             with contextlib.suppress(Exception):  # refused: merged one by one below
                 self._clock.update(latest)
-                return taken
-        # Merge each, to learn which the clock refuses (as _merge_time tells).
-        return [(index, self._merge_time(queued)) for index, queued in taken]
+                merged = True
+        if not merged:  # each, to learn which the clock refuses (as _merge_time tells)
+            taken = [(index, self._merge_time(queued)) for index, queued in taken]
+        queues = self._queues
+        for index, queued in taken:
+            queues[index].append(queued)
 
     def _merge_time(self, queued: _Queued) -> _Queued:
         """Merge one message's time into the clock: a time the clock refuses as skewed is
@@ -366,21 +380,9 @@ class Consumer(TransportSubscription):
         makes the message undecodable, else ``None``."""
         try:
             self._clock.update(env.time)
-        except ClockSkewError as exc:
-            self._skewed(env, raw.subject, exc)
         except Exception as exc:
-            return exc
+            return self._not_merged(raw, env, exc)[1]
         return None
-
-    def _decoded(self, raw: Any) -> tuple[Envelope[Any] | None, Exception | None]:
-        """Decode a message queued undecoded and merge its time into the clock: its
-        envelope, or ``None`` and why it cannot be taken in."""
-        try:
-            env = self._decode(raw)
-        except Exception as exc:  # undecodable, whatever the reason: dead-lettered
-            return None, exc
-        error = self._merged(raw, env)
-        return (env, None) if error is None else (None, error)
 
     def _not_taken_in(self, raw: Any) -> None:
         # Not taken in: the server redelivers it after ack_wait.
@@ -390,12 +392,6 @@ class Consumer(TransportSubscription):
             getattr(raw, "subject", "?"),
             extra=log_fields(None, self.name),
         )
-
-    def _queue(self, taken: list[tuple[int, _Queued]]) -> None:
-        """Queue a decoded batch for the workers (woken by the fetch loop)."""
-        queues = self._queues
-        for index, queued in taken:
-            queues[index].append(queued)
 
     def _skewed(self, env: Envelope[Any], subject: str, exc: ClockSkewError) -> None:
         """Count and log an event whose time the clock refused to merge (it is handled)."""
@@ -448,17 +444,62 @@ class Consumer(TransportSubscription):
     # ------------------------------------------------------------------ handling
 
     async def _work(self, index: int) -> None:
-        queue = self._queues[index]
-        wake = self._wakes[index]
-        stop = self._stop
+        """Handle the worker's queued messages one at a time, in order. The usual message
+        (decodable, within ``max_deliver``, its handler returning) is handled inline, without
+        a coroutine of its own; the others go through :meth:`_screen` and :meth:`_failed`."""
+        queue, wake, stop = self._queues[index], self._wakes[index], self._stop
+        held, running, handler = self._held, self._running, self._handler
+        decode, update = self._decode, self._clock.update
+        max_deliver, ack_now, beats = self.policy.max_deliver, self._ack_now, self._heartbeats
+        # The latest time this worker merged into the clock: the clock is past it already,
+        # so an event no later than it needs no merge (nor can the clock refuse it as
+        # skewed: it leads the local clock by no more than that time did).
+        merged = -1
         while True:
             while queue:
                 raw, attempt, sequence, env, error = queue.popleft()
                 if sequence:
-                    self._held[sequence] = None
+                    held[sequence] = None
                 outcome = None
                 try:
-                    outcome = await self._process(index, raw, attempt, sequence, env, error)
+                    if env is None and error is None:  # decoded right before its handler
+                        try:
+                            env = decode(raw)
+                            if not 0 <= env.time <= merged:
+                                update(env.time)
+                                merged = env.time
+                        except Exception as exc:
+                            env, error = self._not_merged(raw, env, exc)
+                    if env is None or attempt > max_deliver:
+                        outcome = await self._screen(raw, attempt, sequence, env, error)
+                        if outcome is not None:
+                            continue
+                        assert env is not None
+                    msg = Message(env, attempt, raw.subject, sequence, raw)
+                    if beats:
+                        running[index] = (msg, time.monotonic())
+                    try:
+                        await handler(msg)
+                    except Exception as exc:
+                        running[index] = None
+                        outcome = await self._failed(msg, raw, exc)
+                        continue
+                    running[index] = None
+                    outcome = msg.settled
+                    if outcome is None:
+                        outcome = msg.settled = "ack"
+                        self._acked += 1
+                        if ack_now is not None:
+                            ack_now(raw)
+                        else:
+                            try:  # as _settle does, without a coroutine of its own
+                                await raw.ack()
+                            except Exception as exc:
+                                self._unsettled(exc)
+                    elif outcome == "ack":
+                        self._acked += 1
+                    elif outcome == "nak":
+                        self._retried += 1
                 finally:
                     self._release(sequence, outcome)
             if stop.is_set():
@@ -466,70 +507,73 @@ class Consumer(TransportSubscription):
             wake.clear()
             await wake.wait()
 
-    async def _process(
+    def _not_merged(
+        self, raw: Any, env: Envelope[Any] | None, exc: Exception
+    ) -> tuple[Envelope[Any] | None, Exception | None]:
+        """What a message is when its decoding (``env`` ``None``) or merging its time into
+        the clock raised ``exc``: a skewed time is counted and logged (the event is handled);
+        anything else makes it undecodable (dead-lettered)."""
+        if env is None:
+            return None, exc
+        if isinstance(exc, ClockSkewError):
+            self._skewed(env, raw.subject, exc)
+            return env, None
+        return None, exc
+
+    async def _screen(
         self,
-        index: int,
         raw: Any,
         attempt: int,
         sequence: int,
         env: Envelope[Any] | None,
         error: Exception | None,
     ) -> str | None:
-        """Handle one message; how it was settled ("ack", "nak", "term"; None: it was not).
-        ``env`` and ``error`` both ``None``: it is decoded now (see :meth:`_take_in`)."""
-        if env is None and error is None:
-            env, error = self._decoded(raw)
+        """Dead-letter a message that is undecodable (``env`` ``None``, ``error`` why) or was
+        delivered more than ``max_deliver`` times to handlers: how it was settled; ``None``
+        when its handler is to run."""
         if env is None:
             assert error is not None
             self._decode_errors += 1
             return await self._give_up(raw, None, error_reason(error), DECODE_HANDLER, attempt)
         policy = self.policy
-        # Deliveries that may have reached a handler (this process gave none of them back).
-        handled = attempt - self._unhandled.get(sequence, 0) if self._unhandled else attempt
+        handled = self._handled(attempt, sequence)
         if handled > policy.max_deliver:
             reason = (
                 f"DeliveriesExhausted: delivered {handled} times, more than max_deliver="
                 f"{policy.max_deliver}; the handling process stopped before settling it"
             )
             return await self._give_up(raw, env, reason, self.name, attempt)
-        msg = Message(env, attempt, raw.subject, sequence, raw)
-        self._running[index] = (msg, time.monotonic())
-        try:
-            await self._handler(msg)
-        except Exception as exc:
-            self._running[index] = None
-            if msg.settled is not None:
-                logger.warning(
-                    "handler %s raised after settling event %s (%s): %r",
-                    self.name,
-                    env.id,
-                    msg.settled,
-                    exc,
-                    extra=log_fields(env, self.name),
-                )
-            elif handled >= policy.max_deliver or getattr(exc, "tidings_permanent", False):
-                # a permanent error (a schema violation...) would fail every retry alike
-                msg.settled = "term"
-                reason = getattr(exc, "tidings_reason", None) or error_reason(exc)
-                handler = getattr(exc, "tidings_handler", None) or self.name
-                return await self._give_up(raw, env, reason, handler, attempt)
-            else:
-                msg.settled = "nak"
-                self._retried += 1
-                await self._settle(raw.nak, policy.retry_delay(attempt))
-            return msg.settled
-        self._running[index] = None
-        if msg.settled is None:
-            msg.settled = "ack"
-            self._acked += 1
-            try:  # as _settle does, without a coroutine of its own on this hot path
-                await raw.ack()
-            except Exception as exc:
-                self._unsettled(exc)
-        elif msg.settled == "ack":
-            self._acked += 1
-        elif msg.settled == "nak":
+        return None
+
+    def _handled(self, attempt: int, sequence: int) -> int:
+        """Deliveries that may have reached a handler (this process gave none of them back)."""
+        return attempt - self._unhandled.get(sequence, 0) if self._unhandled else attempt
+
+    async def _failed(self, msg: Message, raw: Any, exc: Exception) -> str | None:
+        """Settle a message whose handler raised ``exc``: retried, or dead-lettered once it
+        was delivered ``max_deliver`` times or the error is permanent; how it was settled."""
+        env, policy = msg.envelope, self.policy
+        if msg.settled is not None:
+            logger.warning(
+                "handler %s raised after settling event %s (%s): %r",
+                self.name,
+                env.id,
+                msg.settled,
+                exc,
+                extra=log_fields(env, self.name),
+            )
+        elif self._handled(msg.attempt, msg.sequence) >= policy.max_deliver or getattr(
+            exc, "tidings_permanent", False
+        ):
+            # a permanent error (a schema violation...) would fail every retry alike
+            msg.settled = "term"
+            reason = getattr(exc, "tidings_reason", None) or error_reason(exc)
+            handler = getattr(exc, "tidings_handler", None) or self.name
+            return await self._give_up(raw, env, reason, handler, msg.attempt)
+        else:
+            msg.settled = "nak"
             self._retried += 1
+            await self._settle(raw.nak, policy.retry_delay(msg.attempt))
         return msg.settled
 
     async def _give_up(

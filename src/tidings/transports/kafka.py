@@ -36,6 +36,9 @@ committed only up to the first record of each partition whose handling has not f
 redelivers at most what the process held uncommitted. On a rebalance the revoked
 partitions' running and queued handlers finish first (up to ``revoke_timeout``), then
 their offsets are committed, and only then does the group move on (commit on revoke).
+Records still being handled after ``revoke_timeout`` are handled again by the partition's
+next owner, even when that is the same subscription (the copy read again is not taken for a
+duplicate of the one still held); what it finished already is not.
 With ``start="new"``, :meth:`~KafkaTransport.subscribe` returns once the consumer holds its
 partitions, each positioned (at the group's committed offset, else at the end of a topic
 that existed when it subscribed, else at the beginning; that start is committed for the
@@ -207,9 +210,25 @@ class _Ledger:
     finished, so committing it loses nothing. ``open`` holds the unfinished offsets in
     order, ``done`` the finished ones behind the first unfinished (records mostly finish in
     order: then ``done`` stays empty and a finish is one ``popleft``).
+
+    A revoked ledger goes on recording finishes (nothing commits it any more): when the
+    partition is assigned to the same subscription again, its successor (see
+    :meth:`_Subscription.refetched`) leaves out what it tells finished and delivers the rest
+    again.
     """
 
-    __slots__ = ("busy", "changed", "committed", "done", "next", "open", "owned", "subscription")
+    __slots__ = (
+        "busy",
+        "changed",
+        "committed",
+        "done",
+        "first",
+        "next",
+        "open",
+        "owned",
+        "previous",
+        "subscription",
+    )
 
     def __init__(self, subscription: _Subscription) -> None:
         self.subscription = weakref.ref(subscription)
@@ -217,6 +236,8 @@ class _Ledger:
         self.open: deque[int] = deque()
         self.done: set[int] = set()
         self.next = -1
+        self.first = -1
+        """The offset of the first record taken in (-1 before any)."""
         self.committed = -1
         self.busy = 0
         """Records taken in and neither finished nor waiting for a retry."""
@@ -224,10 +245,15 @@ class _Ledger:
         """Set when ``busy`` drops, while a rebalance waits for it (else ``None``)."""
         self.owned = True
         """Whether the partition is still assigned here (``False`` once revoked)."""
+        self.previous: _Ledger | None = None
+        """The partition's ledger under its previous assignment to this subscription,
+        until the records read again reach past what it took in."""
 
     def take(self, records: Sequence[Any]) -> None:
         """Take in a fetched batch of this partition's records (in offset order)."""
         open_, next_ = self.open, self.next
+        if self.first < 0 and records:
+            self.first = records[0].offset
         for record in records:
             offset = record.offset
             if offset >= next_:
@@ -236,20 +262,16 @@ class _Ledger:
         self.next = next_
         self.busy += len(records)
 
-    def finish(self, offset: int) -> None:
-        self.busy -= 1
-        open_, done = self.open, self.done
-        if open_ and open_[0] == offset:
-            open_.popleft()
-            while done and open_ and open_[0] in done:
-                done.discard(open_.popleft())
-        else:
-            done.add(offset)
-        if self.changed is not None:
-            self.changed.set()
-
     def position(self) -> int:
         return self.open[0] if self.open else self.next
+
+    def finished(self, offsets: Sequence[int]) -> set[int]:
+        """Which of ``offsets`` are of records taken in here whose handling finished."""
+        first, end = self.first, self.next
+        if first < 0:  # none taken in (only positioned)
+            return set()
+        unfinished = set(self.open).difference(self.done)
+        return {o for o in offsets if first <= o < end and o not in unfinished}
 
 
 class _Record(msgspec.Struct, gc=False):
@@ -287,11 +309,26 @@ class _Record(msgspec.Struct, gc=False):
             )
         return self._headers
 
+    def finish(self) -> None:
+        """Finished (acked or dead-lettered): committable once every earlier record of the
+        partition is (see :class:`_Ledger`). No suspension point: the :class:`Consumer` acks
+        with it directly, once per event, so the ledger's side is written out here."""
+        ledger = self.ledger  # revoked meanwhile or not: see _Ledger
+        ledger.busy -= 1
+        open_, offset = ledger.open, self.offset
+        if open_ and open_[0] == offset:
+            open_.popleft()
+            done = ledger.done
+            while done and open_ and open_[0] in done:
+                done.discard(open_.popleft())
+        else:
+            ledger.done.add(offset)
+        if ledger.changed is not None:
+            ledger.changed.set()
+
     async def ack(self) -> None:
-        """Finished: committable once every earlier record of the partition is."""
-        ledger = self.ledger
-        if ledger.owned:  # else revoked meanwhile: the new owner has it from the commit
-            ledger.finish(self.offset)
+        """Finished (see :meth:`finish`)."""
+        self.finish()
 
     term = ack
 
@@ -336,7 +373,10 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         """``start="new"``: where each partition started when it was first positioned here
         without a committed offset (where it starts again if that commit was lost)."""
         self.ledgers: dict[TopicPartition, _Ledger] = {}
+        self.revoked: dict[TopicPartition, _Ledger] = {}
+        """The ledger of each partition revoked here (see :meth:`refetched`)."""
         self.indexes: dict[TopicPartition, int] = {}
+        self.index_counter = itertools.count(1)
         self.retries: list[tuple[float, int, _Record]] = []
         self.counter = itertools.count()
         self.wake: asyncio.Future[None] | None = None
@@ -352,7 +392,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         """The high bits of the sequences of ``tp``'s records (``| offset + 1`` completes one)."""
         index = self.indexes.get(tp)
         if index is None:
-            index = self.indexes[tp] = len(self.indexes) + 1
+            index = self.indexes[tp] = next(self.index_counter)
         return index << _OFFSET_BITS
 
     def retry(self, record: _Record, delay: float) -> None:
@@ -367,8 +407,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         again = msgspec.structs.replace(record, attempt=record.attempt + 1)
         due = time.monotonic() + delay
         heapq.heappush(self.retries, (due, next(self.counter), again))
-        if self.wake is not None and not self.wake.done():
-            self.wake.set_result(None)
+        self._woken()
 
     def _due(self, batch: int) -> list[_Record]:
         out: list[_Record] = []
@@ -398,20 +437,31 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             poll = self.poll = asyncio.ensure_future(
                 self.consumer.getmany(timeout_ms=int(timeout * 1000), max_records=batch)
             )
+        # Woken by the poll's end, a retry scheduled meanwhile (see :meth:`retry`) or the
+        # first retry falling due: one future, lighter than asyncio.wait.
         loop = asyncio.get_running_loop()
         self.wake = wake = loop.create_future()
-        wait = None
+        poll.add_done_callback(self._woken)
+        timer = None
         if self.retries:
-            wait = max(self.retries[0][0] - time.monotonic(), 0.0)
+            timer = loop.call_later(max(self.retries[0][0] - time.monotonic(), 0.0), self._woken)
         try:
-            await asyncio.wait((poll, wake), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            await wake
         finally:
             self.wake = None
             wake.cancel()
+            poll.remove_done_callback(self._woken)
+            if timer is not None:
+                timer.cancel()
         if not poll.done():
             return self._due(batch)
         self.poll = None
         return self._records(poll.result()) or self._due(batch)
+
+    def _woken(self, _: object = None) -> None:
+        wake = self.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def _records(self, fetched: Mapping[TopicPartition, Sequence[Any]]) -> list[_Record]:
         """The records of a ``getmany`` result, taken into their partitions' ledgers (none
@@ -425,11 +475,14 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                     # positioned yet (it is read from its start once it is).
                     continue
                 # Assigned, and fetched before the listener heard of it.
-                ledger = self.ledgers[tp] = _Ledger(self)
+                ledger = self.ledger(tp)
             if records[0].offset < ledger.next:  # fetched before it was positioned
                 records = [record for record in records if record.offset >= ledger.next]
             base = self.sequence_base(tp)
-            ledger.take(records)
+            if ledger.previous is None or not records:
+                ledger.take(records)
+            else:
+                records = self.refetched(ledger, records)
             lenient = self.lenient
             out += [
                 _Record(
@@ -448,6 +501,36 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 for record in records
             ]
         return out
+
+    def ledger(self, tp: TopicPartition) -> _Ledger:
+        """A new ledger for ``tp``, just assigned; the one it had when it was last revoked
+        here becomes its :attr:`~_Ledger.previous`."""
+        ledger = self.ledgers[tp] = _Ledger(self)
+        previous = self.revoked.pop(tp, None)
+        if previous is not None:
+            previous.previous = None  # only the last assignment's finishes are looked at
+            ledger.previous = previous
+        return ledger
+
+    def refetched(self, ledger: _Ledger, records: Sequence[Any]) -> list[Any]:
+        """Take in ``records`` of a partition assigned here again after a revoke: the ones
+        whose handling finished here under the previous assignment count as finished at
+        once and are not delivered again; the others are (those still being handled when
+        the partition was revoked too: their old copies settle nothing any more, and carry
+        other sequences, see :meth:`on_partitions_revoked`)."""
+        previous = ledger.previous
+        assert previous is not None
+        if records[0].offset >= previous.next:
+            ledger.previous = None  # read past everything the previous assignment took in
+            ledger.take(records)
+            return list(records)
+        finished = previous.finished([record.offset for record in records])
+        kept = [record for record in records if record.offset not in finished]
+        if ledger.first < 0:
+            ledger.first = records[0].offset  # the ones left out count as taken in, finished
+        ledger.take(kept)
+        ledger.next = max(ledger.next, records[-1].offset + 1)
+        return kept
 
     # ------------------------------------------------------------------ commits
 
@@ -515,6 +598,12 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             gone = self.ledgers.pop(tp, None)
             if gone is not None:
                 gone.owned = False
+                self.revoked[tp] = gone
+            # The partition's records get other sequences if it is assigned here again: a
+            # copy read again is then never dropped as a duplicate of its old copy, which
+            # settles only the revoked ledger (an old copy that finished leaves its offset
+            # out of the new assignment instead, see :meth:`refetched`).
+            self.indexes.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         """Take the newly assigned partitions in. ``start="new"``: they are positioned first
@@ -527,7 +616,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             if self.start == "new":
                 pending.add(tp)
             else:
-                self.ledgers[tp] = _Ledger(self)
+                self.ledger(tp)
         if pending:
             await self._position()
         if not pending:
@@ -574,7 +663,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp, offset in zip(partitions, committed, strict=True):
                 if tp not in assignment or tp not in pending:
                     continue  # reassigned meanwhile: positioned at the next assignment
-                ledger = self.ledgers[tp] = _Ledger(self)
+                ledger = self.ledger(tp)
                 if offset is None:
                     # The start as of the first positioning here: a commit of it lost to a
                     # rebalance (the group moved on first) is made again, not moved on.
@@ -633,7 +722,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             extra=log_fields(None, self.name),
         )
         for tp in still:
-            self.ledgers[tp] = _Ledger(self)
+            self.ledger(tp)
             self.pending.discard(tp)
         if still:
             # The reset is asked for at once (still assigned: no suspension point since).
@@ -806,7 +895,8 @@ class KafkaTransport(ClientTransport):
                 topic = topic_of(raw.subject)
                 target = payload_type if payload_type is not None else event_type_for(topic)
                 known = topics[raw.subject] = (topic, target, Templates())
-            envelope = fast_envelope(raw.kafka_headers, raw.key, raw.data, *known)
+            topic, target, templates = known
+            envelope = fast_envelope(raw.kafka_headers, raw.key, raw.data, topic, target, templates)
             return envelope if envelope is not None else general(raw)
 
         return decode
@@ -1313,6 +1403,8 @@ class KafkaTransport(ClientTransport):
             decode,
             None if dead else dead_letter,
             release,
+            ack_now=_Record.finish,
+            leases=False,  # in_progress does nothing: the group's heartbeats keep partitions
         )
 
     async def _joined(self, kafka: _Subscription, pattern: str) -> None:
