@@ -1,13 +1,19 @@
-"""Shared pieces of the benchmarks: result rows, timing, delivery checks."""
+"""Shared pieces of the benchmarks: result rows, timing, delivery checks, worker processes
+answering within a bound."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import queue
+import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
-__all__ = ("DeliveryMismatchError", "Row", "check", "timed")
+__all__ = ("DeliveryMismatchError", "Row", "Worker", "check", "timed")
 
 
 class DeliveryMismatchError(AssertionError):
@@ -48,3 +54,72 @@ def timed(run: Callable[[], object], repeat: int = 3) -> float:
         finally:
             gc.enable()
     return best
+
+
+class Worker:
+    """A worker process that answers each line sent to its stdin with one line on its stdout,
+    each answer awaited ``timeout`` seconds at most: a hung worker is killed and fails the
+    benchmark instead of hanging it. Its output is read by a thread of its own, so that the
+    wait for a line can be bounded."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.process = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        assert self.process.stdout is not None
+        threading.Thread(
+            target=self._read, args=(self.process.stdout,), name=f"{name} output", daemon=True
+        ).start()
+
+    def _read(self, stdout: IO[str]) -> None:
+        with stdout:
+            for line in stdout:
+                self._lines.put(line)
+        self._lines.put("")  # its output ended
+
+    def send(self, line: str) -> None:
+        """Send ``line`` (a newline is added)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{line}\n")
+        self.process.stdin.flush()
+
+    def answer(self) -> str:
+        """The worker's next line, stripped, within ``timeout`` seconds.
+
+        Raises:
+            TimeoutError: no line within ``timeout`` (the worker is killed).
+            RuntimeError: the worker's output ended first (it exited).
+        """
+        try:
+            line = self._lines.get(timeout=self.timeout)
+        except queue.Empty:
+            self.process.kill()
+            self.process.wait(10)
+            raise TimeoutError(
+                f"worker {self.name} did not answer within {self.timeout:g}s (hung?): killed"
+            ) from None
+        if not line:
+            status = self.process.wait(10)
+            raise RuntimeError(f"worker {self.name} exited ({status}) before answering")
+        return line.strip()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Close its stdin (no more work: it exits) and wait for it; kill it if it has not
+        exited within ``timeout`` seconds."""
+        assert self.process.stdin is not None
+        with contextlib.suppress(OSError):  # a broken pipe: it exited already
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)

@@ -9,7 +9,8 @@ ROUNDS rounds of EVENTS events, each in ``bench_kafka.K1_SLICES`` slices interle
 slice by slice as ``bench_kafka.py`` runs K1 (the order rotating), one worker publishing at
 a time (the others wait on their pipe). Each worker times its own slices (wall clock and
 the client process's CPU time, after ``gc.collect()``, its events built before the clock);
-a round's figure is the sum over its slices.
+a round's figure is the sum over its slices. A worker that does not get ready, or answer a
+slice, within :data:`WORKER_TIMEOUT` is killed and the run fails (it does not hang).
 Prints each round, then the medians of the per-round ratios (B/A, A/raw, B/raw; events/s
 and CPU per event), so that A and B are compared under the same load at the same time.
 """
@@ -20,15 +21,19 @@ import asyncio
 import gc
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import bench_kafka
 from _callgrind_kafka_publish import contender_of
+from _harness import Worker
 
 HERE = Path(__file__).resolve().parent
+
+WORKER_TIMEOUT = 300.0
+"""How long a worker may take to get ready, or to publish one slice and answer (seconds):
+far longer than either takes."""
 
 
 async def worker(side: str, url: str, bootstrap: str) -> None:
@@ -51,21 +56,17 @@ def main(rounds: int, n: int, src_a: str, src_b: str, side: str = "tidings") -> 
     from tidings.testing.kafka_broker import TansuBroker
 
     sides = {"A": (side, src_a), "B": (side, src_b), "raw": ("raw", src_b)}
+    taken: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+    names = list(sides)
     with TansuBroker() as broker:
-        workers = {}
-        for name, (side, src) in sides.items():
-            env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{HERE}")
-            workers[name] = subprocess.Popen(
-                [sys.executable, __file__, "worker", side, broker.url, broker.bootstrap],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            assert workers[name].stdout.readline().strip() == "ready"  # type: ignore[union-attr]
-        taken: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
-        names = list(sides)
+        workers: dict[str, Worker] = {}
         try:
+            for name, (side, src) in sides.items():
+                env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{HERE}")
+                argv = [sys.executable, __file__, "worker", side, broker.url, broker.bootstrap]
+                workers[name] = Worker(name, argv, WORKER_TIMEOUT, env)
+                if (said := workers[name].answer()) != "ready":
+                    raise RuntimeError(f"worker {name} said {said!r} instead of 'ready'")
             slices = bench_kafka.K1_SLICES
             for r in range(rounds):
                 sums = dict.fromkeys(names, (0.0, 0.0))
@@ -76,11 +77,8 @@ def main(rounds: int, n: int, src_a: str, src_b: str, side: str = "tidings") -> 
                         order.reverse()
                     size = n // slices + (part < n % slices)
                     for name in order:
-                        proc = workers[name]
-                        proc.stdin.write(f"round {size}\n")  # type: ignore[union-attr]
-                        proc.stdin.flush()  # type: ignore[union-attr]
-                        line = proc.stdout.readline()  # type: ignore[union-attr]
-                        wall, cpu = map(float, line.split())
+                        workers[name].send(f"round {size}")
+                        wall, cpu = map(float, workers[name].answer().split())
                         sums[name] = (sums[name][0] + wall, sums[name][1] + cpu)
                 for name in names:
                     taken[name].append(sums[name])
@@ -93,9 +91,8 @@ def main(rounds: int, n: int, src_a: str, src_b: str, side: str = "tidings") -> 
                     flush=True,
                 )
         finally:
-            for proc in workers.values():
-                proc.stdin.close()  # type: ignore[union-attr]
-                proc.wait(60)
+            for each in workers.values():
+                each.close()
 
     def ratio(x: str, y: str, index: int) -> float:
         pairs = zip(taken[x], taken[y], strict=True)

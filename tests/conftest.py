@@ -1,4 +1,4 @@
-"""Shared fixtures: a bus; a PostgreSQL server and schemas of a test's own on it; Node tools from npm (TypeScript, the AsyncAPI JSON Schema)."""
+"""Shared fixtures: a bus; a sleeping child process to signal; a PostgreSQL server and schemas of a test's own on it; Node tools from npm (TypeScript, the AsyncAPI JSON Schema)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,6 +25,17 @@ def bus() -> Iterator[tidings.Bus]:
     """A fresh in-process bus, closed after the test."""
     with tidings.Bus() as bus:
         yield bus
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A child process sleeping for 60 s (to stop, continue or kill), killed after the test."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        yield child
+    finally:
+        child.kill()
+        child.wait(10)
 
 
 @pytest.fixture(scope="session")

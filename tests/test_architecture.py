@@ -8,7 +8,13 @@
   unnoticed. A name given as a string is a reach too: ``getattr(obj, "_name")`` (and
   ``hasattr``/``setattr``/``delattr``) and a call passing ``vars(obj)`` with ``"_name"``
   (``dict.get(vars(obj), "_name")``, or the same in ``functools.partial``) count as
-  ``obj._name``;
+  ``obj._name``. Imports count too (type-checking ones included): ``from tidings.m import
+  _name`` reaches into ``tidings.m``, and a private module (``tidings.pkg._m``, or one
+  under it) is private to ``tidings.pkg``: only the modules of ``tidings.pkg``, of the
+  packages within it and of the packages enclosing it import it (``tidings.bus`` may use
+  ``tidings.observability._observer``; ``tidings.chaos`` may not use
+  ``tidings.testing._processes``: what two sibling packages share sits in a private module
+  of a package enclosing both, such as ``tidings._process_state``);
 - the tidings modules import each other without cycles (imports run at import time and
   imports inside functions alike; those under ``if TYPE_CHECKING:`` are not imports).
   ``from tidings import codec`` imports the module ``tidings.codec``, not the package;
@@ -150,10 +156,49 @@ def _string_reaches(call: ast.Call) -> Iterator[tuple[ast.expr, str]]:
                 yield namespace, attr
 
 
+def _is_private(part: str) -> bool:
+    return part.startswith("_") and not part.startswith("__")
+
+
+def _imported(tree: ast.Module) -> Iterator[str]:
+    """The dotted names a module's imports name (type-checking imports too): each module of
+    ``import a.b``, and ``m.name`` for each ``name`` of ``from m import name``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def _import_reaches(name: str, tree: ast.Module) -> Iterator[str]:
+    """The private tidings names and modules that module ``name`` may not import (see the
+    module's docstring), each as imported (``tidings.testing._processes.stop_process``)."""
+    package = name if MODULES[name].name == "__init__.py" else name.rpartition(".")[0]
+    for target in _imported(tree):
+        if not target.startswith("tidings."):
+            continue
+        module = target if target in MODULES else target.rpartition(".")[0]
+        if module != target and _is_private(target.rpartition(".")[2]):
+            yield target  # a private name of another module
+            continue
+        parts = module.split(".")
+        private = [i for i, part in enumerate(parts) if _is_private(part)]
+        if not private:
+            continue
+        owner = ".".join(parts[: private[0]])
+        if not (
+            package == owner
+            or package.startswith(f"{owner}.")  # within the owner
+            or owner.startswith(f"{package}.")  # enclosing it
+        ):
+            yield target
+
+
 def _foreign_private_reaches() -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for name, path in MODULES.items():
         tree = ast.parse(path.read_text())
+        found.update((name, target) for target in _import_reaches(name, tree))
         own = _private_defined(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
@@ -329,6 +374,29 @@ def test_the_checks_see_what_they_check() -> None:
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     assert _imports("tidings.bus", MODULES["tidings.bus"]) >= {"tidings.routing"}
     assert "tidings._log" in _imports("tidings.bus", MODULES["tidings.bus"])  # in a function
+
+
+def test_a_private_module_of_another_package_or_a_private_name_imported_is_a_reach() -> None:
+    tree = ast.parse(
+        "from tidings.testing._processes import stop_process\n"
+        "from tidings.testing import _processes\n"
+        "from tidings.bus import _BusPort, Bus\n"
+        "from tidings.chaos.errors import FaultError\n"
+        "from tidings._ports import Carrier\n"
+        "import tidings.observability._observer\n"
+    )
+    assert set(_import_reaches("tidings.chaos.process", tree)) == {
+        "tidings.testing._processes.stop_process",  # a sibling package's private module
+        "tidings.testing._processes",
+        "tidings.observability._observer",
+        "tidings.bus._BusPort",  # a private name
+    }
+    # its own package's, and an enclosed package's private modules are its own internals
+    assert set(_import_reaches("tidings.testing.brokers", tree)) == {
+        "tidings.observability._observer",
+        "tidings.bus._BusPort",
+    }
+    assert set(_import_reaches("tidings.dispatch", tree)) == {"tidings.bus._BusPort"}
 
 
 def test_a_private_name_given_as_a_string_is_a_reach() -> None:

@@ -3,12 +3,13 @@ when the block raises), CPU burners that end on their own and are killed on undo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -84,18 +85,25 @@ def test_kill_returns_once_the_process_ended(spinner: subprocess.Popen[bytes]) -
     assert spinner.wait(10) == -9
 
 
-def test_a_process_that_does_not_stop_in_time_is_a_fault_timeout_and_is_continued(
-    sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _losing(monkeypatch: pytest.MonkeyPatch, lost: int) -> list[int]:
+    """Make ``os.kill`` lose signal ``lost`` (as if it were never taken) and send the others;
+    the signals it was given, in order."""
     sent: list[int] = []
     real_kill = os.kill
 
-    def losing_sigstop(pid: int, signum: int) -> None:  # as if the signal were never taken
+    def losing(pid: int, signum: int) -> None:
         sent.append(signum)
-        if signum != signal.SIGSTOP:
+        if signum != lost:
             real_kill(pid, signum)
 
-    monkeypatch.setattr(os, "kill", losing_sigstop)
+    monkeypatch.setattr(os, "kill", losing)
+    return sent
+
+
+def test_a_process_that_does_not_stop_in_time_is_a_fault_timeout_and_is_continued(
+    sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = _losing(monkeypatch, signal.SIGSTOP)
     stop = Stop(sleeper.pid, timeout=0.2)
     started = time.monotonic()
     with pytest.raises(FaultTimeoutError, match=f"process {sleeper.pid} not stopped within"):
@@ -113,16 +121,6 @@ def test_stopping_a_process_that_ended_is_a_fault_error(
     assert _reported(sleeper.pid, os.WEXITED)  # not reaped: a zombie, still signallable
     with pytest.raises(FaultError, match="ended instead of stopping"):
         Stop(sleeper.pid).apply()
-
-
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        yield child
-    finally:
-        child.kill()
-        child.wait(10)
 
 
 def test_kill_sends_sigkill(sleeper: subprocess.Popen[bytes]) -> None:
@@ -148,6 +146,76 @@ async def test_stop_for_seconds_continues_the_process(sleeper: subprocess.Popen[
     await stop.for_seconds(0.1)
     assert not stop.stopped
     _until(lambda: _state(sleeper.pid) != "T")
+
+
+async def _until_async(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "not within the timeout"
+        await asyncio.sleep(0.01)
+
+
+async def test_stop_for_seconds_waits_without_blocking_the_loop_and_a_cancel_continues(
+    sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = _losing(monkeypatch, signal.SIGSTOP)  # the wait for the stop goes on
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    stop = Stop(sleeper.pid, timeout=10.0)
+    task = asyncio.create_task(stop.for_seconds(60.0))
+    ticking = asyncio.create_task(ticker())
+    try:
+        await _until_async(lambda: signal.SIGSTOP in sent)
+        seen = ticks
+        await _until_async(lambda: ticks >= seen + 5)  # the loop runs while Stop waits...
+        assert not task.done()  # ...before, it was blocked for the whole wait, which failed
+    finally:
+        ticking.cancel()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10.0)
+    assert sent == [0, signal.SIGSTOP, signal.SIGCONT]  # checked, stopped, continued
+    assert not stop.stopped
+
+
+async def test_a_cancelled_stop_for_seconds_continues_the_process(
+    sleeper: subprocess.Popen[bytes],
+) -> None:
+    stop = Stop(sleeper.pid, timeout=10.0)
+    task = asyncio.create_task(stop.for_seconds(60.0))
+    await _until_async(lambda: _reported(sleeper.pid, os.WSTOPPED))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10.0)
+    assert not stop.stopped
+    assert "T" not in _states(sleeper.pid)  # continued before the cancel propagated
+
+
+async def test_a_cancel_is_not_replaced_by_a_failure_to_continue_which_is_logged(
+    sleeper: subprocess.Popen[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real_kill = os.kill
+    _losing(monkeypatch, signal.SIGCONT)  # the process stays stopped
+    stop = Stop(sleeper.pid, timeout=0.2)
+    task = asyncio.create_task(stop.for_seconds(60.0))
+    await _until_async(lambda: _reported(sleeper.pid, os.WSTOPPED))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as cancelled:  # before: FaultTimeoutError
+        await asyncio.wait_for(task, 10.0)
+    failure = f"continuing process {sleeper.pid} failed"
+    assert [r.getMessage() for r in caplog.records if r.name == "tidings.chaos"] == [
+        f"{failure}: process {sleeper.pid} not continued within 0.2s (its threads' states: T)"
+    ]
+    assert any(failure in note for note in getattr(cancelled.value, "__notes__", []))
+    real_kill(sleeper.pid, signal.SIGCONT)
 
 
 def test_cpu_burn_is_bounded_and_undone() -> None:

@@ -6,7 +6,8 @@ saturation, each bounded in time and undone on exit.
 - :class:`Stop` stops a process (SIGSTOP) and continues it (SIGCONT) on :meth:`~Stop.undo`,
   on exit of its ``with`` block, or after ``seconds`` at the latest when used through
   :meth:`~Stop.for_seconds`; :meth:`~Stop.apply` returns once every thread of the process
-  is stopped, :meth:`~Stop.undo` once none is.
+  is stopped, :meth:`~Stop.undo` once none is. ``for_seconds`` waits for both on the event
+  loop, without blocking it.
 - :class:`CpuBurn` saturates ``cores`` cores with busy processes that also end on their own
   after ``seconds`` (so even a SIGKILLed caller leaves nothing spinning for long);
   :meth:`~CpuBurn.undo` kills them now.
@@ -15,26 +16,30 @@ Each checks first that it can act (the process exists and may be signalled) and 
 :class:`~tidings.chaos.FaultError` before doing anything otherwise. A signal only queues:
 ``kill`` returns before the target's threads have taken it, and a thread running on another
 core goes on meanwhile. So each signal is followed by a bounded wait until the kernel
-reports it taken (``tidings.testing._processes.wait_for_process``, which
-``TansuBroker.pause`` uses too): past ``timeout`` (10 s by default)
-:class:`~tidings.chaos.FaultTimeoutError` is raised (a :class:`Stop` is undone first).
+reports it taken (``tidings._process_state``, which ``TansuBroker.pause`` uses too): past
+``timeout`` (10 s by default) :class:`~tidings.chaos.FaultTimeoutError` is raised (a
+:class:`Stop` is undone first).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
 
+from tidings._process_state import wait_for_process, wait_for_process_async
 from tidings.chaos.errors import FaultError, FaultTimeoutError
-from tidings.testing._processes import ProcessState, wait_for_process
 
 __all__ = ("CpuBurn", "Stop", "check_signallable", "kill")
+
+logger = logging.getLogger("tidings.chaos")
 
 TIMEOUT = 10.0
 """How long, by default, a signalled process may take to stop, continue or end (seconds)."""
@@ -54,11 +59,12 @@ def check_signallable(pid: int) -> None:
         ) from exc
 
 
-def _taken(pid: int, state: ProcessState, timeout: float) -> None:
-    """Wait until process ``pid`` is ``state``; :class:`FaultTimeoutError` past ``timeout``,
-    :class:`FaultError` if it ended instead of stopping."""
+@contextlib.contextmanager
+def _as_faults() -> Iterator[None]:
+    """A wait for a signal to be taken failing as a fault: :class:`FaultTimeoutError` past its
+    timeout, :class:`FaultError` if the process ended instead of stopping."""
     try:
-        wait_for_process(pid, state, timeout)
+        yield
     except TimeoutError as exc:
         raise FaultTimeoutError(str(exc)) from None
     except ProcessLookupError as exc:
@@ -75,7 +81,8 @@ def kill(pid: int, timeout: float = TIMEOUT) -> None:
     check_signallable(pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    _taken(pid, "exited", timeout)
+    with _as_faults():
+        wait_for_process(pid, "exited", timeout)
 
 
 class _Fault:
@@ -115,11 +122,10 @@ class Stop(_Fault):
             FaultError: it cannot be signalled, or it ended instead of stopping.
             FaultTimeoutError: it is not stopped within ``timeout`` (it is continued again).
         """
-        check_signallable(self.pid)
-        os.kill(self.pid, signal.SIGSTOP)
-        self.stopped = True
+        self._send_stop()
         try:
-            _taken(self.pid, "stopped", self.timeout)
+            with _as_faults():
+                wait_for_process(self.pid, "stopped", self.timeout)
         except FaultError:
             with contextlib.suppress(FaultError):
                 self.undo()
@@ -131,19 +137,54 @@ class Stop(_Fault):
         Raises:
             FaultTimeoutError: it is still stopped after ``timeout``.
         """
-        if self.stopped:
-            self.stopped = False
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGCONT)
-            _taken(self.pid, "continued", self.timeout)
+        if self._send_continue():
+            with _as_faults():
+                wait_for_process(self.pid, "continued", self.timeout)
 
     async def for_seconds(self, seconds: float) -> None:
-        """Stop the process for ``seconds``, then continue it (also if cancelled)."""
-        self.apply()
+        """Stop the process for ``seconds``, then continue it, as :meth:`apply` and
+        :meth:`undo` do but waiting for each signal to be taken without blocking the event
+        loop. The process is continued also when this is cancelled or stopping it failed;
+        the exception is raised then, and a failure to continue it is logged (logger
+        ``tidings.chaos``) and added to that exception as a note.
+
+        Raises:
+            FaultError: as :meth:`apply`.
+            FaultTimeoutError: as :meth:`apply`, or it is still stopped ``timeout`` after
+                its continuing (when nothing else was raised).
+        """
+        self._send_stop()
         try:
+            with _as_faults():
+                await wait_for_process_async(self.pid, "stopped", self.timeout)
             await asyncio.sleep(seconds)
-        finally:
-            self.undo()
+        except BaseException as exc:  # cancelled too: continue the process, then re-raise
+            try:
+                await self._undo_async()
+            except FaultError as failure:
+                logger.error("continuing process %d failed: %s", self.pid, failure)
+                exc.add_note(f"and continuing process {self.pid} failed then: {failure}")
+            raise
+        await self._undo_async()
+
+    async def _undo_async(self) -> None:
+        if self._send_continue():
+            with _as_faults():
+                await wait_for_process_async(self.pid, "continued", self.timeout)
+
+    def _send_stop(self) -> None:
+        check_signallable(self.pid)
+        os.kill(self.pid, signal.SIGSTOP)
+        self.stopped = True
+
+    def _send_continue(self) -> bool:
+        """SIGCONT the process if it was stopped: whether it was."""
+        if not self.stopped:
+            return False
+        self.stopped = False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGCONT)
+        return True
 
 
 _SPIN = (

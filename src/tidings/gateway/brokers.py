@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tidings.bridges._common import MalformedMessageError
+from tidings.bridges import MalformedMessageError
 from tidings.gateway.config import SourceConfig, TargetConfig
 
 if TYPE_CHECKING:

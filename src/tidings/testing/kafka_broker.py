@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tidings.testing._processes import wait_for_process
+from tidings._process_state import wait_for_process
 from tidings.testing.nats_server import free_port
 
 if TYPE_CHECKING:
