@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import time
 import weakref
 from collections.abc import Callable
@@ -49,14 +50,20 @@ these few tests observe the absence for this window, stated where they do it."""
 
 
 async def _committed(
-    broker: Any, transport: KafkaTransport, group: str, topic: str = "conformance.order"
+    broker: Any,
+    transport: KafkaTransport,
+    group: str,
+    topic: str = "conformance.order",
+    *,
+    pattern: str = "conformance.>",
 ) -> dict[int, int]:
     """The group's committed offset per partition of ``topic``'s Kafka topic, as the
-    broker has them (read by a consumer of the group that does not join it)."""
+    broker has them (read by a consumer of the group of subscriptions to ``pattern``, that
+    does not join it)."""
     topic = transport.destination(topic)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker.bootstrap,
-        group_id=transport.group_id("conformance.>", group),
+        group_id=transport.group_id(pattern, group),
         enable_auto_commit=False,
     )
     await consumer.start()
@@ -635,26 +642,99 @@ async def test_start_new_that_cannot_position_its_partitions_fails_subscribe_typ
         assert got.messages == []
 
 
-async def test_start_new_beside_a_start_all_member_that_commits_nothing_fails_naming_why(
-    kafka_factory: Callable[..., KafkaTransport],
+@pytest.mark.parametrize("published_before", [False, True])
+async def test_start_new_beside_a_start_all_member_gets_everything_published_after(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport], published_before: bool
 ) -> None:
-    """A member with ``start="all"`` holds an empty partition of the group's topic and
-    never commits a start for it: a ``start="new"`` member's ``subscribe`` cannot return
-    (the group has no start for that partition); it raises TransportUnavailableError after
-    ``join_timeout``, naming the partition without a start and the likely causes."""
+    """A member with ``start="all"`` commits the beginning of each partition the group has
+    no offset for (an empty one too): a ``start="new"`` member joining its group returns
+    from ``subscribe``, and every event published after both returned is handled (at
+    least once), from the group's committed offsets: the event published before (if any)
+    too, nothing else. Before, the ``start="new"`` member waited for a start that never
+    came, then failed."""
     one = kafka_factory(partitions=2)
-    two = kafka_factory(partitions=2, join_timeout=4.0)
+    two = kafka_factory(partitions=2, join_timeout=10.0)
     async with one, two:
+        clock = HybridClock()
+        before = make_envelope(clock, "before", key="k0")
+        if published_before:
+            await one.publish(before)  # one partition holds a record, the other none
         a, b = Collector(), Collector()
         await one.subscribe(
             "conformance.order", a, group="mixed", policy=DeliveryPolicy(start="all")
         )
-        with pytest.raises(TransportUnavailableError, match="no start committed for") as info:
-            await two.subscribe(
-                "conformance.order", b, group="mixed", policy=DeliveryPolicy(start="new")
-            )
+        await two.subscribe(
+            "conformance.order", b, group="mixed", policy=DeliveryPolicy(start="new")
+        )
+        committed = await _committed(kafka_broker, one, "mixed", pattern="conformance.order")
+        assert sorted(committed) == [0, 1]  # the group has a start for each partition
+        sent = [make_envelope(clock, f"m-{i}", key=f"k{i}") for i in range(40)]
+        for env in sent:
+            await two.send(env)
+        assert await two.flush(TIMEOUT) == 0
+        wanted = {env.id for env in sent} | ({before.id} if published_before else set())
+        await eventually(lambda: wanted <= set(a.ids + b.ids), TIMEOUT)
+        assert set(a.ids + b.ids) == wanted
+
+
+async def test_start_new_beside_a_member_that_commits_nothing_fails_naming_why(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
+) -> None:
+    """A member of the group that is not a tidings subscription (a client of its own)
+    holds a partition and never commits a start for it: a ``start="new"`` member's
+    ``subscribe`` cannot return (the group has no start for that partition); it raises
+    TransportUnavailableError after ``join_timeout``, naming the partition without a start
+    and the likely causes."""
+    transport = kafka_factory(partitions=2, join_timeout=4.0)
+    async with transport:
+        await transport.publish(make_envelope(HybridClock(), "creates-the-topic"))
+        foreign = AIOKafkaConsumer(
+            transport.destination("conformance.order"),
+            bootstrap_servers=kafka_broker.bootstrap,
+            group_id=transport.group_id("conformance.order", "foreign"),
+            enable_auto_commit=False,
+        )
+        await foreign.start()
+        try:
+            with pytest.raises(TransportUnavailableError, match="no start committed for") as info:
+                await transport.subscribe(
+                    "conformance.order",
+                    Collector(),
+                    group="foreign",
+                    policy=DeliveryPolicy(start="new"),
+                )
+        finally:
+            await foreign.stop()
         assert info.value.timeout == 4.0
-        assert 'start="all"' in str(info.value)
+        assert "not a tidings subscription" in str(info.value)
+
+
+async def test_commits_failing_while_a_subscribe_waits_log_one_warning_per_cause(
+    kafka_factory: Callable[..., KafkaTransport],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every commit fails while a ``start="new"`` ``subscribe`` waits for the group's
+    starts (it commits every 0.1 s, up to ``join_timeout``): one warning for the cause, not
+    one per commit (before, about twenty here); ``subscribe`` then fails, typed."""
+    transport = kafka_factory(partitions=2, join_timeout=2.0)
+
+    async def refused(self: AIOKafkaConsumer, offsets: Any = None) -> None:
+        raise KafkaConnectionError("the coordinator is out of reach")
+
+    monkeypatch.setattr(AIOKafkaConsumer, "commit", refused)
+    async with transport:
+        await transport.publish(make_envelope(HybridClock(), "creates-the-topic"))
+        with (
+            caplog.at_level(logging.WARNING, logger="tidings.transports.kafka"),
+            pytest.raises(TransportUnavailableError, match="no start committed for"),
+        ):
+            await transport.subscribe(
+                "conformance.order", Collector(), policy=DeliveryPolicy(start="new")
+            )
+    failed = [r for r in caplog.records if "could not commit offsets" in r.getMessage()]
+    assert len(failed) == 1
+    assert "the coordinator is out of reach" in failed[0].getMessage()
 
 
 async def test_a_partition_whose_start_cannot_be_looked_up_later_is_read_from_its_beginning(

@@ -26,7 +26,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -209,6 +209,24 @@ async def _members(
     return one, two
 
 
+async def _group_handles_what_is_sent(
+    publisher: Transport, clock: HybridClock, *members: Collector
+) -> tuple[set[str], set[str]]:
+    """Send 30 keyed events (every partition gets some) and wait until the group's
+    ``members`` handled each: (the ids sent, the ids the members handled)."""
+    sent = [make_envelope(clock, f"sent-{i}", key=f"k{i}") for i in range(30)]
+    for env in sent:
+        await publisher.send(env)
+    assert await publisher.flush(TIMEOUT) == 0
+    wanted = {env.id for env in sent}
+
+    def handled() -> set[str]:
+        return {i for member in members for i in member.ids}
+
+    await eventually(lambda: wanted <= handled())
+    return wanted, handled()
+
+
 class TransportConformance:
     """The transport conformance suite; see the module docstring."""
 
@@ -387,13 +405,34 @@ class TransportConformance:
             ),
             TIMEOUT,
         )
-        sent = [make_envelope(clock, f"t-{i}", key=f"k{i}") for i in range(30)]
-        for env in sent:
-            await one.send(env)
-        assert await one.flush(TIMEOUT) == 0
-        wanted = {env.id for env in sent}
-        await eventually(lambda: wanted <= set(a.ids + b.ids))
-        assert set(a.ids + b.ids) == wanted
+        wanted, handled = await _group_handles_what_is_sent(one, clock, a, b)
+        assert handled == wanted
+
+    @pytest.mark.parametrize("first", ["all", "new"])
+    async def test_group_members_with_different_starts_get_what_is_published_after(
+        self, open_transport: Callable[..., Any], first: str
+    ) -> None:
+        """Members of one group subscribe one with ``start="all"``, one with
+        ``start="new"`` (``first`` subscribes first): ``subscribe`` returns for both, and
+        every event published once both returned is handled by the group (at least once).
+        The group's position decides where it reads; ``start`` only matters where the group
+        has none (so the event published before may be handled, nothing else)."""
+        one, two = await _members(open_transport, "groups")
+        clock = HybridClock()
+        before = make_envelope(clock, "before", key="k0")
+        await one.publish(before)
+        a, b = Collector(), Collector()
+        starts: tuple[Literal["all", "new"], ...] = (
+            ("all", "new") if first == "all" else ("new", "all")
+        )
+        for member, got, start in zip((one, two), (a, b), starts, strict=True):
+            policy = DeliveryPolicy(start=start)
+            await asyncio.wait_for(
+                member.subscribe("conformance.order", got, group="mixed", policy=policy),
+                TIMEOUT,
+            )
+        wanted, handled = await _group_handles_what_is_sent(one, clock, a, b)
+        assert handled - wanted <= {before.id}
 
     # ------------------------------------------------------------------ failures
 

@@ -102,7 +102,8 @@ class DeliveryPolicy:
             workers by key, so each key's messages stay in order.
         start: where a new consumer starts: ``"new"`` events published from now on, or
             ``"all"`` events still in the stream. A group's consumer keeps its position
-            once created.
+            once created: members of one group may say different ``start``s, where the
+            group has a position it decides.
         exclusive: a group's events go to one process at a time: the server pins the
             group's consumer to the first process that pulls, and the others stand by.
             With the per-key workers, each key's events are then handled in publish order

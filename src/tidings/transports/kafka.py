@@ -45,7 +45,10 @@ that existed when it subscribed, else at the beginning; that start is committed 
 group), and the group has committed a start for every partition of the topics that existed,
 whichever member holds it (a rebalance that beat a member's commit would otherwise let the
 next holder position at the end again), so every event published after it returned is
-read; it waits at most ``join_timeout`` seconds. A group's members should share ``start``.
+read; it waits at most ``join_timeout`` seconds. With ``start="all"``, a partition the
+group has no committed offset for is read from its beginning, which is committed at once
+(an empty partition's too): members of one group may say different ``start``s, the
+group's committed offsets decide (``start`` only where it has none).
 
 **Retries** are non-blocking and in-process: a handler that raises gets the record again
 after the policy's backoff while the partition's later records go on being handled; the
@@ -152,6 +155,9 @@ _record_size = DefaultRecordBatchBuilder.estimate_size_in_bytes
 _Origin = tuple[str | None, str, Envelope[Any] | None, bool]
 """What a failed publish reports: (event id, None: the envelope's; topic; envelope; report)."""
 
+
+_COMMIT_WARNING_EVERY = 10.0
+"""Seconds between warnings of commits failing for one cause."""
 
 _OFFSET_BITS = 40
 """A record's sequence here is ``(partition index << 40) | (offset + 1)``."""
@@ -367,11 +373,11 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         """Set once every partition of an assignment is positioned (``subscribe`` waits for
         it, then for :meth:`positioned_in_group`)."""
         self.starts: dict[TopicPartition, int] = {}
+        """``start="new"``: where each partition started when it was first positioned here
+        without a committed offset (where it starts again if that commit was lost)."""
         self.unstarted: list[TopicPartition] = []
         """What :meth:`positioned_in_group` last found the group had no start for (named by
         ``subscribe``'s error when it gives up)."""
-        """``start="new"``: where each partition started when it was first positioned here
-        without a committed offset (where it starts again if that commit was lost)."""
         self.ledgers: dict[TopicPartition, _Ledger] = {}
         self.revoked: dict[TopicPartition, _Ledger] = {}
         """The ledger of each partition revoked here (see :meth:`refetched`)."""
@@ -383,6 +389,9 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         self.poll: asyncio.Task[Any] | None = None
         self.committer: asyncio.Task[None] | None = None
         self.stopping = False
+        self.failing: tuple[str, float] | None = None
+        """The cause of the failed commit last logged, and when (``None`` after a commit
+        succeeded)."""
         self.lenient = False
         """Read headers that are not UTF-8 escaped (dead letters keep them as they came)."""
 
@@ -554,18 +563,32 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.consumer.commit(offsets)
         except Exception as exc:
             # tried again at the next round (the positions stay ahead of ``committed``)
-            logger.warning(
-                "subscription %s could not commit offsets (%r); the records after the last "
-                "commit may be delivered again",
-                self.name,
-                exc,
-                extra=log_fields(None, self.name),
-            )
+            self._commit_failed(exc)
             return
+        self.failing = None
         for tp, position in offsets.items():
             owned = self.ledgers.get(tp)
             if owned is not None:
                 owned.committed = max(owned.committed, position)
+
+    def _commit_failed(self, error: Exception) -> None:
+        """Log a failed commit: once while commits keep failing for the same cause (the
+        join waits commit every 0.1 s), again after :data:`_COMMIT_WARNING_EVERY` seconds
+        of it, at once for another cause or after a commit succeeded."""
+        cause = repr(error)
+        now = time.monotonic()
+        last = self.failing
+        if last is not None and last[0] == cause and now - last[1] < _COMMIT_WARNING_EVERY:
+            return
+        self.failing = (cause, now)
+        logger.warning(
+            "subscription %s could not commit offsets (%s); the records after the last "
+            "commit may be delivered again (not logged again for this cause within %gs)",
+            self.name,
+            cause,
+            _COMMIT_WARNING_EVERY,
+            extra=log_fields(None, self.name),
+        )
 
     # ------------------------------------------------------------------ rebalances
 
@@ -610,6 +633,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         (:meth:`_position`); once every partition held is, :attr:`ready` is set."""
         pending = self.pending
         pending.intersection_update(assigned)
+        taken: list[TopicPartition] = []
         for tp in assigned:
             if tp in self.ledgers or tp in pending:
                 continue
@@ -617,10 +641,48 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 pending.add(tp)
             else:
                 self.ledger(tp)
+                taken.append(tp)
+        if taken:
+            await self._anchor(taken)
         if pending:
             await self._position()
         if not pending:
             self.ready.set()
+
+    async def _anchor(self, partitions: list[TopicPartition]) -> None:
+        """``start="all"``: commit the beginning of each of ``partitions`` (just assigned,
+        read from the group's committed offset, else from their beginning) that the group
+        has no committed offset for and nothing was taken in from yet, as a ``start="new"``
+        member commits where it positions one. Else an empty partition would have no start
+        in the group until a record of it is read, and a ``start="new"`` member joining the
+        group would wait for one (:meth:`positioned_in_group`), then fail. Failed lookups
+        are tried again for up to ``connect_timeout``; then the partition is committed once
+        a record of it is read."""
+        admin = self.transport._admin
+        assert admin is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.transport.connect_timeout
+        while True:
+            try:
+                committed = await admin.list_consumer_group_offsets(
+                    self.group_id, partitions=partitions
+                )
+                fresh = [tp for tp in partitions if tp not in committed or committed[tp].offset < 0]
+                found = await self.consumer.beginning_offsets(fresh) if fresh else {}
+                break
+            except aiokafka.errors.KafkaError as exc:
+                if loop.time() >= deadline:
+                    logger.debug("subscription %s: no start looked up (%r)", self.name, exc)
+                    return
+                await asyncio.sleep(0.1)  # a back-off before looking them up again
+        anchored: set[TopicPartition] = set()
+        for tp, offset in found.items():
+            ledger = self.ledgers.get(tp)
+            if ledger is not None and ledger.next < 0:  # still held, nothing taken in yet
+                ledger.next = offset
+                anchored.add(tp)
+        if anchored:
+            await self.commit(anchored)
 
     async def _position(self) -> None:
         """Position the pending partitions still assigned: at the group's committed offset,
@@ -1442,8 +1504,9 @@ class KafkaTransport(ClientTransport):
             )
             why = (
                 f"; the group {kafka.group_id!r} has no start committed for {unstarted} (held "
-                'by a member subscribed with start="all", or by one that stopped before '
-                "committing, or a topic deleted meanwhile)"
+                "by a member that commits none, not a tidings subscription: a client of "
+                "its own in the group; or by one that stopped before committing; or a topic "
+                "deleted meanwhile)"
                 if unstarted
                 else ""
             )

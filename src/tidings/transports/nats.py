@@ -1339,9 +1339,17 @@ class NatsTransport(ClientTransport):
                 "priority_timeout": round(policy.takeover * 1e9),
             }
 
+        kept: list[tuple[_api.DeliverPolicy, int | None]] = []
+        """The start of the group's consumer when it exists already: kept (the server
+        refuses to change it), so a member with another ``start`` joins the group, which
+        reads on from its position (``start`` only decides where a new group begins)."""
+
         def config(start_after: int | None) -> _api.ConsumerConfig:
+            start_seq: int | None
             if start_after:
                 deliver, start_seq = _api.DeliverPolicy.BY_START_SEQUENCE, start_after + 1
+            elif kept:
+                deliver, start_seq = kept[0]
             elif policy.start == "all":
                 deliver, start_seq = _api.DeliverPolicy.ALL, None
             else:
@@ -1370,6 +1378,13 @@ class NatsTransport(ClientTransport):
             )
             if found is not None:
                 settings = found.get("config", {})
+                with contextlib.suppress(ValueError):
+                    kept.append(
+                        (
+                            _api.DeliverPolicy(settings.get("deliver_policy")),
+                            settings.get("opt_start_seq"),
+                        )
+                    )
                 pins = found.get("priority_groups") or ()
                 check_group_policy(
                     settings.get("priority_timeout", 0) / 1e9
