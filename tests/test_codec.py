@@ -96,3 +96,15 @@ def test_codecs_are_built_once_per_type() -> None:
     assert codec._decoders[Point] is first
     codec.encode(Point(1, 2))
     assert codec._encoders[Point] is codec._encoders[Point]
+
+
+def test_encoder_is_what_encode_calls_cached_and_raises_the_library_error() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Shipped:
+        order_id: str
+
+    encode = codec.encoder(Shipped)
+    assert encode is codec.encoder(Shipped)
+    assert encode(Shipped("o-1")) == codec.encode(Shipped("o-1")) == b'{"order_id":"o-1"}'
+    with pytest.raises(TypeError):
+        codec.encoder(object)(object())

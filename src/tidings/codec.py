@@ -28,7 +28,7 @@ import msgspec
 
 from tidings.exceptions import DecodeError, EncodeError
 
-__all__ = ("convert", "decode", "decoder", "encode", "is_pydantic_model")
+__all__ = ("convert", "decode", "decoder", "encode", "encoder", "is_pydantic_model")
 
 T = TypeVar("T")
 
@@ -77,6 +77,18 @@ def encode(payload: object) -> bytes:
         raise EncodeError(
             f"cannot encode a {cls.__qualname__} payload as JSON: {exc}", type_=cls
         ) from exc
+
+
+def encoder(cls: type) -> Callable[[Any], bytes]:
+    """The function :func:`encode` calls for payloads of class ``cls`` (built once, then
+    cached), for hot paths that encode many payloads of one class: it raises the encoding
+    library's error (``msgspec.EncodeError``, ``TypeError``...) instead of
+    :class:`~tidings.exceptions.EncodeError` (call :func:`encode` for the typed one)."""
+    try:
+        return _encoders[cls]
+    except KeyError:
+        built = _encoders[cls] = _build_encoder(cls)
+        return built
 
 
 def _type_name(type_: Any) -> str:

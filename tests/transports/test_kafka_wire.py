@@ -8,14 +8,21 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from cloudevents.v1.kafka import KafkaMessage, from_binary
 
 from tidings.clock import HybridClock
 from tidings.cloudevents import binary_attributes, encode_data, format_time
 from tidings.event import Envelope
-from tidings.exceptions import DecodeError
+from tidings.exceptions import DecodeError, EncodeError
 from tidings.testing.transport_conformance import ConformanceOrder
-from tidings.transports._kafka_wire import Templates, fast_envelope, received_headers, record_of
+from tidings.transports._kafka_wire import (
+    Templates,
+    fast_envelope,
+    publish_record,
+    received_headers,
+    record_of,
+)
 from tidings.transports.wire import decode_envelope
 
 _clock = HybridClock()
@@ -247,3 +254,54 @@ def test_fast_envelope_is_none_or_what_the_general_path_reads(
             assert fast is None
             continue
         assert fast is None or fast == general
+
+
+SIZE_CASES = [
+    *CASES,
+    pytest.param(
+        _envelope({"a": "é" * 50}, key="ключ", source="источник"), id="non-ascii-key-source"
+    ),
+    pytest.param(
+        _envelope({"a": 1}, headers={"x-big": "h" * 5_000, "tracestate": "ü" * 300}),
+        id="large-and-non-ascii-headers",
+    ),
+    pytest.param(_envelope({"a": 1}, attributes={"subject": "s"}), id="given-attributes"),
+]
+
+
+@pytest.mark.parametrize("structured", [False, True])
+@pytest.mark.parametrize("envelope", SIZE_CASES)
+def test_publish_record_bounds_the_size_aiokafka_measures(
+    envelope: Envelope[Any], structured: bool
+) -> None:
+    """The transport skips the exact size check when the bound is below its limit: the bound
+    must never be below what aiokafka measures (``-1``: not known, measured exactly)."""
+    for _ in range(2):  # the first call fills the cache, the second reads it
+        headers, body, key, bound = publish_record(envelope, structured=structured)
+        assert (headers, body, key) == record_of(envelope, structured=structured)
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, body, headers)
+        assert bound == -1 or size <= bound <= size + 200
+
+
+def test_the_per_topic_cache_follows_a_change_of_source_or_payload_class() -> None:
+    """The last layout of a topic is found by the topic alone: a change of source or payload
+    class on the same topic gives that event's own headers and data."""
+    events = [
+        _envelope({"a": 1}, source="one"),
+        _envelope({"a": 1}, source="two"),
+        _envelope(b"raw", source="two"),
+        _envelope(ConformanceOrder("o-1", 2.5), source="two"),
+        _envelope({"a": 1}, source="one"),
+    ]
+    for envelope in events:
+        headers, body, _ = record_of(envelope)
+        assert dict(headers) == _general(envelope)
+        assert body == encode_data(envelope)
+
+
+def test_a_payload_that_cannot_be_encoded_raises_the_typed_error_naming_its_class() -> None:
+    class Opaque:
+        pass
+
+    with pytest.raises(EncodeError, match="Opaque"):
+        record_of(_envelope(Opaque()))

@@ -20,8 +20,11 @@ dead-lettered with the reason).
 **Cost.** Most events published here carry no given attributes: for those,
 :func:`record_of` writes the headers that depend only on the topic, source and payload class
 (``ce_specversion``, ``ce_type``, ``ce_source``, ``ce_dataschema``, ``content-type``) from
-a per-(topic, source, class) cache of encoded bytes, and encodes only what varies (``ce_id``,
-``ce_time``, ``ce_hlc``, extensions, the key). :func:`received_headers` reads the usual
+a per-(topic, source, class) cache of encoded bytes (the last one of each topic found by
+the topic alone), encodes the payload with that class's encoder, and encodes only what
+varies (``ce_id``, ``ce_time``, ``ce_hlc``, extensions, the key);
+:func:`publish_record` adds a bound of the record's size from the cached headers' sizes,
+so that the transport measures a record exactly only when the bound is near its limit. :func:`received_headers` reads the usual
 ``ce_``/``content-type`` names through a cache of their decoded forms.
 :func:`fast_envelope` reads a record laid out as :func:`record_of` writes such an event
 (``ce_id``, ``ce_time``, ``ce_hlc``, then only headers that depend on the topic, source and
@@ -58,7 +61,14 @@ from tidings.dataschema import uri_of
 from tidings.event import NO_HEADERS, Envelope
 from tidings.exceptions import DecodeError
 
-__all__ = ("KafkaHeaders", "Templates", "fast_envelope", "received_headers", "record_of")
+__all__ = (
+    "KafkaHeaders",
+    "Templates",
+    "fast_envelope",
+    "publish_record",
+    "received_headers",
+    "record_of",
+)
 
 KafkaHeaders = list[tuple[str, bytes]]
 """Record headers as aiokafka sends and receives them."""
@@ -74,12 +84,63 @@ def record_of(
         HeaderError: for an envelope header that cannot travel (see
             :func:`tidings.cloudevents.split_headers`).
     """
+    headers, body, key, _ = publish_record(envelope, structured=structured)
+    return headers, body, key
+
+
+def publish_record(
+    envelope: Envelope[Any], *, structured: bool = False
+) -> tuple[KafkaHeaders, bytes, bytes | None, int]:
+    """:func:`record_of` and a bound of the record's size: no smaller than the bytes the
+    record takes in a batch (aiokafka's ``estimate_size_in_bytes``), or ``-1`` when not
+    known (the caller computes the size itself).
+
+    Raises:
+        EncodeError, HeaderError: as :func:`record_of`.
+    """
+    if structured or envelope.attributes:
+        return _general_record(envelope, structured=structured)
+    # Binary mode, no given attributes (the usual event published here).
+    key = envelope.key
+    encoded_key = None if key is None else key.encode()
+    topic, source, payload = envelope.topic, envelope.source, envelope.payload
+    layout = _last_layouts.get(topic)
+    if layout is None or layout[1] is not type(payload) or layout[0] != source:
+        layout = _layout(topic, source, type(payload))
+    time = envelope.time
+    seconds, nanos = divmod(time, 1_000_000_000)
+    second = _time_second[0]
+    if second[0] != seconds:  # one formatting per second of event time
+        second = (seconds, format_time(time - nanos)[:20].encode())
+        _time_second[0] = second
+    high, low = divmod(nanos // 1000, 1000)
+    event_id = envelope.id.encode()
+    out: KafkaHeaders = [
+        ("ce_id", event_id),
+        ("ce_time", second[1] + _DIGITS[high] + _DIGITS[low] + b"Z"),  # format_time(time)
+        ("ce_hlc", b"%d" % time),
+    ]
+    out += layout[2]
+    bound = layout[4] + len(event_id)
+    if envelope.headers:
+        bound += _add_headers(out, envelope.headers)
+    try:
+        body = layout[3](payload)
+    except Exception:
+        body = codec.encode(payload)  # raises the typed EncodeError naming the class
+    if encoded_key is None:
+        return out, body, None, bound + len(body)
+    return out, body, encoded_key, bound + len(body) + len(encoded_key)
+
+
+def _general_record(
+    envelope: Envelope[Any], *, structured: bool
+) -> tuple[KafkaHeaders, bytes, bytes | None, int]:
+    """:func:`publish_record` of an envelope with given attributes, or in structured mode."""
     key = None if envelope.key is None else envelope.key.encode()
-    if not structured and not envelope.attributes:
-        return _fast_record(envelope), encode_data(envelope), key
     if structured:
         headers, body = to_structured(envelope)
-        return [(name, value.encode()) for name, value in headers.items()], body, key
+        return [(name, value.encode()) for name, value in headers.items()], body, key, -1
     attributes, plain = binary_attributes(envelope)
     names = _header_names
     out: KafkaHeaders = []
@@ -93,71 +154,91 @@ def record_of(
             out.append((header, value.encode()))
     for name, value in plain.items():
         out.append((name, value.encode()))
-    return out, encode_data(envelope), key
+    return out, encode_data(envelope), key, -1
 
 
 _Constant = tuple[tuple[str, bytes], ...]
-_constants: dict[tuple[str, str, type], _Constant] = {}
-"""(topic, source, payload class) -> the encoded headers that depend on nothing else."""
+_Layout = tuple[str, type, _Constant, Callable[[Any], bytes], int]
+"""What the record of an event without given attributes takes from its topic, source and
+payload class: (source, class, the constant headers, the payload encoder, a bound of the
+size those headers and the record's fixed parts add)."""
+
+_layouts: dict[tuple[str, str, type], _Layout] = {}
+"""(topic, source, payload class) -> its :data:`_Layout` (bounded)."""
+
+_last_layouts: dict[str, _Layout] = {}
+"""topic -> the layout of the last event published on it (one look-up by text)."""
 
 _BYTES_TYPES = (bytes, bytearray, memoryview)
 
+_RECORD_BOUND = 100
+"""Bytes a record takes in a batch besides its key, value and headers, at most (aiokafka's
+estimate: the 61-byte batch header, the record's attributes, deltas and length varints)."""
 
-def _constant_headers(topic: str, source: str, cls: type) -> _Constant:
-    """The headers of an event without given attributes that follow from its topic, source
-    and payload class (the same values :func:`binary_attributes` gives such an event)."""
-    out = [
-        ("ce_specversion", SPEC_VERSION.encode()),
-        ("ce_type", topic.encode()),
-        ("ce_source", source.encode()),
-    ]
-    schema = uri_of(cls)
-    if schema is not None:
-        out.append(("ce_dataschema", schema.encode()))
-    binary = issubclass(cls, _BYTES_TYPES)
-    out.append(("content-type", (BINARY_CONTENT_TYPE if binary else JSON_CONTENT_TYPE).encode()))
-    return tuple(out)
+
+def _header_bound(name: str, value: bytes) -> int:
+    """Bytes one header takes in a record, at most (two length varints of <= 5 bytes)."""
+    return len(name.encode()) + len(value) + 10
+
+
+def _layout(topic: str, source: str, cls: type) -> _Layout:
+    """The layout of events on ``topic`` from ``source`` with payloads of class ``cls``: the
+    headers that follow from those alone (the values :func:`binary_attributes` gives such
+    an event), and the encoder :func:`encode_data` uses for them."""
+    layout = _layouts.get((topic, source, cls))
+    if layout is None:
+        out = [
+            ("ce_specversion", SPEC_VERSION.encode()),
+            ("ce_type", topic.encode()),
+            ("ce_source", source.encode()),
+        ]
+        schema = uri_of(cls)
+        if schema is not None:
+            out.append(("ce_dataschema", schema.encode()))
+        binary = issubclass(cls, _BYTES_TYPES)
+        out.append(
+            ("content-type", (BINARY_CONTENT_TYPE if binary else JSON_CONTENT_TYPE).encode())
+        )
+        # ce_id's value is added per event; ce_time's is 27 bytes, ce_hlc's at most 20.
+        bound = _RECORD_BOUND + sum(_header_bound(name, value) for name, value in out)
+        bound += _header_bound("ce_id", b"") + _header_bound("ce_time", b"x" * 27)
+        bound += _header_bound("ce_hlc", b"x" * 20)
+        encoder: Callable[[Any], bytes] = bytes if binary else codec.encoder(cls)
+        layout = (source, cls, tuple(out), encoder, bound)
+        if len(_layouts) >= 4096:
+            _layouts.clear()
+            _last_layouts.clear()
+        _layouts[(topic, source, cls)] = layout
+    if len(_last_layouts) >= 4096:
+        _last_layouts.clear()
+    _last_layouts[topic] = layout
+    return layout
 
 
 _time_second: list[tuple[int, bytes]] = [(-1, b"")]
 """The last second of an event time written and its ``YYYY-MM-DDTHH:MM:SS.`` text."""
 
 
-def _fast_record(envelope: Envelope[Any]) -> KafkaHeaders:
-    """The binary-mode headers of an envelope without given ``attributes``."""
-    topic, source, cls = envelope.topic, envelope.source, type(envelope.payload)
-    constant = _constants.get((topic, source, cls))
-    if constant is None:
-        constant = _constant_headers(topic, source, cls)
-        if len(_constants) >= 4096:
-            _constants.clear()
-        _constants[(topic, source, cls)] = constant
-    time = envelope.time
-    seconds, nanos = divmod(time, 1_000_000_000)
-    second = _time_second[0]
-    if second[0] != seconds:  # one formatting per second of event time
-        second = (seconds, format_time(time - nanos)[:20].encode())
-        _time_second[0] = second
-    high, low = divmod(nanos // 1000, 1000)
-    out: KafkaHeaders = [
-        ("ce_id", envelope.id.encode()),
-        ("ce_time", second[1] + _DIGITS[high] + _DIGITS[low] + b"Z"),  # format_time(time)
-        ("ce_hlc", b"%d" % time),
-        *constant,
-    ]
-    if envelope.headers:
-        extensions, plain = split_headers(envelope.headers)
-        names = _header_names
-        for name, value in extensions.items():
-            header = names.get(name)
-            if header is None:
-                header = f"ce_{name}"
-                if len(names) < 4096:
-                    names[name] = header
-            out.append((header, value.encode()))
-        for name, value in plain.items():
-            out.append((name, value.encode()))
-    return out
+def _add_headers(out: KafkaHeaders, headers: Mapping[str, str]) -> int:
+    """Append an envelope's headers to ``out`` (extensions as ``ce_<name>``); a bound of
+    the bytes they take in the record."""
+    extensions, plain = split_headers(headers)
+    names = _header_names
+    bound = 0
+    for name, value in extensions.items():
+        header = names.get(name)
+        if header is None:
+            header = f"ce_{name}"
+            if len(names) < 4096:
+                names[name] = header
+        encoded = value.encode()
+        out.append((header, encoded))
+        bound += _header_bound(header, encoded)
+    for name, value in plain.items():
+        encoded = value.encode()
+        out.append((name, encoded))
+        bound += _header_bound(name, encoded)
+    return bound
 
 
 _received_names: dict[str, str] = {}

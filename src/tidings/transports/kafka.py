@@ -108,13 +108,13 @@ from tidings.transports._common import (
     report_publish_error,
 )
 from tidings.transports._consumer import Consumer
-from tidings.transports._kafka_batches import Batch, Batcher
+from tidings.transports._kafka_batches import Batch, Batcher, Lane, Partitions
 from tidings.transports._kafka_wire import (
     KafkaHeaders,
     Templates,
     fast_envelope,
+    publish_record,
     received_headers,
-    record_of,
 )
 from tidings.transports.base import (
     DeliveryPolicy,
@@ -751,9 +751,12 @@ class KafkaTransport(ClientTransport):
         self._idle.set()
         self._failed = 0
         self._subs: list[Consumer] = []
-        self._encoded: dict[str, tuple[KafkaHeaders, bytes, bytes | None]] = {}
+        self._encoded: dict[str, tuple[KafkaHeaders, bytes, bytes | None, int]] = {}
         """Records :meth:`check_envelope` encoded, by event id: :meth:`send` and
         :meth:`publish` take them (one encoding per event); emptied on close."""
+        self._partitions: dict[str, Partitions] = {}
+        """The lanes of each tidings topic published to (its Kafka topic's, of the
+        batcher)."""
         self._kafka_subs: set[_Subscription] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -914,18 +917,11 @@ class KafkaTransport(ClientTransport):
     # ------------------------------------------------------------------ publishing
 
     def check_envelope(self, envelope: Envelope[Any]) -> None:
-        record = record_of(envelope, structured=self.structured)
+        headers, body, key, size = publish_record(envelope, structured=self.structured)
         event_id = envelope.id
-        self._check_size(event_id, envelope.topic, *record)
-        self._encoded[event_id] = record
-
-    def _record(self, envelope: Envelope[Any]) -> tuple[KafkaHeaders, bytes, bytes | None]:
-        """``envelope``'s record: as :meth:`check_envelope` encoded it, else now."""
-        if self._encoded:
-            record = self._encoded.pop(envelope.id, None)
-            if record is not None:
-                return record
-        return record_of(envelope, structured=self.structured)
+        if size < 0 or size > self.max_request_size:  # else it fits
+            self._check_size(event_id, envelope.topic, headers, body, key)
+        self._encoded[event_id] = headers, body, key, 0  # 0: it fits
 
     def _check_size(
         self, event_id: str, topic: str, headers: KafkaHeaders, body: bytes, key: bytes | None
@@ -943,15 +939,34 @@ class KafkaTransport(ClientTransport):
             )
 
     async def publish(self, envelope: Envelope[Any]) -> PublishAck:
-        self._client()
-        headers, body, key = self._record(envelope)
-        future = await self._send(envelope.topic, headers, body, key, None, envelope, report=False)
+        if self._batcher is None or self._state == "closed":
+            raise self._closed_error()
+        encoded = self._encoded
+        record = encoded.pop(envelope.id, None) if encoded else None
+        if record is None:
+            record = publish_record(envelope, structured=self.structured)
+        future = await self._send(envelope.topic, *record, None, envelope, report=False)
         return await future
 
     async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
-        self._client()
-        headers, body, key = self._record(envelope)
-        return await self._send(envelope.topic, headers, body, key, None, envelope, report=True)
+        batcher = self._batcher
+        if batcher is None or self._state == "closed":
+            raise self._closed_error()
+        # As check_envelope encoded it (the bus checks every event first), else now.
+        encoded = self._encoded
+        record = encoded.pop(envelope.id, None) if encoded else None
+        if record is None:
+            record = publish_record(envelope, structured=self.structured)
+        topic = envelope.topic
+        partitions = self._partitions.get(topic)
+        if partitions is not None and self._unacked < self.window:
+            # The usual case, without a coroutine of its own: nothing to wait for.
+            headers, body, key, size = record
+            lane = partitions.lane(key)
+            if not lane.backed_up:
+                origin: _Origin = (None, topic, envelope, True)
+                return self._add(batcher, lane, headers, body, key, size, origin)
+        return await self._send(topic, *record, None, envelope, report=True)
 
     async def publish_raw(
         self, topic: str, body: bytes, headers: Mapping[str, str] | None = None
@@ -959,7 +974,9 @@ class KafkaTransport(ClientTransport):
         validate_topic(topic)
         kafka_headers = [(name, value.encode()) for name, value in (headers or {}).items()]
         event_id = (headers or {}).get("ce-id") or (headers or {}).get("ce_id") or "?"
-        future = await self._send(topic, kafka_headers, body, None, event_id, None, report=False)
+        future = await self._send(
+            topic, kafka_headers, body, None, -1, event_id, None, report=False
+        )
         return await future
 
     async def _send(
@@ -968,6 +985,7 @@ class KafkaTransport(ClientTransport):
         headers: KafkaHeaders,
         body: bytes,
         key: bytes | None,
+        size: int,
         event_id: str | None,
         envelope: Envelope[Any] | None,
         *,
@@ -976,12 +994,21 @@ class KafkaTransport(ClientTransport):
     ) -> asyncio.Future[PublishAck]:
         """Add one record to its partition's batch (see :mod:`._kafka_batches`); its future
         resolves with its acknowledgement or its typed error (``event_id``: ``None`` for
-        ``envelope.id``)."""
-        self._client()
+        ``envelope.id``; ``size``: a bound of the record's size, ``-1`` if not known, ``0``
+        if known to fit).
+
+        Raises:
+            TransportClosedError: the transport is not started, or closed.
+        """
         batcher = self._batcher
-        assert batcher is not None
-        name = kafka_topic or self.subjects.subject(topic)
-        partitions = batcher.topics.get(name)
+        if batcher is None or self._state == "closed":
+            raise self._closed_error()
+        if kafka_topic is None:
+            partitions = self._partitions.get(topic)
+            name = "" if partitions is not None else self.subjects.subject(topic)
+        else:
+            name = kafka_topic
+            partitions = batcher.topics.get(name)
         lane = None if partitions is None else partitions.lane(key)
         if lane is not None and lane.backed_up:
             # Before the record counts, so that a cancelled wait adds nothing.
@@ -989,20 +1016,52 @@ class KafkaTransport(ClientTransport):
         while self._unacked >= self.window:
             self._room.clear()
             await self._room.wait()
+        origin: _Origin = (event_id, topic, envelope, report)
+        if lane is not None:
+            return self._add(batcher, lane, headers, body, key, size, origin)
+        self._unacked += 1  # while its topic is created: flush() waits for it too
+        if self._unacked == 1:
+            self._idle.clear()
+        try:
+            partitions = batcher.partitions(name, await self._topic(name))
+        except BaseException as exc:
+            # Nothing was added: the record no longer counts (a send cancelled while its
+            # topic is created included, or flush() would wait for it for ever).
+            self._unacked -= 1
+            self._freed()
+            if not isinstance(exc, Exception):
+                raise
+            future: asyncio.Future[PublishAck] = batcher.loop.create_future()
+            self._fail(future, exc, origin, sent_out=False)
+            return future
+        if kafka_topic is None:
+            self._partitions[topic] = partitions
+        self._unacked -= 1  # _add counts it again (nothing suspends in between)
+        return self._add(batcher, partitions.lane(key), headers, body, key, size, origin)
+
+    def _add(
+        self,
+        batcher: Batcher,
+        lane: Lane,
+        headers: KafkaHeaders,
+        body: bytes,
+        key: bytes | None,
+        size: int,
+        origin: _Origin,
+    ) -> asyncio.Future[PublishAck]:
+        """Count one record and add it to ``lane``'s batch (refused: its future fails,
+        typed, and it no longer counts); the caller waited for room first."""
         self._unacked += 1
         if self._unacked == 1:
             self._idle.clear()
         future: asyncio.Future[PublishAck] = batcher.loop.create_future()
-        origin: _Origin = (event_id, topic, envelope, report)
         try:
-            if lane is None:
-                lane = batcher.partitions(name, await self._topic(name)).lane(key)
-            if _record_size(key, body, headers) > self.max_request_size:
-                self._check_size(_event_id(origin), topic, headers, body, key)  # raises
+            if size < 0 or size > self.max_request_size:  # else it fits
+                self._check_size(_event_id(origin), origin[1], headers, body, key)
             batcher.add(lane, key, body, headers, future, origin)
         except BaseException as exc:
-            # Nothing was added: the record no longer counts (a send cancelled while its
-            # topic is created included, or flush() would wait for it for ever).
+            # Nothing was added: the record no longer counts, or flush() would wait for
+            # it for ever.
             self._unacked -= 1
             self._freed()
             if not isinstance(exc, Exception):
@@ -1192,6 +1251,7 @@ class KafkaTransport(ClientTransport):
                 headers,
                 raw.data,
                 raw.key,
+                -1,
                 f"{raw.subject}-{raw.partition}-{raw.offset}",
                 None,
                 report=False,
