@@ -330,15 +330,19 @@ class Templates:
     """The constant headers (as received) -> their :data:`Template`, for one topic and
     payload class (bounded); the last ones read are compared first (no hashing)."""
 
-    __slots__ = ("decode", "known", "last", "last_template", "second", "second_text")
+    __slots__ = ("decode", "known", "last", "last_template", "second", "second_end", "time_text")
 
     def __init__(self) -> None:
         self.known: dict[tuple[tuple[str, bytes], ...], Template] = {}
         self.last: Sequence[tuple[str, bytes]] | None = None
         self.last_template: Template = None
-        self.second = -1
-        self.second_text = b""
-        """``YYYY-MM-DDTHH:MM:SS.`` of ``second`` (the last second of an event time read)."""
+        self.second = 0
+        """The first nanosecond of the last second of an event time read ..."""
+        self.second_end = 0
+        """... and the first of the next (an empty range before the first)."""
+        self.time_text = b""
+        """``YYYY-MM-DDTHH:MM:SS.%06dZ`` of ``second``: ``% microseconds`` gives the text
+        :func:`format_time` writes for a time within it (one integer formatted per record)."""
         self.decode: Callable[[bytes], Any] | None = None
         """The payload decoder of the target class (see :func:`tidings.codec.decoder`)."""
 
@@ -430,11 +434,12 @@ def fast_envelope(
         if not event_id or time < 0:
             return None  # missing or malformed
         # The time text must be format_time(time) (else it is kept).
-        seconds, nanos = divmod(time, 1_000_000_000)
-        if seconds != templates.second:
-            templates.second_text = format_time(seconds * 1_000_000_000)[:20].encode()
-            templates.second = seconds
-        if text != b"%s%06dZ" % (templates.second_text, nanos // 1000):
+        second = templates.second
+        if not second <= time < templates.second_end:
+            second = time - time % 1_000_000_000
+            templates.time_text = format_time(second)[:20].encode() + b"%06dZ"
+            templates.second, templates.second_end = second, second + 1_000_000_000
+        if text != templates.time_text % ((time - second) // 1000):
             return None  # a producer's own time text (kept)
         decode = templates.decode
         if decode is None:

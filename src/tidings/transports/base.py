@@ -40,6 +40,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
+
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 
@@ -177,31 +179,29 @@ class PublishAck:
     duplicate: bool = False
 
 
-class Message:
-    """One delivery of one event to a subscription.
+class Message(msgspec.Struct, eq=False):
+    """One delivery of one event to a subscription: ``Message(envelope, attempt, subject,
+    sequence, raw)``, ``raw`` the transport's own message.
 
     Attributes:
         envelope: the decoded event.
         attempt: the delivery attempt, 1 for the first delivery.
         subject: the subject (or topic) the message arrived on.
         sequence: the message's sequence number in its stream.
+        settled: how it was settled (``"ack"``, ``"nak"``, ``"term"``), ``None`` before.
 
     Settle it at most once with :meth:`ack`, :meth:`nak` or :meth:`term`; later calls do
     nothing. A message the handler leaves unsettled is acked when the handler returns (or
-    retried when it raises).
+    retried when it raises). Messages compare by identity. (A struct: one is made per
+    delivery, and its constructor runs no Python code.)
     """
 
-    __slots__ = ("_raw", "attempt", "envelope", "sequence", "settled", "subject")
-
-    def __init__(
-        self, envelope: Envelope[Any], attempt: int, subject: str, sequence: int, raw: Any
-    ) -> None:
-        self.envelope = envelope
-        self.attempt = attempt
-        self.subject = subject
-        self.sequence = sequence
-        self.settled: str | None = None
-        self._raw = raw
+    envelope: Envelope[Any]
+    attempt: int
+    subject: str
+    sequence: int
+    _raw: Any
+    settled: str | None = None
 
     async def ack(self) -> None:
         """Acknowledge: the event is handled and will not be delivered to this consumer again."""

@@ -1,0 +1,90 @@
+"""The shared consumer's memory of settled messages (``tidings.transports._consumer``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tidings.clock import HybridClock
+from tidings.event import Envelope
+from tidings.transports import DeliveryPolicy, Message
+from tidings.transports._consumer import Consumer
+
+
+class _Raw:
+    """A raw message whose settlements are counted."""
+
+    def __init__(self, sequence: int) -> None:
+        self.sequence = sequence
+        self.subject = "orders"
+        self.headers = None
+        self.data = b"{}"
+        self.acks = 0
+
+    async def ack(self) -> None:
+        self.acks += 1
+
+    async def nak(self, delay: float | None = None) -> None:
+        raise AssertionError("not retried")
+
+    term = ack
+
+    async def in_progress(self) -> None:
+        return
+
+
+async def test_copies_of_settled_messages_are_recognised_for_at_least_remember_settlements() -> (
+    None
+):
+    # Each settlement is remembered for at least the next 1,024 (prefetch 256): after 2,500
+    # messages, a copy of the one settled 1,023 before the last and a copy of the last are
+    # both acked again without a handler call.
+    clock = HybridClock()
+    handled: list[int] = []
+    batches: asyncio.Queue[list[_Raw]] = asyncio.Queue()
+    all_handled = asyncio.Event()
+
+    async def fetch(batch: int, timeout: float) -> list[Any]:
+        try:
+            return await asyncio.wait_for(batches.get(), timeout)
+        except TimeoutError:
+            return []
+
+    def decode(raw: _Raw) -> Envelope[Any]:
+        return Envelope("orders", {}, clock.now(), None, "test", {}, None, clock.node)
+
+    async def handler(message: Message) -> None:
+        handled.append(message.sequence)
+        if len(handled) == 2500:
+            all_handled.set()
+
+    consumer = Consumer(
+        pattern="orders",
+        group=None,
+        name="orders",
+        policy=DeliveryPolicy(prefetch=256, workers=1),
+        handler=handler,
+        fetch=fetch,
+        decode=decode,
+        meta=lambda raw: (1, raw.sequence),
+        dead_letter=None,
+        clock=clock,
+    )
+    consumer.start()
+    try:
+        originals = [_Raw(sequence) for sequence in range(1, 2501)]
+        for start in range(0, 2500, 64):
+            batches.put_nowait(originals[start : start + 64])
+        await asyncio.wait_for(all_handled.wait(), 30)
+        first, last = _Raw(2500 - 1023), _Raw(2500)
+        batches.put_nowait([first, last])
+        for _ in range(1000):  # bounded: the copies are settled within a few loop passes
+            if first.acks and last.acks:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await consumer.cancel(5)
+    assert handled == list(range(1, 2501))
+    assert (first.acks, last.acks) == (1, 1)
+    stats = consumer.stats()
+    assert (stats.acked, stats.duplicates, stats.delivered) == (2500, 2, 2500)
