@@ -207,6 +207,7 @@ class Remote:
             )
             self._publish_failed(env, error)
         self._outbox.clear()
+        self._drained.set()  # a flush waiting for the outbox: what was left is reported
         try:
             await self.transport.flush(max(deadline - loop.time(), 0.1))
         except TimeoutError:

@@ -16,7 +16,7 @@ import tidings
 from tidings.testing.nats_server import NatsServer
 from tidings.testing.transport_conformance import TIMEOUT
 from tidings.transports import DeadLetterRecord, DeliveryPolicy, MemoryBroker, MemoryTransport
-from tidings.transports.base import Transport
+from tidings.transports.base import PublishAck, Transport
 from tidings.transports.nats import NatsTransport
 
 FAST = DeliveryPolicy(max_deliver=3, backoff=0.02, backoff_max=0.1, ack_wait=5.0)
@@ -343,3 +343,26 @@ async def test_aclose_reports_every_event_the_outbox_could_not_send(
             # may not be stored" if the close caught a resent copy still unanswered (the
             # more likely the slower the machine).
             assert "was not stored" in message or "may or may not be stored" in message
+
+
+class _StuckTransport(MemoryTransport):
+    """A memory transport whose :meth:`send` never returns (a broker gone, a window full)."""
+
+    async def send(self, envelope: tidings.Envelope[Any]) -> asyncio.Future[PublishAck]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_flush_waiting_when_the_bus_closes_raises_for_the_event_never_sent() -> None:
+    # Regression: flush waited for the outbox to drain; the close gave up on the stuck send
+    # and emptied the outbox without saying it was drained, so the flush waited forever.
+    bus = tidings.Bus(transport=_StuckTransport())
+    await bus.start()
+    env = bus.publish(RemoteOrder("o1", 1.0))
+    flushing = asyncio.ensure_future(bus.flush())
+    await asyncio.sleep(0)  # the flush waits for the outbox
+    assert not flushing.done()
+    await bus.aclose(timeout=0.2)
+    with pytest.raises(tidings.PublishError, match="closed before it was sent") as failed:
+        await asyncio.wait_for(flushing, TIMEOUT)
+    assert failed.value.event_id == env.id
