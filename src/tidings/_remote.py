@@ -508,6 +508,9 @@ class Remote:
         if not self._started:
             return
         base = self._checked  # what the calls that returned before this one checked
+        # One turn of the loop first: an event published from another thread before this
+        # call is queued by a callback already scheduled (in order) on the loop.
+        await asyncio.sleep(0)
         if self._outbox:
             self._wake.set()
             await self._drained.wait()

@@ -366,3 +366,33 @@ async def test_a_flush_waiting_when_the_bus_closes_raises_for_the_event_never_se
     with pytest.raises(tidings.PublishError, match="closed before it was sent") as failed:
         await asyncio.wait_for(flushing, TIMEOUT)
     assert failed.value.event_id == env.id
+
+
+class _RecordingTransport(MemoryTransport):
+    """A memory transport that records each event handed to :meth:`send`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    async def send(self, envelope: tidings.Envelope[Any]) -> asyncio.Future[PublishAck]:
+        self.sent.append(envelope.id)
+        return await super().send(envelope)
+
+
+async def test_flush_waits_for_an_event_another_thread_published_before_it() -> None:
+    # Regression: an event published from another thread reaches the outbox through the
+    # loop; a flush right after found the outbox empty and returned before it was sent.
+    transport = _RecordingTransport()
+    async with tidings.Bus(transport=transport) as bus:
+        await bus.start()
+        published: list[str] = []
+        thread = threading.Thread(
+            target=lambda: published.append(bus.publish(RemoteOrder("o1", 1.0)).id)
+        )
+        thread.start()
+        thread.join(TIMEOUT)  # blocks the loop: the event waits for it to enqueue
+        assert len(published) == 1
+        async with asyncio.timeout(TIMEOUT):  # in this task: a new one lets the loop run first
+            await bus.flush()
+        assert transport.sent == published
