@@ -70,7 +70,6 @@ _REMEMBERED = 10_000
 
 _NAMED = 256
 """How many of the latest publish failures :meth:`Remote.acknowledged` can name."""
-"""How many partly handled events remember which handlers already succeeded."""
 
 
 class HandlerFailedError(Exception):
@@ -134,6 +133,8 @@ class Remote:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._closing: asyncio.Future[None] | None = None
+        self._stopped = False
+        """The outbox stopped (the bus is closing): nothing queued is sent any more."""
         self.publish_failures = 0
         self._failures = 0
         """Publishes that failed (every one: also those a hook of the transport's own got)."""
@@ -195,17 +196,10 @@ class Remote:
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
+        self._stopped = True  # what is queued from now on is reported at once (_enqueue)
         unsent = len(self._outbox)
         for env in self._outbox:
-            if self.forwarding is not None:
-                break  # they stay in the log: forwarded when a bus starts on it again
-            error = PublishError(
-                f"event {env.id} on {env.topic!r} was not stored and will not be: the bus "
-                "closed before it was sent",
-                event_id=env.id,
-                topic=env.topic,
-            )
-            self._publish_failed(env, error)
+            self._never_sent(env)
         self._outbox.clear()
         self._drained.set()  # a flush waiting for the outbox: what was left is reported
         try:
@@ -459,8 +453,25 @@ class Remote:
         outbox = self._outbox
         outbox.append(env)
         if len(outbox) == 1:  # else the pump has yet to take the others: it takes this too
+            if self._stopped:  # published while the bus closes, after the outbox stopped
+                outbox.clear()
+                self._never_sent(env)
+                return
             self._drained.clear()
             self._wake.set()
+
+    def _never_sent(self, env: Envelope[Any]) -> None:
+        """Report ``env``, left in the outbox when it stopped: never sent (with store and
+        forward it stays in the log: forwarded when a bus starts on it again)."""
+        if self.forwarding is not None:
+            return
+        error = PublishError(
+            f"event {env.id} on {env.topic!r} was not stored and will not be: the bus "
+            "closed before it was sent",
+            event_id=env.id,
+            topic=env.topic,
+        )
+        self._publish_failed(env, error)
 
     async def publish(self, env: Envelope[Any]) -> PublishAck:
         """Send ``env`` and wait until the server stored it.

@@ -396,3 +396,40 @@ async def test_flush_waits_for_an_event_another_thread_published_before_it() -> 
         async with asyncio.timeout(TIMEOUT):  # in this task: a new one lets the loop run first
             await bus.flush()
         assert transport.sent == published
+
+
+class _PublishingWhileClosing(MemoryTransport):
+    """A memory transport on whose close an event is published (as by another task)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late: list[tidings.Envelope[Any]] = []
+        self.bus: tidings.Bus | None = None
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        assert self.bus is not None
+        self.late.append(self.bus.publish(RemoteOrder("late", 1.0)))
+        await super().aclose(timeout)
+
+
+async def test_an_event_published_after_the_outbox_stopped_is_reported_and_flush_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Regression: the bus takes events until its transport is closed, but the outbox had
+    # stopped: such an event was never sent nor reported, and a flush waited for ever.
+    transport = _PublishingWhileClosing()
+    bus = tidings.Bus(transport=transport)
+    transport.bus = bus
+    await bus.start()
+    with caplog.at_level(logging.ERROR, logger="tidings"):
+        await bus.aclose(timeout=1.0)
+    [late] = transport.late
+    expected = (
+        f"event {late.id} on 'remote.order' was not stored and will not be: the bus closed "
+        "before it was sent"
+    )
+    reported = [r.getMessage() for r in caplog.records if getattr(r, "event_id", None) == late.id]
+    assert reported == [expected]
+    with pytest.raises(tidings.PublishError, match="closed before it was sent") as failed:
+        await asyncio.wait_for(bus.flush(), TIMEOUT)
+    assert failed.value.event_id == late.id
