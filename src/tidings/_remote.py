@@ -140,6 +140,10 @@ class Remote:
         """Publishes that failed (every one: also those a hook of the transport's own got)."""
         self._first_failures: deque[tuple[int, Envelope[Any], BaseException]] = deque(maxlen=_NAMED)
         """The latest failures, numbered (for the error :meth:`acknowledged` raises)."""
+        self._refused: tuple[int, Envelope[Any], BaseException] | None = None
+        """The latest failure that is not a :class:`PublishOutcomeUnknownError`, numbered
+        (the error of :meth:`acknowledged` is a PublishError also when it is older than
+        the failures remembered)."""
         self._checked = 0
         """Failures up to which an :meth:`acknowledged` call that returned has checked."""
         self.forwarding: ForwardHook | None = None  # set by a store-and-forward carrier
@@ -529,7 +533,11 @@ class Remote:
         end = self._failures
         self._checked = max(self._checked, end)
         if end > base:
-            raise _failed(end - base, [f for f in self._first_failures if f[0] >= base])
+            named = [f for f in self._first_failures if f[0] >= base]
+            refused = self._refused
+            if refused is not None and refused[0] >= base and refused[0] < named[0][0]:
+                named.insert(0, refused)  # a refusal the deque no longer holds
+            raise _failed(end - base, named)
 
     def _counting(self, hook: PublishErrorHook) -> PublishErrorHook:
         """``hook``, after counting the failure for :meth:`acknowledged`."""
@@ -541,7 +549,10 @@ class Remote:
         return told
 
     def _count_failure(self, env: Envelope[Any], exc: BaseException) -> None:
-        self._first_failures.append((self._failures, env, exc))
+        failure = self._failures, env, exc
+        self._first_failures.append(failure)
+        if not isinstance(exc, PublishOutcomeUnknownError):
+            self._refused = failure
         self._failures += 1
 
     def _publish_failed(self, env: Envelope[Any], exc: BaseException) -> None:
@@ -558,28 +569,22 @@ class Remote:
 
 def _failed(count: int, named: list[tuple[int, Envelope[Any], BaseException]]) -> TransportError:
     """The error :meth:`Remote.acknowledged` raises for ``count`` failures, of which
-    ``named`` are the latest (numbered, oldest first): a :class:`PublishError` naming the
-    first event not stored, else a :class:`PublishOutcomeUnknownError` naming the first
-    whose outcome is unknown."""
+    ``named`` are the latest (numbered, oldest first; the latest refusal among them if there
+    was one): a :class:`PublishError` naming the first event not stored, else a
+    :class:`PublishOutcomeUnknownError` naming the first whose outcome is unknown."""
     refused = [
         (env, exc) for _, env, exc in named if not isinstance(exc, PublishOutcomeUnknownError)
     ]
     unknown = [(env, exc) for _, env, exc in named if isinstance(exc, PublishOutcomeUnknownError)]
     more = f" ({count} publishes failed in all)" if count > 1 else ""
     error: TransportError
-    if refused or not unknown:
-        if refused:
-            env, exc = refused[0]
-            error = PublishError(
-                f"not every event published was stored: {exc}{more}",
-                event_id=env.id,
-                topic=env.topic,
-            )
-        else:  # older than the failures remembered
-            error = PublishError(
-                f"{count} publishes failed (each reported as it failed)", event_id="?", topic="?"
-            )
-            return error
+    if refused:
+        env, exc = refused[0]
+        error = PublishError(
+            f"not every event published was stored: {exc}{more}",
+            event_id=env.id,
+            topic=env.topic,
+        )
     else:
         env, exc = unknown[0]
         error = PublishOutcomeUnknownError(

@@ -433,3 +433,33 @@ async def test_an_event_published_after_the_outbox_stopped_is_reported_and_flush
     with pytest.raises(tidings.PublishError, match="closed before it was sent") as failed:
         await asyncio.wait_for(bus.flush(), TIMEOUT)
     assert failed.value.event_id == late.id
+
+
+class _FailingTransport(MemoryTransport):
+    """A memory transport that refuses events of amount 0 and cannot tell the outcome of
+    those of a negative amount."""
+
+    async def send(self, envelope: tidings.Envelope[Any]) -> asyncio.Future[PublishAck]:
+        amount = envelope.payload.amount
+        if amount == 0:
+            raise tidings.PublishError("refused", event_id=envelope.id, topic=envelope.topic)
+        if amount < 0:
+            raise tidings.PublishOutcomeUnknownError(
+                "unknown", event_id=envelope.id, topic=envelope.topic, envelope=envelope
+            )
+        return await super().send(envelope)
+
+
+async def test_flush_raises_publish_error_for_a_refusal_older_than_the_failures_named() -> None:
+    # Regression: flush names the latest 256 failures; a refusal before 300 events of unknown
+    # outcome was forgotten, and flush raised PublishOutcomeUnknownError (none refused).
+    async with tidings.Bus(transport=_FailingTransport()) as bus:
+        await bus.start()
+        refused = bus.publish(RemoteOrder("refused", 0.0))
+        for i in range(300):
+            bus.publish(RemoteOrder(f"unknown {i}", -1.0))
+        with pytest.raises(tidings.PublishError, match="301 publishes failed in all") as failed:
+            await asyncio.wait_for(bus.flush(), TIMEOUT)
+        assert type(failed.value) is tidings.PublishError
+        assert failed.value.event_id == refused.id
+        await asyncio.wait_for(bus.flush(), TIMEOUT)  # reported once
