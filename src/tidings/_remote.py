@@ -70,7 +70,6 @@ _REMEMBERED = 10_000
 
 _NAMED = 256
 """How many of the latest publish failures :meth:`Remote.acknowledged` can name."""
-"""How many partly handled events remember which handlers already succeeded."""
 
 
 class HandlerFailedError(Exception):
@@ -134,11 +133,17 @@ class Remote:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._closing: asyncio.Future[None] | None = None
+        self._stopped = False
+        """The outbox stopped (the bus is closing): nothing queued is sent any more."""
         self.publish_failures = 0
         self._failures = 0
         """Publishes that failed (every one: also those a hook of the transport's own got)."""
         self._first_failures: deque[tuple[int, Envelope[Any], BaseException]] = deque(maxlen=_NAMED)
         """The latest failures, numbered (for the error :meth:`acknowledged` raises)."""
+        self._refused: tuple[int, Envelope[Any], BaseException] | None = None
+        """The latest failure that is not a :class:`PublishOutcomeUnknownError`, numbered
+        (the error of :meth:`acknowledged` is a PublishError also when it is older than
+        the failures remembered)."""
         self._checked = 0
         """Failures up to which an :meth:`acknowledged` call that returned has checked."""
         self.forwarding: ForwardHook | None = None  # set by a store-and-forward carrier
@@ -195,18 +200,12 @@ class Remote:
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
+        self._stopped = True  # what is queued from now on is reported at once (_enqueue)
         unsent = len(self._outbox)
         for env in self._outbox:
-            if self.forwarding is not None:
-                break  # they stay in the log: forwarded when a bus starts on it again
-            error = PublishError(
-                f"event {env.id} on {env.topic!r} was not stored and will not be: the bus "
-                "closed before it was sent",
-                event_id=env.id,
-                topic=env.topic,
-            )
-            self._publish_failed(env, error)
+            self._never_sent(env)
         self._outbox.clear()
+        self._drained.set()  # a flush waiting for the outbox: what was left is reported
         try:
             await self.transport.flush(max(deadline - loop.time(), 0.1))
         except TimeoutError:
@@ -458,8 +457,25 @@ class Remote:
         outbox = self._outbox
         outbox.append(env)
         if len(outbox) == 1:  # else the pump has yet to take the others: it takes this too
+            if self._stopped:  # published while the bus closes, after the outbox stopped
+                outbox.clear()
+                self._never_sent(env)
+                return
             self._drained.clear()
             self._wake.set()
+
+    def _never_sent(self, env: Envelope[Any]) -> None:
+        """Report ``env``, left in the outbox when it stopped: never sent (with store and
+        forward it stays in the log: forwarded when a bus starts on it again)."""
+        if self.forwarding is not None:
+            return
+        error = PublishError(
+            f"event {env.id} on {env.topic!r} was not stored and will not be: the bus "
+            "closed before it was sent",
+            event_id=env.id,
+            topic=env.topic,
+        )
+        self._publish_failed(env, error)
 
     async def publish(self, env: Envelope[Any]) -> PublishAck:
         """Send ``env`` and wait until the server stored it.
@@ -507,6 +523,9 @@ class Remote:
         if not self._started:
             return
         base = self._checked  # what the calls that returned before this one checked
+        # One turn of the loop first: an event published from another thread before this
+        # call is queued by a callback already scheduled (in order) on the loop.
+        await asyncio.sleep(0)
         if self._outbox:
             self._wake.set()
             await self._drained.wait()
@@ -514,7 +533,11 @@ class Remote:
         end = self._failures
         self._checked = max(self._checked, end)
         if end > base:
-            raise _failed(end - base, [f for f in self._first_failures if f[0] >= base])
+            named = [f for f in self._first_failures if f[0] >= base]
+            refused = self._refused
+            if refused is not None and refused[0] >= base and refused[0] < named[0][0]:
+                named.insert(0, refused)  # a refusal the deque no longer holds
+            raise _failed(end - base, named)
 
     def _counting(self, hook: PublishErrorHook) -> PublishErrorHook:
         """``hook``, after counting the failure for :meth:`acknowledged`."""
@@ -526,7 +549,10 @@ class Remote:
         return told
 
     def _count_failure(self, env: Envelope[Any], exc: BaseException) -> None:
-        self._first_failures.append((self._failures, env, exc))
+        failure = self._failures, env, exc
+        self._first_failures.append(failure)
+        if not isinstance(exc, PublishOutcomeUnknownError):
+            self._refused = failure
         self._failures += 1
 
     def _publish_failed(self, env: Envelope[Any], exc: BaseException) -> None:
@@ -543,28 +569,22 @@ class Remote:
 
 def _failed(count: int, named: list[tuple[int, Envelope[Any], BaseException]]) -> TransportError:
     """The error :meth:`Remote.acknowledged` raises for ``count`` failures, of which
-    ``named`` are the latest (numbered, oldest first): a :class:`PublishError` naming the
-    first event not stored, else a :class:`PublishOutcomeUnknownError` naming the first
-    whose outcome is unknown."""
+    ``named`` are the latest (numbered, oldest first; the latest refusal among them if there
+    was one): a :class:`PublishError` naming the first event not stored, else a
+    :class:`PublishOutcomeUnknownError` naming the first whose outcome is unknown."""
     refused = [
         (env, exc) for _, env, exc in named if not isinstance(exc, PublishOutcomeUnknownError)
     ]
     unknown = [(env, exc) for _, env, exc in named if isinstance(exc, PublishOutcomeUnknownError)]
     more = f" ({count} publishes failed in all)" if count > 1 else ""
     error: TransportError
-    if refused or not unknown:
-        if refused:
-            env, exc = refused[0]
-            error = PublishError(
-                f"not every event published was stored: {exc}{more}",
-                event_id=env.id,
-                topic=env.topic,
-            )
-        else:  # older than the failures remembered
-            error = PublishError(
-                f"{count} publishes failed (each reported as it failed)", event_id="?", topic="?"
-            )
-            return error
+    if refused:
+        env, exc = refused[0]
+        error = PublishError(
+            f"not every event published was stored: {exc}{more}",
+            event_id=env.id,
+            topic=env.topic,
+        )
     else:
         env, exc = unknown[0]
         error = PublishOutcomeUnknownError(

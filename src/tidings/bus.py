@@ -1818,7 +1818,10 @@ class Bus:
         many events then ``await bus.flush()`` is how to publish with acknowledgement
         without waiting for each event (as :meth:`emit` does): it returns once the server
         acknowledged every event published before it (and any published while it waits).
-        A no-op without a store or transport.
+        To a broker gone it waits until the transport fails the events (each after its
+        ``publish_timeout``, Kafka and NATS; the outbox hands them over a window at a
+        time); a close meanwhile fails what was never sent. Await it on the bus's loop. A
+        no-op without a store or transport.
 
         Raises:
             PublishError: with a transport, an event published since the last ``flush``

@@ -16,7 +16,7 @@ import tidings
 from tidings.testing.nats_server import NatsServer
 from tidings.testing.transport_conformance import TIMEOUT
 from tidings.transports import DeadLetterRecord, DeliveryPolicy, MemoryBroker, MemoryTransport
-from tidings.transports.base import Transport
+from tidings.transports.base import PublishAck, Transport
 from tidings.transports.nats import NatsTransport
 
 FAST = DeliveryPolicy(max_deliver=3, backoff=0.02, backoff_max=0.1, ack_wait=5.0)
@@ -343,3 +343,123 @@ async def test_aclose_reports_every_event_the_outbox_could_not_send(
             # may not be stored" if the close caught a resent copy still unanswered (the
             # more likely the slower the machine).
             assert "was not stored" in message or "may or may not be stored" in message
+
+
+class _StuckTransport(MemoryTransport):
+    """A memory transport whose :meth:`send` never returns (a broker gone, a window full)."""
+
+    async def send(self, envelope: tidings.Envelope[Any]) -> asyncio.Future[PublishAck]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_flush_waiting_when_the_bus_closes_raises_for_the_event_never_sent() -> None:
+    # Regression: flush waited for the outbox to drain; the close gave up on the stuck send
+    # and emptied the outbox without saying it was drained, so the flush waited forever.
+    bus = tidings.Bus(transport=_StuckTransport())
+    await bus.start()
+    env = bus.publish(RemoteOrder("o1", 1.0))
+    flushing = asyncio.ensure_future(bus.flush())
+    await asyncio.sleep(0)  # the flush waits for the outbox
+    assert not flushing.done()
+    await bus.aclose(timeout=0.2)
+    with pytest.raises(tidings.PublishError, match="closed before it was sent") as failed:
+        await asyncio.wait_for(flushing, TIMEOUT)
+    assert failed.value.event_id == env.id
+
+
+class _RecordingTransport(MemoryTransport):
+    """A memory transport that records each event handed to :meth:`send`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    async def send(self, envelope: tidings.Envelope[Any]) -> asyncio.Future[PublishAck]:
+        self.sent.append(envelope.id)
+        return await super().send(envelope)
+
+
+async def test_flush_waits_for_an_event_another_thread_published_before_it() -> None:
+    # Regression: an event published from another thread reaches the outbox through the
+    # loop; a flush right after found the outbox empty and returned before it was sent.
+    transport = _RecordingTransport()
+    async with tidings.Bus(transport=transport) as bus:
+        await bus.start()
+        published: list[str] = []
+        thread = threading.Thread(
+            target=lambda: published.append(bus.publish(RemoteOrder("o1", 1.0)).id)
+        )
+        thread.start()
+        thread.join(TIMEOUT)  # blocks the loop: the event waits for it to enqueue
+        assert len(published) == 1
+        async with asyncio.timeout(TIMEOUT):  # in this task: a new one lets the loop run first
+            await bus.flush()
+        assert transport.sent == published
+
+
+class _PublishingWhileClosing(MemoryTransport):
+    """A memory transport on whose close an event is published (as by another task)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late: list[tidings.Envelope[Any]] = []
+        self.bus: tidings.Bus | None = None
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        assert self.bus is not None
+        self.late.append(self.bus.publish(RemoteOrder("late", 1.0)))
+        await super().aclose(timeout)
+
+
+async def test_an_event_published_after_the_outbox_stopped_is_reported_and_flush_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Regression: the bus takes events until its transport is closed, but the outbox had
+    # stopped: such an event was never sent nor reported, and a flush waited for ever.
+    transport = _PublishingWhileClosing()
+    bus = tidings.Bus(transport=transport)
+    transport.bus = bus
+    await bus.start()
+    with caplog.at_level(logging.ERROR, logger="tidings"):
+        await bus.aclose(timeout=1.0)
+    [late] = transport.late
+    expected = (
+        f"event {late.id} on 'remote.order' was not stored and will not be: the bus closed "
+        "before it was sent"
+    )
+    reported = [r.getMessage() for r in caplog.records if getattr(r, "event_id", None) == late.id]
+    assert reported == [expected]
+    with pytest.raises(tidings.PublishError, match="closed before it was sent") as failed:
+        await asyncio.wait_for(bus.flush(), TIMEOUT)
+    assert failed.value.event_id == late.id
+
+
+class _FailingTransport(MemoryTransport):
+    """A memory transport that refuses events of amount 0 and cannot tell the outcome of
+    those of a negative amount."""
+
+    async def send(self, envelope: tidings.Envelope[Any]) -> asyncio.Future[PublishAck]:
+        amount = envelope.payload.amount
+        if amount == 0:
+            raise tidings.PublishError("refused", event_id=envelope.id, topic=envelope.topic)
+        if amount < 0:
+            raise tidings.PublishOutcomeUnknownError(
+                "unknown", event_id=envelope.id, topic=envelope.topic, envelope=envelope
+            )
+        return await super().send(envelope)
+
+
+async def test_flush_raises_publish_error_for_a_refusal_older_than_the_failures_named() -> None:
+    # Regression: flush names the latest 256 failures; a refusal before 300 events of unknown
+    # outcome was forgotten, and flush raised PublishOutcomeUnknownError (none refused).
+    async with tidings.Bus(transport=_FailingTransport()) as bus:
+        await bus.start()
+        refused = bus.publish(RemoteOrder("refused", 0.0))
+        for i in range(300):
+            bus.publish(RemoteOrder(f"unknown {i}", -1.0))
+        with pytest.raises(tidings.PublishError, match="301 publishes failed in all") as failed:
+            await asyncio.wait_for(bus.flush(), TIMEOUT)
+        assert type(failed.value) is tidings.PublishError
+        assert failed.value.event_id == refused.id
+        await asyncio.wait_for(bus.flush(), TIMEOUT)  # reported once
