@@ -919,6 +919,36 @@ async def test_a_broker_gone_mid_run_fails_publishes_with_typed_errors() -> None
         await transport.aclose(timeout=1.0)
 
 
+async def test_a_close_with_the_broker_gone_leaves_nothing_connecting_to_it() -> None:
+    # Regression: aclose() cancelled aiokafka's stop() waiting for the unanswered batch
+    # (an idempotent producer's never expire), which left its sender and metadata tasks
+    # retrying the broker's address after the close: a connection they opened outlived the
+    # event loop (an unclosed-connection ResourceWarning in a later test).
+    with TansuBroker() as broker:
+        transport = KafkaTransport(broker.url, prefix="gone3", publish_timeout=1.0)
+        await transport.start()
+        await transport.publish(make_envelope(HybridClock(), "before"))
+        broker.stop()
+        with pytest.raises((PublishError, PublishOutcomeUnknownError)):
+            await transport.publish(make_envelope(HybridClock(), "after"))
+        await transport.aclose(timeout=0.5)
+        called = asyncio.Event()
+
+        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            called.set()
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, "127.0.0.1", broker.port)
+        try:
+            # An explicit window: nothing signals that no connection comes (the producer
+            # retried every 0.1 s).
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(called.wait(), 10 * HELD_WINDOW)
+        finally:
+            server.close()
+            await asyncio.wait_for(server.wait_closed(), TIMEOUT)
+
+
 async def test_pipelined_publishes_to_a_gone_broker_each_fail_naming_their_event() -> None:
     with TansuBroker() as broker:
         transport = KafkaTransport(broker.url, prefix="gone2", publish_timeout=3.0)

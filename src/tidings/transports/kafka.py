@@ -1028,13 +1028,30 @@ class KafkaTransport(ClientTransport):
             await self._batcher.cancel()  # what was not handed to the producer fails
         # A broker gone for good must not hold the close: what is unsent fails.
         if self._producer is not None:
-            await quietly(asyncio.wait_for(self._producer.stop(), max(deadline - loop.time(), 1)))
+            await self._stop_producer(self._producer, max(deadline - loop.time(), 1))
         if self._admin is not None:
             await quietly(asyncio.wait_for(self._admin.close(), 5.0))
         if self._batcher is not None:
             self._batcher.expire(everything=True)  # no answer will come now
         self._encoded.clear()
         self._state = "closed"
+
+    async def _stop_producer(self, producer: AIOKafkaProducer, timeout: float) -> None:
+        """Stop ``producer``, giving its unanswered batches ``timeout`` seconds.
+
+        aiokafka's ``stop()`` first waits until every batch is answered, and an idempotent
+        producer's batches never expire: to a broker gone it would wait for ever. Cancelled
+        there, it left its sender and metadata tasks retrying and their connections open
+        past the close (and past the event loop). So past ``timeout`` its sender is ended
+        (what it has in flight is let finish, within the request timeout) and ``stop()``
+        goes on to close the connections."""
+        stopping = asyncio.ensure_future(producer.stop())
+        await asyncio.wait((stopping,), timeout=timeout)
+        if not stopping.done():
+            sender = producer._sender.sender_task
+            if sender is not None:
+                sender.cancel()
+        await quietly(asyncio.wait_for(stopping, 2 * self.publish_timeout + 1.0))
 
     @property
     def server(self) -> tuple[str, int] | None:
