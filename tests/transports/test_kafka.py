@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from cloudevents.v1.http import CloudEvent
 from cloudevents.v1.kafka import KafkaMessage, from_binary, to_binary, to_structured
 
@@ -1072,3 +1072,73 @@ def test_kafka_urls() -> None:
     for bad in ("nats://a:1", "kafka://", "kafka://a:x", "kafka://a/b"):
         with pytest.raises(InvalidTransportURLError):
             kafka_servers(bad)
+
+
+class _Offsets:
+    """A stand-in for the consumer a subscription's ledgers talk to (commits succeed)."""
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {self.tp}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+
+
+def _fetched(tp: TopicPartition, offsets: range) -> dict[TopicPartition, list[Any]]:
+    return {
+        tp: [
+            ConsumerRecord(
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=offset,
+                timestamp=0,
+                timestamp_type=0,
+                key=None,
+                value=b"x",
+                checksum=None,
+                serialized_key_size=-1,
+                serialized_value_size=1,
+                headers=(),
+            )
+            for offset in offsets
+        ]
+    }
+
+
+@pytest.mark.parametrize("between", ["nothing", "part"])
+async def test_records_finished_two_assignments_back_are_not_handled_again(between: str) -> None:
+    """A partition revoked here while one record (0) was still held, the four behind it
+    finished, comes back, is revoked again before its records read again reached past those
+    four (``between``: none read, or only 0 and 1), then comes back once more: the four are
+    still finished, only 0 is delivered again. Before, only the last assignment's finishes
+    were looked at, so the four were handled again."""
+    from tidings.transports.kafka import _Subscription
+
+    tp = TopicPartition("tidings.t", 0)
+    consumer = _Offsets(tp)
+    transport = KafkaTransport(revoke_timeout=0.01)
+    sub = _Subscription(transport, consumer, start="all", name="t", group_id="g")
+    sub.ledger(tp)
+    held, *behind = sub._records(_fetched(tp, range(5)))
+    for record in behind:
+        record.finish()
+    await sub.on_partitions_revoked([tp])  # 0 still held past revoke_timeout
+    sub.ledger(tp)
+    if between == "part":
+        (again,) = sub._records(_fetched(tp, range(2)))
+        assert again.offset == 0
+        again.finish()  # this copy commits past 0 and 1; the held one is left running
+        await sub.on_partitions_revoked([tp])
+        sub.ledger(tp)
+        delivered = sub._records(_fetched(tp, range(2, 6)))
+        assert [r.offset for r in delivered] == [5]
+    else:
+        await sub.on_partitions_revoked([tp])
+        sub.ledger(tp)
+        delivered = sub._records(_fetched(tp, range(6)))
+        assert [r.offset for r in delivered] == [0, 5]
+    held.finish()

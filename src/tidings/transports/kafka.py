@@ -252,8 +252,9 @@ class _Ledger:
         self.owned = True
         """Whether the partition is still assigned here (``False`` once revoked)."""
         self.previous: _Ledger | None = None
-        """The partition's ledger under its previous assignment to this subscription,
-        until the records read again reach past what it took in."""
+        """The partition's ledger under its previous assignment to this subscription (that
+        took records in), until the records read again reach past what it, and the ones
+        before it that it still holds, took in."""
 
     def take(self, records: Sequence[Any]) -> None:
         """Take in a fetched batch of this partition's records (in offset order)."""
@@ -272,12 +273,27 @@ class _Ledger:
         return self.open[0] if self.open else self.next
 
     def finished(self, offsets: Sequence[int]) -> set[int]:
-        """Which of ``offsets`` are of records taken in here whose handling finished."""
+        """Which of ``offsets`` are of records whose handling finished here: taken in (or
+        left out as finished) under this assignment, else, outside what it took in, under
+        the assignments before it that it still holds (:attr:`previous`)."""
         first, end = self.first, self.next
         if first < 0:  # none taken in (only positioned)
-            return set()
+            first = end = 0
         unfinished = set(self.open).difference(self.done)
-        return {o for o in offsets if first <= o < end and o not in unfinished}
+        found = {o for o in offsets if first <= o < end and o not in unfinished}
+        if self.previous is not None:  # what this one did not read again yet
+            rest = [o for o in offsets if not first <= o < end]
+            if rest:
+                found |= self.previous.finished(rest)
+        return found
+
+    def reach(self) -> int:
+        """The end of what this assignment and the ones before it that it still holds
+        took in."""
+        end = self.next
+        if self.previous is not None:
+            end = max(end, self.previous.reach())
+        return end
 
 
 class _Record(msgspec.Struct, gc=False):
@@ -516,9 +532,13 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         here becomes its :attr:`~_Ledger.previous`."""
         ledger = self.ledgers[tp] = _Ledger(self)
         previous = self.revoked.pop(tp, None)
-        if previous is not None:
-            previous.previous = None  # only the last assignment's finishes are looked at
-            ledger.previous = previous
+        if previous is not None and previous.first < 0:
+            # It took nothing in (revoked before anything was read again): the assignment
+            # before it still tells what finished.
+            previous = previous.previous
+        # A previous one that had not read past its own previous keeps it (its finishes
+        # count too), until the records read again here reach past them all.
+        ledger.previous = previous
         return ledger
 
     def refetched(self, ledger: _Ledger, records: Sequence[Any]) -> list[Any]:
@@ -529,8 +549,8 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         other sequences, see :meth:`on_partitions_revoked`)."""
         previous = ledger.previous
         assert previous is not None
-        if records[0].offset >= previous.next:
-            ledger.previous = None  # read past everything the previous assignment took in
+        if records[0].offset >= previous.reach():
+            ledger.previous = None  # read past everything the previous assignments took in
             ledger.take(records)
             return list(records)
         finished = previous.finished([record.offset for record in records])
