@@ -160,7 +160,11 @@ _COMMIT_WARNING_EVERY = 10.0
 """Seconds between warnings of commits failing for one cause."""
 
 _LAST_COMMIT_MIN = 0.1
-"""Seconds a closing subscription's last commit (and its consumer's stop) get at least."""
+"""Seconds a closing subscription's last commit gets at least."""
+
+_STOP_MIN = 0.5
+"""Seconds a closing subscription's consumer gets at least to stop (leave its group) before
+it is ended: enough for a broker that answers, past the close's deadline."""
 
 _FORCED_STOP = 2.0
 """Seconds a consumer still stopping at the close's deadline gets to close its connections
@@ -826,7 +830,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 extra=log_fields(None, self.name),
             )
         self.retries.clear()
-        await self._stop_consumer(max(end - loop.time(), _LAST_COMMIT_MIN))
+        await self._stop_consumer(max(end - loop.time(), _STOP_MIN))
 
     async def _stop_consumer(self, timeout: float) -> None:
         """Stop the consumer, ending it for real after ``timeout`` seconds.
