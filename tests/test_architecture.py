@@ -32,6 +32,12 @@ import tidings
 
 ROOT = Path(tidings.__file__).parent
 
+_KAFKA_CONSUMER_STOP = (
+    "aiokafka's consumer stop() waits up to the request timeout (for ever, for a commit) on a "
+    "broker gone: past the close's deadline the close ends its tasks and closes its fetcher "
+    "(no public way) so no task or connection outlives the close"
+)
+
 ALLOWED: dict[tuple[str, str], str] = {
     # Standard library and third-party internals, read on purpose.
     ("tidings._coroutines", "awaited._asyncio_future_blocking"): (
@@ -53,6 +59,11 @@ ALLOWED: dict[tuple[str, str], str] = {
         "aiokafka's stop() waits for ever for batches a broker gone never answers: the close "
         "ends its sender task (no public way) so stop() closes the connections"
     ),
+    ("tidings.transports.kafka", "consumer._coordinator"): _KAFKA_CONSUMER_STOP,
+    ("tidings.transports.kafka", "consumer._fetcher"): _KAFKA_CONSUMER_STOP,
+    ("tidings.transports.kafka", "coordinator._coordination_task"): _KAFKA_CONSUMER_STOP,
+    ("tidings.transports.kafka", "coordinator._heartbeat_task"): _KAFKA_CONSUMER_STOP,
+    ("tidings.transports.kafka", "coordinator._commit_refresh_task"): _KAFKA_CONSUMER_STOP,
     ("tidings.transports.nats", "self._client()._nuid"): (
         "nats-py's unique-id generator, for inbox names it does not make itself"
     ),

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -932,21 +933,26 @@ async def test_a_close_with_the_broker_gone_leaves_nothing_connecting_to_it() ->
         with pytest.raises((PublishError, PublishOutcomeUnknownError)):
             await transport.publish(make_envelope(HybridClock(), "after"))
         await transport.aclose(timeout=0.5)
-        called = asyncio.Event()
+        await _nothing_connects(broker.port)
 
-        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            called.set()
-            writer.close()
 
-        server = await asyncio.start_server(on_connect, "127.0.0.1", broker.port)
-        try:
-            # An explicit window: nothing signals that no connection comes (the producer
-            # retried every 0.1 s).
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(called.wait(), 10 * HELD_WINDOW)
-        finally:
-            server.close()
-            await asyncio.wait_for(server.wait_closed(), TIMEOUT)
+async def _nothing_connects(port: int) -> None:
+    """Nothing connects to ``port`` (the gone broker's) within ten HELD_WINDOWs: an
+    explicit window, as nothing signals that no connection comes (aiokafka's clients retry
+    every 0.1 s)."""
+    called = asyncio.Event()
+
+    def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        called.set()
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", port)
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(called.wait(), 10 * HELD_WINDOW)
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), TIMEOUT)
 
 
 async def test_pipelined_publishes_to_a_gone_broker_each_fail_naming_their_event() -> None:
@@ -1142,3 +1148,63 @@ async def test_records_finished_two_assignments_back_are_not_handled_again(betwe
         delivered = sub._records(_fetched(tp, range(6)))
         assert [r.offset for r in delivered] == [0, 5]
     held.finish()
+
+
+CLOSE_BOUND = 10.0
+"""The most a close with ``timeout=1.0`` may take with its broker gone: a bound on a hang
+(it waited for ever for the group coordinator), not a speed expectation."""
+
+
+async def _subscribed(transport: KafkaTransport, count: int) -> None:
+    """Subscribe to ``conformance.>`` and publish ``count`` events it handles."""
+    handled: list[Message] = []
+    all_handled = asyncio.Event()
+
+    async def handler(message: Message) -> None:
+        handled.append(message)
+        if len(handled) == count:
+            all_handled.set()
+
+    await transport.subscribe("conformance.>", handler)
+    clock = HybridClock()
+    for i in range(count):
+        await transport.publish(make_envelope(clock, f"before-{i}"))
+    await asyncio.wait_for(all_handled.wait(), TIMEOUT)
+
+
+async def _close_within_bound(transport: KafkaTransport) -> None:
+    """``aclose(timeout=1.0)`` returns within CLOSE_BOUND, leaving no unclosed client."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        started = time.monotonic()
+        await asyncio.wait_for(transport.aclose(timeout=1.0), 3 * CLOSE_BOUND)
+        elapsed = time.monotonic() - started
+        gc.collect()
+        warnings_ = [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert elapsed < CLOSE_BOUND
+    assert warnings_ == []
+
+
+async def test_a_close_with_a_subscription_and_the_broker_gone_keeps_its_deadline() -> None:
+    # Regression: the subscription's last commit waited for the group coordinator with no
+    # time limit (the close did not return in 90 s), then the consumer's stop was cancelled
+    # halfway, leaving unclosed clients and tasks retrying the broker.
+    with TansuBroker() as broker:
+        transport = KafkaTransport(broker.url, prefix="gonesub", publish_timeout=3.0)
+        await transport.start()
+        await _subscribed(transport, 3)
+        broker.stop()
+        await _close_within_bound(transport)
+        await _nothing_connects(broker.port)
+
+
+async def test_a_close_with_a_subscription_and_the_broker_frozen_keeps_its_deadline() -> None:
+    with TansuBroker() as broker:
+        transport = KafkaTransport(broker.url, prefix="frozensub", publish_timeout=3.0)
+        await transport.start()
+        await _subscribed(transport, 3)
+        broker.pause()
+        try:
+            await _close_within_bound(transport)
+        finally:
+            broker.resume()

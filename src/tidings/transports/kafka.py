@@ -159,6 +159,17 @@ _Origin = tuple[str | None, str, Envelope[Any] | None, bool]
 _COMMIT_WARNING_EVERY = 10.0
 """Seconds between warnings of commits failing for one cause."""
 
+_LAST_COMMIT_MIN = 0.1
+"""Seconds a closing subscription's last commit gets at least."""
+
+_STOP_MIN = 0.5
+"""Seconds a closing subscription's consumer gets at least to stop (leave its group) before
+it is ended: enough for a broker that answers, past the close's deadline."""
+
+_FORCED_STOP = 2.0
+"""Seconds a consumer still stopping at the close's deadline gets to close its connections
+(after its tasks are ended): the most a close overruns its timeout by, per subscription."""
+
 _OFFSET_BITS = 40
 """A record's sequence here is ``(partition index << 40) | (offset + 1)``."""
 
@@ -819,13 +830,67 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         if self.committer is not None:
             self.committer.cancel()
             await asyncio.gather(self.committer, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.commit()
+        loop = asyncio.get_running_loop()
+        close_by = self.transport._close_by
+        end = close_by if close_by is not None else loop.time() + self.transport.revoke_timeout
+        # aiokafka's commit waits for the group coordinator without a time limit (for ever
+        # to a broker gone): the last commit gets what is left of the close's timeout.
+        with contextlib.suppress(Exception, TimeoutError):
+            await asyncio.wait_for(self.commit(), max(end - loop.time(), _LAST_COMMIT_MIN))
+        uncommitted = [
+            tp for tp, ledger in self.ledgers.items() if ledger.position() > ledger.committed
+        ]
+        if uncommitted:
+            logger.warning(
+                "subscription %s closed without committing the offsets of %d partition(s) "
+                "(the broker did not answer in time); their records since the last commit "
+                "are delivered again to the partitions' next owner",
+                self.name,
+                len(uncommitted),
+                extra=log_fields(None, self.name),
+            )
         self.retries.clear()
-        try:
-            await asyncio.wait_for(self.consumer.stop(), self.transport.revoke_timeout + 5.0)
-        except Exception as exc:
-            logger.debug("stopping consumer %s: %r", self.name, exc, extra=log_fields())
+        await self._stop_consumer(max(end - loop.time(), _STOP_MIN))
+
+    async def _stop_consumer(self, timeout: float) -> None:
+        """Stop the consumer, ending it for real after ``timeout`` seconds.
+
+        aiokafka's ``stop()`` lets its coordination task finish, then leaves the group: to
+        a broker gone or frozen, each waits up to the request timeout (30 s or more), and
+        cancelled there it left its heartbeat, fetch and metadata tasks retrying the
+        broker and their connections open past the close. So past ``timeout`` its tasks are
+        ended (no public way) and its connections closed, within :data:`_FORCED_STOP`."""
+        consumer = self.consumer
+        stopping = asyncio.ensure_future(consumer.stop())
+        await asyncio.wait((stopping,), timeout=timeout)
+        if stopping.done() and not stopping.cancelled() and stopping.exception() is None:
+            return
+        # Overrun, or ended halfway (its coordination task cancelled under it, or failed).
+        logger.debug("ending consumer %s: %r", self.name, stopping, extra=log_fields())
+        stopping.cancel()
+        await asyncio.gather(stopping, return_exceptions=True)
+        coordinator = consumer._coordinator
+        if coordinator is not None:
+            tasks = [
+                task
+                for task in (
+                    coordinator._coordination_task,
+                    coordinator._heartbeat_task,
+                    coordinator._commit_refresh_task,
+                )
+                if task is not None
+            ]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        fetcher = consumer._fetcher
+        steps = [] if fetcher is None else [fetcher.close()]
+        for step in [*steps, consumer._client.close()]:
+            # Each may end cancelled (a task it awaits was): the next is done regardless.
+            closing = asyncio.ensure_future(step)
+            await asyncio.wait((closing,), timeout=_FORCED_STOP / 2)
+            closing.cancel()
+            await asyncio.gather(closing, return_exceptions=True)
 
 
 class KafkaTransport(ClientTransport):
@@ -954,6 +1019,8 @@ class KafkaTransport(ClientTransport):
         self._idle.set()
         self._failed = 0
         self._subs: list[Consumer] = []
+        self._close_by: float | None = None
+        """The event loop time by which :meth:`aclose` should be done (while closing)."""
         self._encoded: dict[int, tuple[Envelope[Any], KafkaHeaders, bytes, bytes | None]] = {}
         """Records :meth:`check_envelope` encoded (and found to fit), by the envelope's
         identity: :meth:`send` and :meth:`publish` take them (one encoding per event);
@@ -1037,6 +1104,8 @@ class KafkaTransport(ClientTransport):
         await producer.start()
 
     async def aclose(self, timeout: float = 10.0) -> None:
+        if self._state == "started":
+            self._close_by = asyncio.get_running_loop().time() + timeout
         deadline = await self._begin_close(timeout)
         if deadline is None:
             return
