@@ -869,25 +869,24 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         logger.debug("ending consumer %s: %r", self.name, stopping, extra=log_fields())
         stopping.cancel()
         await asyncio.gather(stopping, return_exceptions=True)
-        coordinator = consumer._coordinator
-        if coordinator is not None:
-            tasks = [
-                task
-                for task in (
-                    coordinator._coordination_task,
-                    coordinator._heartbeat_task,
-                    coordinator._commit_refresh_task,
-                )
-                if task is not None
-            ]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        fetcher = consumer._fetcher
-        steps = [] if fetcher is None else [fetcher.close()]
-        for step in [*steps, consumer._client.close()]:
+        # Private aiokafka (0.12-0.14) names, read with getattr: a release that renames one
+        # leaves that part to stop() alone instead of failing the close.
+        coordinator = getattr(consumer, "_coordinator", None)
+        found = (
+            getattr(coordinator, "_coordination_task", None),
+            getattr(coordinator, "_heartbeat_task", None),
+            getattr(coordinator, "_commit_refresh_task", None),
+        )
+        tasks = [task for task in found if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        parts = (getattr(consumer, "_fetcher", None), getattr(consumer, "_client", None))
+        for part in parts:
+            if part is None:
+                continue
             # Each may end cancelled (a task it awaits was): the next is done regardless.
-            closing = asyncio.ensure_future(step)
+            closing = asyncio.ensure_future(part.close())
             await asyncio.wait((closing,), timeout=_FORCED_STOP / 2)
             closing.cancel()
             await asyncio.gather(closing, return_exceptions=True)
