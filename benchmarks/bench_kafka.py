@@ -304,8 +304,24 @@ def raw_records(n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
     ]
 
 
-def raw_consumers(bootstrap: str, topic: str, group: str, count: int) -> list[AIOKafkaConsumer]:
-    """``count`` raw consumers of ``topic`` in ``group``, committing by hand."""
+FETCH_MAX_WAIT_MS = 100
+"""The consumers' ``fetch_max_wait_ms``: what tidings' Kafka consumers use (aiokafka's
+default is 500). Every contender gets it: Tansu answers a fetch that found no new record
+only after about half of it, even when records arrive meanwhile (see the module
+docstring), so with 500 a consumer that caught up with the producer waited some 250 ms."""
+METADATA_MAX_AGE_MS = 5_000
+"""The consumers' ``metadata_max_age_ms``: tidings' (``metadata_refresh``, 5 s)."""
+
+
+def raw_consumers(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    count: int,
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+) -> list[AIOKafkaConsumer]:
+    """``count`` raw consumers of ``topic`` in ``group``, committing by hand, configured
+    as tidings' consumers are (group timing, fetch wait, metadata refresh)."""
     return [
         AIOKafkaConsumer(
             topic,
@@ -315,6 +331,8 @@ def raw_consumers(bootstrap: str, topic: str, group: str, count: int) -> list[AI
             auto_offset_reset="earliest",
             session_timeout_ms=int(SESSION * 1000),
             heartbeat_interval_ms=1000,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         for _ in range(count)
     ]
@@ -356,9 +374,10 @@ async def raw_group(
     count: int,
     handled: Any,
     gate: asyncio.Event | None = None,
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
 ) -> AsyncIterator[None]:
     """``count`` raw consumers in ``group`` running :func:`raw_consume`; stopped on exit."""
-    members = raw_consumers(bootstrap, topic, group, count)
+    members = raw_consumers(bootstrap, topic, group, count, fetch_max_wait_ms)
     await asyncio.gather(*(c.start() for c in members))
     tasks = [asyncio.create_task(raw_consume(c, handled, gate)) for c in members]
     try:
@@ -372,7 +391,9 @@ async def raw_group(
 
 
 @contextlib.asynccontextmanager
-async def raw_contender(bootstrap: str, consumers: int) -> AsyncIterator[Contender]:
+async def raw_contender(
+    bootstrap: str, consumers: int, fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
+) -> AsyncIterator[Contender]:
     topic, group = await _new_topic(bootstrap, "raw")
     handled = Handled()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
@@ -381,7 +402,7 @@ async def raw_contender(bootstrap: str, consumers: int) -> AsyncIterator[Contend
         async with contextlib.AsyncExitStack() as stack:
             if consumers:
                 await stack.enter_async_context(
-                    raw_group(bootstrap, topic, group, consumers, handled)
+                    raw_group(bootstrap, topic, group, consumers, handled, None, fetch_max_wait_ms)
                 )
 
             def prepare(n: int) -> RunRound:
@@ -423,6 +444,7 @@ async def fs_contender(bootstrap: str, consumers: int) -> AsyncIterator[Contende
             auto_offset_reset="earliest",
             session_timeout_ms=int(SESSION * 1000),
             heartbeat_interval_ms=1000,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         async def handle(body: dict[str, Any]) -> None:
             handled.hit()
@@ -508,6 +530,7 @@ class Figures:
 
     rounds: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     repeated: int = 0
+    slices: int = 1
 
 
 async def compare(
@@ -522,7 +545,7 @@ async def compare(
     """Set every contender up, warm up, then run interleaved rounds (see the docstring);
     with ``slices`` > 1, each round's N events go in that many slices, interleaved slice by
     slice, each after a ``gc.collect()`` (K1)."""
-    figures = Figures({name: [] for name in setups})
+    figures = Figures({name: [] for name in setups}, slices=slices)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -580,6 +603,10 @@ K1_ROUNDS = 7
 """K1's rounds (see the module docstring)."""
 K1_SLICES = 10
 """The slices of each K1 round (see the module docstring)."""
+E2E_ROUNDS = 9
+"""K2's and K3's rounds (see the module docstring)."""
+E2E_SLICES = 2
+"""The slices of each K2/K3 round (see the module docstring)."""
 SCENARIOS = {label: scenario for label, (scenario, _) in CASES.items()}
 BASELINES = dict.fromkeys(SCENARIOS.values(), "raw aiokafka")
 PEERS = ("raw aiokafka", "FastStream")
@@ -594,8 +621,11 @@ async def measure(
     fs_rounds: int,
     k1_rounds: int = K1_ROUNDS,
     cases: frozenset[str] = frozenset(SCENARIOS.values()),
+    e2e_slices: int = E2E_SLICES,
+    raw_fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
 ) -> dict[str, Figures]:
-    """Figures of every case (of ``cases``), on one broker."""
+    """Figures of every case (of ``cases``), on one broker (``raw_fetch_max_wait_ms``:
+    only to show what aiokafka's default of 500 did, see the module docstring)."""
     out: dict[str, Figures] = {}
     with TansuBroker() as broker:
         for label, (scenario, consumers) in CASES.items():
@@ -603,7 +633,7 @@ async def measure(
                 continue
             setups: dict[str, contextlib.AbstractAsyncContextManager[Contender]] = {
                 "tidings": tidings_contender(broker.url, broker.bootstrap, consumers),
-                "raw aiokafka": raw_contender(broker.bootstrap, consumers),
+                "raw aiokafka": raw_contender(broker.bootstrap, consumers, raw_fetch_max_wait_ms),
                 "FastStream": fs_contender(broker.bootstrap, consumers),
             }
             if scenario == "K1":  # tidings as users publish; the transport's send beside it
@@ -612,10 +642,9 @@ async def measure(
                     TRANSPORT_ROW: setups["tidings"],
                     **{name: setups[name] for name in PEERS},
                 }
-            if scenario == "K1":
                 count, slices = k1_rounds, min(K1_SLICES, events)
             else:
-                count, slices = rounds, 1
+                count, slices = rounds, max(1, min(e2e_slices, events))
             out[label] = await compare(
                 broker.bootstrap, setups, consumers, events, count, fs_rounds, slices
             )
@@ -624,8 +653,9 @@ async def measure(
 
 def summary(figures: Figures, n: int) -> dict[str, dict[str, float]]:
     """Per contender: median events/s, median CPU µs per event, and for the peers the
-    median of the per-round ratios tidings / peer (``ratio``: events/s; ``cpu_ratio``:
-    the peer's CPU per event over tidings')."""
+    median of the per-round ratios tidings / peer (``ratio``: events/s, with the lowest and
+    highest of them, ``low`` and ``high``; ``cpu_ratio``: the peer's CPU per event over
+    tidings')."""
     ours = figures.rounds["tidings"]
     out: dict[str, dict[str, float]] = {}
     for name, values in figures.rounds.items():
@@ -636,9 +666,9 @@ def summary(figures: Figures, n: int) -> dict[str, dict[str, float]]:
             "cpu": statistics.median(cpu / n * 1e6 for _, cpu in values),
         }
         if name != "tidings":
-            figure["ratio"] = statistics.median(
-                peer[0] / mine[0] for mine, peer in zip(ours, values, strict=False)
-            )
+            ratios = [peer[0] / mine[0] for mine, peer in zip(ours, values, strict=False)]
+            figure["ratio"] = statistics.median(ratios)
+            figure["low"], figure["high"] = min(ratios), max(ratios)
             figure["cpu_ratio"] = statistics.median(
                 peer[1] / mine[1] for mine, peer in zip(ours, values, strict=False)
             )
@@ -648,55 +678,90 @@ def summary(figures: Figures, n: int) -> dict[str, dict[str, float]]:
 
 def run(quick: bool = False) -> list[Row]:
     """Rows for ``benchmarks/run.py``: K1 publish, K2/K3 end to end, raw aiokafka the baseline."""
-    events, rounds, k1_rounds, fs_rounds = (2_000, 1, 1, 1) if quick else (20_000, 5, K1_ROUNDS, 2)
+    events, rounds, k1_rounds, fs_rounds = (
+        (2_000, 1, 1, 1) if quick else (20_000, E2E_ROUNDS, K1_ROUNDS, 2)
+    )
     rows = []
     for label, figures in asyncio.run(measure(events, rounds, fs_rounds, k1_rounds)).items():
         for library, figure in summary(figures, events).items():
             extra = {"CPU µs/event": figure["cpu"]}
             if "ratio" in figure:
                 extra["tidings/peer, median of rounds"] = figure["ratio"]
+                extra["lowest"] = figure["low"]
+                extra["highest"] = figure["high"]
                 extra["CPU peer/tidings, median of rounds"] = figure["cpu_ratio"]
             count = len(figures.rounds[library])
             note = f"{label}, {events:,}, median of {count} interleaved rounds"
-            if SCENARIOS[label] == "K1":
-                note += f" of {min(K1_SLICES, events)} slices"
+            if figures.slices > 1:
+                note += f" of {figures.slices} slices"
             rows.append(
                 Row(SCENARIOS[label], library, "events/s", figure["rate"], "/s", note, extra)
             )
     return rows
 
 
-def main(events: int, rounds: int, fs_rounds: int, k1_rounds: int, cases: frozenset[str]) -> None:
-    results = asyncio.run(measure(events, rounds, fs_rounds, k1_rounds, cases))
+def main(
+    events: int,
+    rounds: int,
+    fs_rounds: int,
+    k1_rounds: int,
+    cases: frozenset[str],
+    e2e_slices: int = E2E_SLICES,
+    raw_fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+) -> None:
+    results = asyncio.run(
+        measure(events, rounds, fs_rounds, k1_rounds, cases, e2e_slices, raw_fetch_max_wait_ms)
+    )
     print(
-        f"\n{events:,} events a round, {rounds} interleaved rounds (K1: {k1_rounds}); "
+        f"\n{events:,} events a round, {rounds} interleaved rounds of {e2e_slices} slices "
+        f"(K1: {k1_rounds} of {K1_SLICES}); raw fetch_max_wait_ms {raw_fetch_max_wait_ms}; "
         "events/s (higher is better)"
     )
     for label, figures in results.items():
         print(f"{label} (rounds run again after a rebalance: {figures.repeated})")
         figure = summary(figures, events)
+        ours = figures.rounds["tidings"]
         for name, values in figures.rounds.items():
             if not values:
                 continue
             rates = ", ".join(f"{events / wall:,.0f}" for wall, _ in values)
             cpus = ", ".join(f"{cpu / events * 1e6:.1f}" for _, cpu in values)
-            ratio = figure[name].get("ratio")
-            against = ""
-            if ratio is not None:
-                against = (
-                    f"; tidings/{name} median of rounds {ratio:.2f}x, CPU per event "
-                    f"{name}/tidings {figure[name]['cpu_ratio']:.2f}x"
-                )
-            print(f"  {name}: events/s {rates}; CPU µs/event {cpus}{against}")
+            print(f"  {name}: events/s {rates}; CPU µs/event {cpus}")
+            if name == "tidings":
+                continue
+            ratios = ", ".join(
+                f"{peer[0] / mine[0]:.2f}" for mine, peer in zip(ours, values, strict=False)
+            )
+            got = figure[name]
+            print(
+                f"    tidings/{name} per round {ratios}: median {got['ratio']:.2f}x "
+                f"(lowest {got['low']:.2f}x, highest {got['high']:.2f}x); CPU per event "
+                f"{name}/tidings median {got['cpu_ratio']:.2f}x"
+            )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=E2E_ROUNDS)
+    parser.add_argument("--e2e-slices", type=int, default=E2E_SLICES)
     parser.add_argument("--k1-rounds", type=int, default=K1_ROUNDS)
     parser.add_argument("--fs-rounds", type=int, default=2)
     parser.add_argument("--cases", default="K1,K2,K3", help="comma-separated: K1,K2,K3")
+    parser.add_argument(
+        "--raw-fetch-max-wait-ms",
+        type=int,
+        default=FETCH_MAX_WAIT_MS,
+        help="raw aiokafka consumers' fetch_max_wait_ms (tidings' 100; aiokafka's default 500)",
+    )
     args = parser.parse_args()
     chosen = frozenset(args.cases.split(","))
-    main(args.events, args.rounds, args.fs_rounds, args.k1_rounds, chosen)
+    main(
+        args.events,
+        args.rounds,
+        args.fs_rounds,
+        args.k1_rounds,
+        chosen,
+        args.e2e_slices,
+        args.raw_fetch_max_wait_ms,
+    )
