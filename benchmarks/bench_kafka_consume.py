@@ -10,7 +10,9 @@ the key as record key) and a consumer group of K consumers (separate clients):
 - **tidings**: ``transport.subscribe(..., group=..., policy=DeliveryPolicy(prefetch=256,
   workers=1))`` on K transports; the handler counts.
 - **raw aiokafka**: ``getmany(max_records=256)`` batches, msgspec decode of each value, a
-  commit every 0.1 s (``bench_kafka.raw_consume``, the e2e peer).
+  commit every 0.1 s (``bench_kafka.raw_consume``, the e2e peer), its consumers configured
+  as tidings' (``bench_kafka.raw_consumers``: ``fetch_max_wait_ms=100``, not aiokafka's
+  500, as Tansu does not answer a waiting fetch when records arrive: see ``bench_kafka.py``).
 
 **Method** (``bench_kafka.py``'s, so that no group join, rebalance or start-up falls inside
 a round): a group must be *Stable* with all K members (the broker's DescribeGroups) and have
@@ -23,7 +25,9 @@ Held at the gate are what each fetched already (tidings: a message at the handle
 to its prefetch queued; raw: a ``getmany`` batch), a small head start alike. The
 contenders take turns (the order alternates by round); a round after which a group's
 members changed is run again (at most twice). Figures are per round; the ratio is the
-median of the per-round ratios tidings / raw (higher is better for tidings).
+median of the per-round ratios tidings / raw (higher is better for tidings), printed with
+every round's ratio. A round is not cut into slices here (``bench_kafka.py``'s K2/K3 are):
+the clock starts on records already stored, so no fetch inside it waits for records.
 """
 
 from __future__ import annotations

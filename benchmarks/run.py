@@ -233,8 +233,10 @@ def main() -> int:
             "against its registered schema adds (C1 vs the jsonschema reference implementation,",
             "CC in instructions vs a publish); C2: a compatibility check, tidings alone.",
             "K1-K3: every contender set up once on one Tansu broker (groups Stable and warmed",
-            "up first), then interleaved rounds; each figure is the median of its rounds, *other*",
-            "gives the client's CPU per event and the median of the per-round ratios tidings / peer.",
+            "up first, every consumer with tidings' fetch wait of 100 ms), then interleaved",
+            "rounds of slices; each figure is the median of its rounds, *other* gives the client's",
+            "CPU per event and the median of the per-round ratios tidings / peer with the lowest",
+            "and highest of them.",
             "",
         ]
         Path(__file__).with_name("RESULTS.md").write_text("\n".join(header + table) + "\n")
