@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import nats
 import pytest
 from nats.aio.msg import Msg
@@ -122,6 +123,33 @@ async def test_structured_mode_body_is_a_json_cloudevent(
     assert body["id"] == env.id
     assert body["type"] == "conformance.order"
     assert body["data"] == {"order_id": "o-1", "amount": 3.0}
+
+
+async def test_a_checked_encoding_goes_only_with_its_own_envelope_not_one_of_the_same_id(
+    nats_factory: Factory, nats_server: NatsServer
+) -> None:
+    # Regression: the encoding check_envelope made was kept under the event's id text, so
+    # another envelope with the same id (a copy with other data) was sent with it.
+    clock = HybridClock()
+    checked = make_envelope(clock, "checked")
+    other = msgspec.structs.replace(checked, payload=ConformanceOrder("other", 5.0))
+    assert other.id == checked.id
+    async with nats_factory(prefix="twin", stream=StreamSettings(name="TWIN")) as transport:
+        transport.check_envelope(checked)
+        stored = await (await transport.send(other))
+        dropped = await (await transport.send(checked))  # its own encoding, taken now
+    # The same Nats-Msg-Id within the duplicate window: the server keeps only the first.
+    assert (stored.duplicate, dropped.duplicate) == (False, True)
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        assert (await js.stream_info("TWIN")).state.messages == 1
+        msg = await js.get_msg("TWIN", stored.sequence)
+    finally:
+        await nc.close()
+    assert msg.headers is not None
+    assert msg.headers["Nats-Msg-Id"] == other.id
+    assert json.loads(msg.data) == {"order_id": "other", "amount": 5.0}
 
 
 async def test_plain_nats_client_garbage_goes_to_dead_letters(

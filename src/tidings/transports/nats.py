@@ -730,9 +730,12 @@ class NatsTransport(ClientTransport):
         self._probe: str | None = None
         self._probe_answered = asyncio.Event()
         self._subs: list[Consumer] = []
-        # Envelopes check_envelope encoded, by id: send() reuses the encoding (one encode per
-        # publish); emptied on close (a checked envelope never sent: a failed append).
-        self._encoded: dict[str, tuple[dict[str, str], bytes]] = {}
+        # Envelopes check_envelope encoded, by the envelope's identity (not its id: another
+        # envelope of the same id, a copy with other data, is encoded for itself): send()
+        # reuses the encoding (one encode per publish); emptied on close (a checked envelope
+        # never sent: a failed append). Each entry holds its envelope, so no other object
+        # takes its identity while it is here.
+        self._encoded: dict[int, tuple[Envelope[Any], dict[str, str], bytes]] = {}
         self._pullers: set[_Puller] = set()
         # what health() reports: the server last connected to, the last connection problem
         self._last_server: str | None = None
@@ -1013,14 +1016,14 @@ class NatsTransport(ClientTransport):
                 event_id=envelope.id,
                 topic=envelope.topic,
             )
-        self._encoded[envelope.id] = headers, body
+        self._encoded[id(envelope)] = envelope, headers, body
 
     def _encoding(self, envelope: Envelope[Any]) -> tuple[dict[str, str], bytes]:
         """``envelope``'s headers and body: as :meth:`check_envelope` encoded them, else now."""
-        encoded = self._encoded.pop(envelope.id, None)
+        encoded = self._encoded.pop(id(envelope), None) if self._encoded else None
         if encoded is None:
             return encode_envelope(envelope, structured=self.structured)
-        return encoded
+        return encoded[1], encoded[2]
 
     async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
         headers, body = self._encoding(envelope)
