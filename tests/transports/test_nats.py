@@ -149,6 +149,7 @@ async def test_a_checked_encoding_goes_only_with_its_own_envelope_not_one_of_the
         await nc.close()
     assert msg.headers is not None
     assert msg.headers["Nats-Msg-Id"] == other.id
+    assert msg.data is not None
     assert json.loads(msg.data) == {"order_id": "other", "amount": 5.0}
 
 
