@@ -456,6 +456,16 @@ class Transport(abc.ABC):
             TimeoutError: if ``timeout`` seconds pass first.
         """
 
+    async def wait_acknowledged(self, timeout: float | None = None) -> None:
+        """Wait as :meth:`flush` does, leaving the count of failures it returns to the next
+        :meth:`flush`: a bus waits with this, so a caller of ``flush`` beside it misses none.
+        A transport that counts failures overrides it; by default it is :meth:`flush`.
+
+        Raises:
+            TimeoutError: if ``timeout`` seconds pass first.
+        """
+        await self.flush(timeout)
+
     @abc.abstractmethod
     async def publish_raw(
         self, topic: str, body: bytes, headers: Mapping[str, str] | None = None
