@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import pytest
 
@@ -163,15 +164,28 @@ async def test_a_cancelled_stop_for_seconds_continues_the_process(
     assert "T" not in _states(sleeper.pid)  # continued before the cancel propagated
 
 
+async def _stopped_in_async_with(stop: Stop) -> None:
+    async with stop:
+        await asyncio.sleep(60.0)
+
+
+@pytest.mark.parametrize(
+    "stopped",
+    # Regression (async with): leaving the block by a cancel, a failure to continue the
+    # process (FaultTimeoutError) was raised in place of the CancelledError.
+    [lambda stop: stop.for_seconds(60.0), _stopped_in_async_with],
+    ids=["for_seconds", "async with"],
+)
 async def test_a_cancel_is_not_replaced_by_a_failure_to_continue_which_is_logged(
     sleeper: subprocess.Popen[bytes],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    stopped: Callable[[Stop], Coroutine[Any, Any, None]],
 ) -> None:
     real_kill = os.kill
     losing(monkeypatch, signal.SIGCONT)  # the process stays stopped
     stop = Stop(sleeper.pid, timeout=0.2)
-    task = asyncio.create_task(stop.for_seconds(60.0))
+    task = asyncio.create_task(stopped(stop))
     await until_async(lambda: _reported(sleeper.pid, os.WSTOPPED))
     task.cancel()
     with pytest.raises(asyncio.CancelledError) as cancelled:  # before: FaultTimeoutError
@@ -216,6 +230,24 @@ async def test_stop_async_applies_and_undoes_as_an_async_with_block(
         assert set(_states(spinner.pid)) == {"T"}
     assert not stop.stopped
     assert "T" not in _states(spinner.pid)
+
+
+def test_a_with_stop_block_s_exception_is_raised_not_a_failure_to_continue(
+    sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: as the async block, the ``with`` block raised the failure to continue
+    # in place of the block's own exception.
+    real_kill = os.kill
+    losing(monkeypatch, signal.SIGCONT)
+    # before: a FaultTimeoutError
+    with pytest.raises(RuntimeError, match="the test failed") as failed, Stop(sleeper.pid, 0.2):
+        raise RuntimeError("the test failed mid-fault")
+    notes = getattr(failed.value, "__notes__", [])
+    assert any(f"continuing process {sleeper.pid} failed" in note for note in notes)
+    real_kill(sleeper.pid, signal.SIGCONT)
+    with pytest.raises(FaultTimeoutError), Stop(sleeper.pid, 0.2):  # nothing else raised
+        pass
+    real_kill(sleeper.pid, signal.SIGCONT)
 
 
 async def test_stop_undo_async_waits_without_blocking_the_loop(

@@ -113,7 +113,13 @@ def _send_kill(pid: int) -> None:
 class _Fault:
     """A fault applied by :meth:`apply` and undone by :meth:`undo`, also as a ``with`` block
     (undone on exit, whatever happened in it); on an event loop by :meth:`apply_async` and
-    :meth:`undo_async`, which do not block it, also as an ``async with`` block."""
+    :meth:`undo_async`, which do not block it, also as an ``async with`` block. A block left
+    by an exception (a cancel too) raises it, not a failure to undo, which is logged (logger
+    ``tidings.chaos``) and noted on it."""
+
+    def _undoing(self) -> str:
+        """What undoing the fault does, for a log line ("continuing process 12")."""
+        raise NotImplementedError
 
     def apply(self) -> None:
         raise NotImplementedError
@@ -134,7 +140,12 @@ class _Fault:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.undo()
+        try:
+            self.undo()
+        except FaultError as failure:
+            if exc is None:
+                raise
+            self._undo_failed(exc, failure)
 
     async def __aenter__(self) -> Self:
         await self.apply_async()
@@ -143,7 +154,22 @@ class _Fault:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.undo_async()
+        if exc is None:
+            await self.undo_async()
+        else:  # cancelled too: undo, and let exc go on
+            await self._undo_after(exc)
+
+    async def _undo_after(self, exc: BaseException) -> None:
+        """Undo the fault as ``exc`` is being raised: a failure to is logged and noted on
+        ``exc``, not raised in its place."""
+        try:
+            await self.undo_async()
+        except FaultError as failure:
+            self._undo_failed(exc, failure)
+
+    def _undo_failed(self, exc: BaseException, failure: FaultError) -> None:
+        logger.error("%s failed: %s", self._undoing(), failure)
+        exc.add_note(f"and {self._undoing()} failed then: {failure}")
 
 
 class Stop(_Fault):
@@ -197,7 +223,7 @@ class Stop(_Fault):
             with _as_faults():
                 await wait_for_process_async(self.pid, "stopped", self.timeout)
         except BaseException as exc:  # cancelled too: continue the process, then re-raise
-            await self._continue_after(exc)
+            await self._undo_after(exc)
             raise
 
     async def undo_async(self) -> None:
@@ -227,18 +253,12 @@ class Stop(_Fault):
         try:
             await asyncio.sleep(seconds)
         except BaseException as exc:  # cancelled too: continue the process, then re-raise
-            await self._continue_after(exc)
+            await self._undo_after(exc)
             raise
         await self.undo_async()
 
-    async def _continue_after(self, exc: BaseException) -> None:
-        """Continue the process as ``exc`` is being raised: a failure to is logged and noted
-        on ``exc``, not raised in its place."""
-        try:
-            await self.undo_async()
-        except FaultError as failure:
-            logger.error("continuing process %d failed: %s", self.pid, failure)
-            exc.add_note(f"and continuing process {self.pid} failed then: {failure}")
+    def _undoing(self) -> str:
+        return f"continuing process {self.pid}"
 
     def _send_stop(self) -> None:
         check_signallable(self.pid)
@@ -308,6 +328,9 @@ class CpuBurn(_Fault):
                 with contextlib.suppress(TimeoutError):
                     await wait_for_process_async(process.pid, "exited", _BURNER_END)
                 process.poll()  # reaps it (ended: no wait)
+
+    def _undoing(self) -> str:
+        return "killing the CPU burners"
 
     def _kill(self) -> list[subprocess.Popen[bytes]]:
         """SIGKILL every burner now (none is left spinning while the caller waits); they
