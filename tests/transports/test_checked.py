@@ -3,9 +3,15 @@ follows (``tidings.transports._checked``)."""
 
 from __future__ import annotations
 
+import queue
+import sys
+import threading
+from typing import Any
+
 import msgspec
 
 from tidings.clock import HybridClock
+from tidings.event import Envelope
 from tidings.testing.transport_conformance import ConformanceOrder, make_envelope
 from tidings.transports._checked import WINDOWS, CheckedEncodings
 
@@ -63,3 +69,44 @@ def test_an_envelope_checked_again_is_kept_as_checked_last() -> None:
     assert kept.take(again) == "second"
     kept.clear()
     assert len(kept) == 0
+
+
+def test_checks_on_another_thread_than_the_takes_lose_nothing_and_never_fail() -> None:
+    # Regression: a bus checks an event on the publishing thread (a synchronous publish)
+    # while its loop thread takes the encodings of those checked before: the drop iterated
+    # over the entries as the other thread removed some ("dictionary changed size during
+    # iteration").
+    window = 64
+    kept: CheckedEncodings[int] = CheckedEncodings(window)
+    clock = HybridClock()
+    envelopes = [make_envelope(clock, f"e-{i}") for i in range(20_000)]
+    handed: queue.Queue[Envelope[Any] | None] = queue.Queue()
+    failures: list[BaseException] = []
+
+    def check_all() -> None:
+        try:
+            for i, env in enumerate(envelopes):
+                kept.keep(env, i)
+                if i % 2:  # else never taken: its append failed
+                    handed.put(env)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            handed.put(None)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns as often as they can
+    checker = threading.Thread(target=check_all)
+    taken = 0
+    try:
+        checker.start()
+        while (env := handed.get(timeout=30.0)) is not None:
+            if kept.take(env) is not None:
+                taken += 1
+    finally:
+        sys.setswitchinterval(interval)
+        checker.join(30.0)
+    assert failures == []
+    assert not checker.is_alive()
+    assert 0 < taken <= len(envelopes) // 2
+    assert len(kept) <= (WINDOWS + 1) * window

@@ -6,10 +6,17 @@ with its envelope until the transport closes.
 An entry is found by the envelope's identity, not its id (another envelope of the same id,
 a copy with other data, is encoded for itself); it holds the envelope, so no other object
 takes that identity while it is here.
+
+A bus checks an event on the thread that publishes it while its event loop's thread takes
+the encodings of events checked before: each step here is one operation on a dict or a
+deque (atomic), and nothing iterates over the entries. A race costs at most an encoding
+dropped that was about to be taken, which its publish then makes again.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections import deque
 from typing import Any, Generic, TypeVar
 
 from tidings.event import Envelope
@@ -33,14 +40,16 @@ class CheckedEncodings(Generic[T]):
     encoded again by its publish. The drop runs once a window of checks.
     """
 
-    __slots__ = ("_checked", "_entries", "_sweep_at", "_taken", "window")
+    __slots__ = ("_checked", "_entries", "_order", "_sweep_at", "_taken", "window")
 
     def __init__(self, window: int) -> None:
         self.window = window
         """A publisher's window of unacknowledged publishes (at least 1)."""
         self._entries: dict[int, tuple[Envelope[Any], T, int]] = {}
-        """By the envelope's identity: it, its encoding, the number of its check; in check
-        order."""
+        """By the envelope's identity: it, its encoding, the number of its check."""
+        self._order: deque[tuple[int, int]] = deque()
+        """The number and envelope identity of each check, in check order (also of those
+        taken since: the drop skips them)."""
         self._checked = 0
         """The number of the last check."""
         self._taken = 0
@@ -54,10 +63,9 @@ class CheckedEncodings(Generic[T]):
     def keep(self, envelope: Envelope[Any], encoding: T) -> None:
         """Keep ``envelope``'s ``encoding`` for :meth:`take` (in place of one kept before)."""
         checked = self._checked = self._checked + 1
-        entries = self._entries
         identity = id(envelope)
-        entries.pop(identity, None)  # checked again: last in check order
-        entries[identity] = envelope, encoding, checked
+        self._entries[identity] = envelope, encoding, checked
+        self._order.append((checked, identity))
         if checked >= self._sweep_at:
             self._sweep_at = checked + self.window
             self._drop_stale(checked)
@@ -76,14 +84,15 @@ class CheckedEncodings(Generic[T]):
     def clear(self) -> None:
         """Keep nothing (the transport closed)."""
         self._entries.clear()
+        self._order.clear()
 
     def _drop_stale(self, newest: int) -> None:
         stale = max(self._taken - self.window, newest - WINDOWS * self.window)
         entries = self._entries
-        gone: list[int] = []
-        for identity, entry in entries.items():  # in check order
-            if entry[2] >= stale:
-                break
-            gone.append(identity)
-        for identity in gone:
-            del entries[identity]
+        order = self._order
+        with contextlib.suppress(IndexError):  # none left (another thread's drop too)
+            while order[0][0] < stale:
+                checked, identity = order.popleft()
+                entry = entries.get(identity)
+                if entry is not None and entry[2] == checked:  # else taken, checked again
+                    entries.pop(identity, None)
