@@ -319,6 +319,26 @@ def test_faults_that_cannot_be_applied_are_fault_errors(
         CpuBurn(0, 1.0)
 
 
+async def test_a_process_that_ends_between_the_check_and_the_stop_is_a_fault_error(
+    sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: the SIGSTOP's ProcessLookupError was raised as it was, not a FaultError.
+    real_kill = os.kill
+
+    def ended_after_the_check(pid: int, signum: int) -> None:
+        if signum == signal.SIGSTOP:
+            raise ProcessLookupError(3, "No such process")
+        real_kill(pid, signum)
+
+    monkeypatch.setattr(os, "kill", ended_after_the_check)
+    with pytest.raises(FaultError, match="does not exist"):
+        Stop(sleeper.pid).apply()
+    stop = Stop(sleeper.pid)
+    with pytest.raises(FaultError, match="does not exist"):
+        await stop.apply_async()
+    assert not stop.stopped
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may signal every process")
 def test_no_permission_is_a_fault_error() -> None:
     with pytest.raises(FaultError, match="no permission"):

@@ -56,8 +56,14 @@ def check_signallable(pid: int) -> None:
     """Raise :class:`FaultError` unless this process may signal ``pid``."""
     if pid <= 0:
         raise FaultError(f"no process to signal: pid {pid!r}")
+    _signal(pid, 0)
+
+
+def _signal(pid: int, signum: int) -> None:
+    """Send ``signum`` to ``pid`` (0: none, the check alone); a :class:`FaultError` if it
+    cannot be sent."""
     try:
-        os.kill(pid, 0)
+        os.kill(pid, signum)
     except ProcessLookupError as exc:
         raise FaultError(f"process {pid} does not exist (it ended?)") from exc
     except PermissionError as exc:
@@ -262,7 +268,7 @@ class Stop(_Fault):
 
     def _send_stop(self) -> None:
         check_signallable(self.pid)
-        os.kill(self.pid, signal.SIGSTOP)
+        _signal(self.pid, signal.SIGSTOP)  # it may have ended since the check
         self.stopped = True
 
     def _send_continue(self) -> bool:
