@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_gateway import load_rounds, start_server
+from bench_gateway import load_rounds, start_server, stop_servers
 
 ROUTE = (
     "routes: [{{name: audit, from: orders.>, when: 'data.amount > {}', "
@@ -68,10 +68,7 @@ def main() -> None:
             servers[label] = start_server(command, home, env)
         figures = load_rounds(servers, mode, count, rounds)
     finally:
-        for proc, _ in servers.values():
-            proc.send_signal(2)
-        for proc, _ in servers.values():
-            proc.wait(30)
+        stop_servers([proc for proc, _ in servers.values()])
     first = next(iter(servers))
     for label, rows in figures.items():
         cpu = [c for _, c in rows]

@@ -68,11 +68,12 @@ class Worker:
         argv: Sequence[str],
         timeout: float,
         env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
     ) -> None:
         self.name = name
         self.timeout = timeout
         self.process = subprocess.Popen(
-            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=cwd
         )
         self._lines: queue.Queue[str] = queue.Queue()
         assert self.process.stdout is not None
@@ -99,16 +100,38 @@ class Worker:
             TimeoutError: no line within ``timeout`` (the worker is killed).
             RuntimeError: the worker's output ended first (it exited).
         """
+        return self._line(time.monotonic() + self.timeout, "answer")
+
+    def line_with(self, text: str) -> str:
+        """The first line of the worker's output holding ``text``, stripped, within
+        ``timeout`` seconds (the lines before it are skipped); a server printing its address
+        among its first lines, say.
+
+        Raises:
+            TimeoutError: no such line within ``timeout`` (the worker is killed).
+            RuntimeError: the worker's output ended first (it exited).
+        """
+        deadline = time.monotonic() + self.timeout
+        while text not in (line := self._line(deadline, f"print {text!r}")):
+            pass  # bounded: each line is awaited until the deadline at most
+        return line
+
+    def _line(self, deadline: float, waiting_for: str) -> str:
+        """The next line, stripped, by ``deadline`` (``time.monotonic()``)."""
+        left = deadline - time.monotonic()
         try:
-            line = self._lines.get(timeout=self.timeout)
+            if left <= 0:
+                raise queue.Empty
+            line = self._lines.get(timeout=left)
         except queue.Empty:
             self.process.kill()
-            self.process.wait(10)
+            self.close(10.0)
             raise TimeoutError(
-                f"worker {self.name} did not answer within {self.timeout:g}s (hung?): killed"
+                f"worker {self.name} did not {waiting_for} within {self.timeout:g}s (hung?): killed"
             ) from None
         if not line:
-            status = self.process.wait(10)
+            self.close(10.0)
+            status = self.process.returncode
             raise RuntimeError(f"worker {self.name} exited ({status}) before answering")
         return line.strip()
 

@@ -42,6 +42,8 @@ import contextlib
 import gc
 import json
 import os
+import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -53,7 +55,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import tidings
-from _harness import Row, check
+from _harness import Row, Worker, check
 from tidings.event import Envelope
 from tidings.gateway import Gateway, RouteTable, load_config, parse_config
 
@@ -146,21 +148,39 @@ async def reload_500(repeat: int) -> tuple[float, float, float, float]:
             return min(times) * 1000, pause * 1000, idle * 1000, busy * 1000
 
 
+SERVER_START = 30.0
+"""How long a server may take to print its URL (seconds)."""
+
+
 def start_server(
     command: list[str], cwd: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], str]:
     """Start a server that prints its URL (``http://...``) among its first lines; the process
-    and the URL."""
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if "http://" in line:
-            url = next(w for w in line.split() if w.startswith("http://"))
-            return proc, url
-    proc.kill()
-    raise RuntimeError(f"{command} did not print its URL within 30 s")
+    and the URL. Its output is read by a thread (``_harness.Worker``): the wait for the URL
+    is bounded, and a server writing on never blocks on a full pipe.
+
+    Raises:
+        TimeoutError: no URL within :data:`SERVER_START` seconds (the server is killed).
+        RuntimeError: the server exited first.
+    """
+    server = Worker(shlex.join(command[1:]), command, SERVER_START, env, cwd)
+    line = server.line_with("http://")
+    return server.process, next(w for w in line.split() if w.startswith("http://"))
+
+
+def stop_servers(servers: list[subprocess.Popen[str]]) -> None:
+    """Interrupt every server (SIGINT, as Ctrl-C), then wait 30 s at most for each to exit,
+    killing one that has not."""
+    for proc in servers:
+        proc.send_signal(signal.SIGINT)
+    for proc in servers:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdin is not None:  # the pipe start_server opened (never written to)
+            proc.stdin.close()
 
 
 _LOAD = str(Path(__file__).with_name("_gateway_load.py"))
@@ -275,13 +295,7 @@ def http_ingest(quick: bool) -> dict[str, dict[str, float]]:
                     )
                     p99[label].append(paced["latencies_ms"][1])
         finally:
-            for proc, _ in servers.values():
-                proc.send_signal(2)
-            for proc, _ in servers.values():
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_servers([proc for proc, _ in servers.values()])
     for label in servers:
         figures: dict[str, float] = {"p99": min(p99[label])}  # best of 3, as before
         for mode, rows in (("single", single), ("batch", batch)):

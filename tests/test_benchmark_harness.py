@@ -3,6 +3,7 @@ awaited for a bounded time, so a hung worker fails a benchmark run instead of ha
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import sys
 from pathlib import Path
@@ -10,20 +11,23 @@ from types import ModuleType
 
 import pytest
 
-HARNESS = Path(__file__).resolve().parent.parent / "benchmarks" / "_harness.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def _harness() -> ModuleType:
-    """``benchmarks/_harness.py`` (not a package: loaded from its file, once)."""
-    name = "tidings_benchmarks_harness"
+def _load(file: str, name: str) -> ModuleType:
+    """``benchmarks/FILE`` (not a package: loaded from its file, once, as ``name``)."""
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HARNESS)
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / file)
         assert spec is not None
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # its dataclasses look their module up there
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def _harness() -> ModuleType:
+    return _load("_harness.py", "tidings_benchmarks_harness")
 
 
 ECHO = "import sys\nfor line in sys.stdin:\n    print(line.strip().upper(), flush=True)\n"
@@ -58,3 +62,49 @@ def test_closing_a_worker_that_ignores_its_stdin_kills_it() -> None:
     worker = _harness().Worker("deaf", [sys.executable, "-c", "import time; time.sleep(60)"], 10.0)
     worker.close(0.2)
     assert worker.process.returncode == -9
+
+
+NOISY = (  # prints its folder, then a line every 10 ms for a minute, never its URL
+    "import os, time\n"
+    "print('in', os.getcwd(), flush=True)\n"
+    "for n in range(6000):\n"
+    "    print('starting', n, flush=True)\n"
+    "    time.sleep(0.01)\n"
+)
+
+
+def test_line_with_skips_to_the_line_holding_the_text(tmp_path: Path) -> None:
+    worker = _harness().Worker("noisy", [sys.executable, "-c", NOISY], 10.0, cwd=str(tmp_path))
+    try:
+        assert worker.line_with("starting 3") == "starting 3"
+    finally:
+        worker.close(0.2)
+    worker = _harness().Worker("noisy", [sys.executable, "-c", NOISY], 10.0, cwd=str(tmp_path))
+    try:
+        assert worker.line_with("in ") == f"in {tmp_path}"  # started in cwd
+    finally:
+        worker.close(0.2)
+
+
+def test_a_worker_printing_on_without_the_text_is_killed_at_its_timeout() -> None:
+    worker = _harness().Worker("noisy", [sys.executable, "-c", NOISY], 0.5)
+    try:
+        with pytest.raises(TimeoutError, match=r"worker noisy did not print 'http://' within 0.5s"):
+            worker.line_with("http://")  # lines come every 10 ms: each alone is in time
+        assert worker.process.poll() == -9
+    finally:
+        worker.close(10.0)
+
+
+def test_a_gateway_bench_server_that_never_prints_its_url_fails_in_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: the bench read the server's output with no timeout (a server printing
+    # nothing hung the benchmark until it exited).
+    bench = _load("bench_gateway.py", "tidings_benchmarks_bench_gateway")
+    monkeypatch.setattr(bench, "SERVER_START", 0.5)
+    silent = [sys.executable, "-c", "import time; time.sleep(20)"]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        started = pool.submit(bench.start_server, silent, str(tmp_path))
+        with pytest.raises(TimeoutError, match=r"did not print 'http://' within 0.5s"):
+            started.result(timeout=10.0)

@@ -207,7 +207,7 @@ class Remote:
         self._outbox.clear()
         self._drained.set()  # a flush waiting for the outbox: what was left is reported
         try:
-            await self.transport.flush(max(deadline - loop.time(), 0.1))
+            await self.transport.wait_acknowledged(max(deadline - loop.time(), 0.1))
         except TimeoutError:
             logger.warning("bus closed with publishes still unacknowledged", extra=log_fields())
         await self.transport.aclose(max(deadline - loop.time(), 0.1))
@@ -529,7 +529,8 @@ class Remote:
         if self._outbox:
             self._wake.set()
             await self._drained.wait()
-        await self.transport.flush()
+        # Not flush(): the count of failures it returns (and resets) is its caller's.
+        await self.transport.wait_acknowledged()
         end = self._failures
         self._checked = max(self._checked, end)
         if end > base:

@@ -13,11 +13,14 @@ import nats
 import pytest
 
 import tidings
+from tidings.clock import HybridClock
+from tidings.contracts import Validator
+from tidings.contracts.transport import ValidatingTransport
 from tidings.testing.nats_server import NatsServer
-from tidings.testing.transport_conformance import TIMEOUT
+from tidings.testing.transport_conformance import TIMEOUT, make_envelope
 from tidings.transports import DeadLetterRecord, DeliveryPolicy, MemoryBroker, MemoryTransport
 from tidings.transports.base import PublishAck, Transport
-from tidings.transports.nats import NatsTransport
+from tidings.transports.nats import NatsTransport, StreamSettings
 
 FAST = DeliveryPolicy(max_deliver=3, backoff=0.02, backoff_max=0.1, ack_wait=5.0)
 
@@ -463,3 +466,43 @@ async def test_flush_raises_publish_error_for_a_refusal_older_than_the_failures_
         assert type(failed.value) is tidings.PublishError
         assert failed.value.event_id == refused.id
         await asyncio.wait_for(bus.flush(), TIMEOUT)  # reported once
+
+
+class _NoSchemas:
+    """A schema source without schemas: a validator over it lets every event through."""
+
+    def cached(self, subject: str, version: int | None = None) -> None:
+        return None
+
+
+@pytest.mark.parametrize("validating", [False, True], ids=["nats", "validating nats"])
+async def test_a_bus_flush_leaves_the_transport_s_failure_count_to_its_flush(
+    nats_factory: Callable[..., NatsTransport], nats_server: NatsServer, validating: bool
+) -> None:
+    # Regression: bus.flush() flushed the transport, which returns how many sends failed
+    # since its last flush and starts counting again: a caller of transport.flush() after
+    # it got 0 for a send that had failed.
+    nats_transport = nats_factory(
+        prefix="counted",
+        stream=StreamSettings(name="COUNTED"),
+        ack_timeout=0.5,  # each copy is answered "no responders" well within it
+        publish_timeout=1.0,
+    )
+    transport: Transport = nats_transport
+    if validating:  # it waits as its inner transport does
+        transport = ValidatingTransport(nats_transport, Validator(_NoSchemas()))
+    async with tidings.Bus(transport=transport) as bus:
+        await bus.start()
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().delete_stream("COUNTED")  # now no send is stored
+        finally:
+            await nc.close()
+        lost = make_envelope(HybridClock(), "lost")
+        sent = await transport.send(lost)  # beside the bus, on its transport
+        with pytest.raises(tidings.PublishError, match="not stored") as failed:
+            await asyncio.wait_for(bus.flush(), TIMEOUT)  # the bus reports it too
+        assert failed.value.event_id == lost.id
+        assert isinstance(sent.exception(), tidings.PublishError)
+        assert await transport.flush(TIMEOUT) == 1  # before: 0, the bus's flush took it
+        assert await transport.flush(TIMEOUT) == 0

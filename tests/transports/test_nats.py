@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import nats
 import pytest
 from nats.aio.msg import Msg
@@ -26,6 +28,7 @@ from tidings.exceptions import (
 )
 from tidings.testing.nats_server import NatsServer, free_port
 from tidings.testing.transport_conformance import (
+    TIMEOUT,
     Collector,
     ConformanceOrder,
     DeadLetters,
@@ -122,6 +125,72 @@ async def test_structured_mode_body_is_a_json_cloudevent(
     assert body["id"] == env.id
     assert body["type"] == "conformance.order"
     assert body["data"] == {"order_id": "o-1", "amount": 3.0}
+
+
+async def test_a_checked_encoding_goes_only_with_its_own_envelope_not_one_of_the_same_id(
+    nats_factory: Factory, nats_server: NatsServer
+) -> None:
+    # Regression: the encoding check_envelope made was kept under the event's id text, so
+    # another envelope with the same id (a copy with other data) was sent with it.
+    clock = HybridClock()
+    checked = make_envelope(clock, "checked")
+    other = msgspec.structs.replace(checked, payload=ConformanceOrder("other", 5.0))
+    assert other.id == checked.id
+    async with nats_factory(prefix="twin", stream=StreamSettings(name="TWIN")) as transport:
+        transport.check_envelope(checked)
+        stored = await (await transport.send(other))
+        dropped = await (await transport.send(checked))  # its own encoding, taken now
+    # The same Nats-Msg-Id within the duplicate window: the server keeps only the first.
+    assert (stored.duplicate, dropped.duplicate) == (False, True)
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        assert (await js.stream_info("TWIN")).state.messages == 1
+        msg = await js.get_msg("TWIN", stored.sequence)
+    finally:
+        await nc.close()
+    assert msg.headers is not None
+    assert msg.headers["Nats-Msg-Id"] == other.id
+    assert msg.data is not None
+    assert json.loads(msg.data) == {"order_id": "other", "amount": 5.0}
+
+
+def _checked_orphan(transport: NatsTransport, clock: HybridClock, text: str) -> weakref.ref[Any]:
+    """Check an envelope no publish takes (as the bus does when its store append fails
+    after the check); a weak reference to its payload, alive as long as the envelope is."""
+    orphan = make_envelope(clock, text)
+    transport.check_envelope(orphan)
+    return weakref.ref(orphan.payload)
+
+
+async def test_a_checked_encoding_that_no_publish_takes_is_not_kept(
+    nats_factory: Factory,
+) -> None:
+    # Regression: check_envelope kept each encoding until a publish took it, or until the
+    # close: one whose publish never came (the bus's store append failed after the check)
+    # was kept, with its envelope, for the transport's life.
+    window = 8
+    clock = HybridClock()
+    transport = nats_factory(window=window)
+    async with transport:
+        orphan = _checked_orphan(transport, clock, "checked, its append failed")
+        assert orphan() is not None  # kept for its publish
+        # Dropped once a window of envelopes checked after it were published: within two
+        # windows of them (the drop runs once a window of checks).
+        for i in range(2 * window):
+            env = make_envelope(clock, f"e-{i}")
+            transport.check_envelope(env)
+            await (await transport.send(env))
+        assert orphan() is None
+        # Nothing published: one is kept for at most 16 windows of checks after it (and
+        # the one until the drop runs).
+        first = _checked_orphan(transport, clock, "first")
+        for i in range(17 * window):
+            transport.check_envelope(make_envelope(clock, f"never-{i}"))
+        assert first() is None
+        assert await transport.flush(TIMEOUT) == 0
+    # A closed transport keeps nothing it checks (nothing would drop it).
+    assert _checked_orphan(transport, clock, "after the close")() is None
 
 
 async def test_plain_nats_client_garbage_goes_to_dead_letters(

@@ -5,7 +5,8 @@
 - Handler faults (:mod:`tidings.chaos.handler_faults`): middleware adding latency,
   errors, hangs, drops, duplicate deliveries and reordering.
 - Process faults (:mod:`tidings.chaos.process`): SIGKILL, SIGSTOP/SIGCONT, CPU saturation;
-  each returns once the kernel reports it taken.
+  each returns once the kernel reports it taken (the async forms without blocking the
+  event loop meanwhile).
 - :func:`check` (:mod:`tidings.chaos.checker`): lost acknowledged events, phantoms,
   duplicates, order violations, delays and convergence, from a :class:`History`.
 - Scenarios (:mod:`tidings.chaos.scenario`, :mod:`tidings.chaos.runner`):
@@ -33,7 +34,7 @@ from tidings.chaos.history import (
     Published,
     read_history,
 )
-from tidings.chaos.process import CpuBurn, Stop, kill
+from tidings.chaos.process import CpuBurn, Stop, kill, kill_async
 from tidings.chaos.proxy import FaultProxy
 
 __all__ = (
@@ -61,5 +62,6 @@ __all__ = (
     "Verdict",
     "check",
     "kill",
+    "kill_async",
     "read_history",
 )

@@ -6,11 +6,14 @@ saturation, each bounded in time and undone on exit.
 - :class:`Stop` stops a process (SIGSTOP) and continues it (SIGCONT) on :meth:`~Stop.undo`,
   on exit of its ``with`` block, or after ``seconds`` at the latest when used through
   :meth:`~Stop.for_seconds`; :meth:`~Stop.apply` returns once every thread of the process
-  is stopped, :meth:`~Stop.undo` once none is. ``for_seconds`` waits for both on the event
-  loop, without blocking it.
+  is stopped, :meth:`~Stop.undo` once none is.
 - :class:`CpuBurn` saturates ``cores`` cores with busy processes that also end on their own
   after ``seconds`` (so even a SIGKILLed caller leaves nothing spinning for long);
   :meth:`~CpuBurn.undo` kills them now.
+
+Each wait blocks its thread; on an event loop use the async forms, which wait without
+blocking the loop: :func:`kill_async`, :meth:`~Stop.apply_async`, :meth:`~Stop.undo_async`
+(each fault's, also as an ``async with`` block), and :meth:`~Stop.for_seconds`.
 
 Each checks first that it can act (the process exists and may be signalled) and raises
 :class:`~tidings.chaos.FaultError` before doing anything otherwise. A signal only queues:
@@ -37,20 +40,30 @@ from typing import Self
 from tidings._process_state import wait_for_process, wait_for_process_async
 from tidings.chaos.errors import FaultError, FaultTimeoutError
 
-__all__ = ("CpuBurn", "Stop", "check_signallable", "kill")
+__all__ = ("CpuBurn", "Stop", "check_signallable", "kill", "kill_async")
 
 logger = logging.getLogger("tidings.chaos")
 
 TIMEOUT = 10.0
 """How long, by default, a signalled process may take to stop, continue or end (seconds)."""
 
+_BURNER_END = 5.0
+"""How long :meth:`CpuBurn.undo` waits for each killed burner to end (seconds); one that
+has not is left (killed: it ends, and it ends on its own after its time anyway)."""
+
 
 def check_signallable(pid: int) -> None:
     """Raise :class:`FaultError` unless this process may signal ``pid``."""
     if pid <= 0:
         raise FaultError(f"no process to signal: pid {pid!r}")
+    _signal(pid, 0)
+
+
+def _signal(pid: int, signum: int) -> None:
+    """Send ``signum`` to ``pid`` (0: none, the check alone); a :class:`FaultError` if it
+    cannot be sent."""
     try:
-        os.kill(pid, 0)
+        os.kill(pid, signum)
     except ProcessLookupError as exc:
         raise FaultError(f"process {pid} does not exist (it ended?)") from exc
     except PermissionError as exc:
@@ -72,27 +85,58 @@ def _as_faults() -> Iterator[None]:
 
 
 def kill(pid: int, timeout: float = TIMEOUT) -> None:
-    """SIGKILL ``pid`` now; return once it has ended (a zombie until its parent reaps it).
+    """SIGKILL ``pid`` now; return once it has ended (a zombie until its parent reaps it),
+    blocking this thread meanwhile (on an event loop: :func:`kill_async`).
 
     Raises:
         FaultError: it cannot be signalled.
         FaultTimeoutError: it has not ended within ``timeout`` seconds.
     """
-    check_signallable(pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    _send_kill(pid)
     with _as_faults():
         wait_for_process(pid, "exited", timeout)
 
 
+async def kill_async(pid: int, timeout: float = TIMEOUT) -> None:
+    """:func:`kill` on an event loop, which runs other tasks while it waits for the process
+    to end; cancelling it stops waiting (the SIGKILL is sent).
+
+    Raises:
+        FaultError: it cannot be signalled.
+        FaultTimeoutError: it has not ended within ``timeout`` seconds.
+    """
+    _send_kill(pid)
+    with _as_faults():
+        await wait_for_process_async(pid, "exited", timeout)
+
+
+def _send_kill(pid: int) -> None:
+    check_signallable(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
 class _Fault:
     """A fault applied by :meth:`apply` and undone by :meth:`undo`, also as a ``with`` block
-    (undone on exit, whatever happened in it)."""
+    (undone on exit, whatever happened in it); on an event loop by :meth:`apply_async` and
+    :meth:`undo_async`, which do not block it, also as an ``async with`` block. A block left
+    by an exception (a cancel too) raises it, not a failure to undo, which is logged (logger
+    ``tidings.chaos``) and noted on it."""
+
+    def _undoing(self) -> str:
+        """What undoing the fault does, for a log line ("continuing process 12")."""
+        raise NotImplementedError
 
     def apply(self) -> None:
         raise NotImplementedError
 
     def undo(self) -> None:
+        raise NotImplementedError
+
+    async def apply_async(self) -> None:
+        raise NotImplementedError
+
+    async def undo_async(self) -> None:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
@@ -102,7 +146,36 @@ class _Fault:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.undo()
+        try:
+            self.undo()
+        except FaultError as failure:
+            if exc is None:
+                raise
+            self._undo_failed(exc, failure)
+
+    async def __aenter__(self) -> Self:
+        await self.apply_async()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            await self.undo_async()
+        else:  # cancelled too: undo, and let exc go on
+            await self._undo_after(exc)
+
+    async def _undo_after(self, exc: BaseException) -> None:
+        """Undo the fault as ``exc`` is being raised: a failure to is logged and noted on
+        ``exc``, not raised in its place."""
+        try:
+            await self.undo_async()
+        except FaultError as failure:
+            self._undo_failed(exc, failure)
+
+    def _undo_failed(self, exc: BaseException, failure: FaultError) -> None:
+        logger.error("%s failed: %s", self._undoing(), failure)
+        exc.add_note(f"and {self._undoing()} failed then: {failure}")
 
 
 class Stop(_Fault):
@@ -141,40 +214,61 @@ class Stop(_Fault):
             with _as_faults():
                 wait_for_process(self.pid, "continued", self.timeout)
 
-    async def for_seconds(self, seconds: float) -> None:
-        """Stop the process for ``seconds``, then continue it, as :meth:`apply` and
-        :meth:`undo` do but waiting for each signal to be taken without blocking the event
-        loop. The process is continued also when this is cancelled or stopping it failed;
-        the exception is raised then, and a failure to continue it is logged (logger
+    async def apply_async(self) -> None:
+        """:meth:`apply` on an event loop, which runs other tasks while it waits for the
+        process to stop. The process is continued also when this is cancelled or stopping it
+        failed; the exception is raised then, and a failure to continue it is logged (logger
         ``tidings.chaos``) and added to that exception as a note.
+
+        Raises:
+            FaultError: as :meth:`apply`.
+            FaultTimeoutError: as :meth:`apply`.
+        """
+        self._send_stop()
+        try:
+            with _as_faults():
+                await wait_for_process_async(self.pid, "stopped", self.timeout)
+        except BaseException as exc:  # cancelled too: continue the process, then re-raise
+            await self._undo_after(exc)
+            raise
+
+    async def undo_async(self) -> None:
+        """:meth:`undo` on an event loop, which runs other tasks while it waits for the
+        process to continue; cancelling it stops waiting (the SIGCONT is sent).
+
+        Raises:
+            FaultTimeoutError: it is still stopped after ``timeout``.
+        """
+        if self._send_continue():
+            with _as_faults():
+                await wait_for_process_async(self.pid, "continued", self.timeout)
+
+    async def for_seconds(self, seconds: float) -> None:
+        """Stop the process for ``seconds``, then continue it (:meth:`apply_async`, then
+        :meth:`undo_async`: the event loop runs meanwhile). The process is continued also
+        when this is cancelled or stopping it failed; the exception is raised then, and a
+        failure to continue it is logged (logger ``tidings.chaos``) and added to that
+        exception as a note.
 
         Raises:
             FaultError: as :meth:`apply`.
             FaultTimeoutError: as :meth:`apply`, or it is still stopped ``timeout`` after
                 its continuing (when nothing else was raised).
         """
-        self._send_stop()
+        await self.apply_async()
         try:
-            with _as_faults():
-                await wait_for_process_async(self.pid, "stopped", self.timeout)
             await asyncio.sleep(seconds)
         except BaseException as exc:  # cancelled too: continue the process, then re-raise
-            try:
-                await self._undo_async()
-            except FaultError as failure:
-                logger.error("continuing process %d failed: %s", self.pid, failure)
-                exc.add_note(f"and continuing process {self.pid} failed then: {failure}")
+            await self._undo_after(exc)
             raise
-        await self._undo_async()
+        await self.undo_async()
 
-    async def _undo_async(self) -> None:
-        if self._send_continue():
-            with _as_faults():
-                await wait_for_process_async(self.pid, "continued", self.timeout)
+    def _undoing(self) -> str:
+        return f"continuing process {self.pid}"
 
     def _send_stop(self) -> None:
         check_signallable(self.pid)
-        os.kill(self.pid, signal.SIGSTOP)
+        _signal(self.pid, signal.SIGSTOP)  # it may have ended since the check
         self.stopped = True
 
     def _send_continue(self) -> bool:
@@ -223,10 +317,32 @@ class CpuBurn(_Fault):
             raise FaultError(f"cannot start the CPU burners: {exc}") from exc
 
     def undo(self) -> None:
+        """Kill the burners; return once each has ended (at most 5 s each)."""
+        for process in self._kill():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(_BURNER_END)
+
+    async def apply_async(self) -> None:
+        """:meth:`apply` (it starts the burners and waits for nothing)."""
+        self.apply()
+
+    async def undo_async(self) -> None:
+        """:meth:`undo` on an event loop, which runs other tasks while it waits for the
+        burners to end."""
+        for process in self._kill():
+            if process.poll() is None:  # not reaped yet: its pid is still its own
+                with contextlib.suppress(TimeoutError):
+                    await wait_for_process_async(process.pid, "exited", _BURNER_END)
+                process.poll()  # reaps it (ended: no wait)
+
+    def _undoing(self) -> str:
+        return "killing the CPU burners"
+
+    def _kill(self) -> list[subprocess.Popen[bytes]]:
+        """SIGKILL every burner now (none is left spinning while the caller waits); they
+        are no longer this fault's."""
         processes, self.processes = self.processes, []
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-        for process in processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(5)
+        return processes

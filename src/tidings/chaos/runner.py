@@ -168,9 +168,9 @@ class _Topology:
             # still stopped after its SIGCONT (only if stopped again meanwhile): the worker's
             # stop below continues it again and then ends it
             with contextlib.suppress(FaultError):
-                stop.undo()
+                await stop.undo_async()
         for burn in self.burns:
-            burn.undo()
+            await burn.undo_async()
         await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)
         for proxy in self.proxies:
             await proxy.aclose()
@@ -456,11 +456,11 @@ async def _fault(topology: _Topology, fault: FaultSpec, configs: list[dict[str, 
     if kind == "cpu":
         burn = process_faults.CpuBurn(fault.cores, duration)
         topology.burns.append(burn)
-        burn.apply()
+        await burn.apply_async()
         try:
             await asyncio.sleep(duration)
         finally:
-            burn.undo()
+            await burn.undo_async()
         return
     target = fault.target
     if target.startswith("broker:"):
@@ -470,13 +470,13 @@ async def _fault(topology: _Topology, fault: FaultSpec, configs: list[dict[str, 
             await asyncio.sleep(duration)
             await asyncio.to_thread(server.restart)
         return
-    worker = _target_worker(topology, target)
+    worker = await _target_worker(topology, target)
     if kind == "stop":
         stop = process_faults.Stop(worker.pid)
         topology.stops.append(stop)
         await stop.for_seconds(duration)
         return
-    process_faults.kill(worker.pid)
+    await process_faults.kill_async(worker.pid)
     await worker.wait(10.0)
     if fault.duration is None:
         return
@@ -515,7 +515,7 @@ def _proxy_fault(proxy: FaultProxy, fault: FaultSpec) -> None:
         proxy.slow_close(fault.delay)
 
 
-def _target_worker(topology: _Topology, target: str) -> _Worker:
+async def _target_worker(topology: _Topology, target: str) -> _Worker:
     """The process ``target`` names, its latest incarnation first and a running one before
     one that ended. ``consumer:GROUP:active`` is the group's process that delivered last;
     when that one is down (an earlier fault killed it and its restart has not begun yet),
@@ -523,8 +523,9 @@ def _target_worker(topology: _Topology, target: str) -> _Worker:
     group = None
     if target.endswith(":active"):
         group = target.split(":")[1]
+        history = await asyncio.to_thread(_read, topology.out)  # not on the event loop
         latest = max(
-            (d for d in _read(topology.out).delivered if d.handler == group),
+            (d for d in history.delivered if d.handler == group),
             key=lambda d: d.time,
             default=None,
         )

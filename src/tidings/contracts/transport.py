@@ -127,6 +127,9 @@ class ValidatingTransport(Transport):
     async def flush(self, timeout: float | None = None) -> int:
         return await self.inner.flush(timeout)
 
+    async def wait_acknowledged(self, timeout: float | None = None) -> None:
+        await self.inner.wait_acknowledged(timeout)
+
     async def publish_raw(
         self, topic: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> PublishAck:

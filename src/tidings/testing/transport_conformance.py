@@ -322,6 +322,18 @@ class TransportConformance:
         await got.wait_count(300)
         assert got.ids == [env.id for env in sent]
 
+    async def test_wait_acknowledged_waits_for_every_send_as_flush_does(
+        self, open_transport: Callable[..., Any]
+    ) -> None:
+        # What a bus's flush and close wait with: every send acknowledged when it returns.
+        transport: Transport = await open_transport()
+        clock = HybridClock()
+        futures = [await transport.send(make_envelope(clock, f"w-{i}")) for i in range(100)]
+        await transport.wait_acknowledged(TIMEOUT)
+        assert [f.done() and f.exception() is None for f in futures] == [True] * 100
+        assert len({f.result().sequence for f in futures}) == 100
+        assert await transport.flush(TIMEOUT) == 0
+
     async def test_duplicate_publish_is_dropped(self, open_transport: Callable[..., Any]) -> None:
         transport = await _member(open_transport, "dedup")
         got = Collector()

@@ -523,9 +523,12 @@ class ClientTransport(SubjectTransport):
         return True
 
     async def flush(self, timeout: float | None = None) -> int:
-        await asyncio.wait_for(self._idle.wait(), timeout)
+        await self.wait_acknowledged(timeout)
         failed, self._failed = self._failed, 0
         return failed
+
+    async def wait_acknowledged(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def _begin_close(self, timeout: float) -> float | None:
         """The first steps of ``aclose(timeout)``: the transport is closing; each

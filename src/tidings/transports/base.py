@@ -456,6 +456,18 @@ class Transport(abc.ABC):
             TimeoutError: if ``timeout`` seconds pass first.
         """
 
+    async def wait_acknowledged(self, timeout: float | None = None) -> None:
+        """Wait as :meth:`flush` does, leaving the count of failures it returns to the next
+        :meth:`flush`: a bus waits with this, so a caller of ``flush`` beside it misses none.
+        A transport that counts failures overrides it; by default it is :meth:`flush` (so a
+        ``flush`` written on top of this method must override it too, or each calls the
+        other). The conformance suite checks that it waits for every send.
+
+        Raises:
+            TimeoutError: if ``timeout`` seconds pass first.
+        """
+        await self.flush(timeout)
+
     @abc.abstractmethod
     async def publish_raw(
         self, topic: str, body: bytes, headers: Mapping[str, str] | None = None

@@ -92,6 +92,7 @@ from tidings.exceptions import (
 )
 from tidings.observability.logs import log_fields
 from tidings.topics import validate_topic
+from tidings.transports._checked import CheckedEncodings
 from tidings.transports._common import (
     ClientTransport,
     Subjects,
@@ -730,9 +731,10 @@ class NatsTransport(ClientTransport):
         self._probe: str | None = None
         self._probe_answered = asyncio.Event()
         self._subs: list[Consumer] = []
-        # Envelopes check_envelope encoded, by id: send() reuses the encoding (one encode per
-        # publish); emptied on close (a checked envelope never sent: a failed append).
-        self._encoded: dict[str, tuple[dict[str, str], bytes]] = {}
+        # Encodings check_envelope made, by the envelope's identity: send() and publish()
+        # take them (one encode per publish); one never taken (a failed append) is dropped
+        # after a while (see CheckedEncodings); emptied on close.
+        self._encoded: CheckedEncodings[tuple[dict[str, str], bytes]] = CheckedEncodings(window)
         self._pullers: set[_Puller] = set()
         # what health() reports: the server last connected to, the last connection problem
         self._last_server: str | None = None
@@ -1013,11 +1015,12 @@ class NatsTransport(ClientTransport):
                 event_id=envelope.id,
                 topic=envelope.topic,
             )
-        self._encoded[envelope.id] = headers, body
+        if self._state in ("started", "closing"):  # else no publish would take it
+            self._encoded.keep(envelope, (headers, body))
 
     def _encoding(self, envelope: Envelope[Any]) -> tuple[dict[str, str], bytes]:
         """``envelope``'s headers and body: as :meth:`check_envelope` encoded them, else now."""
-        encoded = self._encoded.pop(envelope.id, None)
+        encoded = self._encoded.take(envelope)
         if encoded is None:
             return encode_envelope(envelope, structured=self.structured)
         return encoded
