@@ -471,7 +471,7 @@ class Consumer(TransportSubscription):
         while True:
             while queue:
                 raw, attempt, sequence, env, error = queue.popleft()
-                if sequence:
+                if beats and sequence:  # running: heartbeated as such, no longer as waiting
                     held[sequence] = None
                 outcome = None
                 try:

@@ -330,32 +330,42 @@ class Templates:
     """The constant headers (as received) -> their :data:`Template`, for one topic and
     payload class (bounded); the last ones read are compared first (no hashing)."""
 
-    __slots__ = ("decode", "known", "last", "last_template", "second", "second_end", "time_text")
+    __slots__ = (
+        "decode",
+        "known",
+        "last",
+        "last_template",
+        "second",
+        "second_end",
+        "second_text",
+        "target",
+        "topic",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, topic: str, target: type | None) -> None:
+        self.topic = topic
+        self.target = target
+        """The payload class records are decoded as (``None``: plain JSON values)."""
         self.known: dict[tuple[tuple[str, bytes], ...], Template] = {}
         self.last: Sequence[tuple[str, bytes]] | None = None
         self.last_template: Template = None
         self.second = 0
-        """The first nanosecond of the last second of an event time read ..."""
+        """The first nanosecond of the last second of a 19-digit ``ce_hlc`` read ..."""
         self.second_end = 0
-        """... and the first of the next (an empty range before the first)."""
-        self.time_text = b""
-        """``YYYY-MM-DDTHH:MM:SS.%06dZ`` of ``second``: ``% microseconds`` gives the text
-        :func:`format_time` writes for a time within it (one integer formatted per record)."""
+        """... and the first of the next (an empty range before the first) ..."""
+        self.second_text = b""
+        """... and the ``YYYY-MM-DDTHH:MM:SS.`` :func:`format_time` writes for that second."""
         self.decode: Callable[[bytes], Any] | None = None
         """The payload decoder of the target class (see :func:`tidings.codec.decoder`)."""
 
-    def get(
-        self, constant: Sequence[tuple[str, bytes]], topic: str, target: type | None
-    ) -> Template:
+    def get(self, constant: Sequence[tuple[str, bytes]]) -> Template:
         """The template of ``constant`` (read the first time it is seen)."""
         key = tuple(constant)
         known = self.known
         try:
             template = known[key]
         except KeyError:
-            template = _template(key, topic, target)
+            template = _template(key, self.topic, self.target)
             if len(known) >= 4096:
                 known.clear()
             known[key] = template
@@ -398,20 +408,39 @@ def _template(constant: tuple[tuple[str, bytes], ...], topic: str, target: type 
 _DIGITS = tuple(b"%03d" % n for n in range(1000))
 """Three decimal digits of 0-999, as :func:`format_time` writes microseconds (twice)."""
 
+_read_int: Callable[[bytes], int] = msgspec.json.Decoder(int).decode
+"""A JSON integer's value: it reads no text :func:`int` refuses, and each as :func:`int`
+does (it refuses some that :func:`int` reads: ``+1``, ``01``, ``1_0``), in half the time."""
+
+_NINETEEN_DIGITS = 10**18
+"""The least time whose ``ce_hlc`` has 19 digits (2001-09-09): a 19-byte ``ce_hlc`` that
+reads as no less is 19 plain digits, the first 10 the second, the next 6 the microseconds."""
+
+
+def _time_text(time: int, hlc: bytes, templates: Templates) -> bytes | None:
+    """The time text tidings writes for ``time`` (``None``: before 1970), read from ``hlc``;
+    a 19-digit one's second is remembered in ``templates``."""
+    if time < 0:
+        return None
+    if len(hlc) == 19 and time >= _NINETEEN_DIGITS:
+        second = time - time % 1_000_000_000
+        templates.second_text = format_time(second)[:20].encode()
+        templates.second, templates.second_end = second, second + 1_000_000_000
+    return format_time(time).encode()
+
 
 def fast_envelope(
     headers: Sequence[tuple[str, bytes]],
     key: bytes | None,
     value: bytes,
-    topic: str,
-    target: type | None,
     templates: Templates,
 ) -> Envelope[Any] | None:
-    """The envelope of a record of ``topic`` laid out as :func:`record_of` writes an event
-    without given attributes or headers, its payload decoded as ``target``; ``None`` for
-    any other record, and for one the general path might read otherwise or refuse (the
-    caller decodes those with :func:`~tidings.transports.wire.decode_envelope`, which
-    raises the error that names the fault)."""
+    """The envelope of a record of ``templates.topic`` laid out as :func:`record_of` writes
+    an event without given attributes or headers, its payload decoded as
+    ``templates.target``; ``None`` for any other record, and for one the general path might
+    read otherwise or refuse (the caller decodes those with
+    :func:`~tidings.transports.wire.decode_envelope`, which raises the error that names the
+    fault)."""
     if len(headers) < 4:
         return None
     (id_name, id_value), (time_name, text), (hlc_name, hlc_value) = (
@@ -422,32 +451,31 @@ def fast_envelope(
     if id_name != "ce_id" or time_name != "ce_time" or hlc_name != "ce_hlc":
         return None
     constant = headers[3:]
-    if constant == templates.last:
-        template = templates.last_template
-    else:
-        template = templates.get(constant, topic, target)
+    template = templates.last_template if constant == templates.last else templates.get(constant)
     if template is None:
         return None
     try:
-        time = int(hlc_value)
-        event_id = id_value.decode()
-        if not event_id or time < 0:
-            return None  # missing or malformed
+        time = _read_int(hlc_value)  # int(hlc_value) when it gives a value at all
         # The time text must be format_time(time) (else it is kept).
-        second = templates.second
-        if not second <= time < templates.second_end:
-            second = time - time % 1_000_000_000
-            templates.time_text = format_time(second)[:20].encode() + b"%06dZ"
-            templates.second, templates.second_end = second, second + 1_000_000_000
-        if text != templates.time_text % ((time - second) // 1000):
-            return None  # a producer's own time text (kept)
+        if templates.second <= time < templates.second_end and len(hlc_value) == 19:
+            # 19 plain digits (as the second's were): the microseconds are digits 11-16.
+            expected: bytes | None = templates.second_text + hlc_value[10:16] + b"Z"
+        else:
+            expected = _time_text(time, hlc_value, templates)
+        if text != expected:
+            return None  # malformed, or a producer's own time text (kept)
+        event_id = id_value.decode()
+        if not event_id:
+            return None  # missing
         decode = templates.decode
         if decode is None:
-            decode = templates.decode = codec.decoder(target)
+            decode = templates.decode = codec.decoder(templates.target)
         payload = decode(value)
         partition_key = None if key is None else key.decode()
     # UnicodeDecodeError and pydantic's ValidationError are ValueErrors.
     except (ValueError, TypeError, OverflowError, OSError, DecodeError, msgspec.DecodeError):
         return None
     source, kept = template
-    return Envelope(topic, payload, time, partition_key, source, NO_HEADERS, event_id, "", kept)
+    return Envelope(
+        templates.topic, payload, time, partition_key, source, NO_HEADERS, event_id, "", kept
+    )

@@ -1035,16 +1035,15 @@ class KafkaTransport(ClientTransport):
         out as this transport writes them (the usual ones) without building header maps."""
         general = super()._decoder(payload_type)
         topic_of = self.subjects.topic
-        topics: dict[str, tuple[str, type | None, Templates]] = {}
+        topics: dict[str, Templates] = {}
 
         def decode(raw: _Record) -> Envelope[Any]:
-            known = topics.get(raw.subject)
-            if known is None:
+            templates = topics.get(raw.subject)
+            if templates is None:
                 topic = topic_of(raw.subject)
                 target = payload_type if payload_type is not None else event_type_for(topic)
-                known = topics[raw.subject] = (topic, target, Templates())
-            topic, target, templates = known
-            envelope = fast_envelope(raw.kafka_headers, raw.key, raw.data, topic, target, templates)
+                templates = topics[raw.subject] = Templates(topic, target)
+            envelope = fast_envelope(raw.kafka_headers, raw.key, raw.data, templates)
             return envelope if envelope is not None else general(raw)
 
         return decode
