@@ -1,41 +1,54 @@
 """Kafka end to end with K consumers in one group (K3 at K=4), tidings against raw aiokafka,
 for callgrind: instructions per event.
 
-``python _callgrind_kafka_e2e.py tidings|raw N [K]`` starts a Tansu broker and, in this
-process as ``bench_kafka.py``'s e2e cases do, a publisher and K consumers (separate clients,
-default 4) in one consumer group on a 4-partition topic, events keyed over 64 keys:
+``python _callgrind_kafka_e2e.py tidings|raw N [K [drain]]`` starts a Tansu broker and, in
+this process as ``bench_kafka.py``'s e2e cases do, a publisher and K consumers (separate
+clients, default 4) in one consumer group on a 4-partition topic, events keyed over 64 keys:
 
 - **tidings**: a ``KafkaTransport`` publishing with ``send`` then ``flush``, and K more,
   each ``subscribe(..., group="bench", policy=DeliveryPolicy(prefetch=256, workers=1))``
-  with a handler that counts (commits every 0.1 s as the transport does);
+  with a handler that counts;
 - **raw**: an idempotent ``AIOKafkaProducer`` (``send`` of the same bytes, every delivery
   future awaited) and K ``AIOKafkaConsumer``\\ s running ``bench_kafka.py``'s raw loop
-  (``getmany(timeout_ms=100, max_records=256)``, msgspec decode, a commit every 0.1 s).
+  (``getmany(timeout_ms=100, max_records=256)``, msgspec decode, commits).
 
 Once the group is Stable with its K members and a warm-up round of 2,000 events was
-handled, one round of N events runs (published, then every one handled). It prints the
-round's client CPU µs per event and how many fetches returned records (``getmany`` calls
-with records, and their mean size). Run it under ``valgrind --tool=callgrind`` for two sizes
-and take ``(I(N2) - I(N1)) / (N2 - N1)``: the instructions each side spends per event,
-publishing and consuming, which set-up, the join and the warm-up cancel out of::
+handled, one round of N events runs: published, then every one handled (K=0: published
+only, every one acknowledged). With ``drain``, the consumers only (``bench_kafka_consume.py``'s
+method): a child process publishes the round with tidings (both sides read the same
+records) while the consumers are held at a gate (tidings: the handler awaits it; raw: the
+loop, after a fetch), then the gate opens and the consumers drain the topic. It prints the
+client CPU µs per event of the measured part (the round; with ``drain``, from the gate's
+opening to the last event handled) and how many fetches returned records (``getmany``
+calls with records, and their mean size).
 
-    valgrind --tool=callgrind python benchmarks/_callgrind_kafka_e2e.py tidings 2000 4
+Under callgrind the measured part's counters are zeroed as it starts and dumped as it ends
+(``callgrind_control``: the dump is ``<callgrind-out-file>.1``); take the instructions of
+that dump for two sizes, ``(I(N2) - I(N1)) / (N2 - N1)``, so that what each consumer
+fetched before a drain's gate opened (up to its prefetch) cancels out::
 
-Valgrind slows the client some 50 times and not the broker, so fetches return larger
-batches than at full speed (per-fetch costs weigh less than they do in ``bench_kafka.py``):
-read the CPU µs per event of runs without valgrind beside the instruction counts. The
-session timeout is 10 s (not ``bench_kafka.py``'s 3 s), so that a client slowed this much
-keeps its group, and a subscription may take 60 s to start. Commits (and tidings' metadata
-refreshes) go by the clock: 0.1 s is some 1,250 events at full speed but 25 under
-valgrind, where they would swamp the figures, so both sides commit every 5 s here and
-tidings refreshes metadata every 300 s (aiokafka's default, the raw consumers'): the
-instructions are those of publishing and consuming, commits left out.
+    valgrind --tool=callgrind --callgrind-out-file=cg.out \\
+        python benchmarks/_callgrind_kafka_e2e.py tidings 8000 4 drain
+
+Valgrind slows the client some 50 times and not the broker, so what goes by the clock (how
+the publisher's batches and the consumers' fetches interleave end to end) differs from a
+run at full speed: the fetches it printed end to end were 57-68 records each for tidings
+and 50 for raw aiokafka under valgrind (K=4), 75-90 and 120-240 at full speed; a drain
+depends on the clock much less. Read the CPU µs per event of runs without valgrind beside
+the instruction counts. The session timeout is 10 s (not ``bench_kafka.py``'s 3 s), so that
+a client slowed this much keeps its group, and a subscription may take 60 s to start.
+Commits (and tidings' metadata refreshes) go by the clock: 0.1 s is some 1,250 events at
+full speed but 25 under valgrind, where they would swamp the figures, so both sides commit
+every 5 s here and tidings refreshes metadata every 300 s (aiokafka's default, the raw
+consumers'): the instructions are those of publishing and consuming, commits left out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -54,8 +67,9 @@ SESSION = 10.0
 COMMIT_INTERVAL = 5.0
 """Seconds between commits, on both sides (``bench_kafka.py``: 0.1 s; see the docstring)."""
 
-Round = Callable[[int], Awaitable[None]]
-"""Publishes N events and returns once every one is acknowledged and handled."""
+Round = Callable[[int, "Window"], Awaitable[None]]
+"""Publishes N events and returns once every one is acknowledged and handled, the measured
+part in the window."""
 
 
 class Fetches:
@@ -79,13 +93,55 @@ class Fetches:
         AIOKafkaConsumer.getmany = counted  # type: ignore[method-assign]
 
 
+class Window:
+    """The measured part of a round: the client CPU time it took and, under callgrind, its
+    instructions alone (the counters are zeroed as it opens and dumped as it closes, with
+    ``callgrind_control``; the dump is ``<callgrind-out-file>.1``)."""
+
+    def __init__(self, measured: bool) -> None:
+        self.measured = measured
+        self.cpu = 0.0
+        preload = os.environ.get("LD_PRELOAD", "")
+        self.callgrind = measured and "vgpreload" in preload and shutil.which("callgrind_control")
+
+    async def _control(self, option: str) -> None:
+        if self.callgrind:
+            control = await asyncio.create_subprocess_exec(
+                "callgrind_control", option, str(os.getpid()), stdout=asyncio.subprocess.DEVNULL
+            )
+            assert await asyncio.wait_for(control.wait(), 600) == 0
+
+    async def open(self) -> None:
+        await self._control("--zero")
+        self.cpu = time.process_time()
+
+    async def close(self) -> None:
+        self.cpu = time.process_time() - self.cpu
+        await self._control("--dump")
+
+
+async def publish_apart(url: str, prefix: str, n: int) -> None:
+    """Publish ``n`` events under ``prefix`` from a child process (valgrind does not trace
+    it), every one acknowledged (:func:`bench_kafka.publish_events`)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "produce", url, prefix, str(n)
+    )
+    assert await asyncio.wait_for(child.wait(), 600) == 0
+
+
 @contextlib.asynccontextmanager
-async def tidings_side(url: str, bootstrap: str, k: int) -> AsyncIterator[tuple[str, Round]]:
+async def tidings_side(
+    url: str, bootstrap: str, k: int, drain: bool
+) -> AsyncIterator[tuple[str, Round]]:
     prefix = bench.fresh_prefix()
     await bench.make_topic(bootstrap, f"{prefix}.{bench.TOPIC}")
     handled = bench.Handled()
+    gate = asyncio.Event()
+    gate.set()
 
     async def handle(message: Message) -> None:
+        if not gate.is_set():
+            await gate.wait()
         handled.hit()
 
     def transport() -> KafkaTransport:
@@ -107,47 +163,70 @@ async def tidings_side(url: str, bootstrap: str, k: int) -> AsyncIterator[tuple[
             *(m.subscribe(bench.TOPIC, handle, group="bench", policy=policy) for m in members)
         )
 
-        async def run_round(n: int) -> None:
-            batch = bench.envelopes(n)
+        async def run_round(n: int, window: Window) -> None:
             done = handled.arm(n)
-            for env in batch:
-                await publisher.send(env)
-            assert await publisher.flush(600) == 0
-            await asyncio.wait_for(done.event.wait(), 600)
-            assert done.count == n
+            if drain:
+                gate.clear()
+                await publish_apart(url, prefix, n)
+                await window.open()
+                gate.set()
+            else:
+                batch = bench.envelopes(n)  # built before the window opens
+                await window.open()
+                for env in batch:
+                    await publisher.send(env)
+                assert await publisher.flush(600) == 0
+            if k:
+                await asyncio.wait_for(done.event.wait(), 600)
+                assert done.count == n
 
         yield publisher.group_id(bench.TOPIC, "bench"), run_round
 
 
 @contextlib.asynccontextmanager
-async def raw_side(url: str, bootstrap: str, k: int) -> AsyncIterator[tuple[str, Round]]:
-    topic = f"{bench.fresh_prefix()}.{bench.TOPIC}"
+async def raw_side(
+    url: str, bootstrap: str, k: int, drain: bool
+) -> AsyncIterator[tuple[str, Round]]:
+    prefix = bench.fresh_prefix()
+    topic = f"{prefix}.{bench.TOPIC}"
     await bench.make_topic(bootstrap, topic)
     group = f"{topic}.raw"
     handled = bench.Handled()
+    gate = asyncio.Event()
+    gate.set()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        async with bench.raw_group(bootstrap, topic, group, k, handled):
+        async with bench.raw_group(bootstrap, topic, group, k, handled, gate):
 
-            async def run_round(n: int) -> None:
-                records = bench.raw_records(n)
+            async def run_round(n: int, window: Window) -> None:
                 done = handled.arm(n)
-                futures = [
-                    await producer.send(topic, value, key=key, headers=headers)
-                    for value, key, headers in records
-                ]
-                for future in futures:
-                    await future
-                await asyncio.wait_for(done.event.wait(), 600)
-                assert done.count == n
+                if drain:
+                    gate.clear()
+                    await publish_apart(url, prefix, n)
+                    await window.open()
+                    gate.set()
+                else:
+                    records = bench.raw_records(n)
+                    await window.open()
+                    futures = [
+                        await producer.send(topic, value, key=key, headers=headers)
+                        for value, key, headers in records
+                    ]
+                    for future in futures:
+                        await future
+                if k:
+                    await asyncio.wait_for(done.event.wait(), 600)
+                    assert done.count == n
 
             yield group, run_round
     finally:
         await producer.stop()
 
 
-async def measure(side: str, url: str, bootstrap: str, n: int, k: int) -> tuple[float, Fetches]:
+async def measure(
+    side: str, url: str, bootstrap: str, n: int, k: int, drain: bool = False
+) -> tuple[float, Fetches]:
     """CPU µs per event of one round of ``n`` events, after the group is Stable and warm."""
     setup = tidings_side if side == "tidings" else raw_side
     bench.COMMIT_INTERVAL = COMMIT_INTERVAL  # raw_consume's
@@ -157,30 +236,34 @@ async def measure(side: str, url: str, bootstrap: str, n: int, k: int) -> tuple[
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        async with setup(url, bootstrap, k) as (group, run_round):
-            await bench._stable(admin, group, k)
-            await run_round(bench.WARMUP)
+        async with setup(url, bootstrap, k, drain) as (group, run_round):
+            if k:
+                await bench._stable(admin, group, k)
+            await run_round(bench.WARMUP, Window(measured=False))
             fetches.calls = fetches.records = 0
-            start = time.process_time()
-            await run_round(n)
-            cpu = time.process_time() - start
+            window = Window(measured=True)
+            await run_round(n, window)
+            await window.close()
     finally:
         await admin.close()
-    return cpu / n * 1e6, fetches
+    return window.cpu / n * 1e6, fetches
 
 
-def main(side: str, n: int, k: int) -> None:
+def main(side: str, n: int, k: int, drain: bool) -> None:
     with TansuBroker() as broker:
-        cpu, fetches = asyncio.run(measure(side, broker.url, broker.bootstrap, n, k))
+        cpu, fetches = asyncio.run(measure(side, broker.url, broker.bootstrap, n, k, drain))
     mean = fetches.records / fetches.calls if fetches.calls else 0.0
     print(
-        f"{side} x{k}: {cpu:.2f} CPU µs/event; {fetches.calls} fetches with records, "
+        f"{side} x{k}{' drain' if drain else ''}: {cpu:.2f} CPU µs/event; {fetches.calls} fetches with records, "
         f"{mean:.1f} records each"
     )
 
 
 if __name__ == "__main__":
-    if len(sys.argv) in (3, 4) and sys.argv[1] in ("tidings", "raw"):
-        main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) == 4 else 4)
+    args = sys.argv[1:]
+    if args[:1] == ["produce"] and len(args) == 4:
+        asyncio.run(bench.publish_events(args[1], args[2], int(args[3])))
+    elif 2 <= len(args) <= 4 and args[0] in ("tidings", "raw") and args[3:] in ([], ["drain"]):
+        main(args[0], int(args[1]), int(args[2]) if len(args) > 2 else 4, args[3:] == ["drain"])
     else:
         raise SystemExit(__doc__)
