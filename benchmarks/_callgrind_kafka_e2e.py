@@ -52,6 +52,7 @@ import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -129,6 +130,42 @@ async def publish_apart(url: str, prefix: str, n: int) -> None:
     assert await asyncio.wait_for(child.wait(), 600) == 0
 
 
+@dataclass
+class Consumers:
+    """What a side's round needs of its consumers."""
+
+    url: str
+    prefix: str
+    k: int
+    drain: bool
+    handled: bench.Handled
+    gate: asyncio.Event
+    """Holds the consumers while a drain's events are published."""
+
+
+def rounds(consumers: Consumers, prepare: Callable[[int], Callable[[], Awaitable[None]]]) -> Round:
+    """A side's round: its events published (``prepare(n)`` builds them, before the window
+    opens; with ``drain``, a child publishes them behind the gate) and every one handled."""
+
+    async def run_round(n: int, window: Window) -> None:
+        c = consumers
+        done = c.handled.arm(n)
+        if c.drain:
+            c.gate.clear()
+            await publish_apart(c.url, c.prefix, n)
+            await window.open()
+            c.gate.set()
+        else:
+            publish = prepare(n)
+            await window.open()
+            await publish()
+        if c.k:
+            await asyncio.wait_for(done.event.wait(), 600)
+            assert done.count == n
+
+    return run_round
+
+
 @contextlib.asynccontextmanager
 async def tidings_side(
     url: str, bootstrap: str, k: int, drain: bool
@@ -163,24 +200,20 @@ async def tidings_side(
             *(m.subscribe(bench.TOPIC, handle, group="bench", policy=policy) for m in members)
         )
 
-        async def run_round(n: int, window: Window) -> None:
-            done = handled.arm(n)
-            if drain:
-                gate.clear()
-                await publish_apart(url, prefix, n)
-                await window.open()
-                gate.set()
-            else:
-                batch = bench.envelopes(n)  # built before the window opens
-                await window.open()
+        def prepare(n: int) -> Callable[[], Awaitable[None]]:
+            batch = bench.envelopes(n)
+
+            async def publish() -> None:
                 for env in batch:
                     await publisher.send(env)
                 assert await publisher.flush(600) == 0
-            if k:
-                await asyncio.wait_for(done.event.wait(), 600)
-                assert done.count == n
 
-        yield publisher.group_id(bench.TOPIC, "bench"), run_round
+            return publish
+
+        yield (
+            publisher.group_id(bench.TOPIC, "bench"),
+            rounds(Consumers(url, prefix, k, drain, handled, gate), prepare),
+        )
 
 
 @contextlib.asynccontextmanager
@@ -199,27 +232,20 @@ async def raw_side(
     try:
         async with bench.raw_group(bootstrap, topic, group, k, handled, gate):
 
-            async def run_round(n: int, window: Window) -> None:
-                done = handled.arm(n)
-                if drain:
-                    gate.clear()
-                    await publish_apart(url, prefix, n)
-                    await window.open()
-                    gate.set()
-                else:
-                    records = bench.raw_records(n)
-                    await window.open()
+            def prepare(n: int) -> Callable[[], Awaitable[None]]:
+                records = bench.raw_records(n)
+
+                async def publish() -> None:
                     futures = [
                         await producer.send(topic, value, key=key, headers=headers)
                         for value, key, headers in records
                     ]
                     for future in futures:
                         await future
-                if k:
-                    await asyncio.wait_for(done.event.wait(), 600)
-                    assert done.count == n
 
-            yield group, run_round
+                return publish
+
+            yield group, rounds(Consumers(url, prefix, k, drain, handled, gate), prepare)
     finally:
         await producer.stop()
 
