@@ -1150,6 +1150,31 @@ async def test_records_finished_two_assignments_back_are_not_handled_again(betwe
     held.finish()
 
 
+async def test_consecutive_and_gapped_batches_leave_the_same_ledger() -> None:
+    """A batch of consecutive offsets (taken into the ledger in one step) and one with gaps
+    (compaction, transaction markers: taken one by one) are recorded alike: each record
+    open until it finishes, commits at the first unfinished one, then past the last; a
+    batch reaching back before what was taken in delivers only the records past it."""
+    from tidings.transports.kafka import _Subscription
+
+    tp = TopicPartition("tidings.t", 0)
+    sub = _Subscription(KafkaTransport(), _Offsets(tp), start="all", name="t", group_id="g")
+    ledger = sub.ledger(tp)
+    consecutive = sub._records(_fetched(tp, range(4)))
+    gapped = sub._records(_fetched(tp, range(6, 12, 2)))
+    again = sub._records(_fetched(tp, range(9, 13)))
+    records = consecutive + gapped + again
+    assert [r.offset for r in records] == [0, 1, 2, 3, 6, 8, 10, 11, 12]
+    assert [r.sequence - records[0].sequence for r in records] == [0, 1, 2, 3, 6, 8, 10, 11, 12]
+    assert list(ledger.open) == [0, 1, 2, 3, 6, 8, 10, 11, 12]
+    assert (ledger.first, ledger.next, ledger.busy) == (0, 13, 9)
+    for record in reversed(records[1:]):
+        record.finish()
+    assert ledger.position() == 0
+    records[0].finish()
+    assert (ledger.position(), ledger.busy) == (13, 0)
+
+
 CLOSE_BOUND = 10.0
 """The most a close with ``timeout=1.0`` may take with its broker gone: a bound on a hang
 (it waited for ever for the group coordinator), not a speed expectation."""

@@ -269,15 +269,24 @@ class _Ledger:
 
     def take(self, records: Sequence[Any]) -> None:
         """Take in a fetched batch of this partition's records (in offset order)."""
-        open_, next_ = self.open, self.next
-        if self.first < 0 and records:
-            self.first = records[0].offset
-        for record in records:
-            offset = record.offset
-            if offset >= next_:
-                open_.append(offset)
-                next_ = offset + 1
-        self.next = next_
+        if not records:
+            return
+        first, last = records[0].offset, records[-1].offset
+        if self.first < 0:
+            self.first = first
+        if first >= self.next and last - first == len(records) - 1:
+            # The usual batch: consecutive offsets (a partition's records come in offset
+            # order, each offset once), all past what was taken in: one extend.
+            self.open.extend(range(first, last + 1))
+            self.next = last + 1
+        else:  # gaps (compaction, transaction markers) or records taken in already
+            open_, next_ = self.open, self.next
+            for record in records:
+                offset = record.offset
+                if offset >= next_:
+                    open_.append(offset)
+                    next_ = offset + 1
+            self.next = next_
         self.busy += len(records)
 
     def position(self) -> int:
@@ -457,9 +466,10 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         return out
 
     async def fetch(self, batch: int, timeout: float) -> list[Any]:
-        due = self._due(batch)
-        if due:
-            return due
+        if self.retries:
+            due = self._due(batch)
+            if due:
+                return due
         poll = self.poll
         if poll is None:
             # What the consumer has buffered already, without a task of its own and a
@@ -492,7 +502,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         if not poll.done():
             return self._due(batch)
         self.poll = None
-        return self._records(poll.result()) or self._due(batch)
+        return self._records(poll.result()) or (self._due(batch) if self.retries else [])
 
     def _woken(self, _: object = None) -> None:
         wake = self.wake
@@ -514,27 +524,28 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 ledger = self.ledger(tp)
             if records[0].offset < ledger.next:  # fetched before it was positioned
                 records = [record for record in records if record.offset >= ledger.next]
-            base = self.sequence_base(tp)
+            base = self.sequence_base(tp) + 1  # + offset: the record's sequence
             if ledger.previous is None or not records:
                 ledger.take(records)
             else:
                 records = self.refetched(ledger, records)
-            lenient = self.lenient
+            topic, partition, lenient = tp.topic, tp.partition, self.lenient
             out += [
                 _Record(
-                    record.topic,
-                    record.partition,
-                    record.offset,
+                    topic,
+                    partition,
+                    offset,
                     record.key,
-                    b"" if record.value is None else record.value,
+                    record.value or b"",  # None: a tombstone
                     record.headers,
-                    base | (record.offset + 1),
+                    base + offset,
                     1,
                     ledger,
                     tp,
                     lenient,
                 )
                 for record in records
+                for offset in (record.offset,)
             ]
         return out
 
