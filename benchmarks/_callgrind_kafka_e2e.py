@@ -1,7 +1,7 @@
 """Kafka end to end with K consumers in one group (K3 at K=4), tidings against raw aiokafka,
 for callgrind: instructions per event.
 
-``python _callgrind_kafka_e2e.py tidings|raw N [K [drain]]`` starts a Tansu broker and, in
+``python _callgrind_kafka_e2e.py tidings|raw N [K [drain]] [wait=MS]`` starts a Tansu broker and, in
 this process as ``bench_kafka.py``'s e2e cases do, a publisher and K consumers (separate
 clients, default 4) in one consumer group on a 4-partition topic, events keyed over 64 keys:
 
@@ -10,7 +10,10 @@ clients, default 4) in one consumer group on a 4-partition topic, events keyed o
   with a handler that counts;
 - **raw**: an idempotent ``AIOKafkaProducer`` (``send`` of the same bytes, every delivery
   future awaited) and K ``AIOKafkaConsumer``\\ s running ``bench_kafka.py``'s raw loop
-  (``getmany(timeout_ms=100, max_records=256)``, msgspec decode, commits).
+  (``getmany(timeout_ms=100, max_records=256)``, msgspec decode, commits), their fetches
+  waiting up to aiokafka's default ``fetch_max_wait_ms`` of 500 (tidings': 100), or ``MS``
+  with ``wait=MS``: on Tansu the wait decides how many fetch requests a round takes (see
+  docs/kafka.md).
 
 Once the group is Stable with its K members and a warm-up round of 2,000 events was
 handled, one round of N events runs: published, then every one handled (K=0: published
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import resource
@@ -307,7 +311,7 @@ async def measure(
             if k:
                 await bench._stable(admin, group, k)
             await run_round(bench.WARMUP, Window(measured=False))
-            fetches.calls = fetches.records = 0
+            fetches.all = fetches.calls = fetches.records = 0
             window = Window(measured=True)
             await run_round(n, window)
             await window.close()
@@ -330,8 +334,18 @@ def main(side: str, n: int, k: int, drain: bool) -> None:
     )
 
 
+def raw_fetch_wait(ms: int) -> None:
+    """Make the raw consumers wait up to ``ms`` for a fetch (aiokafka's default: 500;
+    tidings': 100), to compare the two sides at the same wait."""
+    bench.AIOKafkaConsumer = functools.partial(  # type: ignore[misc]
+        AIOKafkaConsumer, fetch_max_wait_ms=ms
+    )
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args[-1:] and args[-1].startswith("wait=") and args[:1] == ["raw"]:
+        raw_fetch_wait(int(args.pop().removeprefix("wait=")))
     if args[:1] == ["produce"] and len(args) == 4:
         asyncio.run(bench.publish_events(args[1], args[2], int(args[3])))
     elif 2 <= len(args) <= 4 and args[0] in ("tidings", "raw") and args[3:] in ([], ["drain"]):
