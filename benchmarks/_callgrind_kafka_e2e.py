@@ -1,7 +1,7 @@
 """Kafka end to end with K consumers in one group (K3 at K=4), tidings against raw aiokafka,
 for callgrind: instructions per event.
 
-``python _callgrind_kafka_e2e.py tidings|raw N [K [drain]]`` starts a Tansu broker and, in
+``python _callgrind_kafka_e2e.py tidings|raw N [K [drain]] [wait=MS]`` starts a Tansu broker and, in
 this process as ``bench_kafka.py``'s e2e cases do, a publisher and K consumers (separate
 clients, default 4) in one consumer group on a 4-partition topic, events keyed over 64 keys:
 
@@ -10,7 +10,10 @@ clients, default 4) in one consumer group on a 4-partition topic, events keyed o
   with a handler that counts;
 - **raw**: an idempotent ``AIOKafkaProducer`` (``send`` of the same bytes, every delivery
   future awaited) and K ``AIOKafkaConsumer``\\ s running ``bench_kafka.py``'s raw loop
-  (``getmany(timeout_ms=100, max_records=256)``, msgspec decode, commits).
+  (``getmany(timeout_ms=100, max_records=256)``, msgspec decode, commits), their fetches
+  waiting up to aiokafka's default ``fetch_max_wait_ms`` of 500 (tidings': 100), or ``MS``
+  with ``wait=MS``: on Tansu the wait decides how many fetch requests a round takes (see
+  docs/kafka.md).
 
 Once the group is Stable with its K members and a warm-up round of 2,000 events was
 handled, one round of N events runs: published, then every one handled (K=0: published
@@ -19,8 +22,9 @@ method): a child process publishes the round with tidings (both sides read the s
 records) while the consumers are held at a gate (tidings: the handler awaits it; raw: the
 loop, after a fetch), then the gate opens and the consumers drain the topic. It prints the
 client CPU µs per event of the measured part (the round; with ``drain``, from the gate's
-opening to the last event handled) and how many fetches returned records (``getmany``
-calls with records, and their mean size).
+opening to the last event handled), split into user and system time (``getrusage``), with
+the context switches and the collector's passes in it, and how many fetches returned
+records (``getmany`` calls with records, their mean size, and all ``getmany`` calls).
 
 Under callgrind the measured part's counters are zeroed as it starts and dumped as it ends
 (``callgrind_control``: the dump is ``<callgrind-out-file>.1``); take the instructions of
@@ -47,12 +51,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import gc
 import os
+import resource
 import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -74,9 +81,11 @@ part in the window."""
 
 
 class Fetches:
-    """Counts the ``getmany`` calls that returned records, and the records they returned."""
+    """Counts the ``getmany`` calls, those that returned records, and the records they
+    returned."""
 
     def __init__(self) -> None:
+        self.all = 0
         self.calls = 0
         self.records = 0
 
@@ -86,6 +95,7 @@ class Fetches:
 
         async def counted(consumer: AIOKafkaConsumer, *args: Any, **kwargs: Any) -> Any:
             out = await getmany(consumer, *args, **kwargs)
+            self.all += 1
             if out:
                 self.calls += 1
                 self.records += sum(len(records) for records in out.values())
@@ -102,6 +112,7 @@ class Window:
     def __init__(self, measured: bool) -> None:
         self.measured = measured
         self.cpu = 0.0
+        self.usage = Usage()
         preload = os.environ.get("LD_PRELOAD", "")
         self.callgrind = measured and "vgpreload" in preload and shutil.which("callgrind_control")
 
@@ -114,11 +125,45 @@ class Window:
 
     async def open(self) -> None:
         await self._control("--zero")
+        self.usage = Usage.now()
         self.cpu = time.process_time()
 
     async def close(self) -> None:
         self.cpu = time.process_time() - self.cpu
+        self.usage = Usage.now() - self.usage
         await self._control("--dump")
+
+
+@dataclass
+class Usage:
+    """What ``getrusage`` and the collector tell of this process: user and system CPU
+    seconds, voluntary and involuntary context switches, the collector's passes (all
+    generations, and of the oldest)."""
+
+    user: float = 0.0
+    system: float = 0.0
+    voluntary: int = 0
+    involuntary: int = 0
+    collections: int = 0
+    full: int = 0
+
+    @classmethod
+    def now(cls) -> Usage:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        stats = gc.get_stats()
+        return cls(
+            usage.ru_utime,
+            usage.ru_stime,
+            usage.ru_nvcsw,
+            usage.ru_nivcsw,
+            sum(generation["collections"] for generation in stats),
+            stats[-1]["collections"],
+        )
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(
+            *(mine - theirs for mine, theirs in zip(astuple(self), astuple(other), strict=True))
+        )
 
 
 async def publish_apart(url: str, prefix: str, n: int) -> None:
@@ -252,7 +297,7 @@ async def raw_side(
 
 async def measure(
     side: str, url: str, bootstrap: str, n: int, k: int, drain: bool = False
-) -> tuple[float, Fetches]:
+) -> tuple[Window, Fetches]:
     """CPU µs per event of one round of ``n`` events, after the group is Stable and warm."""
     setup = tidings_side if side == "tidings" else raw_side
     bench.COMMIT_INTERVAL = COMMIT_INTERVAL  # raw_consume's
@@ -266,27 +311,41 @@ async def measure(
             if k:
                 await bench._stable(admin, group, k)
             await run_round(bench.WARMUP, Window(measured=False))
-            fetches.calls = fetches.records = 0
+            fetches.all = fetches.calls = fetches.records = 0
             window = Window(measured=True)
             await run_round(n, window)
             await window.close()
     finally:
         await admin.close()
-    return window.cpu / n * 1e6, fetches
+    return window, fetches
 
 
 def main(side: str, n: int, k: int, drain: bool) -> None:
     with TansuBroker() as broker:
-        cpu, fetches = asyncio.run(measure(side, broker.url, broker.bootstrap, n, k, drain))
+        window, fetches = asyncio.run(measure(side, broker.url, broker.bootstrap, n, k, drain))
     mean = fetches.records / fetches.calls if fetches.calls else 0.0
+    use = window.usage
     print(
-        f"{side} x{k}{' drain' if drain else ''}: {cpu:.2f} CPU µs/event; {fetches.calls} fetches with records, "
-        f"{mean:.1f} records each"
+        f"{side} x{k}{' drain' if drain else ''}: {window.cpu / n * 1e6:.2f} CPU µs/event "
+        f"(user {use.user / n * 1e6:.2f}, system {use.system / n * 1e6:.2f}); "
+        f"{fetches.calls} fetches with records, {mean:.1f} records each, {fetches.all} getmany "
+        f"calls; context switches {use.voluntary} voluntary, {use.involuntary} involuntary; "
+        f"{use.collections} collections ({use.full} full)"
+    )
+
+
+def raw_fetch_wait(ms: int) -> None:
+    """Make the raw consumers wait up to ``ms`` for a fetch (aiokafka's default: 500;
+    tidings': 100), to compare the two sides at the same wait."""
+    bench.AIOKafkaConsumer = functools.partial(  # type: ignore[misc]
+        AIOKafkaConsumer, fetch_max_wait_ms=ms
     )
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args[-1:] and args[-1].startswith("wait=") and args[:1] == ["raw"]:
+        raw_fetch_wait(int(args.pop().removeprefix("wait=")))
     if args[:1] == ["produce"] and len(args) == 4:
         asyncio.run(bench.publish_events(args[1], args[2], int(args[3])))
     elif 2 <= len(args) <= 4 and args[0] in ("tidings", "raw") and args[3:] in ([], ["drain"]):
