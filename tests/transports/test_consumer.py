@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.transports import DeliveryPolicy, Message
@@ -88,3 +90,71 @@ async def test_copies_of_settled_messages_are_recognised_for_at_least_remember_s
     assert (first.acks, last.acks) == (1, 1)
     stats = consumer.stats()
     assert (stats.acked, stats.duplicates, stats.delivered) == (2500, 2, 2500)
+
+
+@pytest.mark.parametrize(
+    ("heartbeats", "leases"),
+    [(True, True), (False, True), (True, False)],
+    ids=["heartbeats", "no-heartbeats", "no-leases"],
+)
+async def test_a_copy_of_a_running_or_queued_message_is_dropped(
+    heartbeats: bool, leases: bool
+) -> None:
+    # Copies of a message a worker is running and of one queued behind it (redelivered
+    # after ack_wait) are dropped, heartbeats or not: neither is handled a second time, and
+    # no copy is settled (the original settles when its handler returns).
+    clock = HybridClock()
+    handled: list[int] = []
+    running, release = asyncio.Event(), asyncio.Event()
+    batches: asyncio.Queue[list[_Raw]] = asyncio.Queue()
+
+    async def fetch(batch: int, timeout: float) -> list[Any]:
+        try:
+            return await asyncio.wait_for(batches.get(), timeout)
+        except TimeoutError:
+            return []
+
+    def decode(raw: _Raw) -> Envelope[Any]:
+        return Envelope("orders", {}, clock.now(), None, "test", {}, None, clock.node)
+
+    async def handler(message: Message) -> None:
+        handled.append(message.sequence)
+        running.set()
+        await asyncio.wait_for(release.wait(), 10)
+
+    consumer = Consumer(
+        pattern="orders",
+        group=None,
+        name="orders",
+        policy=DeliveryPolicy(prefetch=8, workers=1, heartbeats=heartbeats),
+        handler=handler,
+        fetch=fetch,
+        decode=decode,
+        meta=lambda raw: (1, raw.sequence),
+        dead_letter=None,
+        clock=clock,
+        leases=leases,
+    )
+    originals = [_Raw(1), _Raw(2)]
+    copies = [_Raw(1), _Raw(2)]
+    consumer.start()
+    try:
+        batches.put_nowait(originals)
+        await asyncio.wait_for(running.wait(), 10)
+        batches.put_nowait(copies)
+        for _ in range(1000):  # bounded: the copies are taken in within a few loop passes
+            if consumer.stats().duplicates == 2:
+                break
+            await asyncio.sleep(0.01)
+        release.set()
+        for _ in range(1000):
+            if consumer.stats().acked == 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        release.set()
+        await consumer.cancel(5)
+    assert handled == [1, 2]
+    assert [raw.acks for raw in originals + copies] == [1, 1, 0, 0]
+    stats = consumer.stats()
+    assert (stats.acked, stats.duplicates, stats.delivered) == (2, 2, 2)
