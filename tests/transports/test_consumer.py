@@ -35,16 +35,14 @@ class _Raw:
         return
 
 
-async def test_copies_of_settled_messages_are_recognised_for_at_least_remember_settlements() -> (
-    None
-):
-    # Each settlement is remembered for at least the next 1,024 (prefetch 256): after 2,500
-    # messages, a copy of the one settled 1,023 before the last and a copy of the last are
-    # both acked again without a handler call.
+def _consumer(
+    batches: asyncio.Queue[list[_Raw]],
+    handler: Any,
+    policy: DeliveryPolicy,
+    leases: bool = True,
+) -> Consumer:
+    """A consumer of the batches put on ``batches``, each message decoded as a fresh event."""
     clock = HybridClock()
-    handled: list[int] = []
-    batches: asyncio.Queue[list[_Raw]] = asyncio.Queue()
-    all_handled = asyncio.Event()
 
     async def fetch(batch: int, timeout: float) -> list[Any]:
         try:
@@ -55,23 +53,37 @@ async def test_copies_of_settled_messages_are_recognised_for_at_least_remember_s
     def decode(raw: _Raw) -> Envelope[Any]:
         return Envelope("orders", {}, clock.now(), None, "test", {}, None, clock.node)
 
-    async def handler(message: Message) -> None:
-        handled.append(message.sequence)
-        if len(handled) == 2500:
-            all_handled.set()
-
-    consumer = Consumer(
+    return Consumer(
         pattern="orders",
         group=None,
         name="orders",
-        policy=DeliveryPolicy(prefetch=256, workers=1),
+        policy=policy,
         handler=handler,
         fetch=fetch,
         decode=decode,
         meta=lambda raw: (1, raw.sequence),
         dead_letter=None,
         clock=clock,
+        leases=leases,
     )
+
+
+async def test_copies_of_settled_messages_are_recognised_for_at_least_remember_settlements() -> (
+    None
+):
+    # Each settlement is remembered for at least the next 1,024 (prefetch 256): after 2,500
+    # messages, a copy of the one settled 1,023 before the last and a copy of the last are
+    # both acked again without a handler call.
+    handled: list[int] = []
+    batches: asyncio.Queue[list[_Raw]] = asyncio.Queue()
+    all_handled = asyncio.Event()
+
+    async def handler(message: Message) -> None:
+        handled.append(message.sequence)
+        if len(handled) == 2500:
+            all_handled.set()
+
+    consumer = _consumer(batches, handler, DeliveryPolicy(prefetch=256, workers=1))
     consumer.start()
     try:
         originals = [_Raw(sequence) for sequence in range(1, 2501)]
@@ -103,38 +115,17 @@ async def test_a_copy_of_a_running_or_queued_message_is_dropped(
     # Copies of a message a worker is running and of one queued behind it (redelivered
     # after ack_wait) are dropped, heartbeats or not: neither is handled a second time, and
     # no copy is settled (the original settles when its handler returns).
-    clock = HybridClock()
     handled: list[int] = []
     running, release = asyncio.Event(), asyncio.Event()
     batches: asyncio.Queue[list[_Raw]] = asyncio.Queue()
-
-    async def fetch(batch: int, timeout: float) -> list[Any]:
-        try:
-            return await asyncio.wait_for(batches.get(), timeout)
-        except TimeoutError:
-            return []
-
-    def decode(raw: _Raw) -> Envelope[Any]:
-        return Envelope("orders", {}, clock.now(), None, "test", {}, None, clock.node)
 
     async def handler(message: Message) -> None:
         handled.append(message.sequence)
         running.set()
         await asyncio.wait_for(release.wait(), 10)
 
-    consumer = Consumer(
-        pattern="orders",
-        group=None,
-        name="orders",
-        policy=DeliveryPolicy(prefetch=8, workers=1, heartbeats=heartbeats),
-        handler=handler,
-        fetch=fetch,
-        decode=decode,
-        meta=lambda raw: (1, raw.sequence),
-        dead_letter=None,
-        clock=clock,
-        leases=leases,
-    )
+    policy = DeliveryPolicy(prefetch=8, workers=1, heartbeats=heartbeats)
+    consumer = _consumer(batches, handler, policy, leases)
     originals = [_Raw(1), _Raw(2)]
     copies = [_Raw(1), _Raw(2)]
     consumer.start()
