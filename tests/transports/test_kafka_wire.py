@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from cloudevents.v1.kafka import KafkaMessage, from_binary
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tidings.clock import HybridClock
 from tidings.cloudevents import binary_attributes, encode_data, format_time
@@ -293,13 +295,107 @@ def test_fast_envelope_is_none_or_what_the_general_path_reads(
     """Whatever a record holds, the fast path reads it as the general path does, or leaves
     it to the general path (which raises the error naming the fault)."""
     for target in (ConformanceOrder, None):
-        fast = _fast(headers, key, body, target)
-        try:
-            general = _general_envelope(headers, key, body, target)
-        except DecodeError:
-            assert fast is None
-            continue
-        assert fast is None or fast == general
+        _assert_none_or_general(_fast(headers, key, body, target), headers, key, body, target)
+
+
+def _assert_none_or_general(
+    fast: Envelope[Any] | None,
+    headers: list[tuple[str, bytes]],
+    key: bytes | None,
+    body: bytes,
+    target: type | None,
+) -> None:
+    """``fast`` (the fast path's reading of the record) is ``None`` or the general path's
+    (``None`` when the general path refuses the record)."""
+    try:
+        general = _general_envelope(headers, key, body, target)
+    except DecodeError:
+        assert fast is None
+        return
+    assert fast is None or fast == general
+
+
+_AROUND = (
+    0,
+    1_000_000_000,
+    10**18,  # the first 19-digit hlc
+    1_796_582_918_000_000_000,
+    2**63,  # past the signed 64-bit times
+    2**64,
+    10**19,  # the first 20-digit hlc
+    253_402_300_800 * 1_000_000_000,  # year 10000: no time text
+)
+"""Times the fast path's cached second and its 19-digit reading turn on."""
+
+_times = st.one_of(
+    st.sampled_from(_AROUND).flatmap(lambda t: st.integers(t - 2_000_000_000, t + 2_000_000_000)),
+    st.sampled_from(_AROUND).flatmap(lambda t: st.integers(t - 2_000, t + 2_000)),
+    st.integers(-(10**20), 10**21),
+)
+_hlc_around = st.tuples(
+    st.sampled_from([b"", b"0", b"00", b"+", b"-", b" ", b"\t", b"\n", b"\r", b"\x0b", b"1"]),
+    st.sampled_from([b"", b" ", b"\n", b"\r\n", b"0", b"_0", b".0", b"e0", b"\x00"]),
+)
+_text_shift = st.one_of(
+    st.sampled_from([0, 0, 0, 1, -1, 999, 1_000, -1_000, 10**9, -(10**9), 10**6]),
+    st.integers(-(10**10), 10**10),
+)
+
+
+def _written_text(time: int) -> bytes:
+    """The ``ce_time`` tidings writes for ``time`` (one of year 9999 past its range)."""
+    try:
+        return format_time(max(time, 0)).encode()
+    except (ValueError, OverflowError, OSError):
+        return b"9999-12-31T23:59:59.999999Z"
+
+
+@st.composite
+def _time_headers(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """A ``ce_hlc`` (digits of a time, perhaps with text around them) and a ``ce_time``
+    (mostly the text tidings writes for that time or one near it, else a producer's own)."""
+    time = draw(_times)
+    if draw(st.booleans()):  # as tidings writes it
+        return str(time).encode(), _written_text(time)
+    before, after = draw(_hlc_around) if draw(st.booleans()) else (b"", b"")
+    hlc = before + str(time).encode() + after
+    text = _written_text(time + draw(_text_shift))
+    kind = draw(st.sampled_from(["as-written", "as-written", "+00:00", "lowercase", "other"]))
+    if kind == "+00:00":
+        text = text[:-1] + b"+00:00"
+    elif kind == "lowercase":
+        text = text.lower()
+    elif kind == "other":
+        text = draw(st.binary(max_size=30))
+    return hlc, text
+
+
+_texts = st.one_of(st.binary(max_size=6), st.text(max_size=6).map(str.encode))
+"""Ids and keys: empty, not UTF-8, percent signs, any text."""
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_time_headers(), st.one_of(st.just(b"id-1"), _texts), st.none() | _texts),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_fast_envelope_through_one_cache_is_none_or_the_general_path_s(
+    records: list[tuple[tuple[bytes, bytes], bytes, bytes | None]],
+) -> None:
+    """Property: records in any sequence through the same templates (the cached second
+    carried from one to the next), each read by the fast path as the general path reads it
+    (or left to it), whatever its ``ce_hlc``, ``ce_time``, ``ce_id`` and key hold."""
+    headers, body, _ = _order_record(1_796_582_918_000_000_000)
+    caches = {target: Templates("orders.placed", target) for target in (ConformanceOrder, None)}
+    for (hlc, text), event_id, key in records:
+        changed = {"ce_hlc": hlc, "ce_time": text, "ce_id": event_id}
+        record = [(n, changed.get(n, v)) for n, v in headers]
+        for target, templates in caches.items():
+            fast = fast_envelope(record, key, body, templates)
+            _assert_none_or_general(fast, record, key, body, target)
 
 
 SIZE_CASES = [

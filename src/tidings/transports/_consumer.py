@@ -151,7 +151,8 @@ class Consumer(TransportSubscription):
         exclusive = group is not None and policy.exclusive
         self._min_batch = 1 if exclusive else max(1, policy.prefetch // 4)
         self._queues: list[deque[_Queued]] = [deque() for _ in range(policy.workers)]
-        # Stream sequence -> the raw message while queued, None while a worker has it.
+        # Stream sequence -> the raw message while queued, None while a worker has it
+        # (with heartbeats; without, it stays the raw message: nothing reads it then).
         self._held: dict[int, Any] = {}
         # Stream sequence -> "ack", "nak" or "term": how recent messages were settled here,
         # in two generations of plain dicts (an OrderedDict's upkeep cost about 2,800
