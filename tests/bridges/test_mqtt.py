@@ -5,8 +5,11 @@ only after acceptance, dead letters for bad input, the broker gone mid-run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
+import gc
+import logging
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -598,6 +601,54 @@ async def test_broker_gone_mid_run_loses_no_accepted_message(
     assert bridge.counts.dead_lettered == 0
     duplicates = bridge.counts.accepted - total  # redelivered after the restart
     assert 0 <= duplicates <= bridge.counts.received
+
+
+@contextlib.asynccontextmanager
+async def unhandled_failures() -> AsyncIterator[list[dict[str, Any]]]:
+    """The contexts the running loop's exception handler gets while this is open (a future
+    whose exception nobody read reports itself so when collected: collected here at the
+    end, once the callbacks already scheduled, which may hold a client, have run)."""
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    try:
+        yield seen
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+
+
+async def test_a_connection_lost_while_accepting_then_closed_is_reported_once_not_leaked(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker goes while the bridge accepts a message, and the bridge is closed before
+    it takes another: the loss is logged once by the bridge, not left in aiomqtt's
+    disconnect future for asyncio to report as "Future exception was never retrieved"; the
+    message was not acknowledged (it stays with the broker)."""
+    accepting = asyncio.Event()
+
+    async def stuck(envelopes: Sequence[Envelope[Any]]) -> None:
+        accepting.set()
+        await asyncio.Event().wait()  # until the bridge is closed
+
+    caplog.set_level(logging.INFO, "tidings.bridges")
+    async with unhandled_failures() as failures:
+        bridge = MqttBridge(sink=stuck, url=mosquitto.url, subscribe=["lost/#"], client_id="lost")
+        async with bridge:
+            await publish_raw(mosquitto, [("lost/x", JSONFormat().write(sdk_event(id="l")), None)])
+            async with asyncio.timeout(WAIT):
+                await accepting.wait()
+            mosquitto.stop()
+            await wait_until(lambda: not bridge.connected)
+        counts = bridge.counts
+    assert [c["message"] for c in failures] == []
+    lost = [r.getMessage() for r in caplog.records if "had lost" in r.getMessage()]
+    assert len(lost) == 1, lost  # the loss, with its reason, reported once
+    assert "when it closed" in lost[0]
+    assert (counts.received, counts.acknowledged, counts.ack_failed) == (1, 0, 0)
 
 
 async def test_events_out_survive_the_broker_going_away(

@@ -139,6 +139,28 @@ def _burst(first: aiomqtt.Message, inbox: _Inbox, reader: paho.Client) -> list[a
     return batch
 
 
+def _lost(client: aiomqtt.Client) -> BaseException | None:
+    """Why ``client``'s connection went, if it went unexpectedly, read off aiomqtt's
+    ``_disconnected`` future (a second reach into its internals, read with ``getattr`` so
+    that a release renaming it only skips this). aiomqtt reads that future only in its
+    message iterator: a client closed before the iterator saw the loss (``__aexit__``
+    returns early on a finished future) leaves its exception unread, and asyncio logs
+    "Future exception was never retrieved" when the client is collected. Reading it here
+    lets the bridge report the loss once, with its meaning."""
+    done = getattr(client, "_disconnected", None)
+    if not isinstance(done, asyncio.Future) or not done.done() or done.cancelled():
+        return None
+    return done.exception()
+
+
+async def _close(client: aiomqtt.Client) -> BaseException | None:
+    """Disconnect ``client`` (errors of a connection already gone are no news) and return
+    why its connection went, if it went unexpectedly (:func:`_lost`)."""
+    with contextlib.suppress(Exception):
+        await client.__aexit__(None, None, None)
+    return _lost(client)
+
+
 def _paho(client: aiomqtt.Client) -> paho.Client:
     """The paho client inside ``client`` (for manual acknowledgement; see the module
     docstring)."""
@@ -258,7 +280,13 @@ class MqttBridge(Bridge):
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-        await self._disconnect()
+        # The reader reports a loss it saw and drops that client; a client still here lost
+        # its connection unseen (the reader was accepting a batch): reported here, once.
+        lost = await self._disconnect()
+        if lost is not None:
+            logger.warning(
+                "MQTT bridge %s had lost %s when it closed: %s", self.name, self.url, lost
+            )
 
     @property
     def connected(self) -> bool:
@@ -300,20 +328,21 @@ class MqttBridge(Bridge):
             for topic_filter in self.filters:
                 await client.subscribe(topic_filter, qos=1)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await client.__aexit__(None, None, None)
+            lost = await _close(client)
+            if lost is not None:
+                logger.info("MQTT bridge %s: lost %s subscribing: %s", self.name, self.url, lost)
             raise
         self._live = client
         self._inbox = inbox
         self._connected.set()
         return client
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self) -> BaseException | None:
+        """Disconnect the live client, if any, and return why its connection went, if it
+        went unexpectedly (:func:`_close`)."""
         client, self._live = self._live, None
         self._connected.clear()
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.__aexit__(None, None, None)
+        return None if client is None else await _close(client)
 
     async def _run(self, client: aiomqtt.Client) -> None:
         """Take messages until closed, in batches (the messages waiting at once, up to
