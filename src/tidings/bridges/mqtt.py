@@ -41,9 +41,11 @@ Guarantees:
 
 Manual acknowledgement needs paho-mqtt's ``manual_ack`` (paho 2.0+), which aiomqtt 2.5
 does not expose yet (aiomqtt issue #345): the bridge switches it on the paho client inside
-aiomqtt's (:func:`_paho`), the one reach into aiomqtt's internals. Through it the bridge
+aiomqtt's (:func:`_paho`), a reach into aiomqtt's internals. Through it the bridge
 also reads the rest of a burst itself (paho's ``loop_read``, :func:`_burst`) rather than
-waiting a turn of the event loop for each message.
+waiting a turn of the event loop for each message. The other reach reads why a connection
+went off aiomqtt's disconnect future (:func:`_lost`) when the bridge closes a client whose
+message iterator did not see it, so that the loss is logged once rather than left there.
 """
 
 from __future__ import annotations
