@@ -683,6 +683,67 @@ async def test_a_connection_lost_while_accepting_then_closed_is_reported_once_no
     assert (counts.received, counts.acknowledged, counts.ack_failed) == (1, 0, 0)
 
 
+async def test_a_connect_given_up_in_a_partition_leaves_no_connection_behind(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A partition holds the broker's CONNACK, so connecting times out: at start, then while
+    reconnecting. Each attempt given up is closed, not left running: its connection has the
+    bridge's client id and, answered once the partition heals, would take over the bridge's
+    session (and aiomqtt logged "Exception in callback ... CancelledError" for it). After
+    the heal the bridge holds the one connection and takes each message once."""
+    taken: list[str] = []
+
+    async def sink(envelopes: Sequence[Envelope[Any]]) -> None:
+        taken.extend(env.id for env in envelopes)
+
+    def bridge(url: str) -> MqttBridge:
+        return MqttBridge(
+            sink=sink,
+            url=url,
+            subscribe=["heal/#"],
+            client_id="heal",
+            connect_timeout=1,
+            backoff_limit=0.2,
+        )
+
+    def aiomqtt_tasks() -> list[asyncio.Task[Any]]:  # the socket's housekeeping
+        return [t for t in asyncio.all_tasks() if "Client._misc_loop" in repr(t.get_coro())]
+
+    def attempts_given_up() -> int:
+        return sum("reconnecting to" in r.getMessage() for r in caplog.records)
+
+    caplog.set_level(logging.INFO, "tidings.bridges")
+    proxy = await FaultProxy(("127.0.0.1", mosquitto.port)).start()
+    url = f"mqtt://127.0.0.1:{proxy.port}"
+    try:
+        async with unhandled_failures() as failures:
+            proxy.partition("both")
+            with pytest.raises(TransportUnavailableError):
+                await bridge(url).start()
+            await wait_until(lambda: not proxy.connections and not aiomqtt_tasks(), 10)
+            proxy.heal()
+            async with bridge(url) as live:
+                proxy.partition("both")
+                proxy.reset()
+                await wait_until(lambda: attempts_given_up() >= 1, WAIT)
+                proxy.heal()
+                await wait_until(lambda: live.connected, WAIT)
+                ids = [f"h-{n}" for n in range(5)]
+                body = JSONFormat().write
+                await publish_raw(
+                    mosquitto, [(f"heal/{i}", body(sdk_event(id=i)), None) for i in ids]
+                )
+                await wait_until(lambda: live.counts.acknowledged == len(ids), WAIT)
+                assert len(proxy.connections) == 1  # the bridge's: no attempt of its lives on
+                assert live.connected
+                counts = live.counts
+        assert [c["message"] for c in failures] == []
+        assert taken == ids  # once each
+        assert (counts.received, counts.ack_failed, counts.reconnects) == (5, 0, 1)
+    finally:
+        await proxy.aclose()
+
+
 async def test_events_out_survive_the_broker_going_away(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:

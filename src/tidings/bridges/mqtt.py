@@ -106,6 +106,7 @@ logger = logging.getLogger("tidings.bridges.mqtt")
 _SESSION_EXPIRY: Final = 3600  # seconds the broker keeps the session of a bridge away
 _BATCH: Final = 256  # messages taken (accepted, then acknowledged) together at most
 _TOPICS_KEPT: Final = 1024  # MQTT topics whose bus topic is kept, mapped once (then cleared)
+_CLOSE_WAIT: Final = 5.0  # seconds a connection attempt given up has to close its socket
 
 
 class _Inbox(asyncio.Queue[aiomqtt.Message]):
@@ -163,6 +164,65 @@ async def _close(client: aiomqtt.Client) -> BaseException | None:
     return _lost(client)
 
 
+async def _enter(client: aiomqtt.Client) -> None:
+    """Connect ``client`` (aiomqtt's ``__aenter__``), leaving nothing open if that fails or
+    the caller is cancelled meanwhile (its timeout): the connection attempt is let run to
+    its end, which aiomqtt's ``timeout`` and paho's ``connect_timeout`` bound, and what it
+    opened is then closed (:func:`_abandon`) before this raises.
+
+    ``__aenter__`` is not to be cancelled halfway: that cancels aiomqtt's ``_connected``
+    future, which its disconnect callback then reads ("Exception in callback ...
+    CancelledError"), and leaves paho's socket, its reader and aiomqtt's housekeeping task
+    running. That orphaned connection has the bridge's client id: should the broker answer
+    it (a partition heals), it takes over the bridge's session and the broker drops the
+    bridge's own newer connection.
+    """
+    entering = asyncio.ensure_future(client.__aenter__())
+    cancelled = False
+    while not entering.done():  # bounded by aiomqtt's and paho's timeouts
+        try:
+            await asyncio.wait({entering})
+        except asyncio.CancelledError:
+            cancelled = True
+    entered = not entering.cancelled() and entering.exception() is None
+    if cancelled or not entered:
+        await _abandon(client, entered=entered)
+        if cancelled:
+            raise asyncio.CancelledError
+        entering.result()  # raises why it failed
+
+
+async def _abandon(client: aiomqtt.Client, *, entered: bool) -> None:
+    """Close ``client`` after a connection attempt that was given up: through aiomqtt
+    (``__aexit__``) if it connected, else through paho, whose connection may be open with
+    no CONNACK yet. There paho sends DISCONNECT and closes the socket once it is written,
+    and aiomqtt's socket-close callback drops its reader and housekeeping task; aiomqtt's
+    disconnect callback is detached first (it has nothing to report for a client that
+    never connected). Waits, up to :data:`_CLOSE_WAIT`, for the socket to be closed."""
+    if entered:
+        await _close(client)
+        return
+    inner = _paho(client)
+    if inner.socket() is not None:
+        closed = asyncio.Event()
+        on_close = inner.on_socket_close
+
+        def socket_closed(paho_client: paho.Client, userdata: Any, sock: Any) -> None:
+            if on_close is not None:
+                on_close(paho_client, userdata, sock)
+            closed.set()
+
+        inner.on_socket_close = socket_closed
+        inner.on_disconnect = None
+        if inner.disconnect() == paho.MQTT_ERR_SUCCESS:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_WAIT):
+                    await closed.wait()
+        if inner.socket() is not None:
+            logger.warning("MQTT: a connection attempt given up could not be closed")
+    _lost(client)  # a failure the reader saw during the attempt: no news, but read
+
+
 def _paho(client: aiomqtt.Client) -> paho.Client:
     """The paho client inside ``client`` (for manual acknowledgement; see the module
     docstring)."""
@@ -188,7 +248,9 @@ class MqttBridge(Bridge):
         client_id: the MQTT client id, which names the persistent session; give a stable
             one so that a restarted bridge gets what the broker kept for it.
         dead_letter: the bus topic of dead letters.
-        connect_timeout: how long :meth:`start` waits for the broker.
+        connect_timeout: how long :meth:`start` waits for the broker (each of the TCP
+            connection and the broker's answer may take this long; an attempt given up is
+            closed before :meth:`start` raises, or the bridge tries again).
         publish_timeout: how long one publish waits for its PUBACK before it is retried.
         name: names the durable consumer of ``publish`` (``<name>-out``) and the logs.
     """
@@ -324,8 +386,10 @@ class MqttBridge(Bridge):
             queue_type=_inbox_type(made),
         )
         (inbox,) = made
-        _paho(client).manual_ack_set(True)
-        await client.__aenter__()
+        inner = _paho(client)
+        inner.manual_ack_set(True)
+        inner.connect_timeout = self.connect_timeout
+        await _enter(client)
         try:
             for topic_filter in self.filters:
                 await client.subscribe(topic_filter, qos=1)
