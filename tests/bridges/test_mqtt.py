@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import gc
 import logging
+import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -742,6 +743,49 @@ async def test_a_connect_given_up_in_a_partition_leaves_no_connection_behind(
         assert (counts.received, counts.ack_failed, counts.reconnects) == (5, 0, 1)
     finally:
         await proxy.aclose()
+
+
+async def test_a_slow_tcp_connect_and_no_connack_share_one_connect_timeout() -> None:
+    """The TCP connection comes late (the listener's backlog is full, so the SYN is
+    answered only when a slot frees, ~2 s on), then no CONNACK ever comes: :meth:`start`
+    raises within ``connect_timeout`` in all (docs/bridges.md), not the TCP wait plus a
+    full CONNACK wait, and closes the connection it opened (CONNECT, DISCONNECT, EOF)."""
+    loop = asyncio.get_running_loop()
+    timeout = 3.0
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # one connection waiting, no more
+        port = listener.getsockname()[1]
+        stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
+        listener.setblocking(False)
+        freed: list[socket.socket] = []
+
+        def free_a_slot() -> None:
+            freed.append(stack.enter_context(listener.accept()[0]))
+
+        loop.call_later(1.5, free_a_slot)
+        bridge = MqttBridge(
+            sink=lambda envelopes: asyncio.sleep(0),
+            url=f"mqtt://127.0.0.1:{port}",
+            subscribe=["slow/#"],
+            connect_timeout=timeout,
+        )
+        began = loop.time()
+        with pytest.raises(TransportUnavailableError):
+            await bridge.start()
+        took = loop.time() - began
+        assert len(freed) == 1
+        attempt, _ = listener.accept()  # the bridge's connection reached the listener
+        stack.enter_context(attempt)
+        attempt.setblocking(False)
+        sent = b""
+        async with asyncio.timeout(WAIT):
+            while chunk := await loop.sock_recv(attempt, 4096):
+                sent += chunk
+    assert took < timeout + 1.0, took  # a bound documented, not a speed: 2 + 3 s before
+    assert sent[0] == 0x10, sent  # CONNECT
+    assert sent[-2:] == b"\xe0\x00", sent  # ... DISCONNECT, then closed
 
 
 async def test_events_out_survive_the_broker_going_away(

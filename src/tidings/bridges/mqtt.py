@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import urllib.parse
 import uuid
 from collections.abc import Sequence
@@ -164,11 +165,16 @@ async def _close(client: aiomqtt.Client) -> BaseException | None:
     return _lost(client)
 
 
-async def _enter(client: aiomqtt.Client) -> None:
-    """Connect ``client`` (aiomqtt's ``__aenter__``), leaving nothing open if that fails or
-    the caller is cancelled meanwhile (its timeout): the connection attempt is let run to
-    its end, which aiomqtt's ``timeout`` and paho's ``connect_timeout`` bound, and what it
-    opened is then closed (:func:`_abandon`) before this raises.
+async def _enter(client: aiomqtt.Client, timeout: float) -> None:
+    """Connect ``client`` (aiomqtt's ``__aenter__``) within ``timeout`` seconds, leaving
+    nothing open if that fails or the caller is cancelled meanwhile (its timeout): the
+    connection attempt is let run to its end and what it opened is then closed
+    (:func:`_abandon`) before this raises.
+
+    The TCP connection (paho's ``connect_timeout``, in aiomqtt's executor thread) and the
+    broker's CONNACK (aiomqtt's ``timeout``) share one deadline: once the socket is open,
+    the CONNACK may take only what is left, so the attempt ends within ``timeout`` (not
+    ``timeout`` for each).
 
     ``__aenter__`` is not to be cancelled halfway: that cancels aiomqtt's ``_connected``
     future, which its disconnect callback then reads ("Exception in callback ...
@@ -177,13 +183,28 @@ async def _enter(client: aiomqtt.Client) -> None:
     it (a partition heals), it takes over the bridge's session and the broker drops the
     bridge's own newer connection.
     """
+    inner = _paho(client)
+    deadline = time.monotonic() + timeout
+    on_open = inner.on_socket_open
+
+    def socket_opened(paho_client: paho.Client, userdata: Any, sock: Any) -> None:
+        # In aiomqtt's executor thread, the TCP connection made: the CONNACK gets the rest.
+        client.timeout = max(deadline - time.monotonic(), 0.0)
+        if on_open is not None:
+            on_open(paho_client, userdata, sock)
+
+    inner.connect_timeout = timeout
+    inner.on_socket_open = socket_opened
+    client.timeout = timeout
     entering = asyncio.ensure_future(client.__aenter__())
     cancelled = False
-    while not entering.done():  # bounded by aiomqtt's and paho's timeouts
+    while not entering.done():  # bounded by the deadline above
         try:
             await asyncio.wait({entering})
         except asyncio.CancelledError:
             cancelled = True
+    inner.on_socket_open = on_open
+    client.timeout = timeout  # for subscribing and disconnecting
     entered = not entering.cancelled() and entering.exception() is None
     if cancelled or not entered:
         await _abandon(client, entered=entered)
@@ -248,9 +269,9 @@ class MqttBridge(Bridge):
         client_id: the MQTT client id, which names the persistent session; give a stable
             one so that a restarted bridge gets what the broker kept for it.
         dead_letter: the bus topic of dead letters.
-        connect_timeout: how long :meth:`start` waits for the broker (each of the TCP
-            connection and the broker's answer may take this long; an attempt given up is
-            closed before :meth:`start` raises, or the bridge tries again).
+        connect_timeout: how long :meth:`start` waits for the broker (the TCP connection
+            and the broker's answer together; an attempt given up is closed before
+            :meth:`start` raises, or the bridge tries again).
         publish_timeout: how long one publish waits for its PUBACK before it is retried.
         name: names the durable consumer of ``publish`` (``<name>-out``) and the logs.
     """
@@ -386,10 +407,8 @@ class MqttBridge(Bridge):
             queue_type=_inbox_type(made),
         )
         (inbox,) = made
-        inner = _paho(client)
-        inner.manual_ack_set(True)
-        inner.connect_timeout = self.connect_timeout
-        await _enter(client)
+        _paho(client).manual_ack_set(True)
+        await _enter(client, self.connect_timeout)
         try:
             for topic_filter in self.filters:
                 await client.subscribe(topic_filter, qos=1)
