@@ -788,6 +788,44 @@ async def test_a_slow_tcp_connect_and_no_connack_share_one_connect_timeout() -> 
     assert sent[-2:] == b"\xe0\x00", sent  # ... DISCONNECT, then closed
 
 
+async def test_cancelling_aclose_while_the_bridge_reconnects_is_not_swallowed(
+    mosquitto: Mosquitto,
+) -> None:
+    """``aclose()`` cancelled (its caller's timeout) while it waits for a reconnection
+    attempt to end, which a stalled broker makes take ``connect_timeout``: the cancellation
+    goes on up at once, not swallowed until the attempt ends; a second ``aclose()``
+    finishes the job."""
+
+    async def sink(envelopes: Sequence[Envelope[Any]]) -> None:
+        pass
+
+    proxy = await FaultProxy(("127.0.0.1", mosquitto.port)).start()
+    try:
+        bridge = MqttBridge(
+            sink=sink,
+            url=f"mqtt://127.0.0.1:{proxy.port}",
+            subscribe=["stall/#"],
+            connect_timeout=WAIT,
+            backoff_limit=0.2,
+        )
+        await bridge.start()
+        proxy.stall()
+        proxy.reset()
+        await wait_until(lambda: not bridge.connected and len(proxy.connections) == 1, WAIT)
+        closing = asyncio.create_task(bridge.aclose())
+        await asyncio.sleep(0)  # closing waits for the attempt, which waits for a CONNACK
+        assert not closing.done()
+        closing.cancel()
+        await asyncio.wait({closing}, timeout=WAIT / 2)
+        assert closing.cancelled()
+        proxy.reset()  # the attempt fails now: the second aclose need not wait it out
+        async with asyncio.timeout(WAIT):
+            await bridge.aclose()
+        assert not bridge.connected
+    finally:
+        await proxy.aclose()
+
+
 async def test_events_out_survive_the_broker_going_away(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:

@@ -361,10 +361,15 @@ class MqttBridge(Bridge):
         acknowledged stay with the broker) and disconnect."""
         self.closing = True
         self.unsubscribe_out()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        reader = self._reader
+        if reader is not None:
+            reader.cancel()
+            # Its end (a connection attempt under way runs to its bounded end first); a
+            # cancellation of this caller goes on up, not taken for the reader's.
+            await asyncio.wait({reader})
+            if not reader.cancelled():
+                with contextlib.suppress(Exception):
+                    reader.result()
         # The reader reports a loss it saw and drops that client; a client still here lost
         # its connection unseen (the reader was accepting a batch): reported here, once.
         lost = await self._disconnect()
