@@ -41,9 +41,11 @@ Guarantees:
 
 Manual acknowledgement needs paho-mqtt's ``manual_ack`` (paho 2.0+), which aiomqtt 2.5
 does not expose yet (aiomqtt issue #345): the bridge switches it on the paho client inside
-aiomqtt's (:func:`_paho`), the one reach into aiomqtt's internals. Through it the bridge
+aiomqtt's (:func:`_paho`), a reach into aiomqtt's internals. Through it the bridge
 also reads the rest of a burst itself (paho's ``loop_read``, :func:`_burst`) rather than
-waiting a turn of the event loop for each message.
+waiting a turn of the event loop for each message. The other reach reads why a connection
+went off aiomqtt's disconnect future (:func:`_lost`) when the bridge closes a client whose
+message iterator did not see it, so that the loss is logged once rather than left there.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import urllib.parse
 import uuid
 from collections.abc import Sequence
@@ -104,6 +107,7 @@ logger = logging.getLogger("tidings.bridges.mqtt")
 _SESSION_EXPIRY: Final = 3600  # seconds the broker keeps the session of a bridge away
 _BATCH: Final = 256  # messages taken (accepted, then acknowledged) together at most
 _TOPICS_KEPT: Final = 1024  # MQTT topics whose bus topic is kept, mapped once (then cleared)
+_CLOSE_WAIT: Final = 5.0  # seconds a connection attempt given up has to close its socket
 
 
 class _Inbox(asyncio.Queue[aiomqtt.Message]):
@@ -139,6 +143,107 @@ def _burst(first: aiomqtt.Message, inbox: _Inbox, reader: paho.Client) -> list[a
     return batch
 
 
+def _lost(client: aiomqtt.Client) -> BaseException | None:
+    """Why ``client``'s connection went, if it went unexpectedly, read off aiomqtt's
+    ``_disconnected`` future (a second reach into its internals, read with ``getattr`` so
+    that a release renaming it only skips this). aiomqtt reads that future only in its
+    message iterator: a client closed before the iterator saw the loss (``__aexit__``
+    returns early on a finished future) leaves its exception unread, and asyncio logs
+    "Future exception was never retrieved" when the client is collected. Reading it here
+    lets the bridge report the loss once, with its meaning."""
+    done = getattr(client, "_disconnected", None)
+    if not isinstance(done, asyncio.Future) or not done.done() or done.cancelled():
+        return None
+    return done.exception()
+
+
+async def _close(client: aiomqtt.Client) -> BaseException | None:
+    """Disconnect ``client`` (errors of a connection already gone are no news) and return
+    why its connection went, if it went unexpectedly (:func:`_lost`)."""
+    with contextlib.suppress(Exception):
+        await client.__aexit__(None, None, None)
+    return _lost(client)
+
+
+async def _enter(client: aiomqtt.Client, timeout: float) -> None:
+    """Connect ``client`` (aiomqtt's ``__aenter__``) within ``timeout`` seconds, leaving
+    nothing open if that fails or the caller is cancelled meanwhile (its timeout): the
+    connection attempt is let run to its end and what it opened is then closed
+    (:func:`_abandon`) before this raises.
+
+    The TCP connection (paho's ``connect_timeout``, in aiomqtt's executor thread) and the
+    broker's CONNACK (aiomqtt's ``timeout``) share one deadline: once the socket is open,
+    the CONNACK may take only what is left, so the attempt ends within ``timeout`` (not
+    ``timeout`` for each).
+
+    ``__aenter__`` is not to be cancelled halfway: that cancels aiomqtt's ``_connected``
+    future, which its disconnect callback then reads ("Exception in callback ...
+    CancelledError"), and leaves paho's socket, its reader and aiomqtt's housekeeping task
+    running. That orphaned connection has the bridge's client id: should the broker answer
+    it (a partition heals), it takes over the bridge's session and the broker drops the
+    bridge's own newer connection.
+    """
+    inner = _paho(client)
+    deadline = time.monotonic() + timeout
+    on_open = inner.on_socket_open
+
+    def socket_opened(paho_client: paho.Client, userdata: Any, sock: Any) -> None:
+        # In aiomqtt's executor thread, the TCP connection made: the CONNACK gets the rest.
+        client.timeout = max(deadline - time.monotonic(), 0.0)
+        if on_open is not None:
+            on_open(paho_client, userdata, sock)
+
+    inner.connect_timeout = timeout
+    inner.on_socket_open = socket_opened
+    client.timeout = timeout
+    entering = asyncio.ensure_future(client.__aenter__())
+    cancelled = False
+    while not entering.done():  # bounded by the deadline above
+        try:
+            await asyncio.wait({entering})
+        except asyncio.CancelledError:
+            cancelled = True
+    inner.on_socket_open = on_open
+    client.timeout = timeout  # for subscribing and disconnecting
+    entered = not entering.cancelled() and entering.exception() is None
+    if cancelled or not entered:
+        await _abandon(client, entered=entered)
+        if cancelled:
+            raise asyncio.CancelledError
+        entering.result()  # raises why it failed
+
+
+async def _abandon(client: aiomqtt.Client, *, entered: bool) -> None:
+    """Close ``client`` after a connection attempt that was given up: through aiomqtt
+    (``__aexit__``) if it connected, else through paho, whose connection may be open with
+    no CONNACK yet. There paho sends DISCONNECT and closes the socket once it is written,
+    and aiomqtt's socket-close callback drops its reader and housekeeping task; aiomqtt's
+    disconnect callback is detached first (it has nothing to report for a client that
+    never connected). Waits, up to :data:`_CLOSE_WAIT`, for the socket to be closed."""
+    if entered:
+        await _close(client)
+        return
+    inner = _paho(client)
+    if inner.socket() is not None:
+        closed = asyncio.Event()
+        on_close = inner.on_socket_close
+
+        def socket_closed(paho_client: paho.Client, userdata: Any, sock: Any) -> None:
+            if on_close is not None:
+                on_close(paho_client, userdata, sock)
+            closed.set()
+
+        inner.on_socket_close = socket_closed
+        inner.on_disconnect = None
+        if inner.disconnect() == paho.MQTT_ERR_SUCCESS:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_WAIT):
+                    await closed.wait()
+        if inner.socket() is not None:
+            logger.warning("MQTT: a connection attempt given up could not be closed")
+    _lost(client)  # a failure the reader saw during the attempt: no news, but read
+
+
 def _paho(client: aiomqtt.Client) -> paho.Client:
     """The paho client inside ``client`` (for manual acknowledgement; see the module
     docstring)."""
@@ -164,7 +269,9 @@ class MqttBridge(Bridge):
         client_id: the MQTT client id, which names the persistent session; give a stable
             one so that a restarted bridge gets what the broker kept for it.
         dead_letter: the bus topic of dead letters.
-        connect_timeout: how long :meth:`start` waits for the broker.
+        connect_timeout: how long :meth:`start` waits for the broker (the TCP connection
+            and the broker's answer together; an attempt given up is closed before
+            :meth:`start` raises, or the bridge tries again).
         publish_timeout: how long one publish waits for its PUBACK before it is retried.
         name: names the durable consumer of ``publish`` (``<name>-out``) and the logs.
     """
@@ -254,11 +361,22 @@ class MqttBridge(Bridge):
         acknowledged stay with the broker) and disconnect."""
         self.closing = True
         self.unsubscribe_out()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        await self._disconnect()
+        reader = self._reader
+        if reader is not None:
+            reader.cancel()
+            # Its end (a connection attempt under way runs to its bounded end first); a
+            # cancellation of this caller goes on up, not taken for the reader's.
+            await asyncio.wait({reader})
+            if not reader.cancelled():
+                with contextlib.suppress(Exception):
+                    reader.result()
+        # The reader reports a loss it saw and drops that client; a client still here lost
+        # its connection unseen (the reader was accepting a batch): reported here, once.
+        lost = await self._disconnect()
+        if lost is not None:
+            logger.warning(
+                "MQTT bridge %s had lost %s when it closed: %s", self.name, self.url, lost
+            )
 
     @property
     def connected(self) -> bool:
@@ -295,25 +413,26 @@ class MqttBridge(Bridge):
         )
         (inbox,) = made
         _paho(client).manual_ack_set(True)
-        await client.__aenter__()
+        await _enter(client, self.connect_timeout)
         try:
             for topic_filter in self.filters:
                 await client.subscribe(topic_filter, qos=1)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await client.__aexit__(None, None, None)
+            lost = await _close(client)
+            if lost is not None:
+                logger.info("MQTT bridge %s: lost %s subscribing: %s", self.name, self.url, lost)
             raise
         self._live = client
         self._inbox = inbox
         self._connected.set()
         return client
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self) -> BaseException | None:
+        """Disconnect the live client, if any, and return why its connection went, if it
+        went unexpectedly (:func:`_close`)."""
         client, self._live = self._live, None
         self._connected.clear()
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.__aexit__(None, None, None)
+        return None if client is None else await _close(client)
 
     async def _run(self, client: aiomqtt.Client) -> None:
         """Take messages until closed, in batches (the messages waiting at once, up to
