@@ -16,6 +16,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from tidings._tasks import cancel_and_wait
 from tidings.exceptions import (
     ConcurrencyError,
     InvalidStoreURLError,
@@ -689,11 +690,10 @@ class PostgresStore(EventStore):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _close(self) -> None:
-        listener, self._listener = self._listener, None
+        listener = self._listener
         if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await cancel_and_wait(listener)  # cancelled meanwhile: a second close finishes
+            self._listener = None
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
