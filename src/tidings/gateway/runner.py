@@ -454,7 +454,7 @@ class Gateway:
                 try:
                     await asyncio.wait({following, lost}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    for task in (following, lost):
+                    for task in (lost, following):  # a failure of following goes on last
                         await cancel_and_wait(task)
                 if not lease.lost.is_set():
                     return  # the store closed
