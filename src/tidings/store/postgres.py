@@ -690,10 +690,14 @@ class PostgresStore(EventStore):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _close(self) -> None:
-        listener = self._listener
-        if listener is not None:
-            await cancel_and_wait(listener)  # cancelled meanwhile: a second close finishes
-            self._listener = None
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        # Only one close runs (the store is marked closed first): the pool is closed even
+        # when the caller is cancelled while the listener ends (the cancellation then goes
+        # on up once the pool is closed).
+        listener, self._listener = self._listener, None
+        try:
+            if listener is not None:
+                await cancel_and_wait(listener)
+        finally:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                await pool.close()
