@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -283,6 +283,23 @@ async def test_without_a_dead_letter_exchange_malformed_messages_are_rejected(
     assert amqp.counts.acknowledged == 0
 
 
+async def _busy_with_one(
+    rabbit: Rabbit,
+    sink: Callable[[Sequence[Envelope[Any]]], Awaitable[None]],
+    busy: asyncio.Event,
+    id: str,
+) -> AmqpBridge:
+    """A started bridge taking ``rabbit``'s queue into ``sink``, once ``sink`` has the event
+    ``id`` published to ``{id}.x`` and set ``busy``."""
+    amqp = bridge(rabbit, sink=sink, queues=[rabbit.queue], bind=[f"{id}.>"])
+    await amqp.start()
+    message = to_aio_pika(sdk_amqp.to_binary(sdk_event(id=id), JSONFormat()))
+    await rabbit.publish([(f"{id}.x", message)])
+    async with asyncio.timeout(WAIT):
+        await busy.wait()
+    return amqp
+
+
 async def test_a_message_is_acknowledged_only_after_it_was_accepted(rabbit: Rabbit) -> None:
     stuck = asyncio.Event()
     accepted: list[str] = []
@@ -294,17 +311,46 @@ async def test_a_message_is_acknowledged_only_after_it_was_accepted(rabbit: Rabb
     async def works(envelopes: Sequence[Envelope[Any]]) -> None:
         accepted.extend(env.id for env in envelopes)
 
-    first = bridge(rabbit, sink=never, queues=[rabbit.queue], bind=["held.>"])
-    await first.start()
-    message = to_aio_pika(sdk_amqp.to_binary(sdk_event(id="held"), JSONFormat()))
-    await rabbit.publish([("held.x", message)])
-    async with asyncio.timeout(WAIT):
-        await stuck.wait()
+    first = await _busy_with_one(rabbit, never, stuck, "held")
     assert first.counts.acknowledged == 0
     await first.aclose()  # unacknowledged: back to the queue
     async with bridge(rabbit, sink=works, queues=[rabbit.queue]) as second:
         await wait_until(lambda: second.counts.acknowledged == 1)
     assert accepted == ["held"]
+
+
+async def test_cancelling_aclose_while_a_worker_finishes_is_not_swallowed(rabbit: Rabbit) -> None:
+    """``aclose()`` cancelled (its caller's timeout) while it waits for a worker whose sink
+    finishes its write in flight: the cancellation goes on up, not swallowed with aclose
+    going on to close the connection under the worker; a second ``aclose()`` finishes."""
+    busy = asyncio.Event()
+    release = asyncio.Event()
+
+    async def finishing(envelopes: Sequence[Envelope[Any]]) -> None:
+        busy.set()
+        try:
+            await asyncio.Event().wait()
+        finally:  # cancelled: the write in flight ends first
+            async with asyncio.timeout(WAIT):
+                await release.wait()
+
+    amqp = await _busy_with_one(rabbit, finishing, busy, "slow")
+    workers = {t for t in asyncio.all_tasks() if t.get_name().startswith(f"tidings-{amqp.name}-")}
+    assert len(workers) == 1
+    closing = asyncio.create_task(amqp.aclose())
+    await asyncio.sleep(0)  # closing cancels the worker and waits for its end
+    assert not closing.done()
+    closing.cancel()
+    await asyncio.wait({closing}, timeout=WAIT / 2)
+    assert closing.cancelled()
+    assert not any(worker.done() for worker in workers)
+    connected = amqp.connected  # not closed under the worker
+    release.set()
+    async with asyncio.timeout(WAIT):
+        await amqp.aclose()
+    assert all(worker.done() for worker in workers)
+    assert (connected, amqp.connected) == (True, False)
+    assert amqp.counts.acknowledged == 0  # unacknowledged: back to the queue
 
 
 async def test_a_burst_is_appended_together_in_order_then_acknowledged(

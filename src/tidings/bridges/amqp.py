@@ -393,9 +393,14 @@ class AmqpBridge(Bridge):
         self.unsubscribe_out()
         for worker in self._workers:
             worker.cancel()
+        if self._workers:
+            # Their ends (a sink's write in flight may finish first); a cancellation of this
+            # caller goes on up, not taken for a worker's, and a second aclose() goes on.
+            await asyncio.wait(self._workers)
         for worker in self._workers:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await worker
+            if not worker.cancelled():
+                with contextlib.suppress(Exception):
+                    worker.result()
         self._workers.clear()
         connection, self._connection = self._connection, None
         self._publishing = self._dead_exchange = None

@@ -37,6 +37,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from tidings._tasks import cancel_and_wait
+
 if TYPE_CHECKING:
     from tidings.store.base import EventStore
 
@@ -149,11 +151,10 @@ class _AdvisoryLease(RoutingLease):
                 return
 
     async def _release(self) -> None:
-        watch, self._watch = self._watch, None
+        watch = self._watch
         if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            await cancel_and_wait(watch)  # cancelled meanwhile: a second release finishes
+            self._watch = None
         await self._close()  # ending the session releases the advisory lock
 
     async def _close(self) -> None:

@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from tidings._tasks import cancel_and_wait
 from tidings.exceptions import TidingsError
 from tidings.gateway.brokers import Brokers
 from tidings.gateway.config import ConfigError, GatewayConfig, load_config
@@ -453,10 +454,8 @@ class Gateway:
                 try:
                     await asyncio.wait({following, lost}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    for task in (following, lost):
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+                    for task in (lost, following):  # a failure of following goes on last
+                        await cancel_and_wait(task)
                 if not lease.lost.is_set():
                     return  # the store closed
                 logger.error("gateway: the routing lease was lost; standing by to retake it")
@@ -664,9 +663,8 @@ class Gateway:
         self._stop_watching.set()
         for task in (self._follower, self._watcher):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                with contextlib.suppress(Exception):
+                    await cancel_and_wait(task)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

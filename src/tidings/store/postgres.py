@@ -16,6 +16,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from tidings._tasks import cancel_and_wait
 from tidings.exceptions import (
     ConcurrencyError,
     InvalidStoreURLError,
@@ -689,11 +690,14 @@ class PostgresStore(EventStore):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _close(self) -> None:
+        # Only one close runs (the store is marked closed first): the pool is closed even
+        # when the caller is cancelled while the listener ends (the cancellation then goes
+        # on up once the pool is closed).
         listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        try:
+            if listener is not None:
+                await cancel_and_wait(listener)
+        finally:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                await pool.close()
