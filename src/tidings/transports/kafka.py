@@ -168,7 +168,8 @@ it is ended: enough for a broker that answers, past the close's deadline."""
 
 _FORCED_STOP = 2.0
 """Seconds a consumer still stopping at the close's deadline gets to close its connections
-(after its tasks are ended): the most a close overruns its timeout by, per subscription."""
+(after its tasks are ended): the most a close overruns its timeout by (its subscriptions
+close together, so their overruns do not add up)."""
 
 _OFFSET_BITS = 40
 """A record's sequence here is ``(partition index << 40) | (offset + 1)``."""
