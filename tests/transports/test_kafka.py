@@ -465,6 +465,10 @@ async def test_a_rebalance_commits_the_revoked_partitions_and_hands_over_cleanly
         assert not joining.done()  # the rebalance waits for the held handler
         gate.set()
         second = await asyncio.wait_for(joining, TIMEOUT)
+        # Every revoked partition was finished and committed: none of their ledgers is kept
+        # (they were, for the subscription's life).
+        (kept,) = one._kafka_subs
+        assert kept.revoked == {}
         later = [make_envelope(clock, f"l-{i}", key=f"k{i % 8}") for i in range(40)]
         for env in later:
             await one.send(env)
@@ -578,6 +582,10 @@ async def test_a_partition_handed_to_another_member_and_back_skips_nothing_and_c
             await two.subscribe("conformance.>", b, group="away", policy=policy)
             await b.wait_count(7, TIMEOUT)  # "slow" and the six, from the commit on revoke
             await _until_committed(kafka_broker, one, "away", {0: 8})
+            # "one" remembers the revoked assignment (its finishes past the commit) only
+            # until the group committed past it (kept for the subscription's life before).
+            (kept,) = one._kafka_subs
+            await eventually(lambda: not kept.revoked, TIMEOUT)
         gate.set()  # "two" left: the partition is back with "one"
         after = make_envelope(clock, "after")
         await one.publish(after)

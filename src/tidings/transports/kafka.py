@@ -232,7 +232,8 @@ class _Ledger:
     A revoked ledger goes on recording finishes (nothing commits it any more): when the
     partition is assigned to the same subscription again, its successor (see
     :meth:`_Subscription.refetched`) leaves out what it tells finished and delivers the rest
-    again.
+    again. It is kept for that only while it can tell something (see
+    :attr:`_Subscription.revoked`).
     """
 
     __slots__ = (
@@ -408,7 +409,12 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         ``subscribe``'s error when it gives up)."""
         self.ledgers: dict[TopicPartition, _Ledger] = {}
         self.revoked: dict[TopicPartition, _Ledger] = {}
-        """The ledger of each partition revoked here (see :meth:`refetched`)."""
+        """The ledger of each partition revoked here that can still tell what finished when
+        its records are read again here (see :meth:`refetched`): until the group's committed
+        offset reaches the end of what it took in (see :meth:`_forget_revoked`)."""
+        self.forgetting: asyncio.Task[None] | None = None
+        """Looks the group's committed offsets of :attr:`revoked` up now and then (while it
+        is not empty)."""
         self.indexes: dict[TopicPartition, int] = {}
         self.index_counter = itertools.count(1)
         self.retries: list[tuple[float, int, _Record]] = []
@@ -653,12 +659,44 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             gone = self.ledgers.pop(tp, None)
             if gone is not None:
                 gone.owned = False
-                self.revoked[tp] = gone
+                if gone.committed < gone.reach():
+                    # Read again from the commit, its finishes past it still count.
+                    self.revoked[tp] = gone
             # The partition's records get other sequences if it is assigned here again: a
             # copy read again is then never dropped as a duplicate of its old copy, which
             # settles only the revoked ledger (an old copy that finished leaves its offset
             # out of the new assignment instead, see :meth:`refetched`).
             self.indexes.pop(tp, None)
+        if self.revoked and self.forgetting is None and not self.stopping:
+            self.forgetting = asyncio.create_task(
+                self._forget_revoked(), name=f"tidings:kafka:revoked:{self.name}"
+            )
+
+    async def _forget_revoked(self) -> None:
+        """Drop each ledger of :attr:`revoked` once the group's committed offset of its
+        partition reached the end of what it, and the ones before it that it holds, took
+        in (another member handled the records it left unfinished, and committed past
+        them): read again from there, the partition has nothing it could tell finished.
+        The offsets are looked up every ``metadata_refresh`` seconds while there is one (a
+        failed lookup waits for the next round)."""
+        try:
+            while self.revoked:
+                await asyncio.sleep(self.transport.metadata_refresh)
+                admin = self.transport._admin
+                if admin is None:
+                    return  # never started: nothing to look up
+                try:
+                    committed = await admin.list_consumer_group_offsets(
+                        self.group_id, partitions=list(self.revoked)
+                    )
+                except aiokafka.errors.KafkaError:
+                    continue
+                for tp, found in committed.items():
+                    ledger = self.revoked.get(tp)
+                    if ledger is not None and found.offset >= ledger.reach():
+                        del self.revoked[tp]
+        finally:
+            self.forgetting = None
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         """Take the newly assigned partitions in. ``start="new"``: they are positioned first
@@ -831,6 +869,9 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         if self.committer is not None:
             self.committer.cancel()
             await asyncio.gather(self.committer, return_exceptions=True)
+        if self.forgetting is not None:
+            self.forgetting.cancel()
+            await asyncio.gather(self.forgetting, return_exceptions=True)
         loop = asyncio.get_running_loop()
         close_by = self.transport._close_by
         end = close_by if close_by is not None else loop.time() + self.transport.revoke_timeout
