@@ -4,7 +4,9 @@ record that ``send`` then takes, against a real broker (Tansu)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +15,7 @@ from aiokafka import AIOKafkaConsumer
 
 import tidings
 from tidings.clock import HybridClock
+from tidings.event import Envelope
 from tidings.testing.transport_conformance import TIMEOUT, ConformanceOrder, make_envelope
 from tidings.transports.kafka import KafkaTransport
 
@@ -64,3 +67,53 @@ async def test_a_bus_s_publishes_are_all_stored_once_in_order_when_flush_returns
         assert await transport.flush(TIMEOUT) == 0
         values = await _values(kafka_broker, transport.destination(sent[0].topic), 500)
     assert [msgspec.json.decode(v)["order_id"] for v in values] == [f"o-{i}" for i in range(500)]
+
+
+@dataclasses.dataclass
+class _Note:
+    """A payload a test can hold a weak reference to (a Struct payload cannot)."""
+
+    text: str
+
+
+def _noted(clock: HybridClock, text: str) -> tuple[Envelope[_Note], weakref.ref[_Note]]:
+    """An envelope of a fresh :class:`_Note`, and a weak reference to the note (alive as
+    long as the envelope is)."""
+    note = _Note(text)
+    return Envelope("conformance.note", note, clock.now()), weakref.ref(note)
+
+
+async def test_a_checked_record_that_no_publish_takes_is_not_kept(
+    kafka_factory: Callable[..., KafkaTransport],
+) -> None:
+    # Regression: check_envelope kept each record it encoded until a publish took it, or
+    # until the close: one whose publish never came (the bus's store append failed after
+    # the check) was kept, with its envelope, for the transport's life.
+    window = 8
+    clock = HybridClock()
+    async with kafka_factory(partitions=1, window=window) as transport:
+        orphan, orphan_note = _noted(clock, "checked, its append failed")
+        transport.check_envelope(orphan)
+        del orphan
+        assert orphan_note() is not None  # kept for its publish
+        # Dropped once a window of records checked after it were published: within two
+        # windows of them (the drop runs once a window of checks).
+        for i in range(2 * window):
+            env = make_envelope(clock, f"e-{i}")
+            transport.check_envelope(env)
+            await (await transport.send(env))
+        assert orphan_note() is None
+        # Nothing published: one is kept for at most 16 windows of checks after it (and
+        # the one until the drop runs).
+        first, first_note = _noted(clock, "first")
+        transport.check_envelope(first)
+        del first
+        for i in range(17 * window):
+            transport.check_envelope(make_envelope(clock, f"never-{i}"))
+        assert first_note() is None
+        assert await transport.flush(TIMEOUT) == 0
+    # A closed transport keeps nothing it checks (nothing would drop it).
+    late, late_note = _noted(clock, "after the close")
+    transport.check_envelope(late)
+    del late
+    assert late_note() is None

@@ -171,6 +171,10 @@ _FORCED_STOP = 2.0
 (after its tasks are ended): the most a close overruns its timeout by (its subscriptions
 close together, so their overruns do not add up)."""
 
+_CHECKED_WINDOWS = 16
+"""Records checked after a checked one, in windows (``window`` records), after which it is
+no longer kept for its publish (see :meth:`KafkaTransport._sweep_checked`)."""
+
 _OFFSET_BITS = 40
 """A record's sequence here is ``(partition index << 40) | (offset + 1)``."""
 
@@ -1062,10 +1066,17 @@ class KafkaTransport(ClientTransport):
         self._subs: list[Consumer] = []
         self._close_by: float | None = None
         """The event loop time by which :meth:`aclose` should be done (while closing)."""
-        self._encoded: dict[int, tuple[Envelope[Any], KafkaHeaders, bytes, bytes | None]] = {}
+        self._encoded: dict[int, tuple[Envelope[Any], KafkaHeaders, bytes, bytes | None, int]] = {}
         """Records :meth:`check_envelope` encoded (and found to fit), by the envelope's
-        identity: :meth:`send` and :meth:`publish` take them (one encoding per event);
-        emptied on close."""
+        identity, with the number of their check: :meth:`send` and :meth:`publish` take
+        them (one encoding per event); the ones no publish takes are dropped (see
+        :meth:`_sweep_checked`); emptied on close."""
+        self._checked = 0
+        """The number of the last check (of :meth:`check_envelope`)."""
+        self._taken = 0
+        """The highest number of a check whose record a publish took."""
+        self._sweep_at = 0
+        """The number of the check at which :meth:`_sweep_checked` runs next."""
         self._partitions: dict[str, Partitions] = {}
         """The lanes of each tidings topic published to (its Kafka topic's, of the
         batcher)."""
@@ -1251,9 +1262,33 @@ class KafkaTransport(ClientTransport):
         headers, body, key, size = publish_record(envelope, structured=self.structured)
         if size < 0 or size > self.max_request_size:  # else it fits
             self._check_size(envelope.id, envelope.topic, headers, body, key)
+        if self._state not in ("started", "closing"):
+            return  # no publish would take it (nor a close drop it)
         # By the envelope's identity, not its id (whose text is formatted when read): the
         # entry holds the envelope, so no other object takes its identity while it is here.
-        self._encoded[id(envelope)] = envelope, headers, body, key
+        checked = self._checked = self._checked + 1
+        self._encoded[id(envelope)] = envelope, headers, body, key, checked
+        if checked >= self._sweep_at:
+            self._sweep_at = checked + self.window
+            self._sweep_checked(checked)
+
+    def _sweep_checked(self, newest: int) -> None:
+        """Drop the records :meth:`check_envelope` encoded that no publish took (the caller
+        failed before it: a store's append, say): one is dropped once ``window`` records
+        checked after it were published (checked events are published about in check
+        order), or once :data:`_CHECKED_WINDOWS` windows of records were checked after it
+        (whatever was published: the bound when nothing is). So at most a few windows of
+        them are kept; one dropped and then published after all is encoded again. Runs once
+        a window of checks."""
+        stale = max(self._taken - self.window, newest - _CHECKED_WINDOWS * self.window)
+        encoded = self._encoded
+        gone: list[int] = []
+        for identity, entry in encoded.items():  # in check order
+            if entry[4] >= stale:
+                break
+            gone.append(identity)
+        for identity in gone:
+            del encoded[identity]
 
     def _check_size(
         self, event_id: str, topic: str, headers: KafkaHeaders, body: bytes, key: bytes | None
@@ -1276,6 +1311,8 @@ class KafkaTransport(ClientTransport):
         checked = self._encoded.pop(id(envelope), None) if self._encoded else None
         if checked is None:
             return publish_record(envelope, structured=self.structured)
+        if checked[4] > self._taken:
+            self._taken = checked[4]
         return checked[1], checked[2], checked[3], 0
 
     async def publish(self, envelope: Envelope[Any]) -> PublishAck:
@@ -1296,6 +1333,8 @@ class KafkaTransport(ClientTransport):
             record = publish_record(envelope, structured=self.structured)
         else:
             record = checked[1], checked[2], checked[3], 0  # 0: it fits
+            if checked[4] > self._taken:
+                self._taken = checked[4]
         topic = envelope.topic
         partitions = self._partitions.get(topic)
         if partitions is not None and self._unacked < self.window:
