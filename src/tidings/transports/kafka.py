@@ -1074,7 +1074,8 @@ class KafkaTransport(ClientTransport):
         self._checked = 0
         """The number of the last check (of :meth:`check_envelope`)."""
         self._taken = 0
-        """The highest number of a check whose record a publish took."""
+        """The number of the check whose record a publish took last (publishes take them
+        about in check order)."""
         self._sweep_at = 0
         """The number of the check at which :meth:`_sweep_checked` runs next."""
         self._partitions: dict[str, Partitions] = {}
@@ -1262,8 +1263,6 @@ class KafkaTransport(ClientTransport):
         headers, body, key, size = publish_record(envelope, structured=self.structured)
         if size < 0 or size > self.max_request_size:  # else it fits
             self._check_size(envelope.id, envelope.topic, headers, body, key)
-        if self._state not in ("started", "closing"):
-            return  # no publish would take it (nor a close drop it)
         # By the envelope's identity, not its id (whose text is formatted when read): the
         # entry holds the envelope, so no other object takes its identity while it is here.
         checked = self._checked = self._checked + 1
@@ -1280,6 +1279,8 @@ class KafkaTransport(ClientTransport):
         (whatever was published: the bound when nothing is). So at most a few windows of
         them are kept; one dropped and then published after all is encoded again. Runs once
         a window of checks."""
+        # One taken out of order (a publish that waited for its store append) lowers
+        # _taken: fewer are dropped, never one a publish could still take in order.
         stale = max(self._taken - self.window, newest - _CHECKED_WINDOWS * self.window)
         encoded = self._encoded
         gone: list[int] = []
@@ -1311,8 +1312,7 @@ class KafkaTransport(ClientTransport):
         checked = self._encoded.pop(id(envelope), None) if self._encoded else None
         if checked is None:
             return publish_record(envelope, structured=self.structured)
-        if checked[4] > self._taken:
-            self._taken = checked[4]
+        self._taken = checked[4]
         return checked[1], checked[2], checked[3], 0
 
     async def publish(self, envelope: Envelope[Any]) -> PublishAck:
@@ -1333,8 +1333,7 @@ class KafkaTransport(ClientTransport):
             record = publish_record(envelope, structured=self.structured)
         else:
             record = checked[1], checked[2], checked[3], 0  # 0: it fits
-            if checked[4] > self._taken:
-                self._taken = checked[4]
+            self._taken = checked[4]
         topic = envelope.topic
         partitions = self._partitions.get(topic)
         if partitions is not None and self._unacked < self.window:
