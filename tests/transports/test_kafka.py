@@ -686,6 +686,47 @@ async def test_start_new_beside_a_start_all_member_gets_everything_published_aft
         assert set(a.ids + b.ids) == wanted
 
 
+async def test_a_start_all_member_whose_start_lookups_hang_hands_partitions_over_cleanly(
+    kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``start="all"`` member's lookups of the group's offsets hang (a slow broker) when a
+    second member joins: every event is still handled once. Before, the lookups ran in the
+    assignment callback, where aiokafka sends no heartbeats: the group went on without the
+    member, which went on reading both partitions (8 of 9 events handled twice)."""
+    one = kafka_factory(partitions=2)
+    two = kafka_factory(partitions=2)
+    async with one, two:
+        clock = HybridClock()
+        sent = [make_envelope(clock, "before")]
+        await one.publish(sent[0])
+        release = asyncio.Event()
+        admin = one._admin
+        assert admin is not None
+        lookup = admin.list_consumer_group_offsets
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await release.wait()
+            return await lookup(*args, **kwargs)
+
+        monkeypatch.setattr(admin, "list_consumer_group_offsets", slow)
+        a, b = Collector(), Collector()
+        policy = DeliveryPolicy(start="all")
+        first = await one.subscribe("conformance.order", a, group="slow", policy=policy)
+        await a.wait_count(1, TIMEOUT)
+        second = await two.subscribe("conformance.order", b, group="slow", policy=policy)
+        sent += [make_envelope(clock, f"e-{i}", key=f"k{i}") for i in range(8)]
+        for env in sent[1:]:
+            await one.publish(env)
+        await eventually(
+            lambda: bool(b.messages) and set(a.ids + b.ids) == {e.id for e in sent}, TIMEOUT
+        )
+        release.set()
+        await eventually(
+            lambda: first.stats().in_memory == 0 and second.stats().in_memory == 0, TIMEOUT
+        )
+        assert sorted(a.ids + b.ids) == sorted(e.id for e in sent)
+
+
 async def test_start_new_beside_a_member_that_commits_nothing_fails_naming_why(
     kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
 ) -> None:

@@ -417,6 +417,9 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         its records are read again here (see :meth:`refetched`): until the group's committed
         offset reaches the end of what it took in (see :meth:`_forget_revoked`)."""
         self.forgetting: asyncio.Task[None] | None = None
+        self.anchoring: asyncio.Task[None] | None = None
+        """``start="all"``: commits the start of the partitions last assigned (see
+        :meth:`_anchor`)."""
         """Looks the group's committed offsets of :attr:`revoked` up now and then (while it
         is not empty)."""
         self.indexes: dict[TopicPartition, int] = {}
@@ -637,6 +640,11 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
         """Let the handlers of the revoked partitions finish, then commit them (within
         ``revoke_timeout``); what is still unfinished then is read again by the new owner."""
+        if self.anchoring is not None:
+            # Its commit of a start must not land after the one of where they got to.
+            self.anchoring.cancel()
+            await asyncio.gather(self.anchoring, return_exceptions=True)
+            self.anchoring = None
         ledgers = [self.ledgers[tp] for tp in revoked if tp in self.ledgers]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.transport.revoke_timeout
@@ -716,24 +724,32 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             else:
                 self.ledger(tp)
                 taken.append(tp)
-        if taken:
-            await self._anchor(taken)
+        if taken and not self.stopping:
+            # In a task of its own: aiokafka sends no heartbeats while this callback runs, and
+            # a member held in it past session_timeout (lookups on a slow broker) is dropped
+            # from the group while it goes on reading the partitions: read twice then.
+            self.anchoring = asyncio.create_task(
+                self._anchor({tp: self.ledgers[tp] for tp in taken}),
+                name=f"tidings:kafka:anchor:{self.name}",
+            )
         if pending:
             await self._position()
         if not pending:
             self.ready.set()
 
-    async def _anchor(self, partitions: list[TopicPartition]) -> None:
-        """``start="all"``: commit the beginning of each of ``partitions`` (just assigned,
-        read from the group's committed offset, else from their beginning) that the group
-        has no committed offset for and nothing was taken in from yet, as a ``start="new"``
-        member commits where it positions one. Else an empty partition would have no start
-        in the group until a record of it is read, and a ``start="new"`` member joining the
-        group would wait for one (:meth:`positioned_in_group`), then fail. Failed lookups
-        are tried again for up to ``connect_timeout``; then the partition is committed once
-        a record of it is read."""
+    async def _anchor(self, ledgers: dict[TopicPartition, _Ledger]) -> None:
+        """``start="all"``: commit the beginning of each partition of ``ledgers`` (just
+        assigned, with their new ledgers; read from the group's committed offset, else from
+        their beginning) that the group has no committed offset for and nothing was taken
+        in from yet, as a ``start="new"`` member commits where it positions one. Else an
+        empty partition would have no start in the group until a record of it is read, and
+        a ``start="new"`` member joining the group would wait for one
+        (:meth:`positioned_in_group`), then fail. Failed lookups are tried again for up to
+        ``connect_timeout``; then the partition is committed once a record of it is read.
+        Runs as :attr:`anchoring`, which the next revoke cancels (before it commits)."""
         admin = self.transport._admin
         assert admin is not None
+        partitions = list(ledgers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.transport.connect_timeout
         while True:
@@ -751,8 +767,8 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 await asyncio.sleep(0.1)  # a back-off before looking them up again
         anchored: set[TopicPartition] = set()
         for tp, offset in found.items():
-            ledger = self.ledgers.get(tp)
-            if ledger is not None and ledger.next < 0:  # still held, nothing taken in yet
+            ledger = ledgers[tp]
+            if self.ledgers.get(tp) is ledger and ledger.next < 0:  # held, none taken in
                 ledger.next = offset
                 anchored.add(tp)
         if anchored:
@@ -867,15 +883,10 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def stop(self) -> None:
         self.stopping = True
-        if self.poll is not None:
-            self.poll.cancel()
-            await asyncio.gather(self.poll, return_exceptions=True)
-        if self.committer is not None:
-            self.committer.cancel()
-            await asyncio.gather(self.committer, return_exceptions=True)
-        if self.forgetting is not None:
-            self.forgetting.cancel()
-            await asyncio.gather(self.forgetting, return_exceptions=True)
+        for task in (self.poll, self.committer, self.forgetting, self.anchoring):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         loop = asyncio.get_running_loop()
         close_by = self.transport._close_by
         end = close_by if close_by is not None else loop.time() + self.transport.revoke_timeout
