@@ -531,9 +531,9 @@ class ClientTransport(SubjectTransport):
         """The first steps of ``aclose(timeout)``: the transport is closing; the
         subscriptions are cancelled together (their running handlers finish), then the
         publishes awaiting their acknowledgement are waited for, each step given what is
-        left of ``timeout`` (at least 0.1 s). Returns the event loop time by which closing should be done, or
-        ``None`` when there is nothing to close (never started: now closed; or closing or
-        closed already)."""
+        left of ``timeout`` (at least 0.1 s). Returns the event loop time by which closing
+        should be done, or ``None`` when there is nothing to close (never started: now
+        closed; or closing or closed already)."""
         if self._state in ("closing", "closed"):
             return None
         if self._state == "new":

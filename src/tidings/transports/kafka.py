@@ -417,11 +417,11 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         its records are read again here (see :meth:`refetched`): until the group's committed
         offset reaches the end of what it took in (see :meth:`_forget_revoked`)."""
         self.forgetting: asyncio.Task[None] | None = None
+        """Looks the group's committed offsets of :attr:`revoked` up now and then (while it
+        is not empty)."""
         self.anchoring: asyncio.Task[None] | None = None
         """``start="all"``: commits the start of the partitions last assigned (see
         :meth:`_anchor`)."""
-        """Looks the group's committed offsets of :attr:`revoked` up now and then (while it
-        is not empty)."""
         self.indexes: dict[TopicPartition, int] = {}
         self.index_counter = itertools.count(1)
         self.retries: list[tuple[float, int, _Record]] = []
