@@ -23,6 +23,7 @@ from cloudevents.v1.http import CloudEvent
 from cloudevents.v1.kafka import KafkaMessage, from_binary, to_binary, to_structured
 
 from tidings.clock import HybridClock
+from tidings.event import Envelope
 from tidings.exceptions import (
     InvalidTransportURLError,
     PublishError,
@@ -692,8 +693,9 @@ async def test_a_start_all_member_whose_start_lookups_hang_hands_partitions_over
     """A ``start="all"`` member's lookups of the group's offsets hang (a slow broker) when a
     second member joins: every event is still handled once. Before, the lookups ran in the
     assignment callback, where aiokafka sends no heartbeats: the group went on without the
-    member, which went on reading both partitions (8 of 9 events handled twice)."""
-    one = kafka_factory(partitions=2)
+    member, which went on reading both partitions (8 of 9 events handled twice). (The
+    revoke waits for the lookups for ``revoke_timeout``, then gives up on them.)"""
+    one = kafka_factory(partitions=2, revoke_timeout=2.0)
     two = kafka_factory(partitions=2)
     async with one, two:
         clock = HybridClock()
@@ -725,6 +727,63 @@ async def test_a_start_all_member_whose_start_lookups_hang_hands_partitions_over
             lambda: first.stats().in_memory == 0 and second.stats().in_memory == 0, TIMEOUT
         )
         assert sorted(a.ids + b.ids) == sorted(e.id for e in sent)
+
+
+async def test_a_rebalance_during_a_start_all_member_s_start_lookups_skips_nothing(
+    kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``start="all"`` member still looking up where its partitions start (a slow broker)
+    when a ``start="new"`` member joins: the revoke lets the lookups finish and their start
+    be committed, so the partition the new member gets is read from its beginning, and an
+    event published to it before the new member positioned it is handled. Before, the
+    revoke cancelled the lookups: the group had no start for the partition, which the new
+    member then read from its end, skipping the event."""
+    one = kafka_factory(partitions=2)
+    two = kafka_factory(partitions=2)
+    async with one, two:
+        clock = HybridClock()
+        revoking = asyncio.Event()
+        admin = one._admin
+        assert admin is not None
+        lookup = admin.list_consumer_group_offsets
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await revoking.wait()  # held until a rebalance takes the partitions back
+            return await lookup(*args, **kwargs)
+
+        monkeypatch.setattr(admin, "list_consumer_group_offsets", slow)
+        a, b = Collector(), Collector()
+        await one.subscribe("conformance.order", a, group="gap", policy=DeliveryPolicy(start="all"))
+        (kept,) = one._kafka_subs
+        await eventually(lambda: len(kept.ledgers) == 2 and kept.anchoring is not None, TIMEOUT)
+        revoke = kept.on_partitions_revoked
+
+        async def on_partitions_revoked(revoked: Any) -> None:
+            if revoked:
+                revoking.set()
+            await revoke(revoked)
+
+        monkeypatch.setattr(kept, "on_partitions_revoked", on_partitions_revoked)
+        keys = {DefaultPartitioner()(f"k{i}".encode(), [0, 1], [0, 1]): f"k{i}" for i in range(8)}
+        assert sorted(keys) == [0, 1]
+        gap: list[Envelope[Any]] = []
+        gap_key: list[str] = []
+        looked_up = AIOKafkaConsumer.committed
+
+        async def committed_after_a_publish(consumer: AIOKafkaConsumer, tp: Any) -> Any:
+            if not gap:  # the new member's first lookup: an event reaches its partition first
+                gap.append(make_envelope(clock, "gap", key=keys[tp.partition]))
+                gap_key.append(keys[tp.partition])
+                await one.publish(gap[0])
+            return await looked_up(consumer, tp)
+
+        monkeypatch.setattr(AIOKafkaConsumer, "committed", committed_after_a_publish)
+        await two.subscribe("conformance.order", b, group="gap", policy=DeliveryPolicy(start="new"))
+        assert len(gap) == 1
+        after = make_envelope(clock, "after", key=gap_key[0])
+        await one.publish(after)
+        await eventually(lambda: after.id in a.ids + b.ids, TIMEOUT)
+        assert sorted(a.ids + b.ids) == sorted([gap[0].id, after.id])
 
 
 async def test_start_new_beside_a_member_that_commits_nothing_fails_naming_why(

@@ -421,7 +421,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         is not empty)."""
         self.anchoring: asyncio.Task[None] | None = None
         """``start="all"``: commits the start of the partitions last assigned (see
-        :meth:`_anchor`)."""
+        :meth:`_anchor`); the next revoke waits for it."""
         self.indexes: dict[TopicPartition, int] = {}
         self.index_counter = itertools.count(1)
         self.retries: list[tuple[float, int, _Record]] = []
@@ -640,14 +640,19 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
         """Let the handlers of the revoked partitions finish, then commit them (within
         ``revoke_timeout``); what is still unfinished then is read again by the new owner."""
-        if self.anchoring is not None:
-            # Its commit of a start must not land after the one of where they got to.
-            self.anchoring.cancel()
-            await asyncio.gather(self.anchoring, return_exceptions=True)
-            self.anchoring = None
-        ledgers = [self.ledgers[tp] for tp in revoked if tp in self.ledgers]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.transport.revoke_timeout
+        anchoring = self.anchoring
+        if anchoring is not None:
+            # Let it commit the starts first (aiokafka heartbeats while this callback runs):
+            # cancelled, it left a partition with no start in the group, which a start="new"
+            # member given it read from its end, skipping what was there. Past the deadline
+            # it is cancelled: its commit must not land after the one of where they got to.
+            await asyncio.wait((anchoring,), timeout=max(deadline - loop.time(), 0.0))
+            anchoring.cancel()
+            await asyncio.gather(anchoring, return_exceptions=True)
+            self.anchoring = None
+        ledgers = [self.ledgers[tp] for tp in revoked if tp in self.ledgers]
         for ledger in ledgers:
             while ledger.busy > 0 and loop.time() < deadline:
                 ledger.changed = changed = asyncio.Event()
@@ -746,7 +751,8 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         a ``start="new"`` member joining the group would wait for one
         (:meth:`positioned_in_group`), then fail. Failed lookups are tried again for up to
         ``connect_timeout``; then the partition is committed once a record of it is read.
-        Runs as :attr:`anchoring`, which the next revoke cancels (before it commits)."""
+        Runs as :attr:`anchoring`, which the next revoke waits for (within
+        ``revoke_timeout``, then cancels) before it commits."""
         admin = self.transport._admin
         assert admin is not None
         partitions = list(ledgers)
