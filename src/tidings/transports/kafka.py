@@ -1283,7 +1283,10 @@ class KafkaTransport(ClientTransport):
         # By the envelope's identity, not its id (whose text is formatted when read): the
         # entry holds the envelope, so no other object takes its identity while it is here.
         checked = self._checked = self._checked + 1
-        self._encoded[id(envelope)] = envelope, headers, body, key, checked
+        encoded, identity = self._encoded, id(envelope)
+        if identity in encoded:  # checked again: moved to the end, where its number goes
+            encoded.pop(identity, None)
+        encoded[identity] = envelope, headers, body, key, checked
         if checked >= self._sweep_at:
             self._sweep_at = checked + self.window
             self._sweep_checked(checked)
@@ -1300,13 +1303,13 @@ class KafkaTransport(ClientTransport):
         # _taken: fewer are dropped, never one a publish could still take in order.
         stale = max(self._taken - self.window, newest - _CHECKED_WINDOWS * self.window)
         encoded = self._encoded
-        gone: list[int] = []
-        for identity, entry in encoded.items():  # in check order
+        # A copy to walk, made in one step (dict.copy calls no Python code, so no other
+        # thread runs in it): checks in other threads (a bus publishes from any) add to the
+        # cache meanwhile, publishes take from it.
+        for identity, entry in encoded.copy().items():  # in check order
             if entry[4] >= stale:
                 break
-            gone.append(identity)
-        for identity in gone:
-            del encoded[identity]
+            encoded.pop(identity, None)  # taken meanwhile: gone already
 
     def _check_size(
         self, event_id: str, topic: str, headers: KafkaHeaders, body: bytes, key: bytes | None
@@ -1332,9 +1335,15 @@ class KafkaTransport(ClientTransport):
         self._taken = checked[4]
         return checked[1], checked[2], checked[3], 0
 
+    def _refused(self, envelope: Envelope[Any]) -> TransportClosedError:
+        """The error of a publish of ``envelope`` while not started or closed; the record
+        :meth:`check_envelope` encoded for it (if any) is dropped: no publish takes it now."""
+        self._encoded.pop(id(envelope), None)
+        return self._closed_error()
+
     async def publish(self, envelope: Envelope[Any]) -> PublishAck:
         if self._batcher is None or self._state == "closed":
-            raise self._closed_error()
+            raise self._refused(envelope)
         record = self._record(envelope)
         future = await self._send(envelope.topic, *record, None, envelope, report=False)
         return await future
@@ -1342,7 +1351,7 @@ class KafkaTransport(ClientTransport):
     async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
         batcher = self._batcher
         if batcher is None or self._state == "closed":
-            raise self._closed_error()
+            raise self._refused(envelope)
         # As check_envelope encoded it (the bus checks every event first), else now (as
         # _record, written out: once per event).
         checked = self._encoded.pop(id(envelope), None) if self._encoded else None
