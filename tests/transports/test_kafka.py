@@ -786,6 +786,45 @@ async def test_a_rebalance_during_a_start_all_member_s_start_lookups_skips_nothi
         assert sorted(a.ids + b.ids) == sorted([gap[0].id, after.id])
 
 
+async def test_a_start_all_member_leaving_during_its_start_lookups_commits_the_starts(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``start="all"`` member unsubscribes while it looks up where its (empty) partitions
+    start: the stop lets the lookups finish, and the group has their beginnings committed
+    (the next holder, whatever its ``start``, reads them from there). Before, the stop
+    cancelled the lookups: nothing was committed."""
+    transport = kafka_factory(partitions=2)
+    async with transport:
+        stopping = asyncio.Event()
+        admin = transport._admin
+        assert admin is not None
+        lookup = admin.list_consumer_group_offsets
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await stopping.wait()  # held until the subscription stops
+            return await lookup(*args, **kwargs)
+
+        monkeypatch.setattr(admin, "list_consumer_group_offsets", slow)
+        sub = await transport.subscribe(
+            "conformance.order", Collector(), group="leaving", policy=DeliveryPolicy(start="all")
+        )
+        (kept,) = transport._kafka_subs
+        await eventually(lambda: len(kept.ledgers) == 2 and kept.anchoring is not None, TIMEOUT)
+        stop = kept.stop
+
+        async def stop_noted() -> None:
+            stopping.set()
+            await stop()
+
+        monkeypatch.setattr(kept, "stop", stop_noted)
+        await asyncio.wait_for(sub.cancel(), TIMEOUT)
+        assert stopping.is_set()
+        committed = await _committed(
+            kafka_broker, transport, "leaving", pattern="conformance.order"
+        )
+        assert committed == {0: 0, 1: 0}
+
+
 async def test_start_new_beside_a_member_that_commits_nothing_fails_naming_why(
     kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport]
 ) -> None:

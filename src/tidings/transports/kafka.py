@@ -421,7 +421,7 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         is not empty)."""
         self.anchoring: asyncio.Task[None] | None = None
         """``start="all"``: commits the start of the partitions last assigned (see
-        :meth:`_anchor`); the next revoke waits for it."""
+        :meth:`_anchor`); the next revoke, or the stop, waits for it."""
         self.indexes: dict[TopicPartition, int] = {}
         self.index_counter = itertools.count(1)
         self.retries: list[tuple[float, int, _Record]] = []
@@ -751,8 +751,8 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         a ``start="new"`` member joining the group would wait for one
         (:meth:`positioned_in_group`), then fail. Failed lookups are tried again for up to
         ``connect_timeout``; then the partition is committed once a record of it is read.
-        Runs as :attr:`anchoring`, which the next revoke waits for (within
-        ``revoke_timeout``, then cancels) before it commits."""
+        Runs as :attr:`anchoring`, which the next revoke (or the stop) waits for (within
+        ``revoke_timeout``, or the close's timeout; then cancels) before it commits."""
         admin = self.transport._admin
         assert admin is not None
         partitions = list(ledgers)
@@ -889,13 +889,20 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def stop(self) -> None:
         self.stopping = True
-        for task in (self.poll, self.committer, self.forgetting, self.anchoring):
+        for task in (self.poll, self.committer, self.forgetting):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         loop = asyncio.get_running_loop()
         close_by = self.transport._close_by
         end = close_by if close_by is not None else loop.time() + self.transport.revoke_timeout
+        anchoring = self.anchoring
+        if anchoring is not None:
+            # Its starts are committed before the partitions go (see on_partitions_revoked),
+            # within the time the last commit has.
+            await asyncio.wait((anchoring,), timeout=max(end - loop.time(), 0.0))
+            anchoring.cancel()
+            await asyncio.gather(anchoring, return_exceptions=True)
         # aiokafka's commit waits for the group coordinator without a time limit (for ever
         # to a broker gone): the last commit gets what is left of the close's timeout.
         with contextlib.suppress(Exception, TimeoutError):
