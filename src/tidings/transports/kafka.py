@@ -109,6 +109,7 @@ from tidings.exceptions import (
 from tidings.observability.logs import log_fields
 from tidings.topics import validate_topic
 from tidings.transports import _kafka_protocol
+from tidings.transports._checked import CheckedEncodings
 from tidings.transports._common import (
     ClientTransport,
     Subjects,
@@ -170,10 +171,6 @@ _FORCED_STOP = 2.0
 """Seconds a consumer still stopping at the close's deadline gets to close its connections
 (after its tasks are ended): the most a close overruns its timeout by (its subscriptions
 close together, so their overruns do not add up)."""
-
-_CHECKED_WINDOWS = 16
-"""Records checked after a checked one, in windows (``window`` records), after which it is
-no longer kept for its publish (see :meth:`KafkaTransport._sweep_checked`)."""
 
 _OFFSET_BITS = 40
 """A record's sequence here is ``(partition index << 40) | (offset + 1)``."""
@@ -1101,18 +1098,13 @@ class KafkaTransport(ClientTransport):
         self._subs: list[Consumer] = []
         self._close_by: float | None = None
         """The event loop time by which :meth:`aclose` should be done (while closing)."""
-        self._encoded: dict[int, tuple[Envelope[Any], KafkaHeaders, bytes, bytes | None, int]] = {}
-        """Records :meth:`check_envelope` encoded (and found to fit), by the envelope's
-        identity, with the number of their check: :meth:`send` and :meth:`publish` take
-        them (one encoding per event); the ones no publish takes are dropped (see
-        :meth:`_sweep_checked`); emptied on close."""
-        self._checked = 0
-        """The number of the last check (of :meth:`check_envelope`)."""
-        self._taken = 0
-        """The number of the check whose record a publish took last (publishes take them
-        about in check order)."""
-        self._sweep_at = 0
-        """The number of the check at which :meth:`_sweep_checked` runs next."""
+        self._encoded: CheckedEncodings[tuple[KafkaHeaders, bytes, bytes | None, int]] = (
+            CheckedEncodings(window)
+        )
+        """Records :meth:`check_envelope` encoded and found to fit (their sizes say so, as
+        :meth:`_send` takes them), for the publish that follows (one encoding per event):
+        :meth:`send` and :meth:`publish` take them; the ones no publish takes are dropped
+        after a while (see CheckedEncodings); emptied on close."""
         self._partitions: dict[str, Partitions] = {}
         """The lanes of each tidings topic published to (its Kafka topic's, of the
         batcher)."""
@@ -1294,39 +1286,14 @@ class KafkaTransport(ClientTransport):
     # ------------------------------------------------------------------ publishing
 
     def check_envelope(self, envelope: Envelope[Any]) -> None:
-        headers, body, key, size = publish_record(envelope, structured=self.structured)
-        if size < 0 or size > self.max_request_size:  # else it fits
+        record = publish_record(envelope, structured=self.structured)
+        size = record[3]
+        if size < 0 or size > self.max_request_size:  # else it fits, as its size says
+            headers, body, key, _ = record
             self._check_size(envelope.id, envelope.topic, headers, body, key)
-        # By the envelope's identity, not its id (whose text is formatted when read): the
-        # entry holds the envelope, so no other object takes its identity while it is here.
-        checked = self._checked = self._checked + 1
-        encoded, identity = self._encoded, id(envelope)
-        if identity in encoded:  # checked again: moved to the end, where its number goes
-            encoded.pop(identity, None)
-        encoded[identity] = envelope, headers, body, key, checked
-        if checked >= self._sweep_at:
-            self._sweep_at = checked + self.window
-            self._sweep_checked(checked)
-
-    def _sweep_checked(self, newest: int) -> None:
-        """Drop the records :meth:`check_envelope` encoded that no publish took (the caller
-        failed before it: a store's append, say): one is dropped once ``window`` records
-        checked after it were published (checked events are published about in check
-        order), or once :data:`_CHECKED_WINDOWS` windows of records were checked after it
-        (whatever was published: the bound when nothing is). So at most a few windows of
-        them are kept; one dropped and then published after all is encoded again. Runs once
-        a window of checks."""
-        # One taken out of order (a publish that waited for its store append) lowers
-        # _taken: fewer are dropped, never one a publish could still take in order.
-        stale = max(self._taken - self.window, newest - _CHECKED_WINDOWS * self.window)
-        encoded = self._encoded
-        # A copy to walk, made in one step (dict.copy calls no Python code, so no other
-        # thread runs in it): checks in other threads (a bus publishes from any) add to the
-        # cache meanwhile, publishes take from it.
-        for identity, entry in encoded.copy().items():  # in check order
-            if entry[4] >= stale:
-                break
-            encoded.pop(identity, None)  # taken meanwhile: gone already
+            record = headers, body, key, 0  # 0: it fits
+        if self._batcher is not None and self._state != "closed":  # else none would take it
+            self._encoded.keep(envelope, record)
 
     def _check_size(
         self, event_id: str, topic: str, headers: KafkaHeaders, body: bytes, key: bytes | None
@@ -1346,16 +1313,13 @@ class KafkaTransport(ClientTransport):
     def _record(self, envelope: Envelope[Any]) -> tuple[KafkaHeaders, bytes, bytes | None, int]:
         """``envelope``'s record as :meth:`check_envelope` encoded it (the bus checks every
         event first; size 0: it fits), else encoded now."""
-        checked = self._encoded.pop(id(envelope), None) if self._encoded else None
-        if checked is None:
-            return publish_record(envelope, structured=self.structured)
-        self._taken = checked[4]
-        return checked[1], checked[2], checked[3], 0
+        checked = self._encoded.take(envelope)
+        return publish_record(envelope, structured=self.structured) if checked is None else checked
 
     def _refused(self, envelope: Envelope[Any]) -> TransportClosedError:
         """The error of a publish of ``envelope`` while not started or closed; the record
         :meth:`check_envelope` encoded for it (if any) is dropped: no publish takes it now."""
-        self._encoded.pop(id(envelope), None)
+        self._encoded.take(envelope)
         return self._closed_error()
 
     async def publish(self, envelope: Envelope[Any]) -> PublishAck:
@@ -1371,12 +1335,9 @@ class KafkaTransport(ClientTransport):
             raise self._refused(envelope)
         # As check_envelope encoded it (the bus checks every event first), else now (as
         # _record, written out: once per event).
-        checked = self._encoded.pop(id(envelope), None) if self._encoded else None
-        if checked is None:
+        record = self._encoded.take(envelope)
+        if record is None:
             record = publish_record(envelope, structured=self.structured)
-        else:
-            record = checked[1], checked[2], checked[3], 0  # 0: it fits
-            self._taken = checked[4]
         topic = envelope.topic
         partitions = self._partitions.get(topic)
         if partitions is not None and self._unacked < self.window:
