@@ -11,6 +11,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from cloudevents.v1.http import CloudEvent
 from cloudevents.v1.kafka import KafkaMessage, from_binary, to_binary, to_structured
 
+import tidings
 from tidings.clock import HybridClock
 from tidings.event import Envelope
 from tidings.exceptions import (
@@ -30,6 +32,7 @@ from tidings.exceptions import (
     PublishOutcomeUnknownError,
     TransportUnavailableError,
 )
+from tidings.store import SQLiteStore
 from tidings.testing.kafka_broker import TansuBroker
 from tidings.testing.nats_server import free_port
 from tidings.testing.transport_conformance import (
@@ -1295,6 +1298,45 @@ async def test_records_finished_two_assignments_back_are_not_handled_again(betwe
         delivered = sub._records(_fetched(tp, range(6)))
         assert [r.offset for r in delivered] == [0, 5]
     held.finish()
+
+
+async def test_an_idempotent_subscription_records_what_it_handled_in_a_sqlite_store(
+    kafka_factory: Callable[..., KafkaTransport], tmp_path: Path
+) -> None:
+    # The bus commits a handled message's sequence as the consumer's position where it fits
+    # the store's 64-bit column: a Kafka sequence (the partition's index << 64, with the
+    # offset) does not ("Python int too large to convert to SQLite INTEGER").
+    seen: list[str] = []
+    transport = kafka_factory(partitions=1, policy=DeliveryPolicy(start="all"))
+    store = SQLiteStore(tmp_path / "handled.db")
+    async with tidings.Bus(transport=transport, store=store) as bus:
+        bus.subscribe(
+            ConformanceOrder, lambda o: seen.append(o.order_id), group="billing", idempotent=True
+        )
+        await bus.start()
+        sent = await bus.emit(ConformanceOrder("o1", 1.0))
+        async with asyncio.timeout(TIMEOUT):
+            while not await store.was_handled("billing", sent.envelope.id):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # recorded right after the handler returned
+        assert await store.load_checkpoint("billing") == 0
+    assert seen == ["o1"]
+
+
+def test_sequences_of_two_partitions_stay_distinct_at_any_offset() -> None:
+    """Regression: a sequence was ``(index << 40) | (offset + 1)``, so a partition past
+    offset 2**40 (127 days at 100k records/s) gave sequences of another partition's, and
+    its records could be dropped as copies of that partition's (held or settled ones)."""
+    from tidings.transports.kafka import _Subscription
+
+    first, second = TopicPartition("tidings.t", 0), TopicPartition("tidings.t", 1)
+    sub = _Subscription(KafkaTransport(), _Offsets(first), start="all", name="t", group_id="g")
+    offsets = (0, 1, 2**40 - 2, 2**40 - 1, 2**40, 2**41 + 1, 2**62, 2**63 - 1)
+    sequences = {
+        (tp.partition, offset): sub.sequence_base(tp) + 1 + offset
+        for tp in (first, second)
+        for offset in offsets
+    }
+    assert len(set(sequences.values())) == 2 * len(offsets)
 
 
 async def test_consecutive_and_gapped_batches_leave_the_same_ledger() -> None:

@@ -172,8 +172,13 @@ _FORCED_STOP = 2.0
 (after its tasks are ended): the most a close overruns its timeout by (its subscriptions
 close together, so their overruns do not add up)."""
 
-_OFFSET_BITS = 40
-"""A record's sequence here is ``(partition index << 40) | (offset + 1)``."""
+_OFFSET_BITS = 64
+"""A record's sequence here is ``(partition index << 64) | (offset + 1)``: a Kafka offset is
+a signed 64-bit number, so ``offset + 1`` (at most 2**63) never reaches the index's bits and
+no two partitions' records share a sequence (with 40 bits, a partition past offset 2**40
+took another's: its records could be dropped as copies of that one's). Sequences are so
+wider than 64 bits (Python integers): the consumer's duplicate detection only compares
+them."""
 
 
 def kafka_servers(servers: str | Sequence[str]) -> tuple[str, ...]:
