@@ -65,6 +65,9 @@ logger = logging.getLogger("tidings")
 PUBLISH_FAILED = "tidings.publish"
 """The ``handler`` of the :class:`~tidings.DeadLetter` of an event that was not published."""
 
+_POSITION_LIMIT = 2**63
+"""A stream position a store keeps is below this (a signed 64-bit column)."""
+
 _REMEMBERED = 10_000
 """How many partly handled events remember which handlers already succeeded."""
 
@@ -375,7 +378,10 @@ class Remote:
     async def _record_handled(self, consumer: str, env: Envelope[Any], message: Message) -> None:
         store = self.bus.store
         if store is not None:
-            await store.commit(consumer, message.sequence or 0, handled_ids=(env.id,))
+            # A stream position where it fits the stores' 64-bit column (Kafka's sequences,
+            # partition and offset together, are wider: then 0, as the dedupe middleware).
+            position = message.sequence if 0 < (message.sequence or 0) < _POSITION_LIMIT else 0
+            await store.commit(consumer, position, handled_ids=(env.id,))
 
     # ------------------------------------------------------------------ publishing
 

@@ -110,3 +110,53 @@ def test_checks_on_another_thread_than_the_takes_lose_nothing_and_never_fail() -
     assert not checker.is_alive()
     assert 0 < taken <= len(envelopes) // 2
     assert len(kept) <= (WINDOWS + 1) * window
+
+
+def test_one_checked_again_every_window_does_not_keep_those_checked_after_it() -> None:
+    # As the Kafka copy's regression: an envelope checked again within every window (a
+    # caller retrying it while its store fails) stopped the drop at its first check's place.
+    window = 8
+    kept: CheckedEncodings[str] = CheckedEncodings(window)
+    clock = HybridClock()
+    retried = make_envelope(clock, "retried")
+    orphan = make_envelope(clock, "orphan")
+    kept.keep(retried, "retried")
+    kept.keep(orphan, "orphan")
+    for i in range(20 * window):
+        if i % window == 0:
+            kept.keep(retried, "retried")
+        kept.keep(make_envelope(clock, f"never-{i}"), "never")
+        assert len(kept) <= (WINDOWS + 1) * window
+    assert kept.take(orphan) is None
+    assert kept.take(retried) == "retried"
+
+
+def test_checks_on_several_threads_at_once_never_fail_and_stay_bounded() -> None:
+    # As the Kafka copy's regression: a bus checks on each publishing thread, and the drop
+    # of one check ran while other threads added entries.
+    window, threads, checks = 512, 4, 512 * 24
+    kept: CheckedEncodings[int] = CheckedEncodings(window)
+    clock = HybridClock()
+    batches = [[make_envelope(clock, f"{n}-{i}") for i in range(checks)] for n in range(threads)]
+    failures: list[BaseException] = []
+
+    def check_all(envelopes: list[Envelope[Any]]) -> None:
+        try:
+            for i, env in enumerate(envelopes):  # none taken: each drop removes a window
+                kept.keep(env, i)
+        except BaseException as exc:
+            failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns as often as they can
+    workers = [threading.Thread(target=check_all, args=(batch,)) for batch in batches]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60.0)
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    assert not any(worker.is_alive() for worker in workers)
+    assert len(kept) <= (WINDOWS + 1) * window + threads

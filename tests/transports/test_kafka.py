@@ -11,6 +11,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,13 +23,16 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from cloudevents.v1.http import CloudEvent
 from cloudevents.v1.kafka import KafkaMessage, from_binary, to_binary, to_structured
 
+import tidings
 from tidings.clock import HybridClock
+from tidings.event import Envelope
 from tidings.exceptions import (
     InvalidTransportURLError,
     PublishError,
     PublishOutcomeUnknownError,
     TransportUnavailableError,
 )
+from tidings.store import SQLiteStore
 from tidings.testing.kafka_broker import TansuBroker
 from tidings.testing.nats_server import free_port
 from tidings.testing.transport_conformance import (
@@ -465,6 +469,10 @@ async def test_a_rebalance_commits_the_revoked_partitions_and_hands_over_cleanly
         assert not joining.done()  # the rebalance waits for the held handler
         gate.set()
         second = await asyncio.wait_for(joining, TIMEOUT)
+        # Every revoked partition was finished and committed: none of their ledgers is kept
+        # (they were, for the subscription's life).
+        (kept,) = one._kafka_subs
+        assert kept.revoked == {}
         later = [make_envelope(clock, f"l-{i}", key=f"k{i % 8}") for i in range(40)]
         for env in later:
             await one.send(env)
@@ -578,6 +586,10 @@ async def test_a_partition_handed_to_another_member_and_back_skips_nothing_and_c
             await two.subscribe("conformance.>", b, group="away", policy=policy)
             await b.wait_count(7, TIMEOUT)  # "slow" and the six, from the commit on revoke
             await _until_committed(kafka_broker, one, "away", {0: 8})
+            # "one" remembers the revoked assignment (its finishes past the commit) only
+            # until the group committed past it (kept for the subscription's life before).
+            (kept,) = one._kafka_subs
+            await eventually(lambda: not kept.revoked, TIMEOUT)
         gate.set()  # "two" left: the partition is back with "one"
         after = make_envelope(clock, "after")
         await one.publish(after)
@@ -676,6 +688,144 @@ async def test_start_new_beside_a_start_all_member_gets_everything_published_aft
         wanted = {env.id for env in sent} | ({before.id} if published_before else set())
         await eventually(lambda: wanted <= set(a.ids + b.ids), TIMEOUT)
         assert set(a.ids + b.ids) == wanted
+
+
+async def test_a_start_all_member_whose_start_lookups_hang_hands_partitions_over_cleanly(
+    kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``start="all"`` member's lookups of the group's offsets hang (a slow broker) when a
+    second member joins: every event is still handled once. Before, the lookups ran in the
+    assignment callback, where aiokafka sends no heartbeats: the group went on without the
+    member, which went on reading both partitions (8 of 9 events handled twice). (The
+    revoke waits for the lookups for ``revoke_timeout``, then gives up on them.)"""
+    one = kafka_factory(partitions=2, revoke_timeout=2.0)
+    two = kafka_factory(partitions=2)
+    async with one, two:
+        clock = HybridClock()
+        sent = [make_envelope(clock, "before")]
+        await one.publish(sent[0])
+        release = asyncio.Event()
+        admin = one._admin
+        assert admin is not None
+        lookup = admin.list_consumer_group_offsets
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await release.wait()
+            return await lookup(*args, **kwargs)
+
+        monkeypatch.setattr(admin, "list_consumer_group_offsets", slow)
+        a, b = Collector(), Collector()
+        policy = DeliveryPolicy(start="all")
+        first = await one.subscribe("conformance.order", a, group="slow", policy=policy)
+        await a.wait_count(1, TIMEOUT)
+        second = await two.subscribe("conformance.order", b, group="slow", policy=policy)
+        sent += [make_envelope(clock, f"e-{i}", key=f"k{i}") for i in range(8)]
+        for env in sent[1:]:
+            await one.publish(env)
+        await eventually(
+            lambda: bool(b.messages) and set(a.ids + b.ids) == {e.id for e in sent}, TIMEOUT
+        )
+        release.set()
+        await eventually(
+            lambda: first.stats().in_memory == 0 and second.stats().in_memory == 0, TIMEOUT
+        )
+        assert sorted(a.ids + b.ids) == sorted(e.id for e in sent)
+
+
+async def test_a_rebalance_during_a_start_all_member_s_start_lookups_skips_nothing(
+    kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``start="all"`` member still looking up where its partitions start (a slow broker)
+    when a ``start="new"`` member joins: the revoke lets the lookups finish and their start
+    be committed, so the partition the new member gets is read from its beginning, and an
+    event published to it before the new member positioned it is handled. Before, the
+    revoke cancelled the lookups: the group had no start for the partition, which the new
+    member then read from its end, skipping the event."""
+    one = kafka_factory(partitions=2)
+    two = kafka_factory(partitions=2)
+    async with one, two:
+        clock = HybridClock()
+        revoking = asyncio.Event()
+        admin = one._admin
+        assert admin is not None
+        lookup = admin.list_consumer_group_offsets
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await revoking.wait()  # held until a rebalance takes the partitions back
+            return await lookup(*args, **kwargs)
+
+        monkeypatch.setattr(admin, "list_consumer_group_offsets", slow)
+        a, b = Collector(), Collector()
+        await one.subscribe("conformance.order", a, group="gap", policy=DeliveryPolicy(start="all"))
+        (kept,) = one._kafka_subs
+        await eventually(lambda: len(kept.ledgers) == 2 and kept.anchoring is not None, TIMEOUT)
+        revoke = kept.on_partitions_revoked
+
+        async def on_partitions_revoked(revoked: Any) -> None:
+            if revoked:
+                revoking.set()
+            await revoke(revoked)
+
+        monkeypatch.setattr(kept, "on_partitions_revoked", on_partitions_revoked)
+        keys = {DefaultPartitioner()(f"k{i}".encode(), [0, 1], [0, 1]): f"k{i}" for i in range(8)}
+        assert sorted(keys) == [0, 1]
+        gap: list[Envelope[Any]] = []
+        gap_key: list[str] = []
+        looked_up = AIOKafkaConsumer.committed
+
+        async def committed_after_a_publish(consumer: AIOKafkaConsumer, tp: Any) -> Any:
+            if not gap:  # the new member's first lookup: an event reaches its partition first
+                gap.append(make_envelope(clock, "gap", key=keys[tp.partition]))
+                gap_key.append(keys[tp.partition])
+                await one.publish(gap[0])
+            return await looked_up(consumer, tp)
+
+        monkeypatch.setattr(AIOKafkaConsumer, "committed", committed_after_a_publish)
+        await two.subscribe("conformance.order", b, group="gap", policy=DeliveryPolicy(start="new"))
+        assert len(gap) == 1
+        after = make_envelope(clock, "after", key=gap_key[0])
+        await one.publish(after)
+        await eventually(lambda: after.id in a.ids + b.ids, TIMEOUT)
+        assert sorted(a.ids + b.ids) == sorted([gap[0].id, after.id])
+
+
+async def test_a_start_all_member_leaving_during_its_start_lookups_commits_the_starts(
+    kafka_broker: Any, kafka_factory: Callable[..., KafkaTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``start="all"`` member unsubscribes while it looks up where its (empty) partitions
+    start: the stop lets the lookups finish, and the group has their beginnings committed
+    (the next holder, whatever its ``start``, reads them from there). Before, the stop
+    cancelled the lookups: nothing was committed."""
+    transport = kafka_factory(partitions=2)
+    async with transport:
+        stopping = asyncio.Event()
+        admin = transport._admin
+        assert admin is not None
+        lookup = admin.list_consumer_group_offsets
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await stopping.wait()  # held until the subscription stops
+            return await lookup(*args, **kwargs)
+
+        monkeypatch.setattr(admin, "list_consumer_group_offsets", slow)
+        sub = await transport.subscribe(
+            "conformance.order", Collector(), group="leaving", policy=DeliveryPolicy(start="all")
+        )
+        (kept,) = transport._kafka_subs
+        await eventually(lambda: len(kept.ledgers) == 2 and kept.anchoring is not None, TIMEOUT)
+        stop = kept.stop
+
+        async def stop_noted() -> None:
+            stopping.set()
+            await stop()
+
+        monkeypatch.setattr(kept, "stop", stop_noted)
+        await asyncio.wait_for(sub.cancel(), TIMEOUT)
+        assert stopping.is_set()
+        committed = await _committed(
+            kafka_broker, transport, "leaving", pattern="conformance.order"
+        )
+        assert committed == {0: 0, 1: 0}
 
 
 async def test_start_new_beside_a_member_that_commits_nothing_fails_naming_why(
@@ -1150,6 +1300,45 @@ async def test_records_finished_two_assignments_back_are_not_handled_again(betwe
     held.finish()
 
 
+async def test_an_idempotent_subscription_records_what_it_handled_in_a_sqlite_store(
+    kafka_factory: Callable[..., KafkaTransport], tmp_path: Path
+) -> None:
+    # The bus commits a handled message's sequence as the consumer's position where it fits
+    # the store's 64-bit column: a Kafka sequence (the partition's index << 64, with the
+    # offset) does not ("Python int too large to convert to SQLite INTEGER").
+    seen: list[str] = []
+    transport = kafka_factory(partitions=1, policy=DeliveryPolicy(start="all"))
+    store = SQLiteStore(tmp_path / "handled.db")
+    async with tidings.Bus(transport=transport, store=store) as bus:
+        bus.subscribe(
+            ConformanceOrder, lambda o: seen.append(o.order_id), group="billing", idempotent=True
+        )
+        await bus.start()
+        sent = await bus.emit(ConformanceOrder("o1", 1.0))
+        async with asyncio.timeout(TIMEOUT):
+            while not await store.was_handled("billing", sent.envelope.id):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # recorded right after the handler returned
+        assert await store.load_checkpoint("billing") == 0
+    assert seen == ["o1"]
+
+
+def test_sequences_of_two_partitions_stay_distinct_at_any_offset() -> None:
+    """Regression: a sequence was ``(index << 40) | (offset + 1)``, so a partition past
+    offset 2**40 (127 days at 100k records/s) gave sequences of another partition's, and
+    its records could be dropped as copies of that partition's (held or settled ones)."""
+    from tidings.transports.kafka import _Subscription
+
+    first, second = TopicPartition("tidings.t", 0), TopicPartition("tidings.t", 1)
+    sub = _Subscription(KafkaTransport(), _Offsets(first), start="all", name="t", group_id="g")
+    offsets = (0, 1, 2**40 - 2, 2**40 - 1, 2**40, 2**41 + 1, 2**62, 2**63 - 1)
+    sequences = {
+        (tp.partition, offset): sub.sequence_base(tp) + 1 + offset
+        for tp in (first, second)
+        for offset in offsets
+    }
+    assert len(set(sequences.values())) == 2 * len(offsets)
+
+
 async def test_consecutive_and_gapped_batches_leave_the_same_ledger() -> None:
     """A batch of consecutive offsets (taken into the ledger in one step) and one with gaps
     (compaction, transaction markers: taken one by one) are recorded alike: each record
@@ -1180,25 +1369,27 @@ CLOSE_BOUND = 10.0
 (it waited for ever for the group coordinator), not a speed expectation."""
 
 
-async def _subscribed(transport: KafkaTransport, count: int) -> None:
-    """Subscribe to ``conformance.>`` and publish ``count`` events it handles."""
-    handled: list[Message] = []
-    all_handled = asyncio.Event()
+SUBSCRIPTIONS_OVERRUN = 3.0
+"""The most a close with the broker gone or frozen may overrun its timeout by, however many
+subscriptions it closes (each may overrun it by up to 2.6 s, together): a bound on the
+overruns adding up, not a speed expectation."""
 
-    async def handler(message: Message) -> None:
-        handled.append(message)
-        if len(handled) == count:
-            all_handled.set()
 
-    await transport.subscribe("conformance.>", handler)
+async def _subscribed(transport: KafkaTransport, count: int, subscriptions: int = 1) -> None:
+    """Subscribe ``subscriptions`` times to ``conformance.>`` (each a group of its own) and
+    publish ``count`` events, which each handles."""
+    handled = [Collector() for _ in range(subscriptions)]
+    await asyncio.gather(*(transport.subscribe("conformance.>", c) for c in handled))
     clock = HybridClock()
     for i in range(count):
         await transport.publish(make_envelope(clock, f"before-{i}"))
-    await asyncio.wait_for(all_handled.wait(), TIMEOUT)
+    for collector in handled:
+        await collector.wait_count(count, TIMEOUT)
+        assert len(collector.messages) == count
 
 
-async def _close_within_bound(transport: KafkaTransport) -> None:
-    """``aclose(timeout=1.0)`` returns within CLOSE_BOUND, leaving no unclosed client."""
+async def _close_within_bound(transport: KafkaTransport, bound: float = CLOSE_BOUND) -> None:
+    """``aclose(timeout=1.0)`` returns within ``bound`` seconds, leaving no unclosed client."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         started = time.monotonic()
@@ -1206,21 +1397,42 @@ async def _close_within_bound(transport: KafkaTransport) -> None:
         elapsed = time.monotonic() - started
         gc.collect()
         warnings_ = [w for w in caught if issubclass(w.category, ResourceWarning)]
-    assert elapsed < CLOSE_BOUND
+    assert elapsed < bound
     assert warnings_ == []
 
 
-async def test_a_close_with_a_subscription_and_the_broker_gone_keeps_its_deadline() -> None:
+async def test_a_close_with_subscriptions_and_the_broker_gone_keeps_its_deadline() -> None:
     # Regression: the subscription's last commit waited for the group coordinator with no
     # time limit (the close did not return in 90 s), then the consumer's stop was cancelled
     # halfway, leaving unclosed clients and tasks retrying the broker.
     with TansuBroker() as broker:
+        before = asyncio.all_tasks()
         transport = KafkaTransport(broker.url, prefix="gonesub", publish_timeout=3.0)
         await transport.start()
-        await _subscribed(transport, 3)
+        await _subscribed(transport, 3, subscriptions=3)
         broker.stop()
-        await _close_within_bound(transport)
+        await _close_within_bound(transport, 1.0 + SUBSCRIPTIONS_OVERRUN)
+        assert asyncio.all_tasks() - before == set()
         await _nothing_connects(broker.port)
+
+
+async def test_subscriptions_close_together_within_the_deadline_with_the_broker_frozen() -> None:
+    # Regression: the subscriptions were closed one after another, each overrunning the
+    # close's deadline (by 0.6 s here: the last commit's 0.1 s and the consumer's 0.5 s to
+    # stop; up to 2.6 s), so the overruns added up with the number of subscriptions.
+    with TansuBroker() as broker:
+        before = asyncio.all_tasks()
+        transport = KafkaTransport(
+            broker.url, prefix="frozensubs", publish_timeout=3.0, session_timeout=2.5
+        )
+        await transport.start()
+        await _subscribed(transport, 3, subscriptions=8)
+        broker.pause()
+        try:
+            await _close_within_bound(transport, 1.0 + SUBSCRIPTIONS_OVERRUN)
+        finally:
+            broker.resume()
+        assert asyncio.all_tasks() - before == set()
 
 
 async def test_a_close_with_a_subscription_and_the_broker_frozen_keeps_its_deadline() -> None:

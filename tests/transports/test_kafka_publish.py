@@ -4,15 +4,21 @@ record that ``send`` then takes, against a real broker (Tansu)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import sys
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import pytest
 from aiokafka import AIOKafkaConsumer
 
 import tidings
 from tidings.clock import HybridClock
+from tidings.event import Envelope
+from tidings.exceptions import TransportClosedError
 from tidings.testing.transport_conformance import TIMEOUT, ConformanceOrder, make_envelope
 from tidings.transports.kafka import KafkaTransport
 
@@ -64,3 +70,127 @@ async def test_a_bus_s_publishes_are_all_stored_once_in_order_when_flush_returns
         assert await transport.flush(TIMEOUT) == 0
         values = await _values(kafka_broker, transport.destination(sent[0].topic), 500)
     assert [msgspec.json.decode(v)["order_id"] for v in values] == [f"o-{i}" for i in range(500)]
+
+
+@dataclasses.dataclass
+class _Note:
+    """A payload a test can hold a weak reference to (a Struct payload cannot)."""
+
+    text: str
+
+
+def _noted(clock: HybridClock, text: str) -> tuple[Envelope[_Note], weakref.ref[_Note]]:
+    """An envelope of a fresh :class:`_Note`, and a weak reference to the note (alive as
+    long as the envelope is)."""
+    note = _Note(text)
+    return Envelope("conformance.note", note, clock.now()), weakref.ref(note)
+
+
+async def test_a_checked_record_that_no_publish_takes_is_not_kept(
+    kafka_factory: Callable[..., KafkaTransport],
+) -> None:
+    # Regression: check_envelope kept each record it encoded until a publish took it, or
+    # until the close: one whose publish never came (the bus's store append failed after
+    # the check) was kept, with its envelope, for the transport's life.
+    window = 8
+    clock = HybridClock()
+    async with kafka_factory(partitions=1, window=window) as transport:
+        orphan, orphan_note = _noted(clock, "checked, its append failed")
+        transport.check_envelope(orphan)
+        del orphan
+        assert orphan_note() is not None  # kept for its publish
+        # Dropped once a window of records checked after it were published: within two
+        # windows of them (the drop runs once a window of checks).
+        for i in range(2 * window):
+            env = make_envelope(clock, f"e-{i}")
+            transport.check_envelope(env)
+            await (await transport.send(env))
+        assert orphan_note() is None
+        # Nothing published: one is kept for at most 16 windows of checks after it (and
+        # the one until the drop runs).
+        first, first_note = _noted(clock, "first")
+        transport.check_envelope(first)
+        del first
+        for i in range(17 * window):
+            transport.check_envelope(make_envelope(clock, f"never-{i}"))
+        assert first_note() is None
+        assert await transport.flush(TIMEOUT) == 0
+
+
+async def test_checks_from_several_threads_while_records_are_dropped_all_pass(
+    kafka_factory: Callable[..., KafkaTransport],
+) -> None:
+    # Regression: the drop of the checked records no publish took walked the cache while
+    # checks in other threads (a bus publishes from any thread; check_envelope runs in the
+    # caller's) added to it: "dictionary changed size during iteration" from a check.
+    window, threads, checks = 512, 4, 512 * 24
+    clock = HybridClock()
+    failures: list[BaseException] = []
+
+    def check_many(transport: KafkaTransport, envelopes: list[Envelope[Any]]) -> None:
+        for envelope in envelopes:  # none published: each sweep drops a window of them
+            try:
+                transport.check_envelope(envelope)
+            except Exception as exc:  # any is the failure looked for
+                failures.append(exc)
+                return
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can: the race shows
+    try:
+        transport = kafka_factory(partitions=1, window=window)
+        async with transport:
+            work = [
+                asyncio.to_thread(
+                    check_many, transport, [make_envelope(clock, f"{n}-{i}") for i in range(checks)]
+                )
+                for n in range(threads)
+            ]
+            await asyncio.wait_for(asyncio.gather(*work), TIMEOUT)
+            assert failures == []
+            assert len(transport._encoded) <= 17 * window + threads  # 16 windows, and one
+    finally:
+        sys.setswitchinterval(interval)
+
+
+async def test_a_record_checked_again_does_not_keep_the_others(
+    kafka_factory: Callable[..., KafkaTransport],
+) -> None:
+    # Regression: an envelope checked again kept its place in the cache with the number of
+    # its last check, and the drop, walking in place order, stopped at it: checked again
+    # within every 16 windows (a caller retrying it while its store fails), it kept every
+    # record checked after its first check, with its envelope.
+    window = 8
+    clock = HybridClock()
+    async with kafka_factory(partitions=1, window=window) as transport:
+        retried = make_envelope(clock, "retried")
+        transport.check_envelope(retried)
+        orphan, orphan_note = _noted(clock, "checked, its append failed")
+        transport.check_envelope(orphan)
+        del orphan
+        for i in range(20 * window):
+            if i % window == 0:
+                transport.check_envelope(retried)
+            transport.check_envelope(make_envelope(clock, f"never-{i}"))
+        assert orphan_note() is None
+        await (await transport.send(retried))  # still taken as checked last
+        assert await transport.flush(TIMEOUT) == 0
+
+
+async def test_a_record_checked_for_a_closed_transport_is_not_kept(
+    kafka_factory: Callable[..., KafkaTransport],
+) -> None:
+    # Regression: a publish refused by a closed transport left the record its check had
+    # encoded in the cache, with its envelope (up to 16 windows of them, for the
+    # transport's life once nothing more is checked).
+    clock = HybridClock()
+    transport = kafka_factory(partitions=1, window=8)
+    async with transport:
+        pass
+    for publish in (transport.publish, transport.send):
+        envelope, note = _noted(clock, "checked after the close")
+        transport.check_envelope(envelope)
+        with pytest.raises(TransportClosedError):
+            await publish(envelope)
+        del envelope
+        assert note() is None

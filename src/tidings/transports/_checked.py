@@ -8,15 +8,14 @@ a copy with other data, is encoded for itself); it holds the envelope, so no oth
 takes that identity while it is here.
 
 A bus checks an event on the thread that publishes it while its event loop's thread takes
-the encodings of events checked before: each step here is one operation on a dict or a
-deque (atomic), and nothing iterates over the entries. A race costs at most an encoding
-dropped that was about to be taken, which its publish then makes again.
+the encodings of events checked before: each step here is one operation on a dict (atomic),
+and the drop walks a copy of the entries made in one step (``dict.copy`` runs no Python
+code, so no other thread runs in it). A race costs at most an encoding dropped that was
+about to be taken, which its publish then makes again.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections import deque
 from typing import Any, Generic, TypeVar
 
 from tidings.event import Envelope
@@ -37,19 +36,20 @@ class CheckedEncodings(Generic[T]):
     (checked envelopes are published about in check order), or once :data:`WINDOWS`
     windows of envelopes were checked after it (whatever was taken: the bound when nothing
     is). So a few windows of them are kept at most; one dropped and published after all is
-    encoded again by its publish. The drop runs once a window of checks.
+    encoded again by its publish. The drop runs once a window of checks, in check order; an
+    envelope checked again moves to the end (where its newest check's number goes), so it
+    never holds back the drop of those checked after its first check. A publish a closed
+    transport refuses takes the encoding to drop it.
     """
 
-    __slots__ = ("_checked", "_entries", "_order", "_sweep_at", "_taken", "window")
+    __slots__ = ("_checked", "_entries", "_sweep_at", "_taken", "window")
 
     def __init__(self, window: int) -> None:
         self.window = window
         """A publisher's window of unacknowledged publishes (at least 1)."""
         self._entries: dict[int, tuple[Envelope[Any], T, int]] = {}
-        """By the envelope's identity: it, its encoding, the number of its check."""
-        self._order: deque[tuple[int, int]] = deque()
-        """The number and envelope identity of each check, in check order (also of those
-        taken since: the drop skips them)."""
+        """By the envelope's identity, in check order: it, its encoding, the number of its
+        check."""
         self._checked = 0
         """The number of the last check."""
         self._taken = 0
@@ -63,17 +63,16 @@ class CheckedEncodings(Generic[T]):
     def keep(self, envelope: Envelope[Any], encoding: T) -> None:
         """Keep ``envelope``'s ``encoding`` for :meth:`take` (in place of one kept before)."""
         checked = self._checked = self._checked + 1
-        identity = id(envelope)
-        self._entries[identity] = envelope, encoding, checked
-        self._order.append((checked, identity))
+        entries, identity = self._entries, id(envelope)
+        if identity in entries:  # checked again: moved to the end, where its number goes
+            entries.pop(identity, None)
+        entries[identity] = envelope, encoding, checked
         if checked >= self._sweep_at:
             self._sweep_at = checked + self.window
             self._drop_stale(checked)
 
     def take(self, envelope: Envelope[Any]) -> T | None:
         """``envelope``'s kept encoding, no longer kept (``None`` if none is)."""
-        if not self._entries:
-            return None
         entry = self._entries.pop(id(envelope), None)
         if entry is None:
             return None
@@ -84,15 +83,12 @@ class CheckedEncodings(Generic[T]):
     def clear(self) -> None:
         """Keep nothing (the transport closed)."""
         self._entries.clear()
-        self._order.clear()
 
     def _drop_stale(self, newest: int) -> None:
         stale = max(self._taken - self.window, newest - WINDOWS * self.window)
         entries = self._entries
-        order = self._order
-        with contextlib.suppress(IndexError):  # none left (another thread's drop too)
-            while order[0][0] < stale:
-                checked, identity = order.popleft()
-                entry = entries.get(identity)
-                if entry is not None and entry[2] == checked:  # else taken, checked again
-                    entries.pop(identity, None)
+        for identity, entry in entries.copy().items():  # in check order
+            if entry[2] >= stale:
+                break
+            if entries.get(identity) is entry:  # else taken meanwhile, or checked again
+                entries.pop(identity, None)

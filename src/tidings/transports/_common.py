@@ -531,12 +531,12 @@ class ClientTransport(SubjectTransport):
         await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def _begin_close(self, timeout: float) -> float | None:
-        """The first steps of ``aclose(timeout)``: the transport is closing; each
-        subscription is cancelled (its running handlers finish), then the publishes awaiting
-        their acknowledgement are waited for, each step given what is left of ``timeout``
-        (at least 0.1 s). Returns the event loop time by which closing should be done, or
-        ``None`` when there is nothing to close (never started: now closed; or closing or
-        closed already)."""
+        """The first steps of ``aclose(timeout)``: the transport is closing; the
+        subscriptions are cancelled together (their running handlers finish), then the
+        publishes awaiting their acknowledgement are waited for, each step given what is
+        left of ``timeout`` (at least 0.1 s). Returns the event loop time by which closing
+        should be done, or ``None`` when there is nothing to close (never started: now
+        closed; or closing or closed already)."""
         if self._state in ("closing", "closed"):
             return None
         if self._state == "new":
@@ -545,8 +545,15 @@ class ClientTransport(SubjectTransport):
         self._state = "closing"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        for sub in list(self._subs):
-            await sub.cancel(max(deadline - loop.time(), 0.1))
+        # Together, within the one timeout: a subscription's close may overrun it (a broker
+        # gone: see the transport's), and one after another the overruns would add up.
+        closed = await asyncio.gather(
+            *(sub.cancel(max(deadline - loop.time(), 0.1)) for sub in list(self._subs)),
+            return_exceptions=True,
+        )
+        for outcome in closed:
+            if isinstance(outcome, BaseException):
+                raise outcome  # each was let finish first
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), max(deadline - loop.time(), 0.1))
         return deadline

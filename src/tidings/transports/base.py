@@ -187,7 +187,8 @@ class Message(msgspec.Struct, eq=False):
         envelope: the decoded event.
         attempt: the delivery attempt, 1 for the first delivery.
         subject: the subject (or topic) the message arrived on.
-        sequence: the message's sequence number in its stream.
+        sequence: the message's sequence number in its stream (Kafka: its partition's
+            and its offset's together, wider than 64 bits).
         settled: how it was settled (``"ack"``, ``"nak"``, ``"term"``), ``None`` before.
 
     Settle it at most once with :meth:`ack`, :meth:`nak` or :meth:`term`; later calls do

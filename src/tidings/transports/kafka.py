@@ -109,6 +109,7 @@ from tidings.exceptions import (
 from tidings.observability.logs import log_fields
 from tidings.topics import validate_topic
 from tidings.transports import _kafka_protocol
+from tidings.transports._checked import CheckedEncodings
 from tidings.transports._common import (
     ClientTransport,
     Subjects,
@@ -168,10 +169,16 @@ it is ended: enough for a broker that answers, past the close's deadline."""
 
 _FORCED_STOP = 2.0
 """Seconds a consumer still stopping at the close's deadline gets to close its connections
-(after its tasks are ended): the most a close overruns its timeout by, per subscription."""
+(after its tasks are ended): the most a close overruns its timeout by (its subscriptions
+close together, so their overruns do not add up)."""
 
-_OFFSET_BITS = 40
-"""A record's sequence here is ``(partition index << 40) | (offset + 1)``."""
+_OFFSET_BITS = 64
+"""A record's sequence here is ``(partition index << 64) | (offset + 1)``: a Kafka offset is
+a signed 64-bit number, so ``offset + 1`` (at most 2**63) never reaches the index's bits and
+no two partitions' records share a sequence (with 40 bits, a partition past offset 2**40
+took another's: its records could be dropped as copies of that one's). Sequences are so
+wider than 64 bits (Python integers): the consumer's duplicate detection only compares
+them."""
 
 
 def kafka_servers(servers: str | Sequence[str]) -> tuple[str, ...]:
@@ -231,7 +238,8 @@ class _Ledger:
     A revoked ledger goes on recording finishes (nothing commits it any more): when the
     partition is assigned to the same subscription again, its successor (see
     :meth:`_Subscription.refetched`) leaves out what it tells finished and delivers the rest
-    again.
+    again. It is kept for that only while it can tell something (see
+    :attr:`_Subscription.revoked`).
     """
 
     __slots__ = (
@@ -416,7 +424,15 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
         ``subscribe``'s error when it gives up)."""
         self.ledgers: dict[TopicPartition, _Ledger] = {}
         self.revoked: dict[TopicPartition, _Ledger] = {}
-        """The ledger of each partition revoked here (see :meth:`refetched`)."""
+        """The ledger of each partition revoked here that can still tell what finished when
+        its records are read again here (see :meth:`refetched`): until the group's committed
+        offset reaches the end of what it took in (see :meth:`_forget_revoked`)."""
+        self.forgetting: asyncio.Task[None] | None = None
+        """Looks the group's committed offsets of :attr:`revoked` up now and then (while it
+        is not empty)."""
+        self.anchoring: asyncio.Task[None] | None = None
+        """``start="all"``: commits the start of the partitions last assigned (see
+        :meth:`_anchor`); the next revoke, or the stop, waits for it."""
         self.indexes: dict[TopicPartition, int] = {}
         self.index_counter = itertools.count(1)
         self.retries: list[tuple[float, int, _Record]] = []
@@ -637,9 +653,19 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
         """Let the handlers of the revoked partitions finish, then commit them (within
         ``revoke_timeout``); what is still unfinished then is read again by the new owner."""
-        ledgers = [self.ledgers[tp] for tp in revoked if tp in self.ledgers]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.transport.revoke_timeout
+        anchoring = self.anchoring
+        if anchoring is not None:
+            # Let it commit the starts first (aiokafka heartbeats while this callback runs):
+            # cancelled, it left a partition with no start in the group, which a start="new"
+            # member given it read from its end, skipping what was there. Past the deadline
+            # it is cancelled: its commit must not land after the one of where they got to.
+            await asyncio.wait((anchoring,), timeout=max(deadline - loop.time(), 0.0))
+            anchoring.cancel()
+            await asyncio.gather(anchoring, return_exceptions=True)
+            self.anchoring = None
+        ledgers = [self.ledgers[tp] for tp in revoked if tp in self.ledgers]
         for ledger in ledgers:
             while ledger.busy > 0 and loop.time() < deadline:
                 ledger.changed = changed = asyncio.Event()
@@ -663,12 +689,44 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             gone = self.ledgers.pop(tp, None)
             if gone is not None:
                 gone.owned = False
-                self.revoked[tp] = gone
+                if gone.committed < gone.reach():
+                    # Read again from the commit, its finishes past it still count.
+                    self.revoked[tp] = gone
             # The partition's records get other sequences if it is assigned here again: a
             # copy read again is then never dropped as a duplicate of its old copy, which
             # settles only the revoked ledger (an old copy that finished leaves its offset
             # out of the new assignment instead, see :meth:`refetched`).
             self.indexes.pop(tp, None)
+        if self.revoked and self.forgetting is None and not self.stopping:
+            self.forgetting = asyncio.create_task(
+                self._forget_revoked(), name=f"tidings:kafka:revoked:{self.name}"
+            )
+
+    async def _forget_revoked(self) -> None:
+        """Drop each ledger of :attr:`revoked` once the group's committed offset of its
+        partition reached the end of what it, and the ones before it that it holds, took
+        in (another member handled the records it left unfinished, and committed past
+        them): read again from there, the partition has nothing it could tell finished.
+        The offsets are looked up every ``metadata_refresh`` seconds while there is one (a
+        failed lookup waits for the next round)."""
+        try:
+            while self.revoked:
+                await asyncio.sleep(self.transport.metadata_refresh)
+                admin = self.transport._admin
+                if admin is None:
+                    return  # never started: nothing to look up
+                try:
+                    committed = await admin.list_consumer_group_offsets(
+                        self.group_id, partitions=list(self.revoked)
+                    )
+                except aiokafka.errors.KafkaError:
+                    continue
+                for tp, found in committed.items():
+                    ledger = self.revoked.get(tp)
+                    if ledger is not None and found.offset >= ledger.reach():
+                        del self.revoked[tp]
+        finally:
+            self.forgetting = None
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         """Take the newly assigned partitions in. ``start="new"``: they are positioned first
@@ -684,24 +742,33 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
             else:
                 self.ledger(tp)
                 taken.append(tp)
-        if taken:
-            await self._anchor(taken)
+        if taken and not self.stopping:
+            # In a task of its own: aiokafka sends no heartbeats while this callback runs, and
+            # a member held in it past session_timeout (lookups on a slow broker) is dropped
+            # from the group while it goes on reading the partitions: read twice then.
+            self.anchoring = asyncio.create_task(
+                self._anchor({tp: self.ledgers[tp] for tp in taken}),
+                name=f"tidings:kafka:anchor:{self.name}",
+            )
         if pending:
             await self._position()
         if not pending:
             self.ready.set()
 
-    async def _anchor(self, partitions: list[TopicPartition]) -> None:
-        """``start="all"``: commit the beginning of each of ``partitions`` (just assigned,
-        read from the group's committed offset, else from their beginning) that the group
-        has no committed offset for and nothing was taken in from yet, as a ``start="new"``
-        member commits where it positions one. Else an empty partition would have no start
-        in the group until a record of it is read, and a ``start="new"`` member joining the
-        group would wait for one (:meth:`positioned_in_group`), then fail. Failed lookups
-        are tried again for up to ``connect_timeout``; then the partition is committed once
-        a record of it is read."""
+    async def _anchor(self, ledgers: dict[TopicPartition, _Ledger]) -> None:
+        """``start="all"``: commit the beginning of each partition of ``ledgers`` (just
+        assigned, with their new ledgers; read from the group's committed offset, else from
+        their beginning) that the group has no committed offset for and nothing was taken
+        in from yet, as a ``start="new"`` member commits where it positions one. Else an
+        empty partition would have no start in the group until a record of it is read, and
+        a ``start="new"`` member joining the group would wait for one
+        (:meth:`positioned_in_group`), then fail. Failed lookups are tried again for up to
+        ``connect_timeout``; then the partition is committed once a record of it is read.
+        Runs as :attr:`anchoring`, which the next revoke (or the stop) waits for (within
+        ``revoke_timeout``, or the close's timeout; then cancels) before it commits."""
         admin = self.transport._admin
         assert admin is not None
+        partitions = list(ledgers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.transport.connect_timeout
         while True:
@@ -719,8 +786,8 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
                 await asyncio.sleep(0.1)  # a back-off before looking them up again
         anchored: set[TopicPartition] = set()
         for tp, offset in found.items():
-            ledger = self.ledgers.get(tp)
-            if ledger is not None and ledger.next < 0:  # still held, nothing taken in yet
+            ledger = ledgers[tp]
+            if self.ledgers.get(tp) is ledger and ledger.next < 0:  # held, none taken in
                 ledger.next = offset
                 anchored.add(tp)
         if anchored:
@@ -835,15 +902,20 @@ class _Subscription(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def stop(self) -> None:
         self.stopping = True
-        if self.poll is not None:
-            self.poll.cancel()
-            await asyncio.gather(self.poll, return_exceptions=True)
-        if self.committer is not None:
-            self.committer.cancel()
-            await asyncio.gather(self.committer, return_exceptions=True)
+        for task in (self.poll, self.committer, self.forgetting):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         loop = asyncio.get_running_loop()
         close_by = self.transport._close_by
         end = close_by if close_by is not None else loop.time() + self.transport.revoke_timeout
+        anchoring = self.anchoring
+        if anchoring is not None:
+            # Its starts are committed before the partitions go (see on_partitions_revoked),
+            # within the time the last commit has.
+            await asyncio.wait((anchoring,), timeout=max(end - loop.time(), 0.0))
+            anchoring.cancel()
+            await asyncio.gather(anchoring, return_exceptions=True)
         # aiokafka's commit waits for the group coordinator without a time limit (for ever
         # to a broker gone): the last commit gets what is left of the close's timeout.
         with contextlib.suppress(Exception, TimeoutError):
@@ -1031,10 +1103,13 @@ class KafkaTransport(ClientTransport):
         self._subs: list[Consumer] = []
         self._close_by: float | None = None
         """The event loop time by which :meth:`aclose` should be done (while closing)."""
-        self._encoded: dict[int, tuple[Envelope[Any], KafkaHeaders, bytes, bytes | None]] = {}
-        """Records :meth:`check_envelope` encoded (and found to fit), by the envelope's
-        identity: :meth:`send` and :meth:`publish` take them (one encoding per event);
-        emptied on close."""
+        self._encoded: CheckedEncodings[tuple[KafkaHeaders, bytes, bytes | None, int]] = (
+            CheckedEncodings(window)
+        )
+        """Records :meth:`check_envelope` encoded and found to fit (their sizes say so, as
+        :meth:`_send` takes them), for the publish that follows (one encoding per event):
+        :meth:`send` and :meth:`publish` take them; the ones no publish takes are dropped
+        after a while (see CheckedEncodings); emptied on close."""
         self._partitions: dict[str, Partitions] = {}
         """The lanes of each tidings topic published to (its Kafka topic's, of the
         batcher)."""
@@ -1216,12 +1291,14 @@ class KafkaTransport(ClientTransport):
     # ------------------------------------------------------------------ publishing
 
     def check_envelope(self, envelope: Envelope[Any]) -> None:
-        headers, body, key, size = publish_record(envelope, structured=self.structured)
-        if size < 0 or size > self.max_request_size:  # else it fits
+        record = publish_record(envelope, structured=self.structured)
+        size = record[3]
+        if size < 0 or size > self.max_request_size:  # else it fits, as its size says
+            headers, body, key, _ = record
             self._check_size(envelope.id, envelope.topic, headers, body, key)
-        # By the envelope's identity, not its id (whose text is formatted when read): the
-        # entry holds the envelope, so no other object takes its identity while it is here.
-        self._encoded[id(envelope)] = envelope, headers, body, key
+            record = headers, body, key, 0  # 0: it fits
+        if self._batcher is not None and self._state != "closed":  # else none would take it
+            self._encoded.keep(envelope, record)
 
     def _check_size(
         self, event_id: str, topic: str, headers: KafkaHeaders, body: bytes, key: bytes | None
@@ -1241,14 +1318,18 @@ class KafkaTransport(ClientTransport):
     def _record(self, envelope: Envelope[Any]) -> tuple[KafkaHeaders, bytes, bytes | None, int]:
         """``envelope``'s record as :meth:`check_envelope` encoded it (the bus checks every
         event first; size 0: it fits), else encoded now."""
-        checked = self._encoded.pop(id(envelope), None) if self._encoded else None
-        if checked is None:
-            return publish_record(envelope, structured=self.structured)
-        return checked[1], checked[2], checked[3], 0
+        checked = self._encoded.take(envelope)
+        return publish_record(envelope, structured=self.structured) if checked is None else checked
+
+    def _refused(self, envelope: Envelope[Any]) -> TransportClosedError:
+        """The error of a publish of ``envelope`` while not started or closed; the record
+        :meth:`check_envelope` encoded for it (if any) is dropped: no publish takes it now."""
+        self._encoded.take(envelope)
+        return self._closed_error()
 
     async def publish(self, envelope: Envelope[Any]) -> PublishAck:
         if self._batcher is None or self._state == "closed":
-            raise self._closed_error()
+            raise self._refused(envelope)
         record = self._record(envelope)
         future = await self._send(envelope.topic, *record, None, envelope, report=False)
         return await future
@@ -1256,14 +1337,12 @@ class KafkaTransport(ClientTransport):
     async def send(self, envelope: Envelope[Any]) -> asyncio.Future[PublishAck]:
         batcher = self._batcher
         if batcher is None or self._state == "closed":
-            raise self._closed_error()
+            raise self._refused(envelope)
         # As check_envelope encoded it (the bus checks every event first), else now (as
         # _record, written out: once per event).
-        checked = self._encoded.pop(id(envelope), None) if self._encoded else None
-        if checked is None:
+        record = self._encoded.take(envelope)
+        if record is None:
             record = publish_record(envelope, structured=self.structured)
-        else:
-            record = checked[1], checked[2], checked[3], 0  # 0: it fits
         topic = envelope.topic
         partitions = self._partitions.get(topic)
         if partitions is not None and self._unacked < self.window:
