@@ -103,7 +103,9 @@ async def test_the_first_failure_in_order_is_raised_once_all_have_ended() -> Non
         finally:
             raise RuntimeError(text)
 
-    tasks = [asyncio.create_task(failing(t, e)) for t, e in zip(("one", "two"), started, strict=True)]
+    tasks = [
+        asyncio.create_task(failing(t, e)) for t, e in zip(("one", "two"), started, strict=True)
+    ]
     idle = asyncio.create_task(asyncio.Event().wait())
     async with asyncio.timeout(WAIT):
         for began in started:
@@ -111,5 +113,6 @@ async def test_the_first_failure_in_order_is_raised_once_all_have_ended() -> Non
     with pytest.raises(RuntimeError, match="one"):
         async with asyncio.timeout(WAIT):
             await cancel_and_wait(idle, *tasks)
-    assert idle.cancelled() and all(task.done() for task in tasks)
+    assert idle.cancelled()
+    assert all(task.done() for task in tasks)
     assert str(tasks[1].exception()) == "two"
