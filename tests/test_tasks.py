@@ -58,3 +58,61 @@ async def test_the_callers_cancellation_goes_on_up_while_the_task_finishes() -> 
     async with asyncio.timeout(WAIT):
         await cancel_and_wait(task)
     assert task.done()
+
+
+async def test_every_task_is_cancelled_before_any_is_waited_for() -> None:
+    # Regression: the gateway's router ended its lost-lease waiter, then its follower, each
+    # with its own cancel_and_wait; a stop cancelling the router while it waited for the
+    # first left the follower routing on, never cancelled. Now one call cancels both first.
+    cancelled = asyncio.Event()
+    release = asyncio.Event()
+
+    async def finishing() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            await asyncio.wait_for(release.wait(), WAIT)  # what is in flight ends first
+            raise
+
+    first = asyncio.create_task(finishing())
+    second = asyncio.create_task(asyncio.Event().wait())
+    closing = asyncio.create_task(cancel_and_wait(first, second))
+    async with asyncio.timeout(WAIT):
+        await cancelled.wait()
+    closing.cancel()
+    await asyncio.wait({closing}, timeout=WAIT)
+    assert closing.cancelled()
+    async with asyncio.timeout(WAIT):  # the second was cancelled too: it ends on its own
+        await asyncio.wait({second})
+    assert second.cancelled()
+    assert not first.done()
+    release.set()
+    async with asyncio.timeout(WAIT):
+        await cancel_and_wait(first, second)
+    assert first.cancelled()
+
+
+async def test_the_first_failure_in_order_is_raised_once_all_have_ended() -> None:
+    started = [asyncio.Event(), asyncio.Event()]
+
+    async def failing(text: str, began: asyncio.Event) -> None:
+        try:
+            began.set()
+            await asyncio.Event().wait()
+        finally:
+            raise RuntimeError(text)
+
+    tasks = [
+        asyncio.create_task(failing(t, e)) for t, e in zip(("one", "two"), started, strict=True)
+    ]
+    idle = asyncio.create_task(asyncio.Event().wait())
+    async with asyncio.timeout(WAIT):
+        for began in started:
+            await began.wait()
+    with pytest.raises(RuntimeError, match="one"):
+        async with asyncio.timeout(WAIT):
+            await cancel_and_wait(idle, *tasks)
+    assert idle.cancelled()
+    assert all(task.done() for task in tasks)
+    assert str(tasks[1].exception()) == "two"

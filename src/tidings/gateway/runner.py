@@ -454,8 +454,9 @@ class Gateway:
                 try:
                     await asyncio.wait({following, lost}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    for task in (lost, following):  # a failure of following goes on last
-                        await cancel_and_wait(task)
+                    # Both cancelled before either is waited for: a stop cancelling this
+                    # meanwhile leaves no follower routing on (a failure of it is raised).
+                    await cancel_and_wait(lost, following)
                 if not lease.lost.is_set():
                     return  # the store closed
                 logger.error("gateway: the routing lease was lost; standing by to retake it")
@@ -661,10 +662,8 @@ class Gateway:
         if self._lease.held:
             drained = await self.wait_routed(await self.store.last_position(), limit)
         self._stop_watching.set()
-        for task in (self._follower, self._watcher):
-            if task is not None:
-                with contextlib.suppress(Exception):
-                    await cancel_and_wait(task)
+        with contextlib.suppress(Exception):  # both cancelled, then both waited for
+            await cancel_and_wait(*(t for t in (self._follower, self._watcher) if t is not None))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
