@@ -22,6 +22,8 @@ from tidings.exceptions import TransportClosedError
 from tidings.testing.transport_conformance import TIMEOUT, ConformanceOrder, make_envelope
 from tidings.transports.kafka import KafkaTransport
 
+from .checked_drop import assert_unpublished_checks_are_dropped
+
 
 async def _values(broker: Any, topic: str, count: int) -> list[bytes]:
     """The values of the first ``count`` records of ``topic`` (waits at most TIMEOUT)."""
@@ -92,29 +94,8 @@ async def test_a_checked_record_that_no_publish_takes_is_not_kept(
     # Regression: check_envelope kept each record it encoded until a publish took it, or
     # until the close: one whose publish never came (the bus's store append failed after
     # the check) was kept, with its envelope, for the transport's life.
-    window = 8
-    clock = HybridClock()
-    async with kafka_factory(partitions=1, window=window) as transport:
-        orphan, orphan_note = _noted(clock, "checked, its append failed")
-        transport.check_envelope(orphan)
-        del orphan
-        assert orphan_note() is not None  # kept for its publish
-        # Dropped once a window of records checked after it were published: within two
-        # windows of them (the drop runs once a window of checks).
-        for i in range(2 * window):
-            env = make_envelope(clock, f"e-{i}")
-            transport.check_envelope(env)
-            await (await transport.send(env))
-        assert orphan_note() is None
-        # Nothing published: one is kept for at most 16 windows of checks after it (and
-        # the one until the drop runs).
-        first, first_note = _noted(clock, "first")
-        transport.check_envelope(first)
-        del first
-        for i in range(17 * window):
-            transport.check_envelope(make_envelope(clock, f"never-{i}"))
-        assert first_note() is None
-        assert await transport.flush(TIMEOUT) == 0
+    async with kafka_factory(partitions=1, window=8) as transport:
+        await assert_unpublished_checks_are_dropped(transport, 8)
 
 
 async def test_checks_from_several_threads_while_records_are_dropped_all_pass(

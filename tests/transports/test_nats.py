@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +27,6 @@ from tidings.exceptions import (
 )
 from tidings.testing.nats_server import NatsServer, free_port
 from tidings.testing.transport_conformance import (
-    TIMEOUT,
     Collector,
     ConformanceOrder,
     DeadLetters,
@@ -37,6 +35,8 @@ from tidings.testing.transport_conformance import (
 )
 from tidings.transports import DeliveryPolicy, Message, Transport
 from tidings.transports.nats import NatsTransport, StreamSettings
+
+from .checked_drop import assert_unpublished_checks_are_dropped, checked_orphan
 
 Factory = Callable[..., NatsTransport]
 
@@ -155,42 +155,17 @@ async def test_a_checked_encoding_goes_only_with_its_own_envelope_not_one_of_the
     assert json.loads(msg.data) == {"order_id": "other", "amount": 5.0}
 
 
-def _checked_orphan(transport: NatsTransport, clock: HybridClock, text: str) -> weakref.ref[Any]:
-    """Check an envelope no publish takes (as the bus does when its store append fails
-    after the check); a weak reference to its payload, alive as long as the envelope is."""
-    orphan = make_envelope(clock, text)
-    transport.check_envelope(orphan)
-    return weakref.ref(orphan.payload)
-
-
 async def test_a_checked_encoding_that_no_publish_takes_is_not_kept(
     nats_factory: Factory,
 ) -> None:
     # Regression: check_envelope kept each encoding until a publish took it, or until the
     # close: one whose publish never came (the bus's store append failed after the check)
     # was kept, with its envelope, for the transport's life.
-    window = 8
-    clock = HybridClock()
-    transport = nats_factory(window=window)
+    transport = nats_factory(window=8)
     async with transport:
-        orphan = _checked_orphan(transport, clock, "checked, its append failed")
-        assert orphan() is not None  # kept for its publish
-        # Dropped once a window of envelopes checked after it were published: within two
-        # windows of them (the drop runs once a window of checks).
-        for i in range(2 * window):
-            env = make_envelope(clock, f"e-{i}")
-            transport.check_envelope(env)
-            await (await transport.send(env))
-        assert orphan() is None
-        # Nothing published: one is kept for at most 16 windows of checks after it (and
-        # the one until the drop runs).
-        first = _checked_orphan(transport, clock, "first")
-        for i in range(17 * window):
-            transport.check_envelope(make_envelope(clock, f"never-{i}"))
-        assert first() is None
-        assert await transport.flush(TIMEOUT) == 0
+        await assert_unpublished_checks_are_dropped(transport, 8)
     # A closed transport keeps nothing it checks (nothing would drop it).
-    assert _checked_orphan(transport, clock, "after the close")() is None
+    assert checked_orphan(transport, HybridClock(), "after the close")() is None
 
 
 async def test_plain_nats_client_garbage_goes_to_dead_letters(
